@@ -1,0 +1,443 @@
+//! Bodies of keyhold's HTTP API (`/api/v1`), shared by the server and the CLI
+//! so the two cannot drift apart. Timestamps are RFC 3339 strings in UTC.
+//! Requests reject unknown fields, so a misspelt option is an error, not a no-op.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// Every error answer: `{"error": {"code": "...", "message": "...", "field": "..."}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`invalid_input`, `not_found`, `dual_control_required`, …).
+    pub code: String,
+    /// What is wrong and how to fix it. Never contains a secret.
+    pub message: String,
+    /// The request field at fault, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+// ---- sessions and passwords ----
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeRequest {
+    pub user: String,
+    pub current_password: String,
+    pub new_password: String,
+}
+
+impl fmt::Debug for PasswordChangeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordChangeRequest")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The bearer token, present only in the answer to a login that opened a
+    /// new session. Send it as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub identities: Vec<SessionIdentityView>,
+    /// `Admin1,Admin2`: how audit entries name this session.
+    pub users: String,
+    pub created_at: String,
+}
+
+impl fmt::Debug for SessionView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionView")
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionIdentityView {
+    pub name: String,
+    pub role: String,
+}
+
+// ---- identities ----
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdentityView {
+    pub name: String,
+    pub role: String,
+    pub must_change_password: bool,
+    pub locked: bool,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIdentityRequest {
+    pub name: String,
+    /// `administrator`, `key_officer` or `auditor`.
+    pub role: String,
+}
+
+/// The answer to creating an identity: its one-time password, shown this once.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreatedIdentity {
+    pub name: String,
+    pub role: String,
+    pub password: String,
+}
+
+impl fmt::Debug for CreatedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedIdentity")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- cloud credentials ----
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportCredentialRequest {
+    pub name: String,
+    /// `aws` (the default).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The CSV file IAM offers for download, as text.
+    pub csv: String,
+    /// Endpoint override (VPC endpoint, test peer).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+impl fmt::Debug for ImportCredentialRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportCredentialRequest")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CredentialView {
+    pub name: String,
+    pub service: String,
+    pub kind: String,
+    /// The access key id: what identifies the credential to AWS. Not secret.
+    pub access_name: String,
+    pub endpoint: Option<String>,
+    pub created_at: String,
+}
+
+// ---- key groups ----
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    pub name: String,
+    pub credential: String,
+    /// `aws` (the default and only choice).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// `AES` (default). Asymmetric types are refused for AWS.
+    #[serde(default)]
+    pub key_type: Option<String>,
+    /// 256 (default and only choice for AWS).
+    #[serde(default)]
+    pub key_length: Option<u32>,
+    /// `encrypt_decrypt` (default).
+    #[serde(default)]
+    pub usage: Option<String>,
+    /// Rotation interval such as `30d`; absent means rotation off.
+    #[serde(default)]
+    pub rotate_every: Option<String>,
+    /// Validity such as `1y`; absent means keys do not expire.
+    #[serde(default)]
+    pub valid_for: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+    pub alias: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub region: String,
+    /// A placeholder KMS key (origin External) awaiting its first material.
+    #[serde(default)]
+    pub active_key_id: Option<String>,
+    /// Key policy JSON text.
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub disable_after_rotate: Option<bool>,
+}
+
+/// A change to a group. Absent fields stay; `null` clears the clearable ones
+/// (`rotate_every` turns rotation off).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateGroupRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rotate_every: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub valid_for: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub active_key_id: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_after_rotate: Option<bool>,
+}
+
+/// Tells "absent" (outer None) from "null" (Some(None)).
+fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: String,
+    pub service: String,
+    pub credential: String,
+    pub key_type: String,
+    pub key_length: u32,
+    pub algorithm: String,
+    pub usage: String,
+    pub storage: String,
+    pub rotate: bool,
+    pub rotate_every: Option<String>,
+    pub next_rotation_at: Option<String>,
+    pub valid_for: Option<String>,
+    pub owner: String,
+    pub notes: String,
+    pub alias: String,
+    pub description: String,
+    pub region: String,
+    pub active_key_id: Option<String>,
+    pub policy: Option<String>,
+    pub disable_after_rotate: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+// ---- keys ----
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyView {
+    /// The KMS key id (keyhold's own id until AWS knows the key).
+    pub name: String,
+    pub id: String,
+    pub group: String,
+    pub certificate: Option<String>,
+    pub version: u32,
+    pub storage: String,
+    pub key_type: String,
+    pub algorithm: String,
+    pub check_digits: String,
+    pub valid_from: String,
+    pub valid_to: Option<String>,
+    /// KMS key state as last seen: `enabled`, `disabled`, `pending_import`, …
+    pub state: String,
+    pub expired: bool,
+}
+
+// ---- audit ----
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditEntryView {
+    pub seq: i64,
+    pub date: String,
+    pub users: String,
+    pub summary: String,
+    pub has_details: bool,
+    pub details: serde_json::Value,
+    pub archived: bool,
+    /// Hex SHA-256 of the previous entry and of this one (the chain).
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditVerifyView {
+    pub ok: bool,
+    pub entries_checked: u64,
+    pub first_bad_seq: Option<i64>,
+    pub reason: Option<String>,
+}
+
+// ---- jobs (Force Rotate, Synchronize) ----
+
+/// Options of *Cloud → Synchronize*; absent fields take the defaults
+/// (update policy on, import key material on, delete key material off).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_policy: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_material: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_material: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: String,
+    /// `rotate` or `synchronize`.
+    pub kind: String,
+    /// "Rotate HSM protected keys" / "Synchronize HSM protected keys".
+    pub title: String,
+    /// The key group (rotate) or the KMS key id (synchronize).
+    pub target: String,
+    pub group: String,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    pub users: String,
+    pub steps_done: u32,
+    pub steps_total: u32,
+    /// The step running or next to run.
+    pub current_step: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub attempts: u32,
+    /// The KMS key the job created or acts on, once known.
+    pub kms_key_id: Option<String>,
+    /// The wrapping algorithm used for the import, once known.
+    pub wrapping_algorithm: Option<String>,
+    /// Present in `GET /api/v1/jobs/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<JobMessageView>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobMessageView {
+    pub time: String,
+    pub text: String,
+}
+
+// ---- configuration ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsView {
+    pub dual_control: bool,
+    pub lockout_threshold: u32,
+    pub lockout_minutes: u32,
+    pub session_idle_minutes: u32,
+    pub session_max_hours: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChangeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dual_control: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_minutes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_minutes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_max_hours: Option<u32>,
+}
+
+// ---- health ----
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadinessView {
+    pub ready: bool,
+    pub checks: Vec<ReadinessCheck>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadinessCheck {
+    pub name: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_tells_absent_from_null() {
+        let absent: UpdateGroupRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.rotate_every, None);
+        let null: UpdateGroupRequest = serde_json::from_str(r#"{"rotate_every":null}"#).unwrap();
+        assert_eq!(null.rotate_every, Some(None));
+        let set: UpdateGroupRequest = serde_json::from_str(r#"{"rotate_every":"1d"}"#).unwrap();
+        assert_eq!(set.rotate_every, Some(Some("1d".into())));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(serde_json::from_str::<CreateGroupRequest>(r#"{"name":"a","credential":"c","alias":"alias/a","region":"eu-west-1","rotate":"yes"}"#).is_err());
+    }
+
+    #[test]
+    fn debug_never_prints_passwords() {
+        let req = LoginRequest {
+            user: "Admin1".into(),
+            password: "hunter2hunter2".into(),
+        };
+        assert!(!format!("{req:?}").contains("hunter2"));
+    }
+}

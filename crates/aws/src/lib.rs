@@ -1,0 +1,31 @@
+//! keyhold's AWS adapter: [`keyhold_core::ports::CloudKms`] on AWS KMS, built
+//! on the official SDK (`aws-sdk-kms`, `aws-config`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyhold_core::InvalidInput> {
+//! use keyhold_aws::{AwsCredentials, AwsKms, AwsKmsSettings};
+//! use keyhold_core::aws::Region;
+//!
+//! let settings = AwsKmsSettings::new(
+//!     Region::parse("eu-west-1")?,
+//!     AwsCredentials::DefaultChain { assume_role_arn: None },
+//! );
+//! let kms = AwsKms::new(settings).await?;
+//! # let _ = kms;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors are classified into [`keyhold_core::ports::CloudError`] by AWS error
+//! code; messages carry AWS's reason and never a secret.
+
+mod error;
+mod kms;
+pub mod rate_limit;
+mod settings;
+
+pub use kms::{AwsKms, EndpointChoice};
+pub use rate_limit::{KmsRateLimiter, KmsRateLimits, Rate, RateLimitedKms};
+pub use settings::{
+    AwsCredentials, AwsKmsSettings, RetryMode, RetrySettings, TimeoutSettings, WrappingKeySpec,
+};

@@ -1,0 +1,550 @@
+//! Client-side pacing of AWS KMS requests, so bulk work (many rotations at
+//! once, a resume after an outage) stays within AWS KMS's request quotas
+//! instead of relying on `ThrottlingException` and retries alone.
+//!
+//! AWS counts requests per account and Region, per API operation, each quota
+//! independently of the others. [`KmsRateLimits::default`] holds the default
+//! quotas documented in *Request quotas*, AWS KMS Developer Guide,
+//! <https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html>
+//! (table "Request quotas for each AWS KMS API operation"). The quotas are
+//! shared by every principal of the account, so keyhold paces itself at those
+//! rates, never above them; the SDK's retries with back-off still handle the
+//! throttling that other users of the account cause.
+//!
+//! A caller that finds a bucket empty waits for its turn (FIFO); nothing
+//! fails because of the limiter.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyhold_core::aws::{Alias, KeyPolicy, KmsKeyId};
+use keyhold_core::clock::Timestamp;
+use keyhold_core::ports::{
+    CloudError, CloudKeyInfo, CloudKms, ImportParameters, WrappingAlgorithm,
+};
+use tokio::time::Instant;
+
+/// A request rate: `requests` per `per`. Written as a count over a period
+/// so that sub-1/s quotas (one request every few seconds) are exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    pub const fn per_second(requests: u32) -> Self {
+        Self {
+            requests,
+            per: Duration::from_secs(1),
+        }
+    }
+
+    /// One request every `period`.
+    pub const fn one_every(period: Duration) -> Self {
+        Self {
+            requests: 1,
+            per: period,
+        }
+    }
+
+    /// The spacing between two requests. A zero count would mean "never";
+    /// it is read as one request per period so a misconfiguration slows
+    /// keyhold down rather than stopping it for good.
+    fn interval(self) -> Duration {
+        self.per / self.requests.max(1)
+    }
+}
+
+/// The rate allowed for each `CloudKms` operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmsRateLimits {
+    pub create_key: Rate,
+    pub describe_key: Rate,
+    pub get_parameters_for_import: Rate,
+    pub import_key_material: Rate,
+    pub delete_imported_key_material: Rate,
+    /// `point_alias` sends CreateAlias and, when the alias exists, UpdateAlias.
+    /// Both quotas are 5/s and counted separately by AWS, so pacing the call
+    /// at 5/s keeps each of them within its quota.
+    pub point_alias: Rate,
+    pub disable_key: Rate,
+    pub put_key_policy: Rate,
+    /// `find_keys_tagged` pages through ListKeys and sends one
+    /// ListResourceTags per key: a single call is many requests, one after
+    /// the other. It only runs when a job resumes after an interruption, so
+    /// it is paced well below the ListKeys quota (500/s) to leave the
+    /// account's quota to other callers.
+    pub find_keys_tagged: Rate,
+}
+
+impl Default for KmsRateLimits {
+    /// AWS KMS's default request quotas (requests per second, per account and
+    /// Region), from
+    /// <https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html>:
+    /// CreateKey 5, DescribeKey 2000, GetParametersForImport 1 (earlier
+    /// editions of the page gave 0.25, one every 4 s; accounts with that
+    /// quota see a few retried throttles at most), ImportKeyMaterial 15,
+    /// DeleteImportedKeyMaterial 15, CreateAlias 5, UpdateAlias 5,
+    /// DisableKey 5, PutKeyPolicy 15, ListKeys 500, ListResourceTags 2000.
+    fn default() -> Self {
+        Self {
+            create_key: Rate::per_second(5),
+            describe_key: Rate::per_second(2000),
+            get_parameters_for_import: Rate::per_second(1),
+            import_key_material: Rate::per_second(15),
+            delete_imported_key_material: Rate::per_second(15),
+            point_alias: Rate::per_second(5),
+            disable_key: Rate::per_second(5),
+            put_key_policy: Rate::per_second(15),
+            find_keys_tagged: Rate::per_second(5),
+        }
+    }
+}
+
+/// A token bucket of capacity one on tokio's clock: requests leave at most
+/// one `interval` apart. Capacity one (no burst) because AWS counts requests
+/// in each one-second interval: a burst of a full second's quota followed by
+/// the steady rate would put up to twice the quota in one second.
+#[derive(Debug)]
+struct TokenBucket {
+    operation: &'static str,
+    interval: Duration,
+    /// The earliest instant the next request may leave.
+    next_free: Mutex<Option<Instant>>,
+}
+
+impl TokenBucket {
+    fn new(operation: &'static str, rate: Rate) -> Self {
+        Self {
+            operation,
+            interval: rate.interval(),
+            next_free: Mutex::new(None),
+        }
+    }
+
+    /// Waits for this caller's turn. Turns are handed out in call order; a
+    /// caller that gives up while waiting forfeits its turn (the slot stays
+    /// used, which errs on the side of fewer requests).
+    async fn acquire(&self) {
+        let slot = {
+            // No await while locked; a poisoned lock only means another
+            // caller panicked after reserving, and the instant is still valid.
+            let mut next_free = self
+                .next_free
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let slot = match *next_free {
+                Some(free) if free > now => free,
+                _ => now,
+            };
+            *next_free = Some(slot.checked_add(self.interval).unwrap_or(slot));
+            slot
+        };
+        let wait = slot.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            tracing::debug!(
+                operation = self.operation,
+                wait_ms = wait.as_millis() as u64,
+                "pacing AWS KMS requests under the request quota"
+            );
+            tokio::time::sleep_until(slot).await;
+        }
+    }
+}
+
+/// One set of buckets: share it between every client that reaches the same
+/// AWS account and Region (keyhold keeps one per credential and Region).
+#[derive(Debug)]
+pub struct KmsRateLimiter {
+    create_key: TokenBucket,
+    describe_key: TokenBucket,
+    get_parameters_for_import: TokenBucket,
+    import_key_material: TokenBucket,
+    delete_imported_key_material: TokenBucket,
+    point_alias: TokenBucket,
+    disable_key: TokenBucket,
+    put_key_policy: TokenBucket,
+    find_keys_tagged: TokenBucket,
+}
+
+impl KmsRateLimiter {
+    pub fn new(limits: &KmsRateLimits) -> Self {
+        Self {
+            create_key: TokenBucket::new("CreateKey", limits.create_key),
+            describe_key: TokenBucket::new("DescribeKey", limits.describe_key),
+            get_parameters_for_import: TokenBucket::new(
+                "GetParametersForImport",
+                limits.get_parameters_for_import,
+            ),
+            import_key_material: TokenBucket::new("ImportKeyMaterial", limits.import_key_material),
+            delete_imported_key_material: TokenBucket::new(
+                "DeleteImportedKeyMaterial",
+                limits.delete_imported_key_material,
+            ),
+            point_alias: TokenBucket::new("CreateAlias/UpdateAlias", limits.point_alias),
+            disable_key: TokenBucket::new("DisableKey", limits.disable_key),
+            put_key_policy: TokenBucket::new("PutKeyPolicy", limits.put_key_policy),
+            find_keys_tagged: TokenBucket::new(
+                "ListKeys/ListResourceTags",
+                limits.find_keys_tagged,
+            ),
+        }
+    }
+}
+
+impl Default for KmsRateLimiter {
+    fn default() -> Self {
+        Self::new(&KmsRateLimits::default())
+    }
+}
+
+/// A [`CloudKms`] that waits for its operation's bucket before each call.
+pub struct RateLimitedKms {
+    inner: Arc<dyn CloudKms>,
+    limiter: Arc<KmsRateLimiter>,
+}
+
+impl std::fmt::Debug for RateLimitedKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitedKms")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitedKms {
+    pub fn new(inner: Arc<dyn CloudKms>, limiter: Arc<KmsRateLimiter>) -> Self {
+        Self { inner, limiter }
+    }
+}
+
+#[async_trait]
+impl CloudKms for RateLimitedKms {
+    async fn create_key(
+        &self,
+        description: &str,
+        policy: Option<&KeyPolicy>,
+        tags: &[(String, String)],
+    ) -> Result<KmsKeyId, CloudError> {
+        self.limiter.create_key.acquire().await;
+        self.inner.create_key(description, policy, tags).await
+    }
+
+    async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError> {
+        self.limiter.describe_key.acquire().await;
+        self.inner.describe_key(key_id).await
+    }
+
+    async fn get_parameters_for_import(
+        &self,
+        key_id: &KmsKeyId,
+        algorithm: WrappingAlgorithm,
+    ) -> Result<ImportParameters, CloudError> {
+        self.limiter.get_parameters_for_import.acquire().await;
+        self.inner
+            .get_parameters_for_import(key_id, algorithm)
+            .await
+    }
+
+    async fn import_key_material(
+        &self,
+        key_id: &KmsKeyId,
+        import_token: &[u8],
+        encrypted_material: &[u8],
+        valid_to: Option<Timestamp>,
+    ) -> Result<(), CloudError> {
+        self.limiter.import_key_material.acquire().await;
+        self.inner
+            .import_key_material(key_id, import_token, encrypted_material, valid_to)
+            .await
+    }
+
+    async fn delete_imported_key_material(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.limiter.delete_imported_key_material.acquire().await;
+        self.inner.delete_imported_key_material(key_id).await
+    }
+
+    async fn point_alias(&self, alias: &Alias, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.limiter.point_alias.acquire().await;
+        self.inner.point_alias(alias, key_id).await
+    }
+
+    async fn disable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.limiter.disable_key.acquire().await;
+        self.inner.disable_key(key_id).await
+    }
+
+    async fn put_key_policy(
+        &self,
+        key_id: &KmsKeyId,
+        policy: &KeyPolicy,
+    ) -> Result<(), CloudError> {
+        self.limiter.put_key_policy.acquire().await;
+        self.inner.put_key_policy(key_id, policy).await
+    }
+
+    async fn find_keys_tagged(&self, key: &str, value: &str) -> Result<Vec<KmsKeyId>, CloudError> {
+        self.limiter.find_keys_tagged.acquire().await;
+        self.inner.find_keys_tagged(key, value).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_core::key::KeyState;
+
+    const KEY: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn key() -> KmsKeyId {
+        KmsKeyId::parse(KEY).unwrap()
+    }
+
+    /// A KMS that answers at once and records when each call reached it.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<(&'static str, Instant)>>,
+    }
+
+    impl Recorder {
+        fn note(&self, op: &'static str) {
+            self.calls.lock().unwrap().push((op, Instant::now()));
+        }
+        fn times(&self, op: &str, start: Instant) -> Vec<Duration> {
+            self.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(o, _)| *o == op)
+                .map(|(_, t)| *t - start)
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl CloudKms for Recorder {
+        async fn create_key(
+            &self,
+            _: &str,
+            _: Option<&KeyPolicy>,
+            _: &[(String, String)],
+        ) -> Result<KmsKeyId, CloudError> {
+            self.note("create_key");
+            Ok(key())
+        }
+        async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError> {
+            self.note("describe_key");
+            Ok(CloudKeyInfo {
+                key_id: key_id.clone(),
+                state: KeyState::Enabled,
+                external: true,
+                valid_to: None,
+            })
+        }
+        async fn get_parameters_for_import(
+            &self,
+            _: &KmsKeyId,
+            algorithm: WrappingAlgorithm,
+        ) -> Result<ImportParameters, CloudError> {
+            self.note("get_parameters_for_import");
+            Ok(ImportParameters {
+                public_key_der: vec![1],
+                import_token: vec![2],
+                valid_until: None,
+                algorithm,
+            })
+        }
+        async fn import_key_material(
+            &self,
+            _: &KmsKeyId,
+            _: &[u8],
+            _: &[u8],
+            _: Option<Timestamp>,
+        ) -> Result<(), CloudError> {
+            self.note("import_key_material");
+            Ok(())
+        }
+        async fn delete_imported_key_material(&self, _: &KmsKeyId) -> Result<(), CloudError> {
+            self.note("delete_imported_key_material");
+            Ok(())
+        }
+        async fn point_alias(&self, _: &Alias, _: &KmsKeyId) -> Result<(), CloudError> {
+            self.note("point_alias");
+            Ok(())
+        }
+        async fn disable_key(&self, _: &KmsKeyId) -> Result<(), CloudError> {
+            self.note("disable_key");
+            Ok(())
+        }
+        async fn put_key_policy(&self, _: &KmsKeyId, _: &KeyPolicy) -> Result<(), CloudError> {
+            self.note("put_key_policy");
+            Ok(())
+        }
+        async fn find_keys_tagged(&self, _: &str, _: &str) -> Result<Vec<KmsKeyId>, CloudError> {
+            self.note("find_keys_tagged");
+            Ok(vec![])
+        }
+    }
+
+    fn limited(limits: &KmsRateLimits) -> (Arc<Recorder>, Arc<RateLimitedKms>) {
+        let recorder = Arc::new(Recorder::default());
+        let kms = Arc::new(RateLimitedKms::new(
+            recorder.clone(),
+            Arc::new(KmsRateLimiter::new(limits)),
+        ));
+        (recorder, kms)
+    }
+
+    fn ms(values: &[u64]) -> Vec<Duration> {
+        values.iter().map(|v| Duration::from_millis(*v)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sequential_calls_are_spaced_at_the_quota() {
+        let (recorder, kms) = limited(&KmsRateLimits::default());
+        let start = Instant::now();
+        for _ in 0..11 {
+            kms.create_key("d", None, &[]).await.unwrap();
+        }
+        // CreateKey is 5/s: the first goes at once, then one every 200 ms.
+        assert_eq!(Instant::now() - start, Duration::from_secs(2));
+        assert_eq!(
+            recorder.times("create_key", start),
+            ms(&[0, 200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_queue_in_turn_and_never_exceed_the_quota() {
+        let (recorder, kms) = limited(&KmsRateLimits::default());
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let kms = kms.clone();
+                tokio::spawn(async move { kms.disable_key(&key()).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let mut times = recorder.times("disable_key", start);
+        times.sort();
+        assert_eq!(times.len(), 20);
+        // DisableKey is 5/s: no half-open one-second window holds more than 5.
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= 5,
+                "{in_window} requests within a second from {t:?}"
+            );
+        }
+        assert_eq!(times.last().copied(), Some(Duration::from_millis(19 * 200)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn get_parameters_for_import_is_paced_far_below_the_management_calls() {
+        let (recorder, kms) = limited(&KmsRateLimits::default());
+        let start = Instant::now();
+        for _ in 0..4 {
+            kms.get_parameters_for_import(&key(), WrappingAlgorithm::RsaesOaepSha256)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            recorder.times("get_parameters_for_import", start),
+            ms(&[0, 1000, 2000, 3000])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_operation_has_its_own_bucket() {
+        let (recorder, kms) = limited(&KmsRateLimits::default());
+        let start = Instant::now();
+        // Emptying the CreateKey bucket does not delay DescribeKey or PutKeyPolicy.
+        for _ in 0..3 {
+            kms.create_key("d", None, &[]).await.unwrap();
+        }
+        let after_creates = Instant::now() - start;
+        let policy = KeyPolicy::parse(
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#,
+        ).unwrap();
+        kms.describe_key(&key()).await.unwrap();
+        kms.put_key_policy(&key(), &policy).await.unwrap();
+        kms.point_alias(&Alias::parse("alias/x").unwrap(), &key())
+            .await
+            .unwrap();
+        assert_eq!(Instant::now() - start, after_creates);
+        assert_eq!(recorder.times("describe_key", start), vec![after_creates]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_sharing_a_limiter_share_its_buckets() {
+        let limiter = Arc::new(KmsRateLimiter::default());
+        let recorder = Arc::new(Recorder::default());
+        let a = RateLimitedKms::new(recorder.clone(), limiter.clone());
+        let b = RateLimitedKms::new(recorder.clone(), limiter);
+        let start = Instant::now();
+        a.import_key_material(&key(), b"t", b"m", None)
+            .await
+            .unwrap();
+        b.import_key_material(&key(), b"t", b"m", None)
+            .await
+            .unwrap();
+        a.import_key_material(&key(), b"t", b"m", None)
+            .await
+            .unwrap();
+        // ImportKeyMaterial is 15/s: 1/15 s apart across both clients (tokio's
+        // timer rounds each wait up to the next millisecond).
+        let times = recorder.times("import_key_material", start);
+        assert_eq!(times.len(), 3);
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            let step = Duration::from_secs(1) / 15;
+            assert!(
+                gap >= step && gap <= step + Duration::from_millis(1),
+                "{gap:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sub_one_per_second_rates_and_idle_buckets() {
+        let limits = KmsRateLimits {
+            find_keys_tagged: Rate::one_every(Duration::from_secs(4)),
+            ..KmsRateLimits::default()
+        };
+        let (recorder, kms) = limited(&limits);
+        let start = Instant::now();
+        for _ in 0..3 {
+            kms.find_keys_tagged("k", "v").await.unwrap();
+        }
+        // After an idle spell the next call goes at once: no credit builds up
+        // beyond the one request, so no burst follows.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        kms.find_keys_tagged("k", "v").await.unwrap();
+        kms.find_keys_tagged("k", "v").await.unwrap();
+        assert_eq!(
+            recorder.times("find_keys_tagged", start),
+            ms(&[0, 4000, 8000, 68_000, 72_000])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_gives_up_does_not_stall_the_others() {
+        let (recorder, kms) = limited(&KmsRateLimits::default());
+        let start = Instant::now();
+        kms.create_key("d", None, &[]).await.unwrap();
+        // This one would go at 200 ms but is abandoned at 50 ms.
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(50), kms.create_key("d", None, &[])).await;
+        assert!(abandoned.is_err());
+        kms.create_key("d", None, &[]).await.unwrap();
+        assert_eq!(recorder.times("create_key", start), ms(&[0, 400]));
+    }
+}

@@ -1,0 +1,349 @@
+//! `keyhold audit list | verify | export`: *Logging and Reporting → Audit Logs*.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use keyhold_api::{AuditEntryView, AuditVerifyView};
+use serde::Serialize;
+
+use crate::client::{CliError, Context, EXIT_FAILURE};
+use crate::output::{self, OutputFormat, Tabular};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// List audit entries, newest first.
+    List(ListArgs),
+    /// Check the hash chain of the whole log; exits 1 when it is broken.
+    Verify,
+    /// Write the whole log as JSON Lines (one entry per line, oldest first).
+    Export {
+        /// Write to this file instead of stdout (replaced only once the export is complete).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct ListArgs {
+    /// Entries at or after this time: RFC 3339 (2026-11-29T12:00:00Z) or a date (2026-11-29).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Entries at or before this time: RFC 3339, or a date for the end of that day (UTC).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Entries of sessions this identity was in (or `System`).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Entries whose summary contains this text.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// How many entries at most [server default: 100; at most 1000].
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Entries older than this sequence number (the next page after a listing).
+    #[arg(long, value_name = "SEQ")]
+    pub before_seq: Option<i64>,
+}
+
+/// The query string of `GET /api/v1/audit`.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AuditQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_seq: Option<i64>,
+}
+
+impl AuditQuery {
+    pub fn from_args(args: ListArgs) -> Result<Self, CliError> {
+        Ok(Self {
+            from: args
+                .from
+                .as_deref()
+                .map(|t| time_bound("--from", t, false))
+                .transpose()?,
+            to: args
+                .to
+                .as_deref()
+                .map(|t| time_bound("--to", t, true))
+                .transpose()?,
+            user: args.user,
+            text: args.text,
+            limit: args.limit,
+            before_seq: args.before_seq,
+        })
+    }
+}
+
+/// An RFC 3339 time as given, or a date turned into the start (or end) of that day in UTC.
+fn time_bound(flag: &str, raw: &str, end_of_day: bool) -> Result<String, CliError> {
+    let raw = raw.trim();
+    if chrono::DateTime::parse_from_rfc3339(raw).is_ok() {
+        return Ok(raw.to_owned());
+    }
+    if chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").is_ok() {
+        let time = if end_of_day {
+            "23:59:59.999999999"
+        } else {
+            "00:00:00"
+        };
+        return Ok(format!("{raw}T{time}Z"));
+    }
+    Err(CliError::Input(format!(
+        "{flag} '{}' is not a time: use RFC 3339 such as 2026-11-29T12:00:00Z, or a date such as 2026-11-29",
+        output::clean(raw)
+    )))
+}
+
+impl Tabular for AuditEntryView {
+    fn headers() -> &'static [&'static str] {
+        &["Date", "Users", "Summary", "Details", "Archived"]
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            output::time(&self.date),
+            self.users.clone(),
+            self.summary.clone(),
+            output::yes_no(self.has_details),
+            output::yes_no(self.archived),
+        ]
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("Seq", self.seq.to_string()),
+            ("Date", output::time(&self.date)),
+            ("Users", self.users.clone()),
+            ("Summary", self.summary.clone()),
+            (
+                "Details",
+                if self.has_details {
+                    self.details.to_string()
+                } else {
+                    "no".to_owned()
+                },
+            ),
+            ("Archived", output::yes_no(self.archived)),
+            ("Hash", self.hash.clone()),
+        ]
+    }
+}
+
+/// What `audit verify` prints for people.
+pub fn verify_report(view: &AuditVerifyView) -> String {
+    if view.ok {
+        return format!(
+            "Audit log intact: {} entries checked, the hash chain is unbroken.\n",
+            view.entries_checked
+        );
+    }
+    let at = view.first_bad_seq.map_or_else(
+        || "an unknown entry".to_owned(),
+        |seq| format!("entry {seq}"),
+    );
+    let reason = view
+        .reason
+        .as_deref()
+        .map_or_else(|| "no reason given".to_owned(), output::clean);
+    format!(
+        "Audit log BROKEN: the hash chain fails at {at}: {reason}\n{} entries checked.\n",
+        view.entries_checked
+    )
+}
+
+pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::List(args) => {
+            let query = AuditQuery::from_args(args)?;
+            let entries: Vec<AuditEntryView> =
+                ctx.authenticated()?.get_query("/audit", &query).await?;
+            output::print_list(ctx.output, &entries)
+        }
+        AuditCommand::Verify => {
+            let view: AuditVerifyView = ctx.authenticated()?.get("/audit/verify").await?;
+            match ctx.output {
+                OutputFormat::Json => output::print_json(&view)?,
+                OutputFormat::Table => output::emit(&verify_report(&view))?,
+            }
+            if view.ok {
+                Ok(())
+            } else {
+                Err(CliError::Reported(EXIT_FAILURE).into())
+            }
+        }
+        AuditCommand::Export { file } => {
+            let client = ctx.authenticated()?;
+            match file {
+                None => {
+                    let mut sink = LineCounter::new(std::io::stdout().lock());
+                    client.download("/audit/export", &mut sink).await?;
+                    Ok(())
+                }
+                Some(path) => export_to_file(&client, &path).await,
+            }
+        }
+    }
+}
+
+/// Exports into a temporary file beside `path`, renamed over it once complete,
+/// so an interrupted export never leaves a truncated log behind.
+async fn export_to_file(client: &crate::client::Client, path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| CliError::Input(format!("--file {} is not a file path", path.display())))?;
+    let temp = dir.join(format!(
+        ".{}.{}.part",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file = std::fs::File::create(&temp)
+        .map_err(|e| CliError::Input(format!("cannot create {}: {e}", temp.display())))?;
+    let mut sink = LineCounter::new(std::io::BufWriter::new(file));
+    let result: anyhow::Result<u64> = async {
+        client.download("/audit/export", &mut sink).await?;
+        let LineCounter { inner, lines } = sink;
+        let file = inner
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(lines)
+    }
+    .await;
+    match result {
+        Ok(lines) => {
+            eprintln!("Exported {lines} audit entries to {}.", path.display());
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// Passes bytes through, counting the lines (entries) written.
+struct LineCounter<W> {
+    inner: W,
+    lines: u64,
+}
+
+impl<W> LineCounter<W> {
+    fn new(inner: W) -> Self {
+        Self { inner, lines: 0 }
+    }
+}
+
+impl<W: Write> Write for LineCounter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.lines += buf[..written].iter().filter(|b| **b == b'\n').count() as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(has_details: bool, archived: bool) -> AuditEntryView {
+        AuditEntryView {
+            seq: 7,
+            date: "2026-11-29T12:00:00Z".into(),
+            users: "Admin1,Admin2".into(),
+            summary: "Added HSM protected key group ig-demo".into(),
+            has_details,
+            details: serde_json::Value::Null,
+            archived,
+            prev_hash: "00".into(),
+            hash: "ab".into(),
+        }
+    }
+
+    #[test]
+    fn audit_rows_show_date_users_summary_details_archived() {
+        let mut table = output::Table::new(AuditEntryView::headers());
+        table.push(entry(true, false).row());
+        assert_eq!(
+            table.render(),
+            "Date                 Users          Summary                                Details  Archived\n\
+             2026-11-29 12:00:00  Admin1,Admin2  Added HSM protected key group ig-demo  yes      no\n"
+        );
+    }
+
+    #[test]
+    fn list_flags_become_the_query() {
+        let query = AuditQuery::from_args(ListArgs {
+            from: Some("2026-11-01".into()),
+            to: Some("2026-11-29".into()),
+            user: Some("Admin2".into()),
+            text: None,
+            limit: Some(10),
+            before_seq: None,
+        })
+        .unwrap();
+        assert_eq!(query.from.as_deref(), Some("2026-11-01T00:00:00Z"));
+        assert_eq!(query.to.as_deref(), Some("2026-11-29T23:59:59.999999999Z"));
+        let value = serde_json::to_value(&query).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"from": "2026-11-01T00:00:00Z", "to": "2026-11-29T23:59:59.999999999Z", "user": "Admin2", "limit": 10})
+        );
+        assert_eq!(
+            time_bound("--from", "2026-11-29T12:00:00+01:00", false).unwrap(),
+            "2026-11-29T12:00:00+01:00"
+        );
+        assert!(
+            time_bound("--from", "yesterday", false)
+                .unwrap_err()
+                .to_string()
+                .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn verify_report_names_the_first_bad_entry() {
+        let ok = AuditVerifyView {
+            ok: true,
+            entries_checked: 12,
+            first_bad_seq: None,
+            reason: None,
+        };
+        assert!(verify_report(&ok).contains("intact: 12 entries"));
+        let broken = AuditVerifyView {
+            ok: false,
+            entries_checked: 5,
+            first_bad_seq: Some(4),
+            reason: Some("hash mismatch".into()),
+        };
+        let text = verify_report(&broken);
+        assert!(text.contains("entry 4: hash mismatch"), "{text}");
+    }
+
+    #[test]
+    fn line_counter_counts_entries() {
+        let mut counter = LineCounter::new(Vec::new());
+        counter.write_all(b"{\"seq\":1}\n{\"seq\"").unwrap();
+        counter.write_all(b":2}\n").unwrap();
+        assert_eq!(counter.lines, 2);
+        assert_eq!(counter.inner.len(), 20);
+    }
+}

@@ -1,0 +1,748 @@
+//! Talking to a keyhold server: the HTTP client, the mapping of its answers
+//! to errors (and exit codes), and the session file that keeps the bearer
+//! token between commands.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use keyhold_api::ErrorBody;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::output::OutputFormat;
+
+/// Where the server listens unless told otherwise (`keyhold serve`'s default).
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8600";
+/// How long to wait for the TCP connection before calling the server unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an ordinary request may take (an export streams without a limit).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Exit status: a failure (server unreachable or failing, broken audit chain, local I/O).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: a usage error or bad input, or a request the server refused (4xx).
+pub const EXIT_USAGE: u8 = 2;
+
+/// An error whose kind decides the exit status. Anything else is a failure (1).
+#[derive(Debug)]
+pub enum CliError {
+    /// The server answered with an error status and (usually) an [`ErrorBody`].
+    /// `with_session` tells whether the request carried a session token.
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+        with_session: bool,
+    },
+    /// No TCP connection to the server.
+    Unreachable { url: String, cause: String },
+    /// No session for this server in the session file.
+    NotLoggedIn { url: String },
+    /// Bad input found before anything was sent (a file, stdin, a flag value).
+    Input(String),
+    /// The outcome has already been printed; exit with this status.
+    Reported(u8),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Api { status, .. } if status.is_client_error() => EXIT_USAGE,
+            Self::Api { .. } | Self::Unreachable { .. } => EXIT_FAILURE,
+            Self::NotLoggedIn { .. } | Self::Input(_) => EXIT_USAGE,
+            Self::Reported(code) => *code,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Api {
+                status,
+                code,
+                message,
+                with_session,
+            } => {
+                f.write_str(message)?;
+                if *status == StatusCode::UNAUTHORIZED
+                    && *with_session
+                    && !message.contains("keyhold login")
+                {
+                    f.write_str(" (`keyhold login --user NAME`)")?;
+                } else if code == "dual_control_required" && !message.contains("keyhold login") {
+                    f.write_str(
+                        " (`keyhold login --user NAME` adds a second identity to this session)",
+                    )?;
+                }
+                Ok(())
+            }
+            Self::Unreachable { url, cause } => write!(
+                f,
+                "the keyhold server is not reachable at {url} ({cause}). Is it running? Start it with `keyhold serve`, or point --url / KEYHOLD_URL at it"
+            ),
+            Self::NotLoggedIn { url } => {
+                write!(
+                    f,
+                    "not logged in to {url}: log in first with `keyhold login --user NAME`"
+                )
+            }
+            Self::Input(message) => f.write_str(message),
+            Self::Reported(code) => write!(f, "exit status {code}"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The exit status an error calls for: that of the first [`CliError`] in its chain.
+pub fn exit_code_of(error: &anyhow::Error) -> u8 {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<CliError>())
+        .map_or(EXIT_FAILURE, CliError::exit_code)
+}
+
+/// Turns an error answer into a [`CliError`], reading the [`ErrorBody`] when there is one.
+pub fn error_from_answer(status: StatusCode, body: &[u8], with_session: bool) -> CliError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(parsed) => {
+            let mut message = crate::output::clean(&parsed.error.message);
+            if let Some(field) = parsed
+                .error
+                .field
+                .filter(|f| !f.is_empty() && !message.contains(f.as_str()))
+            {
+                message.push_str(&format!(" (field: {})", crate::output::clean(&field)));
+            }
+            CliError::Api {
+                status,
+                code: parsed.error.code,
+                message,
+                with_session,
+            }
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let snippet: String = crate::output::clean(text.trim())
+                .chars()
+                .take(200)
+                .collect();
+            let message = if snippet.is_empty() {
+                format!("the server answered {status}")
+            } else {
+                format!("the server answered {status}: {snippet}")
+            };
+            CliError::Api {
+                status,
+                code: String::new(),
+                message,
+                with_session,
+            }
+        }
+    }
+}
+
+/// What every command gets from the global flags.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `--url` as given.
+    pub url: String,
+    pub output: OutputFormat,
+    /// `--session-file`, when given.
+    pub session_file: Option<PathBuf>,
+}
+
+impl Context {
+    /// The session file: the flag, or the default under the configuration directory.
+    pub fn session_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.session_file {
+            return Ok(path.clone());
+        }
+        default_session_path(std::env::var_os("XDG_CONFIG_HOME"), std::env::var_os("HOME")).ok_or_else(|| {
+            CliError::Input(
+                "cannot tell where to keep the session: neither XDG_CONFIG_HOME nor HOME is set; pass --session-file PATH".into(),
+            )
+            .into()
+        })
+    }
+
+    /// A client without a session (login, password change).
+    pub fn anonymous(&self) -> anyhow::Result<Client> {
+        Client::new(&self.url)
+    }
+
+    /// A client carrying the session saved for this server.
+    pub fn authenticated(&self) -> anyhow::Result<Client> {
+        let client = Client::new(&self.url)?;
+        let path = self.session_path()?;
+        match load_session(&path)? {
+            Some(saved) if saved.url == client.base => Ok(client.with_token(saved.token)),
+            _ => Err(CliError::NotLoggedIn { url: client.base }.into()),
+        }
+    }
+}
+
+/// `http://host:port/` → `http://host:port`; refuses what is not an http URL.
+pub fn normalize_url(raw: &str) -> Result<String, CliError> {
+    let parsed = reqwest::Url::parse(raw.trim()).map_err(|e| {
+        CliError::Input(format!(
+            "--url '{}' is not a URL such as {DEFAULT_URL}: {e}",
+            crate::output::clean(raw)
+        ))
+    })?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(CliError::Input(format!(
+                "--url '{parsed}': this build of keyhold speaks plain HTTP only; reach the server through http://"
+            )));
+        }
+        other => {
+            return Err(CliError::Input(format!(
+                "--url '{parsed}' has the scheme '{other}': use an http:// URL such as {DEFAULT_URL}"
+            )));
+        }
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err(CliError::Input(format!(
+            "--url '{}' must be a plain base URL such as {DEFAULT_URL}, without user, query or fragment",
+            crate::output::clean(raw)
+        )));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Percent-encodes one path segment (a name or key id taken from the command line).
+pub fn segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    // `.` and `..` alone would be resolved away as path steps.
+    match out.as_str() {
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => out,
+    }
+}
+
+/// An HTTP client for one server's `/api/v1`.
+pub struct Client {
+    http: reqwest::Client,
+    /// The normalised base URL (no trailing slash).
+    base: String,
+    token: Option<SecretString>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("has_token", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Client {
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let base = normalize_url(url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("keyhold-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot set up the HTTP client")?;
+        Ok(Self {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    pub fn with_token(mut self, token: SecretString) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    pub fn without_token(mut self) -> Self {
+        self.token = None;
+        self
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// The normalised base URL, as the session file records it.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token.expose_secret()),
+            None => builder,
+        }
+    }
+
+    /// Sends a request; any status but 2xx becomes a [`CliError::Api`].
+    async fn send(&self, builder: RequestBuilder) -> anyhow::Result<Response> {
+        let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Err(error_from_answer(status, &body, self.token.is_some()).into())
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> anyhow::Error {
+        let cause = root_cause(error);
+        if error.is_connect() || (error.is_timeout() && error.url().is_some() && !error.is_body()) {
+            CliError::Unreachable {
+                url: self.base.clone(),
+                cause,
+            }
+            .into()
+        } else {
+            anyhow::anyhow!("the request to {} failed: {cause}", self.base)
+        }
+    }
+
+    async fn read_json<T: DeserializeOwned>(&self, response: Response) -> anyhow::Result<T> {
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        serde_json::from_slice(&body)
+            .context("the server's answer is not what this keyhold client expects (is the server the same version?)")
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let response = self
+            .send(self.request(Method::GET, path).timeout(REQUEST_TIMEOUT))
+            .await?;
+        self.read_json(response).await
+    }
+
+    pub async fn get_query<T: DeserializeOwned, Q: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> anyhow::Result<T> {
+        let builder = self
+            .request(Method::GET, path)
+            .query(query)
+            .timeout(REQUEST_TIMEOUT);
+        let response = self.send(builder).await?;
+        self.read_json(response).await
+    }
+
+    /// Sends `body` and reads the JSON answer.
+    pub async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let response = self
+            .send(
+                self.request(method, path)
+                    .json(body)
+                    .timeout(REQUEST_TIMEOUT),
+            )
+            .await?;
+        self.read_json(response).await
+    }
+
+    /// Sends `body` to an endpoint that answers without content (204).
+    pub async fn call_no_content<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<()> {
+        self.send(
+            self.request(method, path)
+                .json(body)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// POST without a body to an endpoint that answers 204 (logout).
+    pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.request(Method::POST, path).timeout(REQUEST_TIMEOUT))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.request(Method::DELETE, path).timeout(REQUEST_TIMEOUT))
+            .await?;
+        Ok(())
+    }
+
+    /// Streams a GET answer's body into `sink`, a chunk at a time. Returns the bytes written.
+    pub async fn download(&self, path: &str, sink: &mut dyn Write) -> anyhow::Result<u64> {
+        let mut response = self.send(self.request(Method::GET, path)).await?;
+        let mut written = 0u64;
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "the download from {} broke off: {}",
+                    self.base,
+                    root_cause(&e)
+                )
+            })?;
+            let Some(chunk) = chunk else { break };
+            sink.write_all(&chunk).map_err(sink_error)?;
+            written += chunk.len() as u64;
+        }
+        sink.flush().map_err(sink_error)?;
+        Ok(written)
+    }
+}
+
+/// A failed write of a download: quiet when stdout's reader has gone.
+fn sink_error(error: std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        CliError::Reported(0).into()
+    } else {
+        anyhow::anyhow!("cannot write the download: {error}")
+    }
+}
+
+/// The innermost cause of an error ("Connection refused (os error 111)").
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+// ---- the session file ----
+
+/// What the session file holds: which server, and the bearer token for it.
+#[derive(Serialize, Deserialize)]
+struct SessionFileBody {
+    url: String,
+    token: String,
+}
+
+/// A session saved between commands.
+pub struct SavedSession {
+    pub url: String,
+    pub token: SecretString,
+}
+
+impl fmt::Debug for SavedSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SavedSession")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `$XDG_CONFIG_HOME/keyhold/session.json`, else `$HOME/.config/keyhold/session.json`.
+/// A relative or empty XDG_CONFIG_HOME is ignored, as the XDG specification says.
+pub fn default_session_path(
+    xdg_config_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let config = xdg_config_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            home.filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })?;
+    Some(config.join("keyhold").join("session.json"))
+}
+
+/// Reads the session file; `None` when there is none.
+pub fn load_session(path: &Path) -> anyhow::Result<Option<SavedSession>> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "cannot read the session file {}: {e}",
+                path.display()
+            ));
+        }
+    };
+    let body: SessionFileBody = serde_json::from_slice(&text).map_err(|_| {
+        anyhow::anyhow!(
+            "the session file {} is damaged: delete it and log in again",
+            path.display()
+        )
+    })?;
+    Ok(Some(SavedSession {
+        url: body.url,
+        token: SecretString::from(body.token),
+    }))
+}
+
+/// Writes the session file atomically (a private temporary file renamed over
+/// it), readable by its owner only (0600), in a directory created 0700.
+pub fn save_session(path: &Path, session: &SavedSession) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    create_private_dir(&dir)?;
+    let file_name = path.file_name().ok_or_else(|| {
+        CliError::Input(format!(
+            "the session file {} is not a file path",
+            path.display()
+        ))
+    })?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut body = SessionFileBody {
+        url: session.url.clone(),
+        token: session.token.expose_secret().to_owned(),
+    };
+    let json = serde_json::to_vec(&body).map(Zeroizing::new);
+    zeroize::Zeroize::zeroize(&mut body.token);
+    let json = json.context("cannot encode the session")?;
+
+    let result = write_private_file(&temp, &json).and_then(|()| {
+        std::fs::rename(&temp, path)
+            .with_context(|| format!("cannot write the session file {}", path.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Deletes the session file; a missing one is fine.
+pub fn remove_session(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot delete the session file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).with_context(|| {
+        format!(
+            "cannot create the directory {} for the session file",
+            dir.display()
+        )
+    })
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create the session file {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The umask may only have removed bits; make the mode exactly 0600.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict the session file {}", path.display()))?;
+    }
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write the session file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_file_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir
+            .path()
+            .join("nested")
+            .join("keyhold")
+            .join("session.json");
+        let saved = SavedSession {
+            url: "http://127.0.0.1:8600".into(),
+            token: SecretString::from("tok-1".to_owned()),
+        };
+        save_session(&path, &saved).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let dir_mode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(dir_mode, 0o700);
+        }
+        let loaded = load_session(&path).unwrap().unwrap();
+        assert_eq!(loaded.url, "http://127.0.0.1:8600");
+        assert_eq!(loaded.token.expose_secret(), "tok-1");
+
+        // Overwriting keeps the mode and leaves no temporary file behind.
+        let again = SavedSession {
+            url: "http://127.0.0.1:9000".into(),
+            token: SecretString::from("tok-2".to_owned()),
+        };
+        save_session(&path, &again).unwrap();
+        assert_eq!(
+            load_session(&path).unwrap().unwrap().token.expose_secret(),
+            "tok-2"
+        );
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("session.json")]);
+
+        remove_session(&path).unwrap();
+        assert!(load_session(&path).unwrap().is_none());
+        remove_session(&path).unwrap();
+    }
+
+    #[test]
+    fn debug_of_a_saved_session_hides_the_token() {
+        let saved = SavedSession {
+            url: "http://x".into(),
+            token: SecretString::from("sekret-token".to_owned()),
+        };
+        assert!(!format!("{saved:?}").contains("sekret"));
+    }
+
+    #[test]
+    fn damaged_session_file_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.json");
+        std::fs::write(&path, "not json").unwrap();
+        let err = load_session(&path).unwrap_err();
+        assert!(err.to_string().contains("log in again"), "{err}");
+    }
+
+    #[test]
+    fn default_session_path_follows_xdg() {
+        assert_eq!(
+            default_session_path(Some("/xdg".into()), Some("/home/u".into())),
+            Some(PathBuf::from("/xdg/keyhold/session.json"))
+        );
+        assert_eq!(
+            default_session_path(Some("relative".into()), Some("/home/u".into())),
+            Some(PathBuf::from("/home/u/.config/keyhold/session.json"))
+        );
+        assert_eq!(
+            default_session_path(None, Some("/home/u".into())),
+            Some(PathBuf::from("/home/u/.config/keyhold/session.json"))
+        );
+        assert_eq!(default_session_path(None, None), None);
+    }
+
+    #[test]
+    fn urls_are_normalised_and_checked() {
+        assert_eq!(
+            normalize_url("http://127.0.0.1:8600/").unwrap(),
+            "http://127.0.0.1:8600"
+        );
+        assert_eq!(
+            normalize_url("http://localhost:8600").unwrap(),
+            "http://localhost:8600"
+        );
+        assert_eq!(
+            normalize_url("http://h/prefix/").unwrap(),
+            "http://h/prefix"
+        );
+        assert!(normalize_url("127.0.0.1:8600").is_err());
+        assert!(normalize_url("ftp://h").is_err());
+        assert!(
+            normalize_url("https://h")
+                .unwrap_err()
+                .to_string()
+                .contains("plain HTTP")
+        );
+        assert!(normalize_url("http://h/?x=1").is_err());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("ig-demo_1.x"), "ig-demo_1.x");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(segment(".."), "%2E%2E");
+    }
+
+    #[test]
+    fn error_answers_become_messages_and_exit_codes() {
+        let body = br#"{"error":{"code":"not_found","message":"key group 'g' does not exist"}}"#;
+        let err = error_from_answer(StatusCode::NOT_FOUND, body, true);
+        assert_eq!(err.to_string(), "key group 'g' does not exist");
+        assert_eq!(err.exit_code(), EXIT_USAGE);
+
+        let body = br#"{"error":{"code":"unauthenticated","message":"session expired"}}"#;
+        let err = error_from_answer(StatusCode::UNAUTHORIZED, body, true);
+        assert!(err.to_string().contains("keyhold login"));
+        let err = error_from_answer(StatusCode::UNAUTHORIZED, body, false);
+        assert_eq!(err.to_string(), "session expired");
+
+        let body = br#"{"error":{"code":"invalid_input","message":"bad value","field":"alias"}}"#;
+        assert_eq!(
+            error_from_answer(StatusCode::BAD_REQUEST, body, true).to_string(),
+            "bad value (field: alias)"
+        );
+
+        let err = error_from_answer(StatusCode::BAD_GATEWAY, b"<html>proxy\x1b[31m</html>", true);
+        assert!(err.to_string().contains("502"));
+        assert!(!err.to_string().contains('\x1b'));
+        assert_eq!(err.exit_code(), EXIT_FAILURE);
+
+        let unreachable = CliError::Unreachable {
+            url: DEFAULT_URL.into(),
+            cause: "refused".into(),
+        };
+        assert!(unreachable.to_string().contains("keyhold serve"));
+        assert_eq!(
+            exit_code_of(&anyhow::Error::new(unreachable).context("x")),
+            EXIT_FAILURE
+        );
+        assert_eq!(
+            exit_code_of(&anyhow::Error::new(CliError::Input("x".into()))),
+            EXIT_USAGE
+        );
+        assert_eq!(exit_code_of(&anyhow::anyhow!("other")), EXIT_FAILURE);
+    }
+}

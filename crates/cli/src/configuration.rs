@@ -1,0 +1,120 @@
+//! `keyhold config show | set`: *Administration → Configuration*.
+
+use keyhold_api::{SettingsChangeRequest, SettingsView};
+use reqwest::Method;
+
+use crate::client::{CliError, Context};
+use crate::output::{self, Tabular};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Show the settings (the default).
+    Show,
+    /// Change settings: only the options given change.
+    Set(SetArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct SetArgs {
+    /// Whether sensitive actions need two identities in the session.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub dual_control: Option<OnOff>,
+    /// Failed logins before an identity is locked.
+    #[arg(long, value_name = "N")]
+    pub lockout_threshold: Option<u32>,
+    /// How long a locked identity stays locked.
+    #[arg(long, value_name = "N")]
+    pub lockout_minutes: Option<u32>,
+    /// A session ends after this many idle minutes.
+    #[arg(long, value_name = "N")]
+    pub session_idle_minutes: Option<u32>,
+    /// A session ends this many hours after it started, idle or not.
+    #[arg(long, value_name = "N")]
+    pub session_max_hours: Option<u32>,
+}
+
+pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
+    SettingsChangeRequest {
+        dual_control: args.dual_control.map(|v| v == OnOff::On),
+        lockout_threshold: args.lockout_threshold,
+        lockout_minutes: args.lockout_minutes,
+        session_idle_minutes: args.session_idle_minutes,
+        session_max_hours: args.session_max_hours,
+    }
+}
+
+impl Tabular for SettingsView {
+    fn headers() -> &'static [&'static str] {
+        &[
+            "Dual Control",
+            "Lockout Threshold",
+            "Lockout Minutes",
+            "Session Idle Minutes",
+            "Session Max Hours",
+        ]
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            if self.dual_control { "on" } else { "off" }.to_owned(),
+            self.lockout_threshold.to_string(),
+            self.lockout_minutes.to_string(),
+            self.session_idle_minutes.to_string(),
+            self.session_max_hours.to_string(),
+        ]
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        Self::headers().iter().copied().zip(self.row()).collect()
+    }
+}
+
+pub async fn run(ctx: &Context, command: Option<ConfigCommand>) -> anyhow::Result<()> {
+    let view: SettingsView = match command.unwrap_or(ConfigCommand::Show) {
+        ConfigCommand::Show => ctx.authenticated()?.get("/config").await?,
+        ConfigCommand::Set(args) => {
+            let change = change_request(args);
+            let empty = serde_json::to_value(&change)
+                .is_ok_and(|v| v.as_object().is_some_and(serde_json::Map::is_empty));
+            if empty {
+                return Err(CliError::Input(
+                    "nothing to change: give at least one option, such as --dual-control on (see `keyhold config set --help`)"
+                        .into(),
+                )
+                .into());
+            }
+            ctx.authenticated()?
+                .call(Method::PATCH, "/config", &change)
+                .await?
+        }
+    };
+    output::print_item(ctx.output, &view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_given_settings_are_sent() {
+        let change = change_request(SetArgs {
+            dual_control: Some(OnOff::Off),
+            lockout_minutes: Some(15),
+            ..Default::default()
+        });
+        assert_eq!(
+            serde_json::to_value(change).unwrap(),
+            serde_json::json!({"dual_control": false, "lockout_minutes": 15})
+        );
+        assert_eq!(
+            serde_json::to_value(change_request(SetArgs::default())).unwrap(),
+            serde_json::json!({})
+        );
+    }
+}

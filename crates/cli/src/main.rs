@@ -1,0 +1,227 @@
+//! `keyhold`: the command-line client of the keyhold key management server,
+//! and the server itself (`keyhold serve`).
+
+mod audit;
+mod client;
+mod configuration;
+mod credentials;
+mod groups;
+mod identities;
+mod input;
+mod keys;
+mod output;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keyhold_server::ServeArgs;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use client::{CliError, Context, DEFAULT_URL};
+use output::{OutputFormat, Table};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  failure: the server is not reachable or failed, the audit chain is broken, a local I/O error
+  2  usage error or bad input, or a request the server refused (not logged in, not allowed,
+     not found, conflict, invalid value)
+
+Passwords are never taken from arguments: give them on stdin with --password-stdin, or
+type them when asked.";
+
+/// keyhold: bring your own key into AWS KMS.
+///
+/// Keys are generated in keyhold's keystore, pushed into AWS KMS, rotated on
+/// schedule, and every action is audited. Sensitive actions need two
+/// identities in one session (dual control): log in twice.
+#[derive(Debug, Parser)]
+#[command(name = "keyhold", version, after_help = EXIT_CODES, propagate_version = true)]
+struct Cli {
+    /// The keyhold server's base URL.
+    #[arg(long, global = true, env = "KEYHOLD_URL", default_value = DEFAULT_URL, value_name = "URL")]
+    url: String,
+    /// How to print results: aligned tables, or JSON with the API's field names.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// Where the session token is kept [default: $XDG_CONFIG_HOME/keyhold/session.json,
+    /// else ~/.config/keyhold/session.json].
+    #[arg(long, global = true, env = "KEYHOLD_SESSION_FILE", value_name = "PATH")]
+    session_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Initialise an empty data directory and print the default administrators'
+    /// one-time passwords.
+    Init(#[command(flatten)] ServeArgs),
+    /// Run the server (initialising an empty data directory first).
+    Serve(#[command(flatten)] ServeArgs),
+    /// Change an identity's password (needed before its first login).
+    Passwd(session::PasswdArgs),
+    /// Log in; logging in again with another identity joins the session (dual control).
+    Login(session::LoginArgs),
+    /// End the session.
+    Logout,
+    /// Show the identities in the current session.
+    Whoami,
+    /// Identities: the people and service accounts that log in.
+    #[command(subcommand)]
+    Identity(identities::IdentityCommand),
+    /// Cloud credentials (AWS access keys).
+    #[command(subcommand)]
+    Credential(credentials::CredentialCommand),
+    /// Key groups: AWS properties and rotation schedule of their keys.
+    #[command(subcommand)]
+    Group(groups::GroupCommand),
+    /// Keys (HSM protected, pushed into AWS KMS).
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// The audit log: list, verify its hash chain, export.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Server settings (dual control, lockout, session lifetime); `show` by default.
+    Config {
+        #[command(subcommand)]
+        command: Option<configuration::ConfigCommand>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context {
+        url: cli.url,
+        output: cli.output,
+        session_file: cli.session_file,
+    };
+    match run(&ctx, cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = client::exit_code_of(&error);
+            let reported = error
+                .chain()
+                .any(|e| matches!(e.downcast_ref::<CliError>(), Some(CliError::Reported(_))));
+            if !reported {
+                eprintln!("error: {}", output::clean(&format!("{error:#}")));
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(args) => init(ctx.output, args).await,
+        Command::Serve(args) => keyhold_server::run_serve(args).await,
+        Command::Passwd(args) => session::passwd(ctx, args).await,
+        Command::Login(args) => session::login(ctx, args).await,
+        Command::Logout => session::logout(ctx).await,
+        Command::Whoami => session::whoami(ctx).await,
+        Command::Identity(command) => identities::run(ctx, command).await,
+        Command::Credential(command) => credentials::run(ctx, command).await,
+        Command::Group(command) => groups::run(ctx, command).await,
+        Command::Key(command) => keys::run(ctx, command).await,
+        Command::Audit(command) => audit::run(ctx, command).await,
+        Command::Config { command } => configuration::run(ctx, command).await,
+    }
+}
+
+const INIT_NOTE: &str = "These one-time passwords are shown only now. Each identity must change its password \
+before it can log in: keyhold passwd --user NAME";
+
+/// `keyhold init`: prints the default administrators' one-time passwords, the
+/// only time they are shown.
+async fn init(format: OutputFormat, args: ServeArgs) -> anyhow::Result<()> {
+    let passwords = keyhold_server::run_init(args).await?;
+    match format {
+        OutputFormat::Json => {
+            #[derive(Serialize)]
+            struct Shown<'a> {
+                identities: Vec<ShownIdentity<'a>>,
+            }
+            #[derive(Serialize)]
+            struct ShownIdentity<'a> {
+                name: &'a str,
+                password: &'a str,
+            }
+            let shown = Shown {
+                identities: passwords
+                    .iter()
+                    .map(|p| ShownIdentity {
+                        name: &p.name,
+                        password: p.password.expose_secret(),
+                    })
+                    .collect(),
+            };
+            let text = Zeroizing::new(serde_json::to_string(&shown)?);
+            output::emit(&format!("{}\n", text.as_str()))?;
+            eprintln!("{INIT_NOTE}");
+        }
+        OutputFormat::Table => {
+            let mut table = Table::new(&["Identity", "One-time password"]);
+            for p in &passwords {
+                table.push(vec![p.name.clone(), p.password.expose_secret().to_owned()]);
+            }
+            let text = Zeroizing::new(table.render());
+            output::emit(text.as_str())?;
+            output::emit(&format!("\n{INIT_NOTE}\n"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scripted_core_parses() {
+        for line in [
+            "keyhold init --output json",
+            "keyhold serve --data-dir /tmp/x",
+            "keyhold passwd --user Admin1 --password-stdin",
+            "keyhold login --user Admin2 --password-stdin",
+            "keyhold credential import --name aws1 --csv creds.csv --endpoint http://127.0.0.1:4566",
+            "keyhold group create --name ig-demo --credential aws1 --region eu-west-1 --alias alias/ig-demo \
+             --description d --active-key-id 0b5e1c1e-0000-4000-8000-000000000000 --policy p.json \
+             --rotate-every 30d --valid-for 1y --disable-after-rotate",
+            "keyhold group show ig-demo -o json",
+            "keyhold key list --group ig-demo --output json",
+            "keyhold audit list --from 2026-11-01 --limit 5",
+            "keyhold audit verify",
+            "keyhold audit export --file audit.ndjson",
+            "keyhold config",
+            "keyhold config set --dual-control off",
+            "keyhold --url http://127.0.0.1:9000 whoami",
+        ] {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            if let Err(e) = Cli::try_parse_from(&args) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_are_not_arguments() {
+        assert!(
+            Cli::try_parse_from(["keyhold", "login", "--user", "a", "--password", "x"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["keyhold", "passwd", "--user", "a", "--new-password", "x"])
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! The real `keyhold` binary: init, serve, and the reference walkthrough as a
+//! user scripts it, with passwords on stdin and JSON output.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::helpers::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+
+const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
+
+struct Cli {
+    url: String,
+    session_file: PathBuf,
+    /// Everything every command printed, to check no secret ever appears.
+    transcript: String,
+}
+
+impl Cli {
+    fn run(&mut self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(KEYHOLD)
+            .args(args)
+            .env("KEYHOLD_URL", &self.url)
+            .env("KEYHOLD_SESSION_FILE", &self.session_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        self.transcript
+            .push_str(&String::from_utf8_lossy(&out.stdout));
+        self.transcript
+            .push_str(&String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    fn ok(&mut self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "keyhold {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&mut self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&all, None)).unwrap()
+    }
+
+    fn fails(&mut self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(!out.status.success(), "keyhold {args:?} should have failed");
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(data_dir: &Path) -> (ServerProcess, String) {
+    let mut child = Command::new(KEYHOLD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("keyhold serve exited before listening")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("keyhold listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    (ServerProcess(child), url)
+}
+
+#[test]
+fn init_then_the_reference_walkthrough_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut cli = Cli {
+        url: String::new(),
+        session_file: dir.path().join("session.json"),
+        transcript: String::new(),
+    };
+
+    // keyhold init: one-time passwords as JSON, once.
+    let init: Value = serde_json::from_str(&cli.ok(
+        &[
+            "init",
+            "--output",
+            "json",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        None,
+    ))
+    .unwrap();
+    let identities = init["identities"].as_array().unwrap();
+    assert_eq!(identities.len(), 2);
+    assert_eq!(identities[0]["name"], "Admin1");
+    let one_time: Vec<String> = identities
+        .iter()
+        .map(|i| i["password"].as_str().unwrap().to_owned())
+        .collect();
+    let again = cli.fails(&["init", "--data-dir", data_dir.to_str().unwrap()], None);
+    assert!(again.contains("already initialised"), "{again}");
+    let key_file = data_dir.join("keystore").join("master.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let (_server, url) = start_server(&data_dir);
+    cli.url = url;
+
+    // First use: change both one-time passwords, with stdin, never an argument.
+    cli.ok(
+        &["passwd", "--user", "Admin1", "--password-stdin"],
+        Some(&format!("{}\nAdmin1-new-password\n", one_time[0])),
+    );
+    cli.ok(
+        &["passwd", "--user", "Admin2", "--password-stdin"],
+        Some(&format!("{}\nAdmin2-new-password\n", one_time[1])),
+    );
+    let refused = cli.fails(
+        &[
+            "login",
+            "--user",
+            "Admin1",
+            "--password",
+            "Admin1-new-password",
+        ],
+        None,
+    );
+    assert!(!refused.is_empty());
+
+    cli.ok(
+        &["login", "--user", "Admin1", "--password-stdin"],
+        Some("Admin1-new-password\n"),
+    );
+    assert_eq!(
+        std::fs::metadata(&cli.session_file)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // Cloud credential from the console CSV (BOM and CRLF as Windows saves it).
+    let csv = dir.path().join("credentials.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "\u{feff}Access key ID,Secret access key\r\n{ACCESS_KEY_ID},{SECRET_ACCESS_KEY}\r\n"
+        ),
+    )
+    .unwrap();
+    cli.ok(
+        &[
+            "credential",
+            "import",
+            "--name",
+            "aws-prod",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+        None,
+    );
+    let creds = cli.json(&["credential", "list"]);
+    assert_eq!(creds[0]["access_name"], ACCESS_KEY_ID);
+
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#).unwrap();
+    let create = [
+        "group",
+        "create",
+        "--name",
+        "ig-demo",
+        "--credential",
+        "aws-prod",
+        "--region",
+        "eu-west-1",
+        "--alias",
+        "alias/ig-demo",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--rotate-every",
+        "30d",
+        "--valid-for",
+        "1y",
+        "--disable-after-rotate",
+    ];
+    let alone = cli.fails(&create, None);
+    assert!(alone.contains("dual control"), "{alone}");
+
+    // Dual control: Admin2 joins the same session.
+    cli.ok(
+        &["login", "--user", "Admin2", "--password-stdin"],
+        Some("Admin2-new-password\n"),
+    );
+    let who = cli.json(&["whoami"]);
+    assert_eq!(who["users"], "Admin1,Admin2");
+    cli.ok(&create, None);
+
+    let group = cli.json(&["group", "show", "ig-demo"]);
+    assert_eq!(group["alias"], "alias/ig-demo");
+    assert_eq!(group["rotate_every"], "30d");
+    assert_eq!(group["disable_after_rotate"], true);
+    assert!(group["policy"].as_str().unwrap().contains("kms:*"));
+    let groups = cli.json(&["group", "list"]);
+    assert_eq!(groups.as_array().unwrap().len(), 1);
+    assert_eq!(cli.json(&["key", "list"]), Value::Array(vec![]));
+    let table = cli.ok(&["group", "list"], None);
+    assert!(table.contains("ig-demo"), "{table}");
+
+    let bad = cli.fails(
+        &[
+            "group",
+            "create",
+            "--name",
+            "bad name",
+            "--credential",
+            "aws-prod",
+            "--region",
+            "eu-west-1",
+            "--alias",
+            "alias/x",
+        ],
+        None,
+    );
+    assert!(bad.contains("not allowed"), "{bad}");
+    let missing = cli.fails(
+        &[
+            "credential",
+            "import",
+            "--name",
+            "x",
+            "--csv",
+            "/nonexistent/file.csv",
+        ],
+        None,
+    );
+    assert!(missing.contains("/nonexistent/file.csv"), "{missing}");
+
+    let audit = cli.json(&["audit", "list"]);
+    let summaries: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} | {}",
+                e["users"].as_str().unwrap(),
+                e["summary"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        summaries.contains(&"Admin1,Admin2 | Added HSM protected key group ig-demo".to_owned()),
+        "{summaries:#?}"
+    );
+    assert!(
+        summaries.contains(&"Admin1,Admin2 | Logged in 'Admin2' using Password.".to_owned()),
+        "{summaries:#?}"
+    );
+    cli.ok(&["audit", "verify"], None);
+    let export = dir.path().join("audit.jsonl");
+    cli.ok(
+        &["audit", "export", "--file", export.to_str().unwrap()],
+        None,
+    );
+    let lines = std::fs::read_to_string(&export).unwrap();
+    assert!(lines.lines().count() >= summaries.len());
+
+    cli.ok(&["logout"], None);
+    let after = cli.fails(&["group", "list"], None);
+    assert!(after.contains("log in"), "{after}");
+
+    assert!(
+        !cli.transcript.contains(SECRET_ACCESS_KEY),
+        "the CLI printed the secret access key"
+    );
+    assert!(
+        !cli.transcript.contains("Admin1-new-password"),
+        "the CLI printed a password"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_reported_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cli = Cli {
+        url: "http://127.0.0.1:9".into(),
+        session_file: dir.path().join("s.json"),
+        transcript: String::new(),
+    };
+    let err = cli.fails(
+        &["login", "--user", "Admin1", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+}

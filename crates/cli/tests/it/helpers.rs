@@ -1,0 +1,340 @@
+//! The test harness: a real keyhold server per test, on its own port and data
+//! directory, with a clock the test controls.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keyhold_core::clock::ManualClock;
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+pub const ADMIN1_PASSWORD: &str = "Admin1-correct-horse";
+pub const ADMIN2_PASSWORD: &str = "Admin2-battery-staple";
+pub const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+pub const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+
+pub fn console_csv() -> String {
+    format!("Access key ID,Secret access key\n{ACCESS_KEY_ID},{SECRET_ACCESS_KEY}\n")
+}
+
+pub struct TestApp {
+    args: keyhold_server::ServeArgs,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+    pub clock: Arc<ManualClock>,
+    /// One-time passwords printed at initialisation.
+    pub initial_passwords: HashMap<String, String>,
+    _dir: Arc<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn start_time() -> keyhold_core::clock::Timestamp {
+    chrono::DateTime::parse_from_rfc3339("2026-11-29T09:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server whose configuration the test adjusts (wrapping key size, …).
+    /// KMS wrapping keys default to RSA_2048 here: LocalStack makes a fresh
+    /// key pair per import, and RSA_4096 takes it about a second.
+    pub async fn spawn_with(configure: impl FnOnce(&mut keyhold_server::ServeArgs)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let mut args = keyhold_server::ServeArgs {
+            data_dir: Some(dir.path().join("data")),
+            listen: Some("127.0.0.1:0".into()),
+            log: Some("warn".into()),
+
+            ..Default::default()
+        };
+        configure(&mut args);
+        Self::start(dir, clock, args).await
+    }
+
+    async fn start(
+        dir: Arc<tempfile::TempDir>,
+        clock: Arc<ManualClock>,
+        args: keyhold_server::ServeArgs,
+    ) -> Self {
+        let data_dir = args.data_dir.clone().unwrap();
+        let config = args.clone().resolve(None).unwrap();
+        let (server, passwords) = keyhold_server::Server::build(&config, clock.clone())
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            args,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            data_dir,
+            clock,
+            initial_passwords: passwords
+                .into_iter()
+                .map(|p| (p.name, p.password.expose_secret().to_owned()))
+                .collect(),
+            _dir: dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        Self::start(self._dir.clone(), self.clock.clone(), self.args.clone()).await
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("keyhold.db")
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::DELETE, path, Some(token), None)
+            .await
+    }
+
+    /// Changes both default administrators' one-time passwords (first use).
+    pub async fn activate_admins(&self) {
+        for (name, new) in [("Admin1", ADMIN1_PASSWORD), ("Admin2", ADMIN2_PASSWORD)] {
+            let (status, body) = self
+                .post(
+                    "/api/v1/password",
+                    None,
+                    json!({"user": name, "current_password": self.initial_passwords[name], "new_password": new}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        }
+    }
+
+    pub async fn login(
+        &self,
+        token: Option<&str>,
+        user: &str,
+        password: &str,
+    ) -> (StatusCode, Value) {
+        self.post(
+            "/api/v1/session/login",
+            token,
+            json!({"user": user, "password": password}),
+        )
+        .await
+    }
+
+    /// A session holding Admin1 alone.
+    pub async fn single_session(&self) -> String {
+        self.activate_admins().await;
+        let (status, body) = self.login(None, "Admin1", ADMIN1_PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A session holding Admin1 and Admin2 (dual control).
+    pub async fn dual_session(&self) -> String {
+        let token = self.single_session().await;
+        let (status, body) = self.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        token
+    }
+
+    pub async fn import_credential(&self, token: &str, name: &str) {
+        let (status, body) = self
+            .post(
+                "/api/v1/credentials",
+                Some(token),
+                json!({"name": name, "csv": console_csv()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// A credential whose endpoint override is the KMS peer.
+    pub async fn import_kms_credential(&self, token: &str, name: &str) {
+        self.import_credential_at(token, name, &crate::kms::endpoint())
+            .await;
+    }
+
+    pub async fn import_credential_at(&self, token: &str, name: &str, endpoint: &str) {
+        let (status, body) = self
+            .post(
+                "/api/v1/credentials",
+                Some(token),
+                json!({"name": name, "csv": console_csv(), "endpoint": endpoint}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// Force Rotate; returns the job id.
+    pub async fn rotate(&self, token: &str, group: &str) -> String {
+        let (status, job) = self
+            .post(
+                &format!("/api/v1/groups/{group}/rotate"),
+                Some(token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        assert_eq!(job["title"], "Rotate HSM protected keys");
+        job["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn sync(&self, token: &str, key: &str, options: Value) -> String {
+        let (status, job) = self
+            .post(&format!("/api/v1/keys/{key}/sync"), Some(token), options)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        assert_eq!(job["title"], "Synchronize HSM protected keys");
+        job["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (bounded) until the job ends; returns it with its messages.
+    pub async fn wait_job(&self, token: &str, id: &str) -> Value {
+        for _ in 0..600 {
+            let (status, job) = self.get(&format!("/api/v1/jobs/{id}"), token).await;
+            assert_eq!(status, StatusCode::OK, "{job}");
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("job {id} did not finish within 60 s");
+    }
+
+    /// Rotates and asserts the job succeeded; returns the new active KMS key id.
+    pub async fn rotate_ok(&self, token: &str, group: &str) -> String {
+        let id = self.rotate(token, group).await;
+        let job = self.wait_job(token, &id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        let (_, g) = self.get(&format!("/api/v1/groups/{group}"), token).await;
+        assert_eq!(g["active_key_id"], job["kms_key_id"]);
+        job["kms_key_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_group(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        self.post("/api/v1/groups", Some(token), body).await
+    }
+
+    /// Audit summaries, oldest first.
+    pub async fn audit_summaries(&self, token: &str) -> Vec<String> {
+        let (status, body) = self.get("/api/v1/audit?limit=1000", token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut summaries: Vec<String> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} | {}",
+                    e["users"].as_str().unwrap(),
+                    e["summary"].as_str().unwrap()
+                )
+            })
+            .collect();
+        summaries.reverse();
+        summaries
+    }
+
+    pub async fn audit_count(&self, token: &str) -> usize {
+        self.audit_summaries(token).await.len()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn group_body(name: &str, credential: &str) -> Value {
+    json!({
+        "name": name,
+        "credential": credential,
+        "alias": format!("alias/{name}"),
+        "region": "eu-west-1",
+        "rotate_every": "30d",
+        "valid_for": "1y",
+        "description": "payments data key",
+        "owner": "security team",
+        "policy": r#"{"Version":"2012-10-17","Statement":[{"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#,
+        "disable_after_rotate": true
+    })
+}
+
+/// Opens the test server's SQLite file directly, as an attacker with disk
+/// access would, bypassing keyhold.
+pub async fn open_db(app: &TestApp) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.db_path().display()))
+        .await
+        .unwrap()
+}

@@ -1,0 +1,18 @@
+//! keyhold's integration suite: one test binary (fast to link), one module per
+//! capability. Every test starts a real server on port 0 with a fresh data
+//! directory and drives it over HTTP or through the real `keyhold` binary.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+mod kms;
+
+mod audit;
+mod bad_input;
+mod cli;
+mod credentials;
+
+mod groups;
+
+mod sessions;

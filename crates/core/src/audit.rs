@@ -1,0 +1,340 @@
+//! The audit log: append-only, hash-chained, and MACed with a keystore key.
+//!
+//! Each entry's hash covers its own fields and the previous entry's hash, so an
+//! edited, deleted or reordered row breaks the chain at that row. The MAC over
+//! the hash, made with a key only the keystore holds, stops someone with write
+//! access to the database from recomputing the chain after an edit.
+
+use hmac::Mac;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Timestamp, format_timestamp};
+use crate::error::KeystoreError;
+
+/// The `prev_hash` of the first entry.
+pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
+
+/// Who did it: the session's identities, or `System` for scheduled work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time: Timestamp,
+    /// `Admin1,Admin2`, `System`, or `Anonymous` for a request without a session.
+    pub users: String,
+    pub summary: String,
+    /// Extra facts as JSON (`{}` when there are none). Never a secret.
+    pub details: serde_json::Value,
+}
+
+pub const SYSTEM_USER: &str = "System";
+pub const ANONYMOUS_USER: &str = "Anonymous";
+
+impl AuditRecord {
+    pub fn new(time: Timestamp, users: impl Into<String>, summary: impl Into<String>) -> Self {
+        Self {
+            time,
+            users: users.into(),
+            summary: summary.into(),
+            details: serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn has_details(&self) -> bool {
+        !matches!(&self.details, serde_json::Value::Object(m) if m.is_empty())
+            && !self.details.is_null()
+    }
+}
+
+/// An entry as stored: the record plus its place in the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub time: String,
+    pub users: String,
+    pub summary: String,
+    /// The details JSON exactly as hashed.
+    pub details: String,
+    /// Operational flag (moved to an archive); not part of the chain so that
+    /// archiving does not rewrite history.
+    pub archived: bool,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+    pub mac: [u8; 32],
+}
+
+impl AuditEntry {
+    pub fn has_details(&self) -> bool {
+        self.details != "{}" && self.details != "null" && !self.details.is_empty()
+    }
+}
+
+/// The newest entry's sequence number and hash: what the next entry chains to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: [u8; 32],
+}
+
+impl ChainHead {
+    pub const EMPTY: Self = Self {
+        seq: 0,
+        hash: GENESIS_HASH,
+    };
+}
+
+/// Produces the MAC over an entry's hash. Implemented by the keystore, which
+/// holds the MAC key.
+pub trait AuditMac: Send + Sync {
+    fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError>;
+}
+
+/// An HMAC-SHA256 [`AuditMac`] over key bytes, for keystores that hold the key
+/// in memory (the software keystore).
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], KeystoreError> {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key)
+        .map_err(|e| KeystoreError::Internal(format!("audit MAC key: {e}")))?;
+    mac.update(data);
+    Ok(mac.finalize().into_bytes().into())
+}
+
+fn entry_hash(
+    seq: i64,
+    time: &str,
+    users: &str,
+    summary: &str,
+    details: &str,
+    prev: &[u8; 32],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"keyhold-audit-v1");
+    h.update(seq.to_be_bytes());
+    for field in [time, users, summary, details] {
+        // Length-prefixed so that moving text between fields changes the hash.
+        h.update((field.len() as u64).to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    h.update(prev);
+    h.finalize().into()
+}
+
+/// Seals a record as the entry after `head`.
+pub fn seal(
+    head: ChainHead,
+    record: &AuditRecord,
+    mac: &dyn AuditMac,
+) -> Result<AuditEntry, KeystoreError> {
+    let seq = head.seq + 1;
+    let time = format_timestamp(&record.time);
+    let details = record.details.to_string();
+    let hash = entry_hash(
+        seq,
+        &time,
+        &record.users,
+        &record.summary,
+        &details,
+        &head.hash,
+    );
+    let tag = mac.audit_mac(&hash)?;
+    Ok(AuditEntry {
+        seq,
+        time,
+        users: record.users.clone(),
+        summary: record.summary.clone(),
+        details,
+        archived: false,
+        prev_hash: head.hash,
+        hash,
+        mac: tag,
+    })
+}
+
+/// Why an entry fails verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainBreak {
+    /// Sequence numbers skip: entries before this one were deleted.
+    Gap { expected_seq: i64 },
+    /// The entry does not chain to the one before it (deleted or reordered).
+    Unlinked,
+    /// The entry's content does not match its hash (edited).
+    Altered,
+    /// The MAC does not match (chain recomputed without the keystore's key).
+    BadMac,
+}
+
+impl ChainBreak {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Gap { expected_seq } => {
+                format!("entry {expected_seq} is missing: entries were deleted")
+            }
+            Self::Unlinked => {
+                "does not follow the entry before it: an entry was deleted or the order was changed"
+                    .into()
+            }
+            Self::Altered => "its content does not match its hash: the entry was edited".into(),
+            Self::BadMac => {
+                "its MAC does not match: the chain was rewritten without the keystore's key".into()
+            }
+        }
+    }
+}
+
+/// Checks entries in sequence order, one at a time, so a long log is verified
+/// in pages without holding it all in memory.
+pub struct ChainVerifier<'a> {
+    head: ChainHead,
+    mac: &'a dyn AuditMac,
+    checked: u64,
+}
+
+impl<'a> ChainVerifier<'a> {
+    pub fn new(mac: &'a dyn AuditMac) -> Self {
+        Self {
+            head: ChainHead::EMPTY,
+            mac,
+            checked: 0,
+        }
+    }
+
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// Checks the next entry. On a break, the caller names `entry.seq` as the first bad one.
+    pub fn push(&mut self, entry: &AuditEntry) -> Result<(), ChainBreak> {
+        let expected_seq = self.head.seq + 1;
+        if entry.prev_hash != self.head.hash {
+            return Err(if entry.seq > expected_seq {
+                ChainBreak::Gap { expected_seq }
+            } else {
+                ChainBreak::Unlinked
+            });
+        }
+        if entry.seq != expected_seq {
+            return Err(ChainBreak::Unlinked);
+        }
+        let hash = entry_hash(
+            entry.seq,
+            &entry.time,
+            &entry.users,
+            &entry.summary,
+            &entry.details,
+            &entry.prev_hash,
+        );
+        if hash != entry.hash {
+            return Err(ChainBreak::Altered);
+        }
+        match self.mac.audit_mac(&hash) {
+            Ok(tag) if tag == entry.mac => {}
+            _ => return Err(ChainBreak::BadMac),
+        }
+        self.head = ChainHead {
+            seq: entry.seq,
+            hash: entry.hash,
+        };
+        self.checked += 1;
+        Ok(())
+    }
+}
+
+/// Result of verifying the whole log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub entries_checked: u64,
+    /// Sequence number of the first entry that fails, if any.
+    pub first_bad_seq: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// Filter for listing audit entries.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// Matches entries whose users include this identity (or `System`).
+    pub user: Option<String>,
+    /// Case-insensitive substring of the summary or details.
+    pub text: Option<String>,
+    pub limit: u32,
+    /// Return entries with `seq` below this (newest first paging).
+    pub before_seq: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TestMac;
+    impl AuditMac for TestMac {
+        fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
+            hmac_sha256(b"test key", data)
+        }
+    }
+
+    fn chain(n: usize) -> Vec<AuditEntry> {
+        let mut head = ChainHead::EMPTY;
+        (0..n)
+            .map(|i| {
+                let rec = AuditRecord::new(
+                    chrono::DateTime::UNIX_EPOCH,
+                    "Admin1,Admin2",
+                    format!("entry {i}"),
+                );
+                let e = seal(head, &rec, &TestMac).unwrap();
+                head = ChainHead {
+                    seq: e.seq,
+                    hash: e.hash,
+                };
+                e
+            })
+            .collect()
+    }
+
+    fn first_break(entries: &[AuditEntry]) -> Option<(i64, ChainBreak)> {
+        let mut v = ChainVerifier::new(&TestMac);
+        entries
+            .iter()
+            .find_map(|e| v.push(e).err().map(|b| (e.seq, b)))
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        assert_eq!(first_break(&chain(5)), None);
+    }
+
+    #[test]
+    fn edit_delete_and_swap_are_named_at_the_first_bad_entry() {
+        let mut edited = chain(5);
+        edited[2].summary = "Deleted nothing".into();
+        assert_eq!(first_break(&edited), Some((3, ChainBreak::Altered)));
+
+        let mut deleted = chain(5);
+        deleted.remove(2);
+        assert_eq!(
+            first_break(&deleted),
+            Some((4, ChainBreak::Gap { expected_seq: 3 }))
+        );
+
+        let mut swapped = chain(5);
+        swapped.swap(1, 2);
+        assert_eq!(first_break(&swapped).map(|b| b.0), Some(3));
+
+        let mut forged = chain(3);
+        forged[1].mac = [0; 32];
+        assert_eq!(first_break(&forged), Some((2, ChainBreak::BadMac)));
+    }
+
+    #[test]
+    fn moving_text_between_fields_changes_the_hash() {
+        let a = entry_hash(1, "t", "ab", "c", "{}", &GENESIS_HASH);
+        let b = entry_hash(1, "t", "a", "bc", "{}", &GENESIS_HASH);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,348 @@
+//! AWS KMS vocabulary, parsed once at the edge so the rest of keyhold cannot
+//! hold an alias, region, key id or policy that AWS would refuse.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::InvalidInput;
+
+/// Largest key policy AWS KMS accepts (bytes).
+pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+/// Longest key description AWS KMS accepts (characters).
+pub const MAX_DESCRIPTION_CHARS: usize = 8192;
+
+/// Regions where AWS KMS accepts imported key material (commercial, GovCloud, China).
+pub const AWS_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "us-west-1",
+    "us-west-2",
+];
+
+macro_rules! string_newtype {
+    ($ty:ident) => {
+        impl $ty {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $ty {
+            type Error = InvalidInput;
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                Self::parse(&raw)
+            }
+        }
+        impl From<$ty> for String {
+            fn from(v: $ty) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+/// A KMS alias such as `alias/payments`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Alias(String);
+string_newtype!(Alias);
+
+impl Alias {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        const FIELD: &str = "alias";
+        let Some(rest) = raw.strip_prefix("alias/") else {
+            return Err(InvalidInput::new(
+                FIELD,
+                format!(
+                    "alias '{}' must start with 'alias/', for example alias/payments",
+                    printable(raw)
+                ),
+            ));
+        };
+        if rest.to_ascii_lowercase().starts_with("aws/") {
+            return Err(InvalidInput::new(
+                FIELD,
+                "aliases under 'alias/aws/' are reserved by AWS for its own keys: choose another name",
+            ));
+        }
+        if rest.is_empty() || raw.len() > 256 {
+            return Err(InvalidInput::new(
+                FIELD,
+                "alias must have 1 to 250 characters after 'alias/'",
+            ));
+        }
+        if !rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'))
+        {
+            return Err(InvalidInput::new(
+                FIELD,
+                "alias may only contain letters, digits, '/', '_' and '-' after 'alias/'",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+/// An AWS region where KMS runs, such as `eu-west-1`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Region(String);
+string_newtype!(Region);
+
+impl Region {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        if AWS_REGIONS.contains(&raw) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidInput::new(
+                "region",
+                format!(
+                    "'{}' is not an AWS region: use a region code such as us-east-1 or eu-west-1",
+                    printable(raw)
+                ),
+            ))
+        }
+    }
+}
+
+/// A KMS key id in UUID form, stored lower case as AWS prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KmsKeyId(String);
+string_newtype!(KmsKeyId);
+
+impl KmsKeyId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let hyphenated = raw.len() == 36 && raw.matches('-').count() == 4;
+        match uuid::Uuid::try_parse(raw) {
+            Ok(id) if hyphenated => Ok(Self(id.hyphenated().to_string())),
+            _ => Err(InvalidInput::new(
+                "key id",
+                format!(
+                    "'{}' is not a KMS key id: use the key's UUID, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
+                    printable(raw)
+                ),
+            )),
+        }
+    }
+}
+
+/// A KMS key policy document: JSON, at most 32 KiB, with a `Statement`.
+/// The text is kept as given, since AWS stores it verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyPolicy(String);
+string_newtype!(KeyPolicy);
+
+impl KeyPolicy {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        const FIELD: &str = "policy";
+        if raw.len() > MAX_POLICY_BYTES {
+            return Err(InvalidInput::new(
+                FIELD,
+                format!(
+                    "policy is {} bytes; AWS KMS accepts at most {MAX_POLICY_BYTES}",
+                    raw.len()
+                ),
+            ));
+        }
+        let doc: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+            InvalidInput::new(
+                FIELD,
+                format!(
+                    "policy is not valid JSON (line {}, column {}): fix the file and try again",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        let Some(obj) = doc.as_object() else {
+            return Err(InvalidInput::new(FIELD, "policy must be a JSON object"));
+        };
+        match obj.get("Statement") {
+            Some(serde_json::Value::Array(s)) if !s.is_empty() => Ok(Self(raw.to_owned())),
+            Some(serde_json::Value::Object(_)) => Ok(Self(raw.to_owned())),
+            _ => Err(InvalidInput::new(
+                FIELD,
+                "policy has no \"Statement\": a KMS key policy needs at least one statement",
+            )),
+        }
+    }
+}
+
+/// A KMS key description.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Description(String);
+string_newtype!(Description);
+
+impl Description {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        if raw.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(InvalidInput::new(
+                "description",
+                format!("description is longer than {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if raw
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(InvalidInput::new(
+                "description",
+                "description contains control characters: remove them",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+/// Echo user input in a message without letting control characters through
+/// and without letting a huge value flood a response.
+pub(crate) fn printable(raw: &str) -> String {
+    let cleaned: String = raw
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(80)
+        .collect();
+    if raw.chars().count() > 80 {
+        format!("{cleaned}…")
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn alias_rules() {
+        assert!(Alias::parse("alias/ig-demo").is_ok());
+        assert!(Alias::parse("alias/team/key_1").is_ok());
+        for bad in [
+            "ig-demo",
+            "alias/",
+            "alias/aws/s3",
+            "alias/AWS/x",
+            "alias/a b",
+            "alias/é",
+        ] {
+            assert!(Alias::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Alias::parse("alias/aws/x")
+                .unwrap_err()
+                .message
+                .contains("reserved")
+        );
+    }
+
+    #[test]
+    fn region_rules() {
+        assert!(Region::parse("eu-west-1").is_ok());
+        assert!(Region::parse("mars-north-1").is_err());
+        assert!(Region::parse("").is_err());
+    }
+
+    #[test]
+    fn key_id_is_a_hyphenated_uuid_normalised_to_lower_case() {
+        let id = KmsKeyId::parse("BBB61D9F-0FBA-4585-8C31-988CBC999849").unwrap();
+        assert_eq!(id.as_str(), "bbb61d9f-0fba-4585-8c31-988cbc999849");
+        for bad in [
+            "",
+            "bbb61d9f0fba45858c31988cbc999849",
+            "not-a-uuid",
+            "{bbb61d9f-0fba-4585-8c31-988cbc999849}",
+        ] {
+            assert!(KmsKeyId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn policy_rules() {
+        let ok = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#;
+        assert!(KeyPolicy::parse(ok).is_ok());
+        assert!(
+            KeyPolicy::parse("{")
+                .unwrap_err()
+                .message
+                .contains("not valid JSON")
+        );
+        assert!(KeyPolicy::parse("[]").is_err());
+        assert!(KeyPolicy::parse(r#"{"Version":"2012-10-17"}"#).is_err());
+        let huge = format!(
+            r#"{{"Statement":[],"x":"{}"}}"#,
+            "a".repeat(MAX_POLICY_BYTES)
+        );
+        assert!(
+            KeyPolicy::parse(&huge)
+                .unwrap_err()
+                .message
+                .contains("at most")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsed_aliases_are_never_reserved(raw in "alias/[a-zA-Z0-9/_-]{0,260}") {
+            if let Ok(a) = Alias::parse(&raw) {
+                prop_assert!(!a.as_str().to_ascii_lowercase().starts_with("alias/aws/"));
+                prop_assert!(a.as_str().len() <= 256);
+            }
+        }
+
+        #[test]
+        fn any_uuid_parses_as_key_id(bytes in any::<[u8; 16]>()) {
+            let id = uuid::Uuid::from_bytes(bytes).hyphenated().to_string();
+            let parsed = KmsKeyId::parse(&id.to_uppercase()).unwrap();
+            prop_assert_eq!(parsed.as_str(), id.as_str());
+        }
+
+        #[test]
+        fn error_messages_never_carry_control_characters(raw in "\\PC{0,40}[\\x00-\\x1f]\\PC{0,40}") {
+            if let Err(e) = Region::parse(&raw) {
+                prop_assert!(!e.message.chars().any(char::is_control));
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The core's errors. Each layer has its own enum; the HTTP layer maps
+//! [`CoreError`] to a status in one exhaustive match.
+
+use thiserror::Error;
+
+/// Input that does not parse. The message says what is wrong and how to fix it;
+/// it never echoes a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct InvalidInput {
+    /// Which field of the request is wrong (`alias`, `region`, …).
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl InvalidInput {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Failures of a [`crate::ports::Store`] adapter.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A unique name is taken (the caller knows which object it was writing).
+    #[error("already exists")]
+    Duplicate,
+    /// The row to change or delete is not there.
+    #[error("not found")]
+    NotFound,
+    /// A row is still referenced by another (a credential used by a group).
+    #[error("still in use")]
+    InUse,
+    /// The database cannot be reached or refused the write.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data does not decode into the domain type it should be.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The audit entry that had to accompany the write could not be sealed.
+    #[error("audit entry could not be sealed: {0}")]
+    AuditSeal(#[from] KeystoreError),
+}
+
+/// Failures of a [`crate::ports::Keystore`] adapter. Messages never contain key bytes.
+#[derive(Debug, Error)]
+pub enum KeystoreError {
+    #[error("keystore unavailable: {0}")]
+    Unavailable(String),
+    #[error("keystore has no key {0}")]
+    KeyNotFound(String),
+    #[error("keystore cannot do this: {0}")]
+    Unsupported(String),
+    /// Authentication of sealed data failed: wrong master key or tampered data.
+    #[error("sealed data failed authentication")]
+    SealBroken,
+    #[error("keystore failure: {0}")]
+    Internal(String),
+}
+
+/// What an operation of the core can fail with.
+#[derive(Debug, Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("{what} '{name}' does not exist")]
+    NotFound { what: &'static str, name: String },
+    #[error("{0}")]
+    Conflict(String),
+    /// No valid session, or credentials that do not match. Deliberately vague.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The session's identities lack the role for this operation.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The operation needs a second identity in the session.
+    #[error(
+        "{operation} needs dual control: a second identity with the right role must log in to this session first"
+    )]
+    DualControlRequired { operation: &'static str },
+    #[error(
+        "the password of '{0}' must be changed before it can log in: use `keyhold passwd --user {0}`"
+    )]
+    PasswordChangeRequired(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// A cloud KMS call failed (issue: AWS engine).
+    #[error(transparent)]
+    Cloud(#[from] crate::ports::CloudError),
+}
+
+impl CoreError {
+    pub fn not_found(what: &'static str, name: impl std::fmt::Display) -> Self {
+        Self::NotFound {
+            what,
+            name: name.to_string(),
+        }
+    }
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;

@@ -1,0 +1,288 @@
+//! Key groups: the unit users configure, rotate and bind to an AWS alias.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
+use crate::clock::Timestamp;
+use crate::credential::CloudService;
+use crate::error::InvalidInput;
+use crate::interval::Interval;
+use crate::names::{CredentialName, GroupName};
+
+/// Longest free-text info field (owner, notes).
+pub const MAX_INFO_CHARS: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyGroup {
+    pub id: uuid::Uuid,
+    pub name: GroupName,
+    pub service: CloudService,
+    pub credential: CredentialName,
+    pub spec: KeySpec,
+    /// `Some(every)` when "Rotate Key" is on.
+    pub rotate_every: Option<Interval>,
+    /// "Keep key valid for": keys expire this long after creation.
+    pub valid_for: Option<Interval>,
+    pub info: GroupInfo,
+    pub aws: AwsProperties,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// When the scheduler will next rotate the group (None when rotation is off).
+    pub next_rotation_at: Option<Timestamp>,
+}
+
+/// Key type, length and usage. Only AES-256 for encrypt and decrypt exists for
+/// AWS, and the parser says so; the type is here so the refusal has a home.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KeySpec;
+
+impl KeySpec {
+    pub const KEY_TYPE: &'static str = "AES";
+    pub const ALGORITHM: &'static str = "AES-256";
+    pub const USAGE: &'static str = "encrypt_decrypt";
+
+    pub fn parse(
+        key_type: Option<&str>,
+        key_length: Option<u32>,
+        usage: Option<&str>,
+    ) -> Result<Self, InvalidInput> {
+        if let Some(t) = key_type {
+            match t.to_ascii_lowercase().as_str() {
+                "aes" | "symmetric" => {}
+                "rsa" | "ec" | "ecc" | "asymmetric" => {
+                    return Err(InvalidInput::new(
+                        "key_type",
+                        "asymmetric keys are not supported for AWS: key groups for AWS KMS import hold symmetric AES keys; use key type AES",
+                    ));
+                }
+                _ => return Err(InvalidInput::new("key_type", "unknown key type: use AES")),
+            }
+        }
+        if let Some(len) = key_length
+            && len != 256
+        {
+            return Err(InvalidInput::new(
+                "key_length",
+                format!(
+                    "AES-{len} is not supported for AWS: AWS KMS imports only 256-bit symmetric key material; use 256"
+                ),
+            ));
+        }
+        if let Some(u) = usage {
+            let u = u.to_ascii_lowercase().replace(['+', '-', ' '], "_");
+            if u != "encrypt_decrypt" {
+                return Err(InvalidInput::new(
+                    "usage",
+                    "AWS KMS symmetric keys with imported material are used to encrypt and decrypt: use usage encrypt_decrypt",
+                ));
+            }
+        }
+        Ok(Self)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GroupInfo {
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl GroupInfo {
+    pub fn parse(owner: &str, notes: &str) -> Result<Self, InvalidInput> {
+        for (field, value) in [("owner", owner), ("notes", notes)] {
+            if value.chars().count() > MAX_INFO_CHARS {
+                return Err(InvalidInput::new(
+                    field,
+                    format!("{field} is longer than {MAX_INFO_CHARS} characters"),
+                ));
+            }
+            if value
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
+                return Err(InvalidInput::new(
+                    field,
+                    format!("{field} contains control characters: remove them"),
+                ));
+            }
+        }
+        Ok(Self {
+            owner: owner.to_owned(),
+            notes: notes.to_owned(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsProperties {
+    pub alias: Alias,
+    pub description: Description,
+    pub region: Region,
+    /// The KMS key that currently holds the group's newest material, or the
+    /// placeholder the user created that awaits its first import.
+    pub active_key_id: Option<KmsKeyId>,
+    pub policy: Option<KeyPolicy>,
+    pub disable_after_rotate: bool,
+}
+
+/// Everything needed to create a group, already parsed.
+#[derive(Clone, Debug)]
+pub struct NewGroup {
+    pub name: GroupName,
+    pub credential: CredentialName,
+    pub rotate_every: Option<Interval>,
+    pub valid_for: Option<Interval>,
+    pub info: GroupInfo,
+    pub aws: AwsProperties,
+}
+
+/// A change to a group; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct GroupChange {
+    pub credential: Option<CredentialName>,
+    /// `Some(None)` turns rotation off.
+    pub rotate_every: Option<Option<Interval>>,
+    pub valid_for: Option<Option<Interval>>,
+    pub info: Option<GroupInfo>,
+    pub alias: Option<Alias>,
+    pub description: Option<Description>,
+    pub region: Option<Region>,
+    pub active_key_id: Option<Option<KmsKeyId>>,
+    pub policy: Option<Option<KeyPolicy>>,
+    pub disable_after_rotate: Option<bool>,
+}
+
+impl GroupChange {
+    pub fn is_empty(&self) -> bool {
+        self.credential.is_none()
+            && self.rotate_every.is_none()
+            && self.valid_for.is_none()
+            && self.info.is_none()
+            && self.alias.is_none()
+            && self.description.is_none()
+            && self.region.is_none()
+            && self.active_key_id.is_none()
+            && self.policy.is_none()
+            && self.disable_after_rotate.is_none()
+    }
+
+    /// Applies the change, recomputing the next rotation when the interval changed.
+    pub fn apply(self, group: &mut KeyGroup, now: Timestamp) {
+        if let Some(c) = self.credential {
+            group.credential = c;
+        }
+        if let Some(r) = self.rotate_every {
+            if r != group.rotate_every {
+                group.next_rotation_at = r.map(|every| now + every.as_duration());
+            }
+            group.rotate_every = r;
+        }
+        if let Some(v) = self.valid_for {
+            group.valid_for = v;
+        }
+        if let Some(i) = self.info {
+            group.info = i;
+        }
+        if let Some(a) = self.alias {
+            group.aws.alias = a;
+        }
+        if let Some(d) = self.description {
+            group.aws.description = d;
+        }
+        if let Some(r) = self.region {
+            group.aws.region = r;
+        }
+        if let Some(k) = self.active_key_id {
+            group.aws.active_key_id = k;
+        }
+        if let Some(p) = self.policy {
+            group.aws.policy = p;
+        }
+        if let Some(d) = self.disable_after_rotate {
+            group.aws.disable_after_rotate = d;
+        }
+        group.updated_at = now;
+    }
+}
+
+impl KeyGroup {
+    pub fn create(spec: NewGroup, now: Timestamp) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4(),
+            name: spec.name,
+            service: CloudService::Aws,
+            credential: spec.credential,
+            spec: KeySpec,
+            next_rotation_at: spec.rotate_every.map(|every| now + every.as_duration()),
+            rotate_every: spec.rotate_every,
+            valid_for: spec.valid_for,
+            info: spec.info,
+            aws: spec.aws,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_aes_256_encrypt_decrypt_is_accepted_and_refusals_say_why() {
+        assert!(KeySpec::parse(Some("AES"), Some(256), Some("encrypt+decrypt")).is_ok());
+        assert!(KeySpec::parse(None, None, None).is_ok());
+        assert!(
+            KeySpec::parse(Some("RSA"), None, None)
+                .unwrap_err()
+                .message
+                .contains("asymmetric")
+        );
+        assert!(
+            KeySpec::parse(None, Some(128), None)
+                .unwrap_err()
+                .message
+                .contains("256-bit")
+        );
+        assert!(KeySpec::parse(None, None, Some("sign_verify")).is_err());
+    }
+
+    #[test]
+    fn changing_the_interval_recomputes_the_next_rotation() {
+        let t0 = chrono::DateTime::UNIX_EPOCH;
+        let mut g = KeyGroup::create(
+            NewGroup {
+                name: GroupName::parse("g").unwrap(),
+                credential: CredentialName::parse("c").unwrap(),
+                rotate_every: Some(Interval::parse("30d").unwrap()),
+                valid_for: None,
+                info: GroupInfo::default(),
+                aws: AwsProperties {
+                    alias: Alias::parse("alias/g").unwrap(),
+                    description: Description::default(),
+                    region: Region::parse("eu-west-1").unwrap(),
+                    active_key_id: None,
+                    policy: None,
+                    disable_after_rotate: false,
+                },
+            },
+            t0,
+        );
+        assert_eq!(g.next_rotation_at, Some(t0 + chrono::Duration::days(30)));
+        let t1 = t0 + chrono::Duration::days(1);
+        GroupChange {
+            rotate_every: Some(Some(Interval::parse("1d").unwrap())),
+            ..Default::default()
+        }
+        .apply(&mut g, t1);
+        assert_eq!(g.next_rotation_at, Some(t1 + chrono::Duration::days(1)));
+        GroupChange {
+            rotate_every: Some(None),
+            ..Default::default()
+        }
+        .apply(&mut g, t1);
+        assert_eq!(g.next_rotation_at, None);
+    }
+}

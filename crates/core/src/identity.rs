@@ -1,0 +1,367 @@
+//! Identities, roles, passwords, sessions and dual control.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::clock::Timestamp;
+use crate::error::{CoreError, InvalidInput};
+use crate::names::IdentityName;
+
+/// Shortest password accepted when one is set or changed.
+pub const MIN_PASSWORD_LEN: usize = 12;
+/// Longest password accepted (bounds the hashing cost an attacker can ask for).
+pub const MAX_PASSWORD_LEN: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including identities and configuration.
+    Administrator,
+    /// Cloud credentials, key groups and keys.
+    KeyOfficer,
+    /// Read-only: lists, jobs and the audit log.
+    Auditor,
+}
+
+impl Role {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        match raw {
+            "administrator" => Ok(Self::Administrator),
+            "key_officer" => Ok(Self::KeyOfficer),
+            "auditor" => Ok(Self::Auditor),
+            _ => Err(InvalidInput::new(
+                "role",
+                "role must be one of administrator, key_officer, auditor",
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Administrator => "administrator",
+            Self::KeyOfficer => "key_officer",
+            Self::Auditor => "auditor",
+        }
+    }
+    pub fn allows(self, permission: Permission) -> bool {
+        match self {
+            Self::Administrator => true,
+            Self::KeyOfficer => matches!(
+                permission,
+                Permission::Read | Permission::ManageKeys | Permission::ManageCredentials
+            ),
+            Self::Auditor => matches!(permission, Permission::Read),
+        }
+    }
+}
+
+/// What an identity's role must allow for an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    Read,
+    ManageKeys,
+    ManageCredentials,
+    ManageIdentities,
+    ManageConfiguration,
+}
+
+/// An operation with its permission and whether it needs two identities
+/// when dual control is on (the default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operation {
+    pub label: &'static str,
+    pub permission: Permission,
+    pub dual_control: bool,
+}
+
+impl Operation {
+    pub const READ: Self = Self::single("reading", Permission::Read);
+    pub const MANAGE_CREDENTIALS: Self =
+        Self::single("managing cloud credentials", Permission::ManageCredentials);
+    pub const UPDATE_GROUP: Self = Self::single("updating a key group", Permission::ManageKeys);
+    pub const ROTATE_GROUP: Self = Self::single("rotating a key group", Permission::ManageKeys);
+    pub const SYNC_KEY: Self = Self::single("synchronizing a key", Permission::ManageKeys);
+    pub const ADD_GROUP: Self = Self::dual("adding a key group", Permission::ManageKeys);
+    pub const DELETE_GROUP: Self = Self::dual("deleting a key group", Permission::ManageKeys);
+    pub const DELETE_KEY: Self = Self::dual("deleting a key", Permission::ManageKeys);
+    pub const DELETE_KEY_MATERIAL: Self =
+        Self::dual("deleting key material", Permission::ManageKeys);
+    pub const CHANGE_CONFIGURATION: Self = Self::dual(
+        "changing the configuration",
+        Permission::ManageConfiguration,
+    );
+    pub const MANAGE_IDENTITIES: Self =
+        Self::dual("managing identities", Permission::ManageIdentities);
+
+    const fn single(label: &'static str, permission: Permission) -> Self {
+        Self {
+            label,
+            permission,
+            dual_control: false,
+        }
+    }
+    const fn dual(label: &'static str, permission: Permission) -> Self {
+        Self {
+            label,
+            permission,
+            dual_control: true,
+        }
+    }
+}
+
+/// A person or account that can log in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: IdentityName,
+    pub role: Role,
+    /// Argon2id PHC string; never leaves the store except to be verified.
+    pub password_hash: String,
+    pub must_change_password: bool,
+    pub failed_logins: u32,
+    pub locked_until: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("must_change_password", &self.must_change_password)
+            .field("failed_logins", &self.failed_logins)
+            .field("locked_until", &self.locked_until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn is_locked(&self, now: Timestamp) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
+}
+
+/// Checks a new password against the policy. The message never contains it.
+pub fn check_new_password(name: &IdentityName, new: &SecretString) -> Result<(), InvalidInput> {
+    let pw = new.expose_secret();
+    let len = pw.chars().count();
+    if len < MIN_PASSWORD_LEN {
+        return Err(InvalidInput::new(
+            "password",
+            format!("the new password is too short: use at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    if len > MAX_PASSWORD_LEN {
+        return Err(InvalidInput::new(
+            "password",
+            format!("the new password is too long: use at most {MAX_PASSWORD_LEN} characters"),
+        ));
+    }
+    if pw.eq_ignore_ascii_case(name.as_str()) {
+        return Err(InvalidInput::new(
+            "password",
+            "the new password must not be the identity's name",
+        ));
+    }
+    if pw.chars().any(char::is_control) {
+        return Err(InvalidInput::new(
+            "password",
+            "the new password contains control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn hasher() -> argon2::Argon2<'static> {
+    // OWASP's Argon2id baseline (19 MiB, 2 passes): about 10-20 ms on a server core.
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// Hashes a password with Argon2id and a fresh random salt.
+pub fn hash_password(password: &SecretString) -> Result<String, CoreError> {
+    let mut salt_bytes = [0u8; 16];
+    getrandom::getrandom(&mut salt_bytes)
+        .map_err(|e| crate::error::KeystoreError::Unavailable(format!("no OS randomness: {e}")))?;
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| crate::error::KeystoreError::Internal(e.to_string()))?;
+    hasher()
+        .hash_password(password.expose_secret().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| {
+            crate::error::KeystoreError::Internal(format!("password hashing failed: {e}")).into()
+        })
+}
+
+/// Verifies a password against a stored hash in constant time.
+pub fn verify_password(password: &SecretString, stored: &str) -> bool {
+    match PasswordHash::new(stored) {
+        Ok(parsed) => hasher()
+            .verify_password(password.expose_secret().as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Burns the same time as a real verification, so that an unknown name takes as
+/// long to refuse as a wrong password (no user enumeration by timing).
+pub fn verify_against_dummy(password: &SecretString) {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let stored = DUMMY.get_or_init(|| {
+        hash_password(&SecretString::from("keyhold-dummy-password".to_owned())).unwrap_or_default()
+    });
+    let _ = verify_password(password, stored);
+}
+
+/// Generates a one-time password for a new identity: 24 characters from an
+/// unambiguous alphabet (about 137 bits).
+pub fn generate_password() -> Result<SecretString, CoreError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
+    getrandom::getrandom(bytes.as_mut())
+        .map_err(|e| crate::error::KeystoreError::Unavailable(format!("no OS randomness: {e}")))?;
+    let pw: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    Ok(SecretString::from(pw))
+}
+
+/// A login session: a bearer token held by a client, and the identities that
+/// have logged in to it (two or more for dual control).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// SHA-256 of the token, hex. The token itself is never stored.
+    pub id: String,
+    pub identities: Vec<SessionIdentity>,
+    pub created_at: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionIdentity {
+    pub name: IdentityName,
+    pub role: Role,
+}
+
+impl Session {
+    /// The users column of audit entries: `Admin1,Admin2`.
+    pub fn users(&self) -> String {
+        self.identities
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether the session may run `op`: some identity must hold the permission,
+    /// and with dual control on, two distinct identities must hold it.
+    pub fn authorize(&self, op: Operation, dual_control_on: bool) -> Result<(), CoreError> {
+        let allowed = self
+            .identities
+            .iter()
+            .filter(|i| i.role.allows(op.permission))
+            .count();
+        if allowed == 0 {
+            return Err(CoreError::Forbidden(format!(
+                "{} is not allowed for {}: log in with an identity whose role allows it",
+                op.label,
+                self.users()
+            )));
+        }
+        if op.dual_control && dual_control_on && allowed < 2 {
+            return Err(CoreError::DualControlRequired {
+                operation: op.label,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Hashes a bearer token into the session id kept in the store.
+pub fn session_id_for_token(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random bearer token (256 bits, URL-safe base64).
+pub fn generate_token() -> Result<SecretString, CoreError> {
+    use base64::Engine;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(bytes.as_mut())
+        .map_err(|e| crate::error::KeystoreError::Unavailable(format!("no OS randomness: {e}")))?;
+    Ok(SecretString::from(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(ids: &[(&str, Role)]) -> Session {
+        Session {
+            id: "x".into(),
+            identities: ids
+                .iter()
+                .map(|(n, r)| SessionIdentity {
+                    name: IdentityName::parse(n).unwrap(),
+                    role: *r,
+                })
+                .collect(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            last_seen: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn dual_control_needs_two_permitted_identities() {
+        let one = session(&[("Admin1", Role::Administrator)]);
+        assert!(matches!(
+            one.authorize(Operation::ADD_GROUP, true),
+            Err(CoreError::DualControlRequired { .. })
+        ));
+        assert!(one.authorize(Operation::ADD_GROUP, false).is_ok());
+        assert!(one.authorize(Operation::UPDATE_GROUP, true).is_ok());
+        let with_auditor = session(&[("Admin1", Role::Administrator), ("Aud", Role::Auditor)]);
+        assert!(with_auditor.authorize(Operation::ADD_GROUP, true).is_err());
+        let two = session(&[("Admin1", Role::Administrator), ("Off", Role::KeyOfficer)]);
+        assert!(two.authorize(Operation::ADD_GROUP, true).is_ok());
+        assert!(two.authorize(Operation::MANAGE_IDENTITIES, true).is_err());
+        assert_eq!(two.users(), "Admin1,Off");
+    }
+
+    #[test]
+    fn auditor_reads_only() {
+        let aud = session(&[("Aud", Role::Auditor)]);
+        assert!(aud.authorize(Operation::READ, true).is_ok());
+        assert!(matches!(
+            aud.authorize(Operation::UPDATE_GROUP, true),
+            Err(CoreError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn password_hash_round_trip() {
+        let pw = SecretString::from("correct horse battery".to_owned());
+        let hash = hash_password(&pw).unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password(&pw, &hash));
+        assert!(!verify_password(
+            &SecretString::from("wrong".to_owned()),
+            &hash
+        ));
+        assert!(!verify_password(&pw, "garbage"));
+    }
+
+    #[test]
+    fn password_policy() {
+        let name = IdentityName::parse("Admin1").unwrap();
+        assert!(check_new_password(&name, &SecretString::from("short".to_owned())).is_err());
+        assert!(
+            check_new_password(&name, &SecretString::from("a long enough one".to_owned())).is_ok()
+        );
+        let generated = generate_password().unwrap();
+        assert!(check_new_password(&name, &generated).is_ok());
+    }
+}

@@ -1,0 +1,173 @@
+//! Rotation intervals and validity periods such as `12h`, `30d`, `1y`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::InvalidInput;
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+const WEEK: u64 = 7 * DAY;
+const YEAR: u64 = 365 * DAY;
+/// Longest interval accepted: 100 years.
+const MAX_SECONDS: u64 = 100 * YEAR;
+
+/// A positive span of time written as a number and a unit: `h` hours, `d` days,
+/// `w` weeks, `y` years of 365 days. Kept in its written form for display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Interval {
+    count: u32,
+    unit: Unit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Unit {
+    Hours,
+    Days,
+    Weeks,
+    Years,
+}
+
+impl Unit {
+    fn seconds(self) -> u64 {
+        match self {
+            Self::Hours => HOUR,
+            Self::Days => DAY,
+            Self::Weeks => WEEK,
+            Self::Years => YEAR,
+        }
+    }
+    fn suffix(self) -> char {
+        match self {
+            Self::Hours => 'h',
+            Self::Days => 'd',
+            Self::Weeks => 'w',
+            Self::Years => 'y',
+        }
+    }
+}
+
+impl Interval {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let help = "write a whole number and a unit: h (hours), d (days), w (weeks) or y (years), for example 12h, 30d or 1y";
+        let bad = |why: &str| InvalidInput::new("interval", format!("{why}: {help}"));
+        let raw = raw.trim();
+        let Some(last) = raw.chars().last() else {
+            return Err(bad("interval is empty"));
+        };
+        let unit = match last {
+            'h' => Unit::Hours,
+            'd' => Unit::Days,
+            'w' => Unit::Weeks,
+            'y' => Unit::Years,
+            _ => {
+                return Err(bad(&format!(
+                    "'{}' has no known unit",
+                    crate::aws::printable(raw)
+                )));
+            }
+        };
+        let digits = &raw[..raw.len() - 1];
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(&format!(
+                "'{}' is not a number and a unit",
+                crate::aws::printable(raw)
+            )));
+        }
+        let count: u32 = digits.parse().map_err(|_| bad("the number is too large"))?;
+        if count == 0 {
+            return Err(bad("an interval of zero would never end"));
+        }
+        let interval = Self { count, unit };
+        if interval.seconds() > MAX_SECONDS {
+            return Err(bad("the longest interval accepted is 100 years"));
+        }
+        Ok(interval)
+    }
+
+    pub fn seconds(self) -> u64 {
+        u64::from(self.count) * self.unit.seconds()
+    }
+
+    pub fn as_duration(self) -> chrono::Duration {
+        // Bounded by MAX_SECONDS, so the conversion cannot overflow.
+        chrono::Duration::seconds(i64::try_from(self.seconds()).unwrap_or(i64::MAX))
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.count, self.unit.suffix())
+    }
+}
+
+impl TryFrom<String> for Interval {
+    type Error = InvalidInput;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<Interval> for String {
+    fn from(i: Interval) -> String {
+        i.to_string()
+    }
+}
+
+impl std::str::FromStr for Interval {
+    type Err = InvalidInput;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::parse(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_the_reference_intervals() {
+        assert_eq!(Interval::parse("1d").unwrap().seconds(), DAY);
+        assert_eq!(Interval::parse("12h").unwrap().seconds(), 12 * HOUR);
+        assert_eq!(Interval::parse("30d").unwrap().seconds(), 30 * DAY);
+        assert_eq!(Interval::parse("1y").unwrap().seconds(), YEAR);
+        assert_eq!(Interval::parse("2w").unwrap().to_string(), "2w");
+    }
+
+    #[test]
+    fn refuses_zero_garbage_and_overflow() {
+        for bad in [
+            "0d",
+            "abc",
+            "",
+            "d",
+            "-1d",
+            "1.5d",
+            "1m",
+            "99999999999d",
+            "101y",
+            "1 d",
+        ] {
+            assert!(Interval::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Interval::parse("0d").unwrap_err().message.contains("zero"));
+    }
+
+    proptest! {
+        #[test]
+        fn display_round_trips(count in 1u32..=36500, unit in prop::sample::select(vec!['h', 'd', 'w', 'y'])) {
+            let raw = format!("{count}{unit}");
+            if let Ok(i) = Interval::parse(&raw) {
+                prop_assert_eq!(i.to_string(), raw);
+                prop_assert!(i.seconds() > 0 && i.seconds() <= MAX_SECONDS);
+            }
+        }
+
+        #[test]
+        fn never_panics(raw in "\\PC{0,24}") {
+            let _ = Interval::parse(&raw);
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Jobs: Force Rotate and Synchronize run as persisted step machines.
+//!
+//! A job's progress is committed after every step, together with what the
+//! step produced (the KMS key id right after CreateKey, …). A job interrupted
+//! at any point — a crash, a kill, a restart — resumes from its last committed
+//! step, and every step is written so that running it twice does no harm.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws::KmsKeyId;
+use crate::clock::Timestamp;
+use crate::names::GroupName;
+use crate::ports::WrappingAlgorithm;
+
+/// Tag put on every KMS key keyhold creates, valued with the job id, so a key
+/// created just before a crash is found on resume instead of orphaned.
+pub const JOB_TAG: &str = "keyhold:job-id";
+/// Tag naming the keyhold key whose material the KMS key holds.
+pub const KEY_TAG: &str = "keyhold:key-id";
+/// Tag naming the key group.
+pub const GROUP_TAG: &str = "keyhold:group";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: uuid::Uuid,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    /// Who started it: the session's identities, or `System` for the scheduler.
+    pub users: String,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// The step machine's committed state.
+    pub progress: JobProgress,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// How many times it has been (re)started.
+    pub attempts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobKind {
+    /// "Rotate HSM protected keys" for one group.
+    Rotate { group: GroupName },
+    /// "Synchronize HSM protected keys" for one key.
+    Synchronize {
+        key_id: uuid::Uuid,
+        key_name: String,
+        group: GroupName,
+        options: SyncOptions,
+    },
+}
+
+impl JobKind {
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::Rotate { .. } => "Rotate HSM protected keys",
+            Self::Synchronize { .. } => "Synchronize HSM protected keys",
+        }
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Rotate { .. } => "rotate",
+            Self::Synchronize { .. } => "synchronize",
+        }
+    }
+    pub fn group(&self) -> &GroupName {
+        match self {
+            Self::Rotate { group } | Self::Synchronize { group, .. } => group,
+        }
+    }
+    /// What the job acts on, for lists: the group or the key.
+    pub fn target(&self) -> String {
+        match self {
+            Self::Rotate { group } => group.to_string(),
+            Self::Synchronize { key_name, .. } => key_name.clone(),
+        }
+    }
+}
+
+/// The three options of *Cloud → Synchronize*, with the walkthrough's defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncOptions {
+    pub update_policy: bool,
+    pub import_material: bool,
+    pub delete_material: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            update_policy: true,
+            import_material: true,
+            delete_material: false,
+        }
+    }
+}
+
+impl SyncOptions {
+    pub fn is_empty(&self) -> bool {
+        !(self.update_policy || self.import_material || self.delete_material)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// The steps of a job in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    GenerateKey,
+    CreateKmsKey,
+    ImportMaterial,
+    MoveAlias,
+    DisablePrevious,
+    Activate,
+    DeleteMaterial,
+    UpdatePolicy,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GenerateKey => "generate_key",
+            Self::CreateKmsKey => "create_kms_key",
+            Self::ImportMaterial => "import_material",
+            Self::MoveAlias => "move_alias",
+            Self::DisablePrevious => "disable_previous",
+            Self::Activate => "activate",
+            Self::DeleteMaterial => "delete_material",
+            Self::UpdatePolicy => "update_policy",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::GenerateKey => "generate a new AES-256 key in the keystore",
+            Self::CreateKmsKey => "create the KMS key (or take the placeholder)",
+            Self::ImportMaterial => "wrap and import the key material",
+            Self::MoveAlias => "point the alias at the new key",
+            Self::DisablePrevious => "disable the previous key",
+            Self::Activate => "make the new key the group's active key",
+            Self::DeleteMaterial => "delete the imported key material",
+            Self::UpdatePolicy => "put the group's key policy",
+        }
+    }
+
+    pub const ROTATE: [Self; 6] = [
+        Self::GenerateKey,
+        Self::CreateKmsKey,
+        Self::ImportMaterial,
+        Self::MoveAlias,
+        Self::DisablePrevious,
+        Self::Activate,
+    ];
+
+    /// Synchronize runs delete, then import, then policy: whatever is chosen.
+    pub fn synchronize(options: SyncOptions) -> Vec<Self> {
+        let mut steps = Vec::new();
+        if options.delete_material {
+            steps.push(Self::DeleteMaterial);
+        }
+        if options.import_material {
+            steps.push(Self::ImportMaterial);
+        }
+        if options.update_policy {
+            steps.push(Self::UpdatePolicy);
+        }
+        steps
+    }
+}
+
+/// What a job has committed so far. Each field is set by the step that
+/// produced it, in the same transaction that records the step as done.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub steps: Vec<Step>,
+    pub done: Vec<Step>,
+    /// The keyhold key the job creates (rotate) or acts on (synchronize).
+    pub key_id: Option<uuid::Uuid>,
+    /// The KMS key holding the material.
+    pub kms_key_id: Option<KmsKeyId>,
+    /// The group's active KMS key when the rotation started.
+    pub previous_kms_key_id: Option<KmsKeyId>,
+    /// Set (and committed) just before CreateKey is sent: on resume, a KMS key
+    /// tagged with this job may exist that keyhold has not recorded yet.
+    pub create_key_sent: bool,
+    /// True when the group's placeholder key received the material.
+    pub used_placeholder: bool,
+    pub wrapping: Option<WrappingAlgorithm>,
+}
+
+impl JobProgress {
+    pub fn new(steps: Vec<Step>) -> Self {
+        Self {
+            steps,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_done(&self, step: Step) -> bool {
+        self.done.contains(&step)
+    }
+
+    pub fn next_step(&self) -> Option<Step> {
+        self.steps.iter().copied().find(|s| !self.done.contains(s))
+    }
+
+    /// (steps done, steps in all), for progress bars.
+    pub fn fraction(&self) -> (usize, usize) {
+        (self.done.len(), self.steps.len())
+    }
+}
+
+/// A timestamped line in a job's log, shown while it runs and afterwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobMessage {
+    pub job_id: uuid::Uuid,
+    pub time: Timestamp,
+    pub text: String,
+}
+
+impl serde::Serialize for WrappingAlgorithm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.aws_name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WrappingAlgorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        WrappingAlgorithm::parse(&raw)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown wrapping algorithm {raw}")))
+    }
+}
+
+impl WrappingAlgorithm {
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::RsaesOaepSha256,
+            Self::RsaesOaepSha1,
+            Self::RsaAesKeyWrapSha256,
+        ]
+        .into_iter()
+        .find(|a| a.aws_name() == raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronize_runs_delete_then_import_then_policy() {
+        let all = SyncOptions {
+            update_policy: true,
+            import_material: true,
+            delete_material: true,
+        };
+        assert_eq!(
+            Step::synchronize(all),
+            vec![
+                Step::DeleteMaterial,
+                Step::ImportMaterial,
+                Step::UpdatePolicy
+            ]
+        );
+        assert_eq!(
+            Step::synchronize(SyncOptions::default()),
+            vec![Step::ImportMaterial, Step::UpdatePolicy]
+        );
+        let only_delete = SyncOptions {
+            update_policy: false,
+            import_material: false,
+            delete_material: true,
+        };
+        assert_eq!(Step::synchronize(only_delete), vec![Step::DeleteMaterial]);
+    }
+
+    #[test]
+    fn progress_resumes_at_the_first_step_not_done() {
+        let mut p = JobProgress::new(Step::ROTATE.to_vec());
+        assert_eq!(p.next_step(), Some(Step::GenerateKey));
+        p.done.push(Step::GenerateKey);
+        p.done.push(Step::CreateKmsKey);
+        assert_eq!(p.next_step(), Some(Step::ImportMaterial));
+        assert_eq!(p.fraction(), (2, 6));
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<JobProgress>(&json).unwrap(), p);
+    }
+}

@@ -1,0 +1,153 @@
+//! Keys: AES-256 key material held by the keystore, one version per rotation.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::aws::KmsKeyId;
+use crate::clock::Timestamp;
+use crate::error::InvalidInput;
+use crate::names::GroupName;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub id: uuid::Uuid,
+    pub group: GroupName,
+    /// 1 for the group's first rotation, then one more each time.
+    pub version: u32,
+    /// The KMS key holding this material; the key's name once known.
+    pub kms_key_id: Option<KmsKeyId>,
+    pub check_digits: CheckDigits,
+    pub valid_from: Timestamp,
+    pub valid_to: Option<Timestamp>,
+    /// KMS key state as last seen by keyhold.
+    pub state: KeyState,
+    /// What the keystore needs to find the material again (a sealed blob for
+    /// the software keystore, an object label for PKCS#11). Opaque here.
+    pub keystore_handle: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+impl Key {
+    /// The "Name" column: the KMS key id, or keyhold's id before AWS knows the key.
+    pub fn display_name(&self) -> String {
+        match &self.kms_key_id {
+            Some(id) => id.to_string(),
+            None => self.id.to_string(),
+        }
+    }
+
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.valid_to.is_some_and(|end| end <= now)
+    }
+}
+
+/// The state of a key's KMS key, as keyhold last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Generated in the keystore, not yet imported.
+    PreActive,
+    PendingImport,
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    /// The KMS key is gone from AWS.
+    Deleted,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PreActive => "pre_active",
+            Self::PendingImport => "pending_import",
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::PendingDeletion => "pending_deletion",
+            Self::Deleted => "deleted",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::PreActive,
+            Self::PendingImport,
+            Self::Enabled,
+            Self::Disabled,
+            Self::PendingDeletion,
+            Self::Deleted,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+}
+
+/// Check digits: the first four hex digits, upper case, of AES-ECB(key, zero block).
+/// Officers compare them across systems to see that two keys are the same.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CheckDigits([u8; 4]);
+
+impl CheckDigits {
+    /// From the AES-ECB encryption of a zero block under the key.
+    pub fn from_encrypted_zero_block(block: &[u8; 16]) -> Self {
+        let hex = hex::encode_upper(&block[..2]);
+        let mut out = [0u8; 4];
+        out.copy_from_slice(hex.as_bytes());
+        Self(out)
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        if raw.len() == 4 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut out = [0u8; 4];
+            out.copy_from_slice(raw.to_ascii_uppercase().as_bytes());
+            Ok(Self(out))
+        } else {
+            Err(InvalidInput::new(
+                "check_digits",
+                "check digits are four hex digits",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Constructed only from ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or("????")
+    }
+}
+
+impl fmt::Display for CheckDigits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl fmt::Debug for CheckDigits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CheckDigits({})", self.as_str())
+    }
+}
+impl TryFrom<String> for CheckDigits {
+    type Error = InvalidInput;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+impl From<CheckDigits> for String {
+    fn from(c: CheckDigits) -> String {
+        c.as_str().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_digits_are_the_first_two_bytes_in_upper_hex() {
+        let block = [0x57, 0xcf, 0x01, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            CheckDigits::from_encrypted_zero_block(&block).as_str(),
+            "57CF"
+        );
+        assert_eq!(CheckDigits::parse("57cf").unwrap().as_str(), "57CF");
+        assert!(CheckDigits::parse("57CG").is_err());
+    }
+}

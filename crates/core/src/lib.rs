@@ -1,0 +1,23 @@
+//! keyhold's core: the domain of key groups, keys, identities and the audit
+//! chain, the operations on them, and the ports (traits) adapters implement.
+//!
+//! Nothing here performs I/O: no sockets, files, SQL or SDK calls. Time comes
+//! from a [`clock::Clock`], persistence from a [`ports::Store`], key material
+//! from a [`ports::Keystore`].
+
+pub mod audit;
+pub mod aws;
+pub mod clock;
+pub mod credential;
+pub mod error;
+pub mod group;
+pub mod identity;
+pub mod interval;
+pub mod job;
+pub mod key;
+pub mod names;
+pub mod ports;
+pub mod service;
+pub mod settings;
+
+pub use error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError};

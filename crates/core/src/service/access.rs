@@ -1,0 +1,369 @@
+//! Logging in, sessions (dual control), passwords and identities.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::Keyhold;
+use crate::audit::ANONYMOUS_USER;
+use crate::error::{CoreError, CoreResult, StoreError};
+use crate::identity::{
+    self, Identity, Operation, Role, Session, SessionIdentity, check_new_password, hash_password,
+    verify_password,
+};
+use crate::names::IdentityName;
+
+/// The default administrators created on an empty data directory.
+pub const DEFAULT_ADMINISTRATORS: [&str; 2] = ["Admin1", "Admin2"];
+
+/// Refusal of a login, the same for every cause so that it reveals nothing
+/// about which names exist or are locked.
+fn login_refused() -> CoreError {
+    CoreError::Unauthenticated(
+        "login failed: the user name or password is wrong, or the identity is locked after too many failures; check them, or wait and try again".into(),
+    )
+}
+
+/// A password shown exactly once: to the person who created the identity.
+pub struct OneTimePassword {
+    pub name: IdentityName,
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for OneTimePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneTimePassword")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a successful login.
+pub struct LoginOutcome {
+    /// A new bearer token when the login opened a new session; `None` when the
+    /// identity joined the caller's session.
+    pub new_token: Option<SecretString>,
+    pub session: Session,
+}
+
+impl Keyhold {
+    /// Creates the default administrators when no identity exists yet and
+    /// returns their one-time passwords; returns nothing on later calls.
+    pub async fn bootstrap(&self) -> CoreResult<Vec<OneTimePassword>> {
+        if !self.store.list_identities().await?.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut created = Vec::new();
+        for name in DEFAULT_ADMINISTRATORS {
+            let name = IdentityName::parse(name)?;
+            let password = identity::generate_password()?;
+            let identity = Identity {
+                name: name.clone(),
+                role: Role::Administrator,
+                password_hash: hash_password(&password)?,
+                must_change_password: true,
+                failed_logins: 0,
+                locked_until: None,
+                created_at: self.now(),
+            };
+            let record = self.record(
+                crate::audit::SYSTEM_USER,
+                format!("Added identity '{name}' with role administrator"),
+            );
+            self.store.insert_identity(&identity, &record).await?;
+            created.push(OneTimePassword { name, password });
+        }
+        Ok(created)
+    }
+
+    /// Checks a name and password, counting failures towards a lockout.
+    /// Every outcome is audited.
+    async fn check_password(
+        &self,
+        users: &str,
+        raw_name: &str,
+        password: &SecretString,
+        purpose: &str,
+    ) -> CoreResult<Identity> {
+        let settings = self.store.get_settings().await?;
+        let now = self.now();
+        let Ok(name) = IdentityName::parse(raw_name) else {
+            identity::verify_against_dummy(password);
+            self.audit_failure(
+                users,
+                format!("Failed {purpose} for an invalid identity name."),
+                "invalid identity name",
+            )
+            .await?;
+            return Err(login_refused());
+        };
+        let Some(mut who) = self.store.get_identity(&name).await? else {
+            identity::verify_against_dummy(password);
+            self.audit_failure(
+                users,
+                format!("Failed {purpose} for '{name}' using Password."),
+                "unknown identity",
+            )
+            .await?;
+            return Err(login_refused());
+        };
+        if who.is_locked(now) {
+            identity::verify_against_dummy(password);
+            self.audit_failure(
+                users,
+                format!("Failed {purpose} for '{name}' using Password."),
+                "identity is locked",
+            )
+            .await?;
+            return Err(login_refused());
+        }
+        if !verify_password(password, &who.password_hash) {
+            who.failed_logins += 1;
+            let locks = who.failed_logins >= settings.lockout_threshold;
+            if locks {
+                who.locked_until =
+                    Some(now + chrono::Duration::minutes(i64::from(settings.lockout_minutes)));
+                who.failed_logins = 0;
+            }
+            let reason = if locks {
+                format!(
+                    "wrong password; identity locked for {} minutes",
+                    settings.lockout_minutes
+                )
+            } else {
+                "wrong password".to_owned()
+            };
+            let record = self
+                .record(
+                    users,
+                    format!("Failed {purpose} for '{name}' using Password."),
+                )
+                .with_details(serde_json::json!({ "reason": reason }));
+            self.store.update_identity(&who, Some(&record)).await?;
+            return Err(login_refused());
+        }
+        if who.failed_logins > 0 || who.locked_until.is_some() {
+            who.failed_logins = 0;
+            who.locked_until = None;
+            self.store.update_identity(&who, None).await?;
+        }
+        Ok(who)
+    }
+
+    /// Logs an identity in. With `existing_token` naming a live session the
+    /// identity joins it (dual control); otherwise a new session starts.
+    pub async fn login(
+        &self,
+        existing_token: Option<&str>,
+        raw_name: &str,
+        password: &SecretString,
+    ) -> CoreResult<LoginOutcome> {
+        let existing = match existing_token {
+            Some(token) => Some(self.session(token).await?),
+            None => None,
+        };
+        let users = existing
+            .as_ref()
+            .map_or(ANONYMOUS_USER.to_owned(), Session::users);
+        let who = self
+            .check_password(&users, raw_name, password, "login")
+            .await?;
+        if who.must_change_password {
+            self.audit_failure(
+                &users,
+                format!("Failed login for '{}' using Password.", who.name),
+                "password must be changed first",
+            )
+            .await?;
+            return Err(CoreError::PasswordChangeRequired(who.name.to_string()));
+        }
+        let now = self.now();
+        let member = SessionIdentity {
+            name: who.name.clone(),
+            role: who.role,
+        };
+        let (session, new_token) = match existing {
+            Some(mut session) => {
+                if session.identities.iter().any(|i| i.name == who.name) {
+                    return Err(CoreError::Conflict(format!(
+                        "'{}' is already logged in to this session: dual control needs a different identity",
+                        who.name
+                    )));
+                }
+                session.identities.push(member);
+                session.last_seen = now;
+                self.store.update_session(&session).await?;
+                (session, None)
+            }
+            None => {
+                let token = identity::generate_token()?;
+                let session = Session {
+                    id: identity::session_id_for_token(token.expose_secret()),
+                    identities: vec![member],
+                    created_at: now,
+                    last_seen: now,
+                };
+                self.store.insert_session(&session).await?;
+                (session, Some(token))
+            }
+        };
+        self.store
+            .append_audit(&self.record(
+                session.users(),
+                format!("Logged in '{}' using Password.", who.name),
+            ))
+            .await?;
+        Ok(LoginOutcome { new_token, session })
+    }
+
+    /// Resolves a bearer token to its live session, ending it when it timed out.
+    pub async fn session(&self, token: &str) -> CoreResult<Session> {
+        let expired = || {
+            CoreError::Unauthenticated(
+                "the session has expired or does not exist: log in again".into(),
+            )
+        };
+        let id = identity::session_id_for_token(token);
+        let Some(mut session) = self.store.get_session(&id).await? else {
+            return Err(expired());
+        };
+        let settings = self.store.get_settings().await?;
+        let now = self.now();
+        let idle = now - session.last_seen
+            > chrono::Duration::minutes(i64::from(settings.session_idle_minutes));
+        let too_old = now - session.created_at
+            > chrono::Duration::hours(i64::from(settings.session_max_hours));
+        if idle || too_old {
+            self.store.delete_session(&id).await?;
+            return Err(expired());
+        }
+        // Writing on every request would turn reads into writes; a coarse
+        // last-seen is enough for an idle timeout measured in minutes.
+        if now - session.last_seen > chrono::Duration::seconds(30) {
+            session.last_seen = now;
+            self.store.update_session(&session).await?;
+        }
+        Ok(session)
+    }
+
+    pub async fn logout(&self, session: &Session) -> CoreResult<()> {
+        self.store.delete_session(&session.id).await?;
+        self.store
+            .append_audit(&self.record(session.users(), "Logged out."))
+            .await?;
+        Ok(())
+    }
+
+    /// Changes a password after checking the current one (the first-use change
+    /// of the default administrators goes through here). Ends the identity's sessions.
+    pub async fn change_password(
+        &self,
+        raw_name: &str,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> CoreResult<()> {
+        let mut who = self
+            .check_password(ANONYMOUS_USER, raw_name, current, "password change")
+            .await?;
+        let acceptable = check_new_password(&who.name, new).and_then(|()| {
+            if new.expose_secret() == current.expose_secret() {
+                Err(crate::error::InvalidInput::new(
+                    "password",
+                    "the new password must differ from the current one",
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(refusal) = acceptable {
+            self.audit_failure(
+                who.name.as_str(),
+                format!("Failed password change for '{}'.", who.name),
+                &refusal.message,
+            )
+            .await?;
+            return Err(refusal.into());
+        }
+        who.password_hash = hash_password(new)?;
+        who.must_change_password = false;
+        let record = self.record(
+            who.name.as_str(),
+            format!("Changed password of '{}'.", who.name),
+        );
+        self.store.update_identity(&who, Some(&record)).await?;
+        self.store.delete_sessions_of(&who.name).await?;
+        Ok(())
+    }
+
+    pub async fn list_identities(&self, session: &Session) -> CoreResult<Vec<Identity>> {
+        session.authorize(Operation::READ, true)?;
+        Ok(self.store.list_identities().await?)
+    }
+
+    /// Adds an identity with a one-time password that must be changed on first use.
+    pub async fn create_identity(
+        &self,
+        session: &Session,
+        name: IdentityName,
+        role: Role,
+    ) -> CoreResult<OneTimePassword> {
+        self.authorize(session, Operation::MANAGE_IDENTITIES)
+            .await?;
+        let password = identity::generate_password()?;
+        let identity = Identity {
+            name: name.clone(),
+            role,
+            password_hash: hash_password(&password)?,
+            must_change_password: true,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: self.now(),
+        };
+        let record = self.record(
+            session.users(),
+            format!("Added identity '{name}' with role {}", role.as_str()),
+        );
+        match self.store.insert_identity(&identity, &record).await {
+            Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
+                "an identity named '{name}' already exists: choose another name"
+            ))),
+            other => other.map_err(Into::into),
+        }?;
+        Ok(OneTimePassword { name, password })
+    }
+
+    pub async fn delete_identity(&self, session: &Session, name: &IdentityName) -> CoreResult<()> {
+        self.authorize(session, Operation::MANAGE_IDENTITIES)
+            .await?;
+        let identities = self.store.list_identities().await?;
+        let Some(target) = identities.iter().find(|i| &i.name == name) else {
+            return Err(CoreError::not_found("identity", name));
+        };
+        if session.identities.iter().any(|i| &i.name == name) {
+            return Err(CoreError::Conflict(format!(
+                "'{name}' is logged in to this session and cannot delete itself: ask two other administrators"
+            )));
+        }
+        let admins = identities
+            .iter()
+            .filter(|i| i.role == Role::Administrator)
+            .count();
+        if target.role == Role::Administrator && admins <= 2 {
+            return Err(CoreError::Conflict(
+                "keyhold keeps at least two administrators so that dual control stays possible: add another administrator first".into(),
+            ));
+        }
+        let record = self.record(session.users(), format!("Deleted identity '{name}'"));
+        self.store.delete_identity(name, &record).await?;
+        self.store.delete_sessions_of(name).await?;
+        Ok(())
+    }
+
+    /// Checks the session may run `op` under the current dual-control setting.
+    pub(super) async fn authorize(&self, session: &Session, op: Operation) -> CoreResult<()> {
+        let dual = if op.dual_control {
+            self.store.get_settings().await?.dual_control
+        } else {
+            false
+        };
+        session.authorize(op, dual)
+    }
+}

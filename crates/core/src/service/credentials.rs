@@ -1,0 +1,108 @@
+//! Cloud credentials: imported from the AWS console CSV, secret sealed at once.
+
+use super::Keyhold;
+use crate::credential::{AccessKeyCsv, CloudService, Credential, CredentialKind, Endpoint};
+use crate::error::{CoreError, CoreResult, StoreError};
+use crate::identity::{Operation, Session};
+use crate::names::CredentialName;
+
+impl Keyhold {
+    pub async fn import_credential(
+        &self,
+        session: &Session,
+        name: CredentialName,
+        csv: AccessKeyCsv,
+        endpoint: Option<Endpoint>,
+    ) -> CoreResult<Credential> {
+        self.authorize(session, Operation::MANAGE_CREDENTIALS)
+            .await?;
+        let id = uuid::Uuid::new_v4();
+        let sealed_secret = self
+            .keystore
+            .seal_secret(id.as_bytes(), csv.secret().as_bytes())?;
+        let credential = Credential {
+            id,
+            name: name.clone(),
+            service: CloudService::Aws,
+            kind: CredentialKind::AccessKey {
+                access_key_id: csv.access_key_id,
+                sealed_secret,
+            },
+            endpoint,
+            created_at: self.now(),
+        };
+        let record = self
+            .record(session.users(), format!("Added cloud credential {name}"))
+            .with_details(serde_json::json!({
+                "service": "aws",
+                "access_name": credential.kind.access_name(),
+                "endpoint": credential.endpoint.as_ref().map(Endpoint::as_str),
+            }));
+        match self.store.insert_credential(&credential, &record).await {
+            Ok(()) => Ok(credential),
+            Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
+                "a cloud credential named '{name}' already exists: choose another name or delete the old one"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn list_credentials(&self, session: &Session) -> CoreResult<Vec<Credential>> {
+        session.authorize(Operation::READ, true)?;
+        Ok(self.store.list_credentials().await?)
+    }
+
+    pub async fn get_credential(
+        &self,
+        session: &Session,
+        name: &CredentialName,
+    ) -> CoreResult<Credential> {
+        session.authorize(Operation::READ, true)?;
+        self.store
+            .get_credential(name)
+            .await?
+            .ok_or_else(|| CoreError::not_found("cloud credential", name))
+    }
+
+    pub async fn delete_credential(
+        &self,
+        session: &Session,
+        name: &CredentialName,
+    ) -> CoreResult<()> {
+        self.authorize(session, Operation::MANAGE_CREDENTIALS)
+            .await?;
+        if self.store.get_credential(name).await?.is_none() {
+            return Err(CoreError::not_found("cloud credential", name));
+        }
+        let users = self.groups_using(name).await?;
+        if !users.is_empty() {
+            return Err(in_use(name, &users));
+        }
+        let record = self.record(session.users(), format!("Deleted cloud credential {name}"));
+        match self.store.delete_credential(name, &record).await {
+            Ok(()) => Ok(()),
+            // A group took the credential between the check and the delete.
+            Err(StoreError::InUse) => Err(in_use(name, &self.groups_using(name).await?)),
+            Err(StoreError::NotFound) => Err(CoreError::not_found("cloud credential", name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn groups_using(&self, name: &CredentialName) -> CoreResult<Vec<String>> {
+        Ok(self
+            .store
+            .list_groups()
+            .await?
+            .into_iter()
+            .filter(|g| &g.credential == name)
+            .map(|g| g.name.to_string())
+            .collect())
+    }
+}
+
+fn in_use(name: &CredentialName, groups: &[String]) -> CoreError {
+    CoreError::Conflict(format!(
+        "cloud credential '{name}' is used by key group(s) {}: give those groups another credential or delete them first",
+        groups.join(", ")
+    ))
+}

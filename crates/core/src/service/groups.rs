@@ -1,0 +1,167 @@
+//! Key groups: add (dual control), change, delete (dual control).
+
+use super::Keyhold;
+use crate::error::{CoreError, CoreResult, StoreError};
+use crate::group::{GroupChange, KeyGroup, NewGroup};
+use crate::identity::{Operation, Session};
+use crate::names::GroupName;
+
+impl Keyhold {
+    pub async fn create_group(&self, session: &Session, spec: NewGroup) -> CoreResult<KeyGroup> {
+        self.authorize(session, Operation::ADD_GROUP).await?;
+        self.require_credential(&spec.credential).await?;
+        let group = KeyGroup::create(spec, self.now());
+        self.check_alias_free(&group).await?;
+        let record = self
+            .record(
+                session.users(),
+                format!("Added HSM protected key group {}", group.name),
+            )
+            .with_details(serde_json::json!({
+                "credential": group.credential.as_str(),
+                "alias": group.aws.alias.as_str(),
+                "region": group.aws.region.as_str(),
+                "rotate_every": group.rotate_every.map(|i| i.to_string()),
+                "valid_for": group.valid_for.map(|i| i.to_string()),
+                "active_key_id": group.aws.active_key_id.as_ref().map(|k| k.to_string()),
+            }));
+        match self.store.insert_group(&group, &record).await {
+            Ok(()) => Ok(group),
+            Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
+                "a key group named '{}' already exists: choose another name",
+                group.name
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn list_groups(&self, session: &Session) -> CoreResult<Vec<KeyGroup>> {
+        session.authorize(Operation::READ, true)?;
+        Ok(self.store.list_groups().await?)
+    }
+
+    pub async fn get_group(&self, session: &Session, name: &GroupName) -> CoreResult<KeyGroup> {
+        session.authorize(Operation::READ, true)?;
+        self.find_group(name).await
+    }
+
+    pub async fn update_group(
+        &self,
+        session: &Session,
+        name: &GroupName,
+        change: GroupChange,
+    ) -> CoreResult<KeyGroup> {
+        self.authorize(session, Operation::UPDATE_GROUP).await?;
+        if change.is_empty() {
+            return Err(crate::error::InvalidInput::new(
+                "body",
+                "nothing to change: give at least one field",
+            )
+            .into());
+        }
+        let mut group = self.find_group(name).await?;
+        if let Some(credential) = &change.credential {
+            self.require_credential(credential).await?;
+        }
+        let before = group.clone();
+        change.apply(&mut group, self.now());
+        self.check_alias_free(&group).await?;
+        let record = self
+            .record(
+                session.users(),
+                format!("Updated HSM protected key group {name}"),
+            )
+            .with_details(serde_json::json!({ "changed": changed_fields(&before, &group) }));
+        match self.store.update_group(&group, &record).await {
+            Ok(()) => Ok(group),
+            Err(StoreError::NotFound) => Err(CoreError::not_found("key group", name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a group that has no keys left. Keys are deleted one by one and
+    /// explicitly, because AWS may still need their material.
+    pub async fn delete_group(&self, session: &Session, name: &GroupName) -> CoreResult<()> {
+        self.authorize(session, Operation::DELETE_GROUP).await?;
+        self.find_group(name).await?;
+        let record = self.record(
+            session.users(),
+            format!("Deleted HSM protected key group {name}"),
+        );
+        match self.store.delete_group(name, &record).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::InUse) => {
+                let keys = self.store.list_keys(Some(name)).await?.len();
+                Err(CoreError::Conflict(format!(
+                    "key group '{name}' still has {keys} key(s) whose material AWS may need: delete them first with `keyhold key delete`, then the group"
+                )))
+            }
+            Err(StoreError::NotFound) => Err(CoreError::not_found("key group", name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) async fn find_group(&self, name: &GroupName) -> CoreResult<KeyGroup> {
+        self.store
+            .get_group(name)
+            .await?
+            .ok_or_else(|| CoreError::not_found("key group", name))
+    }
+
+    async fn require_credential(&self, name: &crate::names::CredentialName) -> CoreResult<()> {
+        match self.store.get_credential(name).await? {
+            Some(_) => Ok(()),
+            None => Err(crate::error::InvalidInput::new(
+                "credential",
+                format!("cloud credential '{name}' does not exist: import it first with `keyhold credential import`"),
+            )
+            .into()),
+        }
+    }
+
+    /// Two groups moving one alias in one region would take it from each other
+    /// on every rotation.
+    async fn check_alias_free(&self, group: &KeyGroup) -> CoreResult<()> {
+        let clash = self.store.list_groups().await?.into_iter().find(|g| {
+            g.name != group.name
+                && g.aws.alias == group.aws.alias
+                && g.aws.region == group.aws.region
+        });
+        match clash {
+            Some(other) => Err(CoreError::Conflict(format!(
+                "alias {} in {} already belongs to key group '{}': choose another alias",
+                group.aws.alias, group.aws.region, other.name
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn changed_fields(before: &KeyGroup, after: &KeyGroup) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |name, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("credential", before.credential != after.credential);
+    check("rotate_every", before.rotate_every != after.rotate_every);
+    check("valid_for", before.valid_for != after.valid_for);
+    check("info", before.info != after.info);
+    check("alias", before.aws.alias != after.aws.alias);
+    check(
+        "description",
+        before.aws.description != after.aws.description,
+    );
+    check("region", before.aws.region != after.aws.region);
+    check(
+        "active_key_id",
+        before.aws.active_key_id != after.aws.active_key_id,
+    );
+    check("policy", before.aws.policy != after.aws.policy);
+    check(
+        "disable_after_rotate",
+        before.aws.disable_after_rotate != after.aws.disable_after_rotate,
+    );
+    changed
+}

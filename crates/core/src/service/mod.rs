@@ -1,0 +1,85 @@
+//! keyhold's operations. Each checks the session's authority, validates against
+//! current state, and writes the change together with its audit entry.
+//!
+//! The HTTP layer parses requests into domain types and calls these; the same
+//! rules therefore hold for the API, the CLI and the web UI.
+
+mod access;
+mod audit_log;
+mod configuration;
+mod credentials;
+mod groups;
+mod jobs;
+mod keys;
+
+use std::sync::Arc;
+
+use crate::audit::AuditRecord;
+use crate::clock::{Clock, Timestamp};
+use crate::error::CoreResult;
+use crate::ports::{Keystore, Store};
+
+pub use access::{LoginOutcome, OneTimePassword};
+pub use audit_log::AuditExport;
+pub use jobs::JobRuntime;
+
+/// The application: ports wired together.
+#[derive(Clone)]
+pub struct Keyhold {
+    store: Arc<dyn Store>,
+    keystore: Arc<dyn Keystore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Keyhold {
+    pub fn new(store: Arc<dyn Store>, keystore: Arc<dyn Keystore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            keystore,
+            clock,
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn keystore(&self) -> &Arc<dyn Keystore> {
+        &self.keystore
+    }
+
+    fn record(&self, users: impl Into<String>, summary: impl Into<String>) -> AuditRecord {
+        AuditRecord::new(self.clock.now(), users, summary)
+    }
+
+    /// Records a refused or failed request. Called by the edge for every
+    /// operation that fails, so failures are audited in one place.
+    pub async fn audit_failure(
+        &self,
+        users: &str,
+        summary: String,
+        reason: &str,
+    ) -> CoreResult<()> {
+        let record = self
+            .record(users, summary)
+            .with_details(serde_json::json!({ "reason": reason }));
+        self.store.append_audit(&record).await?;
+        Ok(())
+    }
+
+    /// Whether the store and keystore answer (for `/readyz`).
+    pub async fn readiness(&self) -> Result<(), String> {
+        self.keystore
+            .check()
+            .map_err(|e| format!("keystore: {e}"))?;
+        self.store
+            .get_settings()
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        Ok(())
+    }
+}

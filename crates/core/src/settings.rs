@@ -1,0 +1,76 @@
+//! Server-wide settings an administrator changes under dual control
+//! (*Administration → Configuration*).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidInput;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Whether the operations marked dual-control need two identities.
+    pub dual_control: bool,
+    /// Failed logins in a row before an identity is locked.
+    pub lockout_threshold: u32,
+    /// How long a locked identity stays locked.
+    pub lockout_minutes: u32,
+    /// A session unused this long must log in again.
+    pub session_idle_minutes: u32,
+    /// A session ends this long after it started, however busy.
+    pub session_max_hours: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            dual_control: true,
+            lockout_threshold: 5,
+            lockout_minutes: 15,
+            session_idle_minutes: 15,
+            session_max_hours: 12,
+        }
+    }
+}
+
+/// A change to the settings; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    pub dual_control: Option<bool>,
+    pub lockout_threshold: Option<u32>,
+    pub lockout_minutes: Option<u32>,
+    pub session_idle_minutes: Option<u32>,
+    pub session_max_hours: Option<u32>,
+}
+
+impl SettingsChange {
+    pub fn apply(self, current: &Settings) -> Result<Settings, InvalidInput> {
+        let mut next = current.clone();
+        if let Some(v) = self.dual_control {
+            next.dual_control = v;
+        }
+        if let Some(v) = self.lockout_threshold {
+            next.lockout_threshold = in_range("lockout_threshold", v, 1, 100)?;
+        }
+        if let Some(v) = self.lockout_minutes {
+            next.lockout_minutes = in_range("lockout_minutes", v, 1, 24 * 60)?;
+        }
+        if let Some(v) = self.session_idle_minutes {
+            next.session_idle_minutes = in_range("session_idle_minutes", v, 1, 24 * 60)?;
+        }
+        if let Some(v) = self.session_max_hours {
+            next.session_max_hours = in_range("session_max_hours", v, 1, 7 * 24)?;
+        }
+        Ok(next)
+    }
+}
+
+fn in_range(field: &'static str, v: u32, min: u32, max: u32) -> Result<u32, InvalidInput> {
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(InvalidInput::new(
+            field,
+            format!("{field} must be between {min} and {max}"),
+        ))
+    }
+}

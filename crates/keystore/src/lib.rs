@@ -1,0 +1,405 @@
+//! keyhold's software keystore.
+//!
+//! Key material, credential secrets and the audit MAC key are sealed with
+//! AES-256-GCM under one 32-byte master key. The master key comes from a
+//! private file or from a passphrase (see [`MasterKeySource`]).
+//!
+//! # Files in the keystore directory (mode 0700; every file mode 0600)
+//!
+//! | file            | mode       | content                                                        |
+//! |-----------------|------------|----------------------------------------------------------------|
+//! | `master.key`    | file       | the 32 raw bytes of the master key                             |
+//! | `master.salt`   | passphrase | JSON: Argon2id parameters and the 16-byte salt (hex); no secret |
+//! | `master.check`  | both       | a known text sealed under the master key: detects a wrong key  |
+//! | `audit-mac.key` | both       | the audit HMAC key sealed under the master key; written last, so its presence means "initialised" |
+//!
+//! Key material is not kept here: [`Keystore::generate_key`] returns it sealed
+//! as the key's handle and the store keeps that.
+//!
+//! # Sealed blob format
+//!
+//! `kind || nonce (12) || ciphertext || tag (16)`, where `kind` is `0x01` for a
+//! key handle, `0x02` for a caller's secret and `0x03` for the keystore's own
+//! files. The AAD is `kind || context`: the key id's 16 bytes for a handle (a
+//! handle cannot be moved to another key), the caller's context for a secret,
+//! `keyhold-audit-mac` / `keyhold-master-check` for the files.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use aes::Aes256;
+use aes::cipher::{BlockEncrypt, KeyInit};
+use keyhold_core::audit::{AuditMac, hmac_sha256};
+use keyhold_core::error::KeystoreError;
+use keyhold_core::key::CheckDigits;
+use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind, WrappingAlgorithm};
+use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
+
+mod files;
+mod master;
+mod seal;
+mod wrap;
+
+#[cfg(test)]
+mod tests;
+
+pub use master::MasterKeySource;
+
+use master::{KdfParams, MASTER_KEY_LEN};
+use seal::{BlobKind, Sealer, fill_random};
+
+/// File names inside the keystore directory.
+pub const MASTER_KEY_FILE: &str = "master.key";
+pub const MASTER_SALT_FILE: &str = "master.salt";
+pub const MASTER_CHECK_FILE: &str = "master.check";
+pub const AUDIT_MAC_FILE: &str = "audit-mac.key";
+
+const ALL_FILES: [&str; 4] = [
+    MASTER_KEY_FILE,
+    MASTER_SALT_FILE,
+    MASTER_CHECK_FILE,
+    AUDIT_MAC_FILE,
+];
+
+const KEY_LEN: usize = 32;
+const MASTER_CHECK_CONTEXT: &[u8] = b"keyhold-master-check";
+const MASTER_CHECK_TEXT: &[u8] = b"keyhold master key check v1";
+const AUDIT_MAC_CONTEXT: &[u8] = b"keyhold-audit-mac";
+/// Generous bound for any file the keystore reads (all are well under 1 KiB).
+const MAX_FILE_LEN: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MasterMode {
+    File,
+    Passphrase,
+}
+
+/// Keys sealed under a master key held in memory for the keystore's lifetime
+/// (as an expanded AES key, wiped on drop).
+pub struct SoftKeystore {
+    dir: PathBuf,
+    mode: MasterMode,
+    sealer: Sealer,
+    audit_mac_key: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl fmt::Debug for SoftKeystore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SoftKeystore")
+            .field("dir", &self.dir)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftKeystore {
+    /// True once `init` completed in `dir` (its last file, `audit-mac.key`, exists).
+    pub fn is_initialised(dir: &Path) -> bool {
+        dir.join(AUDIT_MAC_FILE).is_file()
+    }
+
+    /// Creates a new keystore in `dir` (created with mode 0700 if missing).
+    /// Fails if `dir` already holds a keystore or a part of one.
+    pub fn init(dir: &Path, source: MasterKeySource) -> Result<Self, KeystoreError> {
+        files::ensure_private_dir(dir)?;
+        if Self::is_initialised(dir) {
+            return Err(KeystoreError::Unavailable(format!(
+                "the keystore in {} is already initialised",
+                dir.display()
+            )));
+        }
+        if let Some(leftover) = ALL_FILES.iter().find(|name| dir.join(name).exists()) {
+            // Without audit-mac.key no open ever succeeded, so nothing was sealed
+            // under this master key and removing it loses nothing.
+            return Err(KeystoreError::Unavailable(format!(
+                "{} is left from an unfinished initialisation; remove the files in {} and run init again",
+                dir.join(leftover).display(),
+                dir.display()
+            )));
+        }
+        let mut created = Vec::new();
+        let result = Self::create_files(dir, source, &mut created);
+        if result.is_err() {
+            for name in created {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
+        result
+    }
+
+    fn create_files(
+        dir: &Path,
+        source: MasterKeySource,
+        created: &mut Vec<&'static str>,
+    ) -> Result<Self, KeystoreError> {
+        let (master_key, mode) = match source {
+            MasterKeySource::File => {
+                let mut key = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+                fill_random(&mut key[..])?;
+                files::write_new_file(dir, MASTER_KEY_FILE, &key[..])?;
+                created.push(MASTER_KEY_FILE);
+                (key, MasterMode::File)
+            }
+            MasterKeySource::Passphrase(passphrase) => {
+                if passphrase.expose_secret().is_empty() {
+                    return Err(KeystoreError::Unsupported(
+                        "the keystore passphrase must not be empty".into(),
+                    ));
+                }
+                let params = KdfParams::generate()?;
+                let key = params.derive(&passphrase)?;
+                files::write_new_file(dir, MASTER_SALT_FILE, &params.to_json()?)?;
+                created.push(MASTER_SALT_FILE);
+                (key, MasterMode::Passphrase)
+            }
+        };
+        let sealer = Sealer::new(&master_key);
+        drop(master_key);
+
+        let check = sealer.seal(BlobKind::Internal, MASTER_CHECK_CONTEXT, MASTER_CHECK_TEXT)?;
+        files::write_new_file(dir, MASTER_CHECK_FILE, &check)?;
+        created.push(MASTER_CHECK_FILE);
+
+        let mut audit_mac_key = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(&mut audit_mac_key[..])?;
+        let sealed = sealer.seal(BlobKind::Internal, AUDIT_MAC_CONTEXT, &audit_mac_key[..])?;
+        files::write_new_file(dir, AUDIT_MAC_FILE, &sealed)?;
+        created.push(AUDIT_MAC_FILE);
+
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            mode,
+            sealer,
+            audit_mac_key,
+        })
+    }
+
+    /// Opens the keystore in `dir`. Fails clearly on a wrong passphrase, a
+    /// master key file others can read, or a source that does not match `init`.
+    pub fn open(dir: &Path, source: MasterKeySource) -> Result<Self, KeystoreError> {
+        if !Self::is_initialised(dir) {
+            return Err(KeystoreError::Unavailable(format!(
+                "no keystore in {}: run `keyhold init` first",
+                dir.display()
+            )));
+        }
+        let has_key_file = dir.join(MASTER_KEY_FILE).exists();
+        let has_salt_file = dir.join(MASTER_SALT_FILE).exists();
+        let (master_key, mode) = match source {
+            MasterKeySource::File => {
+                if !has_key_file && has_salt_file {
+                    return Err(KeystoreError::Unavailable(format!(
+                        "the keystore in {} is protected by a passphrase, not a master key file: supply the passphrase",
+                        dir.display()
+                    )));
+                }
+                (read_master_key_file(dir)?, MasterMode::File)
+            }
+            MasterKeySource::Passphrase(passphrase) => {
+                if has_key_file && !has_salt_file {
+                    return Err(KeystoreError::Unavailable(format!(
+                        "the keystore in {} uses the master key file {MASTER_KEY_FILE}, not a passphrase",
+                        dir.display()
+                    )));
+                }
+                let salt_path = dir.join(MASTER_SALT_FILE);
+                let raw = files::read_small_file(&salt_path, MAX_FILE_LEN, false)?;
+                let key = KdfParams::from_json(&raw)?.derive(&passphrase)?;
+                (key, MasterMode::Passphrase)
+            }
+        };
+        let sealer = Sealer::new(&master_key);
+        drop(master_key);
+
+        match open_master_check(&sealer, dir) {
+            Ok(()) => {}
+            Err(KeystoreError::SealBroken) => {
+                return Err(KeystoreError::Unavailable(match mode {
+                    MasterMode::Passphrase => {
+                        format!("wrong passphrase for the keystore in {}", dir.display())
+                    }
+                    MasterMode::File => format!(
+                        "{} is not the master key of the keystore in {} ({MASTER_CHECK_FILE} does not open)",
+                        dir.join(MASTER_KEY_FILE).display(),
+                        dir.display()
+                    ),
+                }));
+            }
+            Err(other) => return Err(other),
+        }
+        let audit_mac_key = open_audit_mac_key(&sealer, dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            mode,
+            sealer,
+            audit_mac_key,
+        })
+    }
+
+    fn open_material(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        let material = self
+            .sealer
+            .open(BlobKind::KeyHandle, key_id.as_bytes(), handle)?;
+        if material.len() != KEY_LEN {
+            return Err(KeystoreError::Internal(format!(
+                "the handle of key {key_id} holds {} bytes, not {KEY_LEN}",
+                material.len()
+            )));
+        }
+        Ok(material)
+    }
+
+    /// The material behind a handle, for tests that unwrap what `wrap_key` made.
+    #[cfg(test)]
+    pub(crate) fn material_for_test(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+    ) -> Zeroizing<Vec<u8>> {
+        self.open_material(key_id, handle).unwrap()
+    }
+}
+
+fn read_master_key_file(dir: &Path) -> Result<Zeroizing<[u8; MASTER_KEY_LEN]>, KeystoreError> {
+    let path = dir.join(MASTER_KEY_FILE);
+    let raw = files::read_small_file(&path, MAX_FILE_LEN, true)?;
+    let mut key = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+    if raw.len() != MASTER_KEY_LEN {
+        return Err(KeystoreError::Unavailable(format!(
+            "{} holds {} bytes, not {MASTER_KEY_LEN}",
+            path.display(),
+            raw.len()
+        )));
+    }
+    key.copy_from_slice(&raw);
+    Ok(key)
+}
+
+fn open_master_check(sealer: &Sealer, dir: &Path) -> Result<(), KeystoreError> {
+    let blob = files::read_small_file(&dir.join(MASTER_CHECK_FILE), MAX_FILE_LEN, false)?;
+    let text = sealer.open(BlobKind::Internal, MASTER_CHECK_CONTEXT, &blob)?;
+    if text.as_slice() == MASTER_CHECK_TEXT {
+        Ok(())
+    } else {
+        Err(KeystoreError::SealBroken)
+    }
+}
+
+fn open_audit_mac_key(
+    sealer: &Sealer,
+    dir: &Path,
+) -> Result<Zeroizing<[u8; KEY_LEN]>, KeystoreError> {
+    let path = dir.join(AUDIT_MAC_FILE);
+    let blob = files::read_small_file(&path, MAX_FILE_LEN, false)?;
+    let opened = sealer
+        .open(BlobKind::Internal, AUDIT_MAC_CONTEXT, &blob)
+        .map_err(|_| {
+            KeystoreError::Unavailable(format!(
+                "{} does not open under the master key: it was altered or belongs to another keystore",
+                path.display()
+            ))
+        })?;
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    if opened.len() != KEY_LEN {
+        return Err(KeystoreError::Unavailable(format!(
+            "{} holds a key of the wrong length",
+            path.display()
+        )));
+    }
+    key.copy_from_slice(&opened);
+    Ok(key)
+}
+
+/// Check digits: AES-256-ECB of the zero block under the key.
+pub(crate) fn check_digits_of(key: &[u8; KEY_LEN]) -> CheckDigits {
+    let cipher = Aes256::new(key.into());
+    let mut block = [0u8; 16].into();
+    cipher.encrypt_block(&mut block);
+    CheckDigits::from_encrypted_zero_block(&block.into())
+}
+
+impl AuditMac for SoftKeystore {
+    fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
+        hmac_sha256(&self.audit_mac_key[..], data)
+    }
+}
+
+impl Keystore for SoftKeystore {
+    fn kind(&self) -> KeystoreKind {
+        KeystoreKind::Software
+    }
+
+    /// Re-reads the sealed files: catches a keystore directory that was removed,
+    /// replaced or altered since `open`.
+    fn check(&self) -> Result<(), KeystoreError> {
+        open_master_check(&self.sealer, &self.dir).map_err(|e| match e {
+            KeystoreError::SealBroken => KeystoreError::Unavailable(format!(
+                "{} no longer opens under the master key",
+                self.dir.join(MASTER_CHECK_FILE).display()
+            )),
+            other => other,
+        })?;
+        let on_disk = open_audit_mac_key(&self.sealer, &self.dir)?;
+        if on_disk.as_slice() != self.audit_mac_key.as_slice() {
+            return Err(KeystoreError::Unavailable(format!(
+                "{} changed since the keystore was opened",
+                self.dir.join(AUDIT_MAC_FILE).display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError> {
+        let mut material = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(&mut material[..])?;
+        let check_digits = check_digits_of(&material);
+        let handle = self
+            .sealer
+            .seal(BlobKind::KeyHandle, key_id.as_bytes(), &material[..])?;
+        Ok(GeneratedKey {
+            handle,
+            check_digits,
+        })
+    }
+
+    fn wrap_key(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        wrapping_public_key_der: &[u8],
+        algorithm: WrappingAlgorithm,
+    ) -> Result<Vec<u8>, KeystoreError> {
+        let material = self.open_material(key_id, handle)?;
+        wrap::wrap_for_kms(&material, wrapping_public_key_der, algorithm)
+    }
+
+    /// The handle is the only copy of the material; deleting it from the store destroys the key.
+    fn delete_key(&self, _key_id: uuid::Uuid, _handle: &[u8]) -> Result<(), KeystoreError> {
+        Ok(())
+    }
+
+    fn wrapping_algorithms(&self) -> Vec<WrappingAlgorithm> {
+        vec![
+            WrappingAlgorithm::RsaesOaepSha256,
+            WrappingAlgorithm::RsaesOaepSha1,
+            WrappingAlgorithm::RsaAesKeyWrapSha256,
+        ]
+    }
+
+    fn seal_secret(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        self.sealer.seal(BlobKind::Secret, context, secret)
+    }
+
+    fn open_secret(
+        &self,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        self.sealer.open(BlobKind::Secret, context, sealed)
+    }
+}

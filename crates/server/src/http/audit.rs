@@ -1,0 +1,130 @@
+//! *Logging and Reporting → Audit Logs*: list, verify, export.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use keyhold_api as api;
+use keyhold_core::InvalidInput;
+use keyhold_core::audit::AuditFilter;
+use keyhold_core::clock::parse_timestamp;
+use serde::Deserialize;
+
+use super::errors::{ApiError, ApiResult};
+use super::extract::{ApiQuery, Caller};
+use super::{AppState, views};
+
+/// Entries per page unless the caller asks for another size.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+/// Entries read from the store per chunk of an export.
+const EXPORT_CHUNK: u32 = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    from: Option<String>,
+    to: Option<String>,
+    user: Option<String>,
+    text: Option<String>,
+    limit: Option<u32>,
+    before_seq: Option<i64>,
+}
+
+fn time_bound(
+    field: &'static str,
+    raw: Option<&str>,
+) -> Result<Option<keyhold_core::clock::Timestamp>, InvalidInput> {
+    raw.map(|r| {
+        parse_timestamp(r).ok_or_else(|| {
+            InvalidInput::new(
+                field,
+                format!("{field} must be an RFC 3339 time such as 2026-11-29T12:00:00Z"),
+            )
+        })
+    })
+    .transpose()
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    Caller(session): Caller,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Vec<api::AuditEntryView>>> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(
+            InvalidInput::new("limit", format!("limit must be between 1 and {MAX_PAGE}")).into(),
+        );
+    }
+    let filter = AuditFilter {
+        from: time_bound("from", query.from.as_deref())?,
+        to: time_bound("to", query.to.as_deref())?,
+        user: query.user.filter(|u| !u.is_empty()),
+        text: query.text.filter(|t| !t.is_empty()),
+        limit,
+        before_seq: query.before_seq,
+    };
+    let entries = app.keyhold.list_audit(&session, &filter).await?;
+    Ok(Json(entries.iter().map(views::audit_entry).collect()))
+}
+
+pub async fn verify(
+    State(app): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Json<api::AuditVerifyView>> {
+    let report = app.keyhold.verify_audit(&session).await?;
+    Ok(Json(api::AuditVerifyView {
+        ok: report.ok,
+        entries_checked: report.entries_checked,
+        first_bad_seq: report.first_bad_seq,
+        reason: report.reason,
+    }))
+}
+
+/// Streams the whole log as JSON Lines, oldest first, a chunk at a time so a
+/// long log never sits in memory whole.
+pub async fn export(State(app): State<AppState>, Caller(session): Caller) -> ApiResult<Response> {
+    let first = app.keyhold.export_audit(&session, 0, EXPORT_CHUNK).await?;
+    let stream = futures_util::stream::unfold(Some(first), move |page| {
+        let app = app.clone();
+        let session = session.clone();
+        async move {
+            let page = page?;
+            let mut chunk = String::new();
+            for entry in &page.entries {
+                if let Ok(line) = serde_json::to_string(&views::audit_entry(entry)) {
+                    chunk.push_str(&line);
+                    chunk.push('\n');
+                }
+            }
+            let next = match page.next_after_seq {
+                Some(after) => match app
+                    .keyhold
+                    .export_audit(&session, after, EXPORT_CHUNK)
+                    .await
+                {
+                    Ok(next) => Some(next),
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit export stopped early");
+                        return Some((Err(std::io::Error::other("audit export failed")), None));
+                    }
+                },
+                None => None,
+            };
+            Some((Ok::<_, std::io::Error>(chunk), next))
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+impl From<std::convert::Infallible> for ApiError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}

@@ -1,0 +1,286 @@
+//! The HTTP layer's error, and its one mapping to status codes.
+//!
+//! Internal causes (database, keystore) are logged, not returned: the client
+//! gets a stable code and a message that says what to do.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyhold_api::{ErrorBody, ErrorDetail};
+use keyhold_core::ports::CloudError;
+use keyhold_core::{CoreError, InvalidInput, KeystoreError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The body or query could not be read as the endpoint expects.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is larger than 1 MiB")]
+    PayloadTooLarge,
+    #[error("send the body as JSON with the header Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("no such endpoint: see /api/v1/openapi.json for the API")]
+    NoRoute,
+    #[error("this endpoint does not accept that method: see /api/v1/openapi.json")]
+    MethodNotAllowed,
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        Self::Core(CoreError::Invalid(e))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Core(CoreError::Store(e))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// Status and stable code. Exhaustive on purpose: a new error variant
+    /// does not compile until it has a status.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Core(core) => match core {
+                CoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+                CoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+                CoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+                CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+                CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+                CoreError::DualControlRequired { .. } => {
+                    (StatusCode::FORBIDDEN, "dual_control_required")
+                }
+                CoreError::PasswordChangeRequired(_) => {
+                    (StatusCode::FORBIDDEN, "password_change_required")
+                }
+                CoreError::Store(store) => match store {
+                    StoreError::Duplicate => (StatusCode::CONFLICT, "conflict"),
+                    StoreError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                    StoreError::InUse => (StatusCode::CONFLICT, "conflict"),
+                    StoreError::Unavailable(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+                    }
+                    StoreError::Corrupt(_) | StoreError::AuditSeal(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                    }
+                },
+                CoreError::Keystore(keystore) => match keystore {
+                    KeystoreError::Unavailable(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "keystore_unavailable")
+                    }
+                    KeystoreError::KeyNotFound(_) => (StatusCode::CONFLICT, "key_material_missing"),
+                    KeystoreError::Unsupported(_) => (StatusCode::CONFLICT, "keystore_unsupported"),
+                    KeystoreError::SealBroken | KeystoreError::Internal(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                    }
+                },
+                CoreError::Cloud(cloud) => match cloud {
+                    CloudError::Transient { .. } => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "cloud_unavailable")
+                    }
+                    CloudError::AccessDenied { .. } => {
+                        (StatusCode::BAD_GATEWAY, "cloud_access_denied")
+                    }
+                    CloudError::NotFound { .. } => (StatusCode::BAD_GATEWAY, "cloud_key_not_found"),
+                    CloudError::InvalidState { .. } => (StatusCode::CONFLICT, "cloud_key_state"),
+                    CloudError::ExpiredImportToken { .. } => {
+                        (StatusCode::BAD_GATEWAY, "cloud_import_token_expired")
+                    }
+                    CloudError::IncorrectKeyMaterial { .. } => {
+                        (StatusCode::BAD_GATEWAY, "cloud_incorrect_key_material")
+                    }
+                    CloudError::Rejected { .. } => (StatusCode::BAD_GATEWAY, "cloud_rejected"),
+                },
+            },
+        }
+    }
+
+    /// Whether the client can act on the message (a 4xx), as opposed to a
+    /// fault of keyhold or its dependencies whose cause stays in the log.
+    pub fn is_client_error(&self) -> bool {
+        self.status_and_code().0.is_client_error()
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            Self::Core(CoreError::Invalid(e)) => Some(e.field.to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The message a client sees. For server-side faults it names no internals.
+    pub fn public_message(&self) -> String {
+        let (status, _) = self.status_and_code();
+        match status {
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                "keyhold failed internally; the cause is in the server log. Nothing was changed."
+                    .to_owned()
+            }
+            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Core(CoreError::Store(_))) => {
+                "the database is unavailable; try again shortly. Nothing was changed.".to_owned()
+            }
+            StatusCode::SERVICE_UNAVAILABLE
+                if matches!(self, Self::Core(CoreError::Keystore(_))) =>
+            {
+                "the keystore is unavailable; check /readyz. Nothing was changed.".to_owned()
+            }
+            _ => self.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, code, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.public_message(),
+                field: self.field(),
+            },
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(e: ApiError) -> u16 {
+        e.status_and_code().0.as_u16()
+    }
+
+    #[test]
+    fn every_error_kind_has_its_status() {
+        let cases: Vec<(ApiError, u16)> = vec![
+            (ApiError::BadRequest("x".into()), 400),
+            (ApiError::PayloadTooLarge, 413),
+            (ApiError::UnsupportedMediaType, 415),
+            (ApiError::NoRoute, 404),
+            (ApiError::MethodNotAllowed, 405),
+            (InvalidInput::new("alias", "bad").into(), 400),
+            (CoreError::not_found("key group", "g").into(), 404),
+            (CoreError::Conflict("c".into()).into(), 409),
+            (CoreError::Unauthenticated("u".into()).into(), 401),
+            (CoreError::Forbidden("f".into()).into(), 403),
+            (
+                CoreError::DualControlRequired { operation: "x" }.into(),
+                403,
+            ),
+            (
+                CoreError::PasswordChangeRequired("Admin1".into()).into(),
+                403,
+            ),
+            (StoreError::Duplicate.into(), 409),
+            (StoreError::NotFound.into(), 404),
+            (StoreError::InUse.into(), 409),
+            (StoreError::Unavailable("down".into()).into(), 503),
+            (StoreError::Corrupt("bad row".into()).into(), 500),
+            (
+                StoreError::AuditSeal(KeystoreError::Internal("x".into())).into(),
+                500,
+            ),
+            (
+                CoreError::Keystore(KeystoreError::Unavailable("x".into())).into(),
+                503,
+            ),
+            (
+                CoreError::Keystore(KeystoreError::KeyNotFound("x".into())).into(),
+                409,
+            ),
+            (
+                CoreError::Keystore(KeystoreError::Unsupported("x".into())).into(),
+                409,
+            ),
+            (CoreError::Keystore(KeystoreError::SealBroken).into(), 500),
+            (
+                CoreError::Keystore(KeystoreError::Internal("x".into())).into(),
+                500,
+            ),
+            (
+                CoreError::Cloud(CloudError::Transient {
+                    operation: "CreateKey",
+                    message: "m".into(),
+                })
+                .into(),
+                503,
+            ),
+            (
+                CoreError::Cloud(CloudError::AccessDenied {
+                    operation: "CreateKey",
+                    message: "m".into(),
+                })
+                .into(),
+                502,
+            ),
+            (
+                CoreError::Cloud(CloudError::NotFound {
+                    operation: "CreateKey",
+                    message: "m".into(),
+                })
+                .into(),
+                502,
+            ),
+            (
+                CoreError::Cloud(CloudError::InvalidState {
+                    operation: "CreateKey",
+                    message: "m".into(),
+                })
+                .into(),
+                409,
+            ),
+            (
+                CoreError::Cloud(CloudError::ExpiredImportToken {
+                    operation: "ImportKeyMaterial",
+                })
+                .into(),
+                502,
+            ),
+            (
+                CoreError::Cloud(CloudError::IncorrectKeyMaterial {
+                    operation: "ImportKeyMaterial",
+                    message: "m".into(),
+                })
+                .into(),
+                502,
+            ),
+            (
+                CoreError::Cloud(CloudError::Rejected {
+                    operation: "PutKeyPolicy",
+                    message: "m".into(),
+                })
+                .into(),
+                502,
+            ),
+        ];
+        for (error, expected) in cases {
+            let shown = format!("{error:?}");
+            assert_eq!(status(error), expected, "{shown}");
+        }
+    }
+
+    #[test]
+    fn internal_causes_stay_out_of_the_message() {
+        let e: ApiError = StoreError::Corrupt("row 7 of table secrets".into()).into();
+        assert!(!e.public_message().contains("row 7"));
+        let e: ApiError = StoreError::Unavailable("connection to 10.0.0.5 refused".into()).into();
+        assert!(!e.public_message().contains("10.0.0.5"));
+        let e: ApiError = InvalidInput::new("alias", "alias must start with alias/").into();
+        assert_eq!(e.public_message(), "alias must start with alias/");
+    }
+}

@@ -1,0 +1,112 @@
+//! Request extractors whose failures answer in the API's JSON error format.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use keyhold_core::CoreError;
+use keyhold_core::identity::Session;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::errors::ApiError;
+
+/// A JSON body; the wrong content type, a body over the limit, malformed JSON
+/// and unknown fields each get a 4xx with a message saying which.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        _ => ApiError::BadRequest(format!(
+            "the request body is not what this endpoint expects: {}",
+            rejection.body_text()
+        )),
+    }
+}
+
+/// Query parameters, with errors in the API's format.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(query_rejection(&rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: &QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the query string is not valid: {}",
+        rejection.body_text()
+    ))
+}
+
+/// The bearer token of the request, if any.
+pub fn bearer_token(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    let token = token.trim();
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+/// The caller's live session. Requests without one get 401; a token that is
+/// presented but not valid (expired, forged, replayed after logout) is audited.
+pub struct Caller(pub Session);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = bearer_token(parts) else {
+            return Err(CoreError::Unauthenticated(
+                "this request needs a session: log in first (keyhold login --user NAME) and send Authorization: Bearer <token>".into(),
+            )
+            .into());
+        };
+        match app.keyhold.session(&token).await {
+            Ok(session) => Ok(Self(session)),
+            Err(e @ CoreError::Unauthenticated(_)) => {
+                // Nested routers see a shortened path; the audit names the one the client sent.
+                let path = parts
+                    .extensions
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
+                let summary = format!(
+                    "Refused {} {} with an invalid or expired session.",
+                    parts.method, path
+                );
+                if let Err(audit_error) = app
+                    .keyhold
+                    .audit_failure(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
+                    .await
+                {
+                    tracing::error!(error = %audit_error, "could not audit a refused session");
+                }
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

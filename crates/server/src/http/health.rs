@@ -1,0 +1,52 @@
+//! Liveness, readiness, metrics and the API description.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use keyhold_api as api;
+
+use super::AppState;
+
+/// The OpenAPI description of this API, kept beside the routes it describes.
+const OPENAPI: &str = include_str!("../openapi.json");
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the database and keystore answer; the reason when not.
+pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let (ok, reason) = match app.keyhold.readiness().await {
+        Ok(()) => (true, None),
+        Err(reason) => (false, Some(reason)),
+    };
+    let view = api::ReadinessView {
+        ready: ok,
+        checks: vec![api::ReadinessCheck {
+            name: "store_and_keystore".into(),
+            ok,
+            reason,
+        }],
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(view))
+}
+
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}

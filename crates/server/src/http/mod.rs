@@ -1,0 +1,127 @@
+//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+
+mod audit;
+mod configuration;
+mod credentials;
+pub mod errors;
+mod extract;
+mod groups;
+mod health;
+mod identities;
+mod keys;
+mod metrics;
+mod requests;
+mod sessions;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use keyhold_core::identity::Session;
+use keyhold_core::service::Keyhold;
+
+use errors::ApiError;
+pub use metrics::Metrics;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub keyhold: Keyhold,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Passes a result through, auditing it first when it is a refusal or a
+    /// failure: every failed action leaves an entry, written in one place.
+    async fn audited<T>(
+        &self,
+        users: &str,
+        summary: impl FnOnce() -> String,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        if let Err(error) = &result {
+            let reason = error.public_message();
+            if let Err(audit_error) = self.keyhold.audit_failure(users, summary(), &reason).await {
+                tracing::error!(error = %audit_error, "could not audit a failed request");
+            }
+        }
+        result
+    }
+
+    async fn audited_for<T>(
+        &self,
+        session: &Session,
+        summary: impl FnOnce() -> String,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.audited(&session.users(), summary, result).await
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(health::openapi))
+        .route("/session", get(sessions::show))
+        .route("/session/login", post(sessions::login))
+        .route("/session/logout", post(sessions::logout))
+        .route("/password", post(sessions::change_password))
+        .route(
+            "/identities",
+            get(identities::list).post(identities::create),
+        )
+        .route(
+            "/identities/{name}",
+            axum::routing::delete(identities::delete),
+        )
+        .route(
+            "/credentials",
+            get(credentials::list).post(credentials::import),
+        )
+        .route(
+            "/credentials/{name}",
+            get(credentials::show).delete(credentials::delete),
+        )
+        .route("/groups", get(groups::list).post(groups::create))
+        .route(
+            "/groups/{name}",
+            get(groups::show)
+                .patch(groups::update)
+                .delete(groups::delete),
+        )
+        .route("/keys", get(keys::list))
+        .route("/keys/{name}", get(keys::show).delete(keys::delete))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
+        .route("/audit/export", get(audit::export))
+        .route(
+            "/config",
+            get(configuration::show).patch(configuration::change),
+        );
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Echoes a name from a request in an audit summary without letting control
+/// characters or an unbounded string into the log.
+fn printable(raw: &str) -> String {
+    raw.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(80)
+        .collect()
+}

@@ -1,0 +1,102 @@
+//! keyhold's server: configuration, start-up and the HTTP API around
+//! keyhold-core. The `keyhold` binary calls [`run_init`] and [`run_serve`].
+
+pub mod config;
+mod http;
+pub mod startup;
+
+pub use config::{Config, ServeArgs};
+pub use http::errors::ApiError;
+pub use startup::Server;
+
+use secrecy::SecretString;
+
+/// A one-time password of a default administrator, shown once at initialisation.
+pub struct InitialPassword {
+    pub name: String,
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for InitialPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitialPassword")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+    let passphrase = std::env::var(config::PASSPHRASE_ENV)
+        .ok()
+        .map(SecretString::from);
+    Ok(args.resolve(passphrase)?)
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Initialises an empty data directory (keystore, database, default
+/// administrators). Fails when it is already initialised.
+pub async fn run_init(args: ServeArgs) -> anyhow::Result<Vec<InitialPassword>> {
+    let config = resolve(args)?;
+    init_logging(&config.log);
+    let (_, passwords) = startup::open_data_dir(
+        &config,
+        startup::system_clock(),
+        startup::InitMode::Required,
+    )
+    .await?;
+    Ok(passwords)
+}
+
+/// Runs the server until SIGINT or SIGTERM. On an empty data directory it
+/// initialises it first and prints the one-time passwords to stdout, once.
+pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = resolve(args)?;
+    init_logging(&config.log);
+    let (server, passwords) = Server::build(&config, startup::system_clock()).await?;
+    if !passwords.is_empty() {
+        println!(
+            "Initialised {}. One-time passwords (shown once; change them with `keyhold passwd`):",
+            config.data_dir.display()
+        );
+        for p in &passwords {
+            println!(
+                "  {}  {}",
+                p.name,
+                secrecy::ExposeSecret::expose_secret(&p.password)
+            );
+        }
+    }
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database, "keyhold listening");
+    println!("keyhold listening on http://{addr}");
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,122 @@
+//! Opening (or initialising) a data directory and running the server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use keyhold_core::clock::{Clock, SystemClock};
+use keyhold_core::ports::Keystore;
+use keyhold_core::service::Keyhold;
+use keyhold_keystore::SoftKeystore;
+use keyhold_store::SqlStore;
+use tokio::net::TcpListener;
+
+use crate::InitialPassword;
+use crate::config::Config;
+use crate::http::{self, AppState, Metrics};
+
+/// A server bound to its address, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Opens the data directory, initialising it when it is empty, and binds
+    /// the listener. Returns the one-time passwords when it initialised.
+    pub async fn build(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<(Self, Vec<InitialPassword>)> {
+        let (keyhold, passwords) = open_data_dir(config, clock, InitMode::IfEmpty).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let state = AppState {
+            keyhold,
+            metrics: Arc::new(Metrics::default()),
+        };
+        Ok((Self { listener, state }, passwords))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = http::router(self.state);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the HTTP server stopped")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum InitMode {
+    /// Initialise only an empty data directory; open an initialised one.
+    IfEmpty,
+    /// Initialise, and fail if the directory is already initialised.
+    Required,
+}
+
+/// Opens the keystore and database of a data directory, creating them (and
+/// the default administrators) when the directory is new.
+pub async fn open_data_dir(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    mode: InitMode,
+) -> anyhow::Result<(Keyhold, Vec<InitialPassword>)> {
+    let keystore_dir = config.keystore_dir();
+    let initialised = SoftKeystore::is_initialised(&keystore_dir);
+    if initialised && mode == InitMode::Required {
+        anyhow::bail!(
+            "{} is already initialised: its administrators exist already. Use `keyhold serve`, or point --data-dir at an empty directory",
+            config.data_dir.display()
+        );
+    }
+    create_private_dir(&config.data_dir)?;
+    let keystore = if initialised {
+        SoftKeystore::open(&keystore_dir, config.master_key.clone())
+    } else {
+        SoftKeystore::init(&keystore_dir, config.master_key.clone())
+    }
+    .map_err(|e| anyhow::anyhow!("keystore in {}: {e}", keystore_dir.display()))?;
+    let keystore: Arc<dyn Keystore> = Arc::new(keystore);
+    let store = SqlStore::connect(config.database.expose(), keystore.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database))?;
+    let keyhold = Keyhold::new(Arc::new(store), keystore, clock);
+    let passwords = keyhold
+        .bootstrap()
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the default administrators: {e}"))?
+        .into_iter()
+        .map(|p| InitialPassword {
+            name: p.name.to_string(),
+            password: p.password,
+        })
+        .collect();
+    Ok((keyhold, passwords))
+}
+
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create data directory {}", path.display()))
+}
+
+/// The process clock.
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}

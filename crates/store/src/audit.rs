@@ -1,0 +1,116 @@
+//! Backend-independent parts of the audit log: sealing an entry and the
+//! filter of `list_audit`.
+
+use keyhold_core::StoreError;
+use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord, ChainHead};
+use keyhold_core::clock::format_timestamp;
+use keyhold_core::error::KeystoreError;
+use keyhold_core::ports::SharedAuditMac;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+/// Most entries one `list_audit` call returns.
+pub(crate) const MAX_LIST_LIMIT: u32 = 1000;
+/// What `limit: 0` means: the caller did not say.
+pub(crate) const DEFAULT_LIST_LIMIT: u32 = 100;
+
+pub(crate) const AUDIT_COLUMNS: &str =
+    "seq, time, users, summary, details, archived, prev_hash, hash, mac";
+
+/// Seals `record` as the entry after `head`. The MAC comes from the keystore,
+/// which may block on a token, so it runs off the async executor.
+pub(crate) async fn seal(
+    head: ChainHead,
+    record: &AuditRecord,
+    mac: &SharedAuditMac,
+) -> Result<AuditEntry, StoreError> {
+    let record = record.clone();
+    let mac = mac.clone();
+    tokio::task::spawn_blocking(move || keyhold_core::audit::seal(head, &record, &*mac))
+        .await
+        .map_err(|e| KeystoreError::Internal(format!("the audit MAC did not finish: {e}")))?
+        .map_err(StoreError::from)
+}
+
+pub(crate) fn list_limit(requested: u32) -> i64 {
+    let limit = match requested {
+        0 => DEFAULT_LIST_LIMIT,
+        n => n.min(MAX_LIST_LIMIT),
+    };
+    i64::from(limit)
+}
+
+/// `LIKE` pattern text matching `raw` literally (escape character `\`).
+fn like_literal(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Appends `WHERE …` for `filter` to a query selecting from `audit_log`, then
+/// the newest-first order and the limit.
+pub(crate) fn push_list_query<'a, DB>(qb: &mut QueryBuilder<'a, DB>, filter: &AuditFilter)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut sep = " WHERE ";
+    let mut clause = |qb: &mut QueryBuilder<'a, DB>| {
+        qb.push(sep);
+        sep = " AND ";
+    };
+    // Timestamps are stored in one fixed-width form, so text order is time order.
+    if let Some(from) = &filter.from {
+        clause(qb);
+        qb.push("time >= ").push_bind(format_timestamp(from));
+    }
+    if let Some(to) = &filter.to {
+        clause(qb);
+        qb.push("time <= ").push_bind(format_timestamp(to));
+    }
+    if let Some(user) = filter.user.as_deref().filter(|u| !u.is_empty()) {
+        // `users` is a comma-separated list; framing both sides with commas
+        // matches whole elements only (`Admin1` does not match `Admin10`).
+        clause(qb);
+        qb.push("(',' || users || ',') LIKE ")
+            .push_bind(format!("%,{},%", like_literal(user)))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(text) = filter.text.as_deref().filter(|t| !t.is_empty()) {
+        let pattern = format!("%{}%", like_literal(text));
+        clause(qb);
+        qb.push("(LOWER(summary) LIKE LOWER(")
+            .push_bind(pattern.clone())
+            .push(") ESCAPE '\\' OR LOWER(details) LIKE LOWER(")
+            .push_bind(pattern)
+            .push(") ESCAPE '\\')");
+    }
+    if let Some(before) = filter.before_seq {
+        clause(qb);
+        qb.push("seq < ").push_bind(before);
+    }
+    qb.push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(list_limit(filter.limit));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(like_literal(r"50%_a\b"), r"50\%\_a\\b");
+    }
+
+    #[test]
+    fn limit_defaults_and_caps() {
+        assert_eq!(list_limit(0), 100);
+        assert_eq!(list_limit(7), 7);
+        assert_eq!(list_limit(5000), 1000);
+    }
+}

@@ -1,0 +1,212 @@
+//! keyhold's persistence: [`SqlStore`] implements the core's
+//! [`Store`](keyhold_core::ports::Store) port on sqlx.
+//!
+//! SQLite is the embedded default. The code is split so that another backend
+//! (PostgreSQL) adds its own module and migrations folder and reuses the rest:
+//! `rows` converts between columns and domain types, `audit` seals entries and
+//! builds the audit filter, `error` classifies database errors. SQL text uses
+//! `$N` placeholders, which SQLite and PostgreSQL both accept.
+
+mod audit;
+mod error;
+mod rows;
+mod sqlite;
+mod url;
+
+use async_trait::async_trait;
+use keyhold_core::StoreError;
+use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord};
+use keyhold_core::aws::KmsKeyId;
+use keyhold_core::credential::Credential;
+use keyhold_core::group::KeyGroup;
+use keyhold_core::identity::{Identity, Session};
+use keyhold_core::key::Key;
+use keyhold_core::names::{CredentialName, GroupName, IdentityName};
+use keyhold_core::ports::{SharedAuditMac, Store};
+use keyhold_core::settings::Settings;
+
+pub use url::mask_url;
+
+/// The store over a SQL database, chosen by the URL given to [`SqlStore::connect`].
+pub struct SqlStore {
+    backend: Backend,
+    /// The URL with any password masked, for logs and `Debug`.
+    masked_url: String,
+}
+
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+        };
+        f.debug_struct("SqlStore")
+            .field("backend", &backend)
+            .field("url", &self.masked_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Opens the database at `url` and brings its schema up to date.
+    ///
+    /// `url` is `sqlite://path?mode=rwc`, `sqlite:path` or a plain file path;
+    /// the file is created when missing. Audit entries written through the
+    /// store are sealed with `audit_mac`. Errors never show a password from `url`.
+    pub async fn connect(url: &str, audit_mac: SharedAuditMac) -> Result<Self, StoreError> {
+        let masked_url = mask_url(url);
+        if !sqlite::accepts(url) {
+            return Err(StoreError::Unavailable(format!(
+                "unsupported database URL {masked_url}: use sqlite://PATH or a file path"
+            )));
+        }
+        let backend = Backend::Sqlite(sqlite::SqliteStore::open(url, audit_mac).await?);
+        Ok(Self {
+            backend,
+            masked_url,
+        })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.close().await,
+        }
+    }
+
+    fn inner(&self) -> &dyn Store {
+        match &self.backend {
+            Backend::Sqlite(s) => s,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
+        self.inner().list_identities().await
+    }
+    async fn get_identity(&self, name: &IdentityName) -> Result<Option<Identity>, StoreError> {
+        self.inner().get_identity(name).await
+    }
+    async fn insert_identity(
+        &self,
+        identity: &Identity,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_identity(identity, audit).await
+    }
+    async fn update_identity(
+        &self,
+        identity: &Identity,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner().update_identity(identity, audit).await
+    }
+    async fn delete_identity(
+        &self,
+        name: &IdentityName,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner().delete_identity(name, audit).await
+    }
+
+    async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner().insert_session(session).await
+    }
+    async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        self.inner().get_session(id).await
+    }
+    async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner().update_session(session).await
+    }
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.inner().delete_session(id).await
+    }
+    async fn delete_sessions_of(&self, name: &IdentityName) -> Result<(), StoreError> {
+        self.inner().delete_sessions_of(name).await
+    }
+
+    async fn list_credentials(&self) -> Result<Vec<Credential>, StoreError> {
+        self.inner().list_credentials().await
+    }
+    async fn get_credential(
+        &self,
+        name: &CredentialName,
+    ) -> Result<Option<Credential>, StoreError> {
+        self.inner().get_credential(name).await
+    }
+    async fn insert_credential(
+        &self,
+        credential: &Credential,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_credential(credential, audit).await
+    }
+    async fn delete_credential(
+        &self,
+        name: &CredentialName,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner().delete_credential(name, audit).await
+    }
+
+    async fn list_groups(&self) -> Result<Vec<KeyGroup>, StoreError> {
+        self.inner().list_groups().await
+    }
+    async fn get_group(&self, name: &GroupName) -> Result<Option<KeyGroup>, StoreError> {
+        self.inner().get_group(name).await
+    }
+    async fn insert_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.inner().insert_group(group, audit).await
+    }
+    async fn update_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.inner().update_group(group, audit).await
+    }
+    async fn delete_group(&self, name: &GroupName, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.inner().delete_group(name, audit).await
+    }
+
+    async fn list_keys(&self, group: Option<&GroupName>) -> Result<Vec<Key>, StoreError> {
+        self.inner().list_keys(group).await
+    }
+    async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
+        self.inner().get_key(id).await
+    }
+    async fn find_key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Result<Option<Key>, StoreError> {
+        self.inner().find_key_by_kms_id(kms_key_id).await
+    }
+    async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        self.inner().insert_key(key, audit).await
+    }
+    async fn update_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        self.inner().update_key(key, audit).await
+    }
+    async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.inner().delete_key(id, audit).await
+    }
+
+    async fn get_settings(&self) -> Result<Settings, StoreError> {
+        self.inner().get_settings().await
+    }
+    async fn put_settings(
+        &self,
+        settings: &Settings,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner().put_settings(settings, audit).await
+    }
+
+    async fn append_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.inner().append_audit(audit).await
+    }
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner().list_audit(filter).await
+    }
+    async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner().audit_page(after_seq, limit).await
+    }
+}

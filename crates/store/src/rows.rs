@@ -1,0 +1,389 @@
+//! Rows as the database holds them, and their conversion to and from the
+//! domain. Independent of the backend: every column is text, an integer, a
+//! boolean or bytes, and everything read back goes through the core's parsers,
+//! so a row edited behind keyhold's back is reported as corrupt, not trusted.
+
+use keyhold_core::StoreError;
+use keyhold_core::audit::AuditEntry;
+use keyhold_core::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
+use keyhold_core::clock::{Timestamp, format_timestamp, parse_timestamp};
+use keyhold_core::credential::{AccessKeyId, CloudService, Credential, CredentialKind, Endpoint};
+use keyhold_core::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
+use keyhold_core::identity::{Identity, Role, Session, SessionIdentity};
+use keyhold_core::interval::Interval;
+use keyhold_core::key::{CheckDigits, Key, KeyState};
+use keyhold_core::names::{CredentialName, GroupName, IdentityName};
+use keyhold_core::settings::Settings;
+use serde::{Deserialize, Serialize};
+
+use crate::error::corrupt;
+
+/// The only credential kind so far; stored so that a second kind can be added
+/// without guessing what existing rows are.
+pub(crate) const ACCESS_KEY_KIND: &str = "access_key";
+
+pub(crate) fn ts(t: &Timestamp) -> String {
+    format_timestamp(t)
+}
+
+pub(crate) fn opt_ts(t: Option<&Timestamp>) -> Option<String> {
+    t.map(format_timestamp)
+}
+
+fn read_ts(table: &str, column: &str, raw: &str) -> Result<Timestamp, StoreError> {
+    parse_timestamp(raw).ok_or_else(|| corrupt(table, column, "not a timestamp"))
+}
+
+fn read_opt_ts(
+    table: &str,
+    column: &str,
+    raw: Option<&str>,
+) -> Result<Option<Timestamp>, StoreError> {
+    raw.map(|r| read_ts(table, column, r)).transpose()
+}
+
+fn read_uuid(table: &str, column: &str, raw: &str) -> Result<uuid::Uuid, StoreError> {
+    uuid::Uuid::try_parse(raw).map_err(|_| corrupt(table, column, "not a UUID"))
+}
+
+/// Parses a column with a core parser, naming the column when it refuses.
+fn read<T, E: std::fmt::Display>(
+    table: &str,
+    column: &str,
+    parsed: Result<T, E>,
+) -> Result<T, StoreError> {
+    parsed.map_err(|e| corrupt(table, column, e))
+}
+
+fn read_u32(table: &str, column: &str, raw: i64) -> Result<u32, StoreError> {
+    u32::try_from(raw).map_err(|_| corrupt(table, column, format!("{raw} is out of range")))
+}
+
+pub(crate) fn hash32(table: &str, column: &str, raw: &[u8]) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(raw)
+        .map_err(|_| corrupt(table, column, format!("{} bytes, not 32", raw.len())))
+}
+
+// Identities
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct IdentityRow {
+    name: String,
+    role: String,
+    password_hash: String,
+    must_change_password: bool,
+    failed_logins: i64,
+    locked_until: Option<String>,
+    created_at: String,
+}
+
+impl TryFrom<IdentityRow> for Identity {
+    type Error = StoreError;
+    fn try_from(row: IdentityRow) -> Result<Self, StoreError> {
+        const T: &str = "identities";
+        Ok(Self {
+            name: read(T, "name", IdentityName::parse(&row.name))?,
+            role: read(T, "role", Role::parse(&row.role))?,
+            password_hash: row.password_hash,
+            must_change_password: row.must_change_password,
+            failed_logins: read_u32(T, "failed_logins", row.failed_logins)?,
+            locked_until: read_opt_ts(T, "locked_until", row.locked_until.as_deref())?,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+        })
+    }
+}
+
+// Sessions
+
+/// One element of `sessions.identities`.
+#[derive(Serialize, Deserialize)]
+struct SessionIdentityJson {
+    name: IdentityName,
+    role: Role,
+}
+
+pub(crate) fn session_identities_json(session: &Session) -> Result<String, StoreError> {
+    let items: Vec<SessionIdentityJson> = session
+        .identities
+        .iter()
+        .map(|i| SessionIdentityJson {
+            name: i.name.clone(),
+            role: i.role,
+        })
+        .collect();
+    serde_json::to_string(&items)
+        .map_err(|e| StoreError::Corrupt(format!("session identities: {e}")))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    id: String,
+    identities: String,
+    created_at: String,
+    last_seen: String,
+}
+
+impl SessionRow {
+    pub(crate) fn includes(&self, name: &IdentityName) -> Result<bool, StoreError> {
+        Ok(parse_session_identities(&self.identities)?
+            .iter()
+            .any(|i| &i.name == name))
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+fn parse_session_identities(raw: &str) -> Result<Vec<SessionIdentity>, StoreError> {
+    let items: Vec<SessionIdentityJson> =
+        serde_json::from_str(raw).map_err(|e| corrupt("sessions", "identities", e))?;
+    Ok(items
+        .into_iter()
+        .map(|i| SessionIdentity {
+            name: i.name,
+            role: i.role,
+        })
+        .collect())
+}
+
+impl TryFrom<SessionRow> for Session {
+    type Error = StoreError;
+    fn try_from(row: SessionRow) -> Result<Self, StoreError> {
+        const T: &str = "sessions";
+        Ok(Self {
+            identities: parse_session_identities(&row.identities)?,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+            last_seen: read_ts(T, "last_seen", &row.last_seen)?,
+            id: row.id,
+        })
+    }
+}
+
+// Credentials
+
+/// A credential's columns, flattened from its kind.
+pub(crate) struct CredentialColumns<'a> {
+    pub kind: &'static str,
+    pub access_key_id: &'a str,
+    pub sealed_secret: &'a [u8],
+}
+
+pub(crate) fn credential_columns(credential: &Credential) -> CredentialColumns<'_> {
+    match &credential.kind {
+        CredentialKind::AccessKey {
+            access_key_id,
+            sealed_secret,
+        } => CredentialColumns {
+            kind: ACCESS_KEY_KIND,
+            access_key_id: access_key_id.as_str(),
+            sealed_secret,
+        },
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CredentialRow {
+    id: String,
+    name: String,
+    service: String,
+    kind: String,
+    access_key_id: String,
+    sealed_secret: Vec<u8>,
+    endpoint: Option<String>,
+    created_at: String,
+}
+
+impl TryFrom<CredentialRow> for Credential {
+    type Error = StoreError;
+    fn try_from(row: CredentialRow) -> Result<Self, StoreError> {
+        const T: &str = "credentials";
+        let kind = match row.kind.as_str() {
+            ACCESS_KEY_KIND => CredentialKind::AccessKey {
+                access_key_id: read(T, "access_key_id", AccessKeyId::parse(&row.access_key_id))?,
+                sealed_secret: row.sealed_secret,
+            },
+            other => return Err(corrupt(T, "kind", format!("unknown kind '{other}'"))),
+        };
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            name: read(T, "name", CredentialName::parse(&row.name))?,
+            service: read(T, "service", CloudService::parse(&row.service))?,
+            kind,
+            endpoint: row
+                .endpoint
+                .as_deref()
+                .map(|e| read(T, "endpoint", Endpoint::parse(e)))
+                .transpose()?,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+        })
+    }
+}
+
+// Key groups
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct GroupRow {
+    id: String,
+    name: String,
+    service: String,
+    credential_name: String,
+    rotate_every: Option<String>,
+    valid_for: Option<String>,
+    info_owner: String,
+    info_notes: String,
+    alias: String,
+    description: String,
+    region: String,
+    active_key_id: Option<String>,
+    policy: Option<String>,
+    disable_after_rotate: bool,
+    created_at: String,
+    updated_at: String,
+    next_rotation_at: Option<String>,
+}
+
+fn read_opt<T, E: std::fmt::Display>(
+    table: &str,
+    column: &str,
+    raw: Option<&str>,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<T>, StoreError> {
+    raw.map(|r| read(table, column, parse(r))).transpose()
+}
+
+impl TryFrom<GroupRow> for KeyGroup {
+    type Error = StoreError;
+    fn try_from(row: GroupRow) -> Result<Self, StoreError> {
+        const T: &str = "key_groups";
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            name: read(T, "name", GroupName::parse(&row.name))?,
+            service: read(T, "service", CloudService::parse(&row.service))?,
+            credential: read(
+                T,
+                "credential_name",
+                CredentialName::parse(&row.credential_name),
+            )?,
+            spec: KeySpec,
+            rotate_every: read_opt(
+                T,
+                "rotate_every",
+                row.rotate_every.as_deref(),
+                Interval::parse,
+            )?,
+            valid_for: read_opt(T, "valid_for", row.valid_for.as_deref(), Interval::parse)?,
+            info: read(
+                T,
+                "info_owner",
+                GroupInfo::parse(&row.info_owner, &row.info_notes),
+            )?,
+            aws: AwsProperties {
+                alias: read(T, "alias", Alias::parse(&row.alias))?,
+                description: read(T, "description", Description::parse(&row.description))?,
+                region: read(T, "region", Region::parse(&row.region))?,
+                active_key_id: read_opt(
+                    T,
+                    "active_key_id",
+                    row.active_key_id.as_deref(),
+                    KmsKeyId::parse,
+                )?,
+                policy: read_opt(T, "policy", row.policy.as_deref(), KeyPolicy::parse)?,
+                disable_after_rotate: row.disable_after_rotate,
+            },
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+            updated_at: read_ts(T, "updated_at", &row.updated_at)?,
+            next_rotation_at: read_opt_ts(T, "next_rotation_at", row.next_rotation_at.as_deref())?,
+        })
+    }
+}
+
+// Keys
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    id: String,
+    group_name: String,
+    version: i64,
+    kms_key_id: Option<String>,
+    check_digits: String,
+    valid_from: String,
+    valid_to: Option<String>,
+    state: String,
+    keystore_handle: Vec<u8>,
+    created_at: String,
+}
+
+impl TryFrom<KeyRow> for Key {
+    type Error = StoreError;
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        const T: &str = "keys";
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            group: read(T, "group_name", GroupName::parse(&row.group_name))?,
+            version: read_u32(T, "version", row.version)?,
+            kms_key_id: read_opt(T, "kms_key_id", row.kms_key_id.as_deref(), KmsKeyId::parse)?,
+            check_digits: read(T, "check_digits", CheckDigits::parse(&row.check_digits))?,
+            valid_from: read_ts(T, "valid_from", &row.valid_from)?,
+            valid_to: read_opt_ts(T, "valid_to", row.valid_to.as_deref())?,
+            state: KeyState::parse(&row.state)
+                .ok_or_else(|| corrupt(T, "state", format!("unknown state '{}'", row.state)))?,
+            keystore_handle: row.keystore_handle,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+        })
+    }
+}
+
+// Settings
+
+pub(crate) fn settings_json(settings: &Settings) -> Result<String, StoreError> {
+    serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(format!("settings: {e}")))
+}
+
+/// Reads saved settings over the defaults, so that a setting added in a later
+/// release takes its default instead of making older rows unreadable.
+pub(crate) fn parse_settings(raw: &str) -> Result<Settings, StoreError> {
+    let bad = |e: serde_json::Error| corrupt("settings", "body", e);
+    let saved: serde_json::Value = serde_json::from_str(raw).map_err(bad)?;
+    let mut merged = serde_json::to_value(Settings::default()).map_err(bad)?;
+    match (&mut merged, saved) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(saved)) => base.extend(saved),
+        _ => return Err(corrupt("settings", "body", "not a JSON object")),
+    }
+    serde_json::from_value(merged).map_err(bad)
+}
+
+// Audit log
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    seq: i64,
+    time: String,
+    users: String,
+    summary: String,
+    details: String,
+    archived: bool,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+    mac: Vec<u8>,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = StoreError;
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        const T: &str = "audit_log";
+        // Text columns are returned exactly as stored: verification, not
+        // decoding, is what judges an edited entry.
+        Ok(Self {
+            seq: row.seq,
+            time: row.time,
+            users: row.users,
+            summary: row.summary,
+            details: row.details,
+            archived: row.archived,
+            prev_hash: hash32(T, "prev_hash", &row.prev_hash)?,
+            hash: hash32(T, "hash", &row.hash)?,
+            mac: hash32(T, "mac", &row.mac)?,
+        })
+    }
+}

@@ -1,0 +1,69 @@
+use keyhold_core::StoreError;
+use keyhold_core::credential::{Credential, Endpoint};
+use keyhold_core::names::CredentialName;
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::error::db;
+use crate::rows::{CredentialRow, credential_columns, ts};
+
+const COLUMNS: &str = "id, name, service, kind, access_key_id, sealed_secret, endpoint, created_at";
+
+pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<Credential>, StoreError> {
+    sqlx::query_as::<_, CredentialRow>(&format!("SELECT {COLUMNS} FROM credentials ORDER BY name"))
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(Credential::try_from)
+        .collect()
+}
+
+pub(super) async fn get(
+    pool: &SqlitePool,
+    name: &CredentialName,
+) -> Result<Option<Credential>, StoreError> {
+    sqlx::query_as::<_, CredentialRow>(&format!(
+        "SELECT {COLUMNS} FROM credentials WHERE name = $1"
+    ))
+    .bind(name.as_str())
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .map(Credential::try_from)
+    .transpose()
+}
+
+pub(super) async fn insert(
+    conn: &mut SqliteConnection,
+    credential: &Credential,
+) -> Result<(), StoreError> {
+    let columns = credential_columns(credential);
+    sqlx::query(&format!(
+        "INSERT INTO credentials ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ))
+    .bind(credential.id.to_string())
+    .bind(credential.name.as_str())
+    .bind(credential.service.as_str())
+    .bind(columns.kind)
+    .bind(columns.access_key_id)
+    .bind(columns.sealed_secret)
+    .bind(credential.endpoint.as_ref().map(Endpoint::as_str))
+    .bind(ts(&credential.created_at))
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) async fn delete(
+    conn: &mut SqliteConnection,
+    name: &CredentialName,
+) -> Result<(), StoreError> {
+    let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
+        .bind(name.as_str())
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    super::one_row(done.rows_affected())
+}

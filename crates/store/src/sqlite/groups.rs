@@ -1,0 +1,113 @@
+use keyhold_core::StoreError;
+use keyhold_core::aws::{KeyPolicy, KmsKeyId};
+use keyhold_core::group::KeyGroup;
+use keyhold_core::interval::Interval;
+use keyhold_core::names::GroupName;
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::error::{db, db_referencing};
+use crate::rows::{GroupRow, opt_ts, ts};
+
+const COLUMNS: &str = "id, name, service, credential_name, rotate_every, valid_for, \
+     info_owner, info_notes, alias, description, region, active_key_id, policy, \
+     disable_after_rotate, created_at, updated_at, next_rotation_at";
+
+pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<KeyGroup>, StoreError> {
+    sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLUMNS} FROM key_groups ORDER BY name"))
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(KeyGroup::try_from)
+        .collect()
+}
+
+pub(super) async fn get(
+    pool: &SqlitePool,
+    name: &GroupName,
+) -> Result<Option<KeyGroup>, StoreError> {
+    sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLUMNS} FROM key_groups WHERE name = $1"))
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .map(KeyGroup::try_from)
+        .transpose()
+}
+
+fn interval(i: Option<&Interval>) -> Option<String> {
+    i.map(Interval::to_string)
+}
+
+/// Fails with [`StoreError::NotFound`] when the group's credential does not exist.
+pub(super) async fn insert(conn: &mut SqliteConnection, g: &KeyGroup) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO key_groups ({COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    ))
+    .bind(g.id.to_string())
+    .bind(g.name.as_str())
+    .bind(g.service.as_str())
+    .bind(g.credential.as_str())
+    .bind(interval(g.rotate_every.as_ref()))
+    .bind(interval(g.valid_for.as_ref()))
+    .bind(&g.info.owner)
+    .bind(&g.info.notes)
+    .bind(g.aws.alias.as_str())
+    .bind(g.aws.description.as_str())
+    .bind(g.aws.region.as_str())
+    .bind(g.aws.active_key_id.as_ref().map(KmsKeyId::as_str))
+    .bind(g.aws.policy.as_ref().map(KeyPolicy::as_str))
+    .bind(g.aws.disable_after_rotate)
+    .bind(ts(&g.created_at))
+    .bind(ts(&g.updated_at))
+    .bind(opt_ts(g.next_rotation_at.as_ref()))
+    .execute(conn)
+    .await
+    .map_err(db_referencing)?;
+    Ok(())
+}
+
+/// Replaces everything but the group's id, name and creation time. Fails with
+/// [`StoreError::NotFound`] when the group, or the credential it now names, is missing.
+pub(super) async fn update(conn: &mut SqliteConnection, g: &KeyGroup) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE key_groups SET service = $2, credential_name = $3, rotate_every = $4, \
+         valid_for = $5, info_owner = $6, info_notes = $7, alias = $8, description = $9, \
+         region = $10, active_key_id = $11, policy = $12, disable_after_rotate = $13, \
+         updated_at = $14, next_rotation_at = $15 WHERE name = $1",
+    )
+    .bind(g.name.as_str())
+    .bind(g.service.as_str())
+    .bind(g.credential.as_str())
+    .bind(interval(g.rotate_every.as_ref()))
+    .bind(interval(g.valid_for.as_ref()))
+    .bind(&g.info.owner)
+    .bind(&g.info.notes)
+    .bind(g.aws.alias.as_str())
+    .bind(g.aws.description.as_str())
+    .bind(g.aws.region.as_str())
+    .bind(g.aws.active_key_id.as_ref().map(KmsKeyId::as_str))
+    .bind(g.aws.policy.as_ref().map(KeyPolicy::as_str))
+    .bind(g.aws.disable_after_rotate)
+    .bind(ts(&g.updated_at))
+    .bind(opt_ts(g.next_rotation_at.as_ref()))
+    .execute(conn)
+    .await
+    .map_err(db_referencing)?;
+    super::one_row(done.rows_affected())
+}
+
+/// Fails with [`StoreError::InUse`] while the group has keys.
+pub(super) async fn delete(
+    conn: &mut SqliteConnection,
+    name: &GroupName,
+) -> Result<(), StoreError> {
+    let done = sqlx::query("DELETE FROM key_groups WHERE name = $1")
+        .bind(name.as_str())
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    super::one_row(done.rows_affected())
+}

@@ -1,0 +1,109 @@
+use keyhold_core::StoreError;
+use keyhold_core::aws::KmsKeyId;
+use keyhold_core::key::Key;
+use keyhold_core::names::GroupName;
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::error::{db, db_referencing};
+use crate::rows::{KeyRow, opt_ts, ts};
+
+const COLUMNS: &str = "id, group_name, version, kms_key_id, check_digits, valid_from, \
+     valid_to, state, keystore_handle, created_at";
+
+pub(super) async fn list(
+    pool: &SqlitePool,
+    group: Option<&GroupName>,
+) -> Result<Vec<Key>, StoreError> {
+    let rows = match group {
+        Some(g) => {
+            sqlx::query_as::<_, KeyRow>(&format!(
+                "SELECT {COLUMNS} FROM keys WHERE group_name = $1 ORDER BY version"
+            ))
+            .bind(g.as_str())
+            .fetch_all(pool)
+            .await
+        }
+        None => {
+            sqlx::query_as::<_, KeyRow>(&format!(
+                "SELECT {COLUMNS} FROM keys ORDER BY group_name, version"
+            ))
+            .fetch_all(pool)
+            .await
+        }
+    };
+    rows.map_err(db)?.into_iter().map(Key::try_from).collect()
+}
+
+pub(super) async fn get(pool: &SqlitePool, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
+    sqlx::query_as::<_, KeyRow>(&format!("SELECT {COLUMNS} FROM keys WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .map(Key::try_from)
+        .transpose()
+}
+
+pub(super) async fn find_by_kms_id(
+    pool: &SqlitePool,
+    kms_key_id: &KmsKeyId,
+) -> Result<Option<Key>, StoreError> {
+    sqlx::query_as::<_, KeyRow>(&format!("SELECT {COLUMNS} FROM keys WHERE kms_key_id = $1"))
+        .bind(kms_key_id.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .map(Key::try_from)
+        .transpose()
+}
+
+/// Fails with [`StoreError::NotFound`] when the key's group does not exist.
+pub(super) async fn insert(conn: &mut SqliteConnection, key: &Key) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(key.id.to_string())
+    .bind(key.group.as_str())
+    .bind(i64::from(key.version))
+    .bind(key.kms_key_id.as_ref().map(KmsKeyId::as_str))
+    .bind(key.check_digits.as_str())
+    .bind(ts(&key.valid_from))
+    .bind(opt_ts(key.valid_to.as_ref()))
+    .bind(key.state.as_str())
+    .bind(&key.keystore_handle)
+    .bind(ts(&key.created_at))
+    .execute(conn)
+    .await
+    .map_err(db_referencing)?;
+    Ok(())
+}
+
+/// Replaces the key's mutable fields; its id, group, version and creation
+/// time are fixed when it is generated.
+pub(super) async fn update(conn: &mut SqliteConnection, key: &Key) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE keys SET kms_key_id = $2, check_digits = $3, valid_from = $4, valid_to = $5, \
+         state = $6, keystore_handle = $7 WHERE id = $1",
+    )
+    .bind(key.id.to_string())
+    .bind(key.kms_key_id.as_ref().map(KmsKeyId::as_str))
+    .bind(key.check_digits.as_str())
+    .bind(ts(&key.valid_from))
+    .bind(opt_ts(key.valid_to.as_ref()))
+    .bind(key.state.as_str())
+    .bind(&key.keystore_handle)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    super::one_row(done.rows_affected())
+}
+
+pub(super) async fn delete(conn: &mut SqliteConnection, id: uuid::Uuid) -> Result<(), StoreError> {
+    let done = sqlx::query("DELETE FROM keys WHERE id = $1")
+        .bind(id.to_string())
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    super::one_row(done.rows_affected())
+}

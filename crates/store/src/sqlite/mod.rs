@@ -1,0 +1,341 @@
+//! The SQLite backend: one database file in WAL mode, written by one
+//! transaction at a time.
+
+mod audit;
+mod credentials;
+mod groups;
+mod identities;
+mod keys;
+mod sessions;
+mod settings;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyhold_core::StoreError;
+use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord};
+use keyhold_core::aws::KmsKeyId;
+use keyhold_core::credential::Credential;
+use keyhold_core::group::KeyGroup;
+use keyhold_core::identity::{Identity, Session};
+use keyhold_core::key::Key;
+use keyhold_core::names::{CredentialName, GroupName, IdentityName};
+use keyhold_core::ports::{SharedAuditMac, Store};
+use keyhold_core::settings::Settings;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::error::db;
+use crate::url::scrub;
+
+/// How long a statement waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections kept for a file database: readers run in parallel under WAL.
+const MAX_CONNECTIONS: u32 = 8;
+
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+    audit_mac: SharedAuditMac,
+    /// Serialises this process's writers so they queue here instead of
+    /// spinning in SQLite's busy handler; `BEGIN IMMEDIATE` still guards
+    /// against writers in other processes.
+    write_lock: Mutex<()>,
+}
+
+/// Whether `url` names a SQLite database (a `sqlite:` URL or a plain path).
+pub(crate) fn accepts(url: &str) -> bool {
+    !url.contains("://") || url.starts_with("sqlite:")
+}
+
+fn is_memory(url: &str) -> bool {
+    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    rest.starts_with(":memory:") || rest.contains("mode=memory")
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<Self, StoreError> {
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(scrub(&format!("{what} {}: {e}", crate::mask_url(url)), url))
+        };
+        let options = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)
+                .map_err(|e| unavailable("invalid database URL", &e))?
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool_options = if is_memory(url) {
+            // Each connection to `:memory:` would be a database of its own:
+            // keep exactly one, for ever.
+            SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+        };
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|e| unavailable("cannot open the database", &e))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| unavailable("cannot migrate the database", &e))?;
+        tracing::debug!(url = %crate::mask_url(url), "store opened");
+        Ok(Self {
+            pool,
+            audit_mac,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction that holds SQLite's write lock from its
+    /// first statement, so the chain head it reads cannot move under it.
+    async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
+        let serial = self.write_lock.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        Ok(WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        })
+    }
+
+    /// Runs a change with its audit entry; neither exists without the other.
+    async fn audited(
+        &self,
+        audit: Option<&AuditRecord>,
+        change: impl AsyncFnOnce(&mut SqliteConnection) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        let result = change(&mut w.tx).await;
+        w.finish(result, audit).await
+    }
+}
+
+/// A write transaction. Dropping it without [`WriteTx::finish`] rolls back.
+struct WriteTx<'a> {
+    // Declared before the guard so that it is rolled back before the next
+    // writer may start.
+    tx: Transaction<'static, Sqlite>,
+    _serial: MutexGuard<'a, ()>,
+    audit_mac: &'a SharedAuditMac,
+}
+
+impl WriteTx<'_> {
+    /// Commits the change with its audit entry when both succeed; otherwise
+    /// rolls everything back and returns the first error.
+    async fn finish<T>(
+        mut self,
+        result: Result<T, StoreError>,
+        audit: Option<&AuditRecord>,
+    ) -> Result<T, StoreError> {
+        let outcome = match (result, audit) {
+            (Ok(value), Some(record)) => audit::append(&mut self.tx, record, self.audit_mac)
+                .await
+                .map(|()| value),
+            (other, _) => other,
+        };
+        match outcome {
+            Ok(value) => {
+                self.tx.commit().await.map_err(db)?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = self.tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback failed; the connection discards the transaction");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
+        identities::list(&self.pool).await
+    }
+
+    async fn get_identity(&self, name: &IdentityName) -> Result<Option<Identity>, StoreError> {
+        identities::get(&self.pool, name).await
+    }
+
+    async fn insert_identity(
+        &self,
+        identity: &Identity,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| identities::insert(c, identity).await)
+            .await
+    }
+
+    async fn update_identity(
+        &self,
+        identity: &Identity,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.audited(audit, async |c| identities::update(c, identity).await)
+            .await
+    }
+
+    async fn delete_identity(
+        &self,
+        name: &IdentityName,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| identities::delete(c, name).await)
+            .await
+    }
+
+    async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.audited(None, async |c| sessions::insert(c, session).await)
+            .await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        sessions::get(&self.pool, id).await
+    }
+
+    async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.audited(None, async |c| sessions::update(c, session).await)
+            .await
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.audited(None, async |c| sessions::delete(c, id).await)
+            .await
+    }
+
+    async fn delete_sessions_of(&self, name: &IdentityName) -> Result<(), StoreError> {
+        self.audited(None, async |c| sessions::delete_of(c, name).await)
+            .await
+    }
+
+    async fn list_credentials(&self) -> Result<Vec<Credential>, StoreError> {
+        credentials::list(&self.pool).await
+    }
+
+    async fn get_credential(
+        &self,
+        name: &CredentialName,
+    ) -> Result<Option<Credential>, StoreError> {
+        credentials::get(&self.pool, name).await
+    }
+
+    async fn insert_credential(
+        &self,
+        credential: &Credential,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| {
+            credentials::insert(c, credential).await
+        })
+        .await
+    }
+
+    async fn delete_credential(
+        &self,
+        name: &CredentialName,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| credentials::delete(c, name).await)
+            .await
+    }
+
+    async fn list_groups(&self) -> Result<Vec<KeyGroup>, StoreError> {
+        groups::list(&self.pool).await
+    }
+
+    async fn get_group(&self, name: &GroupName) -> Result<Option<KeyGroup>, StoreError> {
+        groups::get(&self.pool, name).await
+    }
+
+    async fn insert_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| groups::insert(c, group).await)
+            .await
+    }
+
+    async fn update_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| groups::update(c, group).await)
+            .await
+    }
+
+    async fn delete_group(&self, name: &GroupName, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| groups::delete(c, name).await)
+            .await
+    }
+
+    async fn list_keys(&self, group: Option<&GroupName>) -> Result<Vec<Key>, StoreError> {
+        keys::list(&self.pool, group).await
+    }
+
+    async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
+        keys::get(&self.pool, id).await
+    }
+
+    async fn find_key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Result<Option<Key>, StoreError> {
+        keys::find_by_kms_id(&self.pool, kms_key_id).await
+    }
+
+    async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        self.audited(audit, async |c| keys::insert(c, key).await)
+            .await
+    }
+
+    async fn update_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        self.audited(audit, async |c| keys::update(c, key).await)
+            .await
+    }
+
+    async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| keys::delete(c, id).await)
+            .await
+    }
+
+    async fn get_settings(&self) -> Result<Settings, StoreError> {
+        settings::get(&self.pool).await
+    }
+
+    async fn put_settings(&self, value: &Settings, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| settings::put(c, value).await)
+            .await
+    }
+
+    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(record), async |_| Ok(())).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::list(&self.pool, filter).await
+    }
+
+    async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::page(&self.pool, after_seq, limit).await
+    }
+}
+
+/// An update or delete by key touches exactly one row, or the row is missing.
+fn one_row(rows_affected: u64) -> Result<(), StoreError> {
+    if rows_affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}

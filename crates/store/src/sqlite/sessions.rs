@@ -1,0 +1,88 @@
+use keyhold_core::StoreError;
+use keyhold_core::identity::Session;
+use keyhold_core::names::IdentityName;
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::error::db;
+use crate::rows::{SessionRow, session_identities_json, ts};
+
+const COLUMNS: &str = "id, identities, created_at, last_seen";
+
+pub(super) async fn get(pool: &SqlitePool, id: &str) -> Result<Option<Session>, StoreError> {
+    sqlx::query_as::<_, SessionRow>(&format!("SELECT {COLUMNS} FROM sessions WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .map(Session::try_from)
+        .transpose()
+}
+
+pub(super) async fn insert(
+    conn: &mut SqliteConnection,
+    session: &Session,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO sessions ({COLUMNS}) VALUES ($1, $2, $3, $4)"
+    ))
+    .bind(&session.id)
+    .bind(session_identities_json(session)?)
+    .bind(ts(&session.created_at))
+    .bind(ts(&session.last_seen))
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) async fn update(
+    conn: &mut SqliteConnection,
+    session: &Session,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET identities = $2, created_at = $3, last_seen = $4 WHERE id = $1",
+    )
+    .bind(&session.id)
+    .bind(session_identities_json(session)?)
+    .bind(ts(&session.created_at))
+    .bind(ts(&session.last_seen))
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    super::one_row(done.rows_affected())
+}
+
+/// Ending a session that has already ended (a second logout, two requests
+/// racing to expire it) is the outcome asked for, so a missing row is no error.
+pub(super) async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Sessions are few and short-lived, so they are matched in Rust rather than
+/// with each backend's own JSON operators.
+pub(super) async fn delete_of(
+    conn: &mut SqliteConnection,
+    name: &IdentityName,
+) -> Result<(), StoreError> {
+    let rows = sqlx::query_as::<_, SessionRow>(&format!("SELECT {COLUMNS} FROM sessions"))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    for row in rows {
+        // A session that no longer decodes cannot be trusted either: end it.
+        if row.includes(name).unwrap_or(true) {
+            sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(row.id())
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+        }
+    }
+    Ok(())
+}

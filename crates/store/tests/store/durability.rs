@@ -1,0 +1,142 @@
+use std::sync::Arc;
+
+use keyhold_core::StoreError;
+use keyhold_core::ports::Store;
+use keyhold_core::settings::Settings;
+use keyhold_store::SqlStore;
+
+use crate::common::{
+    Fixture, TestMac, credential, group, identity, key, open, record, verify_chain,
+};
+
+#[tokio::test]
+async fn reopening_the_file_keeps_everything() {
+    let f = Fixture::new().await;
+    let cred = credential("aws-prod");
+    let g = group("payments", "aws-prod");
+    let k = key("payments", 1);
+    let alice = identity("Alice");
+    let settings = Settings {
+        lockout_minutes: 30,
+        ..Settings::default()
+    };
+    f.store
+        .insert_identity(&alice, &record("identity"))
+        .await
+        .unwrap();
+    f.store
+        .insert_credential(&cred, &record("credential"))
+        .await
+        .unwrap();
+    f.store.insert_group(&g, &record("group")).await.unwrap();
+    f.store.insert_key(&k, Some(&record("key"))).await.unwrap();
+    f.store
+        .put_settings(&settings, &record("settings"))
+        .await
+        .unwrap();
+    let log = f.store.audit_page(0, 100).await.unwrap();
+    f.store.close().await;
+
+    let reopened = open(&f.db_path(), &f.mac).await;
+    assert_eq!(
+        reopened.get_identity(&alice.name).await.unwrap(),
+        Some(alice)
+    );
+    assert_eq!(
+        reopened.get_credential(&cred.name).await.unwrap(),
+        Some(cred)
+    );
+    assert_eq!(reopened.get_group(&g.name).await.unwrap(), Some(g));
+    assert_eq!(reopened.get_key(k.id).await.unwrap(), Some(k));
+    assert_eq!(reopened.get_settings().await.unwrap(), settings);
+    assert_eq!(reopened.audit_page(0, 100).await.unwrap(), log);
+
+    // The chain goes on where it stopped.
+    reopened
+        .append_audit(&record("after reopening"))
+        .await
+        .unwrap();
+    assert_eq!(verify_chain(&reopened).await, 6);
+}
+
+#[tokio::test]
+async fn a_plain_path_creates_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.db");
+    let store = SqlStore::connect(path.to_str().unwrap(), Arc::new(TestMac::default()))
+        .await
+        .unwrap();
+    store.append_audit(&record("hello")).await.unwrap();
+    assert!(path.exists());
+    store.close().await;
+    // Opening again runs no migration twice.
+    let again = open(&path, &Arc::new(TestMac::default())).await;
+    assert_eq!(verify_chain(&again).await, 1);
+}
+
+#[tokio::test]
+async fn connection_errors_never_show_a_password() {
+    let mac = Arc::new(TestMac::default());
+    let err = SqlStore::connect(
+        "postgres://keyhold:hunter2@127.0.0.1:1/keyhold",
+        mac.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)));
+    let shown = err.to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("keyhold:***@"), "{shown}");
+
+    let missing_dir = "sqlite:///nonexistent-dir-for-keyhold/x.db?mode=rwc";
+    assert!(matches!(
+        SqlStore::connect(missing_dir, mac).await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn debug_shows_the_masked_url() {
+    let f = Fixture::new().await;
+    let shown = format!("{:?}", f.store);
+    assert!(shown.contains("sqlite"), "{shown}");
+}
+
+#[tokio::test]
+async fn the_file_is_in_wal_mode_with_foreign_keys_enforced() {
+    let f = Fixture::new().await;
+    let mut conn = {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", f.db_path().display()))
+            .await
+            .unwrap()
+    };
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // Foreign keys are per connection; the store's refuse a dangling group.
+    let dangling = group("orphan", "no-such-credential");
+    assert!(matches!(
+        f.store.insert_group(&dangling, &record("x")).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn an_in_memory_database_lives_as_long_as_the_store() {
+    let store = SqlStore::connect("sqlite::memory:", Arc::new(TestMac::default()))
+        .await
+        .unwrap();
+    store
+        .insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    store
+        .insert_identity(&identity("Alice"), &record("i"))
+        .await
+        .unwrap();
+    assert_eq!(store.list_credentials().await.unwrap().len(), 1);
+    assert_eq!(verify_chain(&store).await, 2);
+}

@@ -1,0 +1,332 @@
+use keyhold_core::StoreError;
+use keyhold_core::aws::KmsKeyId;
+use keyhold_core::identity::{Role, Session, SessionIdentity};
+use keyhold_core::key::KeyState;
+use keyhold_core::names::{CredentialName, GroupName, IdentityName};
+use keyhold_core::ports::Store;
+use keyhold_core::settings::Settings;
+
+use crate::common::{Fixture, at, credential, group, identity, key, record};
+
+#[tokio::test]
+async fn identities_round_trip_update_and_delete() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    let mut alice = identity("Alice");
+    s.insert_identity(&alice, &record("Added identity Alice"))
+        .await
+        .unwrap();
+    s.insert_identity(&identity("Bob"), &record("Added identity Bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_identity(&alice.name).await.unwrap(),
+        Some(alice.clone())
+    );
+    let names: Vec<String> = s
+        .list_identities()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name.to_string())
+        .collect();
+    assert_eq!(names, ["Alice", "Bob"]);
+
+    alice.role = Role::Administrator;
+    alice.failed_logins = 5;
+    alice.locked_until = Some(at(900));
+    alice.must_change_password = false;
+    alice.password_hash = "$argon2id$new".into();
+    // A failed login updates counters without an audit entry of its own.
+    s.update_identity(&alice, None).await.unwrap();
+    assert_eq!(
+        s.get_identity(&alice.name).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(f.audit_count().await, 2);
+
+    s.delete_identity(&alice.name, &record("Deleted identity Alice"))
+        .await
+        .unwrap();
+    assert_eq!(s.get_identity(&alice.name).await.unwrap(), None);
+    assert_eq!(f.audit_count().await, 3);
+}
+
+#[tokio::test]
+async fn duplicate_names_and_missing_rows_are_reported() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    s.insert_identity(&identity("Alice"), &record("a"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.insert_identity(&identity("Alice"), &record("again"))
+            .await,
+        Err(StoreError::Duplicate)
+    ));
+    s.insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.insert_credential(&credential("aws-prod"), &record("c again"))
+            .await,
+        Err(StoreError::Duplicate)
+    ));
+    s.insert_group(&group("payments", "aws-prod"), &record("g"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.insert_group(&group("payments", "aws-prod"), &record("g again"))
+            .await,
+        Err(StoreError::Duplicate)
+    ));
+    let k = key("payments", 1);
+    s.insert_key(&k, None).await.unwrap();
+    let mut same_version = key("payments", 1);
+    assert!(matches!(
+        s.insert_key(&same_version, None).await,
+        Err(StoreError::Duplicate)
+    ));
+    same_version.version = 2;
+    same_version.kms_key_id = k.kms_key_id.clone();
+    assert!(matches!(
+        s.insert_key(&same_version, None).await,
+        Err(StoreError::Duplicate)
+    ));
+    // Refused writes leave no audit entry behind.
+    assert_eq!(f.audit_count().await, 3);
+
+    let ghost = identity("Ghost");
+    assert!(matches!(
+        s.update_identity(&ghost, Some(&record("x"))).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.delete_identity(&ghost.name, &record("x")).await,
+        Err(StoreError::NotFound)
+    ));
+    let no_cred = CredentialName::parse("nothing").unwrap();
+    assert!(matches!(
+        s.delete_credential(&no_cred, &record("x")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.update_group(&group("nothing", "aws-prod"), &record("x"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let no_group = GroupName::parse("nothing").unwrap();
+    assert!(matches!(
+        s.delete_group(&no_group, &record("x")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.update_key(&key("payments", 9), None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.delete_key(uuid::Uuid::new_v4(), &record("x")).await,
+        Err(StoreError::NotFound)
+    ));
+    // A row may not refer to a credential or group that does not exist.
+    assert!(matches!(
+        s.insert_group(&group("orphan", "nothing"), &record("x"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.update_group(&group("payments", "nothing"), &record("x"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.insert_key(&key("nothing", 1), None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(f.audit_count().await, 3);
+}
+
+#[tokio::test]
+async fn sessions_round_trip_and_end_with_their_identities() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    let who = |n: &str, role| SessionIdentity {
+        name: IdentityName::parse(n).unwrap(),
+        role,
+    };
+    let mut one = Session {
+        id: "a".repeat(64),
+        identities: vec![who("Admin1", Role::Administrator)],
+        created_at: at(10),
+        last_seen: at(10),
+    };
+    let other = Session {
+        id: "b".repeat(64),
+        identities: vec![who("Officer", Role::KeyOfficer)],
+        created_at: at(11),
+        last_seen: at(11),
+    };
+    s.insert_session(&one).await.unwrap();
+    s.insert_session(&other).await.unwrap();
+    assert!(matches!(
+        s.insert_session(&one).await,
+        Err(StoreError::Duplicate)
+    ));
+    assert_eq!(s.get_session(&one.id).await.unwrap(), Some(one.clone()));
+
+    one.identities.push(who("Admin2", Role::Administrator));
+    one.last_seen = at(20);
+    s.update_session(&one).await.unwrap();
+    assert_eq!(s.get_session(&one.id).await.unwrap(), Some(one.clone()));
+
+    s.delete_sessions_of(&IdentityName::parse("Admin2").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(s.get_session(&one.id).await.unwrap(), None);
+    assert_eq!(s.get_session(&other.id).await.unwrap(), Some(other.clone()));
+    assert!(matches!(
+        s.update_session(&one).await,
+        Err(StoreError::NotFound)
+    ));
+
+    s.delete_session(&other.id).await.unwrap();
+    assert_eq!(s.get_session(&other.id).await.unwrap(), None);
+    // Ending an ended session (two logouts racing) is not an error.
+    s.delete_session(&other.id).await.unwrap();
+    // Sessions are not audited.
+    assert_eq!(f.audit_count().await, 0);
+}
+
+#[tokio::test]
+async fn credentials_groups_and_keys_round_trip() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    let cred = credential("aws-prod");
+    let mut plain = credential("aws-test");
+    plain.endpoint = None;
+    s.insert_credential(&cred, &record("c1")).await.unwrap();
+    s.insert_credential(&plain, &record("c2")).await.unwrap();
+    assert_eq!(
+        s.get_credential(&cred.name).await.unwrap(),
+        Some(cred.clone())
+    );
+    assert_eq!(
+        s.list_credentials().await.unwrap(),
+        vec![cred.clone(), plain.clone()]
+    );
+
+    let mut g = group("payments", "aws-prod");
+    let mut bare = group("archive", "aws-test");
+    bare.rotate_every = None;
+    bare.valid_for = None;
+    bare.next_rotation_at = None;
+    bare.aws.active_key_id = None;
+    bare.aws.policy = None;
+    bare.info = Default::default();
+    s.insert_group(&g, &record("g1")).await.unwrap();
+    s.insert_group(&bare, &record("g2")).await.unwrap();
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g.clone()));
+    assert_eq!(
+        s.list_groups().await.unwrap(),
+        vec![bare.clone(), g.clone()]
+    );
+
+    g.credential = plain.name.clone();
+    g.rotate_every = None;
+    g.next_rotation_at = None;
+    g.aws.active_key_id = None;
+    g.updated_at = at(50);
+    s.update_group(&g, &record("g1 updated")).await.unwrap();
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g.clone()));
+
+    let mut k1 = key("payments", 1);
+    let mut k2 = key("payments", 2);
+    k2.kms_key_id = None;
+    k2.valid_to = None;
+    k2.state = KeyState::PreActive;
+    let k3 = key("archive", 1);
+    s.insert_key(&k2, None).await.unwrap();
+    s.insert_key(&k1, Some(&record("k1"))).await.unwrap();
+    s.insert_key(&k3, None).await.unwrap();
+    assert_eq!(s.get_key(k1.id).await.unwrap(), Some(k1.clone()));
+    assert_eq!(s.get_key(k2.id).await.unwrap(), Some(k2.clone()));
+    assert_eq!(
+        s.list_keys(Some(&g.name)).await.unwrap(),
+        vec![k1.clone(), k2.clone()]
+    );
+    assert_eq!(
+        s.list_keys(None).await.unwrap(),
+        vec![k3.clone(), k1.clone(), k2.clone()]
+    );
+    let kms = k1.kms_key_id.clone().unwrap();
+    assert_eq!(s.find_key_by_kms_id(&kms).await.unwrap(), Some(k1.clone()));
+    let unknown = KmsKeyId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+    assert_eq!(s.find_key_by_kms_id(&unknown).await.unwrap(), None);
+
+    k1.state = KeyState::Disabled;
+    k1.valid_to = None;
+    k1.keystore_handle = vec![9; 40];
+    s.update_key(&k1, Some(&record("k1 disabled")))
+        .await
+        .unwrap();
+    assert_eq!(s.get_key(k1.id).await.unwrap(), Some(k1.clone()));
+
+    s.delete_key(k2.id, &record("k2 deleted")).await.unwrap();
+    assert_eq!(s.get_key(k2.id).await.unwrap(), None);
+    // c1 c2 g1 g2 g1-updated k1 k1-disabled k2-deleted
+    assert_eq!(f.audit_count().await, 8);
+}
+
+#[tokio::test]
+async fn referenced_rows_cannot_be_deleted() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    let cred = credential("aws-prod");
+    let g = group("payments", "aws-prod");
+    let k = key("payments", 1);
+    s.insert_credential(&cred, &record("c")).await.unwrap();
+    s.insert_group(&g, &record("g")).await.unwrap();
+    s.insert_key(&k, None).await.unwrap();
+
+    let r = s.delete_credential(&cred.name, &record("x")).await;
+    assert!(matches!(r, Err(StoreError::InUse)), "{r:?}");
+    assert!(matches!(
+        s.delete_group(&g.name, &record("x")).await,
+        Err(StoreError::InUse)
+    ));
+    assert_eq!(f.audit_count().await, 2);
+    assert!(s.get_group(&g.name).await.unwrap().is_some());
+    assert!(s.get_credential(&cred.name).await.unwrap().is_some());
+
+    s.delete_key(k.id, &record("k")).await.unwrap();
+    s.delete_group(&g.name, &record("g")).await.unwrap();
+    s.delete_credential(&cred.name, &record("c")).await.unwrap();
+    assert_eq!(s.list_groups().await.unwrap(), vec![]);
+    assert_eq!(s.list_credentials().await.unwrap(), vec![]);
+    assert_eq!(f.audit_count().await, 5);
+}
+
+#[tokio::test]
+async fn settings_default_until_saved() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    assert_eq!(s.get_settings().await.unwrap(), Settings::default());
+    let changed = Settings {
+        dual_control: false,
+        lockout_threshold: 3,
+        ..Settings::default()
+    };
+    s.put_settings(&changed, &record("Changed configuration"))
+        .await
+        .unwrap();
+    assert_eq!(s.get_settings().await.unwrap(), changed);
+    let again = Settings {
+        session_max_hours: 1,
+        ..changed
+    };
+    s.put_settings(&again, &record("Changed configuration"))
+        .await
+        .unwrap();
+    assert_eq!(s.get_settings().await.unwrap(), again);
+    assert_eq!(f.audit_count().await, 2);
+}

@@ -1,0 +1,10 @@
+//! SqlStore against real SQLite files in a temporary directory.
+
+// clippy.toml allows these in #[test] functions only; the shared fixtures
+// here fail a test the same way.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit;
+mod common;
+mod durability;
+mod entities;
