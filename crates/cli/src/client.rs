@@ -338,6 +338,19 @@ impl Client {
         self.read_json(response).await
     }
 
+    /// A GET that gives up after `timeout` (polling, where a hung answer is
+    /// better retried than waited for).
+    pub async fn get_within<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<T> {
+        let response = self
+            .send(self.request(Method::GET, path).timeout(timeout))
+            .await?;
+        self.read_json(response).await
+    }
+
     pub async fn get_query<T: DeserializeOwned, Q: Serialize + ?Sized>(
         &self,
         path: &str,

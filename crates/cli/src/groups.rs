@@ -1,13 +1,15 @@
-//! `keyhold group create | list | show | update | delete`: key groups, the
-//! unit that holds the AWS properties and rotation schedule of its keys.
+//! `keyhold group create | list | show | update | delete | rotate`: key
+//! groups, the unit that holds the AWS properties and rotation schedule of
+//! its keys.
 
 use std::path::{Path, PathBuf};
 
-use keyhold_api::{CreateGroupRequest, GroupView, UpdateGroupRequest};
+use keyhold_api::{CreateGroupRequest, GroupView, JobView, UpdateGroupRequest};
 use reqwest::Method;
 
 use crate::client::{CliError, Context, segment};
 use crate::input;
+use crate::jobs;
 use crate::output::{self, OutputFormat, Tabular};
 
 /// Largest policy file read (AWS allows 32 KiB policies; the server checks).
@@ -30,6 +32,16 @@ pub enum GroupCommand {
     Delete {
         /// The group's name.
         name: String,
+    },
+    /// Force Rotate: start a job that puts a new key into AWS KMS and moves
+    /// the group's alias to it.
+    Rotate {
+        /// The group's name.
+        name: String,
+        /// Follow the job until it ends, printing its messages; exits 1 if it
+        /// fails or is cancelled.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -334,6 +346,17 @@ pub async fn run(ctx: &Context, command: GroupCommand) -> anyhow::Result<()> {
             output::print_done(ctx.output, &format!("Deleted key group {name}."))?;
             Ok(())
         }
+        GroupCommand::Rotate { name, wait } => {
+            let client = ctx.authenticated()?;
+            let job: JobView = client
+                .call(
+                    Method::POST,
+                    &format!("/groups/{}/rotate", segment(&name)),
+                    &serde_json::Map::new(),
+                )
+                .await?;
+            jobs::started(ctx, &client, job, wait).await
+        }
     }
 }
 
@@ -498,6 +521,19 @@ mod tests {
                 .to_string()
                 .contains("not valid JSON")
         );
+    }
+
+    #[test]
+    fn rotate_takes_a_name_and_wait() {
+        assert!(matches!(
+            parse(&["rotate", "ig-demo", "--wait"]),
+            Ok(GroupCommand::Rotate { name, wait: true }) if name == "ig-demo"
+        ));
+        assert!(matches!(
+            parse(&["rotate", "ig-demo"]),
+            Ok(GroupCommand::Rotate { wait: false, .. })
+        ));
+        assert!(parse(&["rotate"]).is_err());
     }
 
     #[test]

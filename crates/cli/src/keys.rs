@@ -1,8 +1,10 @@
-//! `keyhold key list | show | delete`: *Key Management → Keys*.
+//! `keyhold key list | show | sync | delete`: *Key Management → Keys*.
 
-use keyhold_api::KeyView;
+use keyhold_api::{JobView, KeyView, SyncRequest};
+use reqwest::Method;
 
-use crate::client::{Context, segment};
+use crate::client::{CliError, Context, segment};
+use crate::jobs;
 use crate::output::{self, Tabular};
 
 #[derive(Debug, clap::Subcommand)]
@@ -18,11 +20,56 @@ pub enum KeyCommand {
         /// The key's name (its KMS key id) or keyhold id.
         key: String,
     },
+    /// Synchronize: start a job that re-imports the key's material into AWS
+    /// KMS and puts the group's policy on it (or deletes the material).
+    Sync(SyncArgs),
     /// Delete a key.
     Delete {
         /// The key's name (its KMS key id) or keyhold id.
         key: String,
     },
+}
+
+/// The options of *Cloud → Synchronize*. All three are always sent, so the
+/// job does exactly what the command line says: update the policy and
+/// import the material unless told not to, delete the material only when
+/// asked (deleting runs first, so `--delete-material` alone deletes and
+/// imports again; add `--no-import-material` to leave the key pending import).
+#[derive(Debug, Default, clap::Args)]
+pub struct SyncArgs {
+    /// The key's name (its KMS key id) or keyhold id.
+    pub key: String,
+    /// Do not put the group's key policy on the KMS key.
+    #[arg(long)]
+    pub no_update_policy: bool,
+    /// Do not import the key's material into the KMS key.
+    #[arg(long)]
+    pub no_import_material: bool,
+    /// Delete the imported key material from AWS KMS (the KMS key becomes pending import).
+    #[arg(long)]
+    pub delete_material: bool,
+    /// Follow the job until it ends, printing its messages; exits 1 if it
+    /// fails or is cancelled.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// The request a `key sync` sends: every option, explicitly.
+pub fn sync_request(args: &SyncArgs) -> Result<SyncRequest, CliError> {
+    let request = SyncRequest {
+        update_policy: Some(!args.no_update_policy),
+        import_material: Some(!args.no_import_material),
+        delete_material: Some(args.delete_material),
+    };
+    if request.update_policy == Some(false)
+        && request.import_material == Some(false)
+        && request.delete_material == Some(false)
+    {
+        return Err(CliError::Input(
+            "nothing to synchronize: --no-update-policy and --no-import-material leave no step; drop one, or add --delete-material".into(),
+        ));
+    }
+    Ok(request)
 }
 
 impl Tabular for KeyView {
@@ -98,6 +145,10 @@ fn state(key: &KeyView) -> String {
 }
 
 pub async fn run(ctx: &Context, command: KeyCommand) -> anyhow::Result<()> {
+    if let KeyCommand::Sync(args) = &command {
+        // Refuse an empty synchronization before asking for the session.
+        sync_request(args)?;
+    }
     let client = ctx.authenticated()?;
     match command {
         KeyCommand::List { group } => {
@@ -111,6 +162,17 @@ pub async fn run(ctx: &Context, command: KeyCommand) -> anyhow::Result<()> {
             let key: KeyView = client.get(&format!("/keys/{}", segment(&key))).await?;
             output::print_item(ctx.output, &key)
         }
+        KeyCommand::Sync(args) => {
+            let request = sync_request(&args)?;
+            let job: JobView = client
+                .call(
+                    Method::POST,
+                    &format!("/keys/{}/sync", segment(&args.key)),
+                    &request,
+                )
+                .await?;
+            jobs::started(ctx, &client, job, args.wait).await
+        }
         KeyCommand::Delete { key } => {
             client.delete(&format!("/keys/{}", segment(&key))).await?;
             output::print_done(ctx.output, &format!("Deleted HSM protected key {key}."))?;
@@ -122,6 +184,53 @@ pub async fn run(ctx: &Context, command: KeyCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(subcommand)]
+        command: KeyCommand,
+    }
+
+    fn sync_json(args: &[&str]) -> Result<serde_json::Value, CliError> {
+        let line = [&["key", "sync", "k1"][..], args].concat();
+        let Ok(Harness {
+            command: KeyCommand::Sync(sync),
+        }) = Harness::try_parse_from(line)
+        else {
+            panic!("not a sync: {args:?}");
+        };
+        sync_request(&sync).map(|r| serde_json::to_value(r).unwrap())
+    }
+
+    #[test]
+    fn sync_flags_become_the_request() {
+        assert_eq!(
+            sync_json(&[]).unwrap(),
+            json!({"update_policy": true, "import_material": true, "delete_material": false})
+        );
+        assert_eq!(
+            sync_json(&["--no-update-policy"]).unwrap(),
+            json!({"update_policy": false, "import_material": true, "delete_material": false})
+        );
+        assert_eq!(
+            sync_json(&["--no-import-material", "--wait"]).unwrap(),
+            json!({"update_policy": true, "import_material": false, "delete_material": false})
+        );
+        assert_eq!(
+            sync_json(&[
+                "--delete-material",
+                "--no-import-material",
+                "--no-update-policy"
+            ])
+            .unwrap(),
+            json!({"update_policy": false, "import_material": false, "delete_material": true})
+        );
+        let err = sync_json(&["--no-update-policy", "--no-import-material"]).unwrap_err();
+        assert!(err.to_string().contains("nothing to synchronize"), "{err}");
+        assert_eq!(err.exit_code(), crate::client::EXIT_USAGE);
+    }
 
     fn key(valid_to: Option<&str>, expired: bool) -> KeyView {
         KeyView {

@@ -8,6 +8,7 @@ mod credentials;
 mod groups;
 mod identities;
 mod input;
+mod jobs;
 mod keys;
 mod output;
 mod session;
@@ -30,6 +31,10 @@ Exit status:
   1  failure: the server is not reachable or failed, the audit chain is broken, a local I/O error
   2  usage error or bad input, or a request the server refused (not logged in, not allowed,
      not found, conflict, invalid value)
+  130  Ctrl-C stopped following a job (--wait, job watch); the job goes on in the server
+
+Following a job (--wait, job watch) exits 0 if it succeeded and 1 if it failed or was
+cancelled.
 
 Passwords are never taken from arguments: give them on stdin with --password-stdin, or
 type them when asked.";
@@ -83,6 +88,9 @@ enum Command {
     /// Keys (HSM protected, pushed into AWS KMS).
     #[command(subcommand)]
     Key(keys::KeyCommand),
+    /// Jobs: the Force Rotate and Synchronize runs, their progress and messages.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// The audit log: list, verify its hash chain, export.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -128,6 +136,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Credential(command) => credentials::run(ctx, command).await,
         Command::Group(command) => groups::run(ctx, command).await,
         Command::Key(command) => keys::run(ctx, command).await,
+        Command::Job(command) => jobs::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await,
         Command::Config { command } => configuration::run(ctx, command).await,
     }
@@ -200,6 +209,15 @@ mod tests {
              --rotate-every 30d --valid-for 1y --disable-after-rotate",
             "keyhold group show ig-demo -o json",
             "keyhold key list --group ig-demo --output json",
+            "keyhold group rotate ig-demo",
+            "keyhold group rotate ig-demo --wait -o json",
+            "keyhold key sync bbb61d9f-0fba-4585-8c31-988cbc999849 --no-update-policy \
+             --no-import-material --delete-material --wait",
+            "keyhold job list --limit 20",
+            "keyhold job show 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11",
+            "keyhold job watch 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11 --output json",
+            "keyhold job retry 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11 --wait",
+            "keyhold job cancel 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11",
             "keyhold audit list --from 2026-11-01 --limit 5",
             "keyhold audit verify",
             "keyhold audit export --file audit.ndjson",

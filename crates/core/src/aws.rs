@@ -2,7 +2,6 @@
 //! hold an alias, region, key id or policy that AWS would refuse.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 use crate::error::InvalidInput;
 
@@ -51,32 +50,6 @@ pub const AWS_REGIONS: &[&str] = &[
     "us-west-1",
     "us-west-2",
 ];
-
-macro_rules! string_newtype {
-    ($ty:ident) => {
-        impl $ty {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-        impl TryFrom<String> for $ty {
-            type Error = InvalidInput;
-            fn try_from(raw: String) -> Result<Self, Self::Error> {
-                Self::parse(&raw)
-            }
-        }
-        impl From<$ty> for String {
-            fn from(v: $ty) -> String {
-                v.0
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
 
 /// A KMS alias such as `alias/payments`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

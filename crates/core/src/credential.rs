@@ -85,22 +85,9 @@ impl AccessKeyId {
             ))
         }
     }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for AccessKeyId {
-    type Error = InvalidInput;
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(&raw)
-    }
-}
-impl From<AccessKeyId> for String {
-    fn from(v: AccessKeyId) -> String {
-        v.0
-    }
-}
+string_newtype!(AccessKeyId);
 
 /// An endpoint override URL (`https://…`, or `http://` for a loopback test peer).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,27 +120,9 @@ impl Endpoint {
         }
         Ok(Self(raw.trim_end_matches('/').to_owned()))
     }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Endpoint {
-    type Error = InvalidInput;
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(&raw)
-    }
-}
-impl From<Endpoint> for String {
-    fn from(v: Endpoint) -> String {
-        v.0
-    }
-}
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_newtype!(Endpoint);
 
 /// An access key read from the CSV that IAM offers for download.
 pub struct AccessKeyCsv {

@@ -208,6 +208,7 @@ impl Step {
 /// What a job has committed so far. Each field is set by the step that
 /// produced it, in the same transaction that records the step as done.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)] // progress written by an older release still loads
 pub struct JobProgress {
     pub steps: Vec<Step>,
     pub done: Vec<Step>,

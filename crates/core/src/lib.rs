@@ -5,6 +5,9 @@
 //! from a [`clock::Clock`], persistence from a [`ports::Store`], key material
 //! from a [`ports::Keystore`].
 
+#[macro_use]
+mod newtype;
+
 pub mod audit;
 pub mod aws;
 pub mod clock;

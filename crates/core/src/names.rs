@@ -5,7 +5,6 @@
 //! a path separator or another line into a log.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 use crate::error::InvalidInput;
 
@@ -52,37 +51,9 @@ macro_rules! name_type {
             pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
                 parse_name($field, raw).map(Self)
             }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
         }
 
-        impl TryFrom<String> for $ty {
-            type Error = InvalidInput;
-            fn try_from(raw: String) -> Result<Self, Self::Error> {
-                Self::parse(&raw)
-            }
-        }
-
-        impl From<$ty> for String {
-            fn from(name: $ty) -> String {
-                name.0
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl std::str::FromStr for $ty {
-            type Err = InvalidInput;
-            fn from_str(raw: &str) -> Result<Self, Self::Err> {
-                Self::parse(raw)
-            }
-        }
+        string_newtype!($ty);
     };
 }
 

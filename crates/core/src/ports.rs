@@ -158,47 +158,17 @@ pub trait Store: Send + Sync {
 
     // Jobs
     /// Records a new job with its audit "intent" entry.
-    async fn insert_job(&self, job: &Job, audit: &AuditRecord) -> Result<(), StoreError> {
-        // TEMPORARY until the store implements jobs.
-        Err(StoreError::Unavailable(
-            "jobs are not implemented by this store".into(),
-        ))
-    }
-    async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
-        // TEMPORARY until the store implements jobs.
-        Err(StoreError::Unavailable(
-            "jobs are not implemented by this store".into(),
-        ))
-    }
-    /// Newest first.
-    async fn list_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
-        // TEMPORARY until the store implements jobs.
-        Err(StoreError::Unavailable(
-            "jobs are not implemented by this store".into(),
-        ))
-    }
+    async fn insert_job(&self, job: &Job, audit: &AuditRecord) -> Result<(), StoreError>;
+    async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError>;
+    /// Newest first; `limit` 0 means 100, and at most 1000 are returned.
+    async fn list_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
     /// Jobs queued or running, oldest first: what a restart resumes.
-    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        // TEMPORARY until the store implements jobs.
-        Err(StoreError::Unavailable(
-            "jobs are not implemented by this store".into(),
-        ))
-    }
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// Commits one step of a job atomically: the job row (progress, status,
     /// error), the keys and group the step changed, its message and its audit entry.
-    async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
-        // TEMPORARY until the store implements jobs.
-        Err(StoreError::Unavailable(
-            "jobs are not implemented by this store".into(),
-        ))
-    }
+    async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError>;
     /// Oldest first.
-    async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
-        // TEMPORARY until the store implements jobs.
-        Err(StoreError::Unavailable(
-            "jobs are not implemented by this store".into(),
-        ))
-    }
+    async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError>;
 
     // Settings
     async fn get_settings(&self) -> Result<Settings, StoreError>;
@@ -224,6 +194,7 @@ pub struct JobCommit<'a> {
     /// Keys to insert or replace (by id).
     pub keys: &'a [Key],
     pub group: Option<&'a KeyGroup>,
+    /// A message for this job (its `job_id` is `job.id`).
     pub message: Option<&'a JobMessage>,
     pub audit: Option<&'a AuditRecord>,
 }

@@ -4,7 +4,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use keyhold_aws::WrappingKeySpec;
 use keyhold_keystore::MasterKeySource;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -16,6 +18,21 @@ pub const DEFAULT_DATA_DIR: &str = "./keyhold-data";
 /// Environment variable holding the keystore passphrase. Environment only:
 /// a flag would show in `ps` and shell history.
 pub const PASSPHRASE_ENV: &str = "KEYHOLD_KEYSTORE_PASSPHRASE";
+/// Attempts per AWS KMS request unless told otherwise (the SDK's standard retry).
+pub const DEFAULT_KMS_MAX_ATTEMPTS: u32 = 5;
+/// Most attempts per AWS KMS request: beyond this a job step would hang for
+/// minutes on an outage instead of failing and being retried by an officer.
+pub const MAX_KMS_MAX_ATTEMPTS: u32 = 10;
+/// Seconds one AWS KMS request attempt may take unless told otherwise.
+pub const DEFAULT_KMS_REQUEST_TIMEOUT_SECONDS: u64 = 10;
+pub const MAX_KMS_REQUEST_TIMEOUT_SECONDS: u64 = 300;
+/// Rotate and synchronize jobs that run at once unless told otherwise.
+pub const DEFAULT_JOB_CONCURRENCY: u32 = 8;
+/// More jobs at once than this would only queue on AWS KMS's request quotas
+/// (CreateKey and UpdateAlias are 5 per second per account and Region).
+pub const MAX_JOB_CONCURRENCY: u32 = 64;
+/// The SDK's standard retry waits at most this long between two attempts.
+const SDK_MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// Flags of `keyhold serve` and `keyhold init`. Each flag also reads the
 /// environment variable named beside it; a flag beats its variable, and
@@ -46,6 +63,37 @@ pub struct ServeArgs {
     /// sessions and passwords would cross the network unencrypted.
     #[arg(long, env = "KEYHOLD_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+    /// Size of the RSA key AWS KMS generates to receive key material for
+    /// import: RSA_2048, RSA_3072 or RSA_4096 [default: RSA_4096, AWS's
+    /// recommendation].
+    #[arg(long, env = "KEYHOLD_KMS_WRAPPING_KEY_SPEC", value_name = "SPEC")]
+    pub kms_wrapping_key_spec: Option<String>,
+    /// Send requests to AWS KMS's FIPS endpoints (kms-fips.<region>.amazonaws.com)
+    /// [default: false]. A credential's endpoint override is used as given.
+    #[arg(
+        long,
+        env = "KEYHOLD_KMS_USE_FIPS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub kms_use_fips: Option<bool>,
+    /// Attempts per AWS KMS request, the first included (1 = no retry), with
+    /// exponential back-off and jitter in between: 1 to 10 [default: 5].
+    #[arg(long, env = "KEYHOLD_KMS_MAX_ATTEMPTS", value_name = "N")]
+    pub kms_max_attempts: Option<u32>,
+    /// Seconds one attempt of an AWS KMS request may take: 1 to 300 [default: 10].
+    #[arg(
+        long,
+        env = "KEYHOLD_KMS_REQUEST_TIMEOUT_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub kms_request_timeout_seconds: Option<u64>,
+    /// Rotate and synchronize jobs that run at the same time; more wait their
+    /// turn: 1 to 64 [default: 8].
+    #[arg(long, env = "KEYHOLD_JOB_CONCURRENCY", value_name = "N")]
+    pub job_concurrency: Option<u32>,
 }
 
 /// The configuration file. Unknown keys are an error, so a misspelt setting
@@ -65,6 +113,16 @@ struct FileConfig {
     log: Option<String>,
     /// Serve plain HTTP on an address other than loopback.
     allow_plain_http: Option<bool>,
+    /// RSA_2048, RSA_3072 or RSA_4096.
+    kms_wrapping_key_spec: Option<String>,
+    /// Use AWS KMS's FIPS endpoints.
+    kms_use_fips: Option<bool>,
+    /// Attempts per AWS KMS request, the first included.
+    kms_max_attempts: Option<u32>,
+    /// Seconds per attempt of an AWS KMS request.
+    kms_request_timeout_seconds: Option<u64>,
+    /// Jobs that run at the same time.
+    job_concurrency: Option<u32>,
 }
 
 /// The validated configuration the server runs with.
@@ -74,6 +132,43 @@ pub struct Config {
     pub database: DatabaseUrl,
     pub master_key: MasterKeySource,
     pub log: String,
+    /// How keyhold reaches AWS KMS.
+    pub kms: KmsConfig,
+    /// Jobs that run at the same time.
+    pub job_concurrency: usize,
+}
+
+/// How keyhold's AWS KMS clients behave; the same for every credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmsConfig {
+    pub wrapping_key_spec: WrappingKeySpec,
+    pub use_fips: bool,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// One attempt, from sending the request to reading the whole response.
+    pub request_timeout: Duration,
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        Self {
+            wrapping_key_spec: WrappingKeySpec::default(),
+            use_fips: false,
+            max_attempts: DEFAULT_KMS_MAX_ATTEMPTS,
+            request_timeout: Duration::from_secs(DEFAULT_KMS_REQUEST_TIMEOUT_SECONDS),
+        }
+    }
+}
+
+impl KmsConfig {
+    /// The bound on one whole call, retries included. It follows from the
+    /// settings users tune (attempts and their timeout) so that raising
+    /// either never cuts calls short: every attempt may take its full
+    /// timeout, and every back-off its maximum.
+    pub fn operation_timeout(&self) -> Duration {
+        self.request_timeout.saturating_mul(self.max_attempts)
+            + SDK_MAX_BACKOFF.saturating_mul(self.max_attempts.saturating_sub(1))
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -84,6 +179,8 @@ impl std::fmt::Debug for Config {
             .field("database", &self.database)
             .field("master_key", &self.master_key)
             .field("log", &self.log)
+            .field("kms", &self.kms)
+            .field("job_concurrency", &self.job_concurrency)
             .finish()
     }
 }
@@ -185,13 +282,84 @@ impl ServeArgs {
             (None, Some(passphrase)) => MasterKeySource::Passphrase(passphrase),
             (None, None) => MasterKeySource::File,
         };
+        let kms = KmsConfig {
+            wrapping_key_spec: match self.kms_wrapping_key_spec.or(file.kms_wrapping_key_spec) {
+                Some(raw) => parse_wrapping_key_spec(&raw)?,
+                None => WrappingKeySpec::default(),
+            },
+            use_fips: self.kms_use_fips.or(file.kms_use_fips).unwrap_or(false),
+            max_attempts: in_range(
+                "kms_max_attempts",
+                self.kms_max_attempts.or(file.kms_max_attempts),
+                DEFAULT_KMS_MAX_ATTEMPTS,
+                1..=MAX_KMS_MAX_ATTEMPTS,
+                "attempts per AWS KMS request (1 means no retry)",
+            )?,
+            request_timeout: Duration::from_secs(in_range(
+                "kms_request_timeout_seconds",
+                self.kms_request_timeout_seconds
+                    .or(file.kms_request_timeout_seconds),
+                DEFAULT_KMS_REQUEST_TIMEOUT_SECONDS,
+                1..=MAX_KMS_REQUEST_TIMEOUT_SECONDS,
+                "seconds per AWS KMS request attempt",
+            )?),
+        };
+        let job_concurrency = in_range(
+            "job_concurrency",
+            self.job_concurrency.or(file.job_concurrency),
+            DEFAULT_JOB_CONCURRENCY,
+            1..=MAX_JOB_CONCURRENCY,
+            "jobs running at the same time",
+        )?;
         Ok(Config {
             data_dir,
             listen,
             database: DatabaseUrl(SecretString::from(database_raw)),
             master_key,
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            kms,
+            // At most MAX_JOB_CONCURRENCY, so the conversion cannot fail.
+            job_concurrency: usize::try_from(job_concurrency).unwrap_or(1),
         })
+    }
+}
+
+/// RSA_2048, RSA_3072 or RSA_4096, as AWS names them (any case).
+fn parse_wrapping_key_spec(raw: &str) -> Result<WrappingKeySpec, ConfigError> {
+    [WrappingKeySpec::Rsa2048, WrappingKeySpec::Rsa3072, WrappingKeySpec::Rsa4096]
+        .into_iter()
+        .find(|spec| spec.aws_name().eq_ignore_ascii_case(raw.trim()))
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "kms_wrapping_key_spec '{}' is not a KMS wrapping key spec: use RSA_2048, RSA_3072 or RSA_4096 (RSA_4096 is AWS's recommendation)",
+                raw.chars().filter(|c| !c.is_control()).take(40).collect::<String>()
+            ))
+        })
+}
+
+/// The value given, or the default, checked against its range. The setting
+/// is named as in the configuration file; the flag and variable derive from it.
+fn in_range<T>(
+    name: &str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError(format!(
+            "{name} is {value}, but the {what} must be between {} and {} (default {default}): set --{} or KEYHOLD_{} accordingly",
+            range.start(),
+            range.end(),
+            name.replace('_', "-"),
+            name.to_ascii_uppercase()
+        )))
     }
 }
 
@@ -302,6 +470,153 @@ mod tests {
         );
         let url = DatabaseUrl(SecretString::from("postgres://u:pw@h/d".to_owned()));
         assert!(!format!("{url:?} {url}").contains("pw@"));
+    }
+
+    #[test]
+    fn kms_and_job_settings_default_to_the_documented_values() {
+        let config = ServeArgs::default().resolve(None).unwrap();
+        assert_eq!(config.kms, KmsConfig::default());
+        assert_eq!(config.kms.wrapping_key_spec, WrappingKeySpec::Rsa4096);
+        assert!(!config.kms.use_fips);
+        assert_eq!(config.kms.max_attempts, 5);
+        assert_eq!(config.kms.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.job_concurrency, 8);
+        // 5 attempts of 10 s and 4 back-offs of at most 20 s.
+        assert_eq!(config.kms.operation_timeout(), Duration::from_secs(130));
+    }
+
+    #[test]
+    fn kms_and_job_settings_layer_like_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyhold.toml");
+        std::fs::write(
+            &file,
+            "kms_wrapping_key_spec = \"RSA_3072\"\nkms_use_fips = true\nkms_max_attempts = 3\nkms_request_timeout_seconds = 30\njob_concurrency = 2\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        }
+        .resolve(None)
+        .unwrap();
+        assert_eq!(
+            from_file.kms,
+            KmsConfig {
+                wrapping_key_spec: WrappingKeySpec::Rsa3072,
+                use_fips: true,
+                max_attempts: 3,
+                request_timeout: Duration::from_secs(30),
+            }
+        );
+        assert_eq!(from_file.job_concurrency, 2);
+        let flags = ServeArgs {
+            config: Some(file),
+            kms_wrapping_key_spec: Some("rsa_2048".into()),
+            kms_use_fips: Some(false),
+            kms_max_attempts: Some(1),
+            kms_request_timeout_seconds: Some(5),
+            job_concurrency: Some(16),
+            ..Default::default()
+        }
+        .resolve(None)
+        .unwrap();
+        assert_eq!(flags.kms.wrapping_key_spec, WrappingKeySpec::Rsa2048);
+        assert!(
+            !flags.kms.use_fips,
+            "a flag turns off what the file turned on"
+        );
+        assert_eq!(flags.kms.max_attempts, 1);
+        assert_eq!(flags.kms.request_timeout, Duration::from_secs(5));
+        assert_eq!(flags.job_concurrency, 16);
+    }
+
+    #[test]
+    fn kms_and_job_settings_out_of_range_are_refused_with_the_way_out() {
+        let refuse = |args: ServeArgs, needle: &str| {
+            let err = args.resolve(None).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        };
+        refuse(
+            ServeArgs {
+                kms_wrapping_key_spec: Some("RSA_1024".into()),
+                ..Default::default()
+            },
+            "RSA_2048, RSA_3072 or RSA_4096",
+        );
+        refuse(
+            ServeArgs {
+                kms_max_attempts: Some(0),
+                ..Default::default()
+            },
+            "--kms-max-attempts",
+        );
+        refuse(
+            ServeArgs {
+                kms_max_attempts: Some(11),
+                ..Default::default()
+            },
+            "between 1 and 10",
+        );
+        refuse(
+            ServeArgs {
+                kms_request_timeout_seconds: Some(0),
+                ..Default::default()
+            },
+            "KEYHOLD_KMS_REQUEST_TIMEOUT_SECONDS",
+        );
+        refuse(
+            ServeArgs {
+                kms_request_timeout_seconds: Some(301),
+                ..Default::default()
+            },
+            "between 1 and 300",
+        );
+        refuse(
+            ServeArgs {
+                job_concurrency: Some(0),
+                ..Default::default()
+            },
+            "job_concurrency is 0",
+        );
+        refuse(
+            ServeArgs {
+                job_concurrency: Some(65),
+                ..Default::default()
+            },
+            "between 1 and 64",
+        );
+    }
+
+    #[test]
+    fn kms_flags_parse_from_the_command_line() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "keyhold",
+            "--kms-wrapping-key-spec",
+            "RSA_2048",
+            "--kms-use-fips",
+            "--kms-max-attempts",
+            "2",
+            "--kms-request-timeout-seconds",
+            "7",
+            "--job-concurrency",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.kms_use_fips, Some(true));
+        let config = cli.serve.resolve(None).unwrap();
+        assert_eq!(config.kms.wrapping_key_spec, WrappingKeySpec::Rsa2048);
+        assert_eq!(config.kms.max_attempts, 2);
+        assert_eq!(config.kms.request_timeout, Duration::from_secs(7));
+        assert_eq!(config.job_concurrency, 3);
+        let off = Cli::try_parse_from(["keyhold", "--kms-use-fips=false"]).unwrap();
+        assert_eq!(off.serve.kms_use_fips, Some(false));
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! keyhold-core. The `keyhold` binary calls [`run_init`] and [`run_serve`].
 
 pub mod config;
+pub mod connector;
+#[cfg(feature = "crash-points")]
+pub mod crash_points;
 mod http;
+pub mod jobs;
 pub mod startup;
 
-pub use config::{Config, ServeArgs};
+pub use config::{Config, KmsConfig, ServeArgs};
 pub use http::errors::ApiError;
 pub use startup::Server;
 

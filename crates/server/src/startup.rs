@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 
 use crate::InitialPassword;
 use crate::config::Config;
+use crate::connector::AwsConnector;
 use crate::http::{self, AppState, Metrics};
+use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
 
 /// A server bound to its address, ready to run.
 pub struct Server {
@@ -32,9 +34,17 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let connector = Arc::new(AwsConnector::new(config.kms.clone()));
+        let jobs = JobRunner::new(
+            keyhold.clone(),
+            connector,
+            job_hooks()?,
+            config.job_concurrency,
+        );
         let state = AppState {
             keyhold,
             metrics: Arc::new(Metrics::default()),
+            jobs,
         };
         Ok((Self { listener, state }, passwords))
     }
@@ -43,16 +53,22 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    /// Takes up the jobs a previous run left unfinished, then serves until
+    /// `shutdown` completes, finishes in-flight requests, and gives running
+    /// jobs a grace period to end (those that do not resume at the next start).
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let jobs = self.state.jobs.clone();
+        jobs.resume_unfinished();
         let router = http::router(self.state);
-        axum::serve(self.listener, router)
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("the HTTP server stopped")
+            .context("the HTTP server stopped");
+        jobs.shutdown(SHUTDOWN_GRACE).await;
+        served
     }
 }
 
@@ -114,6 +130,20 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(path)
         .with_context(|| format!("cannot create data directory {}", path.display()))
+}
+
+/// What jobs report their step boundaries to: nothing in production; with
+/// the `crash-points` feature, the pause point the environment names.
+fn job_hooks() -> anyhow::Result<Arc<dyn JobHooksFactory>> {
+    #[cfg(feature = "crash-points")]
+    if let Some(at) = crate::crash_points::PauseAt::from_env().map_err(anyhow::Error::msg)? {
+        tracing::warn!(
+            ?at,
+            "crash points armed: a job will stop at this point until the process is killed"
+        );
+        return Ok(Arc::new(at));
+    }
+    Ok(Arc::new(crate::jobs::NoJobHooks))
 }
 
 /// The process clock.

@@ -8,7 +8,7 @@ use keyhold_core::error::KeystoreError;
 use keyhold_core::ports::SharedAuditMac;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-/// Most entries one `list_audit` call returns.
+/// Most rows one list call (`list_audit`, `list_jobs`) returns.
 pub(crate) const MAX_LIST_LIMIT: u32 = 1000;
 /// What `limit: 0` means: the caller did not say.
 pub(crate) const DEFAULT_LIST_LIMIT: u32 = 100;

@@ -20,9 +20,10 @@ use keyhold_core::aws::KmsKeyId;
 use keyhold_core::credential::Credential;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
+use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::Key;
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
-use keyhold_core::ports::{SharedAuditMac, Store};
+use keyhold_core::ports::{JobCommit, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
 
 pub use url::mask_url;
@@ -187,6 +188,25 @@ impl Store for SqlStore {
     }
     async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError> {
         self.inner().delete_key(id, audit).await
+    }
+
+    async fn insert_job(&self, job: &Job, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.inner().insert_job(job, audit).await
+    }
+    async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
+        self.inner().get_job(id).await
+    }
+    async fn list_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.inner().list_jobs(limit).await
+    }
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.inner().unfinished_jobs().await
+    }
+    async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
+        self.inner().commit_job(commit).await
+    }
+    async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
+        self.inner().job_messages(job_id).await
     }
 
     async fn get_settings(&self) -> Result<Settings, StoreError> {

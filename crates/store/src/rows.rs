@@ -11,9 +11,11 @@ use keyhold_core::credential::{AccessKeyId, CloudService, Credential, Credential
 use keyhold_core::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Role, Session, SessionIdentity};
 use keyhold_core::interval::Interval;
+use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus};
 use keyhold_core::key::{CheckDigits, Key, KeyState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
 use keyhold_core::settings::Settings;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::corrupt;
@@ -343,14 +345,97 @@ pub(crate) fn settings_json(settings: &Settings) -> Result<String, StoreError> {
 /// Reads saved settings over the defaults, so that a setting added in a later
 /// release takes its default instead of making older rows unreadable.
 pub(crate) fn parse_settings(raw: &str) -> Result<Settings, StoreError> {
-    let bad = |e: serde_json::Error| corrupt("settings", "body", e);
+    parse_over_default("settings", "body", raw)
+}
+
+/// Reads a JSON object over `T::default()`: fields missing from `raw` (added
+/// by a later release) take their defaults instead of making the row unreadable.
+fn parse_over_default<T>(table: &str, column: &str, raw: &str) -> Result<T, StoreError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let bad = |e: serde_json::Error| corrupt(table, column, e);
     let saved: serde_json::Value = serde_json::from_str(raw).map_err(bad)?;
-    let mut merged = serde_json::to_value(Settings::default()).map_err(bad)?;
+    let mut merged = serde_json::to_value(T::default()).map_err(bad)?;
     match (&mut merged, saved) {
         (serde_json::Value::Object(base), serde_json::Value::Object(saved)) => base.extend(saved),
-        _ => return Err(corrupt("settings", "body", "not a JSON object")),
+        _ => return Err(corrupt(table, column, "not a JSON object")),
     }
     serde_json::from_value(merged).map_err(bad)
+}
+
+// Jobs
+
+pub(crate) fn job_spec_json(kind: &JobKind) -> Result<String, StoreError> {
+    serde_json::to_string(kind).map_err(|e| StoreError::Corrupt(format!("job spec: {e}")))
+}
+
+pub(crate) fn job_progress_json(progress: &JobProgress) -> Result<String, StoreError> {
+    serde_json::to_string(progress).map_err(|e| StoreError::Corrupt(format!("job progress: {e}")))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: String,
+    kind: String,
+    spec: String,
+    status: String,
+    users: String,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    progress: String,
+    error: Option<String>,
+    attempts: i64,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+    fn try_from(row: JobRow) -> Result<Self, StoreError> {
+        const T: &str = "jobs";
+        let kind: JobKind = serde_json::from_str(&row.spec).map_err(|e| corrupt(T, "spec", e))?;
+        if kind.label() != row.kind {
+            return Err(corrupt(
+                T,
+                "kind",
+                format!("'{}' but spec is a {} job", row.kind, kind.label()),
+            ));
+        }
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            kind,
+            status: JobStatus::parse(&row.status)
+                .ok_or_else(|| corrupt(T, "status", format!("unknown status '{}'", row.status)))?,
+            users: row.users,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+            started_at: read_opt_ts(T, "started_at", row.started_at.as_deref())?,
+            finished_at: read_opt_ts(T, "finished_at", row.finished_at.as_deref())?,
+            // Over the defaults: a job interrupted by an upgrade resumes with
+            // progress fields added since it started.
+            progress: parse_over_default(T, "progress", &row.progress)?,
+            error: row.error,
+            attempts: read_u32(T, "attempts", row.attempts)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobMessageRow {
+    job_id: String,
+    time: String,
+    text: String,
+}
+
+impl TryFrom<JobMessageRow> for JobMessage {
+    type Error = StoreError;
+    fn try_from(row: JobMessageRow) -> Result<Self, StoreError> {
+        const T: &str = "job_messages";
+        Ok(Self {
+            job_id: read_uuid(T, "job_id", &row.job_id)?,
+            time: read_ts(T, "time", &row.time)?,
+            text: row.text,
+        })
+    }
 }
 
 // Audit log

@@ -76,17 +76,6 @@ impl Kms {
         }
     }
 
-    pub async fn key_count(&self) -> usize {
-        self.client
-            .list_keys()
-            .limit(1000)
-            .send()
-            .await
-            .unwrap()
-            .keys()
-            .len()
-    }
-
     pub async fn alias_target(&self, alias: &str) -> Option<String> {
         let aliases = self.client.list_aliases().limit(100).send().await.unwrap();
         aliases

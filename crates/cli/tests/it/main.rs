@@ -12,7 +12,9 @@ mod audit;
 mod bad_input;
 mod cli;
 mod credentials;
+mod engine;
 
 mod groups;
 
+mod resume;
 mod sessions;

@@ -25,6 +25,9 @@ use crate::key::{Key, KeyState};
 use crate::names::GroupName;
 use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks};
 
+/// How far back a failed rotation still blocks a new one.
+const RECENT_JOBS: u32 = 1000;
+
 /// What a step produced, committed in one transaction with the job's progress.
 struct StepOutcome {
     keys: Vec<Key>,
@@ -150,51 +153,51 @@ impl Keyhold {
 
     /// Queues a failed job again; it resumes after its last committed step.
     pub async fn retry_job(&self, session: &Session, id: uuid::Uuid) -> CoreResult<Job> {
-        self.authorize(session, Operation::ROTATE_GROUP).await?;
-        let mut job = self.find_job(id).await?;
-        if job.status != JobStatus::Failed {
-            return Err(CoreError::Conflict(format!(
-                "job {id} is {}: only a failed job can be retried",
-                job.status.as_str()
-            )));
-        }
-        job.status = JobStatus::Queued;
-        job.error = None;
-        job.finished_at = None;
-        let message = self.message(&job, format!("Retry requested by {}", session.users()));
-        let record = self.record(
-            session.users(),
-            format!("Retried job {} ({})", job.id, job.kind.title()),
-        );
-        self.store
-            .commit_job(&JobCommit {
-                job: &job,
-                keys: &[],
-                group: None,
-                message: Some(&message),
-                audit: Some(&record),
-            })
-            .await?;
-        Ok(job)
+        self.change_job_status(session, id, JobStatus::Queued).await
     }
 
     /// Cancels a job that is not running. A cancelled rotation leaves its new
     /// key (if any) listed, so nothing created in KMS goes unaccounted for.
     pub async fn cancel_job(&self, session: &Session, id: uuid::Uuid) -> CoreResult<Job> {
+        self.change_job_status(session, id, JobStatus::Cancelled)
+            .await
+    }
+
+    /// Retry (a failed job → queued) or cancel (a queued or failed job →
+    /// cancelled), recorded in the job's messages and the audit log.
+    async fn change_job_status(
+        &self,
+        session: &Session,
+        id: uuid::Uuid,
+        to: JobStatus,
+    ) -> CoreResult<Job> {
         self.authorize(session, Operation::ROTATE_GROUP).await?;
         let mut job = self.find_job(id).await?;
-        if !matches!(job.status, JobStatus::Queued | JobStatus::Failed) {
+        let (allowed, verb, rule) = match to {
+            JobStatus::Queued => (
+                job.status == JobStatus::Failed,
+                "Retried",
+                "only a failed job can be retried",
+            ),
+            _ => (
+                matches!(job.status, JobStatus::Queued | JobStatus::Failed),
+                "Cancelled",
+                "only a queued or failed job can be cancelled",
+            ),
+        };
+        if !allowed {
             return Err(CoreError::Conflict(format!(
-                "job {id} is {}: only a queued or failed job can be cancelled",
+                "job {id} is {}: {rule}",
                 job.status.as_str()
             )));
         }
-        job.status = JobStatus::Cancelled;
-        job.finished_at = Some(self.now());
-        let message = self.message(&job, format!("Cancelled by {}", session.users()));
+        job.status = to;
+        job.error = None;
+        job.finished_at = (to == JobStatus::Cancelled).then(|| self.now());
+        let message = self.message(&job, format!("{verb} by {}", session.users()));
         let record = self.record(
             session.users(),
-            format!("Cancelled job {} ({})", job.id, job.kind.title()),
+            format!("{verb} job {} ({})", job.id, job.kind.title()),
         );
         self.store
             .commit_job(&JobCommit {
@@ -292,21 +295,36 @@ impl Keyhold {
         }
     }
 
+    /// One job per group at a time; and a failed rotation must be retried or
+    /// cancelled before another starts, so the key it generated (and maybe
+    /// created in KMS) is never silently left behind.
     async fn refuse_concurrent_job(&self, group: &GroupName) -> CoreResult<()> {
-        let busy = self
+        if let Some(job) = self
             .store
             .unfinished_jobs()
             .await?
             .into_iter()
-            .find(|j| j.kind.group() == group);
-        match busy {
-            Some(job) => Err(CoreError::Conflict(format!(
+            .find(|j| j.kind.group() == group)
+        {
+            return Err(CoreError::Conflict(format!(
                 "job {} ({}) is already {} for key group '{group}': wait for it to finish, or cancel it",
                 job.id,
                 job.kind.title(),
                 job.status.as_str()
+            )));
+        }
+        let latest_rotation = self
+            .store
+            .list_jobs(RECENT_JOBS)
+            .await?
+            .into_iter()
+            .find(|j| matches!(&j.kind, JobKind::Rotate { group: g } if g == group));
+        match latest_rotation {
+            Some(job) if job.status == JobStatus::Failed => Err(CoreError::Conflict(format!(
+                "the last rotation of key group '{group}' (job {id}) failed: retry it with `keyhold job retry {id}` or cancel it with `keyhold job cancel {id}` first",
+                id = job.id
             ))),
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 

@@ -37,6 +37,38 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     }
 }
 
+/// A JSON body that may be left out: a request with no body and no
+/// Content-Type reads as `T::default()`; anything else is read as [`ApiJson`].
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
+            return Ok(Self(value));
+        }
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(format!(
+                        "the request body could not be read: {}",
+                        rejection.body_text()
+                    ))
+                }
+            })?;
+        if body.is_empty() {
+            Ok(Self(T::default()))
+        } else {
+            Err(ApiError::UnsupportedMediaType)
+        }
+    }
+}
+
 /// Query parameters, with errors in the API's format.
 pub struct ApiQuery<T>(pub T);
 

@@ -8,6 +8,7 @@ mod extract;
 mod groups;
 mod health;
 mod identities;
+mod jobs;
 mod keys;
 mod metrics;
 mod requests;
@@ -25,6 +26,8 @@ use keyhold_core::service::Keyhold;
 use errors::ApiError;
 pub use metrics::Metrics;
 
+use crate::jobs::JobRunner;
+
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -32,6 +35,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub keyhold: Keyhold,
     pub metrics: Arc<Metrics>,
+    /// Runs the jobs the handlers create or retry.
+    pub jobs: JobRunner,
 }
 
 impl AppState {
@@ -92,8 +97,14 @@ pub fn router(state: AppState) -> Router {
                 .patch(groups::update)
                 .delete(groups::delete),
         )
+        .route("/groups/{name}/rotate", post(jobs::rotate))
         .route("/keys", get(keys::list))
         .route("/keys/{name}", get(keys::show).delete(keys::delete))
+        .route("/keys/{name}/sync", post(jobs::synchronize))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/retry", post(jobs::retry))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))

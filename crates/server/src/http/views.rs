@@ -6,6 +6,7 @@ use keyhold_core::clock::{Timestamp, format_timestamp};
 use keyhold_core::credential::Credential;
 use keyhold_core::group::{KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Session};
+use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::Key;
 use keyhold_core::settings::Settings;
 
@@ -119,5 +120,170 @@ pub fn settings(settings: &Settings) -> api::SettingsView {
         lockout_minutes: settings.lockout_minutes,
         session_idle_minutes: settings.session_idle_minutes,
         session_max_hours: settings.session_max_hours,
+    }
+}
+
+/// A job as the Jobs page lists it; with `messages` when shown on its own.
+pub fn job(job: &Job, messages: Option<&[JobMessage]>) -> api::JobView {
+    let (done, total) = job.progress.fraction();
+    // Step counts are a handful (at most eight steps), so they fit.
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    api::JobView {
+        id: job.id.to_string(),
+        kind: job.kind.label().to_owned(),
+        title: job.kind.title().to_owned(),
+        target: job.kind.target(),
+        group: job.kind.group().to_string(),
+        status: job.status.as_str().to_owned(),
+        users: job.users.clone(),
+        steps_done: count(done),
+        steps_total: count(total),
+        // The step running or next to run; for a failed job the one that
+        // failed (a retry resumes there). The stable name, not the prose:
+        // the prose is in the messages.
+        current_step: job.progress.next_step().map(|s| s.as_str().to_owned()),
+        created_at: time(&job.created_at),
+        started_at: job.started_at.as_ref().map(time),
+        finished_at: job.finished_at.as_ref().map(time),
+        error: job.error.clone(),
+        attempts: job.attempts,
+        kms_key_id: job.progress.kms_key_id.as_ref().map(ToString::to_string),
+        wrapping_algorithm: job.progress.wrapping.map(|w| w.aws_name().to_owned()),
+        messages: messages.map(|all| {
+            all.iter()
+                .map(|m| api::JobMessageView {
+                    time: time(&m.time),
+                    text: m.text.clone(),
+                })
+                .collect()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_core::aws::KmsKeyId;
+    use keyhold_core::job::{JobKind, JobProgress, JobStatus, Step, SyncOptions};
+    use keyhold_core::names::GroupName;
+    use keyhold_core::ports::WrappingAlgorithm;
+
+    fn at(secs: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn rotation() -> Job {
+        let mut progress = JobProgress::new(Step::ROTATE.to_vec());
+        progress.done = vec![Step::GenerateKey, Step::CreateKmsKey];
+        progress.kms_key_id =
+            Some(KmsKeyId::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap());
+        progress.wrapping = Some(WrappingAlgorithm::RsaesOaepSha256);
+        Job {
+            id: uuid::Uuid::new_v4(),
+            kind: JobKind::Rotate {
+                group: GroupName::parse("ig-demo").unwrap(),
+            },
+            status: JobStatus::Running,
+            users: "Admin1, Admin2".into(),
+            created_at: at(0),
+            started_at: Some(at(1)),
+            finished_at: None,
+            progress,
+            error: None,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn a_running_rotation_shows_its_progress() {
+        let job = rotation();
+        let view = super::job(&job, None);
+        assert_eq!(view.id, job.id.to_string());
+        assert_eq!(
+            (view.kind.as_str(), view.title.as_str()),
+            ("rotate", "Rotate HSM protected keys")
+        );
+        assert_eq!(
+            (view.target.as_str(), view.group.as_str()),
+            ("ig-demo", "ig-demo")
+        );
+        assert_eq!(view.status, "running");
+        assert_eq!((view.steps_done, view.steps_total), (2, 6));
+        assert_eq!(view.current_step.as_deref(), Some("import_material"));
+        assert_eq!(
+            view.kms_key_id.as_deref(),
+            Some("1234abcd-12ab-34cd-56ef-1234567890ab")
+        );
+        assert_eq!(
+            view.wrapping_algorithm.as_deref(),
+            Some("RSAES_OAEP_SHA_256")
+        );
+        assert_eq!(view.created_at, format_timestamp(&at(0)));
+        assert_eq!(view.started_at, Some(format_timestamp(&at(1))));
+        assert_eq!(view.finished_at, None);
+        assert!(view.messages.is_none());
+        // A list entry has no `messages` key at all.
+        let json = serde_json::to_value(&view).unwrap();
+        assert!(json.get("messages").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_finished_synchronization_shows_its_key_and_messages() {
+        let options = SyncOptions {
+            update_policy: true,
+            import_material: false,
+            delete_material: true,
+        };
+        let mut job = rotation();
+        job.kind = JobKind::Synchronize {
+            key_id: uuid::Uuid::new_v4(),
+            key_name: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            group: GroupName::parse("ig-demo").unwrap(),
+            options,
+        };
+        job.progress = JobProgress::new(Step::synchronize(options));
+        job.progress.done = Step::synchronize(options);
+        job.status = JobStatus::Succeeded;
+        job.finished_at = Some(at(9));
+        let messages = vec![
+            JobMessage {
+                job_id: job.id,
+                time: at(2),
+                text: "Started (attempt 1)".into(),
+            },
+            JobMessage {
+                job_id: job.id,
+                time: at(3),
+                text: "Step 1 of 2: deleted".into(),
+            },
+        ];
+        let view = super::job(&job, Some(&messages));
+        assert_eq!(
+            (view.kind.as_str(), view.title.as_str()),
+            ("synchronize", "Synchronize HSM protected keys")
+        );
+        assert_eq!(view.target, "1234abcd-12ab-34cd-56ef-1234567890ab");
+        assert_eq!(view.group, "ig-demo");
+        assert_eq!(
+            (view.steps_done, view.steps_total, view.current_step),
+            (2, 2, None)
+        );
+        assert_eq!(view.finished_at, Some(format_timestamp(&at(9))));
+        let shown = view.messages.unwrap();
+        assert_eq!(shown.len(), 2);
+        assert_eq!(shown[0].text, "Started (attempt 1)");
+        assert_eq!(shown[1].time, format_timestamp(&at(3)));
+    }
+
+    #[test]
+    fn a_failed_job_points_at_the_step_that_failed() {
+        let mut job = rotation();
+        job.status = JobStatus::Failed;
+        job.error = Some("step 3 of 6, wrap and import the key material, failed: …".into());
+        let view = super::job(&job, Some(&[]));
+        assert_eq!(view.status, "failed");
+        assert_eq!(view.current_step.as_deref(), Some("import_material"));
+        assert_eq!(view.error, job.error);
+        assert_eq!(view.messages.map(|m| m.len()), Some(0));
     }
 }

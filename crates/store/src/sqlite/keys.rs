@@ -10,6 +10,7 @@ use crate::rows::{KeyRow, opt_ts, ts};
 
 const COLUMNS: &str = "id, group_name, version, kms_key_id, check_digits, valid_from, \
      valid_to, state, keystore_handle, created_at";
+const VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 pub(super) async fn list(
     pool: &SqlitePool,
@@ -60,23 +61,12 @@ pub(super) async fn find_by_kms_id(
 
 /// Fails with [`StoreError::NotFound`] when the key's group does not exist.
 pub(super) async fn insert(conn: &mut SqliteConnection, key: &Key) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-    ))
-    .bind(key.id.to_string())
-    .bind(key.group.as_str())
-    .bind(i64::from(key.version))
-    .bind(key.kms_key_id.as_ref().map(KmsKeyId::as_str))
-    .bind(key.check_digits.as_str())
-    .bind(ts(&key.valid_from))
-    .bind(opt_ts(key.valid_to.as_ref()))
-    .bind(key.state.as_str())
-    .bind(&key.keystore_handle)
-    .bind(ts(&key.created_at))
-    .execute(conn)
+    write(
+        conn,
+        key,
+        &format!("INSERT INTO keys ({COLUMNS}) VALUES {VALUES}"),
+    )
     .await
-    .map_err(db_referencing)?;
-    Ok(())
 }
 
 /// Replaces the key's mutable fields; its id, group, version and creation
@@ -97,6 +87,42 @@ pub(super) async fn update(conn: &mut SqliteConnection, key: &Key) -> Result<(),
     .await
     .map_err(db)?;
     super::one_row(done.rows_affected())
+}
+
+/// Inserts the key, or replaces every column but its creation time when a key
+/// with its id exists (a job step writing the key it produces or changes).
+/// Fails with [`StoreError::Duplicate`] when its KMS key id, or its version in
+/// its group, is another key's, and with [`StoreError::NotFound`] when its
+/// group does not exist.
+pub(super) async fn upsert(conn: &mut SqliteConnection, key: &Key) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO keys ({COLUMNS}) VALUES {VALUES} \
+         ON CONFLICT (id) DO UPDATE SET group_name = excluded.group_name, \
+         version = excluded.version, kms_key_id = excluded.kms_key_id, \
+         check_digits = excluded.check_digits, valid_from = excluded.valid_from, \
+         valid_to = excluded.valid_to, state = excluded.state, \
+         keystore_handle = excluded.keystore_handle"
+    );
+    write(conn, key, &sql).await
+}
+
+/// Runs an insert of every column of `key`, bound in [`COLUMNS`] order.
+async fn write(conn: &mut SqliteConnection, key: &Key, sql: &str) -> Result<(), StoreError> {
+    sqlx::query(sql)
+        .bind(key.id.to_string())
+        .bind(key.group.as_str())
+        .bind(i64::from(key.version))
+        .bind(key.kms_key_id.as_ref().map(KmsKeyId::as_str))
+        .bind(key.check_digits.as_str())
+        .bind(ts(&key.valid_from))
+        .bind(opt_ts(key.valid_to.as_ref()))
+        .bind(key.state.as_str())
+        .bind(&key.keystore_handle)
+        .bind(ts(&key.created_at))
+        .execute(conn)
+        .await
+        .map_err(db_referencing)?;
+    Ok(())
 }
 
 pub(super) async fn delete(conn: &mut SqliteConnection, id: uuid::Uuid) -> Result<(), StoreError> {

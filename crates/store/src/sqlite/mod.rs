@@ -5,6 +5,7 @@ mod audit;
 mod credentials;
 mod groups;
 mod identities;
+mod jobs;
 mod keys;
 mod sessions;
 mod settings;
@@ -19,9 +20,10 @@ use keyhold_core::aws::KmsKeyId;
 use keyhold_core::credential::Credential;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
+use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::Key;
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
-use keyhold_core::ports::{SharedAuditMac, Store};
+use keyhold_core::ports::{JobCommit, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -307,6 +309,32 @@ impl Store for SqliteStore {
     async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| keys::delete(c, id).await)
             .await
+    }
+
+    async fn insert_job(&self, job: &Job, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| jobs::insert(c, job).await)
+            .await
+    }
+
+    async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
+        jobs::get(&self.pool, id).await
+    }
+
+    async fn list_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+        jobs::list(&self.pool, limit).await
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        jobs::unfinished(&self.pool).await
+    }
+
+    async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
+        self.audited(commit.audit, async |c| jobs::commit(c, commit).await)
+            .await
+    }
+
+    async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
+        jobs::messages(&self.pool, job_id).await
     }
 
     async fn get_settings(&self) -> Result<Settings, StoreError> {

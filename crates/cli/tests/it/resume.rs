@@ -1,0 +1,332 @@
+//! A rotation (or synchronization) killed with SIGKILL at every step boundary
+//! resumes after a restart, and AWS ends up exactly as if nothing happened:
+//! one KMS key per rotation, the alias on it, the material imported.
+//!
+//! The server binary is built with the `crash-points` feature: with
+//! KEYHOLD_PAUSE_AT=<step>:<before|after> it stops at that point (before =
+//! after the step's AWS call, before its commit) and writes KEYHOLD_PAUSE_FILE,
+//! and the test kills the process there.
+
+#[cfg(not(feature = "crash-points"))]
+#[test]
+fn crash_points_are_compiled_in() {
+    panic!(
+        "the resume tests need the crash-points feature: run ./scripts/test (cargo nextest run --all-features)"
+    );
+}
+
+#[cfg(feature = "crash-points")]
+mod killed {
+    use std::io::{BufRead, BufReader};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use crate::helpers::console_csv;
+    use crate::kms::{Kms, endpoint};
+
+    const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
+
+    struct Server {
+        child: Child,
+        base: String,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn serve(data_dir: &Path, pause: Option<(&str, &Path)>) -> Server {
+        let mut command = Command::new(KEYHOLD);
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--kms-wrapping-key-spec",
+                "RSA_2048",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("KEYHOLD_PAUSE_AT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some((point, file)) = pause {
+            command
+                .env("KEYHOLD_PAUSE_AT", point)
+                .env("KEYHOLD_PAUSE_FILE", file);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("keyhold serve exited before listening")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("keyhold listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        Server { child, base }
+    }
+
+    struct Client {
+        http: reqwest::Client,
+        token: Option<String>,
+    }
+
+    impl Client {
+        async fn call(
+            &self,
+            base: &str,
+            method: reqwest::Method,
+            path: &str,
+            body: serde_json::Value,
+        ) -> (u16, serde_json::Value) {
+            let mut req = self
+                .http
+                .request(method, format!("{base}{path}"))
+                .json(&body);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            )
+        }
+    }
+
+    async fn wait_for(file: &Path) {
+        for _ in 0..300 {
+            if file.exists() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server never reached the pause point");
+    }
+
+    async fn wait_job(client: &Client, base: &str, id: &str) -> serde_json::Value {
+        for _ in 0..600 {
+            let (_, job) = client
+                .call(
+                    base,
+                    reqwest::Method::GET,
+                    &format!("/api/v1/jobs/{id}"),
+                    json!(null),
+                )
+                .await;
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("job {id} did not finish after the restart");
+    }
+
+    /// Sets up a group, optionally rotates it once undisturbed, then starts
+    /// `action` with the server set to stop at `point`, kills it there,
+    /// restarts it, and returns what is needed to check the outcome.
+    async fn kill_at(point: &str, sync: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let paused = dir.path().join("paused");
+        let init = Command::new(KEYHOLD)
+            .args(["init", "--output", "json", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+
+        let group = format!(
+            "resume-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let mut client = Client {
+            http: reqwest::Client::new(),
+            token: None,
+        };
+        let mut server = serve(&data, if sync { None } else { Some((point, &paused)) });
+        let base = server.base.clone();
+        for (i, name) in ["Admin1", "Admin2"].iter().enumerate() {
+            let current = init["identities"][i]["password"].as_str().unwrap();
+            let (s, b) = client
+                .call(&base, reqwest::Method::POST, "/api/v1/password", json!({"user": name, "current_password": current, "new_password": format!("{name}-resume-pass")}))
+                .await;
+            assert_eq!(s, 204, "{b}");
+            let (s, b) = client
+                .call(
+                    &base,
+                    reqwest::Method::POST,
+                    "/api/v1/session/login",
+                    json!({"user": name, "password": format!("{name}-resume-pass")}),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+            if let Some(t) = b["token"].as_str() {
+                client.token = Some(t.to_owned());
+            }
+        }
+        let (s, b) = client
+            .call(
+                &base,
+                reqwest::Method::POST,
+                "/api/v1/credentials",
+                json!({"name": "aws", "csv": console_csv(), "endpoint": endpoint()}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let mut body = crate::helpers::group_body(&group, "aws");
+        body["region"] = json!("eu-west-1");
+        let (s, b) = client
+            .call(&base, reqwest::Method::POST, "/api/v1/groups", body)
+            .await;
+        assert_eq!(s, 201, "{b}");
+
+        let kms = Kms::connect().await;
+        let (job_id, ciphertext) = if sync {
+            // One clean rotation first, then a synchronize that deletes and re-imports.
+            let (_, job) = client
+                .call(
+                    &base,
+                    reqwest::Method::POST,
+                    &format!("/api/v1/groups/{group}/rotate"),
+                    json!({}),
+                )
+                .await;
+            let job = wait_job(&client, &base, job["id"].as_str().unwrap()).await;
+            assert_eq!(job["status"], "succeeded", "{job:#}");
+            let key = job["kms_key_id"].as_str().unwrap().to_owned();
+            let ciphertext = kms
+                .encrypt(&format!("alias/{group}"), b"before the crash")
+                .await;
+            drop(server);
+            server = serve(&data, Some((point, &paused)));
+            let (s, job) = client
+                .call(
+                    &server.base,
+                    reqwest::Method::POST,
+                    &format!("/api/v1/keys/{key}/sync"),
+                    json!({"delete_material": true}),
+                )
+                .await;
+            assert_eq!(s, 202, "{job}");
+            (job["id"].as_str().unwrap().to_owned(), Some(ciphertext))
+        } else {
+            let (s, job) = client
+                .call(
+                    &base,
+                    reqwest::Method::POST,
+                    &format!("/api/v1/groups/{group}/rotate"),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(s, 202, "{job}");
+            (job["id"].as_str().unwrap().to_owned(), None)
+        };
+
+        wait_for(&paused).await;
+        server.child.kill().unwrap(); // SIGKILL: no shutdown hook runs
+        server.child.wait().unwrap();
+        drop(server);
+
+        let server = serve(&data, None);
+        let job = wait_job(&client, &server.base, &job_id).await;
+        assert_eq!(job["status"], "succeeded", "killed at {point}: {job:#}");
+        let active = job["kms_key_id"].as_str().unwrap();
+
+        let in_kms = kms.keys_of_group(&group).await;
+        assert_eq!(
+            in_kms,
+            vec![active.to_owned()],
+            "killed at {point}: exactly one KMS key, no orphan"
+        );
+        assert_eq!(
+            kms.alias_target(&format!("alias/{group}")).await.as_deref(),
+            Some(active),
+            "killed at {point}"
+        );
+        assert_eq!(kms.state(active).await, "Enabled", "killed at {point}");
+        if let Some(ciphertext) = ciphertext {
+            assert_eq!(
+                kms.decrypt(&ciphertext).await.unwrap(),
+                b"before the crash",
+                "killed at {point}"
+            );
+        }
+        let (_, keys) = client
+            .call(
+                &server.base,
+                reqwest::Method::GET,
+                &format!("/api/v1/keys?group={group}"),
+                json!(null),
+            )
+            .await;
+        assert_eq!(
+            keys.as_array().unwrap().len(),
+            1,
+            "killed at {point}: {keys:#}"
+        );
+        let (_, verify) = client
+            .call(
+                &server.base,
+                reqwest::Method::GET,
+                "/api/v1/audit/verify",
+                json!(null),
+            )
+            .await;
+        assert_eq!(verify["ok"], true, "killed at {point}: {verify}");
+        let messages = job["messages"].to_string();
+        assert!(
+            messages.contains("Resumed after an interruption"),
+            "killed at {point}: {messages}"
+        );
+    }
+
+    macro_rules! kill_points {
+        ($($name:ident => $point:literal, $sync:literal;)*) => {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    kill_at($point, $sync).await;
+                }
+            )*
+        };
+    }
+
+    kill_points! {
+        rotate_killed_before_generate_key_commit => "generate_key:before", false;
+        rotate_killed_after_generate_key => "generate_key:after", false;
+        rotate_killed_between_create_key_and_its_commit => "create_kms_key:before", false;
+        rotate_killed_between_create_key_and_import => "create_kms_key:after", false;
+        rotate_killed_between_import_and_its_commit => "import_material:before", false;
+        rotate_killed_after_import => "import_material:after", false;
+        rotate_killed_between_alias_move_and_its_commit => "move_alias:before", false;
+        rotate_killed_after_alias_move => "move_alias:after", false;
+        rotate_killed_before_disable_previous_commit => "disable_previous:before", false;
+        rotate_killed_after_disable_previous => "disable_previous:after", false;
+        rotate_killed_before_activate_commit => "activate:before", false;
+        sync_killed_between_delete_and_its_commit => "delete_material:before", true;
+        sync_killed_after_delete => "delete_material:after", true;
+        sync_killed_between_import_and_its_commit => "import_material:before", true;
+    }
+}

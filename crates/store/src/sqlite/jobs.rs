@@ -1,0 +1,150 @@
+use keyhold_core::StoreError;
+use keyhold_core::job::{Job, JobMessage, JobStatus};
+use keyhold_core::ports::JobCommit;
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnection;
+
+use super::{groups, keys};
+use crate::audit::list_limit;
+use crate::error::{db, db_referencing};
+use crate::rows::{JobMessageRow, JobRow, job_progress_json, job_spec_json, opt_ts, ts};
+
+const COLUMNS: &str = "id, kind, spec, status, users, created_at, started_at, finished_at, \
+     progress, error, attempts";
+
+/// Statuses a restart resumes.
+const UNFINISHED: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
+
+pub(super) async fn get(pool: &SqlitePool, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
+    sqlx::query_as::<_, JobRow>(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .map(Job::try_from)
+        .transpose()
+}
+
+/// Newest first; jobs created in the same microsecond in reverse order of insertion.
+/// `limit` 0 means the default, and is capped like the audit list's.
+pub(super) async fn list(pool: &SqlitePool, limit: u32) -> Result<Vec<Job>, StoreError> {
+    sqlx::query_as::<_, JobRow>(&format!(
+        "SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT $1"
+    ))
+    .bind(list_limit(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(Job::try_from)
+    .collect()
+}
+
+/// Queued and running jobs, oldest first (in order of insertion within a microsecond).
+pub(super) async fn unfinished(pool: &SqlitePool) -> Result<Vec<Job>, StoreError> {
+    let [queued, running] = UNFINISHED.map(JobStatus::as_str);
+    sqlx::query_as::<_, JobRow>(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE status IN ($1, $2) ORDER BY created_at, rowid"
+    ))
+    .bind(queued)
+    .bind(running)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(Job::try_from)
+    .collect()
+}
+
+pub(super) async fn insert(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO jobs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(job.id.to_string())
+    .bind(job.kind.label())
+    .bind(job_spec_json(&job.kind)?)
+    .bind(job.status.as_str())
+    .bind(&job.users)
+    .bind(ts(&job.created_at))
+    .bind(opt_ts(job.started_at.as_ref()))
+    .bind(opt_ts(job.finished_at.as_ref()))
+    .bind(job_progress_json(&job.progress)?)
+    .bind(job.error.as_deref())
+    .bind(i64::from(job.attempts))
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Replaces the job's mutable state; its kind, users and creation time are
+/// fixed when it is created.
+async fn update(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = $2, started_at = $3, finished_at = $4, progress = $5, \
+         error = $6, attempts = $7 WHERE id = $1",
+    )
+    .bind(job.id.to_string())
+    .bind(job.status.as_str())
+    .bind(opt_ts(job.started_at.as_ref()))
+    .bind(opt_ts(job.finished_at.as_ref()))
+    .bind(job_progress_json(&job.progress)?)
+    .bind(job.error.as_deref())
+    .bind(i64::from(job.attempts))
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    super::one_row(done.rows_affected())
+}
+
+/// Fails with [`StoreError::NotFound`] when the message's job does not exist.
+async fn insert_message(
+    conn: &mut SqliteConnection,
+    message: &JobMessage,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO job_messages (job_id, time, text) VALUES ($1, $2, $3)")
+        .bind(message.job_id.to_string())
+        .bind(ts(&message.time))
+        .bind(&message.text)
+        .execute(conn)
+        .await
+        .map_err(db_referencing)?;
+    Ok(())
+}
+
+/// Writes everything a job step produced except its audit entry, which the
+/// caller's transaction seals last. The first failure stops the rest; the
+/// caller rolls all of it back.
+pub(super) async fn commit(
+    conn: &mut SqliteConnection,
+    commit: &JobCommit<'_>,
+) -> Result<(), StoreError> {
+    update(conn, commit.job).await?;
+    for key in commit.keys {
+        keys::upsert(conn, key).await?;
+    }
+    if let Some(group) = commit.group {
+        groups::update(conn, group).await?;
+    }
+    if let Some(message) = commit.message {
+        insert_message(conn, message).await?;
+    }
+    Ok(())
+}
+
+/// Oldest first: the order the steps committed them.
+pub(super) async fn messages(
+    pool: &SqlitePool,
+    job_id: uuid::Uuid,
+) -> Result<Vec<JobMessage>, StoreError> {
+    sqlx::query_as::<_, JobMessageRow>(
+        "SELECT job_id, time, text FROM job_messages WHERE job_id = $1 ORDER BY id",
+    )
+    .bind(job_id.to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(JobMessage::try_from)
+    .collect()
+}

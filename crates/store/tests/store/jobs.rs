@@ -1,0 +1,552 @@
+use keyhold_core::StoreError;
+use keyhold_core::audit::AuditFilter;
+use keyhold_core::aws::KmsKeyId;
+use keyhold_core::group::KeyGroup;
+use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
+use keyhold_core::key::{Key, KeyState};
+use keyhold_core::names::GroupName;
+use keyhold_core::ports::{JobCommit, Store, WrappingAlgorithm};
+
+use crate::common::{Fixture, at, credential, group, key, record, verify_chain};
+
+fn rotate(group: &str, created: i64) -> Job {
+    Job {
+        id: uuid::Uuid::new_v4(),
+        kind: JobKind::Rotate {
+            group: GroupName::parse(group).unwrap(),
+        },
+        status: JobStatus::Queued,
+        users: "Admin1,Admin2".into(),
+        created_at: at(created),
+        started_at: None,
+        finished_at: None,
+        progress: JobProgress::new(Step::ROTATE.to_vec()),
+        error: None,
+        attempts: 0,
+    }
+}
+
+fn synchronize(key: &Key, created: i64) -> Job {
+    let options = SyncOptions {
+        update_policy: true,
+        import_material: false,
+        delete_material: true,
+    };
+    Job {
+        id: uuid::Uuid::new_v4(),
+        kind: JobKind::Synchronize {
+            key_id: key.id,
+            key_name: format!("{}-v{}", key.group, key.version),
+            group: key.group.clone(),
+            options,
+        },
+        status: JobStatus::Running,
+        users: "System".into(),
+        created_at: at(created),
+        started_at: Some(at(created + 1)),
+        finished_at: None,
+        progress: JobProgress {
+            done: vec![Step::DeleteMaterial],
+            key_id: Some(key.id),
+            kms_key_id: key.kms_key_id.clone(),
+            wrapping: Some(WrappingAlgorithm::RsaAesKeyWrapSha256),
+            ..JobProgress::new(Step::synchronize(options))
+        },
+        error: Some("AWS KMS is unavailable or throttling".into()),
+        attempts: 2,
+    }
+}
+
+fn message(job: &Job, secs: i64, text: &str) -> JobMessage {
+    JobMessage {
+        job_id: job.id,
+        time: at(secs),
+        text: text.into(),
+    }
+}
+
+fn kms_id() -> KmsKeyId {
+    KmsKeyId::parse(&uuid::Uuid::new_v4().to_string()).unwrap()
+}
+
+/// A credential, group `payments` and its key version 1.
+async fn seed(f: &Fixture) -> (KeyGroup, Key) {
+    let s = &f.store;
+    let g = group("payments", "aws-prod");
+    let k = key("payments", 1);
+    s.insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    s.insert_group(&g, &record("g")).await.unwrap();
+    s.insert_key(&k, None).await.unwrap();
+    (g, k)
+}
+
+/// A connection of its own, behind the store's back.
+async fn raw(f: &Fixture) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", f.db_path().display()))
+        .await
+        .unwrap()
+}
+
+fn ids(jobs: &[Job]) -> Vec<uuid::Uuid> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+#[tokio::test]
+async fn rotate_and_synchronize_jobs_round_trip() {
+    let f = Fixture::new().await;
+    let (_, k) = seed(&f).await;
+    let s = &f.store;
+    let r = rotate("payments", 10);
+    let y = synchronize(&k, 20);
+    s.insert_job(&r, &record("Started rotate")).await.unwrap();
+    s.insert_job(&y, &record("Started synchronize"))
+        .await
+        .unwrap();
+
+    assert_eq!(s.get_job(r.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(s.get_job(y.id).await.unwrap(), Some(y.clone()));
+    assert_eq!(s.get_job(uuid::Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(f.audit_count().await, 4);
+
+    assert!(matches!(
+        s.insert_job(&r, &record("again")).await,
+        Err(StoreError::Duplicate)
+    ));
+    assert_eq!(f.audit_count().await, 4);
+    assert_eq!(verify_chain(s).await, 4);
+}
+
+#[tokio::test]
+async fn commit_job_writes_the_job_keys_group_message_and_audit_together() {
+    let f = Fixture::new().await;
+    let (g, old) = seed(&f).await;
+    let s = &f.store;
+    let mut job = rotate("payments", 10);
+    s.insert_job(&job, &record("Started rotate")).await.unwrap();
+
+    let mut new = key("payments", 2);
+    new.state = KeyState::PendingImport;
+    let mut disabled = old.clone();
+    disabled.state = KeyState::Disabled;
+    disabled.valid_to = Some(at(99));
+    disabled.keystore_handle = vec![7; 12];
+    let mut activated = g.clone();
+    activated.aws.active_key_id = new.kms_key_id.clone();
+    activated.updated_at = at(40);
+    job.status = JobStatus::Running;
+    job.started_at = Some(at(11));
+    job.attempts = 1;
+    job.progress.done = vec![Step::GenerateKey, Step::CreateKmsKey];
+    job.progress.key_id = Some(new.id);
+    job.progress.kms_key_id = new.kms_key_id.clone();
+    job.progress.previous_kms_key_id = old.kms_key_id.clone();
+    job.progress.create_key_sent = true;
+    let msg = message(&job, 30, "Created KMS key");
+    let audit = record("Rotated key group payments");
+    s.commit_job(&JobCommit {
+        job: &job,
+        keys: &[new.clone(), disabled.clone()],
+        group: Some(&activated),
+        message: Some(&msg),
+        audit: Some(&audit),
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(s.get_key(new.id).await.unwrap(), Some(new.clone()));
+    assert_eq!(s.get_key(old.id).await.unwrap(), Some(disabled.clone()));
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(activated.clone()));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![msg.clone()]);
+    let newest = s.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(newest[0].summary, "Rotated key group payments");
+    assert_eq!(f.audit_count().await, 4);
+
+    // A step without an audit entry or message; the key it writes again is
+    // replaced in place, keeping its creation time.
+    let mut imported = new.clone();
+    imported.state = KeyState::Enabled;
+    imported.created_at = at(500);
+    job.progress.done.push(Step::ImportMaterial);
+    job.status = JobStatus::Succeeded;
+    job.finished_at = Some(at(60));
+    job.error = None;
+    s.commit_job(&JobCommit {
+        job: &job,
+        keys: std::slice::from_ref(&imported),
+        group: None,
+        message: None,
+        audit: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
+    imported.created_at = new.created_at;
+    assert_eq!(s.get_key(new.id).await.unwrap(), Some(imported));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![msg]);
+    assert_eq!(f.audit_count().await, 4);
+    assert_eq!(verify_chain(s).await, 4);
+}
+
+#[tokio::test]
+async fn a_failing_audit_mac_rolls_a_job_commit_back() {
+    let f = Fixture::new().await;
+    let (g, _) = seed(&f).await;
+    let s = &f.store;
+    let queued = rotate("payments", 10);
+    s.insert_job(&queued, &record("Started rotate"))
+        .await
+        .unwrap();
+
+    let mut job = queued.clone();
+    job.status = JobStatus::Running;
+    job.progress.done.push(Step::GenerateKey);
+    let new = key("payments", 2);
+    let mut activated = g.clone();
+    activated.aws.active_key_id = new.kms_key_id.clone();
+    let msg = message(&job, 30, "Generated key");
+    let commit = JobCommit {
+        job: &job,
+        keys: std::slice::from_ref(&new),
+        group: Some(&activated),
+        message: Some(&msg),
+        audit: Some(&record("Generated key")),
+    };
+    f.mac.fail(true);
+    let r = s.commit_job(&commit).await;
+    assert!(matches!(r, Err(StoreError::AuditSeal(_))), "{r:?}");
+    assert!(matches!(
+        s.insert_job(&rotate("payments", 11), &record("x")).await,
+        Err(StoreError::AuditSeal(_))
+    ));
+
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(queued));
+    assert_eq!(s.get_key(new.id).await.unwrap(), None);
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_jobs(0).await.unwrap().len(), 1);
+    assert_eq!(f.audit_count().await, 3);
+
+    f.mac.fail(false);
+    s.commit_job(&commit).await.unwrap();
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(s.get_key(new.id).await.unwrap(), Some(new));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![msg]);
+    assert_eq!(verify_chain(s).await, 4);
+}
+
+#[tokio::test]
+async fn a_kms_key_id_clash_is_a_duplicate_and_writes_nothing() {
+    let f = Fixture::new().await;
+    let (g, old) = seed(&f).await;
+    let s = &f.store;
+    let queued = rotate("payments", 10);
+    s.insert_job(&queued, &record("Started rotate"))
+        .await
+        .unwrap();
+    let audits = f.audit_count().await;
+
+    let mut job = queued.clone();
+    job.progress.done.push(Step::CreateKmsKey);
+    let mut clash = key("payments", 2);
+    clash.kms_key_id = old.kms_key_id.clone();
+    let mut activated = g.clone();
+    activated.aws.active_key_id = Some(kms_id());
+    let msg = message(&job, 30, "Created KMS key");
+    let audit = record("Created KMS key");
+    let commit = |keys| JobCommit {
+        job: &job,
+        keys,
+        group: Some(&activated),
+        message: Some(&msg),
+        audit: Some(&audit),
+    };
+    let r = s.commit_job(&commit(std::slice::from_ref(&clash))).await;
+    assert!(matches!(r, Err(StoreError::Duplicate)), "{r:?}");
+    // The same version of the group twice is a clash too.
+    let mut same_version = key("payments", 1);
+    same_version.kms_key_id = Some(kms_id());
+    let r = s
+        .commit_job(&commit(std::slice::from_ref(&same_version)))
+        .await;
+    assert!(matches!(r, Err(StoreError::Duplicate)), "{r:?}");
+
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(queued));
+    assert_eq!(s.get_key(clash.id).await.unwrap(), None);
+    assert_eq!(s.get_key(same_version.id).await.unwrap(), None);
+    assert_eq!(s.get_key(old.id).await.unwrap(), Some(old));
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![]);
+    assert_eq!(f.audit_count().await, audits);
+    assert_eq!(verify_chain(s).await, 3);
+}
+
+#[tokio::test]
+async fn commit_job_reports_missing_rows_and_writes_nothing() {
+    let f = Fixture::new().await;
+    let (g, _) = seed(&f).await;
+    let s = &f.store;
+    let queued = rotate("payments", 10);
+    s.insert_job(&queued, &record("Started rotate"))
+        .await
+        .unwrap();
+    let audits = f.audit_count().await;
+    let mut job = queued.clone();
+    job.status = JobStatus::Failed;
+    let new = key("payments", 2);
+    let msg = message(&job, 30, "Failed");
+
+    let unknown = rotate("payments", 12);
+    let not_found = |r: Result<(), StoreError>| matches!(r, Err(StoreError::NotFound));
+    assert!(not_found(
+        s.commit_job(&JobCommit {
+            job: &unknown,
+            keys: &[],
+            group: None,
+            message: None,
+            audit: Some(&record("x")),
+        })
+        .await
+    ));
+    let missing_group = group("no-such-group", "aws-prod");
+    assert!(not_found(
+        s.commit_job(&JobCommit {
+            job: &job,
+            keys: std::slice::from_ref(&new),
+            group: Some(&missing_group),
+            message: Some(&msg),
+            audit: Some(&record("x")),
+        })
+        .await
+    ));
+    let orphan = key("no-such-group", 1);
+    assert!(not_found(
+        s.commit_job(&JobCommit {
+            job: &job,
+            keys: &[new.clone(), orphan.clone()],
+            group: None,
+            message: Some(&msg),
+            audit: Some(&record("x")),
+        })
+        .await
+    ));
+    // A message for a job that does not exist.
+    assert!(not_found(
+        s.commit_job(&JobCommit {
+            job: &job,
+            keys: &[],
+            group: None,
+            message: Some(&message(&unknown, 30, "stray")),
+            audit: None,
+        })
+        .await
+    ));
+
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(queued));
+    assert_eq!(s.get_job(unknown.id).await.unwrap(), None);
+    assert_eq!(s.get_key(new.id).await.unwrap(), None);
+    assert_eq!(s.get_key(orphan.id).await.unwrap(), None);
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![]);
+    assert_eq!(f.audit_count().await, audits);
+}
+
+#[tokio::test]
+async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
+    let f = Fixture::new().await;
+    let (_, k) = seed(&f).await;
+    let s = &f.store;
+    let mut running = synchronize(&k, 30);
+    let queued = rotate("payments", 10);
+    let mut done = rotate("payments", 5);
+    done.status = JobStatus::Succeeded;
+    let mut failed = rotate("payments", 6);
+    failed.status = JobStatus::Failed;
+    let mut cancelled = rotate("payments", 7);
+    cancelled.status = JobStatus::Cancelled;
+    // Created in the same microsecond as `queued`, inserted after it.
+    let twin = rotate("payments", 10);
+    for j in [&running, &done, &queued, &twin, &failed, &cancelled] {
+        s.insert_job(j, &record("j")).await.unwrap();
+    }
+    assert_eq!(
+        ids(&s.unfinished_jobs().await.unwrap()),
+        vec![queued.id, twin.id, running.id]
+    );
+
+    running.status = JobStatus::Succeeded;
+    running.finished_at = Some(at(40));
+    s.commit_job(&JobCommit {
+        job: &running,
+        keys: &[],
+        group: None,
+        message: None,
+        audit: Some(&record("Synchronized")),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&s.unfinished_jobs().await.unwrap()),
+        vec![queued.id, twin.id]
+    );
+}
+
+#[tokio::test]
+async fn list_jobs_is_newest_first_and_limited() {
+    let f = Fixture::new().await;
+    let (_, k) = seed(&f).await;
+    let s = &f.store;
+    let a = rotate("payments", 10);
+    let b = synchronize(&k, 30);
+    let c = rotate("payments", 20);
+    // Same microsecond as `c`, inserted later: shown first.
+    let d = rotate("payments", 20);
+    for j in [&a, &b, &c, &d] {
+        s.insert_job(j, &record("j")).await.unwrap();
+    }
+    assert_eq!(
+        ids(&s.list_jobs(0).await.unwrap()),
+        vec![b.id, d.id, c.id, a.id]
+    );
+    assert_eq!(ids(&s.list_jobs(2).await.unwrap()), vec![b.id, d.id]);
+    assert_eq!(s.list_jobs(5000).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn list_jobs_defaults_to_100_and_caps_at_1000() {
+    let f = Fixture::new().await;
+    seed(&f).await;
+    f.store
+        .insert_job(&rotate("payments", 10), &record("j"))
+        .await
+        .unwrap();
+    let mut conn = raw(&f).await;
+    // 1004 copies under other ids, in one statement rather than 1004 commits.
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
+         INSERT INTO jobs SELECT printf('00000000-0000-4000-8000-%012d', n.i), kind, spec, \
+         status, users, created_at, started_at, finished_at, progress, error, attempts \
+         FROM jobs, n",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(f.store.list_jobs(0).await.unwrap().len(), 100);
+    assert_eq!(f.store.list_jobs(5000).await.unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn job_messages_are_per_job_oldest_first() {
+    let f = Fixture::new().await;
+    seed(&f).await;
+    let s = &f.store;
+    let one = rotate("payments", 10);
+    let two = rotate("payments", 11);
+    s.insert_job(&one, &record("1")).await.unwrap();
+    s.insert_job(&two, &record("2")).await.unwrap();
+    let texts = ["Generated key", "Created KMS key", "Imported material"];
+    for (i, text) in texts.iter().enumerate() {
+        for job in [&one, &two] {
+            s.commit_job(&JobCommit {
+                job,
+                keys: &[],
+                group: None,
+                message: Some(&message(job, 100 + i as i64, text)),
+                audit: None,
+            })
+            .await
+            .unwrap();
+        }
+    }
+    let read = s.job_messages(one.id).await.unwrap();
+    assert_eq!(
+        read.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        texts
+    );
+    assert!(read.iter().all(|m| m.job_id == one.id));
+    assert_eq!(read[2], message(&one, 102, "Imported material"));
+    assert_eq!(s.job_messages(two.id).await.unwrap().len(), 3);
+    assert_eq!(s.job_messages(uuid::Uuid::new_v4()).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn deleting_a_key_keeps_the_jobs_that_named_it() {
+    let f = Fixture::new().await;
+    let (_, k) = seed(&f).await;
+    let s = &f.store;
+    let job = synchronize(&k, 10);
+    s.insert_job(&job, &record("Started synchronize"))
+        .await
+        .unwrap();
+    s.commit_job(&JobCommit {
+        job: &job,
+        keys: std::slice::from_ref(&k),
+        group: None,
+        message: Some(&message(&job, 20, "Deleted material")),
+        audit: None,
+    })
+    .await
+    .unwrap();
+
+    s.delete_key(k.id, &record("Deleted key")).await.unwrap();
+    assert_eq!(s.get_key(k.id).await.unwrap(), None);
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(s.job_messages(job.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_audit_chain_verifies_after_job_commits() {
+    let f = Fixture::new().await;
+    let (g, _) = seed(&f).await;
+    let s = &f.store;
+    let mut job = rotate("payments", 10);
+    s.insert_job(&job, &record("Started rotate")).await.unwrap();
+    // credential, group, "Started rotate"
+    let mut expected = 3;
+    for (i, step) in Step::ROTATE.into_iter().enumerate() {
+        let i = i as i64;
+        job.status = JobStatus::Running;
+        job.progress.done.push(step);
+        let audited = i % 2 == 0;
+        let k = key("payments", 10 + i as u32);
+        s.commit_job(&JobCommit {
+            job: &job,
+            keys: std::slice::from_ref(&k),
+            group: Some(&g),
+            message: Some(&message(&job, 20 + i, step.describe())),
+            audit: audited.then(|| record(step.as_str())).as_ref(),
+        })
+        .await
+        .unwrap();
+        s.append_audit(&record("between steps")).await.unwrap();
+        expected += 1 + u64::from(audited);
+    }
+    assert_eq!(verify_chain(s).await, expected);
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(job));
+}
+
+#[tokio::test]
+async fn progress_saved_by_an_older_release_reads_with_defaults() {
+    let f = Fixture::new().await;
+    seed(&f).await;
+    let job = rotate("payments", 10);
+    f.store.insert_job(&job, &record("j")).await.unwrap();
+    let mut conn = raw(&f).await;
+    sqlx::query(r#"UPDATE jobs SET progress = '{"steps":["generate_key"],"done":[]}'"#)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let read = f.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(read.progress, JobProgress::new(vec![Step::GenerateKey]));
+
+    // A row whose kind disagrees with its spec is reported, not trusted.
+    sqlx::query("UPDATE jobs SET kind = 'synchronize'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let r = f.store.get_job(job.id).await;
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+}
