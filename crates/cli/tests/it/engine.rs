@@ -452,9 +452,10 @@ async fn a_key_deleted_behind_keyholds_back_fails_sync_until_restored() {
     assert_eq!(kms.state(&key).await, "Enabled");
 }
 
-/// A stand-in for AWS that refuses every credential, in AWS's own wire format:
-/// LocalStack accepts any access key, so it cannot produce this case.
-async fn refusing_kms() -> String {
+/// A stand-in for AWS KMS that answers every request with one AWS error, in
+/// AWS's own wire format (JSON body, `__type`): for cases LocalStack cannot
+/// produce (it accepts any access key and does not validate policies).
+async fn failing_kms(error_type: &'static str, message: &'static str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -466,7 +467,7 @@ async fn refusing_kms() -> String {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 let _ = socket.read(&mut buf).await;
-                let body = r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#;
+                let body = format!(r#"{{"__type":"{error_type}","message":"{message}"}}"#);
                 let response = format!(
                     "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: 5e8f4c\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -476,6 +477,155 @@ async fn refusing_kms() -> String {
         }
     });
     format!("http://{addr}")
+}
+
+async fn refusing_kms() -> String {
+    failing_kms(
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_policy_kms_rejects_fails_the_job_with_awss_reason() {
+    let (app, token) = ready_app().await;
+    let endpoint = failing_kms(
+        "MalformedPolicyDocumentException",
+        "The new key policy will not allow you to update the key policy in the future.",
+    )
+    .await;
+    app.import_credential_at(&token, "strict", &endpoint).await;
+    let group = unique("bad-policy");
+    let mut body = group_body(&group, "strict");
+    body["region"] = json!("eu-west-1");
+    app.create_group(&token, body).await;
+    let id = app.rotate(&token, &group).await;
+    let job = app.wait_job(&token, &id).await;
+    assert_eq!(job["status"], "failed");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("CreateKey") && error.contains("key policy will not allow"),
+        "{error}"
+    );
+    let (_, g) = app.get(&format!("/api/v1/groups/{group}"), &token).await;
+    assert_eq!(g["active_key_id"], Value::Null, "nothing became active");
+}
+
+/// The `keyhold` binary against this test's server, as a script would use it.
+fn keyhold(
+    app: &TestApp,
+    session: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyhold"))
+        .args(args)
+        .env("KEYHOLD_URL", &app.base)
+        .env("KEYHOLD_SESSION_FILE", session)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_waits_for_jobs_and_exits_by_their_outcome() {
+    let (app, token) = ready_app().await;
+    let good = unique("cli-wait");
+    group_named(&app, &token, &good, |_| {}).await;
+    let bad = unique("cli-fail");
+    group_named(&app, &token, &bad, |g| {
+        g["active_key_id"] = json!(uuid::Uuid::new_v4().to_string())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session.json");
+    let app = std::sync::Arc::new(app);
+    let run = {
+        let app = app.clone();
+        move |args: Vec<String>, stdin: String| {
+            let app = app.clone();
+            let session = session.clone();
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                keyhold(&app, &session, &args, &stdin)
+            })
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    for (user, password) in [("Admin1", ADMIN1_PASSWORD), ("Admin2", ADMIN2_PASSWORD)] {
+        let out = run(
+            args(&["login", "--user", user, "--password-stdin"]),
+            format!("{password}\n"),
+        )
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let out = run(
+        args(&["group", "rotate", &good, "--wait", "--output", "json"]),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "succeeded");
+    let key = job["kms_key_id"].as_str().unwrap().to_owned();
+    assert_eq!(Kms::connect().await.state(&key).await, "Enabled");
+
+    let out = run(
+        args(&["key", "sync", &key, "--no-update-policy", "--wait"]),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let people = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        people.contains("Imported the key material"),
+        "the job's messages are shown as they arrive: {people}"
+    );
+
+    let out = run(args(&["group", "rotate", &bad, "--wait"]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a failed job exits 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("job retry"),
+        "{stderr}"
+    );
+
+    let out = run(args(&["job", "list", "--output", "json"]), String::new())
+        .await
+        .unwrap();
+    let jobs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 3);
+    drop(token);
 }
 
 #[tokio::test]
