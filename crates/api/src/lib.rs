@@ -140,13 +140,36 @@ impl fmt::Debug for ImportCredentialRequest {
     }
 }
 
+/// A credential that holds no secret: the server's AWS default credential
+/// chain, optionally used to assume an IAM role through STS.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddCredentialRequest {
+    pub name: String,
+    /// `aws` (the default).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// `default_chain` (the only kind added this way; access keys are imported).
+    pub kind: String,
+    /// The IAM role to assume, such as `arn:aws:iam::123456789012:role/keyhold`.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// Endpoint override (VPC endpoint, test peer).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CredentialView {
     pub name: String,
     pub service: String,
+    /// `access_key` or `default_chain`.
     pub kind: String,
-    /// The access key id: what identifies the credential to AWS. Not secret.
+    /// What identifies the credential to AWS: the access key id, the role
+    /// ARN, or `default credential chain`. Not secret.
     pub access_name: String,
+    /// The IAM role assumed through STS (default-chain credentials only).
+    pub role_arn: Option<String>,
     pub endpoint: Option<String>,
     pub created_at: String,
 }

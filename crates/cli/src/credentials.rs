@@ -1,9 +1,9 @@
-//! `keyhold credential import | list | show | delete`:
+//! `keyhold credential import | add | list | show | delete`:
 //! *Identity Management → Cloud Credentials*.
 
 use std::path::PathBuf;
 
-use keyhold_api::{CredentialView, ImportCredentialRequest};
+use keyhold_api::{AddCredentialRequest, CredentialView, ImportCredentialRequest};
 use reqwest::Method;
 use zeroize::Zeroize;
 
@@ -29,6 +29,25 @@ pub enum CredentialCommand {
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
     },
+    /// Add a credential that stores no secret: the server's own AWS
+    /// credentials from the SDK's default chain (environment, profile, web
+    /// identity, instance role), optionally assuming an IAM role through STS.
+    /// Preferred over long-lived access keys.
+    Add {
+        /// A name for the credential (any: letters, digits, '.', '_', '-').
+        #[arg(long)]
+        name: String,
+        /// Use the server's AWS default credential chain (the kind added here).
+        #[arg(long, required = true)]
+        default_chain: bool,
+        /// IAM role to assume with those credentials, such as
+        /// arn:aws:iam::123456789012:role/keyhold.
+        #[arg(long, value_name = "ARN")]
+        role_arn: Option<String>,
+        /// Endpoint override for AWS KMS (a VPC endpoint, a test peer).
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+    },
     /// List the cloud credentials (never their secrets).
     List,
     /// Show one cloud credential.
@@ -50,6 +69,7 @@ impl Tabular for CredentialView {
             "Service",
             "Kind",
             "Access Name",
+            "Role",
             "Endpoint",
             "Created",
         ]
@@ -61,6 +81,7 @@ impl Tabular for CredentialView {
             self.service.clone(),
             self.kind.clone(),
             self.access_name.clone(),
+            output::or_dash(self.role_arn.as_deref()),
             output::or_dash(self.endpoint.as_deref()),
             output::time(&self.created_at),
         ]
@@ -92,6 +113,26 @@ pub async fn run(ctx: &Context, command: CredentialCommand) -> anyhow::Result<()
                 .await;
             request.csv.zeroize();
             output::print_item(ctx.output, &answer?)
+        }
+        CredentialCommand::Add {
+            name,
+            // Required by clap: it names the kind, the only one added this way.
+            default_chain: _,
+            role_arn,
+            endpoint,
+        } => {
+            let request = AddCredentialRequest {
+                name,
+                service: None,
+                kind: "default_chain".to_owned(),
+                role_arn,
+                endpoint,
+            };
+            let credential: CredentialView = ctx
+                .authenticated()?
+                .call(Method::POST, "/credentials/chain", &request)
+                .await?;
+            output::print_item(ctx.output, &credential)
         }
         CredentialCommand::List => {
             let credentials: Vec<CredentialView> = ctx.authenticated()?.get("/credentials").await?;

@@ -79,7 +79,7 @@ enum Command {
     /// Identities: the people and service accounts that log in.
     #[command(subcommand)]
     Identity(identities::IdentityCommand),
-    /// Cloud credentials (AWS access keys).
+    /// Cloud credentials (AWS access keys, or the server's default credential chain).
     #[command(subcommand)]
     Credential(credentials::CredentialCommand),
     /// Key groups: AWS properties and rotation schedule of their keys.
@@ -204,6 +204,9 @@ mod tests {
             "keyhold passwd --user Admin1 --password-stdin",
             "keyhold login --user Admin2 --password-stdin",
             "keyhold credential import --name aws1 --csv creds.csv --endpoint http://127.0.0.1:4566",
+            "keyhold credential add --name aws-role --default-chain \
+             --role-arn arn:aws:iam::123456789012:role/keyhold --endpoint http://127.0.0.1:4566",
+            "keyhold credential add --name aws-chain --default-chain",
             "keyhold group create --name ig-demo --credential aws1 --region eu-west-1 --alias alias/ig-demo \
              --description d --active-key-id 0b5e1c1e-0000-4000-8000-000000000000 --policy p.json \
              --rotate-every 30d --valid-for 1y --disable-after-rotate",
@@ -230,6 +233,23 @@ mod tests {
                 panic!("{line}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn credential_add_names_its_kind() {
+        assert!(Cli::try_parse_from(["keyhold", "credential", "add", "--name", "a"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "keyhold",
+                "credential",
+                "add",
+                "--name",
+                "a",
+                "--role-arn",
+                "arn:aws:iam::123456789012:role/keyhold",
+            ])
+            .is_err()
+        );
     }
 
     #[test]

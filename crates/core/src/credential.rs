@@ -4,6 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::aws::printable;
 use crate::clock::Timestamp;
 use crate::error::InvalidInput;
 use crate::names::CredentialName;
@@ -52,18 +53,38 @@ pub enum CredentialKind {
         access_key_id: AccessKeyId,
         sealed_secret: Vec<u8>,
     },
+    /// Whatever credentials the server process has through the AWS SDK's
+    /// default chain (environment, profile, web identity, instance role),
+    /// optionally used only to assume `role_arn` through STS. keyhold stores
+    /// no secret for it: there is no long-lived access key to leak.
+    DefaultChain { role_arn: Option<RoleArn> },
 }
 
 impl CredentialKind {
+    pub const ACCESS_KEY: &'static str = "access_key";
+    pub const DEFAULT_CHAIN: &'static str = "default_chain";
+
     pub fn label(&self) -> &'static str {
         match self {
-            Self::AccessKey { .. } => "access_key",
+            Self::AccessKey { .. } => Self::ACCESS_KEY,
+            Self::DefaultChain { .. } => Self::DEFAULT_CHAIN,
         }
     }
     /// The "Access Name" column: what identifies the credential to AWS.
     pub fn access_name(&self) -> &str {
         match self {
             Self::AccessKey { access_key_id, .. } => access_key_id.as_str(),
+            Self::DefaultChain {
+                role_arn: Some(role_arn),
+            } => role_arn.as_str(),
+            Self::DefaultChain { role_arn: None } => "default credential chain",
+        }
+    }
+    /// The IAM role assumed through STS, if any.
+    pub fn role_arn(&self) -> Option<&RoleArn> {
+        match self {
+            Self::AccessKey { .. } => None,
+            Self::DefaultChain { role_arn } => role_arn.as_ref(),
         }
     }
 }
@@ -88,6 +109,94 @@ impl AccessKeyId {
 }
 
 string_newtype!(AccessKeyId);
+
+/// Longest role ARN STS accepts in AssumeRole.
+pub const MAX_ROLE_ARN_LEN: usize = 2048;
+/// Longest IAM role name.
+const MAX_ROLE_NAME_LEN: usize = 64;
+/// The AWS partitions whose IAM roles keyhold can assume.
+const PARTITIONS: &[&str] = &["aws", "aws-cn", "aws-us-gov"];
+
+/// An IAM role ARN such as `arn:aws:iam::123456789012:role/keyhold` (or with a
+/// path, `…:role/team/keyhold`), assumed through STS (not secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoleArn(String);
+string_newtype!(RoleArn);
+
+impl RoleArn {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let bad = |why: String| {
+            InvalidInput::new(
+                "role_arn",
+                format!(
+                    "{why}: give an IAM role ARN such as arn:aws:iam::123456789012:role/keyhold"
+                ),
+            )
+        };
+        if raw.len() > MAX_ROLE_ARN_LEN {
+            return Err(bad(format!(
+                "the role ARN is longer than {MAX_ROLE_ARN_LEN} characters"
+            )));
+        }
+        let shown = printable(raw);
+        let parts: Vec<&str> = raw.splitn(6, ':').collect();
+        let [arn, partition, service, region, account, resource] = parts[..] else {
+            return Err(bad(format!("'{shown}' is not an ARN")));
+        };
+        if arn != "arn" {
+            return Err(bad(format!("'{shown}' does not start with 'arn:'")));
+        }
+        if !PARTITIONS.contains(&partition) {
+            return Err(bad(format!(
+                "'{}' is not an AWS partition (aws, aws-cn or aws-us-gov)",
+                printable(partition)
+            )));
+        }
+        if service != "iam" || !region.is_empty() {
+            return Err(bad(format!(
+                "'{shown}' is not an IAM ARN (arn:{partition}:iam::ACCOUNT:role/NAME)"
+            )));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(format!(
+                "the account '{}' is not a 12-digit AWS account id",
+                printable(account)
+            )));
+        }
+        let Some(path_and_name) = resource.strip_prefix("role/") else {
+            return Err(bad(format!(
+                "'{shown}' is not a role ARN: the resource must be role/NAME"
+            )));
+        };
+        if !path_and_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_/-".contains(c))
+        {
+            return Err(bad(
+                "the role path and name may only contain letters, digits and + = , . @ _ / -"
+                    .to_owned(),
+            ));
+        }
+        let name = path_and_name.rsplit('/').next().unwrap_or_default();
+        if path_and_name.split('/').any(str::is_empty) {
+            return Err(bad(format!(
+                "'{shown}' has an empty role name or path part"
+            )));
+        }
+        if name.len() > MAX_ROLE_NAME_LEN {
+            return Err(bad(format!(
+                "the role name is longer than {MAX_ROLE_NAME_LEN} characters"
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The account the role belongs to.
+    pub fn account(&self) -> &str {
+        self.0.split(':').nth(4).unwrap_or_default()
+    }
+}
 
 /// An endpoint override URL (`https://…`, or `http://` for a loopback test peer).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,7 +428,119 @@ mod tests {
         }
     }
 
+    #[test]
+    fn role_arn_rules() {
+        for ok in [
+            "arn:aws:iam::123456789012:role/keyhold",
+            "arn:aws:iam::123456789012:role/team/payments/keyhold-rotator",
+            "arn:aws-cn:iam::123456789012:role/keyhold",
+            "arn:aws-us-gov:iam::123456789012:role/a+b=c,d.e@f_g-h",
+        ] {
+            let arn = RoleArn::parse(ok).unwrap();
+            assert_eq!(arn.as_str(), ok);
+            assert_eq!(arn.account(), "123456789012");
+        }
+        let long_path = format!("arn:aws:iam::123456789012:role/{}/k", "p".repeat(2048));
+        let long_name = format!("arn:aws:iam::123456789012:role/{}", "n".repeat(65));
+        for (bad, why) in [
+            ("", "not an ARN"),
+            ("keyhold", "not an ARN"),
+            ("arn:aws:iam::123456789012", "not an ARN"),
+            (
+                "urn:aws:iam::123456789012:role/k",
+                "does not start with 'arn:'",
+            ),
+            (
+                "arn:aws-eu:iam::123456789012:role/k",
+                "not an AWS partition",
+            ),
+            ("arn:aws:sts::123456789012:role/k", "not an IAM ARN"),
+            (
+                "arn:aws:iam:eu-west-1:123456789012:role/k",
+                "not an IAM ARN",
+            ),
+            ("arn:aws:iam::12345678901:role/k", "12-digit"),
+            ("arn:aws:iam::1234567890123:role/k", "12-digit"),
+            ("arn:aws:iam::12345678901x:role/k", "12-digit"),
+            ("arn:aws:iam::123456789012:user/k", "not a role ARN"),
+            ("arn:aws:iam::123456789012:role/", "empty"),
+            ("arn:aws:iam::123456789012:role/team/", "empty"),
+            ("arn:aws:iam::123456789012:role//k", "empty"),
+            ("arn:aws:iam::123456789012:role/k y", "may only contain"),
+            ("arn:aws:iam::123456789012:role/k:y", "may only contain"),
+            ("arn:aws:iam::123456789012:role/ké", "may only contain"),
+            (long_path.as_str(), "longer than 2048"),
+            (long_name.as_str(), "longer than 64"),
+        ] {
+            let err = RoleArn::parse(bad).unwrap_err();
+            assert_eq!(err.field, "role_arn", "{bad}");
+            assert!(err.message.contains(why), "{bad}: {}", err.message);
+            assert!(
+                err.message.contains("arn:aws:iam::123456789012:role/"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn role_arns_go_through_serde_validated() {
+        let ok: RoleArn =
+            serde_json::from_str("\"arn:aws:iam::123456789012:role/keyhold\"").unwrap();
+        assert_eq!(ok.to_string(), "arn:aws:iam::123456789012:role/keyhold");
+        assert!(serde_json::from_str::<RoleArn>("\"arn:aws:iam::1:role/k\"").is_err());
+    }
+
+    #[test]
+    fn default_chain_labels_and_access_names() {
+        let plain = CredentialKind::DefaultChain { role_arn: None };
+        assert_eq!(plain.label(), "default_chain");
+        assert_eq!(plain.access_name(), "default credential chain");
+        assert_eq!(plain.role_arn(), None);
+        let arn = RoleArn::parse("arn:aws:iam::123456789012:role/keyhold").unwrap();
+        let role = CredentialKind::DefaultChain {
+            role_arn: Some(arn.clone()),
+        };
+        assert_eq!(role.label(), "default_chain");
+        assert_eq!(role.access_name(), arn.as_str());
+        assert_eq!(role.role_arn(), Some(&arn));
+        let key = CredentialKind::AccessKey {
+            access_key_id: AccessKeyId::parse("AKIAIOSFODNN7EXAMPLE").unwrap(),
+            sealed_secret: vec![1],
+        };
+        assert_eq!(key.label(), "access_key");
+        assert_eq!(key.role_arn(), None);
+    }
+
     proptest! {
+        #[test]
+        fn role_arns_from_the_alphabet_are_accepted(
+            partition in "aws|aws-cn|aws-us-gov",
+            account in "[0-9]{12}",
+            path in "([A-Za-z0-9+=,.@_-]{1,20}/){0,3}",
+            name in "[A-Za-z0-9+=,.@_-]{1,64}",
+        ) {
+            let raw = format!("arn:{partition}:iam::{account}:role/{path}{name}");
+            let arn = RoleArn::parse(&raw).unwrap();
+            prop_assert_eq!(arn.as_str(), raw.as_str());
+            prop_assert_eq!(arn.account(), account.as_str());
+        }
+
+        #[test]
+        fn parsed_role_arns_keep_the_rules(raw in "(arn:aws(-cn|-us-gov|-eu)?:iam::[0-9x]{11,13}:role/)?\\PC{0,80}") {
+            match RoleArn::parse(&raw) {
+                Ok(arn) => {
+                    prop_assert!(arn.as_str().len() <= MAX_ROLE_ARN_LEN);
+                    prop_assert_eq!(arn.account().len(), 12);
+                    prop_assert!(arn.as_str().chars().all(|c| c.is_ascii_graphic()));
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.field, "role_arn");
+                    prop_assert!(!e.message.chars().any(char::is_control));
+                }
+            }
+        }
+
         #[test]
         fn csv_parser_never_panics(raw in prop::collection::vec(any::<u8>(), 0..512)) {
             let _ = AccessKeyCsv::parse(&raw);

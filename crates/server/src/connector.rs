@@ -83,18 +83,40 @@ impl AwsConnector {
         }
     }
 
+    /// How the SDK authenticates for `credential`. An access key needs its
+    /// opened secret; the default chain needs none.
+    fn credentials(
+        credential: &Credential,
+        secret: Option<SecretString>,
+    ) -> Result<AwsCredentials, CloudError> {
+        match &credential.kind {
+            CredentialKind::AccessKey { access_key_id, .. } => {
+                let Some(secret) = secret else {
+                    return Err(CloudError::Rejected {
+                        operation: CONNECT,
+                        message: format!(
+                            "cloud credential '{}' has no secret access key: delete it and import its CSV again",
+                            credential.name
+                        ),
+                    });
+                };
+                Ok(AwsCredentials::Static {
+                    access_key_id: access_key_id.as_str().to_owned(),
+                    secret_access_key: secret,
+                })
+            }
+            CredentialKind::DefaultChain { role_arn } => Ok(AwsCredentials::DefaultChain {
+                assume_role_arn: role_arn.as_ref().map(|arn| arn.as_str().to_owned()),
+            }),
+        }
+    }
+
     fn settings(
         &self,
         credential: &Credential,
-        secret: SecretString,
+        credentials: AwsCredentials,
         region: &Region,
     ) -> AwsKmsSettings {
-        let credentials = match &credential.kind {
-            CredentialKind::AccessKey { access_key_id, .. } => AwsCredentials::Static {
-                access_key_id: access_key_id.as_str().to_owned(),
-                secret_access_key: secret,
-            },
-        };
         let mut settings = AwsKmsSettings::new(region.clone(), credentials);
         settings.endpoint = credential.endpoint.as_ref().map(|e| e.as_str().to_owned());
         settings.use_fips = self.config.use_fips;
@@ -118,18 +140,10 @@ impl CloudConnector for AwsConnector {
         if let Some(kms) = self.cached(&key, credential) {
             return Ok(kms);
         }
-        let Some(secret) = secret else {
-            return Err(CloudError::Rejected {
-                operation: CONNECT,
-                message: format!(
-                    "cloud credential '{}' has no secret access key: delete it and import its CSV again",
-                    credential.name
-                ),
-            });
-        };
+        let credentials = Self::credentials(credential, secret)?;
         // Built without holding the lock: loading the SDK configuration may
         // read files, and other jobs should not wait on it.
-        let client = AwsKms::new(self.settings(credential, secret, region))
+        let client = AwsKms::new(self.settings(credential, credentials, region))
             .await
             .map_err(|e| CloudError::Rejected {
                 operation: CONNECT,
@@ -158,7 +172,8 @@ impl CloudConnector for AwsConnector {
         drop(clients);
         tracing::info!(
             credential = %credential.name,
-            access_key_id = credential.kind.access_name(),
+            kind = credential.kind.label(),
+            access_name = credential.kind.access_name(),
             region = region.as_str(),
             ?endpoint,
             "connected to AWS KMS"
@@ -170,7 +185,7 @@ impl CloudConnector for AwsConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyhold_core::credential::{AccessKeyId, CloudService, Endpoint};
+    use keyhold_core::credential::{AccessKeyId, CloudService, Endpoint, RoleArn};
     use keyhold_core::names::CredentialName;
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
@@ -186,6 +201,15 @@ mod tests {
             },
             endpoint: Some(Endpoint::parse("http://127.0.0.1:4566").unwrap()),
             created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        }
+    }
+
+    fn chain_credential(name: &str, role: Option<&str>) -> Credential {
+        Credential {
+            kind: CredentialKind::DefaultChain {
+                role_arn: role.map(|r| RoleArn::parse(r).unwrap()),
+            },
+            ..credential(name)
         }
     }
 
@@ -262,5 +286,52 @@ mod tests {
         assert!(text.contains("'aws'"), "{text}");
         assert!(!text.contains(SECRET), "{text}");
         assert!(!format!("{connector:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn each_kind_maps_to_its_sdk_credentials() {
+        let key = AwsConnector::credentials(&credential("aws"), secret()).unwrap();
+        assert!(matches!(
+            key,
+            AwsCredentials::Static { access_key_id, .. } if access_key_id == "AKIAIOSFODNN7EXAMPLE"
+        ));
+        let chain = AwsConnector::credentials(&chain_credential("chain", None), None).unwrap();
+        assert!(matches!(
+            chain,
+            AwsCredentials::DefaultChain {
+                assume_role_arn: None
+            }
+        ));
+        let role = AwsConnector::credentials(
+            &chain_credential("role", Some("arn:aws:iam::123456789012:role/keyhold")),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            role,
+            AwsCredentials::DefaultChain { assume_role_arn: Some(arn) }
+                if arn == "arn:aws:iam::123456789012:role/keyhold"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_default_chain_credential_connects_without_a_secret() {
+        let connector = AwsConnector::new(KmsConfig::default());
+        let chain = chain_credential("chain", None);
+        let first = connector
+            .connect(&chain, None, &region("eu-west-1"))
+            .await
+            .unwrap();
+        let again = connector
+            .connect(&chain, None, &region("eu-west-1"))
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let role = chain_credential("role", Some("arn:aws:iam::123456789012:role/keyhold"));
+        let assumed = connector
+            .connect(&role, None, &region("eu-west-1"))
+            .await
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first, &assumed));
     }
 }

@@ -24,6 +24,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/identities/{name}"),
     ("get", "/api/v1/credentials"),
     ("post", "/api/v1/credentials"),
+    // Also routed: GET and DELETE /api/v1/credentials/chain, which are
+    // /api/v1/credentials/{name} for a credential named "chain".
+    ("post", "/api/v1/credentials/chain"),
     ("get", "/api/v1/credentials/{name}"),
     ("delete", "/api/v1/credentials/{name}"),
     ("get", "/api/v1/groups"),

@@ -7,7 +7,9 @@ use keyhold_core::StoreError;
 use keyhold_core::audit::AuditEntry;
 use keyhold_core::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::clock::{Timestamp, format_timestamp, parse_timestamp};
-use keyhold_core::credential::{AccessKeyId, CloudService, Credential, CredentialKind, Endpoint};
+use keyhold_core::credential::{
+    AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
+};
 use keyhold_core::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Role, Session, SessionIdentity};
 use keyhold_core::interval::Interval;
@@ -20,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::corrupt;
 
-/// The only credential kind so far; stored so that a second kind can be added
-/// without guessing what existing rows are.
-pub(crate) const ACCESS_KEY_KIND: &str = "access_key";
+/// The kinds of credential rows. Migration 0003's CHECK names them too.
+pub(crate) const ACCESS_KEY_KIND: &str = CredentialKind::ACCESS_KEY;
+pub(crate) const DEFAULT_CHAIN_KIND: &str = CredentialKind::DEFAULT_CHAIN;
 
 pub(crate) fn ts(t: &Timestamp) -> String {
     format_timestamp(t)
@@ -164,11 +166,13 @@ impl TryFrom<SessionRow> for Session {
 
 // Credentials
 
-/// A credential's columns, flattened from its kind.
+/// A credential's columns, flattened from its kind: the columns another kind
+/// uses are NULL.
 pub(crate) struct CredentialColumns<'a> {
     pub kind: &'static str,
-    pub access_key_id: &'a str,
-    pub sealed_secret: &'a [u8],
+    pub access_key_id: Option<&'a str>,
+    pub sealed_secret: Option<&'a [u8]>,
+    pub role_arn: Option<&'a str>,
 }
 
 pub(crate) fn credential_columns(credential: &Credential) -> CredentialColumns<'_> {
@@ -178,8 +182,15 @@ pub(crate) fn credential_columns(credential: &Credential) -> CredentialColumns<'
             sealed_secret,
         } => CredentialColumns {
             kind: ACCESS_KEY_KIND,
-            access_key_id: access_key_id.as_str(),
-            sealed_secret,
+            access_key_id: Some(access_key_id.as_str()),
+            sealed_secret: Some(sealed_secret),
+            role_arn: None,
+        },
+        CredentialKind::DefaultChain { role_arn } => CredentialColumns {
+            kind: DEFAULT_CHAIN_KIND,
+            access_key_id: None,
+            sealed_secret: None,
+            role_arn: role_arn.as_ref().map(RoleArn::as_str),
         },
     }
 }
@@ -190,8 +201,9 @@ pub(crate) struct CredentialRow {
     name: String,
     service: String,
     kind: String,
-    access_key_id: String,
-    sealed_secret: Vec<u8>,
+    access_key_id: Option<String>,
+    sealed_secret: Option<Vec<u8>>,
+    role_arn: Option<String>,
     endpoint: Option<String>,
     created_at: String,
 }
@@ -200,12 +212,47 @@ impl TryFrom<CredentialRow> for Credential {
     type Error = StoreError;
     fn try_from(row: CredentialRow) -> Result<Self, StoreError> {
         const T: &str = "credentials";
-        let kind = match row.kind.as_str() {
-            ACCESS_KEY_KIND => CredentialKind::AccessKey {
-                access_key_id: read(T, "access_key_id", AccessKeyId::parse(&row.access_key_id))?,
-                sealed_secret: row.sealed_secret,
+        // A row must be whole for its kind and carry nothing of another's.
+        let kind = match (
+            row.kind.as_str(),
+            row.access_key_id,
+            row.sealed_secret,
+            row.role_arn,
+        ) {
+            (ACCESS_KEY_KIND, Some(access_key_id), Some(sealed_secret), None) => {
+                CredentialKind::AccessKey {
+                    access_key_id: read(T, "access_key_id", AccessKeyId::parse(&access_key_id))?,
+                    sealed_secret,
+                }
+            }
+            (ACCESS_KEY_KIND, access_key_id, sealed_secret, _) => {
+                let column = match (access_key_id, sealed_secret) {
+                    (None, _) => "access_key_id",
+                    (_, None) => "sealed_secret",
+                    _ => "role_arn",
+                };
+                return Err(corrupt(
+                    T,
+                    column,
+                    "an access key credential needs an access key id and a sealed secret, and no role",
+                ));
+            }
+            (DEFAULT_CHAIN_KIND, None, None, role_arn) => CredentialKind::DefaultChain {
+                role_arn: read_opt(T, "role_arn", role_arn.as_deref(), RoleArn::parse)?,
             },
-            other => return Err(corrupt(T, "kind", format!("unknown kind '{other}'"))),
+            (DEFAULT_CHAIN_KIND, access_key_id, _, _) => {
+                let column = if access_key_id.is_some() {
+                    "access_key_id"
+                } else {
+                    "sealed_secret"
+                };
+                return Err(corrupt(
+                    T,
+                    column,
+                    "a default credential chain credential holds no access key or secret",
+                ));
+            }
+            (other, ..) => return Err(corrupt(T, "kind", format!("unknown kind '{other}'"))),
         };
         Ok(Self {
             id: read_uuid(T, "id", &row.id)?,

@@ -10,6 +10,7 @@ mod kms;
 
 mod audit;
 mod bad_input;
+mod chain_credentials;
 mod cli;
 mod credentials;
 mod engine;

@@ -1,7 +1,11 @@
-//! Cloud credentials: imported from the AWS console CSV, secret sealed at once.
+//! Cloud credentials: an access key imported from the AWS console CSV (secret
+//! sealed at once), or the server's default credential chain with an
+//! optional role to assume (no secret stored).
 
 use super::Keyhold;
-use crate::credential::{AccessKeyCsv, CloudService, Credential, CredentialKind, Endpoint};
+use crate::credential::{
+    AccessKeyCsv, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
+};
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::identity::{Operation, Session};
 use crate::names::CredentialName;
@@ -20,21 +24,53 @@ impl Keyhold {
         let sealed_secret = self
             .keystore
             .seal_secret(id.as_bytes(), csv.secret().as_bytes())?;
+        let kind = CredentialKind::AccessKey {
+            access_key_id: csv.access_key_id,
+            sealed_secret,
+        };
+        self.add_credential(session, id, name, kind, endpoint).await
+    }
+
+    /// Adds a credential that stores no secret: KMS is called with the
+    /// server process's own AWS credentials (the SDK's default chain), or as
+    /// `role_arn`, assumed through STS with them.
+    pub async fn add_chain_credential(
+        &self,
+        session: &Session,
+        name: CredentialName,
+        role_arn: Option<RoleArn>,
+        endpoint: Option<Endpoint>,
+    ) -> CoreResult<Credential> {
+        self.authorize(session, Operation::MANAGE_CREDENTIALS)
+            .await?;
+        let kind = CredentialKind::DefaultChain { role_arn };
+        self.add_credential(session, uuid::Uuid::new_v4(), name, kind, endpoint)
+            .await
+    }
+
+    /// Stores a new credential with its audit entry. The caller has
+    /// authorized the session (and sealed any secret under `id`).
+    async fn add_credential(
+        &self,
+        session: &Session,
+        id: uuid::Uuid,
+        name: CredentialName,
+        kind: CredentialKind,
+        endpoint: Option<Endpoint>,
+    ) -> CoreResult<Credential> {
         let credential = Credential {
             id,
             name: name.clone(),
             service: CloudService::Aws,
-            kind: CredentialKind::AccessKey {
-                access_key_id: csv.access_key_id,
-                sealed_secret,
-            },
+            kind,
             endpoint,
             created_at: self.now(),
         };
         let record = self
             .record(session.users(), format!("Added cloud credential {name}"))
             .with_details(serde_json::json!({
-                "service": "aws",
+                "service": credential.service.as_str(),
+                "kind": credential.kind.label(),
                 "access_name": credential.kind.access_name(),
                 "endpoint": credential.endpoint.as_ref().map(Endpoint::as_str),
             }));

@@ -360,6 +360,8 @@ impl Keyhold {
                 })?;
                 Some(SecretString::from(text))
             }
+            // The server's own credentials: keyhold holds no secret for them.
+            crate::credential::CredentialKind::DefaultChain { .. } => None,
         };
         let kms = connector
             .connect(&credential, secret, &group.aws.region)

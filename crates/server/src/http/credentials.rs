@@ -1,10 +1,12 @@
-//! *Identity Management → Cloud Credentials*. Secrets go in, never out.
+//! *Identity Management → Cloud Credentials*. Secrets go in, never out; a
+//! default-chain credential has none at all.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyhold_api as api;
-use keyhold_core::credential::{AccessKeyCsv, CloudService, Endpoint};
+use keyhold_core::InvalidInput;
+use keyhold_core::credential::{AccessKeyCsv, CloudService, CredentialKind, Endpoint, RoleArn};
 use keyhold_core::names::CredentialName;
 
 use super::errors::ApiResult;
@@ -59,6 +61,73 @@ pub async fn import(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(views::credential(&credential))))
+}
+
+/// Adds a credential on the server's AWS default credential chain, with an
+/// optional role to assume: nothing secret is sent or stored.
+pub async fn add_chain(
+    State(app): State<AppState>,
+    Caller(session): Caller,
+    ApiJson(req): ApiJson<api::AddCredentialRequest>,
+) -> ApiResult<(StatusCode, Json<api::CredentialView>)> {
+    let result = async {
+        let name = CredentialName::parse(&req.name)?;
+        if let Some(service) = &req.service {
+            CloudService::parse(service)?;
+        }
+        match req.kind.as_str() {
+            CredentialKind::DEFAULT_CHAIN => {}
+            CredentialKind::ACCESS_KEY => {
+                return Err(InvalidInput::new(
+                    "kind",
+                    "access keys are imported from the CSV that IAM offers for download: POST /api/v1/credentials (keyhold credential import)",
+                )
+                .into());
+            }
+            _ => {
+                return Err(InvalidInput::new(
+                    "kind",
+                    format!(
+                        "unknown credential kind '{}': the kind added here is '{}'",
+                        printable(&req.kind),
+                        CredentialKind::DEFAULT_CHAIN
+                    ),
+                )
+                .into());
+            }
+        }
+        let role_arn = req.role_arn.as_deref().map(RoleArn::parse).transpose()?;
+        let endpoint = req.endpoint.as_deref().map(Endpoint::parse).transpose()?;
+        Ok(app
+            .keyhold
+            .add_chain_credential(&session, name, role_arn, endpoint)
+            .await?)
+    }
+    .await;
+    let credential = app
+        .audited_for(
+            &session,
+            || format!("Failed to add cloud credential {}", printable(&req.name)),
+            result,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(views::credential(&credential))))
+}
+
+/// `/credentials/chain` is also the path of a credential named `chain`: the
+/// router takes that path to its own route, so these keep GET and DELETE
+/// working for that name.
+const CHAIN_PATH: &str = "chain";
+
+pub async fn show_named_chain(
+    state: State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<api::CredentialView>> {
+    show(state, caller, Path(CHAIN_PATH.to_owned())).await
+}
+
+pub async fn delete_named_chain(state: State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
+    delete(state, caller, Path(CHAIN_PATH.to_owned())).await
 }
 
 pub async fn delete(

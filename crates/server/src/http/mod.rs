@@ -87,6 +87,12 @@ pub fn router(state: AppState) -> Router {
             get(credentials::list).post(credentials::import),
         )
         .route(
+            "/credentials/chain",
+            post(credentials::add_chain)
+                .get(credentials::show_named_chain)
+                .delete(credentials::delete_named_chain),
+        )
+        .route(
             "/credentials/{name}",
             get(credentials::show).delete(credentials::delete),
         )

@@ -49,6 +49,7 @@ pub fn credential(credential: &Credential) -> api::CredentialView {
         service: credential.service.as_str().to_owned(),
         kind: credential.kind.label().to_owned(),
         access_name: credential.kind.access_name().to_owned(),
+        role_arn: credential.kind.role_arn().map(ToString::to_string),
         endpoint: credential.endpoint.as_ref().map(ToString::to_string),
         created_at: time(&credential.created_at),
     }

@@ -7,7 +7,8 @@ use sqlx::sqlite::SqliteConnection;
 use crate::error::db;
 use crate::rows::{CredentialRow, credential_columns, ts};
 
-const COLUMNS: &str = "id, name, service, kind, access_key_id, sealed_secret, endpoint, created_at";
+const COLUMNS: &str =
+    "id, name, service, kind, access_key_id, sealed_secret, role_arn, endpoint, created_at";
 
 pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<Credential>, StoreError> {
     sqlx::query_as::<_, CredentialRow>(&format!("SELECT {COLUMNS} FROM credentials ORDER BY name"))
@@ -40,7 +41,7 @@ pub(super) async fn insert(
 ) -> Result<(), StoreError> {
     let columns = credential_columns(credential);
     sqlx::query(&format!(
-        "INSERT INTO credentials ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        "INSERT INTO credentials ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     ))
     .bind(credential.id.to_string())
     .bind(credential.name.as_str())
@@ -48,6 +49,7 @@ pub(super) async fn insert(
     .bind(columns.kind)
     .bind(columns.access_key_id)
     .bind(columns.sealed_secret)
+    .bind(columns.role_arn)
     .bind(credential.endpoint.as_ref().map(Endpoint::as_str))
     .bind(ts(&credential.created_at))
     .execute(conn)

@@ -6,7 +6,9 @@ use chrono::DateTime;
 use keyhold_core::audit::{AuditEntry, AuditMac, AuditRecord, ChainVerifier, hmac_sha256};
 use keyhold_core::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::clock::Timestamp;
-use keyhold_core::credential::{AccessKeyId, CloudService, Credential, CredentialKind, Endpoint};
+use keyhold_core::credential::{
+    AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
+};
 use keyhold_core::error::KeystoreError;
 use keyhold_core::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Role};
@@ -117,6 +119,20 @@ pub fn credential(name: &str) -> Credential {
             sealed_secret: vec![0, 1, 2, 254, 255],
         },
         endpoint: Some(Endpoint::parse("http://127.0.0.1:4566").unwrap()),
+        created_at: at(2),
+    }
+}
+
+/// A credential on the server's default chain, assuming `role` when given.
+pub fn chain_credential(name: &str, role: Option<&str>) -> Credential {
+    Credential {
+        id: uuid::Uuid::new_v4(),
+        name: CredentialName::parse(name).unwrap(),
+        service: CloudService::Aws,
+        kind: CredentialKind::DefaultChain {
+            role_arn: role.map(|r| RoleArn::parse(r).unwrap()),
+        },
+        endpoint: None,
         created_at: at(2),
     }
 }

@@ -6,6 +6,7 @@
 
 mod audit;
 mod common;
+mod credentials;
 mod durability;
 mod entities;
 mod jobs;
