@@ -316,6 +316,10 @@ pub struct KeyView {
     /// KMS key state as last seen: `enabled`, `disabled`, `pending_import`, …
     pub state: String,
     pub expired: bool,
+    /// Whether the keystore holds the key's material: `present`, `missing`
+    /// (deleted on the token: it cannot be synchronized) or `unknown`
+    /// (the keystore cannot be reached now).
+    pub material: String,
 }
 
 // ---- audit ----

@@ -123,6 +123,7 @@ impl Tabular for KeyView {
             ),
             ("State", self.state.clone()),
             ("Expired", output::yes_no(self.expired)),
+            ("Key material", self.material.clone()),
         ]
     }
 }
@@ -136,12 +137,16 @@ fn validity(key: &KeyView) -> String {
     format!("{} – {to}", output::time(&key.valid_from))
 }
 
+/// The KMS state, with what an officer must notice before acting on the key.
 fn state(key: &KeyView) -> String {
+    let mut state = key.state.clone();
     if key.expired {
-        format!("{} (expired)", key.state)
-    } else {
-        key.state.clone()
+        state.push_str(" (expired)");
     }
+    if key.material == "missing" {
+        state.push_str(" (material missing)");
+    }
+    state
 }
 
 pub async fn run(ctx: &Context, command: KeyCommand) -> anyhow::Result<()> {
@@ -247,6 +252,7 @@ mod tests {
             valid_to: valid_to.map(Into::into),
             state: "enabled".into(),
             expired,
+            material: "present".into(),
         }
     }
 

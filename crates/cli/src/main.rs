@@ -94,11 +94,24 @@ enum Command {
     /// The audit log: list, verify its hash chain, export.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The keystore of a data directory (run with the server stopped).
+    #[command(subcommand)]
+    Keystore(KeystoreCommand),
     /// Server settings (dual control, lockout, session lifetime); `show` by default.
     Config {
         #[command(subcommand)]
         command: Option<configuration::ConfigCommand>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeystoreCommand {
+    /// Move keys, credential secrets and the audit MAC key from the software
+    /// keystore into the PKCS#11 token configured with --keystore pkcs11.
+    /// Key material travels wrapped under a transport key the token makes;
+    /// check digits are compared; each move is audited; the software keystore
+    /// is removed at the end. Interrupted? Run it again: it resumes.
+    Migrate(#[command(flatten)] ServeArgs),
 }
 
 #[tokio::main]
@@ -139,6 +152,23 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Job(command) => jobs::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await,
         Command::Config { command } => configuration::run(ctx, command).await,
+        Command::Keystore(KeystoreCommand::Migrate(args)) => {
+            let report = keyhold_server::run_keystore_migrate(args).await?;
+            match ctx.output {
+                OutputFormat::Json => output::emit(&format!(
+                    "{}\n",
+                    serde_json::json!({
+                        "keys_moved": report.keys_moved,
+                        "keys_in_token_already": report.keys_in_token_already,
+                        "credentials_moved": report.credentials_moved,
+                        "software_keystore_removed": report.software_keystore_removed,
+                    })
+                )),
+                OutputFormat::Table => {
+                    output::emit(&format!("Keystore migration done: {report}.\n"))
+                }
+            }
+        }
     }
 }
 
@@ -226,6 +256,8 @@ mod tests {
             "keyhold audit export --file audit.ndjson",
             "keyhold config",
             "keyhold config set --dual-control off",
+            "keyhold keystore migrate --data-dir /srv/keyhold --keystore pkcs11 \
+             --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token-label keyhold",
             "keyhold --url http://127.0.0.1:9000 whoami",
         ] {
             let args: Vec<&str> = line.split_whitespace().collect();

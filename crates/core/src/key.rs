@@ -8,6 +8,34 @@ use crate::clock::Timestamp;
 use crate::error::InvalidInput;
 use crate::names::GroupName;
 
+/// Whether the keystore holds a key's material.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Material {
+    Present,
+    /// Deleted on the token, the token re-initialised, or held by another
+    /// keystore: the key cannot be imported into KMS again.
+    Missing,
+    /// The keystore could not be asked (token absent, for instance).
+    Unknown,
+}
+
+impl Material {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Missing => "missing",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A key as listed: with whether its material is in the keystore.
+#[derive(Clone, Debug)]
+pub struct KeyListing {
+    pub key: Key,
+    pub material: Material,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key {
     pub id: uuid::Uuid,

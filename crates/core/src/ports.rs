@@ -77,8 +77,17 @@ pub trait Keystore: AuditMac {
     /// Destroys a key's material.
     fn delete_key(&self, key_id: uuid::Uuid, handle: &[u8]) -> Result<(), KeystoreError>;
 
-    /// Wrapping algorithms this keystore can produce, best first.
-    fn wrapping_algorithms(&self) -> Vec<WrappingAlgorithm>;
+    /// Wrapping algorithms this keystore can produce, best first. Fails
+    /// while the keystore cannot be reached (it has to be asked).
+    fn wrapping_algorithms(&self) -> Result<Vec<WrappingAlgorithm>, KeystoreError>;
+
+    /// Which of these keys (id and handle) have no material in this keystore:
+    /// deleted on the token, or held by another keystore. One call for a whole
+    /// listing.
+    fn missing_material(
+        &self,
+        keys: &[(uuid::Uuid, &[u8])],
+    ) -> Result<Vec<uuid::Uuid>, KeystoreError>;
 
     /// Seals a secret (a credential's secret access key); `context` binds the
     /// ciphertext to its owner so it cannot be moved to another row.
@@ -131,6 +140,14 @@ pub trait Store: Send + Sync {
     async fn insert_credential(
         &self,
         credential: &Credential,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Replaces the sealed secret of an access-key credential (the secret
+    /// sealed again by another keystore, `keyhold keystore migrate`).
+    async fn update_credential_secret(
+        &self,
+        id: uuid::Uuid,
+        sealed_secret: &[u8],
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
     /// Fails with [`StoreError::InUse`] while a key group uses the credential.

@@ -38,6 +38,7 @@ use zeroize::Zeroizing;
 
 mod files;
 mod master;
+pub mod pkcs11;
 mod seal;
 mod wrap;
 
@@ -45,6 +46,7 @@ mod wrap;
 mod tests;
 
 pub use master::MasterKeySource;
+pub use pkcs11::{Pkcs11Keystore, Pkcs11Settings, TokenSelector};
 
 use master::{KdfParams, MASTER_KEY_LEN};
 use seal::{BlobKind, Sealer, fill_random};
@@ -254,6 +256,44 @@ impl SoftKeystore {
         Ok(material)
     }
 
+    /// Wraps the audit MAC key under a transport public key, for a move into
+    /// an HSM (`keyhold keystore migrate`): the HSM unwraps it, and the audit
+    /// entries sealed here still verify there.
+    pub fn wrap_audit_mac_key(
+        &self,
+        public_key_der: &[u8],
+        algorithm: WrappingAlgorithm,
+    ) -> Result<Vec<u8>, KeystoreError> {
+        wrap::wrap_for_kms(&self.audit_mac_key[..], public_key_der, algorithm)
+    }
+
+    /// Removes the keystore in `dir` once nothing is sealed under its master
+    /// key any more (the end of `keyhold keystore migrate`). The audit MAC
+    /// file goes first: without it the directory no longer counts as a
+    /// keystore, so an interrupted removal is never mistaken for one.
+    pub fn remove(dir: &Path) -> Result<(), KeystoreError> {
+        for name in [
+            AUDIT_MAC_FILE,
+            MASTER_CHECK_FILE,
+            MASTER_SALT_FILE,
+            MASTER_KEY_FILE,
+        ] {
+            match std::fs::remove_file(dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(KeystoreError::Unavailable(format!(
+                        "cannot remove {}: {e}",
+                        dir.join(name).display()
+                    )));
+                }
+            }
+        }
+        // Only when empty: anything else in it is not ours to delete.
+        let _ = std::fs::remove_dir(dir);
+        Ok(())
+    }
+
     /// The material behind a handle, for tests that unwrap what `wrap_key` made.
     #[cfg(test)]
     pub(crate) fn material_for_test(
@@ -383,12 +423,25 @@ impl Keystore for SoftKeystore {
         Ok(())
     }
 
-    fn wrapping_algorithms(&self) -> Vec<WrappingAlgorithm> {
-        vec![
+    fn wrapping_algorithms(&self) -> Result<Vec<WrappingAlgorithm>, KeystoreError> {
+        Ok(vec![
             WrappingAlgorithm::RsaesOaepSha256,
             WrappingAlgorithm::RsaesOaepSha1,
             WrappingAlgorithm::RsaAesKeyWrapSha256,
-        ]
+        ])
+    }
+
+    /// A software handle carries the sealed material itself: missing is a
+    /// handle that does not open (another keystore's, or altered).
+    fn missing_material(
+        &self,
+        keys: &[(uuid::Uuid, &[u8])],
+    ) -> Result<Vec<uuid::Uuid>, KeystoreError> {
+        Ok(keys
+            .iter()
+            .filter(|(id, handle)| self.open_material(*id, handle).is_err())
+            .map(|(id, _)| *id)
+            .collect())
     }
 
     fn seal_secret(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, KeystoreError> {

@@ -265,14 +265,14 @@ fn wrapped_material_unwraps_to_the_keys_bytes_with_every_algorithm() {
     let public_der = private_key.to_public_key().to_public_key_der().unwrap();
 
     assert_eq!(
-        keystore.wrapping_algorithms(),
+        keystore.wrapping_algorithms().unwrap(),
         vec![
             WrappingAlgorithm::RsaesOaepSha256,
             WrappingAlgorithm::RsaesOaepSha1,
             WrappingAlgorithm::RsaAesKeyWrapSha256,
         ]
     );
-    for algorithm in keystore.wrapping_algorithms() {
+    for algorithm in keystore.wrapping_algorithms().unwrap() {
         let wrapped = keystore
             .wrap_key(key_id, &generated.handle, public_der.as_bytes(), algorithm)
             .unwrap();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keyhold_aws::WrappingKeySpec;
-use keyhold_keystore::MasterKeySource;
+use keyhold_keystore::{MasterKeySource, Pkcs11Settings, TokenSelector};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -18,6 +18,8 @@ pub const DEFAULT_DATA_DIR: &str = "./keyhold-data";
 /// Environment variable holding the keystore passphrase. Environment only:
 /// a flag would show in `ps` and shell history.
 pub const PASSPHRASE_ENV: &str = "KEYHOLD_KEYSTORE_PASSPHRASE";
+/// Environment variable holding the PKCS#11 user PIN (environment only).
+pub const PIN_ENV: &str = "KEYHOLD_PKCS11_PIN";
 /// Attempts per AWS KMS request unless told otherwise (the SDK's standard retry).
 pub const DEFAULT_KMS_MAX_ATTEMPTS: u32 = 5;
 /// Most attempts per AWS KMS request: beyond this a job step would hang for
@@ -63,6 +65,24 @@ pub struct ServeArgs {
     /// sessions and passwords would cross the network unencrypted.
     #[arg(long, env = "KEYHOLD_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+    /// Where keys live: `software` (sealed under a master key in
+    /// <data-dir>/keystore) or `pkcs11` (an HSM token) [default: software].
+    #[arg(long, env = "KEYHOLD_KEYSTORE", value_name = "KIND")]
+    pub keystore: Option<String>,
+    /// PKCS#11 module (shared library) of the HSM, such as
+    /// /usr/lib/softhsm/libsofthsm2.so. Needed with --keystore pkcs11.
+    #[arg(long, env = "KEYHOLD_PKCS11_MODULE", value_name = "PATH")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the token that holds keyhold's keys (or --pkcs11-slot).
+    #[arg(long, env = "KEYHOLD_PKCS11_TOKEN_LABEL", value_name = "LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// Slot id of the token, instead of its label.
+    #[arg(long, env = "KEYHOLD_PKCS11_SLOT", value_name = "ID")]
+    pub pkcs11_slot: Option<u64>,
+    /// File holding the token's user PIN. The PIN may also come from the
+    /// KEYHOLD_PKCS11_PIN variable; never from a flag.
+    #[arg(long, env = "KEYHOLD_PKCS11_PIN_FILE", value_name = "PATH")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// Size of the RSA key AWS KMS generates to receive key material for
     /// import: RSA_2048, RSA_3072 or RSA_4096 [default: RSA_4096, AWS's
     /// recommendation].
@@ -113,6 +133,16 @@ struct FileConfig {
     log: Option<String>,
     /// Serve plain HTTP on an address other than loopback.
     allow_plain_http: Option<bool>,
+    /// `software` or `pkcs11`.
+    keystore: Option<String>,
+    /// PKCS#11 module (shared library) of the HSM.
+    pkcs11_module: Option<PathBuf>,
+    /// Label of the token that holds keyhold's keys.
+    pkcs11_token_label: Option<String>,
+    /// Slot id of the token, instead of its label.
+    pkcs11_slot: Option<u64>,
+    /// File holding the token's user PIN.
+    pkcs11_pin_file: Option<PathBuf>,
     /// RSA_2048, RSA_3072 or RSA_4096.
     kms_wrapping_key_spec: Option<String>,
     /// Use AWS KMS's FIPS endpoints.
@@ -130,12 +160,51 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub database: DatabaseUrl,
-    pub master_key: MasterKeySource,
+    pub keystore: KeystoreConfig,
     pub log: String,
     /// How keyhold reaches AWS KMS.
     pub kms: KmsConfig,
     /// Jobs that run at the same time.
     pub job_concurrency: usize,
+}
+
+/// Where keys live.
+#[derive(Clone, Debug)]
+pub enum KeystoreConfig {
+    /// Sealed under a master key kept in (or derived for) <data-dir>/keystore.
+    Software(MasterKeySource),
+    /// Inside a PKCS#11 token. `migrate_from` opens the software keystore
+    /// a data directory used before, for `keyhold keystore migrate`.
+    Pkcs11 {
+        token: Pkcs11Settings,
+        migrate_from: MasterKeySource,
+    },
+}
+
+/// Secrets that come from the environment only (never a flag, which `ps`
+/// and shell history would show). Passed in, so tests need not touch the
+/// process environment.
+#[derive(Default)]
+pub struct EnvSecrets {
+    /// KEYHOLD_KEYSTORE_PASSPHRASE.
+    pub keystore_passphrase: Option<SecretString>,
+    /// KEYHOLD_PKCS11_PIN.
+    pub pkcs11_pin: Option<SecretString>,
+}
+
+impl EnvSecrets {
+    pub fn from_process_env() -> Self {
+        let read = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from)
+        };
+        Self {
+            keystore_passphrase: read(PASSPHRASE_ENV),
+            pkcs11_pin: read(PIN_ENV),
+        }
+    }
 }
 
 /// How keyhold's AWS KMS clients behave; the same for every credential.
@@ -177,7 +246,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
             .field("database", &self.database)
-            .field("master_key", &self.master_key)
+            .field("keystore", &self.keystore)
             .field("log", &self.log)
             .field("kms", &self.kms)
             .field("job_concurrency", &self.job_concurrency)
@@ -235,10 +304,8 @@ pub fn mask_password(url: &str) -> String {
 pub struct ConfigError(String);
 
 impl ServeArgs {
-    /// Merges the layers and validates them. `passphrase_env` is the value of
-    /// KEYHOLD_KEYSTORE_PASSPHRASE, passed in so tests need not touch the
-    /// process environment.
-    pub fn resolve(self, passphrase_env: Option<SecretString>) -> Result<Config, ConfigError> {
+    /// Merges the layers and validates them.
+    pub fn resolve(self, secrets: EnvSecrets) -> Result<Config, ConfigError> {
         let file = match &self.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -277,10 +344,62 @@ impl ServeArgs {
         let passphrase_file = self
             .keystore_passphrase_file
             .or(file.keystore_passphrase_file);
-        let master_key = match (passphrase_file, passphrase_env) {
-            (Some(path), _) => MasterKeySource::Passphrase(read_passphrase(&path)?),
+        let software_master = match (passphrase_file, secrets.keystore_passphrase) {
+            (Some(path), _) => {
+                MasterKeySource::Passphrase(read_secret_file("keystore passphrase", &path)?)
+            }
             (None, Some(passphrase)) => MasterKeySource::Passphrase(passphrase),
             (None, None) => MasterKeySource::File,
+        };
+        let keystore = match self
+            .keystore
+            .or(file.keystore)
+            .as_deref()
+            .unwrap_or("software")
+        {
+            "software" => KeystoreConfig::Software(software_master),
+            "pkcs11" => {
+                let module = self.pkcs11_module.or(file.pkcs11_module).ok_or_else(|| {
+                    ConfigError("the pkcs11 keystore needs pkcs11_module: the path of the HSM's PKCS#11 library, such as /usr/lib/softhsm/libsofthsm2.so".into())
+                })?;
+                let token = match (
+                    self.pkcs11_token_label.or(file.pkcs11_token_label),
+                    self.pkcs11_slot.or(file.pkcs11_slot),
+                ) {
+                    (Some(label), None) => TokenSelector::Label(label),
+                    (None, Some(slot)) => TokenSelector::Slot(slot),
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError(
+                            "give the token's pkcs11_token_label or its pkcs11_slot, not both"
+                                .into(),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(ConfigError("the pkcs11 keystore needs pkcs11_token_label (or pkcs11_slot) to find its token".into()));
+                    }
+                };
+                let pin = match (
+                    self.pkcs11_pin_file.or(file.pkcs11_pin_file),
+                    secrets.pkcs11_pin,
+                ) {
+                    (Some(path), _) => read_secret_file("PKCS#11 PIN", &path)?,
+                    (None, Some(pin)) => pin,
+                    (None, None) => {
+                        return Err(ConfigError(format!(
+                            "the pkcs11 keystore needs the token's user PIN: set {PIN_ENV} or pkcs11_pin_file (never a flag)"
+                        )));
+                    }
+                };
+                KeystoreConfig::Pkcs11 {
+                    token: Pkcs11Settings { module, token, pin },
+                    migrate_from: software_master,
+                }
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "keystore '{other}' is not known: use software or pkcs11"
+                )));
+            }
         };
         let kms = KmsConfig {
             wrapping_key_spec: match self.kms_wrapping_key_spec.or(file.kms_wrapping_key_spec) {
@@ -315,7 +434,7 @@ impl ServeArgs {
             data_dir,
             listen,
             database: DatabaseUrl(SecretString::from(database_raw)),
-            master_key,
+            keystore,
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
             kms,
             // At most MAX_JOB_CONCURRENCY, so the conversion cannot fail.
@@ -378,21 +497,21 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-fn read_passphrase(path: &Path) -> Result<SecretString, ConfigError> {
+fn read_secret_file(what: &str, path: &Path) -> Result<SecretString, ConfigError> {
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         ConfigError(format!(
-            "cannot read keystore passphrase file {}: {e}",
+            "cannot read the {what} file {}: {e}",
             path.display()
         ))
     })?);
-    let passphrase = text.trim_end_matches(['\r', '\n']);
-    if passphrase.is_empty() {
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
         return Err(ConfigError(format!(
-            "keystore passphrase file {} is empty",
+            "the {what} file {} is empty",
             path.display()
         )));
     }
-    Ok(SecretString::from(passphrase.to_owned()))
+    Ok(SecretString::from(secret.to_owned()))
 }
 
 #[cfg(test)]
@@ -413,7 +532,7 @@ mod tests {
             data_dir: Some("/from/flag".into()),
             ..Default::default()
         };
-        let config = args.resolve(None).unwrap();
+        let config = args.resolve(EnvSecrets::default()).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.log, "debug");
@@ -429,14 +548,14 @@ mod tests {
             config: Some(file),
             ..Default::default()
         }
-        .resolve(None)
+        .resolve(EnvSecrets::default())
         .unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
         let err = ServeArgs {
             listen: Some("localhost".into()),
             ..Default::default()
         }
-        .resolve(None)
+        .resolve(EnvSecrets::default())
         .unwrap_err();
         assert!(err.to_string().contains("not an IP address"));
     }
@@ -447,13 +566,13 @@ mod tests {
             listen: Some("0.0.0.0:8600".into()),
             ..Default::default()
         };
-        assert!(args.clone().resolve(None).is_err());
+        assert!(args.clone().resolve(EnvSecrets::default()).is_err());
         assert!(
             ServeArgs {
                 allow_plain_http: true,
                 ..args
             }
-            .resolve(None)
+            .resolve(EnvSecrets::default())
             .is_ok()
         );
     }
@@ -474,7 +593,7 @@ mod tests {
 
     #[test]
     fn kms_and_job_settings_default_to_the_documented_values() {
-        let config = ServeArgs::default().resolve(None).unwrap();
+        let config = ServeArgs::default().resolve(EnvSecrets::default()).unwrap();
         assert_eq!(config.kms, KmsConfig::default());
         assert_eq!(config.kms.wrapping_key_spec, WrappingKeySpec::Rsa4096);
         assert!(!config.kms.use_fips);
@@ -498,7 +617,7 @@ mod tests {
             config: Some(file.clone()),
             ..Default::default()
         }
-        .resolve(None)
+        .resolve(EnvSecrets::default())
         .unwrap();
         assert_eq!(
             from_file.kms,
@@ -519,7 +638,7 @@ mod tests {
             job_concurrency: Some(16),
             ..Default::default()
         }
-        .resolve(None)
+        .resolve(EnvSecrets::default())
         .unwrap();
         assert_eq!(flags.kms.wrapping_key_spec, WrappingKeySpec::Rsa2048);
         assert!(
@@ -534,7 +653,7 @@ mod tests {
     #[test]
     fn kms_and_job_settings_out_of_range_are_refused_with_the_way_out() {
         let refuse = |args: ServeArgs, needle: &str| {
-            let err = args.resolve(None).unwrap_err().to_string();
+            let err = args.resolve(EnvSecrets::default()).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         };
         refuse(
@@ -610,7 +729,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.serve.kms_use_fips, Some(true));
-        let config = cli.serve.resolve(None).unwrap();
+        let config = cli.serve.resolve(EnvSecrets::default()).unwrap();
         assert_eq!(config.kms.wrapping_key_spec, WrappingKeySpec::Rsa2048);
         assert_eq!(config.kms.max_attempts, 2);
         assert_eq!(config.kms.request_timeout, Duration::from_secs(7));
@@ -622,12 +741,73 @@ mod tests {
     #[test]
     fn passphrase_sources() {
         let config = ServeArgs::default()
-            .resolve(Some(SecretString::from("x".to_owned())))
+            .resolve(EnvSecrets {
+                keystore_passphrase: Some(SecretString::from("x".to_owned())),
+                ..Default::default()
+            })
             .unwrap();
-        assert!(matches!(config.master_key, MasterKeySource::Passphrase(_)));
         assert!(matches!(
-            ServeArgs::default().resolve(None).unwrap().master_key,
-            MasterKeySource::File
+            config.keystore,
+            KeystoreConfig::Software(MasterKeySource::Passphrase(_))
         ));
+        assert!(matches!(
+            ServeArgs::default()
+                .resolve(EnvSecrets::default())
+                .unwrap()
+                .keystore,
+            KeystoreConfig::Software(MasterKeySource::File)
+        ));
+    }
+
+    #[test]
+    fn the_pkcs11_keystore_needs_module_token_and_pin_and_keeps_the_pin_out_of_sight() {
+        let base = ServeArgs {
+            keystore: Some("pkcs11".into()),
+            ..Default::default()
+        };
+        let err = base
+            .clone()
+            .resolve(EnvSecrets::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pkcs11_module"), "{err}");
+        let with_module = ServeArgs {
+            pkcs11_module: Some("/usr/lib/softhsm/libsofthsm2.so".into()),
+            ..base
+        };
+        let err = with_module
+            .clone()
+            .resolve(EnvSecrets::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pkcs11_token_label"), "{err}");
+        let with_token = ServeArgs {
+            pkcs11_token_label: Some("keyhold".into()),
+            ..with_module
+        };
+        let err = with_token
+            .clone()
+            .resolve(EnvSecrets::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(PIN_ENV), "{err}");
+        let pin = EnvSecrets {
+            pkcs11_pin: Some(SecretString::from("987654".to_owned())),
+            ..Default::default()
+        };
+        let config = with_token.resolve(pin).unwrap();
+        assert!(matches!(config.keystore, KeystoreConfig::Pkcs11 { .. }));
+        assert!(
+            !format!("{config:?}").contains("987654"),
+            "the PIN never reaches Debug output"
+        );
+        let err = ServeArgs {
+            keystore: Some("tpm".into()),
+            ..Default::default()
+        }
+        .resolve(EnvSecrets::default())
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("software or pkcs11"), "{err}");
     }
 }

@@ -26,6 +26,10 @@ use tracing::Instrument;
 /// How long start-up waits before asking the store again for the jobs to
 /// resume, when it could not answer.
 const RESUME_RETRY: Duration = Duration::from_secs(15);
+/// The first and the longest wait before a job that the store or keystore
+/// failed under runs again.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long a shutdown waits for running jobs to finish before it stops
 /// them where they are (which is safe: they resume at the next start).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -134,6 +138,7 @@ impl Inner {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
+        let mut backoff = RETRY_FIRST;
         loop {
             // The span puts the job id on every log line the run causes (the
             // AWS adapter's included).
@@ -144,8 +149,14 @@ impl Inner {
                 .await
             {
                 Ok(status) => tracing::info!(job = %id, status = status.as_str(), "job run ended"),
-                // The store (or keystore) failed under the job: it stays
-                // unfinished there and is resumed at the next start.
+                // The database or the keystore is away: the job is still
+                // unfinished in the store, so run it again once they may be back.
+                Err(error) if is_outage(&error) => {
+                    tracing::warn!(job = %id, %error, retry_in_s = backoff.as_secs(), "job waits for the database or keystore");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
+                }
                 Err(error) => {
                     tracing::error!(job = %id, %error, "job stopped before finishing; it resumes at the next start")
                 }
@@ -165,6 +176,17 @@ impl Inner {
             }
         }
     }
+}
+
+/// Failures that pass by themselves (the store or keystore unreachable), as
+/// opposed to a job that cannot go on (its row gone or unreadable).
+fn is_outage(error: &CoreError) -> bool {
+    use keyhold_core::{KeystoreError, StoreError};
+    matches!(
+        error,
+        CoreError::Store(StoreError::Unavailable(_) | StoreError::AuditSeal(_))
+            | CoreError::Keystore(KeystoreError::Unavailable(_))
+    )
 }
 
 /// Takes a job out of the map when its task ends abnormally (aborted at
@@ -356,7 +378,10 @@ mod tests {
         running: AtomicUsize,
         most_at_once: AtomicUsize,
         unfinished: Mutex<Result<Vec<uuid::Uuid>, ()>>,
-        fail: bool,
+        /// Runs that end in an outage (keystore away) before one succeeds.
+        outages: AtomicUsize,
+        /// Every run ends in a failure that does not pass (a corrupt row).
+        broken: bool,
     }
 
     impl Fake {
@@ -367,7 +392,8 @@ mod tests {
                 running: AtomicUsize::new(0),
                 most_at_once: AtomicUsize::new(0),
                 unfinished: Mutex::new(Ok(Vec::new())),
-                fail: false,
+                outages: AtomicUsize::new(0),
+                broken: false,
             })
         }
         fn runs(&self) -> Vec<uuid::Uuid> {
@@ -383,10 +409,18 @@ mod tests {
             self.most_at_once.fetch_max(now, Ordering::SeqCst);
             self.gate.acquire().await.unwrap().forget();
             self.running.fetch_sub(1, Ordering::SeqCst);
-            if self.fail {
-                Err(CoreError::Store(keyhold_core::StoreError::Unavailable(
-                    "down".into(),
+            if self.broken {
+                Err(CoreError::Store(keyhold_core::StoreError::Corrupt(
+                    "unreadable".into(),
                 )))
+            } else if self
+                .outages
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                Err(CoreError::Keystore(
+                    keyhold_core::KeystoreError::Unavailable("token removed".into()),
+                ))
             } else {
                 Ok(JobStatus::Succeeded)
             }
@@ -459,9 +493,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn store_failures_are_logged_and_the_job_is_let_go() {
+    async fn a_job_that_cannot_go_on_is_logged_and_let_go() {
         let fake = Arc::new(Fake {
-            fail: true,
+            broken: true,
             ..Arc::into_inner(Fake::new()).unwrap()
         });
         fake.gate.add_permits(100);
@@ -470,6 +504,22 @@ mod tests {
         runner.submit(id);
         until_idle(&runner).await;
         assert_eq!(fake.runs(), vec![id]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keystore_outage_is_waited_out_and_the_job_runs_again() {
+        let fake = Fake::new();
+        fake.outages.store(3, Ordering::SeqCst);
+        fake.gate.add_permits(100);
+        let runner = JobRunner::with_executor(fake.clone(), 8);
+        let id = uuid::Uuid::new_v4();
+        runner.submit(id);
+        settle().await;
+        assert_eq!(fake.runs(), vec![id]);
+        assert_eq!(runner.in_hand(), 1, "the job is kept, not let go");
+        // Waits of 2, 4 and 8 seconds (paused time moves on by itself).
+        assert!(runner.wait_idle(Duration::from_secs(60)).await);
+        assert_eq!(fake.runs(), vec![id; 4]);
     }
 
     #[tokio::test]

@@ -7,9 +7,10 @@ pub mod connector;
 pub mod crash_points;
 mod http;
 pub mod jobs;
+pub mod keystore_migration;
 pub mod startup;
 
-pub use config::{Config, KmsConfig, ServeArgs};
+pub use config::{Config, EnvSecrets, KmsConfig, ServeArgs};
 pub use http::errors::ApiError;
 pub use startup::Server;
 
@@ -30,10 +31,7 @@ impl std::fmt::Debug for InitialPassword {
 }
 
 fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
-    let passphrase = std::env::var(config::PASSPHRASE_ENV)
-        .ok()
-        .map(SecretString::from);
-    Ok(args.resolve(passphrase)?)
+    Ok(args.resolve(config::EnvSecrets::from_process_env())?)
 }
 
 fn init_logging(filter: &str) {
@@ -58,6 +56,17 @@ pub async fn run_init(args: ServeArgs) -> anyhow::Result<Vec<InitialPassword>> {
     )
     .await?;
     Ok(passwords)
+}
+
+/// Moves an initialised data directory's keys, credential secrets and audit
+/// MAC key from the software keystore into the configured PKCS#11 token.
+/// Resumable: run it again after an interruption.
+pub async fn run_keystore_migrate(
+    args: ServeArgs,
+) -> anyhow::Result<keystore_migration::MigrationReport> {
+    let config = resolve(args)?;
+    init_logging(&config.log);
+    keystore_migration::migrate(&config, startup::system_clock()).await
 }
 
 /// Runs the server until SIGINT or SIGTERM. On an empty data directory it

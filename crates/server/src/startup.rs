@@ -6,13 +6,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use keyhold_core::clock::{Clock, SystemClock};
 use keyhold_core::ports::Keystore;
+use keyhold_core::ports::Store as _;
 use keyhold_core::service::Keyhold;
-use keyhold_keystore::SoftKeystore;
+use keyhold_keystore::{Pkcs11Keystore, SoftKeystore};
 use keyhold_store::SqlStore;
 use tokio::net::TcpListener;
 
 use crate::InitialPassword;
-use crate::config::Config;
+use crate::config::{Config, KeystoreConfig};
 use crate::connector::AwsConnector;
 use crate::http::{self, AppState, Metrics};
 use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
@@ -87,25 +88,23 @@ pub async fn open_data_dir(
     clock: Arc<dyn Clock>,
     mode: InitMode,
 ) -> anyhow::Result<(Keyhold, Vec<InitialPassword>)> {
-    let keystore_dir = config.keystore_dir();
-    let initialised = SoftKeystore::is_initialised(&keystore_dir);
-    if initialised && mode == InitMode::Required {
+    create_private_dir(&config.data_dir)?;
+    let keystore = open_keystore(config)?;
+    let store = SqlStore::connect(config.database.expose(), keystore.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database))?;
+    if mode == InitMode::Required
+        && !store
+            .list_identities()
+            .await
+            .map_err(|e| anyhow::anyhow!("database: {e}"))?
+            .is_empty()
+    {
         anyhow::bail!(
             "{} is already initialised: its administrators exist already. Use `keyhold serve`, or point --data-dir at an empty directory",
             config.data_dir.display()
         );
     }
-    create_private_dir(&config.data_dir)?;
-    let keystore = if initialised {
-        SoftKeystore::open(&keystore_dir, config.master_key.clone())
-    } else {
-        SoftKeystore::init(&keystore_dir, config.master_key.clone())
-    }
-    .map_err(|e| anyhow::anyhow!("keystore in {}: {e}", keystore_dir.display()))?;
-    let keystore: Arc<dyn Keystore> = Arc::new(keystore);
-    let store = SqlStore::connect(config.database.expose(), keystore.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database))?;
     let keyhold = Keyhold::new(Arc::new(store), keystore, clock);
     let passwords = keyhold
         .bootstrap()
@@ -118,6 +117,32 @@ pub async fn open_data_dir(
         })
         .collect();
     Ok((keyhold, passwords))
+}
+
+/// Opens the configured keystore; the software one is created on first use.
+fn open_keystore(config: &Config) -> anyhow::Result<Arc<dyn Keystore>> {
+    match &config.keystore {
+        KeystoreConfig::Software(master_key) => {
+            let dir = config.keystore_dir();
+            let keystore = if SoftKeystore::is_initialised(&dir) {
+                SoftKeystore::open(&dir, master_key.clone())
+            } else {
+                SoftKeystore::init(&dir, master_key.clone())
+            }
+            .map_err(|e| anyhow::anyhow!("keystore in {}: {e}", dir.display()))?;
+            Ok(Arc::new(keystore))
+        }
+        KeystoreConfig::Pkcs11 { token, .. } => {
+            let keystore = Pkcs11Keystore::load(token.clone())
+                .map_err(|e| anyhow::anyhow!("PKCS#11 keystore: {e}"))?;
+            if let Err(e) = keystore.check() {
+                tracing::warn!(
+                    "the PKCS#11 keystore cannot be used now: {e}. keyhold starts anyway: /readyz reports the reason and jobs fail with it until the token answers"
+                );
+            }
+            Ok(Arc::new(keystore))
+        }
+    }
 }
 
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {

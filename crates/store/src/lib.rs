@@ -147,6 +147,16 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         self.inner().insert_credential(credential, audit).await
     }
+    async fn update_credential_secret(
+        &self,
+        id: uuid::Uuid,
+        sealed_secret: &[u8],
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner()
+            .update_credential_secret(id, sealed_secret, audit)
+            .await
+    }
     async fn delete_credential(
         &self,
         name: &CredentialName,

@@ -300,10 +300,16 @@ async fn rsa_4096_wrapping_keys_work_too() {
     let id = app.rotate(&token, &group).await;
     let job = app.wait_job(&token, &id).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
-    assert_eq!(job["wrapping_algorithm"], "RSAES_OAEP_SHA_256");
+    // The best the keystore can do: SoftHSM2 2.6 wraps with OAEP SHA-1 only.
+    let expected = if Hsm::for_suite().is_some() {
+        "RSAES_OAEP_SHA_1"
+    } else {
+        "RSAES_OAEP_SHA_256"
+    };
+    assert_eq!(job["wrapping_algorithm"], expected);
     let messages = job["messages"].to_string();
     assert!(
-        messages.contains("wrapped with RSAES_OAEP_SHA_256"),
+        messages.contains(&format!("wrapped with {expected}")),
         "the job says which wrapping it used: {messages}"
     );
     assert_eq!(

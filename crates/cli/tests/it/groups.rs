@@ -217,6 +217,8 @@ async fn keys_are_listed_with_the_walkthrough_columns_and_deleted_only_under_dua
         ("valid_to", json!("2027-11-29T09:00:00.000000Z")),
         ("state", json!("disabled")),
         ("expired", json!(false)),
+        // Placed by hand with a handle that holds no material.
+        ("material", json!("missing")),
     ] {
         assert_eq!(key[field], expected, "{field}");
     }

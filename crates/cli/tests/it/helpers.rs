@@ -21,6 +21,8 @@ pub fn console_csv() -> String {
 
 pub struct TestApp {
     args: keyhold_server::ServeArgs,
+    /// The PKCS#11 PIN the server gets through its environment.
+    pin: Option<String>,
     pub base: String,
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
@@ -47,6 +49,18 @@ impl TestApp {
     /// KMS wrapping keys default to RSA_2048 here: LocalStack makes a fresh
     /// key pair per import, and RSA_4096 takes it about a second.
     pub async fn spawn_with(configure: impl FnOnce(&mut keyhold_server::ServeArgs)) -> Self {
+        Self::spawn_configured(configure, None).await
+    }
+
+    /// A server whose keys live on `hsm`'s token, whatever the suite runs with.
+    pub async fn spawn_on(hsm: &Hsm) -> Self {
+        Self::spawn_configured(|args| hsm.configure(args), Some(hsm.pin.clone())).await
+    }
+
+    async fn spawn_configured(
+        configure: impl FnOnce(&mut keyhold_server::ServeArgs),
+        mut pin: Option<String>,
+    ) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let clock = Arc::new(ManualClock::new(start_time()));
         let mut args = keyhold_server::ServeArgs {
@@ -57,16 +71,28 @@ impl TestApp {
             ..Default::default()
         };
         configure(&mut args);
-        Self::start(dir, clock, args).await
+        // A test that chose its keystore keeps it.
+        if args.keystore.is_none()
+            && let Some(hsm) = Hsm::for_suite()
+        {
+            hsm.configure(&mut args);
+            pin = Some(hsm.pin);
+        }
+        Self::start(dir, clock, args, pin).await
     }
 
     async fn start(
         dir: Arc<tempfile::TempDir>,
         clock: Arc<ManualClock>,
         args: keyhold_server::ServeArgs,
+        pin: Option<String>,
     ) -> Self {
         let data_dir = args.data_dir.clone().unwrap();
-        let config = args.clone().resolve(None).unwrap();
+        let secrets = keyhold_server::EnvSecrets {
+            pkcs11_pin: pin.clone().map(secrecy::SecretString::from),
+            ..Default::default()
+        };
+        let config = args.clone().resolve(secrets).unwrap();
         let (server, passwords) = keyhold_server::Server::build(&config, clock.clone())
             .await
             .unwrap();
@@ -82,6 +108,7 @@ impl TestApp {
         });
         Self {
             args,
+            pin,
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             data_dir,
@@ -97,9 +124,26 @@ impl TestApp {
     }
 
     /// Stops the server and starts a new one on the same data directory.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        let pin = self.pin.clone();
+        self.restart_with(|_| {}, pin).await
+    }
+
+    /// Restarts with changed settings and PKCS#11 PIN.
+    pub async fn restart_with(
+        mut self,
+        configure: impl FnOnce(&mut keyhold_server::ServeArgs),
+        pin: Option<String>,
+    ) -> Self {
         self.stop().await;
-        Self::start(self._dir.clone(), self.clock.clone(), self.args.clone()).await
+        let mut args = self.args.clone();
+        configure(&mut args);
+        Self::start(self._dir.clone(), self.clock.clone(), args, pin).await
+    }
+
+    /// Stops the server; the data directory stays until the app is dropped.
+    pub async fn shut_down(&mut self) {
+        self.stop().await;
     }
 
     async fn stop(&mut self) {
@@ -196,6 +240,17 @@ impl TestApp {
     /// A session holding Admin1 and Admin2 (dual control).
     pub async fn dual_session(&self) -> String {
         let token = self.single_session().await;
+        let (status, body) = self.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        token
+    }
+
+    /// Admin1 and Admin2 in one session again, their passwords set already
+    /// (after a restart).
+    pub async fn dual_session_again(&self) -> String {
+        let (status, body) = self.login(None, "Admin1", ADMIN1_PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = body["token"].as_str().unwrap().to_owned();
         let (status, body) = self.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         token
@@ -312,6 +367,117 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// The SoftHSM2 token the test script creates. The suite runs twice: with
+/// the software keystore, and with KEYHOLD_TEST_KEYSTORE=pkcs11 on this token.
+#[derive(Clone, Debug)]
+pub struct Hsm {
+    pub module: String,
+    pub token: String,
+    pub pin: String,
+}
+
+impl Hsm {
+    /// The token, whatever keystore the suite runs with. Fails loudly when the
+    /// test script did not create one.
+    pub fn required() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run the suite with ./scripts/test, which creates a SoftHSM2 token"))
+        };
+        Self {
+            module: var("KEYHOLD_TEST_PKCS11_MODULE"),
+            token: var("KEYHOLD_TEST_PKCS11_TOKEN"),
+            pin: var("KEYHOLD_TEST_PKCS11_PIN"),
+        }
+    }
+
+    /// The token when this run of the suite uses the PKCS#11 keystore.
+    pub fn for_suite() -> Option<Self> {
+        match std::env::var("KEYHOLD_TEST_KEYSTORE").as_deref() {
+            Ok("pkcs11") => Some(Self::required()),
+            Ok("software") | Err(_) => None,
+            Ok(other) => panic!("KEYHOLD_TEST_KEYSTORE={other}: use software or pkcs11"),
+        }
+    }
+
+    /// A token of the test's own on the suite's SoftHSM2 (same module and
+    /// token directory), for tests that pull it out or log in wrongly.
+    pub fn fresh_token(prefix: &str) -> Self {
+        let suite = Self::required();
+        let token = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let pin = "13572468".to_owned();
+        let init = std::process::Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", &token])
+            .args(["--pin", &pin, "--so-pin", "86427531"])
+            .output()
+            .expect(
+                "softhsm2-util (Debian package softhsm2) is missing: ./scripts/test installs it",
+            );
+        assert!(
+            init.status.success(),
+            "softhsm2-util --init-token: {init:?}"
+        );
+        Self {
+            module: suite.module,
+            token,
+            pin,
+        }
+    }
+
+    /// The directory SoftHSM2 keeps this token's objects in (file backend):
+    /// moving it away is pulling the token out.
+    pub fn token_dir(&self) -> PathBuf {
+        let conf = std::env::var("SOFTHSM2_CONF")
+            .expect("SOFTHSM2_CONF is unset: run the suite with ./scripts/test");
+        let conf = std::fs::read_to_string(conf).unwrap();
+        let tokens = conf
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("directories.tokendir"))
+            .and_then(|rest| rest.trim().strip_prefix('='))
+            .map(|dir| PathBuf::from(dir.trim()))
+            .expect("no directories.tokendir in SOFTHSM2_CONF");
+        std::fs::read_dir(&tokens)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|dir| {
+                std::fs::read(dir.join("token.object")).is_ok_and(|bytes| {
+                    bytes
+                        .windows(self.token.len())
+                        .any(|w| w == self.token.as_bytes())
+                })
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no directory of token {} in {}",
+                    self.token,
+                    tokens.display()
+                )
+            })
+    }
+
+    pub fn configure(&self, args: &mut keyhold_server::ServeArgs) {
+        args.keystore = Some("pkcs11".into());
+        args.pkcs11_module = Some(self.module.clone().into());
+        args.pkcs11_token_label = Some(self.token.clone());
+    }
+
+    /// The same, as flags and environment of the `keyhold` binary.
+    pub fn configure_command(&self, command: &mut std::process::Command) {
+        command
+            .args([
+                "--keystore",
+                "pkcs11",
+                "--pkcs11-module",
+                &self.module,
+                "--pkcs11-token-label",
+                &self.token,
+            ])
+            .env("KEYHOLD_PKCS11_PIN", &self.pin);
     }
 }
 

@@ -16,6 +16,7 @@ mod credentials;
 mod engine;
 
 mod groups;
+mod hsm;
 
 mod resume;
 mod sessions;

@@ -58,6 +58,9 @@ mod killed {
             .env_remove("KEYHOLD_PAUSE_AT")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(hsm) = crate::helpers::Hsm::for_suite() {
+            hsm.configure_command(&mut command);
+        }
         if let Some((point, file)) = pause {
             command
                 .env("KEYHOLD_PAUSE_AT", point)
@@ -145,11 +148,13 @@ mod killed {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let paused = dir.path().join("paused");
-        let init = Command::new(KEYHOLD)
-            .args(["init", "--output", "json", "--data-dir"])
-            .arg(&data)
-            .output()
-            .unwrap();
+        let mut init = Command::new(KEYHOLD);
+        init.args(["init", "--output", "json", "--data-dir"])
+            .arg(&data);
+        if let Some(hsm) = crate::helpers::Hsm::for_suite() {
+            hsm.configure_command(&mut init);
+        }
+        let init = init.output().unwrap();
         assert!(
             init.status.success(),
             "{}",

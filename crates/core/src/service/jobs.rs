@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use super::Keyhold;
 use crate::audit::AuditRecord;
 use crate::aws::KmsKeyId;
-use crate::error::{CoreError, CoreResult, InvalidInput, KeystoreError};
+use crate::error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
 use crate::job::{
@@ -103,6 +103,9 @@ impl Keyhold {
             .into());
         }
         let key = self.find_key(key_name).await?;
+        if options.import_material {
+            self.require_material(&key)?;
+        }
         let Some(kms_key_id) = key.kms_key_id.clone() else {
             return Err(CoreError::Conflict(format!(
                 "key {} has not reached KMS yet: retry the rotation job that created it",
@@ -471,7 +474,8 @@ impl Keyhold {
             .record(job.users.clone(), summary)
             .with_details(serde_json::json!({ "job": job.id, "reason": reason }));
         let message = self.message(job, format!("Failed: {reason}"));
-        self.store
+        let recorded = self
+            .store
             .commit_job(&JobCommit {
                 job,
                 keys: &[],
@@ -479,8 +483,35 @@ impl Keyhold {
                 message: Some(&message),
                 audit: Some(&record),
             })
-            .await?;
-        Ok(())
+            .await;
+        match recorded {
+            Ok(()) => Ok(()),
+            // The audit MAC key lives in the keystore that failed (an HSM
+            // token pulled out): the failure cannot be recorded as final,
+            // since nothing is without its audit entry. The job stays
+            // running, says why, and the runner tries it again until the
+            // keystore answers; its steps are idempotent.
+            Err(StoreError::AuditSeal(cause)) => {
+                job.status = JobStatus::Running;
+                job.finished_at = None;
+                job.error = Some(format!("waiting for the keystore: {reason}"));
+                let message = self.message(
+                    job,
+                    format!("Waiting: {reason}. The audit log cannot be sealed ({cause}); keyhold tries again by itself once the keystore answers"),
+                );
+                self.store
+                    .commit_job(&JobCommit {
+                        job,
+                        keys: &[],
+                        group: None,
+                        message: Some(&message),
+                        audit: None,
+                    })
+                    .await?;
+                Err(StoreError::AuditSeal(cause).into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn run_step(
@@ -684,9 +715,15 @@ impl Keyhold {
                 key.valid_to.map(|t| t.to_rfc3339()).unwrap_or_default()
             )));
         }
-        let algorithm = *self.keystore.wrapping_algorithms().first().ok_or_else(|| {
-            KeystoreError::Unsupported("the keystore can wrap with no algorithm AWS accepts".into())
-        })?;
+        let algorithm = *self
+            .keystore
+            .wrapping_algorithms()?
+            .first()
+            .ok_or_else(|| {
+                KeystoreError::Unsupported(
+                    "the keystore can wrap with no algorithm AWS accepts".into(),
+                )
+            })?;
         let mut attempts = 0;
         loop {
             attempts += 1;

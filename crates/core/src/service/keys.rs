@@ -3,7 +3,7 @@
 use super::Keyhold;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::identity::{Operation, Session};
-use crate::key::Key;
+use crate::key::{Key, KeyListing, Material};
 use crate::names::GroupName;
 
 /// How a key is named on the command line: keyhold's id or its KMS key id.
@@ -17,21 +17,61 @@ pub fn parse_key_ref(raw: &str) -> Result<uuid::Uuid, crate::error::InvalidInput
 }
 
 impl Keyhold {
+    /// The keys, each with whether the keystore holds its material.
     pub async fn list_keys(
         &self,
         session: &Session,
         group: Option<&GroupName>,
-    ) -> CoreResult<Vec<Key>> {
+    ) -> CoreResult<Vec<KeyListing>> {
         session.authorize(Operation::READ, true)?;
         if let Some(name) = group {
             self.find_group(name).await?;
         }
-        Ok(self.store.list_keys(group).await?)
+        let keys = self.store.list_keys(group).await?;
+        Ok(self.with_material(keys))
     }
 
-    pub async fn get_key(&self, session: &Session, name: &str) -> CoreResult<Key> {
+    pub async fn get_key(&self, session: &Session, name: &str) -> CoreResult<KeyListing> {
         session.authorize(Operation::READ, true)?;
-        self.find_key(name).await
+        let key = self.find_key(name).await?;
+        Ok(self.with_material(vec![key]).remove(0))
+    }
+
+    /// Asks the keystore once for the whole list. A keystore that cannot be
+    /// reached makes every key's material unknown, not the listing fail:
+    /// officers still see their keys while the HSM is away.
+    fn with_material(&self, keys: Vec<Key>) -> Vec<KeyListing> {
+        let handles: Vec<(uuid::Uuid, &[u8])> = keys
+            .iter()
+            .map(|k| (k.id, k.keystore_handle.as_slice()))
+            .collect();
+        let missing = self.keystore.missing_material(&handles).ok();
+        keys.into_iter()
+            .map(|key| {
+                let material = match &missing {
+                    None => Material::Unknown,
+                    Some(missing) if missing.contains(&key.id) => Material::Missing,
+                    Some(_) => Material::Present,
+                };
+                KeyListing { key, material }
+            })
+            .collect()
+    }
+
+    /// Fails with a clear message when the keystore no longer holds the
+    /// key's material (deleted on the token, token re-initialised).
+    pub(super) fn require_material(&self, key: &Key) -> CoreResult<()> {
+        let missing = self
+            .keystore
+            .missing_material(&[(key.id, key.keystore_handle.as_slice())])?;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(CoreError::Conflict(format!(
+                "the key material of key {} is missing from the keystore (deleted on the token, or the token was re-initialised): it cannot be imported into KMS. Restore the token from its backup, or rotate the group to make a new key",
+                key.display_name(),
+            )))
+        }
     }
 
     /// Finds a key by its KMS key id (its name) or keyhold's own id.

@@ -71,15 +71,16 @@ impl Keyhold {
         Ok(())
     }
 
-    /// Whether the store and keystore answer (for `/readyz`).
-    pub async fn readiness(&self) -> Result<(), String> {
-        self.keystore
-            .check()
-            .map_err(|e| format!("keystore: {e}"))?;
-        self.store
+    /// Whether the database and the keystore answer now, each with the
+    /// reason when not (for `/readyz`).
+    pub async fn readiness(&self) -> [(&'static str, Result<(), String>); 2] {
+        let database = self
+            .store
             .get_settings()
             .await
-            .map_err(|e| format!("database: {e}"))?;
-        Ok(())
+            .map(drop)
+            .map_err(|e| e.to_string());
+        let keystore = self.keystore.check().map_err(|e| e.to_string());
+        [("database", database), ("keystore", keystore)]
     }
 }

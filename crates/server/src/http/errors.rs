@@ -71,6 +71,11 @@ impl ApiError {
                     StoreError::Unavailable(_) => {
                         (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
                     }
+                    // The audit key is in the keystore: while it is away,
+                    // nothing can be audited, so nothing can change.
+                    StoreError::AuditSeal(KeystoreError::Unavailable(_)) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "keystore_unavailable")
+                    }
                     StoreError::Corrupt(_) | StoreError::AuditSeal(_) => {
                         (StatusCode::INTERNAL_SERVER_ERROR, "internal")
                     }
@@ -121,18 +126,15 @@ impl ApiError {
 
     /// The message a client sees. For server-side faults it names no internals.
     pub fn public_message(&self) -> String {
-        let (status, _) = self.status_and_code();
-        match status {
-            StatusCode::INTERNAL_SERVER_ERROR => {
+        match self.status_and_code() {
+            (StatusCode::INTERNAL_SERVER_ERROR, _) => {
                 "keyhold failed internally; the cause is in the server log. Nothing was changed."
                     .to_owned()
             }
-            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Core(CoreError::Store(_))) => {
+            (_, "database_unavailable") => {
                 "the database is unavailable; try again shortly. Nothing was changed.".to_owned()
             }
-            StatusCode::SERVICE_UNAVAILABLE
-                if matches!(self, Self::Core(CoreError::Keystore(_))) =>
-            {
+            (_, "keystore_unavailable") => {
                 "the keystore is unavailable; check /readyz. Nothing was changed.".to_owned()
             }
             _ => self.to_string(),
@@ -194,6 +196,10 @@ mod tests {
             (
                 StoreError::AuditSeal(KeystoreError::Internal("x".into())).into(),
                 500,
+            ),
+            (
+                StoreError::AuditSeal(KeystoreError::Unavailable("x".into())).into(),
+                503,
             ),
             (
                 CoreError::Keystore(KeystoreError::Unavailable("x".into())).into(),

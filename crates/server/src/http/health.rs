@@ -17,18 +17,19 @@ pub async fn healthz() -> &'static str {
 
 /// Ready when the database and keystore answer; the reason when not.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let (ok, reason) = match app.keyhold.readiness().await {
-        Ok(()) => (true, None),
-        Err(reason) => (false, Some(reason)),
-    };
-    let view = api::ReadinessView {
-        ready: ok,
-        checks: vec![api::ReadinessCheck {
-            name: "store_and_keystore".into(),
-            ok,
-            reason,
-        }],
-    };
+    let checks: Vec<api::ReadinessCheck> = app
+        .keyhold
+        .readiness()
+        .await
+        .into_iter()
+        .map(|(name, result)| api::ReadinessCheck {
+            name: name.into(),
+            ok: result.is_ok(),
+            reason: result.err(),
+        })
+        .collect();
+    let ok = checks.iter().all(|c| c.ok);
+    let view = api::ReadinessView { ready: ok, checks };
     let status = if ok {
         StatusCode::OK
     } else {

@@ -7,7 +7,7 @@ use keyhold_core::credential::Credential;
 use keyhold_core::group::{KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
-use keyhold_core::key::Key;
+use keyhold_core::key::KeyListing;
 use keyhold_core::settings::Settings;
 
 /// Keys in AWS-integrated groups are held by the keystore and never exported in clear.
@@ -82,7 +82,8 @@ pub fn group(group: &KeyGroup) -> api::GroupView {
     }
 }
 
-pub fn key(key: &Key, now: Timestamp) -> api::KeyView {
+pub fn key(listing: &KeyListing, now: Timestamp) -> api::KeyView {
+    let key = &listing.key;
     api::KeyView {
         name: key.display_name(),
         id: key.id.to_string(),
@@ -97,6 +98,7 @@ pub fn key(key: &Key, now: Timestamp) -> api::KeyView {
         valid_to: key.valid_to.as_ref().map(time),
         state: key.state.as_str().to_owned(),
         expired: key.is_expired(now),
+        material: listing.material.as_str().to_owned(),
     }
 }
 

@@ -58,6 +58,23 @@ pub(super) async fn insert(
     Ok(())
 }
 
+/// Only access-key credentials have a secret; a row without one is not changed.
+pub(super) async fn update_secret(
+    conn: &mut SqliteConnection,
+    id: uuid::Uuid,
+    sealed_secret: &[u8],
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE credentials SET sealed_secret = $1 WHERE id = $2 AND sealed_secret IS NOT NULL",
+    )
+    .bind(sealed_secret)
+    .bind(id.to_string())
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    super::one_row(done.rows_affected())
+}
+
 pub(super) async fn delete(
     conn: &mut SqliteConnection,
     name: &CredentialName,

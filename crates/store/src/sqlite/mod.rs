@@ -252,6 +252,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_credential_secret(
+        &self,
+        id: uuid::Uuid,
+        sealed_secret: &[u8],
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| {
+            credentials::update_secret(c, id, sealed_secret).await
+        })
+        .await
+    }
+
     async fn delete_credential(
         &self,
         name: &CredentialName,

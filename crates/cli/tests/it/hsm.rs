@@ -1,0 +1,428 @@
+//! The PKCS#11 keystore on a real SoftHSM2 token: keys are generated and
+//! wrapped inside the token, and the token itself shows them as sensitive
+//! and unreadable. Runs on the token whatever keystore the rest of the suite uses.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::kms::Kms;
+
+fn pkcs11_tool(hsm: &Hsm, args: &[&str]) -> std::process::Output {
+    Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            &hsm.module,
+            "--token-label",
+            &hsm.token,
+            "--login",
+            "--pin",
+            &hsm.pin,
+        ])
+        .args(args)
+        .output()
+        .expect("pkcs11-tool (Debian package opensc) is missing: ./scripts/test installs it")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_live_in_the_token_sensitive_and_are_wrapped_there() {
+    let hsm = Hsm::required();
+    let app = TestApp::spawn_on(&hsm).await;
+    let token = app.dual_session().await;
+    app.import_kms_credential(&token, "aws").await;
+    let group = format!("hsm-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let mut body = group_body(&group, "aws");
+    body["region"] = json!("eu-west-1");
+    let (status, created) = app.create_group(&token, body).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+
+    let id = app.rotate(&token, &group).await;
+    let job = app.wait_job(&token, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    // SoftHSM2 2.6 wraps with OAEP SHA-1 only; the engine picks what the token can do and says so.
+    assert_eq!(job["wrapping_algorithm"], "RSAES_OAEP_SHA_1", "{job:#}");
+    assert!(
+        job["messages"]
+            .to_string()
+            .contains("wrapped with RSAES_OAEP_SHA_1")
+    );
+    let first = job["kms_key_id"].as_str().unwrap().to_owned();
+    let kms = Kms::connect().await;
+    let ciphertext = kms
+        .encrypt(&format!("alias/{group}"), b"held in the HSM")
+        .await;
+    assert_eq!(kms.decrypt(&ciphertext).await.unwrap(), b"held in the HSM");
+
+    let (_, keys) = app
+        .get(&format!("/api/v1/keys?group={group}"), &token)
+        .await;
+    let key_id = keys[0]["id"].as_str().unwrap().to_owned();
+    let label = format!("keyhold:key:{key_id}");
+
+    // The token lists the key as a sensitive secret key…
+    let listed = pkcs11_tool(&hsm, &["--list-objects", "--type", "secrkey"]);
+    let listing = String::from_utf8_lossy(&listed.stdout).to_string();
+    let entry = listing
+        .split("Secret Key Object")
+        .find(|o| o.contains(&label))
+        .unwrap_or_else(|| panic!("{label} not in the token:\n{listing}"));
+    assert!(entry.contains("sensitive"), "{entry}");
+    // …whose value cannot be read out.
+    let read = pkcs11_tool(
+        &hsm,
+        &["--read-object", "--type", "secrkey", "--label", &label],
+    );
+    assert!(
+        !read.status.success(),
+        "reading CKA_VALUE must fail: {}",
+        String::from_utf8_lossy(&read.stdout)
+    );
+
+    // Synchronize with delete + re-import: the token's material goes back, old data decrypts.
+    let id = app
+        .sync(
+            &token,
+            &first,
+            json!({"delete_material": true, "update_policy": false}),
+        )
+        .await;
+    assert_eq!(app.wait_job(&token, &id).await["status"], "succeeded");
+    assert_eq!(kms.decrypt(&ciphertext).await.unwrap(), b"held in the HSM");
+
+    // Deleting a key deletes its token object.
+    app.rotate_ok(&token, &group).await;
+    let (status, body) = app.delete(&format!("/api/v1/keys/{first}"), &token).await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "{body}");
+    let listed = pkcs11_tool(&hsm, &["--list-objects", "--type", "secrkey"]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(&label),
+        "the token object is gone"
+    );
+}
+
+const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+async fn readyz(app: &TestApp) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+fn keystore_reason(ready: &serde_json::Value) -> String {
+    let checks = ready["checks"].as_array().unwrap();
+    let keystore = checks.iter().find(|c| c["name"] == "keystore").unwrap();
+    assert_eq!(keystore["ok"], false, "{ready:#}");
+    let database = checks.iter().find(|c| c["name"] == "database").unwrap();
+    assert_eq!(database["ok"], true, "{ready:#}");
+    keystore["reason"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_says_why_the_token_cannot_be_used_until_it_can() {
+    let hsm = Hsm::fresh_token("ready");
+    let app = TestApp::spawn_on(&hsm).await;
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{ready:#}");
+
+    // A wrong PIN: the server starts, says so, and never shows the PIN.
+    let wrong = "97531864".to_owned();
+    let app = app.restart_with(|_| {}, Some(wrong.clone())).await;
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let reason = keystore_reason(&ready);
+    assert!(
+        reason.contains("refused the PIN (CKR_PIN_INCORRECT)"),
+        "{reason}"
+    );
+    assert!(reason.contains(&hsm.token), "{reason}");
+    assert!(!ready.to_string().contains(&wrong), "{ready}");
+    // Every change is audited, and the audit key is in the token: refused, clearly.
+    let (status, body) = app.login(None, "Admin1", "anything").await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "keystore_unavailable", "{body}");
+
+    // An absent token.
+    let app = app
+        .restart_with(
+            |args| args.pkcs11_token_label = Some("not-plugged-in".into()),
+            Some(hsm.pin.clone()),
+        )
+        .await;
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let reason = keystore_reason(&ready);
+    assert!(
+        reason.contains("no token labelled 'not-plugged-in'"),
+        "{reason}"
+    );
+
+    // The right token and PIN again: ready.
+    let app = app
+        .restart_with(
+            |args| args.pkcs11_token_label = Some(hsm.token.clone()),
+            Some(hsm.pin.clone()),
+        )
+        .await;
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{ready:#}");
+}
+
+#[test]
+fn a_missing_module_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(KEYHOLD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--keystore",
+            "pkcs11",
+            "--pkcs11-module",
+            "/opt/nowhere/libpkcs11.so",
+        ])
+        .args(["--pkcs11-token-label", "keyhold"])
+        .env("KEYHOLD_PKCS11_PIN", "24681357")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot load PKCS#11 module /opt/nowhere/libpkcs11.so"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("set pkcs11_module"), "{stderr}");
+    assert!(!stderr.contains("24681357"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_pulled_out_while_running_is_reported_and_work_goes_on_once_it_is_back() {
+    let hsm = Hsm::fresh_token("pulled");
+    let app = TestApp::spawn_on(&hsm).await;
+    let token = app.dual_session().await;
+    app.import_kms_credential(&token, "aws").await;
+    let group = unique("pulled");
+    let (status, created) = app.create_group(&token, group_body(&group, "aws")).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    app.rotate_ok(&token, &group).await;
+
+    let dir = hsm.token_dir();
+    // Out of SoftHSM2's token directory, which it scans for tokens.
+    let away = dir
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("{}.away", hsm.token));
+    std::fs::rename(&dir, &away).unwrap();
+
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let reason = keystore_reason(&ready);
+    assert!(
+        reason.contains("is not reachable") || reason.contains("no token labelled"),
+        "{reason}"
+    );
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/groups/{group}/rotate"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "keystore_unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/readyz"),
+        "{body}"
+    );
+    // Listing still works; the keys' material cannot be told.
+    let (status, keys) = app
+        .get(&format!("/api/v1/keys?group={group}"), &token)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{keys}");
+    assert_eq!(keys[0]["material"], "unknown", "{keys}");
+
+    std::fs::rename(&away, &dir).unwrap();
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{ready:#}");
+    let second = app.rotate_ok(&token, &group).await;
+    let kms = Kms::connect().await;
+    let ciphertext = kms.encrypt(&format!("alias/{group}"), b"back again").await;
+    assert_eq!(kms.decrypt(&ciphertext).await.unwrap(), b"back again");
+    let (_, keys) = app
+        .get(&format!("/api/v1/keys?group={group}"), &token)
+        .await;
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["material"] == "present"),
+        "{keys}"
+    );
+    assert!(keys.to_string().contains(&second), "{keys}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_whose_token_object_is_gone_is_shown_missing_and_cannot_be_synchronized() {
+    let hsm = Hsm::fresh_token("gone");
+    let app = TestApp::spawn_on(&hsm).await;
+    let token = app.dual_session().await;
+    app.import_kms_credential(&token, "aws").await;
+    let group = unique("gone");
+    app.create_group(&token, group_body(&group, "aws")).await;
+    let kms_key_id = app.rotate_ok(&token, &group).await;
+    let (_, key) = app.get(&format!("/api/v1/keys/{kms_key_id}"), &token).await;
+    assert_eq!(key["material"], "present", "{key}");
+
+    let label = format!("keyhold:key:{}", key["id"].as_str().unwrap());
+    let deleted = pkcs11_tool(
+        &hsm,
+        &["--delete-object", "--type", "secrkey", "--label", &label],
+    );
+    assert!(deleted.status.success(), "{deleted:?}");
+
+    let (_, key) = app.get(&format!("/api/v1/keys/{kms_key_id}"), &token).await;
+    assert_eq!(key["material"], "missing", "{key}");
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/keys/{kms_key_id}/sync"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("material of key"), "{message}");
+    assert!(message.contains("missing from the keystore"), "{message}");
+    // Refused before any job was made.
+    let (_, jobs) = app.get("/api/v1/jobs", &token).await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keystore_migrate_moves_a_software_data_directory_into_the_token_and_resumes() {
+    // A data directory on the software keystore, with two keys in KMS.
+    let app = TestApp::spawn_with(|args| args.keystore = Some("software".into())).await;
+    let token = app.dual_session().await;
+    app.import_kms_credential(&token, "aws").await;
+    let group = unique("moved");
+    app.create_group(&token, group_body(&group, "aws")).await;
+    let first = app.rotate_ok(&token, &group).await;
+    let second = app.rotate_ok(&token, &group).await;
+    let kms = Kms::connect().await;
+    let ciphertext = kms.encrypt(&format!("alias/{group}"), b"from before").await;
+    let mut app = app;
+    app.shut_down().await;
+
+    let hsm = Hsm::fresh_token("migrate");
+    let migrate = |crash_after: Option<&str>| {
+        let mut command = Command::new(KEYHOLD);
+        command
+            .args(["keystore", "migrate", "--data-dir"])
+            .arg(&app.data_dir);
+        hsm.configure_command(&mut command);
+        if let Some(n) = crash_after {
+            command.env("KEYHOLD_CRASH_MIGRATION_AFTER_KEYS", n);
+        }
+        command.output().unwrap()
+    };
+    // Killed after the first key moved…
+    let crashed = migrate(Some("1"));
+    assert!(!crashed.status.success(), "{crashed:?}");
+    let handles: Vec<Vec<u8>> = {
+        let mut db = open_db(&app).await;
+        sqlx::query_scalar("SELECT keystore_handle FROM keys ORDER BY version")
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    };
+    let in_token = handles
+        .iter()
+        .filter(|h| h.starts_with(b"keyhold:key:"))
+        .count();
+    assert_eq!(in_token, 1, "one key moved before the crash");
+    assert!(app.data_dir.join("keystore/audit-mac.key").exists());
+    // The credential went first: its secret is sealed by the token now.
+    let sealed: Vec<u8> = {
+        let mut db = open_db(&app).await;
+        sqlx::query_scalar("SELECT sealed_secret FROM credentials")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(sealed[0], 0x01, "the token's seal format");
+
+    // …and run again: it resumes.
+    let done = migrate(None);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        stdout.contains("moved 1 key(s) and 0 credential secret(s) into the PKCS#11 token; 1 key(s) were there already; removed the software keystore"),
+        "{stdout}"
+    );
+    assert!(!app.data_dir.join("keystore/audit-mac.key").exists());
+    assert!(!app.data_dir.join("keystore/master.key").exists());
+    let listed = pkcs11_tool(&hsm, &["--list-objects", "--type", "secrkey"]);
+    let listing = String::from_utf8_lossy(&listed.stdout).to_string();
+    let key_objects: Vec<&str> = listing
+        .split("Secret Key Object")
+        .filter(|o| o.contains("keyhold:key:"))
+        .collect();
+    assert_eq!(key_objects.len(), 2, "{listing}");
+    assert!(
+        key_objects.iter().all(|o| o.contains("sensitive")),
+        "{listing}"
+    );
+
+    // The server on the token: the old audit log verifies, the credential
+    // works, and the moved material is the material KMS holds.
+    let app = app
+        .restart_with(|args| hsm.configure(args), Some(hsm.pin.clone()))
+        .await;
+    let token = app.dual_session_again().await;
+    let (status, verified) = app.get("/api/v1/audit/verify", &token).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{verified}");
+    assert_eq!(verified["ok"], true, "{verified}");
+    let summaries = app.audit_summaries(&token).await;
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.contains(&format!("Moved the material of HSM protected key {first}"))),
+        "{summaries:#?}"
+    );
+    let (_, keys) = app
+        .get(&format!("/api/v1/keys?group={group}"), &token)
+        .await;
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["material"] == "present"),
+        "{keys}"
+    );
+    let id = app
+        .sync(
+            &token,
+            &second,
+            json!({"delete_material": true, "update_policy": false}),
+        )
+        .await;
+    let job = app.wait_job(&token, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(kms.decrypt(&ciphertext).await.unwrap(), b"from before");
+}

@@ -1,0 +1,550 @@
+//! keyhold's PKCS#11 keystore: key material generated and kept inside an HSM
+//! token; it leaves the token only wrapped (`C_WrapKey`) under a KMS wrapping
+//! public key, so plaintext key bytes never exist in keyhold's memory.
+//!
+//! # Objects on the token
+//!
+//! | label                | type                        | attributes                                     | use |
+//! |----------------------|-----------------------------|------------------------------------------------|-----|
+//! | `keyhold:seal`       | AES-256                     | token, private, sensitive, not extractable     | seals credential secrets (CKM_AES_GCM) |
+//! | `keyhold:audit-mac`  | generic secret, 32 bytes    | token, private, sensitive, not extractable     | audit entry MAC (CKM_SHA256_HMAC) |
+//! | `keyhold:key:<uuid>` | AES-256, CKA_ID = uuid bytes | token, private, sensitive, extractable (only to be wrapped), encrypt/decrypt, no wrap/unwrap/derive | a key's material |
+//!
+//! `open` creates the first two when the token lacks them, so every keyhold
+//! (and every node of a cluster) using the token shares them. A key's handle
+//! in the store is its label.
+//!
+//! # Sealed secret format
+//!
+//! `0x01 (version) || IV (12 bytes, from C_GenerateRandom) || ciphertext || tag (16 bytes)`,
+//! AES-256-GCM under `keyhold:seal` with the caller's context as AAD.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+use cryptoki::context::Function;
+use cryptoki::error::RvError;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::{Session, SessionState};
+use keyhold_core::audit::AuditMac;
+use keyhold_core::error::KeystoreError;
+use keyhold_core::key::CheckDigits;
+use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind, WrappingAlgorithm};
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+mod context;
+mod error;
+mod objects;
+mod session;
+mod transport;
+mod wrap;
+
+#[cfg(test)]
+mod tests;
+
+use error::{Fail, rv};
+use objects::OwnKey;
+use session::Token;
+use wrap::{OaepHash, WrappingKey};
+
+pub use transport::WrapForTransport;
+
+const SEAL_VERSION: u8 = 0x01;
+const GCM_IV_LEN: usize = 12;
+const GCM_TAG_LEN: usize = 16;
+const AES_BLOCK_LEN: usize = 16;
+
+/// Which token of the module keyhold uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// The token with this label (`CKA_LABEL` of the token, e.g. `keyhold`).
+    /// Labels survive slot renumbering; SoftHSM2 moves a token to another slot
+    /// when it is initialised.
+    Label(String),
+    /// The token in this slot id.
+    Slot(u64),
+}
+
+impl fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Label(label) => write!(f, "token labelled '{label}'"),
+            Self::Slot(slot) => write!(f, "token in slot {slot}"),
+        }
+    }
+}
+
+/// How to reach the token.
+#[derive(Clone)]
+pub struct Pkcs11Settings {
+    /// The PKCS#11 module (shared library), e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    pub token: TokenSelector,
+    /// The token's user PIN.
+    pub pin: SecretString,
+}
+
+impl fmt::Debug for Pkcs11Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Settings")
+            .field("module", &self.module)
+            .field("token", &self.token)
+            .field("pin", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Keys inside a PKCS#11 token. Shareable between threads: calls run on a
+/// small pool of logged-in sessions.
+pub struct Pkcs11Keystore {
+    token: Token,
+    /// Probed the first time the token answered (see
+    /// [`Keystore::wrapping_algorithms`]); `None` until then.
+    algorithms: Mutex<Option<Vec<WrappingAlgorithm>>>,
+}
+
+impl fmt::Debug for Pkcs11Keystore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Keystore")
+            .field("module", &self.token.module().path())
+            .field("token", self.token.selector())
+            .field("algorithms", &*lock(&self.algorithms))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Keystore {
+    /// Loads the module, finds the token, logs in as user, creates keyhold's
+    /// own keys on the token when missing, and probes which wrapping
+    /// algorithms the token can produce. Fails when the token cannot be used now.
+    pub fn open(settings: Pkcs11Settings) -> Result<Self, KeystoreError> {
+        let keystore = Self::load(settings)?;
+        keystore.prepare()?;
+        Ok(keystore)
+    }
+
+    /// Loads the module only: the token is reached at its first use, and
+    /// every call until then reports why it cannot be (absent token, refused
+    /// PIN). A server starts this way and says so on `/readyz`, instead of
+    /// refusing to start while an HSM is briefly away.
+    pub fn load(settings: Pkcs11Settings) -> Result<Self, KeystoreError> {
+        let Pkcs11Settings { module, token, pin } = settings;
+        let module = context::load(&module)?;
+        Ok(Self {
+            token: Token::new(module, token, pin),
+            algorithms: Mutex::new(None),
+        })
+    }
+
+    /// Makes sure keyhold's own keys are on the token and knows what it can
+    /// wrap with; done once, at the first call that reaches the token.
+    fn prepare(&self) -> Result<Vec<WrappingAlgorithm>, KeystoreError> {
+        if let Some(algorithms) = lock(&self.algorithms).clone() {
+            return Ok(algorithms);
+        }
+        let token = &self.token;
+        token.run_writing("opening the PKCS#11 token", |c| {
+            objects::ensure_own_key(c, OwnKey::Seal)?;
+            objects::ensure_own_key(c, OwnKey::AuditMac)
+        })?;
+        let algorithms = token.run("probing the token's wrapping mechanisms", wrap::probe)?;
+        if algorithms.is_empty() {
+            tracing::warn!(
+                token = %token.selector(),
+                "the PKCS#11 token cannot wrap keys with RSA-OAEP: keys cannot be imported into AWS KMS"
+            );
+        } else {
+            tracing::info!(
+                token = %token.selector(),
+                algorithms = ?algorithms.iter().map(|a| a.aws_name()).collect::<Vec<_>>(),
+                "PKCS#11 keystore open"
+            );
+        }
+        *lock(&self.algorithms) = Some(algorithms.clone());
+        Ok(algorithms)
+    }
+
+    /// Whether `handle` (as the store keeps it) names this keystore's token
+    /// object for key `key_id`, rather than another keystore's handle.
+    pub fn names_token_object(key_id: uuid::Uuid, handle: &[u8]) -> bool {
+        handle == objects::key_label(key_id).as_bytes()
+    }
+
+    /// The OAEP hash the token unwraps transported material with: SHA-256
+    /// where it wraps with it, else SHA-1 (SoftHSM2 2.6).
+    fn transport_hash(&self) -> Result<OaepHash, KeystoreError> {
+        Ok(
+            if self
+                .prepare()?
+                .contains(&WrappingAlgorithm::RsaesOaepSha256)
+            {
+                OaepHash::Sha256
+            } else {
+                OaepHash::Sha1
+            },
+        )
+    }
+
+    /// Brings key `key_id`'s material from another keystore into the token
+    /// (keystore migration): `wrap_material` wraps it under a transport key
+    /// the token made, and the token unwraps it into a key object like the
+    /// ones [`Keystore::generate_key`] makes. Idempotent: when the token
+    /// holds material for `key_id` already (an earlier run), that is
+    /// returned; the caller compares the check digits.
+    pub fn import_key(
+        &self,
+        key_id: uuid::Uuid,
+        wrap_material: WrapForTransport<'_>,
+    ) -> Result<GeneratedKey, KeystoreError> {
+        let hash = self.transport_hash()?;
+        let token = self.token_name();
+        self.token
+            .run_writing("importing a key into the token", |c| {
+                let handle = match objects::find_data_keys(c.session, key_id)?.as_slice() {
+                    [] => transport::unwrap_into_token(
+                        c.session,
+                        hash,
+                        &objects::unwrapped_template(objects::data_key_template(key_id)),
+                        wrap_material,
+                    )?,
+                    [existing] => *existing,
+                    _ => objects::data_key(c.session, key_id, &token)?,
+                };
+                Ok(GeneratedKey {
+                    handle: objects::key_label(key_id).into_bytes(),
+                    check_digits: check_digits(c.session, handle)?,
+                })
+            })
+    }
+
+    /// Takes over another keystore's audit MAC key (keystore migration), so
+    /// the audit entries it sealed still verify. When the token has an audit
+    /// MAC key already, it must compute `expected` over `probe` (the same
+    /// key, from an earlier run); a different key is refused, because
+    /// replacing it would break the audit log of whoever else uses it.
+    pub fn adopt_audit_mac_key(
+        &self,
+        probe: &[u8],
+        expected: &[u8; 32],
+        wrap_material: WrapForTransport<'_>,
+    ) -> Result<(), KeystoreError> {
+        let hash = self.transport_hash_before_own_keys()?;
+        let token = self.token_name();
+        self.token.run_writing("moving the audit MAC key into the token", |c| {
+            let key = match objects::find_own_key(c.session, OwnKey::AuditMac)? {
+                Some(key) => key,
+                None => {
+                    let id = c.session.generate_random_vec(16)?;
+                    transport::unwrap_into_token(
+                        c.session,
+                        hash,
+                        &objects::unwrapped_template(OwnKey::AuditMac.template(id)),
+                        wrap_material,
+                    )?
+                }
+            };
+            let mac = c.session.sign(&Mechanism::Sha256Hmac, key, probe)?;
+            if mac.as_slice() == expected.as_slice() {
+                Ok(())
+            } else {
+                Err(Fail::Verdict(KeystoreError::Unsupported(format!(
+                    "the {token} already holds another audit MAC key ({}), which another keyhold installation may be using: migrate into a token of this installation's own",
+                    OwnKey::AuditMac.label()
+                ))))
+            }
+        })
+    }
+
+    /// [`Self::transport_hash`] without creating keyhold's own keys first:
+    /// the audit MAC key must come from the source keystore, not be made here.
+    fn transport_hash_before_own_keys(&self) -> Result<OaepHash, KeystoreError> {
+        if lock(&self.algorithms).is_some() {
+            return self.transport_hash();
+        }
+        let algorithms = self
+            .token
+            .run("probing the token's wrapping mechanisms", wrap::probe)?;
+        Ok(
+            if algorithms.contains(&WrappingAlgorithm::RsaesOaepSha256) {
+                OaepHash::Sha256
+            } else {
+                OaepHash::Sha1
+            },
+        )
+    }
+
+    fn token_name(&self) -> String {
+        self.token.selector().to_string()
+    }
+
+    /// Test hook: the RSA-AES key wrap composition, but with OAEP-SHA-1 for the
+    /// ephemeral key, so tokens that cannot wrap with OAEP-SHA-256 (SoftHSM2
+    /// 2.6) can still show that the composition is right. Not an AWS format.
+    #[doc(hidden)]
+    pub fn wrap_rsa_aes_oaep_sha1_for_tests(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        wrapping_public_key_der: &[u8],
+    ) -> Result<Vec<u8>, KeystoreError> {
+        check_handle(key_id, handle)?;
+        let wrapping_key = WrappingKey::from_der(wrapping_public_key_der)?;
+        let token = self.token_name();
+        self.token.run("wrapping a key (test)", |c| {
+            let target = objects::data_key(c.session, key_id, &token)?;
+            let public = wrapping_key.create(c.session)?;
+            let wrapped = wrap::rsa_aes_key_wrap(c.session, public, target, wrap::OaepHash::Sha1);
+            wrap::destroy(c.session, public);
+            wrapped
+        })
+    }
+}
+
+/// The handle the store kept must be this key's label: a handle moved to
+/// another key would otherwise wrap the wrong material.
+fn check_handle(key_id: uuid::Uuid, handle: &[u8]) -> Result<(), KeystoreError> {
+    if handle == objects::key_label(key_id).as_bytes() {
+        Ok(())
+    } else {
+        Err(KeystoreError::Internal(format!(
+            "the keystore handle stored with key {key_id} does not name its PKCS#11 object {}",
+            objects::key_label(key_id)
+        )))
+    }
+}
+
+/// AES-ECB of the zero block under the key, computed by the token.
+fn check_digits(session: &Session, key: ObjectHandle) -> Result<CheckDigits, Fail> {
+    let block = session.encrypt(&Mechanism::AesEcb, key, &[0u8; AES_BLOCK_LEN])?;
+    let block: [u8; AES_BLOCK_LEN] = block.as_slice().try_into().map_err(|_| {
+        Fail::TokenVerdict(KeystoreError::Internal(format!(
+            "the token returned {} bytes for one AES block",
+            block.len()
+        )))
+    })?;
+    Ok(CheckDigits::from_encrypted_zero_block(&block))
+}
+
+impl AuditMac for Pkcs11Keystore {
+    fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
+        self.prepare()?;
+        self.token.run("computing an audit MAC", |c| {
+            let key = objects::own_key(c.session, OwnKey::AuditMac)?;
+            let mac = c.session.sign(&Mechanism::Sha256Hmac, key, data)?;
+            mac.as_slice().try_into().map_err(|_| {
+                Fail::TokenVerdict(KeystoreError::Internal(format!(
+                    "the token returned an HMAC-SHA256 of {} bytes",
+                    mac.len()
+                )))
+            })
+        })
+    }
+}
+
+impl Keystore for Pkcs11Keystore {
+    fn kind(&self) -> KeystoreKind {
+        KeystoreKind::Pkcs11
+    }
+
+    /// A pooled session reads the token info and is logged in, and keyhold's
+    /// own keys are still on the token.
+    fn check(&self) -> Result<(), KeystoreError> {
+        self.prepare()?;
+        self.token.run("checking the PKCS#11 token", |c| {
+            let info = c.pkcs11.get_token_info(c.slot)?;
+            if info.user_pin_locked() {
+                return Err(Fail::Verdict(KeystoreError::Unavailable(format!(
+                    "the user PIN of the {} is locked",
+                    self.token.selector()
+                ))));
+            }
+            let state = c.session.get_session_info()?.session_state();
+            if state != SessionState::RwUser {
+                return Err(Fail::Verdict(KeystoreError::Unavailable(format!(
+                    "keyhold's session on the {} is not logged in ({state:?})",
+                    self.token.selector()
+                ))));
+            }
+            objects::own_key(c.session, OwnKey::Seal)?;
+            objects::own_key(c.session, OwnKey::AuditMac)?;
+            Ok(())
+        })
+    }
+
+    /// Idempotent per key id: when the token already holds material for
+    /// `key_id` (an earlier attempt whose answer was lost), that material is
+    /// returned instead of a second object under the same label.
+    fn generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError> {
+        self.prepare()?;
+        let token = self.token_name();
+        self.token.run_writing("generating a key", |c| {
+            let handle = match objects::find_data_keys(c.session, key_id)?.as_slice() {
+                [] => c
+                    .session
+                    .generate_key(&Mechanism::AesKeyGen, &objects::data_key_template(key_id))?,
+                [existing] => {
+                    tracing::info!(%key_id, "the token already holds this key's material; using it");
+                    *existing
+                }
+                _ => {
+                    // Reports the ambiguity with its remedy.
+                    objects::data_key(c.session, key_id, &token)?
+                }
+            };
+            Ok(GeneratedKey {
+                handle: objects::key_label(key_id).into_bytes(),
+                check_digits: check_digits(c.session, handle)?,
+            })
+        })
+    }
+
+    fn wrap_key(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        wrapping_public_key_der: &[u8],
+        algorithm: WrappingAlgorithm,
+    ) -> Result<Vec<u8>, KeystoreError> {
+        check_handle(key_id, handle)?;
+        let algorithms = self.prepare()?;
+        if !algorithms.contains(&algorithm) {
+            return Err(KeystoreError::Unsupported(format!(
+                "the {} cannot wrap with {}; it can wrap with: {}",
+                self.token.selector(),
+                algorithm.aws_name(),
+                if algorithms.is_empty() {
+                    "nothing (no RSA-OAEP key wrapping)".to_owned()
+                } else {
+                    algorithms
+                        .iter()
+                        .map(|a| a.aws_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        }
+        let wrapping_key = WrappingKey::from_der(wrapping_public_key_der)?;
+        let token = self.token_name();
+        self.token.run("wrapping a key for KMS import", |c| {
+            let target = objects::data_key(c.session, key_id, &token)?;
+            wrap::wrap(c.session, target, &wrapping_key, algorithm)
+        })
+    }
+
+    /// Destroys every object labelled with the key; none left is success.
+    /// The handle is not needed: the label names the key's material, and a
+    /// key whose handle is not ours (another keystore's) has none here.
+    fn delete_key(&self, key_id: uuid::Uuid, _handle: &[u8]) -> Result<(), KeystoreError> {
+        self.prepare()?;
+        self.token.run_writing("deleting a key", |c| {
+            for object in objects::find_data_keys(c.session, key_id)? {
+                match c.session.destroy_object(object) {
+                    Ok(()) => {}
+                    // Destroyed by someone else since the search.
+                    Err(e) if rv(&e) == Some(RvError::ObjectHandleInvalid) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// What the token proved at open it can do, best first: `RSAES_OAEP_SHA_256`
+    /// when it wraps with OAEP-SHA-256, `RSAES_OAEP_SHA_1` when it wraps with
+    /// OAEP-SHA-1 (SoftHSM2 2.6 does only this), `RSA_AES_KEY_WRAP_SHA_256`
+    /// when it also has an RFC 5649 `CKM_AES_KEY_WRAP_PAD`.
+    fn wrapping_algorithms(&self) -> Result<Vec<WrappingAlgorithm>, KeystoreError> {
+        self.prepare()
+    }
+
+    /// Lists keyhold's key objects on the token once, rather than one search per key.
+    fn missing_material(
+        &self,
+        keys: &[(uuid::Uuid, &[u8])],
+    ) -> Result<Vec<uuid::Uuid>, KeystoreError> {
+        self.prepare()?;
+        let present = self.token.run("listing the token's keys", |c| {
+            objects::data_key_labels(c.session)
+        })?;
+        Ok(keys
+            .iter()
+            .filter(|(id, handle)| {
+                !Self::names_token_object(*id, handle) || !present.contains(*handle)
+            })
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    fn seal_secret(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        self.prepare()?;
+        self.token.run("sealing a secret", |c| {
+            let key = objects::own_key(c.session, OwnKey::Seal)?;
+            let mut iv = [0u8; GCM_IV_LEN];
+            c.session.generate_random_slice(&mut iv)?;
+            let mut params_iv = iv;
+            let params = GcmParams::new(&mut params_iv, context, (GCM_TAG_LEN as u64 * 8).into())?;
+            let sealed = c.session.encrypt(&Mechanism::AesGcm(params), key, secret)?;
+            let mut blob = Vec::with_capacity(1 + GCM_IV_LEN + sealed.len());
+            blob.push(SEAL_VERSION);
+            blob.extend_from_slice(&iv);
+            blob.extend_from_slice(&sealed);
+            Ok(blob)
+        })
+    }
+
+    /// Fails with [`KeystoreError::SealBroken`] for a wrong context, another
+    /// token's seal key, or any change to the blob.
+    fn open_secret(
+        &self,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        if sealed.len() < 1 + GCM_IV_LEN + GCM_TAG_LEN || sealed[0] != SEAL_VERSION {
+            return Err(KeystoreError::SealBroken);
+        }
+        let (iv, ciphertext) = sealed[1..].split_at(GCM_IV_LEN);
+        self.prepare()?;
+        self.token.run("opening a sealed secret", |c| {
+            let key = objects::own_key(c.session, OwnKey::Seal)?;
+            let mut params_iv = [0u8; GCM_IV_LEN];
+            params_iv.copy_from_slice(iv);
+            let params = GcmParams::new(&mut params_iv, context, (GCM_TAG_LEN as u64 * 8).into())?;
+            match c
+                .session
+                .decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+            {
+                Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
+                Err(e) if is_tag_mismatch(c.session, &e) => {
+                    Err(Fail::TokenVerdict(KeystoreError::SealBroken))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// Whether C_Decrypt failed because the GCM tag does not verify. The standard
+/// answer is CKR_ENCRYPTED_DATA_INVALID; SoftHSM2 2.6 answers
+/// CKR_GENERAL_ERROR, which is taken as a tag mismatch only when the session
+/// still answers afterwards (a failing device would not).
+fn is_tag_mismatch(session: &Session, e: &cryptoki::error::Error) -> bool {
+    match e {
+        cryptoki::error::Error::Pkcs11(
+            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+            _,
+        ) => true,
+        cryptoki::error::Error::Pkcs11(RvError::GeneralError, Function::Decrypt) => {
+            session.get_session_info().is_ok()
+        }
+        _ => false,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data (a list of algorithms): carrying on after a panic elsewhere is safe.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,256 @@
+//! keyhold's objects on the token: their labels, templates and lookup.
+
+use std::collections::HashSet;
+
+use cryptoki::context::Function;
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState};
+use keyhold_core::error::KeystoreError;
+
+use super::error::Fail;
+use super::session::Ctx;
+
+/// Seals credential secrets (AES-256-GCM).
+pub(super) const SEAL_LABEL: &str = "keyhold:seal";
+/// Signs audit entries (HMAC-SHA256).
+pub(super) const AUDIT_MAC_LABEL: &str = "keyhold:audit-mac";
+/// Followed by the keyhold key id: the label of a key's material.
+pub(super) const KEY_LABEL_PREFIX: &str = "keyhold:key:";
+
+pub(super) const AES_256_LEN: u64 = 32;
+const OWN_KEY_ID_LEN: u32 = 16;
+
+/// The label of key `key_id`'s material; also the handle the store keeps.
+pub(super) fn key_label(key_id: uuid::Uuid) -> String {
+    format!("{KEY_LABEL_PREFIX}{key_id}")
+}
+
+/// keyhold's own long-lived keys, created on the token at the first open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OwnKey {
+    Seal,
+    AuditMac,
+}
+
+impl OwnKey {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::Seal => SEAL_LABEL,
+            Self::AuditMac => AUDIT_MAC_LABEL,
+        }
+    }
+
+    fn key_type(self) -> KeyType {
+        match self {
+            Self::Seal => KeyType::AES,
+            Self::AuditMac => KeyType::GENERIC_SECRET,
+        }
+    }
+
+    pub(super) fn template(self, id: Vec<u8>) -> Vec<Attribute> {
+        let (encrypts, signs) = match self {
+            Self::Seal => (true, false),
+            Self::AuditMac => (false, true),
+        };
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(self.key_type()),
+            Attribute::ValueLen(AES_256_LEN.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            // Never leaves the token, not even wrapped.
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(encrypts),
+            Attribute::Decrypt(encrypts),
+            Attribute::Sign(signs),
+            Attribute::Verify(signs),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Label(self.label().as_bytes().to_vec()),
+            Attribute::Id(id),
+        ]
+    }
+
+    fn mechanism(self) -> Mechanism<'static> {
+        match self {
+            Self::Seal => Mechanism::AesKeyGen,
+            Self::AuditMac => Mechanism::GenericSecretKeyGen,
+        }
+    }
+
+    fn search(self) -> Vec<Attribute> {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(self.key_type()),
+            Attribute::Label(self.label().as_bytes().to_vec()),
+        ]
+    }
+}
+
+/// C_FindObjects, where "nothing found" is trusted only from a logged-in
+/// session: logged out, a token hides its private objects and an empty answer
+/// would read as "deleted" (and a delete as done). A logout between the
+/// pool's check and the search thus becomes CKR_USER_NOT_LOGGED_IN, which
+/// the pool answers with a fresh login and one retry.
+fn find(session: &Session, template: &[Attribute]) -> Result<Vec<ObjectHandle>, Fail> {
+    let found = session.find_objects(template)?;
+    if found.is_empty() && session.get_session_info()?.session_state() != SessionState::RwUser {
+        return Err(Fail::Token(Error::Pkcs11(
+            RvError::UserNotLoggedIn,
+            Function::FindObjects,
+        )));
+    }
+    Ok(found)
+}
+
+/// Finds an own key; `None` when the token does not have it.
+pub(super) fn find_own_key(session: &Session, key: OwnKey) -> Result<Option<ObjectHandle>, Fail> {
+    let found = find(session, &key.search())?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        several => {
+            // Two keyhold processes created the key at the same moment. Every
+            // process picks the same one (lowest CKA_ID), so all seal and MAC
+            // with one key; the other stays unused.
+            tracing::warn!(
+                label = key.label(),
+                count = several.len(),
+                "several objects carry keyhold's label; using the one with the lowest CKA_ID"
+            );
+            let mut best: Option<(Vec<u8>, ObjectHandle)> = None;
+            for handle in several {
+                let id = session
+                    .get_attributes(*handle, &[AttributeType::Id])?
+                    .into_iter()
+                    .find_map(|a| match a {
+                        Attribute::Id(id) => Some(id),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                if best.as_ref().is_none_or(|(lowest, _)| id < *lowest) {
+                    best = Some((id, *handle));
+                }
+            }
+            Ok(best.map(|(_, handle)| handle))
+        }
+    }
+}
+
+/// The own key, which `open` created: missing now means it was deleted on the token.
+pub(super) fn own_key(session: &Session, key: OwnKey) -> Result<ObjectHandle, Fail> {
+    find_own_key(session, key)?.ok_or_else(|| {
+        Fail::Verdict(KeystoreError::Unavailable(format!(
+            "the token no longer holds keyhold's key {}: it was deleted on the token or the token was re-initialised; data protected by it cannot be used any more",
+            key.label()
+        )))
+    })
+}
+
+/// Creates the own key when the token does not have it yet (first open).
+/// Run it with [`super::session::Token::run_writing`].
+pub(super) fn ensure_own_key(c: &Ctx<'_>, key: OwnKey) -> Result<(), Fail> {
+    if find_own_key(c.session, key)?.is_some() {
+        return Ok(());
+    }
+    let id = c.session.generate_random_vec(OWN_KEY_ID_LEN)?;
+    c.session
+        .generate_key(&key.mechanism(), &key.template(id))?;
+    tracing::info!(
+        label = key.label(),
+        "created keyhold's key on the PKCS#11 token"
+    );
+    Ok(())
+}
+
+/// Template of a key's material (C_GenerateKey, CKM_AES_KEY_GEN).
+pub(super) fn data_key_template(key_id: uuid::Uuid) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(AES_256_LEN.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        // Extractable only so that C_WrapKey can wrap it for KMS import;
+        // sensitive keeps C_GetAttributeValue(CKA_VALUE) from ever returning it.
+        Attribute::Extractable(true),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        // Derivation (e.g. CKM_EXTRACT_KEY_FROM_KEY) could copy the material out.
+        Attribute::Derive(false),
+        Attribute::Label(key_label(key_id).into_bytes()),
+        Attribute::Id(key_id.as_bytes().to_vec()),
+    ]
+}
+
+/// The token objects holding key `key_id`'s material (normally one).
+pub(super) fn find_data_keys(
+    session: &Session,
+    key_id: uuid::Uuid,
+) -> Result<Vec<ObjectHandle>, Fail> {
+    find(
+        session,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(key_label(key_id).into_bytes()),
+        ],
+    )
+}
+
+/// `template` as `C_UnwrapKey` takes it: the length comes from the
+/// unwrapped material, and PKCS#11 forbids `CKA_VALUE_LEN` there.
+pub(super) fn unwrapped_template(template: Vec<Attribute>) -> Vec<Attribute> {
+    template
+        .into_iter()
+        .filter(|a| !matches!(a, Attribute::ValueLen(_)))
+        .collect()
+}
+
+/// The labels of every keyhold key object on the token (one search, for listings).
+pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fail> {
+    let candidates = find(
+        session,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+        ],
+    )?;
+    let mut labels = HashSet::with_capacity(candidates.len());
+    for object in candidates {
+        for attribute in session.get_attributes(object, &[AttributeType::Label])? {
+            if let Attribute::Label(label) = attribute
+                && label.starts_with(KEY_LABEL_PREFIX.as_bytes())
+            {
+                labels.insert(label);
+            }
+        }
+    }
+    Ok(labels)
+}
+
+/// The one object holding key `key_id`'s material.
+pub(super) fn data_key(
+    session: &Session,
+    key_id: uuid::Uuid,
+    token: &str,
+) -> Result<ObjectHandle, Fail> {
+    match find_data_keys(session, key_id)?.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Fail::Verdict(KeystoreError::KeyNotFound(format!(
+            "the key material of key {key_id} is missing from the {token} (object {}): it was deleted on the token or the token was re-initialised",
+            key_label(key_id)
+        )))),
+        several => Err(Fail::Verdict(KeystoreError::Internal(format!(
+            "{} objects on the {token} are labelled {}; keyhold cannot tell which holds the material of key {key_id}: remove the ones never imported into KMS",
+            several.len(),
+            key_label(key_id)
+        )))),
+    }
+}

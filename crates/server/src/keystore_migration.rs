@@ -1,0 +1,222 @@
+//! `keyhold keystore migrate`: moves a data directory from the software
+//! keystore into the PKCS#11 token configured as its keystore.
+//!
+//! Generated keys cannot be re-created, so their material travels: the token
+//! makes an ephemeral RSA transport key, the software keystore wraps the
+//! material under it, and the token unwraps it into a token object
+//! (`Pkcs11Keystore::import_key`). Every step can be repeated, so the command
+//! is resumable: after a crash, run it again.
+//!
+//! 1. The audit MAC key moves first (or is found in the token already), so
+//!    entries sealed before and after the move verify under one key.
+//! 2. Each credential secret is sealed again by the token: the row and its
+//!    audit entry are written in one transaction.
+//! 3. Each key's material is unwrapped into the token, its check digits are
+//!    compared with the recorded ones, then the key's handle in the store is
+//!    replaced with the token object's label, with its audit entry. The
+//!    software copy existed only in that handle, so replacing it removes it.
+//! 4. The software keystore's files (master key, audit MAC key) are removed:
+//!    nothing is sealed under them any more.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use keyhold_core::audit::{AuditMac, AuditRecord, SYSTEM_USER};
+use keyhold_core::clock::Clock;
+use keyhold_core::credential::CredentialKind;
+use keyhold_core::error::KeystoreError;
+use keyhold_core::ports::{Keystore, Store};
+use keyhold_keystore::{Pkcs11Keystore, SoftKeystore};
+use keyhold_store::SqlStore;
+
+use crate::config::{Config, KeystoreConfig};
+
+/// Names the command in the audit details of every entry it writes.
+const COMMAND: &str = "keyhold keystore migrate";
+/// Data for comparing the two audit MAC keys without revealing either.
+const MAC_PROBE: &[u8] = b"keyhold keystore migration: audit MAC key check";
+
+/// What one run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub keys_moved: usize,
+    /// Keys whose material was in the token already (an earlier run).
+    pub keys_in_token_already: usize,
+    pub credentials_moved: usize,
+    /// Whether this run removed the software keystore's files.
+    pub software_keystore_removed: bool,
+}
+
+impl std::fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "moved {} key(s) and {} credential secret(s) into the PKCS#11 token; {} key(s) were there already",
+            self.keys_moved, self.credentials_moved, self.keys_in_token_already
+        )?;
+        if self.software_keystore_removed {
+            write!(f, "; removed the software keystore")?;
+        }
+        Ok(())
+    }
+}
+
+/// Test-only crash point: `KEYHOLD_CRASH_MIGRATION_AFTER_KEYS=N` aborts the
+/// process right after the N-th key's move was committed.
+#[cfg(feature = "crash-points")]
+fn maybe_crash(keys_moved: usize) {
+    let wanted = std::env::var("KEYHOLD_CRASH_MIGRATION_AFTER_KEYS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if wanted == Some(keys_moved) {
+        eprintln!("crash point: aborting after {keys_moved} key(s) moved");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "crash-points"))]
+fn maybe_crash(_: usize) {}
+
+pub async fn migrate(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<MigrationReport> {
+    let KeystoreConfig::Pkcs11 {
+        token: settings,
+        migrate_from,
+    } = &config.keystore
+    else {
+        bail!(
+            "keystore migrate moves keys into a PKCS#11 token: configure the target with keystore = pkcs11 (pkcs11_module, pkcs11_token_label or pkcs11_slot, and the PIN), and keep the software keystore's master key file or passphrase where it is"
+        );
+    };
+    let dir = config.keystore_dir();
+    let token = Arc::new(
+        Pkcs11Keystore::load(settings.clone())
+            .map_err(|e| anyhow::anyhow!("PKCS#11 keystore: {e}"))?,
+    );
+    let software = if SoftKeystore::is_initialised(&dir) {
+        Some(
+            SoftKeystore::open(&dir, migrate_from.clone())
+                .map_err(|e| anyhow::anyhow!("software keystore in {}: {e}", dir.display()))?,
+        )
+    } else {
+        None
+    };
+    if let Some(software) = &software {
+        let expected = software.audit_mac(MAC_PROBE)?;
+        token
+            .adopt_audit_mac_key(MAC_PROBE, &expected, &|der, algorithm| {
+                software.wrap_audit_mac_key(der, algorithm)
+            })
+            .map_err(|e| anyhow::anyhow!("moving the audit MAC key into the token: {e}"))?;
+    }
+    token
+        .check()
+        .map_err(|e| anyhow::anyhow!("PKCS#11 keystore: {e}"))?;
+
+    let store = SqlStore::connect(config.database.expose(), token.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database))?;
+    if store.list_identities().await?.is_empty() {
+        bail!(
+            "{} is not initialised: there is nothing to migrate. Run `keyhold init` with keystore = pkcs11 instead",
+            config.data_dir.display()
+        );
+    }
+    let record = |summary: String| {
+        AuditRecord::new(clock.now(), SYSTEM_USER, summary)
+            .with_details(serde_json::json!({ "command": COMMAND }))
+    };
+    let mut report = MigrationReport::default();
+
+    for credential in store.list_credentials().await? {
+        let CredentialKind::AccessKey { sealed_secret, .. } = &credential.kind else {
+            continue;
+        };
+        let context = credential.id.as_bytes();
+        match token.open_secret(context, sealed_secret) {
+            Ok(_) => continue,
+            Err(KeystoreError::SealBroken) => {}
+            Err(e) => return Err(e).context("checking a credential secret"),
+        }
+        let Some(software) = &software else {
+            bail!(
+                "the secret of credential '{}' is sealed neither by the token nor by a software keystore in {}: import the credential again",
+                credential.name,
+                dir.display()
+            );
+        };
+        let secret = software
+            .open_secret(context, sealed_secret)
+            .with_context(|| format!("opening the secret of credential '{}'", credential.name))?;
+        let resealed = token.seal_secret(context, &secret)?;
+        drop(secret);
+        store
+            .update_credential_secret(
+                credential.id,
+                &resealed,
+                &record(format!(
+                    "Moved the secret of cloud credential '{}' into the PKCS#11 keystore",
+                    credential.name
+                )),
+            )
+            .await?;
+        report.credentials_moved += 1;
+    }
+
+    for key in store.list_keys(None).await? {
+        if Pkcs11Keystore::names_token_object(key.id, &key.keystore_handle) {
+            report.keys_in_token_already += 1;
+            continue;
+        }
+        let Some(software) = &software else {
+            bail!(
+                "key {} is sealed by the software keystore, but {} holds none any more: restore it from a backup and run the migration again",
+                key.display_name(),
+                dir.display()
+            );
+        };
+        let imported = token
+            .import_key(key.id, &|der, algorithm| {
+                software.wrap_key(key.id, &key.keystore_handle, der, algorithm)
+            })
+            .with_context(|| format!("moving key {} into the token", key.display_name()))?;
+        if imported.check_digits != key.check_digits {
+            bail!(
+                "the token holds material for key {} with check digits {}, but keyhold recorded {}: remove the token object {} and run the migration again",
+                key.display_name(),
+                imported.check_digits.as_str(),
+                key.check_digits.as_str(),
+                String::from_utf8_lossy(&imported.handle)
+            );
+        }
+        let mut moved = key.clone();
+        moved.keystore_handle = imported.handle;
+        let entry = record(format!(
+            "Moved the material of HSM protected key {} into the PKCS#11 keystore",
+            key.display_name()
+        ))
+        .with_details(serde_json::json!({
+            "command": COMMAND,
+            "group": key.group.as_str(),
+            "check_digits": key.check_digits.as_str(),
+        }));
+        store.update_key(&moved, Some(&entry)).await?;
+        report.keys_moved += 1;
+        maybe_crash(report.keys_moved);
+    }
+
+    if let Some(software) = software {
+        drop(software);
+        SoftKeystore::remove(&dir).map_err(|e| {
+            anyhow::anyhow!("removing the software keystore in {}: {e}", dir.display())
+        })?;
+        report.software_keystore_removed = true;
+        store
+            .append_audit(&record(format!(
+                "Keystore migration finished: {report}. Removed the software keystore in {}",
+                dir.display()
+            )))
+            .await?;
+    }
+    store.close().await;
+    Ok(report)
+}
