@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use keyhold_aws::WrappingKeySpec;
 use keyhold_keystore::{MasterKeySource, Pkcs11Settings, TokenSelector};
+use keyhold_store::{DatabaseKind, mask_url};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -50,7 +51,9 @@ pub struct ServeArgs {
     /// Address and port the HTTP API listens on [default: 127.0.0.1:8600]. Port 0 picks a free port.
     #[arg(long, env = "KEYHOLD_LISTEN")]
     pub listen: Option<String>,
-    /// Database URL [default: sqlite://<data-dir>/keyhold.db].
+    /// Database URL: sqlite://PATH (a file, created when missing) or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (an existing database,
+    /// shared by several nodes) [default: sqlite://<data-dir>/keyhold.db].
     #[arg(long, env = "KEYHOLD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// File holding the keystore passphrase (derives the master key with Argon2id
@@ -125,7 +128,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     /// Address and port the HTTP API listens on.
     listen: Option<String>,
-    /// Database URL (`sqlite://…`).
+    /// Database URL (`sqlite://…` or `postgres://…`).
     database_url: Option<String>,
     /// File holding the keystore passphrase.
     keystore_passphrase_file: Option<PathBuf>,
@@ -272,29 +275,13 @@ impl DatabaseUrl {
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&mask_password(self.expose()))
+        f.write_str(&mask_url(self.expose()))
     }
 }
 
 impl std::fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&mask_password(self.expose()))
-    }
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-pub fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+        f.write_str(&mask_url(self.expose()))
     }
 }
 
@@ -335,12 +322,7 @@ impl ServeArgs {
                 data_dir.join("keyhold.db").display()
             )
         });
-        if !database_raw.starts_with("sqlite:") {
-            return Err(ConfigError(format!(
-                "database URL '{}' is not supported: use sqlite://PATH",
-                mask_password(&database_raw)
-            )));
-        }
+        DatabaseKind::of(&database_raw).map_err(ConfigError)?;
         let passphrase_file = self
             .keystore_passphrase_file
             .or(file.keystore_passphrase_file);
@@ -541,15 +523,7 @@ mod tests {
 
     #[test]
     fn unknown_file_keys_and_bad_addresses_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("keyhold.toml");
-        std::fs::write(&file, "listne = \"127.0.0.1:9000\"\n").unwrap();
-        let err = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        }
-        .resolve(EnvSecrets::default())
-        .unwrap_err();
+        let err = resolve_file("listne = \"127.0.0.1:9000\"\n").unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
         let err = ServeArgs {
             listen: Some("localhost".into()),
@@ -579,16 +553,65 @@ mod tests {
 
     #[test]
     fn passwords_in_database_urls_are_masked() {
-        assert_eq!(
-            mask_password("postgres://keyhold:s3cret@db:5432/k"),
-            "postgres://keyhold:***@db:5432/k"
-        );
-        assert_eq!(
-            mask_password("sqlite:///x/keyhold.db"),
-            "sqlite:///x/keyhold.db"
-        );
         let url = DatabaseUrl(SecretString::from("postgres://u:pw@h/d".to_owned()));
-        assert!(!format!("{url:?} {url}").contains("pw@"));
+        assert_eq!(
+            format!("{url:?} {url}"),
+            "postgres://u:***@h/d postgres://u:***@h/d"
+        );
+        let url = DatabaseUrl(SecretString::from(
+            "postgresql://h/d?user=u&password=pw".to_owned(),
+        ));
+        assert!(!format!("{url:?} {url}").contains("pw"), "{url}");
+    }
+
+    /// The configuration from a file holding `text`, and nothing else.
+    fn resolve_file(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyhold.toml");
+        std::fs::write(&file, text).unwrap();
+        ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve(EnvSecrets::default())
+    }
+
+    fn database_of(url: &str) -> Result<Config, ConfigError> {
+        ServeArgs {
+            database_url: Some(url.to_owned()),
+            ..Default::default()
+        }
+        .resolve(EnvSecrets::default())
+    }
+
+    #[test]
+    fn sqlite_and_postgres_urls_are_accepted() {
+        for url in [
+            "sqlite:///var/lib/keyhold/keyhold.db?mode=rwc",
+            "sqlite:keyhold.db",
+            "/var/lib/keyhold/keyhold.db",
+            "postgres://keyhold@db.internal:5432/keyhold",
+            "postgresql://keyhold:s3cret@db.internal/keyhold?sslmode=require",
+        ] {
+            let config = database_of(url).unwrap();
+            assert_eq!(config.database.expose(), url);
+        }
+        let config = resolve_file("database_url = \"postgres://k@db/keyhold\"\n").unwrap();
+        assert_eq!(config.database.expose(), "postgres://k@db/keyhold");
+    }
+
+    #[test]
+    fn other_database_urls_are_refused_naming_both_backends_without_the_password() {
+        for url in [
+            "mysql://keyhold:s3cret@db/keyhold",
+            "postgre://keyhold:s3cret@db/keyhold",
+        ] {
+            let err = database_of(url).unwrap_err().to_string();
+            assert!(err.contains("sqlite://"), "{err}");
+            assert!(err.contains("postgres://"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(err.contains("keyhold:***@db"), "{err}");
+        }
     }
 
     #[test]

@@ -76,10 +76,12 @@ where
     if let Some(user) = filter.user.as_deref().filter(|u| !u.is_empty()) {
         // `users` is a comma-separated list; framing both sides with commas
         // matches whole elements only (`Admin1` does not match `Admin10`).
+        // Both sides are lowered because SQLite's LIKE ignores ASCII case
+        // and PostgreSQL's does not: the filter means the same on both.
         clause(qb);
-        qb.push("(',' || users || ',') LIKE ")
+        qb.push("LOWER(',' || users || ',') LIKE LOWER(")
             .push_bind(format!("%,{},%", like_literal(user)))
-            .push(" ESCAPE '\\'");
+            .push(") ESCAPE '\\'");
     }
     if let Some(text) = filter.text.as_deref().filter(|t| !t.is_empty()) {
         let pattern = format!("%{}%", like_literal(text));

@@ -1,16 +1,21 @@
 //! keyhold's persistence: [`SqlStore`] implements the core's
 //! [`Store`](keyhold_core::ports::Store) port on sqlx.
 //!
-//! SQLite is the embedded default. The code is split so that another backend
-//! (PostgreSQL) adds its own module and migrations folder and reuses the rest:
-//! `rows` converts between columns and domain types, `audit` seals entries and
-//! builds the audit filter, `error` classifies database errors. SQL text uses
-//! `$N` placeholders, which SQLite and PostgreSQL both accept.
+//! SQLite is the embedded default; PostgreSQL serves several nodes sharing one
+//! database. Each backend module (`sqlite`, `postgres`) holds only what
+//! differs: connecting, its writer lock, its migrations folder. Everything
+//! else is shared: the queries and audited transactions in `sql/` (compiled
+//! into each backend), `rows` converts between columns and domain types,
+//! `audit` seals entries and builds the audit filter, `error` classifies
+//! database errors. SQL text uses `$N` placeholders, which both accept.
 
 mod audit;
 mod error;
+mod postgres;
 mod rows;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod url;
 
 use async_trait::async_trait;
@@ -37,15 +42,51 @@ pub struct SqlStore {
 
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
+}
+
+/// The kinds of database a URL may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:` or a plain file path.
+    Sqlite,
+    /// `postgres://…` or `postgresql://…`.
+    Postgres,
+}
+
+impl DatabaseKind {
+    /// The kind of database `url` names, or an error that names the URL
+    /// (password masked) and the forms keyhold accepts.
+    pub fn of(url: &str) -> Result<Self, String> {
+        if postgres::accepts(url) {
+            Ok(Self::Postgres)
+        } else if sqlite::accepts(url) {
+            Ok(Self::Sqlite)
+        } else {
+            Err(format!(
+                "unsupported database URL {}: use sqlite://PATH (or a file path) for SQLite, \
+                 or postgres://USER@HOST/DATABASE for PostgreSQL",
+                mask_url(url)
+            ))
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let backend = match self.backend {
-            Backend::Sqlite(_) => "sqlite",
+            Backend::Sqlite(_) => DatabaseKind::Sqlite,
+            Backend::Postgres(_) => DatabaseKind::Postgres,
         };
         f.debug_struct("SqlStore")
-            .field("backend", &backend)
+            .field("backend", &backend.as_str())
             .field("url", &self.masked_url)
             .finish_non_exhaustive()
     }
@@ -54,17 +95,16 @@ impl std::fmt::Debug for SqlStore {
 impl SqlStore {
     /// Opens the database at `url` and brings its schema up to date.
     ///
-    /// `url` is `sqlite://path?mode=rwc`, `sqlite:path` or a plain file path;
-    /// the file is created when missing. Audit entries written through the
-    /// store are sealed with `audit_mac`. Errors never show a password from `url`.
+    /// `url` is `sqlite://path?mode=rwc`, `sqlite:path` or a plain file path
+    /// (the file is created when missing), or `postgres://user@host/database`
+    /// (the database must exist). Audit entries written through the store are
+    /// sealed with `audit_mac`. Errors never show a password from `url`.
     pub async fn connect(url: &str, audit_mac: SharedAuditMac) -> Result<Self, StoreError> {
         let masked_url = mask_url(url);
-        if !sqlite::accepts(url) {
-            return Err(StoreError::Unavailable(format!(
-                "unsupported database URL {masked_url}: use sqlite://PATH or a file path"
-            )));
-        }
-        let backend = Backend::Sqlite(sqlite::SqliteStore::open(url, audit_mac).await?);
+        let backend = match DatabaseKind::of(url).map_err(StoreError::Unavailable)? {
+            DatabaseKind::Sqlite => Backend::Sqlite(sqlite::open(url, audit_mac).await?),
+            DatabaseKind::Postgres => Backend::Postgres(postgres::open(url, audit_mac).await?),
+        };
         Ok(Self {
             backend,
             masked_url,
@@ -75,12 +115,14 @@ impl SqlStore {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s) => s.close().await,
         }
     }
 
     fn inner(&self) -> &dyn Store {
         match &self.backend {
             Backend::Sqlite(s) => s,
+            Backend::Postgres(s) => s,
         }
     }
 }

@@ -67,6 +67,16 @@ pub(crate) fn scrub(message: &str, url: &str) -> String {
     out
 }
 
+/// `what` went wrong with the database at `url`, in a message that names the
+/// database without its password.
+pub(crate) fn unavailable(
+    url: &str,
+    what: &str,
+    error: &dyn std::fmt::Display,
+) -> keyhold_core::StoreError {
+    keyhold_core::StoreError::Unavailable(scrub(&format!("{what} {}: {error}", mask_url(url)), url))
+}
+
 fn secrets_in(url: &str) -> Vec<&str> {
     let mut secrets = Vec::new();
     let before_fragment = url.split('#').next().unwrap_or_default();

@@ -1,5 +1,5 @@
 //! The audit log: filters, export, and verification that catches an edited,
-//! a deleted and a swapped row written straight into the SQLite file.
+//! a deleted and a swapped row written straight into the database.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -26,17 +26,11 @@ async fn verify(app: &TestApp, token: &str) -> serde_json::Value {
     report
 }
 
-/// The database refuses edits to the log; an attacker with the file drops that guard first.
+/// The database refuses edits to the log; an attacker with access to it drops that guard first.
 async fn tamper(app: &TestApp, statements: &[&str]) {
     let mut db = open_db(app).await;
-    for sql in [
-        "DROP TRIGGER IF EXISTS audit_log_no_edit",
-        "DROP TRIGGER IF EXISTS audit_log_no_delete",
-    ]
-    .iter()
-    .chain(statements)
-    {
-        sqlx::query(sql).execute(&mut db).await.unwrap();
+    for sql in db.drop_audit_guard().iter().chain(statements) {
+        db.execute(sql).await.unwrap();
     }
 }
 
@@ -59,17 +53,11 @@ async fn an_intact_log_verifies_and_the_database_refuses_edits() {
 
     let mut db = open_db(&app).await;
     assert!(
-        sqlx::query("UPDATE audit_log SET summary = 'x'")
-            .execute(&mut db)
+        db.execute("UPDATE audit_log SET summary = 'x'")
             .await
             .is_err()
     );
-    assert!(
-        sqlx::query("DELETE FROM audit_log")
-            .execute(&mut db)
-            .await
-            .is_err()
-    );
+    assert!(db.execute("DELETE FROM audit_log").await.is_err());
 }
 
 #[tokio::test]
@@ -129,9 +117,10 @@ async fn a_recomputed_chain_without_the_keystore_key_is_caught() {
     let (app, token) = app_with_history().await;
     // Re-hashing needs the chain algorithm only; the MAC needs the keystore.
     // Zeroing one MAC stands for any forgery made without the key.
+    let zeros = open_db(&app).await.bytes_literal(&[0; 32]);
     tamper(
         &app,
-        &["UPDATE audit_log SET mac = zeroblob(32) WHERE seq = 3"],
+        &[&format!("UPDATE audit_log SET mac = {zeros} WHERE seq = 3")],
     )
     .await;
     let report = verify(&app, &token).await;

@@ -7,28 +7,35 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::helpers::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use keyhold_store::testing::TestDatabase;
+
+use crate::helpers::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, test_database, use_database};
 
 const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
 
 struct Cli {
     url: String,
     session_file: PathBuf,
+    /// The database `keyhold init` writes and the server then serves, if any.
+    db: Option<TestDatabase>,
     /// Everything every command printed, to check no secret ever appears.
     transcript: String,
 }
 
 impl Cli {
     fn run(&mut self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(KEYHOLD)
+        let mut command = Command::new(KEYHOLD);
+        command
             .args(args)
             .env("KEYHOLD_URL", &self.url)
             .env("KEYHOLD_SESSION_FILE", &self.session_file)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if let Some(db) = &self.db {
+            use_database(&mut command, db);
+        }
+        let mut child = command.spawn().unwrap();
         if let Some(input) = stdin {
             child
                 .stdin
@@ -78,15 +85,16 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(data_dir: &Path) -> (ServerProcess, String) {
-    let mut child = Command::new(KEYHOLD)
+fn start_server(data_dir: &Path, db: &TestDatabase) -> (ServerProcess, String) {
+    let mut command = Command::new(KEYHOLD);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
         .arg("--data-dir")
         .arg(data_dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::inherit());
+    use_database(&mut command, db);
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
@@ -105,9 +113,13 @@ fn start_server(data_dir: &Path) -> (ServerProcess, String) {
 fn init_then_the_reference_walkthrough_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(test_database());
     let mut cli = Cli {
         url: String::new(),
         session_file: dir.path().join("session.json"),
+        db: Some(db),
         transcript: String::new(),
     };
 
@@ -139,7 +151,7 @@ fn init_then_the_reference_walkthrough_through_the_binary() {
         0o600
     );
 
-    let (_server, url) = start_server(&data_dir);
+    let (_server, url) = start_server(&data_dir, cli.db.as_ref().unwrap());
     cli.url = url;
 
     // First use: change both one-time passwords, with stdin, never an argument.
@@ -322,6 +334,7 @@ fn an_unreachable_server_is_reported_with_a_hint() {
     let mut cli = Cli {
         url: "http://127.0.0.1:9".into(),
         session_file: dir.path().join("s.json"),
+        db: None,
         transcript: String::new(),
     };
     let err = cli.fails(

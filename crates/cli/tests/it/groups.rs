@@ -192,13 +192,12 @@ async fn keys_are_listed_with_the_walkthrough_columns_and_deleted_only_under_dua
     let kms_key_id = "7907323e-ea39-4542-b198-ef4a4ca5793c";
     {
         let mut db = open_db(&app).await;
-        sqlx::query(
+        let handle = db.bytes_literal(&[0]);
+        let id = uuid::Uuid::new_v4();
+        db.execute(&format!(
             "INSERT INTO keys (id, group_name, version, kms_key_id, check_digits, valid_from, valid_to, state, keystore_handle, created_at)
-             VALUES ($1, 'ig-demo', 1, $2, '57CF', '2026-11-29T09:00:00.000000Z', '2027-11-29T09:00:00.000000Z', 'disabled', x'00', '2026-11-29T09:00:00.000000Z')",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(kms_key_id)
-        .execute(&mut db)
+             VALUES ('{id}', 'ig-demo', 1, '{kms_key_id}', '57CF', '2026-11-29T09:00:00.000000Z', '2027-11-29T09:00:00.000000Z', 'disabled', {handle}, '2026-11-29T09:00:00.000000Z')",
+        ))
         .await
         .unwrap();
     }

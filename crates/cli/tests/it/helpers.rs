@@ -1,11 +1,14 @@
-//! The test harness: a real keyhold server per test, on its own port and data
-//! directory, with a clock the test controls.
+//! The test harness: a real keyhold server per test, on its own port, data
+//! directory and database, with a clock the test controls. The database is
+//! the data directory's SQLite file, or with KEYHOLD_TEST_DATABASE=postgres a
+//! fresh PostgreSQL database (see keyhold_store::testing).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use keyhold_core::clock::ManualClock;
+use keyhold_store::testing::{RawConnection, TestDatabase};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -32,6 +35,8 @@ pub struct TestApp {
     _dir: Arc<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Outlives restarts; a PostgreSQL database is dropped with the last holder.
+    pub db: Arc<TestDatabase>,
 }
 
 fn start_time() -> keyhold_core::clock::Timestamp {
@@ -62,12 +67,13 @@ impl TestApp {
         mut pin: Option<String>,
     ) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
+        let db = Arc::new(test_database().await);
         let clock = Arc::new(ManualClock::new(start_time()));
         let mut args = keyhold_server::ServeArgs {
             data_dir: Some(dir.path().join("data")),
             listen: Some("127.0.0.1:0".into()),
             log: Some("warn".into()),
-
+            database_url: db.url_override().map(str::to_owned),
             ..Default::default()
         };
         configure(&mut args);
@@ -78,11 +84,12 @@ impl TestApp {
             hsm.configure(&mut args);
             pin = Some(hsm.pin);
         }
-        Self::start(dir, clock, args, pin).await
+        Self::start(dir, db, clock, args, pin).await
     }
 
     async fn start(
         dir: Arc<tempfile::TempDir>,
+        db: Arc<TestDatabase>,
         clock: Arc<ManualClock>,
         args: keyhold_server::ServeArgs,
         pin: Option<String>,
@@ -120,6 +127,7 @@ impl TestApp {
             _dir: dir,
             shutdown: Some(tx),
             task: Some(task),
+            db,
         }
     }
 
@@ -138,7 +146,14 @@ impl TestApp {
         self.stop().await;
         let mut args = self.args.clone();
         configure(&mut args);
-        Self::start(self._dir.clone(), self.clock.clone(), args, pin).await
+        Self::start(
+            self._dir.clone(),
+            self.db.clone(),
+            self.clock.clone(),
+            args,
+            pin,
+        )
+        .await
     }
 
     /// Stops the server; the data directory stays until the app is dropped.
@@ -496,11 +511,22 @@ pub fn group_body(name: &str, credential: &str) -> Value {
     })
 }
 
-/// Opens the test server's SQLite file directly, as an attacker with disk
-/// access would, bypassing keyhold.
-pub async fn open_db(app: &TestApp) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.db_path().display()))
-        .await
-        .unwrap()
+/// Opens the test server's database directly, as an attacker with access to
+/// it would, bypassing keyhold.
+pub async fn open_db(app: &TestApp) -> RawConnection {
+    app.db.raw(&app.db_path()).await.unwrap()
+}
+
+/// A fresh database on the backend of this run; fails the test when that is
+/// PostgreSQL and the server cannot be reached.
+pub async fn test_database() -> TestDatabase {
+    TestDatabase::create().await.unwrap()
+}
+
+/// Points a `keyhold serve` or `keyhold init` process at the test's database
+/// (SQLite needs nothing: the data directory holds its file).
+pub fn use_database(command: &mut std::process::Command, db: &TestDatabase) {
+    if let Some(url) = db.url_override() {
+        command.env("KEYHOLD_DATABASE_URL", url);
+    }
 }

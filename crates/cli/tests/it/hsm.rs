@@ -336,6 +336,7 @@ async fn keystore_migrate_moves_a_software_data_directory_into_the_token_and_res
             .args(["keystore", "migrate", "--data-dir"])
             .arg(&app.data_dir);
         hsm.configure_command(&mut command);
+        use_database(&mut command, &app.db);
         if let Some(n) = crash_after {
             command.env("KEYHOLD_CRASH_MIGRATION_AFTER_KEYS", n);
         }
@@ -344,13 +345,11 @@ async fn keystore_migrate_moves_a_software_data_directory_into_the_token_and_res
     // Killed after the first key moved…
     let crashed = migrate(Some("1"));
     assert!(!crashed.status.success(), "{crashed:?}");
-    let handles: Vec<Vec<u8>> = {
-        let mut db = open_db(&app).await;
-        sqlx::query_scalar("SELECT keystore_handle FROM keys ORDER BY version")
-            .fetch_all(&mut db)
-            .await
-            .unwrap()
-    };
+    let handles = open_db(&app)
+        .await
+        .fetch_bytes("SELECT keystore_handle FROM keys ORDER BY version")
+        .await
+        .unwrap();
     let in_token = handles
         .iter()
         .filter(|h| h.starts_with(b"keyhold:key:"))
@@ -358,14 +357,12 @@ async fn keystore_migrate_moves_a_software_data_directory_into_the_token_and_res
     assert_eq!(in_token, 1, "one key moved before the crash");
     assert!(app.data_dir.join("keystore/audit-mac.key").exists());
     // The credential went first: its secret is sealed by the token now.
-    let sealed: Vec<u8> = {
-        let mut db = open_db(&app).await;
-        sqlx::query_scalar("SELECT sealed_secret FROM credentials")
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
-    };
-    assert_eq!(sealed[0], 0x01, "the token's seal format");
+    let sealed = open_db(&app)
+        .await
+        .fetch_bytes("SELECT sealed_secret FROM credentials")
+        .await
+        .unwrap();
+    assert_eq!(sealed[0][0], 0x01, "the token's seal format");
 
     // …and run again: it resumes.
     let done = migrate(None);

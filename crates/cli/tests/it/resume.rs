@@ -24,7 +24,9 @@ mod killed {
 
     use serde_json::json;
 
-    use crate::helpers::console_csv;
+    use keyhold_store::testing::TestDatabase;
+
+    use crate::helpers::{console_csv, test_database, use_database};
     use crate::kms::{Kms, endpoint};
 
     const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
@@ -41,7 +43,7 @@ mod killed {
         }
     }
 
-    fn serve(data_dir: &Path, pause: Option<(&str, &Path)>) -> Server {
+    fn serve(data_dir: &Path, db: &TestDatabase, pause: Option<(&str, &Path)>) -> Server {
         let mut command = Command::new(KEYHOLD);
         command
             .args([
@@ -61,6 +63,7 @@ mod killed {
         if let Some(hsm) = crate::helpers::Hsm::for_suite() {
             hsm.configure_command(&mut command);
         }
+        use_database(&mut command, db);
         if let Some((point, file)) = pause {
             command
                 .env("KEYHOLD_PAUSE_AT", point)
@@ -148,12 +151,14 @@ mod killed {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let paused = dir.path().join("paused");
+        let db = test_database().await;
         let mut init = Command::new(KEYHOLD);
         init.args(["init", "--output", "json", "--data-dir"])
             .arg(&data);
         if let Some(hsm) = crate::helpers::Hsm::for_suite() {
             hsm.configure_command(&mut init);
         }
+        use_database(&mut init, &db);
         let init = init.output().unwrap();
         assert!(
             init.status.success(),
@@ -170,7 +175,7 @@ mod killed {
             http: reqwest::Client::new(),
             token: None,
         };
-        let mut server = serve(&data, if sync { None } else { Some((point, &paused)) });
+        let mut server = serve(&data, &db, if sync { None } else { Some((point, &paused)) });
         let base = server.base.clone();
         for (i, name) in ["Admin1", "Admin2"].iter().enumerate() {
             let current = init["identities"][i]["password"].as_str().unwrap();
@@ -225,7 +230,7 @@ mod killed {
                 .encrypt(&format!("alias/{group}"), b"before the crash")
                 .await;
             drop(server);
-            server = serve(&data, Some((point, &paused)));
+            server = serve(&data, &db, Some((point, &paused)));
             let (s, job) = client
                 .call(
                     &server.base,
@@ -254,7 +259,7 @@ mod killed {
         server.child.wait().unwrap();
         drop(server);
 
-        let server = serve(&data, None);
+        let server = serve(&data, &db, None);
         let job = wait_job(&client, &server.base, &job_id).await;
         assert_eq!(job["status"], "succeeded", "killed at {point}: {job:#}");
         let active = job["kms_key_id"].as_str().unwrap();

@@ -5,9 +5,7 @@ use keyhold_core::audit::{AuditFilter, AuditRecord, GENESIS_HASH};
 use keyhold_core::ports::Store;
 use keyhold_core::settings::Settings;
 
-use crate::common::{
-    Fixture, TestMac, at, credential, group, identity, key, open, record, verify_chain,
-};
+use crate::common::{Fixture, at, credential, group, identity, key, record, verify_chain};
 
 #[tokio::test]
 async fn entries_chain_and_keep_the_record_as_hashed() {
@@ -39,9 +37,8 @@ async fn entries_chain_and_keep_the_record_as_hashed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_never_fork_the_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let mac = Arc::new(TestMac::default());
-    let store = Arc::new(open(&dir.path().join("keyhold.db"), &mac).await);
+    let f = Fixture::new().await;
+    let store = Arc::new(f.open().await);
 
     for i in 0..20 {
         store
@@ -160,23 +157,18 @@ async fn a_failing_audit_mac_rolls_the_change_back() {
 async fn the_database_refuses_to_edit_or_delete_entries() {
     let f = Fixture::new().await;
     f.store.append_audit(&record("original")).await.unwrap();
-    let mut conn = {
-        use sqlx::Connection;
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", f.db_path().display()))
-            .await
-            .unwrap()
-    };
-    let edit = sqlx::query("UPDATE audit_log SET summary = 'forged' WHERE seq = 1")
-        .execute(&mut conn)
+    let mut conn = f.raw().await;
+    let edit = conn
+        .execute("UPDATE audit_log SET summary = 'forged' WHERE seq = 1")
         .await;
     assert!(edit.is_err());
-    let delete = sqlx::query("DELETE FROM audit_log")
-        .execute(&mut conn)
-        .await;
+    let delete = conn.execute("DELETE FROM audit_log").await;
     assert!(delete.is_err());
+    if f.is_postgres() {
+        assert!(conn.execute("TRUNCATE audit_log").await.is_err());
+    }
     // Archiving is outside the chain and stays possible.
-    sqlx::query("UPDATE audit_log SET archived = 1 WHERE seq = 1")
-        .execute(&mut conn)
+    conn.execute("UPDATE audit_log SET archived = TRUE WHERE seq = 1")
         .await
         .unwrap();
     let entries = f.store.audit_page(0, 10).await.unwrap();
@@ -324,13 +316,12 @@ async fn list_audit_limit_zero_means_one_hundred() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_stores_on_one_file_never_fork_the_chain() {
-    // Two stores stand for two processes: only SQLite's write lock orders them.
-    let dir = tempfile::tempdir().unwrap();
-    let mac = Arc::new(TestMac::default());
-    let path = dir.path().join("keyhold.db");
-    let first = Arc::new(open(&path, &mac).await);
-    let second = Arc::new(open(&path, &mac).await);
+async fn two_stores_on_one_database_never_fork_the_chain() {
+    // Two stores stand for two processes (or nodes): only the database's
+    // writer lock orders them, SQLite's or keyhold's PostgreSQL advisory lock.
+    let f = Fixture::new().await;
+    let first = Arc::new(f.open().await);
+    let second = Arc::new(f.open().await);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
         let store = if i % 2 == 0 {

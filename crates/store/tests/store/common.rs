@@ -16,7 +16,8 @@ use keyhold_core::interval::Interval;
 use keyhold_core::key::{CheckDigits, Key, KeyState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
 use keyhold_core::ports::Store;
-use keyhold_store::SqlStore;
+use keyhold_store::testing::{RawConnection, TestDatabase};
+use keyhold_store::{DatabaseKind, SqlStore};
 
 pub const MAC_KEY: &[u8] = b"keyhold store test audit key";
 
@@ -42,22 +43,50 @@ impl AuditMac for TestMac {
     }
 }
 
+/// One test's store, on the backend of the run (`KEYHOLD_TEST_DATABASE`):
+/// a SQLite file in a temporary directory, or a fresh PostgreSQL database.
 pub struct Fixture {
-    pub dir: tempfile::TempDir,
-    pub mac: Arc<TestMac>,
     pub store: SqlStore,
+    pub mac: Arc<TestMac>,
+    // After the store: a PostgreSQL database is dropped once the store is.
+    pub db: TestDatabase,
+    pub dir: tempfile::TempDir,
 }
 
 impl Fixture {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let db = TestDatabase::create().await.unwrap();
         let mac = Arc::new(TestMac::default());
-        let store = open(&dir.path().join("keyhold.db"), &mac).await;
-        Self { dir, mac, store }
+        let store = connect(&db.url(&dir.path().join("keyhold.db")), &mac).await;
+        Self {
+            store,
+            mac,
+            db,
+            dir,
+        }
     }
 
     pub fn db_path(&self) -> std::path::PathBuf {
         self.dir.path().join("keyhold.db")
+    }
+
+    pub fn url(&self) -> String {
+        self.db.url(&self.db_path())
+    }
+
+    /// Another store on the same database, as another process or node would open it.
+    pub async fn open(&self) -> SqlStore {
+        connect(&self.url(), &self.mac).await
+    }
+
+    /// A connection of its own, behind the store's back.
+    pub async fn raw(&self) -> RawConnection {
+        self.db.raw(&self.db_path()).await.unwrap()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.db.kind() == DatabaseKind::Postgres
     }
 
     pub async fn audit_count(&self) -> usize {
@@ -65,9 +94,14 @@ impl Fixture {
     }
 }
 
-pub async fn open(path: &Path, mac: &Arc<TestMac>) -> SqlStore {
-    let url = format!("sqlite://{}?mode=rwc", path.display());
-    SqlStore::connect(&url, mac.clone()).await.unwrap()
+pub async fn connect(url: &str, mac: &Arc<TestMac>) -> SqlStore {
+    SqlStore::connect(url, mac.clone()).await.unwrap()
+}
+
+/// A store on the SQLite file at `path`, whatever the run's backend: for the
+/// tests of what only SQLite has (files, WAL, its own migration 0003).
+pub async fn open_sqlite(path: &Path, mac: &Arc<TestMac>) -> SqlStore {
+    connect(&format!("sqlite://{}?mode=rwc", path.display()), mac).await
 }
 
 /// Walks the whole chain as `keyhold audit verify` does; returns the entries checked.

@@ -8,15 +8,18 @@ use keyhold_core::clock::format_timestamp;
 use keyhold_core::credential::{Credential, CredentialKind, Endpoint};
 use keyhold_core::group::KeyGroup;
 use keyhold_core::ports::Store;
+use keyhold_store::testing::TestDatabase;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
-use crate::common::{Fixture, TestMac, chain_credential, credential, group, open, record};
+use crate::common::{
+    Fixture, TestMac, chain_credential, connect, credential, group, open_sqlite, record,
+};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/team/keyhold";
 
-/// A connection of its own, behind the store's back.
-async fn raw(path: &Path) -> SqliteConnection {
+/// A connection of its own to a SQLite file, behind the store's back.
+async fn raw_sqlite(path: &Path) -> SqliteConnection {
     SqliteConnection::connect_with(
         &SqliteConnectOptions::new()
             .filename(path)
@@ -73,27 +76,31 @@ async fn a_row_that_breaks_its_kind_is_refused_or_reported_corrupt() {
     s.insert_credential(&chain_credential("aws-role", Some(ROLE)), &record("c"))
         .await
         .unwrap();
-    let mut conn = raw(&f.db_path()).await;
+    let mut conn = f.raw().await;
+    let byte = conn.bytes_literal(&[0]);
 
     // The schema refuses rows that mix the kinds.
     for edit in [
-        "UPDATE credentials SET access_key_id = NULL WHERE name = 'aws-key'",
-        "UPDATE credentials SET sealed_secret = NULL WHERE name = 'aws-key'",
-        "UPDATE credentials SET role_arn = 'arn:aws:iam::123456789012:role/x' WHERE name = 'aws-key'",
-        "UPDATE credentials SET access_key_id = 'AKIAIOSFODNN7EXAMPLE' WHERE name = 'aws-role'",
-        "UPDATE credentials SET sealed_secret = x'00' WHERE name = 'aws-role'",
-        "UPDATE credentials SET kind = 'default_chain' WHERE name = 'aws-key'",
-        "UPDATE credentials SET kind = 'password' WHERE name = 'aws-role'",
+        "UPDATE credentials SET access_key_id = NULL WHERE name = 'aws-key'".to_owned(),
+        "UPDATE credentials SET sealed_secret = NULL WHERE name = 'aws-key'".to_owned(),
+        "UPDATE credentials SET role_arn = 'arn:aws:iam::123456789012:role/x' WHERE name = 'aws-key'".to_owned(),
+        "UPDATE credentials SET access_key_id = 'AKIAIOSFODNN7EXAMPLE' WHERE name = 'aws-role'".to_owned(),
+        format!("UPDATE credentials SET sealed_secret = {byte} WHERE name = 'aws-role'"),
+        "UPDATE credentials SET kind = 'default_chain' WHERE name = 'aws-key'".to_owned(),
+        "UPDATE credentials SET kind = 'password' WHERE name = 'aws-role'".to_owned(),
     ] {
-        let r = sqlx::query(edit).execute(&mut conn).await;
+        let r = conn.execute(&edit).await;
         assert!(r.is_err(), "the CHECK let through: {edit}");
     }
 
     // Edited with the checks off, the rows are reported, never trusted.
-    sqlx::query("PRAGMA ignore_check_constraints = ON")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    conn.execute(if f.is_postgres() {
+        "ALTER TABLE credentials DROP CONSTRAINT credentials_kind_columns"
+    } else {
+        "PRAGMA ignore_check_constraints = ON"
+    })
+    .await
+    .unwrap();
     for (edit, column) in [
         (
             "UPDATE credentials SET sealed_secret = NULL WHERE name = 'aws-key'",
@@ -112,37 +119,31 @@ async fn a_row_that_breaks_its_kind_is_refused_or_reported_corrupt() {
             "credentials.kind",
         ),
     ] {
-        let mut tx = conn.begin().await.unwrap();
-        sqlx::query(edit).execute(&mut *tx).await.unwrap();
+        assert_eq!(conn.execute(edit).await.unwrap(), 1, "{edit}");
         let name = if edit.contains("aws-key") {
             "aws-key"
         } else {
             "aws-role"
         };
-        let row: (String, Option<String>, Option<Vec<u8>>, Option<String>) = sqlx::query_as(
-            "SELECT kind, access_key_id, sealed_secret, role_arn FROM credentials WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
         let r = s
             .get_credential(&keyhold_core::names::CredentialName::parse(name).unwrap())
             .await;
         match r {
             Err(StoreError::Corrupt(why)) => assert!(why.contains(column), "{edit}: {why}"),
-            other => panic!("{edit} ({row:?}): {other:?}"),
+            other => panic!("{edit}: {other:?}"),
         }
         // Put the row back for the next case.
         let original = if name == "aws-key" {
-            "UPDATE credentials SET kind = 'access_key', access_key_id = 'AKIAIOSFODNN7EXAMPLE', \
-             sealed_secret = x'00', role_arn = NULL WHERE name = 'aws-key'"
+            format!(
+                "UPDATE credentials SET kind = 'access_key', access_key_id = 'AKIAIOSFODNN7EXAMPLE', \
+                 sealed_secret = {byte}, role_arn = NULL WHERE name = 'aws-key'"
+            )
         } else {
             "UPDATE credentials SET kind = 'default_chain', access_key_id = NULL, \
              sealed_secret = NULL, role_arn = NULL WHERE name = 'aws-role'"
+                .to_owned()
         };
-        sqlx::query(original).execute(&mut conn).await.unwrap();
+        conn.execute(&original).await.unwrap();
         assert!(s.list_credentials().await.is_ok(), "{edit}: not restored");
     }
 }
@@ -205,8 +206,68 @@ async fn insert_legacy(conn: &mut SqliteConnection, c: &Credential, g: &KeyGroup
     .unwrap();
 }
 
+/// Migration 0003 on the run's backend, over a database that 0001 and 0002
+/// made and the release before filled: the rows and the reference survive.
 #[tokio::test]
-async fn migration_0003_keeps_credentials_groups_and_their_reference() {
+async fn migration_0003_upgrades_a_database_of_the_release_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let path = dir.path().join("keyhold.db");
+    let mut conn = db.raw(&path).await.unwrap();
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir(&old_migrations).unwrap();
+    for name in ["0001_initial.sql", "0002_jobs.sql"] {
+        std::fs::copy(conn.migrations_dir().join(name), old_migrations.join(name)).unwrap();
+    }
+    conn.migrate(&old_migrations).await.unwrap();
+    let cred = credential("aws-prod");
+    let g = group("payments", "aws-prod");
+    let secret = conn.bytes_literal(&[0, 1, 2, 254, 255]);
+    conn.execute(&format!(
+        "INSERT INTO credentials \
+         (id, name, service, kind, access_key_id, sealed_secret, endpoint, created_at) \
+         VALUES ('{}', 'aws-prod', 'aws', 'access_key', 'AKIAIOSFODNN7EXAMPLE', {secret}, \
+         'http://127.0.0.1:4566', '{}')",
+        cred.id,
+        format_timestamp(&cred.created_at)
+    ))
+    .await
+    .unwrap();
+    let policy = g.aws.policy.as_ref().unwrap().as_str();
+    conn.execute(&format!(
+        "INSERT INTO key_groups (id, name, service, credential_name, rotate_every, valid_for, \
+         info_owner, info_notes, alias, description, region, active_key_id, policy, \
+         disable_after_rotate, created_at, updated_at, next_rotation_at) VALUES \
+         ('{}', 'payments', 'aws', 'aws-prod', '30d', '1y', 'payments team', \
+         'line one\nline two', 'alias/payments', 'demo key', 'eu-west-1', \
+         'bbb61d9f-0fba-4585-8c31-988cbc999849', '{policy}', TRUE, '{}', '{}', '{}')",
+        g.id,
+        format_timestamp(&g.created_at),
+        format_timestamp(&g.updated_at),
+        format_timestamp(g.next_rotation_at.as_ref().unwrap()),
+    ))
+    .await
+    .unwrap();
+
+    let mac = std::sync::Arc::new(TestMac::default());
+    let s = connect(&db.url(&path), &mac).await;
+    assert_eq!(s.list_credentials().await.unwrap(), vec![cred.clone()]);
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g.clone()));
+    assert!(matches!(
+        s.delete_credential(&cred.name, &record("x")).await,
+        Err(StoreError::InUse)
+    ));
+    let chain = chain_credential("aws-chain", Some(ROLE));
+    s.insert_credential(&chain, &record("c")).await.unwrap();
+    assert_eq!(s.get_credential(&chain.name).await.unwrap(), Some(chain));
+    s.close().await;
+    let s = connect(&db.url(&path), &mac).await;
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
+    s.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_migration_0003_keeps_credentials_groups_and_their_reference() {
     let dir = tempfile::tempdir().unwrap();
     let old_migrations = dir.path().join("migrations");
     std::fs::create_dir(&old_migrations).unwrap();
@@ -236,7 +297,7 @@ async fn migration_0003_keeps_credentials_groups_and_their_reference() {
 
     // This release opens it and applies 0003.
     let mac = std::sync::Arc::new(TestMac::default());
-    let s = open(&db, &mac).await;
+    let s = open_sqlite(&db, &mac).await;
     assert_eq!(
         s.get_credential(&cred.name).await.unwrap(),
         Some(cred.clone())
@@ -244,7 +305,7 @@ async fn migration_0003_keeps_credentials_groups_and_their_reference() {
     assert_eq!(s.list_credentials().await.unwrap(), vec![cred.clone()]);
     assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g.clone()));
 
-    let mut conn = raw(&db).await;
+    let mut conn = raw_sqlite(&db).await;
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
             .fetch_all(&mut conn)
@@ -291,6 +352,6 @@ async fn migration_0003_keeps_credentials_groups_and_their_reference() {
     s.close().await;
 
     // Opening again applies nothing more.
-    let s = open(&db, &mac).await;
+    let s = open_sqlite(&db, &mac).await;
     assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
 }

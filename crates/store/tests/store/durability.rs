@@ -6,11 +6,11 @@ use keyhold_core::settings::Settings;
 use keyhold_store::SqlStore;
 
 use crate::common::{
-    Fixture, TestMac, credential, group, identity, key, open, record, verify_chain,
+    Fixture, TestMac, credential, group, identity, key, open_sqlite, record, verify_chain,
 };
 
 #[tokio::test]
-async fn reopening_the_file_keeps_everything() {
+async fn reopening_the_database_keeps_everything() {
     let f = Fixture::new().await;
     let cred = credential("aws-prod");
     let g = group("payments", "aws-prod");
@@ -37,7 +37,7 @@ async fn reopening_the_file_keeps_everything() {
     let log = f.store.audit_page(0, 100).await.unwrap();
     f.store.close().await;
 
-    let reopened = open(&f.db_path(), &f.mac).await;
+    let reopened = f.open().await;
     assert_eq!(
         reopened.get_identity(&alice.name).await.unwrap(),
         Some(alice)
@@ -70,7 +70,7 @@ async fn a_plain_path_creates_the_file() {
     assert!(path.exists());
     store.close().await;
     // Opening again runs no migration twice.
-    let again = open(&path, &Arc::new(TestMac::default())).await;
+    let again = open_sqlite(&path, &Arc::new(TestMac::default())).await;
     assert_eq!(verify_chain(&again).await, 1);
 }
 
@@ -99,15 +99,17 @@ async fn connection_errors_never_show_a_password() {
 async fn debug_shows_the_masked_url() {
     let f = Fixture::new().await;
     let shown = format!("{:?}", f.store);
-    assert!(shown.contains("sqlite"), "{shown}");
+    assert!(shown.contains(f.db.kind().as_str()), "{shown}");
 }
 
 #[tokio::test]
 async fn the_file_is_in_wal_mode_with_foreign_keys_enforced() {
-    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyhold.db");
+    let store = open_sqlite(&path, &Arc::new(TestMac::default())).await;
     let mut conn = {
         use sqlx::Connection;
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", f.db_path().display()))
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap()
     };
@@ -119,7 +121,7 @@ async fn the_file_is_in_wal_mode_with_foreign_keys_enforced() {
     // Foreign keys are per connection; the store's refuse a dangling group.
     let dangling = group("orphan", "no-such-credential");
     assert!(matches!(
-        f.store.insert_group(&dangling, &record("x")).await,
+        store.insert_group(&dangling, &record("x")).await,
         Err(StoreError::NotFound)
     ));
 }

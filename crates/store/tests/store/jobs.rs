@@ -82,14 +82,6 @@ async fn seed(f: &Fixture) -> (KeyGroup, Key) {
     (g, k)
 }
 
-/// A connection of its own, behind the store's back.
-async fn raw(f: &Fixture) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    sqlx::SqliteConnection::connect(&format!("sqlite://{}", f.db_path().display()))
-        .await
-        .unwrap()
-}
-
 fn ids(jobs: &[Job]) -> Vec<uuid::Uuid> {
     jobs.iter().map(|j| j.id).collect()
 }
@@ -423,17 +415,21 @@ async fn list_jobs_defaults_to_100_and_caps_at_1000() {
         .insert_job(&rotate("payments", 10), &record("j"))
         .await
         .unwrap();
-    let mut conn = raw(&f).await;
+    let mut conn = f.raw().await;
     // 1004 copies under other ids, in one statement rather than 1004 commits.
-    sqlx::query(
+    let copies = if f.is_postgres() {
+        "INSERT INTO jobs (id, kind, spec, status, users, created_at, started_at, finished_at, \
+         progress, error, attempts) \
+         SELECT format('00000000-0000-4000-8000-%s', lpad(n::text, 12, '0')), kind, spec, \
+         status, users, created_at, started_at, finished_at, progress, error, attempts \
+         FROM jobs, generate_series(1, 1004) AS n"
+    } else {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
          INSERT INTO jobs SELECT printf('00000000-0000-4000-8000-%012d', n.i), kind, spec, \
          status, users, created_at, started_at, finished_at, progress, error, attempts \
-         FROM jobs, n",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+         FROM jobs, n"
+    };
+    assert_eq!(conn.execute(copies).await.unwrap(), 1004);
     assert_eq!(f.store.list_jobs(0).await.unwrap().len(), 100);
     assert_eq!(f.store.list_jobs(5000).await.unwrap().len(), 1000);
 }
@@ -534,17 +530,15 @@ async fn progress_saved_by_an_older_release_reads_with_defaults() {
     seed(&f).await;
     let job = rotate("payments", 10);
     f.store.insert_job(&job, &record("j")).await.unwrap();
-    let mut conn = raw(&f).await;
-    sqlx::query(r#"UPDATE jobs SET progress = '{"steps":["generate_key"],"done":[]}'"#)
-        .execute(&mut conn)
+    let mut conn = f.raw().await;
+    conn.execute(r#"UPDATE jobs SET progress = '{"steps":["generate_key"],"done":[]}'"#)
         .await
         .unwrap();
     let read = f.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(read.progress, JobProgress::new(vec![Step::GenerateKey]));
 
     // A row whose kind disagrees with its spec is reported, not trusted.
-    sqlx::query("UPDATE jobs SET kind = 'synchronize'")
-        .execute(&mut conn)
+    conn.execute("UPDATE jobs SET kind = 'synchronize'")
         .await
         .unwrap();
     let r = f.store.get_job(job.id).await;

@@ -1,4 +1,7 @@
-//! SqlStore against real SQLite files in a temporary directory.
+//! SqlStore against a real database: a SQLite file in a temporary directory,
+//! or with KEYHOLD_TEST_DATABASE=postgres a fresh PostgreSQL database per
+//! test (see keyhold_store::testing). Tests of what only SQLite has open a
+//! SQLite file whatever the backend of the run.
 
 // clippy.toml allows these in #[test] functions only; the shared fixtures
 // here fail a test the same way.

@@ -1,10 +1,8 @@
 use keyhold_core::StoreError;
 use keyhold_core::job::{Job, JobMessage, JobStatus};
 use keyhold_core::ports::JobCommit;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
 
-use super::{groups, keys};
+use super::{Conn, INSERT_ORDER, Pool, groups, keys};
 use crate::audit::list_limit;
 use crate::error::{db, db_referencing};
 use crate::rows::{JobMessageRow, JobRow, job_progress_json, job_spec_json, opt_ts, ts};
@@ -15,7 +13,7 @@ const COLUMNS: &str = "id, kind, spec, status, users, created_at, started_at, fi
 /// Statuses a restart resumes.
 const UNFINISHED: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
 
-pub(super) async fn get(pool: &SqlitePool, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
+pub(super) async fn get(pool: &Pool, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
     sqlx::query_as::<_, JobRow>(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
         .bind(id.to_string())
         .fetch_optional(pool)
@@ -27,9 +25,9 @@ pub(super) async fn get(pool: &SqlitePool, id: uuid::Uuid) -> Result<Option<Job>
 
 /// Newest first; jobs created in the same microsecond in reverse order of insertion.
 /// `limit` 0 means the default, and is capped like the audit list's.
-pub(super) async fn list(pool: &SqlitePool, limit: u32) -> Result<Vec<Job>, StoreError> {
+pub(super) async fn list(pool: &Pool, limit: u32) -> Result<Vec<Job>, StoreError> {
     sqlx::query_as::<_, JobRow>(&format!(
-        "SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT $1"
+        "SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT $1"
     ))
     .bind(list_limit(limit))
     .fetch_all(pool)
@@ -41,10 +39,10 @@ pub(super) async fn list(pool: &SqlitePool, limit: u32) -> Result<Vec<Job>, Stor
 }
 
 /// Queued and running jobs, oldest first (in order of insertion within a microsecond).
-pub(super) async fn unfinished(pool: &SqlitePool) -> Result<Vec<Job>, StoreError> {
+pub(super) async fn unfinished(pool: &Pool) -> Result<Vec<Job>, StoreError> {
     let [queued, running] = UNFINISHED.map(JobStatus::as_str);
     sqlx::query_as::<_, JobRow>(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE status IN ($1, $2) ORDER BY created_at, rowid"
+        "SELECT {COLUMNS} FROM jobs WHERE status IN ($1, $2) ORDER BY created_at, {INSERT_ORDER}"
     ))
     .bind(queued)
     .bind(running)
@@ -56,7 +54,7 @@ pub(super) async fn unfinished(pool: &SqlitePool) -> Result<Vec<Job>, StoreError
     .collect()
 }
 
-pub(super) async fn insert(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO jobs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
@@ -79,7 +77,7 @@ pub(super) async fn insert(conn: &mut SqliteConnection, job: &Job) -> Result<(),
 
 /// Replaces the job's mutable state; its kind, users and creation time are
 /// fixed when it is created.
-async fn update(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+async fn update(conn: &mut Conn, job: &Job) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE jobs SET status = $2, started_at = $3, finished_at = $4, progress = $5, \
          error = $6, attempts = $7 WHERE id = $1",
@@ -98,10 +96,7 @@ async fn update(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError
 }
 
 /// Fails with [`StoreError::NotFound`] when the message's job does not exist.
-async fn insert_message(
-    conn: &mut SqliteConnection,
-    message: &JobMessage,
-) -> Result<(), StoreError> {
+async fn insert_message(conn: &mut Conn, message: &JobMessage) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO job_messages (job_id, time, text) VALUES ($1, $2, $3)")
         .bind(message.job_id.to_string())
         .bind(ts(&message.time))
@@ -115,10 +110,7 @@ async fn insert_message(
 /// Writes everything a job step produced except its audit entry, which the
 /// caller's transaction seals last. The first failure stops the rest; the
 /// caller rolls all of it back.
-pub(super) async fn commit(
-    conn: &mut SqliteConnection,
-    commit: &JobCommit<'_>,
-) -> Result<(), StoreError> {
+pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<(), StoreError> {
     update(conn, commit.job).await?;
     for key in commit.keys {
         keys::upsert(conn, key).await?;
@@ -134,7 +126,7 @@ pub(super) async fn commit(
 
 /// Oldest first: the order the steps committed them.
 pub(super) async fn messages(
-    pool: &SqlitePool,
+    pool: &Pool,
     job_id: uuid::Uuid,
 ) -> Result<Vec<JobMessage>, StoreError> {
     sqlx::query_as::<_, JobMessageRow>(

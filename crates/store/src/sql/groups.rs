@@ -3,9 +3,8 @@ use keyhold_core::aws::{KeyPolicy, KmsKeyId};
 use keyhold_core::group::KeyGroup;
 use keyhold_core::interval::Interval;
 use keyhold_core::names::GroupName;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
 
+use super::{Conn, Pool};
 use crate::error::{db, db_referencing};
 use crate::rows::{GroupRow, opt_ts, ts};
 
@@ -13,7 +12,7 @@ const COLUMNS: &str = "id, name, service, credential_name, rotate_every, valid_f
      info_owner, info_notes, alias, description, region, active_key_id, policy, \
      disable_after_rotate, created_at, updated_at, next_rotation_at";
 
-pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<KeyGroup>, StoreError> {
+pub(super) async fn list(pool: &Pool) -> Result<Vec<KeyGroup>, StoreError> {
     sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLUMNS} FROM key_groups ORDER BY name"))
         .fetch_all(pool)
         .await
@@ -23,10 +22,7 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<KeyGroup>, StoreError>
         .collect()
 }
 
-pub(super) async fn get(
-    pool: &SqlitePool,
-    name: &GroupName,
-) -> Result<Option<KeyGroup>, StoreError> {
+pub(super) async fn get(pool: &Pool, name: &GroupName) -> Result<Option<KeyGroup>, StoreError> {
     sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLUMNS} FROM key_groups WHERE name = $1"))
         .bind(name.as_str())
         .fetch_optional(pool)
@@ -41,7 +37,7 @@ fn interval(i: Option<&Interval>) -> Option<String> {
 }
 
 /// Fails with [`StoreError::NotFound`] when the group's credential does not exist.
-pub(super) async fn insert(conn: &mut SqliteConnection, g: &KeyGroup) -> Result<(), StoreError> {
+pub(super) async fn insert(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO key_groups ({COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
@@ -71,7 +67,7 @@ pub(super) async fn insert(conn: &mut SqliteConnection, g: &KeyGroup) -> Result<
 
 /// Replaces everything but the group's id, name and creation time. Fails with
 /// [`StoreError::NotFound`] when the group, or the credential it now names, is missing.
-pub(super) async fn update(conn: &mut SqliteConnection, g: &KeyGroup) -> Result<(), StoreError> {
+pub(super) async fn update(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE key_groups SET service = $2, credential_name = $3, rotate_every = $4, \
          valid_for = $5, info_owner = $6, info_notes = $7, alias = $8, description = $9, \
@@ -100,10 +96,7 @@ pub(super) async fn update(conn: &mut SqliteConnection, g: &KeyGroup) -> Result<
 }
 
 /// Fails with [`StoreError::InUse`] while the group has keys.
-pub(super) async fn delete(
-    conn: &mut SqliteConnection,
-    name: &GroupName,
-) -> Result<(), StoreError> {
+pub(super) async fn delete(conn: &mut Conn, name: &GroupName) -> Result<(), StoreError> {
     let done = sqlx::query("DELETE FROM key_groups WHERE name = $1")
         .bind(name.as_str())
         .execute(conn)

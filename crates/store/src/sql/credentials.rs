@@ -1,16 +1,15 @@
 use keyhold_core::StoreError;
 use keyhold_core::credential::{Credential, Endpoint};
 use keyhold_core::names::CredentialName;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
 
+use super::{Conn, Pool};
 use crate::error::db;
 use crate::rows::{CredentialRow, credential_columns, ts};
 
 const COLUMNS: &str =
     "id, name, service, kind, access_key_id, sealed_secret, role_arn, endpoint, created_at";
 
-pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<Credential>, StoreError> {
+pub(super) async fn list(pool: &Pool) -> Result<Vec<Credential>, StoreError> {
     sqlx::query_as::<_, CredentialRow>(&format!("SELECT {COLUMNS} FROM credentials ORDER BY name"))
         .fetch_all(pool)
         .await
@@ -21,7 +20,7 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<Credential>, StoreErro
 }
 
 pub(super) async fn get(
-    pool: &SqlitePool,
+    pool: &Pool,
     name: &CredentialName,
 ) -> Result<Option<Credential>, StoreError> {
     sqlx::query_as::<_, CredentialRow>(&format!(
@@ -35,10 +34,7 @@ pub(super) async fn get(
     .transpose()
 }
 
-pub(super) async fn insert(
-    conn: &mut SqliteConnection,
-    credential: &Credential,
-) -> Result<(), StoreError> {
+pub(super) async fn insert(conn: &mut Conn, credential: &Credential) -> Result<(), StoreError> {
     let columns = credential_columns(credential);
     sqlx::query(&format!(
         "INSERT INTO credentials ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -60,7 +56,7 @@ pub(super) async fn insert(
 
 /// Only access-key credentials have a secret; a row without one is not changed.
 pub(super) async fn update_secret(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     id: uuid::Uuid,
     sealed_secret: &[u8],
 ) -> Result<(), StoreError> {
@@ -75,10 +71,7 @@ pub(super) async fn update_secret(
     super::one_row(done.rows_affected())
 }
 
-pub(super) async fn delete(
-    conn: &mut SqliteConnection,
-    name: &CredentialName,
-) -> Result<(), StoreError> {
+pub(super) async fn delete(conn: &mut Conn, name: &CredentialName) -> Result<(), StoreError> {
     let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
         .bind(name.as_str())
         .execute(conn)

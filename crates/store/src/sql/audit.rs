@@ -1,9 +1,9 @@
 use keyhold_core::StoreError;
 use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord, ChainHead};
 use keyhold_core::ports::SharedAuditMac;
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::QueryBuilder;
 
+use super::{Conn, Db, Pool};
 use crate::audit::{AUDIT_COLUMNS, push_list_query, seal};
 use crate::error::db;
 use crate::rows::{AuditRow, hash32};
@@ -12,7 +12,7 @@ use crate::rows::{AuditRow, hash32};
 /// inside the caller's write transaction, which holds the write lock, so no
 /// other entry can take the same place in the chain.
 pub(super) async fn append(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     record: &AuditRecord,
     mac: &SharedAuditMac,
 ) -> Result<(), StoreError> {
@@ -47,11 +47,8 @@ pub(super) async fn append(
     Ok(())
 }
 
-pub(super) async fn list(
-    pool: &SqlitePool,
-    filter: &AuditFilter,
-) -> Result<Vec<AuditEntry>, StoreError> {
-    let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log"));
+pub(super) async fn list(pool: &Pool, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut qb = QueryBuilder::<Db>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log"));
     push_list_query(&mut qb, filter);
     qb.build_query_as::<AuditRow>()
         .fetch_all(pool)
@@ -65,7 +62,7 @@ pub(super) async fn list(
 /// Oldest first. `limit` is not capped here: a shorter page than asked for
 /// would read as the end of the log to a caller paging by length.
 pub(super) async fn page(
-    pool: &SqlitePool,
+    pool: &Pool,
     after_seq: i64,
     limit: u32,
 ) -> Result<Vec<AuditEntry>, StoreError> {

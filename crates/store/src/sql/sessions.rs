@@ -1,15 +1,14 @@
 use keyhold_core::StoreError;
 use keyhold_core::identity::Session;
 use keyhold_core::names::IdentityName;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
 
+use super::{Conn, Pool};
 use crate::error::db;
 use crate::rows::{SessionRow, session_identities_json, ts};
 
 const COLUMNS: &str = "id, identities, created_at, last_seen";
 
-pub(super) async fn get(pool: &SqlitePool, id: &str) -> Result<Option<Session>, StoreError> {
+pub(super) async fn get(pool: &Pool, id: &str) -> Result<Option<Session>, StoreError> {
     sqlx::query_as::<_, SessionRow>(&format!("SELECT {COLUMNS} FROM sessions WHERE id = $1"))
         .bind(id)
         .fetch_optional(pool)
@@ -19,10 +18,7 @@ pub(super) async fn get(pool: &SqlitePool, id: &str) -> Result<Option<Session>, 
         .transpose()
 }
 
-pub(super) async fn insert(
-    conn: &mut SqliteConnection,
-    session: &Session,
-) -> Result<(), StoreError> {
+pub(super) async fn insert(conn: &mut Conn, session: &Session) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO sessions ({COLUMNS}) VALUES ($1, $2, $3, $4)"
     ))
@@ -36,10 +32,7 @@ pub(super) async fn insert(
     Ok(())
 }
 
-pub(super) async fn update(
-    conn: &mut SqliteConnection,
-    session: &Session,
-) -> Result<(), StoreError> {
+pub(super) async fn update(conn: &mut Conn, session: &Session) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE sessions SET identities = $2, created_at = $3, last_seen = $4 WHERE id = $1",
     )
@@ -55,7 +48,7 @@ pub(super) async fn update(
 
 /// Ending a session that has already ended (a second logout, two requests
 /// racing to expire it) is the outcome asked for, so a missing row is no error.
-pub(super) async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreError> {
+pub(super) async fn delete(conn: &mut Conn, id: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM sessions WHERE id = $1")
         .bind(id)
         .execute(conn)
@@ -66,10 +59,7 @@ pub(super) async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<(), 
 
 /// Sessions are few and short-lived, so they are matched in Rust rather than
 /// with each backend's own JSON operators.
-pub(super) async fn delete_of(
-    conn: &mut SqliteConnection,
-    name: &IdentityName,
-) -> Result<(), StoreError> {
+pub(super) async fn delete_of(conn: &mut Conn, name: &IdentityName) -> Result<(), StoreError> {
     let rows = sqlx::query_as::<_, SessionRow>(&format!("SELECT {COLUMNS} FROM sessions"))
         .fetch_all(&mut *conn)
         .await

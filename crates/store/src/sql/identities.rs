@@ -1,16 +1,15 @@
 use keyhold_core::StoreError;
 use keyhold_core::identity::Identity;
 use keyhold_core::names::IdentityName;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
 
+use super::{Conn, Pool};
 use crate::error::db;
 use crate::rows::{IdentityRow, opt_ts, ts};
 
 const COLUMNS: &str =
     "name, role, password_hash, must_change_password, failed_logins, locked_until, created_at";
 
-pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<Identity>, StoreError> {
+pub(super) async fn list(pool: &Pool) -> Result<Vec<Identity>, StoreError> {
     sqlx::query_as::<_, IdentityRow>(&format!("SELECT {COLUMNS} FROM identities ORDER BY name"))
         .fetch_all(pool)
         .await
@@ -20,10 +19,7 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<Identity>, StoreError>
         .collect()
 }
 
-pub(super) async fn get(
-    pool: &SqlitePool,
-    name: &IdentityName,
-) -> Result<Option<Identity>, StoreError> {
+pub(super) async fn get(pool: &Pool, name: &IdentityName) -> Result<Option<Identity>, StoreError> {
     sqlx::query_as::<_, IdentityRow>(&format!("SELECT {COLUMNS} FROM identities WHERE name = $1"))
         .bind(name.as_str())
         .fetch_optional(pool)
@@ -33,10 +29,7 @@ pub(super) async fn get(
         .transpose()
 }
 
-pub(super) async fn insert(
-    conn: &mut SqliteConnection,
-    identity: &Identity,
-) -> Result<(), StoreError> {
+pub(super) async fn insert(conn: &mut Conn, identity: &Identity) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO identities ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
     ))
@@ -53,10 +46,7 @@ pub(super) async fn insert(
     Ok(())
 }
 
-pub(super) async fn update(
-    conn: &mut SqliteConnection,
-    identity: &Identity,
-) -> Result<(), StoreError> {
+pub(super) async fn update(conn: &mut Conn, identity: &Identity) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE identities SET role = $2, password_hash = $3, must_change_password = $4, \
          failed_logins = $5, locked_until = $6 WHERE name = $1",
@@ -73,10 +63,7 @@ pub(super) async fn update(
     super::one_row(done.rows_affected())
 }
 
-pub(super) async fn delete(
-    conn: &mut SqliteConnection,
-    name: &IdentityName,
-) -> Result<(), StoreError> {
+pub(super) async fn delete(conn: &mut Conn, name: &IdentityName) -> Result<(), StoreError> {
     let done = sqlx::query("DELETE FROM identities WHERE name = $1")
         .bind(name.as_str())
         .execute(conn)

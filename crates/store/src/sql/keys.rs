@@ -2,9 +2,8 @@ use keyhold_core::StoreError;
 use keyhold_core::aws::KmsKeyId;
 use keyhold_core::key::Key;
 use keyhold_core::names::GroupName;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
 
+use super::{Conn, Pool};
 use crate::error::{db, db_referencing};
 use crate::rows::{KeyRow, opt_ts, ts};
 
@@ -12,10 +11,7 @@ const COLUMNS: &str = "id, group_name, version, kms_key_id, check_digits, valid_
      valid_to, state, keystore_handle, created_at";
 const VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-pub(super) async fn list(
-    pool: &SqlitePool,
-    group: Option<&GroupName>,
-) -> Result<Vec<Key>, StoreError> {
+pub(super) async fn list(pool: &Pool, group: Option<&GroupName>) -> Result<Vec<Key>, StoreError> {
     let rows = match group {
         Some(g) => {
             sqlx::query_as::<_, KeyRow>(&format!(
@@ -36,7 +32,7 @@ pub(super) async fn list(
     rows.map_err(db)?.into_iter().map(Key::try_from).collect()
 }
 
-pub(super) async fn get(pool: &SqlitePool, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
+pub(super) async fn get(pool: &Pool, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
     sqlx::query_as::<_, KeyRow>(&format!("SELECT {COLUMNS} FROM keys WHERE id = $1"))
         .bind(id.to_string())
         .fetch_optional(pool)
@@ -47,7 +43,7 @@ pub(super) async fn get(pool: &SqlitePool, id: uuid::Uuid) -> Result<Option<Key>
 }
 
 pub(super) async fn find_by_kms_id(
-    pool: &SqlitePool,
+    pool: &Pool,
     kms_key_id: &KmsKeyId,
 ) -> Result<Option<Key>, StoreError> {
     sqlx::query_as::<_, KeyRow>(&format!("SELECT {COLUMNS} FROM keys WHERE kms_key_id = $1"))
@@ -60,7 +56,7 @@ pub(super) async fn find_by_kms_id(
 }
 
 /// Fails with [`StoreError::NotFound`] when the key's group does not exist.
-pub(super) async fn insert(conn: &mut SqliteConnection, key: &Key) -> Result<(), StoreError> {
+pub(super) async fn insert(conn: &mut Conn, key: &Key) -> Result<(), StoreError> {
     write(
         conn,
         key,
@@ -71,7 +67,7 @@ pub(super) async fn insert(conn: &mut SqliteConnection, key: &Key) -> Result<(),
 
 /// Replaces the key's mutable fields; its id, group, version and creation
 /// time are fixed when it is generated.
-pub(super) async fn update(conn: &mut SqliteConnection, key: &Key) -> Result<(), StoreError> {
+pub(super) async fn update(conn: &mut Conn, key: &Key) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE keys SET kms_key_id = $2, check_digits = $3, valid_from = $4, valid_to = $5, \
          state = $6, keystore_handle = $7 WHERE id = $1",
@@ -94,7 +90,7 @@ pub(super) async fn update(conn: &mut SqliteConnection, key: &Key) -> Result<(),
 /// Fails with [`StoreError::Duplicate`] when its KMS key id, or its version in
 /// its group, is another key's, and with [`StoreError::NotFound`] when its
 /// group does not exist.
-pub(super) async fn upsert(conn: &mut SqliteConnection, key: &Key) -> Result<(), StoreError> {
+pub(super) async fn upsert(conn: &mut Conn, key: &Key) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO keys ({COLUMNS}) VALUES {VALUES} \
          ON CONFLICT (id) DO UPDATE SET group_name = excluded.group_name, \
@@ -107,7 +103,7 @@ pub(super) async fn upsert(conn: &mut SqliteConnection, key: &Key) -> Result<(),
 }
 
 /// Runs an insert of every column of `key`, bound in [`COLUMNS`] order.
-async fn write(conn: &mut SqliteConnection, key: &Key, sql: &str) -> Result<(), StoreError> {
+async fn write(conn: &mut Conn, key: &Key, sql: &str) -> Result<(), StoreError> {
     sqlx::query(sql)
         .bind(key.id.to_string())
         .bind(key.group.as_str())
@@ -125,7 +121,7 @@ async fn write(conn: &mut SqliteConnection, key: &Key, sql: &str) -> Result<(), 
     Ok(())
 }
 
-pub(super) async fn delete(conn: &mut SqliteConnection, id: uuid::Uuid) -> Result<(), StoreError> {
+pub(super) async fn delete(conn: &mut Conn, id: uuid::Uuid) -> Result<(), StoreError> {
     let done = sqlx::query("DELETE FROM keys WHERE id = $1")
         .bind(id.to_string())
         .execute(conn)

@@ -1,12 +1,11 @@
 use keyhold_core::StoreError;
 use keyhold_core::settings::Settings;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
 
+use super::{Conn, Pool};
 use crate::error::db;
 use crate::rows::{parse_settings, settings_json};
 
-pub(super) async fn get(pool: &SqlitePool) -> Result<Settings, StoreError> {
+pub(super) async fn get(pool: &Pool) -> Result<Settings, StoreError> {
     let body: Option<String> = sqlx::query_scalar("SELECT body FROM settings WHERE id = 1")
         .fetch_optional(pool)
         .await
@@ -14,10 +13,7 @@ pub(super) async fn get(pool: &SqlitePool) -> Result<Settings, StoreError> {
     body.map_or_else(|| Ok(Settings::default()), |b| parse_settings(&b))
 }
 
-pub(super) async fn put(
-    conn: &mut SqliteConnection,
-    settings: &Settings,
-) -> Result<(), StoreError> {
+pub(super) async fn put(conn: &mut Conn, settings: &Settings) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO settings (id, body) VALUES (1, $1) \
          ON CONFLICT (id) DO UPDATE SET body = excluded.body",

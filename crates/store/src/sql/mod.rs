@@ -1,5 +1,14 @@
-//! The SQLite backend: one database file in WAL mode, written by one
-//! transaction at a time.
+//! The store on one SQL database, compiled once per backend: `crate::sqlite`
+//! and `crate::postgres` each include this module (`#[path]`) after defining
+//! what differs between them, so every query, row conversion and audited
+//! transaction is written once and checked by the compiler against each
+//! backend's concrete types. The including module provides:
+//!
+//! - `Db`: the sqlx database;
+//! - `Serial` and `SerialGuard<'a>`: what orders writers, and its guard;
+//! - `begin_write(&Pool, &Serial)`: starts a write transaction that holds the
+//!   backend's writer lock, so the audit chain head it reads cannot move;
+//! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond.
 
 mod audit;
 mod credentials;
@@ -9,9 +18,6 @@ mod jobs;
 mod keys;
 mod sessions;
 mod settings;
-
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use keyhold_core::StoreError;
@@ -25,81 +31,41 @@ use keyhold_core::key::Key;
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
 use keyhold_core::ports::{JobCommit, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Sqlite, SqlitePool, Transaction};
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::Transaction;
+use sqlx::migrate::Migrator;
 
+use super::{Db, INSERT_ORDER, Serial, SerialGuard, begin_write};
 use crate::error::db;
-use crate::url::scrub;
+use crate::url::unavailable;
 
-/// How long a statement waits for another process's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections kept for a file database: readers run in parallel under WAL.
-const MAX_CONNECTIONS: u32 = 8;
+type Pool = sqlx::Pool<Db>;
+type Conn = <Db as sqlx::Database>::Connection;
 
-pub(crate) struct SqliteStore {
-    pool: SqlitePool,
+pub(crate) struct SqlBackend {
+    pool: Pool,
     audit_mac: SharedAuditMac,
-    /// Serialises this process's writers so they queue here instead of
-    /// spinning in SQLite's busy handler; `BEGIN IMMEDIATE` still guards
-    /// against writers in other processes.
-    write_lock: Mutex<()>,
+    serial: Serial,
 }
 
-/// Whether `url` names a SQLite database (a `sqlite:` URL or a plain path).
-pub(crate) fn accepts(url: &str) -> bool {
-    !url.contains("://") || url.starts_with("sqlite:")
-}
-
-fn is_memory(url: &str) -> bool {
-    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    rest.starts_with(":memory:") || rest.contains("mode=memory")
-}
-
-impl SqliteStore {
-    pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<Self, StoreError> {
-        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError::Unavailable(scrub(&format!("{what} {}: {e}", crate::mask_url(url)), url))
-        };
-        let options = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)
-                .map_err(|e| unavailable("invalid database URL", &e))?
-        } else {
-            SqliteConnectOptions::new().filename(url)
-        };
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool_options = if is_memory(url) {
-            // Each connection to `:memory:` would be a database of its own:
-            // keep exactly one, for ever.
-            SqlitePoolOptions::new()
-                .min_connections(1)
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
-        };
-        let pool = pool_options
-            .connect_with(options)
-            .await
-            .map_err(|e| unavailable("cannot open the database", &e))?;
-        sqlx::migrate!("./migrations/sqlite")
+impl SqlBackend {
+    /// Brings the schema of the database at `url`, open in `pool`, up to date
+    /// with `migrator`, and returns the store on it.
+    pub(super) async fn migrate(
+        pool: Pool,
+        migrator: &Migrator,
+        url: &str,
+        audit_mac: SharedAuditMac,
+        serial: Serial,
+    ) -> Result<Self, StoreError> {
+        migrator
             .run(&pool)
             .await
-            .map_err(|e| unavailable("cannot migrate the database", &e))?;
+            .map_err(|e| unavailable(url, "cannot migrate the database", &e))?;
         tracing::debug!(url = %crate::mask_url(url), "store opened");
         Ok(Self {
             pool,
             audit_mac,
-            write_lock: Mutex::new(()),
+            serial,
         })
     }
 
@@ -107,25 +73,18 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    /// Starts a write transaction that holds SQLite's write lock from its
-    /// first statement, so the chain head it reads cannot move under it.
-    async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
-        let serial = self.write_lock.lock().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        Ok(WriteTx {
-            tx,
-            _serial: serial,
-            audit_mac: &self.audit_mac,
-        })
-    }
-
     /// Runs a change with its audit entry; neither exists without the other.
     async fn audited(
         &self,
         audit: Option<&AuditRecord>,
-        change: impl AsyncFnOnce(&mut SqliteConnection) -> Result<(), StoreError>,
+        change: impl AsyncFnOnce(&mut Conn) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        let mut w = WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        };
         let result = change(&mut w.tx).await;
         w.finish(result, audit).await
     }
@@ -135,8 +94,8 @@ impl SqliteStore {
 struct WriteTx<'a> {
     // Declared before the guard so that it is rolled back before the next
     // writer may start.
-    tx: Transaction<'static, Sqlite>,
-    _serial: MutexGuard<'a, ()>,
+    tx: Transaction<'static, Db>,
+    _serial: SerialGuard<'a>,
     audit_mac: &'a SharedAuditMac,
 }
 
@@ -170,7 +129,7 @@ impl WriteTx<'_> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlBackend {
     async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
         identities::list(&self.pool).await
     }

@@ -1,0 +1,99 @@
+//! The SQLite backend: one database file in WAL mode, written by one
+//! transaction at a time. Its queries are the shared ones in `sql/`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use keyhold_core::StoreError;
+use keyhold_core::ports::SharedAuditMac;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::error::db;
+use crate::url::unavailable;
+
+// The shared queries, compiled for this backend (see sql/mod.rs): loading
+// the same files once per backend is the point, not a mistake.
+#[allow(clippy::duplicate_mod)]
+#[path = "sql/mod.rs"]
+mod sql;
+
+pub(crate) use sql::SqlBackend as SqliteStore;
+
+type Db = Sqlite;
+
+/// SQLite's implicit row id: insertion order.
+const INSERT_ORDER: &str = "rowid";
+
+/// How long a statement waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections kept for a file database: readers run in parallel under WAL.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Serialises this process's writers so they queue here instead of spinning
+/// in SQLite's busy handler; `BEGIN IMMEDIATE` still guards against writers
+/// in other processes.
+type Serial = Mutex<()>;
+type SerialGuard<'a> = MutexGuard<'a, ()>;
+
+/// Starts a write transaction that holds SQLite's write lock from its first
+/// statement, so the chain head it reads cannot move under it.
+async fn begin_write<'a>(
+    pool: &SqlitePool,
+    serial: &'a Serial,
+) -> Result<(Transaction<'static, Sqlite>, SerialGuard<'a>), StoreError> {
+    let guard = serial.lock().await;
+    let tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    Ok((tx, guard))
+}
+
+/// Whether `url` names a SQLite database (a `sqlite:` URL or a plain path).
+pub(crate) fn accepts(url: &str) -> bool {
+    !url.contains("://") || url.starts_with("sqlite:")
+}
+
+fn is_memory(url: &str) -> bool {
+    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    rest.starts_with(":memory:") || rest.contains("mode=memory")
+}
+
+/// Opens (creating when missing) the database at `url` and brings its schema up to date.
+pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<SqliteStore, StoreError> {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| unavailable(url, what, e);
+    let options = if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url).map_err(|e| unavailable("invalid database URL", &e))?
+    } else {
+        SqliteConnectOptions::new().filename(url)
+    };
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool_options = if is_memory(url) {
+        // Each connection to `:memory:` would be a database of its own:
+        // keep exactly one, for ever.
+        SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+    };
+    let pool = pool_options
+        .connect_with(options)
+        .await
+        .map_err(|e| unavailable("cannot open the database", &e))?;
+    SqliteStore::migrate(
+        pool,
+        &sqlx::migrate!("./migrations/sqlite"),
+        url,
+        audit_mac,
+        Mutex::new(()),
+    )
+    .await
+}
