@@ -9,6 +9,7 @@ mod http;
 pub mod jobs;
 pub mod keystore_migration;
 pub mod startup;
+mod ui;
 
 pub use config::{Config, EnvSecrets, KmsConfig, ServeArgs};
 pub use http::errors::ApiError;

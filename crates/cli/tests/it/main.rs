@@ -20,3 +20,5 @@ mod hsm;
 
 mod resume;
 mod sessions;
+mod ui;
+mod webdriver;

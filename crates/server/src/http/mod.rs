@@ -1,19 +1,20 @@
-//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`;
+//! the web UI (`crate::ui`) is merged in under `/ui`.
 
-mod audit;
-mod configuration;
-mod credentials;
+pub(crate) mod audit;
+pub(crate) mod configuration;
+pub(crate) mod credentials;
 pub mod errors;
 mod extract;
-mod groups;
+pub(crate) mod groups;
 mod health;
-mod identities;
-mod jobs;
-mod keys;
+pub(crate) mod identities;
+pub(crate) mod jobs;
+pub(crate) mod keys;
 mod metrics;
 mod requests;
-mod sessions;
-mod views;
+pub(crate) mod sessions;
+pub(crate) mod views;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use keyhold_core::identity::Session;
 use keyhold_core::service::Keyhold;
 
 use errors::ApiError;
+pub(crate) use extract::{ApiJson, Caller, OptionalJson};
 pub use metrics::Metrics;
 
 use crate::jobs::JobRunner;
@@ -120,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         );
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::ui::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

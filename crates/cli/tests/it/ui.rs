@@ -1,0 +1,593 @@
+//! The web UI in a real browser: headless Chromium through WebDriver against
+//! a real keyhold server and the LocalStack KMS peer. Every screen visited is
+//! checked with axe-core and saved as a screenshot under
+//! `target/ui-screenshots/<test>/`.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::kms::Kms;
+use crate::webdriver::Browser;
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+
+/// Logs `user` in on the login screen (a first officer, or one joining).
+async fn log_in(browser: &Browser, user: &str, password: &str) {
+    browser.fill("#login-user", user).await;
+    browser.fill("#login-password", password).await;
+    browser.click("#login-form button[type=submit]").await;
+}
+
+/// A screenshot and an accessibility check of the page shown now.
+async fn check_page(browser: &Browser, name: &str) {
+    browser.screenshot(name).await;
+    browser.assert_accessible(name).await;
+}
+
+/// Admin1 (through the UI) and Admin2 (through the API) replace their
+/// one-time passwords.
+async fn first_use(app: &TestApp, browser: &Browser) {
+    browser.goto(&format!("{}/ui/keys", app.base)).await;
+    assert!(browser.current_url().await.ends_with("/ui/login"));
+    browser.click("#password-change summary").await;
+    browser.fill("#pw-user", "Admin1").await;
+    browser
+        .fill("#pw-current", &app.initial_passwords["Admin1"])
+        .await;
+    browser.fill("#pw-new", ADMIN1_PASSWORD).await;
+    browser.fill("#pw-confirm", ADMIN1_PASSWORD).await;
+    browser.click("#password-change button[type=submit]").await;
+    browser
+        .wait_text("main", "Password changed. Log in with the new one.", 10)
+        .await;
+    let (status, body) = app
+        .post(
+            "/api/v1/password",
+            None,
+            json!({"user": "Admin2", "current_password": app.initial_passwords["Admin2"], "new_password": ADMIN2_PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+/// Waits until the Jobs page's row of `job` shows `status`, without reloading.
+async fn wait_job_row(browser: &Browser, job: &str, status: &str) {
+    browser
+        .wait_text(&format!("tr[data-job='{job}'] td.status"), status, 60)
+        .await;
+}
+
+fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn two_officers_run_the_walkthrough_in_the_browser() {
+    let app = TestApp::spawn().await;
+    let kms = Kms::connect().await;
+    let browser = Browser::start("walkthrough").await;
+    let files = tempfile::tempdir().unwrap();
+    let base = app.base.clone();
+
+    // ---- log in, a second officer joins on the same screen ----
+    first_use(&app, &browser).await;
+    check_page(&browser, "01-login").await;
+    log_in(&browser, "Admin1", ADMIN1_PASSWORD).await;
+    browser.wait_text("#session-users", "Admin1", 10).await;
+    check_page(&browser, "02-second-officer").await;
+    // The session cookie: HttpOnly, Secure (Chromium keeps Secure cookies on
+    // http://127.0.0.1, a potentially trustworthy origin) and SameSite=Strict.
+    let cookies = browser.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "keyhold_session")
+        .unwrap_or_else(|| panic!("no session cookie kept: {cookies:?}"));
+    assert_eq!(session["httpOnly"], true, "{session}");
+    assert_eq!(session["secure"], true, "{session}");
+    assert_eq!(session["sameSite"], "Strict", "{session}");
+    log_in(&browser, "Admin2", ADMIN2_PASSWORD).await;
+    browser
+        .wait_text("main .notice", "Admin2 joined this session.", 10)
+        .await;
+    let header = browser.text("header.top").await;
+    assert!(
+        header.contains("Admin1") && header.contains("Admin2"),
+        "{header}"
+    );
+    assert!(header.contains("Dual control: 2 officers"), "{header}");
+
+    // ---- Identity Management ----
+    browser.click("nav.side a[href='/ui/identities']").await;
+    browser.wait_text("#identities-table", "Admin2", 10).await;
+    check_page(&browser, "03-identities").await;
+
+    // ---- Cloud Credentials: add from the CSV file ----
+    browser.click("nav.side a[href='/ui/credentials']").await;
+    browser.find("#credential-form").await;
+    browser.fill("#credential-name", "aws").await;
+    browser
+        .fill("#credential-endpoint", &crate::kms::endpoint())
+        .await;
+    // As IAM's console writes it: BOM and CRLF.
+    let csv = write_file(
+        &files,
+        "keyhold_accessKeys.csv",
+        &format!(
+            "\u{feff}Access key ID,Secret access key\r\n{ACCESS_KEY_ID},{SECRET_ACCESS_KEY}\r\n"
+        ),
+    );
+    browser.fill("#credential-csv", &csv).await;
+    browser.click("#add-credential-button").await;
+    browser
+        .wait_text("main .notice", "Added cloud credential aws.", 10)
+        .await;
+    assert!(
+        browser
+            .text("#credentials-table")
+            .await
+            .contains(ACCESS_KEY_ID)
+    );
+    assert!(
+        !browser.source().await.contains(SECRET_ACCESS_KEY),
+        "the secret shows in the page"
+    );
+    check_page(&browser, "04-credentials").await;
+
+    // ---- Keys: a group from the dialog, its policy from a file ----
+    let group = unique("ui-demo");
+    browser.click("nav.side a[href='/ui/keys']").await;
+    browser.click("#add-group").await;
+    browser.find("#group-dialog").await;
+    check_page(&browser, "05-group-dialog").await;
+    browser.fill("#group-name", &group).await;
+    browser.fill("#group-valid_for", "1y").await;
+    browser.click("#tab-info-button").await;
+    browser.fill("#group-owner", "security team").await;
+    browser.click("#tab-aws-button").await;
+    browser
+        .fill("#group-alias", &format!("alias/{group}"))
+        .await;
+    browser.fill("#group-region", "eu-west-1").await;
+    browser
+        .fill("#group-description", "payments data key")
+        .await;
+    let policy = write_file(&files, "policy.json", POLICY);
+    browser.fill("#group-policy-file", &policy).await;
+    browser
+        .wait_text("#group-policy-status", "Valid JSON policy", 10)
+        .await;
+    browser.click("#group-disable").await;
+    browser.screenshot("06-group-dialog-aws").await;
+    browser.click("#save-group").await;
+    browser
+        .wait_text(
+            "main .notice",
+            &format!("Added HSM protected key group {group}."),
+            10,
+        )
+        .await;
+    let (_, created) = app
+        .get(&format!("/api/v1/groups/{group}"), &api_token(&app).await)
+        .await;
+    assert_eq!(created["policy"], POLICY, "{created}");
+    assert_eq!(created["owner"], "security team");
+    assert_eq!(created["disable_after_rotate"], true);
+    assert_eq!(created["rotate_every"], "30d");
+
+    // ---- Cloud → Force Rotate from the row's context menu (right-click) ----
+    let group_row = format!("tbody[data-group='{group}'] tr.group-row");
+    browser.right_click(&group_row).await;
+    let menu = format!("{group_row} details.menu[open]");
+    browser.find(&menu).await;
+    browser.screenshot("07-context-menu").await;
+    browser
+        .click(&format!("{menu} [data-action='force-rotate']"))
+        .await;
+    browser.wait_text("main .notice", "Started job", 10).await;
+    let started = browser.text("main .notice").await;
+    let rotate_job = started
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    // The row turns to succeeded by itself: the page is never reloaded.
+    browser
+        .execute("window.keyholdNotReloaded = true;", json!([]))
+        .await;
+    wait_job_row(&browser, &rotate_job, "succeeded").await;
+    check_page(&browser, "08-jobs").await;
+    // A job started elsewhere appears and finishes on the open page too.
+    let token = api_token(&app).await;
+    let second = app.rotate(&token, &group).await;
+    wait_job_row(&browser, &second, "succeeded").await;
+    assert_eq!(
+        browser
+            .execute("return window.keyholdNotReloaded === true;", json!([]))
+            .await,
+        true,
+        "the Jobs page was reloaded instead of updating itself"
+    );
+    // The detail view with the job's messages.
+    browser
+        .click(&format!("tr[data-job='{rotate_job}'] a"))
+        .await;
+    browser.wait_text("#job-status", "succeeded", 10).await;
+    let messages = browser.text("#job-messages").await;
+    assert!(!messages.is_empty(), "no messages");
+    check_page(&browser, "09-job-detail").await;
+
+    // ---- Cloud → Synchronize a key: Delete Key Material ----
+    let (_, keys) = app
+        .get(&format!("/api/v1/keys?group={group}"), &token)
+        .await;
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    // The older key (version 1): not the group's active key.
+    let old_key = keys.iter().find(|k| k["version"] == 1).unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.click("nav.side a[href='/ui/keys']").await;
+    let key_row = format!("tr.key-row[data-key='{old_key}']");
+    let row_text = browser.text(&key_row).await;
+    for column in [&group, "Protected", "AES", "AES-256"] {
+        assert!(row_text.contains(column), "{column} missing in {row_text}");
+    }
+    check_page(&browser, "10-keys").await;
+    // The visible Actions button opens the same menu.
+    browser
+        .click(&format!("{key_row} details.menu summary"))
+        .await;
+    browser
+        .click(&format!("{key_row} [data-action='synchronize']"))
+        .await;
+    browser.find("#sync-dialog").await;
+    assert!(browser.is_selected("#sync-update-policy").await);
+    assert!(browser.is_selected("#sync-import-material").await);
+    assert!(!browser.is_selected("#sync-delete-material").await);
+    browser.click("#sync-import-material").await;
+    browser.click("#sync-update-policy").await;
+    browser.click("#sync-delete-material").await;
+    check_page(&browser, "11-sync-dialog").await;
+    browser.click("#start-sync").await;
+    browser.wait_text("main .notice", "Started job", 10).await;
+    let started = browser.text("main .notice").await;
+    let sync_job = started
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    wait_job_row(&browser, &sync_job, "succeeded").await;
+    assert_eq!(kms.state(&old_key).await, "PendingImport");
+
+    // ---- Audit Logs: the entries, the verification, filters, export ----
+    browser.click("nav.side a[href='/ui/audit']").await;
+    assert_eq!(
+        browser
+            .attribute("#audit-verify", "data-ok")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+    browser
+        .wait_text("#audit-verify", "Chain verified", 5)
+        .await;
+    let table = browser.text("#audit-table").await;
+    for summary in [
+        "Logged in 'Admin2' using Password.".to_owned(),
+        format!("Added HSM protected key group {group}"),
+        format!("Successfully rotated keys for HSM protected key group {group}."),
+        format!("Successfully synchronized HSM protected key {old_key}."),
+    ] {
+        assert!(table.contains(&summary), "{summary} missing in\n{table}");
+    }
+    assert!(table.contains("Admin1,Admin2"), "{table}");
+    check_page(&browser, "12-audit").await;
+    browser.fill("#audit-text", "rotated keys").await;
+    browser.fill("#audit-user", "Admin2").await;
+    browser.click("#audit-filters button[type=submit]").await;
+    browser
+        .wait_text("#audit-table", "Successfully rotated", 10)
+        .await;
+    let rows = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#audit-table tbody tr td.summary')).map(td => td.textContent);",
+            json!([]),
+        )
+        .await;
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| r.as_str().unwrap().contains("rotated keys")),
+        "{rows:?}"
+    );
+    browser.screenshot("13-audit-filtered").await;
+    let export = browser
+        .execute_async(
+            "const done = arguments[0]; fetch('/ui/audit/export').then(r => r.text()).then(done);",
+            json!([]),
+        )
+        .await;
+    let lines: Vec<Value> = export
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 8, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["summary"] == format!("Added HSM protected key group {group}"))
+    );
+
+    // ---- Administration → Configuration ----
+    browser.click("nav.side a[href='/ui/configuration']").await;
+    browser.find("#hsm-protected-key-options").await;
+    browser.fill("#config-session_idle_minutes", "20").await;
+    browser.click("#save-configuration").await;
+    browser
+        .wait_text("main .notice", "Configuration saved.", 10)
+        .await;
+    let (_, settings) = app.get("/api/v1/config", &token).await;
+    assert_eq!(settings["session_idle_minutes"], 20);
+    check_page(&browser, "14-configuration").await;
+
+    // Nothing secret in any URL the browser went to.
+    let url = browser.current_url().await;
+    assert!(!url.contains(ADMIN1_PASSWORD) && !url.contains(SECRET_ACCESS_KEY));
+    let _ = base;
+    browser.quit().await;
+}
+
+/// A session through the API for the test's own checks.
+async fn api_token(app: &TestApp) -> String {
+    let (status, body) = app.login(None, "Admin1", ADMIN1_PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn one_officer_cannot_delete_a_group_forged_forms_are_refused_and_sessions_time_out() {
+    let app = TestApp::spawn().await;
+    let token = app.dual_session().await;
+    app.import_credential(&token, "aws").await;
+    let group = unique("ui-single");
+    let (status, body) = app.create_group(&token, group_body(&group, "aws")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let browser = Browser::start("single-officer").await;
+
+    browser.goto(&format!("{}/ui/login", app.base)).await;
+    log_in(&browser, "Admin1", ADMIN1_PASSWORD).await;
+    browser.click("#continue").await;
+    let header = browser.text("header.top").await;
+    assert!(header.contains("One officer"), "{header}");
+
+    // The confirmation names what goes and says, before it is attempted,
+    // that a second officer is needed.
+    browser
+        .click(&format!(
+            "tbody[data-group='{group}'] tr.group-row details.menu summary"
+        ))
+        .await;
+    browser
+        .click(&format!(
+            "tbody[data-group='{group}'] [data-action='delete']"
+        ))
+        .await;
+    let what = browser.text("#delete-what").await;
+    assert!(
+        what.contains(&group) && what.contains(&format!("alias/{group}")),
+        "{what}"
+    );
+    assert!(browser.exists("[data-dual-control='required']").await);
+    check_page(&browser, "01-delete-confirmation").await;
+    // Attempted anyway: keyhold refuses it, and says why.
+    browser.click("#confirm-delete").await;
+    browser
+        .wait_text("main .notice.error", "needs dual control", 10)
+        .await;
+    check_page(&browser, "02-refused").await;
+    let (status, _) = app.get(&format!("/api/v1/groups/{group}"), &token).await;
+    assert_eq!(status, StatusCode::OK, "the group was deleted");
+
+    // A form posted without the CSRF token (as another page would forge it)
+    // is refused before it reaches keyhold, even from this very origin.
+    for token_field in ["", "0000"] {
+        browser
+            .execute(
+                r#"
+                const f = document.createElement('form');
+                f.method = 'post';
+                f.action = arguments[0];
+                if (arguments[1]) {
+                    const i = document.createElement('input');
+                    i.type = 'hidden'; i.name = 'csrf'; i.value = arguments[1];
+                    f.appendChild(i);
+                }
+                document.body.appendChild(f);
+                f.submit();
+                "#,
+                json!([format!("/ui/keys/groups/{group}/delete"), token_field]),
+            )
+            .await;
+        browser.wait_text("main", "security token (CSRF)", 10).await;
+    }
+    browser.screenshot("03-csrf-refused").await;
+    let (status, _) = app.get(&format!("/api/v1/groups/{group}"), &token).await;
+    assert_eq!(status, StatusCode::OK, "the forged form deleted the group");
+
+    // An invalid policy is caught before saving, and by keyhold when the
+    // browser's check is bypassed; the dialog keeps what was typed.
+    browser
+        .goto(&format!("{}/ui/keys/groups/{group}/edit", app.base))
+        .await;
+    browser.click("#tab-aws-button").await;
+    browser.fill("#group-policy", "{\"Version\": ").await;
+    browser
+        .wait_text("#group-policy-status", "Not valid JSON", 10)
+        .await;
+    browser.click("#save-group").await;
+    assert!(
+        browser
+            .current_url()
+            .await
+            .ends_with(&format!("/ui/keys/groups/{group}/edit")),
+        "the browser sent an invalid policy"
+    );
+    browser
+        .execute("document.getElementById('group-form').submit();", json!([]))
+        .await;
+    browser.wait_text("main .notice.error", "policy", 10).await;
+    assert!(browser.exists("#group-dialog").await);
+    assert_eq!(
+        browser
+            .attribute("#group-policy", "aria-invalid")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+    check_page(&browser, "04-invalid-policy").await;
+
+    // After the idle timeout the next page asks to log in again.
+    app.clock.advance(chrono::Duration::minutes(16));
+    browser.goto(&format!("{}/ui/jobs", app.base)).await;
+    browser
+        .wait_text("main", "Your session has ended", 10)
+        .await;
+    assert!(browser.current_url().await.contains("/ui/login"));
+    check_page(&browser, "05-session-ended").await;
+    browser.quit().await;
+}
+
+/// Without a browser: the headers every page carries, and form posts
+/// without a token, from another origin, or without a cookie.
+#[tokio::test]
+async fn ui_pages_carry_a_strict_policy_and_forms_need_their_token() {
+    let app = TestApp::spawn().await;
+    app.activate_admins().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http
+        .get(format!("{}/ui/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let headers = resp.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    let set_cookie = headers["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["keyhold_login=", "HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let nonce = set_cookie.split(';').next().unwrap().to_owned();
+    let page = resp.text().await.unwrap();
+    assert!(!page.contains("<script>"), "inline script in the page");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let form = |csrf: &str| {
+        format!(
+            "csrf={csrf}&user=Admin1&password={}",
+            ADMIN1_PASSWORD.replace('-', "%2D")
+        )
+    };
+    let post = |cookie: Option<String>, origin: Option<&str>, body: String| {
+        let mut req = http
+            .post(format!("{}/ui/login", app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send()
+    };
+    let own_origin = app.base.clone();
+    // No token, a wrong one, no cookie, another origin: all refused.
+    for (cookie, origin, body) in [
+        (
+            Some(nonce.clone()),
+            Some(own_origin.as_str()),
+            "user=Admin1&password=x".to_owned(),
+        ),
+        (Some(nonce.clone()), Some(own_origin.as_str()), form("00")),
+        (None, Some(own_origin.as_str()), form(&csrf)),
+        (
+            Some(nonce.clone()),
+            Some("http://evil.example"),
+            form(&csrf),
+        ),
+    ] {
+        let resp = post(cookie, origin, body).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+    // The real form logs in and sets the session cookie.
+    let resp = post(Some(nonce.clone()), Some(&own_origin), form(&csrf))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let cookies: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("keyhold_session="))
+        .unwrap();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    // The assets come from the binary, as files (no inline code).
+    let js = http
+        .get(format!("{}/ui/assets/app.js", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), StatusCode::OK);
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    // Without a session, pages lead to the login.
+    let resp = http
+        .get(format!("{}/ui/keys", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/ui/login");
+}

@@ -1,0 +1,229 @@
+//! *Logging and Reporting → Audit Logs*: the table of design.md §1.10 with
+//! filters, paging, the chain's verification, and export.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use keyhold_core::InvalidInput;
+use keyhold_core::audit::AuditFilter;
+use keyhold_core::clock::{Timestamp, parse_timestamp};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::layout::{self, Nav};
+use super::session::UiSession;
+use super::{encode, failure};
+use crate::ApiError;
+use crate::http::{self, AppState, Caller, views};
+
+const TITLE: &str = "Audit Logs";
+const PAGE: u32 = 50;
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct AuditQuery {
+    from: String,
+    to: String,
+    user: String,
+    text: String,
+    before: Option<i64>,
+}
+
+impl AuditQuery {
+    /// The query string of these filters (without `before`).
+    fn filters(&self) -> String {
+        [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("user", &self.user),
+            ("text", &self.text),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+    }
+}
+
+/// A time from the filter form: the browser's `datetime-local` value (read
+/// as UTC) or a full RFC 3339 time.
+fn bound(field: &'static str, raw: &str) -> Result<Option<Timestamp>, InvalidInput> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let candidates = [raw.to_owned(), format!("{raw}Z"), format!("{raw}:00Z")];
+    candidates
+        .iter()
+        .find_map(|c| parse_timestamp(c))
+        .map(Some)
+        .ok_or_else(|| {
+            InvalidInput::new(
+                field,
+                format!("{field} must be a date and time such as 2026-11-29T12:00 (UTC)"),
+            )
+        })
+}
+
+fn filters_form(query: &AuditQuery) -> Markup {
+    html! {
+        form.filters #audit-filters method="get" action="/ui/audit" {
+            div.field {
+                label for="audit-from" { "From (UTC)" }
+                input #audit-from type="datetime-local" name="from" value=(query.from) step="1";
+            }
+            div.field {
+                label for="audit-to" { "To (UTC)" }
+                input #audit-to type="datetime-local" name="to" value=(query.to) step="1";
+            }
+            div.field {
+                label for="audit-user" { "User" }
+                input #audit-user type="text" name="user" value=(query.user) placeholder="Admin1";
+            }
+            div.field {
+                label for="audit-text" { "Text" }
+                input #audit-text type="search" name="text" value=(query.text) placeholder="rotated";
+            }
+            div.field.buttons {
+                button type="submit" { "Filter" }
+                a.button.secondary href="/ui/audit" { "Clear" }
+            }
+        }
+    }
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let shown = async {
+        let filter = AuditFilter {
+            from: bound("from", &query.from)?,
+            to: bound("to", &query.to)?,
+            user: Some(query.user.trim().to_owned()).filter(|u| !u.is_empty()),
+            text: Some(query.text.trim().to_owned()).filter(|t| !t.is_empty()),
+            limit: PAGE,
+            before_seq: query.before,
+        };
+        let entries = app.keyhold.list_audit(&ui.session, &filter).await?;
+        let report = app.keyhold.verify_audit(&ui.session).await?;
+        Ok::<_, ApiError>((entries, report))
+    }
+    .await;
+    let (entries, report) = match shown {
+        Ok(shown) => shown,
+        Err(e) => return failure(&ui, Nav::Audit, TITLE, e, filters_form(&query)),
+    };
+    let filters = query.filters();
+    let older = (entries.len() == PAGE as usize)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    let body = html! {
+        @if report.ok {
+            p.notice.ok #audit-verify data-ok="true" role="status" {
+                "Chain verified: all " (report.entries_checked) " entries are intact (hash chain and MAC)."
+            }
+        } @else {
+            p.notice.error #audit-verify data-ok="false" role="alert" {
+                "Chain verification FAILED at entry " (report.first_bad_seq.map_or("?".to_owned(), |s| s.to_string()))
+                ": " (report.reason.as_deref().unwrap_or("the log was altered"))
+            }
+        }
+        (filters_form(&query))
+        p.toolbar {
+            a.button.secondary #audit-export href="/ui/audit/export" download="keyhold-audit.jsonl" { "Export (JSON Lines)" }
+        }
+        div.table-wrap {
+            table.data #audit-table {
+                caption { "Audit entries, newest first" }
+                thead {
+                    tr {
+                        @for column in ["#", "Date", "Users", "Summary", "Details", "Archived"] {
+                            th scope="col" { (column) }
+                        }
+                    }
+                }
+                tbody {
+                    @if entries.is_empty() {
+                        tr.empty { td colspan="6" { "No entries match these filters." } }
+                    }
+                    @for entry in &entries {
+                        @let view = views::audit_entry(entry);
+                        tr data-seq=(view.seq) {
+                            td.num { (view.seq) }
+                            td.time { (layout::when(&view.date)) }
+                            td.users { (view.users) }
+                            td.summary { (view.summary) }
+                            td {
+                                @if view.has_details {
+                                    details {
+                                        summary { "Yes" span.visually-hidden { ", details of entry " (view.seq) } }
+                                        pre { (serde_json::to_string_pretty(&view.details).unwrap_or_default()) }
+                                    }
+                                } @else { "No" }
+                            }
+                            td { @if view.archived { "Yes" } @else { "No" } }
+                        }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="Audit pages" {
+            @if query.before.is_some() {
+                a #audit-newest href=(format!("/ui/audit?{filters}")) { "Newest entries" }
+            }
+            @if let Some(seq) = older {
+                @let sep = if filters.is_empty() { "" } else { "&" };
+                a #audit-older href=(format!("/ui/audit?{filters}{sep}before={seq}")) { "Older entries" }
+            }
+        }
+    };
+    layout::page(&ui.session, &ui.csrf, Nav::Audit, TITLE, None, body).into_response()
+}
+
+/// The whole log as JSON Lines, through the API's export, as a download.
+pub async fn export(State(app): State<AppState>, ui: UiSession) -> Response {
+    match http::audit::export(State(app), Caller(ui.session.clone())).await {
+        Ok(mut response) => {
+            response.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"keyhold-audit.jsonl\""),
+            );
+            response
+        }
+        Err(e) => failure(&ui, Nav::Audit, TITLE, e, html! {}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browser_times_are_read_as_utc() {
+        let t = bound("from", "2026-11-29T09:30").unwrap().unwrap();
+        assert_eq!(
+            keyhold_core::clock::format_timestamp(&t),
+            "2026-11-29T09:30:00.000000Z"
+        );
+        let t = bound("from", "2026-11-29T09:30:15").unwrap().unwrap();
+        assert_eq!(
+            keyhold_core::clock::format_timestamp(&t),
+            "2026-11-29T09:30:15.000000Z"
+        );
+        assert!(bound("to", "").unwrap().is_none());
+        assert_eq!(bound("to", "yesterday").unwrap_err().field, "to");
+    }
+
+    #[test]
+    fn paging_links_keep_the_filters() {
+        let query = AuditQuery {
+            user: "Admin 2".into(),
+            text: "rotated".into(),
+            ..AuditQuery::default()
+        };
+        assert_eq!(query.filters(), "user=Admin%202&text=rotated");
+    }
+}

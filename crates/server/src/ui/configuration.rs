@@ -1,0 +1,136 @@
+//! *Administration → Configuration*: the runtime settings (dual control,
+//! lockout, session lifetime), changed under dual control through the API.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use keyhold_api as api;
+use keyhold_core::identity::Operation;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::layout::{self, Nav, csrf_field};
+use super::session::UiSession;
+use super::{Done, failure, see_other};
+use crate::http::{self, ApiJson, AppState, Caller, views};
+
+const TITLE: &str = "Configuration";
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct SettingsForm {
+    dual_control: String,
+    lockout_threshold: String,
+    lockout_minutes: String,
+    session_idle_minutes: String,
+    session_max_hours: String,
+}
+
+fn number(field: &'static str, raw: &str) -> Result<u32, keyhold_core::InvalidInput> {
+    raw.trim().parse().map_err(|_| {
+        keyhold_core::InvalidInput::new(field, format!("{field} must be a whole number"))
+    })
+}
+
+impl SettingsForm {
+    fn request(&self) -> Result<api::SettingsChangeRequest, keyhold_core::InvalidInput> {
+        Ok(api::SettingsChangeRequest {
+            dual_control: Some(self.dual_control == "on"),
+            lockout_threshold: Some(number("lockout_threshold", &self.lockout_threshold)?),
+            lockout_minutes: Some(number("lockout_minutes", &self.lockout_minutes)?),
+            session_idle_minutes: Some(number("session_idle_minutes", &self.session_idle_minutes)?),
+            session_max_hours: Some(number("session_max_hours", &self.session_max_hours)?),
+        })
+    }
+}
+
+fn number_field(id: &str, label: &str, value: u32, min: u32, max: u32) -> Markup {
+    html! {
+        div.field {
+            label for=(format!("config-{id}")) { (label) }
+            input #(format!("config-{id}")) type="number" name=(id) value=(value) min=(min) max=(max) required;
+        }
+    }
+}
+
+fn body(ui: &UiSession, settings: &api::SettingsView) -> Markup {
+    html! {
+        form.card #configuration-form method="post" action="/ui/configuration" {
+            (csrf_field(&ui.csrf))
+            h2 { "Security" }
+            div.field {
+                label for="config-dual_control" { "Dual control" }
+                select #config-dual_control name="dual_control" {
+                    option value="on" selected[settings.dual_control] { "On: sensitive actions need two officers" }
+                    option value="off" selected[!settings.dual_control] { "Off" }
+                }
+            }
+            (number_field("lockout_threshold", "Failed logins before an identity is locked", settings.lockout_threshold, 1, 100))
+            (number_field("lockout_minutes", "Lockout duration (minutes)", settings.lockout_minutes, 1, 1440))
+            (number_field("session_idle_minutes", "Session idle timeout (minutes)", settings.session_idle_minutes, 1, 1440))
+            (number_field("session_max_hours", "Session maximum lifetime (hours)", settings.session_max_hours, 1, 168))
+            (layout::needs(&ui.session, Operation::CHANGE_CONFIGURATION, settings.dual_control))
+            p.actions { button type="submit" #save-configuration { "Save configuration" } }
+        }
+        section.card.placeholder #hsm-protected-key-options aria-labelledby="hsm-options" {
+            h2 #hsm-options { "HSM Protected Key Options" }
+            p.notice.warn role="note" {
+                strong { "Not available yet: " }
+                "the designated rotator (the one node that rotates key material in a cluster) "
+                "is being built separately. This section will show and change it once the server supports it; "
+                "until then every keyhold server rotates its own groups."
+            }
+        }
+    }
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Query(done): Query<Done>,
+) -> Response {
+    match app.keyhold.settings(&ui.session).await {
+        Ok(settings) => layout::page(
+            &ui.session,
+            &ui.csrf,
+            Nav::Configuration,
+            TITLE,
+            done.notice().as_ref(),
+            body(&ui, &views::settings(&settings)),
+        )
+        .into_response(),
+        Err(e) => failure(&ui, Nav::Configuration, TITLE, e.into(), html! {}),
+    }
+}
+
+pub async fn change(
+    State(app): State<AppState>,
+    ui: UiSession,
+    axum::Form(form): axum::Form<SettingsForm>,
+) -> Response {
+    let result = match form.request() {
+        Ok(request) => {
+            http::configuration::change(
+                State(app.clone()),
+                Caller(ui.session.clone()),
+                ApiJson(request),
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(_) => see_other("/ui/configuration?done=configuration"),
+        Err(error) => {
+            let current = app
+                .keyhold
+                .settings(&ui.session)
+                .await
+                .map(|s| views::settings(&s));
+            let shown = match current {
+                Ok(settings) => body(&ui, &settings),
+                Err(_) => html! {},
+            };
+            failure(&ui, Nav::Configuration, TITLE, error, shown)
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! *Logging and Reporting → Jobs*: the list, whose status and progress the
+//! page's script refreshes from `/ui/jobs.json` while jobs run, and a job's
+//! detail with its messages.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use keyhold_api as api;
+use maud::{Markup, html};
+
+use super::layout::{self, Nav, csrf_field};
+use super::session::UiSession;
+use super::{Done, encode, failure, see_other};
+use crate::ApiError;
+use crate::http::{self, AppState, Caller, views};
+
+/// Jobs the list shows, newest first.
+const LIST_LIMIT: u32 = 200;
+
+async fn jobs(app: &AppState, ui: &UiSession) -> Result<Vec<api::JobView>, ApiError> {
+    let jobs = app.keyhold.list_jobs(&ui.session, LIST_LIMIT).await?;
+    Ok(jobs.iter().map(|j| views::job(j, None)).collect())
+}
+
+fn progress(job: &api::JobView) -> Markup {
+    html! {
+        progress max=(job.steps_total.max(1)) value=(job.steps_done) aria-label=(format!("Progress of job {}", job.id)) {}
+        " " span.steps { (job.steps_done) "/" (job.steps_total) }
+    }
+}
+
+/// One row; the script builds the same cells from the JSON.
+fn row(job: &api::JobView) -> Markup {
+    html! {
+        tr data-job=(job.id) data-status=(job.status) {
+            td { a href=(format!("/ui/jobs/{}", encode(&job.id))) { (job.title) } }
+            td { code { (job.target) } }
+            td { (job.group) }
+            td.status { span.status-badge data-status=(job.status) { (job.status) } }
+            td.progress { (progress(job)) }
+            td { (job.current_step.as_deref().unwrap_or("—")) }
+            td { (job.users) }
+            td.time { (layout::when(&job.created_at)) }
+            td.time { @if let Some(t) = &job.finished_at { (layout::when(t)) } @else { "—" } }
+        }
+    }
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Query(done): Query<Done>,
+) -> Response {
+    let jobs = match jobs(&app, &ui).await {
+        Ok(jobs) => jobs,
+        Err(e) => return failure(&ui, Nav::Jobs, "Jobs", e, html! {}),
+    };
+    let body = html! {
+        p.hint #live-note aria-live="polite" { "Status and progress update by themselves while jobs run." }
+        div.table-wrap {
+            table.data #jobs-table data-poll="/ui/jobs.json" {
+                caption { "Rotate and synchronize jobs, newest first" }
+                thead {
+                    tr {
+                        @for column in ["Job", "Target", "Key Group", "Status", "Progress", "Step", "Users", "Created", "Finished"] {
+                            th scope="col" { (column) }
+                        }
+                    }
+                }
+                tbody {
+                    @if jobs.is_empty() {
+                        tr.empty { td colspan="9" { "No jobs yet: Force Rotate or Synchronize starts one." } }
+                    }
+                    @for job in &jobs { (row(job)) }
+                }
+            }
+        }
+    };
+    layout::page(
+        &ui.session,
+        &ui.csrf,
+        Nav::Jobs,
+        "Jobs",
+        done.notice().as_ref(),
+        body,
+    )
+    .into_response()
+}
+
+/// The list as JSON, for the page's script (cookie session, same views as the API).
+pub async fn list_json(State(app): State<AppState>, ui: UiSession) -> Response {
+    match jobs(&app, &ui).await {
+        Ok(jobs) => Json(jobs).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn detail(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(id): Path<String>,
+) -> Response {
+    let job = match http::jobs::show(State(app.clone()), Caller(ui.session.clone()), Path(id)).await
+    {
+        Ok(Json(job)) => job,
+        Err(e) => {
+            return failure(
+                &ui,
+                Nav::Jobs,
+                "Job",
+                e,
+                html! { p { a href="/ui/jobs" { "All jobs" } } },
+            );
+        }
+    };
+    let messages = job.messages.clone().unwrap_or_default();
+    let body = html! {
+        p { a href="/ui/jobs" { "← All jobs" } }
+        dl.facts #job-detail data-poll=(format!("/ui/jobs/{}/json", encode(&job.id))) {
+            dt { "Job id" } dd { code { (job.id) } }
+            dt { "Target" } dd { code { (job.target) } }
+            dt { "Key group" } dd { (job.group) }
+            dt { "Status" } dd #job-status { span.status-badge data-status=(job.status) { (job.status) } }
+            dt { "Progress" } dd #job-progress { (progress(&job)) }
+            dt { "Step" } dd #job-step { (job.current_step.as_deref().unwrap_or("—")) }
+            dt { "Users" } dd { (job.users) }
+            dt { "Attempts" } dd #job-attempts { (job.attempts) }
+            dt { "KMS key" } dd #job-kms-key { (job.kms_key_id.as_deref().unwrap_or("—")) }
+            dt { "Wrapping" } dd #job-wrapping { (job.wrapping_algorithm.as_deref().unwrap_or("—")) }
+            dt { "Created" } dd { (layout::when(&job.created_at)) }
+            dt { "Finished" } dd #job-finished { @if let Some(t) = &job.finished_at { (layout::when(t)) } @else { "—" } }
+            dt { "Error" } dd #job-error { (job.error.as_deref().unwrap_or("—")) }
+        }
+        @if job.status == "failed" || job.status == "queued" {
+            div.actions #job-actions {
+                @if job.status == "failed" {
+                    form method="post" action=(format!("/ui/jobs/{}/retry", encode(&job.id))) {
+                        (csrf_field(&ui.csrf))
+                        button type="submit" #retry-job { "Retry from the failed step" }
+                    }
+                }
+                form method="post" action=(format!("/ui/jobs/{}/cancel", encode(&job.id))) {
+                    (csrf_field(&ui.csrf))
+                    button.secondary type="submit" #cancel-job { "Cancel job" }
+                }
+            }
+        }
+        h2 { "Messages" }
+        ol.messages #job-messages {
+            @for message in &messages {
+                li { (layout::when(&message.time)) " " span { (message.text) } }
+            }
+        }
+    };
+    layout::page(&ui.session, &ui.csrf, Nav::Jobs, &job.title, None, body).into_response()
+}
+
+pub async fn detail_json(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(id): Path<String>,
+) -> Response {
+    match http::jobs::show(State(app), Caller(ui.session), Path(id)).await {
+        Ok(job) => job.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Retries a failed job (after its cause was fixed), through the API.
+pub async fn retry(State(app): State<AppState>, ui: UiSession, Path(id): Path<String>) -> Response {
+    match http::jobs::retry(State(app), Caller(ui.session.clone()), Path(id)).await {
+        Ok((_, job)) => see_other(&format!("/ui/jobs/{}", encode(&job.0.id))),
+        Err(e) => failure(
+            &ui,
+            Nav::Jobs,
+            "Job",
+            e,
+            html! { p { a href="/ui/jobs" { "All jobs" } } },
+        ),
+    }
+}
+
+/// Cancels a queued or failed job, through the API.
+pub async fn cancel(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(id): Path<String>,
+) -> Response {
+    match http::jobs::cancel(State(app), Caller(ui.session.clone()), Path(id)).await {
+        Ok(job) => see_other(&format!("/ui/jobs/{}", encode(&job.0.id))),
+        Err(e) => failure(
+            &ui,
+            Nav::Jobs,
+            "Job",
+            e,
+            html! { p { a href="/ui/jobs" { "All jobs" } } },
+        ),
+    }
+}

@@ -1,0 +1,930 @@
+//! *Key Management → Keys*: key groups with their keys beneath, the group
+//! dialog (Group, Info and AWS Properties tabs), the context menus with
+//! *Cloud → Force Rotate* and *Cloud → Synchronize*, and deletion.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyhold_api as api;
+use keyhold_core::CoreError;
+use keyhold_core::identity::Operation;
+use keyhold_core::names::GroupName;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::layout::{self, Nav, Notice, csrf_field};
+use super::session::UiSession;
+use super::{Done, encode, failure, see_other};
+use crate::ApiError;
+use crate::http::{self, ApiJson, AppState, Caller, OptionalJson, views};
+
+const TITLE: &str = "Keys";
+/// Columns of the keys table (design.md §1.7, plus State, Material, Actions).
+const COLUMNS: usize = 12;
+
+/// What the keys screen shows.
+struct Listing {
+    groups: Vec<api::GroupView>,
+    keys: Vec<api::KeyView>,
+    credentials: Vec<api::CredentialView>,
+    dual_control: bool,
+}
+
+async fn listing(app: &AppState, ui: &UiSession) -> Result<Listing, ApiError> {
+    let session = &ui.session;
+    let now = app.keyhold.now();
+    let groups = app.keyhold.list_groups(session).await?;
+    let mut keys: Vec<api::KeyView> = app
+        .keyhold
+        .list_keys(session, None)
+        .await?
+        .iter()
+        .map(|k| views::key(k, now))
+        .collect();
+    keys.sort_by(|a, b| a.group.cmp(&b.group).then(b.version.cmp(&a.version)));
+    let credentials = app.keyhold.list_credentials(session).await?;
+    let settings = app.keyhold.settings(session).await?;
+    Ok(Listing {
+        groups: groups.iter().map(views::group).collect(),
+        keys,
+        credentials: credentials.iter().map(views::credential).collect(),
+        dual_control: settings.dual_control,
+    })
+}
+
+/// The keys screen, with a dialog over it when one is open.
+async fn screen(
+    app: &AppState,
+    ui: &UiSession,
+    notice: Option<Notice>,
+    dialog: impl FnOnce(&Listing) -> Option<Markup>,
+    status: StatusCode,
+) -> Response {
+    let listing = match listing(app, ui).await {
+        Ok(listing) => listing,
+        Err(e) => return failure(ui, Nav::Keys, TITLE, e, html! {}),
+    };
+    let body = html! {
+        (table(ui, &listing))
+        @if let Some(dialog) = dialog(&listing) { (dialog) }
+    };
+    (
+        status,
+        layout::page(
+            &ui.session,
+            &ui.csrf,
+            Nav::Keys,
+            TITLE,
+            notice.as_ref(),
+            body,
+        ),
+    )
+        .into_response()
+}
+
+fn validity(key: &api::KeyView) -> String {
+    let day = |t: &str| t.get(..10).unwrap_or(t).to_owned();
+    match &key.valid_to {
+        Some(to) => format!("{} – {}", day(&key.valid_from), day(to)),
+        None => format!("{} – no expiry", day(&key.valid_from)),
+    }
+}
+
+fn table(ui: &UiSession, listing: &Listing) -> Markup {
+    html! {
+        div.toolbar {
+            a.button #add-group href="/ui/keys/groups/new" { "Add key group" }
+            span.hint { "Right-click a row, or use its Actions button, for the Cloud menu." }
+        }
+        (layout::needs(&ui.session, Operation::ADD_GROUP, listing.dual_control))
+        @if listing.groups.is_empty() {
+            p #no-groups { "No key groups yet. Add one to start." }
+        } @else {
+            div.table-wrap {
+                table.data #keys-table {
+                    caption { "Key groups, each with its keys beneath" }
+                    thead {
+                        tr {
+                            @for column in ["Name", "Key Group", "Certificate", "Version", "Storage", "Key type", "Algorithm", "Check Digits", "Validity", "State", "Material", "Actions"] {
+                                th scope="col" { (column) }
+                            }
+                        }
+                    }
+                    @for (index, group) in listing.groups.iter().enumerate() {
+                        tbody.group data-group=(group.name) {
+                            tr.group-row data-menu=(format!("menu-g{index}")) {
+                                th scope="rowgroup" colspan=(COLUMNS - 1) {
+                                    span.kind { "Key group " }
+                                    strong.group-name { (group.name) }
+                                    span.meta {
+                                        " · " (group.alias) " · " (group.region)
+                                        " · " (group.rotate_every.as_deref().map_or("rotation off".to_owned(), |i| format!("rotate every {i}")))
+                                        @if let Some(active) = &group.active_key_id { " · active key " code { (active) } }
+                                    }
+                                }
+                                td { (group_menu(ui, index, group)) }
+                            }
+                            @let keys: Vec<&api::KeyView> = listing.keys.iter().filter(|k| k.group == group.name).collect();
+                            @if keys.is_empty() {
+                                tr.empty { td colspan=(COLUMNS) { "No keys yet: Cloud → Force Rotate creates the first." } }
+                            }
+                            @for key in keys {
+                                tr.key-row data-key=(key.name) data-menu=(format!("menu-k{}", key.id)) {
+                                    td { code { (key.name) } }
+                                    td { (key.group) }
+                                    td { (key.certificate.as_deref().unwrap_or("—")) }
+                                    td.num { (key.version) }
+                                    td { (key.storage) }
+                                    td { (key.key_type) }
+                                    td { (key.algorithm) }
+                                    td { code { (key.check_digits) } }
+                                    td.time { (validity(key)) @if key.expired { " (expired)" } }
+                                    td.state { (key.state) }
+                                    td.material { (key.material) }
+                                    td { (key_menu(key)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn group_menu(ui: &UiSession, index: usize, group: &api::GroupView) -> Markup {
+    let name = encode(&group.name);
+    html! {
+        details.menu #(format!("menu-g{index}")) {
+            summary { "Actions" span.visually-hidden { " for key group " (group.name) } }
+            div.menu-panel {
+                p.menu-heading { "Cloud" }
+                ul {
+                    li {
+                        form method="post" action=(format!("/ui/keys/groups/{name}/rotate")) {
+                            (csrf_field(&ui.csrf))
+                            button.menu-item type="submit" data-action="force-rotate" { "Force Rotate" }
+                        }
+                    }
+                }
+                p.menu-heading { "Key group" }
+                ul {
+                    li { a.menu-item href=(format!("/ui/keys/groups/{name}/edit")) data-action="edit" { "Edit" } }
+                    li { a.menu-item href=(format!("/ui/keys/groups/{name}/delete")) data-action="delete" { "Delete" } }
+                }
+            }
+        }
+    }
+}
+
+fn key_menu(key: &api::KeyView) -> Markup {
+    let name = encode(&key.name);
+    html! {
+        details.menu #(format!("menu-k{}", key.id)) {
+            summary { "Actions" span.visually-hidden { " for key " (key.name) } }
+            div.menu-panel {
+                p.menu-heading { "Cloud" }
+                ul {
+                    li { a.menu-item href=(format!("/ui/keys/{name}/sync")) data-action="synchronize" { "Synchronize" } }
+                }
+                p.menu-heading { "Key" }
+                ul {
+                    li { a.menu-item href=(format!("/ui/keys/{name}/delete")) data-action="delete" { "Delete" } }
+                }
+            }
+        }
+    }
+}
+
+/// A dialog over the keys screen: a real page (it works without script and
+/// has its own address), drawn as a modal.
+fn dialog(id: &str, title: &str, body: Markup) -> Markup {
+    html! {
+        div.backdrop {}
+        dialog.modal open aria-labelledby=(format!("{id}-title")) #(id) {
+            h2 #(format!("{id}-title")) { (title) }
+            (body)
+        }
+    }
+}
+
+// ---- the key group dialog ----
+
+/// The group form's fields; missing checkboxes read as off.
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct GroupForm {
+    name: String,
+    service: String,
+    credential: String,
+    key_type: String,
+    key_length: String,
+    usage: String,
+    rotate: Option<String>,
+    rotate_every: String,
+    valid_for: String,
+    owner: String,
+    notes: String,
+    alias: String,
+    description: String,
+    region: String,
+    active_key_id: String,
+    policy: String,
+    disable_after_rotate: Option<String>,
+}
+
+impl GroupForm {
+    fn from_view(group: &api::GroupView) -> Self {
+        Self {
+            name: group.name.clone(),
+            service: group.service.clone(),
+            credential: group.credential.clone(),
+            key_type: group.key_type.clone(),
+            key_length: group.key_length.to_string(),
+            usage: group.usage.clone(),
+            rotate: group.rotate.then(|| "on".to_owned()),
+            rotate_every: group.rotate_every.clone().unwrap_or_default(),
+            valid_for: group.valid_for.clone().unwrap_or_default(),
+            owner: group.owner.clone(),
+            notes: group.notes.clone(),
+            alias: group.alias.clone(),
+            description: group.description.clone(),
+            region: group.region.clone(),
+            active_key_id: group.active_key_id.clone().unwrap_or_default(),
+            policy: group.policy.clone().unwrap_or_default(),
+            disable_after_rotate: group.disable_after_rotate.then(|| "on".to_owned()),
+        }
+    }
+
+    fn rotates(&self) -> bool {
+        self.rotate.is_some()
+    }
+
+    fn rotate_every(&self) -> Option<String> {
+        self.rotates().then(|| self.rotate_every.trim().to_owned())
+    }
+
+    fn create_request(&self) -> Result<api::CreateGroupRequest, ApiError> {
+        let key_length = match self.key_length.trim() {
+            "" => None,
+            raw => Some(raw.parse::<u32>().map_err(|_| {
+                keyhold_core::InvalidInput::new("key_length", "key length must be 256")
+            })?),
+        };
+        Ok(api::CreateGroupRequest {
+            name: self.name.trim().to_owned(),
+            credential: self.credential.clone(),
+            service: non_empty(&self.service),
+            key_type: non_empty(&self.key_type),
+            key_length,
+            usage: non_empty(&self.usage),
+            rotate_every: self.rotate_every(),
+            valid_for: non_empty(&self.valid_for),
+            owner: Some(self.owner.clone()),
+            notes: Some(self.notes.clone()),
+            alias: self.alias.trim().to_owned(),
+            description: Some(self.description.clone()),
+            region: self.region.trim().to_owned(),
+            active_key_id: non_empty(&self.active_key_id),
+            policy: non_empty(&self.policy),
+            disable_after_rotate: Some(self.disable_after_rotate.is_some()),
+        })
+    }
+
+    /// Only what the officer changed, so an untouched field is never rewritten.
+    fn update_request(&self, current: &GroupForm) -> api::UpdateGroupRequest {
+        let changed = |new: &str, old: &str| (new.trim() != old.trim()).then(|| new.to_owned());
+        let clearable = |new: &str, old: &str| (new.trim() != old.trim()).then(|| non_empty(new));
+        let rotate_every = if self.rotate_every() == current.rotate_every() {
+            None
+        } else {
+            Some(self.rotate_every())
+        };
+        api::UpdateGroupRequest {
+            credential: changed(&self.credential, &current.credential),
+            rotate_every,
+            valid_for: clearable(&self.valid_for, &current.valid_for),
+            owner: changed(&self.owner, &current.owner),
+            notes: changed(&self.notes, &current.notes),
+            alias: changed(&self.alias, &current.alias).map(|a| a.trim().to_owned()),
+            description: changed(&self.description, &current.description),
+            region: changed(&self.region, &current.region).map(|r| r.trim().to_owned()),
+            active_key_id: clearable(&self.active_key_id, &current.active_key_id),
+            policy: clearable(&self.policy, &current.policy),
+            disable_after_rotate: (self.disable_after_rotate.is_some()
+                != current.disable_after_rotate.is_some())
+            .then_some(self.disable_after_rotate.is_some()),
+        }
+    }
+}
+
+fn non_empty(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+/// The field an invalid-input error names, to show the error beside it.
+fn error_field(error: Option<&ApiError>) -> Option<&str> {
+    match error {
+        Some(ApiError::Core(CoreError::Invalid(invalid))) => Some(invalid.field),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn text_field(
+    id: &str,
+    label: &str,
+    value: &str,
+    required: bool,
+    readonly: bool,
+    placeholder: &str,
+    hint: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
+    let field = format!("group-{id}");
+    let invalid = error.is_some_and(|f| f == id);
+    html! {
+        div.field {
+            label for=(field) { (label) @if required { " (required)" } }
+            input #(field) type="text" name=(id) value=(value) required[required] readonly[readonly]
+                placeholder=(placeholder) aria-invalid=[invalid.then_some("true")]
+                aria-describedby=[hint.map(|_| format!("{field}-hint"))];
+            @if let Some(hint) = hint { p.hint #(format!("{field}-hint")) { (hint) } }
+            @if invalid { p.field-error { "This field is not valid: see the message above." } }
+        }
+    }
+}
+
+fn group_dialog(
+    ui: &UiSession,
+    listing: &Listing,
+    values: &GroupForm,
+    editing: bool,
+    error: Option<&ApiError>,
+) -> Markup {
+    let bad = error_field(error);
+    let action = if editing {
+        format!("/ui/keys/groups/{}/edit", encode(&values.name))
+    } else {
+        "/ui/keys/groups".to_owned()
+    };
+    let title = if editing {
+        format!("Edit key group {}", values.name)
+    } else {
+        "Add key group".to_owned()
+    };
+    let tabs = [
+        ("tab-group", "Group"),
+        ("tab-info", "Info"),
+        ("tab-aws", "AWS Properties"),
+    ];
+    let body = html! {
+        @if !editing { (layout::needs(&ui.session, Operation::ADD_GROUP, listing.dual_control)) }
+        form #group-form method="post" action=(action) {
+            (csrf_field(&ui.csrf))
+            div.tabs role="tablist" aria-label="Key group properties" {
+                @for (i, (id, label)) in tabs.iter().enumerate() {
+                    button.tab type="button" role="tab" #(format!("{id}-button")) aria-controls=(id)
+                        aria-selected=(if i == 0 { "true" } else { "false" }) { (label) }
+                }
+            }
+            section.tab-panel #tab-group role="tabpanel" aria-labelledby="tab-group-button" {
+                p.static { "Key Type: Symmetric · Storage Location: HSM Protected" }
+                (text_field("name", "Name", &values.name, true, editing, "ig-demo", None, bad))
+                div.field {
+                    label for="group-service" { "Service" }
+                    select #group-service name="service" {
+                        option value="aws" selected { "Amazon Web Services" }
+                    }
+                }
+                div.field {
+                    label for="group-credential" { "Credential (required)" }
+                    select #group-credential name="credential" required aria-invalid=[(bad == Some("credential")).then_some("true")] {
+                        @if listing.credentials.is_empty() {
+                            option value="" { "No cloud credential yet: add one first" }
+                        }
+                        @for credential in &listing.credentials {
+                            option value=(credential.name) selected[credential.name == values.credential] {
+                                (credential.name) " (" (credential.access_name) ")"
+                            }
+                        }
+                    }
+                }
+                div.field {
+                    label for="group-key-type" { "Key Type" }
+                    select #group-key-type name="key_type" { option value="AES" selected { "AES" } }
+                }
+                div.field {
+                    label for="group-key-length" { "Key Length" }
+                    select #group-key-length name="key_length" { option value="256" selected { "AES-256" } }
+                }
+                div.field {
+                    label for="group-usage" { "Key Usage" }
+                    select #group-usage name="usage" { option value="encrypt_decrypt" selected { "Encrypt + Decrypt" } }
+                }
+                div.field.check {
+                    input #group-rotate type="checkbox" name="rotate" value="on" checked[values.rotates()];
+                    label for="group-rotate" { "Rotate Key" }
+                }
+                (text_field("rotate_every", "Rotate every", &values.rotate_every, false, false, "30d", Some("An interval such as 12h, 30d, 6m or 1y; used when Rotate Key is on."), bad))
+                (text_field("valid_for", "Keep key valid for", &values.valid_for, false, false, "1y", Some("Leave empty for keys that do not expire."), bad))
+            }
+            section.tab-panel #tab-info role="tabpanel" aria-labelledby="tab-info-button" {
+                (text_field("owner", "Owner", &values.owner, false, false, "", None, bad))
+                div.field {
+                    label for="group-notes" { "Notes" }
+                    textarea #group-notes name="notes" rows="4" { (values.notes) }
+                }
+            }
+            section.tab-panel #tab-aws role="tabpanel" aria-labelledby="tab-aws-button" {
+                (text_field("alias", "Alias", &values.alias, true, false, "alias/ig-demo", None, bad))
+                (text_field("description", "Description", &values.description, false, false, "", None, bad))
+                (text_field("region", "Region", &values.region, true, false, "eu-west-1", None, bad))
+                (text_field("active_key_id", "Active Key ID", &values.active_key_id, false, false, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", Some("A placeholder KMS key (origin External) awaiting its first material; optional."), bad))
+                div.field {
+                    label for="group-policy-file" { "Policy file (JSON)" }
+                    input #group-policy-file type="file" accept=".json,application/json" data-fills="group-policy";
+                }
+                div.field {
+                    label for="group-policy" { "Policy (uploaded or pasted JSON)" }
+                    textarea #group-policy name="policy" rows="8" spellcheck="false" data-json="group-policy-status"
+                        aria-describedby="group-policy-status" aria-invalid=[(bad == Some("policy")).then_some("true")] { (values.policy) }
+                    p.hint #group-policy-status aria-live="polite" { "Checked as JSON before saving; keyhold checks it again." }
+                    @if bad == Some("policy") { p.field-error { "This field is not valid: see the message above." } }
+                }
+                div.field.check {
+                    input #group-disable type="checkbox" name="disable_after_rotate" value="on" checked[values.disable_after_rotate.is_some()];
+                    label for="group-disable" { "Disable key after rotating" }
+                }
+            }
+            p.actions {
+                button type="submit" #save-group { "Save" }
+                a.button.secondary href="/ui/keys" { "Cancel" }
+            }
+        }
+    };
+    dialog("group-dialog", &title, body)
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Query(done): Query<Done>,
+) -> Response {
+    screen(&app, &ui, done.notice(), |_| None, StatusCode::OK).await
+}
+
+pub async fn new_group(State(app): State<AppState>, ui: UiSession) -> Response {
+    let values = GroupForm {
+        rotate: Some("on".into()),
+        rotate_every: "30d".into(),
+        ..GroupForm::default()
+    };
+    screen(
+        &app,
+        &ui,
+        None,
+        |listing| Some(group_dialog(&ui, listing, &values, false, None)),
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn create_group(
+    State(app): State<AppState>,
+    ui: UiSession,
+    axum::Form(form): axum::Form<GroupForm>,
+) -> Response {
+    let result = match form.create_request() {
+        Ok(request) => {
+            http::groups::create(
+                State(app.clone()),
+                Caller(ui.session.clone()),
+                ApiJson(request),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((_, group)) => see_other(&format!(
+            "/ui/keys?done=group_added&name={}",
+            encode(&group.0.name)
+        )),
+        Err(error) => {
+            reopen(&app, &ui, error, |listing, error| {
+                group_dialog(&ui, listing, &form, false, Some(error))
+            })
+            .await
+        }
+    }
+}
+
+/// The screen again with the dialog still open, the officer's input kept,
+/// and why keyhold refused it.
+async fn reopen(
+    app: &AppState,
+    ui: &UiSession,
+    error: ApiError,
+    dialog: impl FnOnce(&Listing, &ApiError) -> Markup,
+) -> Response {
+    if matches!(error, ApiError::Core(CoreError::Unauthenticated(_))) {
+        return super::session::to_login(true);
+    }
+    let status = error.status_and_code().0;
+    let notice = Notice::Failed(error.public_message());
+    screen(app, ui, Some(notice), |l| Some(dialog(l, &error)), status).await
+}
+
+async fn current_group(
+    app: &AppState,
+    ui: &UiSession,
+    name: &str,
+) -> Result<api::GroupView, ApiError> {
+    let parsed = GroupName::parse(name)?;
+    Ok(views::group(
+        &app.keyhold.get_group(&ui.session, &parsed).await?,
+    ))
+}
+
+pub async fn edit_group(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+) -> Response {
+    match current_group(&app, &ui, &name).await {
+        Ok(group) => {
+            let values = GroupForm::from_view(&group);
+            screen(
+                &app,
+                &ui,
+                None,
+                |listing| Some(group_dialog(&ui, listing, &values, true, None)),
+                StatusCode::OK,
+            )
+            .await
+        }
+        Err(e) => screen_failure(&app, &ui, e).await,
+    }
+}
+
+async fn screen_failure(app: &AppState, ui: &UiSession, error: ApiError) -> Response {
+    if matches!(error, ApiError::Core(CoreError::Unauthenticated(_))) {
+        return super::session::to_login(true);
+    }
+    let status = error.status_and_code().0;
+    screen(
+        app,
+        ui,
+        Some(Notice::Failed(error.public_message())),
+        |_| None,
+        status,
+    )
+    .await
+}
+
+pub async fn update_group(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+    axum::Form(mut form): axum::Form<GroupForm>,
+) -> Response {
+    let current = match current_group(&app, &ui, &name).await {
+        Ok(group) => group,
+        Err(e) => return screen_failure(&app, &ui, e).await,
+    };
+    form.name.clone_from(&current.name);
+    let request = form.update_request(&GroupForm::from_view(&current));
+    let result = http::groups::update(
+        State(app.clone()),
+        Caller(ui.session.clone()),
+        Path(name),
+        ApiJson(request),
+    )
+    .await;
+    match result {
+        Ok(group) => see_other(&format!(
+            "/ui/keys?done=group_updated&name={}",
+            encode(&group.0.name)
+        )),
+        Err(error) => {
+            reopen(&app, &ui, error, |listing, error| {
+                group_dialog(&ui, listing, &form, true, Some(error))
+            })
+            .await
+        }
+    }
+}
+
+pub async fn rotate(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+) -> Response {
+    match http::jobs::rotate(State(app.clone()), Caller(ui.session.clone()), Path(name)).await {
+        Ok((_, job)) => see_other(&format!("/ui/jobs?done=job&name={}", encode(&job.0.id))),
+        Err(e) => screen_failure(&app, &ui, e).await,
+    }
+}
+
+// ---- deletion ----
+
+pub async fn confirm_delete_group(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+) -> Response {
+    let group = match current_group(&app, &ui, &name).await {
+        Ok(group) => group,
+        Err(e) => return screen_failure(&app, &ui, e).await,
+    };
+    screen(
+        &app,
+        &ui,
+        None,
+        |listing| Some(delete_group_dialog(&ui, listing, &group)),
+        StatusCode::OK,
+    )
+    .await
+}
+
+fn delete_group_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> Markup {
+    let keys: Vec<&api::KeyView> = listing
+        .keys
+        .iter()
+        .filter(|k| k.group == group.name)
+        .collect();
+    let body = html! {
+        p #delete-what {
+            "This deletes the HSM protected key group " strong { (group.name) }
+            " (alias " code { (group.alias) } " in " (group.region) ") from keyhold. "
+            "Nothing is deleted in AWS."
+        }
+        @if !keys.is_empty() {
+            p.notice.warn role="note" {
+                "It still has " (keys.len()) " key(s), which keyhold refuses to delete with the group "
+                "because AWS may still need their material: delete them first."
+            }
+            ul { @for key in &keys { li { code { (key.name) } " (version " (key.version) ")" } } }
+        }
+        (layout::needs(&ui.session, Operation::DELETE_GROUP, listing.dual_control))
+        form method="post" action=(format!("/ui/keys/groups/{}/delete", encode(&group.name))) {
+            (csrf_field(&ui.csrf))
+            p.actions {
+                button.danger type="submit" #confirm-delete { "Delete key group " (group.name) }
+                a.button.secondary href="/ui/keys" { "Cancel" }
+            }
+        }
+    };
+    dialog(
+        "delete-dialog",
+        &format!("Delete key group {}?", group.name),
+        body,
+    )
+}
+
+pub async fn delete_group(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+) -> Response {
+    let result = http::groups::delete(
+        State(app.clone()),
+        Caller(ui.session.clone()),
+        Path(name.clone()),
+    )
+    .await;
+    match result {
+        Ok(_) => see_other(&format!(
+            "/ui/keys?done=group_deleted&name={}",
+            encode(&name)
+        )),
+        Err(e) => screen_failure(&app, &ui, e).await,
+    }
+}
+
+async fn current_key(app: &AppState, ui: &UiSession, name: &str) -> Result<api::KeyView, ApiError> {
+    let key = app.keyhold.get_key(&ui.session, name).await?;
+    Ok(views::key(&key, app.keyhold.now()))
+}
+
+pub async fn confirm_delete_key(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+) -> Response {
+    let key = match current_key(&app, &ui, &name).await {
+        Ok(key) => key,
+        Err(e) => return screen_failure(&app, &ui, e).await,
+    };
+    screen(
+        &app,
+        &ui,
+        None,
+        |listing| {
+            let body = html! {
+                p #delete-what {
+                    "This deletes the HSM protected key " code { (key.name) } " (key group " strong { (key.group) }
+                    ", version " (key.version) ", check digits " code { (key.check_digits) }
+                    ") from keyhold, and its material from the keystore. The KMS key in AWS stays as it is."
+                }
+                (layout::needs(&ui.session, Operation::DELETE_KEY, listing.dual_control))
+                form method="post" action=(format!("/ui/keys/{}/delete", encode(&key.name))) {
+                    (csrf_field(&ui.csrf))
+                    p.actions {
+                        button.danger type="submit" #confirm-delete { "Delete key " (key.name) }
+                        a.button.secondary href="/ui/keys" { "Cancel" }
+                    }
+                }
+            };
+            Some(dialog("delete-dialog", &format!("Delete key {}?", key.name), body))
+        },
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn delete_key(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+) -> Response {
+    let result = http::keys::delete(
+        State(app.clone()),
+        Caller(ui.session.clone()),
+        Path(name.clone()),
+    )
+    .await;
+    match result {
+        Ok(_) => see_other(&format!("/ui/keys?done=key_deleted&name={}", encode(&name))),
+        Err(e) => screen_failure(&app, &ui, e).await,
+    }
+}
+
+// ---- Cloud → Synchronize ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct SyncForm {
+    update_policy: Option<String>,
+    import_material: Option<String>,
+    delete_material: Option<String>,
+}
+
+pub async fn sync_dialog(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+) -> Response {
+    let key = match current_key(&app, &ui, &name).await {
+        Ok(key) => key,
+        Err(e) => return screen_failure(&app, &ui, e).await,
+    };
+    screen(
+        &app,
+        &ui,
+        None,
+        |listing| {
+            let body = html! {
+                p { "Key " code { (key.name) } " of key group " strong { (key.group) } ", version " (key.version) "." }
+                form #sync-form method="post" action=(format!("/ui/keys/{}/sync", encode(&key.name))) {
+                    (csrf_field(&ui.csrf))
+                    fieldset {
+                        legend { "Synchronize options" }
+                        div.field.check {
+                            input #sync-update-policy type="checkbox" name="update_policy" value="on" checked;
+                            label for="sync-update-policy" { "Update Policy" }
+                        }
+                        p.hint { "Puts the key group's policy on this KMS key." }
+                        div.field.check {
+                            input #sync-import-material type="checkbox" name="import_material" value="on" checked;
+                            label for="sync-import-material" { "Import Key Material" }
+                        }
+                        p.hint { "Imports this key's own material again (for example after it was deleted in AWS)." }
+                        div.field.check {
+                            input #sync-delete-material type="checkbox" name="delete_material" value="on";
+                            label for="sync-delete-material" { "Delete Key Material" }
+                        }
+                        p.hint { "Deletes the imported material from AWS: the KMS key becomes pending import." }
+                    }
+                    (layout::needs(&ui.session, Operation::DELETE_KEY_MATERIAL, listing.dual_control))
+                    p.actions {
+                        button type="submit" #start-sync { "Synchronize" }
+                        a.button.secondary href="/ui/keys" { "Cancel" }
+                    }
+                }
+            };
+            Some(dialog("sync-dialog", "Synchronize HSM protected key", body))
+        },
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn synchronize(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+    axum::Form(form): axum::Form<SyncForm>,
+) -> Response {
+    let request = api::SyncRequest {
+        update_policy: Some(form.update_policy.is_some()),
+        import_material: Some(form.import_material.is_some()),
+        delete_material: Some(form.delete_material.is_some()),
+    };
+    let result = http::jobs::synchronize(
+        State(app.clone()),
+        Caller(ui.session.clone()),
+        Path(name),
+        OptionalJson(request),
+    )
+    .await;
+    match result {
+        Ok((_, job)) => see_other(&format!("/ui/jobs?done=job&name={}", encode(&job.0.id))),
+        Err(e) => screen_failure(&app, &ui, e).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> api::GroupView {
+        api::GroupView {
+            name: "ig-demo".into(),
+            service: "aws".into(),
+            credential: "aws".into(),
+            key_type: "AES".into(),
+            key_length: 256,
+            algorithm: "AES-256".into(),
+            usage: "encrypt_decrypt".into(),
+            storage: "Protected".into(),
+            rotate: true,
+            rotate_every: Some("30d".into()),
+            next_rotation_at: None,
+            valid_for: None,
+            owner: "sec".into(),
+            notes: String::new(),
+            alias: "alias/ig-demo".into(),
+            description: String::new(),
+            region: "eu-west-1".into(),
+            active_key_id: Some("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
+            policy: Some("{}".into()),
+            disable_after_rotate: true,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_untouched_edit_changes_nothing() {
+        let current = GroupForm::from_view(&view());
+        let request = current.clone().update_request(&current);
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn an_edit_sends_only_what_changed_and_clears_empty_fields() {
+        let current = GroupForm::from_view(&view());
+        let mut edited = current.clone();
+        edited.rotate = None;
+        edited.policy = String::new();
+        edited.owner = "payments".into();
+        edited.disable_after_rotate = None;
+        let request = serde_json::to_value(edited.update_request(&current)).unwrap();
+        assert_eq!(
+            request,
+            serde_json::json!({"rotate_every": null, "policy": null, "owner": "payments", "disable_after_rotate": false})
+        );
+    }
+
+    #[test]
+    fn a_new_group_turns_checkboxes_and_empty_fields_into_the_api_request() {
+        let form = GroupForm {
+            name: " ig-demo ".into(),
+            credential: "aws".into(),
+            key_length: "256".into(),
+            rotate: Some("on".into()),
+            rotate_every: "30d".into(),
+            alias: "alias/ig-demo".into(),
+            region: "eu-west-1".into(),
+            ..GroupForm::default()
+        };
+        let request = form.create_request().unwrap();
+        assert_eq!(request.name, "ig-demo");
+        assert_eq!(request.key_length, Some(256));
+        assert_eq!(request.rotate_every.as_deref(), Some("30d"));
+        assert_eq!(request.valid_for, None);
+        assert_eq!(request.policy, None);
+        assert_eq!(request.disable_after_rotate, Some(false));
+        let off = GroupForm {
+            rotate: None,
+            ..form
+        };
+        assert_eq!(off.create_request().unwrap().rotate_every, None);
+    }
+}

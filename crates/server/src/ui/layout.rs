@@ -1,0 +1,196 @@
+//! The page shell: header with the session's identities, the navigation of
+//! the reference appliance, and notices.
+
+use keyhold_core::identity::{Operation, Session};
+use maud::{DOCTYPE, Markup, html};
+
+/// The screens, as the navigation groups them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Identities,
+    Credentials,
+    Keys,
+    Jobs,
+    Audit,
+    Configuration,
+}
+
+/// A screen's entry: which it is, its label, its address.
+type Entry = (Nav, &'static str, &'static str);
+
+const NAVIGATION: [(&str, &[Entry]); 4] = [
+    (
+        "Identity Management",
+        &[
+            (Nav::Identities, "Identities", "/ui/identities"),
+            (Nav::Credentials, "Cloud Credentials", "/ui/credentials"),
+        ],
+    ),
+    ("Key Management", &[(Nav::Keys, "Keys", "/ui/keys")]),
+    (
+        "Logging and Reporting",
+        &[
+            (Nav::Jobs, "Jobs", "/ui/jobs"),
+            (Nav::Audit, "Audit Logs", "/ui/audit"),
+        ],
+    ),
+    (
+        "Administration",
+        &[(Nav::Configuration, "Configuration", "/ui/configuration")],
+    ),
+];
+
+/// A message at the top of a page: the outcome of the last action.
+pub enum Notice {
+    Done(String),
+    Failed(String),
+}
+
+pub fn notice(notice: Option<&Notice>) -> Markup {
+    html! {
+        @match notice {
+            Some(Notice::Done(text)) => p.notice.ok role="status" { (text) },
+            Some(Notice::Failed(text)) => p.notice.error role="alert" { (text) },
+            None => {}
+        }
+    }
+}
+
+/// `<head>` and the document around a body.
+pub fn document(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — keyhold" }
+                link rel="stylesheet" href="/ui/assets/app.css";
+                script src="/ui/assets/app.js" defer {}
+            }
+            body { (body) }
+        }
+    }
+}
+
+/// The hidden field every state-changing form carries.
+pub fn csrf_field(csrf: &str) -> Markup {
+    html! { input type="hidden" name=(super::session::CSRF_FIELD) value=(csrf); }
+}
+
+/// Who is in the session, always visible.
+fn session_header(session: &Session, csrf: &str) -> Markup {
+    let count = session.identities.len();
+    html! {
+        header.top {
+            a.brand href="/ui/keys" { "keyhold" }
+            div.who #session-users {
+                span.label { "In this session:" }
+                ul {
+                    @for identity in &session.identities {
+                        li { strong { (identity.name.as_str()) } " (" (identity.role.as_str().replace('_', " ")) ")" }
+                    }
+                }
+                @if count >= 2 {
+                    span.badge.dual { "Dual control: " (count) " officers" }
+                } @else {
+                    span.badge.single { "One officer" }
+                }
+            }
+            div.session-actions {
+                a.button.secondary href="/ui/login" { "Add officer" }
+                form method="post" action="/ui/logout" {
+                    (csrf_field(csrf))
+                    button.secondary type="submit" { "Log out" }
+                }
+            }
+        }
+    }
+}
+
+/// A page of a logged-in session.
+pub fn page(
+    session: &Session,
+    csrf: &str,
+    current: Nav,
+    title: &str,
+    flash: Option<&Notice>,
+    body: Markup,
+) -> Markup {
+    document(
+        title,
+        html! {
+            a.skip href="#main" { "Skip to content" }
+            (session_header(session, csrf))
+            div.shell {
+                nav.side aria-label="Main" {
+                    @for (section, items) in NAVIGATION {
+                        h2 { (section) }
+                        ul {
+                            @for (nav, label, href) in items {
+                                li {
+                                    @if *nav == current {
+                                        a href=(href) aria-current="page" { (label) }
+                                    } @else {
+                                        a href=(href) { (label) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                main #main {
+                    h1 { (title) }
+                    (notice(flash))
+                    (body)
+                }
+            }
+        },
+    )
+}
+
+/// Says before an action is attempted whether the session can do it: a
+/// preview only, the core decides again when the action is sent.
+pub fn needs(session: &Session, op: Operation, dual_control_on: bool) -> Markup {
+    match session.authorize(op, dual_control_on) {
+        Ok(()) if op.dual_control && dual_control_on => html! {
+            p.hint.dual { "Dual control: " (op.label) " needs two identities; this session has them." }
+        },
+        Ok(()) => html! {},
+        Err(keyhold_core::CoreError::DualControlRequired { .. }) => html! {
+            p.notice.warn role="note" data-dual-control="required" {
+                strong { "Needs two identities. " }
+                "Dual control is on: " (op.label) " needs a second officer in this session. "
+                a href="/ui/login" { "Add a second officer" } " first; keyhold refuses it otherwise."
+            }
+        },
+        Err(e) => html! {
+            p.notice.warn role="note" { (e.to_string()) }
+        },
+    }
+}
+
+/// A time as people read it (`2026-11-29 09:00:00 UTC`), with the exact
+/// RFC 3339 value kept in `datetime`. The page's script formats the same way.
+pub fn when(raw: &str) -> Markup {
+    html! { time datetime=(raw) { (readable_time(raw)) } }
+}
+
+fn readable_time(raw: &str) -> String {
+    match (raw.get(..10), raw.get(11..19)) {
+        (Some(day), Some(clock)) if raw.ends_with('Z') => format!("{day} {clock} UTC"),
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_read_as_utc_to_the_second() {
+        assert_eq!(
+            super::readable_time("2026-11-29T09:00:00.000000Z"),
+            "2026-11-29 09:00:00 UTC"
+        );
+        assert_eq!(super::readable_time("soon"), "soon");
+    }
+}

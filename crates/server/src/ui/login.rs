@@ -1,0 +1,304 @@
+//! Logging in, a second officer joining the session (dual control),
+//! logging out, and changing a password (first use).
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyhold_api as api;
+use keyhold_core::CoreError;
+use keyhold_core::identity::Session;
+use maud::{Markup, html};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::layout::{self, Notice, csrf_field};
+use super::session::{
+    LOGIN_COOKIE, SESSION_COOKIE, UiSession, clear_cookie, cookie, csrf_token, set_cookie,
+};
+use super::{encode, see_other};
+use crate::ApiError;
+use crate::http::AppState;
+
+#[derive(Deserialize, Default)]
+pub struct LoginQuery {
+    m: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    confirm_password: String,
+}
+
+/// The login screen's state: who is in the browser's session already.
+struct Screen {
+    session: Option<Session>,
+    csrf: String,
+    /// Cookies to set or clear with the answer.
+    cookies: Vec<axum::http::HeaderValue>,
+}
+
+/// Works out the session (if its cookie is live) and the CSRF secret the
+/// page's forms will use, creating a login nonce when there is no session.
+async fn screen(app: &AppState, headers: &HeaderMap) -> Result<Screen, ApiError> {
+    let mut cookies = Vec::new();
+    if let Some(token) = cookie(headers, SESSION_COOKIE) {
+        match app.keyhold.session(&token).await {
+            Ok(session) => {
+                return Ok(Screen {
+                    session: Some(session),
+                    csrf: csrf_token(&token),
+                    cookies,
+                });
+            }
+            Err(CoreError::Unauthenticated(_)) => cookies.push(clear_cookie(SESSION_COOKIE)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let nonce = match cookie(headers, LOGIN_COOKIE) {
+        Some(nonce) => nonce,
+        None => {
+            let nonce = keyhold_core::identity::generate_token()?;
+            let nonce = nonce.expose_secret().to_owned();
+            cookies.push(set_cookie(LOGIN_COOKIE, &nonce));
+            nonce
+        }
+    };
+    Ok(Screen {
+        session: None,
+        csrf: csrf_token(&nonce),
+        cookies,
+    })
+}
+
+fn message(code: Option<&str>) -> Option<Notice> {
+    Some(match code? {
+        "expired" => Notice::Failed(
+            "Your session has ended (timed out or logged out elsewhere). Log in again.".into(),
+        ),
+        "logged_out" => Notice::Done("Logged out.".into()),
+        "password_changed" => Notice::Done("Password changed. Log in with the new one.".into()),
+        _ => return None,
+    })
+}
+
+fn render(screen: Screen, notice: Option<&Notice>, status: StatusCode) -> Response {
+    let csrf = screen.csrf.as_str();
+    let title = if screen.session.is_some() {
+        "Add an officer to this session"
+    } else {
+        "Log in"
+    };
+    let body = html! {
+        main #main.narrow {
+            p.brand-large { "keyhold" }
+            h1 { (title) }
+            (layout::notice(notice))
+            @if let Some(session) = &screen.session {
+                section aria-labelledby="in-session" {
+                    h2 #in-session { "In this session" }
+                    ul #session-users {
+                        @for identity in &session.identities {
+                            li { strong { (identity.name.as_str()) } " (" (identity.role.as_str().replace('_', " ")) ")" }
+                        }
+                    }
+                    p {
+                        "Actions under dual control (adding or deleting key groups, deleting keys or key material, "
+                        "changing the configuration, managing identities) need a second officer. "
+                        "The second officer logs in here, on the same screen, and joins this session."
+                    }
+                    p.actions {
+                        a.button #continue href="/ui/keys" { "Continue to keyhold" }
+                    }
+                }
+            }
+            (login_form(csrf, screen.session.is_some()))
+            (password_form(csrf))
+            @if screen.session.is_some() {
+                form method="post" action="/ui/logout" {
+                    (csrf_field(csrf))
+                    button.secondary type="submit" { "Log out everyone in this session" }
+                }
+            }
+        }
+    };
+    let mut response = (status, layout::document(title, body)).into_response();
+    for cookie in screen.cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn login_form(csrf: &str, joining: bool) -> Markup {
+    html! {
+        form.card #login-form method="post" action="/ui/login" {
+            h2 { @if joining { "Second officer" } @else { "Officer" } }
+            (csrf_field(csrf))
+            div.field {
+                label for="login-user" { "User name" }
+                input #login-user type="text" name="user" autocomplete="username" required;
+            }
+            div.field {
+                label for="login-password" { "Password" }
+                input #login-password type="password" name="password" autocomplete="current-password" required;
+            }
+            button type="submit" { @if joining { "Join this session" } @else { "Log in" } }
+        }
+    }
+}
+
+fn password_form(csrf: &str) -> Markup {
+    html! {
+        details.card #password-change {
+            summary { "Change a password (first use: replace the one-time password)" }
+            form method="post" action="/ui/password" {
+                (csrf_field(csrf))
+                div.field {
+                    label for="pw-user" { "User name" }
+                    input #pw-user type="text" name="user" autocomplete="username" required;
+                }
+                div.field {
+                    label for="pw-current" { "Current password" }
+                    input #pw-current type="password" name="current_password" autocomplete="current-password" required;
+                }
+                div.field {
+                    label for="pw-new" { "New password (at least 12 characters)" }
+                    input #pw-new type="password" name="new_password" autocomplete="new-password" minlength="12" required;
+                }
+                div.field {
+                    label for="pw-confirm" { "New password again" }
+                    input #pw-confirm type="password" name="confirm_password" autocomplete="new-password" minlength="12" required;
+                }
+                button type="submit" { "Change password" }
+            }
+        }
+    }
+}
+
+fn unavailable(error: &ApiError) -> Response {
+    super::error_page(
+        error.status_and_code().0,
+        "keyhold is unavailable",
+        &error.public_message(),
+    )
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    match screen(&app, &headers).await {
+        Ok(screen) => render(screen, message(query.m.as_deref()).as_ref(), StatusCode::OK),
+        Err(e) => unavailable(&e),
+    }
+}
+
+pub async fn login(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    let current = match screen(&app, &headers).await {
+        Ok(screen) => screen,
+        Err(e) => return unavailable(&e),
+    };
+    if current.session.is_none() && cookie(&headers, SESSION_COOKIE).is_some() {
+        // The session this officer meant to join has ended meanwhile.
+        let notice = message(Some("expired"));
+        return render(current, notice.as_ref(), StatusCode::UNAUTHORIZED);
+    }
+    let token = current
+        .session
+        .is_some()
+        .then(|| cookie(&headers, SESSION_COOKIE))
+        .flatten();
+    let password = SecretString::from(form.password);
+    match app
+        .keyhold
+        .login(token.as_deref(), &form.user, &password)
+        .await
+    {
+        Ok(outcome) => match outcome.new_token {
+            Some(new_token) => {
+                let mut response = see_other("/ui/login");
+                let headers = response.headers_mut();
+                headers.append(
+                    header::SET_COOKIE,
+                    set_cookie(SESSION_COOKIE, new_token.expose_secret()),
+                );
+                headers.append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
+                response
+            }
+            None => see_other(&format!("/ui/keys?done=joined&name={}", encode(&form.user))),
+        },
+        Err(e) => {
+            let error = ApiError::from(e);
+            let text = match &error {
+                ApiError::Core(CoreError::PasswordChangeRequired(name)) => format!(
+                    "{name} must replace the one-time password first: use \"Change a password\" below."
+                ),
+                other => other.public_message(),
+            };
+            render(
+                current,
+                Some(&Notice::Failed(text)),
+                error.status_and_code().0,
+            )
+        }
+    }
+}
+
+pub async fn change_password(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<PasswordForm>,
+) -> Response {
+    let current = match screen(&app, &headers).await {
+        Ok(screen) => screen,
+        Err(e) => return unavailable(&e),
+    };
+    if form.new_password != form.confirm_password {
+        let notice =
+            Notice::Failed("The two new passwords differ: type the same one twice.".into());
+        return render(current, Some(&notice), StatusCode::BAD_REQUEST);
+    }
+    let request = api::PasswordChangeRequest {
+        user: form.user,
+        current_password: form.current_password,
+        new_password: form.new_password,
+    };
+    match crate::http::sessions::change_password(State(app), crate::http::ApiJson(request)).await {
+        Ok(_) => see_other("/ui/login?m=password_changed"),
+        Err(error) => render(
+            current,
+            Some(&Notice::Failed(error.public_message())),
+            error.status_and_code().0,
+        ),
+    }
+}
+
+pub async fn logout(State(app): State<AppState>, ui: UiSession) -> Response {
+    if let Err(e) = app.keyhold.logout(&ui.session).await {
+        return unavailable(&ApiError::from(e));
+    }
+    let mut response = see_other("/ui/login?m=logged_out");
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+    response
+}

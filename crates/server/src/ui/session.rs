@@ -1,0 +1,294 @@
+//! The web UI's session cookie, its CSRF tokens and the Origin check.
+//!
+//! The cookie holds the same bearer token the CLI sends, so a browser session
+//! is an ordinary keyhold session: same timeouts, same dual control, same
+//! authorization in the core. It is `HttpOnly`, `Secure` and
+//! `SameSite=Strict`, and never appears in a page or a URL.
+//!
+//! Every request that changes something carries a CSRF token derived from a
+//! secret only the browser's cookie holds: the session token, or before login
+//! a random login nonce. [`guard`] checks it (and the Origin) for every
+//! non-GET request under `/ui`, before any handler runs.
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use keyhold_core::CoreError;
+use keyhold_core::identity::Session;
+use sha2::{Digest, Sha256};
+
+use crate::http::AppState;
+use crate::http::MAX_BODY_BYTES;
+
+pub const SESSION_COOKIE: &str = "keyhold_session";
+/// A random nonce the login page sets, so the login form has a CSRF token
+/// before any session exists.
+pub const LOGIN_COOKIE: &str = "keyhold_login";
+/// The form field every state-changing form carries.
+pub const CSRF_FIELD: &str = "csrf";
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.to_owned())
+}
+
+fn cookie_header(raw: String) -> HeaderValue {
+    // Cookie values are URL-safe base64 tokens: always a valid header.
+    HeaderValue::from_str(&raw).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `Set-Cookie` for a cookie only the UI's own pages send back.
+pub fn set_cookie(name: &str, value: &str) -> HeaderValue {
+    cookie_header(format!(
+        "{name}={value}; Path=/ui; HttpOnly; Secure; SameSite=Strict"
+    ))
+}
+
+pub fn clear_cookie(name: &str) -> HeaderValue {
+    cookie_header(format!(
+        "{name}=; Path=/ui; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+    ))
+}
+
+/// The CSRF token that belongs to a cookie secret: a hash, so the page
+/// reveals nothing about the secret, and no store is needed.
+pub fn csrf_token(secret: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"keyhold-ui-csrf\0");
+    hasher.update(secret.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// The secret a request's CSRF token must derive from: its session cookie,
+/// else its login nonce.
+pub fn csrf_secret(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE).or_else(|| cookie(headers, LOGIN_COOKIE))
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a present `Origin` header names this server. Browsers send it with
+/// every POST; a missing one (older clients) leaves the token to decide.
+fn origin_ok(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let (Ok(origin), Some(host)) = (
+        origin.to_str(),
+        headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+    ) else {
+        return false;
+    };
+    origin == format!("http://{host}") || origin == format!("https://{host}")
+}
+
+/// Why a state-changing request was refused before it reached a handler.
+fn refused(reason: &str) -> Response {
+    super::error_page(StatusCode::FORBIDDEN, "Request refused", reason)
+}
+
+/// Checks Origin and CSRF token on every request under `/ui` that is not a
+/// GET or HEAD. Forms are `application/x-www-form-urlencoded`; the token is
+/// their `csrf` field.
+pub async fn guard(request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    if !origin_ok(&parts.headers) {
+        return refused(
+            "this form was sent from another site (its Origin is not this server), so it was not carried out",
+        );
+    }
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return refused("the web UI accepts only its own forms here");
+    }
+    let Some(secret) = csrf_secret(&parts.headers) else {
+        return refused(
+            "your browser sent no session or login cookie with this form: open the login page again and retry",
+        );
+    };
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return super::error_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request refused",
+                "the form is larger than 1 MiB",
+            );
+        }
+    };
+    let sent = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+        .ok()
+        .and_then(|pairs| {
+            pairs
+                .into_iter()
+                .find(|(k, _)| k == CSRF_FIELD)
+                .map(|(_, v)| v)
+        });
+    let expected = csrf_token(&secret);
+    match sent {
+        Some(token) if same_bytes(token.as_bytes(), expected.as_bytes()) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        _ => refused(
+            "the form's security token (CSRF) is missing or does not belong to your session, so it was not carried out: reload the page and try again",
+        ),
+    }
+}
+
+/// The browser's live keyhold session, resolved from its cookie. Without one
+/// (or after it timed out) the request is sent to the login page.
+pub struct UiSession {
+    pub session: Session,
+    /// The token this session's forms carry.
+    pub csrf: String,
+}
+
+/// Where a request without a live session goes.
+pub fn to_login(expired: bool) -> Response {
+    let target = if expired {
+        "/ui/login?m=expired"
+    } else {
+        "/ui/login"
+    };
+    let mut response = Redirect::to(target).into_response();
+    if expired {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+    }
+    response
+}
+
+impl FromRequestParts<AppState> for UiSession {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(to_login(false));
+        };
+        match app.keyhold.session(&token).await {
+            Ok(session) => Ok(Self {
+                session,
+                csrf: csrf_token(&token),
+            }),
+            Err(e @ CoreError::Unauthenticated(_)) => {
+                let summary = format!(
+                    "Refused {} {} with an invalid or expired session.",
+                    parts.method,
+                    parts.uri.path()
+                );
+                if let Err(audit_error) = app
+                    .keyhold
+                    .audit_failure(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
+                    .await
+                {
+                    tracing::error!(error = %audit_error, "could not audit a refused session");
+                }
+                Err(to_login(true))
+            }
+            Err(e) => {
+                let error = crate::ApiError::from(e);
+                Err(super::error_page(
+                    error.status_and_code().0,
+                    "keyhold is unavailable",
+                    &error.public_message(),
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let h = headers(&[("cookie", "a=1; keyhold_session=tok; keyhold_sessionx=no")]);
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(cookie(&h, LOGIN_COOKIE), None);
+        let empty = headers(&[("cookie", "keyhold_session=")]);
+        assert_eq!(cookie(&empty, SESSION_COOKIE), None);
+    }
+
+    #[test]
+    fn the_session_cookie_wins_over_the_login_nonce() {
+        let h = headers(&[("cookie", "keyhold_login=n; keyhold_session=s")]);
+        assert_eq!(csrf_secret(&h).as_deref(), Some("s"));
+        let h = headers(&[("cookie", "keyhold_login=n")]);
+        assert_eq!(csrf_secret(&h).as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn tokens_differ_per_secret_and_hide_it() {
+        let a = csrf_token("secret-a");
+        assert_eq!(a, csrf_token("secret-a"));
+        assert_ne!(a, csrf_token("secret-b"));
+        assert!(!a.contains("secret"));
+        assert!(same_bytes(a.as_bytes(), a.as_bytes()));
+        assert!(!same_bytes(a.as_bytes(), b"short"));
+    }
+
+    #[test]
+    fn cookies_are_http_only_secure_and_strict() {
+        let set = set_cookie(SESSION_COOKIE, "tok");
+        let set = set.to_str().unwrap();
+        for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/ui"] {
+            assert!(set.contains(attribute), "{set}");
+        }
+        assert!(
+            clear_cookie(SESSION_COOKIE)
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0")
+        );
+    }
+
+    #[test]
+    fn the_origin_must_be_this_server() {
+        assert!(origin_ok(&headers(&[("host", "127.0.0.1:8600")])));
+        assert!(origin_ok(&headers(&[
+            ("host", "127.0.0.1:8600"),
+            ("origin", "http://127.0.0.1:8600")
+        ])));
+        assert!(!origin_ok(&headers(&[
+            ("host", "127.0.0.1:8600"),
+            ("origin", "http://evil.example")
+        ])));
+        assert!(!origin_ok(&headers(&[
+            ("host", "127.0.0.1:8600"),
+            ("origin", "null")
+        ])));
+    }
+}
