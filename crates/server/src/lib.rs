@@ -8,6 +8,7 @@ pub mod crash_points;
 mod http;
 pub mod jobs;
 pub mod keystore_migration;
+pub mod rotator;
 pub mod startup;
 
 pub use config::{Config, EnvSecrets, KmsConfig, ServeArgs};

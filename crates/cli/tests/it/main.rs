@@ -19,4 +19,5 @@ mod groups;
 mod hsm;
 
 mod resume;
+mod schedule;
 mod sessions;
