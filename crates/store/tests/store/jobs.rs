@@ -433,15 +433,15 @@ async fn list_jobs_defaults_to_100_and_caps_at_1000() {
     // 1004 copies under other ids, in one statement rather than 1004 commits.
     let copies = if f.is_postgres() {
         "INSERT INTO jobs (id, kind, spec, status, users, created_at, started_at, finished_at, \
-         progress, error, attempts) \
+         progress, error, attempts, group_name) \
          SELECT format('00000000-0000-4000-8000-%s', lpad(n::text, 12, '0')), kind, spec, \
-         status, users, created_at, started_at, finished_at, progress, error, attempts \
-         FROM jobs, generate_series(1, 1004) AS n"
+         status, users, created_at, started_at, finished_at, progress, error, attempts, \
+         group_name FROM jobs, generate_series(1, 1004) AS n"
     } else {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
          INSERT INTO jobs SELECT printf('00000000-0000-4000-8000-%012d', n.i), kind, spec, \
-         status, users, created_at, started_at, finished_at, progress, error, attempts \
-         FROM jobs, n"
+         status, users, created_at, started_at, finished_at, progress, error, attempts, \
+         group_name FROM jobs, n"
     };
     assert_eq!(conn.execute(copies).await.unwrap(), 1004);
     assert_eq!(f.store.list_jobs(0).await.unwrap().len(), 100);
