@@ -175,13 +175,15 @@ pub trait Store: Send + Sync {
     async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError>;
 
     // Jobs
-    /// Records a new job with its audit "intent" entry, and the group's new
-    /// schedule when the scheduler started it (one transaction: a rotation
-    /// is never started twice for one due time, nor its time lost).
+    /// Records a new job with its audit "intent" entry, and, when the
+    /// scheduler started it, the group's next rotation time, under the
+    /// scheduler's lease (one transaction: a rotation is never started twice
+    /// for one due time, nor its time lost, even by two nodes that both
+    /// believed they were the rotator).
     async fn insert_job(
         &self,
         job: &Job,
-        schedule: Option<&KeyGroup>,
+        schedule: Option<Scheduled<'_>>,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
     async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError>;
@@ -236,6 +238,15 @@ pub trait Store: Send + Sync {
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
     /// Oldest first, `limit` entries with `seq > after_seq`: the order verification walks.
     async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// A rotation the scheduler starts: the group with its next time moved on,
+/// and the lease the scheduler holds (the insert is refused with
+/// [`StoreError::Fenced`] once another node holds it).
+#[derive(Clone, Copy, Debug)]
+pub struct Scheduled<'a> {
+    pub group: &'a KeyGroup,
+    pub fence: Option<&'a Lease>,
 }
 
 /// Everything one step of a job writes, committed in one transaction.

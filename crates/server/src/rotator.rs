@@ -148,7 +148,7 @@ impl Rotator {
                 if was != NodeRole::Rotator {
                     tracing::info!(%node, token = lease.token, "this node is the rotator");
                 }
-                self.rotate().await?;
+                self.rotate(lease).await?;
                 None
             }
             None => {
@@ -183,8 +183,8 @@ impl Rotator {
 
     /// The rotator's part: start what is due, and take up every job waiting
     /// in the store (accepted by any node, or left by a rotator that died).
-    async fn rotate(&self) -> CoreResult<()> {
-        let pass = self.keyhold.run_schedule().await?;
+    async fn rotate(&self, lease: &Lease) -> CoreResult<()> {
+        let pass = self.keyhold.run_schedule(Some(lease)).await?;
         for (group, reason) in &pass.deferred {
             tracing::info!(%group, %reason, "scheduled rotation deferred");
         }

@@ -30,7 +30,7 @@ use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::Key;
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
-use keyhold_core::ports::{JobCommit, SharedAuditMac, Store};
+use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
 
 pub use url::mask_url;
@@ -247,7 +247,7 @@ impl Store for SqlStore {
     async fn insert_job(
         &self,
         job: &Job,
-        schedule: Option<&KeyGroup>,
+        schedule: Option<Scheduled<'_>>,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         self.inner().insert_job(job, schedule, audit).await

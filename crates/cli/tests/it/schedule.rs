@@ -42,14 +42,21 @@ async fn rotation_ended(
     count: usize,
     status: &str,
 ) -> Vec<Value> {
-    app.eventually(
-        &format!("rotation {count} of {name} to be {status}"),
-        || async {
-            let jobs = rotations(app, token, name).await;
-            (jobs.len() == count && jobs[0]["status"] == status).then_some(jobs)
-        },
-    )
-    .await
+    for _ in 0..300 {
+        let jobs = rotations(app, token, name).await;
+        if jobs.len() == count && jobs[0]["status"] == status {
+            return jobs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let jobs = rotations(app, token, name).await;
+    let (_, config) = app.get("/api/v1/config", token).await;
+    panic!(
+        "rotation {count} of {name} did not end {status}: {} jobs, newest {:#}; cluster {:#}",
+        jobs.len(),
+        jobs.first().cloned().unwrap_or_default(),
+        config["cluster"]
+    );
 }
 
 fn time(raw: &Value) -> chrono::DateTime<chrono::Utc> {
@@ -414,4 +421,61 @@ async fn a_crashed_rotator_is_replaced_and_its_job_finishes_once() {
         kms.alias_target(&format!("alias/{name}")).await.as_deref(),
         job["kms_key_id"].as_str()
     );
+}
+
+/// The node that holds the rotator lease, as a live node reports it.
+async fn rotator_of(app: &TestApp, token: &str) -> Option<String> {
+    let (_, config) = app.get("/api/v1/config", token).await;
+    config["cluster"]["lease_holder"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_scheduled_rotations_happen_once_each_while_rotators_crash_and_come_back() {
+    let first = TestApp::spawn().await;
+    let token = first.dual_session().await;
+    first.import_kms_credential(&token, "aws").await;
+    let name = unique("fifty");
+    let mut body = group_body(&name, "aws");
+    body["rotate_every"] = json!("1d");
+    first.create_group(&token, body).await;
+    let second = first.spawn_peer("node-b").await;
+    let mut nodes = [first, second];
+
+    for due in 1..=50usize {
+        nodes[0]
+            .clock
+            .advance(chrono::Duration::days(1) + chrono::Duration::minutes(1));
+        if due % 10 == 5 {
+            // The rotator dies as the rotation falls due (perhaps mid-job);
+            // the other node takes over once the lease runs out, and the
+            // dead one comes back as a standby.
+            let token = nodes[0].dual_session_again().await;
+            let holder = rotator_of(&nodes[0], &token).await.unwrap();
+            let index = usize::from(holder == "node-b");
+            nodes[index].crash().await;
+            nodes[0].clock.advance(chrono::Duration::seconds(16));
+            let back = nodes[index].spawn_peer(&holder).await;
+            nodes[index] = back;
+        }
+        let token = nodes[0].dual_session_again().await;
+        rotation_ended(&nodes[0], &token, &name, due, "succeeded").await;
+    }
+    let token = nodes[1].dual_session_again().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let jobs = rotations(&nodes[1], &token, &name).await;
+    assert_eq!(jobs.len(), 50, "every due rotation once, no more");
+    assert!(
+        jobs.iter()
+            .all(|j| j["status"] == "succeeded" && j["users"] == "System")
+    );
+    let kms = Kms::connect().await;
+    assert_eq!(
+        kms.keys_of_group(&name).await.len(),
+        50,
+        "one KMS key per rotation"
+    );
+    let (_, verified) = nodes[1].get("/api/v1/audit/verify", &token).await;
+    assert_eq!(verified["ok"], true, "{verified}");
 }

@@ -24,7 +24,7 @@ use crate::job::{
 };
 use crate::key::{Key, KeyState};
 use crate::names::GroupName;
-use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks};
+use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks, Scheduled};
 use crate::schedule::next_rotation;
 
 /// How far back among a group's jobs its latest rotation is looked for
@@ -75,7 +75,7 @@ impl Keyhold {
         &self,
         users: &str,
         group: &KeyGroup,
-        schedule: Option<&KeyGroup>,
+        schedule: Option<Scheduled<'_>>,
     ) -> CoreResult<Job> {
         self.refuse_concurrent_job(&group.name).await?;
         let job = self.new_job(
@@ -192,7 +192,9 @@ impl Keyhold {
     ) -> CoreResult<Job> {
         self.authorize(session, Operation::ROTATE_GROUP).await?;
         let job = self.find_job(id).await?;
-        self.set_job_status(job, to, &session.users()).await
+        // Retry and cancel come from an officer on any node; the job is not
+        // running (checked below), so no lease fences it.
+        self.set_job_status(job, to, &session.users(), None).await
     }
 
     /// Retry or cancel on behalf of `users` (an officer, or the scheduler).
@@ -201,6 +203,7 @@ impl Keyhold {
         mut job: Job,
         to: JobStatus,
         users: &str,
+        fence: Option<&Lease>,
     ) -> CoreResult<Job> {
         let id = job.id;
         let (allowed, verb, rule) = match to {
@@ -236,9 +239,7 @@ impl Keyhold {
                 group: None,
                 message: Some(&message),
                 audit: Some(&record),
-                // Retry and cancel come from an officer on any node; the
-                // job is not running (that is checked above).
-                fence: None,
+                fence,
             })
             .await?;
         Ok(job)

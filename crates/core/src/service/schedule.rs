@@ -6,10 +6,12 @@
 use super::Keyhold;
 use crate::audit::SYSTEM_USER;
 use crate::clock::Timestamp;
+use crate::cluster::Lease;
 use crate::error::{CoreError, CoreResult};
 use crate::group::KeyGroup;
 use crate::job::{Job, JobKind, JobStatus};
 use crate::names::GroupName;
+use crate::ports::Scheduled;
 use crate::schedule::{next_rotation, retry_delay};
 
 /// Due groups one pass takes on; the next pass takes the rest.
@@ -49,18 +51,20 @@ pub struct RotationState {
 }
 
 impl Keyhold {
-    /// One pass of the scheduler, at the clock's now.
-    pub async fn run_schedule(&self) -> CoreResult<SchedulePass> {
+    /// One pass of the scheduler, at the clock's now, under the rotator
+    /// lease `fence` (every write of the pass is refused once another node
+    /// holds it).
+    pub async fn run_schedule(&self, fence: Option<&Lease>) -> CoreResult<SchedulePass> {
         let now = self.now();
         let mut pass = SchedulePass::default();
         for job in self.store.failed_jobs(FAILED_PER_PASS).await? {
-            if let Some(id) = self.retry_if_due(job, now).await? {
+            if let Some(id) = self.retry_if_due(job, now, fence).await? {
                 pass.retried.push(id);
             }
         }
         for group in self.store.due_groups(now, DUE_PER_PASS).await? {
             let name = group.name.clone();
-            match self.start_scheduled(group, now).await {
+            match self.start_scheduled(group, now, fence).await {
                 Ok(job) => pass.started.push((name, job)),
                 Err(CoreError::Conflict(why)) => pass.deferred.push((name, why)),
                 Err(e) => return Err(e),
@@ -71,11 +75,23 @@ impl Keyhold {
 
     /// Starts the group's rotation and moves its next time on, together. A
     /// group that missed several intervals (keyhold was down) rotates once.
-    async fn start_scheduled(&self, group: KeyGroup, now: Timestamp) -> CoreResult<uuid::Uuid> {
+    async fn start_scheduled(
+        &self,
+        group: KeyGroup,
+        now: Timestamp,
+        fence: Option<&Lease>,
+    ) -> CoreResult<uuid::Uuid> {
         let mut scheduled = group.clone();
         scheduled.next_rotation_at = self.next_rotation_of(&group, now).await?;
         match self
-            .insert_rotation(SYSTEM_USER, &group, Some(&scheduled))
+            .insert_rotation(
+                SYSTEM_USER,
+                &group,
+                Some(Scheduled {
+                    group: &scheduled,
+                    fence,
+                }),
+            )
             .await
         {
             Ok(job) => Ok(job.id),
@@ -127,7 +143,12 @@ impl Keyhold {
 
     /// Queues a failed scheduled rotation again once its backoff has passed,
     /// when it is still the group's latest rotation and rotation is still on.
-    async fn retry_if_due(&self, job: Job, now: Timestamp) -> CoreResult<Option<uuid::Uuid>> {
+    async fn retry_if_due(
+        &self,
+        job: Job,
+        now: Timestamp,
+        fence: Option<&Lease>,
+    ) -> CoreResult<Option<uuid::Uuid>> {
         let JobKind::Rotate { group } = &job.kind else {
             return Ok(None);
         };
@@ -146,7 +167,7 @@ impl Keyhold {
             _ => return Ok(None),
         }
         let id = job.id;
-        self.set_job_status(job, JobStatus::Queued, SYSTEM_USER)
+        self.set_job_status(job, JobStatus::Queued, SYSTEM_USER, fence)
             .await?;
         Ok(Some(id))
     }

@@ -32,7 +32,7 @@ use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::Key;
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
-use keyhold_core::ports::{JobCommit, SharedAuditMac, Store};
+use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
 use sqlx::Transaction;
 use sqlx::migrate::Migrator;
@@ -288,13 +288,16 @@ impl Store for SqlBackend {
     async fn insert_job(
         &self,
         job: &Job,
-        schedule: Option<&KeyGroup>,
+        schedule: Option<Scheduled<'_>>,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| {
+            if let Some(fence) = schedule.and_then(|s| s.fence) {
+                cluster::check_fence(&mut *c, fence).await?;
+            }
             jobs::insert(c, job).await?;
-            if let Some(group) = schedule {
-                groups::update(c, group).await?;
+            if let Some(scheduled) = schedule {
+                groups::update(c, scheduled.group).await?;
             }
             Ok(())
         })
