@@ -295,6 +295,12 @@ pub struct GroupView {
     pub disable_after_rotate: bool,
     pub created_at: String,
     pub updated_at: String,
+    /// The group's newest rotation job, its status and, when it failed, why.
+    pub last_rotation_job: Option<String>,
+    pub last_rotation_status: Option<String>,
+    pub last_rotation_error: Option<String>,
+    /// When a failed scheduled rotation is tried again (backoff).
+    pub rotation_retry_at: Option<String>,
 }
 
 // ---- keys ----
@@ -407,6 +413,10 @@ pub struct SettingsView {
     pub lockout_minutes: u32,
     pub session_idle_minutes: u32,
     pub session_max_hours: u32,
+    /// *HSM Protected Key Options*: `automatic` or a node id.
+    pub designated_rotator: String,
+    /// Who rotates now, seen from the node that answered.
+    pub cluster: ClusterView,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -422,6 +432,9 @@ pub struct SettingsChangeRequest {
     pub session_idle_minutes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_max_hours: Option<u32>,
+    /// `automatic`, or the id of a node that has joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub designated_rotator: Option<String>,
 }
 
 // ---- health ----
@@ -430,6 +443,40 @@ pub struct SettingsChangeRequest {
 pub struct ReadinessView {
     pub ready: bool,
     pub checks: Vec<ReadinessCheck>,
+    /// This node's part in the cluster (not a readiness condition: a
+    /// standby node is ready).
+    pub cluster: ClusterView,
+}
+
+/// *HSM Protected Key Options*: who rotates, seen from one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This node's id.
+    pub node: String,
+    /// This node's role: `rotator` or `standby`.
+    pub role: String,
+    /// The configured choice: `automatic` or a node id.
+    pub designated_rotator: String,
+    /// The rotator lease as last read.
+    pub lease_holder: Option<String>,
+    pub lease_token: Option<i64>,
+    pub lease_expires_at: Option<String>,
+    /// Why this node does not rotate, or why nothing rotates.
+    pub note: Option<String>,
+    /// The last tick's failure, when it failed.
+    pub error: Option<String>,
+    /// Every node that has joined, with when it was last seen.
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: String,
+    pub role: String,
+    pub started_at: String,
+    pub last_seen: String,
+    /// Seen within two lease periods.
+    pub alive: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

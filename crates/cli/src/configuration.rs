@@ -37,6 +37,10 @@ pub struct SetArgs {
     /// A session ends this many hours after it started, idle or not.
     #[arg(long, value_name = "N")]
     pub session_max_hours: Option<u32>,
+    /// HSM Protected Key Options: the node that rotates, or `automatic` to
+    /// let the nodes elect one.
+    #[arg(long, value_name = "automatic|NODE")]
+    pub designated_rotator: Option<String>,
 }
 
 pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
@@ -46,6 +50,7 @@ pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
         lockout_minutes: args.lockout_minutes,
         session_idle_minutes: args.session_idle_minutes,
         session_max_hours: args.session_max_hours,
+        designated_rotator: args.designated_rotator,
     }
 }
 
@@ -57,6 +62,7 @@ impl Tabular for SettingsView {
             "Lockout Minutes",
             "Session Idle Minutes",
             "Session Max Hours",
+            "Designated Rotator",
         ]
     }
 
@@ -67,11 +73,46 @@ impl Tabular for SettingsView {
             self.lockout_minutes.to_string(),
             self.session_idle_minutes.to_string(),
             self.session_max_hours.to_string(),
+            self.designated_rotator.clone(),
         ]
     }
 
+    /// The settings, then who rotates as the answering node sees it.
     fn fields(&self) -> Vec<(&'static str, String)> {
-        Self::headers().iter().copied().zip(self.row()).collect()
+        let c = &self.cluster;
+        let mut fields: Vec<(&'static str, String)> =
+            Self::headers().iter().copied().zip(self.row()).collect();
+        fields.extend([
+            ("This node", format!("{} ({})", c.node, c.role)),
+            (
+                "Rotator lease",
+                match (&c.lease_holder, c.lease_token, &c.lease_expires_at) {
+                    (Some(holder), Some(token), Some(until)) => {
+                        format!("{holder}, token {token}, until {}", output::time(until))
+                    }
+                    _ => "nobody".to_owned(),
+                },
+            ),
+            (
+                "Nodes",
+                c.nodes
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{} ({}, {})",
+                            n.id,
+                            n.role,
+                            if n.alive { "alive" } else { "not seen lately" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        ]);
+        if let Some(note) = &c.note {
+            fields.push(("Note", note.clone()));
+        }
+        fields
     }
 }
 

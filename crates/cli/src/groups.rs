@@ -246,6 +246,7 @@ impl Tabular for GroupView {
                 "Next rotation",
                 output::opt_time(self.next_rotation_at.as_deref()),
             ),
+            ("Last rotation", last_rotation(self)),
             ("Keep valid for", output::or_dash(self.valid_for.as_deref())),
             ("Owner", output::or_dash(Some(&self.owner))),
             ("Notes", output::or_dash(Some(&self.notes))),
@@ -357,6 +358,23 @@ pub async fn run(ctx: &Context, command: GroupCommand) -> anyhow::Result<()> {
                 .await?;
             jobs::started(ctx, &client, job, wait).await
         }
+    }
+}
+
+/// "succeeded (job …)", or the failure with when it is tried again.
+fn last_rotation(group: &GroupView) -> String {
+    match (&group.last_rotation_status, &group.last_rotation_job) {
+        (Some(status), Some(job)) => {
+            let mut text = format!("{status} (job {job})");
+            if let Some(error) = &group.last_rotation_error {
+                text.push_str(&format!(": {error}"));
+            }
+            if let Some(at) = &group.rotation_retry_at {
+                text.push_str(&format!("; retried at {}", output::time(at)));
+            }
+            text
+        }
+        _ => "-".to_owned(),
     }
 }
 

@@ -40,6 +40,9 @@ pub enum StoreError {
     /// Stored data does not decode into the domain type it should be.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A job commit under a lease that another node has taken since.
+    #[error("this node no longer holds the {0} lease: another node took over")]
+    Fenced(String),
     /// The audit entry that had to accompany the write could not be sealed.
     #[error("audit entry could not be sealed: {0}")]
     AuditSeal(#[from] KeystoreError),

@@ -175,7 +175,8 @@ impl GroupChange {
         }
         if let Some(r) = self.rotate_every {
             if r != group.rotate_every {
-                group.next_rotation_at = r.map(|every| now + every.as_duration());
+                group.next_rotation_at =
+                    r.map(|every| crate::schedule::next_rotation(now, every, None, None));
             }
             group.rotate_every = r;
         }
@@ -215,7 +216,9 @@ impl KeyGroup {
             service: CloudService::Aws,
             credential: spec.credential,
             spec: KeySpec,
-            next_rotation_at: spec.rotate_every.map(|every| now + every.as_duration()),
+            next_rotation_at: spec
+                .rotate_every
+                .map(|every| crate::schedule::next_rotation(now, every, None, None)),
             rotate_every: spec.rotate_every,
             valid_for: spec.valid_for,
             info: spec.info,

@@ -11,6 +11,7 @@ mod newtype;
 pub mod audit;
 pub mod aws;
 pub mod clock;
+pub mod cluster;
 pub mod credential;
 pub mod error;
 pub mod group;
@@ -20,6 +21,7 @@ pub mod job;
 pub mod key;
 pub mod names;
 pub mod ports;
+pub mod schedule;
 pub mod service;
 pub mod settings;
 

@@ -73,6 +73,13 @@ name_type!(
     "identity name"
 );
 
+name_type!(
+    /// Name of a keyhold node in a cluster (its host name by default),
+    /// stable across restarts.
+    NodeId,
+    "node id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

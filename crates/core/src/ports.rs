@@ -7,13 +7,14 @@ use zeroize::Zeroizing;
 use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord};
 use crate::aws::{KeyPolicy, KmsKeyId};
 use crate::clock::Timestamp;
+use crate::cluster::{Lease, NodeRecord};
 use crate::credential::Credential;
 use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
 use crate::job::{Job, JobMessage};
 use crate::key::{CheckDigits, Key};
-use crate::names::{CredentialName, GroupName, IdentityName};
+use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::settings::Settings;
 
 pub use crate::clock::Clock;
@@ -174,8 +175,17 @@ pub trait Store: Send + Sync {
     async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError>;
 
     // Jobs
-    /// Records a new job with its audit "intent" entry.
-    async fn insert_job(&self, job: &Job, audit: &AuditRecord) -> Result<(), StoreError>;
+    /// Records a new job with its audit "intent" entry, and, when the
+    /// scheduler started it, the group's next rotation time, under the
+    /// scheduler's lease (one transaction: a rotation is never started twice
+    /// for one due time, nor its time lost, even by two nodes that both
+    /// believed they were the rotator).
+    async fn insert_job(
+        &self,
+        job: &Job,
+        schedule: Option<Scheduled<'_>>,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
     async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError>;
     /// Newest first; `limit` 0 means 100, and at most 1000 are returned.
     async fn list_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
@@ -186,6 +196,32 @@ pub trait Store: Send + Sync {
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError>;
     /// Oldest first.
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError>;
+    /// The group's jobs, newest first, at most `limit` (an index lookup).
+    async fn group_jobs(&self, group: &GroupName, limit: u32) -> Result<Vec<Job>, StoreError>;
+    /// Failed jobs, newest first, at most `limit`.
+    async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
+
+    // Scheduling and the cluster
+    /// Groups whose next rotation is at or before `now`, soonest first, at
+    /// most `limit`: the scheduler's cost follows the due groups, not all.
+    async fn due_groups(&self, now: Timestamp, limit: u32) -> Result<Vec<KeyGroup>, StoreError>;
+    /// Writes (or refreshes) this node's row.
+    async fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Takes lease `name` for `holder` until `until`, or renews it: granted
+    /// when nobody holds it, when it expired before `now`, or when `holder`
+    /// holds it already. A new holder gets a token one higher than the last.
+    /// `None` while another node holds it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &NodeId,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Lease>, StoreError>;
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
+    /// Gives the lease up at once (a clean shutdown) when `holder` has it.
+    async fn release_lease(&self, name: &str, holder: &NodeId) -> Result<(), StoreError>;
 
     // Settings
     async fn get_settings(&self) -> Result<Settings, StoreError>;
@@ -204,6 +240,15 @@ pub trait Store: Send + Sync {
     async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
+/// A rotation the scheduler starts: the group with its next time moved on,
+/// and the lease the scheduler holds (the insert is refused with
+/// [`StoreError::Fenced`] once another node holds it).
+#[derive(Clone, Copy, Debug)]
+pub struct Scheduled<'a> {
+    pub group: &'a KeyGroup,
+    pub fence: Option<&'a Lease>,
+}
+
 /// Everything one step of a job writes, committed in one transaction.
 #[derive(Debug)]
 pub struct JobCommit<'a> {
@@ -214,6 +259,10 @@ pub struct JobCommit<'a> {
     /// A message for this job (its `job_id` is `job.id`).
     pub message: Option<&'a JobMessage>,
     pub audit: Option<&'a AuditRecord>,
+    /// The lease the job runs under: the commit is refused with
+    /// [`StoreError::Fenced`] unless this is still the lease's holder and
+    /// token. `None` for a node that runs alone (no cluster rules).
+    pub fence: Option<&'a Lease>,
 }
 
 /// Constructs the audit MAC the store seals entries with.

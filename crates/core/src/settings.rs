@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::RotatorChoice;
 use crate::error::InvalidInput;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +18,10 @@ pub struct Settings {
     pub session_idle_minutes: u32,
     /// A session ends this long after it started, however busy.
     pub session_max_hours: u32,
+    /// *HSM Protected Key Options*: which node rotates (settings written
+    /// before clusters existed have none: automatic).
+    #[serde(default)]
+    pub designated_rotator: RotatorChoice,
 }
 
 impl Default for Settings {
@@ -27,6 +32,7 @@ impl Default for Settings {
             lockout_minutes: 15,
             session_idle_minutes: 15,
             session_max_hours: 12,
+            designated_rotator: RotatorChoice::Automatic,
         }
     }
 }
@@ -40,6 +46,7 @@ pub struct SettingsChange {
     pub lockout_minutes: Option<u32>,
     pub session_idle_minutes: Option<u32>,
     pub session_max_hours: Option<u32>,
+    pub designated_rotator: Option<RotatorChoice>,
 }
 
 impl SettingsChange {
@@ -59,6 +66,9 @@ impl SettingsChange {
         }
         if let Some(v) = self.session_max_hours {
             next.session_max_hours = in_range("session_max_hours", v, 1, 7 * 24)?;
+        }
+        if let Some(v) = self.designated_rotator {
+            next.designated_rotator = v;
         }
         Ok(next)
     }

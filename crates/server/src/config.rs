@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keyhold_aws::WrappingKeySpec;
+use keyhold_core::names::NodeId;
 use keyhold_keystore::{MasterKeySource, Pkcs11Settings, TokenSelector};
 use keyhold_store::{DatabaseKind, mask_url};
 use secrecy::SecretString;
@@ -117,6 +118,14 @@ pub struct ServeArgs {
     /// turn: 1 to 64 [default: 8].
     #[arg(long, env = "KEYHOLD_JOB_CONCURRENCY", value_name = "N")]
     pub job_concurrency: Option<u32>,
+    /// This node's id in a cluster (letters, digits, '.', '_', '-'); stable
+    /// across restarts [default: the host name].
+    #[arg(long, env = "KEYHOLD_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Milliseconds between scheduler ticks (heartbeat, rotator lease,
+    /// due rotations): 50 to 5000 [default: 2000].
+    #[arg(long, env = "KEYHOLD_SCHEDULER_TICK_MS", value_name = "MS")]
+    pub scheduler_tick_ms: Option<u64>,
 }
 
 /// The configuration file. Unknown keys are an error, so a misspelt setting
@@ -156,6 +165,10 @@ struct FileConfig {
     kms_request_timeout_seconds: Option<u64>,
     /// Jobs that run at the same time.
     job_concurrency: Option<u32>,
+    /// This node's id in a cluster.
+    node_id: Option<String>,
+    /// Milliseconds between scheduler ticks.
+    scheduler_tick_ms: Option<u64>,
 }
 
 /// The validated configuration the server runs with.
@@ -169,6 +182,10 @@ pub struct Config {
     pub kms: KmsConfig,
     /// Jobs that run at the same time.
     pub job_concurrency: usize,
+    /// This node's id in a cluster.
+    pub node_id: NodeId,
+    /// Time between scheduler ticks (well under the rotator lease's life).
+    pub scheduler_tick: Duration,
 }
 
 /// Where keys live.
@@ -253,6 +270,8 @@ impl std::fmt::Debug for Config {
             .field("log", &self.log)
             .field("kms", &self.kms)
             .field("job_concurrency", &self.job_concurrency)
+            .field("node_id", &self.node_id)
+            .field("scheduler_tick", &self.scheduler_tick)
             .finish()
     }
 }
@@ -412,7 +431,25 @@ impl ServeArgs {
             1..=MAX_JOB_CONCURRENCY,
             "jobs running at the same time",
         )?;
+        let node_id = match self.node_id.or(file.node_id) {
+            Some(raw) => NodeId::parse(&raw).map_err(|e| {
+                ConfigError(format!(
+                    "node_id: {} (set --node-id or KEYHOLD_NODE_ID)",
+                    e.message
+                ))
+            })?,
+            None => default_node_id()?,
+        };
+        let scheduler_tick = Duration::from_millis(in_range(
+            "scheduler_tick_ms",
+            self.scheduler_tick_ms.or(file.scheduler_tick_ms),
+            DEFAULT_SCHEDULER_TICK_MS,
+            50..=5000,
+            "milliseconds between scheduler ticks",
+        )?);
         Ok(Config {
+            node_id,
+            scheduler_tick,
             data_dir,
             listen,
             database: DatabaseUrl(SecretString::from(database_raw)),
@@ -423,6 +460,17 @@ impl ServeArgs {
             job_concurrency: usize::try_from(job_concurrency).unwrap_or(1),
         })
     }
+}
+
+const DEFAULT_SCHEDULER_TICK_MS: u64 = 2000;
+
+/// The host name when it makes a valid node id, else `keyhold`.
+fn default_node_id() -> Result<NodeId, ConfigError> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .and_then(|name| NodeId::parse(name.trim()).ok())
+        .map_or_else(|| NodeId::parse("keyhold"), Ok)
+        .map_err(|e| ConfigError(format!("node_id: {}", e.message)))
 }
 
 /// RSA_2048, RSA_3072 or RSA_4096, as AWS names them (any case).

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyhold_core::CoreError;
+use keyhold_core::cluster::Lease;
 use keyhold_core::job::JobStatus;
 use keyhold_core::ports::{CloudConnector, JobHooks, NoHooks};
 use keyhold_core::service::{JobRuntime, Keyhold};
@@ -53,8 +54,9 @@ impl JobHooksFactory for NoJobHooks {
 /// What the runner drives; the real one is keyhold-core's `run_job`.
 #[async_trait]
 trait Execute: Send + Sync + 'static {
-    /// Runs the job to its end (or to the failure it records).
-    async fn run(&self, id: uuid::Uuid) -> Result<JobStatus, CoreError>;
+    /// Runs the job to its end (or to the failure it records), its commits
+    /// fenced by `lease` when the node runs in a cluster.
+    async fn run(&self, id: uuid::Uuid, lease: Option<Lease>) -> Result<JobStatus, CoreError>;
     /// Jobs a starting node must take up, oldest first.
     async fn unfinished(&self) -> Result<Vec<uuid::Uuid>, CoreError>;
 }
@@ -67,11 +69,12 @@ struct KeyholdJobs {
 
 #[async_trait]
 impl Execute for KeyholdJobs {
-    async fn run(&self, id: uuid::Uuid) -> Result<JobStatus, CoreError> {
+    async fn run(&self, id: uuid::Uuid, lease: Option<Lease>) -> Result<JobStatus, CoreError> {
         let hooks = self.hooks.for_job(id);
         let runtime = JobRuntime {
             connector: self.connector.as_ref(),
             hooks: hooks.as_ref(),
+            fence: lease.as_ref(),
         };
         let job = self.keyhold.run_job(id, &runtime).await?;
         if let Some(error) = &job.error {
@@ -106,6 +109,20 @@ struct State {
     /// Shutting down: nothing new starts.
     closed: bool,
     resume: Option<AbortHandle>,
+    /// Whether this node executes jobs, and under which lease.
+    mode: Mode,
+}
+
+/// Who runs jobs: every node alone, or in a cluster only the rotator.
+#[derive(Clone, Debug, Default)]
+enum Mode {
+    /// No cluster rules (a runner of its own, in tests).
+    #[default]
+    Alone,
+    /// The rotator, fencing every commit with its lease.
+    Rotator(Lease),
+    /// Another node rotates: jobs submitted here wait in the store for it.
+    Standby,
 }
 
 struct Inner {
@@ -140,11 +157,17 @@ impl Inner {
         };
         let mut backoff = RETRY_FIRST;
         loop {
+            let lease = match self.state().mode.clone() {
+                Mode::Alone => None,
+                Mode::Rotator(lease) => Some(lease),
+                // Stepped down while the job waited: the new rotator takes it.
+                Mode::Standby => break,
+            };
             // The span puts the job id on every log line the run causes (the
             // AWS adapter's included).
             match self
                 .executor
-                .run(id)
+                .run(id, lease)
                 .instrument(tracing::info_span!("job", job = %id))
                 .await
             {
@@ -180,7 +203,7 @@ impl Inner {
 
 /// Failures that pass by themselves (the store or keystore unreachable), as
 /// opposed to a job that cannot go on (its row gone or unreadable).
-fn is_outage(error: &CoreError) -> bool {
+pub(crate) fn is_outage(error: &CoreError) -> bool {
     use keyhold_core::{KeystoreError, StoreError};
     matches!(
         error,
@@ -230,14 +253,28 @@ impl JobRunner {
         hooks: Arc<dyn JobHooksFactory>,
         concurrency: usize,
     ) -> Self {
-        Self::with_executor(
+        let runner = Self::with_executor(
             Arc::new(KeyholdJobs {
                 keyhold,
                 connector,
                 hooks,
             }),
             concurrency,
-        )
+        );
+        // Nothing runs until the rotator task says this node holds the lease.
+        runner.inner.state().mode = Mode::Standby;
+        runner
+    }
+
+    /// This node holds (or renewed) the rotator lease: jobs run here, fenced by it.
+    pub fn lead(&self, lease: Lease) {
+        self.inner.state().mode = Mode::Rotator(lease);
+    }
+
+    /// Another node rotates: nothing new starts here, and jobs in hand stop
+    /// at their next pass (their commits would be refused by the fence anyway).
+    pub fn stand_by(&self) {
+        self.inner.state().mode = Mode::Standby;
     }
 
     fn with_executor(executor: Arc<dyn Execute>, concurrency: usize) -> Self {
@@ -257,6 +294,10 @@ impl JobRunner {
         let mut state = self.inner.state();
         if state.closed {
             tracing::debug!(job = %id, "shutting down: the job starts at the next start");
+            return;
+        }
+        if matches!(state.mode, Mode::Standby) {
+            tracing::debug!(job = %id, "not the rotator: the job waits in the store for it");
             return;
         }
         if let Some(slot) = state.jobs.get_mut(&id) {
@@ -347,6 +388,23 @@ impl JobRunner {
         }
     }
 
+    /// Stops everything at once, as a crash would: no new job starts and the
+    /// running ones stop where they are (they resume on the next rotator).
+    pub fn halt(&self) {
+        let mut state = self.inner.state();
+        state.closed = true;
+        if let Some(resume) = state.resume.take() {
+            resume.abort();
+        }
+        for slot in state.jobs.values() {
+            if let Some(task) = &slot.abort {
+                task.abort();
+            }
+        }
+        drop(state);
+        self.inner.permits.close();
+    }
+
     /// Whether no job was in hand by the deadline.
     async fn wait_idle(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
@@ -403,7 +461,7 @@ mod tests {
 
     #[async_trait]
     impl Execute for Fake {
-        async fn run(&self, id: uuid::Uuid) -> Result<JobStatus, CoreError> {
+        async fn run(&self, id: uuid::Uuid, _: Option<Lease>) -> Result<JobStatus, CoreError> {
             self.runs.lock().unwrap().push(id);
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_at_once.fetch_max(now, Ordering::SeqCst);

@@ -8,6 +8,7 @@ pub mod crash_points;
 mod http;
 pub mod jobs;
 pub mod keystore_migration;
+pub mod rotator;
 pub mod startup;
 mod ui;
 

@@ -17,6 +17,7 @@ use crate::config::{Config, KeystoreConfig};
 use crate::connector::AwsConnector;
 use crate::http::{self, AppState, Metrics};
 use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
+use crate::rotator::Rotator;
 
 /// A server bound to its address, ready to run.
 pub struct Server {
@@ -42,10 +43,17 @@ impl Server {
             job_hooks()?,
             config.job_concurrency,
         );
+        let rotator = Rotator::new(
+            keyhold.clone(),
+            jobs.clone(),
+            config.node_id.clone(),
+            config.scheduler_tick,
+        );
         let state = AppState {
             keyhold,
             metrics: Arc::new(Metrics::default()),
             jobs,
+            rotator,
         };
         Ok((Self { listener, state }, passwords))
     }
@@ -62,14 +70,37 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let jobs = self.state.jobs.clone();
-        jobs.resume_unfinished();
+        let rotator = self.state.rotator.clone();
+        // Its ticks take up the unfinished jobs once this node is the rotator.
+        // Dropped with this future (the process stopped from outside), the
+        // background work stops too, as it would with the process.
+        let background = Background {
+            ticking: rotator.spawn(),
+            jobs: jobs.clone(),
+        };
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("the HTTP server stopped");
+        background.ticking.abort();
         jobs.shutdown(SHUTDOWN_GRACE).await;
+        rotator.step_down().await;
         served
+    }
+}
+
+/// The tasks a running server owns besides its requests.
+struct Background {
+    ticking: tokio::task::JoinHandle<()>,
+    jobs: JobRunner,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // A no-op after a graceful shutdown, which stopped both already.
+        self.ticking.abort();
+        self.jobs.halt();
     }
 }
 

@@ -22,13 +22,15 @@ use async_trait::async_trait;
 use keyhold_core::StoreError;
 use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use keyhold_core::aws::KmsKeyId;
+use keyhold_core::clock::Timestamp;
+use keyhold_core::cluster::{Lease, NodeRecord};
 use keyhold_core::credential::Credential;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::Key;
-use keyhold_core::names::{CredentialName, GroupName, IdentityName};
-use keyhold_core::ports::{JobCommit, SharedAuditMac, Store};
+use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
+use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
 
 pub use url::mask_url;
@@ -242,8 +244,13 @@ impl Store for SqlStore {
         self.inner().delete_key(id, audit).await
     }
 
-    async fn insert_job(&self, job: &Job, audit: &AuditRecord) -> Result<(), StoreError> {
-        self.inner().insert_job(job, audit).await
+    async fn insert_job(
+        &self,
+        job: &Job,
+        schedule: Option<Scheduled<'_>>,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_job(job, schedule, audit).await
     }
     async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
         self.inner().get_job(id).await
@@ -259,6 +266,37 @@ impl Store for SqlStore {
     }
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
         self.inner().job_messages(job_id).await
+    }
+
+    async fn group_jobs(&self, group: &GroupName, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.inner().group_jobs(group, limit).await
+    }
+    async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.inner().failed_jobs(limit).await
+    }
+    async fn due_groups(&self, now: Timestamp, limit: u32) -> Result<Vec<KeyGroup>, StoreError> {
+        self.inner().due_groups(now, limit).await
+    }
+    async fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        self.inner().heartbeat(node).await
+    }
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.inner().list_nodes().await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &NodeId,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.inner().acquire_lease(name, holder, now, until).await
+    }
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        self.inner().get_lease(name).await
+    }
+    async fn release_lease(&self, name: &str, holder: &NodeId) -> Result<(), StoreError> {
+        self.inner().release_lease(name, holder).await
     }
 
     async fn get_settings(&self) -> Result<Settings, StoreError> {

@@ -7,6 +7,7 @@ use keyhold_core::StoreError;
 use keyhold_core::audit::AuditEntry;
 use keyhold_core::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::clock::{Timestamp, format_timestamp, parse_timestamp};
+use keyhold_core::cluster::{Lease, NodeRecord, NodeRole};
 use keyhold_core::credential::{
     AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
 };
@@ -15,7 +16,7 @@ use keyhold_core::identity::{Identity, Role, Session, SessionIdentity};
 use keyhold_core::interval::Interval;
 use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus};
 use keyhold_core::key::{CheckDigits, Key, KeyState};
-use keyhold_core::names::{CredentialName, GroupName, IdentityName};
+use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::settings::Settings;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -516,6 +517,50 @@ impl TryFrom<AuditRow> for AuditEntry {
             prev_hash: hash32(T, "prev_hash", &row.prev_hash)?,
             hash: hash32(T, "hash", &row.hash)?,
             mac: hash32(T, "mac", &row.mac)?,
+        })
+    }
+}
+
+// The cluster
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct NodeRow {
+    id: String,
+    started_at: String,
+    last_seen: String,
+    role: String,
+}
+
+impl TryFrom<NodeRow> for NodeRecord {
+    type Error = StoreError;
+    fn try_from(row: NodeRow) -> Result<Self, StoreError> {
+        const T: &str = "nodes";
+        Ok(Self {
+            id: read(T, "id", NodeId::parse(&row.id))?,
+            started_at: read_ts(T, "started_at", &row.started_at)?,
+            last_seen: read_ts(T, "last_seen", &row.last_seen)?,
+            role: NodeRole::parse(&row.role).ok_or_else(|| corrupt(T, "role", "unknown role"))?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct LeaseRow {
+    name: String,
+    holder: String,
+    token: i64,
+    expires_at: String,
+}
+
+impl TryFrom<LeaseRow> for Lease {
+    type Error = StoreError;
+    fn try_from(row: LeaseRow) -> Result<Self, StoreError> {
+        const T: &str = "leases";
+        Ok(Self {
+            name: row.name,
+            holder: read(T, "holder", NodeId::parse(&row.holder))?,
+            token: row.token,
+            expires_at: read_ts(T, "expires_at", &row.expires_at)?,
         })
     }
 }

@@ -74,6 +74,10 @@ impl TestApp {
             listen: Some("127.0.0.1:0".into()),
             log: Some("warn".into()),
             database_url: db.url_override().map(str::to_owned),
+            // Quick ticks: jobs start soon after they are accepted, and a
+            // clock moved on is noticed at once.
+            scheduler_tick_ms: Some(100),
+            node_id: Some("node-a".into()),
             ..Default::default()
         };
         configure(&mut args);
@@ -154,6 +158,50 @@ impl TestApp {
             pin,
         )
         .await
+    }
+
+    /// A second node of the same cluster: same database, keystore and clock,
+    /// its own id and port.
+    pub async fn spawn_peer(&self, node: &str) -> Self {
+        let mut args = self.args.clone();
+        args.node_id = Some(node.to_owned());
+        let mut peer = Self::start(
+            self._dir.clone(),
+            self.db.clone(),
+            self.clock.clone(),
+            args,
+            self.pin.clone(),
+        )
+        .await;
+        peer.initial_passwords = self.initial_passwords.clone();
+        peer
+    }
+
+    /// Stops the server as a crash would: its task is dropped without a
+    /// graceful shutdown, so it keeps the rotator lease until that expires.
+    pub async fn crash(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        // Kept, not sent: a send would be a clean shutdown.
+        if let Some(tx) = self.shutdown.take() {
+            std::mem::forget(tx);
+        }
+    }
+
+    /// Polls `check` (up to 30 s) until it returns a value.
+    pub async fn eventually<T, F>(&self, what: &str, mut check: impl FnMut() -> F) -> T
+    where
+        F: std::future::Future<Output = Option<T>>,
+    {
+        for _ in 0..300 {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
     }
 
     /// Stops the server; the data directory stays until the app is dropped.

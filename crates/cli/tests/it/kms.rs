@@ -76,13 +76,31 @@ impl Kms {
         }
     }
 
+    /// The key an alias points at, through every page of aliases (one
+    /// LocalStack serves the whole run, so there are many).
     pub async fn alias_target(&self, alias: &str) -> Option<String> {
-        let aliases = self.client.list_aliases().limit(100).send().await.unwrap();
-        aliases
-            .aliases()
-            .iter()
-            .find(|a| a.alias_name() == Some(alias))
-            .and_then(|a| a.target_key_id().map(ToOwned::to_owned))
+        let mut marker = None;
+        loop {
+            let page = self
+                .client
+                .list_aliases()
+                .set_marker(marker.clone())
+                .limit(100)
+                .send()
+                .await
+                .unwrap();
+            if let Some(found) = page
+                .aliases()
+                .iter()
+                .find(|a| a.alias_name() == Some(alias))
+            {
+                return found.target_key_id().map(ToOwned::to_owned);
+            }
+            if !page.truncated() {
+                return None;
+            }
+            marker = page.next_marker().map(ToOwned::to_owned);
+        }
     }
 
     pub async fn state(&self, key_id: &str) -> String {

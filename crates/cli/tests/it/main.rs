@@ -19,6 +19,7 @@ mod groups;
 mod hsm;
 
 mod resume;
+mod schedule;
 mod sessions;
 mod ui;
 mod webdriver;

@@ -43,7 +43,12 @@ mod killed {
         }
     }
 
-    fn serve(data_dir: &Path, db: &TestDatabase, pause: Option<(&str, &Path)>) -> Server {
+    fn serve(
+        data_dir: &Path,
+        db: &TestDatabase,
+        node: &str,
+        pause: Option<(&str, &Path)>,
+    ) -> Server {
         let mut command = Command::new(KEYHOLD);
         command
             .args([
@@ -57,6 +62,7 @@ mod killed {
             ])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(["--node-id", node, "--scheduler-tick-ms", "200"])
             .env_remove("KEYHOLD_PAUSE_AT")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -175,7 +181,12 @@ mod killed {
             http: reqwest::Client::new(),
             token: None,
         };
-        let mut server = serve(&data, &db, if sync { None } else { Some((point, &paused)) });
+        let mut server = serve(
+            &data,
+            &db,
+            "node-a",
+            if sync { None } else { Some((point, &paused)) },
+        );
         let base = server.base.clone();
         for (i, name) in ["Admin1", "Admin2"].iter().enumerate() {
             let current = init["identities"][i]["password"].as_str().unwrap();
@@ -230,7 +241,7 @@ mod killed {
                 .encrypt(&format!("alias/{group}"), b"before the crash")
                 .await;
             drop(server);
-            server = serve(&data, &db, Some((point, &paused)));
+            server = serve(&data, &db, "node-a", Some((point, &paused)));
             let (s, job) = client
                 .call(
                     &server.base,
@@ -259,7 +270,7 @@ mod killed {
         server.child.wait().unwrap();
         drop(server);
 
-        let server = serve(&data, &db, None);
+        let server = serve(&data, &db, "node-a", None);
         let job = wait_job(&client, &server.base, &job_id).await;
         assert_eq!(job["status"], "succeeded", "killed at {point}: {job:#}");
         let active = job["kms_key_id"].as_str().unwrap();
@@ -310,6 +321,164 @@ mod killed {
             messages.contains("Resumed after an interruption"),
             "killed at {point}: {messages}"
         );
+    }
+
+    /// A cluster of two nodes on one database: the rotator is killed (SIGKILL)
+    /// in the middle of a rotation; the other node takes the lease once it
+    /// expires, with a higher fencing token, and finishes the job: one new
+    /// KMS key, the alias on it, nothing orphaned.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rotator_killed_mid_rotation_is_replaced_by_another_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let paused = dir.path().join("paused");
+        let db = test_database().await;
+        let mut init = Command::new(KEYHOLD);
+        init.args(["init", "--output", "json", "--data-dir"])
+            .arg(&data);
+        if let Some(hsm) = crate::helpers::Hsm::for_suite() {
+            hsm.configure_command(&mut init);
+        }
+        use_database(&mut init, &db);
+        let init = init.output().unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+
+        let a = serve(
+            &data,
+            &db,
+            "node-a",
+            Some(("import_material:after", &paused)),
+        );
+        let mut client = Client {
+            http: reqwest::Client::new(),
+            token: None,
+        };
+        for (i, name) in ["Admin1", "Admin2"].iter().enumerate() {
+            let current = init["identities"][i]["password"].as_str().unwrap();
+            let new = format!("{name}-failover-pass");
+            let (s, b) = client
+                .call(
+                    &a.base,
+                    reqwest::Method::POST,
+                    "/api/v1/password",
+                    json!({"user": name, "current_password": current, "new_password": new}),
+                )
+                .await;
+            assert_eq!(s, 204, "{b}");
+            let (s, b) = client
+                .call(
+                    &a.base,
+                    reqwest::Method::POST,
+                    "/api/v1/session/login",
+                    json!({"user": name, "password": new}),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+            if let Some(t) = b["token"].as_str() {
+                client.token = Some(t.to_owned());
+            }
+        }
+        let config = |base: String| {
+            let client = &client;
+            async move {
+                client
+                    .call(&base, reqwest::Method::GET, "/api/v1/config", json!(null))
+                    .await
+                    .1
+            }
+        };
+        for _ in 0..100 {
+            if config(a.base.clone()).await["cluster"]["role"] == "rotator" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(config(a.base.clone()).await["cluster"]["role"], "rotator");
+        let b = serve(&data, &db, "node-b", None);
+
+        let group = format!(
+            "failover-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let (s, r) = client
+            .call(
+                &b.base,
+                reqwest::Method::POST,
+                "/api/v1/credentials",
+                json!({"name": "aws", "csv": console_csv(), "endpoint": endpoint()}),
+            )
+            .await;
+        assert_eq!(s, 201, "{r}");
+        let (s, r) = client
+            .call(
+                &b.base,
+                reqwest::Method::POST,
+                "/api/v1/groups",
+                crate::helpers::group_body(&group, "aws"),
+            )
+            .await;
+        assert_eq!(s, 201, "{r}");
+        // Accepted by node-b, executed by the rotator node-a, which stops
+        // right after importing the material.
+        let (s, job) = client
+            .call(
+                &b.base,
+                reqwest::Method::POST,
+                &format!("/api/v1/groups/{group}/rotate"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 202, "{job}");
+        let id = job["id"].as_str().unwrap().to_owned();
+        wait_for(&paused).await;
+        let mut a = a;
+        a.child.kill().unwrap(); // SIGKILL: the lease is not given back
+        a.child.wait().unwrap();
+        drop(a);
+
+        let job = wait_job(&client, &b.base, &id).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        assert!(
+            job["messages"]
+                .to_string()
+                .contains("Resumed after an interruption"),
+            "{job:#}"
+        );
+        let cluster = config(b.base.clone()).await["cluster"].clone();
+        assert_eq!(cluster["lease_holder"], "node-b", "{cluster:#}");
+        assert_eq!(cluster["lease_token"], 2, "{cluster:#}");
+        let kms = Kms::connect().await;
+        let active = job["kms_key_id"].as_str().unwrap();
+        assert_eq!(
+            kms.keys_of_group(&group).await,
+            vec![active.to_owned()],
+            "no orphan, no second key"
+        );
+        assert_eq!(
+            kms.alias_target(&format!("alias/{group}")).await.as_deref(),
+            Some(active)
+        );
+        let ciphertext = kms
+            .encrypt(&format!("alias/{group}"), b"after the failover")
+            .await;
+        assert_eq!(
+            kms.decrypt(&ciphertext).await.unwrap(),
+            b"after the failover"
+        );
+        let (_, verify) = client
+            .call(
+                &b.base,
+                reqwest::Method::GET,
+                "/api/v1/audit/verify",
+                json!(null),
+            )
+            .await;
+        assert_eq!(verify["ok"], true, "{verify}");
     }
 
     macro_rules! kill_points {

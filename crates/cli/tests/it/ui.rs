@@ -336,7 +336,9 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
 
     // ---- Administration → Configuration ----
     browser.click("nav.side a[href='/ui/configuration']").await;
-    browser.find("#hsm-protected-key-options").await;
+    let options = browser.text("#hsm-protected-key-options").await;
+    assert!(options.contains("Designated rotator"), "{options}");
+    assert!(options.contains("This node: node-a (rotator)"), "{options}");
     browser.fill("#config-session_idle_minutes", "20").await;
     browser.click("#save-configuration").await;
     browser

@@ -1,7 +1,8 @@
 //! *Administration → Configuration*: settings changed under dual control.
 
 use super::Keyhold;
-use crate::error::CoreResult;
+use crate::cluster::RotatorChoice;
+use crate::error::{CoreResult, InvalidInput};
 use crate::identity::{Operation, Session};
 use crate::settings::{Settings, SettingsChange};
 
@@ -18,6 +19,20 @@ impl Keyhold {
     ) -> CoreResult<Settings> {
         self.authorize(session, Operation::CHANGE_CONFIGURATION)
             .await?;
+        if let Some(RotatorChoice::Node(node)) = &change.designated_rotator {
+            let nodes = self.store.list_nodes().await?;
+            if !nodes.iter().any(|n| &n.id == node) {
+                let known: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+                return Err(InvalidInput::new(
+                    "designated_rotator",
+                    format!(
+                        "no node '{node}' has joined this cluster (known: {}); start it first, or choose 'automatic'",
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                )
+                .into());
+            }
+        }
         let current = self.store.get_settings().await?;
         let next = change.apply(&current)?;
         let record = self

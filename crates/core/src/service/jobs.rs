@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use super::Keyhold;
 use crate::audit::AuditRecord;
 use crate::aws::KmsKeyId;
+use crate::cluster::Lease;
 use crate::error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
@@ -23,10 +24,12 @@ use crate::job::{
 };
 use crate::key::{Key, KeyState};
 use crate::names::GroupName;
-use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks};
+use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks, Scheduled};
+use crate::schedule::next_rotation;
 
-/// How far back a failed rotation still blocks a new one.
-const RECENT_JOBS: u32 = 1000;
+/// How far back among a group's jobs its latest rotation is looked for
+/// (synchronizations come in between).
+const RECENT_GROUP_JOBS: u32 = 1000;
 
 /// What a step produced, committed in one transaction with the job's progress.
 struct StepOutcome {
@@ -49,6 +52,8 @@ impl StepOutcome {
 pub struct JobRuntime<'a> {
     pub connector: &'a dyn CloudConnector,
     pub hooks: &'a dyn JobHooks,
+    /// The rotator lease this node runs jobs under; every commit is fenced by it.
+    pub fence: Option<&'a Lease>,
 }
 
 impl Keyhold {
@@ -61,6 +66,17 @@ impl Keyhold {
     /// Queues a rotation on behalf of `users` (a session, or `System` for the scheduler).
     pub async fn queue_rotation(&self, users: &str, group: &GroupName) -> CoreResult<Job> {
         let group = self.find_group(group).await?;
+        self.insert_rotation(users, &group, None).await
+    }
+
+    /// Inserts the rotation job, with the group's new schedule when the
+    /// scheduler started it (one transaction).
+    pub(super) async fn insert_rotation(
+        &self,
+        users: &str,
+        group: &KeyGroup,
+        schedule: Option<Scheduled<'_>>,
+    ) -> CoreResult<Job> {
         self.refuse_concurrent_job(&group.name).await?;
         let job = self.new_job(
             users,
@@ -78,7 +94,7 @@ impl Keyhold {
                 ),
             )
             .with_details(serde_json::json!({ "job": job.id }));
-        self.store.insert_job(&job, &record).await?;
+        self.store.insert_job(&job, schedule, &record).await?;
         Ok(job)
     }
 
@@ -134,7 +150,7 @@ impl Keyhold {
                 "import_material": options.import_material,
                 "delete_material": options.delete_material,
             }));
-        self.store.insert_job(&job, &record).await?;
+        self.store.insert_job(&job, None, &record).await?;
         Ok(job)
     }
 
@@ -175,7 +191,21 @@ impl Keyhold {
         to: JobStatus,
     ) -> CoreResult<Job> {
         self.authorize(session, Operation::ROTATE_GROUP).await?;
-        let mut job = self.find_job(id).await?;
+        let job = self.find_job(id).await?;
+        // Retry and cancel come from an officer on any node; the job is not
+        // running (checked below), so no lease fences it.
+        self.set_job_status(job, to, &session.users(), None).await
+    }
+
+    /// Retry or cancel on behalf of `users` (an officer, or the scheduler).
+    pub(super) async fn set_job_status(
+        &self,
+        mut job: Job,
+        to: JobStatus,
+        users: &str,
+        fence: Option<&Lease>,
+    ) -> CoreResult<Job> {
+        let id = job.id;
         let (allowed, verb, rule) = match to {
             JobStatus::Queued => (
                 job.status == JobStatus::Failed,
@@ -197,9 +227,9 @@ impl Keyhold {
         job.status = to;
         job.error = None;
         job.finished_at = (to == JobStatus::Cancelled).then(|| self.now());
-        let message = self.message(&job, format!("{verb} by {}", session.users()));
+        let message = self.message(&job, format!("{verb} by {users}"));
         let record = self.record(
-            session.users(),
+            users,
             format!("{verb} job {} ({})", job.id, job.kind.title()),
         );
         self.store
@@ -209,6 +239,7 @@ impl Keyhold {
                 group: None,
                 message: Some(&message),
                 audit: Some(&record),
+                fence,
             })
             .await?;
         Ok(job)
@@ -245,22 +276,23 @@ impl Keyhold {
                 group: None,
                 message: Some(&message),
                 audit: None,
+                fence: runtime.fence,
             })
             .await?;
 
         let mut cloud: Option<Arc<dyn CloudKms>> = None;
         while let Some(step) = job.progress.next_step() {
             let outcome = match self.cloud_for(&job, runtime.connector, &mut cloud).await {
-                Ok(kms) => self.run_step(&mut job, step, kms.as_ref()).await,
+                Ok(kms) => {
+                    self.run_step(&mut job, step, kms.as_ref(), runtime.fence)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(outcome) => {
-                    self.commit_step(&mut job, step, outcome, runtime.hooks)
-                        .await?
-                }
+                Ok(outcome) => self.commit_step(&mut job, step, outcome, runtime).await?,
                 Err(error) => {
-                    self.fail_job(&mut job, step, &error).await?;
+                    self.fail_job(&mut job, step, &error, runtime.fence).await?;
                     return Ok(job);
                 }
             }
@@ -316,12 +348,7 @@ impl Keyhold {
                 job.status.as_str()
             )));
         }
-        let latest_rotation = self
-            .store
-            .list_jobs(RECENT_JOBS)
-            .await?
-            .into_iter()
-            .find(|j| matches!(&j.kind, JobKind::Rotate { group: g } if g == group));
+        let latest_rotation = self.latest_rotation(group).await?;
         match latest_rotation {
             Some(job) if job.status == JobStatus::Failed => Err(CoreError::Conflict(format!(
                 "the last rotation of key group '{group}' (job {id}) failed: retry it with `keyhold job retry {id}` or cancel it with `keyhold job cancel {id}` first",
@@ -329,6 +356,16 @@ impl Keyhold {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// The group's newest rotation job (an index lookup on the group's jobs).
+    pub(super) async fn latest_rotation(&self, group: &GroupName) -> CoreResult<Option<Job>> {
+        Ok(self
+            .store
+            .group_jobs(group, RECENT_GROUP_JOBS)
+            .await?
+            .into_iter()
+            .find(|j| matches!(j.kind, JobKind::Rotate { .. })))
     }
 
     /// Connects to the group's KMS once per run, with the credential's secret
@@ -401,8 +438,9 @@ impl Keyhold {
         job: &mut Job,
         step: Step,
         outcome: StepOutcome,
-        hooks: &dyn JobHooks,
+        runtime: &JobRuntime<'_>,
     ) -> CoreResult<()> {
+        let hooks = runtime.hooks;
         hooks.reached(step, false);
         job.progress.done.push(step);
         let (done, total) = job.progress.fraction();
@@ -422,6 +460,7 @@ impl Keyhold {
                 group: outcome.group.as_ref(),
                 message: Some(&message),
                 audit: audit.as_ref(),
+                fence: runtime.fence,
             })
             .await?;
         hooks.reached(step, true);
@@ -446,7 +485,13 @@ impl Keyhold {
             }))
     }
 
-    async fn fail_job(&self, job: &mut Job, step: Step, error: &CoreError) -> CoreResult<()> {
+    async fn fail_job(
+        &self,
+        job: &mut Job,
+        step: Step,
+        error: &CoreError,
+        fence: Option<&Lease>,
+    ) -> CoreResult<()> {
         let (done, total) = job.progress.fraction();
         let kms = job
             .progress
@@ -482,6 +527,7 @@ impl Keyhold {
                 group: None,
                 message: Some(&message),
                 audit: Some(&record),
+                fence,
             })
             .await;
         match recorded {
@@ -506,6 +552,7 @@ impl Keyhold {
                         group: None,
                         message: Some(&message),
                         audit: None,
+                        fence,
                     })
                     .await?;
                 Err(StoreError::AuditSeal(cause).into())
@@ -519,10 +566,11 @@ impl Keyhold {
         job: &mut Job,
         step: Step,
         kms: &dyn CloudKms,
+        fence: Option<&Lease>,
     ) -> CoreResult<StepOutcome> {
         match step {
             Step::GenerateKey => self.generate_key(job).await,
-            Step::CreateKmsKey => self.create_kms_key(job, kms).await,
+            Step::CreateKmsKey => self.create_kms_key(job, kms, fence).await,
             Step::ImportMaterial => self.import_material(job, kms).await,
             Step::MoveAlias => self.move_alias(job, kms).await,
             Step::DisablePrevious => self.disable_previous(job, kms).await,
@@ -570,7 +618,12 @@ impl Keyhold {
         })
     }
 
-    async fn create_kms_key(&self, job: &mut Job, kms: &dyn CloudKms) -> CoreResult<StepOutcome> {
+    async fn create_kms_key(
+        &self,
+        job: &mut Job,
+        kms: &dyn CloudKms,
+        fence: Option<&Lease>,
+    ) -> CoreResult<StepOutcome> {
         let group = self.job_group(job).await?;
         let mut key = self.job_key(job).await?;
         let job_tag = job.id.to_string();
@@ -603,6 +656,7 @@ impl Keyhold {
                     group: None,
                     message: None,
                     audit: None,
+                    fence,
                 })
                 .await?;
             let tags = [
@@ -835,7 +889,9 @@ impl Keyhold {
             .ok_or_else(|| CoreError::Conflict("the job has no KMS key".into()))?;
         let now = self.now();
         group.aws.active_key_id = Some(kms_key_id.clone());
-        group.next_rotation_at = group.rotate_every.map(|every| now + every.as_duration());
+        group.next_rotation_at = group
+            .rotate_every
+            .map(|every| next_rotation(now, every, group.valid_for, key.valid_to));
         group.updated_at = now;
         Ok(StepOutcome {
             keys: vec![key.clone()],

@@ -11,6 +11,7 @@ mod credentials;
 mod groups;
 mod jobs;
 mod keys;
+mod schedule;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::ports::{Keystore, Store};
 pub use access::{LoginOutcome, OneTimePassword};
 pub use audit_log::AuditExport;
 pub use jobs::JobRuntime;
+pub use schedule::{DUE_PER_PASS, RotationState, SchedulePass};
 
 /// The application: ports wired together.
 #[derive(Clone)]

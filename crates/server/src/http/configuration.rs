@@ -3,6 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use keyhold_api as api;
+use keyhold_core::CoreError;
+use keyhold_core::cluster::RotatorChoice;
 use keyhold_core::settings::SettingsChange;
 
 use super::errors::ApiResult;
@@ -13,9 +15,23 @@ pub async fn show(
     State(app): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Json<api::SettingsView>> {
-    Ok(Json(views::settings(
-        &app.keyhold.settings(&session).await?,
-    )))
+    let settings = app.keyhold.settings(&session).await?;
+    Ok(Json(views::settings(&settings, cluster(&app).await?)))
+}
+
+/// Who rotates, as this node sees it, with every node that has joined.
+pub async fn cluster(app: &AppState) -> ApiResult<api::ClusterView> {
+    let nodes = app
+        .keyhold
+        .store()
+        .list_nodes()
+        .await
+        .map_err(CoreError::from)?;
+    Ok(views::cluster(
+        &app.rotator.status(),
+        &nodes,
+        app.keyhold.now(),
+    ))
 }
 
 pub async fn change(
@@ -29,6 +45,12 @@ pub async fn change(
         lockout_minutes: req.lockout_minutes,
         session_idle_minutes: req.session_idle_minutes,
         session_max_hours: req.session_max_hours,
+        designated_rotator: req
+            .designated_rotator
+            .as_deref()
+            .map(RotatorChoice::parse)
+            .transpose()
+            .map_err(CoreError::from)?,
     };
     let result = app
         .keyhold
@@ -42,5 +64,5 @@ pub async fn change(
             result,
         )
         .await?;
-    Ok(Json(views::settings(&settings)))
+    Ok(Json(views::settings(&settings, cluster(&app).await?)))
 }

@@ -71,6 +71,9 @@ impl ApiError {
                     StoreError::Unavailable(_) => {
                         (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
                     }
+                    // A job step on a node that lost the rotator lease:
+                    // another node carries the job on.
+                    StoreError::Fenced(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_rotator"),
                     // The audit key is in the keystore: while it is away,
                     // nothing can be audited, so nothing can change.
                     StoreError::AuditSeal(KeystoreError::Unavailable(_)) => {
@@ -192,6 +195,7 @@ mod tests {
             (StoreError::NotFound.into(), 404),
             (StoreError::InUse.into(), 409),
             (StoreError::Unavailable("down".into()).into(), 503),
+            (StoreError::Fenced("rotator".into()).into(), 503),
             (StoreError::Corrupt("bad row".into()).into(), 500),
             (
                 StoreError::AuditSeal(KeystoreError::Internal("x".into())).into(),

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyhold_api as api;
+use keyhold_core::group::KeyGroup;
 use keyhold_core::names::GroupName;
 
 use super::errors::ApiResult;
@@ -15,7 +16,11 @@ pub async fn list(
     Caller(session): Caller,
 ) -> ApiResult<Json<Vec<api::GroupView>>> {
     let groups = app.keyhold.list_groups(&session).await?;
-    Ok(Json(groups.iter().map(views::group).collect()))
+    let mut views = Vec::with_capacity(groups.len());
+    for group in &groups {
+        views.push(view(&app, group).await?);
+    }
+    Ok(Json(views))
 }
 
 pub async fn show(
@@ -24,9 +29,14 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> ApiResult<Json<api::GroupView>> {
     let name = GroupName::parse(&name)?;
-    Ok(Json(views::group(
-        &app.keyhold.get_group(&session, &name).await?,
-    )))
+    let group = app.keyhold.get_group(&session, &name).await?;
+    Ok(Json(view(&app, &group).await?))
+}
+
+/// The group with where its rotation stands (the caller has read it already).
+pub(crate) async fn view(app: &AppState, group: &KeyGroup) -> ApiResult<api::GroupView> {
+    let rotation = app.keyhold.rotation_state(&group.name).await?;
+    Ok(views::group(group, &rotation))
 }
 
 pub async fn create(
@@ -51,7 +61,7 @@ pub async fn create(
             result,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(views::group(&group))))
+    Ok((StatusCode::CREATED, Json(view(&app, &group).await?)))
 }
 
 pub async fn update(
@@ -79,7 +89,7 @@ pub async fn update(
             result,
         )
         .await?;
-    Ok(Json(views::group(&group)))
+    Ok(Json(view(&app, &group).await?))
 }
 
 pub async fn delete(

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use keyhold_api as api;
 
-use super::AppState;
+use super::{AppState, views};
 
 /// The OpenAPI description of this API, kept beside the routes it describes.
 const OPENAPI: &str = include_str!("../openapi.json");
@@ -29,7 +29,13 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         })
         .collect();
     let ok = checks.iter().all(|c| c.ok);
-    let view = api::ReadinessView { ready: ok, checks };
+    let nodes = app.keyhold.store().list_nodes().await.unwrap_or_default();
+    let cluster = views::cluster(&app.rotator.status(), &nodes, app.keyhold.now());
+    let view = api::ReadinessView {
+        ready: ok,
+        checks,
+        cluster,
+    };
     let status = if ok {
         StatusCode::OK
     } else {

@@ -29,6 +29,7 @@ pub(crate) use extract::{ApiJson, Caller, OptionalJson};
 pub use metrics::Metrics;
 
 use crate::jobs::JobRunner;
+use crate::rotator::Rotator;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -37,8 +38,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub keyhold: Keyhold,
     pub metrics: Arc<Metrics>,
-    /// Runs the jobs the handlers create or retry.
+    /// Runs the jobs the handlers create or retry (on the rotator node).
     pub jobs: JobRunner,
+    /// This node's part in the cluster.
+    pub rotator: Rotator,
 }
 
 impl AppState {

@@ -8,6 +8,7 @@ use keyhold_core::credential::CloudService;
 use keyhold_core::group::{AwsProperties, GroupChange, GroupInfo, KeySpec, NewGroup};
 use keyhold_core::interval::Interval;
 use keyhold_core::names::{CredentialName, GroupName};
+use keyhold_core::schedule::parse_rotation_interval;
 
 fn optional<T>(
     raw: Option<&str>,
@@ -40,7 +41,7 @@ pub fn new_group(req: &api::CreateGroupRequest) -> Result<NewGroup, InvalidInput
     Ok(NewGroup {
         name: GroupName::parse(&req.name)?,
         credential: CredentialName::parse(&req.credential)?,
-        rotate_every: optional(req.rotate_every.as_deref(), Interval::parse)?,
+        rotate_every: optional(req.rotate_every.as_deref(), parse_rotation_interval)?,
         valid_for: optional(req.valid_for.as_deref(), Interval::parse)?,
         info: GroupInfo::parse(
             req.owner.as_deref().unwrap_or(""),
@@ -71,7 +72,7 @@ pub fn group_change(
     };
     Ok(GroupChange {
         credential: optional(req.credential.as_deref(), CredentialName::parse)?,
-        rotate_every: clearable(&req.rotate_every, Interval::parse)?,
+        rotate_every: clearable(&req.rotate_every, parse_rotation_interval)?,
         valid_for: clearable(&req.valid_for, Interval::parse)?,
         info,
         alias: optional(req.alias.as_deref(), Alias::parse)?,

@@ -3,12 +3,16 @@
 use keyhold_api as api;
 use keyhold_core::audit::AuditEntry;
 use keyhold_core::clock::{Timestamp, format_timestamp};
+use keyhold_core::cluster::NodeRecord;
 use keyhold_core::credential::Credential;
 use keyhold_core::group::{KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::KeyListing;
+use keyhold_core::service::RotationState;
 use keyhold_core::settings::Settings;
+
+use crate::rotator::RotatorStatus;
 
 /// Keys in AWS-integrated groups are held by the keystore and never exported in clear.
 const STORAGE: &str = "Protected";
@@ -55,8 +59,13 @@ pub fn credential(credential: &Credential) -> api::CredentialView {
     }
 }
 
-pub fn group(group: &KeyGroup) -> api::GroupView {
+pub fn group(group: &KeyGroup, rotation: &RotationState) -> api::GroupView {
+    let last = rotation.last.as_ref();
     api::GroupView {
+        last_rotation_job: last.map(|j| j.id.to_string()),
+        last_rotation_status: last.map(|j| j.status.as_str().to_owned()),
+        last_rotation_error: last.and_then(|j| j.error.clone()),
+        rotation_retry_at: rotation.retry_at.as_ref().map(time),
         name: group.name.to_string(),
         service: group.service.as_str().to_owned(),
         credential: group.credential.to_string(),
@@ -116,13 +125,38 @@ pub fn audit_entry(entry: &AuditEntry) -> api::AuditEntryView {
     }
 }
 
-pub fn settings(settings: &Settings) -> api::SettingsView {
+pub fn settings(settings: &Settings, cluster: api::ClusterView) -> api::SettingsView {
     api::SettingsView {
         dual_control: settings.dual_control,
         lockout_threshold: settings.lockout_threshold,
         lockout_minutes: settings.lockout_minutes,
         session_idle_minutes: settings.session_idle_minutes,
         session_max_hours: settings.session_max_hours,
+        designated_rotator: settings.designated_rotator.to_string(),
+        cluster,
+    }
+}
+
+pub fn cluster(status: &RotatorStatus, nodes: &[NodeRecord], now: Timestamp) -> api::ClusterView {
+    api::ClusterView {
+        node: status.node.to_string(),
+        role: status.role.as_str().to_owned(),
+        designated_rotator: status.designated.to_string(),
+        lease_holder: status.lease.as_ref().map(|l| l.holder.to_string()),
+        lease_token: status.lease.as_ref().map(|l| l.token),
+        lease_expires_at: status.lease.as_ref().map(|l| time(&l.expires_at)),
+        note: status.note.clone(),
+        error: status.error.clone(),
+        nodes: nodes
+            .iter()
+            .map(|n| api::NodeView {
+                id: n.id.to_string(),
+                role: n.role.as_str().to_owned(),
+                started_at: time(&n.started_at),
+                last_seen: time(&n.last_seen),
+                alive: n.is_alive(now),
+            })
+            .collect(),
     }
 }
 

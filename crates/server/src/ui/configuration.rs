@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::layout::{self, Nav, csrf_field};
 use super::session::UiSession;
 use super::{Done, failure, see_other};
+use crate::ApiError;
 use crate::http::{self, ApiJson, AppState, Caller, views};
 
 const TITLE: &str = "Configuration";
@@ -23,6 +24,7 @@ pub struct SettingsForm {
     lockout_minutes: String,
     session_idle_minutes: String,
     session_max_hours: String,
+    designated_rotator: String,
 }
 
 fn number(field: &'static str, raw: &str) -> Result<u32, keyhold_core::InvalidInput> {
@@ -39,6 +41,8 @@ impl SettingsForm {
             lockout_minutes: Some(number("lockout_minutes", &self.lockout_minutes)?),
             session_idle_minutes: Some(number("session_idle_minutes", &self.session_idle_minutes)?),
             session_max_hours: Some(number("session_max_hours", &self.session_max_hours)?),
+            designated_rotator: (!self.designated_rotator.is_empty())
+                .then(|| self.designated_rotator.clone()),
         })
     }
 }
@@ -71,13 +75,45 @@ fn body(ui: &UiSession, settings: &api::SettingsView) -> Markup {
             (layout::needs(&ui.session, Operation::CHANGE_CONFIGURATION, settings.dual_control))
             p.actions { button type="submit" #save-configuration { "Save configuration" } }
         }
-        section.card.placeholder #hsm-protected-key-options aria-labelledby="hsm-options" {
+        section.card #hsm-protected-key-options aria-labelledby="hsm-options" {
             h2 #hsm-options { "HSM Protected Key Options" }
-            p.notice.warn role="note" {
-                strong { "Not available yet: " }
-                "the designated rotator (the one node that rotates key material in a cluster) "
-                "is being built separately. This section will show and change it once the server supports it; "
-                "until then every keyhold server rotates its own groups."
+            div.field {
+                label for="config-designated_rotator" { "Designated rotator" }
+                select #config-designated_rotator name="designated_rotator" form="configuration-form" {
+                    option value="automatic" selected[settings.designated_rotator == "automatic"] {
+                        "Automatic: the nodes elect one"
+                    }
+                    @for node in &settings.cluster.nodes {
+                        option value=(node.id) selected[settings.designated_rotator == node.id] {
+                            (node.id)
+                        }
+                    }
+                }
+            }
+            p { "This node: " strong { (settings.cluster.node) } " (" (settings.cluster.role) ")" }
+            p {
+                "Rotator lease: "
+                @match (&settings.cluster.lease_holder, settings.cluster.lease_token) {
+                    (Some(holder), Some(token)) => { strong { (holder) } " (token " (token) ")" }
+                    _ => { "nobody" }
+                }
+            }
+            @if let Some(note) = &settings.cluster.note {
+                p.notice role="note" { (note) }
+            }
+            table {
+                caption { "Nodes" }
+                thead { tr { th scope="col" { "Node" } th scope="col" { "Role" } th scope="col" { "Last seen" } th scope="col" { "State" } } }
+                tbody {
+                    @for node in &settings.cluster.nodes {
+                        tr {
+                            td { (node.id) }
+                            td { (node.role) }
+                            td { (node.last_seen) }
+                            td { @if node.alive { "alive" } @else { "not seen lately" } }
+                        }
+                    }
+                }
             }
         }
     }
@@ -88,18 +124,26 @@ pub async fn page(
     ui: UiSession,
     Query(done): Query<Done>,
 ) -> Response {
-    match app.keyhold.settings(&ui.session).await {
+    match settings_view(&app, &ui).await {
         Ok(settings) => layout::page(
             &ui.session,
             &ui.csrf,
             Nav::Configuration,
             TITLE,
             done.notice().as_ref(),
-            body(&ui, &views::settings(&settings)),
+            body(&ui, &settings),
         )
         .into_response(),
-        Err(e) => failure(&ui, Nav::Configuration, TITLE, e.into(), html! {}),
+        Err(e) => failure(&ui, Nav::Configuration, TITLE, e, html! {}),
     }
+}
+
+async fn settings_view(app: &AppState, ui: &UiSession) -> Result<api::SettingsView, ApiError> {
+    let settings = app.keyhold.settings(&ui.session).await?;
+    Ok(views::settings(
+        &settings,
+        http::configuration::cluster(app).await?,
+    ))
 }
 
 pub async fn change(
@@ -121,11 +165,7 @@ pub async fn change(
     match result {
         Ok(_) => see_other("/ui/configuration?done=configuration"),
         Err(error) => {
-            let current = app
-                .keyhold
-                .settings(&ui.session)
-                .await
-                .map(|s| views::settings(&s));
+            let current = settings_view(&app, &ui).await;
             let shown = match current {
                 Ok(settings) => body(&ui, &settings),
                 Err(_) => html! {},

@@ -44,8 +44,12 @@ async fn listing(app: &AppState, ui: &UiSession) -> Result<Listing, ApiError> {
     keys.sort_by(|a, b| a.group.cmp(&b.group).then(b.version.cmp(&a.version)));
     let credentials = app.keyhold.list_credentials(session).await?;
     let settings = app.keyhold.settings(session).await?;
+    let mut group_views = Vec::with_capacity(groups.len());
+    for group in &groups {
+        group_views.push(http::groups::view(app, group).await?);
+    }
     Ok(Listing {
-        groups: groups.iter().map(views::group).collect(),
+        groups: group_views,
         keys,
         credentials: credentials.iter().map(views::credential).collect(),
         dual_control: settings.dual_control,
@@ -543,9 +547,8 @@ async fn current_group(
     name: &str,
 ) -> Result<api::GroupView, ApiError> {
     let parsed = GroupName::parse(name)?;
-    Ok(views::group(
-        &app.keyhold.get_group(&ui.session, &parsed).await?,
-    ))
+    let group = app.keyhold.get_group(&ui.session, &parsed).await?;
+    http::groups::view(app, &group).await
 }
 
 pub async fn edit_group(
@@ -874,6 +877,10 @@ mod tests {
             disable_after_rotate: true,
             created_at: String::new(),
             updated_at: String::new(),
+            last_rotation_job: None,
+            last_rotation_status: None,
+            last_rotation_error: None,
+            rotation_retry_at: None,
         }
     }
 

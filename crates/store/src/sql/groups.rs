@@ -1,5 +1,6 @@
 use keyhold_core::StoreError;
 use keyhold_core::aws::{KeyPolicy, KmsKeyId};
+use keyhold_core::clock::Timestamp;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::interval::Interval;
 use keyhold_core::names::GroupName;
@@ -20,6 +21,26 @@ pub(super) async fn list(pool: &Pool) -> Result<Vec<KeyGroup>, StoreError> {
         .into_iter()
         .map(KeyGroup::try_from)
         .collect()
+}
+
+/// Due now, soonest first: served by the index on next_rotation_at.
+pub(super) async fn due(
+    pool: &Pool,
+    now: &Timestamp,
+    limit: u32,
+) -> Result<Vec<KeyGroup>, StoreError> {
+    sqlx::query_as::<_, GroupRow>(&format!(
+        "SELECT {COLUMNS} FROM key_groups WHERE next_rotation_at <= $1 \
+         ORDER BY next_rotation_at LIMIT $2"
+    ))
+    .bind(ts(now))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(KeyGroup::try_from)
+    .collect()
 }
 
 pub(super) async fn get(pool: &Pool, name: &GroupName) -> Result<Option<KeyGroup>, StoreError> {

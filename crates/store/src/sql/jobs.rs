@@ -1,5 +1,6 @@
 use keyhold_core::StoreError;
 use keyhold_core::job::{Job, JobMessage, JobStatus};
+use keyhold_core::names::GroupName;
 use keyhold_core::ports::JobCommit;
 
 use super::{Conn, INSERT_ORDER, Pool, groups, keys};
@@ -56,7 +57,8 @@ pub(super) async fn unfinished(pool: &Pool) -> Result<Vec<Job>, StoreError> {
 
 pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO jobs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        "INSERT INTO jobs ({COLUMNS}, group_name) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     ))
     .bind(job.id.to_string())
     .bind(job.kind.label())
@@ -69,10 +71,47 @@ pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError>
     .bind(job_progress_json(&job.progress)?)
     .bind(job.error.as_deref())
     .bind(i64::from(job.attempts))
+    .bind(job.kind.group().as_str())
     .execute(conn)
     .await
     .map_err(db)?;
     Ok(())
+}
+
+/// The group's jobs, newest first.
+pub(super) async fn of_group(
+    pool: &Pool,
+    group: &GroupName,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
+    sqlx::query_as::<_, JobRow>(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE group_name = $1 \
+         ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT $2"
+    ))
+    .bind(group.as_str())
+    .bind(list_limit(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(Job::try_from)
+    .collect()
+}
+
+/// Failed jobs, newest first.
+pub(super) async fn failed(pool: &Pool, limit: u32) -> Result<Vec<Job>, StoreError> {
+    sqlx::query_as::<_, JobRow>(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE status = $1 \
+         ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT $2"
+    ))
+    .bind(JobStatus::Failed.as_str())
+    .bind(list_limit(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(Job::try_from)
+    .collect()
 }
 
 /// Replaces the job's mutable state; its kind, users and creation time are
@@ -111,6 +150,9 @@ async fn insert_message(conn: &mut Conn, message: &JobMessage) -> Result<(), Sto
 /// caller's transaction seals last. The first failure stops the rest; the
 /// caller rolls all of it back.
 pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<(), StoreError> {
+    if let Some(fence) = commit.fence {
+        super::cluster::check_fence(&mut *conn, fence).await?;
+    }
     update(conn, commit.job).await?;
     for key in commit.keys {
         keys::upsert(conn, key).await?;

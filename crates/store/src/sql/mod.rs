@@ -11,6 +11,7 @@
 //! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond.
 
 mod audit;
+mod cluster;
 mod credentials;
 mod groups;
 mod identities;
@@ -23,13 +24,15 @@ use async_trait::async_trait;
 use keyhold_core::StoreError;
 use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use keyhold_core::aws::KmsKeyId;
+use keyhold_core::clock::Timestamp;
+use keyhold_core::cluster::{Lease, NodeRecord};
 use keyhold_core::credential::Credential;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::Key;
-use keyhold_core::names::{CredentialName, GroupName, IdentityName};
-use keyhold_core::ports::{JobCommit, SharedAuditMac, Store};
+use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
+use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
 use sqlx::Transaction;
 use sqlx::migrate::Migrator;
@@ -282,9 +285,23 @@ impl Store for SqlBackend {
             .await
     }
 
-    async fn insert_job(&self, job: &Job, audit: &AuditRecord) -> Result<(), StoreError> {
-        self.audited(Some(audit), async |c| jobs::insert(c, job).await)
-            .await
+    async fn insert_job(
+        &self,
+        job: &Job,
+        schedule: Option<Scheduled<'_>>,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| {
+            if let Some(fence) = schedule.and_then(|s| s.fence) {
+                cluster::check_fence(&mut *c, fence).await?;
+            }
+            jobs::insert(c, job).await?;
+            if let Some(scheduled) = schedule {
+                groups::update(c, scheduled.group).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
@@ -306,6 +323,53 @@ impl Store for SqlBackend {
 
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
         jobs::messages(&self.pool, job_id).await
+    }
+
+    async fn group_jobs(&self, group: &GroupName, limit: u32) -> Result<Vec<Job>, StoreError> {
+        jobs::of_group(&self.pool, group, limit).await
+    }
+
+    async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+        jobs::failed(&self.pool, limit).await
+    }
+
+    async fn due_groups(&self, now: Timestamp, limit: u32) -> Result<Vec<KeyGroup>, StoreError> {
+        groups::due(&self.pool, &now, limit).await
+    }
+
+    async fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        cluster::heartbeat(&self.pool, node).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        cluster::list_nodes(&self.pool).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &NodeId,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        let mut w = WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        };
+        let result = cluster::acquire(&mut w.tx, name, holder, now, until).await;
+        w.finish(result, None).await
+    }
+
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        cluster::get_lease(&mut conn, name).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &NodeId) -> Result<(), StoreError> {
+        self.audited(None, async |c| cluster::release(c, name, holder).await)
+            .await
     }
 
     async fn get_settings(&self) -> Result<Settings, StoreError> {

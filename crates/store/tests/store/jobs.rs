@@ -93,8 +93,10 @@ async fn rotate_and_synchronize_jobs_round_trip() {
     let s = &f.store;
     let r = rotate("payments", 10);
     let y = synchronize(&k, 20);
-    s.insert_job(&r, &record("Started rotate")).await.unwrap();
-    s.insert_job(&y, &record("Started synchronize"))
+    s.insert_job(&r, None, &record("Started rotate"))
+        .await
+        .unwrap();
+    s.insert_job(&y, None, &record("Started synchronize"))
         .await
         .unwrap();
 
@@ -104,7 +106,7 @@ async fn rotate_and_synchronize_jobs_round_trip() {
     assert_eq!(f.audit_count().await, 4);
 
     assert!(matches!(
-        s.insert_job(&r, &record("again")).await,
+        s.insert_job(&r, None, &record("again")).await,
         Err(StoreError::Duplicate)
     ));
     assert_eq!(f.audit_count().await, 4);
@@ -117,7 +119,9 @@ async fn commit_job_writes_the_job_keys_group_message_and_audit_together() {
     let (g, old) = seed(&f).await;
     let s = &f.store;
     let mut job = rotate("payments", 10);
-    s.insert_job(&job, &record("Started rotate")).await.unwrap();
+    s.insert_job(&job, None, &record("Started rotate"))
+        .await
+        .unwrap();
 
     let mut new = key("payments", 2);
     new.state = KeyState::PendingImport;
@@ -144,6 +148,7 @@ async fn commit_job_writes_the_job_keys_group_message_and_audit_together() {
         group: Some(&activated),
         message: Some(&msg),
         audit: Some(&audit),
+        fence: None,
     })
     .await
     .unwrap();
@@ -172,6 +177,7 @@ async fn commit_job_writes_the_job_keys_group_message_and_audit_together() {
         group: None,
         message: None,
         audit: None,
+        fence: None,
     })
     .await
     .unwrap();
@@ -189,7 +195,7 @@ async fn a_failing_audit_mac_rolls_a_job_commit_back() {
     let (g, _) = seed(&f).await;
     let s = &f.store;
     let queued = rotate("payments", 10);
-    s.insert_job(&queued, &record("Started rotate"))
+    s.insert_job(&queued, None, &record("Started rotate"))
         .await
         .unwrap();
 
@@ -206,12 +212,14 @@ async fn a_failing_audit_mac_rolls_a_job_commit_back() {
         group: Some(&activated),
         message: Some(&msg),
         audit: Some(&record("Generated key")),
+        fence: None,
     };
     f.mac.fail(true);
     let r = s.commit_job(&commit).await;
     assert!(matches!(r, Err(StoreError::AuditSeal(_))), "{r:?}");
     assert!(matches!(
-        s.insert_job(&rotate("payments", 11), &record("x")).await,
+        s.insert_job(&rotate("payments", 11), None, &record("x"))
+            .await,
         Err(StoreError::AuditSeal(_))
     ));
 
@@ -236,7 +244,7 @@ async fn a_kms_key_id_clash_is_a_duplicate_and_writes_nothing() {
     let (g, old) = seed(&f).await;
     let s = &f.store;
     let queued = rotate("payments", 10);
-    s.insert_job(&queued, &record("Started rotate"))
+    s.insert_job(&queued, None, &record("Started rotate"))
         .await
         .unwrap();
     let audits = f.audit_count().await;
@@ -255,6 +263,7 @@ async fn a_kms_key_id_clash_is_a_duplicate_and_writes_nothing() {
         group: Some(&activated),
         message: Some(&msg),
         audit: Some(&audit),
+        fence: None,
     };
     let r = s.commit_job(&commit(std::slice::from_ref(&clash))).await;
     assert!(matches!(r, Err(StoreError::Duplicate)), "{r:?}");
@@ -282,7 +291,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
     let (g, _) = seed(&f).await;
     let s = &f.store;
     let queued = rotate("payments", 10);
-    s.insert_job(&queued, &record("Started rotate"))
+    s.insert_job(&queued, None, &record("Started rotate"))
         .await
         .unwrap();
     let audits = f.audit_count().await;
@@ -300,6 +309,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             group: None,
             message: None,
             audit: Some(&record("x")),
+            fence: None,
         })
         .await
     ));
@@ -311,6 +321,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             group: Some(&missing_group),
             message: Some(&msg),
             audit: Some(&record("x")),
+            fence: None,
         })
         .await
     ));
@@ -322,6 +333,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             group: None,
             message: Some(&msg),
             audit: Some(&record("x")),
+            fence: None,
         })
         .await
     ));
@@ -333,6 +345,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             group: None,
             message: Some(&message(&unknown, 30, "stray")),
             audit: None,
+            fence: None,
         })
         .await
     ));
@@ -362,7 +375,7 @@ async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
     // Created in the same microsecond as `queued`, inserted after it.
     let twin = rotate("payments", 10);
     for j in [&running, &done, &queued, &twin, &failed, &cancelled] {
-        s.insert_job(j, &record("j")).await.unwrap();
+        s.insert_job(j, None, &record("j")).await.unwrap();
     }
     assert_eq!(
         ids(&s.unfinished_jobs().await.unwrap()),
@@ -377,6 +390,7 @@ async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
         group: None,
         message: None,
         audit: Some(&record("Synchronized")),
+        fence: None,
     })
     .await
     .unwrap();
@@ -397,7 +411,7 @@ async fn list_jobs_is_newest_first_and_limited() {
     // Same microsecond as `c`, inserted later: shown first.
     let d = rotate("payments", 20);
     for j in [&a, &b, &c, &d] {
-        s.insert_job(j, &record("j")).await.unwrap();
+        s.insert_job(j, None, &record("j")).await.unwrap();
     }
     assert_eq!(
         ids(&s.list_jobs(0).await.unwrap()),
@@ -412,22 +426,22 @@ async fn list_jobs_defaults_to_100_and_caps_at_1000() {
     let f = Fixture::new().await;
     seed(&f).await;
     f.store
-        .insert_job(&rotate("payments", 10), &record("j"))
+        .insert_job(&rotate("payments", 10), None, &record("j"))
         .await
         .unwrap();
     let mut conn = f.raw().await;
     // 1004 copies under other ids, in one statement rather than 1004 commits.
     let copies = if f.is_postgres() {
         "INSERT INTO jobs (id, kind, spec, status, users, created_at, started_at, finished_at, \
-         progress, error, attempts) \
+         progress, error, attempts, group_name) \
          SELECT format('00000000-0000-4000-8000-%s', lpad(n::text, 12, '0')), kind, spec, \
-         status, users, created_at, started_at, finished_at, progress, error, attempts \
-         FROM jobs, generate_series(1, 1004) AS n"
+         status, users, created_at, started_at, finished_at, progress, error, attempts, \
+         group_name FROM jobs, generate_series(1, 1004) AS n"
     } else {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
          INSERT INTO jobs SELECT printf('00000000-0000-4000-8000-%012d', n.i), kind, spec, \
-         status, users, created_at, started_at, finished_at, progress, error, attempts \
-         FROM jobs, n"
+         status, users, created_at, started_at, finished_at, progress, error, attempts, \
+         group_name FROM jobs, n"
     };
     assert_eq!(conn.execute(copies).await.unwrap(), 1004);
     assert_eq!(f.store.list_jobs(0).await.unwrap().len(), 100);
@@ -441,8 +455,8 @@ async fn job_messages_are_per_job_oldest_first() {
     let s = &f.store;
     let one = rotate("payments", 10);
     let two = rotate("payments", 11);
-    s.insert_job(&one, &record("1")).await.unwrap();
-    s.insert_job(&two, &record("2")).await.unwrap();
+    s.insert_job(&one, None, &record("1")).await.unwrap();
+    s.insert_job(&two, None, &record("2")).await.unwrap();
     let texts = ["Generated key", "Created KMS key", "Imported material"];
     for (i, text) in texts.iter().enumerate() {
         for job in [&one, &two] {
@@ -452,6 +466,7 @@ async fn job_messages_are_per_job_oldest_first() {
                 group: None,
                 message: Some(&message(job, 100 + i as i64, text)),
                 audit: None,
+                fence: None,
             })
             .await
             .unwrap();
@@ -474,7 +489,7 @@ async fn deleting_a_key_keeps_the_jobs_that_named_it() {
     let (_, k) = seed(&f).await;
     let s = &f.store;
     let job = synchronize(&k, 10);
-    s.insert_job(&job, &record("Started synchronize"))
+    s.insert_job(&job, None, &record("Started synchronize"))
         .await
         .unwrap();
     s.commit_job(&JobCommit {
@@ -483,6 +498,7 @@ async fn deleting_a_key_keeps_the_jobs_that_named_it() {
         group: None,
         message: Some(&message(&job, 20, "Deleted material")),
         audit: None,
+        fence: None,
     })
     .await
     .unwrap();
@@ -499,7 +515,9 @@ async fn the_audit_chain_verifies_after_job_commits() {
     let (g, _) = seed(&f).await;
     let s = &f.store;
     let mut job = rotate("payments", 10);
-    s.insert_job(&job, &record("Started rotate")).await.unwrap();
+    s.insert_job(&job, None, &record("Started rotate"))
+        .await
+        .unwrap();
     // credential, group, "Started rotate"
     let mut expected = 3;
     for (i, step) in Step::ROTATE.into_iter().enumerate() {
@@ -514,6 +532,7 @@ async fn the_audit_chain_verifies_after_job_commits() {
             group: Some(&g),
             message: Some(&message(&job, 20 + i, step.describe())),
             audit: audited.then(|| record(step.as_str())).as_ref(),
+            fence: None,
         })
         .await
         .unwrap();
@@ -529,7 +548,7 @@ async fn progress_saved_by_an_older_release_reads_with_defaults() {
     let f = Fixture::new().await;
     seed(&f).await;
     let job = rotate("payments", 10);
-    f.store.insert_job(&job, &record("j")).await.unwrap();
+    f.store.insert_job(&job, None, &record("j")).await.unwrap();
     let mut conn = f.raw().await;
     conn.execute(r#"UPDATE jobs SET progress = '{"steps":["generate_key"],"done":[]}'"#)
         .await

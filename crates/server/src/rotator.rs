@@ -1,0 +1,248 @@
+//! Which node rotates, and the scheduler it then runs.
+//!
+//! Every node runs this loop, one tick at a time: it writes its row in the
+//! node table, and takes or renews the rotator lease when the configuration
+//! allows it (`automatic`, or this node named). The lease holder runs the
+//! schedule and executes jobs, fenced by the lease's token; the others
+//! serve the API, and the jobs they accept wait in the store for the rotator.
+//! A rotator that stops renewing (killed, cut off) loses the lease when it
+//! expires, and another node takes it with a higher token, resuming the
+//! jobs that were running.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use keyhold_core::audit::{AuditRecord, SYSTEM_USER};
+use keyhold_core::clock::Timestamp;
+use keyhold_core::cluster::{LEASE_TTL, Lease, NodeRecord, NodeRole, ROTATOR_LEASE, RotatorChoice};
+use keyhold_core::names::NodeId;
+use keyhold_core::service::Keyhold;
+use keyhold_core::{CoreError, CoreResult};
+
+use crate::jobs::JobRunner;
+
+/// What this node knows of its role, for `/readyz` and `keyhold config show`.
+#[derive(Clone, Debug)]
+pub struct RotatorStatus {
+    pub node: NodeId,
+    pub role: NodeRole,
+    pub designated: RotatorChoice,
+    /// The lease as last read: who rotates, with which token, until when.
+    pub lease: Option<Lease>,
+    /// Why nothing rotates (or why this node does not), when that is worth saying.
+    pub note: Option<String>,
+    /// The last tick that failed, and why (the database away, say).
+    pub error: Option<String>,
+}
+
+/// Shared between the loop and the HTTP handlers.
+#[derive(Clone)]
+pub struct Rotator {
+    keyhold: Keyhold,
+    runner: JobRunner,
+    tick: Duration,
+    started_at: Timestamp,
+    status: Arc<Mutex<RotatorStatus>>,
+}
+
+impl Rotator {
+    pub fn new(keyhold: Keyhold, runner: JobRunner, node: NodeId, tick: Duration) -> Self {
+        let started_at = keyhold.now();
+        Self {
+            keyhold,
+            runner,
+            tick,
+            started_at,
+            status: Arc::new(Mutex::new(RotatorStatus {
+                node,
+                role: NodeRole::Standby,
+                designated: RotatorChoice::Automatic,
+                lease: None,
+                note: Some("starting: the first tick has not run yet".into()),
+                error: None,
+            })),
+        }
+    }
+
+    pub fn status(&self) -> RotatorStatus {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RotatorStatus> {
+        // Plain data, consistent after every assignment.
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn node(&self) -> NodeId {
+        self.lock().node.clone()
+    }
+
+    /// Ticks until the task is aborted (shutdown).
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        let rotator = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(rotator.tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if let Err(error) = rotator.tick_once().await {
+                    tracing::warn!(%error, "rotator tick failed; trying again next tick");
+                    rotator.lock().error = Some(error.to_string());
+                }
+            }
+        })
+    }
+
+    /// Gives the lease up on a clean shutdown, so another node takes over at once.
+    pub async fn step_down(&self) {
+        self.runner.stand_by();
+        let node = self.node();
+        if let Err(error) = self
+            .keyhold
+            .store()
+            .release_lease(ROTATOR_LEASE, &node)
+            .await
+        {
+            tracing::warn!(%error, "could not release the rotator lease; it expires by itself");
+        }
+    }
+
+    /// One tick: heartbeat, lease, and (as the rotator) the schedule and the
+    /// jobs waiting in the store.
+    pub async fn tick_once(&self) -> CoreResult<()> {
+        let store = self.keyhold.store();
+        let node = self.node();
+        let now = self.keyhold.now();
+        let settings = store.get_settings().await?;
+        let designated = settings.designated_rotator;
+        let lease = if designated.allows(&node) {
+            store
+                .acquire_lease(ROTATOR_LEASE, &node, now, now + LEASE_TTL)
+                .await?
+        } else {
+            // Named away from this node: let go now rather than at expiry.
+            store.release_lease(ROTATOR_LEASE, &node).await?;
+            None
+        };
+        let role = if lease.is_some() {
+            NodeRole::Rotator
+        } else {
+            NodeRole::Standby
+        };
+        store
+            .heartbeat(&NodeRecord {
+                id: node.clone(),
+                started_at: self.started_at,
+                last_seen: now,
+                role,
+            })
+            .await?;
+        let was = self.lock().role;
+        let current = match &lease {
+            Some(lease) => Some(lease.clone()),
+            None => store.get_lease(ROTATOR_LEASE).await?,
+        };
+        let note = match &lease {
+            Some(lease) => {
+                self.runner.lead(lease.clone());
+                if was != NodeRole::Rotator {
+                    tracing::info!(%node, token = lease.token, "this node is the rotator");
+                }
+                self.rotate(lease).await?;
+                None
+            }
+            None => {
+                self.runner.stand_by();
+                if was == NodeRole::Rotator {
+                    tracing::warn!(%node, "this node is no longer the rotator");
+                }
+                self.standby_note(&node, &designated, current.as_ref(), now)
+                    .await?
+            }
+        };
+        let previous_note = {
+            let mut status = self.lock();
+            let previous = status.note.clone();
+            status.role = role;
+            status.designated = designated;
+            status.lease = current;
+            status.note = note.clone();
+            status.error = None;
+            previous
+        };
+        // Said once when it starts, not at every tick.
+        if let Some(note) = note
+            && previous_note.as_ref() != Some(&note)
+            && note.starts_with("nothing rotates")
+        {
+            tracing::warn!("{note}");
+            self.audit(note).await?;
+        }
+        Ok(())
+    }
+
+    /// The rotator's part: start what is due, and take up every job waiting
+    /// in the store (accepted by any node, or left by a rotator that died).
+    async fn rotate(&self, lease: &Lease) -> CoreResult<()> {
+        let pass = self.keyhold.run_schedule(Some(lease)).await?;
+        for (group, reason) in &pass.deferred {
+            tracing::info!(%group, %reason, "scheduled rotation deferred");
+        }
+        for job in self.keyhold.unfinished_jobs().await? {
+            self.runner.submit(job.id);
+        }
+        Ok(())
+    }
+
+    /// Why this node does not rotate, and whether anybody does.
+    async fn standby_note(
+        &self,
+        node: &NodeId,
+        designated: &RotatorChoice,
+        lease: Option<&Lease>,
+        now: Timestamp,
+    ) -> CoreResult<Option<String>> {
+        let holder_alive = match lease {
+            Some(lease) if lease.expires_at >= now => {
+                return Ok(Some(format!(
+                    "node {} rotates (designated: {designated})",
+                    lease.holder
+                )));
+            }
+            _ => false,
+        };
+        let RotatorChoice::Node(named) = designated else {
+            return Ok((!holder_alive).then(|| {
+                "no node holds the rotator lease yet; one takes it at its next tick".to_owned()
+            }));
+        };
+        let seen = self
+            .keyhold
+            .store()
+            .list_nodes()
+            .await?
+            .into_iter()
+            .find(|n| &n.id == named);
+        Ok(Some(match seen {
+            Some(n) if n.is_alive(now) => {
+                format!("node {named} is designated to rotate; this node {node} serves the API")
+            }
+            Some(n) => format!(
+                "nothing rotates: the designated rotator {named} has not been seen since {}; start it, or set the designated rotator to automatic",
+                n.last_seen.to_rfc3339()
+            ),
+            None => format!(
+                "nothing rotates: the designated rotator {named} has never joined; start it, or set the designated rotator to automatic"
+            ),
+        }))
+    }
+
+    async fn audit(&self, summary: String) -> CoreResult<()> {
+        let record = AuditRecord::new(self.keyhold.now(), SYSTEM_USER, summary);
+        self.keyhold
+            .store()
+            .append_audit(&record)
+            .await
+            .map_err(CoreError::from)
+    }
+}

@@ -1,0 +1,27 @@
+-- Scheduled rotation, and a cluster of nodes with one designated rotator:
+-- migrations/sqlite/0004_schedule_and_cluster.sql in PostgreSQL's types.
+
+-- Jobs name their key group in a column of their own, so "the latest
+-- rotation of this group" is an index lookup. Older rows take it from their spec.
+ALTER TABLE jobs ADD COLUMN group_name TEXT COLLATE "C";
+UPDATE jobs SET group_name = spec::json ->> 'group';
+CREATE INDEX jobs_group_name_created_at ON jobs (group_name, created_at);
+
+-- Every node writes its row at each scheduler tick; the designated rotator
+-- must name one of them. role: keyhold_core::cluster::NodeRole::as_str.
+CREATE TABLE nodes (
+    id         TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    started_at TEXT COLLATE "C" NOT NULL,
+    last_seen  TEXT COLLATE "C" NOT NULL,
+    role       TEXT COLLATE "C" NOT NULL CHECK (role IN ('rotator', 'standby'))
+);
+
+-- Leases (one: 'rotator'). The holder renews before expires_at; another node
+-- takes it only after that, with token + 1. Job commits name the token they
+-- run under and are refused once it is not current.
+CREATE TABLE leases (
+    name       TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    holder     TEXT COLLATE "C" NOT NULL,
+    token      BIGINT           NOT NULL CHECK (token > 0),
+    expires_at TEXT COLLATE "C" NOT NULL
+);
