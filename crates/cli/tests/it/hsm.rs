@@ -129,53 +129,103 @@ fn keystore_reason(ready: &serde_json::Value) -> String {
     keystore["reason"].as_str().unwrap().to_owned()
 }
 
+/// `keyhold serve` in a process of its own on `app`'s data directory: a real
+/// restart, with nothing of this test process's login to the token carried
+/// over (PKCS#11 logins belong to the process, not to one keystore).
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_on(app: &TestApp, hsm: &Hsm, label: &str, pin: &str) -> Served {
+    use std::io::BufRead;
+    let mut command = Command::new(KEYHOLD);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "error"])
+        .args(["--node-id", "node-a", "--data-dir"])
+        .arg(&app.data_dir)
+        .args(["--keystore", "pkcs11", "--pkcs11-module", &hsm.module])
+        .args(["--pkcs11-token-label", label])
+        .env("KEYHOLD_PKCS11_PIN", pin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    use_database(&mut command, &app.db);
+    let mut child = command.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("keyhold serve exited before listening")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("keyhold listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    Served { child, base }
+}
+
+async fn readyz_at(base: &str) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_says_why_the_token_cannot_be_used_until_it_can() {
     let hsm = Hsm::fresh_token("ready");
-    let app = TestApp::spawn_on(&hsm).await;
+    let mut app = TestApp::spawn_on(&hsm).await;
     let (status, ready) = readyz(&app).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{ready:#}");
+    app.shut_down().await;
 
     // A wrong PIN: the server starts, says so, and never shows the PIN.
-    let wrong = "97531864".to_owned();
-    let app = app.restart_with(|_| {}, Some(wrong.clone())).await;
-    let (status, ready) = readyz(&app).await;
-    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let wrong = "97531864";
+    let served = serve_on(&app, &hsm, &hsm.token, wrong);
+    let (status, ready) = readyz_at(&served.base).await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "{ready:#}"
+    );
     let reason = keystore_reason(&ready);
     assert!(
         reason.contains("refused the PIN (CKR_PIN_INCORRECT)"),
         "{reason}"
     );
     assert!(reason.contains(&hsm.token), "{reason}");
-    assert!(!ready.to_string().contains(&wrong), "{ready}");
+    assert!(!ready.to_string().contains(wrong), "{ready}");
     // Every change is audited, and the audit key is in the token: refused, clearly.
-    let (status, body) = app.login(None, "Admin1", "anything").await;
-    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/session/login", served.base))
+        .json(&json!({"user": "Admin1", "password": "anything"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "keystore_unavailable", "{body}");
+    drop(served);
 
     // An absent token.
-    let app = app
-        .restart_with(
-            |args| args.pkcs11_token_label = Some("not-plugged-in".into()),
-            Some(hsm.pin.clone()),
-        )
-        .await;
-    let (status, ready) = readyz(&app).await;
+    let served = serve_on(&app, &hsm, "not-plugged-in", &hsm.pin);
+    let (status, ready) = readyz_at(&served.base).await;
     assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
     let reason = keystore_reason(&ready);
     assert!(
         reason.contains("no token labelled 'not-plugged-in'"),
         "{reason}"
     );
+    drop(served);
 
     // The right token and PIN again: ready.
-    let app = app
-        .restart_with(
-            |args| args.pkcs11_token_label = Some(hsm.token.clone()),
-            Some(hsm.pin.clone()),
-        )
-        .await;
-    let (status, ready) = readyz(&app).await;
+    let served = serve_on(&app, &hsm, &hsm.token, &hsm.pin);
+    let (status, ready) = readyz_at(&served.base).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{ready:#}");
 }
 
