@@ -1,7 +1,7 @@
 //! The real `keyhold` binary: init, serve, and the reference walkthrough as a
 //! user scripts it, with passwords on stdin and JSON output.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use keyhold_store::testing::TestDatabase;
 
-use crate::helpers::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, test_database, use_database};
+use crate::helpers::{
+    ACCESS_KEY_ID, SECRET_ACCESS_KEY, spawn_listening, test_database, use_database,
+};
 
 const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
 
@@ -94,18 +96,7 @@ fn start_server(data_dir: &Path, db: &TestDatabase) -> (ServerProcess, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     use_database(&mut command, db);
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("keyhold serve exited before listening")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("keyhold listening on ") {
-            break url.trim().to_owned();
-        }
-    };
+    let (child, url) = spawn_listening(&mut command);
     (ServerProcess(child), url)
 }
 

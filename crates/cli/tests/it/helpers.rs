@@ -578,3 +578,25 @@ pub fn use_database(command: &mut std::process::Command, db: &TestDatabase) {
         command.env("KEYHOLD_DATABASE_URL", url);
     }
 }
+
+/// Spawns `keyhold serve` (stdout piped) and waits for the address it
+/// listens on, which it prints first.
+pub fn spawn_listening(command: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("keyhold serve exited before listening")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("keyhold listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    (child, url)
+}

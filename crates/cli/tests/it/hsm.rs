@@ -145,7 +145,6 @@ impl Drop for Served {
 }
 
 fn serve_on(app: &TestApp, hsm: &Hsm, label: &str, pin: &str) -> Served {
-    use std::io::BufRead;
     let mut command = Command::new(KEYHOLD);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--log", "error"])
@@ -154,20 +153,9 @@ fn serve_on(app: &TestApp, hsm: &Hsm, label: &str, pin: &str) -> Served {
         .args(["--keystore", "pkcs11", "--pkcs11-module", &hsm.module])
         .args(["--pkcs11-token-label", label])
         .env("KEYHOLD_PKCS11_PIN", pin)
-        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());
     use_database(&mut command, &app.db);
-    let mut child = command.spawn().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("keyhold serve exited before listening")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("keyhold listening on ") {
-            break url.trim().to_owned();
-        }
-    };
+    let (child, base) = spawn_listening(&mut command);
     Served { child, base }
 }
 

@@ -17,7 +17,6 @@ fn crash_points_are_compiled_in() {
 
 #[cfg(feature = "crash-points")]
 mod killed {
-    use std::io::{BufRead, BufReader};
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
     use std::time::Duration;
@@ -26,7 +25,7 @@ mod killed {
 
     use keyhold_store::testing::TestDatabase;
 
-    use crate::helpers::{console_csv, test_database, use_database};
+    use crate::helpers::{console_csv, spawn_listening, test_database, use_database};
     use crate::kms::{Kms, endpoint};
 
     const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
@@ -75,17 +74,7 @@ mod killed {
                 .env("KEYHOLD_PAUSE_AT", point)
                 .env("KEYHOLD_PAUSE_FILE", file);
         }
-        let mut child = command.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("keyhold serve exited before listening")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("keyhold listening on ") {
-                break url.trim().to_owned();
-            }
-        };
+        let (child, base) = spawn_listening(&mut command);
         Server { child, base }
     }
 

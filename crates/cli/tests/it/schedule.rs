@@ -479,3 +479,35 @@ async fn fifty_scheduled_rotations_happen_once_each_while_rotators_crash_and_com
     let (_, verified) = nodes[1].get("/api/v1/audit/verify", &token).await;
     assert_eq!(verified["ok"], true, "{verified}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_groups_due_at_once_all_rotate_once() {
+    let app = TestApp::spawn_with(|args| args.job_concurrency = Some(4)).await;
+    let token = app.dual_session().await;
+    app.import_kms_credential(&token, "aws").await;
+    let names: Vec<String> = (0..12).map(|i| unique(&format!("bulk{i}"))).collect();
+    for name in &names {
+        let mut body = group_body(name, "aws");
+        body["rotate_every"] = json!("1d");
+        let (status, created) = app.create_group(&token, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+    }
+    app.clock
+        .advance(chrono::Duration::days(1) + chrono::Duration::minutes(1));
+    let token = app.dual_session_again().await;
+    for name in &names {
+        let jobs = rotation_ended(&app, &token, name, 1, "succeeded").await;
+        assert_eq!(jobs[0]["users"], "System");
+    }
+    let (_, jobs) = app.get("/api/v1/jobs?limit=100", &token).await;
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        12,
+        "one rotation per due group, no more"
+    );
+    let audit = app.audit_summaries(&token).await;
+    assert!(
+        !audit.iter().any(|s| s.contains("deferred")),
+        "nothing had to wait for another pass: {audit:#?}"
+    );
+}
