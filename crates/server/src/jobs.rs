@@ -1,9 +1,9 @@
 //! The job runner: runs Force Rotate and Synchronize jobs in the background.
 //!
 //! Jobs live in the store; this only decides when a node runs them. A job is
-//! submitted when it is created or retried, and at start-up every job the
-//! store holds as queued or running (the previous process stopped under it)
-//! is submitted again: the core resumes it after its last committed step.
+//! submitted when it is created or retried, and the rotator submits every
+//! job the store holds as queued or running at each tick (`crate::rotator`),
+//! so one a stopped process left behind is resumed after its last committed step.
 //!
 //! At most `job_concurrency` jobs run at once; more wait for a permit. A job
 //! runs in at most one task of this process at a time: submitting a job that
@@ -24,9 +24,6 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-/// How long start-up waits before asking the store again for the jobs to
-/// resume, when it could not answer.
-const RESUME_RETRY: Duration = Duration::from_secs(15);
 /// The first and the longest wait before a job that the store or keystore
 /// failed under runs again.
 const RETRY_FIRST: Duration = Duration::from_secs(2);
@@ -57,8 +54,6 @@ trait Execute: Send + Sync + 'static {
     /// Runs the job to its end (or to the failure it records), its commits
     /// fenced by `lease` when the node runs in a cluster.
     async fn run(&self, id: uuid::Uuid, lease: Option<Lease>) -> Result<JobStatus, CoreError>;
-    /// Jobs a starting node must take up, oldest first.
-    async fn unfinished(&self) -> Result<Vec<uuid::Uuid>, CoreError>;
 }
 
 struct KeyholdJobs {
@@ -84,16 +79,6 @@ impl Execute for KeyholdJobs {
         }
         Ok(job.status)
     }
-
-    async fn unfinished(&self) -> Result<Vec<uuid::Uuid>, CoreError> {
-        Ok(self
-            .keyhold
-            .unfinished_jobs()
-            .await?
-            .into_iter()
-            .map(|j| j.id)
-            .collect())
-    }
 }
 
 /// A job in hand: waiting for a permit, or running.
@@ -108,7 +93,6 @@ struct State {
     jobs: HashMap<uuid::Uuid, Slot>,
     /// Shutting down: nothing new starts.
     closed: bool,
-    resume: Option<AbortHandle>,
     /// Whether this node executes jobs, and under which lease.
     mode: Mode,
 }
@@ -203,7 +187,7 @@ impl Inner {
 
 /// Failures that pass by themselves (the store or keystore unreachable), as
 /// opposed to a job that cannot go on (its row gone or unreadable).
-pub(crate) fn is_outage(error: &CoreError) -> bool {
+fn is_outage(error: &CoreError) -> bool {
     use keyhold_core::{KeystoreError, StoreError};
     matches!(
         error,
@@ -319,37 +303,6 @@ impl JobRunner {
         }
     }
 
-    /// Takes up every job the store holds as queued or running. When the
-    /// store cannot say, keeps asking in the background until it can.
-    pub fn resume_unfinished(&self) {
-        let runner = self.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match runner.inner.executor.unfinished().await {
-                    Ok(ids) => {
-                        if !ids.is_empty() {
-                            tracing::info!(jobs = ids.len(), "resuming unfinished jobs");
-                        }
-                        for id in ids {
-                            runner.submit(id);
-                        }
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, retry_in_s = RESUME_RETRY.as_secs(), "cannot list the jobs to resume");
-                        tokio::time::sleep(RESUME_RETRY).await;
-                    }
-                }
-            }
-        });
-        let mut state = self.inner.state();
-        if state.closed {
-            task.abort();
-        } else {
-            state.resume = Some(task.abort_handle());
-        }
-    }
-
     /// Jobs in hand (waiting for a permit or running).
     pub fn in_hand(&self) -> usize {
         self.inner.state().jobs.len()
@@ -362,9 +315,6 @@ impl JobRunner {
         {
             let mut state = self.inner.state();
             state.closed = true;
-            if let Some(resume) = state.resume.take() {
-                resume.abort();
-            }
         }
         // Jobs still waiting for a permit give up at once.
         self.inner.permits.close();
@@ -393,9 +343,6 @@ impl JobRunner {
     pub fn halt(&self) {
         let mut state = self.inner.state();
         state.closed = true;
-        if let Some(resume) = state.resume.take() {
-            resume.abort();
-        }
         for slot in state.jobs.values() {
             if let Some(task) = &slot.abort {
                 task.abort();
@@ -435,7 +382,6 @@ mod tests {
         runs: Mutex<Vec<uuid::Uuid>>,
         running: AtomicUsize,
         most_at_once: AtomicUsize,
-        unfinished: Mutex<Result<Vec<uuid::Uuid>, ()>>,
         /// Runs that end in an outage (keystore away) before one succeeds.
         outages: AtomicUsize,
         /// Every run ends in a failure that does not pass (a corrupt row).
@@ -449,7 +395,6 @@ mod tests {
                 runs: Mutex::new(Vec::new()),
                 running: AtomicUsize::new(0),
                 most_at_once: AtomicUsize::new(0),
-                unfinished: Mutex::new(Ok(Vec::new())),
                 outages: AtomicUsize::new(0),
                 broken: false,
             })
@@ -482,11 +427,6 @@ mod tests {
             } else {
                 Ok(JobStatus::Succeeded)
             }
-        }
-        async fn unfinished(&self) -> Result<Vec<uuid::Uuid>, CoreError> {
-            self.unfinished.lock().unwrap().clone().map_err(|()| {
-                CoreError::Store(keyhold_core::StoreError::Unavailable("down".into()))
-            })
         }
     }
 
@@ -578,39 +518,6 @@ mod tests {
         // Waits of 2, 4 and 8 seconds (paused time moves on by itself).
         assert!(runner.wait_idle(Duration::from_secs(60)).await);
         assert_eq!(fake.runs(), vec![id; 4]);
-    }
-
-    #[tokio::test]
-    async fn start_up_resumes_the_unfinished_jobs() {
-        let fake = Fake::new();
-        let ids = vec![uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
-        *fake.unfinished.lock().unwrap() = Ok(ids.clone());
-        fake.gate.add_permits(100);
-        let runner = JobRunner::with_executor(fake.clone(), 8);
-        runner.resume_unfinished();
-        settle().await;
-        until_idle(&runner).await;
-        let mut runs = fake.runs();
-        runs.sort();
-        let mut expected = ids;
-        expected.sort();
-        assert_eq!(runs, expected);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn start_up_keeps_asking_a_store_that_cannot_answer() {
-        let fake = Fake::new();
-        *fake.unfinished.lock().unwrap() = Err(());
-        fake.gate.add_permits(100);
-        let runner = JobRunner::with_executor(fake.clone(), 8);
-        runner.resume_unfinished();
-        settle().await;
-        let id = uuid::Uuid::new_v4();
-        *fake.unfinished.lock().unwrap() = Ok(vec![id]);
-        tokio::time::sleep(RESUME_RETRY + Duration::from_secs(1)).await;
-        settle().await;
-        until_idle(&runner).await;
-        assert_eq!(fake.runs(), vec![id]);
     }
 
     #[tokio::test(start_paused = true)]
