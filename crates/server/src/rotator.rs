@@ -202,19 +202,16 @@ impl Rotator {
         lease: Option<&Lease>,
         now: Timestamp,
     ) -> CoreResult<Option<String>> {
-        let holder_alive = match lease {
-            Some(lease) if lease.expires_at >= now => {
-                return Ok(Some(format!(
-                    "node {} rotates (designated: {designated})",
-                    lease.holder
-                )));
-            }
-            _ => false,
-        };
+        if let Some(lease) = lease.filter(|l| l.expires_at >= now) {
+            return Ok(Some(format!(
+                "node {} rotates (designated: {designated})",
+                lease.holder
+            )));
+        }
         let RotatorChoice::Node(named) = designated else {
-            return Ok((!holder_alive).then(|| {
-                "no node holds the rotator lease yet; one takes it at its next tick".to_owned()
-            }));
+            return Ok(Some(
+                "no node holds the rotator lease yet; one takes it at its next tick".to_owned(),
+            ));
         };
         let seen = self
             .keyhold

@@ -16,15 +16,6 @@ use crate::kms::{self, Kms};
 const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
 const ROLE: &str = "arn:aws:iam::123456789012:role/keyhold-rotator";
 
-/// A name no earlier run against the same LocalStack has used (aliases and
-/// group tags live as long as the peer).
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
-
 /// The chain must find credentials in this process's environment, as it does
 /// in the server's: say how to run the suite rather than fail obscurely.
 fn require_environment_credentials() {

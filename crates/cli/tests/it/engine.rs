@@ -8,13 +8,6 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::kms::Kms;
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
-
 /// A server with a dual session and a credential that reaches the KMS peer.
 async fn ready_app() -> (TestApp, String) {
     let app = TestApp::spawn().await;

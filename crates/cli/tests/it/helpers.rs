@@ -18,6 +18,14 @@ pub const ADMIN2_PASSWORD: &str = "Admin2-battery-staple";
 pub const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 pub const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 
+/// A name no other test (nor an earlier run against the same LocalStack) uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
 pub fn console_csv() -> String {
     format!("Access key ID,Secret access key\n{ACCESS_KEY_ID},{SECRET_ACCESS_KEY}\n")
 }

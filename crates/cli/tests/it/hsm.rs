@@ -103,21 +103,8 @@ async fn keys_live_in_the_token_sensitive_and_are_wrapped_there() {
 
 const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
-
 async fn readyz(app: &TestApp) -> (reqwest::StatusCode, serde_json::Value) {
-    let response = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
+    readyz_at(&app.base).await
 }
 
 fn keystore_reason(ready: &serde_json::Value) -> String {

@@ -9,13 +9,6 @@ use keyhold_core::clock::Clock;
 use crate::helpers::*;
 use crate::kms::Kms;
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
-
 async fn group(app: &TestApp, token: &str, name: &str) -> Value {
     let (status, group) = app.get(&format!("/api/v1/groups/{name}"), token).await;
     assert_eq!(status, StatusCode::OK, "{group}");

@@ -10,13 +10,6 @@ use crate::helpers::*;
 use crate::kms::Kms;
 use crate::webdriver::Browser;
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
-
 const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
 
 /// Logs `user` in on the login screen (a first officer, or one joining).

@@ -177,16 +177,7 @@ impl Pkcs11Keystore {
     /// The OAEP hash the token unwraps transported material with: SHA-256
     /// where it wraps with it, else SHA-1 (SoftHSM2 2.6).
     fn transport_hash(&self) -> Result<OaepHash, KeystoreError> {
-        Ok(
-            if self
-                .prepare()?
-                .contains(&WrappingAlgorithm::RsaesOaepSha256)
-            {
-                OaepHash::Sha256
-            } else {
-                OaepHash::Sha1
-            },
-        )
+        Ok(transport_hash_of(&self.prepare()?))
     }
 
     /// Brings key `key_id`'s material from another keystore into the token
@@ -268,13 +259,7 @@ impl Pkcs11Keystore {
         let algorithms = self
             .token
             .run("probing the token's wrapping mechanisms", wrap::probe)?;
-        Ok(
-            if algorithms.contains(&WrappingAlgorithm::RsaesOaepSha256) {
-                OaepHash::Sha256
-            } else {
-                OaepHash::Sha1
-            },
-        )
+        Ok(transport_hash_of(&algorithms))
     }
 
     fn token_name(&self) -> String {
@@ -301,6 +286,15 @@ impl Pkcs11Keystore {
             wrap::destroy(c.session, public);
             wrapped
         })
+    }
+}
+
+/// SHA-256 where the token wraps with OAEP-SHA-256, else SHA-1.
+fn transport_hash_of(algorithms: &[WrappingAlgorithm]) -> OaepHash {
+    if algorithms.contains(&WrappingAlgorithm::RsaesOaepSha256) {
+        OaepHash::Sha256
+    } else {
+        OaepHash::Sha1
     }
 }
 

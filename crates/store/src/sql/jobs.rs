@@ -84,27 +84,26 @@ pub(super) async fn of_group(
     group: &GroupName,
     limit: u32,
 ) -> Result<Vec<Job>, StoreError> {
-    sqlx::query_as::<_, JobRow>(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE group_name = $1 \
-         ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT $2"
-    ))
-    .bind(group.as_str())
-    .bind(list_limit(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db)?
-    .into_iter()
-    .map(Job::try_from)
-    .collect()
+    newest_where(pool, "group_name", group.as_str(), limit).await
 }
 
 /// Failed jobs, newest first.
 pub(super) async fn failed(pool: &Pool, limit: u32) -> Result<Vec<Job>, StoreError> {
+    newest_where(pool, "status", JobStatus::Failed.as_str(), limit).await
+}
+
+/// Jobs whose indexed `column` holds `value`, newest first.
+async fn newest_where(
+    pool: &Pool,
+    column: &'static str,
+    value: &str,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
     sqlx::query_as::<_, JobRow>(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE status = $1 \
+        "SELECT {COLUMNS} FROM jobs WHERE {column} = $1 \
          ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT $2"
     ))
-    .bind(JobStatus::Failed.as_str())
+    .bind(value)
     .bind(list_limit(limit))
     .fetch_all(pool)
     .await
