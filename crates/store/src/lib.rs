@@ -11,6 +11,7 @@
 
 mod audit;
 mod error;
+mod pool;
 mod postgres;
 mod rows;
 mod sqlite;

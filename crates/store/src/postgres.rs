@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::db;
+use crate::pool::closing_abandoned_transactions;
 use crate::url::unavailable;
 
 // The shared queries, compiled for this backend (see sql/mod.rs): loading
@@ -74,7 +75,7 @@ pub(crate) async fn open(
 ) -> Result<PostgresStore, StoreError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| unavailable(url, "invalid database URL", &e))?;
-    let pool = PgPoolOptions::new()
+    let pool = closing_abandoned_transactions(PgPoolOptions::new())
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)

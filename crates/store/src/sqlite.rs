@@ -11,6 +11,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::db;
+use crate::pool::closing_abandoned_transactions;
 use crate::url::unavailable;
 
 // The shared queries, compiled for this backend (see sql/mod.rs): loading
@@ -61,6 +62,18 @@ fn is_memory(url: &str) -> bool {
 
 /// Opens (creating when missing) the database at `url` and brings its schema up to date.
 pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<SqliteStore, StoreError> {
+    let pool = connect(url).await?;
+    SqliteStore::migrate(
+        pool,
+        &sqlx::migrate!("./migrations/sqlite"),
+        url,
+        audit_mac,
+        Mutex::new(()),
+    )
+    .await
+}
+
+async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| unavailable(url, what, e);
     let options = if url.starts_with("sqlite:") {
         SqliteConnectOptions::from_str(url).map_err(|e| unavailable("invalid database URL", &e))?
@@ -82,18 +95,42 @@ pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<SqliteS
             .idle_timeout(None)
             .max_lifetime(None)
     } else {
-        SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+        closing_abandoned_transactions(SqlitePoolOptions::new()).max_connections(MAX_CONNECTIONS)
     };
-    let pool = pool_options
+    pool_options
         .connect_with(options)
         .await
-        .map_err(|e| unavailable("cannot open the database", &e))?;
-    SqliteStore::migrate(
-        pool,
-        &sqlx::migrate!("./migrations/sqlite"),
-        url,
-        audit_mac,
-        Mutex::new(()),
-    )
-    .await
+        .map_err(|e| unavailable("cannot open the database", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn a_transaction_abandoned_by_a_cancelled_task_does_not_keep_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("keyhold.db").display().to_string();
+        let pool = connect(&url).await.unwrap();
+        let mut abandoned = pool.acquire().await.unwrap();
+        let tx = abandoned.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        // What a task cancelled between BEGIN and its guard leaves behind: an
+        // open write transaction nobody will roll back.
+        std::mem::forget(tx);
+        drop(abandoned);
+
+        // Whichever connection the pool hands out, a writer gets the lock
+        // (within the busy timeout) and can commit.
+        for _ in 0..MAX_CONNECTIONS {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("CREATE TABLE IF NOT EXISTS probe (x)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
 }

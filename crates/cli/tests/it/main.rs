@@ -7,6 +7,7 @@
 
 mod helpers;
 mod kms;
+mod report;
 
 mod audit;
 mod bad_input;
