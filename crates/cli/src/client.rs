@@ -157,6 +157,8 @@ pub struct Context {
     pub output: OutputFormat,
     /// `--session-file`, when given.
     pub session_file: Option<PathBuf>,
+    /// `--ca-certificate`, when given.
+    pub ca_certificate: Option<PathBuf>,
 }
 
 impl Context {
@@ -175,12 +177,12 @@ impl Context {
 
     /// A client without a session (login, password change).
     pub fn anonymous(&self) -> anyhow::Result<Client> {
-        Client::new(&self.url)
+        Client::new(&self.url, self.ca_certificate.as_deref())
     }
 
     /// A client carrying the session saved for this server.
     pub fn authenticated(&self) -> anyhow::Result<Client> {
-        let client = Client::new(&self.url)?;
+        let client = Client::new(&self.url, self.ca_certificate.as_deref())?;
         let path = self.session_path()?;
         match load_session(&path)? {
             Some(saved) if saved.url == client.base => Ok(client.with_token(saved.token)),
@@ -189,7 +191,7 @@ impl Context {
     }
 }
 
-/// `http://host:port/` → `http://host:port`; refuses what is not an http URL.
+/// `http://host:port/` → `http://host:port`; refuses what is not an http(s) URL.
 pub fn normalize_url(raw: &str) -> Result<String, CliError> {
     let parsed = reqwest::Url::parse(raw.trim()).map_err(|e| {
         CliError::Input(format!(
@@ -198,15 +200,10 @@ pub fn normalize_url(raw: &str) -> Result<String, CliError> {
         ))
     })?;
     match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(CliError::Input(format!(
-                "--url '{parsed}': this build of keyhold speaks plain HTTP only; reach the server through http://"
-            )));
-        }
+        "http" | "https" => {}
         other => {
             return Err(CliError::Input(format!(
-                "--url '{parsed}' has the scheme '{other}': use an http:// URL such as {DEFAULT_URL}"
+                "--url '{parsed}' has the scheme '{other}': use an https:// or http:// URL such as {DEFAULT_URL}"
             )));
         }
     }
@@ -217,6 +214,21 @@ pub fn normalize_url(raw: &str) -> Result<String, CliError> {
         )));
     }
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+fn read_ca_certificate(path: &Path) -> Result<reqwest::Certificate, CliError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        CliError::Input(format!(
+            "--ca-certificate {}: cannot read it ({e}); give the PEM file of the CA that signed the server's certificate",
+            path.display()
+        ))
+    })?;
+    reqwest::Certificate::from_pem(&pem).map_err(|e| {
+        CliError::Input(format!(
+            "--ca-certificate {}: not a PEM certificate ({e}); give the CA's certificate, BEGIN CERTIFICATE block",
+            path.display()
+        ))
+    })
 }
 
 /// Percent-encodes one path segment (a name or key id taken from the command line).
@@ -255,13 +267,15 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    pub fn new(url: &str, ca_certificate: Option<&Path>) -> anyhow::Result<Self> {
         let base = normalize_url(url)?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("keyhold-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot set up the HTTP client")?;
+            .user_agent(concat!("keyhold-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_certificate {
+            http = http.add_root_certificate(read_ca_certificate(path)?);
+        }
+        let http = http.build().context("cannot set up the HTTP client")?;
         Ok(Self {
             http,
             base,
@@ -703,11 +717,9 @@ mod tests {
         );
         assert!(normalize_url("127.0.0.1:8600").is_err());
         assert!(normalize_url("ftp://h").is_err());
-        assert!(
-            normalize_url("https://h")
-                .unwrap_err()
-                .to_string()
-                .contains("plain HTTP")
+        assert_eq!(
+            normalize_url("https://keyhold.example:8600/").unwrap(),
+            "https://keyhold.example:8600"
         );
         assert!(normalize_url("http://h/?x=1").is_err());
     }

@@ -57,6 +57,16 @@ struct Cli {
     /// else ~/.config/keyhold/session.json].
     #[arg(long, global = true, env = "KEYHOLD_SESSION_FILE", value_name = "PATH")]
     session_file: Option<PathBuf>,
+    /// Also trust this CA certificate (PEM) for an https:// --url, such as the
+    /// private CA that signed the server's certificate; the system's trusted
+    /// CAs are always trusted.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYHOLD_CA_CERTIFICATE",
+        value_name = "PATH"
+    )]
+    ca_certificate: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,6 +131,7 @@ async fn main() -> ExitCode {
         url: cli.url,
         output: cli.output,
         session_file: cli.session_file,
+        ca_certificate: cli.ca_certificate,
     };
     match run(&ctx, cli.command).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -130,6 +130,10 @@ pub trait Store: Send + Sync {
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
     async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError>;
     async fn update_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// Moves the session stored under `previous_id` to `session.id` (a new
+    /// token), so the old token stops working in the same write.
+    async fn replace_session(&self, previous_id: &str, session: &Session)
+    -> Result<(), StoreError>;
     async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
     /// Ends every session that includes this identity (password change, deletion).
     async fn delete_sessions_of(&self, name: &IdentityName) -> Result<(), StoreError>;

@@ -13,6 +13,8 @@ use keyhold_store::{DatabaseKind, mask_url};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::tls::TlsConfig;
+
 /// Where `keyhold serve` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8600";
 /// Where data lives unless told otherwise.
@@ -69,6 +71,13 @@ pub struct ServeArgs {
     /// sessions and passwords would cross the network unencrypted.
     #[arg(long, env = "KEYHOLD_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+    /// Serve HTTPS with this certificate chain (PEM: the server certificate,
+    /// then its intermediates). Needs --tls-private-key.
+    #[arg(long, env = "KEYHOLD_TLS_CERTIFICATE", value_name = "PATH")]
+    pub tls_certificate: Option<PathBuf>,
+    /// The private key of --tls-certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KEYHOLD_TLS_PRIVATE_KEY", value_name = "PATH")]
+    pub tls_private_key: Option<PathBuf>,
     /// Where keys live: `software` (sealed under a master key in
     /// <data-dir>/keystore) or `pkcs11` (an HSM token) [default: software].
     #[arg(long, env = "KEYHOLD_KEYSTORE", value_name = "KIND")]
@@ -145,6 +154,10 @@ struct FileConfig {
     log: Option<String>,
     /// Serve plain HTTP on an address other than loopback.
     allow_plain_http: Option<bool>,
+    /// Certificate chain (PEM) to serve HTTPS with.
+    tls_certificate: Option<PathBuf>,
+    /// Private key (PEM) of the certificate.
+    tls_private_key: Option<PathBuf>,
     /// `software` or `pkcs11`.
     keystore: Option<String>,
     /// PKCS#11 module (shared library) of the HSM.
@@ -175,6 +188,8 @@ struct FileConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// HTTPS, when a certificate is configured; plain HTTP otherwise.
+    pub tls: Option<TlsConfig>,
     pub database: DatabaseUrl,
     pub keystore: KeystoreConfig,
     pub log: String,
@@ -265,6 +280,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
+            .field("tls", &self.tls)
             .field("database", &self.database)
             .field("keystore", &self.keystore)
             .field("log", &self.log)
@@ -329,10 +345,24 @@ impl ServeArgs {
                 "listen address '{listen_raw}' is not an IP address and port, such as 127.0.0.1:8600"
             ))
         })?;
+        let tls = match (
+            self.tls_certificate.or(file.tls_certificate),
+            self.tls_private_key.or(file.tls_private_key),
+        ) {
+            (Some(certificate), Some(key)) => {
+                Some(TlsConfig::load(&certificate, &key).map_err(|e| ConfigError(e.to_string()))?)
+            }
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError(
+                    "HTTPS needs both tls_certificate and tls_private_key (PEM files); give both, or neither for plain HTTP on loopback".into(),
+                ));
+            }
+        };
         let allow_plain_http = self.allow_plain_http || file.allow_plain_http.unwrap_or(false);
-        if !listen.ip().is_loopback() && !allow_plain_http {
+        if tls.is_none() && !listen.ip().is_loopback() && !allow_plain_http {
             return Err(ConfigError(format!(
-                "refusing to serve plain HTTP on {listen}, which is not a loopback address: sessions and passwords would cross the network unencrypted. Listen on 127.0.0.1 behind a TLS proxy, or pass --allow-plain-http if the network is otherwise protected"
+                "refusing to serve plain HTTP on {listen}, which is not a loopback address: sessions and passwords would cross the network unencrypted. Give tls_certificate and tls_private_key to serve HTTPS, listen on 127.0.0.1 behind a TLS proxy, or pass --allow-plain-http if the network is otherwise protected"
             )));
         }
         let database_raw = self.database_url.or(file.database_url).unwrap_or_else(|| {
@@ -452,6 +482,7 @@ impl ServeArgs {
             scheduler_tick,
             data_dir,
             listen,
+            tls,
             database: DatabaseUrl(SecretString::from(database_raw)),
             keystore,
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
@@ -596,6 +627,61 @@ mod tests {
             }
             .resolve(EnvSecrets::default())
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn tls_needs_a_readable_certificate_and_key_and_never_shows_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage_key = dir.path().join("key.pem");
+        std::fs::write(
+            &garbage_key,
+            "-----BEGIN PRIVATE KEY-----\nS3cretKeyBytesS3cretKeyBytes\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let not_a_certificate = dir.path().join("cert.pem");
+        std::fs::write(&not_a_certificate, "hello\n").unwrap();
+        let with = |certificate: Option<&Path>, key: Option<&Path>| {
+            ServeArgs {
+                listen: Some("0.0.0.0:8600".into()),
+                tls_certificate: certificate.map(Path::to_owned),
+                tls_private_key: key.map(Path::to_owned),
+                ..Default::default()
+            }
+            .resolve(EnvSecrets::default())
+            .map(drop)
+            .unwrap_err()
+            .to_string()
+        };
+        let message = with(Some(&not_a_certificate), None);
+        assert!(
+            message.contains("both tls_certificate and tls_private_key"),
+            "{message}"
+        );
+        let message = with(None, Some(&garbage_key));
+        assert!(
+            message.contains("both tls_certificate and tls_private_key"),
+            "{message}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let message = with(Some(&missing), Some(&garbage_key));
+        assert!(
+            message.contains("missing.pem") && message.contains("PEM"),
+            "{message}"
+        );
+        let message = with(Some(&not_a_certificate), Some(&garbage_key));
+        assert!(message.contains("no CERTIFICATE"), "{message}");
+        let message = with(
+            Some(Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/tls/certificate.pem"
+            ))),
+            Some(&garbage_key),
+        );
+        assert!(message.contains("key.pem"), "{message}");
+        assert!(
+            !message.contains("S3cret"),
+            "the key's contents never show: {message}"
         );
     }
 

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod keystore_migration;
 pub mod rotator;
 pub mod startup;
+pub mod tls;
 mod ui;
 
 pub use config::{Config, EnvSecrets, KmsConfig, ServeArgs};
@@ -92,7 +93,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let addr = server.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database, "keyhold listening");
-    println!("keyhold listening on http://{addr}");
+    println!("keyhold listening on {}://{addr}", server.scheme());
     server.run(shutdown_signal()).await
 }
 

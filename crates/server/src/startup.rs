@@ -18,10 +18,12 @@ use crate::connector::AwsConnector;
 use crate::http::{self, AppState, Metrics};
 use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
 use crate::rotator::Rotator;
+use crate::tls::{TlsConfig, TlsListener};
 
 /// A server bound to its address, ready to run.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<TlsConfig>,
     state: AppState,
 }
 
@@ -55,11 +57,23 @@ impl Server {
             jobs,
             rotator,
         };
-        Ok((Self { listener, state }, passwords))
+        Ok((
+            Self {
+                listener,
+                tls: config.tls.clone(),
+                state,
+            },
+            passwords,
+        ))
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// `https` when a certificate is configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Takes up the jobs a previous run left unfinished, then serves until
@@ -79,10 +93,20 @@ impl Server {
             jobs: jobs.clone(),
         };
         let router = http::router(self.state);
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the HTTP server stopped");
+        let served = match &self.tls {
+            Some(tls) => {
+                let listener = TlsListener::new(self.listener, tls)?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+        .context("the HTTP server stopped");
         background.ticking.abort();
         jobs.shutdown(SHUTDOWN_GRACE).await;
         rotator.step_down().await;

@@ -169,6 +169,13 @@ impl Store for SqlStore {
     async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
         self.inner().update_session(session).await
     }
+    async fn replace_session(
+        &self,
+        previous_id: &str,
+        session: &Session,
+    ) -> Result<(), StoreError> {
+        self.inner().replace_session(previous_id, session).await
+    }
     async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         self.inner().delete_session(id).await
     }

@@ -228,7 +228,7 @@ async fn keys_are_listed_with_the_walkthrough_columns_and_deleted_only_under_dua
         .as_str()
         .unwrap()
         .to_owned();
-    app.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
+    let token = app.join(&token, "Admin2", ADMIN2_PASSWORD).await;
     let (status, key) = app.get(&format!("/api/v1/keys/{kms_key_id}"), &token).await;
     assert_eq!(status, StatusCode::OK, "{key}");
     assert_eq!(key["expired"], true);
@@ -244,7 +244,7 @@ async fn keys_are_listed_with_the_walkthrough_columns_and_deleted_only_under_dua
         .delete(&format!("/api/v1/keys/{kms_key_id}"), &token)
         .await;
     assert_eq!(body["error"]["code"], "dual_control_required", "{status}");
-    app.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
+    let token = app.join(&token, "Admin2", ADMIN2_PASSWORD).await;
     let (status, body) = app.delete("/api/v1/groups/ig-demo", &token).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("1 key"));

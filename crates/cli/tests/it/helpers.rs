@@ -116,6 +116,8 @@ impl TestApp {
             .await
             .unwrap();
         let addr = server.local_addr().unwrap();
+        let scheme = server.scheme();
+        let certificate = args.tls_certificate.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -128,8 +130,25 @@ impl TestApp {
         Self {
             args,
             pin,
-            base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            // Over HTTPS the name the test certificate is issued to.
+            base: match &certificate {
+                Some(_) => format!("{scheme}://localhost:{}", addr.port()),
+                None => format!("{scheme}://{addr}"),
+            },
+            http: match &certificate {
+                // The chain ends with the CA that issued the server's certificate.
+                Some(chain) => {
+                    reqwest::Certificate::from_pem_bundle(&std::fs::read(chain).unwrap())
+                        .unwrap()
+                        .into_iter()
+                        .fold(reqwest::Client::builder(), |client, certificate| {
+                            client.add_root_certificate(certificate)
+                        })
+                        .build()
+                        .unwrap()
+                }
+                None => reqwest::Client::new(),
+            },
             data_dir,
             clock,
             initial_passwords: passwords
@@ -311,9 +330,15 @@ impl TestApp {
     /// A session holding Admin1 and Admin2 (dual control).
     pub async fn dual_session(&self) -> String {
         let token = self.single_session().await;
-        let (status, body) = self.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
+        self.join(&token, "Admin2", ADMIN2_PASSWORD).await
+    }
+
+    /// `user` joins the session of `token`; returns the session's new token
+    /// (joining replaces it).
+    pub async fn join(&self, token: &str, user: &str, password: &str) -> String {
+        let (status, body) = self.login(Some(token), user, password).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        token
+        body["token"].as_str().unwrap().to_owned()
     }
 
     /// Admin1 and Admin2 in one session again, their passwords set already
@@ -322,9 +347,7 @@ impl TestApp {
         let (status, body) = self.login(None, "Admin1", ADMIN1_PASSWORD).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let token = body["token"].as_str().unwrap().to_owned();
-        let (status, body) = self.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        token
+        self.join(&token, "Admin2", ADMIN2_PASSWORD).await
     }
 
     pub async fn import_credential(&self, token: &str, name: &str) {
@@ -409,6 +432,22 @@ impl TestApp {
     }
 
     /// Audit summaries, oldest first.
+    /// The whole audit log, oldest first, as `/api/v1/audit/export` streams it.
+    pub async fn audit_export(&self, token: &str) -> Vec<Value> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/audit/export", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
     pub async fn audit_summaries(&self, token: &str) -> Vec<String> {
         let (status, body) = self.get("/api/v1/audit?limit=1000", token).await;
         assert_eq!(status, StatusCode::OK, "{body}");

@@ -9,6 +9,7 @@ mod helpers;
 mod kms;
 mod report;
 
+mod access;
 mod audit;
 mod bad_input;
 mod chain_credentials;
@@ -21,6 +22,7 @@ mod hsm;
 
 mod resume;
 mod schedule;
+mod secrets;
 mod sessions;
 mod ui;
 mod webdriver;

@@ -57,14 +57,16 @@ async fn a_second_identity_joins_the_session_and_both_are_recorded() {
     let (_, groups) = app.get("/api/v1/groups", &token).await;
     assert_eq!(groups, json!([]), "a refused action changes nothing");
 
-    // Admin2 joins the same session; the token stays the same.
-    let (status, body) = app.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
+    // Admin2 joins the same session, which gets a new token: whoever held
+    // (or planted) the old one does not gain Admin2's rights with it.
+    let before = token;
+    let (status, body) = app.login(Some(&before), "Admin2", ADMIN2_PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(
-        body.get("token").is_none(),
-        "joining does not mint a new token"
-    );
     assert_eq!(body["users"], "Admin1,Admin2");
+    let token = body["token"].as_str().unwrap().to_owned();
+    assert_ne!(token, before, "joining replaces the token");
+    let (status, _) = app.get("/api/v1/session", &before).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old token is dead");
 
     // The same identity cannot count twice.
     let (status, _) = app.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
@@ -214,8 +216,7 @@ async fn roles_limit_what_an_identity_may_do() {
     assert_eq!(creds, json!([]));
 
     // An administrator with an auditor is still not two identities that may add a group.
-    let (status, _) = app.login(Some(&auditor), "Admin1", ADMIN1_PASSWORD).await;
-    assert_eq!(status, StatusCode::OK);
+    let auditor = app.join(&auditor, "Admin1", ADMIN1_PASSWORD).await;
     let (status, body) = app.create_group(&auditor, group_body("g1", "c")).await;
     assert_eq!(
         body["error"]["code"], "dual_control_required",
@@ -248,6 +249,7 @@ async fn configuration_changes_need_two_administrators_and_take_effect() {
     assert_eq!(body["error"]["code"], "dual_control_required", "{status}");
     let (_, body) = app.login(Some(&single), "Admin2", ADMIN2_PASSWORD).await;
     assert_eq!(body["users"], "Admin1,Admin2");
+    let single = body["token"].as_str().unwrap().to_owned();
     let (status, body) = app
         .patch("/api/v1/config", &single, json!({"lockout_threshold": 3}))
         .await;

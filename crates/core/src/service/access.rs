@@ -38,9 +38,12 @@ impl std::fmt::Debug for OneTimePassword {
 
 /// The result of a successful login.
 pub struct LoginOutcome {
-    /// A new bearer token when the login opened a new session; `None` when the
-    /// identity joined the caller's session.
-    pub new_token: Option<SecretString>,
+    /// The session's bearer token from now on. Joining a session replaces its
+    /// token too: the caller's previous one stops working.
+    pub token: SecretString,
+    /// Whether the identity joined the caller's session (dual control)
+    /// rather than opening a new one.
+    pub joined: bool,
     pub session: Session,
 }
 
@@ -180,7 +183,7 @@ impl Keyhold {
             name: who.name.clone(),
             role: who.role,
         };
-        let (session, new_token) = match existing {
+        let (session, token, joined) = match existing {
             Some(mut session) => {
                 if session.identities.iter().any(|i| i.name == who.name) {
                     return Err(CoreError::Conflict(format!(
@@ -190,8 +193,16 @@ impl Keyhold {
                 }
                 session.identities.push(member);
                 session.last_seen = now;
-                self.store.update_session(&session).await?;
-                (session, None)
+                // More rights, new token: whoever knew the old one (it may
+                // have been planted: session fixation) does not gain the
+                // joining identity's rights with it.
+                let token = identity::generate_token()?;
+                let previous_id = std::mem::replace(
+                    &mut session.id,
+                    identity::session_id_for_token(token.expose_secret()),
+                );
+                self.store.replace_session(&previous_id, &session).await?;
+                (session, token, true)
             }
             None => {
                 let token = identity::generate_token()?;
@@ -202,7 +213,7 @@ impl Keyhold {
                     last_seen: now,
                 };
                 self.store.insert_session(&session).await?;
-                (session, Some(token))
+                (session, token, false)
             }
         };
         self.store
@@ -211,7 +222,11 @@ impl Keyhold {
                 format!("Logged in '{}' using Password.", who.name),
             ))
             .await?;
-        Ok(LoginOutcome { new_token, session })
+        Ok(LoginOutcome {
+            token,
+            joined,
+            session,
+        })
     }
 
     /// Resolves a bearer token to its live session, ending it when it timed out.
@@ -357,8 +372,11 @@ impl Keyhold {
         Ok(())
     }
 
-    /// Checks the session may run `op` under the current dual-control setting.
-    pub(super) async fn authorize(&self, session: &Session, op: Operation) -> CoreResult<()> {
+    /// Whether the session may run `op` now (its roles, and dual control as
+    /// configured). Every operation checks this first; a caller that must
+    /// read before it acts checks it before reading, so a refusal never
+    /// depends on what exists.
+    pub async fn authorize(&self, session: &Session, op: Operation) -> CoreResult<()> {
         let dual = if op.dual_control {
             self.store.get_settings().await?.dual_control
         } else {

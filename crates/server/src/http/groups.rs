@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyhold_api as api;
 use keyhold_core::group::KeyGroup;
+use keyhold_core::identity::Operation;
 use keyhold_core::names::GroupName;
 
 use super::errors::ApiResult;
@@ -71,6 +72,9 @@ pub async fn update(
     ApiJson(req): ApiJson<api::UpdateGroupRequest>,
 ) -> ApiResult<Json<api::GroupView>> {
     let result = async {
+        app.keyhold
+            .authorize(&session, Operation::UPDATE_GROUP)
+            .await?;
         let parsed = GroupName::parse(&name)?;
         let current = app.keyhold.get_group(&session, &parsed).await?;
         let change = requests::group_change(&req, &current.info)?;

@@ -31,8 +31,8 @@ pub async fn login(
         .keyhold
         .login(token.as_deref(), &req.user, &password)
         .await?;
-    let new_token = outcome.new_token.map(|t| t.expose_secret().to_owned());
-    Ok(Json(views::session(&outcome.session, new_token)))
+    let token = outcome.token.expose_secret().to_owned();
+    Ok(Json(views::session(&outcome.session, Some(token))))
 }
 
 pub async fn show(Caller(session): Caller) -> Json<api::SessionView> {

@@ -233,19 +233,21 @@ pub async fn login(
         .login(token.as_deref(), &form.user, &password)
         .await
     {
-        Ok(outcome) => match outcome.new_token {
-            Some(new_token) => {
-                let mut response = see_other("/ui/login");
-                let headers = response.headers_mut();
-                headers.append(
-                    header::SET_COOKIE,
-                    set_cookie(SESSION_COOKIE, new_token.expose_secret()),
-                );
-                headers.append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
-                response
-            }
-            None => see_other(&format!("/ui/keys?done=joined&name={}", encode(&form.user))),
-        },
+        Ok(outcome) => {
+            let mut response = if outcome.joined {
+                see_other(&format!("/ui/keys?done=joined&name={}", encode(&form.user)))
+            } else {
+                see_other("/ui/login")
+            };
+            let headers = response.headers_mut();
+            // A new cookie on every login, joining too (no session fixation).
+            headers.append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, outcome.token.expose_secret()),
+            );
+            headers.append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
+            response
+        }
         Err(e) => {
             let error = ApiError::from(e);
             let text = match &error {

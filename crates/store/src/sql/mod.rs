@@ -182,6 +182,17 @@ impl Store for SqlBackend {
             .await
     }
 
+    async fn replace_session(
+        &self,
+        previous_id: &str,
+        session: &Session,
+    ) -> Result<(), StoreError> {
+        self.audited(None, async |c| {
+            sessions::replace(c, previous_id, session).await
+        })
+        .await
+    }
+
     async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         self.audited(None, async |c| sessions::delete(c, id).await)
             .await

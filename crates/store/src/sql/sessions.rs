@@ -33,9 +33,20 @@ pub(super) async fn insert(conn: &mut Conn, session: &Session) -> Result<(), Sto
 }
 
 pub(super) async fn update(conn: &mut Conn, session: &Session) -> Result<(), StoreError> {
+    replace(conn, &session.id, session).await
+}
+
+/// Updates the session stored under `previous_id`, moving it to `session.id`
+/// when that differs (a new token after a privilege change).
+pub(super) async fn replace(
+    conn: &mut Conn,
+    previous_id: &str,
+    session: &Session,
+) -> Result<(), StoreError> {
     let done = sqlx::query(
-        "UPDATE sessions SET identities = $2, created_at = $3, last_seen = $4 WHERE id = $1",
+        "UPDATE sessions SET id = $2, identities = $3, created_at = $4, last_seen = $5 WHERE id = $1",
     )
+    .bind(previous_id)
     .bind(&session.id)
     .bind(session_identities_json(session)?)
     .bind(ts(&session.created_at))

@@ -1,0 +1,172 @@
+//! HTTPS for the API and the UI: rustls with the configured certificate
+//! chain and private key (PEM files).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// A client that has not finished its handshake by then is dropped, so slow
+/// or silent clients cannot hold connections open.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes finished but not yet taken up by the HTTP server.
+const READY_BACKLOG: usize = 64;
+
+/// The certificate and key the server presents, loaded and checked at
+/// start-up so a bad file stops `keyhold serve` with a clear message.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The certificate file, for messages (never the key's contents).
+    pub certificate_path: std::path::PathBuf,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("certificate_path", &self.certificate_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is wrong with the TLS files, and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(
+        "cannot read the TLS certificate chain {path}: {cause}. Give a PEM file with the server certificate first, then its intermediates"
+    )]
+    Certificate { path: String, cause: String },
+    #[error(
+        "cannot read the TLS private key {path}: {cause}. Give a PEM file with one PKCS#8, PKCS#1 (RSA) or SEC1 (EC) private key"
+    )]
+    PrivateKey { path: String, cause: String },
+    #[error(
+        "the TLS private key {key} does not belong to the certificate {certificate}, or its algorithm is not supported: {cause}"
+    )]
+    Mismatch {
+        certificate: String,
+        key: String,
+        cause: String,
+    },
+}
+
+impl TlsConfig {
+    pub fn load(certificate: &Path, private_key: &Path) -> Result<Self, TlsError> {
+        let certificate_error = |cause: String| TlsError::Certificate {
+            path: certificate.display().to_string(),
+            cause,
+        };
+        let chain = CertificateDer::pem_file_iter(certificate)
+            .map_err(|e| certificate_error(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| certificate_error(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(certificate_error("it holds no CERTIFICATE block".into()));
+        }
+        // The parse error names the PEM section, never the key's bytes.
+        let key = PrivateKeyDer::from_pem_file(private_key).map_err(|e| TlsError::PrivateKey {
+            path: private_key.display().to_string(),
+            cause: e.to_string(),
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|e| TlsError::Mismatch {
+                certificate: certificate.display().to_string(),
+                key: private_key.display().to_string(),
+                cause: e.to_string(),
+            })?;
+        let mut server = server;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            certificate_path: certificate.to_owned(),
+            server: Arc::new(server),
+        })
+    }
+}
+
+/// Accepts TCP connections and hands the HTTP server only those that
+/// completed a TLS handshake. Handshakes run in their own tasks, so one slow
+/// client never delays the others.
+pub struct TlsListener {
+    local_addr: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(listener: TcpListener, config: &TlsConfig) -> std::io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(config.server.clone());
+        let (sender, ready) = mpsc::channel(READY_BACKLOG);
+        let accepting = tokio::spawn(accept_loop(listener, acceptor, sender));
+        Ok(Self {
+            local_addr,
+            ready,
+            accepting,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off, don't spin.
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = ready.send((tls, peer)).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Some(accepted) = self.ready.recv().await {
+                return accepted;
+            }
+            // The accept loop only ends when aborted with this listener;
+            // should it ever stop, wait rather than spin.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}
