@@ -82,6 +82,8 @@ mod tests {
             "2026-11-29T12:00:00.123456789+01:00",
             "9999-12-31T23:59:59+01:00",
             "0000-01-01T00:00:00-01:00",
+            // How the store marks a released lease.
+            "0000-01-01T00:00:00.000000Z",
         ] {
             let time = parse_timestamp(raw).unwrap();
             let stored = format_timestamp(&time);
