@@ -1,6 +1,6 @@
 //! Time as a parameter: everything that depends on "now" asks a [`Clock`].
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 pub type Timestamp = DateTime<Utc>;
 
@@ -59,8 +59,45 @@ pub fn format_timestamp(t: &Timestamp) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// Reads an RFC 3339 time. A time whose UTC year falls outside 0000–9999
+/// (reachable from a four-digit year through its offset, such as
+/// `9999-12-31T23:59:59-01:00`) is refused: [`format_timestamp`] would write it
+/// with a sign and a fifth digit, out of the fixed-width form that lets the
+/// audit filter compare stored times as text.
 pub fn parse_timestamp(raw: &str) -> Option<Timestamp> {
     DateTime::parse_from_rfc3339(raw)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+        .filter(|t| (0..=9999).contains(&t.year()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsed_times_are_stored_fixed_width_and_read_back() {
+        for raw in [
+            "2026-11-29T12:00:00Z",
+            "2026-11-29T12:00:00.123456789+01:00",
+            "9999-12-31T23:59:59+01:00",
+            "0000-01-01T00:00:00-01:00",
+            // How the store marks a released lease.
+            "0000-01-01T00:00:00.000000Z",
+        ] {
+            let time = parse_timestamp(raw).unwrap();
+            let stored = format_timestamp(&time);
+            assert_eq!(stored.len(), "2026-11-29T12:00:00.000000Z".len(), "{raw}");
+            assert_eq!(format_timestamp(&parse_timestamp(&stored).unwrap()), stored);
+        }
+    }
+
+    #[test]
+    fn times_whose_utc_year_has_five_digits_or_a_sign_are_refused() {
+        // Stored as "+10000-01-01T00:58:59.000000Z" (the `names` fuzz target
+        // checks the width), which sorts before every stored time: an audit
+        // filter from that time matched the whole log instead of nothing.
+        assert_eq!(parse_timestamp("9999-12-31T23:59:59-01:00"), None);
+        assert_eq!(parse_timestamp("0000-01-01T00:00:00+01:00"), None);
+    }
 }
