@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Timestamp, format_timestamp};
-use crate::error::KeystoreError;
+use crate::error::{InvalidInput, KeystoreError};
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
@@ -251,6 +251,33 @@ pub struct VerifyReport {
     /// Sequence number of the first entry that fails, if any.
     pub first_bad_seq: Option<i64>,
     pub reason: Option<String>,
+}
+
+/// Longest user or text an audit search accepts.
+pub const MAX_SEARCH_LEN: usize = 200;
+
+/// A user or text to search the audit log for: printable, bounded. An empty
+/// one searches for nothing in particular (no filter).
+pub fn search_term(
+    field: &'static str,
+    raw: Option<String>,
+) -> Result<Option<String>, InvalidInput> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    if raw.chars().any(char::is_control) {
+        return Err(InvalidInput::new(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    if raw.chars().count() > MAX_SEARCH_LEN {
+        return Err(InvalidInput::new(
+            field,
+            format!("{field} is longer than {MAX_SEARCH_LEN} characters"),
+        ));
+    }
+    Ok(Some(raw))
 }
 
 /// Filter for listing audit entries.

@@ -51,6 +51,26 @@ pub struct SettingsChange {
 
 impl SettingsChange {
     pub fn apply(self, current: &Settings) -> Result<Settings, InvalidInput> {
+        let Self {
+            dual_control,
+            lockout_threshold,
+            lockout_minutes,
+            session_idle_minutes,
+            session_max_hours,
+            designated_rotator,
+        } = &self;
+        if dual_control.is_none()
+            && lockout_threshold.is_none()
+            && lockout_minutes.is_none()
+            && session_idle_minutes.is_none()
+            && session_max_hours.is_none()
+            && designated_rotator.is_none()
+        {
+            return Err(InvalidInput::new(
+                "body",
+                "nothing to change: give at least one setting",
+            ));
+        }
         let mut next = current.clone();
         if let Some(v) = self.dual_control {
             next.dual_control = v;

@@ -18,6 +18,7 @@ mod credentials;
 mod engine;
 
 mod groups;
+mod hostile_input;
 mod hsm;
 
 mod resume;

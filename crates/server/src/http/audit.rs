@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use keyhold_api as api;
 use keyhold_core::InvalidInput;
-use keyhold_core::audit::AuditFilter;
+use keyhold_core::audit::{AuditFilter, search_term};
 use keyhold_core::clock::parse_timestamp;
 use serde::Deserialize;
 
@@ -61,8 +61,8 @@ pub async fn list(
     let filter = AuditFilter {
         from: time_bound("from", query.from.as_deref())?,
         to: time_bound("to", query.to.as_deref())?,
-        user: query.user.filter(|u| !u.is_empty()),
-        text: query.text.filter(|t| !t.is_empty()),
+        user: search_term("user", query.user)?,
+        text: search_term("text", query.text)?,
         limit,
         before_seq: query.before_seq,
     };

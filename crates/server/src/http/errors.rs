@@ -18,6 +18,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the request body is larger than 1 MiB")]
     PayloadTooLarge,
+    #[error("the request body stalled for more than 10 s; send it whole, without pauses")]
+    BodyStalled,
     #[error("send the body as JSON with the header Content-Type: application/json")]
     UnsupportedMediaType,
     #[error("no such endpoint: see /api/v1/openapi.json for the API")]
@@ -47,6 +49,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::BodyStalled => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -175,6 +178,7 @@ mod tests {
         let cases: Vec<(ApiError, u16)> = vec![
             (ApiError::BadRequest("x".into()), 400),
             (ApiError::PayloadTooLarge, 413),
+            (ApiError::BodyStalled, 408),
             (ApiError::UnsupportedMediaType, 415),
             (ApiError::NoRoute, 404),
             (ApiError::MethodNotAllowed, 405),
