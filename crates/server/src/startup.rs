@@ -96,6 +96,14 @@ impl Server {
         let served = match &self.tls {
             Some(tls) => {
                 let listener = TlsListener::new(self.listener, tls)?;
+                // Browsers that once reached keyhold over HTTPS never try
+                // plain HTTP for it again (no downgrade on a hostile network).
+                let router = router.layer(
+                    tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                        axum::http::header::STRICT_TRANSPORT_SECURITY,
+                        axum::http::HeaderValue::from_static("max-age=31536000"),
+                    ),
+                );
                 axum::serve(listener, router)
                     .with_graceful_shutdown(shutdown)
                     .await

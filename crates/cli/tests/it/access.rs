@@ -514,6 +514,17 @@ async fn https_with_the_configured_certificate_serves_api_and_cli_on_any_address
     let (status, session) = app.get("/api/v1/session", &token).await;
     assert_eq!(status, StatusCode::OK, "{session}");
     assert_eq!(session["users"], "Admin1,Admin2");
+    let answer = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.headers()["strict-transport-security"],
+        "max-age=31536000",
+        "browsers are told to keep to HTTPS"
+    );
 
     // Plain HTTP to the HTTPS port gets no answer; nor does a client that
     // does not trust the certificate.
