@@ -540,29 +540,15 @@ async fn https_with_the_configured_certificate_serves_api_and_cli_on_any_address
 
     // The command line reaches it with the CA given, and only then.
     let session_file = dir.path().join("session.json");
+    let ca_flag = ["--ca-certificate", ca.to_str().unwrap()];
     let cli = |args: &[&str], trusting_the_ca: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keyhold"));
-        command
-            .args(["--url", &app.base])
-            .args(args)
-            .env("KEYHOLD_SESSION_FILE", &session_file)
-            .stdin(std::process::Stdio::piped());
-        if trusting_the_ca {
-            command.arg("--ca-certificate").arg(&ca);
-        }
-        let mut child = command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{ADMIN1_PASSWORD}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let flags = if trusting_the_ca { &ca_flag[..] } else { &[] };
+        keyhold_cli(
+            &app.base,
+            &session_file,
+            &[flags, args].concat(),
+            format!("{ADMIN1_PASSWORD}\n").as_bytes(),
+        )
     };
     let login = ["login", "--user", "Admin1", "--password-stdin"];
     let refused = cli(&login, false);

@@ -518,23 +518,7 @@ fn keyhold(
     args: &[&str],
     stdin: &str,
 ) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyhold"))
-        .args(args)
-        .env("KEYHOLD_URL", &app.base)
-        .env("KEYHOLD_SESSION_FILE", session)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    keyhold_cli(&app.base, session, args, stdin.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread")]

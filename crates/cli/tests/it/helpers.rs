@@ -647,3 +647,26 @@ pub fn spawn_listening(command: &mut std::process::Command) -> (std::process::Ch
     };
     (child, url)
 }
+
+/// Runs the `keyhold` binary with `args` against the server at `url`,
+/// keeping its session in `session_file`, with `stdin` as its input.
+pub fn keyhold_cli(
+    url: &str,
+    session_file: &std::path::Path,
+    args: &[&str],
+    stdin: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyhold"))
+        .args(args)
+        .env("KEYHOLD_URL", url)
+        .env("KEYHOLD_SESSION_FILE", session_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command may refuse before it reads its input: a closed pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}

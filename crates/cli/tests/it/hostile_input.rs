@@ -582,19 +582,7 @@ struct HostileCli {
 
 impl HostileCli {
     fn run(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
-        use std::io::Write;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyhold"))
-            .args(args)
-            .env("KEYHOLD_URL", &self.url)
-            .env("KEYHOLD_SESSION_FILE", &self.session_file)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // A refusal may come before the input is read: a closed pipe is fine.
-        let _ = child.stdin.take().unwrap().write_all(stdin);
-        child.wait_with_output().unwrap()
+        keyhold_cli(&self.url, &self.session_file, args, stdin)
     }
 }
 
