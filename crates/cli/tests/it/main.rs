@@ -5,6 +5,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fault_proxy;
 mod helpers;
 mod kms;
 mod report;
@@ -17,10 +18,12 @@ mod credentials;
 mod engine;
 
 mod groups;
+mod hostile_network;
 mod hsm;
 
 mod resume;
 mod schedule;
 mod sessions;
+mod soak;
 mod ui;
 mod webdriver;
