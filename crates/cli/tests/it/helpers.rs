@@ -611,10 +611,15 @@ pub fn spawn_listening(command: &mut std::process::Command) -> (std::process::Ch
 
 /// `keyhold init` on a fresh data directory; its JSON holds the one-time passwords.
 pub fn init_data_dir(data: &std::path::Path, db: &TestDatabase) -> Value {
+    init_data_dir_on(data, db, Hsm::for_suite().as_ref())
+}
+
+/// The same, with the keys on `hsm`'s token (or in software).
+pub fn init_data_dir_on(data: &std::path::Path, db: &TestDatabase, hsm: Option<&Hsm>) -> Value {
     let mut init = std::process::Command::new(env!("CARGO_BIN_EXE_keyhold"));
     init.args(["init", "--output", "json", "--data-dir"])
         .arg(data);
-    if let Some(hsm) = Hsm::for_suite() {
+    if let Some(hsm) = hsm {
         hsm.configure_command(&mut init);
     }
     use_database(&mut init, db);

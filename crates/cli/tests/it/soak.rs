@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    console_csv, group_body, init_data_dir, spawn_listening, test_database, unique, use_database,
+    console_csv, group_body, init_data_dir_on, spawn_listening, test_database, unique, use_database,
 };
 use crate::kms::{Kms, endpoint};
 
@@ -124,7 +124,12 @@ async fn a_served_process_under_load_answers_everything_finishes_every_job_and_k
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let db = test_database().await;
-    let init = init_data_dir(&data, &db);
+    // A token of its own in the PKCS#11 pass: SoftHSM2 keeps a token in
+    // files that other test processes rewrite as they make keys, and a read
+    // racing such a write fails (CKR_GENERAL_ERROR), which is the shared test
+    // token's doing, not the load's.
+    let hsm = crate::helpers::Hsm::for_suite().map(|_| crate::helpers::Hsm::fresh_token("soak"));
+    let init = init_data_dir_on(&data, &db, hsm.as_ref());
 
     let mut command = Command::new(KEYHOLD);
     command
@@ -135,7 +140,7 @@ async fn a_served_process_under_load_answers_everything_finishes_every_job_and_k
         .args(["--node-id", "soak", "--scheduler-tick-ms", "200"])
         .env_remove("KEYHOLD_PAUSE_AT")
         .env_remove("KEYHOLD_CRASH_TRACE");
-    if let Some(hsm) = crate::helpers::Hsm::for_suite() {
+    if let Some(hsm) = &hsm {
         hsm.configure_command(&mut command);
     }
     use_database(&mut command, &db);
