@@ -97,6 +97,18 @@ pub(crate) fn classify_code(
     }
 }
 
+/// Whether KMS may have carried out a request that failed: unless it
+/// answered with a refusal (a 4xx error code) or the request was never sent,
+/// the answer may simply have been lost on the way back.
+pub(crate) fn may_have_acted<E>(err: &SdkError<E>) -> bool {
+    match err {
+        SdkError::ServiceError(context) => context.raw().status().as_u16() >= 500,
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        _ => true,
+    }
+}
+
 /// Classifies any error of a KMS call.
 pub(crate) fn classify<E>(operation: &'static str, err: SdkError<E>) -> CloudError
 where

@@ -25,7 +25,7 @@ use keyhold_core::ports::{
 };
 use secrecy::ExposeSecret;
 
-use crate::error::{classify, malformed};
+use crate::error::{classify, malformed, may_have_acted};
 use crate::settings::{AwsCredentials, AwsKmsSettings, RetryMode, WrappingKeySpec};
 
 /// The only key policy name KMS has.
@@ -51,6 +51,8 @@ pub struct AwsKms {
     region: String,
     endpoint: EndpointChoice,
     wrapping_key_spec: WrappingKeySpec,
+    /// Attempts of a CreateKey, which keyhold retries itself (see `create_key`).
+    create_attempts: u32,
 }
 
 impl fmt::Debug for AwsKms {
@@ -161,6 +163,7 @@ impl AwsKms {
             region: settings.region.as_str().to_owned(),
             endpoint,
             wrapping_key_spec: settings.wrapping_key_spec,
+            create_attempts: settings.retry.max_attempts,
         })
     }
 
@@ -168,6 +171,66 @@ impl AwsKms {
     pub fn endpoint(&self) -> &EndpointChoice {
         &self.endpoint
     }
+
+    /// One CreateKey request, without the SDK's retries. A failure comes
+    /// with whether KMS may nonetheless have created the key.
+    async fn create_key_once(
+        &self,
+        description: &str,
+        policy: Option<&KeyPolicy>,
+        tags: &[(String, String)],
+    ) -> Result<KmsKeyId, (CloudError, bool)> {
+        const OP: &str = "CreateKey";
+        let mut request = self
+            .client
+            .create_key()
+            .origin(OriginType::External)
+            .key_spec(KeySpec::SymmetricDefault)
+            .key_usage(KeyUsageType::EncryptDecrypt)
+            .multi_region(false)
+            .description(description)
+            .bypass_policy_lockout_safety_check(false)
+            .set_policy(policy.map(|p| p.as_str().to_owned()));
+        for (key, value) in tags {
+            let tag = Tag::builder()
+                .tag_key(key)
+                .tag_value(value)
+                .build()
+                .map_err(|e| {
+                    let error = CloudError::Rejected {
+                        operation: OP,
+                        message: format!("tag '{key}': {e}"),
+                    };
+                    (error, false)
+                })?;
+            request = request.tags(tag);
+        }
+        let output = request
+            .customize()
+            .config_override(
+                aws_sdk_kms::config::Config::builder().retry_config(RetryConfig::disabled()),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                let acted = may_have_acted(&e);
+                (classify(OP, e), acted)
+            })?;
+        let metadata = output
+            .key_metadata()
+            .ok_or_else(|| (malformed(OP, "key metadata"), false))?;
+        let key_id = key_id_from_aws(OP, metadata.key_id()).map_err(|e| (e, false))?;
+        tracing::debug!(%key_id, "created KMS key for imported material");
+        Ok(key_id)
+    }
+}
+
+/// The wait before CreateKey's next attempt: doubling from half a second,
+/// at most the SDK's own longest back-off.
+fn create_backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(500)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(6))
+        .min(std::time::Duration::from_secs(20))
 }
 
 /// The endpoint the SDK's environment and shared config name for KMS, if any.
@@ -238,41 +301,39 @@ fn wrapping_algorithm(algorithm: WrappingAlgorithm) -> AlgorithmSpec {
 
 #[async_trait]
 impl CloudKms for AwsKms {
+    /// CreateKey is the one call that is not idempotent: an attempt that
+    /// timed out or was cut off may still have created the key, and a blind
+    /// retry would create a second one, left orphaned. So the SDK sends it
+    /// once, and keyhold retries: before a new attempt after a failure that
+    /// leaves open whether KMS acted, a key carrying the request's first tag
+    /// (the job's, unique to it) is looked for and taken instead.
     async fn create_key(
         &self,
         description: &str,
         policy: Option<&KeyPolicy>,
         tags: &[(String, String)],
     ) -> Result<KmsKeyId, CloudError> {
-        const OP: &str = "CreateKey";
-        let mut request = self
-            .client
-            .create_key()
-            .origin(OriginType::External)
-            .key_spec(KeySpec::SymmetricDefault)
-            .key_usage(KeyUsageType::EncryptDecrypt)
-            .multi_region(false)
-            .description(description)
-            .bypass_policy_lockout_safety_check(false)
-            .set_policy(policy.map(|p| p.as_str().to_owned()));
-        for (key, value) in tags {
-            let tag = Tag::builder()
-                .tag_key(key)
-                .tag_value(value)
-                .build()
-                .map_err(|e| CloudError::Rejected {
-                    operation: OP,
-                    message: format!("tag '{key}': {e}"),
-                })?;
-            request = request.tags(tag);
+        let mut attempt = 1;
+        loop {
+            let (error, may_have_acted) =
+                match self.create_key_once(description, policy, tags).await {
+                    Ok(key_id) => return Ok(key_id),
+                    Err(failed) => failed,
+                };
+            if attempt >= self.create_attempts || !matches!(error, CloudError::Transient { .. }) {
+                return Err(error);
+            }
+            tracing::warn!(attempt, %error, "CreateKey failed; trying again");
+            tokio::time::sleep(create_backoff(attempt)).await;
+            if may_have_acted
+                && let Some((tag, value)) = tags.first()
+                && let Some(found) = self.find_keys_tagged(tag, value).await?.into_iter().next()
+            {
+                tracing::info!(key_id = %found, "the failed CreateKey did create the key; taking it");
+                return Ok(found);
+            }
+            attempt += 1;
         }
-        let output = request.send().await.map_err(|e| classify(OP, e))?;
-        let metadata = output
-            .key_metadata()
-            .ok_or_else(|| malformed(OP, "key metadata"))?;
-        let key_id = key_id_from_aws(OP, metadata.key_id())?;
-        tracing::debug!(%key_id, "created KMS key for imported material");
-        Ok(key_id)
     }
 
     async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError> {
@@ -478,6 +539,15 @@ impl CloudKms for AwsKms {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn create_key_backs_off_doubling_up_to_the_sdk_maximum() {
+        let waits: Vec<u64> = (1..=8)
+            .map(|a| create_backoff(a).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 20000, 20000]);
+        assert_eq!(create_backoff(u32::MAX), std::time::Duration::from_secs(20));
+    }
 
     #[test]
     fn every_wrapping_algorithm_maps_to_its_aws_name() {

@@ -205,6 +205,29 @@ impl Step {
     }
 }
 
+/// A commit a running job makes to the store. Each is a boundary a crash may
+/// fall on: the job must resume from either side of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Checkpoint {
+    /// The job marked running, at its start or its resumption.
+    Start,
+    /// The mark, committed before CreateKey is sent, that lets a resumed job
+    /// find the KMS key by its tag instead of creating a second one.
+    CreateKeySent,
+    /// A step's result, with the job's progress.
+    Step(Step),
+}
+
+impl Checkpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::CreateKeySent => "create_key_sent",
+            Self::Step(step) => step.as_str(),
+        }
+    }
+}
+
 /// What a job has committed so far. Each field is set by the step that
 /// produced it, in the same transaction that records the step as done.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -359,15 +359,16 @@ pub trait CloudConnector: Send + Sync {
 /// Points in a job where tests may stop the process (crash-at-every-step
 /// tests). Production passes [`NoHooks`].
 pub trait JobHooks: Send + Sync {
-    /// Called after a step's outside effect and before its commit, and again after the commit.
-    fn reached(&self, step: crate::job::Step, committed: bool);
+    /// Called just before a job's commit (after the outside effect it
+    /// records, if any), and again just after it.
+    fn reached(&self, at: crate::job::Checkpoint, committed: bool);
 }
 
 #[derive(Debug, Default)]
 pub struct NoHooks;
 
 impl JobHooks for NoHooks {
-    fn reached(&self, _: crate::job::Step, _: bool) {}
+    fn reached(&self, _: crate::job::Checkpoint, _: bool) {}
 }
 
 /// A cloud KMS account in one region, reached with one credential. The AWS

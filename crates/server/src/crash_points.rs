@@ -1,17 +1,24 @@
-//! Crash points for resume tests (cargo feature `crash-points`, never in a
-//! release build).
+//! Crash points for the kill -9 tests (cargo feature `crash-points`, never in
+//! a release build).
 //!
-//! `KEYHOLD_PAUSE_AT=<step>:<before|after>` names a step boundary, with the
-//! step as `Step::as_str` spells it (`create_kms_key`, `move_alias`, …):
-//! `before` is after the step's outside effect (the AWS call, the key
-//! generation) and before its commit; `after` is just after the commit.
-//! `KEYHOLD_PAUSE_FILE=<path>` is the file announcing the pause.
+//! [`CRASH_POINTS`] is the table of every boundary a job crosses: both sides
+//! of every commit a rotation or a synchronization makes to the store. The
+//! resume tests iterate it, and a trace of an undisturbed run is checked
+//! against it, so a commit added to a job without a row here fails a test.
 //!
-//! The first job to reach the point writes its id into the file and then
-//! blocks its thread for good, so the test can `kill -9` the process with
-//! the job stopped exactly there. The file is created only if it does not
-//! exist yet, and only a job that creates it pauses: a server restarted with
-//! the same settings and the file still present runs through.
+//! `KEYHOLD_PAUSE_AT=<commit>:<before|after>` names one point, with the
+//! commit as `Checkpoint::as_str` spells it (`start`, `create_key_sent`,
+//! `create_kms_key`, `move_alias`, …): `before` is after the outside effect
+//! the commit records (the AWS call, the key generation) and before the
+//! commit; `after` is just after it. `KEYHOLD_PAUSE_FILE=<path>` is the file
+//! announcing the pause. `KEYHOLD_CRASH_TRACE=<path>` appends every point
+//! any job reaches to that file, as `<job id> <point>`.
+//!
+//! The first job to reach the pause point writes its id into the file and
+//! then blocks its thread for good, so the test can `kill -9` the process
+//! with the job stopped exactly there. The file is created only if it does
+//! not exist yet, and only a job that creates it pauses: a server restarted
+//! with the same settings and the file still present runs through.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -19,92 +26,137 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyhold_core::job::{Step, SyncOptions};
+use keyhold_core::job::{Checkpoint, Step};
 use keyhold_core::ports::JobHooks;
 
 use crate::jobs::JobHooksFactory;
 
 pub const PAUSE_AT_ENV: &str = "KEYHOLD_PAUSE_AT";
 pub const PAUSE_FILE_ENV: &str = "KEYHOLD_PAUSE_FILE";
+pub const TRACE_ENV: &str = "KEYHOLD_CRASH_TRACE";
+
+/// The job that crosses a crash point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CrashJob {
+    Rotate,
+    /// A synchronization with every option on (delete, import, policy).
+    Synchronize,
+}
+
+/// One side of one commit of one kind of job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CrashPoint {
+    pub job: CrashJob,
+    pub at: Checkpoint,
+    /// After the commit rather than before it.
+    pub committed: bool,
+}
+
+impl CrashPoint {
+    /// `<commit>:<before|after>`, as `KEYHOLD_PAUSE_AT` takes it.
+    pub fn name(&self) -> String {
+        format!(
+            "{}:{}",
+            self.at.as_str(),
+            if self.committed { "after" } else { "before" }
+        )
+    }
+}
+
+const fn point(job: CrashJob, at: Checkpoint, committed: bool) -> CrashPoint {
+    CrashPoint { job, at, committed }
+}
+
+/// Every crash point, in the order a job crosses them.
+pub const CRASH_POINTS: [CrashPoint; 24] = {
+    use Checkpoint::{CreateKeySent, Start, Step as S};
+    use CrashJob::{Rotate, Synchronize};
+    [
+        point(Rotate, Start, false),
+        point(Rotate, Start, true),
+        point(Rotate, S(Step::GenerateKey), false),
+        point(Rotate, S(Step::GenerateKey), true),
+        point(Rotate, CreateKeySent, false),
+        point(Rotate, CreateKeySent, true),
+        point(Rotate, S(Step::CreateKmsKey), false),
+        point(Rotate, S(Step::CreateKmsKey), true),
+        point(Rotate, S(Step::ImportMaterial), false),
+        point(Rotate, S(Step::ImportMaterial), true),
+        point(Rotate, S(Step::MoveAlias), false),
+        point(Rotate, S(Step::MoveAlias), true),
+        point(Rotate, S(Step::DisablePrevious), false),
+        point(Rotate, S(Step::DisablePrevious), true),
+        point(Rotate, S(Step::Activate), false),
+        point(Rotate, S(Step::Activate), true),
+        point(Synchronize, Start, false),
+        point(Synchronize, Start, true),
+        point(Synchronize, S(Step::DeleteMaterial), false),
+        point(Synchronize, S(Step::DeleteMaterial), true),
+        point(Synchronize, S(Step::ImportMaterial), false),
+        point(Synchronize, S(Step::ImportMaterial), true),
+        point(Synchronize, S(Step::UpdatePolicy), false),
+        point(Synchronize, S(Step::UpdatePolicy), true),
+    ]
+};
+
+/// What the environment arms: a pause point, a trace, or both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashPoints {
+    pause: Option<PauseAt>,
+    trace: Option<PathBuf>,
+}
 
 /// Where to pause, and the file that says so.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PauseAt {
-    step: Step,
-    /// `after` (the step's commit is done) rather than `before`.
+    at: Checkpoint,
     committed: bool,
     file: PathBuf,
 }
 
-/// Every step a job can have, in the order they run.
-fn all_steps() -> Vec<Step> {
-    let all = SyncOptions {
-        update_policy: true,
-        import_material: true,
-        delete_material: true,
-    };
-    let mut steps = Step::ROTATE.to_vec();
-    for step in Step::synchronize(all) {
-        if !steps.contains(&step) {
-            steps.push(step);
-        }
+impl CrashPoints {
+    /// What the environment asks for, if anything. A malformed pause point is
+    /// an error rather than ignored: a test that meant to pause would
+    /// otherwise run through and fail somewhere less telling.
+    pub fn from_env() -> Result<Option<Self>, String> {
+        let pause = PauseAt::parse(
+            std::env::var(PAUSE_AT_ENV).ok().as_deref(),
+            std::env::var_os(PAUSE_FILE_ENV),
+        )?;
+        let trace = std::env::var_os(TRACE_ENV)
+            .filter(|t| !t.is_empty())
+            .map(PathBuf::from);
+        Ok((pause.is_some() || trace.is_some()).then_some(Self { pause, trace }))
     }
-    steps
 }
 
 impl PauseAt {
-    /// The pause point the environment asks for, if any. A malformed one is an
-    /// error rather than ignored: a test that meant to pause would otherwise
-    /// run through and fail somewhere less telling.
-    pub fn from_env() -> Result<Option<Self>, String> {
-        Self::parse(
-            std::env::var(PAUSE_AT_ENV).ok().as_deref(),
-            std::env::var_os(PAUSE_FILE_ENV),
-        )
-    }
-
     fn parse(at: Option<&str>, file: Option<OsString>) -> Result<Option<Self>, String> {
         let Some(at) = at.map(str::trim).filter(|a| !a.is_empty()) else {
             return Ok(None);
         };
-        let names = || {
-            all_steps()
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (step, when) = at.split_once(':').ok_or_else(|| {
-            format!(
-                "{PAUSE_AT_ENV}={at}: expected <step>:<before|after>, with a step among {}",
-                names()
-            )
-        })?;
-        let step = all_steps()
-            .into_iter()
-            .find(|s| s.as_str() == step)
+        let point = CRASH_POINTS
+            .iter()
+            .find(|p| p.name() == at)
             .ok_or_else(|| {
+                let mut names: Vec<String> = Vec::new();
+                for name in CRASH_POINTS.iter().map(CrashPoint::name) {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
                 format!(
-                    "{PAUSE_AT_ENV}={at}: '{step}' is not a step; the steps are {}",
-                    names()
+                    "{PAUSE_AT_ENV}={at} is not a crash point; the points are {}",
+                    names.join(", ")
                 )
             })?;
-        let committed = match when {
-            "before" => false,
-            "after" => true,
-            other => {
-                return Err(format!(
-                    "{PAUSE_AT_ENV}={at}: '{other}' must be 'before' (the commit) or 'after'"
-                ));
-            }
-        };
         let file = file
             .filter(|f| !f.is_empty())
             .map(PathBuf::from)
             .ok_or_else(|| format!("{PAUSE_AT_ENV} is set, so {PAUSE_FILE_ENV} must name the file announcing the pause"))?;
         Ok(Some(Self {
-            step,
-            committed,
+            at: point.at,
+            committed: point.committed,
             file,
         }))
     }
@@ -133,29 +185,52 @@ impl PauseAt {
     }
 }
 
-impl JobHooksFactory for PauseAt {
+impl JobHooksFactory for CrashPoints {
     fn for_job(&self, job_id: uuid::Uuid) -> Arc<dyn JobHooks> {
-        Arc::new(PauseHook {
-            at: self.clone(),
+        Arc::new(CrashHook {
+            points: self.clone(),
             job_id,
         })
     }
 }
 
-struct PauseHook {
-    at: PauseAt,
+struct CrashHook {
+    points: CrashPoints,
     job_id: uuid::Uuid,
 }
 
-impl JobHooks for PauseHook {
-    fn reached(&self, step: Step, committed: bool) {
-        if step != self.at.step || committed != self.at.committed || !self.at.announce(self.job_id)
-        {
+impl CrashHook {
+    /// One line per point, written with a single append so the lines of
+    /// concurrent jobs do not interleave.
+    fn trace(&self, at: Checkpoint, committed: bool) {
+        let Some(path) = &self.points.trace else {
+            return;
+        };
+        let side = if committed { "after" } else { "before" };
+        let line = format!("{} {}:{side}\n", self.job_id, at.as_str());
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            tracing::error!(file = %path.display(), error = %e, "cannot append to the crash point trace");
+        }
+    }
+}
+
+impl JobHooks for CrashHook {
+    fn reached(&self, at: Checkpoint, committed: bool) {
+        self.trace(at, committed);
+        let Some(pause) = &self.points.pause else {
+            return;
+        };
+        if at != pause.at || committed != pause.committed || !pause.announce(self.job_id) {
             return;
         }
         tracing::warn!(
             job = %self.job_id,
-            step = step.as_str(),
+            at = at.as_str(),
             when = if committed { "after" } else { "before" },
             "paused at the crash point; waiting to be killed"
         );
@@ -169,6 +244,8 @@ impl JobHooks for PauseHook {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn file() -> Option<OsString> {
@@ -176,30 +253,41 @@ mod tests {
     }
 
     #[test]
-    fn reads_step_and_side() {
+    fn reads_commit_and_side() {
         let at = PauseAt::parse(Some("create_kms_key:before"), file())
             .unwrap()
             .unwrap();
         assert_eq!(
             at,
             PauseAt {
-                step: Step::CreateKmsKey,
+                at: Checkpoint::Step(Step::CreateKmsKey),
                 committed: false,
                 file: "/tmp/paused".into()
             }
         );
-        let at = PauseAt::parse(Some("delete_material:after"), file())
+        let at = PauseAt::parse(Some("create_key_sent:after"), file())
             .unwrap()
             .unwrap();
-        assert_eq!((at.step, at.committed), (Step::DeleteMaterial, true));
-        for step in all_steps() {
-            assert!(
-                PauseAt::parse(Some(&format!("{}:after", step.as_str())), file())
-                    .unwrap()
-                    .is_some()
-            );
+        assert_eq!((at.at, at.committed), (Checkpoint::CreateKeySent, true));
+        for point in CRASH_POINTS {
+            let at = PauseAt::parse(Some(&point.name()), file())
+                .unwrap()
+                .unwrap();
+            assert_eq!((at.at, at.committed), (point.at, point.committed));
         }
-        assert_eq!(all_steps().len(), 8);
+    }
+
+    #[test]
+    fn the_table_has_both_sides_of_every_commit_once() {
+        let unique: HashSet<_> = CRASH_POINTS.iter().collect();
+        assert_eq!(unique.len(), CRASH_POINTS.len());
+        for point in CRASH_POINTS {
+            let other = CrashPoint {
+                committed: !point.committed,
+                ..point
+            };
+            assert!(unique.contains(&other), "{point:?} without its other side");
+        }
     }
 
     #[test]
@@ -207,7 +295,8 @@ mod tests {
         assert_eq!(PauseAt::parse(None, file()), Ok(None));
         assert_eq!(PauseAt::parse(Some(""), None), Ok(None));
         for bad in ["create_kms_key", "create_key:before", "move_alias:during"] {
-            assert!(PauseAt::parse(Some(bad), file()).is_err(), "{bad}");
+            let refused = PauseAt::parse(Some(bad), file()).unwrap_err();
+            assert!(refused.contains("create_key_sent:after"), "{refused}");
         }
         assert!(
             PauseAt::parse(Some("move_alias:after"), None)
@@ -220,7 +309,7 @@ mod tests {
     fn only_the_first_job_to_arrive_announces() {
         let dir = tempfile::tempdir().unwrap();
         let at = PauseAt {
-            step: Step::MoveAlias,
+            at: Checkpoint::Step(Step::MoveAlias),
             committed: true,
             file: dir.path().join("paused"),
         };
@@ -240,16 +329,24 @@ mod tests {
     }
 
     #[test]
-    fn other_points_pass_through() {
+    fn other_points_pass_through_and_every_point_is_traced() {
         let dir = tempfile::tempdir().unwrap();
-        let at = PauseAt {
-            step: Step::MoveAlias,
-            committed: true,
-            file: dir.path().join("paused"),
+        let points = CrashPoints {
+            pause: Some(PauseAt {
+                at: Checkpoint::Step(Step::MoveAlias),
+                committed: true,
+                file: dir.path().join("paused"),
+            }),
+            trace: Some(dir.path().join("trace")),
         };
-        let hook = at.for_job(uuid::Uuid::new_v4());
-        hook.reached(Step::MoveAlias, false);
-        hook.reached(Step::ImportMaterial, true);
-        assert!(!at.file.exists());
+        let id = uuid::Uuid::new_v4();
+        let hook = points.for_job(id);
+        hook.reached(Checkpoint::Step(Step::MoveAlias), false);
+        hook.reached(Checkpoint::Start, true);
+        assert!(!dir.path().join("paused").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("trace")).unwrap(),
+            format!("{id} move_alias:before\n{id} start:after\n")
+        );
     }
 }

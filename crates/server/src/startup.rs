@@ -220,16 +220,18 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", path.display()))
 }
 
-/// What jobs report their step boundaries to: nothing in production; with
-/// the `crash-points` feature, the pause point the environment names.
+/// What jobs report their commits to: nothing in production; with the
+/// `crash-points` feature, the pause point and trace the environment names.
 fn job_hooks() -> anyhow::Result<Arc<dyn JobHooksFactory>> {
     #[cfg(feature = "crash-points")]
-    if let Some(at) = crate::crash_points::PauseAt::from_env().map_err(anyhow::Error::msg)? {
+    if let Some(points) =
+        crate::crash_points::CrashPoints::from_env().map_err(anyhow::Error::msg)?
+    {
         tracing::warn!(
-            ?at,
-            "crash points armed: a job will stop at this point until the process is killed"
+            ?points,
+            "crash points armed: a job may stop at one until the process is killed"
         );
-        return Ok(Arc::new(at));
+        return Ok(Arc::new(points));
     }
     Ok(Arc::new(crate::jobs::NoJobHooks))
 }

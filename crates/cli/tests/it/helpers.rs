@@ -670,3 +670,57 @@ pub fn keyhold_cli(
     let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().unwrap()
 }
+
+/// `keyhold init` on a fresh data directory; its JSON holds the one-time passwords.
+pub fn init_data_dir(data: &std::path::Path, db: &TestDatabase) -> Value {
+    init_data_dir_on(data, db, Hsm::for_suite().as_ref())
+}
+
+/// The same, with the keys on `hsm`'s token (or in software).
+pub fn init_data_dir_on(data: &std::path::Path, db: &TestDatabase, hsm: Option<&Hsm>) -> Value {
+    let mut init = std::process::Command::new(env!("CARGO_BIN_EXE_keyhold"));
+    init.args(["init", "--output", "json", "--data-dir"])
+        .arg(data);
+    if let Some(hsm) = hsm {
+        hsm.configure_command(&mut init);
+    }
+    use_database(&mut init, db);
+    let init = init.output().unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    serde_json::from_slice(&init.stdout).unwrap()
+}
+
+/// Against a `keyhold serve` process set up by [`init_data_dir`]: both
+/// administrators set their passwords and log in to one session, whose
+/// token this returns.
+pub async fn dual_login(http: &reqwest::Client, base: &str, init: &Value) -> String {
+    let mut token: Option<String> = None;
+    for (i, name) in ["Admin1", "Admin2"].iter().enumerate() {
+        let current = init["identities"][i]["password"].as_str().unwrap();
+        let new = format!("{name}-served-pass");
+        let resp = http
+            .post(format!("{base}/api/v1/password"))
+            .json(&json!({"user": name, "current_password": current, "new_password": new}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let mut login = http
+            .post(format!("{base}/api/v1/session/login"))
+            .json(&json!({"user": name, "password": new}));
+        if let Some(t) = &token {
+            login = login.bearer_auth(t);
+        }
+        let resp = login.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.unwrap();
+        if let Some(t) = body["token"].as_str() {
+            token = Some(t.to_owned());
+        }
+    }
+    token.unwrap()
+}

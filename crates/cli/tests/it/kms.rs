@@ -19,6 +19,12 @@ impl Kms {
     }
 
     pub async fn at(endpoint: &str) -> Self {
+        Self::in_region(endpoint, "eu-west-1").await
+    }
+
+    /// KMS in another region of the peer: each region holds its own keys, so
+    /// a test there sees (and scans) only its own.
+    pub async fn in_region(endpoint: &str, region: &'static str) -> Self {
         let creds =
             aws_credential_types::Credentials::new("test", "test", None, None, "keyhold-tests");
         let http = aws_smithy_http_client::Builder::new()
@@ -29,7 +35,7 @@ impl Kms {
         let config = aws_sdk_kms::Config::builder()
             .http_client(http)
             .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-            .region(aws_sdk_kms::config::Region::new("eu-west-1"))
+            .region(aws_sdk_kms::config::Region::new(region))
             .endpoint_url(endpoint)
             .credentials_provider(creds)
             .build();

@@ -5,6 +5,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fault_proxy;
 mod helpers;
 mod kms;
 mod report;
@@ -19,11 +20,13 @@ mod engine;
 
 mod groups;
 mod hostile_input;
+mod hostile_network;
 mod hsm;
 
 mod resume;
 mod schedule;
 mod secrets;
 mod sessions;
+mod soak;
 mod ui;
 mod webdriver;

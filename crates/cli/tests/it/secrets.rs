@@ -11,8 +11,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ACCESS_KEY_ID, Hsm, SECRET_ACCESS_KEY, console_csv, group_body, test_database, unique,
-    use_database,
+    ACCESS_KEY_ID, Hsm, SECRET_ACCESS_KEY, console_csv, group_body, init_data_dir_on,
+    test_database, unique, use_database,
 };
 use crate::kms::endpoint;
 
@@ -83,16 +83,7 @@ async fn no_secret_reaches_a_log_the_audit_log_an_answer_or_an_error() {
         use_database(command, &db);
     };
 
-    let mut init = Command::new(KEYHOLD);
-    init.args(["init", "--output", "json"]);
-    configure(&mut init);
-    let init = init.output().unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let init = init_data_dir_on(&data, &db, hsm.as_ref());
     let one_time: Vec<String> = init["identities"]
         .as_array()
         .unwrap()

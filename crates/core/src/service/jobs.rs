@@ -19,8 +19,8 @@ use crate::error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreErro
 use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
 use crate::job::{
-    GROUP_TAG, JOB_TAG, Job, JobKind, JobMessage, JobProgress, JobStatus, KEY_TAG, Step,
-    SyncOptions,
+    Checkpoint, GROUP_TAG, JOB_TAG, Job, JobKind, JobMessage, JobProgress, JobStatus, KEY_TAG,
+    Step, SyncOptions,
 };
 use crate::key::{Key, KeyState};
 use crate::names::GroupName;
@@ -269,6 +269,7 @@ impl Keyhold {
         }
         job.status = JobStatus::Running;
         let message = self.message(&job, opening);
+        runtime.hooks.reached(Checkpoint::Start, false);
         self.store
             .commit_job(&JobCommit {
                 job: &job,
@@ -279,14 +280,12 @@ impl Keyhold {
                 fence: runtime.fence,
             })
             .await?;
+        runtime.hooks.reached(Checkpoint::Start, true);
 
         let mut cloud: Option<Arc<dyn CloudKms>> = None;
         while let Some(step) = job.progress.next_step() {
             let outcome = match self.cloud_for(&job, runtime.connector, &mut cloud).await {
-                Ok(kms) => {
-                    self.run_step(&mut job, step, kms.as_ref(), runtime.fence)
-                        .await
-                }
+                Ok(kms) => self.run_step(&mut job, step, kms.as_ref(), runtime).await,
                 Err(e) => Err(e),
             };
             match outcome {
@@ -441,7 +440,7 @@ impl Keyhold {
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<()> {
         let hooks = runtime.hooks;
-        hooks.reached(step, false);
+        hooks.reached(Checkpoint::Step(step), false);
         job.progress.done.push(step);
         let (done, total) = job.progress.fraction();
         let finished = job.progress.next_step().is_none();
@@ -463,7 +462,7 @@ impl Keyhold {
                 fence: runtime.fence,
             })
             .await?;
-        hooks.reached(step, true);
+        hooks.reached(Checkpoint::Step(step), true);
         Ok(())
     }
 
@@ -566,11 +565,11 @@ impl Keyhold {
         job: &mut Job,
         step: Step,
         kms: &dyn CloudKms,
-        fence: Option<&Lease>,
+        runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
         match step {
             Step::GenerateKey => self.generate_key(job).await,
-            Step::CreateKmsKey => self.create_kms_key(job, kms, fence).await,
+            Step::CreateKmsKey => self.create_kms_key(job, kms, runtime).await,
             Step::ImportMaterial => self.import_material(job, kms).await,
             Step::MoveAlias => self.move_alias(job, kms).await,
             Step::DisablePrevious => self.disable_previous(job, kms).await,
@@ -622,8 +621,9 @@ impl Keyhold {
         &self,
         job: &mut Job,
         kms: &dyn CloudKms,
-        fence: Option<&Lease>,
+        runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
+        let JobRuntime { hooks, fence, .. } = *runtime;
         let group = self.job_group(job).await?;
         let mut key = self.job_key(job).await?;
         let job_tag = job.id.to_string();
@@ -649,6 +649,7 @@ impl Keyhold {
             // so a crash between CreateKey's answer and the next commit is
             // recovered by the job tag instead of creating a second key.
             job.progress.create_key_sent = true;
+            hooks.reached(Checkpoint::CreateKeySent, false);
             self.store
                 .commit_job(&JobCommit {
                     job,
@@ -659,6 +660,7 @@ impl Keyhold {
                     fence,
                 })
                 .await?;
+            hooks.reached(Checkpoint::CreateKeySent, true);
             let tags = [
                 (JOB_TAG.to_owned(), job_tag),
                 (KEY_TAG.to_owned(), key.id.to_string()),
