@@ -74,6 +74,9 @@ pub struct Section {
     pub rows: Vec<Vec<String>>,
     pub charts: Vec<Chart>,
     pub notes: String,
+    /// Set when the scenario ran but broke a rule (failed jobs): the section
+    /// is still written, and the benchmark command then fails.
+    pub failure: Option<String>,
 }
 
 impl Section {

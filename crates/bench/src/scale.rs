@@ -60,13 +60,16 @@ async fn seed(
     Ok(())
 }
 
+/// The request path of a client's i-th request.
+type PathFor = Arc<dyn Fn(usize) -> String + Send + Sync>;
+
 /// `clients` concurrent loops of GETs for `duration`; latencies in ms.
 async fn load(
     keyhold: &Arc<KeyholdProcess>,
     token: &str,
     clients: usize,
     duration: Duration,
-    path: Arc<dyn Fn(usize) -> String + Send + Sync>,
+    path: PathFor,
 ) -> anyhow::Result<(Vec<f64>, usize)> {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
@@ -149,7 +152,7 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
     let mut rows = Vec::new();
     let mut bars = Vec::new();
     let mut rss_load: u64 = 0;
-    let listings: Vec<(&str, Arc<dyn Fn(usize) -> String + Send + Sync>)> = vec![
+    let listings: Vec<(&str, PathFor)> = vec![
         (
             "keys of one group (`GET /keys?group=…`)",
             Arc::new(move |i| format!("/keys?group=s{:06}", i % groups + 1)),

@@ -2,7 +2,7 @@
 //! would, plus what /proc says about it (CPU time, RSS).
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,8 @@ impl Default for ServeOptions {
             keystore: Keystore::Software,
             database_url: None,
             job_concurrency: 8,
-            scheduler_tick_ms: 100,
+            // keyhold's default.
+            scheduler_tick_ms: 2000,
             log: "warn".into(),
         }
     }
@@ -71,7 +72,6 @@ impl Default for ServeOptions {
 pub struct KeyholdProcess {
     child: Child,
     pub base: String,
-    pub data_dir: PathBuf,
     pub http: reqwest::Client,
     pub passwords: Vec<(String, String)>,
     pub started_in: Duration,
@@ -140,7 +140,6 @@ impl KeyholdProcess {
         Ok(Self {
             child,
             base,
-            data_dir: data_dir.to_owned(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .build()?,
@@ -308,7 +307,8 @@ impl KeyholdProcess {
         Ok(job["id"].as_str().context("job without id")?.to_owned())
     }
 
-    /// Waits until every job has ended; returns how many failed. Polls the
+    /// Waits until every job has ended; returns how many failed, and the first
+    /// failure's error. Polls the
     /// oldest unfinished job only, so the polling itself costs the server
     /// one small query per poll.
     pub async fn wait_jobs(
@@ -316,9 +316,10 @@ impl KeyholdProcess {
         token: &str,
         ids: &[String],
         timeout: Duration,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<(usize, Option<String>)> {
         let deadline = Instant::now() + timeout;
         let mut failed = 0;
+        let mut first_error = None;
         for id in ids {
             loop {
                 let job = self.get(&format!("/jobs/{id}"), token).await?;
@@ -327,6 +328,9 @@ impl KeyholdProcess {
                     Some("failed" | "cancelled") => {
                         failed += 1;
                         eprintln!("job {id} ended {}: {}", job["status"], job["error"]);
+                        if first_error.is_none() {
+                            first_error = job["error"].as_str().map(str::to_owned);
+                        }
                         break;
                     }
                     _ => {}
@@ -334,10 +338,10 @@ impl KeyholdProcess {
                 if Instant::now() > deadline {
                     bail!("job {id} did not end within {timeout:?}");
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Ok(failed)
+        Ok((failed, first_error))
     }
 }
 

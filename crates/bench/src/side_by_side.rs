@@ -1,7 +1,6 @@
 //! Scenario 2: keyhold against the scripts people use today, all against the
 //! same LocalStack in the same run, RSA_2048 wrapping keys.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -87,10 +86,10 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
     )
     .await?;
     let timeout = Duration::from_secs(1800);
-    let (_, mut failed) = rotate_all(&keyhold, &token, &names, timeout).await?;
+    let (_, mut failed, _) = rotate_all(&keyhold, &token, &names, timeout).await?;
     let mut per_second = Vec::new();
     for _ in 0..sizes.runs {
-        let (wall, f) = rotate_all(&keyhold, &token, &names, timeout).await?;
+        let (wall, f, _) = rotate_all(&keyhold, &token, &names, timeout).await?;
         failed += f;
         per_second.push(groups as f64 / wall.as_secs_f64());
     }
@@ -190,18 +189,4 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
             .collect(),
     });
     Ok(section)
-}
-
-/// The LocalStack version, for the machine table.
-pub fn localstack_version(python: &Path) -> String {
-    Command::new(python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('localstack-core'))",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
 }
