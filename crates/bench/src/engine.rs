@@ -1,0 +1,205 @@
+//! Scenario 1, engine overhead: keyhold alone, against the zero-latency KMS
+//! peer, for each keystore and database.
+
+use std::time::{Duration, Instant};
+
+use crate::kms_peer::KmsPeer;
+use crate::report::{Bar, Chart, Section, Stat};
+use crate::server::{KeyholdProcess, Keystore, PgDatabase, ServeOptions};
+use crate::{Context, Sizes};
+
+pub struct EngineRun {
+    pub label: String,
+    pub per_second: Stat,
+    pub cpu_ms: Stat,
+    pub wall_ms: Stat,
+    pub failed: usize,
+}
+
+/// Creates `groups` groups on `credential`, rotates each once (the first
+/// rotation creates the alias; later ones move it and disable the old key).
+pub async fn prepare_groups(
+    keyhold: &KeyholdProcess,
+    token: &str,
+    credential: &str,
+    prefix: &str,
+    groups: usize,
+) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = (0..groups).map(|i| format!("{prefix}-{i:05}")).collect();
+    for name in &names {
+        keyhold.create_group(token, name, credential, "30d").await?;
+    }
+    Ok(names)
+}
+
+/// Force Rotate of every group at once; returns (wall time, failed jobs,
+/// the first failure's error).
+pub async fn rotate_all(
+    keyhold: &KeyholdProcess,
+    token: &str,
+    names: &[String],
+    timeout: Duration,
+) -> anyhow::Result<(Duration, usize, Option<String>)> {
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(names.len());
+    // Submitted a few at a time, in order, as a script or the UI would.
+    for chunk in names.chunks(16) {
+        let submitted =
+            futures_util::future::join_all(chunk.iter().map(|name| keyhold.rotate(token, name)))
+                .await;
+        for id in submitted {
+            ids.push(id?);
+        }
+    }
+    let (failed, first_error) = keyhold.wait_jobs(token, &ids, timeout).await?;
+    Ok((started.elapsed(), failed, first_error))
+}
+
+async fn one_configuration(
+    ctx: &Context,
+    sizes: &Sizes,
+    peer: &KmsPeer,
+    keystore: Keystore,
+    postgres: bool,
+) -> anyhow::Result<EngineRun> {
+    let db = if postgres {
+        Some(PgDatabase::create().await?)
+    } else {
+        None
+    };
+    let label = format!(
+        "{} keystore, {}",
+        keystore.label(),
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    eprintln!("engine overhead: {label}");
+    let data_dir = ctx
+        .work
+        .join(format!("engine-{}", uuid::Uuid::new_v4().simple()));
+    let options = ServeOptions {
+        keystore,
+        database_url: db.as_ref().map(|d| d.url.clone()),
+        ..Default::default()
+    };
+    let keyhold = KeyholdProcess::spawn(&ctx.keyhold, &data_dir, &options)?;
+    let token = keyhold.dual_session().await?;
+    // One credential per group: keyhold paces its requests per credential and
+    // Region at AWS's quotas (GetParametersForImport: 1/s), which would
+    // otherwise hide the engine's own cost; scenario 3 measures the pacing.
+    let mut names = Vec::new();
+    for i in 0..sizes.engine_groups {
+        let credential = format!("standin-{i}");
+        keyhold
+            .import_credential(&token, &credential, &peer.endpoint)
+            .await?;
+        names.extend(prepare_groups(&keyhold, &token, &credential, &format!("eng{i}"), 1).await?);
+    }
+    let timeout = Duration::from_secs(600);
+    // Warm-up: the first rotation of each group (alias creation).
+    let (_, mut failed, _) = rotate_all(&keyhold, &token, &names, timeout).await?;
+    let mut per_second = Vec::new();
+    let mut cpu_ms = Vec::new();
+    let mut wall_ms = Vec::new();
+    for _ in 0..sizes.runs {
+        let cpu_before = keyhold.cpu_time()?;
+        let (wall, f, _) = rotate_all(&keyhold, &token, &names, timeout).await?;
+        let cpu = keyhold.cpu_time()?.saturating_sub(cpu_before);
+        failed += f;
+        let n = names.len() as f64;
+        per_second.push(n / wall.as_secs_f64());
+        cpu_ms.push(cpu.as_secs_f64() * 1000.0 / n);
+        wall_ms.push(wall.as_secs_f64() * 1000.0 / n);
+    }
+    keyhold.stop()?;
+    if let Some(db) = db {
+        db.drop_now().await?;
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(EngineRun {
+        label,
+        per_second: Stat::of(&per_second),
+        cpu_ms: Stat::of(&cpu_ms),
+        wall_ms: Stat::of(&wall_ms),
+        failed,
+    })
+}
+
+pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
+    let peer = KmsPeer::start(false).await?;
+    let pkcs11 = Keystore::pkcs11_from_env()?;
+    let configurations = [
+        (Keystore::Software, false),
+        (pkcs11.clone(), false),
+        (Keystore::Software, true),
+        (pkcs11, true),
+    ];
+    let mut runs = Vec::new();
+    for (keystore, postgres) in configurations {
+        runs.push(one_configuration(ctx, sizes, &peer, keystore, postgres).await?);
+    }
+    let mut section = Section::new("1. Engine overhead (zero-latency KMS peer)").headers(&[
+        "Keystore, database",
+        "Rotations/s",
+        "CPU ms per rotation",
+        "Wall ms per rotation",
+        "Failed jobs",
+    ]);
+    section.text = format!(
+        "One `keyhold serve` process (release build), {groups} key groups, each \
+         Force-Rotated once to warm up (the first rotation creates the alias) and \
+         then {runs} more times; a run submits a Force Rotate for every group at \
+         once ({concurrency} jobs run concurrently, the default) and ends when the \
+         last job has ended. The KMS is the benchmark's zero-latency peer on \
+         loopback (`crates/bench/src/kms_peer.rs`), reached through keyhold's real \
+         AWS adapter (AWS SDK, SigV4, JSON 1.1): what is measured is keyhold alone. \
+         Each group has a credential of its own: keyhold paces its requests per \
+         credential and Region at AWS's default quotas (GetParametersForImport \
+         1/s), which would cap one credential at one rotation per second and hide \
+         the engine's cost (scenario 3 measures that pacing). \
+         CPU time is user + system time of the `keyhold serve` process \
+         (`/proc/<pid>/stat`) over the run, divided by the rotations; it includes \
+         the HTTP handling of the Force Rotate requests and of the job-status polls \
+         (one small GET at a time). Each rotation is CreateKey, \
+         GetParametersForImport, the RSA-OAEP-SHA-256 wrap in the keystore, \
+         ImportKeyMaterial, CreateAlias/UpdateAlias, DisableKey of the previous \
+         key, with the store commits and audit entries of each step. Figures: \
+         median (min–max) over the runs.",
+        groups = sizes.engine_groups,
+        runs = sizes.runs,
+        concurrency = 8,
+    );
+    for r in &runs {
+        section.row(vec![
+            r.label.clone(),
+            r.per_second.show(1),
+            r.cpu_ms.show(2),
+            r.wall_ms.show(2),
+            r.failed.to_string(),
+        ]);
+    }
+    section.charts.push(Chart {
+        slug: "engine-rotations-per-second".into(),
+        title: "Engine overhead: rotations per second (zero-latency KMS)".into(),
+        unit: "rotations/s, median with min–max over the runs; higher is better".into(),
+        bars: runs
+            .iter()
+            .map(|r| Bar {
+                label: r.label.clone(),
+                stat: r.per_second.clone(),
+            })
+            .collect(),
+    });
+    section.charts.push(Chart {
+        slug: "engine-cpu-per-rotation".into(),
+        title: "Engine overhead: CPU time per rotation".into(),
+        unit: "ms of keyhold serve CPU per rotation; lower is better".into(),
+        bars: runs
+            .iter()
+            .map(|r| Bar {
+                label: r.label.clone(),
+                stat: r.cpu_ms.clone(),
+            })
+            .collect(),
+    });
+    Ok(section)
+}

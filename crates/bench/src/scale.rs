@@ -1,0 +1,252 @@
+//! Scenario 4: a large installation. Key groups and keys seeded in bulk,
+//! then the listings under concurrent load, memory and start-up time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sqlx::Connection;
+
+use crate::engine::{prepare_groups, rotate_all};
+use crate::kms_peer::KmsPeer;
+use crate::report::{Bar, Chart, Section, Stat, percentile};
+use crate::server::{KeyholdProcess, ServeOptions};
+use crate::{Context, Sizes};
+
+/// A random lower-case hyphenated UUID, in SQLite's SQL.
+const SQL_UUID: &str = "lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-' || \
+     lower(hex(randomblob(2))) || '-' || lower(hex(randomblob(2))) || '-' || lower(hex(randomblob(6)))";
+
+/// Copies the template group `template` `groups` times, each with
+/// `keys_per_group` copies of its key, through keyhold's own schema.
+async fn seed(
+    url: &str,
+    template: &str,
+    groups: usize,
+    keys_per_group: usize,
+) -> anyhow::Result<()> {
+    let mut conn = sqlx::SqliteConnection::connect(url).await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {groups}) \
+         INSERT INTO key_groups (id, name, service, credential_name, rotate_every, valid_for, \
+           info_owner, info_notes, alias, description, region, active_key_id, policy, \
+           disable_after_rotate, created_at, updated_at, next_rotation_at) \
+         SELECT {SQL_UUID}, printf('s%06d', i), service, credential_name, rotate_every, valid_for, \
+           info_owner, info_notes, printf('alias/s%06d', i), description, region, NULL, policy, \
+           disable_after_rotate, created_at, updated_at, next_rotation_at \
+         FROM n, key_groups t WHERE t.name = $1"
+    ))
+    .bind(template)
+    .execute(&mut *tx)
+    .await
+    .context("seeding key groups")?;
+    sqlx::query(&format!(
+        "WITH RECURSIVE v(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM v WHERE k < {keys_per_group}) \
+         INSERT INTO keys (id, group_name, version, kms_key_id, check_digits, valid_from, valid_to, \
+           state, keystore_handle, created_at) \
+         SELECT {SQL_UUID}, g.name, v.k, {SQL_UUID}, t.check_digits, t.valid_from, t.valid_to, \
+           t.state, t.keystore_handle, t.created_at \
+         FROM key_groups g, v, (SELECT * FROM keys WHERE group_name = $1 LIMIT 1) t \
+         WHERE g.name GLOB 's[0-9]*'"
+    ))
+    .bind(template)
+    .execute(&mut *tx)
+    .await
+    .context("seeding keys")?;
+    tx.commit().await?;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    Ok(())
+}
+
+/// The request path of a client's i-th request.
+type PathFor = Arc<dyn Fn(usize) -> String + Send + Sync>;
+
+/// `clients` concurrent loops of GETs for `duration`; latencies in ms.
+async fn load(
+    keyhold: &Arc<KeyholdProcess>,
+    token: &str,
+    clients: usize,
+    duration: Duration,
+    path: PathFor,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let keyhold = keyhold.clone();
+        let token = token.to_owned();
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut i = c;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let ok = keyhold
+                    .http
+                    .get(format!("{}/api/v1{}", keyhold.base, path(i)))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success());
+                match ok {
+                    Ok(true) => latencies.push(started.elapsed().as_secs_f64() * 1000.0),
+                    _ => errors += 1,
+                }
+                i = i.wrapping_mul(31).wrapping_add(7);
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_by(f64::total_cmp);
+    Ok((all, errors))
+}
+
+pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
+    let groups = sizes.scale_groups;
+    let keys_per_group = 10;
+    eprintln!("scale: {groups} groups, {} keys", groups * keys_per_group);
+    let peer = KmsPeer::start(false).await?;
+    let data_dir = ctx
+        .work
+        .join(format!("scale-{}", uuid::Uuid::new_v4().simple()));
+    let keyhold = KeyholdProcess::spawn(&ctx.keyhold, &data_dir, &ServeOptions::default())?;
+    let token = keyhold.dual_session().await?;
+    keyhold
+        .import_credential(&token, "standin", &peer.endpoint)
+        .await?;
+    let template = prepare_groups(&keyhold, &token, "standin", "template", 1).await?;
+    rotate_all(&keyhold, &token, &template, Duration::from_secs(60)).await?;
+    keyhold.stop()?;
+
+    let seeding = Instant::now();
+    seed(
+        &crate::audit::sqlite_url(&data_dir),
+        &template[0],
+        groups,
+        keys_per_group,
+    )
+    .await?;
+    let seeded_in = seeding.elapsed();
+
+    let keyhold = Arc::new(KeyholdProcess::spawn(
+        &ctx.keyhold,
+        &data_dir,
+        &ServeOptions::default(),
+    )?);
+    let startup = keyhold.started_in;
+    let token = keyhold.dual_session().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_rest = keyhold.rss_bytes()?;
+
+    let clients = sizes.scale_clients;
+    let duration = Duration::from_secs(sizes.scale_seconds);
+    let mut rows = Vec::new();
+    let mut bars = Vec::new();
+    let mut rss_load: u64 = 0;
+    let listings: Vec<(&str, PathFor)> = vec![
+        (
+            "keys of one group (`GET /keys?group=…`)",
+            Arc::new(move |i| format!("/keys?group=s{:06}", i % groups + 1)),
+        ),
+        (
+            "audit, one page of 100 (`GET /audit?limit=100`)",
+            Arc::new(|_| "/audit?limit=100".to_owned()),
+        ),
+        (
+            "one group (`GET /groups/{name}`)",
+            Arc::new(move |i| format!("/groups/s{:06}", i % groups + 1)),
+        ),
+    ];
+    for (label, path) in listings {
+        eprintln!("scale: load on {label}");
+        let running = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let pid = keyhold.pid();
+            let running = running.clone();
+            tokio::spawn(async move {
+                let mut peak = 0;
+                while running.load(Ordering::Relaxed) {
+                    if let Ok(kib) = crate::server::status_kib(pid, "VmRSS:") {
+                        peak = peak.max(kib * 1024);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                peak
+            })
+        };
+        let (latencies, errors) = load(&keyhold, &token, clients, duration, path).await?;
+        running.store(false, Ordering::Relaxed);
+        rss_load = rss_load.max(sampler.await?);
+        let p50 = percentile(&latencies, 50.0);
+        let p99 = percentile(&latencies, 99.0);
+        rows.push(vec![
+            label.to_owned(),
+            latencies.len().to_string(),
+            format!("{:.0}", latencies.len() as f64 / duration.as_secs_f64()),
+            format!("{p50:.1}"),
+            format!("{p99:.1}"),
+            errors.to_string(),
+        ]);
+        bars.push(Bar {
+            label: format!("{} p99", label.split(" (").next().unwrap_or(label)),
+            stat: Stat::of(&[p99]),
+        });
+    }
+    drop(token);
+    match Arc::try_unwrap(keyhold) {
+        Ok(k) => k.stop()?,
+        Err(_) => anyhow::bail!("the load generator still holds the server"),
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    let mut section = Section::new("4. Scale").headers(&[
+        "Listing under load",
+        "Requests",
+        "Requests/s",
+        "p50 ms",
+        "p99 ms",
+        "Errors",
+    ]);
+    section.text = format!(
+        "SQLite, software keystore. {groups} key groups and {keys} keys: one group \
+         created and rotated through the API (against the zero-latency peer), then \
+         copied {groups} times with {keys_per_group} keys each by bulk SQL through \
+         keyhold's own schema in one transaction ({seeded:.1} s). A real \
+         `keyhold serve` then starts on that database; the load generator is the \
+         benchmark's own (tokio, reqwest, one keep-alive connection per client), \
+         {clients} concurrent clients for {secs} s per listing, each request timed \
+         at the client; p50/p99 are nearest-rank percentiles of every request's \
+         latency.",
+        keys = groups * keys_per_group,
+        seeded = seeded_in.as_secs_f64(),
+        secs = sizes.scale_seconds,
+    );
+    for row in rows {
+        section.row(row);
+    }
+    section.notes = format!(
+        "| Server | |\n|---|---|\n\
+         | Start-up time (process start to listening) | {:.2} s |\n\
+         | RSS at rest | {:.1} MiB |\n\
+         | RSS under load (highest) | {:.1} MiB |\n",
+        startup.as_secs_f64(),
+        rss_rest as f64 / 1_048_576.0,
+        rss_load.max(rss_rest) as f64 / 1_048_576.0,
+    );
+    section.charts.push(Chart {
+        slug: "scale-p99".into(),
+        title: format!("p99 latency at {clients} concurrent clients, {groups} groups"),
+        unit: "milliseconds; lower is better".into(),
+        bars,
+    });
+    Ok(section)
+}
