@@ -247,13 +247,15 @@ impl KeyholdProcess {
             )
             .await
         };
-        let first = login(None, "Admin1", ADMIN1_PASSWORD).await?;
-        let token = first["token"]
-            .as_str()
-            .context("login answered without a token")?
-            .to_owned();
-        login(Some(token.clone()), "Admin2", ADMIN2_PASSWORD).await?;
-        Ok(token)
+        let token_of = |answer: serde_json::Value| {
+            answer["token"]
+                .as_str()
+                .map(str::to_owned)
+                .context("login answered without a token")
+        };
+        let first = token_of(login(None, "Admin1", ADMIN1_PASSWORD).await?)?;
+        // Joining replaces the session's token.
+        token_of(login(Some(first), "Admin2", ADMIN2_PASSWORD).await?)
     }
 
     /// A credential whose endpoint override is `endpoint` (a KMS peer).
