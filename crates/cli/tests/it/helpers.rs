@@ -403,18 +403,36 @@ impl TestApp {
 
     /// Waits (bounded) until the job ends; returns it with its messages.
     pub async fn wait_job(&self, token: &str, id: &str) -> Value {
-        for _ in 0..600 {
-            let (status, job) = self.get(&format!("/api/v1/jobs/{id}"), token).await;
-            assert_eq!(status, StatusCode::OK, "{job}");
+        self.wait_job_within(token, id, std::time::Duration::from_secs(60))
+            .await
+    }
+
+    /// Polls the job until it ends; fails the test when it is still
+    /// unfinished after `limit` (a job never stays running for ever).
+    pub async fn wait_job_within(
+        &self,
+        token: &str,
+        id: &str,
+        limit: std::time::Duration,
+    ) -> Value {
+        let poll = std::time::Duration::from_millis(100);
+        let mut job = Value::Null;
+        for _ in 0..limit.as_millis() / poll.as_millis() {
+            let (status, current) = self.get(&format!("/api/v1/jobs/{id}"), token).await;
+            assert_eq!(status, StatusCode::OK, "{current}");
+            job = current;
             if matches!(
                 job["status"].as_str(),
                 Some("succeeded" | "failed" | "cancelled")
             ) {
                 return job;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(poll).await;
         }
-        panic!("job {id} did not finish within 60 s");
+        panic!(
+            "job {id} did not finish within {} s: {job:#}",
+            limit.as_secs()
+        );
     }
 
     /// Rotates and asserts the job succeeded; returns the new active KMS key id.

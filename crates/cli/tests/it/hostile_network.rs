@@ -265,7 +265,7 @@ async fn every_network_fault_ends_in_success_or_a_clear_failure_with_nothing_los
         proxy.partition(case.partition);
         let started = Instant::now();
         let id = start(&app, &token, case.kind, &group).await;
-        let job = wait(&app, &token, &id, name).await;
+        let job = wait(&app, &token, &id).await;
         let first_run = started.elapsed();
         let outcome = match case.expect {
             Expect::Succeeds => {
@@ -308,7 +308,7 @@ async fn every_network_fault_ends_in_success_or_a_clear_failure_with_nothing_los
                     .post(&format!("/api/v1/jobs/{id}/retry"), Some(&token), json!({}))
                     .await;
                 assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
-                let retried = wait(&app, &token, &id, name).await;
+                let retried = wait(&app, &token, &id).await;
                 assert_eq!(retried["status"], "succeeded", "{name}: {retried:#}");
                 let short = reason.split(": ").skip(1).collect::<Vec<_>>().join(": ");
                 let short: String = short.chars().take(140).collect();
@@ -370,21 +370,9 @@ async fn every_network_fault_ends_in_success_or_a_clear_failure_with_nothing_los
 }
 
 /// Waits (bounded: a job never stays running) until the job ends.
-async fn wait(app: &TestApp, token: &str, id: &str, case: &str) -> Value {
-    let mut job = Value::Null;
-    for _ in 0..1200 {
-        let (status, current) = app.get(&format!("/api/v1/jobs/{id}"), token).await;
-        assert_eq!(status, StatusCode::OK, "{current}");
-        job = current;
-        if matches!(
-            job["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{case}: job {id} still unfinished after 120 s: {job:#}");
+async fn wait(app: &TestApp, token: &str, id: &str) -> Value {
+    app.wait_job_within(token, id, Duration::from_secs(120))
+        .await
 }
 
 fn row(name: &str, tally: &crate::fault_proxy::Tally, took: Duration, outcome: &str) -> String {
