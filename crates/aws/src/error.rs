@@ -25,13 +25,12 @@ pub(crate) fn classify_code(
     status: Option<u16>,
     message: String,
 ) -> CloudError {
+    if is_throttling(code) {
+        return CloudError::Throttled { operation, message };
+    }
     match code {
-        // Throttling and server-side faults: worth another try later.
-        "ThrottlingException"
-        | "Throttling"
-        | "TooManyRequestsException"
-        | "RequestLimitExceeded"
-        | "KMSInternalException"
+        // Server-side faults: worth another try later.
+        "KMSInternalException"
         | "KMSInternal"
         | "InternalFailure"
         | "InternalServerError"
@@ -90,11 +89,22 @@ pub(crate) fn classify_code(
 
         // Codes this version does not know: the HTTP status is the best hint.
         _ => match status {
-            Some(429) | Some(500..=599) => CloudError::Transient { operation, message },
+            Some(429) => CloudError::Throttled { operation, message },
+            Some(500..=599) => CloudError::Transient { operation, message },
             Some(401) | Some(403) => CloudError::AccessDenied { operation, message },
             _ => CloudError::Rejected { operation, message },
         },
     }
+}
+
+/// Whether an AWS error code says the request quota was exceeded (AWS KMS
+/// answers `ThrottlingException`; the others are the same refusal from
+/// AWS's other front ends, STS among them).
+pub(crate) fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded"
+    )
 }
 
 /// Whether KMS may have carried out a request that failed: unless it
@@ -214,7 +224,7 @@ fn provider_may_recover(err: &(dyn StdError + 'static)) -> bool {
                         Some(context.raw().status().as_u16()),
                         String::new(),
                     ),
-                    CloudError::Transient { .. }
+                    CloudError::Transient { .. } | CloudError::Throttled { .. }
                 ),
                 SdkError::TimeoutError(_) => true,
                 SdkError::DispatchFailure(failure) => failure.is_io() || failure.is_timeout(),
@@ -283,6 +293,7 @@ mod tests {
     fn kind_of(e: &CloudError) -> &'static str {
         match e {
             CloudError::Transient { .. } => "transient",
+            CloudError::Throttled { .. } => "throttled",
             CloudError::AccessDenied { .. } => "access_denied",
             CloudError::NotFound { .. } => "not_found",
             CloudError::InvalidState { .. } => "invalid_state",
@@ -293,8 +304,15 @@ mod tests {
     }
 
     #[test]
-    fn throttling_is_transient() {
-        assert_eq!(kind("ThrottlingException"), "transient");
+    fn throttling_is_throttled() {
+        for code in [
+            "ThrottlingException",
+            "Throttling",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+        ] {
+            assert_eq!(kind(code), "throttled", "{code}");
+        }
     }
 
     #[test]
@@ -415,7 +433,7 @@ mod tests {
             ))
         };
         assert_eq!(at(Some(503)), "transient");
-        assert_eq!(at(Some(429)), "transient");
+        assert_eq!(at(Some(429)), "throttled");
         assert_eq!(at(Some(403)), "access_denied");
         assert_eq!(at(Some(400)), "rejected");
         assert_eq!(at(None), "rejected");

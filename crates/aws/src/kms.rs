@@ -26,6 +26,7 @@ use keyhold_core::ports::{
 use secrecy::ExposeSecret;
 
 use crate::error::{classify, malformed, may_have_acted};
+use crate::retry::{ThrottlingLeftToThePacer, backoff};
 use crate::settings::{AwsCredentials, AwsKmsSettings, RetryMode, WrappingKeySpec};
 
 /// The only key policy name KMS has.
@@ -45,6 +46,11 @@ pub enum EndpointChoice {
 }
 
 /// One AWS account in one region, reached with one credential.
+///
+/// Faults of KMS or the network are retried within each call; a throttled
+/// request is not (see [`crate::retry`]): it is answered
+/// [`CloudError::Throttled`], for [`crate::RateLimitedKms`] to send again in
+/// its turn. Wrap the client in one.
 #[derive(Clone)]
 pub struct AwsKms {
     client: aws_sdk_kms::Client,
@@ -136,7 +142,8 @@ impl AwsKms {
                 },
             },
         };
-        let mut kms_config = aws_sdk_kms::config::Builder::from(&sdk_config);
+        let mut kms_config = aws_sdk_kms::config::Builder::from(&sdk_config)
+            .retry_classifier(ThrottlingLeftToThePacer);
         match &endpoint {
             EndpointChoice::Override(url) | EndpointChoice::Environment(url) => {
                 if settings.use_fips {
@@ -223,14 +230,6 @@ impl AwsKms {
         tracing::debug!(%key_id, "created KMS key for imported material");
         Ok(key_id)
     }
-}
-
-/// The wait before CreateKey's next attempt: doubling from half a second,
-/// at most the SDK's own longest back-off.
-fn create_backoff(attempt: u32) -> std::time::Duration {
-    std::time::Duration::from_millis(500)
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(6))
-        .min(std::time::Duration::from_secs(20))
 }
 
 /// The endpoint the SDK's environment and shared config name for KMS, if any.
@@ -324,7 +323,7 @@ impl CloudKms for AwsKms {
                 return Err(error);
             }
             tracing::warn!(attempt, %error, "CreateKey failed; trying again");
-            tokio::time::sleep(create_backoff(attempt)).await;
+            tokio::time::sleep(backoff(attempt)).await;
             if may_have_acted
                 && let Some((tag, value)) = tags.first()
                 && let Some(found) = self.find_keys_tagged(tag, value).await?.into_iter().next()
@@ -432,34 +431,39 @@ impl CloudKms for AwsKms {
         Ok(())
     }
 
+    /// Moving the alias is the common case (every rotation after a group's
+    /// first), so UpdateAlias goes first: one request, and one quota spent.
+    /// CreateAlias follows only when there is no alias to move yet. Either
+    /// request may be sent again as a whole, so a call the pacer repeats
+    /// after a throttle makes the same progress as the first.
     async fn point_alias(&self, alias: &Alias, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        let created = self
+        let updated = self
             .client
-            .create_alias()
+            .update_alias()
             .alias_name(alias.as_str())
             .target_key_id(key_id.as_str())
             .send()
             .await;
-        match created {
+        match updated {
             Ok(_) => {
-                tracing::debug!(%alias, %key_id, "created alias");
+                tracing::debug!(%alias, %key_id, "moved alias");
                 Ok(())
             }
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|s| s.is_already_exists_exception()) =>
+                    .is_some_and(|s| s.is_not_found_exception()) =>
             {
                 self.client
-                    .update_alias()
+                    .create_alias()
                     .alias_name(alias.as_str())
                     .target_key_id(key_id.as_str())
                     .send()
                     .await
-                    .map_err(|e| classify("UpdateAlias", e))?;
-                tracing::debug!(%alias, %key_id, "moved alias");
+                    .map_err(|e| classify("CreateAlias", e))?;
+                tracing::debug!(%alias, %key_id, "created alias");
                 Ok(())
             }
-            Err(e) => Err(classify("CreateAlias", e)),
+            Err(e) => Err(classify("UpdateAlias", e)),
         }
     }
 
@@ -539,15 +543,6 @@ impl CloudKms for AwsKms {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    #[test]
-    fn create_key_backs_off_doubling_up_to_the_sdk_maximum() {
-        let waits: Vec<u64> = (1..=8)
-            .map(|a| create_backoff(a).as_millis() as u64)
-            .collect();
-        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 20000, 20000]);
-        assert_eq!(create_backoff(u32::MAX), std::time::Duration::from_secs(20));
-    }
 
     #[test]
     fn every_wrapping_algorithm_maps_to_its_aws_name() {

@@ -22,6 +22,7 @@
 mod error;
 mod kms;
 pub mod rate_limit;
+mod retry;
 mod settings;
 
 pub use kms::{AwsKms, EndpointChoice};

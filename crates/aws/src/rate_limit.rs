@@ -7,12 +7,15 @@
 //! quotas documented in *Request quotas*, AWS KMS Developer Guide,
 //! <https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html>
 //! (table "Request quotas for each AWS KMS API operation"). The quotas are
-//! shared by every principal of the account, so keyhold paces itself at those
-//! rates, never above them; the SDK's retries with back-off still handle the
-//! throttling that other users of the account cause.
+//! shared by every principal of the account, so keyhold paces itself a little
+//! below those rates, never above them.
 //!
 //! A caller that finds a bucket empty waits for its turn (FIFO); nothing
-//! fails because of the limiter.
+//! fails because of the limiter. A request AWS throttles all the same (other
+//! users of the account spend the quota too) comes back here rather than to
+//! the SDK's retries (see [`crate::retry`]): the operation is held back for a
+//! growing pause and the request is sent again in a turn of its own, up to
+//! the attempts a call may make.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,6 +27,15 @@ use keyhold_core::ports::{
     CloudError, CloudKeyInfo, CloudKms, ImportParameters, WrappingAlgorithm,
 };
 use tokio::time::Instant;
+
+use crate::retry::backoff;
+
+/// How much further apart than the quota's interval requests leave. AWS
+/// counts the requests that reach it; two that left exactly one interval
+/// apart can arrive closer together (network and scheduling jitter) and the
+/// second would be throttled. Two percent keeps a 1/s quota's requests
+/// 20 ms apart more than needed, at a cost of 2% of the quota.
+const JITTER_MARGIN_PERCENT: u32 = 2;
 
 /// A request rate: `requests` per `per`. Written as a count over a period
 /// so that sub-1/s quotas (one request every few seconds) are exact.
@@ -49,11 +61,13 @@ impl Rate {
         }
     }
 
-    /// The spacing between two requests. A zero count would mean "never";
-    /// it is read as one request per period so a misconfiguration slows
-    /// keyhold down rather than stopping it for good.
+    /// The spacing between two requests, the jitter margin included. A
+    /// zero count would mean "never"; it is read as one request per period
+    /// so a misconfiguration slows keyhold down rather than stopping it for
+    /// good.
     fn interval(self) -> Duration {
-        self.per / self.requests.max(1)
+        let exact = self.per / self.requests.max(1);
+        exact + exact * JITTER_MARGIN_PERCENT / 100
     }
 }
 
@@ -153,6 +167,47 @@ impl TokenBucket {
             tokio::time::sleep_until(slot).await;
         }
     }
+
+    /// After AWS throttled this operation: no request of it leaves before
+    /// `pause` has passed (turns already handed out beyond that keep them).
+    fn hold_back(&self, pause: Duration) {
+        let mut next_free = self
+            .next_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let until = Instant::now() + pause;
+        if next_free.is_none_or(|free| free < until) {
+            *next_free = Some(until);
+        }
+    }
+
+    /// Sends `call` in this bucket's turn; a throttled answer holds the
+    /// operation back and sends it again in a later turn, at most `attempts`
+    /// times in all.
+    async fn paced<T, F>(&self, attempts: u32, call: impl Fn() -> F) -> Result<T, CloudError>
+    where
+        F: Future<Output = Result<T, CloudError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            self.acquire().await;
+            match call().await {
+                Err(error @ CloudError::Throttled { .. }) if attempt < attempts => {
+                    let pause = backoff(attempt).max(self.interval);
+                    tracing::warn!(
+                        operation = self.operation,
+                        attempt,
+                        pause_ms = pause.as_millis() as u64,
+                        %error,
+                        "AWS KMS throttled the request; sending it again in a later turn"
+                    );
+                    self.hold_back(pause);
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
 }
 
 /// One set of buckets: share it between every client that reaches the same
@@ -201,23 +256,34 @@ impl Default for KmsRateLimiter {
     }
 }
 
-/// A [`CloudKms`] that waits for its operation's bucket before each call.
+/// A [`CloudKms`] that waits for its operation's bucket before each call,
+/// and sends a throttled call again in a later turn.
 pub struct RateLimitedKms {
     inner: Arc<dyn CloudKms>,
     limiter: Arc<KmsRateLimiter>,
+    /// Attempts per call, the first included, when AWS throttles it.
+    attempts: u32,
 }
 
 impl std::fmt::Debug for RateLimitedKms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimitedKms")
             .field("limiter", &self.limiter)
+            .field("attempts", &self.attempts)
             .finish_non_exhaustive()
     }
 }
 
 impl RateLimitedKms {
-    pub fn new(inner: Arc<dyn CloudKms>, limiter: Arc<KmsRateLimiter>) -> Self {
-        Self { inner, limiter }
+    /// `attempts` bounds how often one call is sent when AWS throttles it
+    /// (the first time included; 1 = never again), as the SDK's
+    /// `max_attempts` bounds the other retries.
+    pub fn new(inner: Arc<dyn CloudKms>, limiter: Arc<KmsRateLimiter>, attempts: u32) -> Self {
+        Self {
+            inner,
+            limiter,
+            attempts: attempts.max(1),
+        }
     }
 }
 
@@ -229,13 +295,19 @@ impl CloudKms for RateLimitedKms {
         policy: Option<&KeyPolicy>,
         tags: &[(String, String)],
     ) -> Result<KmsKeyId, CloudError> {
-        self.limiter.create_key.acquire().await;
-        self.inner.create_key(description, policy, tags).await
+        self.limiter
+            .create_key
+            .paced(self.attempts, || {
+                self.inner.create_key(description, policy, tags)
+            })
+            .await
     }
 
     async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError> {
-        self.limiter.describe_key.acquire().await;
-        self.inner.describe_key(key_id).await
+        self.limiter
+            .describe_key
+            .paced(self.attempts, || self.inner.describe_key(key_id))
+            .await
     }
 
     async fn get_parameters_for_import(
@@ -243,9 +315,11 @@ impl CloudKms for RateLimitedKms {
         key_id: &KmsKeyId,
         algorithm: WrappingAlgorithm,
     ) -> Result<ImportParameters, CloudError> {
-        self.limiter.get_parameters_for_import.acquire().await;
-        self.inner
-            .get_parameters_for_import(key_id, algorithm)
+        self.limiter
+            .get_parameters_for_import
+            .paced(self.attempts, || {
+                self.inner.get_parameters_for_import(key_id, algorithm)
+            })
             .await
     }
 
@@ -256,25 +330,36 @@ impl CloudKms for RateLimitedKms {
         encrypted_material: &[u8],
         valid_to: Option<Timestamp>,
     ) -> Result<(), CloudError> {
-        self.limiter.import_key_material.acquire().await;
-        self.inner
-            .import_key_material(key_id, import_token, encrypted_material, valid_to)
+        self.limiter
+            .import_key_material
+            .paced(self.attempts, || {
+                self.inner
+                    .import_key_material(key_id, import_token, encrypted_material, valid_to)
+            })
             .await
     }
 
     async fn delete_imported_key_material(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        self.limiter.delete_imported_key_material.acquire().await;
-        self.inner.delete_imported_key_material(key_id).await
+        self.limiter
+            .delete_imported_key_material
+            .paced(self.attempts, || {
+                self.inner.delete_imported_key_material(key_id)
+            })
+            .await
     }
 
     async fn point_alias(&self, alias: &Alias, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        self.limiter.point_alias.acquire().await;
-        self.inner.point_alias(alias, key_id).await
+        self.limiter
+            .point_alias
+            .paced(self.attempts, || self.inner.point_alias(alias, key_id))
+            .await
     }
 
     async fn disable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        self.limiter.disable_key.acquire().await;
-        self.inner.disable_key(key_id).await
+        self.limiter
+            .disable_key
+            .paced(self.attempts, || self.inner.disable_key(key_id))
+            .await
     }
 
     async fn put_key_policy(
@@ -282,13 +367,17 @@ impl CloudKms for RateLimitedKms {
         key_id: &KmsKeyId,
         policy: &KeyPolicy,
     ) -> Result<(), CloudError> {
-        self.limiter.put_key_policy.acquire().await;
-        self.inner.put_key_policy(key_id, policy).await
+        self.limiter
+            .put_key_policy
+            .paced(self.attempts, || self.inner.put_key_policy(key_id, policy))
+            .await
     }
 
     async fn find_keys_tagged(&self, key: &str, value: &str) -> Result<Vec<KmsKeyId>, CloudError> {
-        self.limiter.find_keys_tagged.acquire().await;
-        self.inner.find_keys_tagged(key, value).await
+        self.limiter
+            .find_keys_tagged
+            .paced(self.attempts, || self.inner.find_keys_tagged(key, value))
+            .await
     }
 }
 
@@ -303,15 +392,43 @@ mod tests {
         KmsKeyId::parse(KEY).unwrap()
     }
 
-    /// A KMS that answers at once and records when each call reached it.
+    fn policy() -> KeyPolicy {
+        KeyPolicy::parse(
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#,
+        ).unwrap()
+    }
+
+    /// A KMS that answers at once and records when each call reached it;
+    /// the first calls get the `failures`, in order.
     #[derive(Default)]
     struct Recorder {
         calls: Mutex<Vec<(&'static str, Instant)>>,
+        failures: Mutex<std::collections::VecDeque<CloudError>>,
     }
 
     impl Recorder {
-        fn note(&self, op: &'static str) {
+        fn failing(failures: Vec<CloudError>) -> Self {
+            Self {
+                failures: Mutex::new(failures.into()),
+                ..Self::default()
+            }
+        }
+
+        /// Throttles the first `calls` calls, as KMS over its quota does.
+        fn throttling(calls: usize) -> Self {
+            let throttled = || CloudError::Throttled {
+                operation: "any",
+                message: "ThrottlingException: Rate exceeded".into(),
+            };
+            Self::failing(std::iter::repeat_with(throttled).take(calls).collect())
+        }
+
+        fn note(&self, op: &'static str) -> Result<(), CloudError> {
             self.calls.lock().unwrap().push((op, Instant::now()));
+            match self.failures.lock().unwrap().pop_front() {
+                Some(failure) => Err(failure),
+                None => Ok(()),
+            }
         }
         fn times(&self, op: &str, start: Instant) -> Vec<Duration> {
             self.calls
@@ -332,11 +449,11 @@ mod tests {
             _: Option<&KeyPolicy>,
             _: &[(String, String)],
         ) -> Result<KmsKeyId, CloudError> {
-            self.note("create_key");
+            self.note("create_key")?;
             Ok(key())
         }
         async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError> {
-            self.note("describe_key");
+            self.note("describe_key")?;
             Ok(CloudKeyInfo {
                 key_id: key_id.clone(),
                 state: KeyState::Enabled,
@@ -349,7 +466,7 @@ mod tests {
             _: &KmsKeyId,
             algorithm: WrappingAlgorithm,
         ) -> Result<ImportParameters, CloudError> {
-            self.note("get_parameters_for_import");
+            self.note("get_parameters_for_import")?;
             Ok(ImportParameters {
                 public_key_der: vec![1],
                 import_token: vec![2],
@@ -364,36 +481,45 @@ mod tests {
             _: &[u8],
             _: Option<Timestamp>,
         ) -> Result<(), CloudError> {
-            self.note("import_key_material");
+            self.note("import_key_material")?;
             Ok(())
         }
         async fn delete_imported_key_material(&self, _: &KmsKeyId) -> Result<(), CloudError> {
-            self.note("delete_imported_key_material");
+            self.note("delete_imported_key_material")?;
             Ok(())
         }
         async fn point_alias(&self, _: &Alias, _: &KmsKeyId) -> Result<(), CloudError> {
-            self.note("point_alias");
+            self.note("point_alias")?;
             Ok(())
         }
         async fn disable_key(&self, _: &KmsKeyId) -> Result<(), CloudError> {
-            self.note("disable_key");
+            self.note("disable_key")?;
             Ok(())
         }
         async fn put_key_policy(&self, _: &KmsKeyId, _: &KeyPolicy) -> Result<(), CloudError> {
-            self.note("put_key_policy");
+            self.note("put_key_policy")?;
             Ok(())
         }
         async fn find_keys_tagged(&self, _: &str, _: &str) -> Result<Vec<KmsKeyId>, CloudError> {
-            self.note("find_keys_tagged");
+            self.note("find_keys_tagged")?;
             Ok(vec![])
         }
     }
 
     fn limited(limits: &KmsRateLimits) -> (Arc<Recorder>, Arc<RateLimitedKms>) {
-        let recorder = Arc::new(Recorder::default());
+        paced(Recorder::default(), limits, 3)
+    }
+
+    fn paced(
+        recorder: Recorder,
+        limits: &KmsRateLimits,
+        attempts: u32,
+    ) -> (Arc<Recorder>, Arc<RateLimitedKms>) {
+        let recorder = Arc::new(recorder);
         let kms = Arc::new(RateLimitedKms::new(
             recorder.clone(),
             Arc::new(KmsRateLimiter::new(limits)),
+            attempts,
         ));
         (recorder, kms)
     }
@@ -409,11 +535,12 @@ mod tests {
         for _ in 0..11 {
             kms.create_key("d", None, &[]).await.unwrap();
         }
-        // CreateKey is 5/s: the first goes at once, then one every 200 ms.
-        assert_eq!(Instant::now() - start, Duration::from_secs(2));
+        // CreateKey is 5/s: the first goes at once, then one every 200 ms
+        // and the 2% jitter margin.
+        assert_eq!(Instant::now() - start, Duration::from_millis(2040));
         assert_eq!(
             recorder.times("create_key", start),
-            ms(&[0, 200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000])
+            ms(&[0, 204, 408, 612, 816, 1020, 1224, 1428, 1632, 1836, 2040])
         );
     }
 
@@ -444,7 +571,7 @@ mod tests {
                 "{in_window} requests within a second from {t:?}"
             );
         }
-        assert_eq!(times.last().copied(), Some(Duration::from_millis(19 * 200)));
+        assert_eq!(times.last().copied(), Some(Duration::from_millis(19 * 204)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -458,7 +585,7 @@ mod tests {
         }
         assert_eq!(
             recorder.times("get_parameters_for_import", start),
-            ms(&[0, 1000, 2000, 3000])
+            ms(&[0, 1020, 2040, 3060])
         );
     }
 
@@ -471,11 +598,8 @@ mod tests {
             kms.create_key("d", None, &[]).await.unwrap();
         }
         let after_creates = Instant::now() - start;
-        let policy = KeyPolicy::parse(
-            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#,
-        ).unwrap();
         kms.describe_key(&key()).await.unwrap();
-        kms.put_key_policy(&key(), &policy).await.unwrap();
+        kms.put_key_policy(&key(), &policy()).await.unwrap();
         kms.point_alias(&Alias::parse("alias/x").unwrap(), &key())
             .await
             .unwrap();
@@ -487,8 +611,8 @@ mod tests {
     async fn clients_sharing_a_limiter_share_its_buckets() {
         let limiter = Arc::new(KmsRateLimiter::default());
         let recorder = Arc::new(Recorder::default());
-        let a = RateLimitedKms::new(recorder.clone(), limiter.clone());
-        let b = RateLimitedKms::new(recorder.clone(), limiter);
+        let a = RateLimitedKms::new(recorder.clone(), limiter.clone(), 3);
+        let b = RateLimitedKms::new(recorder.clone(), limiter, 3);
         let start = Instant::now();
         a.import_key_material(&key(), b"t", b"m", None)
             .await
@@ -499,11 +623,11 @@ mod tests {
         a.import_key_material(&key(), b"t", b"m", None)
             .await
             .unwrap();
-        // ImportKeyMaterial is 15/s: 1/15 s apart across both clients (tokio's
-        // timer rounds each wait up to the next millisecond).
+        // ImportKeyMaterial is 15/s: 1/15 s and the margin apart across both
+        // clients (tokio's timer rounds each wait up to the next millisecond).
         let times = recorder.times("import_key_material", start);
         assert_eq!(times.len(), 3);
-        let step = Duration::from_secs(1) / 15;
+        let step = Duration::from_secs(1) / 15 * 102 / 100;
         for (i, t) in (0u32..).zip(&times) {
             let due = step * i;
             assert!(
@@ -531,7 +655,7 @@ mod tests {
         kms.find_keys_tagged("k", "v").await.unwrap();
         assert_eq!(
             recorder.times("find_keys_tagged", start),
-            ms(&[0, 4000, 8000, 68_000, 72_000])
+            ms(&[0, 4080, 8160, 68_160, 72_240])
         );
     }
 
@@ -540,11 +664,67 @@ mod tests {
         let (recorder, kms) = limited(&KmsRateLimits::default());
         let start = Instant::now();
         kms.create_key("d", None, &[]).await.unwrap();
-        // This one would go at 200 ms but is abandoned at 50 ms.
+        // This one would go at 204 ms but is abandoned at 50 ms.
         let abandoned =
             tokio::time::timeout(Duration::from_millis(50), kms.create_key("d", None, &[])).await;
         assert!(abandoned.is_err());
         kms.create_key("d", None, &[]).await.unwrap();
-        assert_eq!(recorder.times("create_key", start), ms(&[0, 400]));
+        assert_eq!(recorder.times("create_key", start), ms(&[0, 408]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_call_is_sent_again_in_later_turns_backing_off() {
+        let (recorder, kms) = paced(Recorder::throttling(2), &KmsRateLimits::default(), 3);
+        let start = Instant::now();
+        let created = kms.create_key("d", None, &[]).await;
+        assert_eq!(created.unwrap(), key());
+        // Held back 500 ms after the first throttle, 1 s after the second.
+        assert_eq!(recorder.times("create_key", start), ms(&[0, 500, 1500]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_throttled_on_every_attempt_fails_as_throttled() {
+        let (recorder, kms) = paced(Recorder::throttling(3), &KmsRateLimits::default(), 3);
+        let start = Instant::now();
+        let error = kms.disable_key(&key()).await.unwrap_err();
+        assert!(matches!(error, CloudError::Throttled { .. }), "{error:?}");
+        assert_eq!(recorder.times("disable_key", start), ms(&[0, 500, 1500]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_holds_the_operation_back_for_every_caller() {
+        let (recorder, kms) = paced(Recorder::throttling(1), &KmsRateLimits::default(), 2);
+        let start = Instant::now();
+        let first = tokio::spawn({
+            let kms = kms.clone();
+            async move { kms.put_key_policy(&key(), &policy()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Free to go at 100 ms before the throttle; now after the throttled
+        // call's own second attempt at 500 ms, one interval later.
+        kms.put_key_policy(&key(), &policy()).await.unwrap();
+        first.await.unwrap().unwrap();
+        let step = (Duration::from_secs(1) / 15 * 102 / 100).as_millis() as u64 + 1;
+        assert_eq!(
+            recorder.times("put_key_policy", start),
+            ms(&[0, 500, 500 + step])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_failures_are_not_sent_again_by_the_pacer() {
+        let transient = CloudError::Transient {
+            operation: "create_key",
+            message: "no answer in time".into(),
+        };
+        let (recorder, kms) = paced(
+            Recorder::failing(vec![transient]),
+            &KmsRateLimits::default(),
+            5,
+        );
+        let start = Instant::now();
+        let error = kms.create_key("d", None, &[]).await.unwrap_err();
+        assert!(matches!(error, CloudError::Transient { .. }), "{error:?}");
+        assert_eq!(recorder.times("create_key", start), ms(&[0]));
     }
 }

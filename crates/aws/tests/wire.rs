@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{run_child_test, settings, short_timeouts};
-use keyhold_aws::{AwsCredentials, AwsKms};
+use keyhold_aws::{AwsCredentials, AwsKms, KmsRateLimiter, RateLimitedKms};
 use keyhold_core::aws::KmsKeyId;
 use keyhold_core::ports::{CloudError, CloudKms, WrappingAlgorithm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -156,7 +156,35 @@ async fn unrecognized_client_is_access_denied_with_awss_reason() {
 }
 
 #[tokio::test]
-async fn throttling_is_retried_then_transient() {
+async fn a_throttled_request_is_left_to_the_pacer() {
+    let (endpoint, requests) = stub(
+        "400 Bad Request",
+        r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+    )
+    .await;
+    let mut s = settings(&endpoint);
+    short_timeouts(&mut s, 3);
+    let kms = AwsKms::new(s).await.unwrap();
+
+    let err = kms.disable_key(&some_key()).await.unwrap_err();
+    assert!(
+        matches!(&err, CloudError::Throttled { message, .. } if message.contains("Rate exceeded")),
+        "{err:?}"
+    );
+    // The SDK does not send it again (its retries would skip the pacing)...
+    assert_eq!(count(&requests), 1);
+
+    // ...the pacer does, in turns of its own, as often as a call may be sent.
+    let paced = RateLimitedKms::new(Arc::new(kms), Arc::new(KmsRateLimiter::default()), 3);
+    let err = paced.disable_key(&some_key()).await.unwrap_err();
+    assert!(matches!(&err, CloudError::Throttled { .. }), "{err:?}");
+    assert_eq!(count(&requests), 1 + 3);
+}
+
+#[tokio::test]
+async fn a_throttled_listing_is_retried_by_the_sdk() {
+    // ListKeys is not paced request by request (one search sends many), so
+    // the SDK's retries keep a long listing from starting over.
     let (endpoint, requests) = stub(
         "400 Bad Request",
         r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
@@ -165,12 +193,8 @@ async fn throttling_is_retried_then_transient() {
     let mut s = settings(&endpoint);
     short_timeouts(&mut s, 2);
     let kms = AwsKms::new(s).await.unwrap();
-
-    let err = kms.disable_key(&some_key()).await.unwrap_err();
-    assert!(
-        matches!(&err, CloudError::Transient { message, .. } if message.contains("Rate exceeded")),
-        "{err:?}"
-    );
+    let err = kms.find_keys_tagged("keyhold:job", "j").await.unwrap_err();
+    assert!(matches!(&err, CloudError::Throttled { .. }), "{err:?}");
     assert_eq!(count(&requests), 2, "max_attempts is 2");
 }
 
@@ -189,30 +213,52 @@ async fn a_proxy_error_page_is_transient() {
 }
 
 #[tokio::test]
-async fn alias_taken_by_update_failure_is_reported_as_update_alias() {
-    // CreateAlias answers AlreadyExists, so the adapter moves the alias with
-    // UpdateAlias, which this peer refuses too: the error names UpdateAlias.
+async fn an_alias_update_that_finds_no_alias_creates_it_and_names_create_alias_on_failure() {
+    // UpdateAlias finds no alias, so the adapter creates it with CreateAlias,
+    // which this peer refuses too: the error names CreateAlias.
     let (endpoint, requests) = stub(
         "400 Bad Request",
-        r#"{"__type":"AlreadyExistsException","message":"An alias with the name arn:aws:kms:us-east-1:000000000000:alias/taken already exists"}"#,
+        r#"{"__type":"NotFoundException","message":"Alias arn:aws:kms:us-east-1:000000000000:alias/new is not found."}"#,
     )
     .await;
     let mut s = settings(&endpoint);
     short_timeouts(&mut s, 1);
     let kms = AwsKms::new(s).await.unwrap();
-    let alias = keyhold_core::aws::Alias::parse("alias/taken").unwrap();
+    let alias = keyhold_core::aws::Alias::parse("alias/new").unwrap();
     let err = kms.point_alias(&alias, &some_key()).await.unwrap_err();
     assert!(
         matches!(
             &err,
-            CloudError::Rejected {
-                operation: "UpdateAlias",
+            CloudError::NotFound {
+                operation: "CreateAlias",
                 ..
             }
         ),
         "{err:?}"
     );
-    assert_eq!(count(&requests), 2);
+    let targets: Vec<_> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.target().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        targets,
+        ["trentservice.updatealias", "trentservice.createalias"]
+    );
+}
+
+#[tokio::test]
+async fn an_alias_is_moved_with_one_update_alias() {
+    let (endpoint, requests) = stub("200 OK", "{}").await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let alias = keyhold_core::aws::Alias::parse("alias/existing").unwrap();
+    kms.point_alias(&alias, &some_key()).await.unwrap();
+    let seen = requests.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target(), Some("trentservice.updatealias"));
+    assert_eq!(seen[0].body["AliasName"], "alias/existing");
+    assert_eq!(seen[0].body["TargetKeyId"], SOME_KEY);
 }
 
 #[tokio::test]

@@ -157,10 +157,24 @@ pub async fn run(ctx: &Context, command: KeyCommand) -> anyhow::Result<()> {
     let client = ctx.authenticated()?;
     match command {
         KeyCommand::List { group } => {
-            let keys: Vec<KeyView> = match group {
-                Some(group) => client.get_query("/keys", &[("group", group)]).await?,
-                None => client.get("/keys").await?,
-            };
+            // Every key, page after page (the API answers at most 1000 at once).
+            const PAGE: usize = 1000;
+            let mut keys: Vec<KeyView> = Vec::new();
+            loop {
+                let mut query = vec![("limit", PAGE.to_string())];
+                if let Some(group) = &group {
+                    query.push(("group", group.clone()));
+                }
+                if let Some(last) = keys.last() {
+                    query.push(("after", format!("{}:{}", last.group, last.version)));
+                }
+                let page: Vec<KeyView> = client.get_query("/keys", &query).await?;
+                let complete = page.len() < PAGE;
+                keys.extend(page);
+                if complete {
+                    break;
+                }
+            }
             output::print_list(ctx.output, &keys)
         }
         KeyCommand::Show { key } => {

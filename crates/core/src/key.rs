@@ -29,6 +29,71 @@ impl Material {
     }
 }
 
+/// Where a page of the key listing resumes: after the key of this version
+/// of this group (keys are listed by group name, then version). Written
+/// `GROUP:VERSION`, the `group` and `version` of the last key of a page;
+/// group names cannot hold a `:`. Unlike a key's id, it stays valid when
+/// that key is deleted in between.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyCursor {
+    pub group: GroupName,
+    pub version: u32,
+}
+
+impl KeyCursor {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let invalid = || {
+            InvalidInput::new(
+                "after",
+                "after must be GROUP:VERSION, the group and version of the last key of the previous page, such as payments:3",
+            )
+        };
+        let (group, version) = raw.rsplit_once(':').ok_or_else(invalid)?;
+        Ok(Self {
+            group: GroupName::parse(group).map_err(|_| invalid())?,
+            version: version.parse().map_err(|_| invalid())?,
+        })
+    }
+
+    /// The cursor that resumes after `key`.
+    pub fn after(key: &Key) -> Self {
+        Self {
+            group: key.group.clone(),
+            version: key.version,
+        }
+    }
+}
+
+impl fmt::Display for KeyCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.group, self.version)
+    }
+}
+
+/// One page of the key listing, by group name then version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Only this group's keys.
+    pub group: Option<GroupName>,
+    pub after: Option<KeyCursor>,
+    pub limit: u32,
+}
+
+impl KeyPage {
+    /// Most keys one page may hold.
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// Every key of one group: a group holds one key per rotation, so the
+    /// whole of it is one page.
+    pub fn whole_group(group: &GroupName) -> Self {
+        Self {
+            group: Some(group.clone()),
+            after: None,
+            limit: u32::MAX,
+        }
+    }
+}
+
 /// A key as listed: with whether its material is in the keystore.
 #[derive(Clone, Debug)]
 pub struct KeyListing {
@@ -177,5 +242,33 @@ mod tests {
         );
         assert_eq!(CheckDigits::parse("57cf").unwrap().as_str(), "57CF");
         assert!(CheckDigits::parse("57CG").is_err());
+    }
+
+    #[test]
+    fn key_cursors_round_trip_and_refuse_what_is_not_one() {
+        let cursor = KeyCursor::parse("payments-eu:12").unwrap();
+        assert_eq!(cursor.group.as_str(), "payments-eu");
+        assert_eq!(cursor.version, 12);
+        assert_eq!(cursor.to_string(), "payments-eu:12");
+        for bad in [
+            "",
+            "payments",
+            ":3",
+            "payments:",
+            "payments:x",
+            "pay ments:1",
+            "payments:-1",
+        ] {
+            let error = KeyCursor::parse(bad).unwrap_err();
+            assert_eq!(error.field, "after", "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_cursor_written_parses_back(group in "[a-z0-9][a-z0-9._-]{0,40}", version in proptest::prelude::any::<u32>()) {
+            let cursor = KeyCursor { group: GroupName::parse(&group).unwrap(), version };
+            proptest::prop_assert_eq!(KeyCursor::parse(&cursor.to_string()).unwrap(), cursor);
+        }
     }
 }

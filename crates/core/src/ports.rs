@@ -13,7 +13,7 @@ use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
 use crate::job::{Job, JobMessage};
-use crate::key::{CheckDigits, Key};
+use crate::key::{CheckDigits, Key, KeyPage};
 use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::settings::Settings;
 
@@ -171,7 +171,8 @@ pub trait Store: Send + Sync {
     async fn delete_group(&self, name: &GroupName, audit: &AuditRecord) -> Result<(), StoreError>;
 
     // Keys
-    async fn list_keys(&self, group: Option<&GroupName>) -> Result<Vec<Key>, StoreError>;
+    /// Keys by group name, then version.
+    async fn list_keys(&self, page: &KeyPage) -> Result<Vec<Key>, StoreError>;
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError>;
     async fn find_key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Result<Option<Key>, StoreError>;
     async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
@@ -303,9 +304,19 @@ impl std::fmt::Debug for ImportParameters {
 /// Why a cloud KMS call failed, classified for the retry and job logic.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CloudError {
-    /// Throttled or a transient fault that outlived the retry budget.
-    #[error("{operation}: AWS KMS is unavailable or throttling: {message}")]
+    /// A transient fault (KMS or the network failing, a timeout) that
+    /// outlived the retry budget.
+    #[error("{operation}: AWS KMS is unavailable: {message}")]
     Transient {
+        operation: &'static str,
+        message: String,
+    },
+    /// The account's request quota for the operation was exceeded: KMS did
+    /// nothing, so the same request may be sent again once the quota allows.
+    /// Kept apart from [`CloudError::Transient`] because only this one is
+    /// always safe to resend, and resending it is the pacer's job.
+    #[error("{operation}: AWS KMS is throttling requests (request quota exceeded): {message}")]
+    Throttled {
         operation: &'static str,
         message: String,
     },

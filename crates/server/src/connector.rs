@@ -161,7 +161,11 @@ impl CloudConnector for AwsConnector {
             return Ok(c.kms.clone());
         }
         let limiter = Arc::new(KmsRateLimiter::new(&self.limits));
-        let kms: Arc<dyn CloudKms> = Arc::new(RateLimitedKms::new(Arc::new(client), limiter));
+        let kms: Arc<dyn CloudKms> = Arc::new(RateLimitedKms::new(
+            Arc::new(client),
+            limiter,
+            self.config.max_attempts,
+        ));
         clients.insert(
             key,
             Connected {

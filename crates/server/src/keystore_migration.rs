@@ -25,6 +25,7 @@ use keyhold_core::audit::{AuditMac, AuditRecord, SYSTEM_USER};
 use keyhold_core::clock::Clock;
 use keyhold_core::credential::CredentialKind;
 use keyhold_core::error::KeystoreError;
+use keyhold_core::key::{KeyCursor, KeyPage};
 use keyhold_core::ports::{Keystore, Store};
 use keyhold_keystore::{Pkcs11Keystore, SoftKeystore};
 use keyhold_store::SqlStore;
@@ -162,46 +163,59 @@ pub async fn migrate(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<M
         report.credentials_moved += 1;
     }
 
-    for key in store.list_keys(None).await? {
-        if Pkcs11Keystore::names_token_object(key.id, &key.keystore_handle) {
-            report.keys_in_token_already += 1;
-            continue;
-        }
-        let Some(software) = &software else {
-            bail!(
-                "key {} is sealed by the software keystore, but {} holds none any more: restore it from a backup and run the migration again",
-                key.display_name(),
-                dir.display()
-            );
+    // Page by page: a store may hold a million keys.
+    let mut page = KeyPage {
+        group: None,
+        after: None,
+        limit: KeyPage::MAX_LIMIT,
+    };
+    loop {
+        let keys = store.list_keys(&page).await?;
+        let Some(last) = keys.last() else {
+            break;
         };
-        let imported = token
-            .import_key(key.id, &|der, algorithm| {
-                software.wrap_key(key.id, &key.keystore_handle, der, algorithm)
-            })
-            .with_context(|| format!("moving key {} into the token", key.display_name()))?;
-        if imported.check_digits != key.check_digits {
-            bail!(
-                "the token holds material for key {} with check digits {}, but keyhold recorded {}: remove the token object {} and run the migration again",
-                key.display_name(),
-                imported.check_digits.as_str(),
-                key.check_digits.as_str(),
-                String::from_utf8_lossy(&imported.handle)
-            );
+        page.after = Some(KeyCursor::after(last));
+        for key in keys {
+            if Pkcs11Keystore::names_token_object(key.id, &key.keystore_handle) {
+                report.keys_in_token_already += 1;
+                continue;
+            }
+            let Some(software) = &software else {
+                bail!(
+                    "key {} is sealed by the software keystore, but {} holds none any more: restore it from a backup and run the migration again",
+                    key.display_name(),
+                    dir.display()
+                );
+            };
+            let imported = token
+                .import_key(key.id, &|der, algorithm| {
+                    software.wrap_key(key.id, &key.keystore_handle, der, algorithm)
+                })
+                .with_context(|| format!("moving key {} into the token", key.display_name()))?;
+            if imported.check_digits != key.check_digits {
+                bail!(
+                    "the token holds material for key {} with check digits {}, but keyhold recorded {}: remove the token object {} and run the migration again",
+                    key.display_name(),
+                    imported.check_digits.as_str(),
+                    key.check_digits.as_str(),
+                    String::from_utf8_lossy(&imported.handle)
+                );
+            }
+            let mut moved = key.clone();
+            moved.keystore_handle = imported.handle;
+            let entry = record(format!(
+                "Moved the material of HSM protected key {} into the PKCS#11 keystore",
+                key.display_name()
+            ))
+            .with_details(serde_json::json!({
+                "command": COMMAND,
+                "group": key.group.as_str(),
+                "check_digits": key.check_digits.as_str(),
+            }));
+            store.update_key(&moved, Some(&entry)).await?;
+            report.keys_moved += 1;
+            maybe_crash(report.keys_moved);
         }
-        let mut moved = key.clone();
-        moved.keystore_handle = imported.handle;
-        let entry = record(format!(
-            "Moved the material of HSM protected key {} into the PKCS#11 keystore",
-            key.display_name()
-        ))
-        .with_details(serde_json::json!({
-            "command": COMMAND,
-            "group": key.group.as_str(),
-            "check_digits": key.check_digits.as_str(),
-        }));
-        store.update_key(&moved, Some(&entry)).await?;
-        report.keys_moved += 1;
-        maybe_crash(report.keys_moved);
     }
 
     if let Some(software) = software {

@@ -29,7 +29,7 @@ use keyhold_core::credential::Credential;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
-use keyhold_core::key::Key;
+use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
@@ -233,8 +233,8 @@ impl Store for SqlStore {
         self.inner().delete_group(name, audit).await
     }
 
-    async fn list_keys(&self, group: Option<&GroupName>) -> Result<Vec<Key>, StoreError> {
-        self.inner().list_keys(group).await
+    async fn list_keys(&self, page: &KeyPage) -> Result<Vec<Key>, StoreError> {
+        self.inner().list_keys(page).await
     }
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
         self.inner().get_key(id).await

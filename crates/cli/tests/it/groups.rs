@@ -267,3 +267,90 @@ async fn keys_are_listed_with_the_walkthrough_columns_and_deleted_only_under_dua
         "{audit:#?}"
     );
 }
+
+#[tokio::test]
+async fn keys_are_listed_page_by_page_by_group_then_version() {
+    let app = TestApp::spawn().await;
+    let token = app.dual_session().await;
+    app.import_credential(&token, "aws-prod").await;
+    for name in ["alpha", "beta"] {
+        let mut body = group_body(name, "aws-prod");
+        body["rotate_every"] = Value::Null;
+        body["alias"] = json!(format!("alias/{name}"));
+        app.create_group(&token, body).await;
+    }
+    // Five keys as rotations would leave them: beta 1–3, alpha 1–2.
+    {
+        let mut db = open_db(&app).await;
+        let handle = db.bytes_literal(&[0]);
+        for (group, version) in [
+            ("beta", 2),
+            ("alpha", 2),
+            ("beta", 1),
+            ("beta", 3),
+            ("alpha", 1),
+        ] {
+            let id = uuid::Uuid::new_v4();
+            db.execute(&format!(
+                "INSERT INTO keys (id, group_name, version, kms_key_id, check_digits, valid_from, valid_to, state, keystore_handle, created_at)
+                 VALUES ('{id}', '{group}', {version}, NULL, '57CF', '2026-11-29T09:00:00.000000Z', NULL, 'disabled', {handle}, '2026-11-29T09:00:00.000000Z')",
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let listed = |page: &Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| format!("{}:{}", k["group"].as_str().unwrap(), k["version"]))
+            .collect()
+    };
+
+    // Two at a time, each page resuming after the last key of the one before.
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(a) => format!("/api/v1/keys?limit=2&after={a}"),
+            None => "/api/v1/keys?limit=2".to_owned(),
+        };
+        let (status, page) = app.get(&url, &token).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let keys = listed(&page);
+        assert!(keys.len() <= 2);
+        walked.extend(keys.clone());
+        after = keys.last().cloned();
+        if keys.len() < 2 {
+            break;
+        }
+    }
+    assert_eq!(walked, ["alpha:1", "alpha:2", "beta:1", "beta:2", "beta:3"]);
+    // Without a limit a page holds 100; within a group; from a cursor whose
+    // key no longer exists.
+    let (_, all) = app.get("/api/v1/keys", &token).await;
+    assert_eq!(listed(&all), walked);
+    let (_, page) = app
+        .get("/api/v1/keys?group=beta&after=beta:1&limit=1", &token)
+        .await;
+    assert_eq!(listed(&page), ["beta:2"]);
+    let (_, page) = app.get("/api/v1/keys?after=alpha:9", &token).await;
+    assert_eq!(listed(&page), ["beta:1", "beta:2", "beta:3"]);
+
+    // Pages out of bounds or cursors that are not one: 400, naming the field.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=-1", "limit"),
+        ("after=beta", "after"),
+        ("after=beta:x", "after"),
+        ("after=:1", "after"),
+        ("after=be%20ta:1", "after"),
+    ] {
+        let (status, body) = app.get(&format!("/api/v1/keys?{query}"), &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        let named = body["error"]["field"].as_str().unwrap_or_default();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(named == field || message.contains(field), "{query}: {body}");
+    }
+}

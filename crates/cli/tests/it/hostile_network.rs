@@ -118,9 +118,9 @@ fn cases() -> Vec<Case> {
             Expect::Succeeds,
         ),
         case(
-            "CreateAlias answered after the timeout",
+            "UpdateAlias answered after the timeout",
             Kind::Rotate,
-            vec![Rule::on("CreateAlias", SlowAnswer(SLOW), First(1))],
+            vec![Rule::on("UpdateAlias", SlowAnswer(SLOW), First(1))],
             Expect::Succeeds,
         ),
         case(

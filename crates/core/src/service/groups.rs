@@ -4,6 +4,7 @@ use super::Keyhold;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::group::{GroupChange, KeyGroup, NewGroup};
 use crate::identity::{Operation, Session};
+use crate::key::KeyPage;
 use crate::names::GroupName;
 
 impl Keyhold {
@@ -91,7 +92,11 @@ impl Keyhold {
         match self.store.delete_group(name, &record).await {
             Ok(()) => Ok(()),
             Err(StoreError::InUse) => {
-                let keys = self.store.list_keys(Some(name)).await?.len();
+                let keys = self
+                    .store
+                    .list_keys(&KeyPage::whole_group(name))
+                    .await?
+                    .len();
                 Err(CoreError::Conflict(format!(
                     "key group '{name}' still has {keys} key(s) whose material AWS may need: delete them first with `keyhold key delete`, then the group"
                 )))

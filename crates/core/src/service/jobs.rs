@@ -22,7 +22,7 @@ use crate::job::{
     Checkpoint, GROUP_TAG, JOB_TAG, Job, JobKind, JobMessage, JobProgress, JobStatus, KEY_TAG,
     Step, SyncOptions,
 };
-use crate::key::{Key, KeyState};
+use crate::key::{Key, KeyPage, KeyState};
 use crate::names::GroupName;
 use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks, Scheduled};
 use crate::schedule::next_rotation;
@@ -581,7 +581,10 @@ impl Keyhold {
 
     async fn generate_key(&self, job: &mut Job) -> CoreResult<StepOutcome> {
         let group = self.job_group(job).await?;
-        let existing = self.store.list_keys(Some(&group.name)).await?;
+        let existing = self
+            .store
+            .list_keys(&KeyPage::whole_group(&group.name))
+            .await?;
         let version = existing.iter().map(|k| k.version).max().unwrap_or(0) + 1;
         let id = uuid::Uuid::new_v4();
         let generated = self.keystore.generate_key(id)?;

@@ -3,8 +3,7 @@
 use super::Keyhold;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::identity::{Operation, Session};
-use crate::key::{Key, KeyListing, Material};
-use crate::names::GroupName;
+use crate::key::{Key, KeyListing, KeyPage, Material};
 
 /// How a key is named on the command line: keyhold's id or its KMS key id.
 pub fn parse_key_ref(raw: &str) -> Result<uuid::Uuid, crate::error::InvalidInput> {
@@ -17,17 +16,24 @@ pub fn parse_key_ref(raw: &str) -> Result<uuid::Uuid, crate::error::InvalidInput
 }
 
 impl Keyhold {
-    /// The keys, each with whether the keystore holds its material.
+    /// One page of the keys, each with whether the keystore holds its material.
     pub async fn list_keys(
         &self,
         session: &Session,
-        group: Option<&GroupName>,
+        page: &KeyPage,
     ) -> CoreResult<Vec<KeyListing>> {
         session.authorize(Operation::READ, true)?;
-        if let Some(name) = group {
+        if page.limit == 0 || page.limit > KeyPage::MAX_LIMIT {
+            return Err(crate::error::InvalidInput::new(
+                "limit",
+                format!("limit must be between 1 and {}", KeyPage::MAX_LIMIT),
+            )
+            .into());
+        }
+        if let Some(name) = &page.group {
             self.find_group(name).await?;
         }
-        let keys = self.store.list_keys(group).await?;
+        let keys = self.store.list_keys(page).await?;
         Ok(self.with_material(keys))
     }
 

@@ -100,6 +100,9 @@ impl ApiError {
                     CloudError::Transient { .. } => {
                         (StatusCode::SERVICE_UNAVAILABLE, "cloud_unavailable")
                     }
+                    CloudError::Throttled { .. } => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "cloud_throttled")
+                    }
                     CloudError::AccessDenied { .. } => {
                         (StatusCode::BAD_GATEWAY, "cloud_access_denied")
                     }
@@ -228,6 +231,14 @@ mod tests {
             ),
             (
                 CoreError::Cloud(CloudError::Transient {
+                    operation: "CreateKey",
+                    message: "m".into(),
+                })
+                .into(),
+                503,
+            ),
+            (
+                CoreError::Cloud(CloudError::Throttled {
                     operation: "CreateKey",
                     message: "m".into(),
                 })

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyhold_api as api;
+use keyhold_core::key::{KeyCursor, KeyPage};
 use keyhold_core::names::GroupName;
 use serde::Deserialize;
 
@@ -11,20 +12,32 @@ use super::errors::ApiResult;
 use super::extract::{ApiQuery, Caller};
 use super::{AppState, printable, views};
 
+/// Keys per page unless the caller asks for another size.
+const DEFAULT_PAGE: u32 = 100;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyQuery {
     group: Option<String>,
+    limit: Option<u32>,
+    /// `GROUP:VERSION` of the last key of the previous page.
+    after: Option<String>,
 }
 
+/// One page of keys by group name, then version; the next page starts
+/// `after` the `group:version` of this page's last key.
 pub async fn list(
     State(app): State<AppState>,
     Caller(session): Caller,
     ApiQuery(query): ApiQuery<KeyQuery>,
 ) -> ApiResult<Json<Vec<api::KeyView>>> {
-    let group = query.group.as_deref().map(GroupName::parse).transpose()?;
+    let page = KeyPage {
+        group: query.group.as_deref().map(GroupName::parse).transpose()?,
+        after: query.after.as_deref().map(KeyCursor::parse).transpose()?,
+        limit: query.limit.unwrap_or(DEFAULT_PAGE),
+    };
     let now = app.keyhold.now();
-    let keys = app.keyhold.list_keys(&session, group.as_ref()).await?;
+    let keys = app.keyhold.list_keys(&session, &page).await?;
     Ok(Json(keys.iter().map(|k| views::key(k, now)).collect()))
 }
 

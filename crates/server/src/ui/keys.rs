@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use keyhold_api as api;
 use keyhold_core::CoreError;
 use keyhold_core::identity::Operation;
+use keyhold_core::key::KeyPage;
 use keyhold_core::names::GroupName;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -26,6 +27,8 @@ const COLUMNS: usize = 12;
 struct Listing {
     groups: Vec<api::GroupView>,
     keys: Vec<api::KeyView>,
+    /// More keys exist than the screen shows.
+    truncated: bool,
     credentials: Vec<api::CredentialView>,
     dual_control: bool,
 }
@@ -34,13 +37,21 @@ async fn listing(app: &AppState, ui: &UiSession) -> Result<Listing, ApiError> {
     let session = &ui.session;
     let now = app.keyhold.now();
     let groups = app.keyhold.list_groups(session).await?;
+    // One page, the largest: the screen lists groups with their keys
+    // beneath, which only suits stores of a size a person can read.
+    let page = KeyPage {
+        group: None,
+        after: None,
+        limit: KeyPage::MAX_LIMIT,
+    };
     let mut keys: Vec<api::KeyView> = app
         .keyhold
-        .list_keys(session, None)
+        .list_keys(session, &page)
         .await?
         .iter()
         .map(|k| views::key(k, now))
         .collect();
+    let truncated = keys.len() == KeyPage::MAX_LIMIT as usize;
     keys.sort_by(|a, b| a.group.cmp(&b.group).then(b.version.cmp(&a.version)));
     let credentials = app.keyhold.list_credentials(session).await?;
     let settings = app.keyhold.settings(session).await?;
@@ -51,6 +62,7 @@ async fn listing(app: &AppState, ui: &UiSession) -> Result<Listing, ApiError> {
     Ok(Listing {
         groups: group_views,
         keys,
+        truncated,
         credentials: credentials.iter().map(views::credential).collect(),
         dual_control: settings.dual_control,
     })
@@ -101,6 +113,12 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
             span.hint { "Right-click a row, or use its Actions button, for the Cloud menu." }
         }
         (layout::needs(&ui.session, Operation::ADD_GROUP, listing.dual_control))
+        @if listing.truncated {
+            p.notice #keys-truncated {
+                "Showing the first " (KeyPage::MAX_LIMIT) " keys by group name. "
+                "List every key with " code { "keyhold key list" } " or the API's pages."
+            }
+        }
         @if listing.groups.is_empty() {
             p #no-groups { "No key groups yet. Add one to start." }
         } @else {

@@ -1,9 +1,10 @@
 use keyhold_core::StoreError;
 use keyhold_core::aws::KmsKeyId;
-use keyhold_core::key::Key;
-use keyhold_core::names::GroupName;
+use keyhold_core::key::{Key, KeyPage};
 
-use super::{Conn, Pool};
+use sqlx::QueryBuilder;
+
+use super::{Conn, Db, Pool};
 use crate::error::{db, db_referencing};
 use crate::rows::{KeyRow, opt_ts, ts};
 
@@ -11,25 +12,29 @@ const COLUMNS: &str = "id, group_name, version, kms_key_id, check_digits, valid_
      valid_to, state, keystore_handle, created_at";
 const VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-pub(super) async fn list(pool: &Pool, group: Option<&GroupName>) -> Result<Vec<Key>, StoreError> {
-    let rows = match group {
-        Some(g) => {
-            sqlx::query_as::<_, KeyRow>(&format!(
-                "SELECT {COLUMNS} FROM keys WHERE group_name = $1 ORDER BY version"
-            ))
-            .bind(g.as_str())
-            .fetch_all(pool)
-            .await
-        }
-        None => {
-            sqlx::query_as::<_, KeyRow>(&format!(
-                "SELECT {COLUMNS} FROM keys ORDER BY group_name, version"
-            ))
-            .fetch_all(pool)
-            .await
-        }
-    };
-    rows.map_err(db)?.into_iter().map(Key::try_from).collect()
+/// A page walks the `UNIQUE (group_name, version)` index from the cursor:
+/// each page costs the same however deep into the listing it is.
+pub(super) async fn list(pool: &Pool, page: &KeyPage) -> Result<Vec<Key>, StoreError> {
+    let mut qb = QueryBuilder::<Db>::new(format!("SELECT {COLUMNS} FROM keys WHERE TRUE"));
+    if let Some(group) = &page.group {
+        qb.push(" AND group_name = ").push_bind(group.as_str());
+    }
+    if let Some(cursor) = &page.after {
+        qb.push(" AND (group_name, version) > (")
+            .push_bind(cursor.group.as_str())
+            .push(", ")
+            .push_bind(i64::from(cursor.version))
+            .push(")");
+    }
+    qb.push(" ORDER BY group_name, version LIMIT ")
+        .push_bind(i64::from(page.limit));
+    qb.build_query_as::<KeyRow>()
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(Key::try_from)
+        .collect()
 }
 
 pub(super) async fn get(pool: &Pool, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {

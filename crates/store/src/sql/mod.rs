@@ -30,7 +30,7 @@ use keyhold_core::credential::Credential;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
-use keyhold_core::key::Key;
+use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
@@ -269,8 +269,8 @@ impl Store for SqlBackend {
             .await
     }
 
-    async fn list_keys(&self, group: Option<&GroupName>) -> Result<Vec<Key>, StoreError> {
-        keys::list(&self.pool, group).await
+    async fn list_keys(&self, page: &KeyPage) -> Result<Vec<Key>, StoreError> {
+        keys::list(&self.pool, page).await
     }
 
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {

@@ -1,7 +1,7 @@
 use keyhold_core::StoreError;
 use keyhold_core::aws::KmsKeyId;
 use keyhold_core::identity::{Role, Session, SessionIdentity};
-use keyhold_core::key::KeyState;
+use keyhold_core::key::{Key, KeyCursor, KeyPage, KeyState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
 use keyhold_core::ports::Store;
 use keyhold_core::settings::Settings;
@@ -251,12 +251,44 @@ async fn credentials_groups_and_keys_round_trip() {
     assert_eq!(s.get_key(k1.id).await.unwrap(), Some(k1.clone()));
     assert_eq!(s.get_key(k2.id).await.unwrap(), Some(k2.clone()));
     assert_eq!(
-        s.list_keys(Some(&g.name)).await.unwrap(),
+        s.list_keys(&KeyPage::whole_group(&g.name)).await.unwrap(),
         vec![k1.clone(), k2.clone()]
     );
+    let page = |group: Option<&GroupName>, after: Option<&Key>, limit| KeyPage {
+        group: group.cloned(),
+        after: after.map(KeyCursor::after),
+        limit,
+    };
     assert_eq!(
-        s.list_keys(None).await.unwrap(),
+        s.list_keys(&page(None, None, 1000)).await.unwrap(),
         vec![k3.clone(), k1.clone(), k2.clone()]
+    );
+    // Pages by group name, then version, each resuming after the last key
+    // of the one before, with or without a group.
+    assert_eq!(
+        s.list_keys(&page(None, None, 2)).await.unwrap(),
+        vec![k3.clone(), k1.clone()]
+    );
+    assert_eq!(
+        s.list_keys(&page(None, Some(&k1), 2)).await.unwrap(),
+        vec![k2.clone()]
+    );
+    assert_eq!(
+        s.list_keys(&page(None, Some(&k2), 2)).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        s.list_keys(&page(Some(&g.name), Some(&k1), 5))
+            .await
+            .unwrap(),
+        vec![k2.clone()]
+    );
+    assert_eq!(
+        s.list_keys(&page(Some(&g.name), Some(&k3), 1))
+            .await
+            .unwrap(),
+        vec![k1.clone()],
+        "a cursor from another group resumes at this group's first key after it"
     );
     let kms = k1.kms_key_id.clone().unwrap();
     assert_eq!(s.find_key_by_kms_id(&kms).await.unwrap(), Some(k1.clone()));

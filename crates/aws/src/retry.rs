@@ -1,0 +1,96 @@
+//! Which retries the SDK may make by itself.
+//!
+//! The SDK retries throttled requests on its own back-off, outside keyhold's
+//! pacing ([`crate::rate_limit`]): under a quota the pacer fills exactly, each
+//! such retry spends a request the pacer has already promised to the next
+//! caller, which is then throttled in turn, until jobs fail with their
+//! attempts spent (the quota-bound benchmark lost 86 of 500 rotations this
+//! way). So for every operation keyhold paces one request at a time, a
+//! throttled answer goes back to the pacer, which sends the request again in
+//! a turn of its own. Faults of KMS or the network are still retried by the
+//! SDK.
+
+use aws_sdk_kms::config::interceptors::InterceptorContext;
+use aws_sdk_kms::config::retry::{ClassifyRetry, RetryAction};
+use aws_sdk_kms::error::ProvideErrorMetadata;
+use aws_sdk_kms::operation::{
+    create_alias::CreateAliasError, create_key::CreateKeyError,
+    delete_imported_key_material::DeleteImportedKeyMaterialError, describe_key::DescribeKeyError,
+    disable_key::DisableKeyError, get_parameters_for_import::GetParametersForImportError,
+    import_key_material::ImportKeyMaterialError, put_key_policy::PutKeyPolicyError,
+    update_alias::UpdateAliasError,
+};
+
+use std::time::Duration;
+
+use crate::error::is_throttling;
+
+/// The wait before a call's next attempt when keyhold retries it itself
+/// (CreateKey, throttled requests): doubling from half a second, at most
+/// the SDK's own longest back-off.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(6))
+        .min(Duration::from_secs(20))
+}
+
+/// Forbids the SDK's retry of a throttled request to a paced operation.
+#[derive(Debug, Default)]
+pub(crate) struct ThrottlingLeftToThePacer;
+
+impl ThrottlingLeftToThePacer {
+    /// The error code of a paced operation's error. `ListKeys` and
+    /// `ListResourceTags` are absent on purpose: one `find_keys_tagged` call
+    /// sends many of them in a row, unpaced one by one, and the SDK's
+    /// retries keep a long listing from starting over on one throttle.
+    fn paced_error_code(ctx: &InterceptorContext) -> Option<String> {
+        let error = ctx.output_or_error()?.err()?.as_operation_error()?;
+        macro_rules! code_of {
+            ($($operation_error:ty),+ $(,)?) => {
+                $(
+                    if let Some(e) = error.downcast_ref::<$operation_error>() {
+                        return e.code().map(str::to_owned);
+                    }
+                )+
+            };
+        }
+        code_of!(
+            CreateKeyError,
+            DescribeKeyError,
+            GetParametersForImportError,
+            ImportKeyMaterialError,
+            DeleteImportedKeyMaterialError,
+            CreateAliasError,
+            UpdateAliasError,
+            DisableKeyError,
+            PutKeyPolicyError,
+        );
+        None
+    }
+}
+
+impl ClassifyRetry for ThrottlingLeftToThePacer {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match Self::paced_error_code(ctx) {
+            Some(code) if is_throttling(&code) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "keyhold: throttling is retried by the pacer"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_half_a_second_up_to_the_sdk_maximum() {
+        let waits: Vec<u64> = (1..=8).map(|a| backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 20000, 20000]);
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(20));
+    }
+}
