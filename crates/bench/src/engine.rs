@@ -161,7 +161,7 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
          the HTTP handling of the Force Rotate requests and of the job-status polls \
          (one small GET at a time). Each rotation is CreateKey, \
          GetParametersForImport, the RSA-OAEP-SHA-256 wrap in the keystore, \
-         ImportKeyMaterial, CreateAlias/UpdateAlias, DisableKey of the previous \
+         ImportKeyMaterial, UpdateAlias, DisableKey of the previous \
          key, with the store commits and audit entries of each step. Figures: \
          median (min–max) over the runs.",
         groups = sizes.engine_groups,

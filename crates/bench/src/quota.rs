@@ -76,11 +76,13 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
          `__type`) when empty. The peer answers itself instead of forwarding to \
          LocalStack, so that the only limit is the quotas (LocalStack's own latency \
          would add to the wall time). Each group's first rotation is measured: \
-         CreateKey, GetParametersForImport, ImportKeyMaterial, CreateAlias. The \
-         minimum is the slowest operation's calls at its quota (the bucket's first \
-         second free): here {bottleneck}. keyhold paces its own requests at the \
-         same default quotas (`crates/aws/src/rate_limit.rs`), so it should \
-         neither be throttled nor leave quota unused.",
+         CreateKey, GetParametersForImport, ImportKeyMaterial, UpdateAlias (which \
+         finds no alias yet) and CreateAlias. The minimum is the slowest \
+         operation's calls at its quota (the bucket's first second free): here \
+         {bottleneck}. keyhold paces its own requests 2% under the same default \
+         quotas (`crates/aws/src/rate_limit.rs`), so it should neither be \
+         throttled nor leave much quota unused; a request throttled all the same \
+         goes back to the pacer, which sends it again in a later turn.",
         concurrency = 8,
     );
     section.row(vec![
@@ -116,11 +118,7 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
     if failed > 0 {
         section.notes.push_str(&format!(
             "\n**{failed} of {groups} rotations failed** (the target is none). The first \
-             failure: `{}`. keyhold paces each operation at exactly its quota, so a \
-             request delayed on its way (scheduling, other work on the machine) arrives \
-             less than the quota's interval after the previous one and is throttled; the \
-             SDK's retries then find the next paced request already holding the \
-             bucket, and the job fails after the last attempt instead of waiting.\n",
+             failure: `{}`.\n",
             first_error.unwrap_or_default()
         ));
         section.failure = Some(format!(
