@@ -465,8 +465,26 @@ pub struct ClusterView {
     pub note: Option<String>,
     /// The last tick's failure, when it failed.
     pub error: Option<String>,
+    /// This node's last pass over the schedule (rotator only).
+    #[serde(default)]
+    pub last_schedule_pass: Option<SchedulePassView>,
     /// Every node that has joined, with when it was last seen.
     pub nodes: Vec<NodeView>,
+}
+
+/// One pass of the rotator over the schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulePassView {
+    /// When the pass began.
+    pub at: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// Scheduled rotations it started (at most 200 a pass).
+    pub started: u32,
+    /// Due rotations it put off (another job of the group in the way).
+    pub deferred: u32,
+    /// Failed scheduled rotations it took up again.
+    pub retried: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

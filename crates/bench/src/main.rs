@@ -222,31 +222,29 @@ fn preamble(short: bool, sizes: &Sizes, machine: &str) -> String {
 const GAPS: &str = "
 ## Reading these figures
 
-- **keyhold against LocalStack is held at one rotation per second by design.** keyhold \
-  paces its requests per credential and Region at AWS KMS's default quotas, and \
-  GetParametersForImport's is 1 per second; LocalStack enforces no quota, so the boto3 \
-  program, which does not pace itself, goes faster there. Against AWS the same program \
-  is throttled at that quota (scenario 3 shows what throttling does); the side-by-side \
-  ratio therefore compares keyhold's quota-bound pace with the scripts' unbounded one, \
+- **keyhold against LocalStack is held at about one rotation per second by design.** \
+  keyhold paces its requests per credential and Region 2% under AWS KMS's default \
+  quotas, and GetParametersForImport's is 1 per second; LocalStack enforces no quota, so \
+  the boto3 program, which does not pace itself, goes faster there. Against AWS the same \
+  program is throttled at that quota; scenario 3 shows keyhold under enforced quotas, \
   and keyhold's own cost is scenario 1's.
-- **The machine was shared**: the load average in the table above is other builds \
-  running on the same two cores during the run, so wall-time figures (rotations/s, \
-  latencies) are pessimistic and noisy; CPU time per rotation is less affected.
-- **The quota-bound scenario ran with the group count in its table** (`--quota-groups`; \
-  the command's default is 1,000).
+- **Other work on the machine** shows in the load average at the start (table above): \
+  it makes wall-time figures (rotations/s, latencies) pessimistic; CPU time per \
+  rotation is less affected.
+- **PKCS#11 figures are SoftHSM2's**: its file object store reads the token's objects \
+  on every search, so they grow with the keys on the token (a fresh token per run here).
 
 ## Not measured yet
 
-- **Scheduler tick time with 1% of 100,000 groups due**: the tick's duration is not \
-  exposed (no metric, no log line), so it is not reported; the scale scenario measures \
-  the listings, memory and start-up on that data instead.
-- **The full keys listing**: `GET /api/v1/keys` without `group` is not paginated and \
-  returns every key (1,000,000 here), so the scale scenario lists one group's keys; \
-  paginating it is an API change left to its own issue.
-- **Where a rotation's time goes**: no flame graph yet. The criterion micro-benchmarks \
+- **A flame graph of a rotation**: this machine's virtual CPU has no hardware counters \
+  for `perf`, and the report does not profile. The criterion micro-benchmarks \
   (`./scripts/bench --micro`, `crates/bench/benches/micro.rs`) time the pieces (key \
   generation, the RSA-OAEP wrap, audit sealing and verification, the store's audited \
-  commit) but are not part of this report.
+  commit) but are not part of this report. A `perf record -e cpu-clock` of the \
+  software/SQLite engine run, taken by hand, put about half of the server's CPU in \
+  thread hand-offs (futex waits and wake-ups between the runtime and sqlx's SQLite \
+  connection threads), the rest in the statements themselves and the AWS SDK's request \
+  handling; the wrap is small.
 - **PostgreSQL** is covered by the engine-overhead scenario only; scale and audit run \
   on SQLite.
 ";

@@ -33,6 +33,22 @@ pub struct RotatorStatus {
     pub note: Option<String>,
     /// The last tick that failed, and why (the database away, say).
     pub error: Option<String>,
+    /// This node's last pass over the schedule, as the rotator.
+    pub last_pass: Option<PassFigures>,
+}
+
+/// What one pass over the schedule did and how long it took: the figure an
+/// operator watches as groups multiply (the pass reads the due groups and
+/// commits each one's job).
+#[derive(Clone, Debug)]
+pub struct PassFigures {
+    pub at: Timestamp,
+    pub took: Duration,
+    /// Scheduled rotations started (at most `DUE_PER_PASS` a pass).
+    pub started: usize,
+    pub deferred: usize,
+    /// Failed scheduled rotations taken up again.
+    pub retried: usize,
 }
 
 /// Shared between the loop and the HTTP handlers.
@@ -60,6 +76,7 @@ impl Rotator {
                 lease: None,
                 note: Some("starting: the first tick has not run yet".into()),
                 error: None,
+                last_pass: None,
             })),
         }
     }
@@ -184,7 +201,17 @@ impl Rotator {
     /// The rotator's part: start what is due, and take up every job waiting
     /// in the store (accepted by any node, or left by a rotator that died).
     async fn rotate(&self, lease: &Lease) -> CoreResult<()> {
+        let at = self.keyhold.now();
+        // A duration to report, not a time the schedule depends on.
+        let began = std::time::Instant::now();
         let pass = self.keyhold.run_schedule(Some(lease)).await?;
+        self.lock().last_pass = Some(PassFigures {
+            at,
+            took: began.elapsed(),
+            started: pass.started.len(),
+            deferred: pass.deferred.len(),
+            retried: pass.retried.len(),
+        });
         for (group, reason) in &pass.deferred {
             tracing::info!(%group, %reason, "scheduled rotation deferred");
         }

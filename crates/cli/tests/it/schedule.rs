@@ -503,4 +503,23 @@ async fn many_groups_due_at_once_all_rotate_once() {
         !audit.iter().any(|s| s.contains("deferred")),
         "nothing had to wait for another pass: {audit:#?}"
     );
+    // The rotator reports its last pass over the schedule, after the jump.
+    let ready: Value = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pass = &ready["cluster"]["last_schedule_pass"];
+    let at = keyhold_core::clock::parse_timestamp(pass["at"].as_str().unwrap()).unwrap();
+    assert!(
+        at >= app.clock.now() - chrono::Duration::seconds(1),
+        "{pass}"
+    );
+    assert!(pass["duration_ms"].is_u64(), "{pass}");
+    assert_eq!(pass["deferred"], 0, "{pass}");
+    assert!(pass["started"].as_u64().unwrap() <= 200, "{pass}");
 }

@@ -147,6 +147,16 @@ pub fn cluster(status: &RotatorStatus, nodes: &[NodeRecord], now: Timestamp) -> 
         lease_expires_at: status.lease.as_ref().map(|l| time(&l.expires_at)),
         note: status.note.clone(),
         error: status.error.clone(),
+        last_schedule_pass: status.last_pass.as_ref().map(|pass| {
+            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            api::SchedulePassView {
+                at: time(&pass.at),
+                duration_ms: u64::try_from(pass.took.as_millis()).unwrap_or(u64::MAX),
+                started: count(pass.started),
+                deferred: count(pass.deferred),
+                retried: count(pass.retried),
+            }
+        }),
         nodes: nodes
             .iter()
             .map(|n| api::NodeView {
