@@ -196,6 +196,8 @@ pub trait Store: Send + Sync {
     async fn list_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
     /// Jobs queued or running, oldest first: what a restart resumes.
     async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// The group's queued or running job, if any.
+    async fn unfinished_group_job(&self, group: &GroupName) -> Result<Option<Job>, StoreError>;
     /// Commits one step of a job atomically: the job row (progress, status,
     /// error), the keys and group the step changed, its message and its audit entry.
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError>;

@@ -269,6 +269,10 @@ impl Store for SqlStore {
     async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.inner().unfinished_jobs().await
     }
+
+    async fn unfinished_group_job(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
+        self.inner().unfinished_group_job(group).await
+    }
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
         self.inner().commit_job(commit).await
     }

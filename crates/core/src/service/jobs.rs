@@ -333,13 +333,7 @@ impl Keyhold {
     /// cancelled before another starts, so the key it generated (and maybe
     /// created in KMS) is never silently left behind.
     async fn refuse_concurrent_job(&self, group: &GroupName) -> CoreResult<()> {
-        if let Some(job) = self
-            .store
-            .unfinished_jobs()
-            .await?
-            .into_iter()
-            .find(|j| j.kind.group() == group)
-        {
+        if let Some(job) = self.store.unfinished_group_job(group).await? {
             return Err(CoreError::Conflict(format!(
                 "job {} ({}) is already {} for key group '{group}': wait for it to finish, or cancel it",
                 job.id,

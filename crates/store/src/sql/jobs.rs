@@ -55,6 +55,27 @@ pub(super) async fn unfinished(pool: &Pool) -> Result<Vec<Job>, StoreError> {
     .collect()
 }
 
+/// The group's queued or running job, if any (one at most: keyhold never
+/// starts a second), through the group's index.
+pub(super) async fn unfinished_of_group(
+    pool: &Pool,
+    group: &GroupName,
+) -> Result<Option<Job>, StoreError> {
+    let [queued, running] = UNFINISHED.map(JobStatus::as_str);
+    sqlx::query_as::<_, JobRow>(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE group_name = $1 AND status IN ($2, $3) \
+         ORDER BY created_at, {INSERT_ORDER} LIMIT 1"
+    ))
+    .bind(group.as_str())
+    .bind(queued)
+    .bind(running)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .map(Job::try_from)
+    .transpose()
+}
+
 pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO jobs ({COLUMNS}, group_name) \

@@ -327,6 +327,10 @@ impl Store for SqlBackend {
         jobs::unfinished(&self.pool).await
     }
 
+    async fn unfinished_group_job(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
+        jobs::unfinished_of_group(&self.pool, group).await
+    }
+
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
         self.audited(commit.audit, async |c| jobs::commit(c, commit).await)
             .await

@@ -398,6 +398,17 @@ async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
         ids(&s.unfinished_jobs().await.unwrap()),
         vec![queued.id, twin.id]
     );
+    // One group's: its oldest unfinished job; none for a group without one.
+    let payments = GroupName::parse("payments").unwrap();
+    assert_eq!(
+        s.unfinished_group_job(&payments)
+            .await
+            .unwrap()
+            .map(|j| j.id),
+        Some(queued.id)
+    );
+    let other = GroupName::parse("no-such-group").unwrap();
+    assert!(s.unfinished_group_job(&other).await.unwrap().is_none());
 }
 
 #[tokio::test]
