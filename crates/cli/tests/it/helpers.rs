@@ -466,6 +466,17 @@ impl TestApp {
             .collect()
     }
 
+    /// `/readyz`: its status and body.
+    pub async fn readyz(&self) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
     pub async fn audit_summaries(&self, token: &str) -> Vec<String> {
         let (status, body) = self.get("/api/v1/audit?limit=1000", token).await;
         assert_eq!(status, StatusCode::OK, "{body}");

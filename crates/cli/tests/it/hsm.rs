@@ -103,10 +103,6 @@ async fn keys_live_in_the_token_sensitive_and_are_wrapped_there() {
 
 const KEYHOLD: &str = env!("CARGO_BIN_EXE_keyhold");
 
-async fn readyz(app: &TestApp) -> (reqwest::StatusCode, serde_json::Value) {
-    readyz_at(&app.base).await
-}
-
 fn keystore_reason(ready: &serde_json::Value) -> String {
     let checks = ready["checks"].as_array().unwrap();
     let keystore = checks.iter().find(|c| c["name"] == "keystore").unwrap();
@@ -155,7 +151,7 @@ async fn readyz_at(base: &str) -> (reqwest::StatusCode, serde_json::Value) {
 async fn readyz_says_why_the_token_cannot_be_used_until_it_can() {
     let hsm = Hsm::fresh_token("ready");
     let mut app = TestApp::spawn_on(&hsm).await;
-    let (status, ready) = readyz(&app).await;
+    let (status, ready) = app.readyz().await;
     assert_eq!(status, reqwest::StatusCode::OK, "{ready:#}");
     app.shut_down().await;
 
@@ -252,7 +248,7 @@ async fn a_token_pulled_out_while_running_is_reported_and_work_goes_on_once_it_i
         .join(format!("{}.away", hsm.token));
     std::fs::rename(&dir, &away).unwrap();
 
-    let (status, ready) = readyz(&app).await;
+    let (status, ready) = app.readyz().await;
     assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
     let reason = keystore_reason(&ready);
     assert!(
@@ -283,7 +279,7 @@ async fn a_token_pulled_out_while_running_is_reported_and_work_goes_on_once_it_i
     assert_eq!(keys[0]["material"], "unknown", "{keys}");
 
     std::fs::rename(&away, &dir).unwrap();
-    let (status, ready) = readyz(&app).await;
+    let (status, ready) = app.readyz().await;
     assert_eq!(status, reqwest::StatusCode::OK, "{ready:#}");
     let second = app.rotate_ok(&token, &group).await;
     let kms = Kms::connect().await;

@@ -23,7 +23,7 @@ mod killed {
     use std::process::{Child, Command, Stdio};
     use std::time::Duration;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use keyhold_core::job::Checkpoint;
     use keyhold_server::crash_points::{CRASH_POINTS, CrashJob, CrashPoint};
@@ -670,8 +670,17 @@ mod killed {
                 .contains("Resumed after an interruption"),
             "{job:#}"
         );
-        // One of the two survivors took over, under the next token.
-        let cluster = config(c.base.clone()).await["cluster"].clone();
+        // One of the two survivors took over, under the next token. node-c
+        // shows the lease as it read it at its last tick, which may have come
+        // just before the takeover: its next one (100 ms) sees it.
+        let mut cluster = Value::Null;
+        for _ in 0..50 {
+            cluster = config(c.base.clone()).await["cluster"].clone();
+            if cluster["lease_token"] == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let holder = cluster["lease_holder"].as_str().unwrap_or_default();
         assert!(["node-b", "node-c"].contains(&holder), "{cluster:#}");
         assert_eq!(cluster["lease_token"], 2, "{cluster:#}");

@@ -324,15 +324,7 @@ async fn with_a_designated_node_down_nobody_else_rotates_and_says_why() {
     let token = a.dual_session_again().await;
     let ready = a
         .eventually("node-a to say why nothing rotates", || async {
-            let ready: Value = a
-                .http
-                .get(format!("{}/readyz", a.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (_, ready) = a.readyz().await;
             ready["cluster"]["note"]
                 .as_str()
                 .is_some_and(|n| n.starts_with("nothing rotates"))
@@ -504,15 +496,7 @@ async fn many_groups_due_at_once_all_rotate_once() {
         "nothing had to wait for another pass: {audit:#?}"
     );
     // The rotator reports its last pass over the schedule, after the jump.
-    let ready: Value = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, ready) = app.readyz().await;
     let pass = &ready["cluster"]["last_schedule_pass"];
     let at = keyhold_core::clock::parse_timestamp(pass["at"].as_str().unwrap()).unwrap();
     assert!(
