@@ -23,13 +23,6 @@ impl Keyhold {
         page: &KeyPage,
     ) -> CoreResult<Vec<KeyListing>> {
         session.authorize(Operation::READ, true)?;
-        if page.limit == 0 || page.limit > KeyPage::MAX_LIMIT {
-            return Err(crate::error::InvalidInput::new(
-                "limit",
-                format!("limit must be between 1 and {}", KeyPage::MAX_LIMIT),
-            )
-            .into());
-        }
         if let Some(name) = &page.group {
             self.find_group(name).await?;
         }

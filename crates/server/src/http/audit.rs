@@ -13,11 +13,8 @@ use serde::Deserialize;
 
 use super::errors::{ApiError, ApiResult};
 use super::extract::{ApiQuery, Caller};
-use super::{AppState, views};
+use super::{AppState, page_limit, views};
 
-/// Entries per page unless the caller asks for another size.
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
 /// Entries read from the store per chunk of an export.
 const EXPORT_CHUNK: u32 = 500;
 
@@ -52,12 +49,7 @@ pub async fn list(
     Caller(session): Caller,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<api::AuditEntryView>>> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(
-            InvalidInput::new("limit", format!("limit must be between 1 and {MAX_PAGE}")).into(),
-        );
-    }
+    let limit = page_limit(query.limit)?;
     let filter = AuditFilter {
         from: time_bound("from", query.from.as_deref())?,
         to: time_bound("to", query.to.as_deref())?,

@@ -13,11 +13,7 @@ use serde::Deserialize;
 
 use super::errors::ApiResult;
 use super::extract::{ApiQuery, Caller, OptionalJson};
-use super::{AppState, printable, views};
-
-/// Jobs per page unless the caller asks for another size.
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
+use super::{AppState, page_limit, printable, views};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,12 +102,7 @@ pub async fn list(
     Caller(session): Caller,
     ApiQuery(query): ApiQuery<JobQuery>,
 ) -> ApiResult<Json<Vec<api::JobView>>> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(
-            InvalidInput::new("limit", format!("limit must be between 1 and {MAX_PAGE}")).into(),
-        );
-    }
+    let limit = page_limit(query.limit)?;
     let jobs = app.keyhold.list_jobs(&session, limit).await?;
     Ok(Json(jobs.iter().map(|j| views::job(j, None)).collect()))
 }

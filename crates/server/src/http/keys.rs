@@ -10,10 +10,7 @@ use serde::Deserialize;
 
 use super::errors::ApiResult;
 use super::extract::{ApiQuery, Caller};
-use super::{AppState, printable, views};
-
-/// Keys per page unless the caller asks for another size.
-const DEFAULT_PAGE: u32 = 100;
+use super::{AppState, page_limit, printable, views};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +31,7 @@ pub async fn list(
     let page = KeyPage {
         group: query.group.as_deref().map(GroupName::parse).transpose()?,
         after: query.after.as_deref().map(KeyCursor::parse).transpose()?,
-        limit: query.limit.unwrap_or(DEFAULT_PAGE),
+        limit: page_limit(query.limit)?,
     };
     let now = app.keyhold.now();
     let keys = app.keyhold.list_keys(&session, &page).await?;

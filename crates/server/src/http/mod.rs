@@ -21,6 +21,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use keyhold_core::InvalidInput;
 use keyhold_core::identity::Session;
 use keyhold_core::service::Keyhold;
 
@@ -146,6 +147,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Entries per page of a listing unless the caller asks for another size.
+const DEFAULT_PAGE: u32 = 100;
+/// Most entries one page of a listing may hold.
+const MAX_PAGE: u32 = 1000;
+
+/// The page size a listing's `limit` asks for, the default without one.
+fn page_limit(requested: Option<u32>) -> Result<u32, InvalidInput> {
+    match requested.unwrap_or(DEFAULT_PAGE) {
+        limit @ 1..=MAX_PAGE => Ok(limit),
+        _ => Err(InvalidInput::new(
+            "limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        )),
+    }
+}
+
 /// Echoes a name from a request in an audit summary without letting control
 /// characters or an unbounded string into the log.
 fn printable(raw: &str) -> String {
@@ -153,4 +170,19 @@ fn printable(raw: &str) -> String {
         .map(|c| if c.is_control() { '?' } else { c })
         .take(80)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_limits_default_and_stay_within_bounds() {
+        assert_eq!(page_limit(None).unwrap(), DEFAULT_PAGE);
+        assert_eq!(page_limit(Some(1)).unwrap(), 1);
+        assert_eq!(page_limit(Some(MAX_PAGE)).unwrap(), MAX_PAGE);
+        for refused in [0, MAX_PAGE + 1, u32::MAX] {
+            assert_eq!(page_limit(Some(refused)).unwrap_err().field, "limit");
+        }
+    }
 }
