@@ -155,16 +155,21 @@ async fn unrecognized_client_is_access_denied_with_awss_reason() {
     assert_eq!(count(&requests), 1);
 }
 
-#[tokio::test]
-async fn a_throttled_request_is_left_to_the_pacer() {
+/// A client of a peer that throttles every request, allowed `attempts`.
+async fn throttled_client(attempts: u32) -> (AwsKms, Requests) {
     let (endpoint, requests) = stub(
         "400 Bad Request",
         r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
     )
     .await;
     let mut s = settings(&endpoint);
-    short_timeouts(&mut s, 3);
-    let kms = AwsKms::new(s).await.unwrap();
+    short_timeouts(&mut s, attempts);
+    (AwsKms::new(s).await.unwrap(), requests)
+}
+
+#[tokio::test]
+async fn a_throttled_request_is_left_to_the_pacer() {
+    let (kms, requests) = throttled_client(3).await;
 
     let err = kms.disable_key(&some_key()).await.unwrap_err();
     assert!(
@@ -185,14 +190,7 @@ async fn a_throttled_request_is_left_to_the_pacer() {
 async fn a_throttled_listing_is_retried_by_the_sdk() {
     // ListKeys is not paced request by request (one search sends many), so
     // the SDK's retries keep a long listing from starting over.
-    let (endpoint, requests) = stub(
-        "400 Bad Request",
-        r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
-    )
-    .await;
-    let mut s = settings(&endpoint);
-    short_timeouts(&mut s, 2);
-    let kms = AwsKms::new(s).await.unwrap();
+    let (kms, requests) = throttled_client(2).await;
     let err = kms.find_keys_tagged("keyhold:job", "j").await.unwrap_err();
     assert!(matches!(&err, CloudError::Throttled { .. }), "{err:?}");
     assert_eq!(count(&requests), 2, "max_attempts is 2");
