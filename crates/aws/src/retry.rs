@@ -10,6 +10,8 @@
 //! a turn of its own. Faults of KMS or the network are still retried by the
 //! SDK.
 
+use std::time::Duration;
+
 use aws_sdk_kms::config::interceptors::InterceptorContext;
 use aws_sdk_kms::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_kms::error::ProvideErrorMetadata;
@@ -20,8 +22,6 @@ use aws_sdk_kms::operation::{
     import_key_material::ImportKeyMaterialError, put_key_policy::PutKeyPolicyError,
     update_alias::UpdateAliasError,
 };
-
-use std::time::Duration;
 
 use crate::error::is_throttling;
 
@@ -39,17 +39,23 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 pub(crate) struct ThrottlingLeftToThePacer;
 
 impl ThrottlingLeftToThePacer {
-    /// The error code of a paced operation's error. `ListKeys` and
+    /// Whether a paced operation's error is a throttle. `ListKeys` and
     /// `ListResourceTags` are absent on purpose: one `find_keys_tagged` call
     /// sends many of them in a row, unpaced one by one, and the SDK's
     /// retries keep a long listing from starting over on one throttle.
-    fn paced_error_code(ctx: &InterceptorContext) -> Option<String> {
-        let error = ctx.output_or_error()?.err()?.as_operation_error()?;
+    fn paced_and_throttled(ctx: &InterceptorContext) -> bool {
+        let Some(error) = ctx
+            .output_or_error()
+            .and_then(Result::err)
+            .and_then(|e| e.as_operation_error())
+        else {
+            return false;
+        };
         macro_rules! code_of {
             ($($operation_error:ty),+ $(,)?) => {
                 $(
                     if let Some(e) = error.downcast_ref::<$operation_error>() {
-                        return e.code().map(str::to_owned);
+                        return e.code().is_some_and(is_throttling);
                     }
                 )+
             };
@@ -65,15 +71,16 @@ impl ThrottlingLeftToThePacer {
             DisableKeyError,
             PutKeyPolicyError,
         );
-        None
+        false
     }
 }
 
 impl ClassifyRetry for ThrottlingLeftToThePacer {
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
-        match Self::paced_error_code(ctx) {
-            Some(code) if is_throttling(&code) => RetryAction::RetryForbidden,
-            _ => RetryAction::NoActionIndicated,
+        if Self::paced_and_throttled(ctx) {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
         }
     }
 
