@@ -224,7 +224,14 @@ pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fai
     )?;
     let mut labels = HashSet::with_capacity(candidates.len());
     for object in candidates {
-        for attribute in session.get_attributes(object, &[AttributeType::Label])? {
+        let attributes = match session.get_attributes(object, &[AttributeType::Label]) {
+            Ok(attributes) => attributes,
+            // Destroyed between the search and this read (another process or
+            // node deleting a key on the same token): not present.
+            Err(Error::Pkcs11(RvError::ObjectHandleInvalid, _)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for attribute in attributes {
             if let Attribute::Label(label) = attribute
                 && label.starts_with(KEY_LABEL_PREFIX.as_bytes())
             {
