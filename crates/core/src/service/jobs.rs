@@ -48,6 +48,14 @@ impl StepOutcome {
     }
 }
 
+/// What a run of a job reads once, before its first step: the group as it
+/// stood then (every step of the run works from the same settings; Activate,
+/// which writes the group, reads it afresh) and its KMS connection.
+struct RunContext {
+    group: KeyGroup,
+    kms: Arc<dyn CloudKms>,
+}
+
 /// The outside world a running job needs.
 pub struct JobRuntime<'a> {
     pub connector: &'a dyn CloudConnector,
@@ -282,10 +290,13 @@ impl Keyhold {
             .await?;
         runtime.hooks.reached(Checkpoint::Start, true);
 
-        let mut cloud: Option<Arc<dyn CloudKms>> = None;
+        let mut context = None;
         while let Some(step) = job.progress.next_step() {
-            let outcome = match self.cloud_for(&job, runtime.connector, &mut cloud).await {
-                Ok(kms) => self.run_step(&mut job, step, kms.as_ref(), runtime).await,
+            let outcome = match self
+                .run_context(&job, runtime.connector, &mut context)
+                .await
+            {
+                Ok(run) => self.run_step(&mut job, step, run, runtime).await,
                 Err(e) => Err(e),
             };
             match outcome {
@@ -361,16 +372,16 @@ impl Keyhold {
             .find(|j| matches!(j.kind, JobKind::Rotate { .. })))
     }
 
-    /// Connects to the group's KMS once per run, with the credential's secret
-    /// opened only for as long as the connection takes.
-    async fn cloud_for(
+    /// Reads the job's group and connects to its KMS once per run, with the
+    /// credential's secret opened only for as long as the connection takes.
+    async fn run_context<'c>(
         &self,
         job: &Job,
         connector: &dyn CloudConnector,
-        cache: &mut Option<Arc<dyn CloudKms>>,
-    ) -> CoreResult<Arc<dyn CloudKms>> {
-        if let Some(kms) = cache {
-            return Ok(kms.clone());
+        cache: &'c mut Option<RunContext>,
+    ) -> CoreResult<&'c RunContext> {
+        if let Some(run) = cache {
+            return Ok(run);
         }
         let group = self.job_group(job).await?;
         let credential = self
@@ -399,8 +410,7 @@ impl Keyhold {
         let kms = connector
             .connect(&credential, secret, &group.aws.region)
             .await?;
-        *cache = Some(kms.clone());
-        Ok(kms)
+        Ok(cache.insert(RunContext { group, kms }))
     }
 
     async fn job_group(&self, job: &Job) -> CoreResult<KeyGroup> {
@@ -558,23 +568,23 @@ impl Keyhold {
         &self,
         job: &mut Job,
         step: Step,
-        kms: &dyn CloudKms,
+        run: &RunContext,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
+        let (group, kms) = (&run.group, run.kms.as_ref());
         match step {
-            Step::GenerateKey => self.generate_key(job).await,
-            Step::CreateKmsKey => self.create_kms_key(job, kms, runtime).await,
+            Step::GenerateKey => self.generate_key(job, group).await,
+            Step::CreateKmsKey => self.create_kms_key(job, group, kms, runtime).await,
             Step::ImportMaterial => self.import_material(job, kms).await,
-            Step::MoveAlias => self.move_alias(job, kms).await,
-            Step::DisablePrevious => self.disable_previous(job, kms).await,
+            Step::MoveAlias => self.move_alias(job, group, kms).await,
+            Step::DisablePrevious => self.disable_previous(job, group, kms).await,
             Step::Activate => self.activate(job).await,
             Step::DeleteMaterial => self.delete_material(job, kms).await,
-            Step::UpdatePolicy => self.update_policy(job, kms).await,
+            Step::UpdatePolicy => self.update_policy(job, group, kms).await,
         }
     }
 
-    async fn generate_key(&self, job: &mut Job) -> CoreResult<StepOutcome> {
-        let group = self.job_group(job).await?;
+    async fn generate_key(&self, job: &mut Job, group: &KeyGroup) -> CoreResult<StepOutcome> {
         let existing = self
             .store
             .list_keys(&KeyPage::whole_group(&group.name))
@@ -617,11 +627,11 @@ impl Keyhold {
     async fn create_kms_key(
         &self,
         job: &mut Job,
+        group: &KeyGroup,
         kms: &dyn CloudKms,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
         let JobRuntime { hooks, fence, .. } = *runtime;
-        let group = self.job_group(job).await?;
         let mut key = self.job_key(job).await?;
         let job_tag = job.id.to_string();
         let (kms_key_id, message) = if let Some(found) =
@@ -633,7 +643,7 @@ impl Keyhold {
                     "Found KMS key {found} created before the interruption (tagged with this job)"
                 ),
             )
-        } else if let Some(placeholder) = self.usable_placeholder(&group, kms).await? {
+        } else if let Some(placeholder) = self.usable_placeholder(group, kms).await? {
             job.progress.used_placeholder = true;
             (
                 placeholder.clone(),
@@ -826,8 +836,12 @@ impl Keyhold {
         })
     }
 
-    async fn move_alias(&self, job: &mut Job, kms: &dyn CloudKms) -> CoreResult<StepOutcome> {
-        let group = self.job_group(job).await?;
+    async fn move_alias(
+        &self,
+        job: &mut Job,
+        group: &KeyGroup,
+        kms: &dyn CloudKms,
+    ) -> CoreResult<StepOutcome> {
         let kms_key_id = job
             .progress
             .kms_key_id
@@ -840,8 +854,12 @@ impl Keyhold {
         )))
     }
 
-    async fn disable_previous(&self, job: &mut Job, kms: &dyn CloudKms) -> CoreResult<StepOutcome> {
-        let group = self.job_group(job).await?;
+    async fn disable_previous(
+        &self,
+        job: &mut Job,
+        group: &KeyGroup,
+        kms: &dyn CloudKms,
+    ) -> CoreResult<StepOutcome> {
         let Some(previous) = job.progress.previous_kms_key_id.clone() else {
             return Ok(StepOutcome::message("No previous key to disable"));
         };
@@ -926,8 +944,12 @@ impl Keyhold {
         })
     }
 
-    async fn update_policy(&self, job: &mut Job, kms: &dyn CloudKms) -> CoreResult<StepOutcome> {
-        let group = self.job_group(job).await?;
+    async fn update_policy(
+        &self,
+        job: &mut Job,
+        group: &KeyGroup,
+        kms: &dyn CloudKms,
+    ) -> CoreResult<StepOutcome> {
         let kms_key_id = job
             .progress
             .kms_key_id

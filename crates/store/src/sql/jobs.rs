@@ -1,4 +1,5 @@
 use keyhold_core::StoreError;
+use keyhold_core::cluster::Lease;
 use keyhold_core::job::{Job, JobMessage, JobStatus};
 use keyhold_core::names::GroupName;
 use keyhold_core::ports::JobCommit;
@@ -135,23 +136,41 @@ async fn newest_where(
 }
 
 /// Replaces the job's mutable state; its kind, users and creation time are
-/// fixed when it is created.
-async fn update(conn: &mut Conn, job: &Job) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE jobs SET status = $2, started_at = $3, finished_at = $4, progress = $5, \
-         error = $6, attempts = $7 WHERE id = $1",
-    )
-    .bind(job.id.to_string())
-    .bind(job.status.as_str())
-    .bind(opt_ts(job.started_at.as_ref()))
-    .bind(opt_ts(job.finished_at.as_ref()))
-    .bind(job_progress_json(&job.progress)?)
-    .bind(job.error.as_deref())
-    .bind(i64::from(job.attempts))
-    .execute(conn)
-    .await
-    .map_err(db)?;
-    super::one_row(done.rows_affected())
+/// fixed when it is created. With a `fence`, the row changes only while that
+/// lease is still held with its token: the check rides in the same statement
+/// instead of a read before it, since every step of every job commits here.
+async fn update(conn: &mut Conn, job: &Job, fence: Option<&Lease>) -> Result<(), StoreError> {
+    const SET: &str = "UPDATE jobs SET status = $2, started_at = $3, finished_at = $4, \
+         progress = $5, error = $6, attempts = $7 WHERE id = $1";
+    let sql = match fence {
+        Some(_) => format!(
+            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $8 AND holder = $9 AND token = $10)"
+        ),
+        None => SET.to_owned(),
+    };
+    let mut query = sqlx::query(&sql)
+        .bind(job.id.to_string())
+        .bind(job.status.as_str())
+        .bind(opt_ts(job.started_at.as_ref()))
+        .bind(opt_ts(job.finished_at.as_ref()))
+        .bind(job_progress_json(&job.progress)?)
+        .bind(job.error.as_deref())
+        .bind(i64::from(job.attempts));
+    if let Some(lease) = fence {
+        query = query
+            .bind(lease.name.as_str())
+            .bind(lease.holder.as_str())
+            .bind(lease.token);
+    }
+    let done = query.execute(&mut *conn).await.map_err(db)?;
+    match (done.rows_affected(), fence) {
+        // Nothing changed: the lease moved on, or the job is gone.
+        (0, Some(lease)) => {
+            super::cluster::check_fence(conn, lease).await?;
+            Err(StoreError::NotFound)
+        }
+        (rows, _) => super::one_row(rows),
+    }
 }
 
 /// Fails with [`StoreError::NotFound`] when the message's job does not exist.
@@ -170,10 +189,7 @@ async fn insert_message(conn: &mut Conn, message: &JobMessage) -> Result<(), Sto
 /// caller's transaction seals last. The first failure stops the rest; the
 /// caller rolls all of it back.
 pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<(), StoreError> {
-    if let Some(fence) = commit.fence {
-        super::cluster::check_fence(&mut *conn, fence).await?;
-    }
-    update(conn, commit.job).await?;
+    update(conn, commit.job, commit.fence).await?;
     for key in commit.keys {
         keys::upsert(conn, key).await?;
     }

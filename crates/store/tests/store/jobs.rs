@@ -4,7 +4,7 @@ use keyhold_core::aws::KmsKeyId;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
 use keyhold_core::key::{Key, KeyState};
-use keyhold_core::names::GroupName;
+use keyhold_core::names::{GroupName, NodeId};
 use keyhold_core::ports::{JobCommit, Store, WrappingAlgorithm};
 
 use crate::common::{Fixture, at, credential, group, key, record, verify_chain};
@@ -357,6 +357,70 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
     assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
     assert_eq!(s.job_messages(job.id).await.unwrap(), vec![]);
     assert_eq!(f.audit_count().await, audits);
+}
+
+#[tokio::test]
+async fn a_job_commit_under_a_lease_taken_over_is_refused_and_writes_nothing() {
+    let f = Fixture::new().await;
+    seed(&f).await;
+    let s = &f.store;
+    let queued = rotate("payments", 10);
+    s.insert_job(&queued, None, &record("Started rotate"))
+        .await
+        .unwrap();
+    let first = NodeId::parse("node-a").unwrap();
+    let second = NodeId::parse("node-b").unwrap();
+    let held = s
+        .acquire_lease("rotator", &first, at(20), at(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut job = queued.clone();
+    job.status = JobStatus::Running;
+    let commit = |job, fence| JobCommit {
+        job,
+        keys: &[],
+        group: None,
+        message: None,
+        audit: None,
+        fence,
+    };
+    s.commit_job(&commit(&job, Some(&held))).await.unwrap();
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
+
+    // The lease expires and another node takes it: the first node's commits
+    // are refused, whatever they carry.
+    let taken = s
+        .acquire_lease("rotator", &second, at(31), at(40))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(taken.token > held.token);
+    let audits = f.audit_count().await;
+    let mut late = job.clone();
+    late.status = JobStatus::Succeeded;
+    let r = s
+        .commit_job(&JobCommit {
+            message: Some(&message(&late, 32, "Step 6 of 6")),
+            audit: Some(&record("Successfully rotated")),
+            ..commit(&late, Some(&held))
+        })
+        .await;
+    assert!(
+        matches!(&r, Err(StoreError::Fenced(name)) if name == "rotator"),
+        "{r:?}"
+    );
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![]);
+    assert_eq!(f.audit_count().await, audits);
+
+    // Under the current lease the same commit goes through; a job that does
+    // not exist is still reported as missing, not as fenced.
+    s.commit_job(&commit(&late, Some(&taken))).await.unwrap();
+    assert_eq!(s.get_job(job.id).await.unwrap().as_ref(), Some(&late));
+    let unknown = rotate("payments", 12);
+    let r = s.commit_job(&commit(&unknown, Some(&taken))).await;
+    assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
 }
 
 #[tokio::test]
