@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::kms_peer::KmsPeer;
+use crate::profile::{Profile, Recording};
 use crate::report::{Bar, Chart, Section, Stat};
 use crate::server::{KeyholdProcess, Keystore, PgDatabase, ServeOptions};
 use crate::{Context, Sizes};
@@ -14,6 +15,8 @@ pub struct EngineRun {
     pub cpu_ms: Stat,
     pub wall_ms: Stat,
     pub failed: usize,
+    /// Sampled during extra runs after the measured ones, when asked for.
+    pub profile: Option<Profile>,
 }
 
 /// Creates `groups` groups on `credential`, rotates each once (the first
@@ -61,6 +64,7 @@ async fn one_configuration(
     peer: &KmsPeer,
     keystore: Keystore,
     postgres: bool,
+    profile: bool,
 ) -> anyhow::Result<EngineRun> {
     let db = if postgres {
         Some(PgDatabase::create().await?)
@@ -110,6 +114,20 @@ async fn one_configuration(
         cpu_ms.push(cpu.as_secs_f64() * 1000.0 / n);
         wall_ms.push(wall.as_secs_f64() * 1000.0 / n);
     }
+    // After the measured runs, so that sampling does not weigh on them.
+    let profile = if profile {
+        let data = ctx.work.join("engine.perf.data");
+        let mut recording = Recording::start(keyhold.pid(), sizes.profile_seconds, &data)?;
+        while recording.running()? {
+            let (_, f, _) = rotate_all(&keyhold, &token, &names, timeout).await?;
+            failed += f;
+        }
+        let profile = recording.finish(&data)?;
+        let _ = std::fs::remove_file(&data);
+        Some(profile)
+    } else {
+        None
+    };
     keyhold.stop()?;
     if let Some(db) = db {
         db.drop_now().await?;
@@ -121,6 +139,7 @@ async fn one_configuration(
         cpu_ms: Stat::of(&cpu_ms),
         wall_ms: Stat::of(&wall_ms),
         failed,
+        profile,
     })
 }
 
@@ -134,8 +153,10 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
         (pkcs11, true),
     ];
     let mut runs = Vec::new();
-    for (keystore, postgres) in configurations {
-        runs.push(one_configuration(ctx, sizes, &peer, keystore, postgres).await?);
+    for (index, (keystore, postgres)) in configurations.into_iter().enumerate() {
+        // The configuration the 5 ms target is set for is the one profiled.
+        let profile = index == 0;
+        runs.push(one_configuration(ctx, sizes, &peer, keystore, postgres, profile).await?);
     }
     let mut section = Section::new("1. Engine overhead (zero-latency KMS peer)").headers(&[
         "Keystore, database",
@@ -201,5 +222,39 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
             })
             .collect(),
     });
+    if let Some((run, profile)) = runs.iter().find_map(|r| Some((r, r.profile.as_ref()?))) {
+        section.notes = breakdown(ctx, run, profile)?;
+    }
     Ok(section)
+}
+
+/// The profiled configuration's flame graph (written beside the charts) and
+/// its breakdown table, as Markdown.
+fn breakdown(ctx: &Context, run: &EngineRun, profile: &Profile) -> anyhow::Result<String> {
+    const FLAME_GRAPH: &str = "engine-flamegraph.svg";
+    let title = format!("keyhold serve rotating keys: {}", run.label);
+    std::fs::write(ctx.charts.join(FLAME_GRAPH), profile.flame_graph(&title)?)?;
+    let mut md = format!(
+        "### Where the time goes ({label})\n\n\
+         After the measured runs, `perf record` sampled `keyhold serve` ({hz} Hz, user \
+         and kernel stacks) while the same Force Rotate runs went on: {sampled:.1} s of its CPU time. \
+         [Flame graph](benchmarks/{FLAME_GRAPH}) (SVG; open it in a browser to \
+         search and zoom). Each sample is counted once, in the first category below \
+         whose frames are on its stack, in the table's order (`crates/bench/src/profile.rs`): \
+         time spent waking or parking a thread is counted as hand-off even inside \
+         SQLite or the AWS SDK. The shares are of the process's CPU time, so at the \
+         median above each point is worth {per_point:.3} ms per rotation.\n\n\
+         | Where | Share of CPU | ms per rotation |\n|---|---|---|\n",
+        label = run.label,
+        hz = crate::profile::FREQUENCY,
+        sampled = profile.sampled_ns() as f64 / 1e9,
+        per_point = run.cpu_ms.median / 100.0,
+    );
+    for (category, share) in profile.breakdown() {
+        md.push_str(&format!(
+            "| {category} | {share:.1}% | {:.2} |\n",
+            share * run.cpu_ms.median / 100.0
+        ));
+    }
+    Ok(md)
 }
