@@ -53,6 +53,9 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// [`JobKind::label`] of a rotation.
+    pub const ROTATE_LABEL: &'static str = "rotate";
+
     pub fn title(&self) -> &'static str {
         match self {
             Self::Rotate { .. } => "Rotate HSM protected keys",
@@ -61,7 +64,7 @@ impl JobKind {
     }
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Rotate { .. } => "rotate",
+            Self::Rotate { .. } => Self::ROTATE_LABEL,
             Self::Synchronize { .. } => "synchronize",
         }
     }

@@ -203,8 +203,9 @@ pub trait Store: Send + Sync {
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError>;
     /// Oldest first.
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError>;
-    /// The group's jobs, newest first, at most `limit` (an index lookup).
-    async fn group_jobs(&self, group: &GroupName, limit: u32) -> Result<Vec<Job>, StoreError>;
+    /// The group's newest rotation job, however many synchronizations came
+    /// after it (an index lookup).
+    async fn latest_rotation(&self, group: &GroupName) -> Result<Option<Job>, StoreError>;
     /// Failed jobs, newest first, at most `limit`.
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
 

@@ -280,8 +280,8 @@ impl Store for SqlStore {
         self.inner().job_messages(job_id).await
     }
 
-    async fn group_jobs(&self, group: &GroupName, limit: u32) -> Result<Vec<Job>, StoreError> {
-        self.inner().group_jobs(group, limit).await
+    async fn latest_rotation(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
+        self.inner().latest_rotation(group).await
     }
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
         self.inner().failed_jobs(limit).await

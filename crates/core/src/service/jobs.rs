@@ -27,10 +27,6 @@ use crate::names::GroupName;
 use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks, Scheduled};
 use crate::schedule::next_rotation;
 
-/// How far back among a group's jobs its latest rotation is looked for
-/// (synchronizations come in between).
-const RECENT_GROUP_JOBS: u32 = 1000;
-
 /// What a step produced, committed in one transaction with the job's progress.
 struct StepOutcome {
     keys: Vec<Key>,
@@ -362,14 +358,9 @@ impl Keyhold {
         }
     }
 
-    /// The group's newest rotation job (an index lookup on the group's jobs).
+    /// The group's newest rotation job.
     pub(super) async fn latest_rotation(&self, group: &GroupName) -> CoreResult<Option<Job>> {
-        Ok(self
-            .store
-            .group_jobs(group, RECENT_GROUP_JOBS)
-            .await?
-            .into_iter()
-            .find(|j| matches!(j.kind, JobKind::Rotate { .. })))
+        Ok(self.store.latest_rotation(group).await?)
     }
 
     /// Reads the job's group and connects to its KMS once per run, with the

@@ -1,6 +1,6 @@
 use keyhold_core::StoreError;
 use keyhold_core::cluster::Lease;
-use keyhold_core::job::{Job, JobMessage, JobStatus};
+use keyhold_core::job::{Job, JobKind, JobMessage, JobStatus};
 use keyhold_core::names::GroupName;
 use keyhold_core::ports::JobCommit;
 
@@ -100,13 +100,23 @@ pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError>
     Ok(())
 }
 
-/// The group's jobs, newest first.
-pub(super) async fn of_group(
+/// The group's newest rotation: the group's index walked from its newest
+/// job back to the first rotation.
+pub(super) async fn latest_rotation(
     pool: &Pool,
     group: &GroupName,
-    limit: u32,
-) -> Result<Vec<Job>, StoreError> {
-    newest_where(pool, "group_name", group.as_str(), limit).await
+) -> Result<Option<Job>, StoreError> {
+    sqlx::query_as::<_, JobRow>(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE group_name = $1 AND kind = $2 \
+         ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT 1"
+    ))
+    .bind(group.as_str())
+    .bind(JobKind::ROTATE_LABEL)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .map(Job::try_from)
+    .transpose()
 }
 
 /// Failed jobs, newest first.

@@ -340,8 +340,8 @@ impl Store for SqlBackend {
         jobs::messages(&self.pool, job_id).await
     }
 
-    async fn group_jobs(&self, group: &GroupName, limit: u32) -> Result<Vec<Job>, StoreError> {
-        jobs::of_group(&self.pool, group, limit).await
+    async fn latest_rotation(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
+        jobs::latest_rotation(&self.pool, group).await
     }
 
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {

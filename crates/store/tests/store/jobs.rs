@@ -424,6 +424,41 @@ async fn a_job_commit_under_a_lease_taken_over_is_refused_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn the_latest_rotation_is_found_past_any_synchronizations_and_other_groups() {
+    let f = Fixture::new().await;
+    let (g, k) = seed(&f).await;
+    let s = &f.store;
+    assert_eq!(s.latest_rotation(&g.name).await.unwrap(), None);
+    let older = rotate("payments", 10);
+    let newer = rotate("payments", 20);
+    for job in [&older, &newer] {
+        s.insert_job(job, None, &record("Started rotate"))
+            .await
+            .unwrap();
+    }
+    // Newer than the rotation: synchronizations of the group's key, and
+    // another group's rotation.
+    for i in 0..5 {
+        s.insert_job(
+            &synchronize(&k, 30 + i),
+            None,
+            &record("Started synchronize"),
+        )
+        .await
+        .unwrap();
+    }
+    let other = group("refunds", "aws-prod");
+    s.insert_group(&other, &record("g")).await.unwrap();
+    s.insert_job(&rotate("refunds", 40), None, &record("Started rotate"))
+        .await
+        .unwrap();
+
+    assert_eq!(s.latest_rotation(&g.name).await.unwrap(), Some(newer));
+    let missing = GroupName::parse("no-such-group").unwrap();
+    assert_eq!(s.latest_rotation(&missing).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
     let f = Fixture::new().await;
     let (_, k) = seed(&f).await;
