@@ -239,6 +239,12 @@ const GAPS: &str = "
 - **Other work on the machine** shows in the load average at the start (table above): \
   it makes wall-time figures (rotations/s, latencies) pessimistic; CPU time per \
   rotation is less affected.
+- **Latency at 100 concurrent clients is bound by throughput**: each client sends its \
+  next request as soon as the last one is answered, so the mean latency is the clients \
+  divided by the requests per second (Little's law), with the load generator sharing \
+  the two cores. A page of 100 keys anywhere in the listing costs the same at any depth \
+  (the keyset walks the index), but carries ten times the keys of one group's listing; \
+  its p99 falls under 50 ms only above about 2,000 pages (200,000 keys) per second.
 - **PKCS#11 figures are SoftHSM2's**: its file object store reads the token's objects \
   on every search, so they grow with the keys on the token (a fresh token per run here).
 
