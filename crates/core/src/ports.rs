@@ -175,6 +175,8 @@ pub trait Store: Send + Sync {
     async fn list_keys(&self, page: &KeyPage) -> Result<Vec<Key>, StoreError>;
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError>;
     async fn find_key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Result<Option<Key>, StoreError>;
+    /// The highest version among the group's keys (an index lookup).
+    async fn latest_key_version(&self, group: &GroupName) -> Result<Option<u32>, StoreError>;
     async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
     async fn update_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
     async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError>;

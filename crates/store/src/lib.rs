@@ -280,6 +280,9 @@ impl Store for SqlStore {
         self.inner().job_messages(job_id).await
     }
 
+    async fn latest_key_version(&self, group: &GroupName) -> Result<Option<u32>, StoreError> {
+        self.inner().latest_key_version(group).await
+    }
     async fn latest_rotation(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
         self.inner().latest_rotation(group).await
     }

@@ -60,7 +60,7 @@ fn read<T, E: std::fmt::Display>(
     parsed.map_err(|e| corrupt(table, column, e))
 }
 
-fn read_u32(table: &str, column: &str, raw: i64) -> Result<u32, StoreError> {
+pub(crate) fn read_u32(table: &str, column: &str, raw: i64) -> Result<u32, StoreError> {
     u32::try_from(raw).map_err(|_| corrupt(table, column, format!("{raw} is out of range")))
 }
 

@@ -22,7 +22,7 @@ use crate::job::{
     Checkpoint, GROUP_TAG, JOB_TAG, Job, JobKind, JobMessage, JobProgress, JobStatus, KEY_TAG,
     Step, SyncOptions,
 };
-use crate::key::{Key, KeyPage, KeyState};
+use crate::key::{Key, KeyState};
 use crate::names::GroupName;
 use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks, Scheduled};
 use crate::schedule::next_rotation;
@@ -576,11 +576,25 @@ impl Keyhold {
     }
 
     async fn generate_key(&self, job: &mut Job, group: &KeyGroup) -> CoreResult<StepOutcome> {
-        let existing = self
+        // Two index lookups, not the group's keys: a group gains a key with
+        // every rotation, for as long as it exists.
+        let version = self
             .store
-            .list_keys(&KeyPage::whole_group(&group.name))
-            .await?;
-        let version = existing.iter().map(|k| k.version).max().unwrap_or(0) + 1;
+            .latest_key_version(&group.name)
+            .await?
+            .unwrap_or(0)
+            + 1;
+        // The previous key is the active one keyhold holds material for; a
+        // placeholder the user created is not a previous key.
+        let previous = match &group.aws.active_key_id {
+            Some(active) => self
+                .store
+                .find_key_by_kms_id(active)
+                .await?
+                .filter(|k| k.group == group.name)
+                .map(|_| active.clone()),
+            None => None,
+        };
         let id = uuid::Uuid::new_v4();
         let generated = self.keystore.generate_key(id)?;
         let now = self.now();
@@ -596,13 +610,7 @@ impl Keyhold {
             keystore_handle: generated.handle,
             created_at: now,
         };
-        // The previous key is the active one keyhold holds material for; a
-        // placeholder the user created is not a previous key.
-        job.progress.previous_kms_key_id = group.aws.active_key_id.clone().filter(|active| {
-            existing
-                .iter()
-                .any(|k| k.kms_key_id.as_ref() == Some(active))
-        });
+        job.progress.previous_kms_key_id = previous;
         job.progress.key_id = Some(id);
         let message = format!(
             "Generated AES-256 key version {version} (check digits {})",

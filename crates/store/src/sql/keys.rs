@@ -1,12 +1,13 @@
 use keyhold_core::StoreError;
 use keyhold_core::aws::KmsKeyId;
 use keyhold_core::key::{Key, KeyPage};
+use keyhold_core::names::GroupName;
 
 use sqlx::QueryBuilder;
 
 use super::{Conn, Db, Pool};
 use crate::error::{db, db_referencing};
-use crate::rows::{KeyRow, opt_ts, ts};
+use crate::rows::{KeyRow, opt_ts, read_u32, ts};
 
 const COLUMNS: &str = "id, group_name, version, kms_key_id, check_digits, valid_from, \
      valid_to, state, keystore_handle, created_at";
@@ -57,6 +58,22 @@ pub(super) async fn find_by_kms_id(
         .await
         .map_err(db)?
         .map(Key::try_from)
+        .transpose()
+}
+
+/// The end of the group's span of the `UNIQUE (group_name, version)` index.
+pub(super) async fn latest_version(
+    pool: &Pool,
+    group: &GroupName,
+) -> Result<Option<u32>, StoreError> {
+    let latest: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM keys WHERE group_name = $1")
+            .bind(group.as_str())
+            .fetch_one(pool)
+            .await
+            .map_err(db)?;
+    latest
+        .map(|version| read_u32("keys", "version", version))
         .transpose()
 }
 

@@ -281,6 +281,10 @@ impl Store for SqlBackend {
         keys::find_by_kms_id(&self.pool, kms_key_id).await
     }
 
+    async fn latest_key_version(&self, group: &GroupName) -> Result<Option<u32>, StoreError> {
+        keys::latest_version(&self.pool, group).await
+    }
+
     async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
         self.audited(audit, async |c| keys::insert(c, key).await)
             .await

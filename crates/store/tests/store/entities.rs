@@ -294,6 +294,12 @@ async fn credentials_groups_and_keys_round_trip() {
     assert_eq!(s.find_key_by_kms_id(&kms).await.unwrap(), Some(k1.clone()));
     let unknown = KmsKeyId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
     assert_eq!(s.find_key_by_kms_id(&unknown).await.unwrap(), None);
+    // The next rotation's version comes from the group's highest, whatever
+    // order the keys were inserted in.
+    assert_eq!(s.latest_key_version(&g.name).await.unwrap(), Some(2));
+    assert_eq!(s.latest_key_version(&k3.group).await.unwrap(), Some(1));
+    let empty = GroupName::parse("no-keys").unwrap();
+    assert_eq!(s.latest_key_version(&empty).await.unwrap(), None);
 
     k1.state = KeyState::Disabled;
     k1.valid_to = None;
