@@ -642,7 +642,7 @@ impl Keyhold {
                     "Found KMS key {found} created before the interruption (tagged with this job)"
                 ),
             )
-        } else if let Some(placeholder) = self.usable_placeholder(group, kms).await? {
+        } else if let Some(placeholder) = self.usable_placeholder(job, group, kms).await? {
             job.progress.used_placeholder = true;
             (
                 placeholder.clone(),
@@ -713,13 +713,18 @@ impl Keyhold {
     /// imported material that still awaits its first import.
     async fn usable_placeholder(
         &self,
+        job: &Job,
         group: &KeyGroup,
         kms: &dyn CloudKms,
     ) -> CoreResult<Option<KmsKeyId>> {
         let Some(active) = &group.aws.active_key_id else {
             return Ok(None);
         };
-        if self.store.find_key_by_kms_id(active).await?.is_some() {
+        // GenerateKey found the active key among the group's own (every
+        // rotation after the first): no need to look it up again.
+        if job.progress.previous_kms_key_id.as_ref() == Some(active)
+            || self.store.find_key_by_kms_id(active).await?.is_some()
+        {
             return Ok(None);
         }
         let info = match kms.describe_key(active).await {

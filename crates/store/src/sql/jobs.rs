@@ -121,21 +121,11 @@ pub(super) async fn latest_rotation(
 
 /// Failed jobs, newest first.
 pub(super) async fn failed(pool: &Pool, limit: u32) -> Result<Vec<Job>, StoreError> {
-    newest_where(pool, "status", JobStatus::Failed.as_str(), limit).await
-}
-
-/// Jobs whose indexed `column` holds `value`, newest first.
-async fn newest_where(
-    pool: &Pool,
-    column: &'static str,
-    value: &str,
-    limit: u32,
-) -> Result<Vec<Job>, StoreError> {
     sqlx::query_as::<_, JobRow>(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE {column} = $1 \
+        "SELECT {COLUMNS} FROM jobs WHERE status = $1 \
          ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT $2"
     ))
-    .bind(value)
+    .bind(JobStatus::Failed.as_str())
     .bind(list_limit(limit))
     .fetch_all(pool)
     .await
