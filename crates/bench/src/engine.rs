@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::kms_peer::KmsPeer;
 use crate::profile::{Profile, Recording};
-use crate::report::{Bar, Chart, Section, Stat};
+use crate::report::{self, Bar, Chart, Section, Stat};
 use crate::server::{KeyholdProcess, Keystore, PgDatabase, ServeOptions};
 use crate::{Context, Sizes};
 
@@ -234,7 +234,18 @@ fn breakdown(ctx: &Context, run: &EngineRun, profile: &Profile) -> anyhow::Resul
     const FLAME_GRAPH: &str = "engine-flamegraph.svg";
     let title = format!("keyhold serve rotating keys: {}", run.label);
     std::fs::write(ctx.charts.join(FLAME_GRAPH), profile.flame_graph(&title)?)?;
-    let mut md = format!(
+    let rows: Vec<Vec<String>> = profile
+        .breakdown()
+        .into_iter()
+        .map(|(category, share)| {
+            vec![
+                category.to_owned(),
+                format!("{share:.1}%"),
+                format!("{:.2}", share * run.cpu_ms.median / 100.0),
+            ]
+        })
+        .collect();
+    Ok(format!(
         "### Where the time goes ({label})\n\n\
          After the measured runs, `perf record` sampled `keyhold serve` ({hz} Hz, user \
          and kernel stacks) while the same Force Rotate runs went on: {sampled:.1} s of its CPU time. \
@@ -243,18 +254,11 @@ fn breakdown(ctx: &Context, run: &EngineRun, profile: &Profile) -> anyhow::Resul
          whose frames are on its stack, in the table's order (`crates/bench/src/profile.rs`): \
          time spent waking or parking a thread is counted as hand-off even inside \
          SQLite or the AWS SDK. The shares are of the process's CPU time, so at the \
-         median above each point is worth {per_point:.3} ms per rotation.\n\n\
-         | Where | Share of CPU | ms per rotation |\n|---|---|---|\n",
+         median above each point is worth {per_point:.3} ms per rotation.\n\n{table}",
         label = run.label,
         hz = crate::profile::FREQUENCY,
         sampled = profile.sampled_ns() as f64 / 1e9,
         per_point = run.cpu_ms.median / 100.0,
-    );
-    for (category, share) in profile.breakdown() {
-        md.push_str(&format!(
-            "| {category} | {share:.1}% | {:.2} |\n",
-            share * run.cpu_ms.median / 100.0
-        ));
-    }
-    Ok(md)
+        table = report::table(&["Where", "Share of CPU", "ms per rotation"], &rows),
+    ))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::engine::{prepare_groups, rotate_all};
 use crate::kms_peer::{AWS_DEFAULT_QUOTAS, KmsPeer};
-use crate::report::{Bar, Chart, Section, Stat};
+use crate::report::{self, Bar, Chart, Section, Stat};
 use crate::server::{KeyholdProcess, ServeOptions};
 use crate::{Context, Sizes};
 
@@ -93,13 +93,19 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
         throttled.to_string(),
         failed.to_string(),
     ]);
-    let mut table = String::from(
-        "Calls per operation:\n\n| Operation | Quota (req/s) | Accepted | Throttled | Seconds at quota |\n|---|---|---|---|---|\n",
+    section.notes = format!(
+        "Calls per operation:\n\n{}",
+        report::table(
+            &[
+                "Operation",
+                "Quota (req/s)",
+                "Accepted",
+                "Throttled",
+                "Seconds at quota",
+            ],
+            &per_op,
+        )
     );
-    for row in per_op {
-        table.push_str(&format!("| {} |\n", row.join(" | ")));
-    }
-    section.notes = table;
     section.charts.push(Chart {
         slug: "quota-bound".into(),
         title: format!("{groups} rotations under AWS's default request quotas"),

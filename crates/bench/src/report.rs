@@ -199,6 +199,22 @@ pub fn format_value(v: f64) -> String {
     }
 }
 
+/// A Markdown table: a header line, its rule, a line per row.
+pub fn table<S: AsRef<str>>(headers: &[S], rows: &[Vec<String>]) -> String {
+    let mut md = String::new();
+    let headers: Vec<&str> = headers.iter().map(AsRef::as_ref).collect();
+    let _ = writeln!(md, "| {} |", headers.join(" | "));
+    let _ = writeln!(
+        md,
+        "|{}",
+        headers.iter().map(|_| "---|").collect::<String>()
+    );
+    for row in rows {
+        let _ = writeln!(md, "| {} |", row.join(" | "));
+    }
+    md
+}
+
 /// The section as Markdown; its charts are written to `chart_dir`, linked
 /// as `<link_prefix>/<slug>.svg`.
 pub fn render(section: &Section, link_prefix: &str, chart_dir: &Path) -> anyhow::Result<String> {
@@ -208,15 +224,7 @@ pub fn render(section: &Section, link_prefix: &str, chart_dir: &Path) -> anyhow:
         let _ = writeln!(md, "{}\n", section.text.trim_end());
     }
     if !section.headers.is_empty() {
-        let _ = writeln!(md, "| {} |", section.headers.join(" | "));
-        let _ = writeln!(
-            md,
-            "|{}",
-            section.headers.iter().map(|_| "---|").collect::<String>()
-        );
-        for row in &section.rows {
-            let _ = writeln!(md, "| {} |", row.join(" | "));
-        }
+        md.push_str(&table(&section.headers, &section.rows));
         md.push('\n');
     }
     for chart in &section.charts {
@@ -228,4 +236,21 @@ pub fn render(section: &Section, link_prefix: &str, chart_dir: &Path) -> anyhow:
         let _ = writeln!(md, "{}\n", section.notes.trim_end());
     }
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_is_its_header_rule_and_rows() {
+        let rows = vec![
+            vec!["fsync".to_owned(), "5.5%".to_owned()],
+            vec!["SQLite".to_owned(), "16.9%".to_owned()],
+        ];
+        assert_eq!(
+            table(&["Where", "Share"], &rows),
+            "| Where | Share |\n|---|---|\n| fsync | 5.5% |\n| SQLite | 16.9% |\n"
+        );
+    }
 }
