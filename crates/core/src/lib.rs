@@ -8,6 +8,7 @@
 #[macro_use]
 mod newtype;
 
+pub mod action;
 pub mod audit;
 pub mod aws;
 pub mod clock;

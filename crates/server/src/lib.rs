@@ -1,6 +1,12 @@
-//! keyhold's server: configuration, start-up and the HTTP API around
-//! keyhold-core. The `keyhold` binary calls [`run_init`] and [`run_serve`].
+//! keyhold's server: configuration, start-up, and the HTTP API and web UI
+//! around keyhold-core. The `keyhold` binary calls [`run_init`] and [`run_serve`].
+//!
+//! The API's handlers (`http`) and the UI's (`ui`) call the same
+//! `operations` and share `app` and `views`; neither imports the other (the
+//! UI answers failures with the API's error mapping, `ApiError`). Every
+//! route is assembled in `routes`.
 
+mod app;
 pub mod config;
 pub mod connector;
 #[cfg(feature = "crash-points")]
@@ -8,13 +14,18 @@ pub mod crash_points;
 mod http;
 pub mod jobs;
 pub mod keystore_migration;
+mod metrics;
+mod operations;
 pub mod rotator;
+mod routes;
 pub mod startup;
 pub mod tls;
 mod ui;
+mod views;
 
 pub use config::{Config, EnvSecrets, KmsConfig, ServeArgs};
 pub use http::errors::ApiError;
+pub(crate) use http::errors::ApiResult;
 pub use startup::Server;
 
 use secrecy::SecretString;

@@ -13,10 +13,11 @@ use keyhold_store::SqlStore;
 use tokio::net::TcpListener;
 
 use crate::InitialPassword;
+use crate::app::AppState;
 use crate::config::{Config, KeystoreConfig};
 use crate::connector::AwsConnector;
-use crate::http::{self, AppState, Metrics};
 use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
+use crate::metrics::Metrics;
 use crate::rotator::Rotator;
 use crate::tls::{TlsConfig, TlsListener};
 
@@ -92,7 +93,7 @@ impl Server {
             ticking: rotator.spawn(),
             jobs: jobs.clone(),
         };
-        let router = http::router(self.state);
+        let router = crate::routes::router(self.state);
         let served = match &self.tls {
             Some(tls) => {
                 let listener = TlsListener::new(self.listener, tls)?;

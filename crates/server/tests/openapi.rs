@@ -11,7 +11,7 @@ use serde_json::Value;
 const OPENAPI: &str = include_str!("../src/openapi.json");
 
 /// Every (method, path) the server routes. Keep this list in step with
-/// `router()` in `src/http/mod.rs`: a route added there must be added here and
+/// `api()` in `src/routes.rs`: a route added there must be added here and
 /// documented in `src/openapi.json`, or this test fails.
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),

@@ -3,6 +3,7 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Keyhold;
+use crate::action::Action;
 use crate::audit::ANONYMOUS_USER;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::identity::{
@@ -69,7 +70,11 @@ impl Keyhold {
             };
             let record = self.record(
                 crate::audit::SYSTEM_USER,
-                format!("Added identity '{name}' with role administrator"),
+                Action::AddIdentity {
+                    name: name.as_str(),
+                    role: Role::Administrator.as_str(),
+                }
+                .succeeded(),
             );
             self.store.insert_identity(&identity, &record).await?;
             created.push(OneTimePassword { name, password });
@@ -90,7 +95,7 @@ impl Keyhold {
         let now = self.now();
         let Ok(name) = IdentityName::parse(raw_name) else {
             identity::verify_against_dummy(password);
-            self.audit_failure(
+            self.audit_refusal(
                 users,
                 format!("Failed {purpose} for an invalid identity name."),
                 "invalid identity name",
@@ -100,7 +105,7 @@ impl Keyhold {
         };
         let Some(mut who) = self.store.get_identity(&name).await? else {
             identity::verify_against_dummy(password);
-            self.audit_failure(
+            self.audit_refusal(
                 users,
                 format!("Failed {purpose} for '{name}' using Password."),
                 "unknown identity",
@@ -110,7 +115,7 @@ impl Keyhold {
         };
         if who.is_locked(now) {
             identity::verify_against_dummy(password);
-            self.audit_failure(
+            self.audit_refusal(
                 users,
                 format!("Failed {purpose} for '{name}' using Password."),
                 "identity is locked",
@@ -170,7 +175,7 @@ impl Keyhold {
             .check_password(&users, raw_name, password, "login")
             .await?;
         if who.must_change_password {
-            self.audit_failure(
+            self.audit_refusal(
                 &users,
                 format!("Failed login for '{}' using Password.", who.name),
                 "password must be changed first",
@@ -289,7 +294,7 @@ impl Keyhold {
             }
         });
         if let Err(refusal) = acceptable {
-            self.audit_failure(
+            self.audit_refusal(
                 who.name.as_str(),
                 format!("Failed password change for '{}'.", who.name),
                 &refusal.message,
@@ -334,7 +339,11 @@ impl Keyhold {
         };
         let record = self.record(
             session.users(),
-            format!("Added identity '{name}' with role {}", role.as_str()),
+            Action::AddIdentity {
+                name: name.as_str(),
+                role: role.as_str(),
+            }
+            .succeeded(),
         );
         match self.store.insert_identity(&identity, &record).await {
             Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
@@ -366,7 +375,10 @@ impl Keyhold {
                 "keyhold keeps at least two administrators so that dual control stays possible: add another administrator first".into(),
             ));
         }
-        let record = self.record(session.users(), format!("Deleted identity '{name}'"));
+        let record = self.record(
+            session.users(),
+            Action::DeleteIdentity(name.as_str()).succeeded(),
+        );
         self.store.delete_identity(name, &record).await?;
         self.store.delete_sessions_of(name).await?;
         Ok(())

@@ -1,6 +1,7 @@
 //! *Administration → Configuration*: settings changed under dual control.
 
 use super::Keyhold;
+use crate::action::Action;
 use crate::cluster::RotatorChoice;
 use crate::error::{CoreResult, InvalidInput};
 use crate::identity::{Operation, Session};
@@ -36,7 +37,7 @@ impl Keyhold {
         let current = self.store.get_settings().await?;
         let next = change.apply(&current)?;
         let record = self
-            .record(session.users(), "Changed configuration")
+            .record(session.users(), Action::ChangeConfiguration.succeeded())
             .with_details(serde_json::json!({ "before": current, "after": next }));
         self.store.put_settings(&next, &record).await?;
         Ok(next)

@@ -3,6 +3,7 @@
 //! optional role to assume (no secret stored).
 
 use super::Keyhold;
+use crate::action::Action;
 use crate::credential::{
     AccessKeyCsv, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
 };
@@ -67,7 +68,10 @@ impl Keyhold {
             created_at: self.now(),
         };
         let record = self
-            .record(session.users(), format!("Added cloud credential {name}"))
+            .record(
+                session.users(),
+                Action::AddCredential(name.as_str()).succeeded(),
+            )
             .with_details(serde_json::json!({
                 "service": credential.service.as_str(),
                 "kind": credential.kind.label(),
@@ -114,7 +118,10 @@ impl Keyhold {
         if !users.is_empty() {
             return Err(in_use(name, &users));
         }
-        let record = self.record(session.users(), format!("Deleted cloud credential {name}"));
+        let record = self.record(
+            session.users(),
+            Action::DeleteCredential(name.as_str()).succeeded(),
+        );
         match self.store.delete_credential(name, &record).await {
             Ok(()) => Ok(()),
             // A group took the credential between the check and the delete.

@@ -1,6 +1,7 @@
 //! Key groups: add (dual control), change, delete (dual control).
 
 use super::Keyhold;
+use crate::action::Action;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::group::{GroupChange, KeyGroup, NewGroup};
 use crate::identity::{Operation, Session};
@@ -16,7 +17,7 @@ impl Keyhold {
         let record = self
             .record(
                 session.users(),
-                format!("Added HSM protected key group {}", group.name),
+                Action::AddGroup(group.name.as_str()).succeeded(),
             )
             .with_details(serde_json::json!({
                 "credential": group.credential.as_str(),
@@ -70,7 +71,7 @@ impl Keyhold {
         let record = self
             .record(
                 session.users(),
-                format!("Updated HSM protected key group {name}"),
+                Action::UpdateGroup(name.as_str()).succeeded(),
             )
             .with_details(serde_json::json!({ "changed": changed_fields(&before, &group) }));
         match self.store.update_group(&group, &record).await {
@@ -87,7 +88,7 @@ impl Keyhold {
         self.find_group(name).await?;
         let record = self.record(
             session.users(),
-            format!("Deleted HSM protected key group {name}"),
+            Action::DeleteGroup(name.as_str()).succeeded(),
         );
         match self.store.delete_group(name, &record).await {
             Ok(()) => Ok(()),

@@ -1,6 +1,7 @@
 //! Keys: listed under their groups, deleted only explicitly and under dual control.
 
 use super::Keyhold;
+use crate::action::Action;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::identity::{Operation, Session};
 use crate::key::{Key, KeyListing, KeyPage, Material};
@@ -106,7 +107,7 @@ impl Keyhold {
         let record = self
             .record(
                 session.users(),
-                format!("Deleted HSM protected key {}", key.display_name()),
+                Action::DeleteKey(&key.display_name()).succeeded(),
             )
             .with_details(serde_json::json!({
                 "group": key.group.as_str(),

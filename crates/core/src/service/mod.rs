@@ -15,6 +15,7 @@ mod schedule;
 
 use std::sync::Arc;
 
+use crate::action::Action;
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, Timestamp};
 use crate::error::CoreResult;
@@ -58,9 +59,21 @@ impl Keyhold {
         AuditRecord::new(self.clock.now(), users, summary)
     }
 
-    /// Records a refused or failed request. Called by the edge for every
+    /// Records a refused or failed operation, with the failure text its
+    /// [`Action`] names beside its success text. Called by the edge for every
     /// operation that fails, so failures are audited in one place.
     pub async fn audit_failure(
+        &self,
+        users: &str,
+        action: Action<'_>,
+        reason: &str,
+    ) -> CoreResult<()> {
+        self.audit_refusal(users, action.failed(), reason).await
+    }
+
+    /// Records a refused request that is no operation of its own: a login
+    /// or password change that failed, a request with a dead session.
+    pub async fn audit_refusal(
         &self,
         users: &str,
         summary: String,

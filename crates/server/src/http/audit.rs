@@ -13,10 +13,10 @@ use serde::Deserialize;
 
 use super::errors::{ApiError, ApiResult};
 use super::extract::{ApiQuery, Caller};
-use super::{AppState, page_limit, views};
-
-/// Entries read from the store per chunk of an export.
-const EXPORT_CHUNK: u32 = 500;
+use super::page_limit;
+use crate::app::AppState;
+use crate::operations::audit;
+use crate::views;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,42 +75,12 @@ pub async fn verify(
     }))
 }
 
-/// Streams the whole log as JSON Lines, oldest first, a chunk at a time so a
-/// long log never sits in memory whole.
+/// Streams the whole log as JSON Lines, oldest first.
 pub async fn export(State(app): State<AppState>, Caller(session): Caller) -> ApiResult<Response> {
-    let first = app.keyhold.export_audit(&session, 0, EXPORT_CHUNK).await?;
-    let stream = futures_util::stream::unfold(Some(first), move |page| {
-        let app = app.clone();
-        let session = session.clone();
-        async move {
-            let page = page?;
-            let mut chunk = String::new();
-            for entry in &page.entries {
-                if let Ok(line) = serde_json::to_string(&views::audit_entry(entry)) {
-                    chunk.push_str(&line);
-                    chunk.push('\n');
-                }
-            }
-            let next = match page.next_after_seq {
-                Some(after) => match app
-                    .keyhold
-                    .export_audit(&session, after, EXPORT_CHUNK)
-                    .await
-                {
-                    Ok(next) => Some(next),
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit export stopped early");
-                        return Some((Err(std::io::Error::other("audit export failed")), None));
-                    }
-                },
-                None => None,
-            };
-            Some((Ok::<_, std::io::Error>(chunk), next))
-        }
-    });
+    let lines = audit::export(&app, &session).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
+        Body::from_stream(lines),
     )
         .into_response())
 }

@@ -8,8 +8,8 @@ use keyhold_core::CoreError;
 use keyhold_core::identity::Session;
 use serde::de::DeserializeOwned;
 
-use super::AppState;
 use super::errors::ApiError;
+use crate::app::AppState;
 
 /// A JSON body; the wrong content type, a body over the limit, malformed JSON
 /// and unknown fields each get a 4xx with a message saying which.
@@ -26,7 +26,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Whether reading the body failed because it stalled (see [`super::BODY_IDLE_TIMEOUT`]).
+/// Whether reading the body failed because it stalled (see [`crate::routes::BODY_IDLE_TIMEOUT`]).
 fn stalled(rejection: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(rejection);
     while let Some(error) = cause {
@@ -148,7 +148,7 @@ impl FromRequestParts<AppState> for Caller {
                 );
                 if let Err(audit_error) = app
                     .keyhold
-                    .audit_failure(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
+                    .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
                     .await
                 {
                     tracing::error!(error = %audit_error, "could not audit a refused session");

@@ -4,22 +4,20 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyhold_api as api;
-use keyhold_core::group::KeyGroup;
-use keyhold_core::identity::Operation;
-use keyhold_core::names::GroupName;
 
 use super::errors::ApiResult;
 use super::extract::{ApiJson, Caller};
-use super::{AppState, printable, requests, views};
+use crate::app::AppState;
+use crate::operations::groups;
 
 pub async fn list(
     State(app): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Json<Vec<api::GroupView>>> {
-    let groups = app.keyhold.list_groups(&session).await?;
-    let mut views = Vec::with_capacity(groups.len());
-    for group in &groups {
-        views.push(view(&app, group).await?);
+    let list = app.keyhold.list_groups(&session).await?;
+    let mut views = Vec::with_capacity(list.len());
+    for group in &list {
+        views.push(groups::view(&app, group).await?);
     }
     Ok(Json(views))
 }
@@ -29,15 +27,7 @@ pub async fn show(
     Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<api::GroupView>> {
-    let name = GroupName::parse(&name)?;
-    let group = app.keyhold.get_group(&session, &name).await?;
-    Ok(Json(view(&app, &group).await?))
-}
-
-/// The group with where its rotation stands (the caller has read it already).
-pub(crate) async fn view(app: &AppState, group: &KeyGroup) -> ApiResult<api::GroupView> {
-    let rotation = app.keyhold.rotation_state(&group.name).await?;
-    Ok(views::group(group, &rotation))
+    Ok(Json(groups::show(&app, &session, &name).await?))
 }
 
 pub async fn create(
@@ -45,24 +35,8 @@ pub async fn create(
     Caller(session): Caller,
     ApiJson(req): ApiJson<api::CreateGroupRequest>,
 ) -> ApiResult<(StatusCode, Json<api::GroupView>)> {
-    let result = async {
-        let spec = requests::new_group(&req)?;
-        Ok(app.keyhold.create_group(&session, spec).await?)
-    }
-    .await;
-    let group = app
-        .audited_for(
-            &session,
-            || {
-                format!(
-                    "Failed to add HSM protected key group {}",
-                    printable(&req.name)
-                )
-            },
-            result,
-        )
-        .await?;
-    Ok((StatusCode::CREATED, Json(view(&app, &group).await?)))
+    let group = groups::add(&app, &session, &req).await?;
+    Ok((StatusCode::CREATED, Json(group)))
 }
 
 pub async fn update(
@@ -71,29 +45,7 @@ pub async fn update(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<api::UpdateGroupRequest>,
 ) -> ApiResult<Json<api::GroupView>> {
-    let result = async {
-        app.keyhold
-            .authorize(&session, Operation::UPDATE_GROUP)
-            .await?;
-        let parsed = GroupName::parse(&name)?;
-        let current = app.keyhold.get_group(&session, &parsed).await?;
-        let change = requests::group_change(&req, &current.info)?;
-        Ok(app.keyhold.update_group(&session, &parsed, change).await?)
-    }
-    .await;
-    let group = app
-        .audited_for(
-            &session,
-            || {
-                format!(
-                    "Failed to update HSM protected key group {}",
-                    printable(&name)
-                )
-            },
-            result,
-        )
-        .await?;
-    Ok(Json(view(&app, &group).await?))
+    Ok(Json(groups::update(&app, &session, &name, &req).await?))
 }
 
 pub async fn delete(
@@ -101,21 +53,6 @@ pub async fn delete(
     Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let result = async {
-        let parsed = GroupName::parse(&name)?;
-        Ok(app.keyhold.delete_group(&session, &parsed).await?)
-    }
-    .await;
-    app.audited_for(
-        &session,
-        || {
-            format!(
-                "Failed to delete HSM protected key group {}",
-                printable(&name)
-            )
-        },
-        result,
-    )
-    .await?;
+    groups::delete(&app, &session, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use keyhold_api as api;
 
-use super::{AppState, views};
+use crate::app::AppState;
+use crate::views;
 
 /// The OpenAPI description of this API, kept beside the routes it describes.
 const OPENAPI: &str = include_str!("../openapi.json");

@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use super::errors::ApiResult;
 use super::extract::{ApiQuery, Caller};
-use super::{AppState, page_limit, printable, views};
+use super::page_limit;
+use crate::app::AppState;
+use crate::operations::keys;
+use crate::views;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,8 +46,7 @@ pub async fn show(
     Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<api::KeyView>> {
-    let key = app.keyhold.get_key(&session, &name).await?;
-    Ok(Json(views::key(&key, app.keyhold.now())))
+    Ok(Json(keys::show(&app, &session, &name).await?))
 }
 
 pub async fn delete(
@@ -52,16 +54,6 @@ pub async fn delete(
     Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let result = app
-        .keyhold
-        .delete_key(&session, &name)
-        .await
-        .map_err(Into::into);
-    app.audited_for(
-        &session,
-        || format!("Failed to delete HSM protected key {}", printable(&name)),
-        result,
-    )
-    .await?;
+    keys::delete(&app, &session, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::errors::ApiResult;
 use super::extract::{ApiJson, Caller, bearer_token};
-use super::{AppState, views};
+use crate::app::AppState;
+use crate::operations::sessions;
+use crate::views;
 
 /// The bearer token, read without requiring a session (login may start one).
 pub struct OptionalToken(Option<String>);
@@ -48,10 +50,6 @@ pub async fn change_password(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::PasswordChangeRequest>,
 ) -> ApiResult<StatusCode> {
-    let current = SecretString::from(req.current_password);
-    let new = SecretString::from(req.new_password);
-    app.keyhold
-        .change_password(&req.user, &current, &new)
-        .await?;
+    sessions::change_password(&app, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,8 +1,9 @@
 //! *Logging and Reporting → Audit Logs*: the table of design.md §1.10 with
 //! filters, paging, the chain's verification, and export.
 
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use keyhold_core::InvalidInput;
 use keyhold_core::audit::AuditFilter;
@@ -14,7 +15,9 @@ use super::layout::{self, Nav};
 use super::session::UiSession;
 use super::{encode, failure};
 use crate::ApiError;
-use crate::http::{self, AppState, Caller, views};
+use crate::app::AppState;
+use crate::operations::audit;
+use crate::views;
 
 const TITLE: &str = "Audit Logs";
 const PAGE: u32 = 50;
@@ -185,14 +188,18 @@ pub async fn page(
 
 /// The whole log as JSON Lines, through the API's export, as a download.
 pub async fn export(State(app): State<AppState>, ui: UiSession) -> Response {
-    match http::audit::export(State(app), Caller(ui.session.clone())).await {
-        Ok(mut response) => {
-            response.headers_mut().insert(
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=\"keyhold-audit.jsonl\""),
-            );
-            response
-        }
+    match audit::export(&app, &ui.session).await {
+        Ok(lines) => (
+            [
+                (header::CONTENT_TYPE, "application/x-ndjson"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"keyhold-audit.jsonl\"",
+                ),
+            ],
+            Body::from_stream(lines),
+        )
+            .into_response(),
         Err(e) => failure(&ui, Nav::Audit, TITLE, e, html! {}),
     }
 }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use super::layout::{self, Nav, csrf_field};
 use super::session::UiSession;
 use super::{Done, failure, see_other};
-use crate::ApiError;
-use crate::http::{self, ApiJson, AppState, Caller, views};
+use crate::app::AppState;
+use crate::operations::configuration;
 
 const TITLE: &str = "Configuration";
 
@@ -124,7 +124,7 @@ pub async fn page(
     ui: UiSession,
     Query(done): Query<Done>,
 ) -> Response {
-    match settings_view(&app, &ui).await {
+    match configuration::show(&app, &ui.session).await {
         Ok(settings) => layout::page(
             &ui.session,
             &ui.csrf,
@@ -138,34 +138,19 @@ pub async fn page(
     }
 }
 
-async fn settings_view(app: &AppState, ui: &UiSession) -> Result<api::SettingsView, ApiError> {
-    let settings = app.keyhold.settings(&ui.session).await?;
-    Ok(views::settings(
-        &settings,
-        http::configuration::cluster(app).await?,
-    ))
-}
-
 pub async fn change(
     State(app): State<AppState>,
     ui: UiSession,
     axum::Form(form): axum::Form<SettingsForm>,
 ) -> Response {
     let result = match form.request() {
-        Ok(request) => {
-            http::configuration::change(
-                State(app.clone()),
-                Caller(ui.session.clone()),
-                ApiJson(request),
-            )
-            .await
-        }
+        Ok(request) => configuration::change(&app, &ui.session, &request).await,
         Err(e) => Err(e.into()),
     };
     match result {
         Ok(_) => see_other("/ui/configuration?done=configuration"),
         Err(error) => {
-            let current = settings_view(&app, &ui).await;
+            let current = configuration::show(&app, &ui.session).await;
             let shown = match current {
                 Ok(settings) => body(&ui, &settings),
                 Err(_) => html! {},

@@ -7,15 +7,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhold_api as api;
 use keyhold_core::identity::Operation;
-use keyhold_core::names::CredentialName;
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{self, Nav, Notice, csrf_field};
 use super::session::UiSession;
 use super::{Done, encode, failure, see_other};
-use crate::ApiError;
-use crate::http::{self, ApiJson, AppState, Caller, views};
+use crate::app::AppState;
+use crate::operations::credentials;
 
 const TITLE: &str = "Cloud Credentials";
 
@@ -27,11 +26,6 @@ pub struct ImportForm {
     endpoint: String,
     /// The CSV's text, filled in by the page's script from the chosen file.
     csv: String,
-}
-
-async fn credentials(app: &AppState, ui: &UiSession) -> Result<Vec<api::CredentialView>, ApiError> {
-    let list = app.keyhold.list_credentials(&ui.session).await?;
-    Ok(list.iter().map(views::credential).collect())
 }
 
 fn body(ui: &UiSession, credentials: &[api::CredentialView], name: &str, endpoint: &str) -> Markup {
@@ -102,7 +96,7 @@ pub async fn page(
     ui: UiSession,
     Query(done): Query<Done>,
 ) -> Response {
-    match credentials(&app, &ui).await {
+    match credentials::list(&app, &ui.session).await {
         Ok(list) => layout::page(
             &ui.session,
             &ui.csrf,
@@ -122,7 +116,7 @@ pub async fn import(
     axum::Form(mut form): axum::Form<ImportForm>,
 ) -> Response {
     // The CSV holds the secret: moved (not copied) into the API's request,
-    // whose handler wipes it.
+    // which the operation wipes.
     let csv = std::mem::take(&mut form.csv);
     let no_file = csv.trim().is_empty();
     let request = api::ImportCredentialRequest {
@@ -138,13 +132,7 @@ pub async fn import(
         )
         .into())
     } else {
-        http::credentials::import(
-            State(app.clone()),
-            Caller(ui.session.clone()),
-            ApiJson(request),
-        )
-        .await
-        .map(|(_, view)| view.0)
+        credentials::import(&app, &ui.session, request).await
     };
     match result {
         Ok(view) => see_other(&format!(
@@ -152,7 +140,9 @@ pub async fn import(
             encode(&view.name)
         )),
         Err(error) => {
-            let list = credentials(&app, &ui).await.unwrap_or_default();
+            let list = credentials::list(&app, &ui.session)
+                .await
+                .unwrap_or_default();
             failure(
                 &ui,
                 Nav::Credentials,
@@ -169,14 +159,7 @@ pub async fn confirm_delete(
     ui: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    let found = async {
-        let parsed = CredentialName::parse(&name)?;
-        Ok::<_, ApiError>(views::credential(
-            &app.keyhold.get_credential(&ui.session, &parsed).await?,
-        ))
-    }
-    .await;
-    match found {
+    match credentials::show(&app, &ui.session, &name).await {
         Ok(c) => layout::page(
             &ui.session,
             &ui.csrf,
@@ -207,19 +190,15 @@ pub async fn delete(
     ui: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    match http::credentials::delete(
-        State(app.clone()),
-        Caller(ui.session.clone()),
-        Path(name.clone()),
-    )
-    .await
-    {
-        Ok(_) => see_other(&format!(
+    match credentials::delete(&app, &ui.session, &name).await {
+        Ok(()) => see_other(&format!(
             "/ui/credentials?done=credential_deleted&name={}",
             encode(&name)
         )),
         Err(error) => {
-            let list = credentials(&app, &ui).await.unwrap_or_default();
+            let list = credentials::list(&app, &ui.session)
+                .await
+                .unwrap_or_default();
             let status = error.status_and_code().0;
             let notice = Notice::Failed(error.public_message());
             (

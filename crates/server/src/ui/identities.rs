@@ -11,23 +11,17 @@ use maud::html;
 use super::layout::{self, Nav, csrf_field};
 use super::session::UiSession;
 use super::{Done, encode, failure, see_other};
-use crate::ApiError;
-use crate::http::{self, AppState, Caller, views};
+use crate::app::AppState;
+use crate::operations::identities;
 
 const TITLE: &str = "Identities";
-
-async fn identities(app: &AppState, ui: &UiSession) -> Result<Vec<api::IdentityView>, ApiError> {
-    let now = app.keyhold.now();
-    let list = app.keyhold.list_identities(&ui.session).await?;
-    Ok(list.iter().map(|i| views::identity(i, now)).collect())
-}
 
 pub async fn page(
     State(app): State<AppState>,
     ui: UiSession,
     Query(done): Query<Done>,
 ) -> Response {
-    let list = match identities(&app, &ui).await {
+    let list: Vec<api::IdentityView> = match identities::list(&app, &ui.session).await {
         Ok(list) => list,
         Err(e) => return failure(&ui, Nav::Identities, TITLE, e, html! {}),
     };
@@ -108,9 +102,8 @@ pub async fn delete(
     ui: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    match http::identities::delete(State(app), Caller(ui.session.clone()), Path(name.clone())).await
-    {
-        Ok(_) => see_other(&format!(
+    match identities::delete(&app, &ui.session, &name).await {
+        Ok(()) => see_other(&format!(
             "/ui/identities?done=identity_deleted&name={}",
             encode(&name)
         )),

@@ -12,12 +12,14 @@ use super::layout::{self, Nav, csrf_field};
 use super::session::UiSession;
 use super::{Done, encode, failure, see_other};
 use crate::ApiError;
-use crate::http::{self, AppState, Caller, views};
+use crate::app::AppState;
+use crate::operations::jobs;
+use crate::views;
 
 /// Jobs the list shows, newest first.
 const LIST_LIMIT: u32 = 200;
 
-async fn jobs(app: &AppState, ui: &UiSession) -> Result<Vec<api::JobView>, ApiError> {
+async fn list(app: &AppState, ui: &UiSession) -> Result<Vec<api::JobView>, ApiError> {
     let jobs = app.keyhold.list_jobs(&ui.session, LIST_LIMIT).await?;
     Ok(jobs.iter().map(|j| views::job(j, None)).collect())
 }
@@ -51,7 +53,7 @@ pub async fn page(
     ui: UiSession,
     Query(done): Query<Done>,
 ) -> Response {
-    let jobs = match jobs(&app, &ui).await {
+    let jobs = match list(&app, &ui).await {
         Ok(jobs) => jobs,
         Err(e) => return failure(&ui, Nav::Jobs, "Jobs", e, html! {}),
     };
@@ -89,7 +91,7 @@ pub async fn page(
 
 /// The list as JSON, for the page's script (cookie session, same views as the API).
 pub async fn list_json(State(app): State<AppState>, ui: UiSession) -> Response {
-    match jobs(&app, &ui).await {
+    match list(&app, &ui).await {
         Ok(jobs) => Json(jobs).into_response(),
         Err(e) => e.into_response(),
     }
@@ -100,9 +102,8 @@ pub async fn detail(
     ui: UiSession,
     Path(id): Path<String>,
 ) -> Response {
-    let job = match http::jobs::show(State(app.clone()), Caller(ui.session.clone()), Path(id)).await
-    {
-        Ok(Json(job)) => job,
+    let job = match jobs::show(&app, &ui.session, &id).await {
+        Ok(job) => job,
         Err(e) => {
             return failure(
                 &ui,
@@ -160,16 +161,16 @@ pub async fn detail_json(
     ui: UiSession,
     Path(id): Path<String>,
 ) -> Response {
-    match http::jobs::show(State(app), Caller(ui.session), Path(id)).await {
-        Ok(job) => job.into_response(),
+    match jobs::show(&app, &ui.session, &id).await {
+        Ok(job) => Json(job).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-/// Retries a failed job (after its cause was fixed), through the API.
+/// Retries a failed job (after its cause was fixed), as the API does.
 pub async fn retry(State(app): State<AppState>, ui: UiSession, Path(id): Path<String>) -> Response {
-    match http::jobs::retry(State(app), Caller(ui.session.clone()), Path(id)).await {
-        Ok((_, job)) => see_other(&format!("/ui/jobs/{}", encode(&job.0.id))),
+    match jobs::retry(&app, &ui.session, &id).await {
+        Ok(job) => see_other(&format!("/ui/jobs/{}", encode(&job.id))),
         Err(e) => failure(
             &ui,
             Nav::Jobs,
@@ -180,14 +181,14 @@ pub async fn retry(State(app): State<AppState>, ui: UiSession, Path(id): Path<St
     }
 }
 
-/// Cancels a queued or failed job, through the API.
+/// Cancels a queued or failed job, as the API does.
 pub async fn cancel(
     State(app): State<AppState>,
     ui: UiSession,
     Path(id): Path<String>,
 ) -> Response {
-    match http::jobs::cancel(State(app), Caller(ui.session.clone()), Path(id)).await {
-        Ok(job) => see_other(&format!("/ui/jobs/{}", encode(&job.0.id))),
+    match jobs::cancel(&app, &ui.session, &id).await {
+        Ok(job) => see_other(&format!("/ui/jobs/{}", encode(&job.id))),
         Err(e) => failure(
             &ui,
             Nav::Jobs,

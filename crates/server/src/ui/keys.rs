@@ -9,7 +9,6 @@ use keyhold_api as api;
 use keyhold_core::CoreError;
 use keyhold_core::identity::Operation;
 use keyhold_core::key::KeyPage;
-use keyhold_core::names::GroupName;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -17,7 +16,9 @@ use super::layout::{self, Nav, Notice, csrf_field};
 use super::session::UiSession;
 use super::{Done, encode, failure, see_other};
 use crate::ApiError;
-use crate::http::{self, ApiJson, AppState, Caller, OptionalJson, views};
+use crate::app::AppState;
+use crate::operations::{groups, jobs, keys};
+use crate::views;
 
 const TITLE: &str = "Keys";
 /// Columns of the keys table (design.md §1.7, plus State, Material, Actions).
@@ -36,7 +37,7 @@ struct Listing {
 async fn listing(app: &AppState, ui: &UiSession) -> Result<Listing, ApiError> {
     let session = &ui.session;
     let now = app.keyhold.now();
-    let groups = app.keyhold.list_groups(session).await?;
+    let group_list = app.keyhold.list_groups(session).await?;
     // One page, the largest: the screen lists groups with their keys
     // beneath, which only suits stores of a size a person can read.
     let page = KeyPage {
@@ -55,9 +56,9 @@ async fn listing(app: &AppState, ui: &UiSession) -> Result<Listing, ApiError> {
     keys.sort_by(|a, b| a.group.cmp(&b.group).then(b.version.cmp(&a.version)));
     let credentials = app.keyhold.list_credentials(session).await?;
     let settings = app.keyhold.settings(session).await?;
-    let mut group_views = Vec::with_capacity(groups.len());
-    for group in &groups {
-        group_views.push(http::groups::view(app, group).await?);
+    let mut group_views = Vec::with_capacity(group_list.len());
+    for group in &group_list {
+        group_views.push(groups::view(app, group).await?);
     }
     Ok(Listing {
         groups: group_views,
@@ -519,20 +520,13 @@ pub async fn create_group(
     axum::Form(form): axum::Form<GroupForm>,
 ) -> Response {
     let result = match form.create_request() {
-        Ok(request) => {
-            http::groups::create(
-                State(app.clone()),
-                Caller(ui.session.clone()),
-                ApiJson(request),
-            )
-            .await
-        }
+        Ok(request) => groups::add(&app, &ui.session, &request).await,
         Err(e) => Err(e),
     };
     match result {
-        Ok((_, group)) => see_other(&format!(
+        Ok(group) => see_other(&format!(
             "/ui/keys?done=group_added&name={}",
-            encode(&group.0.name)
+            encode(&group.name)
         )),
         Err(error) => {
             reopen(&app, &ui, error, |listing, error| {
@@ -564,9 +558,7 @@ async fn current_group(
     ui: &UiSession,
     name: &str,
 ) -> Result<api::GroupView, ApiError> {
-    let parsed = GroupName::parse(name)?;
-    let group = app.keyhold.get_group(&ui.session, &parsed).await?;
-    http::groups::view(app, &group).await
+    groups::show(app, &ui.session, name).await
 }
 
 pub async fn edit_group(
@@ -617,17 +609,11 @@ pub async fn update_group(
     };
     form.name.clone_from(&current.name);
     let request = form.update_request(&GroupForm::from_view(&current));
-    let result = http::groups::update(
-        State(app.clone()),
-        Caller(ui.session.clone()),
-        Path(name),
-        ApiJson(request),
-    )
-    .await;
+    let result = groups::update(&app, &ui.session, &name, &request).await;
     match result {
         Ok(group) => see_other(&format!(
             "/ui/keys?done=group_updated&name={}",
-            encode(&group.0.name)
+            encode(&group.name)
         )),
         Err(error) => {
             reopen(&app, &ui, error, |listing, error| {
@@ -643,8 +629,8 @@ pub async fn rotate(
     ui: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    match http::jobs::rotate(State(app.clone()), Caller(ui.session.clone()), Path(name)).await {
-        Ok((_, job)) => see_other(&format!("/ui/jobs?done=job&name={}", encode(&job.0.id))),
+    match jobs::rotate(&app, &ui.session, &name).await {
+        Ok(job) => see_other(&format!("/ui/jobs?done=job&name={}", encode(&job.id))),
         Err(e) => screen_failure(&app, &ui, e).await,
     }
 }
@@ -710,14 +696,8 @@ pub async fn delete_group(
     ui: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    let result = http::groups::delete(
-        State(app.clone()),
-        Caller(ui.session.clone()),
-        Path(name.clone()),
-    )
-    .await;
-    match result {
-        Ok(_) => see_other(&format!(
+    match groups::delete(&app, &ui.session, &name).await {
+        Ok(()) => see_other(&format!(
             "/ui/keys?done=group_deleted&name={}",
             encode(&name)
         )),
@@ -726,8 +706,7 @@ pub async fn delete_group(
 }
 
 async fn current_key(app: &AppState, ui: &UiSession, name: &str) -> Result<api::KeyView, ApiError> {
-    let key = app.keyhold.get_key(&ui.session, name).await?;
-    Ok(views::key(&key, app.keyhold.now()))
+    keys::show(app, &ui.session, name).await
 }
 
 pub async fn confirm_delete_key(
@@ -771,14 +750,8 @@ pub async fn delete_key(
     ui: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    let result = http::keys::delete(
-        State(app.clone()),
-        Caller(ui.session.clone()),
-        Path(name.clone()),
-    )
-    .await;
-    match result {
-        Ok(_) => see_other(&format!("/ui/keys?done=key_deleted&name={}", encode(&name))),
+    match keys::delete(&app, &ui.session, &name).await {
+        Ok(()) => see_other(&format!("/ui/keys?done=key_deleted&name={}", encode(&name))),
         Err(e) => screen_failure(&app, &ui, e).await,
     }
 }
@@ -854,15 +827,8 @@ pub async fn synchronize(
         import_material: Some(form.import_material.is_some()),
         delete_material: Some(form.delete_material.is_some()),
     };
-    let result = http::jobs::synchronize(
-        State(app.clone()),
-        Caller(ui.session.clone()),
-        Path(name),
-        OptionalJson(request),
-    )
-    .await;
-    match result {
-        Ok((_, job)) => see_other(&format!("/ui/jobs?done=job&name={}", encode(&job.0.id))),
+    match jobs::synchronize(&app, &ui.session, &name, &request).await {
+        Ok(job) => see_other(&format!("/ui/jobs?done=job&name={}", encode(&job.id))),
         Err(e) => screen_failure(&app, &ui, e).await,
     }
 }

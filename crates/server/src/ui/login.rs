@@ -17,7 +17,8 @@ use super::session::{
 };
 use super::{encode, see_other};
 use crate::ApiError;
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::operations::sessions;
 
 #[derive(Deserialize, Default)]
 pub struct LoginQuery {
@@ -284,8 +285,8 @@ pub async fn change_password(
         current_password: form.current_password,
         new_password: form.new_password,
     };
-    match crate::http::sessions::change_password(State(app), crate::http::ApiJson(request)).await {
-        Ok(_) => see_other("/ui/login?m=password_changed"),
+    match sessions::change_password(&app, request).await {
+        Ok(()) => see_other("/ui/login?m=password_changed"),
         Err(error) => render(
             current,
             Some(&Notice::Failed(error.public_message())),

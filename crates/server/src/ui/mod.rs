@@ -1,31 +1,29 @@
 //! The web UI for security officers, under `/ui`: server-rendered HTML with
 //! a little JavaScript, its assets compiled into the binary.
 //!
-//! Every screen calls the HTTP API's own handlers (or, for read-only views,
-//! the same core operations the API calls) with the browser's session, so
-//! authorization, dual control, validation and the auditing of failures are
-//! exactly the API's: the UI enforces no rule of its own. It only says in
-//! advance when an action will need a second officer.
+//! Every action calls the same operation the API's handler calls
+//! (`crate::operations`, or for read-only views the core) with the
+//! browser's session, so authorization, dual control, validation and the
+//! auditing of failures are exactly the API's: the UI enforces no rule of
+//! its own and only renders. It says in advance when an action will need a
+//! second officer. Its routes are in `crate::routes`.
 
-mod audit;
-mod configuration;
-mod credentials;
-mod identities;
-mod jobs;
-mod keys;
+pub(crate) mod audit;
+pub(crate) mod configuration;
+pub(crate) mod credentials;
+pub(crate) mod identities;
+pub(crate) mod jobs;
+pub(crate) mod keys;
 mod layout;
-mod login;
+pub(crate) mod login;
 pub mod session;
 
-use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
 use keyhold_core::CoreError;
 use maud::html;
 
 use crate::ApiError;
-use crate::http::AppState;
 use layout::Notice;
 use session::UiSession;
 
@@ -35,67 +33,7 @@ const APP_JS: &str = include_str!("assets/app.js");
 /// No inline script or style, nothing from elsewhere, no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-pub fn router() -> Router<AppState> {
-    let pages = Router::new()
-        .route("/", get(|| async { Redirect::to("/ui/keys") }))
-        .route("/assets/app.css", get(css))
-        .route("/assets/app.js", get(js))
-        .route("/login", get(login::page).post(login::login))
-        .route("/logout", post(login::logout))
-        .route("/password", post(login::change_password))
-        .route("/identities", get(identities::page))
-        .route(
-            "/identities/{name}/delete",
-            get(identities::confirm_delete).post(identities::delete),
-        )
-        .route(
-            "/credentials",
-            get(credentials::page).post(credentials::import),
-        )
-        .route(
-            "/credentials/{name}/delete",
-            get(credentials::confirm_delete).post(credentials::delete),
-        )
-        .route("/keys", get(keys::page))
-        .route("/keys/groups/new", get(keys::new_group))
-        .route("/keys/groups", post(keys::create_group))
-        .route(
-            "/keys/groups/{name}/edit",
-            get(keys::edit_group).post(keys::update_group),
-        )
-        .route("/keys/groups/{name}/rotate", post(keys::rotate))
-        .route(
-            "/keys/groups/{name}/delete",
-            get(keys::confirm_delete_group).post(keys::delete_group),
-        )
-        .route(
-            "/keys/{key}/sync",
-            get(keys::sync_dialog).post(keys::synchronize),
-        )
-        .route(
-            "/keys/{key}/delete",
-            get(keys::confirm_delete_key).post(keys::delete_key),
-        )
-        .route("/jobs", get(jobs::page))
-        .route("/jobs.json", get(jobs::list_json))
-        .route("/jobs/{id}", get(jobs::detail))
-        .route("/jobs/{id}/json", get(jobs::detail_json))
-        .route("/jobs/{id}/retry", post(jobs::retry))
-        .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/audit", get(audit::page))
-        .route("/audit/export", get(audit::export))
-        .route(
-            "/configuration",
-            get(configuration::page).post(configuration::change),
-        )
-        .layer(axum::middleware::from_fn(session::guard))
-        .layer(axum::middleware::map_response(security_headers));
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/ui/keys") }))
-        .nest("/ui", pages)
-}
-
-async fn security_headers(mut response: Response) -> Response {
+pub(crate) async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
@@ -111,11 +49,11 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-async fn css() -> Response {
+pub(crate) async fn css() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
 }
 
-async fn js() -> Response {
+pub(crate) async fn js() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         APP_JS,
@@ -181,7 +119,7 @@ fn encode(raw: &str) -> String {
 /// Outcome notices a redirect carries as `?done=CODE&name=X`: only these
 /// sentences can appear, with the name escaped like any other text.
 #[derive(serde::Deserialize, Default)]
-struct Done {
+pub(crate) struct Done {
     done: Option<String>,
     name: Option<String>,
 }

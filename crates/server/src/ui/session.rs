@@ -20,8 +20,8 @@ use keyhold_core::CoreError;
 use keyhold_core::identity::Session;
 use sha2::{Digest, Sha256};
 
-use crate::http::AppState;
-use crate::http::MAX_BODY_BYTES;
+use crate::app::AppState;
+use crate::routes::MAX_BODY_BYTES;
 
 pub const SESSION_COOKIE: &str = "keyhold_session";
 /// A random nonce the login page sets, so the login form has a CSRF token
@@ -199,7 +199,7 @@ impl FromRequestParts<AppState> for UiSession {
                 );
                 if let Err(audit_error) = app
                     .keyhold
-                    .audit_failure(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
+                    .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
                     .await
                 {
                     tracing::error!(error = %audit_error, "could not audit a refused session");

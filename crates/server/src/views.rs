@@ -1,4 +1,4 @@
-//! Domain objects as the API shows them.
+//! Domain objects as the API shows them (the web UI draws the same views).
 
 use keyhold_api as api;
 use keyhold_core::audit::AuditEntry;

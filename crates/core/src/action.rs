@@ -1,0 +1,306 @@
+//! The audited operations, each with the subject it acts on, and the audit
+//! summaries of their outcomes, side by side.
+//!
+//! Rules:
+//! - An operation's success and failure sentences are written here and
+//!   nowhere else: the service writes the success entry, the edge the
+//!   failure entry, and both take the text from the same [`Action`].
+//! - A subject is named as the caller named it. On failure that may be raw
+//!   request text, so every subject passes through [`printable`]: no control
+//!   character and no unbounded string reaches the log. (Parsed names are
+//!   short and printable already, so this never changes a success text.)
+//! - Summaries never change wording: audit readers and tests search them.
+
+/// Longest subject an audit summary echoes.
+const MAX_SUBJECT_CHARS: usize = 80;
+
+/// Echoes a name from a request in an audit summary (or a message) without
+/// letting control characters or an unbounded string through.
+pub fn printable(raw: &str) -> String {
+    raw.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(MAX_SUBJECT_CHARS)
+        .collect()
+}
+
+/// An operation a session asks for, with what it acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Key Management → Keys → Add key group (the group's name).
+    AddGroup(&'a str),
+    UpdateGroup(&'a str),
+    DeleteGroup(&'a str),
+    /// Key Management → Keys: deleting a key (its KMS key id or keyhold id).
+    DeleteKey(&'a str),
+    /// Cloud → Force Rotate (the group's name): starts a rotation job.
+    RotateGroup(&'a str),
+    /// Cloud → Synchronize (the key's KMS key id, or as the caller named
+    /// it): starts a synchronization job.
+    SynchronizeKey(&'a str),
+    /// Retrying a failed job. `title` is the job's kind
+    /// ([`crate::job::JobKind::title`]), known once the job was found; a
+    /// refusal names the job by the id alone.
+    RetryJob {
+        id: &'a str,
+        title: Option<&'a str>,
+    },
+    /// Cancelling a queued or failed job (`title` as for [`Self::RetryJob`]).
+    CancelJob {
+        id: &'a str,
+        title: Option<&'a str>,
+    },
+    /// Adding a cloud credential, from an access key CSV or on the default chain.
+    AddCredential(&'a str),
+    DeleteCredential(&'a str),
+    /// Adding an identity with a role (as the request names them).
+    AddIdentity {
+        name: &'a str,
+        role: &'a str,
+    },
+    DeleteIdentity(&'a str),
+    /// Administration → Configuration.
+    ChangeConfiguration,
+}
+
+impl Action<'_> {
+    /// The summary of the entry written when the operation is done (for a
+    /// job operation: when its job is queued).
+    pub fn succeeded(&self) -> String {
+        match *self {
+            Self::AddGroup(name) => format!("Added HSM protected key group {}", printable(name)),
+            Self::UpdateGroup(name) => {
+                format!("Updated HSM protected key group {}", printable(name))
+            }
+            Self::DeleteGroup(name) => {
+                format!("Deleted HSM protected key group {}", printable(name))
+            }
+            Self::DeleteKey(name) => format!("Deleted HSM protected key {}", printable(name)),
+            Self::RotateGroup(name) => format!(
+                "Started rotating keys for HSM protected key group {}",
+                printable(name)
+            ),
+            Self::SynchronizeKey(name) => {
+                format!(
+                    "Started synchronizing HSM protected key {}",
+                    printable(name)
+                )
+            }
+            Self::RetryJob { id, title } => job_transition("Retried", id, title),
+            Self::CancelJob { id, title } => job_transition("Cancelled", id, title),
+            Self::AddCredential(name) => format!("Added cloud credential {}", printable(name)),
+            Self::DeleteCredential(name) => {
+                format!("Deleted cloud credential {}", printable(name))
+            }
+            Self::AddIdentity { name, role } => format!(
+                "Added identity '{}' with role {}",
+                printable(name),
+                printable(role)
+            ),
+            Self::DeleteIdentity(name) => format!("Deleted identity '{}'", printable(name)),
+            Self::ChangeConfiguration => "Changed configuration".to_owned(),
+        }
+    }
+
+    /// The summary of the entry written when the operation is refused or
+    /// fails (the reason goes in the entry's details).
+    pub fn failed(&self) -> String {
+        match *self {
+            Self::AddGroup(name) => {
+                format!("Failed to add HSM protected key group {}", printable(name))
+            }
+            Self::UpdateGroup(name) => format!(
+                "Failed to update HSM protected key group {}",
+                printable(name)
+            ),
+            Self::DeleteGroup(name) => format!(
+                "Failed to delete HSM protected key group {}",
+                printable(name)
+            ),
+            Self::DeleteKey(name) => {
+                format!("Failed to delete HSM protected key {}", printable(name))
+            }
+            Self::RotateGroup(name) => format!(
+                "Failed to rotate keys for HSM protected key group {}",
+                printable(name)
+            ),
+            Self::SynchronizeKey(name) => {
+                format!(
+                    "Failed to synchronize HSM protected key {}",
+                    printable(name)
+                )
+            }
+            Self::RetryJob { id, .. } => format!("Failed to retry job {}", printable(id)),
+            Self::CancelJob { id, .. } => format!("Failed to cancel job {}", printable(id)),
+            Self::AddCredential(name) => {
+                format!("Failed to add cloud credential {}", printable(name))
+            }
+            Self::DeleteCredential(name) => {
+                format!("Failed to delete cloud credential {}", printable(name))
+            }
+            Self::AddIdentity { name, .. } => {
+                format!("Failed to add identity '{}'", printable(name))
+            }
+            Self::DeleteIdentity(name) => {
+                format!("Failed to delete identity '{}'", printable(name))
+            }
+            Self::ChangeConfiguration => "Failed to change configuration".to_owned(),
+        }
+    }
+
+    /// The summary of the entry written when the job this operation started
+    /// (or retried) completes: `None` for an operation that starts no job.
+    pub fn job_succeeded(&self) -> Option<String> {
+        match *self {
+            Self::RotateGroup(name) => Some(format!(
+                "Successfully rotated keys for HSM protected key group {}.",
+                printable(name)
+            )),
+            Self::SynchronizeKey(name) => Some(format!(
+                "Successfully synchronized HSM protected key {}.",
+                printable(name)
+            )),
+            _ => None,
+        }
+    }
+
+    /// The summary of the entry written when the job this operation started
+    /// fails at a step: the request's failure sentence, closed with a period
+    /// (the job's own entries are sentences). `None` as for [`Self::job_succeeded`].
+    pub fn job_failed(&self) -> Option<String> {
+        match self {
+            Self::RotateGroup(_) | Self::SynchronizeKey(_) => Some(format!("{}.", self.failed())),
+            _ => None,
+        }
+    }
+}
+
+fn job_transition(verb: &str, id: &str, title: Option<&str>) -> String {
+    match title {
+        Some(title) => format!("{verb} job {} ({title})", printable(id)),
+        None => format!("{verb} job {}", printable(id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_printable_and_bounded() {
+        assert_eq!(printable("ig-demo"), "ig-demo");
+        assert_eq!(printable("a\u{7}b\nc"), "a?b?c");
+        assert_eq!(printable(&"x".repeat(200)).chars().count(), 80);
+        assert_eq!(
+            Action::AddGroup("ig\u{1b}[31m").failed(),
+            "Failed to add HSM protected key group ig?[31m"
+        );
+    }
+
+    #[test]
+    fn success_and_failure_texts_stay_as_audit_readers_know_them() {
+        let cases = [
+            (
+                Action::AddGroup("ig-demo"),
+                "Added HSM protected key group ig-demo",
+                "Failed to add HSM protected key group ig-demo",
+            ),
+            (
+                Action::UpdateGroup("ig-demo"),
+                "Updated HSM protected key group ig-demo",
+                "Failed to update HSM protected key group ig-demo",
+            ),
+            (
+                Action::DeleteGroup("ig-demo"),
+                "Deleted HSM protected key group ig-demo",
+                "Failed to delete HSM protected key group ig-demo",
+            ),
+            (
+                Action::DeleteKey("k1"),
+                "Deleted HSM protected key k1",
+                "Failed to delete HSM protected key k1",
+            ),
+            (
+                Action::RotateGroup("ig-demo"),
+                "Started rotating keys for HSM protected key group ig-demo",
+                "Failed to rotate keys for HSM protected key group ig-demo",
+            ),
+            (
+                Action::SynchronizeKey("k1"),
+                "Started synchronizing HSM protected key k1",
+                "Failed to synchronize HSM protected key k1",
+            ),
+            (
+                Action::RetryJob {
+                    id: "j1",
+                    title: Some("Rotate HSM protected keys"),
+                },
+                "Retried job j1 (Rotate HSM protected keys)",
+                "Failed to retry job j1",
+            ),
+            (
+                Action::CancelJob {
+                    id: "j1",
+                    title: Some("Synchronize HSM protected keys"),
+                },
+                "Cancelled job j1 (Synchronize HSM protected keys)",
+                "Failed to cancel job j1",
+            ),
+            (
+                Action::AddCredential("aws"),
+                "Added cloud credential aws",
+                "Failed to add cloud credential aws",
+            ),
+            (
+                Action::DeleteCredential("aws"),
+                "Deleted cloud credential aws",
+                "Failed to delete cloud credential aws",
+            ),
+            (
+                Action::AddIdentity {
+                    name: "Off1",
+                    role: "key_officer",
+                },
+                "Added identity 'Off1' with role key_officer",
+                "Failed to add identity 'Off1'",
+            ),
+            (
+                Action::DeleteIdentity("Off1"),
+                "Deleted identity 'Off1'",
+                "Failed to delete identity 'Off1'",
+            ),
+            (
+                Action::ChangeConfiguration,
+                "Changed configuration",
+                "Failed to change configuration",
+            ),
+        ];
+        for (action, succeeded, failed) in cases {
+            assert_eq!(action.succeeded(), succeeded);
+            assert_eq!(action.failed(), failed);
+        }
+    }
+
+    #[test]
+    fn only_job_operations_have_job_outcomes() {
+        let rotate = Action::RotateGroup("ig-demo");
+        assert_eq!(
+            rotate.job_succeeded().as_deref(),
+            Some("Successfully rotated keys for HSM protected key group ig-demo.")
+        );
+        assert_eq!(
+            rotate.job_failed().as_deref(),
+            Some("Failed to rotate keys for HSM protected key group ig-demo.")
+        );
+        let sync = Action::SynchronizeKey("k1");
+        assert_eq!(
+            sync.job_succeeded().as_deref(),
+            Some("Successfully synchronized HSM protected key k1.")
+        );
+        assert_eq!(
+            sync.job_failed().as_deref(),
+            Some("Failed to synchronize HSM protected key k1.")
+        );
+        assert_eq!(Action::DeleteKey("k1").job_succeeded(), None);
+        assert_eq!(Action::ChangeConfiguration.job_failed(), None);
+    }
+}

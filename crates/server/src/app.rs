@@ -1,0 +1,21 @@
+//! What every request handler shares: the application and this node's
+//! workers. The API (`crate::http`), the web UI (`crate::ui`) and the
+//! operations both call (`crate::operations`) take it from here.
+
+use std::sync::Arc;
+
+use keyhold_core::service::Keyhold;
+
+use crate::jobs::JobRunner;
+use crate::metrics::Metrics;
+use crate::rotator::Rotator;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub keyhold: Keyhold,
+    pub metrics: Arc<Metrics>,
+    /// Runs the jobs the handlers create or retry (on the rotator node).
+    pub jobs: JobRunner,
+    /// This node's part in the cluster.
+    pub rotator: Rotator,
+}

@@ -1,0 +1,62 @@
+//! *Administration → Configuration*: the settings with the cluster as this
+//! node sees it, and changing them.
+
+use keyhold_api as api;
+use keyhold_core::CoreError;
+use keyhold_core::action::Action;
+use keyhold_core::cluster::RotatorChoice;
+use keyhold_core::identity::Session;
+use keyhold_core::settings::SettingsChange;
+
+use super::audited;
+use crate::ApiResult;
+use crate::app::AppState;
+use crate::views;
+
+/// Who rotates, as this node sees it, with every node that has joined.
+async fn cluster(app: &AppState) -> ApiResult<api::ClusterView> {
+    let nodes = app
+        .keyhold
+        .store()
+        .list_nodes()
+        .await
+        .map_err(CoreError::from)?;
+    Ok(views::cluster(
+        &app.rotator.status(),
+        &nodes,
+        app.keyhold.now(),
+    ))
+}
+
+pub async fn show(app: &AppState, session: &Session) -> ApiResult<api::SettingsView> {
+    let settings = app.keyhold.settings(session).await?;
+    Ok(views::settings(&settings, cluster(app).await?))
+}
+
+/// Changes the settings the request names. A designated rotator that is not
+/// a node name at all is refused before the change is attempted, and so is
+/// not audited as a failed change.
+pub async fn change(
+    app: &AppState,
+    session: &Session,
+    req: &api::SettingsChangeRequest,
+) -> ApiResult<api::SettingsView> {
+    let change = SettingsChange {
+        dual_control: req.dual_control,
+        lockout_threshold: req.lockout_threshold,
+        lockout_minutes: req.lockout_minutes,
+        session_idle_minutes: req.session_idle_minutes,
+        session_max_hours: req.session_max_hours,
+        designated_rotator: req
+            .designated_rotator
+            .as_deref()
+            .map(RotatorChoice::parse)
+            .transpose()
+            .map_err(CoreError::from)?,
+    };
+    let settings = audited(app, session, Action::ChangeConfiguration, async {
+        Ok(app.keyhold.change_settings(session, change).await?)
+    })
+    .await?;
+    Ok(views::settings(&settings, cluster(app).await?))
+}

@@ -1,0 +1,67 @@
+//! *Key Management → Keys → Key Group*: add, change, delete.
+
+use keyhold_api as api;
+use keyhold_core::action::Action;
+use keyhold_core::group::KeyGroup;
+use keyhold_core::identity::{Operation, Session};
+use keyhold_core::names::GroupName;
+
+use super::{audited, requests};
+use crate::ApiResult;
+use crate::app::AppState;
+use crate::views;
+
+/// The group with where its rotation stands (the caller has read it already).
+pub async fn view(app: &AppState, group: &KeyGroup) -> ApiResult<api::GroupView> {
+    let rotation = app.keyhold.rotation_state(&group.name).await?;
+    Ok(views::group(group, &rotation))
+}
+
+/// The group named in a request, as the API shows it.
+pub async fn show(app: &AppState, session: &Session, name: &str) -> ApiResult<api::GroupView> {
+    let name = GroupName::parse(name)?;
+    let group = app.keyhold.get_group(session, &name).await?;
+    view(app, &group).await
+}
+
+pub async fn add(
+    app: &AppState,
+    session: &Session,
+    req: &api::CreateGroupRequest,
+) -> ApiResult<api::GroupView> {
+    let group = audited(app, session, Action::AddGroup(&req.name), async {
+        let spec = requests::new_group(req)?;
+        Ok(app.keyhold.create_group(session, spec).await?)
+    })
+    .await?;
+    view(app, &group).await
+}
+
+/// Changes the fields the request names. The change is read against the
+/// group as it is, so the caller's authority is checked before any read.
+pub async fn update(
+    app: &AppState,
+    session: &Session,
+    name: &str,
+    req: &api::UpdateGroupRequest,
+) -> ApiResult<api::GroupView> {
+    let group = audited(app, session, Action::UpdateGroup(name), async {
+        app.keyhold
+            .authorize(session, Operation::UPDATE_GROUP)
+            .await?;
+        let parsed = GroupName::parse(name)?;
+        let current = app.keyhold.get_group(session, &parsed).await?;
+        let change = requests::group_change(req, &current.info)?;
+        Ok(app.keyhold.update_group(session, &parsed, change).await?)
+    })
+    .await?;
+    view(app, &group).await
+}
+
+pub async fn delete(app: &AppState, session: &Session, name: &str) -> ApiResult<()> {
+    audited(app, session, Action::DeleteGroup(name), async {
+        let parsed = GroupName::parse(name)?;
+        Ok(app.keyhold.delete_group(session, &parsed).await?)
+    })
+    .await
+}
