@@ -9,6 +9,8 @@
 //!   request text, so every subject passes through [`printable`]: no control
 //!   character and no unbounded string reaches the log. (Parsed names are
 //!   short and printable already, so this never changes a success text.)
+//! - A job operation's request is an [`Action`] (its success: the job is
+//!   queued); the job it starts ends with its [`JobRun`]'s sentences.
 //! - Summaries never change wording: audit readers and tests search them.
 
 /// Longest subject an audit summary echoes.
@@ -146,32 +148,51 @@ impl Action<'_> {
             Self::ChangeConfiguration => "Failed to change configuration".to_owned(),
         }
     }
+}
 
-    /// The summary of the entry written when the job this operation started
-    /// (or retried) completes: `None` for an operation that starts no job.
-    pub fn job_succeeded(&self) -> Option<String> {
+/// A job that a job operation started, for the summaries of how it ended
+/// (written by the job engine when its last step succeeds, or a step fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobRun<'a> {
+    /// Rotating the keys of the group (its name).
+    Rotation(&'a str),
+    /// Synchronizing the key (its KMS key id).
+    Synchronization(&'a str),
+}
+
+impl JobRun<'_> {
+    /// The operation that starts such a job.
+    pub fn started_by(&self) -> Action<'_> {
         match *self {
-            Self::RotateGroup(name) => Some(format!(
-                "Successfully rotated keys for HSM protected key group {}.",
-                printable(name)
-            )),
-            Self::SynchronizeKey(name) => Some(format!(
-                "Successfully synchronized HSM protected key {}.",
-                printable(name)
-            )),
-            _ => None,
+            Self::Rotation(group) => Action::RotateGroup(group),
+            Self::Synchronization(key) => Action::SynchronizeKey(key),
         }
     }
 
-    /// The summary of the entry written when the job this operation started
-    /// fails at a step: the request's failure sentence, closed with a period
-    /// (the job's own entries are sentences). `None` as for [`Self::job_succeeded`].
-    pub fn job_failed(&self) -> Option<String> {
-        match self {
-            Self::RotateGroup(_) | Self::SynchronizeKey(_) => Some(format!("{}.", self.failed())),
-            _ => None,
+    pub fn succeeded(&self) -> String {
+        match *self {
+            Self::Rotation(group) => format!(
+                "Successfully rotated keys for HSM protected key group {}.",
+                printable(group)
+            ),
+            Self::Synchronization(key) => format!(
+                "Successfully synchronized HSM protected key {}.",
+                printable(key)
+            ),
         }
     }
+
+    /// The failure sentence of the operation that started the job, closed
+    /// with a period (the job's own entries are sentences).
+    pub fn failed(&self) -> String {
+        format!("{}.", self.started_by().failed())
+    }
+}
+
+/// The summary of the entry written for a request whose session token is
+/// invalid or expired (no operation runs: the caller is unknown).
+pub fn refused_session(method: &str, path: &str) -> String {
+    format!("Refused {method} {path} with an invalid or expired session.")
 }
 
 fn job_transition(verb: &str, id: &str, title: Option<&str>) -> String {
@@ -281,26 +302,25 @@ mod tests {
     }
 
     #[test]
-    fn only_job_operations_have_job_outcomes() {
-        let rotate = Action::RotateGroup("ig-demo");
+    fn jobs_end_with_the_sentences_audit_readers_know() {
+        let rotation = JobRun::Rotation("ig-demo");
         assert_eq!(
-            rotate.job_succeeded().as_deref(),
-            Some("Successfully rotated keys for HSM protected key group ig-demo.")
+            rotation.succeeded(),
+            "Successfully rotated keys for HSM protected key group ig-demo."
         );
         assert_eq!(
-            rotate.job_failed().as_deref(),
-            Some("Failed to rotate keys for HSM protected key group ig-demo.")
+            rotation.failed(),
+            "Failed to rotate keys for HSM protected key group ig-demo."
         );
-        let sync = Action::SynchronizeKey("k1");
+        let sync = JobRun::Synchronization("k1");
         assert_eq!(
-            sync.job_succeeded().as_deref(),
-            Some("Successfully synchronized HSM protected key k1.")
+            sync.succeeded(),
+            "Successfully synchronized HSM protected key k1."
         );
+        assert_eq!(sync.failed(), "Failed to synchronize HSM protected key k1.");
         assert_eq!(
-            sync.job_failed().as_deref(),
-            Some("Failed to synchronize HSM protected key k1.")
+            refused_session("GET", "/api/v1/groups"),
+            "Refused GET /api/v1/groups with an invalid or expired session."
         );
-        assert_eq!(Action::DeleteKey("k1").job_succeeded(), None);
-        assert_eq!(Action::ChangeConfiguration.job_failed(), None);
     }
 }

@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use keyhold_core::CoreError;
+use keyhold_core::action::refused_session;
 use keyhold_core::identity::Session;
 use serde::de::DeserializeOwned;
 
@@ -142,10 +143,7 @@ impl FromRequestParts<AppState> for Caller {
                     .extensions
                     .get::<axum::extract::OriginalUri>()
                     .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
-                let summary = format!(
-                    "Refused {} {} with an invalid or expired session.",
-                    parts.method, path
-                );
+                let summary = refused_session(parts.method.as_str(), &path);
                 if let Err(audit_error) = app
                     .keyhold
                     .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyhold_core::CoreError;
+use keyhold_core::action::refused_session;
 use keyhold_core::identity::Session;
 use sha2::{Digest, Sha256};
 
@@ -192,11 +193,7 @@ impl FromRequestParts<AppState> for UiSession {
                 csrf: csrf_token(&token),
             }),
             Err(e @ CoreError::Unauthenticated(_)) => {
-                let summary = format!(
-                    "Refused {} {} with an invalid or expired session.",
-                    parts.method,
-                    parts.uri.path()
-                );
+                let summary = refused_session(parts.method.as_str(), parts.uri.path());
                 if let Err(audit_error) = app
                     .keyhold
                     .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
