@@ -1,8 +1,9 @@
 //! keyhold's operations. Each checks the session's authority, validates against
 //! current state, and writes the change together with its audit entry.
 //!
-//! The HTTP layer parses requests into domain types and calls these; the same
-//! rules therefore hold for the API, the CLI and the web UI.
+//! The server parses requests into domain types and calls these; the same
+//! rules therefore hold for the API, the CLI and the web UI. Audit summaries
+//! come from [`crate::action`], success and failure side by side.
 
 mod access;
 mod audit_log;

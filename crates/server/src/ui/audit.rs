@@ -186,7 +186,7 @@ pub async fn page(
     layout::page(&ui.session, &ui.csrf, Nav::Audit, TITLE, None, body).into_response()
 }
 
-/// The whole log as JSON Lines, through the API's export, as a download.
+/// The whole log as JSON Lines, the export the API gives, as a download.
 pub async fn export(State(app): State<AppState>, ui: UiSession) -> Response {
     match audit::export(&app, &ui.session).await {
         Ok(lines) => (
