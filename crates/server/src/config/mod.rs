@@ -4,7 +4,7 @@
 //!   both beat the file.
 //! - One struct per area (`listen`, `data`, `keystore`, `kms`, `jobs`,
 //!   `cluster`, `logging`) declares each of its settings once: that struct is
-//!   the area's flags and its keys of the file (see [`layering`]), and
+//!   the area's flags and its keys of the file (see `layering`), and
 //!   `resolve` validates it into what the server runs with.
 //! - The file's keys sit at the top level and unknown keys are an error, so
 //!   a misspelt setting is caught rather than silently ignored.
