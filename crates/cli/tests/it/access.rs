@@ -504,9 +504,9 @@ async fn https_with_the_configured_certificate_serves_api_and_cli_on_any_address
     let (ca, certificate, key) = private_ca_and_server_certificate(dir.path());
     let app = TestApp::spawn_with(|args| {
         // Not loopback: allowed because the traffic is encrypted.
-        args.listen = Some("0.0.0.0:0".into());
-        args.tls_certificate = Some(certificate.clone());
-        args.tls_private_key = Some(key.clone());
+        args.listen.listen = Some("0.0.0.0:0".into());
+        args.listen.tls_certificate = Some(certificate.clone());
+        args.listen.tls_private_key = Some(key.clone());
     })
     .await;
     assert!(app.base.starts_with("https://localhost:"), "{}", app.base);

@@ -285,7 +285,7 @@ async fn update_policy_puts_the_groups_policy_on_the_key() {
 #[tokio::test]
 async fn rsa_4096_wrapping_keys_work_too() {
     let app =
-        TestApp::spawn_with(|args| args.kms_wrapping_key_spec = Some("RSA_4096".into())).await;
+        TestApp::spawn_with(|args| args.kms.kms_wrapping_key_spec = Some("RSA_4096".into())).await;
     let token = app.dual_session().await;
     app.import_kms_credential(&token, "aws").await;
     let group = unique("rsa4096");

@@ -77,20 +77,18 @@ impl TestApp {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let db = Arc::new(test_database().await);
         let clock = Arc::new(ManualClock::new(start_time()));
-        let mut args = keyhold_server::ServeArgs {
-            data_dir: Some(dir.path().join("data")),
-            listen: Some("127.0.0.1:0".into()),
-            log: Some("warn".into()),
-            database_url: db.url_override().map(str::to_owned),
-            // Quick ticks: jobs start soon after they are accepted, and a
-            // clock moved on is noticed at once.
-            scheduler_tick_ms: Some(100),
-            node_id: Some("node-a".into()),
-            ..Default::default()
-        };
+        let mut args = keyhold_server::ServeArgs::default();
+        args.data.data_dir = Some(dir.path().join("data"));
+        args.listen.listen = Some("127.0.0.1:0".into());
+        args.log.log = Some("warn".into());
+        args.data.database_url = db.url_override().map(str::to_owned);
+        // Quick ticks: jobs start soon after they are accepted, and a
+        // clock moved on is noticed at once.
+        args.cluster.scheduler_tick_ms = Some(100);
+        args.cluster.node_id = Some("node-a".into());
         configure(&mut args);
         // A test that chose its keystore keeps it.
-        if args.keystore.is_none()
+        if args.keystore.keystore.is_none()
             && let Some(hsm) = Hsm::for_suite()
         {
             hsm.configure(&mut args);
@@ -106,7 +104,7 @@ impl TestApp {
         args: keyhold_server::ServeArgs,
         pin: Option<String>,
     ) -> Self {
-        let data_dir = args.data_dir.clone().unwrap();
+        let data_dir = args.data.data_dir.clone().unwrap();
         let secrets = keyhold_server::EnvSecrets {
             pkcs11_pin: pin.clone().map(secrecy::SecretString::from),
             ..Default::default()
@@ -117,7 +115,7 @@ impl TestApp {
             .unwrap();
         let addr = server.local_addr().unwrap();
         let scheme = server.scheme();
-        let certificate = args.tls_certificate.clone();
+        let certificate = args.listen.tls_certificate.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -191,7 +189,7 @@ impl TestApp {
     /// its own id and port.
     pub async fn spawn_peer(&self, node: &str) -> Self {
         let mut args = self.args.clone();
-        args.node_id = Some(node.to_owned());
+        args.cluster.node_id = Some(node.to_owned());
         let mut peer = Self::start(
             self._dir.clone(),
             self.db.clone(),
@@ -600,9 +598,9 @@ impl Hsm {
     }
 
     pub fn configure(&self, args: &mut keyhold_server::ServeArgs) {
-        args.keystore = Some("pkcs11".into());
-        args.pkcs11_module = Some(self.module.clone().into());
-        args.pkcs11_token_label = Some(self.token.clone());
+        args.keystore.keystore = Some("pkcs11".into());
+        args.keystore.pkcs11_module = Some(self.module.clone().into());
+        args.keystore.pkcs11_token_label = Some(self.token.clone());
     }
 
     /// The same, as flags and environment of the `keyhold` binary.

@@ -238,9 +238,9 @@ async fn start(app: &TestApp, token: &str, kind: Kind, group: &str) -> String {
 async fn every_network_fault_ends_in_success_or_a_clear_failure_with_nothing_lost() {
     let proxy = FaultProxy::start(&endpoint()).await;
     let app = TestApp::spawn_with(|args| {
-        args.kms_max_attempts = Some(MAX_ATTEMPTS);
-        args.kms_request_timeout_seconds = Some(ATTEMPT_TIMEOUT_S);
-        args.kms_wrapping_key_spec = Some("RSA_2048".into());
+        args.kms.kms_max_attempts = Some(MAX_ATTEMPTS);
+        args.kms.kms_request_timeout_seconds = Some(ATTEMPT_TIMEOUT_S);
+        args.kms.kms_wrapping_key_spec = Some("RSA_2048".into());
     })
     .await;
     let token = app.dual_session().await;

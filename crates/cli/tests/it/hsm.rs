@@ -338,7 +338,7 @@ async fn a_key_whose_token_object_is_gone_is_shown_missing_and_cannot_be_synchro
 #[tokio::test(flavor = "multi_thread")]
 async fn keystore_migrate_moves_a_software_data_directory_into_the_token_and_resumes() {
     // A data directory on the software keystore, with two keys in KMS.
-    let app = TestApp::spawn_with(|args| args.keystore = Some("software".into())).await;
+    let app = TestApp::spawn_with(|args| args.keystore.keystore = Some("software".into())).await;
     let token = app.dual_session().await;
     app.import_kms_credential(&token, "aws").await;
     let group = unique("moved");

@@ -121,8 +121,8 @@ async fn a_due_group_rotates_once_as_system_and_missed_intervals_collapse() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_scheduled_rotation_shows_why_and_is_retried_with_backoff() {
     let app = TestApp::spawn_with(|args| {
-        args.kms_max_attempts = Some(1);
-        args.kms_request_timeout_seconds = Some(2);
+        args.kms.kms_max_attempts = Some(1);
+        args.kms.kms_request_timeout_seconds = Some(2);
     })
     .await;
     let token = app.dual_session().await;
@@ -467,7 +467,7 @@ async fn fifty_scheduled_rotations_happen_once_each_while_rotators_crash_and_com
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_groups_due_at_once_all_rotate_once() {
-    let app = TestApp::spawn_with(|args| args.job_concurrency = Some(4)).await;
+    let app = TestApp::spawn_with(|args| args.jobs.job_concurrency = Some(4)).await;
     let token = app.dual_session().await;
     app.import_kms_credential(&token, "aws").await;
     let names: Vec<String> = (0..12).map(|i| unique(&format!("bulk{i}"))).collect();

@@ -1,0 +1,94 @@
+//! Where data lives: the data directory and the database. Rules: the
+//! database defaults to SQLite inside the data directory; a database URL
+//! never reaches a log or message with its password (see [`DatabaseUrl`]).
+
+use std::path::PathBuf;
+
+use keyhold_store::{DatabaseKind, mask_url};
+use secrecy::SecretString;
+
+use super::ConfigError;
+use super::layering::settings_area;
+
+/// Where data lives unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./keyhold-data";
+
+settings_area! {
+    /// The data directory and the database.
+    pub struct DataArgs {
+        /// Directory holding the database and the software keystore [default: ./keyhold-data].
+        #[arg(long, env = "KEYHOLD_DATA_DIR")]
+        pub data_dir: Option<PathBuf>,
+        /// Database URL: sqlite://PATH (a file, created when missing) or
+        /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (an existing database,
+        /// shared by several nodes) [default: sqlite://<data-dir>/keyhold.db].
+        #[arg(long, env = "KEYHOLD_DATABASE_URL", hide_env_values = true)]
+        pub database_url: Option<String>,
+    }
+}
+
+/// The validated data directory and database.
+#[derive(Debug)]
+pub struct DataConfig {
+    pub data_dir: PathBuf,
+    pub database: DatabaseUrl,
+}
+
+impl DataArgs {
+    pub fn resolve(self) -> Result<DataConfig, ConfigError> {
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database = self.database_url.unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("keyhold.db").display()
+            )
+        });
+        DatabaseKind::of(&database).map_err(ConfigError)?;
+        Ok(DataConfig {
+            data_dir,
+            database: DatabaseUrl(SecretString::from(database)),
+        })
+    }
+}
+
+/// A database URL whose password never reaches a log or message.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub(super) SecretString);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        secrecy::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mask_url(self.expose()))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mask_url(self.expose()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_database_urls_are_masked() {
+        let url = DatabaseUrl(SecretString::from("postgres://u:pw@h/d".to_owned()));
+        assert_eq!(
+            format!("{url:?} {url}"),
+            "postgres://u:***@h/d postgres://u:***@h/d"
+        );
+        let url = DatabaseUrl(SecretString::from(
+            "postgresql://h/d?user=u&password=pw".to_owned(),
+        ));
+        assert!(!format!("{url:?} {url}").contains("pw"), "{url}");
+    }
+}

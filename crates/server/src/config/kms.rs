@@ -1,0 +1,126 @@
+//! How keyhold's AWS KMS clients behave; the same for every credential.
+//! Rules: retries and timeouts are bounded, so that an outage fails a job
+//! step (which an officer retries) instead of hanging it for minutes.
+
+use std::time::Duration;
+
+use keyhold_aws::WrappingKeySpec;
+
+use super::layering::settings_area;
+use super::{ConfigError, in_range};
+
+/// Attempts per AWS KMS request unless told otherwise (the SDK's standard retry).
+pub const DEFAULT_KMS_MAX_ATTEMPTS: u32 = 5;
+/// Most attempts per AWS KMS request: beyond this a job step would hang for
+/// minutes on an outage instead of failing and being retried by an officer.
+pub const MAX_KMS_MAX_ATTEMPTS: u32 = 10;
+/// Seconds one AWS KMS request attempt may take unless told otherwise.
+pub const DEFAULT_KMS_REQUEST_TIMEOUT_SECONDS: u64 = 10;
+pub const MAX_KMS_REQUEST_TIMEOUT_SECONDS: u64 = 300;
+/// The SDK's standard retry waits at most this long between two attempts.
+const SDK_MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+settings_area! {
+    /// AWS KMS requests: wrapping key, endpoints, retries.
+    pub struct KmsArgs {
+        /// Size of the RSA key AWS KMS generates to receive key material for
+        /// import: RSA_2048, RSA_3072 or RSA_4096 [default: RSA_4096, AWS's
+        /// recommendation].
+        #[arg(long, env = "KEYHOLD_KMS_WRAPPING_KEY_SPEC", value_name = "SPEC")]
+        pub kms_wrapping_key_spec: Option<String>,
+        /// Send requests to AWS KMS's FIPS endpoints (kms-fips.<region>.amazonaws.com)
+        /// [default: false]. A credential's endpoint override is used as given.
+        #[arg(
+            long,
+            env = "KEYHOLD_KMS_USE_FIPS",
+            value_name = "BOOL",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "true"
+        )]
+        pub kms_use_fips: Option<bool>,
+        /// Attempts per AWS KMS request, the first included (1 = no retry), with
+        /// exponential back-off and jitter in between: 1 to 10 [default: 5].
+        #[arg(long, env = "KEYHOLD_KMS_MAX_ATTEMPTS", value_name = "N")]
+        pub kms_max_attempts: Option<u32>,
+        /// Seconds one attempt of an AWS KMS request may take: 1 to 300 [default: 10].
+        #[arg(
+            long,
+            env = "KEYHOLD_KMS_REQUEST_TIMEOUT_SECONDS",
+            value_name = "SECONDS"
+        )]
+        pub kms_request_timeout_seconds: Option<u64>,
+    }
+}
+
+/// How keyhold's AWS KMS clients behave; the same for every credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmsConfig {
+    pub wrapping_key_spec: WrappingKeySpec,
+    pub use_fips: bool,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// One attempt, from sending the request to reading the whole response.
+    pub request_timeout: Duration,
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        Self {
+            wrapping_key_spec: WrappingKeySpec::default(),
+            use_fips: false,
+            max_attempts: DEFAULT_KMS_MAX_ATTEMPTS,
+            request_timeout: Duration::from_secs(DEFAULT_KMS_REQUEST_TIMEOUT_SECONDS),
+        }
+    }
+}
+
+impl KmsConfig {
+    /// The bound on one whole call, retries included. It follows from the
+    /// settings users tune (attempts and their timeout) so that raising
+    /// either never cuts calls short: every attempt may take its full
+    /// timeout, and every back-off its maximum.
+    pub fn operation_timeout(&self) -> Duration {
+        self.request_timeout.saturating_mul(self.max_attempts)
+            + SDK_MAX_BACKOFF.saturating_mul(self.max_attempts.saturating_sub(1))
+    }
+}
+
+impl KmsArgs {
+    pub fn resolve(self) -> Result<KmsConfig, ConfigError> {
+        Ok(KmsConfig {
+            wrapping_key_spec: match self.kms_wrapping_key_spec {
+                Some(raw) => parse_wrapping_key_spec(&raw)?,
+                None => WrappingKeySpec::default(),
+            },
+            use_fips: self.kms_use_fips.unwrap_or(false),
+            max_attempts: in_range(
+                "kms_max_attempts",
+                self.kms_max_attempts,
+                DEFAULT_KMS_MAX_ATTEMPTS,
+                1..=MAX_KMS_MAX_ATTEMPTS,
+                "attempts per AWS KMS request (1 means no retry)",
+            )?,
+            request_timeout: Duration::from_secs(in_range(
+                "kms_request_timeout_seconds",
+                self.kms_request_timeout_seconds,
+                DEFAULT_KMS_REQUEST_TIMEOUT_SECONDS,
+                1..=MAX_KMS_REQUEST_TIMEOUT_SECONDS,
+                "seconds per AWS KMS request attempt",
+            )?),
+        })
+    }
+}
+
+/// RSA_2048, RSA_3072 or RSA_4096, as AWS names them (any case).
+fn parse_wrapping_key_spec(raw: &str) -> Result<WrappingKeySpec, ConfigError> {
+    [WrappingKeySpec::Rsa2048, WrappingKeySpec::Rsa3072, WrappingKeySpec::Rsa4096]
+        .into_iter()
+        .find(|spec| spec.aws_name().eq_ignore_ascii_case(raw.trim()))
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "kms_wrapping_key_spec '{}' is not a KMS wrapping key spec: use RSA_2048, RSA_3072 or RSA_4096 (RSA_4096 is AWS's recommendation)",
+                raw.chars().filter(|c| !c.is_control()).take(40).collect::<String>()
+            ))
+        })
+}
