@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyhold_core::audit::{AuditRecord, ChainHead, ChainVerifier, seal};
-use keyhold_core::ports::{Keystore, SharedAuditMac, Store, WrappingAlgorithm};
+use keyhold_core::ports::{Keystore, SharedAuditMac, WrappingAlgorithm};
 use keyhold_keystore::{MasterKeySource, SoftKeystore};
 use rsa::pkcs8::EncodePublicKey;
 
@@ -87,9 +87,7 @@ fn store_commit(c: &mut Criterion) {
         "sqlite://{}?mode=rwc",
         dir.path().join("keyhold.db").display()
     );
-    let store = runtime
-        .block_on(keyhold_store::SqlStore::connect(&url, mac))
-        .unwrap();
+    let store = runtime.block_on(keyhold_store::connect(&url, mac)).unwrap();
     let record = AuditRecord::new(
         keyhold_core::clock::Clock::now(&keyhold_core::clock::SystemClock),
         "Admin1",

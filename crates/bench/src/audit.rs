@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use keyhold_core::audit::{AuditRecord, ChainHead, seal};
-use keyhold_core::ports::{SharedAuditMac, Store};
+use keyhold_core::ports::SharedAuditMac;
 use keyhold_keystore::{MasterKeySource, SoftKeystore};
 use keyhold_store::SqlStore;
 use sqlx::Connection;
@@ -96,7 +96,7 @@ pub async fn seed_audit(url: &str, mac: &SharedAuditMac, count: usize) -> anyhow
 
 /// Appends through the store's own append (seal after the head, one write
 /// transaction per entry), `tasks` at a time; returns entries per second.
-async fn append_rate(store: &Arc<SqlStore>, total: usize, tasks: usize) -> anyhow::Result<f64> {
+async fn append_rate(store: &Arc<dyn SqlStore>, total: usize, tasks: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
@@ -138,11 +138,9 @@ pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
 
     let mac = open_mac(&data_dir)?;
     let url = sqlite_url(&data_dir);
-    let store = Arc::new(
-        SqlStore::connect(&url, mac.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?,
-    );
+    let store = keyhold_store::connect(&url, mac.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
     let mut serial = Vec::new();
     let mut concurrent = Vec::new();
     for _ in 0..sizes.runs {

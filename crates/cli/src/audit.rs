@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use keyhold_api::{AuditEntryView, AuditVerifyView};
 use serde::Serialize;
 
-use crate::client::{CliError, Context, EXIT_FAILURE};
+use crate::client::Context;
+use crate::error::{CliError, EXIT_FAILURE};
 use crate::output::{self, OutputFormat, Tabular};
 
 #[derive(Debug, clap::Subcommand)]

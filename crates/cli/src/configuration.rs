@@ -3,7 +3,8 @@
 use keyhold_api::{SettingsChangeRequest, SettingsView};
 use reqwest::Method;
 
-use crate::client::{CliError, Context};
+use crate::client::Context;
+use crate::error::CliError;
 use crate::output::{self, Tabular};
 
 #[derive(Debug, clap::Subcommand)]

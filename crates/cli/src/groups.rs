@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use keyhold_api::{CreateGroupRequest, GroupView, JobView, UpdateGroupRequest};
 use reqwest::Method;
 
-use crate::client::{CliError, Context, segment};
+use crate::client::{Context, segment};
+use crate::error::CliError;
 use crate::input;
 use crate::jobs;
 use crate::output::{self, OutputFormat, Tabular};

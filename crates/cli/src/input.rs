@@ -7,7 +7,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::client::CliError;
+use crate::error::CliError;
 
 /// Most bytes read from stdin for passwords.
 const MAX_STDIN_BYTES: usize = 64 * 1024;
@@ -229,7 +229,7 @@ mod tests {
             err.to_string().contains("cannot read the CSV file"),
             "{err}"
         );
-        assert_eq!(crate::client::exit_code_of(&err), crate::client::EXIT_USAGE);
+        assert_eq!(crate::error::exit_code_of(&err), crate::error::EXIT_USAGE);
 
         assert!(read_text_file(dir.path(), "CSV file", 1024).is_err());
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use keyhold_api::{JobMessageView, JobView};
 use reqwest::Method;
 
-use crate::client::{CliError, Client, Context, EXIT_FAILURE, segment};
+use crate::client::{Client, Context, segment};
+use crate::error::{CliError, EXIT_FAILURE};
 use crate::output::{self, OutputFormat, Table, Tabular};
 
 /// How often a followed job is asked for.

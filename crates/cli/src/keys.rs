@@ -3,7 +3,8 @@
 use keyhold_api::{JobView, KeyView, SyncRequest};
 use reqwest::Method;
 
-use crate::client::{CliError, Context, segment};
+use crate::client::{Context, segment};
+use crate::error::CliError;
 use crate::jobs;
 use crate::output::{self, Tabular};
 
@@ -248,7 +249,7 @@ mod tests {
         );
         let err = sync_json(&["--no-update-policy", "--no-import-material"]).unwrap_err();
         assert!(err.to_string().contains("nothing to synchronize"), "{err}");
-        assert_eq!(err.exit_code(), crate::client::EXIT_USAGE);
+        assert_eq!(err.exit_code(), crate::error::EXIT_USAGE);
     }
 
     fn key(valid_to: Option<&str>, expired: bool) -> KeyView {

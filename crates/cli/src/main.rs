@@ -5,6 +5,7 @@ mod audit;
 mod client;
 mod configuration;
 mod credentials;
+mod error;
 mod groups;
 mod identities;
 mod input;
@@ -12,6 +13,7 @@ mod jobs;
 mod keys;
 mod output;
 mod session;
+mod session_file;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +24,8 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use client::{CliError, Context, DEFAULT_URL};
+use client::{Context, DEFAULT_URL};
+use error::CliError;
 use output::{OutputFormat, Table};
 
 const EXIT_CODES: &str = "\
@@ -136,7 +139,7 @@ async fn main() -> ExitCode {
     match run(&ctx, cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let code = client::exit_code_of(&error);
+            let code = error::exit_code_of(&error);
             let reported = error
                 .chain()
                 .any(|e| matches!(e.downcast_ref::<CliError>(), Some(CliError::Reported(_))));

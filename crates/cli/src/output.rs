@@ -6,7 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 use zeroize::Zeroize;
 
-use crate::client::CliError;
+use crate::error::CliError;
 
 /// `--output`: how results are printed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

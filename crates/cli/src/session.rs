@@ -6,9 +6,11 @@ use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::client::{self, CliError, Context, SavedSession};
+use crate::client::Context;
+use crate::error::CliError;
 use crate::input;
 use crate::output::{self, OutputFormat, Tabular};
+use crate::session_file::{self, SavedSession};
 
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
@@ -73,7 +75,7 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<()> {
 
     let path = ctx.session_path()?;
     let anonymous = ctx.anonymous()?;
-    let saved = match client::load_session(&path) {
+    let saved = match session_file::load_session(&path) {
         Ok(saved) => saved.filter(|s| s.url == anonymous.base()),
         Err(e) => {
             eprintln!("warning: {e:#}; starting a new session");
@@ -89,7 +91,7 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<()> {
             match candidate.get::<SessionView>("/session").await {
                 Ok(_) => candidate,
                 Err(e) if is_status(&e, StatusCode::UNAUTHORIZED) => {
-                    client::remove_session(&path)?;
+                    session_file::remove_session(&path)?;
                     candidate.without_token()
                 }
                 Err(e) => return Err(e),
@@ -115,7 +117,7 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<()> {
             url: client.base().to_owned(),
             token: SecretString::from(token),
         };
-        client::save_session(&path, &saved)?;
+        session_file::save_session(&path, &saved)?;
     } else if !joining {
         return Err(anyhow::anyhow!(
             "the server started no session and sent no token; nothing was saved"
@@ -146,12 +148,12 @@ pub async fn logout(ctx: &Context) -> anyhow::Result<()> {
     let result = client.post_empty("/session/logout").await;
     match result {
         Ok(()) => {
-            client::remove_session(&path)?;
+            session_file::remove_session(&path)?;
             output::print_done(ctx.output, "Logged out.")?;
             Ok(())
         }
         Err(e) if is_status(&e, StatusCode::UNAUTHORIZED) => {
-            client::remove_session(&path)?;
+            session_file::remove_session(&path)?;
             output::print_done(
                 ctx.output,
                 "The session had already ended; it is forgotten here too.",

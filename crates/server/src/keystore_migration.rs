@@ -26,9 +26,8 @@ use keyhold_core::clock::Clock;
 use keyhold_core::credential::CredentialKind;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::{KeyCursor, KeyPage};
-use keyhold_core::ports::{Keystore, Store};
+use keyhold_core::ports::Keystore;
 use keyhold_keystore::{Pkcs11Keystore, SoftKeystore};
-use keyhold_store::SqlStore;
 
 use crate::config::{Config, KeystoreConfig};
 
@@ -113,7 +112,7 @@ pub async fn migrate(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<M
         .check()
         .map_err(|e| anyhow::anyhow!("PKCS#11 keystore: {e}"))?;
 
-    let store = SqlStore::connect(config.database.expose(), token.clone())
+    let store = keyhold_store::connect(config.database.expose(), token.clone())
         .await
         .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database))?;
     if store.list_identities().await?.is_empty() {

@@ -6,10 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use keyhold_core::clock::{Clock, SystemClock};
 use keyhold_core::ports::Keystore;
-use keyhold_core::ports::Store as _;
 use keyhold_core::service::Keyhold;
 use keyhold_keystore::{Pkcs11Keystore, SoftKeystore};
-use keyhold_store::SqlStore;
 use tokio::net::TcpListener;
 
 use crate::InitialPassword;
@@ -154,7 +152,7 @@ pub async fn open_data_dir(
 ) -> anyhow::Result<(Keyhold, Vec<InitialPassword>)> {
     create_private_dir(&config.data_dir)?;
     let keystore = open_keystore(config)?;
-    let store = SqlStore::connect(config.database.expose(), keystore.clone())
+    let store = keyhold_store::connect(config.database.expose(), keystore.clone())
         .await
         .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database))?;
     if mode == InitMode::Required
@@ -169,7 +167,7 @@ pub async fn open_data_dir(
             config.data_dir.display()
         );
     }
-    let keyhold = Keyhold::new(Arc::new(store), keystore, clock);
+    let keyhold = Keyhold::new(store, keystore, clock);
     let passwords = keyhold
         .bootstrap()
         .await

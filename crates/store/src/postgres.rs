@@ -16,6 +16,7 @@ use keyhold_core::ports::SharedAuditMac;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::DatabaseKind;
 use crate::error::db;
 use crate::pool::closing_abandoned_transactions;
 use crate::url::unavailable;
@@ -29,6 +30,7 @@ mod sql;
 pub(crate) use sql::SqlBackend as PostgresStore;
 
 type Db = Postgres;
+const KIND: DatabaseKind = DatabaseKind::Postgres;
 
 /// The identity column that records insertion order (migration 0002).
 const INSERT_ORDER: &str = "insert_order";

@@ -10,6 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::DatabaseKind;
 use crate::error::db;
 use crate::pool::closing_abandoned_transactions;
 use crate::url::unavailable;
@@ -23,6 +24,7 @@ mod sql;
 pub(crate) use sql::SqlBackend as SqliteStore;
 
 type Db = Sqlite;
+const KIND: DatabaseKind = DatabaseKind::Sqlite;
 
 /// SQLite's implicit row id: insertion order.
 const INSERT_ORDER: &str = "rowid";

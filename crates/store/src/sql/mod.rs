@@ -8,7 +8,8 @@
 //! - `Serial` and `SerialGuard<'a>`: what orders writers, and its guard;
 //! - `begin_write(&Pool, &Serial)`: starts a write transaction that holds the
 //!   backend's writer lock, so the audit chain head it reads cannot move;
-//! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond.
+//! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond;
+//! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`.
 
 mod audit;
 mod cluster;
@@ -37,9 +38,10 @@ use keyhold_core::settings::Settings;
 use sqlx::Transaction;
 use sqlx::migrate::Migrator;
 
-use super::{Db, INSERT_ORDER, Serial, SerialGuard, begin_write};
+use super::{Db, INSERT_ORDER, KIND, Serial, SerialGuard, begin_write};
+use crate::SqlStore;
 use crate::error::db;
-use crate::url::unavailable;
+use crate::url::{mask_url, unavailable};
 
 type Pool = sqlx::Pool<Db>;
 type Conn = <Db as sqlx::Database>::Connection;
@@ -48,6 +50,24 @@ pub(crate) struct SqlBackend {
     pool: Pool,
     audit_mac: SharedAuditMac,
     serial: Serial,
+    /// The URL with any password masked, for logs and `Debug`.
+    masked_url: String,
+}
+
+impl std::fmt::Debug for SqlBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &KIND.as_str())
+            .field("url", &self.masked_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl SqlStore for SqlBackend {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 impl SqlBackend {
@@ -64,16 +84,14 @@ impl SqlBackend {
             .run(&pool)
             .await
             .map_err(|e| unavailable(url, "cannot migrate the database", &e))?;
-        tracing::debug!(url = %crate::mask_url(url), "store opened");
+        let masked_url = mask_url(url);
+        tracing::debug!(url = %masked_url, "store opened");
         Ok(Self {
             pool,
             audit_mac,
             serial,
+            masked_url,
         })
-    }
-
-    pub(crate) async fn close(&self) {
-        self.pool.close().await;
     }
 
     /// Runs a change with its audit entry; neither exists without the other.

@@ -1,8 +1,5 @@
-use std::sync::Arc;
-
 use keyhold_core::StoreError;
 use keyhold_core::audit::{AuditFilter, AuditRecord, GENESIS_HASH};
-use keyhold_core::ports::Store;
 use keyhold_core::settings::Settings;
 
 use crate::common::{Fixture, at, credential, group, identity, key, record, verify_chain};
@@ -38,7 +35,7 @@ async fn entries_chain_and_keep_the_record_as_hashed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_never_fork_the_chain() {
     let f = Fixture::new().await;
-    let store = Arc::new(f.open().await);
+    let store = f.open().await;
 
     for i in 0..20 {
         store
@@ -320,8 +317,8 @@ async fn two_stores_on_one_database_never_fork_the_chain() {
     // Two stores stand for two processes (or nodes): only the database's
     // writer lock orders them, SQLite's or keyhold's PostgreSQL advisory lock.
     let f = Fixture::new().await;
-    let first = Arc::new(f.open().await);
-    let second = Arc::new(f.open().await);
+    let first = f.open().await;
+    let second = f.open().await;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
         let store = if i % 2 == 0 {

@@ -15,7 +15,6 @@ use keyhold_core::identity::{Identity, Role};
 use keyhold_core::interval::Interval;
 use keyhold_core::key::{CheckDigits, Key, KeyState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
-use keyhold_core::ports::Store;
 use keyhold_store::testing::{RawConnection, TestDatabase};
 use keyhold_store::{DatabaseKind, SqlStore};
 
@@ -46,7 +45,7 @@ impl AuditMac for TestMac {
 /// One test's store, on the backend of the run (`KEYHOLD_TEST_DATABASE`):
 /// a SQLite file in a temporary directory, or a fresh PostgreSQL database.
 pub struct Fixture {
-    pub store: SqlStore,
+    pub store: Arc<dyn SqlStore>,
     pub mac: Arc<TestMac>,
     // After the store: a PostgreSQL database is dropped once the store is.
     pub db: TestDatabase,
@@ -76,7 +75,7 @@ impl Fixture {
     }
 
     /// Another store on the same database, as another process or node would open it.
-    pub async fn open(&self) -> SqlStore {
+    pub async fn open(&self) -> Arc<dyn SqlStore> {
         connect(&self.url(), &self.mac).await
     }
 
@@ -94,18 +93,18 @@ impl Fixture {
     }
 }
 
-pub async fn connect(url: &str, mac: &Arc<TestMac>) -> SqlStore {
-    SqlStore::connect(url, mac.clone()).await.unwrap()
+pub async fn connect(url: &str, mac: &Arc<TestMac>) -> Arc<dyn SqlStore> {
+    keyhold_store::connect(url, mac.clone()).await.unwrap()
 }
 
 /// A store on the SQLite file at `path`, whatever the run's backend: for the
 /// tests of what only SQLite has (files, WAL, its own migration 0003).
-pub async fn open_sqlite(path: &Path, mac: &Arc<TestMac>) -> SqlStore {
+pub async fn open_sqlite(path: &Path, mac: &Arc<TestMac>) -> Arc<dyn SqlStore> {
     connect(&format!("sqlite://{}?mode=rwc", path.display()), mac).await
 }
 
 /// Walks the whole chain as `keyhold audit verify` does; returns the entries checked.
-pub async fn verify_chain(store: &SqlStore) -> u64 {
+pub async fn verify_chain(store: &Arc<dyn SqlStore>) -> u64 {
     let mac = TestMac::default();
     let mut verifier = ChainVerifier::new(&mac);
     let mut after = 0;

@@ -7,7 +7,6 @@ use keyhold_core::StoreError;
 use keyhold_core::clock::format_timestamp;
 use keyhold_core::credential::{Credential, CredentialKind, Endpoint};
 use keyhold_core::group::KeyGroup;
-use keyhold_core::ports::Store;
 use keyhold_store::testing::TestDatabase;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};

@@ -1,9 +1,7 @@
 use std::sync::Arc;
 
 use keyhold_core::StoreError;
-use keyhold_core::ports::Store;
 use keyhold_core::settings::Settings;
-use keyhold_store::SqlStore;
 
 use crate::common::{
     Fixture, TestMac, credential, group, identity, key, open_sqlite, record, verify_chain,
@@ -63,7 +61,7 @@ async fn reopening_the_database_keeps_everything() {
 async fn a_plain_path_creates_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain.db");
-    let store = SqlStore::connect(path.to_str().unwrap(), Arc::new(TestMac::default()))
+    let store = keyhold_store::connect(path.to_str().unwrap(), Arc::new(TestMac::default()))
         .await
         .unwrap();
     store.append_audit(&record("hello")).await.unwrap();
@@ -77,7 +75,7 @@ async fn a_plain_path_creates_the_file() {
 #[tokio::test]
 async fn connection_errors_never_show_a_password() {
     let mac = Arc::new(TestMac::default());
-    let err = SqlStore::connect(
+    let err = keyhold_store::connect(
         "postgres://keyhold:hunter2@127.0.0.1:1/keyhold",
         mac.clone(),
     )
@@ -90,7 +88,7 @@ async fn connection_errors_never_show_a_password() {
 
     let missing_dir = "sqlite:///nonexistent-dir-for-keyhold/x.db?mode=rwc";
     assert!(matches!(
-        SqlStore::connect(missing_dir, mac).await,
+        keyhold_store::connect(missing_dir, mac).await,
         Err(StoreError::Unavailable(_))
     ));
 }
@@ -128,7 +126,7 @@ async fn the_file_is_in_wal_mode_with_foreign_keys_enforced() {
 
 #[tokio::test]
 async fn an_in_memory_database_lives_as_long_as_the_store() {
-    let store = SqlStore::connect("sqlite::memory:", Arc::new(TestMac::default()))
+    let store = keyhold_store::connect("sqlite::memory:", Arc::new(TestMac::default()))
         .await
         .unwrap();
     store

@@ -3,7 +3,6 @@ use keyhold_core::aws::KmsKeyId;
 use keyhold_core::identity::{Role, Session, SessionIdentity};
 use keyhold_core::key::{Key, KeyCursor, KeyPage, KeyState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
-use keyhold_core::ports::Store;
 use keyhold_core::settings::Settings;
 
 use crate::common::{Fixture, at, credential, group, identity, key, record};

@@ -5,7 +5,7 @@ use keyhold_core::group::KeyGroup;
 use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
 use keyhold_core::key::{Key, KeyState};
 use keyhold_core::names::{GroupName, NodeId};
-use keyhold_core::ports::{JobCommit, Store, WrappingAlgorithm};
+use keyhold_core::ports::{JobCommit, WrappingAlgorithm};
 
 use crate::common::{Fixture, at, credential, group, key, record, verify_chain};
 
