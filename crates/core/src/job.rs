@@ -7,10 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::KmsKeyId;
 use crate::clock::Timestamp;
+use crate::cloud::WrappingAlgorithm;
+use crate::cloud::aws::KmsKeyId;
 use crate::names::GroupName;
-use crate::ports::WrappingAlgorithm;
 
 /// Tag put on every KMS key keyhold creates, valued with the job id, so a key
 /// created just before a crash is found on resume instead of orphaned.
@@ -280,32 +280,6 @@ pub struct JobMessage {
     pub job_id: uuid::Uuid,
     pub time: Timestamp,
     pub text: String,
-}
-
-impl serde::Serialize for WrappingAlgorithm {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.aws_name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for WrappingAlgorithm {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        WrappingAlgorithm::parse(&raw)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown wrapping algorithm {raw}")))
-    }
-}
-
-impl WrappingAlgorithm {
-    pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::RsaesOaepSha256,
-            Self::RsaesOaepSha1,
-            Self::RsaAesKeyWrapSha256,
-        ]
-        .into_iter()
-        .find(|a| a.aws_name() == raw)
-    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 mod newtype;
 
 pub mod audit;
-pub mod aws;
 pub mod clock;
+pub mod cloud;
 pub mod cluster;
 pub mod credential;
 pub mod error;

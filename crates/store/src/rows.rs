@@ -5,8 +5,8 @@
 
 use keyhold_core::StoreError;
 use keyhold_core::audit::AuditEntry;
-use keyhold_core::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::clock::{Timestamp, format_timestamp, parse_timestamp};
+use keyhold_core::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::cluster::{Lease, NodeRecord, NodeRole};
 use keyhold_core::credential::{
     AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,

@@ -13,7 +13,8 @@ use secrecy::SecretString;
 
 use super::Keyhold;
 use crate::audit::AuditRecord;
-use crate::aws::KmsKeyId;
+use crate::cloud::aws::KmsKeyId;
+use crate::cloud::{CloudConnector, CloudError, CloudKms};
 use crate::cluster::Lease;
 use crate::error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError};
 use crate::group::KeyGroup;
@@ -24,7 +25,7 @@ use crate::job::{
 };
 use crate::key::{Key, KeyState};
 use crate::names::GroupName;
-use crate::ports::{CloudConnector, CloudError, CloudKms, JobCommit, JobHooks, Scheduled};
+use crate::ports::{JobCommit, JobHooks, Scheduled};
 use crate::schedule::next_rotation;
 
 /// What a step produced, committed in one transaction with the job's progress.
@@ -385,6 +386,14 @@ impl Keyhold {
                     group.credential, group.name
                 ))
             })?;
+        if credential.service != connector.service() {
+            return Err(CoreError::Conflict(format!(
+                "cloud credential '{}' is for {}, but this server connects to {}",
+                credential.name,
+                credential.service.as_str(),
+                connector.service().as_str()
+            )));
+        }
         let secret = match &credential.kind {
             crate::credential::CredentialKind::AccessKey { sealed_secret, .. } => {
                 let opened = self

@@ -210,10 +210,10 @@ pub fn job(job: &Job, messages: Option<&[JobMessage]>) -> api::JobView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyhold_core::aws::KmsKeyId;
+    use keyhold_core::cloud::WrappingAlgorithm;
+    use keyhold_core::cloud::aws::KmsKeyId;
     use keyhold_core::job::{JobKind, JobProgress, JobStatus, Step, SyncOptions};
     use keyhold_core::names::GroupName;
-    use keyhold_core::ports::WrappingAlgorithm;
 
     fn at(secs: i64) -> Timestamp {
         chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()

@@ -1,11 +1,12 @@
 use keyhold_core::StoreError;
 use keyhold_core::audit::AuditFilter;
-use keyhold_core::aws::KmsKeyId;
+use keyhold_core::cloud::WrappingAlgorithm;
+use keyhold_core::cloud::aws::KmsKeyId;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
 use keyhold_core::key::{Key, KeyState};
 use keyhold_core::names::{GroupName, NodeId};
-use keyhold_core::ports::{JobCommit, Store, WrappingAlgorithm};
+use keyhold_core::ports::{JobCommit, Store};
 
 use crate::common::{Fixture, at, credential, group, key, record, verify_chain};
 
