@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::cloud::WrappingAlgorithm;
 use crate::cloud::aws::KmsKeyId;
+use crate::error::{CoreError, CoreResult};
 use crate::names::GroupName;
 
 /// Tag put on every KMS key keyhold creates, valued with the job id, so a key
@@ -266,6 +267,14 @@ impl JobProgress {
 
     pub fn next_step(&self) -> Option<Step> {
         self.steps.iter().copied().find(|s| !self.done.contains(s))
+    }
+
+    /// The KMS key the job acts on, for the steps that need one (set by
+    /// CreateKmsKey in a rotation, at the start of a synchronization).
+    pub fn require_kms_key(&self) -> CoreResult<&KmsKeyId> {
+        self.kms_key_id
+            .as_ref()
+            .ok_or_else(|| CoreError::Conflict("the job has no KMS key".into()))
     }
 
     /// (steps done, steps in all), for progress bars.
