@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::SYSTEM_USER;
 use crate::clock::Timestamp;
 use crate::cloud::WrappingAlgorithm;
 use crate::cloud::aws::KmsKeyId;
@@ -26,8 +27,8 @@ pub struct Job {
     pub id: uuid::Uuid,
     pub kind: JobKind,
     pub status: JobStatus,
-    /// Who started it: the session's identities, or `System` for the scheduler.
-    pub users: String,
+    /// Who started it.
+    pub initiator: Initiator,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
@@ -37,6 +38,47 @@ pub struct Job {
     pub error: Option<String>,
     /// How many times it has been (re)started.
     pub attempts: u32,
+}
+
+/// Who started a job. The scheduler's own jobs are told apart by this, not
+/// by the name they show (`System`), which an identity may also bear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Initiator {
+    /// The schedule: a group's rotation time came.
+    Scheduler,
+    /// Officers in a session: its identities, as the audit log names them.
+    Officers(String),
+}
+
+impl Initiator {
+    /// The stored names of the two, in the jobs table's `initiator` column.
+    pub const SCHEDULER: &'static str = "scheduler";
+    pub const OFFICERS: &'static str = "officers";
+
+    /// Who started it, as the audit log's "Users" shows it.
+    pub fn users(&self) -> &str {
+        match self {
+            Self::Scheduler => SYSTEM_USER,
+            Self::Officers(users) => users,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Scheduler => Self::SCHEDULER,
+            Self::Officers(_) => Self::OFFICERS,
+        }
+    }
+
+    /// The initiator stored as `kind` (its [`Initiator::as_str`]) with the
+    /// users text stored beside it.
+    pub fn parse(kind: &str, users: String) -> Option<Self> {
+        match kind {
+            Self::SCHEDULER => Some(Self::Scheduler),
+            Self::OFFICERS => Some(Self::Officers(users)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

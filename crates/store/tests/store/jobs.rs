@@ -3,7 +3,9 @@ use keyhold_core::audit::AuditFilter;
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::cloud::aws::KmsKeyId;
 use keyhold_core::group::KeyGroup;
-use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
+use keyhold_core::job::{
+    Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions,
+};
 use keyhold_core::key::{Key, KeyState};
 use keyhold_core::names::{GroupName, NodeId};
 use keyhold_core::ports::{JobCommit, Store};
@@ -17,7 +19,7 @@ fn rotate(group: &str, created: i64) -> Job {
             group: GroupName::parse(group).unwrap(),
         },
         status: JobStatus::Queued,
-        users: "Admin1,Admin2".into(),
+        initiator: Initiator::Officers("Admin1,Admin2".into()),
         created_at: at(created),
         started_at: None,
         finished_at: None,
@@ -42,7 +44,7 @@ fn synchronize(key: &Key, created: i64) -> Job {
             options,
         },
         status: JobStatus::Running,
-        users: "System".into(),
+        initiator: Initiator::Scheduler,
         created_at: at(created),
         started_at: Some(at(created + 1)),
         finished_at: None,
@@ -112,6 +114,26 @@ async fn rotate_and_synchronize_jobs_round_trip() {
     ));
     assert_eq!(f.audit_count().await, 4);
     assert_eq!(verify_chain(s).await, 4);
+}
+
+/// The scheduler shows as "System", a name an identity may bear too: the
+/// stored initiator, not the name, tells them apart.
+#[tokio::test]
+async fn an_officer_named_system_is_not_the_scheduler() {
+    let f = Fixture::new().await;
+    seed(&f).await;
+    let s = &f.store;
+    let mut officer = rotate("payments", 10);
+    officer.initiator = Initiator::Officers("System".into());
+    let mut scheduler = rotate("payments", 20);
+    scheduler.initiator = Initiator::Scheduler;
+    for job in [&officer, &scheduler] {
+        s.insert_job(job, None, &record("Started rotate"))
+            .await
+            .unwrap();
+        assert_eq!(s.get_job(job.id).await.unwrap().as_ref(), Some(job));
+    }
+    assert_eq!(officer.initiator.users(), scheduler.initiator.users());
 }
 
 #[tokio::test]
@@ -552,7 +574,7 @@ async fn list_jobs_defaults_to_100_and_caps_at_1000() {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
          INSERT INTO jobs SELECT printf('00000000-0000-4000-8000-%012d', n.i), kind, spec, \
          status, users, created_at, started_at, finished_at, progress, error, attempts, \
-         group_name FROM jobs, n"
+         group_name, initiator FROM jobs, n"
     };
     assert_eq!(conn.execute(copies).await.unwrap(), 1004);
     assert_eq!(f.store.list_jobs(0).await.unwrap().len(), 100);

@@ -6,7 +6,7 @@ use crate::cluster::Lease;
 use crate::error::{CoreError, CoreResult, InvalidInput};
 use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
-use crate::job::{Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
+use crate::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
 use crate::names::GroupName;
 use crate::ports::{JobCommit, Scheduled};
 
@@ -14,26 +14,31 @@ impl Keyhold {
     /// Force Rotate: queues a "Rotate HSM protected keys" job for the group.
     pub async fn start_rotation(&self, session: &Session, group: &GroupName) -> CoreResult<Job> {
         self.authorize(session, Operation::ROTATE_GROUP).await?;
-        self.queue_rotation(&session.users(), group).await
+        self.queue_rotation(&Initiator::Officers(session.users()), group)
+            .await
     }
 
-    /// Queues a rotation on behalf of `users` (a session, or `System` for the scheduler).
-    pub async fn queue_rotation(&self, users: &str, group: &GroupName) -> CoreResult<Job> {
+    /// Queues a rotation on behalf of `initiator`.
+    pub async fn queue_rotation(
+        &self,
+        initiator: &Initiator,
+        group: &GroupName,
+    ) -> CoreResult<Job> {
         let group = self.find_group(group).await?;
-        self.insert_rotation(users, &group, None).await
+        self.insert_rotation(initiator, &group, None).await
     }
 
     /// Inserts the rotation job, with the group's new schedule when the
     /// scheduler started it (one transaction).
     pub(in crate::service) async fn insert_rotation(
         &self,
-        users: &str,
+        initiator: &Initiator,
         group: &KeyGroup,
         schedule: Option<Scheduled<'_>>,
     ) -> CoreResult<Job> {
         self.refuse_concurrent_job(&group.name).await?;
         let job = self.new_job(
-            users,
+            initiator.clone(),
             JobKind::Rotate {
                 group: group.name.clone(),
             },
@@ -41,7 +46,7 @@ impl Keyhold {
         );
         let record = self
             .record(
-                users,
+                initiator.users(),
                 format!(
                     "Started rotating keys for HSM protected key group {}",
                     group.name
@@ -92,7 +97,7 @@ impl Keyhold {
             group: key.group.clone(),
             options,
         };
-        let job = self.new_job(&session.users(), kind, progress);
+        let job = self.new_job(Initiator::Officers(session.users()), kind, progress);
         let record = self
             .record(
                 session.users(),
@@ -204,12 +209,12 @@ impl Keyhold {
         Ok(self.store.unfinished_jobs().await?)
     }
 
-    fn new_job(&self, users: &str, kind: JobKind, progress: JobProgress) -> Job {
+    fn new_job(&self, initiator: Initiator, kind: JobKind, progress: JobProgress) -> Job {
         Job {
             id: uuid::Uuid::new_v4(),
             kind,
             status: JobStatus::Queued,
-            users: users.to_owned(),
+            initiator,
             created_at: self.now(),
             started_at: None,
             finished_at: None,

@@ -172,13 +172,16 @@ impl Keyhold {
     }
 
     fn success_record(&self, job: &Job) -> AuditRecord {
-        self.record(job.users.clone(), summary(&job.kind, Conclusion::Succeeded))
-            .with_details(serde_json::json!({
-                "job": job.id,
-                "kms_key_id": job.progress.kms_key_id.as_ref().map(ToString::to_string),
-                "wrapping": job.progress.wrapping.map(|w| w.aws_name()),
-                "placeholder_used": job.progress.used_placeholder,
-            }))
+        self.record(
+            job.initiator.users(),
+            summary(&job.kind, Conclusion::Succeeded),
+        )
+        .with_details(serde_json::json!({
+            "job": job.id,
+            "kms_key_id": job.progress.kms_key_id.as_ref().map(ToString::to_string),
+            "wrapping": job.progress.wrapping.map(|w| w.aws_name()),
+            "placeholder_used": job.progress.used_placeholder,
+        }))
     }
 
     async fn fail_job(
@@ -204,7 +207,10 @@ impl Keyhold {
         job.finished_at = Some(self.now());
         job.error = Some(reason.clone());
         let record = self
-            .record(job.users.clone(), summary(&job.kind, Conclusion::Failed))
+            .record(
+                job.initiator.users(),
+                summary(&job.kind, Conclusion::Failed),
+            )
             .with_details(serde_json::json!({ "job": job.id, "reason": reason }));
         let message = self.message(job, format!("Failed: {reason}"));
         let recorded = self
