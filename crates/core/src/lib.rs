@@ -24,5 +24,7 @@ pub mod ports;
 pub mod schedule;
 pub mod service;
 pub mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError};

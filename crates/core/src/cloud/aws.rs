@@ -129,6 +129,11 @@ pub struct KmsKeyId(String);
 string_newtype!(KmsKeyId);
 
 impl KmsKeyId {
+    /// Any UUID is a KMS key id (fakes and tests make them so).
+    pub fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id.hyphenated().to_string())
+    }
+
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         let hyphenated = raw.len() == 36 && raw.matches('-').count() == 4;
         match uuid::Uuid::try_parse(raw) {

@@ -19,6 +19,8 @@ mod lifecycle;
 mod rotate;
 mod runner;
 mod synchronize;
+#[cfg(test)]
+mod tests;
 
 use super::Keyhold;
 use crate::error::{CoreError, CoreResult};
