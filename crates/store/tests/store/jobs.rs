@@ -10,7 +10,10 @@ use keyhold_core::key::{Key, KeyState};
 use keyhold_core::names::{GroupName, NodeId};
 use keyhold_core::ports::{JobCommit, Store};
 
-use crate::common::{Fixture, at, credential, group, key, record, verify_chain};
+use keyhold_core::clock::format_timestamp;
+use keyhold_store::testing::TestDatabase;
+
+use crate::common::{Fixture, TestMac, at, connect, credential, group, key, record, verify_chain};
 
 fn rotate(group: &str, created: i64) -> Job {
     Job {
@@ -695,4 +698,48 @@ async fn progress_saved_by_an_older_release_reads_with_defaults() {
         .unwrap();
     let r = f.store.get_job(job.id).await;
     assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+}
+
+/// Migration 0005 over jobs the release before wrote, when the users text
+/// was all there was: "System" was the scheduler, and stays so; an
+/// officer's job stays the officers'.
+#[tokio::test]
+async fn migration_0005_keeps_who_started_the_jobs_of_the_release_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let path = dir.path().join("keyhold.db");
+    let mut conn = db.raw(&path).await.unwrap();
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir(&old_migrations).unwrap();
+    for name in [
+        "0001_initial.sql",
+        "0002_jobs.sql",
+        "0003_credential_kinds.sql",
+        "0004_schedule_and_cluster.sql",
+    ] {
+        std::fs::copy(conn.migrations_dir().join(name), old_migrations.join(name)).unwrap();
+    }
+    conn.migrate(&old_migrations).await.unwrap();
+    let mut scheduled = rotate("payments", 10);
+    scheduled.initiator = Initiator::Scheduler;
+    let officers = rotate("payments", 20);
+    for job in [&scheduled, &officers] {
+        conn.execute(&format!(
+            "INSERT INTO jobs (id, kind, spec, status, users, created_at, progress, attempts, \
+             group_name) VALUES ('{}', 'rotate', '{}', 'queued', '{}', '{}', '{}', 0, 'payments')",
+            job.id,
+            serde_json::to_string(&job.kind).unwrap(),
+            job.initiator.users(),
+            format_timestamp(&job.created_at),
+            serde_json::to_string(&job.progress).unwrap(),
+        ))
+        .await
+        .unwrap();
+    }
+
+    let mac = std::sync::Arc::new(TestMac::default());
+    let s = connect(&db.url(&path), &mac).await;
+    assert_eq!(s.get_job(scheduled.id).await.unwrap(), Some(scheduled));
+    assert_eq!(s.get_job(officers.id).await.unwrap(), Some(officers));
+    s.close().await;
 }

@@ -1,7 +1,7 @@
 //! Running a job: its steps in order from the first not done, each
 //! committed with the job's progress (fenced by the rotator lease), and a
 //! failure recorded with its reason. The one place a job kind is dispatched
-//! to its module is [`Keyhold::run_step`] (and the summaries beside it).
+//! to its module is `run_step` (and `summary` beside it).
 
 use std::sync::Arc;
 
