@@ -12,7 +12,7 @@
 //! job's steps, commits each with its progress, and fails it; each job kind
 //! is a module listing its steps and holding them ([`rotate`],
 //! [`synchronize`]; [`import`] is the step both share). A new kind is a new
-//! module, a [`JobKind`] variant, and one arm in the runner's dispatch.
+//! module, a [`JobKind`](crate::job::JobKind) variant, and one arm in the runner's dispatch.
 
 mod import;
 mod lifecycle;
@@ -49,7 +49,7 @@ fn not_a_step_of(job: &Job, step: crate::job::Step) -> CoreError {
 }
 
 /// What a step produced, committed in one transaction with the job's progress.
-pub(super) struct StepOutcome {
+struct StepOutcome {
     keys: Vec<Key>,
     group: Option<KeyGroup>,
     message: String,
