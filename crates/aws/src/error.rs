@@ -11,7 +11,7 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_kms::error::{ConnectorError, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::operation::RequestId;
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
-use keyhold_core::ports::CloudError;
+use keyhold_core::cloud::CloudError;
 
 /// Longest AWS message kept in an error (they are short; this bounds a misbehaving peer).
 const MAX_MESSAGE_CHARS: usize = 600;

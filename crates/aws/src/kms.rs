@@ -17,12 +17,13 @@ use aws_sdk_kms::types::{
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_types::service_config::ServiceConfigKey;
 use keyhold_core::InvalidInput;
-use keyhold_core::aws::{Alias, KeyPolicy, KmsKeyId};
 use keyhold_core::clock::Timestamp;
-use keyhold_core::key::KeyState;
-use keyhold_core::ports::{
+use keyhold_core::cloud::aws::{Alias, KeyPolicy, KmsKeyId};
+use keyhold_core::cloud::{
     CloudError, CloudKeyInfo, CloudKms, ImportParameters, WrappingAlgorithm,
 };
+use keyhold_core::credential::CloudService;
+use keyhold_core::key::KeyState;
 use secrecy::ExposeSecret;
 
 use crate::error::{classify, malformed, may_have_acted};
@@ -300,6 +301,10 @@ fn wrapping_algorithm(algorithm: WrappingAlgorithm) -> AlgorithmSpec {
 
 #[async_trait]
 impl CloudKms for AwsKms {
+    fn service(&self) -> CloudService {
+        CloudService::Aws
+    }
+
     /// CreateKey is the one call that is not idempotent: an attempt that
     /// timed out or was cut off may still have created the key, and a blind
     /// retry would create a second one, left orphaned. So the SDK sends it

@@ -1,10 +1,10 @@
-//! keyhold's AWS adapter: [`keyhold_core::ports::CloudKms`] on AWS KMS, built
+//! keyhold's AWS adapter: [`keyhold_core::cloud::CloudKms`] on AWS KMS, built
 //! on the official SDK (`aws-sdk-kms`, `aws-config`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keyhold_core::InvalidInput> {
 //! use keyhold_aws::{AwsCredentials, AwsKms, AwsKmsSettings};
-//! use keyhold_core::aws::Region;
+//! use keyhold_core::cloud::aws::Region;
 //!
 //! let settings = AwsKmsSettings::new(
 //!     Region::parse("eu-west-1")?,
@@ -16,7 +16,7 @@
 //! # }
 //! ```
 //!
-//! Errors are classified into [`keyhold_core::ports::CloudError`] by AWS error
+//! Errors are classified into [`keyhold_core::cloud::CloudError`] by AWS error
 //! code; messages carry AWS's reason and never a secret.
 
 mod error;

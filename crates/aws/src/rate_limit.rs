@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyhold_core::aws::{Alias, KeyPolicy, KmsKeyId};
 use keyhold_core::clock::Timestamp;
-use keyhold_core::ports::{
+use keyhold_core::cloud::aws::{Alias, KeyPolicy, KmsKeyId};
+use keyhold_core::cloud::{
     CloudError, CloudKeyInfo, CloudKms, ImportParameters, WrappingAlgorithm,
 };
+use keyhold_core::credential::CloudService;
 use tokio::time::Instant;
 
 use crate::retry::backoff;
@@ -289,6 +290,10 @@ impl RateLimitedKms {
 
 #[async_trait]
 impl CloudKms for RateLimitedKms {
+    fn service(&self) -> CloudService {
+        self.inner.service()
+    }
+
     async fn create_key(
         &self,
         description: &str,
@@ -443,6 +448,10 @@ mod tests {
 
     #[async_trait]
     impl CloudKms for Recorder {
+        fn service(&self) -> CloudService {
+            CloudService::Aws
+        }
+
         async fn create_key(
             &self,
             _: &str,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use keyhold_core::InvalidInput;
-use keyhold_core::aws::Region;
+use keyhold_core::cloud::aws::Region;
 use keyhold_core::credential::Endpoint;
 use secrecy::SecretString;
 

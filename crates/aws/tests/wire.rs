@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{run_child_test, settings, short_timeouts};
 use keyhold_aws::{AwsCredentials, AwsKms, KmsRateLimiter, RateLimitedKms};
-use keyhold_core::aws::KmsKeyId;
-use keyhold_core::ports::{CloudError, CloudKms, WrappingAlgorithm};
+use keyhold_core::cloud::aws::KmsKeyId;
+use keyhold_core::cloud::{CloudError, CloudKms, WrappingAlgorithm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -222,7 +222,7 @@ async fn an_alias_update_that_finds_no_alias_creates_it_and_names_create_alias_o
     let mut s = settings(&endpoint);
     short_timeouts(&mut s, 1);
     let kms = AwsKms::new(s).await.unwrap();
-    let alias = keyhold_core::aws::Alias::parse("alias/new").unwrap();
+    let alias = keyhold_core::cloud::aws::Alias::parse("alias/new").unwrap();
     let err = kms.point_alias(&alias, &some_key()).await.unwrap_err();
     assert!(
         matches!(
@@ -250,7 +250,7 @@ async fn an_alias_update_that_finds_no_alias_creates_it_and_names_create_alias_o
 async fn an_alias_is_moved_with_one_update_alias() {
     let (endpoint, requests) = stub("200 OK", "{}").await;
     let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
-    let alias = keyhold_core::aws::Alias::parse("alias/existing").unwrap();
+    let alias = keyhold_core::cloud::aws::Alias::parse("alias/existing").unwrap();
     kms.point_alias(&alias, &some_key()).await.unwrap();
     let seen = requests.lock().unwrap();
     assert_eq!(seen.len(), 1);
@@ -268,7 +268,7 @@ async fn create_key_asks_for_an_external_symmetric_key() {
     .await;
     let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
     let policy_text = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#;
-    let policy = keyhold_core::aws::KeyPolicy::parse(policy_text).unwrap();
+    let policy = keyhold_core::cloud::aws::KeyPolicy::parse(policy_text).unwrap();
     let tags = [("keyhold:job".to_owned(), "job-1".to_owned())];
 
     let key = kms.create_key("a key", Some(&policy), &tags).await.unwrap();

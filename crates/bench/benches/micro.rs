@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyhold_core::audit::{AuditRecord, ChainHead, ChainVerifier, seal};
-use keyhold_core::ports::{Keystore, SharedAuditMac, WrappingAlgorithm};
+use keyhold_core::cloud::WrappingAlgorithm;
+use keyhold_core::ports::{Keystore, SharedAuditMac};
 use keyhold_keystore::{MasterKeySource, SoftKeystore};
 use rsa::pkcs8::EncodePublicKey;
 

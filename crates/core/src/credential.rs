@@ -4,9 +4,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::aws::printable;
 use crate::clock::Timestamp;
-use crate::error::InvalidInput;
+use crate::error::{InvalidInput, printable};
 use crate::names::CredentialName;
 
 /// Largest CSV file accepted on import; the AWS console's is well under 1 KiB.
@@ -41,7 +40,9 @@ impl CloudService {
         }
     }
     pub fn as_str(self) -> &'static str {
-        "aws"
+        match self {
+            Self::Aws => "aws",
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::cloud::error::CloudError;
+
 /// Input that does not parse. The message says what is wrong and how to fix it;
 /// it never echoes a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -22,7 +24,7 @@ impl InvalidInput {
     }
 }
 
-/// Failures of a [`crate::ports::Store`] adapter.
+/// Failures of a [`Store`](crate::ports::Store) adapter.
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// A unique name is taken (the caller knows which object it was writing).
@@ -48,7 +50,7 @@ pub enum StoreError {
     AuditSeal(#[from] KeystoreError),
 }
 
-/// Failures of a [`crate::ports::Keystore`] adapter. Messages never contain key bytes.
+/// Failures of a [`Keystore`](crate::ports::Keystore) adapter. Messages never contain key bytes.
 #[derive(Debug, Error)]
 pub enum KeystoreError {
     #[error("keystore unavailable: {0}")]
@@ -94,7 +96,7 @@ pub enum CoreError {
     Keystore(#[from] KeystoreError),
     /// A cloud KMS call failed (issue: AWS engine).
     #[error(transparent)]
-    Cloud(#[from] crate::ports::CloudError),
+    Cloud(#[from] CloudError),
 }
 
 impl CoreError {
@@ -107,3 +109,18 @@ impl CoreError {
 }
 
 pub type CoreResult<T> = Result<T, CoreError>;
+
+/// Echo user input in a message without letting control characters through
+/// and without letting a huge value flood a response.
+pub(crate) fn printable(raw: &str) -> String {
+    let cleaned: String = raw
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(80)
+        .collect();
+    if raw.chars().count() > 80 {
+        format!("{cleaned}…")
+    } else {
+        cleaned
+    }
+}

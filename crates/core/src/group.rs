@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use crate::clock::Timestamp;
+use crate::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use crate::credential::CloudService;
 use crate::error::InvalidInput;
 use crate::interval::Interval;

@@ -64,7 +64,7 @@ impl Interval {
             _ => {
                 return Err(bad(&format!(
                     "'{}' has no known unit",
-                    crate::aws::printable(raw)
+                    crate::error::printable(raw)
                 )));
             }
         };
@@ -72,7 +72,7 @@ impl Interval {
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad(&format!(
                 "'{}' is not a number and a unit",
-                crate::aws::printable(raw)
+                crate::error::printable(raw)
             )));
         }
         let count: u32 = digits.parse().map_err(|_| bad("the number is too large"))?;

@@ -7,10 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::KmsKeyId;
+use crate::audit::SYSTEM_USER;
 use crate::clock::Timestamp;
+use crate::cloud::WrappingAlgorithm;
+use crate::cloud::aws::KmsKeyId;
+use crate::error::{CoreError, CoreResult};
 use crate::names::GroupName;
-use crate::ports::WrappingAlgorithm;
 
 /// Tag put on every KMS key keyhold creates, valued with the job id, so a key
 /// created just before a crash is found on resume instead of orphaned.
@@ -25,8 +27,8 @@ pub struct Job {
     pub id: uuid::Uuid,
     pub kind: JobKind,
     pub status: JobStatus,
-    /// Who started it: the session's identities, or `System` for the scheduler.
-    pub users: String,
+    /// Who started it.
+    pub initiator: Initiator,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
@@ -36,6 +38,47 @@ pub struct Job {
     pub error: Option<String>,
     /// How many times it has been (re)started.
     pub attempts: u32,
+}
+
+/// Who started a job. The scheduler's own jobs are told apart by this, not
+/// by the name they show (`System`), which an identity may also bear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Initiator {
+    /// The schedule: a group's rotation time came.
+    Scheduler,
+    /// Officers in a session: its identities, as the audit log names them.
+    Officers(String),
+}
+
+impl Initiator {
+    /// The stored names of the two, in the jobs table's `initiator` column.
+    pub const SCHEDULER: &'static str = "scheduler";
+    pub const OFFICERS: &'static str = "officers";
+
+    /// Who started it, as the audit log's "Users" shows it.
+    pub fn users(&self) -> &str {
+        match self {
+            Self::Scheduler => SYSTEM_USER,
+            Self::Officers(users) => users,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Scheduler => Self::SCHEDULER,
+            Self::Officers(_) => Self::OFFICERS,
+        }
+    }
+
+    /// The initiator stored as `kind` (its [`Initiator::as_str`]) with the
+    /// users text stored beside it.
+    pub fn parse(kind: &str, users: String) -> Option<Self> {
+        match kind {
+            Self::SCHEDULER => Some(Self::Scheduler),
+            Self::OFFICERS => Some(Self::Officers(users)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +311,14 @@ impl JobProgress {
         self.steps.iter().copied().find(|s| !self.done.contains(s))
     }
 
+    /// The KMS key the job acts on, for the steps that need one (set by
+    /// CreateKmsKey in a rotation, at the start of a synchronization).
+    pub fn require_kms_key(&self) -> CoreResult<&KmsKeyId> {
+        self.kms_key_id
+            .as_ref()
+            .ok_or_else(|| CoreError::Conflict("the job has no KMS key".into()))
+    }
+
     /// (steps done, steps in all), for progress bars.
     pub fn fraction(&self) -> (usize, usize) {
         (self.done.len(), self.steps.len())
@@ -280,32 +331,6 @@ pub struct JobMessage {
     pub job_id: uuid::Uuid,
     pub time: Timestamp,
     pub text: String,
-}
-
-impl serde::Serialize for WrappingAlgorithm {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.aws_name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for WrappingAlgorithm {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        WrappingAlgorithm::parse(&raw)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown wrapping algorithm {raw}")))
-    }
-}
-
-impl WrappingAlgorithm {
-    pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::RsaesOaepSha256,
-            Self::RsaesOaepSha1,
-            Self::RsaAesKeyWrapSha256,
-        ]
-        .into_iter()
-        .find(|a| a.aws_name() == raw)
-    }
 }
 
 #[cfg(test)]

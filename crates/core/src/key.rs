@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::aws::KmsKeyId;
 use crate::clock::Timestamp;
+use crate::cloud::aws::KmsKeyId;
 use crate::error::InvalidInput;
 use crate::names::GroupName;
 

@@ -10,8 +10,8 @@ mod newtype;
 
 pub mod action;
 pub mod audit;
-pub mod aws;
 pub mod clock;
+pub mod cloud;
 pub mod cluster;
 pub mod credential;
 pub mod error;
@@ -25,5 +25,7 @@ pub mod ports;
 pub mod schedule;
 pub mod service;
 pub mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError};

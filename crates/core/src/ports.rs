@@ -1,12 +1,14 @@
 //! Ports: the small traits through which the core reaches the outside world.
-//! Adapters (keystore, store, AWS) implement them; the core never names one.
+//! Adapters (keystore, store) implement them; the core never names one. The
+//! cloud's port lives with its types in [`crate::cloud`].
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord};
-use crate::aws::{KeyPolicy, KmsKeyId};
 use crate::clock::Timestamp;
+use crate::cloud::WrappingAlgorithm;
+use crate::cloud::aws::KmsKeyId;
 use crate::cluster::{Lease, NodeRecord};
 use crate::credential::Credential;
 use crate::error::{KeystoreError, StoreError};
@@ -34,24 +36,6 @@ pub struct GeneratedKey {
     /// Opaque reference the keystore needs to use the key again; stored with the key.
     pub handle: Vec<u8>,
     pub check_digits: CheckDigits,
-}
-
-/// How key material is wrapped for import into KMS (AWS's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WrappingAlgorithm {
-    RsaesOaepSha256,
-    RsaesOaepSha1,
-    RsaAesKeyWrapSha256,
-}
-
-impl WrappingAlgorithm {
-    pub fn aws_name(self) -> &'static str {
-        match self {
-            Self::RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
-            Self::RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
-            Self::RsaAesKeyWrapSha256 => "RSA_AES_KEY_WRAP_SHA_256",
-        }
-    }
 }
 
 /// Holds key material and the secrets that protect keyhold's own data.
@@ -278,100 +262,6 @@ pub struct JobCommit<'a> {
 /// Constructs the audit MAC the store seals entries with.
 pub type SharedAuditMac = std::sync::Arc<dyn AuditMac>;
 
-/// The state of a KMS key as AWS reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CloudKeyInfo {
-    pub key_id: KmsKeyId,
-    pub state: crate::key::KeyState,
-    /// True for `Origin=EXTERNAL` (imported material).
-    pub external: bool,
-    pub valid_to: Option<Timestamp>,
-}
-
-/// Import parameters from KMS: a wrapping public key and a token valid 24 hours.
-#[derive(Clone)]
-pub struct ImportParameters {
-    pub public_key_der: Vec<u8>,
-    pub import_token: Vec<u8>,
-    pub valid_until: Option<Timestamp>,
-    pub algorithm: WrappingAlgorithm,
-}
-
-impl std::fmt::Debug for ImportParameters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImportParameters")
-            .field("algorithm", &self.algorithm)
-            .field("valid_until", &self.valid_until)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why a cloud KMS call failed, classified for the retry and job logic.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CloudError {
-    /// A transient fault (KMS or the network failing, a timeout) that
-    /// outlived the retry budget.
-    #[error("{operation}: AWS KMS is unavailable: {message}")]
-    Transient {
-        operation: &'static str,
-        message: String,
-    },
-    /// The account's request quota for the operation was exceeded: KMS did
-    /// nothing, so the same request may be sent again once the quota allows.
-    /// Kept apart from [`CloudError::Transient`] because only this one is
-    /// always safe to resend, and resending it is the pacer's job.
-    #[error("{operation}: AWS KMS is throttling requests (request quota exceeded): {message}")]
-    Throttled {
-        operation: &'static str,
-        message: String,
-    },
-    /// The credential was refused.
-    #[error("{operation}: AWS refused the credential: {message}")]
-    AccessDenied {
-        operation: &'static str,
-        message: String,
-    },
-    #[error("{operation}: KMS key not found: {message}")]
-    NotFound {
-        operation: &'static str,
-        message: String,
-    },
-    /// The key is in a state that does not allow the call (disabled, pending deletion).
-    #[error("{operation}: KMS key is in the wrong state: {message}")]
-    InvalidState {
-        operation: &'static str,
-        message: String,
-    },
-    /// The import token expired; fetch new parameters and try again.
-    #[error("{operation}: import token expired")]
-    ExpiredImportToken { operation: &'static str },
-    /// KMS refuses this material (not the material first imported into the key).
-    #[error("{operation}: KMS refused the key material: {message}")]
-    IncorrectKeyMaterial {
-        operation: &'static str,
-        message: String,
-    },
-    /// The request itself is wrong (policy rejected, alias taken, …).
-    #[error("{operation}: {message}")]
-    Rejected {
-        operation: &'static str,
-        message: String,
-    },
-}
-
-/// Opens a [`CloudKms`] for a credential in a region (the AWS adapter, with
-/// its rate limits). The secret arrives opened by the keystore and is dropped
-/// (zeroized) as soon as the client holds it.
-#[async_trait]
-pub trait CloudConnector: Send + Sync {
-    async fn connect(
-        &self,
-        credential: &Credential,
-        secret: Option<secrecy::SecretString>,
-        region: &crate::aws::Region,
-    ) -> Result<std::sync::Arc<dyn CloudKms>, CloudError>;
-}
-
 /// Points in a job where tests may stop the process (crash-at-every-step
 /// tests). Production passes [`NoHooks`].
 pub trait JobHooks: Send + Sync {
@@ -385,41 +275,4 @@ pub struct NoHooks;
 
 impl JobHooks for NoHooks {
     fn reached(&self, _: crate::job::Checkpoint, _: bool) {}
-}
-
-/// A cloud KMS account in one region, reached with one credential. The AWS
-/// adapter implements it; the rotate and synchronize steps drive it.
-#[async_trait]
-pub trait CloudKms: Send + Sync {
-    async fn create_key(
-        &self,
-        description: &str,
-        policy: Option<&KeyPolicy>,
-        tags: &[(String, String)],
-    ) -> Result<KmsKeyId, CloudError>;
-    async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError>;
-    async fn get_parameters_for_import(
-        &self,
-        key_id: &KmsKeyId,
-        algorithm: WrappingAlgorithm,
-    ) -> Result<ImportParameters, CloudError>;
-    async fn import_key_material(
-        &self,
-        key_id: &KmsKeyId,
-        import_token: &[u8],
-        encrypted_material: &[u8],
-        valid_to: Option<Timestamp>,
-    ) -> Result<(), CloudError>;
-    async fn delete_imported_key_material(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
-    /// Creates the alias, or moves it when it exists.
-    async fn point_alias(
-        &self,
-        alias: &crate::aws::Alias,
-        key_id: &KmsKeyId,
-    ) -> Result<(), CloudError>;
-    async fn disable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
-    async fn put_key_policy(&self, key_id: &KmsKeyId, policy: &KeyPolicy)
-    -> Result<(), CloudError>;
-    /// KMS keys carrying tag `key` = `value` (finds a key created just before a crash).
-    async fn find_keys_tagged(&self, key: &str, value: &str) -> Result<Vec<KmsKeyId>, CloudError>;
 }

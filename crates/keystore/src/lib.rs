@@ -30,9 +30,10 @@ use std::path::{Path, PathBuf};
 use aes::Aes256;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use keyhold_core::audit::{AuditMac, hmac_sha256};
+use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
-use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind, WrappingAlgorithm};
+use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind};
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 

@@ -4,8 +4,9 @@ use std::sync::LazyLock;
 
 use aes_kw::KekAes256;
 use keyhold_core::audit::AuditMac;
+use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
-use keyhold_core::ports::{Keystore, KeystoreKind, WrappingAlgorithm};
+use keyhold_core::ports::{Keystore, KeystoreKind};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::rand_core::OsRng;
 use rsa::{Oaep, RsaPrivateKey};

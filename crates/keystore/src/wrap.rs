@@ -1,8 +1,8 @@
 //! Wrapping key material for AWS KMS `ImportKeyMaterial`.
 
 use aes_kw::KekAes256;
+use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
-use keyhold_core::ports::WrappingAlgorithm;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::rand_core::OsRng;
 use rsa::traits::PublicKeyParts;

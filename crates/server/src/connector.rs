@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use keyhold_aws::{
     AwsCredentials, AwsKms, AwsKmsSettings, KmsRateLimiter, KmsRateLimits, RateLimitedKms,
 };
-use keyhold_core::aws::Region;
-use keyhold_core::credential::{Credential, CredentialKind};
-use keyhold_core::ports::{CloudConnector, CloudError, CloudKms};
+use keyhold_core::cloud::aws::Region;
+use keyhold_core::cloud::{CloudConnector, CloudError, CloudKms};
+use keyhold_core::credential::{CloudService, Credential, CredentialKind};
 use secrecy::SecretString;
 
 use crate::config::KmsConfig;
@@ -130,6 +130,10 @@ impl AwsConnector {
 
 #[async_trait]
 impl CloudConnector for AwsConnector {
+    fn service(&self) -> CloudService {
+        CloudService::Aws
+    }
+
     async fn connect(
         &self,
         credential: &Credential,

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyhold_core::CoreError;
+use keyhold_core::cloud::CloudConnector;
 use keyhold_core::cluster::Lease;
 use keyhold_core::job::JobStatus;
-use keyhold_core::ports::{CloudConnector, JobHooks, NoHooks};
+use keyhold_core::ports::{JobHooks, NoHooks};
 use keyhold_core::service::{JobRuntime, Keyhold};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;

@@ -182,7 +182,7 @@ pub fn job(job: &Job, messages: Option<&[JobMessage]>) -> api::JobView {
         target: job.kind.target(),
         group: job.kind.group().to_string(),
         status: job.status.as_str().to_owned(),
-        users: job.users.clone(),
+        users: job.initiator.users().to_owned(),
         steps_done: count(done),
         steps_total: count(total),
         // The step running or next to run; for a failed job the one that
@@ -210,10 +210,10 @@ pub fn job(job: &Job, messages: Option<&[JobMessage]>) -> api::JobView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyhold_core::aws::KmsKeyId;
-    use keyhold_core::job::{JobKind, JobProgress, JobStatus, Step, SyncOptions};
+    use keyhold_core::cloud::WrappingAlgorithm;
+    use keyhold_core::cloud::aws::KmsKeyId;
+    use keyhold_core::job::{Initiator, JobKind, JobProgress, JobStatus, Step, SyncOptions};
     use keyhold_core::names::GroupName;
-    use keyhold_core::ports::WrappingAlgorithm;
 
     fn at(secs: i64) -> Timestamp {
         chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
@@ -231,7 +231,7 @@ mod tests {
                 group: GroupName::parse("ig-demo").unwrap(),
             },
             status: JobStatus::Running,
-            users: "Admin1, Admin2".into(),
+            initiator: Initiator::Officers("Admin1, Admin2".into()),
             created_at: at(0),
             started_at: Some(at(1)),
             finished_at: None,

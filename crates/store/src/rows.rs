@@ -5,8 +5,8 @@
 
 use keyhold_core::StoreError;
 use keyhold_core::audit::AuditEntry;
-use keyhold_core::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::clock::{Timestamp, format_timestamp, parse_timestamp};
+use keyhold_core::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::cluster::{Lease, NodeRecord, NodeRole};
 use keyhold_core::credential::{
     AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
@@ -14,7 +14,7 @@ use keyhold_core::credential::{
 use keyhold_core::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Role, Session, SessionIdentity};
 use keyhold_core::interval::Interval;
-use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus};
+use keyhold_core::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus};
 use keyhold_core::key::{CheckDigits, Key, KeyState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::settings::Settings;
@@ -429,6 +429,7 @@ pub(crate) struct JobRow {
     spec: String,
     status: String,
     users: String,
+    initiator: String,
     created_at: String,
     started_at: Option<String>,
     finished_at: Option<String>,
@@ -454,7 +455,13 @@ impl TryFrom<JobRow> for Job {
             kind,
             status: JobStatus::parse(&row.status)
                 .ok_or_else(|| corrupt(T, "status", format!("unknown status '{}'", row.status)))?,
-            users: row.users,
+            initiator: Initiator::parse(&row.initiator, row.users).ok_or_else(|| {
+                corrupt(
+                    T,
+                    "initiator",
+                    format!("unknown initiator '{}'", row.initiator),
+                )
+            })?,
             created_at: read_ts(T, "created_at", &row.created_at)?,
             started_at: read_opt_ts(T, "started_at", row.started_at.as_deref())?,
             finished_at: read_opt_ts(T, "finished_at", row.finished_at.as_deref())?,

@@ -8,7 +8,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_kms::config::BehaviorVersion;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use keyhold_aws::{AwsCredentials, AwsKms, AwsKmsSettings, WrappingKeySpec};
-use keyhold_core::aws::Region;
+use keyhold_core::cloud::aws::Region;
 
 pub const REGION: &str = "us-east-1";
 

@@ -77,7 +77,7 @@ impl Keyhold {
     /// Finds a key by its KMS key id (its name) or keyhold's own id.
     pub(super) async fn find_key(&self, name: &str) -> CoreResult<Key> {
         let id = parse_key_ref(name)?;
-        let by_kms = match crate::aws::KmsKeyId::parse(name) {
+        let by_kms = match crate::cloud::aws::KmsKeyId::parse(name) {
             Ok(kms) => self.store.find_key_by_kms_id(&kms).await?,
             Err(_) => None,
         };

@@ -1,15 +1,14 @@
 //! The schedule: a group whose rotation time has come is rotated once, by
-//! `System`, and its next time set in the same transaction; a scheduled
+//! the scheduler (shown as `System`), and its next time set in the same transaction; a scheduled
 //! rotation that failed is tried again with backoff. The rotator node runs
 //! one pass per tick; its cost follows the due groups, not all groups.
 
 use super::Keyhold;
-use crate::audit::SYSTEM_USER;
 use crate::clock::Timestamp;
 use crate::cluster::Lease;
 use crate::error::{CoreError, CoreResult};
 use crate::group::KeyGroup;
-use crate::job::{Job, JobKind, JobStatus};
+use crate::job::{Initiator, Job, JobKind, JobStatus};
 use crate::names::GroupName;
 use crate::ports::Scheduled;
 use crate::schedule::{next_rotation, retry_delay};
@@ -85,7 +84,7 @@ impl Keyhold {
         scheduled.next_rotation_at = self.next_rotation_of(&group, now).await?;
         match self
             .insert_rotation(
-                SYSTEM_USER,
+                &Initiator::Scheduler,
                 &group,
                 Some(Scheduled {
                     group: &scheduled,
@@ -100,7 +99,7 @@ impl Keyhold {
                 // the retry rule takes the failed one up. Look again next interval.
                 let record = self
                     .record(
-                        SYSTEM_USER,
+                        Initiator::Scheduler.users(),
                         format!(
                             "Scheduled rotation of HSM protected key group {} deferred",
                             group.name
@@ -167,7 +166,7 @@ impl Keyhold {
             _ => return Ok(None),
         }
         let id = job.id;
-        self.set_job_status(job, JobStatus::Queued, SYSTEM_USER, fence)
+        self.set_job_status(job, JobStatus::Queued, Initiator::Scheduler.users(), fence)
             .await?;
         Ok(Some(id))
     }
@@ -183,7 +182,7 @@ impl Keyhold {
 /// A failed rotation the scheduler started is retried; one an officer
 /// started waits for an officer.
 fn scheduled_retry_at(job: &Job) -> Option<Timestamp> {
-    if job.status != JobStatus::Failed || job.users != SYSTEM_USER {
+    if job.status != JobStatus::Failed || job.initiator != Initiator::Scheduler {
         return None;
     }
     job.finished_at.map(|at| at + retry_delay(job.attempts))

@@ -30,9 +30,10 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, SessionState};
 use keyhold_core::audit::AuditMac;
+use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
-use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind, WrappingAlgorithm};
+use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 

@@ -8,8 +8,8 @@
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
+use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
-use keyhold_core::ports::WrappingAlgorithm;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::{BigUint, RsaPublicKey};
 

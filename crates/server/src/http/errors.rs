@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhold_api::{ErrorBody, ErrorDetail};
-use keyhold_core::ports::CloudError;
+use keyhold_core::cloud::CloudError;
 use keyhold_core::{CoreError, InvalidInput, KeystoreError, StoreError};
 
 #[derive(Debug, thiserror::Error)]

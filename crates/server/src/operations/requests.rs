@@ -3,7 +3,7 @@
 
 use keyhold_api as api;
 use keyhold_core::InvalidInput;
-use keyhold_core::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
+use keyhold_core::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::credential::CloudService;
 use keyhold_core::group::{AwsProperties, GroupChange, GroupInfo, KeySpec, NewGroup};
 use keyhold_core::interval::Interval;

@@ -1,6 +1,6 @@
 use keyhold_core::StoreError;
-use keyhold_core::aws::{KeyPolicy, KmsKeyId};
 use keyhold_core::clock::Timestamp;
+use keyhold_core::cloud::aws::{KeyPolicy, KmsKeyId};
 use keyhold_core::group::KeyGroup;
 use keyhold_core::interval::Interval;
 use keyhold_core::names::GroupName;

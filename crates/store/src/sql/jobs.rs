@@ -9,8 +9,8 @@ use crate::audit::list_limit;
 use crate::error::{db, db_referencing};
 use crate::rows::{JobMessageRow, JobRow, job_progress_json, job_spec_json, opt_ts, ts};
 
-const COLUMNS: &str = "id, kind, spec, status, users, created_at, started_at, finished_at, \
-     progress, error, attempts";
+const COLUMNS: &str = "id, kind, spec, status, users, initiator, created_at, started_at, \
+     finished_at, progress, error, attempts";
 
 /// Statuses a restart resumes.
 const UNFINISHED: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
@@ -80,13 +80,14 @@ pub(super) async fn unfinished_of_group(
 pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO jobs ({COLUMNS}, group_name) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     ))
     .bind(job.id.to_string())
     .bind(job.kind.label())
     .bind(job_spec_json(&job.kind)?)
     .bind(job.status.as_str())
-    .bind(&job.users)
+    .bind(job.initiator.users())
+    .bind(job.initiator.as_str())
     .bind(ts(&job.created_at))
     .bind(opt_ts(job.started_at.as_ref()))
     .bind(opt_ts(job.finished_at.as_ref()))

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::DateTime;
 use keyhold_core::audit::{AuditEntry, AuditMac, AuditRecord, ChainVerifier, hmac_sha256};
-use keyhold_core::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::clock::Timestamp;
+use keyhold_core::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::credential::{
     AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
 };

@@ -1,5 +1,5 @@
 use keyhold_core::StoreError;
-use keyhold_core::aws::KmsKeyId;
+use keyhold_core::cloud::aws::KmsKeyId;
 use keyhold_core::identity::{Role, Session, SessionIdentity};
 use keyhold_core::key::{Key, KeyCursor, KeyPage, KeyState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};

@@ -1,13 +1,19 @@
 use keyhold_core::StoreError;
 use keyhold_core::audit::AuditFilter;
-use keyhold_core::aws::KmsKeyId;
+use keyhold_core::cloud::WrappingAlgorithm;
+use keyhold_core::cloud::aws::KmsKeyId;
 use keyhold_core::group::KeyGroup;
-use keyhold_core::job::{Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
+use keyhold_core::job::{
+    Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions,
+};
 use keyhold_core::key::{Key, KeyState};
 use keyhold_core::names::{GroupName, NodeId};
-use keyhold_core::ports::{JobCommit, WrappingAlgorithm};
+use keyhold_core::ports::JobCommit;
 
-use crate::common::{Fixture, at, credential, group, key, record, verify_chain};
+use keyhold_core::clock::format_timestamp;
+use keyhold_store::testing::TestDatabase;
+
+use crate::common::{Fixture, TestMac, at, connect, credential, group, key, record, verify_chain};
 
 fn rotate(group: &str, created: i64) -> Job {
     Job {
@@ -16,7 +22,7 @@ fn rotate(group: &str, created: i64) -> Job {
             group: GroupName::parse(group).unwrap(),
         },
         status: JobStatus::Queued,
-        users: "Admin1,Admin2".into(),
+        initiator: Initiator::Officers("Admin1,Admin2".into()),
         created_at: at(created),
         started_at: None,
         finished_at: None,
@@ -41,7 +47,7 @@ fn synchronize(key: &Key, created: i64) -> Job {
             options,
         },
         status: JobStatus::Running,
-        users: "System".into(),
+        initiator: Initiator::Scheduler,
         created_at: at(created),
         started_at: Some(at(created + 1)),
         finished_at: None,
@@ -111,6 +117,26 @@ async fn rotate_and_synchronize_jobs_round_trip() {
     ));
     assert_eq!(f.audit_count().await, 4);
     assert_eq!(verify_chain(s).await, 4);
+}
+
+/// The scheduler shows as "System", a name an identity may bear too: the
+/// stored initiator, not the name, tells them apart.
+#[tokio::test]
+async fn an_officer_named_system_is_not_the_scheduler() {
+    let f = Fixture::new().await;
+    seed(&f).await;
+    let s = &f.store;
+    let mut officer = rotate("payments", 10);
+    officer.initiator = Initiator::Officers("System".into());
+    let mut scheduler = rotate("payments", 20);
+    scheduler.initiator = Initiator::Scheduler;
+    for job in [&officer, &scheduler] {
+        s.insert_job(job, None, &record("Started rotate"))
+            .await
+            .unwrap();
+        assert_eq!(s.get_job(job.id).await.unwrap().as_ref(), Some(job));
+    }
+    assert_eq!(officer.initiator.users(), scheduler.initiator.users());
 }
 
 #[tokio::test]
@@ -551,7 +577,7 @@ async fn list_jobs_defaults_to_100_and_caps_at_1000() {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
          INSERT INTO jobs SELECT printf('00000000-0000-4000-8000-%012d', n.i), kind, spec, \
          status, users, created_at, started_at, finished_at, progress, error, attempts, \
-         group_name FROM jobs, n"
+         group_name, initiator FROM jobs, n"
     };
     assert_eq!(conn.execute(copies).await.unwrap(), 1004);
     assert_eq!(f.store.list_jobs(0).await.unwrap().len(), 100);
@@ -672,4 +698,48 @@ async fn progress_saved_by_an_older_release_reads_with_defaults() {
         .unwrap();
     let r = f.store.get_job(job.id).await;
     assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+}
+
+/// Migration 0005 over jobs the release before wrote, when the users text
+/// was all there was: "System" was the scheduler, and stays so; an
+/// officer's job stays the officers'.
+#[tokio::test]
+async fn migration_0005_keeps_who_started_the_jobs_of_the_release_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let path = dir.path().join("keyhold.db");
+    let mut conn = db.raw(&path).await.unwrap();
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir(&old_migrations).unwrap();
+    for name in [
+        "0001_initial.sql",
+        "0002_jobs.sql",
+        "0003_credential_kinds.sql",
+        "0004_schedule_and_cluster.sql",
+    ] {
+        std::fs::copy(conn.migrations_dir().join(name), old_migrations.join(name)).unwrap();
+    }
+    conn.migrate(&old_migrations).await.unwrap();
+    let mut scheduled = rotate("payments", 10);
+    scheduled.initiator = Initiator::Scheduler;
+    let officers = rotate("payments", 20);
+    for job in [&scheduled, &officers] {
+        conn.execute(&format!(
+            "INSERT INTO jobs (id, kind, spec, status, users, created_at, progress, attempts, \
+             group_name) VALUES ('{}', 'rotate', '{}', 'queued', '{}', '{}', '{}', 0, 'payments')",
+            job.id,
+            serde_json::to_string(&job.kind).unwrap(),
+            job.initiator.users(),
+            format_timestamp(&job.created_at),
+            serde_json::to_string(&job.progress).unwrap(),
+        ))
+        .await
+        .unwrap();
+    }
+
+    let mac = std::sync::Arc::new(TestMac::default());
+    let s = connect(&db.url(&path), &mac).await;
+    assert_eq!(s.get_job(scheduled.id).await.unwrap(), Some(scheduled));
+    assert_eq!(s.get_job(officers.id).await.unwrap(), Some(officers));
+    s.close().await;
 }

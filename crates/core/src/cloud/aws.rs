@@ -1,9 +1,15 @@
 //! AWS KMS vocabulary, parsed once at the edge so the rest of keyhold cannot
-//! hold an alias, region, key id or policy that AWS would refuse.
+//! hold an alias, region, key id or policy that AWS would refuse; and AWS's
+//! names for the wrapping algorithms, which are also the form job progress
+//! stores them in.
+//!
+//! AWS's terms stay AWS's: a second target gets its own module beside this
+//! one rather than stretching these types.
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InvalidInput;
+use super::wrapping::WrappingAlgorithm;
+use crate::error::{InvalidInput, printable};
 
 /// Largest key policy AWS KMS accepts (bytes).
 pub const MAX_POLICY_BYTES: usize = 32 * 1024;
@@ -123,6 +129,11 @@ pub struct KmsKeyId(String);
 string_newtype!(KmsKeyId);
 
 impl KmsKeyId {
+    /// Any UUID is a KMS key id (fakes and tests make them so).
+    pub fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id.hyphenated().to_string())
+    }
+
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         let hyphenated = raw.len() == 36 && raw.matches('-').count() == 4;
         match uuid::Uuid::try_parse(raw) {
@@ -208,18 +219,39 @@ impl Description {
     }
 }
 
-/// Echo user input in a message without letting control characters through
-/// and without letting a huge value flood a response.
-pub(crate) fn printable(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(80)
-        .collect();
-    if raw.chars().count() > 80 {
-        format!("{cleaned}…")
-    } else {
-        cleaned
+impl WrappingAlgorithm {
+    const ALL: [Self; 3] = [
+        Self::RsaesOaepSha256,
+        Self::RsaesOaepSha1,
+        Self::RsaAesKeyWrapSha256,
+    ];
+
+    pub fn aws_name(self) -> &'static str {
+        match self {
+            Self::RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
+            Self::RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
+            Self::RsaAesKeyWrapSha256 => "RSA_AES_KEY_WRAP_SHA_256",
+        }
+    }
+
+    /// The algorithm AWS calls `raw`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.aws_name() == raw)
+    }
+}
+
+/// Job progress stores the algorithm by its AWS name (databases hold it so).
+impl Serialize for WrappingAlgorithm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.aws_name())
+    }
+}
+
+impl<'de> Deserialize<'de> for WrappingAlgorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        WrappingAlgorithm::parse(&raw)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown wrapping algorithm {raw}")))
     }
 }
 

@@ -1,0 +1,112 @@
+//! Import Material, the step rotate and synchronize share: the key's
+//! material wrapped by the keystore under the KMS key's wrapping public key
+//! and imported, with a fresh token whenever KMS finds the last one expired.
+
+use super::super::Keyhold;
+use super::StepOutcome;
+use crate::cloud::{CloudError, CloudKms};
+use crate::error::{CoreError, CoreResult, KeystoreError};
+use crate::job::Job;
+use crate::key::KeyState;
+
+/// Import attempts when KMS answers that the import token expired.
+const IMPORT_ATTEMPTS: u32 = 3;
+
+impl Keyhold {
+    /// `skip_if_imported`: a KMS key already enabled or disabled holds the
+    /// material (imported before an interruption), so the step is done.
+    pub(super) async fn import_material(
+        &self,
+        job: &mut Job,
+        kms: &dyn CloudKms,
+        skip_if_imported: bool,
+    ) -> CoreResult<StepOutcome> {
+        let mut key = self.job_key(job).await?;
+        let kms_key_id = job.progress.require_kms_key()?.clone();
+        let info = kms.describe_key(&kms_key_id).await?;
+        if skip_if_imported && matches!(info.state, KeyState::Enabled | KeyState::Disabled) {
+            key.state = info.state;
+            return Ok(StepOutcome {
+                keys: vec![key],
+                group: None,
+                message: format!(
+                    "KMS key {kms_key_id} already holds the material (imported before an interruption)"
+                ),
+            });
+        }
+        if !info.external {
+            return Err(CoreError::Conflict(format!(
+                "KMS key {kms_key_id} does not take imported key material (its origin is not External)"
+            )));
+        }
+        if info.state == KeyState::PendingDeletion {
+            return Err(CoreError::Conflict(format!(
+                "KMS key {kms_key_id} is pending deletion in AWS: cancel the deletion in AWS first (kms cancel-key-deletion), then retry"
+            )));
+        }
+        if key.is_expired(self.now()) {
+            return Err(CoreError::Conflict(format!(
+                "key {kms_key_id} expired on {}: its material cannot be imported again; rotate the group instead",
+                key.valid_to.map(|t| t.to_rfc3339()).unwrap_or_default()
+            )));
+        }
+        let algorithm = *self
+            .keystore
+            .wrapping_algorithms()?
+            .first()
+            .ok_or_else(|| {
+                KeystoreError::Unsupported(
+                    "the keystore can wrap with no algorithm AWS accepts".into(),
+                )
+            })?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let params = kms
+                .get_parameters_for_import(&kms_key_id, algorithm)
+                .await?;
+            let wrapped = self.keystore.wrap_key(
+                key.id,
+                &key.keystore_handle,
+                &params.public_key_der,
+                algorithm,
+            )?;
+            match kms
+                .import_key_material(&kms_key_id, &params.import_token, &wrapped, key.valid_to)
+                .await
+            {
+                Ok(()) => break,
+                // Tokens live 24 hours; a resumed job may hold a stale one.
+                Err(CloudError::ExpiredImportToken { .. }) if attempts < IMPORT_ATTEMPTS => {
+                    continue;
+                }
+                Err(CloudError::IncorrectKeyMaterial { operation, message }) => {
+                    return Err(CloudError::IncorrectKeyMaterial {
+                        operation,
+                        message: format!("{message}; keyhold holds different material than this KMS key was first given. The alias was not moved"),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        key.state = kms
+            .describe_key(&kms_key_id)
+            .await
+            .map(|i| i.state)
+            .unwrap_or(KeyState::Enabled);
+        job.progress.wrapping = Some(algorithm);
+        let expiry = match key.valid_to {
+            Some(end) => format!(", valid to {}", end.to_rfc3339()),
+            None => ", with no expiry".to_owned(),
+        };
+        Ok(StepOutcome {
+            keys: vec![key],
+            group: None,
+            message: format!(
+                "Imported the key material into KMS key {kms_key_id}, wrapped with {}{expiry}",
+                algorithm.aws_name()
+            ),
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! Starting a job, retrying and cancelling it, and the rule that one job
+//! runs per group at a time.
+
+use super::super::Keyhold;
+use crate::cluster::Lease;
+use crate::error::{CoreError, CoreResult, InvalidInput};
+use crate::group::KeyGroup;
+use crate::identity::{Operation, Session};
+use crate::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
+use crate::names::GroupName;
+use crate::ports::{JobCommit, Scheduled};
+
+impl Keyhold {
+    /// Force Rotate: queues a "Rotate HSM protected keys" job for the group.
+    pub async fn start_rotation(&self, session: &Session, group: &GroupName) -> CoreResult<Job> {
+        self.authorize(session, Operation::ROTATE_GROUP).await?;
+        self.queue_rotation(&Initiator::Officers(session.users()), group)
+            .await
+    }
+
+    /// Queues a rotation on behalf of `initiator`.
+    pub async fn queue_rotation(
+        &self,
+        initiator: &Initiator,
+        group: &GroupName,
+    ) -> CoreResult<Job> {
+        let group = self.find_group(group).await?;
+        self.insert_rotation(initiator, &group, None).await
+    }
+
+    /// Inserts the rotation job, with the group's new schedule when the
+    /// scheduler started it (one transaction).
+    pub(in crate::service) async fn insert_rotation(
+        &self,
+        initiator: &Initiator,
+        group: &KeyGroup,
+        schedule: Option<Scheduled<'_>>,
+    ) -> CoreResult<Job> {
+        self.refuse_concurrent_job(&group.name).await?;
+        let job = self.new_job(
+            initiator.clone(),
+            JobKind::Rotate {
+                group: group.name.clone(),
+            },
+            JobProgress::new(Step::ROTATE.to_vec()),
+        );
+        let record = self
+            .record(
+                initiator.users(),
+                format!(
+                    "Started rotating keys for HSM protected key group {}",
+                    group.name
+                ),
+            )
+            .with_details(serde_json::json!({ "job": job.id }));
+        self.store.insert_job(&job, schedule, &record).await?;
+        Ok(job)
+    }
+
+    /// Cloud → Synchronize: queues a "Synchronize HSM protected keys" job for a key.
+    pub async fn start_synchronization(
+        &self,
+        session: &Session,
+        key_name: &str,
+        options: SyncOptions,
+    ) -> CoreResult<Job> {
+        let operation = if options.delete_material {
+            Operation::DELETE_KEY_MATERIAL
+        } else {
+            Operation::SYNC_KEY
+        };
+        self.authorize(session, operation).await?;
+        if options.is_empty() {
+            return Err(InvalidInput::new(
+                "options",
+                "nothing to synchronize: choose at least one of update policy, import key material, delete key material",
+            )
+            .into());
+        }
+        let key = self.find_key(key_name).await?;
+        if options.import_material {
+            self.require_material(&key)?;
+        }
+        let Some(kms_key_id) = key.kms_key_id.clone() else {
+            return Err(CoreError::Conflict(format!(
+                "key {} has not reached KMS yet: retry the rotation job that created it",
+                key.display_name()
+            )));
+        };
+        self.refuse_concurrent_job(&key.group).await?;
+        let mut progress = JobProgress::new(Step::synchronize(options));
+        progress.key_id = Some(key.id);
+        progress.kms_key_id = Some(kms_key_id.clone());
+        let kind = JobKind::Synchronize {
+            key_id: key.id,
+            key_name: kms_key_id.to_string(),
+            group: key.group.clone(),
+            options,
+        };
+        let job = self.new_job(Initiator::Officers(session.users()), kind, progress);
+        let record = self
+            .record(
+                session.users(),
+                format!("Started synchronizing HSM protected key {kms_key_id}"),
+            )
+            .with_details(serde_json::json!({
+                "job": job.id,
+                "update_policy": options.update_policy,
+                "import_material": options.import_material,
+                "delete_material": options.delete_material,
+            }));
+        self.store.insert_job(&job, None, &record).await?;
+        Ok(job)
+    }
+
+    pub async fn list_jobs(&self, session: &Session, limit: u32) -> CoreResult<Vec<Job>> {
+        session.authorize(Operation::READ, true)?;
+        Ok(self.store.list_jobs(limit).await?)
+    }
+
+    pub async fn get_job(
+        &self,
+        session: &Session,
+        id: uuid::Uuid,
+    ) -> CoreResult<(Job, Vec<JobMessage>)> {
+        session.authorize(Operation::READ, true)?;
+        let job = self.find_job(id).await?;
+        let messages = self.store.job_messages(id).await?;
+        Ok((job, messages))
+    }
+
+    /// Queues a failed job again; it resumes after its last committed step.
+    pub async fn retry_job(&self, session: &Session, id: uuid::Uuid) -> CoreResult<Job> {
+        self.change_job_status(session, id, JobStatus::Queued).await
+    }
+
+    /// Cancels a job that is not running. A cancelled rotation leaves its new
+    /// key (if any) listed, so nothing created in KMS goes unaccounted for.
+    pub async fn cancel_job(&self, session: &Session, id: uuid::Uuid) -> CoreResult<Job> {
+        self.change_job_status(session, id, JobStatus::Cancelled)
+            .await
+    }
+
+    /// Retry (a failed job → queued) or cancel (a queued or failed job →
+    /// cancelled), recorded in the job's messages and the audit log.
+    async fn change_job_status(
+        &self,
+        session: &Session,
+        id: uuid::Uuid,
+        to: JobStatus,
+    ) -> CoreResult<Job> {
+        self.authorize(session, Operation::ROTATE_GROUP).await?;
+        let job = self.find_job(id).await?;
+        // Retry and cancel come from an officer on any node; the job is not
+        // running (checked below), so no lease fences it.
+        self.set_job_status(job, to, &session.users(), None).await
+    }
+
+    /// Retry or cancel on behalf of `users` (an officer, or the scheduler).
+    pub(in crate::service) async fn set_job_status(
+        &self,
+        mut job: Job,
+        to: JobStatus,
+        users: &str,
+        fence: Option<&Lease>,
+    ) -> CoreResult<Job> {
+        let id = job.id;
+        let (allowed, verb, rule) = match to {
+            JobStatus::Queued => (
+                job.status == JobStatus::Failed,
+                "Retried",
+                "only a failed job can be retried",
+            ),
+            _ => (
+                matches!(job.status, JobStatus::Queued | JobStatus::Failed),
+                "Cancelled",
+                "only a queued or failed job can be cancelled",
+            ),
+        };
+        if !allowed {
+            return Err(CoreError::Conflict(format!(
+                "job {id} is {}: {rule}",
+                job.status.as_str()
+            )));
+        }
+        job.status = to;
+        job.error = None;
+        job.finished_at = (to == JobStatus::Cancelled).then(|| self.now());
+        let message = self.message(&job, format!("{verb} by {users}"));
+        let record = self.record(
+            users,
+            format!("{verb} job {} ({})", job.id, job.kind.title()),
+        );
+        self.store
+            .commit_job(&JobCommit {
+                job: &job,
+                keys: &[],
+                group: None,
+                message: Some(&message),
+                audit: Some(&record),
+                fence,
+            })
+            .await?;
+        Ok(job)
+    }
+
+    /// Jobs a (re)started node must run: queued, and running when it stopped.
+    pub async fn unfinished_jobs(&self) -> CoreResult<Vec<Job>> {
+        Ok(self.store.unfinished_jobs().await?)
+    }
+
+    fn new_job(&self, initiator: Initiator, kind: JobKind, progress: JobProgress) -> Job {
+        Job {
+            id: uuid::Uuid::new_v4(),
+            kind,
+            status: JobStatus::Queued,
+            initiator,
+            created_at: self.now(),
+            started_at: None,
+            finished_at: None,
+            progress,
+            error: None,
+            attempts: 0,
+        }
+    }
+
+    /// One job per group at a time; and a failed rotation must be retried or
+    /// cancelled before another starts, so the key it generated (and maybe
+    /// created in KMS) is never silently left behind.
+    async fn refuse_concurrent_job(&self, group: &GroupName) -> CoreResult<()> {
+        if let Some(job) = self.store.unfinished_group_job(group).await? {
+            return Err(CoreError::Conflict(format!(
+                "job {} ({}) is already {} for key group '{group}': wait for it to finish, or cancel it",
+                job.id,
+                job.kind.title(),
+                job.status.as_str()
+            )));
+        }
+        let latest_rotation = self.latest_rotation(group).await?;
+        match latest_rotation {
+            Some(job) if job.status == JobStatus::Failed => Err(CoreError::Conflict(format!(
+                "the last rotation of key group '{group}' (job {id}) failed: retry it with `keyhold job retry {id}` or cancel it with `keyhold job cancel {id}` first",
+                id = job.id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The group's newest rotation job.
+    pub(in crate::service) async fn latest_rotation(
+        &self,
+        group: &GroupName,
+    ) -> CoreResult<Option<Job>> {
+        Ok(self.store.latest_rotation(group).await?)
+    }
+}

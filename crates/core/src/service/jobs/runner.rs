@@ -1,0 +1,283 @@
+//! Running a job: its steps in order from the first not done, each
+//! committed with the job's progress (fenced by the rotator lease), and a
+//! failure recorded with its reason. The one place a job kind is dispatched
+//! to its module is `run_step` (and `summary` beside it).
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use super::super::Keyhold;
+use super::{Conclusion, StepOutcome};
+use super::{rotate, synchronize};
+use crate::audit::AuditRecord;
+use crate::cloud::{CloudConnector, CloudKms};
+use crate::cluster::Lease;
+use crate::credential::CredentialKind;
+use crate::error::{CoreError, CoreResult, KeystoreError, StoreError};
+use crate::group::KeyGroup;
+use crate::job::{Checkpoint, Job, JobKind, JobStatus, Step};
+use crate::ports::{JobCommit, JobHooks};
+
+/// What a run of a job reads once, before its first step: the group as it
+/// stood then (every step of the run works from the same settings; Activate,
+/// which writes the group, reads it afresh) and its KMS connection.
+struct RunContext {
+    group: KeyGroup,
+    kms: Arc<dyn CloudKms>,
+}
+
+/// The outside world a running job needs.
+pub struct JobRuntime<'a> {
+    pub connector: &'a dyn CloudConnector,
+    pub hooks: &'a dyn JobHooks,
+    /// The rotator lease this node runs jobs under; every commit is fenced by it.
+    pub fence: Option<&'a Lease>,
+}
+
+impl Keyhold {
+    /// Runs a job to its end, resuming after its last committed step. A step
+    /// that fails ends the job as failed, with the reason, and audits it.
+    pub async fn run_job(&self, id: uuid::Uuid, runtime: &JobRuntime<'_>) -> CoreResult<Job> {
+        let mut job = self.find_job(id).await?;
+        if job.status.is_finished() {
+            return Ok(job);
+        }
+        let opening = match (job.status, job.progress.next_step()) {
+            (JobStatus::Running, Some(step)) => {
+                format!("Resumed after an interruption, at: {}", step.describe())
+            }
+            _ => format!("Started (attempt {})", job.attempts + 1),
+        };
+        if job.status == JobStatus::Queued {
+            job.attempts += 1;
+            job.started_at.get_or_insert(self.now());
+        }
+        job.status = JobStatus::Running;
+        let message = self.message(&job, opening);
+        runtime.hooks.reached(Checkpoint::Start, false);
+        self.store
+            .commit_job(&JobCommit {
+                job: &job,
+                keys: &[],
+                group: None,
+                message: Some(&message),
+                audit: None,
+                fence: runtime.fence,
+            })
+            .await?;
+        runtime.hooks.reached(Checkpoint::Start, true);
+
+        let mut context = None;
+        while let Some(step) = job.progress.next_step() {
+            let outcome = match self
+                .run_context(&job, runtime.connector, &mut context)
+                .await
+            {
+                Ok(run) => self.run_step(&mut job, step, run, runtime).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(outcome) => self.commit_step(&mut job, step, outcome, runtime).await?,
+                Err(error) => {
+                    self.fail_job(&mut job, step, &error, runtime.fence).await?;
+                    return Ok(job);
+                }
+            }
+        }
+        Ok(job)
+    }
+
+    /// Reads the job's group and connects to its KMS once per run, with the
+    /// credential's secret opened only for as long as the connection takes.
+    async fn run_context<'c>(
+        &self,
+        job: &Job,
+        connector: &dyn CloudConnector,
+        cache: &'c mut Option<RunContext>,
+    ) -> CoreResult<&'c RunContext> {
+        if let Some(run) = cache {
+            return Ok(run);
+        }
+        let group = self.job_group(job).await?;
+        let credential = self
+            .store
+            .get_credential(&group.credential)
+            .await?
+            .ok_or_else(|| {
+                CoreError::Conflict(format!(
+                    "cloud credential '{}' of key group '{}' no longer exists",
+                    group.credential, group.name
+                ))
+            })?;
+        if credential.service != connector.service() {
+            return Err(CoreError::Conflict(format!(
+                "cloud credential '{}' is for {}, but this server connects to {}",
+                credential.name,
+                credential.service.as_str(),
+                connector.service().as_str()
+            )));
+        }
+        let secret = match &credential.kind {
+            CredentialKind::AccessKey { sealed_secret, .. } => {
+                let opened = self
+                    .keystore
+                    .open_secret(credential.id.as_bytes(), sealed_secret)?;
+                let text = String::from_utf8(opened.to_vec()).map_err(|_| {
+                    KeystoreError::Internal("a credential secret is not text".into())
+                })?;
+                Some(SecretString::from(text))
+            }
+            // The server's own credentials: keyhold holds no secret for them.
+            CredentialKind::DefaultChain { .. } => None,
+        };
+        let kms = connector
+            .connect(&credential, secret, &group.aws.region)
+            .await?;
+        Ok(cache.insert(RunContext { group, kms }))
+    }
+
+    async fn commit_step(
+        &self,
+        job: &mut Job,
+        step: Step,
+        outcome: StepOutcome,
+        runtime: &JobRuntime<'_>,
+    ) -> CoreResult<()> {
+        let hooks = runtime.hooks;
+        hooks.reached(Checkpoint::Step(step), false);
+        job.progress.done.push(step);
+        let (done, total) = job.progress.fraction();
+        let finished = job.progress.next_step().is_none();
+        let audit = if finished {
+            job.status = JobStatus::Succeeded;
+            job.finished_at = Some(self.now());
+            Some(self.success_record(job))
+        } else {
+            None
+        };
+        let message = self.message(job, format!("Step {done} of {total}: {}", outcome.message));
+        self.store
+            .commit_job(&JobCommit {
+                job,
+                keys: &outcome.keys,
+                group: outcome.group.as_ref(),
+                message: Some(&message),
+                audit: audit.as_ref(),
+                fence: runtime.fence,
+            })
+            .await?;
+        hooks.reached(Checkpoint::Step(step), true);
+        Ok(())
+    }
+
+    fn success_record(&self, job: &Job) -> AuditRecord {
+        self.record(
+            job.initiator.users(),
+            summary(&job.kind, Conclusion::Succeeded),
+        )
+        .with_details(serde_json::json!({
+            "job": job.id,
+            "kms_key_id": job.progress.kms_key_id.as_ref().map(ToString::to_string),
+            "wrapping": job.progress.wrapping.map(|w| w.aws_name()),
+            "placeholder_used": job.progress.used_placeholder,
+        }))
+    }
+
+    async fn fail_job(
+        &self,
+        job: &mut Job,
+        step: Step,
+        error: &CoreError,
+        fence: Option<&Lease>,
+    ) -> CoreResult<()> {
+        let (done, total) = job.progress.fraction();
+        let kms = job
+            .progress
+            .kms_key_id
+            .as_ref()
+            .map(|k| format!(" (KMS key {k})"))
+            .unwrap_or_default();
+        let reason = format!(
+            "step {} of {total}, {}{kms}, failed: {error}",
+            done + 1,
+            step.describe()
+        );
+        job.status = JobStatus::Failed;
+        job.finished_at = Some(self.now());
+        job.error = Some(reason.clone());
+        let record = self
+            .record(
+                job.initiator.users(),
+                summary(&job.kind, Conclusion::Failed),
+            )
+            .with_details(serde_json::json!({ "job": job.id, "reason": reason }));
+        let message = self.message(job, format!("Failed: {reason}"));
+        let recorded = self
+            .store
+            .commit_job(&JobCommit {
+                job,
+                keys: &[],
+                group: None,
+                message: Some(&message),
+                audit: Some(&record),
+                fence,
+            })
+            .await;
+        match recorded {
+            Ok(()) => Ok(()),
+            // The audit MAC key lives in the keystore that failed (an HSM
+            // token pulled out): the failure cannot be recorded as final,
+            // since nothing is without its audit entry. The job stays
+            // running, says why, and the runner tries it again until the
+            // keystore answers; its steps are idempotent.
+            Err(StoreError::AuditSeal(cause)) => {
+                job.status = JobStatus::Running;
+                job.finished_at = None;
+                job.error = Some(format!("waiting for the keystore: {reason}"));
+                let message = self.message(
+                    job,
+                    format!("Waiting: {reason}. The audit log cannot be sealed ({cause}); keyhold tries again by itself once the keystore answers"),
+                );
+                self.store
+                    .commit_job(&JobCommit {
+                        job,
+                        keys: &[],
+                        group: None,
+                        message: Some(&message),
+                        audit: None,
+                        fence,
+                    })
+                    .await?;
+                Err(StoreError::AuditSeal(cause).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The dispatch: a step runs in its job kind's module.
+    async fn run_step(
+        &self,
+        job: &mut Job,
+        step: Step,
+        run: &RunContext,
+        runtime: &JobRuntime<'_>,
+    ) -> CoreResult<StepOutcome> {
+        let (group, kms) = (&run.group, run.kms.as_ref());
+        match job.kind {
+            JobKind::Rotate { .. } => self.run_rotation_step(job, step, group, kms, runtime).await,
+            JobKind::Synchronize { .. } => {
+                self.run_synchronization_step(job, step, group, kms, runtime)
+                    .await
+            }
+        }
+    }
+}
+
+/// The audit summary of a job that ended, in its kind's words.
+fn summary(kind: &JobKind, conclusion: Conclusion) -> String {
+    match kind {
+        JobKind::Rotate { group } => rotate::summary(group, conclusion),
+        JobKind::Synchronize { key_name, .. } => synchronize::summary(key_name, conclusion),
+    }
+}

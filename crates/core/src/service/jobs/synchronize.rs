@@ -1,0 +1,92 @@
+//! Synchronize ("Synchronize HSM protected keys"): one key's KMS key put
+//! back in line with keyhold. Its steps are the options chosen, in the
+//! order [`Step::synchronize`] gives: delete the imported material, import
+//! it again, put the group's key policy.
+
+use super::super::Keyhold;
+use super::runner::JobRuntime;
+use super::{Conclusion, StepOutcome};
+use crate::cloud::CloudKms;
+use crate::error::CoreResult;
+use crate::group::KeyGroup;
+use crate::job::{Job, Step};
+use crate::key::KeyState;
+
+impl Keyhold {
+    /// Runs one step of a synchronization.
+    pub(super) async fn run_synchronization_step(
+        &self,
+        job: &mut Job,
+        step: Step,
+        group: &KeyGroup,
+        kms: &dyn CloudKms,
+        _runtime: &JobRuntime<'_>,
+    ) -> CoreResult<StepOutcome> {
+        match step {
+            Step::DeleteMaterial => self.delete_material(job, kms).await,
+            // Synchronize imports whatever KMS holds: the user asked for it.
+            Step::ImportMaterial => self.import_material(job, kms, false).await,
+            Step::UpdatePolicy => self.update_policy(job, group, kms).await,
+            Step::GenerateKey
+            | Step::CreateKmsKey
+            | Step::MoveAlias
+            | Step::DisablePrevious
+            | Step::Activate => Err(super::not_a_step_of(job, step)),
+        }
+    }
+
+    async fn delete_material(&self, job: &mut Job, kms: &dyn CloudKms) -> CoreResult<StepOutcome> {
+        let mut key = self.job_key(job).await?;
+        let kms_key_id = job.progress.require_kms_key()?.clone();
+        let info = kms.describe_key(&kms_key_id).await?;
+        let message = if info.state == KeyState::PendingImport {
+            format!("KMS key {kms_key_id} holds no material already")
+        } else {
+            kms.delete_imported_key_material(&kms_key_id).await?;
+            format!(
+                "Deleted the imported key material of KMS key {kms_key_id}; it is pending import"
+            )
+        };
+        key.state = KeyState::PendingImport;
+        Ok(StepOutcome {
+            keys: vec![key],
+            group: None,
+            message,
+        })
+    }
+
+    async fn update_policy(
+        &self,
+        job: &mut Job,
+        group: &KeyGroup,
+        kms: &dyn CloudKms,
+    ) -> CoreResult<StepOutcome> {
+        let kms_key_id = job.progress.require_kms_key()?.clone();
+        let Some(policy) = &group.aws.policy else {
+            return Ok(StepOutcome::message(format!(
+                "Key group {} has no policy: nothing to put",
+                group.name
+            )));
+        };
+        kms.put_key_policy(&kms_key_id, policy).await?;
+        let mut keys = Vec::new();
+        if let Ok(info) = kms.describe_key(&kms_key_id).await {
+            let mut key = self.job_key(job).await?;
+            key.state = info.state;
+            keys.push(key);
+        }
+        Ok(StepOutcome {
+            keys,
+            group: None,
+            message: format!("Put the key group's policy on KMS key {kms_key_id}"),
+        })
+    }
+}
+
+/// The audit summary of a synchronization that ended.
+pub(super) fn summary(key_name: &str, conclusion: Conclusion) -> String {
+    match conclusion {
+        Conclusion::Succeeded => format!("Successfully synchronized HSM protected key {key_name}."),
+        Conclusion::Failed => format!("Failed to synchronize HSM protected key {key_name}."),
+    }
+}

@@ -1,0 +1,755 @@
+//! Every step of every job kind against the fakes of [`crate::testing`]:
+//! what each step leaves in KMS and in the store, resumption after each
+//! commit, and the failures the steps must handle (expired tokens, refused
+//! material, throttling, a stale fence).
+
+use std::sync::{Arc, Mutex};
+
+use super::JobRuntime;
+use crate::clock::{ManualClock, Timestamp};
+use crate::cloud::CloudError;
+use crate::cloud::aws::{Alias, Description, KeyPolicy, Region};
+use crate::credential::{CloudService, Credential, CredentialKind};
+use crate::error::{CoreError, StoreError};
+use crate::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
+use crate::job::{Checkpoint, Initiator, Job, JobKind, JobProgress, JobStatus, Step, SyncOptions};
+use crate::key::KeyState;
+use crate::names::{CredentialName, GroupName};
+use crate::ports::{JobHooks, NoHooks};
+use crate::service::Keyhold;
+use crate::testing::{FakeConnector, FakeKeystore, FakeKms, FakeStore};
+
+const ALIAS: &str = "alias/payments";
+const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#;
+
+fn start() -> Timestamp {
+    chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+fn group_name() -> GroupName {
+    GroupName::parse("payments").unwrap()
+}
+
+struct World {
+    keyhold: Keyhold,
+    store: Arc<FakeStore>,
+    keystore: Arc<FakeKeystore>,
+    kms: Arc<FakeKms>,
+    connector: FakeConnector,
+}
+
+impl World {
+    fn new() -> Self {
+        let store = Arc::new(FakeStore::new());
+        let keystore = Arc::new(FakeKeystore::new());
+        let kms = FakeKms::new();
+        let credential = CredentialName::parse("aws-test").unwrap();
+        store.put_credential(Credential {
+            id: uuid::Uuid::new_v4(),
+            name: credential.clone(),
+            service: CloudService::Aws,
+            kind: CredentialKind::DefaultChain { role_arn: None },
+            endpoint: None,
+            created_at: start(),
+        });
+        store.put_group(KeyGroup {
+            id: uuid::Uuid::new_v4(),
+            name: group_name(),
+            service: CloudService::Aws,
+            credential,
+            spec: KeySpec,
+            rotate_every: None,
+            valid_for: None,
+            info: GroupInfo::default(),
+            aws: AwsProperties {
+                alias: Alias::parse(ALIAS).unwrap(),
+                description: Description::parse("payments").unwrap(),
+                region: Region::parse("eu-west-1").unwrap(),
+                active_key_id: None,
+                policy: Some(KeyPolicy::parse(POLICY).unwrap()),
+                disable_after_rotate: true,
+            },
+            created_at: start(),
+            updated_at: start(),
+            next_rotation_at: None,
+        });
+        let keyhold = Keyhold::new(
+            store.clone(),
+            keystore.clone(),
+            Arc::new(ManualClock::new(start())),
+        );
+        let connector = FakeConnector { kms: kms.clone() };
+        Self {
+            keyhold,
+            store,
+            keystore,
+            kms,
+            connector,
+        }
+    }
+
+    fn group(&self) -> KeyGroup {
+        self.store.snapshot().groups[&group_name()].clone()
+    }
+
+    fn change_group(&self, change: impl FnOnce(&mut KeyGroup)) {
+        let mut group = self.group();
+        change(&mut group);
+        self.store.put_group(group);
+    }
+
+    async fn queue_rotation(&self) -> Job {
+        self.keyhold
+            .queue_rotation(&Initiator::Officers("Admin1,Admin2".into()), &group_name())
+            .await
+            .unwrap()
+    }
+
+    async fn run(&self, job: &Job, hooks: &dyn JobHooks) -> Result<Job, CoreError> {
+        let runtime = JobRuntime {
+            connector: &self.connector,
+            hooks,
+            fence: None,
+        };
+        self.keyhold.run_job(job.id, &runtime).await
+    }
+
+    async fn rotate(&self) -> Job {
+        let job = self.queue_rotation().await;
+        self.run(&job, &NoHooks).await.unwrap()
+    }
+
+    /// Queues a synchronization of the rotation's key, as Cloud → Synchronize does.
+    fn queue_synchronization(&self, rotation: &Job, options: SyncOptions) -> Job {
+        let kms_key_id = rotation.progress.kms_key_id.clone().unwrap();
+        let mut progress = JobProgress::new(Step::synchronize(options));
+        progress.key_id = rotation.progress.key_id;
+        progress.kms_key_id = Some(kms_key_id.clone());
+        let job = Job {
+            id: uuid::Uuid::new_v4(),
+            kind: JobKind::Synchronize {
+                key_id: rotation.progress.key_id.unwrap(),
+                key_name: kms_key_id.to_string(),
+                group: group_name(),
+                options,
+            },
+            status: JobStatus::Queued,
+            initiator: Initiator::Officers("Admin1".into()),
+            created_at: start(),
+            started_at: None,
+            finished_at: None,
+            progress,
+            error: None,
+            attempts: 0,
+        };
+        self.store.put_job(job.clone());
+        job
+    }
+
+    fn messages(&self, job: &Job) -> Vec<String> {
+        self.store.snapshot().messages_of(job.id)
+    }
+
+    fn material_of(&self, job: &Job) -> Vec<u8> {
+        self.keystore
+            .material(job.progress.key_id.unwrap())
+            .unwrap()
+    }
+}
+
+fn assert_step_message(messages: &[String], step: usize, of: usize, starts: &str) {
+    let prefix = format!("Step {step} of {of}: {starts}");
+    assert!(
+        messages.iter().any(|m| m.starts_with(&prefix)),
+        "no message starting {prefix:?} in {messages:#?}"
+    );
+}
+
+// Rotate, step by step
+
+#[tokio::test]
+async fn a_first_rotation_runs_every_step_and_makes_the_new_key_active() {
+    let w = World::new();
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.progress.done, Step::ROTATE.to_vec());
+
+    // CreateKmsKey: one KMS key, tagged with the job, its key and group.
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("create_key"), 1);
+    let kms_key_id = job.progress.kms_key_id.clone().unwrap();
+    let kms_key = &kms.keys[&kms_key_id];
+    assert!(
+        kms_key
+            .tags
+            .contains(&(crate::job::JOB_TAG.to_owned(), job.id.to_string()))
+    );
+    // ImportMaterial: the keystore's material, and the key enabled.
+    assert_eq!(kms_key.material.as_ref(), Some(&w.material_of(&job)));
+    assert_eq!(kms_key.state, KeyState::Enabled);
+    assert_eq!(
+        job.progress.wrapping,
+        Some(crate::cloud::WrappingAlgorithm::RsaAesKeyWrapSha256)
+    );
+    // MoveAlias.
+    assert_eq!(kms.alias(ALIAS), Some(&kms_key_id));
+
+    let store = w.store.snapshot();
+    // GenerateKey: version 1, no previous key.
+    let key = store.key_by_kms_id(&kms_key_id).unwrap();
+    assert_eq!((key.version, key.state), (1, KeyState::Enabled));
+    assert_eq!(job.progress.previous_kms_key_id, None);
+    // Activate.
+    assert_eq!(
+        store.groups[&group_name()].aws.active_key_id,
+        Some(kms_key_id)
+    );
+
+    let messages = w.messages(&job);
+    assert_step_message(&messages, 1, 6, "Generated AES-256 key version 1");
+    assert_step_message(&messages, 2, 6, "Created KMS key");
+    assert_step_message(&messages, 3, 6, "Imported the key material into KMS key");
+    assert_step_message(
+        &messages,
+        4,
+        6,
+        "Alias alias/payments now points to KMS key",
+    );
+    assert_step_message(&messages, 5, 6, "No previous key to disable");
+    assert_step_message(&messages, 6, 6, "KMS key");
+    let audit = store.audit_summaries();
+    assert!(audit.contains(&"Started rotating keys for HSM protected key group payments".into()));
+    assert!(
+        audit.contains(&"Successfully rotated keys for HSM protected key group payments.".into())
+    );
+    assert_eq!(store.audit.last().unwrap().users, "Admin1,Admin2");
+}
+
+#[tokio::test]
+async fn a_second_rotation_disables_the_previous_key_when_the_group_says_so() {
+    let w = World::new();
+    let first = w.rotate().await;
+    let second = w.rotate().await;
+    assert_eq!(second.status, JobStatus::Succeeded, "{:?}", second.error);
+    let old = first.progress.kms_key_id.clone().unwrap();
+    let new = second.progress.kms_key_id.clone().unwrap();
+    assert_eq!(second.progress.previous_kms_key_id.as_ref(), Some(&old));
+
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.keys[&old].state, KeyState::Disabled);
+    assert_eq!(kms.keys[&new].state, KeyState::Enabled);
+    assert_eq!(kms.alias(ALIAS), Some(&new));
+    let store = w.store.snapshot();
+    assert_eq!(store.key_by_kms_id(&old).unwrap().state, KeyState::Disabled);
+    assert_eq!(store.key_by_kms_id(&new).unwrap().version, 2);
+    assert_eq!(store.groups[&group_name()].aws.active_key_id, Some(new));
+    assert_step_message(
+        &w.messages(&second),
+        5,
+        6,
+        &format!("Disabled the previous KMS key {old}"),
+    );
+}
+
+#[tokio::test]
+async fn with_disable_after_rotate_off_the_previous_key_stays_enabled() {
+    let w = World::new();
+    w.change_group(|g| g.aws.disable_after_rotate = false);
+    let first = w.rotate().await;
+    let second = w.rotate().await;
+    assert_eq!(second.status, JobStatus::Succeeded, "{:?}", second.error);
+    let old = first.progress.kms_key_id.clone().unwrap();
+    assert_eq!(w.kms.snapshot().keys[&old].state, KeyState::Enabled);
+    assert_eq!(w.kms.snapshot().calls_of("disable_key"), 0);
+    assert_eq!(
+        w.store.snapshot().key_by_kms_id(&old).unwrap().state,
+        KeyState::Enabled
+    );
+    assert_step_message(
+        &w.messages(&second),
+        5,
+        6,
+        &format!("Disable key after rotating is off: KMS key {old} stays enabled"),
+    );
+}
+
+#[tokio::test]
+async fn a_placeholder_awaiting_its_first_import_is_used_instead_of_a_new_key() {
+    let w = World::new();
+    let placeholder = w.kms.add_external_key(None);
+    w.change_group(|g| g.aws.active_key_id = Some(placeholder.clone()));
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert!(job.progress.used_placeholder);
+    assert_eq!(job.progress.kms_key_id.as_ref(), Some(&placeholder));
+    // Not a previous key: the placeholder was never keyhold's.
+    assert_eq!(job.progress.previous_kms_key_id, None);
+
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("create_key"), 0);
+    assert_eq!(kms.keys.len(), 1);
+    assert_eq!(
+        kms.keys[&placeholder].material.as_ref(),
+        Some(&w.material_of(&job))
+    );
+    assert_eq!(kms.alias(ALIAS), Some(&placeholder));
+    assert_step_message(&w.messages(&job), 2, 6, "Using the placeholder KMS key");
+}
+
+// Failures of the rotate steps
+
+#[tokio::test]
+async fn an_expired_import_token_is_replaced_and_the_import_retried() {
+    let w = World::new();
+    w.kms.fail_next(
+        "import_key_material",
+        CloudError::ExpiredImportToken {
+            operation: "ImportKeyMaterial",
+        },
+    );
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("get_parameters_for_import"), 2);
+    assert_eq!(kms.calls_of("import_key_material"), 2);
+}
+
+#[tokio::test]
+async fn three_expired_import_tokens_in_a_row_fail_the_job() {
+    let w = World::new();
+    for _ in 0..3 {
+        w.kms.fail_next(
+            "import_key_material",
+            CloudError::ExpiredImportToken {
+                operation: "ImportKeyMaterial",
+            },
+        );
+    }
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap();
+    assert!(
+        error.starts_with("step 3 of 6, wrap and import the key material"),
+        "{error}"
+    );
+    assert!(error.contains("import token expired"), "{error}");
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("import_key_material"), 3);
+    assert_eq!(kms.alias(ALIAS), None);
+    assert_eq!(w.group().aws.active_key_id, None);
+}
+
+#[tokio::test]
+async fn material_kms_refuses_fails_the_job_and_leaves_the_alias_alone() {
+    let w = World::new();
+    // A placeholder once given other material: KMS takes only that again.
+    let placeholder = w.kms.add_external_key(Some(b"other material".to_vec()));
+    w.change_group(|g| g.aws.active_key_id = Some(placeholder.clone()));
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.clone().unwrap();
+    assert!(error.contains("KMS refused the key material"), "{error}");
+    assert!(error.contains("The alias was not moved"), "{error}");
+
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.alias(ALIAS), None);
+    assert_eq!(kms.keys[&placeholder].state, KeyState::PendingImport);
+    assert_eq!(kms.calls_of("point_alias"), 0);
+    let store = w.store.snapshot();
+    assert!(
+        store
+            .audit_summaries()
+            .contains(&"Failed to rotate keys for HSM protected key group payments.".into())
+    );
+}
+
+#[tokio::test]
+async fn throttling_fails_the_job_with_the_reason_and_nothing_half_done() {
+    let w = World::new();
+    w.kms.fail_next(
+        "create_key",
+        CloudError::Throttled {
+            operation: "CreateKey",
+            message: "Rate exceeded".into(),
+        },
+    );
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap();
+    assert!(
+        error.starts_with("step 2 of 6, create the KMS key"),
+        "{error}"
+    );
+    assert!(error.contains("throttling requests"), "{error}");
+    assert!(error.contains("Rate exceeded"), "{error}");
+
+    let kms = w.kms.snapshot();
+    assert!(kms.keys.is_empty());
+    assert_eq!(kms.alias(ALIAS), None);
+    assert_eq!(w.group().aws.active_key_id, None);
+    // The generated key stays listed, not yet in KMS, for the retry to take.
+    let store = w.store.snapshot();
+    let key = &store.keys[&job.progress.key_id.unwrap()];
+    assert_eq!(
+        (key.kms_key_id.as_ref(), key.state),
+        (None, KeyState::PreActive)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_rotation_retried_finishes_with_the_kms_key_it_created() {
+    let w = World::new();
+    w.kms.fail_next(
+        "point_alias",
+        CloudError::Transient {
+            operation: "CreateAlias",
+            message: "connection reset".into(),
+        },
+    );
+    let failed = w.rotate().await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    let session = crate::identity::Session {
+        id: "s".into(),
+        identities: vec![crate::identity::SessionIdentity {
+            name: crate::names::IdentityName::parse("Admin1").unwrap(),
+            role: crate::identity::Role::Administrator,
+        }],
+        created_at: start(),
+        last_seen: start(),
+    };
+    w.keyhold.retry_job(&session, failed.id).await.unwrap();
+    let job = w.run(&failed, &NoHooks).await.unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("create_key"), 1);
+    assert_eq!(kms.alias(ALIAS), job.progress.kms_key_id.as_ref());
+}
+
+// Interruptions
+
+/// Stops the run (a crash) when the job reaches `at` on the chosen side of its commit.
+struct CrashAt {
+    at: Checkpoint,
+    committed: bool,
+    reached: Mutex<bool>,
+}
+
+impl JobHooks for CrashAt {
+    fn reached(&self, at: Checkpoint, committed: bool) {
+        if (at, committed) == (self.at, self.committed) {
+            *self.reached.lock().unwrap() = true;
+            panic!("crash at {} (committed: {committed})", at.as_str());
+        }
+    }
+}
+
+fn rotation_checkpoints() -> Vec<Checkpoint> {
+    let mut points = vec![Checkpoint::Start, Checkpoint::CreateKeySent];
+    points.extend(Step::ROTATE.map(Checkpoint::Step));
+    points
+}
+
+#[tokio::test]
+async fn a_rotation_interrupted_at_any_commit_resumes_without_a_second_key_or_import() {
+    for at in rotation_checkpoints() {
+        for committed in [false, true] {
+            let w = Arc::new(World::new());
+            w.rotate().await; // a previous key, so DisablePrevious acts
+            let job = w.queue_rotation().await;
+            let hook = Arc::new(CrashAt {
+                at,
+                committed,
+                reached: Mutex::new(false),
+            });
+            let (world, crash, queued) = (w.clone(), hook.clone(), job.clone());
+            let run = tokio::spawn(async move { world.run(&queued, crash.as_ref()).await });
+            assert!(run.await.is_err(), "{} {committed}: no crash", at.as_str());
+            assert!(*hook.reached.lock().unwrap());
+            let before = w.kms.snapshot();
+
+            let resumed = w.run(&job, &NoHooks).await.unwrap();
+            let label = format!("{} (committed: {committed})", at.as_str());
+            assert_eq!(
+                resumed.status,
+                JobStatus::Succeeded,
+                "{label}: {:?}",
+                resumed.error
+            );
+            let kms = w.kms.snapshot();
+            // One KMS key for each of the two rotations, one successful import each.
+            assert_eq!(kms.calls_of("create_key"), 2, "{label}");
+            assert_eq!(kms.keys.len(), 2, "{label}");
+            let new = resumed.progress.kms_key_id.clone().unwrap();
+            assert_eq!(kms.alias(ALIAS), Some(&new), "{label}");
+            assert_eq!(
+                kms.keys[&new].material.as_ref(),
+                Some(&w.material_of(&resumed))
+            );
+            assert_eq!(kms.keys[&new].state, KeyState::Enabled, "{label}");
+            let imports_after_crash =
+                kms.calls_of("import_key_material") - before.calls_of("import_key_material");
+            let imported_before = before.keys.get(&new).is_some_and(|k| k.material.is_some());
+            assert_eq!(
+                imports_after_crash,
+                usize::from(!imported_before),
+                "{label}"
+            );
+            let store = w.store.snapshot();
+            assert_eq!(
+                store.groups[&group_name()].aws.active_key_id,
+                Some(new),
+                "{label}"
+            );
+            assert_eq!(store.keys.len(), 2, "{label}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stale_fence_stops_the_run_before_create_key_and_the_job_is_not_succeeded() {
+    struct FenceLostAfter<'a>(&'a FakeStore, Checkpoint);
+    impl JobHooks for FenceLostAfter<'_> {
+        fn reached(&self, at: Checkpoint, committed: bool) {
+            if at == self.1 && committed {
+                self.0
+                    .refuse_commits(Some(|| StoreError::Fenced("rotator".into())));
+            }
+        }
+    }
+    let w = World::new();
+    let job = w.queue_rotation().await;
+    let hook = FenceLostAfter(&w.store, Checkpoint::Step(Step::GenerateKey));
+    let outcome = w.run(&job, &hook).await;
+    assert!(
+        matches!(outcome, Err(CoreError::Store(StoreError::Fenced(_)))),
+        "{outcome:?}"
+    );
+    let stored = w.store.snapshot().job(job.id).cloned().unwrap();
+    assert_eq!(stored.status, JobStatus::Running);
+    assert_eq!(stored.progress.done, vec![Step::GenerateKey]);
+    // Write before acting: the "sent" mark was refused, so CreateKey was not sent.
+    assert_eq!(w.kms.snapshot().calls_of("create_key"), 0);
+    assert!(
+        !w.store
+            .snapshot()
+            .audit_summaries()
+            .iter()
+            .any(|s| s.starts_with("Successfully") || s.starts_with("Failed"))
+    );
+}
+
+// Synchronize, step by step
+
+#[tokio::test]
+async fn synchronize_deletes_imports_again_and_puts_the_policy() {
+    let w = World::new();
+    let rotation = w.rotate().await;
+    let kms_key_id = rotation.progress.kms_key_id.clone().unwrap();
+    let options = SyncOptions {
+        update_policy: true,
+        import_material: true,
+        delete_material: true,
+    };
+    let sync = w.queue_synchronization(&rotation, options);
+    let job = w.run(&sync, &NoHooks).await.unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.progress.done, Step::synchronize(options));
+
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("delete_imported_key_material"), 1);
+    assert_eq!(kms.calls_of("import_key_material"), 2);
+    assert_eq!(kms.calls_of("put_key_policy"), 1);
+    let key = &kms.keys[&kms_key_id];
+    assert_eq!(key.material.as_ref(), Some(&w.material_of(&rotation)));
+    assert_eq!(key.state, KeyState::Enabled);
+    assert_eq!(key.policy.as_ref().map(KeyPolicy::as_str), Some(POLICY));
+    let store = w.store.snapshot();
+    assert_eq!(
+        store.key_by_kms_id(&kms_key_id).unwrap().state,
+        KeyState::Enabled
+    );
+
+    let messages = w.messages(&job);
+    assert_step_message(
+        &messages,
+        1,
+        3,
+        &format!("Deleted the imported key material of KMS key {kms_key_id}"),
+    );
+    assert_step_message(&messages, 2, 3, "Imported the key material into KMS key");
+    assert_step_message(
+        &messages,
+        3,
+        3,
+        &format!("Put the key group's policy on KMS key {kms_key_id}"),
+    );
+    assert!(store.audit_summaries().contains(&format!(
+        "Successfully synchronized HSM protected key {kms_key_id}."
+    )));
+}
+
+#[tokio::test]
+async fn synchronize_delete_only_leaves_the_key_pending_import() {
+    let w = World::new();
+    let rotation = w.rotate().await;
+    let kms_key_id = rotation.progress.kms_key_id.clone().unwrap();
+    let options = SyncOptions {
+        update_policy: false,
+        import_material: false,
+        delete_material: true,
+    };
+    let job = w
+        .run(&w.queue_synchronization(&rotation, options), &NoHooks)
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.keys[&kms_key_id].state, KeyState::PendingImport);
+    assert_eq!(kms.keys[&kms_key_id].material, None);
+    assert_eq!(
+        w.store.snapshot().key_by_kms_id(&kms_key_id).unwrap().state,
+        KeyState::PendingImport
+    );
+
+    // Deleting again finds nothing to delete, and says so.
+    let again = w
+        .run(&w.queue_synchronization(&rotation, options), &NoHooks)
+        .await
+        .unwrap();
+    assert_eq!(again.status, JobStatus::Succeeded);
+    assert_eq!(w.kms.snapshot().calls_of("delete_imported_key_material"), 1);
+    assert_step_message(
+        &w.messages(&again),
+        1,
+        1,
+        &format!("KMS key {kms_key_id} holds no material already"),
+    );
+}
+
+#[tokio::test]
+async fn synchronize_puts_no_policy_when_the_group_has_none() {
+    let w = World::new();
+    let rotation = w.rotate().await;
+    w.change_group(|g| g.aws.policy = None);
+    let options = SyncOptions {
+        update_policy: true,
+        import_material: false,
+        delete_material: false,
+    };
+    let job = w
+        .run(&w.queue_synchronization(&rotation, options), &NoHooks)
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(w.kms.snapshot().calls_of("put_key_policy"), 0);
+    assert_step_message(
+        &w.messages(&job),
+        1,
+        1,
+        "Key group payments has no policy: nothing to put",
+    );
+}
+
+#[tokio::test]
+async fn synchronize_imports_only_the_material_the_kms_key_first_had() {
+    let w = World::new();
+    let rotation = w.rotate().await;
+    let kms_key_id = rotation.progress.kms_key_id.clone().unwrap();
+    // Another key's job pointed at this KMS key: its material is not the first.
+    let mut other = rotation.clone();
+    let second = w.rotate().await;
+    other.progress.key_id = second.progress.key_id;
+    let options = SyncOptions {
+        update_policy: false,
+        import_material: true,
+        delete_material: false,
+    };
+    let job = w
+        .run(&w.queue_synchronization(&other, options), &NoHooks)
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job.error.unwrap().contains("KMS refused the key material"));
+    let kms = w.kms.snapshot();
+    assert_eq!(
+        kms.keys[&kms_key_id].material.as_ref(),
+        Some(&w.material_of(&rotation))
+    );
+    assert!(w.store.snapshot().audit_summaries().contains(&format!(
+        "Failed to synchronize HSM protected key {kms_key_id}."
+    )));
+}
+
+#[tokio::test]
+async fn a_step_of_another_kind_is_refused() {
+    let w = World::new();
+    let rotation = w.rotate().await;
+    let mut job = w.queue_synchronization(
+        &rotation,
+        SyncOptions {
+            update_policy: true,
+            import_material: false,
+            delete_material: false,
+        },
+    );
+    job.progress.steps = vec![Step::MoveAlias];
+    w.store.put_job(job.clone());
+    let job = w.run(&job, &NoHooks).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(
+        job.error
+            .unwrap()
+            .contains("which is not a step of Synchronize HSM protected keys")
+    );
+}
+
+#[tokio::test]
+async fn a_synchronization_interrupted_at_any_commit_resumes_and_finishes() {
+    let options = SyncOptions {
+        update_policy: true,
+        import_material: true,
+        delete_material: true,
+    };
+    let mut points = vec![Checkpoint::Start];
+    points.extend(Step::synchronize(options).into_iter().map(Checkpoint::Step));
+    for at in points {
+        for committed in [false, true] {
+            let label = format!("{} (committed: {committed})", at.as_str());
+            let w = Arc::new(World::new());
+            let rotation = w.rotate().await;
+            let kms_key_id = rotation.progress.kms_key_id.clone().unwrap();
+            let job = w.queue_synchronization(&rotation, options);
+            let hook = Arc::new(CrashAt {
+                at,
+                committed,
+                reached: Mutex::new(false),
+            });
+            let (world, crash, queued) = (w.clone(), hook.clone(), job.clone());
+            let run = tokio::spawn(async move { world.run(&queued, crash.as_ref()).await });
+            assert!(run.await.is_err(), "{label}: no crash");
+
+            let resumed = w.run(&job, &NoHooks).await.unwrap();
+            assert_eq!(
+                resumed.status,
+                JobStatus::Succeeded,
+                "{label}: {:?}",
+                resumed.error
+            );
+            let kms = w.kms.snapshot();
+            let key = &kms.keys[&kms_key_id];
+            // Re-importing the same material is what KMS allows, and all it allows.
+            assert_eq!(
+                key.material.as_ref(),
+                Some(&w.material_of(&rotation)),
+                "{label}"
+            );
+            assert_eq!(key.state, KeyState::Enabled, "{label}");
+            assert_eq!(kms.calls_of("create_key"), 1, "{label}");
+            assert_eq!(
+                w.store.snapshot().key_by_kms_id(&kms_key_id).unwrap().state,
+                KeyState::Enabled,
+                "{label}"
+            );
+        }
+    }
+}

@@ -1,0 +1,815 @@
+//! Test support (feature `testing`): small in-memory fakes of the store, the
+//! keystore and the cloud port, so the core's operations (and other crates'
+//! tests) run without a database, a token or AWS.
+//!
+//! Rules: each fake keeps only the state the job engine reads back, and is
+//! honest about it: a store call the fake does not keep answers
+//! [`StoreError::Unavailable`] instead of pretending; the fake KMS enforces
+//! what AWS enforces for imported material (a key takes only the material
+//! first imported into it, and is PendingImport again once it is deleted).
+//! Failures are injected by name ([`FakeKms::fail_next`],
+//! [`FakeStore::refuse_commits`]); every KMS call is counted.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, hmac_sha256};
+use crate::clock::Timestamp;
+use crate::cloud::aws::{Alias, KeyPolicy, KmsKeyId, Region};
+use crate::cloud::{
+    CloudConnector, CloudError, CloudKeyInfo, CloudKms, ImportParameters, WrappingAlgorithm,
+};
+use crate::cluster::{Lease, NodeRecord};
+use crate::credential::{CloudService, Credential};
+use crate::error::{KeystoreError, StoreError};
+use crate::group::KeyGroup;
+use crate::identity::{Identity, Session};
+use crate::job::{Job, JobKind, JobMessage};
+use crate::key::{CheckDigits, Key, KeyPage, KeyState};
+use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
+use crate::ports::{GeneratedKey, JobCommit, Keystore, KeystoreKind, Scheduled, Store};
+use crate::settings::Settings;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// The store
+
+/// What the fake store holds; [`FakeStore::snapshot`] reads it back.
+#[derive(Clone, Debug, Default)]
+pub struct StoreState {
+    pub credentials: BTreeMap<CredentialName, Credential>,
+    pub groups: BTreeMap<GroupName, KeyGroup>,
+    pub keys: BTreeMap<uuid::Uuid, Key>,
+    /// In order of insertion.
+    pub jobs: Vec<Job>,
+    pub messages: Vec<JobMessage>,
+    pub audit: Vec<AuditRecord>,
+    pub settings: Settings,
+}
+
+impl StoreState {
+    pub fn job(&self, id: uuid::Uuid) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+
+    pub fn key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Option<&Key> {
+        self.keys
+            .values()
+            .find(|k| k.kms_key_id.as_ref() == Some(kms_key_id))
+    }
+
+    pub fn messages_of(&self, job: uuid::Uuid) -> Vec<String> {
+        self.messages
+            .iter()
+            .filter(|m| m.job_id == job)
+            .map(|m| m.text.clone())
+            .collect()
+    }
+
+    pub fn audit_summaries(&self) -> Vec<String> {
+        self.audit.iter().map(|a| a.summary.clone()).collect()
+    }
+}
+
+/// The [`Store`] port in memory: jobs, keys, groups, credentials, job
+/// messages and audit records (unsealed: the chain is the real store's job).
+#[derive(Default)]
+pub struct FakeStore {
+    state: Mutex<StoreState>,
+    /// Makes every job commit fail from now on (a stale fence, a database gone).
+    refusal: Mutex<Option<fn() -> StoreError>>,
+}
+
+impl FakeStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn snapshot(&self) -> StoreState {
+        lock(&self.state).clone()
+    }
+
+    pub fn put_credential(&self, credential: Credential) {
+        lock(&self.state)
+            .credentials
+            .insert(credential.name.clone(), credential);
+    }
+
+    pub fn put_group(&self, group: KeyGroup) {
+        lock(&self.state).groups.insert(group.name.clone(), group);
+    }
+
+    pub fn put_key(&self, key: Key) {
+        lock(&self.state).keys.insert(key.id, key);
+    }
+
+    pub fn put_job(&self, job: Job) {
+        let mut state = lock(&self.state);
+        state.jobs.retain(|j| j.id != job.id);
+        state.jobs.push(job);
+    }
+
+    /// Every job commit from now on fails with `error()`; `None` lifts it.
+    pub fn refuse_commits(&self, error: Option<fn() -> StoreError>) {
+        *lock(&self.refusal) = error;
+    }
+
+    fn not_kept<T>(what: &str) -> Result<T, StoreError> {
+        Err(StoreError::Unavailable(format!(
+            "the fake store keeps no {what}"
+        )))
+    }
+}
+
+#[async_trait]
+impl Store for FakeStore {
+    async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn get_identity(&self, _: &IdentityName) -> Result<Option<Identity>, StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn insert_identity(&self, _: &Identity, _: &AuditRecord) -> Result<(), StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn update_identity(
+        &self,
+        _: &Identity,
+        _: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn delete_identity(&self, _: &IdentityName, _: &AuditRecord) -> Result<(), StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn insert_session(&self, _: &Session) -> Result<(), StoreError> {
+        Self::not_kept("sessions")
+    }
+    async fn get_session(&self, _: &str) -> Result<Option<Session>, StoreError> {
+        Self::not_kept("sessions")
+    }
+    async fn update_session(&self, _: &Session) -> Result<(), StoreError> {
+        Self::not_kept("sessions")
+    }
+    async fn replace_session(&self, _: &str, _: &Session) -> Result<(), StoreError> {
+        Self::not_kept("sessions")
+    }
+    async fn delete_session(&self, _: &str) -> Result<(), StoreError> {
+        Self::not_kept("sessions")
+    }
+    async fn delete_sessions_of(&self, _: &IdentityName) -> Result<(), StoreError> {
+        Self::not_kept("sessions")
+    }
+
+    async fn list_credentials(&self) -> Result<Vec<Credential>, StoreError> {
+        Ok(lock(&self.state).credentials.values().cloned().collect())
+    }
+    async fn get_credential(
+        &self,
+        name: &CredentialName,
+    ) -> Result<Option<Credential>, StoreError> {
+        Ok(lock(&self.state).credentials.get(name).cloned())
+    }
+    async fn insert_credential(&self, c: &Credential, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state.credentials.contains_key(&c.name) {
+            return Err(StoreError::Duplicate);
+        }
+        state.credentials.insert(c.name.clone(), c.clone());
+        state.audit.push(a.clone());
+        Ok(())
+    }
+    async fn update_credential_secret(
+        &self,
+        _: uuid::Uuid,
+        _: &[u8],
+        _: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        Self::not_kept("credential secrets")
+    }
+    async fn delete_credential(
+        &self,
+        _: &CredentialName,
+        _: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        Self::not_kept("credential deletions")
+    }
+
+    async fn list_groups(&self) -> Result<Vec<KeyGroup>, StoreError> {
+        Ok(lock(&self.state).groups.values().cloned().collect())
+    }
+    async fn get_group(&self, name: &GroupName) -> Result<Option<KeyGroup>, StoreError> {
+        Ok(lock(&self.state).groups.get(name).cloned())
+    }
+    async fn insert_group(&self, g: &KeyGroup, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state.groups.contains_key(&g.name) {
+            return Err(StoreError::Duplicate);
+        }
+        state.groups.insert(g.name.clone(), g.clone());
+        state.audit.push(a.clone());
+        Ok(())
+    }
+    async fn update_group(&self, g: &KeyGroup, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if !state.groups.contains_key(&g.name) {
+            return Err(StoreError::NotFound);
+        }
+        state.groups.insert(g.name.clone(), g.clone());
+        state.audit.push(a.clone());
+        Ok(())
+    }
+    async fn delete_group(&self, _: &GroupName, _: &AuditRecord) -> Result<(), StoreError> {
+        Self::not_kept("group deletions")
+    }
+
+    async fn list_keys(&self, _: &KeyPage) -> Result<Vec<Key>, StoreError> {
+        Self::not_kept("key pages")
+    }
+    async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
+        Ok(lock(&self.state).keys.get(&id).cloned())
+    }
+    async fn find_key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Result<Option<Key>, StoreError> {
+        Ok(lock(&self.state).key_by_kms_id(kms_key_id).cloned())
+    }
+    async fn latest_key_version(&self, group: &GroupName) -> Result<Option<u32>, StoreError> {
+        Ok(lock(&self.state)
+            .keys
+            .values()
+            .filter(|k| &k.group == group)
+            .map(|k| k.version)
+            .max())
+    }
+    async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state.keys.contains_key(&key.id) {
+            return Err(StoreError::Duplicate);
+        }
+        state.keys.insert(key.id, key.clone());
+        state.audit.extend(audit.cloned());
+        Ok(())
+    }
+    async fn update_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if !state.keys.contains_key(&key.id) {
+            return Err(StoreError::NotFound);
+        }
+        state.keys.insert(key.id, key.clone());
+        state.audit.extend(audit.cloned());
+        Ok(())
+    }
+    async fn delete_key(&self, _: uuid::Uuid, _: &AuditRecord) -> Result<(), StoreError> {
+        Self::not_kept("key deletions")
+    }
+
+    async fn insert_job(
+        &self,
+        job: &Job,
+        schedule: Option<Scheduled<'_>>,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state.job(job.id).is_some() {
+            return Err(StoreError::Duplicate);
+        }
+        if let Some(scheduled) = schedule {
+            state
+                .groups
+                .insert(scheduled.group.name.clone(), scheduled.group.clone());
+        }
+        state.jobs.push(job.clone());
+        state.audit.push(audit.clone());
+        Ok(())
+    }
+    async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
+        Ok(lock(&self.state).job(id).cloned())
+    }
+    async fn list_jobs(&self, _: u32) -> Result<Vec<Job>, StoreError> {
+        Ok(lock(&self.state).jobs.iter().rev().cloned().collect())
+    }
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        Ok(lock(&self.state)
+            .jobs
+            .iter()
+            .filter(|j| !j.status.is_finished())
+            .cloned()
+            .collect())
+    }
+    async fn unfinished_group_job(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
+        Ok(lock(&self.state)
+            .jobs
+            .iter()
+            .find(|j| j.kind.group() == group && !j.status.is_finished())
+            .cloned())
+    }
+    async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
+        if let Some(refusal) = *lock(&self.refusal) {
+            return Err(refusal());
+        }
+        let mut state = lock(&self.state);
+        let Some(job) = state.jobs.iter_mut().find(|j| j.id == commit.job.id) else {
+            return Err(StoreError::NotFound);
+        };
+        *job = commit.job.clone();
+        for key in commit.keys {
+            state.keys.insert(key.id, key.clone());
+        }
+        if let Some(group) = commit.group {
+            state.groups.insert(group.name.clone(), group.clone());
+        }
+        state.messages.extend(commit.message.cloned());
+        state.audit.extend(commit.audit.cloned());
+        Ok(())
+    }
+    async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
+        Ok(lock(&self.state)
+            .messages
+            .iter()
+            .filter(|m| m.job_id == job_id)
+            .cloned()
+            .collect())
+    }
+    async fn latest_rotation(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
+        Ok(lock(&self.state)
+            .jobs
+            .iter()
+            .rev()
+            .find(|j| matches!(&j.kind, JobKind::Rotate { group: g } if g == group))
+            .cloned())
+    }
+    async fn failed_jobs(&self, _: u32) -> Result<Vec<Job>, StoreError> {
+        Self::not_kept("failed-job index")
+    }
+
+    async fn due_groups(&self, _: Timestamp, _: u32) -> Result<Vec<KeyGroup>, StoreError> {
+        Self::not_kept("schedule")
+    }
+    async fn heartbeat(&self, _: &NodeRecord) -> Result<(), StoreError> {
+        Self::not_kept("nodes")
+    }
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        Self::not_kept("nodes")
+    }
+    async fn acquire_lease(
+        &self,
+        _: &str,
+        _: &NodeId,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> Result<Option<Lease>, StoreError> {
+        Self::not_kept("leases")
+    }
+    async fn get_lease(&self, _: &str) -> Result<Option<Lease>, StoreError> {
+        Self::not_kept("leases")
+    }
+    async fn release_lease(&self, _: &str, _: &NodeId) -> Result<(), StoreError> {
+        Self::not_kept("leases")
+    }
+
+    async fn get_settings(&self) -> Result<Settings, StoreError> {
+        Ok(lock(&self.state).settings.clone())
+    }
+    async fn put_settings(&self, s: &Settings, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        state.settings = s.clone();
+        state.audit.push(a.clone());
+        Ok(())
+    }
+
+    async fn append_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {
+        lock(&self.state).audit.push(audit.clone());
+        Ok(())
+    }
+    async fn list_audit(&self, _: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        Self::not_kept("sealed audit entries")
+    }
+    async fn audit_page(&self, _: i64, _: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        Self::not_kept("sealed audit entries")
+    }
+}
+
+// The keystore
+
+/// A keystore in memory. A key's material is 32 bytes derived from its id
+/// (distinct per key, and the same again for the same id); "wrapping" puts
+/// the material after the wrapping public key, which is what the fake KMS
+/// checks and takes apart.
+#[derive(Default)]
+pub struct FakeKeystore {
+    material: Mutex<HashMap<uuid::Uuid, Vec<u8>>>,
+}
+
+impl FakeKeystore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The material of keyhold key `id`, as the fake KMS receives it.
+    pub fn material(&self, id: uuid::Uuid) -> Option<Vec<u8>> {
+        lock(&self.material).get(&id).cloned()
+    }
+
+    /// What the fake KMS receives for `material` wrapped under `public_key_der`.
+    pub fn wrapped(public_key_der: &[u8], material: &[u8]) -> Vec<u8> {
+        [public_key_der, material].concat()
+    }
+}
+
+impl AuditMac for FakeKeystore {
+    fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
+        hmac_sha256(b"fake keystore audit key", data)
+    }
+}
+
+impl Keystore for FakeKeystore {
+    fn kind(&self) -> KeystoreKind {
+        KeystoreKind::Software
+    }
+    fn check(&self) -> Result<(), KeystoreError> {
+        Ok(())
+    }
+    fn generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError> {
+        let material = [key_id.as_bytes().as_slice(), key_id.as_bytes().as_slice()].concat();
+        let check_digits = CheckDigits::parse(&hex::encode_upper(&material[..2]))
+            .map_err(|e| KeystoreError::Internal(e.message))?;
+        lock(&self.material).insert(key_id, material);
+        Ok(GeneratedKey {
+            handle: key_id.as_bytes().to_vec(),
+            check_digits,
+        })
+    }
+    fn wrap_key(
+        &self,
+        key_id: uuid::Uuid,
+        _: &[u8],
+        wrapping_public_key_der: &[u8],
+        _: WrappingAlgorithm,
+    ) -> Result<Vec<u8>, KeystoreError> {
+        let material = self
+            .material(key_id)
+            .ok_or_else(|| KeystoreError::KeyNotFound(key_id.to_string()))?;
+        Ok(Self::wrapped(wrapping_public_key_der, &material))
+    }
+    fn delete_key(&self, key_id: uuid::Uuid, _: &[u8]) -> Result<(), KeystoreError> {
+        lock(&self.material).remove(&key_id);
+        Ok(())
+    }
+    fn wrapping_algorithms(&self) -> Result<Vec<WrappingAlgorithm>, KeystoreError> {
+        Ok(vec![WrappingAlgorithm::RsaAesKeyWrapSha256])
+    }
+    fn missing_material(
+        &self,
+        keys: &[(uuid::Uuid, &[u8])],
+    ) -> Result<Vec<uuid::Uuid>, KeystoreError> {
+        let held = lock(&self.material);
+        Ok(keys
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !held.contains_key(id))
+            .collect())
+    }
+    fn seal_secret(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        Ok([context, secret].concat())
+    }
+    fn open_secret(
+        &self,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        sealed
+            .strip_prefix(context)
+            .map(|s| Zeroizing::new(s.to_vec()))
+            .ok_or(KeystoreError::SealBroken)
+    }
+}
+
+// The cloud
+
+/// One KMS key as the fake holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeKmsKey {
+    pub state: KeyState,
+    /// `Origin=EXTERNAL`.
+    pub external: bool,
+    /// The material it holds now.
+    pub material: Option<Vec<u8>>,
+    /// The material first imported: the only material it ever takes.
+    pub first_material: Option<Vec<u8>>,
+    pub valid_to: Option<Timestamp>,
+    pub tags: Vec<(String, String)>,
+    pub policy: Option<KeyPolicy>,
+}
+
+impl FakeKmsKey {
+    fn awaiting_import() -> Self {
+        Self {
+            state: KeyState::PendingImport,
+            external: true,
+            material: None,
+            first_material: None,
+            valid_to: None,
+            tags: Vec::new(),
+            policy: None,
+        }
+    }
+}
+
+/// What the fake KMS holds.
+#[derive(Clone, Debug, Default)]
+pub struct KmsState {
+    pub keys: BTreeMap<KmsKeyId, FakeKmsKey>,
+    /// Alias name → KMS key.
+    pub aliases: BTreeMap<String, KmsKeyId>,
+    /// Import token → (KMS key, wrapping public key it goes with).
+    tokens: HashMap<Vec<u8>, (KmsKeyId, Vec<u8>)>,
+    /// Every call, by operation name, in order.
+    pub calls: Vec<&'static str>,
+    /// Failures to answer, each to the next call of its operation.
+    failures: VecDeque<(&'static str, CloudError)>,
+}
+
+impl KmsState {
+    pub fn calls_of(&self, operation: &str) -> usize {
+        self.calls.iter().filter(|c| **c == operation).count()
+    }
+    pub fn alias(&self, alias: &str) -> Option<&KmsKeyId> {
+        self.aliases.get(alias)
+    }
+}
+
+/// One AWS account and region of KMS in memory; the operation names are the
+/// port's method names (`create_key`, `import_key_material`, …).
+#[derive(Default)]
+pub struct FakeKms {
+    state: Mutex<KmsState>,
+}
+
+impl FakeKms {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn snapshot(&self) -> KmsState {
+        lock(&self.state).clone()
+    }
+
+    /// The next call of `operation` fails with `error` (queued in order).
+    pub fn fail_next(&self, operation: &'static str, error: CloudError) {
+        lock(&self.state).failures.push_back((operation, error));
+    }
+
+    /// A KMS key a user created for imported material (a placeholder);
+    /// `first_material` when it once held material since deleted.
+    pub fn add_external_key(&self, first_material: Option<Vec<u8>>) -> KmsKeyId {
+        let id = new_kms_key_id();
+        let key = FakeKmsKey {
+            first_material,
+            ..FakeKmsKey::awaiting_import()
+        };
+        lock(&self.state).keys.insert(id.clone(), key);
+        id
+    }
+
+    /// Records the call and takes the failure queued for it, if any.
+    fn call(&self, operation: &'static str) -> Result<MutexGuard<'_, KmsState>, CloudError> {
+        let mut state = lock(&self.state);
+        state.calls.push(operation);
+        let queued = state.failures.iter().position(|(op, _)| *op == operation);
+        if let Some((_, error)) = queued.and_then(|at| state.failures.remove(at)) {
+            return Err(error);
+        }
+        Ok(state)
+    }
+}
+
+fn new_kms_key_id() -> KmsKeyId {
+    KmsKeyId::from_uuid(uuid::Uuid::new_v4())
+}
+
+fn not_found(operation: &'static str, key_id: &KmsKeyId) -> CloudError {
+    CloudError::NotFound {
+        operation,
+        message: format!("Key '{key_id}' does not exist"),
+    }
+}
+
+fn invalid_state(operation: &'static str, key_id: &KmsKeyId, state: KeyState) -> CloudError {
+    CloudError::InvalidState {
+        operation,
+        message: format!("{key_id} is {}", state.as_str()),
+    }
+}
+
+#[async_trait]
+impl CloudKms for FakeKms {
+    fn service(&self) -> CloudService {
+        CloudService::Aws
+    }
+
+    async fn create_key(
+        &self,
+        _: &str,
+        policy: Option<&KeyPolicy>,
+        tags: &[(String, String)],
+    ) -> Result<KmsKeyId, CloudError> {
+        let mut state = self.call("create_key")?;
+        let id = new_kms_key_id();
+        let key = FakeKmsKey {
+            tags: tags.to_vec(),
+            policy: policy.cloned(),
+            ..FakeKmsKey::awaiting_import()
+        };
+        state.keys.insert(id.clone(), key);
+        Ok(id)
+    }
+
+    async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError> {
+        const OP: &str = "describe_key";
+        let state = self.call(OP)?;
+        let key = state
+            .keys
+            .get(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        Ok(CloudKeyInfo {
+            key_id: key_id.clone(),
+            state: key.state,
+            external: key.external,
+            valid_to: key.valid_to,
+        })
+    }
+
+    async fn get_parameters_for_import(
+        &self,
+        key_id: &KmsKeyId,
+        algorithm: WrappingAlgorithm,
+    ) -> Result<ImportParameters, CloudError> {
+        const OP: &str = "get_parameters_for_import";
+        let mut state = self.call(OP)?;
+        let key = state
+            .keys
+            .get(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        if !key.external {
+            return Err(CloudError::Rejected {
+                operation: OP,
+                message: "the key's origin is not EXTERNAL".into(),
+            });
+        }
+        let token = uuid::Uuid::new_v4().as_bytes().to_vec();
+        let public_key_der = [b"public key ".as_slice(), token.as_slice()].concat();
+        state
+            .tokens
+            .insert(token.clone(), (key_id.clone(), public_key_der.clone()));
+        Ok(ImportParameters {
+            public_key_der,
+            import_token: token,
+            valid_until: None,
+            algorithm,
+        })
+    }
+
+    async fn import_key_material(
+        &self,
+        key_id: &KmsKeyId,
+        import_token: &[u8],
+        encrypted_material: &[u8],
+        valid_to: Option<Timestamp>,
+    ) -> Result<(), CloudError> {
+        const OP: &str = "import_key_material";
+        let mut state = self.call(OP)?;
+        let Some((for_key, public_key)) = state.tokens.get(import_token).cloned() else {
+            return Err(CloudError::Rejected {
+                operation: OP,
+                message: "the import token is not valid".into(),
+            });
+        };
+        if &for_key != key_id {
+            return Err(CloudError::Rejected {
+                operation: OP,
+                message: "the import token belongs to another key".into(),
+            });
+        }
+        let Some(material) = encrypted_material.strip_prefix(public_key.as_slice()) else {
+            return Err(CloudError::Rejected {
+                operation: OP,
+                message: "the material is not wrapped under this token's public key".into(),
+            });
+        };
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        if key.state == KeyState::PendingDeletion {
+            return Err(invalid_state(OP, key_id, key.state));
+        }
+        if key
+            .first_material
+            .as_ref()
+            .is_some_and(|first| first.as_slice() != material)
+        {
+            return Err(CloudError::IncorrectKeyMaterial {
+                operation: OP,
+                message: "the key material does not match the key's first material".into(),
+            });
+        }
+        key.first_material.get_or_insert_with(|| material.to_vec());
+        key.material = Some(material.to_vec());
+        key.valid_to = valid_to;
+        if key.state == KeyState::PendingImport {
+            key.state = KeyState::Enabled;
+        }
+        Ok(())
+    }
+
+    async fn delete_imported_key_material(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "delete_imported_key_material";
+        let mut state = self.call(OP)?;
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        if key.state == KeyState::PendingDeletion {
+            return Err(invalid_state(OP, key_id, key.state));
+        }
+        key.material = None;
+        key.state = KeyState::PendingImport;
+        Ok(())
+    }
+
+    async fn point_alias(&self, alias: &Alias, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "point_alias";
+        let mut state = self.call(OP)?;
+        if !state.keys.contains_key(key_id) {
+            return Err(not_found(OP, key_id));
+        }
+        state.aliases.insert(alias.to_string(), key_id.clone());
+        Ok(())
+    }
+
+    async fn disable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "disable_key";
+        let mut state = self.call(OP)?;
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        match key.state {
+            KeyState::Enabled | KeyState::Disabled => {
+                key.state = KeyState::Disabled;
+                Ok(())
+            }
+            other => Err(invalid_state(OP, key_id, other)),
+        }
+    }
+
+    async fn put_key_policy(
+        &self,
+        key_id: &KmsKeyId,
+        policy: &KeyPolicy,
+    ) -> Result<(), CloudError> {
+        const OP: &str = "put_key_policy";
+        let mut state = self.call(OP)?;
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        key.policy = Some(policy.clone());
+        Ok(())
+    }
+
+    async fn find_keys_tagged(&self, key: &str, value: &str) -> Result<Vec<KmsKeyId>, CloudError> {
+        let state = self.call("find_keys_tagged")?;
+        Ok(state
+            .keys
+            .iter()
+            .filter(|(_, k)| k.tags.iter().any(|(t, v)| t == key && v == value))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+}
+
+/// Connects every credential, in every region, to one [`FakeKms`].
+pub struct FakeConnector {
+    pub kms: Arc<FakeKms>,
+}
+
+#[async_trait]
+impl CloudConnector for FakeConnector {
+    fn service(&self) -> CloudService {
+        CloudService::Aws
+    }
+
+    async fn connect(
+        &self,
+        _: &Credential,
+        _: Option<secrecy::SecretString>,
+        _: &Region,
+    ) -> Result<Arc<dyn CloudKms>, CloudError> {
+        Ok(self.kms.clone())
+    }
+}
