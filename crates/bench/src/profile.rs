@@ -118,7 +118,13 @@ const CATEGORIES: &[(&str, &[&str])] = &[
     ),
     (
         "HTTP API: axum and hyper serving the benchmark's requests",
-        &["axum", "hyper::server", "keyhold_server::http"],
+        &[
+            "axum",
+            "hyper::server",
+            "keyhold_server::http",
+            "keyhold_server::operations",
+            "keyhold_server::routes",
+        ],
     ),
     (
         "HTTP transport: hyper client connections and socket I/O",

@@ -2,6 +2,7 @@
 //! runs per group at a time.
 
 use super::super::Keyhold;
+use crate::action::Action;
 use crate::cluster::Lease;
 use crate::error::{CoreError, CoreResult, InvalidInput};
 use crate::group::KeyGroup;
@@ -47,10 +48,7 @@ impl Keyhold {
         let record = self
             .record(
                 initiator.users(),
-                format!(
-                    "Started rotating keys for HSM protected key group {}",
-                    group.name
-                ),
+                Action::RotateGroup(group.name.as_str()).succeeded(),
             )
             .with_details(serde_json::json!({ "job": job.id }));
         self.store.insert_job(&job, schedule, &record).await?;
@@ -101,7 +99,7 @@ impl Keyhold {
         let record = self
             .record(
                 session.users(),
-                format!("Started synchronizing HSM protected key {kms_key_id}"),
+                Action::SynchronizeKey(kms_key_id.as_str()).succeeded(),
             )
             .with_details(serde_json::json!({
                 "job": job.id,
@@ -187,10 +185,18 @@ impl Keyhold {
         job.error = None;
         job.finished_at = (to == JobStatus::Cancelled).then(|| self.now());
         let message = self.message(&job, format!("{verb} by {users}"));
-        let record = self.record(
-            users,
-            format!("{verb} job {} ({})", job.id, job.kind.title()),
-        );
+        let (shown_id, title) = (job.id.to_string(), Some(job.kind.title()));
+        let action = match to {
+            JobStatus::Queued => Action::RetryJob {
+                id: &shown_id,
+                title,
+            },
+            _ => Action::CancelJob {
+                id: &shown_id,
+                title,
+            },
+        };
+        let record = self.record(users, action.succeeded());
         self.store
             .commit_job(&JobCommit {
                 job: &job,

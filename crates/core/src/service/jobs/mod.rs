@@ -30,13 +30,6 @@ use crate::key::Key;
 
 pub use runner::JobRuntime;
 
-/// How a job ended, for its audit summary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Conclusion {
-    Succeeded,
-    Failed,
-}
-
 /// A step the job's progress lists that its kind does not have: progress
 /// that does not belong to this job.
 fn not_a_step_of(job: &Job, step: crate::job::Step) -> CoreError {

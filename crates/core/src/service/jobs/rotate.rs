@@ -6,15 +6,14 @@
 //! key (when the group says so), activate.
 
 use super::super::Keyhold;
+use super::StepOutcome;
 use super::runner::JobRuntime;
-use super::{Conclusion, StepOutcome};
 use crate::cloud::aws::KmsKeyId;
 use crate::cloud::{CloudError, CloudKms};
 use crate::error::{CoreError, CoreResult};
 use crate::group::KeyGroup;
 use crate::job::{Checkpoint, GROUP_TAG, JOB_TAG, Job, KEY_TAG, Step};
 use crate::key::{Key, KeyState};
-use crate::names::GroupName;
 use crate::ports::JobCommit;
 use crate::schedule::next_rotation;
 
@@ -286,15 +285,5 @@ impl Keyhold {
                 key.version
             ),
         })
-    }
-}
-
-/// The audit summary of a rotation that ended.
-pub(super) fn summary(group: &GroupName, conclusion: Conclusion) -> String {
-    match conclusion {
-        Conclusion::Succeeded => {
-            format!("Successfully rotated keys for HSM protected key group {group}.")
-        }
-        Conclusion::Failed => format!("Failed to rotate keys for HSM protected key group {group}."),
     }
 }

@@ -1,15 +1,15 @@
 //! Running a job: its steps in order from the first not done, each
 //! committed with the job's progress (fenced by the rotator lease), and a
 //! failure recorded with its reason. The one place a job kind is dispatched
-//! to its module is `run_step` (and `summary` beside it).
+//! to its module is `run_step` (and `run_of` beside it, naming the kind for the audit log).
 
 use std::sync::Arc;
 
 use secrecy::SecretString;
 
 use super::super::Keyhold;
-use super::{Conclusion, StepOutcome};
-use super::{rotate, synchronize};
+use super::StepOutcome;
+use crate::action::JobRun;
 use crate::audit::AuditRecord;
 use crate::cloud::{CloudConnector, CloudKms};
 use crate::cluster::Lease;
@@ -172,16 +172,13 @@ impl Keyhold {
     }
 
     fn success_record(&self, job: &Job) -> AuditRecord {
-        self.record(
-            job.initiator.users(),
-            summary(&job.kind, Conclusion::Succeeded),
-        )
-        .with_details(serde_json::json!({
-            "job": job.id,
-            "kms_key_id": job.progress.kms_key_id.as_ref().map(ToString::to_string),
-            "wrapping": job.progress.wrapping.map(|w| w.aws_name()),
-            "placeholder_used": job.progress.used_placeholder,
-        }))
+        self.record(job.initiator.users(), run_of(&job.kind).succeeded())
+            .with_details(serde_json::json!({
+                "job": job.id,
+                "kms_key_id": job.progress.kms_key_id.as_ref().map(ToString::to_string),
+                "wrapping": job.progress.wrapping.map(|w| w.aws_name()),
+                "placeholder_used": job.progress.used_placeholder,
+            }))
     }
 
     async fn fail_job(
@@ -207,10 +204,7 @@ impl Keyhold {
         job.finished_at = Some(self.now());
         job.error = Some(reason.clone());
         let record = self
-            .record(
-                job.initiator.users(),
-                summary(&job.kind, Conclusion::Failed),
-            )
+            .record(job.initiator.users(), run_of(&job.kind).failed())
             .with_details(serde_json::json!({ "job": job.id, "reason": reason }));
         let message = self.message(job, format!("Failed: {reason}"));
         let recorded = self
@@ -274,10 +268,10 @@ impl Keyhold {
     }
 }
 
-/// The audit summary of a job that ended, in its kind's words.
-fn summary(kind: &JobKind, conclusion: Conclusion) -> String {
+/// The job's kind as the audit log names it when the job ends.
+fn run_of(kind: &JobKind) -> JobRun<'_> {
     match kind {
-        JobKind::Rotate { group } => rotate::summary(group, conclusion),
-        JobKind::Synchronize { key_name, .. } => synchronize::summary(key_name, conclusion),
+        JobKind::Rotate { group } => JobRun::Rotation(group.as_str()),
+        JobKind::Synchronize { key_name, .. } => JobRun::Synchronization(key_name),
     }
 }

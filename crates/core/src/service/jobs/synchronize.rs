@@ -4,8 +4,8 @@
 //! it again, put the group's key policy.
 
 use super::super::Keyhold;
+use super::StepOutcome;
 use super::runner::JobRuntime;
-use super::{Conclusion, StepOutcome};
 use crate::cloud::CloudKms;
 use crate::error::CoreResult;
 use crate::group::KeyGroup;
@@ -80,13 +80,5 @@ impl Keyhold {
             group: None,
             message: format!("Put the key group's policy on KMS key {kms_key_id}"),
         })
-    }
-}
-
-/// The audit summary of a synchronization that ended.
-pub(super) fn summary(key_name: &str, conclusion: Conclusion) -> String {
-    match conclusion {
-        Conclusion::Succeeded => format!("Successfully synchronized HSM protected key {key_name}."),
-        Conclusion::Failed => format!("Failed to synchronize HSM protected key {key_name}."),
     }
 }
