@@ -3,7 +3,7 @@
 //!
 //! Nothing here performs I/O: no sockets, files, SQL or SDK calls. Time comes
 //! from a [`clock::Clock`], persistence from a [`ports::Store`], key material
-//! from a [`ports::Keystore`].
+//! from a [`ports::Keystore`], the cloud KMS from a [`cloud::CloudKms`].
 
 #[macro_use]
 mod newtype;
