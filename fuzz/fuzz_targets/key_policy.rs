@@ -7,7 +7,7 @@
 //! keep their text and their rules; every refusal is a proper message.
 #![no_main]
 
-use keyhold_core::aws::{Description, KeyPolicy, MAX_DESCRIPTION_CHARS, MAX_POLICY_BYTES};
+use keyhold_core::cloud::aws::{Description, KeyPolicy, MAX_DESCRIPTION_CHARS, MAX_POLICY_BYTES};
 use keyhold_core::group::{GroupInfo, KeySpec, MAX_INFO_CHARS};
 use keyhold_fuzz::assert_refusal;
 use libfuzzer_sys::fuzz_target;

@@ -11,7 +11,7 @@
 use std::fmt::Debug;
 
 use keyhold_core::InvalidInput;
-use keyhold_core::aws::{Alias, KmsKeyId, Region};
+use keyhold_core::cloud::aws::{Alias, KmsKeyId, Region};
 use keyhold_core::clock::{format_timestamp, parse_timestamp};
 use keyhold_core::cluster::{NodeRole, RotatorChoice};
 use keyhold_core::credential::{AccessKeyId, CloudService, Endpoint, RoleArn};
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(a.as_str().len() <= 256);
         }),
         5 => round_trip(raw, Region::parse, "region", |r| {
-            assert!(keyhold_core::aws::AWS_REGIONS.contains(&r.as_str()));
+            assert!(keyhold_core::cloud::aws::AWS_REGIONS.contains(&r.as_str()));
         }),
         6 => round_trip(raw, KmsKeyId::parse, "key id", |k| {
             let text = k.as_str();
