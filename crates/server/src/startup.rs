@@ -103,15 +103,9 @@ impl Server {
                         axum::http::HeaderValue::from_static("max-age=31536000"),
                     ),
                 );
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                crate::serve::serve(listener, router, shutdown).await
             }
-            None => {
-                axum::serve(self.listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
+            None => crate::serve::serve(self.listener, router, shutdown).await,
         }
         .context("the HTTP server stopped");
         background.ticking.abort();

@@ -546,6 +546,25 @@ async fn every_hostile_request_gets_a_clear_4xx_and_changes_nothing() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 
+    // Headers that stall halfway: the connection is let go (hyper's header
+    // read timeout, 10 s), not held open for as long as the client likes.
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(
+        format!("GET /api/v1/groups HTTP/1.1\r\nhost: {address}\r\nauthorization: Bea").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), half.read_to_end(&mut answer))
+        .await
+        .expect("a client that stalls in its headers is not waited for for ever")
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
     assert_eq!(
         state(&app, &token).await,
         before,
@@ -566,8 +585,9 @@ async fn every_hostile_request_gets_a_clear_4xx_and_changes_nothing() {
              administrators (so only the input can be at fault): each got the expected 4xx with a \
              JSON message of its own, none a 5xx; afterwards identities, credentials, groups, keys, \
              jobs and settings were exactly as before and the audit chain verified. Also refused: \
-             a logged-out token replayed, a session idle past its limit (401), and a body that \
-             stalled (408 after 10 s, connection closed).\n\n| input | cases |\n|---|---|\n{}",
+             a logged-out token replayed, a session idle past its limit (401), a body that \
+             stalled (408 after 10 s, connection closed), and headers that stalled halfway \
+             (connection closed after 10 s).\n\n| input | cases |\n|---|---|\n{}",
             cases.len(),
             table.join("\n")
         ),
