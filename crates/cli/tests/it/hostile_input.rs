@@ -280,12 +280,59 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
         json!({"designated_rotator": "node with spaces"}),
         json!({"unknown_setting": 1}),
         json!({}),
+        // serde reads a struct from an array field by field: refused.
+        json!([null, 7]),
+        json!([true]),
+        json!(7),
+        json!(null),
     ] {
         cases.push(json_case(
             "settings change",
             M::PATCH,
             "/api/v1/config",
             change,
+            Some(400),
+        ));
+    }
+    // Arrays in place of objects, which serde would read field by field
+    // (a login as ["Admin1", password] would log in).
+    for (method, path, body) in [
+        (
+            M::POST,
+            "/api/v1/session/login".to_owned(),
+            json!(["Admin1", ADMIN1_PASSWORD]),
+        ),
+        (
+            M::POST,
+            "/api/v1/password".to_owned(),
+            json!(["Admin1", ADMIN1_PASSWORD, "another-Pass-phrase-91"]),
+        ),
+        (
+            M::POST,
+            "/api/v1/identities".to_owned(),
+            json!(["eve", "auditor"]),
+        ),
+        (
+            M::PATCH,
+            format!("/api/v1/groups/{group}"),
+            json!([null, null, "30d"]),
+        ),
+        (
+            M::POST,
+            "/api/v1/credentials".to_owned(),
+            json!(["arr", console_csv()]),
+        ),
+        (
+            M::POST,
+            format!("/api/v1/keys/{key}/sync"),
+            json!([true, false, false]),
+        ),
+    ] {
+        cases.push(json_case(
+            "a JSON array in place of an object",
+            method,
+            &path,
+            body,
             Some(400),
         ));
     }
