@@ -255,7 +255,14 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
         json!({"name": "eve", "role": ["administrator"]}),
         Some(400),
     ));
-    for new_password in ["short", &"p".repeat(257), ""] {
+    for new_password in [
+        "short",
+        &"p".repeat(257),
+        "",
+        "password1234",
+        "qwertyuiop123",
+        "Admin1Admin1Admin1",
+    ] {
         cases.push(json_case("new password", M::POST, "/api/v1/password", json!({"user": "Admin1", "current_password": ADMIN1_PASSWORD, "new_password": new_password}), Some(400)));
     }
     cases.push(json_case(
