@@ -1018,7 +1018,7 @@ async fn every_hostile_command_line_exits_non_zero_with_a_message_and_changes_no
         "Hostile input: the command line",
         &format!(
             "{} hostile invocations of the `keyhold` binary (names with slashes and control \
-             characters, missing, oversized, binary and directory files, a path traversing to \
+             characters, missing, oversized, binary and directory files, a FIFO nobody writes to, a path traversing to \
              /etc/passwd, malformed policies and intervals, ids of the wrong kind, bad URLs, flags \
              and stdin): each exited non-zero with an `error:` message, none panicked, none showed \
              the traversed file's content, and the server's state was unchanged.",
