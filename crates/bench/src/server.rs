@@ -80,7 +80,9 @@ pub struct KeyholdProcess {
 impl KeyholdProcess {
     /// Starts `keyhold serve` on a free port and waits until it listens.
     pub fn spawn(binary: &Path, data_dir: &Path, options: &ServeOptions) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
+        // keyhold refuses a data directory group or others can read.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(data_dir)?;
         let mut command = Command::new(binary);
         command
             .arg("serve")

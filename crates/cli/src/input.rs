@@ -107,10 +107,19 @@ pub fn read_text_file(
     let shown = path.display();
     let unreadable =
         |e: std::io::Error| CliError::Input(format!("cannot read the {what} {shown}: {e}"));
+    let not_regular = || {
+        CliError::Input(format!(
+            "the {what} {shown} is not a regular file (a directory, FIFO, socket or device): save it to a file and name that"
+        ))
+    };
+    // Looked at before opening: opening a FIFO waits for a writer, for ever.
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(not_regular().into());
+    }
     let file = std::fs::File::open(path).map_err(unreadable)?;
     let metadata = file.metadata().map_err(unreadable)?;
     if !metadata.is_file() {
-        return Err(CliError::Input(format!("the {what} {shown} is not a regular file")).into());
+        return Err(not_regular().into());
     }
     let too_large = || {
         CliError::Input(format!(
@@ -232,5 +241,32 @@ mod tests {
         assert_eq!(crate::error::exit_code_of(&err), crate::error::EXIT_USAGE);
 
         assert!(read_text_file(dir.path(), "CSV file", 1024).is_err());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("credentials.csv");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opening it would block until a writer came: the read runs apart so
+        // a regression fails here instead of hanging the suite.
+        let (sender, answer) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = sender.send(
+                read_text_file(&path, "CSV file", 1024)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let err = answer
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO waited for a writer")
+            .unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

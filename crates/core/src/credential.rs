@@ -228,11 +228,41 @@ impl Endpoint {
         if host.contains('@') {
             return Err(bad("the endpoint must not carry a user name or password"));
         }
+        check_port(host).map_err(|why| bad(&why))?;
         Ok(Self(raw.trim_end_matches('/').to_owned()))
     }
 }
 
+/// A port in `host` (`name:port`, `[v6]:port`) must be a number from 1 to
+/// 65535: a URL parser further on would reject a larger one, or worse, wrap it.
+fn check_port(host: &str) -> Result<(), String> {
+    let after_address = match host.rfind(']') {
+        Some(end) => &host[end + 1..],
+        None => host,
+    };
+    let Some((_, port)) = after_address.rsplit_once(':') else {
+        return Ok(());
+    };
+    match port.parse::<u16>() {
+        Ok(number) if number > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err(format!(
+            "the endpoint's port '{}' is not a port number from 1 to 65535",
+            crate::error::printable(port)
+        )),
+    }
+}
+
 string_newtype!(Endpoint);
+
+/// The columns (lower case) of the console's access key file and of the IAM
+/// user file.
+const IAM_CSV_COLUMNS: &[&str] = &[
+    "user name",
+    "password",
+    "access key id",
+    "secret access key",
+    "console login link",
+];
 
 /// An access key read from the CSV that IAM offers for download.
 pub struct AccessKeyCsv {
@@ -278,6 +308,28 @@ impl AccessKeyCsv {
             .into_iter()
             .map(|c| c.trim().to_ascii_lowercase())
             .collect();
+        // Only the columns of IAM's two files: a column of any other name (or
+        // one named twice) means a file edited or made by hand, whose fields
+        // keyhold cannot be sure it reads right.
+        for (i, column) in columns.iter().enumerate() {
+            if !IAM_CSV_COLUMNS.contains(&column.as_str()) {
+                // Named by its place, not its text: a file given by mistake
+                // (or on purpose) must not be echoed back.
+                return Err(InvalidInput::new(
+                    FIELD,
+                    format!(
+                        "column {} of the CSV's header is not one of IAM's ('Access key ID', 'Secret access key', 'User name', 'Password', 'Console login link'): {expected}",
+                        i + 1
+                    ),
+                ));
+            }
+            if columns[..i].contains(column) {
+                return Err(InvalidInput::new(
+                    FIELD,
+                    format!("the CSV has the column '{column}' twice: {expected}"),
+                ));
+            }
+        }
         let position = |name: &str| columns.iter().position(|c| c == name);
         let (Some(id_col), Some(secret_col)) =
             (position("access key id"), position("secret access key"))
@@ -395,6 +447,13 @@ mod tests {
                 "Access key ID,Secret access key\nAKIAIOSFODNN7EXAMPLE,{SECRET}\nAKIAIOSFODNN7EXAMPLF,{SECRET}\n"
             ),
             "Access key ID,Secret access key\nAKIAIOSFODNN7EXAMPLE,short\n".to_owned(),
+            // Extra columns, in the header and the row alike, or only in the row.
+            format!("Access key ID,Secret access key,Note\nAKIAIOSFODNN7EXAMPLE,{SECRET},x\n"),
+            format!("Access key ID,Secret access key,\nAKIAIOSFODNN7EXAMPLE,{SECRET},\n"),
+            format!("Access key ID,Secret access key\nAKIAIOSFODNN7EXAMPLE,{SECRET},extra\n"),
+            format!(
+                "Access key ID,Secret access key,Secret access key\nAKIAIOSFODNN7EXAMPLE,{SECRET},{SECRET}\n"
+            ),
         ];
         for c in cases {
             let err = AccessKeyCsv::parse(c.as_bytes()).unwrap_err();
@@ -424,9 +483,29 @@ mod tests {
             "https://",
             "https://user:pw@host",
             "https://a b",
+            "http://127.0.0.1:65536",
+            "http://127.0.0.1:99999/",
+            "https://kms.eu-west-1.amazonaws.com:0",
+            "https://kms.eu-west-1.amazonaws.com:",
+            "https://kms.eu-west-1.amazonaws.com:+443",
+            "https://[::1]:70000",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
+        for ok in [
+            "http://127.0.0.1:65535",
+            "https://[::1]:443/",
+            "https://[::1]",
+            "https://kms.eu-west-1.amazonaws.com:443",
+        ] {
+            assert!(Endpoint::parse(ok).is_ok(), "{ok}");
+        }
+        assert!(
+            Endpoint::parse("http://127.0.0.1:99999")
+                .unwrap_err()
+                .message
+                .contains("1 to 65535")
+        );
     }
 
     #[test]
@@ -540,6 +619,30 @@ mod tests {
                     prop_assert!(!e.message.chars().any(char::is_control));
                 }
             }
+        }
+
+        #[test]
+        fn endpoint_ports_are_1_to_65535(port in 0u32..200_000) {
+            let parsed = Endpoint::parse(&format!("https://kms.example.com:{port}/"));
+            prop_assert_eq!(parsed.is_ok(), (1..=65_535).contains(&port));
+            let parsed = Endpoint::parse(&format!("http://[::1]:{port}"));
+            prop_assert_eq!(parsed.is_ok(), (1..=65_535).contains(&port));
+        }
+
+        #[test]
+        fn a_csv_with_a_column_iam_does_not_write_is_refused(
+            extra in "[A-Za-z ]{1,20}",
+            at in 0usize..3,
+        ) {
+            prop_assume!(!IAM_CSV_COLUMNS.contains(&extra.trim().to_ascii_lowercase().as_str()));
+            let mut header = vec!["Access key ID", "Secret access key"];
+            let mut row = vec!["AKIAIOSFODNN7EXAMPLE", SECRET];
+            header.insert(at.min(2), &extra);
+            row.insert(at.min(2), "value");
+            let csv = format!("{}\n{}\n", header.join(","), row.join(","));
+            let err = AccessKeyCsv::parse(csv.as_bytes()).unwrap_err();
+            prop_assert!(err.message.contains("column"), "{}", err.message);
+            prop_assert!(!err.message.contains(SECRET));
         }
 
         #[test]

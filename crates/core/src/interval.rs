@@ -52,7 +52,14 @@ impl Interval {
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         let help = "write a whole number and a unit: h (hours), d (days), w (weeks) or y (years), for example 12h, 30d or 1y";
         let bad = |why: &str| InvalidInput::new("interval", format!("{why}: {help}"));
-        let raw = raw.trim();
+        // Spaces are refused, not trimmed: what is stored and shown is
+        // exactly what was accepted.
+        if raw.chars().any(char::is_whitespace) {
+            return Err(bad(&format!(
+                "'{}' contains spaces",
+                crate::error::printable(raw)
+            )));
+        }
         let Some(last) = raw.chars().last() else {
             return Err(bad("interval is empty"));
         };
@@ -149,6 +156,11 @@ mod tests {
             "99999999999d",
             "101y",
             "1 d",
+            " 30d",
+            "30d ",
+            "30d\n",
+            "\t1y",
+            "30\u{a0}d",
         ] {
             assert!(Interval::parse(bad).is_err(), "{bad}");
         }
@@ -168,6 +180,23 @@ mod tests {
         #[test]
         fn never_panics(raw in "\\PC{0,24}") {
             let _ = Interval::parse(&raw);
+        }
+
+        #[test]
+        fn spaces_anywhere_are_refused(
+            count in 1u32..=3650,
+            unit in prop::sample::select(vec!['h', 'd', 'w', 'y']),
+            space in prop::sample::select(vec![" ", "\t", "\n", "\r", "\u{a0}", "\u{3000}"]),
+            at in 0usize..3,
+        ) {
+            let raw = format!("{count}{unit}");
+            let spaced = match at {
+                0 => format!("{space}{raw}"),
+                1 => format!("{count}{space}{unit}"),
+                _ => format!("{raw}{space}"),
+            };
+            let err = Interval::parse(&spaced).unwrap_err();
+            prop_assert!(err.message.contains("spaces"), "{}", err.message);
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod credential;
 pub mod error;
 pub mod group;
+pub mod id;
 pub mod identity;
 pub mod interval;
 pub mod job;

@@ -18,6 +18,7 @@ mod metrics;
 mod operations;
 pub mod rotator;
 mod routes;
+mod serve;
 pub mod startup;
 pub mod tls;
 mod ui;

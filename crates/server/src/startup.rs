@@ -103,15 +103,9 @@ impl Server {
                         axum::http::HeaderValue::from_static("max-age=31536000"),
                     ),
                 );
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                crate::serve::serve(listener, router, shutdown).await
             }
-            None => {
-                axum::serve(self.listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
+            None => crate::serve::serve(self.listener, router, shutdown).await,
         }
         .context("the HTTP server stopped");
         background.ticking.abort();
@@ -207,16 +201,36 @@ fn open_keystore(config: &Config) -> anyhow::Result<Arc<dyn Keystore>> {
     }
 }
 
+/// Creates the data directory with mode 0700, and refuses one that group or
+/// others can enter or read: it holds the database (password hashes, sealed
+/// secrets) and, with the software keystore, the master key. Narrowing an
+/// existing directory is left to the operator, who may have pointed keyhold
+/// at a directory shared on purpose (a home directory, a mount point).
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if path.is_dir() {
-        return Ok(());
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .with_context(|| format!("cannot create data directory {}", path.display()))?;
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .with_context(|| format!("cannot create data directory {}", path.display()))
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot inspect data directory {}", path.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "the data directory {} exists and is not a directory",
+            path.display()
+        );
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the data directory {dir} is open to group or others (mode {mode:04o}), and it holds the database with the password hashes and the keystore: run `chmod 700 {dir}` and start again",
+            dir = path.display()
+        );
+    }
+    Ok(())
 }
 
 /// What jobs report their commits to: nothing in production; with the

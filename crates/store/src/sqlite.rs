@@ -88,6 +88,11 @@ async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
+    // A read-only open creates nothing.
+    if !is_memory(url) && !url.contains("mode=ro") {
+        private_database_files(options.get_filename())
+            .map_err(|e| unavailable("cannot create the database file privately", &e))?;
+    }
     let pool_options = if is_memory(url) {
         // Each connection to `:memory:` would be a database of its own:
         // keep exactly one, for ever.
@@ -105,12 +110,78 @@ async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
         .map_err(|e| unavailable("cannot open the database", &e))
 }
 
+/// Mode of the database and its `-wal` and `-shm` files: they hold password
+/// hashes and sealed secrets, for keyhold's user alone.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates the database file with mode 0600 before SQLite opens it, and
+/// narrows an existing one (and its `-wal`/`-shm` files) to 0600. SQLite would
+/// create it 0644 under the usual umask; it creates the `-wal` and `-shm` files
+/// later with the database file's own mode, so this one file decides all three.
+fn private_database_files(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::Path::new(&name);
+        let Ok(meta) = std::fs::metadata(file) else {
+            continue;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
     use sqlx::Connection;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_and_shm_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyhold.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE probe (x)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("keyhold.db{suffix}"));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        pool.close().await;
+
+        // A database an older release left readable is narrowed when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let pool = connect(&path.display().to_string()).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
+        pool.close().await;
+    }
 
     #[tokio::test]
     async fn a_transaction_abandoned_by_a_cancelled_task_does_not_keep_the_write_lock() {

@@ -122,6 +122,9 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
             "AKIAIOSFODNN7EXAMPLE,wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n".repeat(2000)
         ),
         "\u{feff}\u{feff}\u{feff}".to_owned(),
+        // A valid key and secret, but a column IAM's files do not have.
+        format!("Access key ID,Secret access key,Note\n{ACCESS_KEY_ID},{SECRET_ACCESS_KEY},x\n"),
+        format!("Access key ID,Secret access key\n{ACCESS_KEY_ID},{SECRET_ACCESS_KEY},x\n"),
     ] {
         cases.push(json_case(
             "credential CSV",
@@ -137,6 +140,9 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
         "http://",
         "file:///etc/passwd",
         "http://user:pw@kms.example",
+        "http://127.0.0.1:99999",
+        "https://kms.example:65536/",
+        "https://kms.example:0",
     ] {
         cases.push(json_case(
             "credential endpoint",
@@ -172,6 +178,10 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
         ("rotate_every", json!("12h")),
         ("rotate_every", json!("99999999999999999999d")),
         ("rotate_every", json!("1 fortnight")),
+        ("rotate_every", json!(" 30d")),
+        ("rotate_every", json!("30d ")),
+        ("rotate_every", json!("30 d")),
+        ("valid_for", json!("1y\n")),
         ("valid_for", json!("forever")),
         ("key_type", json!("RSA")),
         ("key_length", json!(128)),
@@ -245,7 +255,14 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
         json!({"name": "eve", "role": ["administrator"]}),
         Some(400),
     ));
-    for new_password in ["short", &"p".repeat(257), ""] {
+    for new_password in [
+        "short",
+        &"p".repeat(257),
+        "",
+        "password1234",
+        "qwertyuiop123",
+        "Admin1Admin1Admin1",
+    ] {
         cases.push(json_case("new password", M::POST, "/api/v1/password", json!({"user": "Admin1", "current_password": ADMIN1_PASSWORD, "new_password": new_password}), Some(400)));
     }
     cases.push(json_case(
@@ -280,12 +297,59 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
         json!({"designated_rotator": "node with spaces"}),
         json!({"unknown_setting": 1}),
         json!({}),
+        // serde reads a struct from an array field by field: refused.
+        json!([null, 7]),
+        json!([true]),
+        json!(7),
+        json!(null),
     ] {
         cases.push(json_case(
             "settings change",
             M::PATCH,
             "/api/v1/config",
             change,
+            Some(400),
+        ));
+    }
+    // Arrays in place of objects, which serde would read field by field
+    // (a login as ["Admin1", password] would log in).
+    for (method, path, body) in [
+        (
+            M::POST,
+            "/api/v1/session/login".to_owned(),
+            json!(["Admin1", ADMIN1_PASSWORD]),
+        ),
+        (
+            M::POST,
+            "/api/v1/password".to_owned(),
+            json!(["Admin1", ADMIN1_PASSWORD, "another-Pass-phrase-91"]),
+        ),
+        (
+            M::POST,
+            "/api/v1/identities".to_owned(),
+            json!(["eve", "auditor"]),
+        ),
+        (
+            M::PATCH,
+            format!("/api/v1/groups/{group}"),
+            json!([null, null, "30d"]),
+        ),
+        (
+            M::POST,
+            "/api/v1/credentials".to_owned(),
+            json!(["arr", console_csv()]),
+        ),
+        (
+            M::POST,
+            format!("/api/v1/keys/{key}/sync"),
+            json!([true, false, false]),
+        ),
+    ] {
+        cases.push(json_case(
+            "a JSON array in place of an object",
+            method,
+            &path,
+            body,
             Some(400),
         ));
     }
@@ -332,6 +396,24 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
         json!({}),
         Some(409),
     ));
+    // UUIDs in the forms `uuid` also parses but keyhold never prints.
+    for (path, what) in [
+        (
+            format!("/api/v1/jobs/%7B{job}%7D/retry"),
+            "job id in braces",
+        ),
+        (
+            format!("/api/v1/jobs/urn:uuid:{job}/cancel"),
+            "job id as a URN",
+        ),
+        (
+            format!("/api/v1/jobs/{}/retry", job.replace('-', "")),
+            "job id without hyphens",
+        ),
+        (format!("/api/v1/keys/%7B{key}%7D/sync"), "key id in braces"),
+    ] {
+        cases.push(json_case(what, M::POST, &path, json!({}), Some(400)));
+    }
     cases.push(json_case(
         "job id not a uuid",
         M::POST,
@@ -546,6 +628,57 @@ async fn every_hostile_request_gets_a_clear_4xx_and_changes_nothing() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 
+    // A URL of 100 KB, which hyper answers itself before any route runs
+    // (over 64 KiB): 414 with the API's JSON error all the same. Raw, since
+    // HTTP clients refuse to send such a URL.
+    let mut long = tokio::net::TcpStream::connect(&address).await.unwrap();
+    long.write_all(
+        format!(
+            "GET /api/v1/groups/{} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\n\r\n",
+            "g".repeat(100_000)
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), long.read_to_end(&mut answer))
+        .await
+        .expect("the answer to a long URL comes, and the connection closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 414"), "{answer}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"]["code"], "uri_too_long", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 KiB"),
+        "{body}"
+    );
+
+    // Headers that stall halfway: the connection is let go (hyper's header
+    // read timeout, 10 s), not held open for as long as the client likes.
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(
+        format!("GET /api/v1/groups HTTP/1.1\r\nhost: {address}\r\nauthorization: Bea").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), half.read_to_end(&mut answer))
+        .await
+        .expect("a client that stalls in its headers is not waited for for ever")
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
     assert_eq!(
         state(&app, &token).await,
         before,
@@ -566,8 +699,10 @@ async fn every_hostile_request_gets_a_clear_4xx_and_changes_nothing() {
              administrators (so only the input can be at fault): each got the expected 4xx with a \
              JSON message of its own, none a 5xx; afterwards identities, credentials, groups, keys, \
              jobs and settings were exactly as before and the audit chain verified. Also refused: \
-             a logged-out token replayed, a session idle past its limit (401), and a body that \
-             stalled (408 after 10 s, connection closed).\n\n| input | cases |\n|---|---|\n{}",
+             a logged-out token replayed, a session idle past its limit (401), a body that \
+             stalled (408 after 10 s, connection closed), headers that stalled halfway \
+             (connection closed after 10 s), and a URL of 100 KB (414 with the JSON error, \
+             although hyper answers it before any route).\n\n| input | cases |\n|---|---|\n{}",
             cases.len(),
             table.join("\n")
         ),
@@ -627,6 +762,15 @@ async fn every_hostile_command_line_exits_non_zero_with_a_message_and_changes_no
     let empty = file("empty.json", b"");
     let missing = dir.path().join("missing").join("x").display().to_string();
     let directory = dir.path().display().to_string();
+    let fifo = dir.path().join("fifo.csv");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fifo = fifo.display().to_string();
     let traversal = format!(
         "{}/../../../../../../../../etc/passwd",
         dir.path().display()
@@ -677,6 +821,11 @@ async fn every_hostile_command_line_exits_non_zero_with_a_message_and_changes_no
         (
             "CSV file a directory",
             owned(&["credential", "import", "--name", "x", "--csv", &directory]),
+            vec![],
+        ),
+        (
+            "CSV file a FIFO nobody writes to",
+            owned(&["credential", "import", "--name", "x", "--csv", &fifo]),
             vec![],
         ),
         (
@@ -869,7 +1018,7 @@ async fn every_hostile_command_line_exits_non_zero_with_a_message_and_changes_no
         "Hostile input: the command line",
         &format!(
             "{} hostile invocations of the `keyhold` binary (names with slashes and control \
-             characters, missing, oversized, binary and directory files, a path traversing to \
+             characters, missing, oversized, binary and directory files, a FIFO nobody writes to, a path traversing to \
              /etc/passwd, malformed policies and intervals, ids of the wrong kind, bad URLs, flags \
              and stdin): each exited non-zero with an `error:` message, none panicked, none showed \
              the traversed file's content, and the server's state was unchanged.",

@@ -315,3 +315,71 @@ async fn no_secret_reaches_a_log_the_audit_log_an_answer_or_an_error() {
         ),
     );
 }
+
+/// The modes of everything in `dir`, recursively, relative to it.
+fn modes_under(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut modes = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            modes.push((name, meta.permissions().mode() & 0o777));
+            if meta.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    modes
+}
+
+/// The database holds the password hashes and sealed secrets, the keystore
+/// directory the master key: none of it is readable by another local user,
+/// including the `-wal` and `-shm` files SQLite creates after start-up.
+#[tokio::test]
+async fn the_data_directory_and_everything_in_it_are_private_to_keyhold() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = crate::helpers::TestApp::spawn().await;
+    // Writes, so the WAL and shared-memory files exist while the server runs.
+    let token = app.dual_session().await;
+    app.import_credential(&token, "c").await;
+    assert_eq!(
+        std::fs::metadata(&app.data_dir)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let modes = modes_under(&app.data_dir);
+    if app.db.url_override().is_none() {
+        for name in ["keyhold.db", "keyhold.db-wal", "keyhold.db-shm"] {
+            assert!(
+                modes.iter().any(|(n, _)| n == name),
+                "{name} missing: {modes:?}"
+            );
+        }
+    }
+    let open: Vec<_> = modes.iter().filter(|(_, m)| m & 0o077 != 0).collect();
+    assert!(open.is_empty(), "readable by group or others: {open:?}");
+
+    // A data directory others can read is refused, saying what to run, and
+    // nothing is written into it.
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut init = Command::new(KEYHOLD);
+    init.args(["init", "--data-dir"]).arg(&shared);
+    use_database(&mut init, &app.db);
+    let out = init.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod 700 {}", shared.display())),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
+}

@@ -135,10 +135,9 @@ impl KmsKeyId {
     }
 
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
-        let hyphenated = raw.len() == 36 && raw.matches('-').count() == 4;
-        match uuid::Uuid::try_parse(raw) {
-            Ok(id) if hyphenated => Ok(Self(id.hyphenated().to_string())),
-            _ => Err(InvalidInput::new(
+        match crate::id::parse_uuid(raw) {
+            Some(id) => Ok(Self(id.hyphenated().to_string())),
+            None => Err(InvalidInput::new(
                 "key id",
                 format!(
                     "'{}' is not a KMS key id: use the key's UUID, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",

@@ -8,7 +8,7 @@ use crate::key::{Key, KeyListing, KeyPage, Material};
 
 /// How a key is named on the command line: keyhold's id or its KMS key id.
 pub fn parse_key_ref(raw: &str) -> Result<uuid::Uuid, crate::error::InvalidInput> {
-    uuid::Uuid::try_parse(raw).map_err(|_| {
+    crate::id::parse_uuid(raw).ok_or_else(|| {
         crate::error::InvalidInput::new(
             "key",
             "a key is named by its KMS key id (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) as shown by `keyhold key list`",

@@ -26,6 +26,14 @@ pub enum ApiError {
     NoRoute,
     #[error("this endpoint does not accept that method: see /api/v1/openapi.json")]
     MethodNotAllowed,
+    /// Answered by hyper before routing, rewritten by `crate::serve`.
+    #[error(
+        "the URL is longer than 64 KiB: send long values in a JSON body, or page with the query's limit"
+    )]
+    UriTooLong,
+    /// Answered by hyper before routing, rewritten by `crate::serve`.
+    #[error("the request's headers are too large: send fewer or shorter headers")]
+    HeadersTooLarge,
 }
 
 impl From<InvalidInput> for ApiError {
@@ -55,6 +63,11 @@ impl ApiError {
             }
             Self::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             Self::Core(core) => match core {
                 CoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
                 CoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
@@ -151,20 +164,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body every error answer carries.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.status_and_code().1.to_owned(),
+                message: self.public_message(),
+                field: self.field(),
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: code.to_owned(),
-                message: self.public_message(),
-                field: self.field(),
-            },
-        };
-        (status, axum::Json(body)).into_response()
+        (status, axum::Json(self.body())).into_response()
     }
 }
 
@@ -185,6 +204,8 @@ mod tests {
             (ApiError::UnsupportedMediaType, 415),
             (ApiError::NoRoute, 404),
             (ApiError::MethodNotAllowed, 405),
+            (ApiError::UriTooLong, 414),
+            (ApiError::HeadersTooLarge, 431),
             (InvalidInput::new("alias", "bad").into(), 400),
             (CoreError::not_found("key group", "g").into(), 404),
             (CoreError::Conflict("c".into()).into(), 409),

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use super::errors::ApiError;
 use crate::app::AppState;
 
-/// A JSON body; the wrong content type, a body over the limit, malformed JSON
+/// A JSON object body; the wrong content type, a body over the limit,
+/// malformed JSON, a value other than an object (array, string, number, null)
 /// and unknown fields each get a 4xx with a message saying which.
 pub struct ApiJson<T>(pub T);
 
@@ -20,10 +21,35 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
+        match axum::Json::<Object<T>>::from_request(req, state).await {
+            Ok(axum::Json(Object(value))) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(&rejection)),
         }
+    }
+}
+
+/// `T` read only from a JSON object. serde reads a struct from an array too,
+/// field by field in order (`[null, 7]` would set a struct's second field):
+/// every body of the API is an object, and anything else is refused.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+    type Value = Object<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object ({ … }) with the endpoint's fields")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
     }
 }
 
@@ -155,5 +181,31 @@ impl FromRequestParts<AppState> for Caller {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_api::SettingsChangeRequest;
+
+    fn read(body: &str) -> Result<SettingsChangeRequest, String> {
+        serde_json::from_str::<Object<SettingsChangeRequest>>(body)
+            .map(|Object(value)| value)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn only_a_json_object_is_read_as_a_request() {
+        let read_back = read(r#"{"lockout_threshold": 7}"#).unwrap();
+        assert_eq!(read_back.lockout_threshold, Some(7));
+        for body in ["[null,7]", "[]", "7", "\"x\"", "null", "true"] {
+            let message = read(body).unwrap_err();
+            assert!(message.contains("a JSON object"), "{body}: {message}");
+        }
+        // What the struct itself refuses is still refused.
+        assert!(read(r#"{"lockout_threshold": 7, "lockout_threshold": 8}"#).is_err());
+        assert!(read(r#"{"no_such_setting": 1}"#).is_err());
+        assert!(read(r#"{"lockout_threshold": "7"}"#).is_err());
     }
 }

@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::views;
 
 fn job_id(raw: &str) -> Result<uuid::Uuid, InvalidInput> {
-    uuid::Uuid::try_parse(raw).map_err(|_| {
+    keyhold_core::id::parse_uuid(raw).ok_or_else(|| {
         InvalidInput::new(
             "id",
             format!(
@@ -132,5 +132,12 @@ mod tests {
         let err = job_id("latest\u{7}").unwrap_err();
         assert_eq!(err.field, "id");
         assert!(err.message.contains("'latest?'"), "{}", err.message);
+        for other in [
+            "{5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11}",
+            "urn:uuid:5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11",
+            "5b9f4a864a1d4c3e9b0e2f0c1e7d9a11",
+        ] {
+            assert!(job_id(other).is_err(), "{other}");
+        }
     }
 }
