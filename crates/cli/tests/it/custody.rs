@@ -164,8 +164,10 @@ async fn one_person_alone_cannot_move_material_or_widen_access() {
         ),
     ];
     let mut wrong = Vec::new();
+    let mut rows: Vec<String> = Vec::new();
     for (who, person, code) in people {
         let token = alone(&app, person).await;
+        let wrong_before = wrong.len();
         for (method, path, body) in &attempts {
             let (status, answer) = app
                 .request(method.clone(), path, Some(&token), body.clone())
@@ -185,6 +187,11 @@ async fn one_person_alone_cannot_move_material_or_widen_access() {
                 wrong.push(format!("{who}: {method} {path}: {status} {answer}"));
             }
         }
+        let tried = attempts.len() + unreachable.len();
+        rows.push(format!(
+            "| {who} alone | {tried} | {} | `{code}` |",
+            tried - (wrong.len() - wrong_before),
+        ));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
@@ -239,6 +246,25 @@ async fn one_person_alone_cannot_move_material_or_widen_access() {
     let (_, key) = app.get(&format!("/api/v1/keys/{k1}"), &officer).await;
     assert_eq!(key["state"], "disabled", "{key:#}");
     assert_eq!(proxy.tally().requests, 0, "nothing reached the proxy");
+
+    crate::report::section(
+        23,
+        "Custody: one person alone cannot move key material",
+        &format!(
+            "One key officer, one auditor and one administrator, each alone in a session, tried every \
+             path that could move key material or widen access: a credential with a man in the \
+             middle's endpoint or another account's key, deleting the credential, changing a group's \
+             credential, region, alias (to another group's), active key (another group's), policy \
+             (`Principal: *`, `kms:*`) or disable-after-rotate, deleting key material, a key or a \
+             group, and keystore migration or key export over the API (none exists). Every attempt \
+             was refused before anything left: credentials, groups and jobs read back unchanged, no \
+             new KMS key, nothing reached the proxy, and every audit entry of the lone person is a \
+             refusal with its reason. The officer alone could still rotate and re-import, to where \
+             two had decided; a rotated-out key re-imported stayed disabled in KMS.\n\n\
+             | session | attempts | refused | refusal |\n|---|---|---|---|\n{}",
+            rows.join("\n")
+        ),
+    );
 }
 
 /// The wrapping public key a man in the middle hands out: that of a KMS key
@@ -359,4 +385,20 @@ async fn a_proxy_that_swaps_the_wrapping_key_gets_material_only_with_two_officer
         .unwrap();
     assert_eq!(added["users"], "officer1,officer2");
     assert_eq!(added["details"]["endpoint"], proxy.url);
+
+    crate::report::section(
+        24,
+        "Custody: a man in the middle swapping the wrapping key",
+        &format!(
+            "A loopback proxy in front of KMS answered `GetParametersForImport` with a wrapping \
+             public key of its own and kept every `ImportKeyMaterial`. Off the operator's \
+             `kms_endpoint_allow` list, a credential naming it was refused to one officer (403) and \
+             to two (400, saying what to configure). On the list, one officer could neither add it \
+             nor point a group at it, and the officer's rotation went to KMS: the proxy saw 0 \
+             requests. Only after two officers added it and moved the group to it (both audited \
+             with their names, the change with its before and after) did wrapped material reach it \
+             ({} import(s) captured).",
+            seen.captured.len()
+        ),
+    );
 }
