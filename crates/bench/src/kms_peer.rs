@@ -118,6 +118,10 @@ pub struct KmsPeer {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Every peer started in this run: keyhold servers the bench spawns allow
+/// them as KMS endpoints (endpoint overrides are operator configuration).
+pub static PEER_ENDPOINTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 impl KmsPeer {
     /// Starts on a free loopback port. `quotas` enables the token buckets.
     pub async fn start(quotas: bool) -> anyhow::Result<Self> {
@@ -157,8 +161,13 @@ impl KmsPeer {
                 })
                 .await;
         });
+        let endpoint = format!("http://{addr}");
+        PEER_ENDPOINTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(endpoint.clone());
         Ok(Self {
-            endpoint: format!("http://{addr}"),
+            endpoint,
             inner,
             _stop: stop,
         })

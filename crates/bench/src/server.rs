@@ -77,6 +77,16 @@ pub struct KeyholdProcess {
     pub started_in: Duration,
 }
 
+/// The KMS endpoints a spawned server allows credentials to name.
+fn allowed_endpoints() -> String {
+    let mut endpoints = crate::kms_peer::PEER_ENDPOINTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    endpoints.extend(std::env::var("AWS_ENDPOINT_URL_KMS").ok());
+    endpoints.join(",")
+}
+
 impl KeyholdProcess {
     /// Starts `keyhold serve` on a free port and waits until it listens.
     pub fn spawn(binary: &Path, data_dir: &Path, options: &ServeOptions) -> anyhow::Result<Self> {
@@ -97,6 +107,9 @@ impl KeyholdProcess {
             .arg("--log")
             .arg(&options.log)
             .env_remove("KEYHOLD_DATABASE_URL")
+            // The stand-in peers started so far and LocalStack, all on loopback.
+            .env("KEYHOLD_KMS_ENDPOINT_ALLOW", allowed_endpoints())
+            .env("KEYHOLD_KMS_ENDPOINT_ALLOW_PLAIN_HTTP", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new()

@@ -25,7 +25,8 @@ pub enum CredentialCommand {
         /// The CSV file: `Access key ID,Secret access key` and one row.
         #[arg(long, value_name = "FILE")]
         csv: PathBuf,
-        /// Endpoint override for AWS KMS (a VPC endpoint, a test peer).
+        /// Endpoint override for AWS KMS (a VPC endpoint, a test peer): one the
+        /// server's operator allows (kms_endpoint_allow). Needs two officers.
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
     },
@@ -44,7 +45,8 @@ pub enum CredentialCommand {
         /// arn:aws:iam::123456789012:role/keyhold.
         #[arg(long, value_name = "ARN")]
         role_arn: Option<String>,
-        /// Endpoint override for AWS KMS (a VPC endpoint, a test peer).
+        /// Endpoint override for AWS KMS (a VPC endpoint, a test peer): one the
+        /// server's operator allows (kms_endpoint_allow). Needs two officers.
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
     },

@@ -254,6 +254,145 @@ fn check_port(host: &str) -> Result<(), String> {
 
 string_newtype!(Endpoint);
 
+impl Endpoint {
+    /// `https://` (as opposed to plain `http://`).
+    pub fn is_https(&self) -> bool {
+        self.0
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    }
+
+    /// `host[:port]`, lower case.
+    fn authority(&self) -> String {
+        let rest = self.0.split_once("://").map_or("", |(_, rest)| rest);
+        rest.split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    }
+
+    /// The host is a loopback IP address (127.0.0.0/8 or [::1]). A name such
+    /// as `localhost` does not count: what it resolves to is not the
+    /// operator's to vouch for here.
+    pub fn is_loopback(&self) -> bool {
+        let authority = self.authority();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        host.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The endpoint compared without regard to the case of its scheme and
+    /// host (which name the same server either way).
+    fn canonical(&self) -> String {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let path = rest.find(['/', '?', '#']).map_or("", |at| &rest[at..]);
+        format!(
+            "{}://{}{path}",
+            scheme.to_ascii_lowercase(),
+            self.authority()
+        )
+    }
+}
+
+/// Where keyhold may send key material besides AWS's own endpoints: the
+/// endpoint overrides the server's operator allows (configuration
+/// `kms_endpoint_allow`). The KMS wrapping public key is not signed by AWS;
+/// only the endpoint's TLS identity vouches for it, so an endpoint is
+/// operator configuration, never an officer's choice: one an officer gives
+/// (a credential's `endpoint`) must be on this list, and it is checked again
+/// before every job reaches KMS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    allowed: Vec<Endpoint>,
+    plain_http_to_loopback: bool,
+}
+
+/// How an operator allows an endpoint, for messages.
+pub const ENDPOINT_ALLOW_SETTING: &str = "kms_endpoint_allow (environment KEYHOLD_KMS_ENDPOINT_ALLOW, comma-separated; flag --kms-endpoint-allow)";
+/// How an operator allows plain HTTP to a loopback endpoint, for messages.
+pub const ENDPOINT_PLAIN_HTTP_SETTING: &str = "kms_endpoint_allow_plain_http = true (KEYHOLD_KMS_ENDPOINT_ALLOW_PLAIN_HTTP, --kms-endpoint-allow-plain-http)";
+
+impl EndpointPolicy {
+    /// No endpoint override allowed: material goes to AWS's own endpoints only.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The allow-list, refused when an entry is plain HTTP to anything but a
+    /// loopback address, or to a loopback address without
+    /// `plain_http_to_loopback` (the operator's consent, for test peers).
+    pub fn new(allowed: Vec<Endpoint>, plain_http_to_loopback: bool) -> Result<Self, InvalidInput> {
+        let policy = Self {
+            allowed,
+            plain_http_to_loopback,
+        };
+        for endpoint in &policy.allowed {
+            policy.check_transport(endpoint)?;
+        }
+        Ok(policy)
+    }
+
+    pub fn allowed(&self) -> &[Endpoint] {
+        &self.allowed
+    }
+
+    /// Whether an officer may send material to `endpoint`; the refusal says
+    /// what the operator would have to configure.
+    pub fn check(&self, endpoint: &Endpoint) -> Result<(), InvalidInput> {
+        self.check_transport(endpoint)?;
+        let canonical = endpoint.canonical();
+        if self.allowed.iter().any(|a| a.canonical() == canonical) {
+            return Ok(());
+        }
+        let allowed = if self.allowed.is_empty() {
+            "it allows none, so credentials use AWS's own endpoints".to_owned()
+        } else {
+            format!(
+                "it allows {}",
+                self.allowed
+                    .iter()
+                    .map(Endpoint::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        Err(InvalidInput::new(
+            "endpoint",
+            format!(
+                "endpoint {} is not on this server's allow-list of KMS endpoints ({allowed}): endpoints decide where key material is sent, so they are operator configuration. Leave the endpoint out to use AWS's own, or have the operator add it to {ENDPOINT_ALLOW_SETTING} and restart keyhold",
+                printable(endpoint.as_str())
+            ),
+        ))
+    }
+
+    fn check_transport(&self, endpoint: &Endpoint) -> Result<(), InvalidInput> {
+        if endpoint.is_https() {
+            return Ok(());
+        }
+        let shown = printable(endpoint.as_str());
+        if !endpoint.is_loopback() {
+            return Err(InvalidInput::new(
+                "endpoint",
+                format!(
+                    "endpoint {shown} is plain HTTP: key material is sent only over HTTPS (https://…); plain http:// is allowed only to a loopback address (127.0.0.1, [::1]) with {ENDPOINT_PLAIN_HTTP_SETTING}"
+                ),
+            ));
+        }
+        if !self.plain_http_to_loopback {
+            return Err(InvalidInput::new(
+                "endpoint",
+                format!(
+                    "endpoint {shown} is plain HTTP to a loopback address, which this server's configuration does not allow: use https://, or have the operator set {ENDPOINT_PLAIN_HTTP_SETTING} (for a local test peer)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The columns (lower case) of the console's access key file and of the IAM
 /// user file.
 const IAM_CSV_COLUMNS: &[&str] = &[
@@ -506,6 +645,60 @@ mod tests {
                 .message
                 .contains("1 to 65535")
         );
+    }
+
+    #[test]
+    fn endpoint_overrides_must_be_allow_listed_and_https_unless_loopback_with_consent() {
+        let ep = |raw: &str| Endpoint::parse(raw).unwrap();
+        let peer = ep("http://127.0.0.1:4566");
+        let vpce = ep("https://vpce-0abc.kms.eu-west-1.vpce.amazonaws.com");
+        // Plain HTTP beyond loopback cannot even be configured.
+        let err = EndpointPolicy::new(vec![ep("http://kms.example.com")], true).unwrap_err();
+        assert!(err.message.contains("only over HTTPS"), "{}", err.message);
+        let err = EndpointPolicy::new(vec![ep("http://localhost:4566")], true).unwrap_err();
+        assert!(err.message.contains("loopback"), "{}", err.message);
+        // Plain HTTP to loopback needs the operator's consent.
+        let err = EndpointPolicy::new(vec![peer.clone()], false).unwrap_err();
+        assert!(
+            err.message.contains("kms_endpoint_allow_plain_http"),
+            "{}",
+            err.message
+        );
+        let policy = EndpointPolicy::new(vec![peer.clone(), vpce.clone()], true).unwrap();
+        assert!(policy.check(&peer).is_ok());
+        assert!(
+            policy
+                .check(&ep("https://VPCE-0abc.kms.eu-west-1.vpce.amazonaws.com/"))
+                .is_ok()
+        );
+        assert!(policy.check(&ep("http://[::1]:4566")).is_err());
+        for refused in [
+            "http://127.0.0.1:4567",
+            "https://evil.example.com",
+            "https://vpce-0abc.kms.eu-west-1.vpce.amazonaws.com.evil.example.com",
+            "https://vpce-0abc.kms.eu-west-1.vpce.amazonaws.com/other",
+        ] {
+            let err = policy.check(&ep(refused)).unwrap_err();
+            assert_eq!(err.field, "endpoint");
+            assert!(
+                err.message.contains("kms_endpoint_allow"),
+                "{}",
+                err.message
+            );
+            assert!(
+                err.message.contains("KEYHOLD_KMS_ENDPOINT_ALLOW"),
+                "{}",
+                err.message
+            );
+        }
+        let none = EndpointPolicy::none();
+        let err = none.check(&vpce).unwrap_err();
+        assert!(err.message.contains("allows none"), "{}", err.message);
+        let err = none.check(&peer).unwrap_err();
+        assert!(err.message.contains("plain HTTP"), "{}", err.message);
+        assert!(ep("http://[::1]:1").is_loopback());
+        assert!(ep("http://127.3.4.5").is_loopback());
+        assert!(!ep("http://128.0.0.1").is_loopback());
     }
 
     #[test]

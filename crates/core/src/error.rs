@@ -85,7 +85,7 @@ pub enum CoreError {
     #[error(
         "{operation} needs dual control: a second identity with the right role must log in to this session first"
     )]
-    DualControlRequired { operation: &'static str },
+    DualControlRequired { operation: String },
     #[error(
         "the password of '{0}' must be changed before it can log in: use `keyhold passwd --user {0}`"
     )]

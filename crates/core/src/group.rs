@@ -154,7 +154,39 @@ pub struct GroupChange {
     pub disable_after_rotate: Option<bool>,
 }
 
+/// The fields of a group that decide where its key material goes (the
+/// credential and its account, the region, the KMS key it is imported into)
+/// or who may use the key in AWS (alias, policy, whether old keys stay
+/// enabled). Changing any of them needs dual control; the others
+/// (description, owner and notes, rotation interval, validity) do not.
+pub const CUSTODY_FIELDS: &[&str] = &[
+    "credential",
+    "region",
+    "alias",
+    "active_key_id",
+    "policy",
+    "disable_after_rotate",
+];
+
 impl GroupChange {
+    /// The custody fields ([`CUSTODY_FIELDS`]) this change names. A field
+    /// named counts even when its value is the group's already: the check
+    /// is made before the group is read, so a refusal tells nothing about
+    /// it, and a stale value sent back cannot undo what two officers set.
+    pub fn custody_fields(&self) -> Vec<&'static str> {
+        [
+            ("credential", self.credential.is_some()),
+            ("region", self.region.is_some()),
+            ("alias", self.alias.is_some()),
+            ("active_key_id", self.active_key_id.is_some()),
+            ("policy", self.policy.is_some()),
+            ("disable_after_rotate", self.disable_after_rotate.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, named)| named.then_some(field))
+        .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.credential.is_none()
             && self.rotate_every.is_none()
@@ -252,10 +284,8 @@ mod tests {
         assert!(KeySpec::parse(None, None, Some("sign_verify")).is_err());
     }
 
-    #[test]
-    fn changing_the_interval_recomputes_the_next_rotation() {
-        let t0 = chrono::DateTime::UNIX_EPOCH;
-        let mut g = KeyGroup::create(
+    fn group(t0: Timestamp) -> KeyGroup {
+        KeyGroup::create(
             NewGroup {
                 name: GroupName::parse("g").unwrap(),
                 credential: CredentialName::parse("c").unwrap(),
@@ -272,7 +302,43 @@ mod tests {
                 },
             },
             t0,
-        );
+        )
+    }
+
+    #[test]
+    fn custody_fields_are_those_that_change_where_material_goes_or_who_uses_it() {
+        let g = group(chrono::DateTime::UNIX_EPOCH);
+        let harmless = GroupChange {
+            rotate_every: Some(None),
+            valid_for: Some(Some(Interval::parse("1y").unwrap())),
+            info: Some(GroupInfo::parse("me", "notes").unwrap()),
+            description: Some(Description::parse("new").unwrap()),
+            ..Default::default()
+        };
+        assert!(harmless.custody_fields().is_empty());
+        let same_again = GroupChange {
+            credential: Some(g.credential.clone()),
+            ..Default::default()
+        };
+        assert_eq!(same_again.custody_fields(), ["credential"]);
+        let sensitive = GroupChange {
+            credential: Some(CredentialName::parse("other").unwrap()),
+            region: Some(Region::parse("us-east-1").unwrap()),
+            alias: Some(Alias::parse("alias/other").unwrap()),
+            active_key_id: Some(Some(
+                KmsKeyId::parse("0b0e2b3c-1d2e-4f5a-8b9c-0d1e2f3a4b5c").unwrap(),
+            )),
+            policy: Some(Some(KeyPolicy::parse(r#"{"Statement":{}}"#).unwrap())),
+            disable_after_rotate: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(sensitive.custody_fields(), CUSTODY_FIELDS);
+    }
+
+    #[test]
+    fn changing_the_interval_recomputes_the_next_rotation() {
+        let t0 = chrono::DateTime::UNIX_EPOCH;
+        let mut g = group(t0);
         assert_eq!(g.next_rotation_at, Some(t0 + chrono::Duration::days(30)));
         let t1 = t0 + chrono::Duration::days(1);
         GroupChange {

@@ -77,9 +77,23 @@ pub struct Operation {
 
 impl Operation {
     pub const READ: Self = Self::single("reading", Permission::Read);
-    pub const MANAGE_CREDENTIALS: Self =
-        Self::single("managing cloud credentials", Permission::ManageCredentials);
+    /// A credential decides which account receives key material, and where
+    /// it is sent (its endpoint): as sensitive as exporting the keys.
+    pub const ADD_CREDENTIAL: Self =
+        Self::dual("adding a cloud credential", Permission::ManageCredentials);
+    pub const DELETE_CREDENTIAL: Self =
+        Self::dual("deleting a cloud credential", Permission::ManageCredentials);
+    /// A change to a group's harmless fields (description, owner and notes,
+    /// rotation interval, validity). Changes that decide where material goes
+    /// or who may use it in AWS are [`Operation::CHANGE_GROUP_CUSTODY`]; the
+    /// core decides per field ([`crate::group::GroupChange::custody_fields`]).
     pub const UPDATE_GROUP: Self = Self::single("updating a key group", Permission::ManageKeys);
+    /// A change to a group's credential, region, alias, active KMS key,
+    /// policy or "disable key after rotating".
+    pub const CHANGE_GROUP_CUSTODY: Self = Self::dual(
+        "changing a key group's credential, region, alias, active key, policy or disable-after-rotate",
+        Permission::ManageKeys,
+    );
     pub const ROTATE_GROUP: Self = Self::single("rotating a key group", Permission::ManageKeys);
     pub const SYNC_KEY: Self = Self::single("synchronizing a key", Permission::ManageKeys);
     pub const ADD_GROUP: Self = Self::dual("adding a key group", Permission::ManageKeys);
@@ -305,7 +319,7 @@ impl Session {
         }
         if op.dual_control && dual_control_on && allowed < 2 {
             return Err(CoreError::DualControlRequired {
-                operation: op.label,
+                operation: op.label.to_owned(),
             });
         }
         Ok(())
@@ -357,6 +371,23 @@ mod tests {
         ));
         assert!(one.authorize(Operation::ADD_GROUP, false).is_ok());
         assert!(one.authorize(Operation::UPDATE_GROUP, true).is_ok());
+        for custody in [
+            Operation::ADD_CREDENTIAL,
+            Operation::DELETE_CREDENTIAL,
+            Operation::CHANGE_GROUP_CUSTODY,
+        ] {
+            assert!(matches!(
+                one.authorize(custody, true),
+                Err(CoreError::DualControlRequired { .. })
+            ));
+        }
+        let officers = session(&[("Off1", Role::KeyOfficer), ("Off2", Role::KeyOfficer)]);
+        assert!(officers.authorize(Operation::ADD_CREDENTIAL, true).is_ok());
+        assert!(
+            officers
+                .authorize(Operation::CHANGE_GROUP_CUSTODY, true)
+                .is_ok()
+        );
         let with_auditor = session(&[("Admin1", Role::Administrator), ("Aud", Role::Auditor)]);
         assert!(with_auditor.authorize(Operation::ADD_GROUP, true).is_err());
         let two = session(&[("Admin1", Role::Administrator), ("Off", Role::KeyOfficer)]);

@@ -293,6 +293,10 @@ pub struct JobProgress {
     /// True when the group's placeholder key received the material.
     pub used_placeholder: bool,
     pub wrapping: Option<WrappingAlgorithm>,
+    /// The key was disabled in keyhold's record when a synchronization
+    /// deleted its material: importing it again (which enables a key in
+    /// KMS) is followed by disabling it again.
+    pub keep_disabled: bool,
 }
 
 impl JobProgress {

@@ -6,7 +6,8 @@
 //! honest about it: a store call the fake does not keep answers
 //! [`StoreError::Unavailable`] instead of pretending; the fake KMS enforces
 //! what AWS enforces for imported material (a key takes only the material
-//! first imported into it, and is PendingImport again once it is deleted).
+//! first imported into it, is PendingImport again once it is deleted, and is
+//! enabled by an import).
 //! Failures are injected by name ([`FakeKms::fail_next`],
 //! [`FakeStore::refuse_commits`]); every KMS call is counted.
 
@@ -720,7 +721,8 @@ impl CloudKms for FakeKms {
         key.first_material.get_or_insert_with(|| material.to_vec());
         key.material = Some(material.to_vec());
         key.valid_to = valid_to;
-        if key.state == KeyState::PendingImport {
+        // As AWS does: an import enables the key, a disabled one included.
+        if matches!(key.state, KeyState::PendingImport | KeyState::Disabled) {
             key.state = KeyState::Enabled;
         }
         Ok(())

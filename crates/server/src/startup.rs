@@ -161,7 +161,8 @@ pub async fn open_data_dir(
             config.data_dir.display()
         );
     }
-    let keyhold = Keyhold::new(store, keystore, clock);
+    let keyhold =
+        Keyhold::new(store, keystore, clock).with_endpoint_policy(config.kms.endpoints.clone());
     let passwords = keyhold
         .bootstrap()
         .await

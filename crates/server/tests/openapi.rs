@@ -65,14 +65,20 @@ const WITHOUT_SESSION: &[(&str, &str)] = &[
 ];
 
 /// Operations under dual control by default: the `Operation` consts of
-/// keyhold-core marked `dual` (adding and deleting key groups, deleting keys,
-/// deleting key material, changing the configuration, managing identities).
+/// keyhold-core marked `dual` (adding and deleting key groups and cloud
+/// credentials, changing a group's custody fields, deleting keys, deleting
+/// key material, changing the configuration, managing identities).
 /// `x-keyhold-dual-control` is `true`, or a string naming the condition when
-/// only some requests need it (Synchronize with `delete_material`).
+/// only some requests need it (Synchronize with `delete_material`, a group
+/// change naming a custody field).
 const DUAL_CONTROL: &[(&str, &str)] = &[
     ("post", "/api/v1/identities"),
     ("delete", "/api/v1/identities/{name}"),
+    ("post", "/api/v1/credentials"),
+    ("post", "/api/v1/credentials/chain"),
+    ("delete", "/api/v1/credentials/{name}"),
     ("post", "/api/v1/groups"),
+    ("patch", "/api/v1/groups/{name}"),
     ("delete", "/api/v1/groups/{name}"),
     ("delete", "/api/v1/keys/{name}"),
     ("post", "/api/v1/keys/{name}/sync"),

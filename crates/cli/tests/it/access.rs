@@ -21,9 +21,13 @@ enum Needs {
     /// Any role may read.
     Read,
     /// Key officers and administrators.
-    Credentials,
     Keys,
-    /// Two identities that may manage keys.
+    /// Two identities that may manage credentials (key officers,
+    /// administrators): a credential decides where key material goes.
+    DualCredentials,
+    /// Two identities that may manage keys: adding and deleting groups and
+    /// keys, and a group change naming a custody field (credential, region,
+    /// alias, active key, policy, disable-after-rotate).
     DualKeys,
     /// Two administrators.
     DualIdentities,
@@ -34,7 +38,7 @@ impl Needs {
     fn dual(self) -> bool {
         matches!(
             self,
-            Self::DualKeys | Self::DualIdentities | Self::DualConfiguration
+            Self::DualCredentials | Self::DualKeys | Self::DualIdentities | Self::DualConfiguration
         )
     }
 }
@@ -50,7 +54,7 @@ impl Role {
     fn holds(self, needs: Needs) -> bool {
         match needs {
             Needs::Session | Needs::Read => true,
-            Needs::Credentials | Needs::Keys | Needs::DualKeys => self != Self::Auditor,
+            Needs::DualCredentials | Needs::Keys | Needs::DualKeys => self != Self::Auditor,
             Needs::DualIdentities | Needs::DualConfiguration => self == Self::Admin,
         }
     }
@@ -134,27 +138,27 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             M::POST,
             path("/credentials"),
             Some(json!({"name": format!("cred-{tag}"), "csv": console_csv()})),
-            Needs::Credentials,
+            Needs::DualCredentials,
         ),
         (
             M::POST,
             path("/credentials/chain"),
             Some(json!({"name": format!("chain-{tag}"), "kind": "default_chain"})),
-            Needs::Credentials,
+            Needs::DualCredentials,
         ),
         (M::GET, path("/credentials/chain"), None, Needs::Read),
         (
             M::DELETE,
             path("/credentials/chain"),
             None,
-            Needs::Credentials,
+            Needs::DualCredentials,
         ),
         (M::GET, path("/credentials/nothing"), None, Needs::Read),
         (
             M::DELETE,
             path("/credentials/nothing"),
             None,
-            Needs::Credentials,
+            Needs::DualCredentials,
         ),
         (M::GET, path("/groups"), None, Needs::Read),
         (
@@ -169,6 +173,30 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             path("/groups/nothing"),
             Some(json!({"notes": "changed"})),
             Needs::Keys,
+        ),
+        (
+            M::PATCH,
+            path("/groups/nothing"),
+            Some(json!({"notes": "changed", "policy": null})),
+            Needs::DualKeys,
+        ),
+        (
+            M::PATCH,
+            path("/groups/nothing"),
+            Some(json!({"credential": "other"})),
+            Needs::DualKeys,
+        ),
+        (
+            M::PATCH,
+            path("/groups/nothing"),
+            Some(json!({"region": "us-east-1", "alias": "alias/other"})),
+            Needs::DualKeys,
+        ),
+        (
+            M::PATCH,
+            path("/groups/nothing"),
+            Some(json!({"active_key_id": NOBODY, "disable_after_rotate": false})),
+            Needs::DualKeys,
         ),
         (M::DELETE, path("/groups/nothing"), None, Needs::DualKeys),
         (
@@ -344,6 +372,25 @@ async fn every_endpoint_admits_exactly_the_roles_and_sessions_the_policy_names()
         .position(|(label, _)| *label == "administrator + administrator")
         .unwrap();
     assert_eq!(created, vec![format!("new-s{two_admins}")]);
+    // Credentials (where key material goes) only from two identities holding the role.
+    let (_, credentials) = app.get("/api/v1/credentials", &admins).await;
+    let mut added: Vec<String> = credentials
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .filter(|name| name.starts_with("cred-"))
+        .map(str::to_owned)
+        .collect();
+    added.sort();
+    let mut by_two: Vec<String> = SESSIONS
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, roles))| expected(Needs::DualCredentials, roles) == Expect::Allowed)
+        .map(|(index, _)| format!("cred-s{index}"))
+        .collect();
+    by_two.sort();
+    assert_eq!(added, by_two);
 
     let endpoint_count = endpoints("x").len();
     report::section(

@@ -178,16 +178,16 @@ async fn the_log_filters_by_user_text_and_time_and_pages() {
     assert_eq!(text[0]["details"]["alias"], "alias/ig-two");
 
     app.clock.advance(chrono::Duration::hours(1));
-    let (_, body) = app.login(None, "Admin1", ADMIN1_PASSWORD).await;
-    let token = body["token"].as_str().unwrap().to_owned();
+    // Adding a credential needs two: both log in again.
+    let token = app.dual_session_again().await;
     app.import_credential(&token, "later").await;
     let (_, recent) = app
         .get("/api/v1/audit?from=2026-11-29T09:30:00Z", &token)
         .await;
     assert_eq!(
         recent.as_array().unwrap().len(),
-        2,
-        "the new login and the credential: {recent:#}"
+        3,
+        "the two new logins and the credential: {recent:#}"
     );
     let (_, early) = app
         .get("/api/v1/audit?to=2026-11-29T09:30:00Z&limit=1000", &token)

@@ -96,7 +96,7 @@ async fn a_default_chain_credential_rotates_a_group_into_kms() {
 #[tokio::test]
 async fn role_arns_and_kinds_are_checked_with_a_reason() {
     let app = TestApp::spawn().await;
-    let token = app.single_session().await;
+    let token = app.dual_session().await;
     let audit_before = app.audit_count(&token).await;
     let bad_arns = [
         "keyhold-rotator",
@@ -196,7 +196,7 @@ async fn role_arns_and_kinds_are_checked_with_a_reason() {
 #[tokio::test]
 async fn a_credential_named_chain_stays_reachable() {
     let app = TestApp::spawn().await;
-    let token = app.single_session().await;
+    let token = app.dual_session().await;
     app.import_credential(&token, "chain").await;
     let (status, shown) = app.get("/api/v1/credentials/chain", &token).await;
     assert_eq!(status, StatusCode::OK, "{shown}");
@@ -258,13 +258,24 @@ impl Client {
 
 #[tokio::test]
 async fn the_cli_adds_lists_and_shows_chain_credentials() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|args| {
+        allow_endpoints(
+            args,
+            &["https://vpce-0abc.kms.eu-west-1.vpce.amazonaws.com"],
+        )
+    })
+    .await;
     app.activate_admins().await;
     let cli = Client::new(&app);
     let cli = tokio::task::spawn_blocking(move || {
+        // Adding a credential needs two officers.
         cli.ok(
             &["login", "--user", "Admin1", "--password-stdin"],
             Some(&format!("{ADMIN1_PASSWORD}\n")),
+        );
+        cli.ok(
+            &["login", "--user", "Admin2", "--password-stdin"],
+            Some(&format!("{ADMIN2_PASSWORD}\n")),
         );
         let added: Value = serde_json::from_str(&cli.ok(
             &[

@@ -188,19 +188,17 @@ fn init_then_the_reference_walkthrough_through_the_binary() {
         ),
     )
     .unwrap();
-    cli.ok(
-        &[
-            "credential",
-            "import",
-            "--name",
-            "aws-prod",
-            "--csv",
-            csv.to_str().unwrap(),
-        ],
-        None,
-    );
-    let creds = cli.json(&["credential", "list"]);
-    assert_eq!(creds[0]["access_name"], ACCESS_KEY_ID);
+    let import = [
+        "credential",
+        "import",
+        "--name",
+        "aws-prod",
+        "--csv",
+        csv.to_str().unwrap(),
+    ];
+    // A credential decides where key material goes: one officer alone cannot add it.
+    let alone = cli.fails(&import, None);
+    assert!(alone.contains("dual control"), "{alone}");
 
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#).unwrap();
@@ -233,6 +231,9 @@ fn init_then_the_reference_walkthrough_through_the_binary() {
     );
     let who = cli.json(&["whoami"]);
     assert_eq!(who["users"], "Admin1,Admin2");
+    cli.ok(&import, None);
+    let creds = cli.json(&["credential", "list"]);
+    assert_eq!(creds[0]["access_name"], ACCESS_KEY_ID);
     cli.ok(&create, None);
 
     let group = cli.json(&["group", "show", "ig-demo"]);

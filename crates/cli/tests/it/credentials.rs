@@ -7,8 +7,14 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn every_csv_shape_aws_hands_out_is_imported() {
-    let app = TestApp::spawn().await;
-    let token = app.single_session().await;
+    let app = TestApp::spawn_with(|args| {
+        allow_endpoints(
+            args,
+            &["https://vpce-0abc.kms.eu-west-1.vpce.amazonaws.com"],
+        )
+    })
+    .await;
+    let token = app.dual_session().await;
     let variants = [
         ("plain", console_csv()),
         (
@@ -63,7 +69,7 @@ async fn every_csv_shape_aws_hands_out_is_imported() {
 #[tokio::test]
 async fn the_secret_is_never_returned_stored_in_clear_or_audited() {
     let app = TestApp::spawn().await;
-    let token = app.single_session().await;
+    let token = app.dual_session().await;
     app.import_credential(&token, "aws-prod").await;
     let mut seen = String::new();
     for path in [

@@ -10,7 +10,13 @@ use crate::kms::Kms;
 
 /// A server with a dual session and a credential that reaches the KMS peer.
 async fn ready_app() -> (TestApp, String) {
-    let app = TestApp::spawn().await;
+    ready_app_allowing(&[]).await
+}
+
+/// The same, on a server whose operator also allows `endpoints` (stand-ins
+/// for KMS on loopback).
+async fn ready_app_allowing(endpoints: &[&str]) -> (TestApp, String) {
+    let app = TestApp::spawn_with(|args| allow_endpoints(args, endpoints)).await;
     let token = app.dual_session().await;
     app.import_kms_credential(&token, "aws").await;
     (app, token)
@@ -366,7 +372,7 @@ async fn a_missing_active_key_id_fails_the_job_and_a_retry_after_the_fix_succeed
 
 #[tokio::test]
 async fn an_unreachable_endpoint_fails_the_job_with_the_reason_and_loses_nothing() {
-    let (app, token) = ready_app().await;
+    let (app, token) = ready_app_allowing(&["http://127.0.0.1:9"]).await;
     app.import_credential_at(&token, "nowhere", "http://127.0.0.1:9")
         .await;
     let group = unique("unreachable");
@@ -488,12 +494,12 @@ async fn refusing_kms() -> String {
 
 #[tokio::test]
 async fn a_policy_kms_rejects_fails_the_job_with_awss_reason() {
-    let (app, token) = ready_app().await;
     let endpoint = failing_kms(
         "MalformedPolicyDocumentException",
         "The new key policy will not allow you to update the key policy in the future.",
     )
     .await;
+    let (app, token) = ready_app_allowing(&[&endpoint]).await;
     app.import_credential_at(&token, "strict", &endpoint).await;
     let group = unique("bad-policy");
     let mut body = group_body(&group, "strict");
@@ -613,8 +619,8 @@ async fn the_cli_waits_for_jobs_and_exits_by_their_outcome() {
 
 #[tokio::test]
 async fn a_refused_credential_fails_the_job_with_awss_reason() {
-    let (app, token) = ready_app().await;
     let endpoint = refusing_kms().await;
+    let (app, token) = ready_app_allowing(&[&endpoint]).await;
     app.import_credential_at(&token, "revoked", &endpoint).await;
     let group = unique("refused");
     let mut body = group_body(&group, "revoked");

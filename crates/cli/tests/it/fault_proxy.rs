@@ -7,6 +7,12 @@
 //!
 //! Only the test's credential points at the proxy; the test reads KMS state
 //! directly from LocalStack, never through it.
+//!
+//! It can also play the man in the middle keyhold's custody rules guard
+//! against ([`FaultProxy::swap_wrapping_key`]): it answers
+//! `GetParametersForImport` with a wrapping public key of its own choosing
+//! and keeps every `ImportKeyMaterial` it sees, so a test can tell whether
+//! key material reached it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,6 +91,19 @@ struct Shared {
     http: reqwest::Client,
     plan: Mutex<Plan>,
     partition: AtomicBool,
+    swap: Mutex<Swap>,
+}
+
+/// The man in the middle's state: the public key it hands out instead of
+/// KMS's, and what it has seen.
+#[derive(Clone, Debug, Default)]
+pub struct Swap {
+    /// Base64 DER of the wrapping public key to hand out; None: pass through.
+    pub public_key: Option<String>,
+    /// `GetParametersForImport` answers whose public key it replaced.
+    pub swapped: u32,
+    /// The `EncryptedKeyMaterial` of every `ImportKeyMaterial` it saw.
+    pub captured: Vec<String>,
 }
 
 pub struct FaultProxy {
@@ -109,6 +128,7 @@ impl FaultProxy {
             http: reqwest::Client::new(),
             plan: Mutex::default(),
             partition: AtomicBool::new(false),
+            swap: Mutex::default(),
         });
         let accepting = shared.clone();
         let task = tokio::spawn(async move {
@@ -136,6 +156,16 @@ impl FaultProxy {
 
     pub fn tally(&self) -> Tally {
         self.shared.plan.lock().unwrap().tally.clone()
+    }
+
+    /// From now on answers `GetParametersForImport` with `public_key` (base64
+    /// DER) instead of KMS's, and keeps the material sent to it.
+    pub fn swap_wrapping_key(&self, public_key: &str) {
+        self.shared.swap.lock().unwrap().public_key = Some(public_key.to_owned());
+    }
+
+    pub fn swap_state(&self) -> Swap {
+        self.shared.swap.lock().unwrap().clone()
     }
 }
 
@@ -269,7 +299,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                 tokio::time::sleep(delay).await;
                 answer
             }
-            None => forward(&shared, request).await,
+            None => man_in_the_middle(&shared, &operation, request).await,
         };
         if stream.write_all(&answer).await.is_err() {
             return;
@@ -307,6 +337,46 @@ fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut out = out.into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// Forwards the request; with a swap set, keeps the material an import
+/// carries and hands out its own public key for imports.
+async fn man_in_the_middle(shared: &Shared, operation: &str, request: Request) -> Vec<u8> {
+    let swapping = shared.swap.lock().unwrap().public_key.clone();
+    let Some(public_key) = swapping else {
+        return forward(shared, request).await;
+    };
+    if operation == "ImportKeyMaterial"
+        && let Ok(body) = serde_json::from_slice::<serde_json::Value>(&request.body)
+        && let Some(material) = body["EncryptedKeyMaterial"].as_str()
+    {
+        shared
+            .swap
+            .lock()
+            .unwrap()
+            .captured
+            .push(material.to_owned());
+    }
+    let answer = forward(shared, request).await;
+    if operation != "GetParametersForImport" {
+        return answer;
+    }
+    let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer;
+    };
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&answer[split + 4..]) else {
+        return answer;
+    };
+    if body.get("PublicKey").is_none() {
+        return answer;
+    }
+    body["PublicKey"] = serde_json::Value::String(public_key);
+    shared.swap.lock().unwrap().swapped += 1;
+    response(
+        200,
+        &[("content-type", "application/x-amz-json-1.1")],
+        body.to_string().as_bytes(),
+    )
 }
 
 async fn forward(shared: &Shared, request: Request) -> Vec<u8> {

@@ -52,7 +52,7 @@ async fn a_group_keeps_every_field_of_the_walkthrough() {
 }
 
 #[tokio::test]
-async fn a_change_needs_one_officer_and_recomputes_the_next_rotation() {
+async fn a_harmless_change_needs_one_officer_and_recomputes_the_next_rotation() {
     let app = TestApp::spawn().await;
     let token = app.dual_session().await;
     app.import_credential(&token, "aws-prod").await;
@@ -65,7 +65,7 @@ async fn a_change_needs_one_officer_and_recomputes_the_next_rotation() {
         .patch(
             "/api/v1/groups/ig-demo",
             &single,
-            json!({"rotate_every": "1d", "owner": "platform", "disable_after_rotate": false}),
+            json!({"rotate_every": "1d", "owner": "platform"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{group}");
@@ -73,19 +73,64 @@ async fn a_change_needs_one_officer_and_recomputes_the_next_rotation() {
     assert_eq!(group["next_rotation_at"], "2026-12-02T09:00:00.000000Z");
     assert_eq!(group["owner"], "platform");
     assert_eq!(group["notes"], "", "untouched fields stay");
-    assert_eq!(group["disable_after_rotate"], false);
     assert_eq!(group["alias"], "alias/ig-demo");
 
     let (_, group) = app
         .patch(
             "/api/v1/groups/ig-demo",
             &single,
-            json!({"rotate_every": null, "policy": null}),
+            json!({"rotate_every": null, "description": "cards"}),
         )
         .await;
     assert_eq!(group["rotate"], false);
     assert_eq!(group["next_rotation_at"], Value::Null);
+
+    // Custody fields need a second officer; the refusal names them.
+    let (status, body) = app
+        .patch(
+            "/api/v1/groups/ig-demo",
+            &single,
+            json!({"policy": null, "disable_after_rotate": false, "owner": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "dual_control_required");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("policy, disable_after_rotate")
+            && message.contains("ig-demo")
+            && message.contains("needs dual control"),
+        "{message}"
+    );
+    // Even a custody field sent back unchanged needs two: the check comes
+    // before the group is read.
+    let (status, body) = app
+        .patch(
+            "/api/v1/groups/ig-demo",
+            &single,
+            json!({"alias": "alias/ig-demo"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (_, unchanged) = app.get("/api/v1/groups/ig-demo", &single).await;
+    assert_eq!(
+        unchanged["owner"], "platform",
+        "nothing of a refused change is kept"
+    );
+    assert_eq!(unchanged["disable_after_rotate"], true);
+
+    // The first session expired with the clock moved on: two log in afresh.
+    let token = app.dual_session_again().await;
+    let (status, group) = app
+        .patch(
+            "/api/v1/groups/ig-demo",
+            &token,
+            json!({"policy": null, "disable_after_rotate": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{group}");
     assert_eq!(group["policy"], Value::Null);
+    assert_eq!(group["disable_after_rotate"], false);
 
     let (status, body) = app
         .patch("/api/v1/groups/ig-demo", &single, json!({}))
@@ -95,6 +140,28 @@ async fn a_change_needs_one_officer_and_recomputes_the_next_rotation() {
     assert!(
         audit.contains(&"Admin1 | Updated HSM protected key group ig-demo".to_owned()),
         "{audit:#?}"
+    );
+    assert!(
+        audit.contains(&"Admin1,Admin2 | Updated HSM protected key group ig-demo".to_owned()),
+        "{audit:#?}"
+    );
+    let entries = app.audit_export(&token).await;
+    let dual = entries
+        .iter()
+        .rev()
+        .find(|e| e["summary"] == "Updated HSM protected key group ig-demo")
+        .unwrap();
+    let details = &dual["details"];
+    assert_eq!(details["dual_control"], true, "{dual:#}");
+    assert_eq!(details["before"]["disable_after_rotate"], true);
+    assert_eq!(details["after"]["disable_after_rotate"], false);
+    assert_eq!(details["after"]["policy"], Value::Null);
+    assert_eq!(
+        details["before"]["policy"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
     );
 }
 

@@ -86,6 +86,11 @@ impl TestApp {
         // clock moved on is noticed at once.
         args.cluster.scheduler_tick_ms = Some(100);
         args.cluster.node_id = Some("node-a".into());
+        // The operator's allow-list of KMS endpoints: the KMS peer (a test
+        // adds its own proxies with `allow_endpoints`).
+        if let Some(peer) = kms_peer() {
+            allow_endpoints(&mut args, &[&peer]);
+        }
         configure(&mut args);
         // A test that chose its keystore keeps it.
         if args.keystore.keystore.is_none()
@@ -618,6 +623,32 @@ impl Hsm {
     }
 }
 
+/// The KMS peer (LocalStack) when the suite runs with one.
+pub fn kms_peer() -> Option<String> {
+    std::env::var("AWS_ENDPOINT_URL_KMS")
+        .or_else(|_| std::env::var("KEYHOLD_TEST_KMS_ENDPOINT"))
+        .ok()
+}
+
+/// Lets the server's credentials name `endpoints` (loopback test peers and
+/// proxies, over plain HTTP): endpoint overrides are operator configuration.
+pub fn allow_endpoints(args: &mut keyhold_server::ServeArgs, endpoints: &[&str]) {
+    args.kms
+        .kms_endpoint_allow
+        .get_or_insert_with(Vec::new)
+        .extend(endpoints.iter().map(|e| (*e).to_owned()));
+    args.kms.kms_endpoint_allow_plain_http = Some(true);
+}
+
+/// The same for a `keyhold serve` process: the KMS peer, through its environment.
+pub fn allow_kms_peer(command: &mut std::process::Command) {
+    if let Some(peer) = kms_peer() {
+        command
+            .env("KEYHOLD_KMS_ENDPOINT_ALLOW", peer)
+            .env("KEYHOLD_KMS_ENDPOINT_ALLOW_PLAIN_HTTP", "true");
+    }
+}
+
 pub fn group_body(name: &str, credential: &str) -> Value {
     json!({
         "name": name,
@@ -657,6 +688,7 @@ pub fn use_database(command: &mut std::process::Command, db: &TestDatabase) {
 /// listens on, which it prints first.
 pub fn spawn_listening(command: &mut std::process::Command) -> (std::process::Child, String) {
     use std::io::BufRead;
+    allow_kms_peer(command);
     let mut child = command
         .stdout(std::process::Stdio::piped())
         .spawn()

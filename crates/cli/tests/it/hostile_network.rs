@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
-use crate::helpers::{TestApp, group_body, unique};
+use crate::helpers::{TestApp, allow_endpoints, group_body, unique};
 use crate::kms::{Kms, endpoint};
 
 /// keyhold's retry budget in these tests: 3 attempts per KMS request, 2 s
@@ -238,6 +238,7 @@ async fn start(app: &TestApp, token: &str, kind: Kind, group: &str) -> String {
 async fn every_network_fault_ends_in_success_or_a_clear_failure_with_nothing_lost() {
     let proxy = FaultProxy::start(&endpoint()).await;
     let app = TestApp::spawn_with(|args| {
+        allow_endpoints(args, &[&proxy.url]);
         args.kms.kms_max_attempts = Some(MAX_ATTEMPTS);
         args.kms.kms_request_timeout_seconds = Some(ATTEMPT_TIMEOUT_S);
         args.kms.kms_wrapping_key_spec = Some("RSA_2048".into());

@@ -16,6 +16,7 @@ mod bad_input;
 mod chain_credentials;
 mod cli;
 mod credentials;
+mod custody;
 mod engine;
 
 mod groups;

@@ -123,6 +123,7 @@ async fn a_failed_scheduled_rotation_shows_why_and_is_retried_with_backoff() {
     let app = TestApp::spawn_with(|args| {
         args.kms.kms_max_attempts = Some(1);
         args.kms.kms_request_timeout_seconds = Some(2);
+        allow_endpoints(args, &["http://127.0.0.1:9"]);
     })
     .await;
     let token = app.dual_session().await;

@@ -100,6 +100,7 @@ async fn no_secret_reaches_a_log_the_audit_log_an_answer_or_an_error() {
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log_file).unwrap());
     configure(&mut serve);
+    crate::helpers::allow_kms_peer(&mut serve);
     let mut child = serve.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut printed = String::new();

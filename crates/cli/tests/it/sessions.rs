@@ -46,9 +46,18 @@ async fn default_administrators_must_change_their_one_time_password_first() {
 async fn a_second_identity_joins_the_session_and_both_are_recorded() {
     let app = TestApp::spawn().await;
     let token = app.single_session().await;
-    app.import_credential(&token, "aws-prod").await;
+    // Alone, Admin1 may not add a cloud credential (where key material goes)…
+    let (status, body) = app
+        .post(
+            "/api/v1/credentials",
+            Some(&token),
+            json!({"name": "aws-prod", "csv": console_csv()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "dual_control_required");
 
-    // Alone, Admin1 may not add a key group.
+    // …nor a key group.
     let (status, body) = app
         .create_group(&token, group_body("ig-demo", "aws-prod"))
         .await;
@@ -72,6 +81,7 @@ async fn a_second_identity_joins_the_session_and_both_are_recorded() {
     let (status, _) = app.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
+    app.import_credential(&token, "aws-prod").await;
     let (status, body) = app
         .create_group(&token, group_body("ig-demo", "aws-prod"))
         .await;

@@ -156,6 +156,13 @@ pub struct KeyPolicy(String);
 string_newtype!(KeyPolicy);
 
 impl KeyPolicy {
+    /// SHA-256 of the text as AWS receives it, hex: what the audit log names
+    /// a policy by, so an auditor can match it to the key's policy in AWS.
+    pub fn sha256_hex(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         const FIELD: &str = "policy";
         if raw.len() > MAX_POLICY_BYTES {

@@ -19,8 +19,8 @@ impl Keyhold {
         csv: AccessKeyCsv,
         endpoint: Option<Endpoint>,
     ) -> CoreResult<Credential> {
-        self.authorize(session, Operation::MANAGE_CREDENTIALS)
-            .await?;
+        self.authorize(session, Operation::ADD_CREDENTIAL).await?;
+        self.check_endpoint(endpoint.as_ref())?;
         let id = uuid::Uuid::new_v4();
         let sealed_secret = self
             .keystore
@@ -42,8 +42,8 @@ impl Keyhold {
         role_arn: Option<RoleArn>,
         endpoint: Option<Endpoint>,
     ) -> CoreResult<Credential> {
-        self.authorize(session, Operation::MANAGE_CREDENTIALS)
-            .await?;
+        self.authorize(session, Operation::ADD_CREDENTIAL).await?;
+        self.check_endpoint(endpoint.as_ref())?;
         let kind = CredentialKind::DefaultChain { role_arn };
         self.add_credential(session, uuid::Uuid::new_v4(), name, kind, endpoint)
             .await
@@ -72,12 +72,7 @@ impl Keyhold {
                 session.users(),
                 Action::AddCredential(name.as_str()).succeeded(),
             )
-            .with_details(serde_json::json!({
-                "service": credential.service.as_str(),
-                "kind": credential.kind.label(),
-                "access_name": credential.kind.access_name(),
-                "endpoint": credential.endpoint.as_ref().map(Endpoint::as_str),
-            }));
+            .with_details(details(&credential));
         match self.store.insert_credential(&credential, &record).await {
             Ok(()) => Ok(credential),
             Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
@@ -109,25 +104,35 @@ impl Keyhold {
         session: &Session,
         name: &CredentialName,
     ) -> CoreResult<()> {
-        self.authorize(session, Operation::MANAGE_CREDENTIALS)
+        self.authorize(session, Operation::DELETE_CREDENTIAL)
             .await?;
-        if self.store.get_credential(name).await?.is_none() {
+        let Some(credential) = self.store.get_credential(name).await? else {
             return Err(CoreError::not_found("cloud credential", name));
-        }
+        };
         let users = self.groups_using(name).await?;
         if !users.is_empty() {
             return Err(in_use(name, &users));
         }
-        let record = self.record(
-            session.users(),
-            Action::DeleteCredential(name.as_str()).succeeded(),
-        );
+        let record = self
+            .record(
+                session.users(),
+                Action::DeleteCredential(name.as_str()).succeeded(),
+            )
+            .with_details(serde_json::json!({ "before": details(&credential) }));
         match self.store.delete_credential(name, &record).await {
             Ok(()) => Ok(()),
             // A group took the credential between the check and the delete.
             Err(StoreError::InUse) => Err(in_use(name, &self.groups_using(name).await?)),
             Err(StoreError::NotFound) => Err(CoreError::not_found("cloud credential", name)),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An endpoint an officer gives must be one the operator allows.
+    fn check_endpoint(&self, endpoint: Option<&Endpoint>) -> CoreResult<()> {
+        match endpoint {
+            Some(endpoint) => Ok(self.endpoints.check(endpoint)?),
+            None => Ok(()),
         }
     }
 
@@ -148,4 +153,14 @@ fn in_use(name: &CredentialName, groups: &[String]) -> CoreError {
         "cloud credential '{name}' is used by key group(s) {}: give those groups another credential or delete them first",
         groups.join(", ")
     ))
+}
+
+/// What a credential is, as its audit entries record it (never its secret).
+fn details(credential: &Credential) -> serde_json::Value {
+    serde_json::json!({
+        "service": credential.service.as_str(),
+        "kind": credential.kind.label(),
+        "access_name": credential.kind.access_name(),
+        "endpoint": credential.endpoint.as_ref().map(Endpoint::as_str),
+    })
 }

@@ -2,6 +2,7 @@
 
 use super::Keyhold;
 use crate::action::Action;
+use crate::cloud::aws::KeyPolicy;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::group::{GroupChange, KeyGroup, NewGroup};
 use crate::identity::{Operation, Session};
@@ -26,6 +27,9 @@ impl Keyhold {
                 "rotate_every": group.rotate_every.map(|i| i.to_string()),
                 "valid_for": group.valid_for.map(|i| i.to_string()),
                 "active_key_id": group.aws.active_key_id.as_ref().map(|k| k.to_string()),
+                "description": group.aws.description.as_str(),
+                "policy": policy_value(group.aws.policy.as_ref(), true),
+                "disable_after_rotate": group.aws.disable_after_rotate,
             }));
         match self.store.insert_group(&group, &record).await {
             Ok(()) => Ok(group),
@@ -47,13 +51,18 @@ impl Keyhold {
         self.find_group(name).await
     }
 
+    /// Changes a group. Anyone who may manage keys changes its harmless
+    /// fields; a change to a field that decides where material goes or who
+    /// may use the key in AWS ([`crate::group::CUSTODY_FIELDS`]) needs dual
+    /// control, and the refusal names the fields. The audit entry holds
+    /// every changed field's value before and after.
     pub async fn update_group(
         &self,
         session: &Session,
         name: &GroupName,
         change: GroupChange,
     ) -> CoreResult<KeyGroup> {
-        self.authorize(session, Operation::UPDATE_GROUP).await?;
+        self.authorize_group_change(session, name, &change).await?;
         if change.is_empty() {
             return Err(crate::error::InvalidInput::new(
                 "body",
@@ -62,23 +71,64 @@ impl Keyhold {
             .into());
         }
         let mut group = self.find_group(name).await?;
+        let custody = change.custody_fields();
         if let Some(credential) = &change.credential {
             self.require_credential(credential).await?;
         }
         let before = group.clone();
         change.apply(&mut group, self.now());
         self.check_alias_free(&group).await?;
+        let changed = changed_fields(&before, &group);
+        // The policy text is given for the new policy; the old one's is in
+        // the entry that set it.
+        let values =
+            |of: &KeyGroup, with_text: bool| -> serde_json::Map<String, serde_json::Value> {
+                changed
+                    .iter()
+                    .map(|field| ((*field).to_owned(), field_value(of, field, with_text)))
+                    .collect()
+            };
         let record = self
             .record(
                 session.users(),
                 Action::UpdateGroup(name.as_str()).succeeded(),
             )
-            .with_details(serde_json::json!({ "changed": changed_fields(&before, &group) }));
+            .with_details(serde_json::json!({
+                "changed": changed,
+                "dual_control": !custody.is_empty(),
+                "before": values(&before, false),
+                "after": values(&group, true),
+            }));
         match self.store.update_group(&group, &record).await {
             Ok(()) => Ok(group),
             Err(StoreError::NotFound) => Err(CoreError::not_found("key group", name)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether the session may make `change` to group `name`: one identity
+    /// that may manage keys for the harmless fields, two for any custody
+    /// field the change names (the refusal names them). Checked before the
+    /// group is read.
+    pub async fn authorize_group_change(
+        &self,
+        session: &Session,
+        name: &GroupName,
+        change: &GroupChange,
+    ) -> CoreResult<()> {
+        self.authorize(session, Operation::UPDATE_GROUP).await?;
+        let custody = change.custody_fields();
+        if custody.is_empty() {
+            return Ok(());
+        }
+        self.authorize(session, Operation::CHANGE_GROUP_CUSTODY)
+            .await
+            .map_err(|e| match e {
+                CoreError::DualControlRequired { .. } => CoreError::DualControlRequired {
+                    operation: format!("changing the {} of key group '{name}'", custody.join(", ")),
+                },
+                other => other,
+            })
     }
 
     /// Deletes a group that has no keys left. Keys are deleted one by one and
@@ -170,4 +220,33 @@ fn changed_fields(before: &KeyGroup, after: &KeyGroup) -> Vec<&'static str> {
         before.aws.disable_after_rotate != after.aws.disable_after_rotate,
     );
     changed
+}
+
+/// A field's value as the audit entry shows it. A policy is named by its
+/// SHA-256, and the new one (`with_text`) is given whole, so an auditor sees
+/// exactly what keyhold pushes to AWS.
+fn field_value(group: &KeyGroup, field: &str, with_text: bool) -> serde_json::Value {
+    use serde_json::json;
+    let interval = |i: Option<crate::interval::Interval>| i.map(|i| i.to_string());
+    match field {
+        "credential" => json!(group.credential.as_str()),
+        "rotate_every" => json!(interval(group.rotate_every)),
+        "valid_for" => json!(interval(group.valid_for)),
+        "info" => json!({ "owner": group.info.owner, "notes": group.info.notes }),
+        "alias" => json!(group.aws.alias.as_str()),
+        "description" => json!(group.aws.description.as_str()),
+        "region" => json!(group.aws.region.as_str()),
+        "active_key_id" => json!(group.aws.active_key_id.as_ref().map(|k| k.to_string())),
+        "policy" => policy_value(group.aws.policy.as_ref(), with_text),
+        "disable_after_rotate" => json!(group.aws.disable_after_rotate),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn policy_value(policy: Option<&KeyPolicy>, with_text: bool) -> serde_json::Value {
+    match policy {
+        None => serde_json::Value::Null,
+        Some(p) if with_text => serde_json::json!({ "sha256": p.sha256_hex(), "text": p.as_str() }),
+        Some(p) => serde_json::json!({ "sha256": p.sha256_hex() }),
+    }
 }

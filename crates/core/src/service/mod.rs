@@ -9,6 +9,8 @@ mod access;
 mod audit_log;
 mod configuration;
 mod credentials;
+#[cfg(test)]
+mod custody_tests;
 mod groups;
 mod jobs;
 mod keys;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use crate::action::Action;
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, Timestamp};
+use crate::credential::EndpointPolicy;
 use crate::error::CoreResult;
 use crate::ports::{Keystore, Store};
 
@@ -33,6 +36,8 @@ pub struct Keyhold {
     store: Arc<dyn Store>,
     keystore: Arc<dyn Keystore>,
     clock: Arc<dyn Clock>,
+    /// The endpoint overrides the operator allows (none unless configured).
+    endpoints: EndpointPolicy,
 }
 
 impl Keyhold {
@@ -41,7 +46,19 @@ impl Keyhold {
             store,
             keystore,
             clock,
+            endpoints: EndpointPolicy::none(),
         }
+    }
+
+    /// The endpoint overrides this server's operator allows; the server
+    /// passes them from its configuration (the core reads no files).
+    pub fn with_endpoint_policy(mut self, endpoints: EndpointPolicy) -> Self {
+        self.endpoints = endpoints;
+        self
+    }
+
+    pub fn endpoint_policy(&self) -> &EndpointPolicy {
+        &self.endpoints
     }
 
     pub fn now(&self) -> Timestamp {

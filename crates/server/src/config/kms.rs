@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use keyhold_aws::WrappingKeySpec;
+use keyhold_core::credential::{Endpoint, EndpointPolicy};
 
 use super::layering::settings_area;
 use super::{ConfigError, in_range};
@@ -50,6 +51,29 @@ settings_area! {
             value_name = "SECONDS"
         )]
         pub kms_request_timeout_seconds: Option<u64>,
+        /// KMS endpoint overrides a credential may name (a VPC endpoint, a
+        /// test peer), comma-separated in the environment. Endpoints decide
+        /// where key material is sent, so officers choose only among these
+        /// [default: none: AWS's own endpoints only]. Each must be https://,
+        /// or http:// to a loopback address with kms_endpoint_allow_plain_http.
+        #[arg(
+            long,
+            env = "KEYHOLD_KMS_ENDPOINT_ALLOW",
+            value_name = "URL",
+            value_delimiter = ','
+        )]
+        pub kms_endpoint_allow: Option<Vec<String>>,
+        /// Allow plain http:// endpoint overrides to a loopback address (127.0.0.1,
+        /// [::1]): for a local test peer such as LocalStack [default: false].
+        #[arg(
+            long,
+            env = "KEYHOLD_KMS_ENDPOINT_ALLOW_PLAIN_HTTP",
+            value_name = "BOOL",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "true"
+        )]
+        pub kms_endpoint_allow_plain_http: Option<bool>,
     }
 }
 
@@ -62,6 +86,8 @@ pub struct KmsConfig {
     pub max_attempts: u32,
     /// One attempt, from sending the request to reading the whole response.
     pub request_timeout: Duration,
+    /// The endpoint overrides credentials may name.
+    pub endpoints: EndpointPolicy,
 }
 
 impl Default for KmsConfig {
@@ -71,6 +97,7 @@ impl Default for KmsConfig {
             use_fips: false,
             max_attempts: DEFAULT_KMS_MAX_ATTEMPTS,
             request_timeout: Duration::from_secs(DEFAULT_KMS_REQUEST_TIMEOUT_SECONDS),
+            endpoints: EndpointPolicy::none(),
         }
     }
 }
@@ -108,8 +135,26 @@ impl KmsArgs {
                 1..=MAX_KMS_REQUEST_TIMEOUT_SECONDS,
                 "seconds per AWS KMS request attempt",
             )?),
+            endpoints: endpoint_policy(
+                self.kms_endpoint_allow.unwrap_or_default(),
+                self.kms_endpoint_allow_plain_http.unwrap_or(false),
+            )?,
         })
     }
+}
+
+/// The allow-list of endpoint overrides, each a URL keyhold accepts as an
+/// endpoint and sends material to over HTTPS (or plain HTTP to loopback
+/// with consent).
+fn endpoint_policy(raw: Vec<String>, plain_http: bool) -> Result<EndpointPolicy, ConfigError> {
+    let bad = |message: String| ConfigError(format!("kms_endpoint_allow: {message}"));
+    let endpoints = raw
+        .iter()
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| Endpoint::parse(entry).map_err(|e| bad(e.message)))
+        .collect::<Result<Vec<_>, _>>()?;
+    EndpointPolicy::new(endpoints, plain_http).map_err(|e| bad(e.message))
 }
 
 /// RSA_2048, RSA_3072 or RSA_4096, as AWS names them (any case).

@@ -546,6 +546,7 @@ mod tests {
                 use_fips: true,
                 max_attempts: 3,
                 request_timeout: Duration::from_secs(30),
+                endpoints: keyhold_core::credential::EndpointPolicy::none(),
             }
         );
         assert_eq!(from_file.job_concurrency, 2);
@@ -603,6 +604,44 @@ mod tests {
             args(|a| a.jobs.job_concurrency = Some(65)),
             "between 1 and 64",
         );
+    }
+
+    #[test]
+    fn kms_endpoint_overrides_come_from_the_allow_list_https_or_loopback_with_consent() {
+        use keyhold_core::credential::Endpoint;
+        let peer = Endpoint::parse("http://127.0.0.1:4566").unwrap();
+        let vpce = Endpoint::parse("https://vpce-1.kms.eu-west-1.vpce.amazonaws.com").unwrap();
+        let none = ServeArgs::default().resolve(EnvSecrets::default()).unwrap();
+        assert!(none.kms.endpoints.allowed().is_empty());
+        let file = resolve_file(
+            "kms_endpoint_allow = [\"https://vpce-1.kms.eu-west-1.vpce.amazonaws.com\", \"http://127.0.0.1:4566\"]\nkms_endpoint_allow_plain_http = true\n",
+        )
+        .unwrap();
+        assert_eq!(file.kms.endpoints.allowed(), [vpce.clone(), peer.clone()]);
+        assert!(file.kms.endpoints.check(&peer).is_ok());
+        let refuse = |text: &str, needle: &str| {
+            let err = resolve_file(text).map(drop).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        };
+        refuse(
+            "kms_endpoint_allow = [\"http://127.0.0.1:4566\"]\n",
+            "kms_endpoint_allow_plain_http",
+        );
+        refuse(
+            "kms_endpoint_allow = [\"http://kms.example.com\"]\nkms_endpoint_allow_plain_http = true\n",
+            "only over HTTPS",
+        );
+        refuse("kms_endpoint_allow = [\"ftp://x\"]\n", "kms_endpoint_allow");
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "keyhold",
+            "--kms-endpoint-allow",
+            "http://127.0.0.1:4566,https://vpce-1.kms.eu-west-1.vpce.amazonaws.com",
+            "--kms-endpoint-allow-plain-http",
+        ])
+        .unwrap();
+        let config = cli.serve.resolve(EnvSecrets::default()).unwrap();
+        assert_eq!(config.kms.endpoints.allowed(), [peer, vpce]);
     }
 
     #[derive(clap::Parser)]

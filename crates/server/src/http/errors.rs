@@ -212,7 +212,10 @@ mod tests {
             (CoreError::Unauthenticated("u".into()).into(), 401),
             (CoreError::Forbidden("f".into()).into(), 403),
             (
-                CoreError::DualControlRequired { operation: "x" }.into(),
+                CoreError::DualControlRequired {
+                    operation: "x".into(),
+                }
+                .into(),
                 403,
             ),
             (

@@ -2,7 +2,7 @@
 
 use keyhold_api as api;
 use keyhold_core::action::Action;
-use keyhold_core::group::KeyGroup;
+use keyhold_core::group::{GroupInfo, KeyGroup};
 use keyhold_core::identity::{Operation, Session};
 use keyhold_core::names::GroupName;
 
@@ -50,6 +50,12 @@ pub async fn update(
             .authorize(session, Operation::UPDATE_GROUP)
             .await?;
         let parsed = GroupName::parse(name)?;
+        // Which fields the change names decides whether it needs dual
+        // control; that is settled before the group is read.
+        let named = requests::group_change(req, &GroupInfo::default())?;
+        app.keyhold
+            .authorize_group_change(session, &parsed, &named)
+            .await?;
         let current = app.keyhold.get_group(session, &parsed).await?;
         let change = requests::group_change(req, &current.info)?;
         Ok(app.keyhold.update_group(session, &parsed, change).await?)

@@ -60,7 +60,7 @@ fn body(ui: &UiSession, credentials: &[api::CredentialView], name: &str, endpoin
         }
         section.card aria-labelledby="add-credential" {
             h2 #add-credential { "Add a cloud credential" }
-            (layout::needs(&ui.session, Operation::MANAGE_CREDENTIALS, true))
+            (layout::needs(&ui.session, Operation::ADD_CREDENTIAL, true))
             form #credential-form method="post" action="/ui/credentials" data-csv-form {
                 (csrf_field(&ui.csrf))
                 div.field {

@@ -403,7 +403,13 @@ fn group_dialog(
         ("tab-aws", "AWS Properties"),
     ];
     let body = html! {
-        @if !editing { (layout::needs(&ui.session, Operation::ADD_GROUP, listing.dual_control)) }
+        @if editing {
+            // Harmless fields need one officer; where material goes and who
+            // may use the key (the AWS properties, the credential) need two.
+            (layout::needs(&ui.session, Operation::CHANGE_GROUP_CUSTODY, listing.dual_control))
+        } @else {
+            (layout::needs(&ui.session, Operation::ADD_GROUP, listing.dual_control))
+        }
         form #group-form method="post" action=(action) {
             (csrf_field(&ui.csrf))
             div.tabs role="tablist" aria-label="Key group properties" {

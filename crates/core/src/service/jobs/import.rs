@@ -22,6 +22,9 @@ impl Keyhold {
         skip_if_imported: bool,
     ) -> CoreResult<StepOutcome> {
         let mut key = self.job_key(job).await?;
+        // A key keyhold records as disabled (rotated out) stays disabled:
+        // KMS enables a key when material is imported into it.
+        let keep_disabled = key.state == KeyState::Disabled || job.progress.keep_disabled;
         let kms_key_id = job.progress.require_kms_key()?.clone();
         let info = kms.describe_key(&kms_key_id).await?;
         if skip_if_imported && matches!(info.state, KeyState::Enabled | KeyState::Disabled) {
@@ -90,11 +93,21 @@ impl Keyhold {
                 Err(e) => return Err(e.into()),
             }
         }
+        let disabled_again = if keep_disabled {
+            kms.disable_key(&kms_key_id).await?;
+            ". KMS enabled the key with the import; it is disabled in keyhold, so it was disabled again"
+        } else {
+            ""
+        };
         key.state = kms
             .describe_key(&kms_key_id)
             .await
             .map(|i| i.state)
-            .unwrap_or(KeyState::Enabled);
+            .unwrap_or(if keep_disabled {
+                KeyState::Disabled
+            } else {
+                KeyState::Enabled
+            });
         job.progress.wrapping = Some(algorithm);
         let expiry = match key.valid_to {
             Some(end) => format!(", valid to {}", end.to_rfc3339()),
@@ -104,7 +117,7 @@ impl Keyhold {
             keys: vec![key],
             group: None,
             message: format!(
-                "Imported the key material into KMS key {kms_key_id}, wrapped with {}{expiry}",
+                "Imported the key material into KMS key {kms_key_id}, wrapped with {}{expiry}{disabled_again}",
                 algorithm.aws_name()
             ),
         })

@@ -118,6 +118,18 @@ impl Keyhold {
                 connector.service().as_str()
             )));
         }
+        // The endpoint was checked when the credential was added; checked
+        // again here, so that one the operator has since taken off the
+        // allow-list (or one written to the database behind keyhold's back)
+        // receives nothing.
+        if let Some(endpoint) = &credential.endpoint {
+            self.endpoint_policy().check(endpoint).map_err(|e| {
+                CoreError::Conflict(format!(
+                    "cloud credential '{}' of key group '{}' may not be used: {}",
+                    credential.name, group.name, e.message
+                ))
+            })?;
+        }
         let secret = match &credential.kind {
             CredentialKind::AccessKey { sealed_secret, .. } => {
                 let opened = self

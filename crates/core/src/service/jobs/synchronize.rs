@@ -47,6 +47,11 @@ impl Keyhold {
                 "Deleted the imported key material of KMS key {kms_key_id}; it is pending import"
             )
         };
+        // Committed with this step: the import that follows disables the
+        // key again once KMS has enabled it.
+        if key.state == KeyState::Disabled {
+            job.progress.keep_disabled = true;
+        }
         key.state = KeyState::PendingImport;
         Ok(StepOutcome {
             keys: vec![key],

@@ -753,3 +753,86 @@ async fn a_synchronization_interrupted_at_any_commit_resumes_and_finishes() {
         }
     }
 }
+
+// Custody: a rotated-out key stays disabled
+
+#[tokio::test]
+async fn importing_again_into_a_key_keyhold_records_as_disabled_leaves_it_disabled() {
+    for delete_material in [false, true] {
+        let w = World::new();
+        let first = w.rotate().await;
+        w.rotate().await;
+        let old = first.progress.kms_key_id.clone().unwrap();
+        assert_eq!(w.kms.snapshot().keys[&old].state, KeyState::Disabled);
+        let options = SyncOptions {
+            update_policy: false,
+            import_material: true,
+            delete_material,
+        };
+        let sync = w.queue_synchronization(&first, options);
+        let job = w.run(&sync, &NoHooks).await.unwrap();
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+
+        let kms = w.kms.snapshot();
+        let key = &kms.keys[&old];
+        assert_eq!(key.material.as_ref(), Some(&w.material_of(&first)));
+        assert_eq!(
+            key.state,
+            KeyState::Disabled,
+            "delete first: {delete_material}: the import enabled it, keyhold disabled it again"
+        );
+        assert_eq!(
+            w.store.snapshot().key_by_kms_id(&old).unwrap().state,
+            KeyState::Disabled
+        );
+        let imported = w
+            .messages(&job)
+            .into_iter()
+            .find(|m| m.contains("Imported the key material"))
+            .unwrap();
+        assert!(imported.contains("disabled again"), "{imported}");
+    }
+}
+
+#[tokio::test]
+async fn importing_again_into_an_enabled_key_leaves_it_enabled_without_a_disable_call() {
+    let w = World::new();
+    let rotation = w.rotate().await;
+    let calls = w.kms.snapshot().calls_of("disable_key");
+    let options = SyncOptions {
+        update_policy: false,
+        import_material: true,
+        delete_material: false,
+    };
+    let sync = w.queue_synchronization(&rotation, options);
+    let job = w.run(&sync, &NoHooks).await.unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("disable_key"), calls);
+    let kms_key_id = rotation.progress.kms_key_id.unwrap();
+    assert_eq!(kms.keys[&kms_key_id].state, KeyState::Enabled);
+}
+
+#[tokio::test]
+async fn a_credential_endpoint_off_the_allow_list_reaches_no_kms() {
+    let w = World::new();
+    let mut credential = w
+        .store
+        .snapshot()
+        .credentials
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    credential.endpoint =
+        Some(crate::credential::Endpoint::parse("https://mitm.example.com").unwrap());
+    w.store.put_credential(credential);
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap();
+    assert!(
+        error.contains("allow-list") && error.contains("kms_endpoint_allow"),
+        "{error}"
+    );
+    assert!(w.kms.snapshot().calls.is_empty(), "nothing was sent to KMS");
+}
