@@ -109,6 +109,40 @@ pub trait Store: Send + Sync {
         name: &IdentityName,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
+    /// Counts one wrong password in the database itself (the count is never
+    /// written back from a read, so parallel failures all count): the
+    /// failure that reaches `threshold` locks the identity until
+    /// `lock_until` and starts the count again. Only the lockout columns are
+    /// written. `audit(locked)` is the entry committed with it. Returns
+    /// whether this failure locked the identity; [`StoreError::NotFound`]
+    /// when it does not exist.
+    async fn record_failed_login(
+        &self,
+        name: &IdentityName,
+        threshold: u32,
+        lock_until: Timestamp,
+        audit: &(dyn Fn(bool) -> AuditRecord + Send + Sync),
+    ) -> Result<bool, StoreError>;
+    /// Clears the failure count after a right password, unless the identity
+    /// is locked at `now` (a parallel failure may have locked it since it
+    /// was read): `false` then, and the login must be refused.
+    async fn clear_failed_logins(
+        &self,
+        name: &IdentityName,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Sets a new password (and clears "must change"), only while the stored
+    /// hash is still `current_hash`: writes the password columns alone, so
+    /// no other path's write can undo it, and of two parallel changes from
+    /// one current password one wins. `false` when the hash changed (or the
+    /// identity is gone).
+    async fn set_password(
+        &self,
+        name: &IdentityName,
+        current_hash: &str,
+        new_hash: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
 
     // Sessions
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
@@ -151,6 +185,17 @@ pub trait Store: Send + Sync {
     async fn get_group(&self, name: &GroupName) -> Result<Option<KeyGroup>, StoreError>;
     async fn insert_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError>;
     async fn update_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError>;
+    /// Replaces the group with `next` only while it is still `expected` (the
+    /// comparison and the write in one transaction): `false` when it changed
+    /// since it was read, and the caller applies its change again to what is
+    /// there now. [`StoreError::Duplicate`] when another group holds the
+    /// alias in the region.
+    async fn replace_group(
+        &self,
+        expected: &KeyGroup,
+        next: &KeyGroup,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
     /// Fails with [`StoreError::InUse`] while the group still has keys.
     async fn delete_group(&self, name: &GroupName, audit: &AuditRecord) -> Result<(), StoreError>;
 
@@ -224,6 +269,15 @@ pub trait Store: Send + Sync {
         settings: &Settings,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
+    /// Writes `next` only while the stored settings are still `expected`
+    /// (compared and written in one transaction); `false` when they changed
+    /// since they were read, and the caller applies its change again.
+    async fn replace_settings(
+        &self,
+        expected: &Settings,
+        next: &Settings,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
 
     // Audit
     /// Appends an entry on its own (logins, refusals, failures).
@@ -239,6 +293,7 @@ pub trait Store: Send + Sync {
 /// [`StoreError::Fenced`] once another node holds it).
 #[derive(Clone, Copy, Debug)]
 pub struct Scheduled<'a> {
+    /// Only its next rotation time (and updated time) is written.
     pub group: &'a KeyGroup,
     pub fence: Option<&'a Lease>,
 }
@@ -249,6 +304,9 @@ pub struct JobCommit<'a> {
     pub job: &'a Job,
     /// Keys to insert or replace (by id).
     pub keys: &'a [Key],
+    /// Of the group only what a rotation owns is written (active key, next
+    /// rotation time, updated time), so an officer's change made while the
+    /// job ran is not written back over.
     pub group: Option<&'a KeyGroup>,
     /// A message for this job (its `job_id` is `job.id`).
     pub message: Option<&'a JobMessage>,

@@ -147,6 +147,31 @@ impl Store for FakeStore {
     async fn delete_identity(&self, _: &IdentityName, _: &AuditRecord) -> Result<(), StoreError> {
         Self::not_kept("identities")
     }
+    async fn record_failed_login(
+        &self,
+        _: &IdentityName,
+        _: u32,
+        _: Timestamp,
+        _: &(dyn Fn(bool) -> AuditRecord + Send + Sync),
+    ) -> Result<bool, StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn clear_failed_logins(
+        &self,
+        _: &IdentityName,
+        _: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn set_password(
+        &self,
+        _: &IdentityName,
+        _: &str,
+        _: &str,
+        _: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        Self::not_kept("identities")
+    }
     async fn insert_session(&self, _: &Session) -> Result<(), StoreError> {
         Self::not_kept("sessions")
     }
@@ -208,7 +233,13 @@ impl Store for FakeStore {
     }
     async fn insert_group(&self, g: &KeyGroup, a: &AuditRecord) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
-        if state.groups.contains_key(&g.name) {
+        // The name's unique constraint, and the index on (region, alias).
+        if state.groups.contains_key(&g.name)
+            || state
+                .groups
+                .values()
+                .any(|o| o.aws.alias == g.aws.alias && o.aws.region == g.aws.region)
+        {
             return Err(StoreError::Duplicate);
         }
         state.groups.insert(g.name.clone(), g.clone());
@@ -223,6 +254,28 @@ impl Store for FakeStore {
         state.groups.insert(g.name.clone(), g.clone());
         state.audit.push(a.clone());
         Ok(())
+    }
+    async fn replace_group(
+        &self,
+        expected: &KeyGroup,
+        next: &KeyGroup,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        match state.groups.get(&expected.name) {
+            None => return Err(StoreError::NotFound),
+            Some(current) if current != expected => return Ok(false),
+            Some(_) => {}
+        }
+        // The database's unique index on (region, alias).
+        if state.groups.values().any(|g| {
+            g.name != next.name && g.aws.alias == next.aws.alias && g.aws.region == next.aws.region
+        }) {
+            return Err(StoreError::Duplicate);
+        }
+        state.groups.insert(next.name.clone(), next.clone());
+        state.audit.push(a.clone());
+        Ok(true)
     }
     async fn delete_group(&self, _: &GroupName, _: &AuditRecord) -> Result<(), StoreError> {
         Self::not_kept("group deletions")
@@ -274,7 +327,13 @@ impl Store for FakeStore {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
-        if state.job(job.id).is_some() {
+        // The database's unique index: one unfinished job per group.
+        if state.job(job.id).is_some()
+            || state
+                .jobs
+                .iter()
+                .any(|j| j.kind.group() == job.kind.group() && !j.status.is_finished())
+        {
             return Err(StoreError::Duplicate);
         }
         if let Some(scheduled) = schedule {
@@ -379,6 +438,21 @@ impl Store for FakeStore {
         state.settings = s.clone();
         state.audit.push(a.clone());
         Ok(())
+    }
+
+    async fn replace_settings(
+        &self,
+        expected: &Settings,
+        next: &Settings,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        if &state.settings != expected {
+            return Ok(false);
+        }
+        state.settings = next.clone();
+        state.audit.push(a.clone());
+        Ok(true)
     }
 
     async fn append_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {

@@ -124,35 +124,48 @@ impl Keyhold {
             return Err(login_refused());
         }
         if !verify_password(password, &who.password_hash) {
-            who.failed_logins += 1;
-            let locks = who.failed_logins >= settings.lockout_threshold;
-            if locks {
-                who.locked_until =
-                    Some(now + chrono::Duration::minutes(i64::from(settings.lockout_minutes)));
-                who.failed_logins = 0;
-            }
-            let reason = if locks {
-                format!(
-                    "wrong password; identity locked for {} minutes",
-                    settings.lockout_minutes
-                )
-            } else {
-                "wrong password".to_owned()
-            };
-            let record = self
-                .record(
+            // Counted by the database, not written back from `who`: parallel
+            // failures all count, and a password changed meanwhile stays.
+            let lock_until = now + chrono::Duration::minutes(i64::from(settings.lockout_minutes));
+            let audit = |locked: bool| {
+                let reason = if locked {
+                    format!(
+                        "wrong password; identity locked for {} minutes",
+                        settings.lockout_minutes
+                    )
+                } else {
+                    "wrong password".to_owned()
+                };
+                self.record(
                     users,
                     format!("Failed {purpose} for '{name}' using Password."),
                 )
-                .with_details(serde_json::json!({ "reason": reason }));
-            self.store.update_identity(&who, Some(&record)).await?;
+                .with_details(serde_json::json!({ "reason": reason }))
+            };
+            match self
+                .store
+                .record_failed_login(&name, settings.lockout_threshold, lock_until, &audit)
+                .await
+            {
+                // Deleted meanwhile: refused all the same.
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
             return Err(login_refused());
         }
-        if who.failed_logins > 0 || who.locked_until.is_some() {
-            who.failed_logins = 0;
-            who.locked_until = None;
-            self.store.update_identity(&who, None).await?;
+        // A parallel failure may have locked the identity since it was read:
+        // the count is cleared only while no lock holds, else refused.
+        if !self.store.clear_failed_logins(&name, now).await? {
+            self.audit_refusal(
+                users,
+                format!("Failed {purpose} for '{name}' using Password."),
+                "identity is locked",
+            )
+            .await?;
+            return Err(login_refused());
         }
+        who.failed_logins = 0;
+        who.locked_until = None;
         Ok(who)
     }
 
@@ -280,7 +293,7 @@ impl Keyhold {
         current: &SecretString,
         new: &SecretString,
     ) -> CoreResult<()> {
-        let mut who = self
+        let who = self
             .check_password(ANONYMOUS_USER, raw_name, current, "password change")
             .await?;
         let acceptable = check_new_password(&who.name, new).and_then(|()| {
@@ -302,13 +315,23 @@ impl Keyhold {
             .await?;
             return Err(refusal.into());
         }
-        who.password_hash = hash_password(new)?;
-        who.must_change_password = false;
+        let new_hash = hash_password(new)?;
         let record = self.record(
             who.name.as_str(),
             format!("Changed password of '{}'.", who.name),
         );
-        self.store.update_identity(&who, Some(&record)).await?;
+        // Only while the password is still the one just checked: of parallel
+        // changes from one password one wins, and the others are told.
+        if !self
+            .store
+            .set_password(&who.name, &who.password_hash, &new_hash, &record)
+            .await?
+        {
+            return Err(CoreError::Conflict(format!(
+                "the password of '{}' was changed meanwhile: log in with the new one, or ask an administrator",
+                who.name
+            )));
+        }
         self.store.delete_sessions_of(&who.name).await?;
         Ok(())
     }

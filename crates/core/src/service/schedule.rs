@@ -109,7 +109,11 @@ impl Keyhold {
                         "reason": why,
                         "next_rotation_at": scheduled.next_rotation_at.map(|t| t.to_rfc3339()),
                     }));
-                self.store.update_group(&scheduled, &record).await?;
+                // Only over the group as read: an officer's change made
+                // meanwhile stays, and the next pass looks at the group again.
+                self.store
+                    .replace_group(&group, &scheduled, &record)
+                    .await?;
                 Err(CoreError::Conflict(why))
             }
             Err(e) => Err(e),

@@ -37,8 +37,8 @@ pub async fn add(
     view(app, &group).await
 }
 
-/// Changes the fields the request names. The change is read against the
-/// group as it is, so the caller's authority is checked before any read.
+/// Changes the fields the request names; the core applies them to the group
+/// as it is when written. The caller's authority is checked before any read.
 pub async fn update(
     app: &AppState,
     session: &Session,
@@ -50,8 +50,9 @@ pub async fn update(
             .authorize(session, Operation::UPDATE_GROUP)
             .await?;
         let parsed = GroupName::parse(name)?;
-        let current = app.keyhold.get_group(session, &parsed).await?;
-        let change = requests::group_change(req, &current.info)?;
+        // A missing group is reported before what is wrong with the change.
+        app.keyhold.get_group(session, &parsed).await?;
+        let change = requests::group_change(req)?;
         Ok(app.keyhold.update_group(session, &parsed, change).await?)
     })
     .await?;

@@ -195,7 +195,7 @@ pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<()
         keys::upsert(conn, key).await?;
     }
     if let Some(group) = commit.group {
-        groups::update(conn, group).await?;
+        groups::update_rotation(conn, group).await?;
     }
     if let Some(message) = commit.message {
         insert_message(conn, message).await?;

@@ -109,6 +109,24 @@ impl SqlBackend {
         let result = change(&mut w.tx).await;
         w.finish(result, audit).await
     }
+
+    /// A conditional change: audited when it took place (`true`); when its
+    /// condition did not hold (`false`) nothing is written, not even the entry.
+    async fn audited_if(
+        &self,
+        audit: &AuditRecord,
+        change: impl AsyncFnOnce(&mut Conn) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        let mut w = WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        };
+        let result = change(&mut w.tx).await;
+        let audit = matches!(result, Ok(true)).then_some(audit);
+        w.finish(result, audit).await
+    }
 }
 
 /// A write transaction. Dropping it without [`WriteTx::finish`] rolls back.
@@ -184,6 +202,55 @@ impl Store for SqlBackend {
     ) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| identities::delete(c, name).await)
             .await
+    }
+
+    async fn record_failed_login(
+        &self,
+        name: &IdentityName,
+        threshold: u32,
+        lock_until: Timestamp,
+        audit: &(dyn Fn(bool) -> AuditRecord + Send + Sync),
+    ) -> Result<bool, StoreError> {
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        let mut w = WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        };
+        // The entry says whether this failure locked: known once counted,
+        // still inside the transaction.
+        match identities::record_failure(&mut w.tx, name, threshold, &lock_until).await {
+            Ok(locked) => w.finish(Ok(locked), Some(&audit(locked))).await,
+            Err(e) => w.finish(Err(e), None).await,
+        }
+    }
+
+    async fn clear_failed_logins(
+        &self,
+        name: &IdentityName,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        let mut w = WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        };
+        let result = identities::clear_failures(&mut w.tx, name, &now).await;
+        w.finish(result, None).await
+    }
+
+    async fn set_password(
+        &self,
+        name: &IdentityName,
+        current_hash: &str,
+        new_hash: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| {
+            identities::set_password(c, name, current_hash, new_hash).await
+        })
+        .await
     }
 
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
@@ -282,6 +349,16 @@ impl Store for SqlBackend {
             .await
     }
 
+    async fn replace_group(
+        &self,
+        expected: &KeyGroup,
+        next: &KeyGroup,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| groups::replace(c, expected, next).await)
+            .await
+    }
+
     async fn delete_group(&self, name: &GroupName, audit: &AuditRecord) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| groups::delete(c, name).await)
             .await
@@ -330,7 +407,7 @@ impl Store for SqlBackend {
             }
             jobs::insert(c, job).await?;
             if let Some(scheduled) = schedule {
-                groups::update(c, scheduled.group).await?;
+                groups::update_rotation(c, scheduled.group).await?;
             }
             Ok(())
         })
@@ -415,6 +492,16 @@ impl Store for SqlBackend {
 
     async fn put_settings(&self, value: &Settings, audit: &AuditRecord) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| settings::put(c, value).await)
+            .await
+    }
+
+    async fn replace_settings(
+        &self,
+        expected: &Settings,
+        next: &Settings,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| settings::replace(c, expected, next).await)
             .await
     }
 

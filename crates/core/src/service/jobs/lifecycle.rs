@@ -4,7 +4,7 @@
 use super::super::Keyhold;
 use crate::action::Action;
 use crate::cluster::Lease;
-use crate::error::{CoreError, CoreResult, InvalidInput};
+use crate::error::{CoreError, CoreResult, InvalidInput, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
 use crate::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
@@ -51,7 +51,8 @@ impl Keyhold {
                 Action::RotateGroup(group.name.as_str()).succeeded(),
             )
             .with_details(serde_json::json!({ "job": job.id }));
-        self.store.insert_job(&job, schedule, &record).await?;
+        self.insert_job(&job, schedule, &record, &group.name)
+            .await?;
         Ok(job)
     }
 
@@ -107,7 +108,7 @@ impl Keyhold {
                 "import_material": options.import_material,
                 "delete_material": options.delete_material,
             }));
-        self.store.insert_job(&job, None, &record).await?;
+        self.insert_job(&job, None, &record, &key.group).await?;
         Ok(job)
     }
 
@@ -197,7 +198,8 @@ impl Keyhold {
             },
         };
         let record = self.record(users, action.succeeded());
-        self.store
+        let committed = self
+            .store
             .commit_job(&JobCommit {
                 job: &job,
                 keys: &[],
@@ -206,8 +208,16 @@ impl Keyhold {
                 audit: Some(&record),
                 fence,
             })
-            .await?;
-        Ok(job)
+            .await;
+        match committed {
+            // A retry while another job of the group is unfinished: the
+            // unique index refuses it.
+            Err(StoreError::Duplicate) => Err(self.concurrent_job_refusal(job.kind.group()).await),
+            other => {
+                other?;
+                Ok(job)
+            }
+        }
     }
 
     /// Jobs a (re)started node must run: queued, and running when it stopped.
@@ -227,6 +237,33 @@ impl Keyhold {
             progress,
             error: None,
             attempts: 0,
+        }
+    }
+
+    /// Inserts a job. The check before it is only a courtesy: the database's
+    /// unique index on the unfinished jobs of a group is the rule, and a job
+    /// that a parallel request inserted first is refused with the same words.
+    async fn insert_job(
+        &self,
+        job: &Job,
+        schedule: Option<Scheduled<'_>>,
+        record: &crate::audit::AuditRecord,
+        group: &GroupName,
+    ) -> CoreResult<()> {
+        match self.store.insert_job(job, schedule, record).await {
+            Err(StoreError::Duplicate) => Err(self.concurrent_job_refusal(group).await),
+            other => Ok(other?),
+        }
+    }
+
+    /// The refusal of a job that found another one of its group unfinished.
+    async fn concurrent_job_refusal(&self, group: &GroupName) -> CoreError {
+        match self.refuse_concurrent_job(group).await {
+            Err(refusal) => refusal,
+            // It finished in between: the caller may simply try again.
+            Ok(()) => CoreError::Conflict(format!(
+                "another job was already unfinished for key group '{group}': wait for it to finish, or cancel it"
+            )),
         }
     }
 
