@@ -109,23 +109,31 @@ pub trait Store: Send + Sync {
         name: &IdentityName,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
-    /// Counts one wrong password in the database itself (the count is never
-    /// written back from a read, so parallel failures all count): the
-    /// failure that reaches `threshold` locks the identity until
-    /// `lock_until` and starts the count again. Only the lockout columns are
-    /// written. `audit(locked)` is the entry committed with it. Returns
-    /// whether this failure locked the identity; [`StoreError::NotFound`]
-    /// when it does not exist.
-    async fn record_failed_login(
+    /// Admits one password attempt before it is verified, counting it as a
+    /// failure in the database itself (never a count read before): while
+    /// the identity is not locked at `now` and fewer than `threshold`
+    /// attempts are counted, returns the attempt's number (1 to
+    /// `threshold`); otherwise `None`, and the password must not even be
+    /// checked. So at most `threshold` guesses are ever checked between
+    /// two locks, however many arrive at once. Only the count is written.
+    async fn begin_login_attempt(
         &self,
         name: &IdentityName,
+        now: Timestamp,
         threshold: u32,
-        lock_until: Timestamp,
-        audit: &(dyn Fn(bool) -> AuditRecord + Send + Sync),
-    ) -> Result<bool, StoreError>;
-    /// Clears the failure count after a right password, unless the identity
-    /// is locked at `now` (a parallel failure may have locked it since it
-    /// was read): `false` then, and the login must be refused.
+    ) -> Result<Option<u32>, StoreError>;
+    /// Locks the identity until `until` and starts its count again (the
+    /// wrong password of the attempt that reached the threshold), with the
+    /// entry that says so. Only the lockout columns are written.
+    async fn lock_identity(
+        &self,
+        name: &IdentityName,
+        until: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Clears the count after a right password, unless the identity is
+    /// locked at `now` (a parallel attempt may have locked it since this one
+    /// was admitted): `false` then, and the login must be refused.
     async fn clear_failed_logins(
         &self,
         name: &IdentityName,

@@ -147,13 +147,20 @@ impl Store for FakeStore {
     async fn delete_identity(&self, _: &IdentityName, _: &AuditRecord) -> Result<(), StoreError> {
         Self::not_kept("identities")
     }
-    async fn record_failed_login(
+    async fn begin_login_attempt(
         &self,
         _: &IdentityName,
-        _: u32,
         _: Timestamp,
-        _: &(dyn Fn(bool) -> AuditRecord + Send + Sync),
-    ) -> Result<bool, StoreError> {
+        _: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn lock_identity(
+        &self,
+        _: &IdentityName,
+        _: Timestamp,
+        _: &AuditRecord,
+    ) -> Result<(), StoreError> {
         Self::not_kept("identities")
     }
     async fn clear_failed_logins(

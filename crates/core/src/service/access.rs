@@ -123,38 +123,46 @@ impl Keyhold {
             .await?;
             return Err(login_refused());
         }
+        // The attempt is counted before the password is checked, by the
+        // database: however many arrive at once, at most the threshold are
+        // checked before the lock; the others are refused unchecked.
+        let Some(attempt) = self
+            .store
+            .begin_login_attempt(&name, now, settings.lockout_threshold)
+            .await?
+        else {
+            identity::verify_against_dummy(password);
+            self.audit_refusal(
+                users,
+                format!("Failed {purpose} for '{name}' using Password."),
+                "identity is locked",
+            )
+            .await?;
+            return Err(login_refused());
+        };
         if !verify_password(password, &who.password_hash) {
-            // Counted by the database, not written back from `who`: parallel
-            // failures all count, and a password changed meanwhile stays.
-            let lock_until = now + chrono::Duration::minutes(i64::from(settings.lockout_minutes));
-            let audit = |locked: bool| {
-                let reason = if locked {
-                    format!(
+            let summary = format!("Failed {purpose} for '{name}' using Password.");
+            if attempt >= settings.lockout_threshold {
+                let until = now + chrono::Duration::minutes(i64::from(settings.lockout_minutes));
+                let record = self.record(users, summary).with_details(serde_json::json!({
+                    "reason": format!(
                         "wrong password; identity locked for {} minutes",
                         settings.lockout_minutes
                     )
-                } else {
-                    "wrong password".to_owned()
-                };
-                self.record(
-                    users,
-                    format!("Failed {purpose} for '{name}' using Password."),
-                )
-                .with_details(serde_json::json!({ "reason": reason }))
-            };
-            match self
-                .store
-                .record_failed_login(&name, settings.lockout_threshold, lock_until, &audit)
-                .await
-            {
-                // Deleted meanwhile: refused all the same.
-                Ok(_) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
+                }));
+                match self.store.lock_identity(&name, until, &record).await {
+                    // Deleted meanwhile: refused all the same.
+                    Ok(()) | Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                // Counted already, when the attempt was admitted.
+                self.audit_refusal(users, summary, "wrong password").await?;
             }
             return Err(login_refused());
         }
-        // A parallel failure may have locked the identity since it was read:
-        // the count is cleared only while no lock holds, else refused.
+        // A parallel attempt may have locked the identity since this one was
+        // admitted: the count is cleared only while no lock holds, else refused.
         if !self.store.clear_failed_logins(&name, now).await? {
             self.audit_refusal(
                 users,

@@ -170,9 +170,16 @@ impl Keyhold {
             _ => return Ok(None),
         }
         let id = job.id;
-        self.set_job_status(job, JobStatus::Queued, Initiator::Scheduler.users(), fence)
-            .await?;
-        Ok(Some(id))
+        match self
+            .set_job_status(job, JobStatus::Queued, Initiator::Scheduler.users(), fence)
+            .await
+        {
+            Ok(_) => Ok(Some(id)),
+            // Another job of the group is unfinished (the database admits
+            // one): not now; the next pass looks again.
+            Err(CoreError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The group's last rotation, and when it is retried if it failed.

@@ -4,7 +4,7 @@ use keyhold_core::identity::Identity;
 use keyhold_core::names::IdentityName;
 
 use super::{Conn, Pool};
-use crate::error::db;
+use crate::error::{corrupt, db};
 use crate::rows::{IdentityRow, opt_ts, ts};
 
 const COLUMNS: &str =
@@ -73,29 +73,45 @@ pub(super) async fn delete(conn: &mut Conn, name: &IdentityName) -> Result<(), S
     super::one_row(done.rows_affected())
 }
 
-/// Counts a wrong password in one statement: the database adds one to what
-/// it holds (never a value read earlier), and decides the lock itself. The
-/// failure that reaches the threshold locks and starts the count again, so
-/// the returned count is 0 exactly when this failure locked the identity.
-pub(super) async fn record_failure(
+/// Admits an attempt in one statement: the database adds one to the count
+/// it holds, and only while no lock holds and the count is below the
+/// threshold. The count after it is the attempt's number.
+pub(super) async fn begin_attempt(
     conn: &mut Conn,
     name: &IdentityName,
+    now: &Timestamp,
     threshold: u32,
-    lock_until: &Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<Option<u32>, StoreError> {
     let count: Option<i64> = sqlx::query_scalar(
-        "UPDATE identities SET \
-         locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
-         failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
-         WHERE name = $1 RETURNING failed_logins",
+        "UPDATE identities SET failed_logins = failed_logins + 1 \
+         WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $2) \
+         AND failed_logins < $3 RETURNING failed_logins",
     )
     .bind(name.as_str())
+    .bind(ts(now))
     .bind(i64::from(threshold.max(1)))
-    .bind(ts(lock_until))
     .fetch_optional(conn)
     .await
     .map_err(db)?;
-    count.map(|c| c == 0).ok_or(StoreError::NotFound)
+    count
+        .map(|c| u32::try_from(c).map_err(|e| corrupt("identities", "failed_logins", e)))
+        .transpose()
+}
+
+/// Locks until `until`, the count started again.
+pub(super) async fn lock(
+    conn: &mut Conn,
+    name: &IdentityName,
+    until: &Timestamp,
+) -> Result<(), StoreError> {
+    let done =
+        sqlx::query("UPDATE identities SET locked_until = $2, failed_logins = 0 WHERE name = $1")
+            .bind(name.as_str())
+            .bind(ts(until))
+            .execute(conn)
+            .await
+            .map_err(db)?;
+    super::one_row(done.rows_affected())
 }
 
 /// Clears the count after a right password unless a lock holds at `now`.

@@ -204,25 +204,32 @@ impl Store for SqlBackend {
             .await
     }
 
-    async fn record_failed_login(
+    async fn begin_login_attempt(
         &self,
         name: &IdentityName,
+        now: Timestamp,
         threshold: u32,
-        lock_until: Timestamp,
-        audit: &(dyn Fn(bool) -> AuditRecord + Send + Sync),
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<u32>, StoreError> {
         let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
         let mut w = WriteTx {
             tx,
             _serial: serial,
             audit_mac: &self.audit_mac,
         };
-        // The entry says whether this failure locked: known once counted,
-        // still inside the transaction.
-        match identities::record_failure(&mut w.tx, name, threshold, &lock_until).await {
-            Ok(locked) => w.finish(Ok(locked), Some(&audit(locked))).await,
-            Err(e) => w.finish(Err(e), None).await,
-        }
+        let result = identities::begin_attempt(&mut w.tx, name, &now, threshold).await;
+        w.finish(result, None).await
+    }
+
+    async fn lock_identity(
+        &self,
+        name: &IdentityName,
+        until: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| {
+            identities::lock(c, name, &until).await
+        })
+        .await
     }
 
     async fn clear_failed_logins(

@@ -1,12 +1,11 @@
 //! The invariants parallel requests must not break, held by the database:
-//! counted login failures, conditional password, group and settings writes,
+//! login attempts counted before they are checked, conditional password, group and settings writes,
 //! one unfinished job per group, one alias per region; and migration 0006,
 //! which brings them to a database that already breaks them.
 
 use std::sync::Arc;
 
 use keyhold_core::StoreError;
-use keyhold_core::audit::AuditRecord;
 use keyhold_core::clock::format_timestamp;
 use keyhold_core::job::{Initiator, Job, JobKind, JobProgress, JobStatus, Step};
 use keyhold_core::names::GroupName;
@@ -32,15 +31,11 @@ fn rotate(group: &str, created: i64, status: JobStatus) -> Job {
     }
 }
 
-fn failure_entry(locked: bool) -> AuditRecord {
-    record(if locked { "locked" } else { "wrong password" })
-}
-
-/// 32 failures at once against a threshold of 5: every one is counted (the
-/// database adds to what it holds), exactly every fifth locks, and each has
-/// its audit entry.
+/// 32 attempts at once against a threshold of 5: the database admits
+/// exactly 5, numbered 1 to 5 (each counted before its password would be
+/// checked); the others are refused unchecked. A lock holds until its time.
 #[tokio::test]
-async fn parallel_login_failures_all_count() {
+async fn parallel_login_attempts_admit_exactly_the_threshold() {
     let f = Fixture::new().await;
     let alice = identity("alice");
     f.store
@@ -52,39 +47,47 @@ async fn parallel_login_failures_all_count() {
         let store = f.store.clone();
         let name = alice.name.clone();
         tasks.push(tokio::spawn(async move {
-            store
-                .record_failed_login(&name, 5, at(600), &failure_entry)
-                .await
-                .unwrap()
+            store.begin_login_attempt(&name, at(0), 5).await.unwrap()
         }));
     }
-    let mut locks = 0;
+    let mut admitted = Vec::new();
     for t in tasks {
-        locks += usize::from(t.await.unwrap());
+        admitted.extend(t.await.unwrap());
     }
-    assert_eq!(locks, 32 / 5);
+    admitted.sort_unstable();
+    assert_eq!(admitted, [1, 2, 3, 4, 5]);
     let stored = f.store.get_identity(&alice.name).await.unwrap().unwrap();
-    assert_eq!(stored.failed_logins, 32 % 5);
-    assert_eq!(stored.locked_until, Some(at(600)));
-    let entries = f
-        .store
-        .list_audit(&keyhold_core::audit::AuditFilter::default())
+    assert_eq!(stored.failed_logins, 5);
+
+    f.store
+        .lock_identity(&alice.name, at(600), &record("locked"))
         .await
         .unwrap();
-    assert_eq!(entries.iter().filter(|e| e.summary == "locked").count(), 6);
+    let stored = f.store.get_identity(&alice.name).await.unwrap().unwrap();
     assert_eq!(
-        entries
-            .iter()
-            .filter(|e| e.summary == "wrong password")
-            .count(),
-        26
+        (stored.failed_logins, stored.locked_until),
+        (0, Some(at(600)))
     );
-    // Locked at 599: not cleared; at 600 the lock has run out.
+    assert_eq!(
+        f.store
+            .begin_login_attempt(&alice.name, at(599), 5)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(
         !f.store
             .clear_failed_logins(&alice.name, at(599))
             .await
             .unwrap()
+    );
+    // At 600 the lock has run out.
+    assert_eq!(
+        f.store
+            .begin_login_attempt(&alice.name, at(600), 5)
+            .await
+            .unwrap(),
+        Some(1)
     );
     assert!(
         f.store
@@ -94,9 +97,16 @@ async fn parallel_login_failures_all_count() {
     );
     let stored = f.store.get_identity(&alice.name).await.unwrap().unwrap();
     assert_eq!((stored.failed_logins, stored.locked_until), (0, None));
+    assert_eq!(
+        f.store
+            .begin_login_attempt(&identity("ghost").name, at(0), 5)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(matches!(
         f.store
-            .record_failed_login(&identity("ghost").name, 5, at(600), &failure_entry)
+            .lock_identity(&identity("ghost").name, at(600), &record("x"))
             .await,
         Err(StoreError::NotFound)
     ));
@@ -124,7 +134,7 @@ async fn password_is_set_only_over_the_checked_hash() {
             .unwrap()
     );
     f.store
-        .record_failed_login(&alice.name, 5, at(600), &failure_entry)
+        .begin_login_attempt(&alice.name, at(0), 5)
         .await
         .unwrap();
     assert!(
