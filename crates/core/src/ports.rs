@@ -133,11 +133,13 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Clears the count after a right password, unless the identity is
     /// locked at `now` (a parallel attempt may have locked it since this one
-    /// was admitted): `false` then, and the login must be refused.
+    /// was admitted) or its password is no longer `checked_hash` (changed
+    /// since it was read): `false` then, and the login must be refused.
     async fn clear_failed_logins(
         &self,
         name: &IdentityName,
         now: Timestamp,
+        checked_hash: &str,
     ) -> Result<bool, StoreError>;
     /// Sets a new password (and clears "must change"), only while the stored
     /// hash is still `current_hash`: writes the password columns alone, so

@@ -167,6 +167,7 @@ impl Store for FakeStore {
         &self,
         _: &IdentityName,
         _: Timestamp,
+        _: &str,
     ) -> Result<bool, StoreError> {
         Self::not_kept("identities")
     }

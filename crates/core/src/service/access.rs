@@ -162,8 +162,13 @@ impl Keyhold {
             return Err(login_refused());
         }
         // A parallel attempt may have locked the identity since this one was
-        // admitted: the count is cleared only while no lock holds, else refused.
-        if !self.store.clear_failed_logins(&name, now).await? {
+        // admitted, or a parallel change replaced the password just checked:
+        // the count is cleared only while neither happened, else refused.
+        if !self
+            .store
+            .clear_failed_logins(&name, now, &who.password_hash)
+            .await?
+        {
             self.audit_refusal(
                 users,
                 format!("Failed {purpose} for '{name}' using Password."),

@@ -114,18 +114,22 @@ pub(super) async fn lock(
     super::one_row(done.rows_affected())
 }
 
-/// Clears the count after a right password unless a lock holds at `now`.
+/// Clears the count after a right password unless a lock holds at `now`
+/// or the password changed since it was checked.
 pub(super) async fn clear_failures(
     conn: &mut Conn,
     name: &IdentityName,
     now: &Timestamp,
+    checked_hash: &str,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE identities SET failed_logins = 0, locked_until = NULL \
-         WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $2)",
+         WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $2) \
+         AND password_hash = $3",
     )
     .bind(name.as_str())
     .bind(ts(now))
+    .bind(checked_hash)
     .execute(conn)
     .await
     .map_err(db)?;

@@ -236,6 +236,7 @@ impl Store for SqlBackend {
         &self,
         name: &IdentityName,
         now: Timestamp,
+        checked_hash: &str,
     ) -> Result<bool, StoreError> {
         let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
         let mut w = WriteTx {
@@ -243,7 +244,7 @@ impl Store for SqlBackend {
             _serial: serial,
             audit_mac: &self.audit_mac,
         };
-        let result = identities::clear_failures(&mut w.tx, name, &now).await;
+        let result = identities::clear_failures(&mut w.tx, name, &now, checked_hash).await;
         w.finish(result, None).await
     }
 

@@ -77,7 +77,7 @@ async fn parallel_login_attempts_admit_exactly_the_threshold() {
     );
     assert!(
         !f.store
-            .clear_failed_logins(&alice.name, at(599))
+            .clear_failed_logins(&alice.name, at(599), &alice.password_hash)
             .await
             .unwrap()
     );
@@ -89,9 +89,16 @@ async fn parallel_login_attempts_admit_exactly_the_threshold() {
             .unwrap(),
         Some(1)
     );
+    // A password changed since it was checked: not cleared either.
+    assert!(
+        !f.store
+            .clear_failed_logins(&alice.name, at(600), "another hash")
+            .await
+            .unwrap()
+    );
     assert!(
         f.store
-            .clear_failed_logins(&alice.name, at(600))
+            .clear_failed_logins(&alice.name, at(600), &alice.password_hash)
             .await
             .unwrap()
     );
