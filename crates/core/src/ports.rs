@@ -14,7 +14,7 @@ use crate::credential::Credential;
 use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
-use crate::job::{Job, JobMessage};
+use crate::job::{Job, JobMessage, JobStatus};
 use crate::key::{CheckDigits, Key, KeyPage};
 use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::settings::Settings;
@@ -242,6 +242,21 @@ pub trait Store: Send + Sync {
     /// Commits one step of a job atomically: the job row (progress, status,
     /// error), the keys and group the step changed, its message and its audit entry.
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError>;
+    /// Retry or cancel: moves the job from status `from` to `job.status`,
+    /// writing only its status, error and finished time, with its message
+    /// and audit entry, and only while it is still in `from`. `false` (nothing
+    /// written) when a parallel retry or cancel, or the runner, changed it
+    /// first; a stale read never writes back the job's progress. Fenced like
+    /// [`Store::commit_job`]; [`StoreError::Duplicate`] when another job of
+    /// the group is unfinished.
+    async fn change_job_status(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        message: &JobMessage,
+        audit: &AuditRecord,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError>;
     /// Oldest first.
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError>;
     /// The group's newest rotation job, however many synchronizations came

@@ -27,7 +27,7 @@ use crate::credential::{CloudService, Credential};
 use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
-use crate::job::{Job, JobKind, JobMessage};
+use crate::job::{Job, JobKind, JobMessage, JobStatus};
 use crate::key::{CheckDigits, Key, KeyPage, KeyState};
 use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::ports::{GeneratedKey, JobCommit, Keystore, KeystoreKind, Scheduled, Store};
@@ -392,6 +392,31 @@ impl Store for FakeStore {
         state.messages.extend(commit.message.cloned());
         state.audit.extend(commit.audit.cloned());
         Ok(())
+    }
+    async fn change_job_status(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        message: &JobMessage,
+        audit: &AuditRecord,
+        _: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        if let Some(refusal) = *lock(&self.refusal) {
+            return Err(refusal());
+        }
+        let mut state = lock(&self.state);
+        let Some(stored) = state.jobs.iter_mut().find(|j| j.id == job.id) else {
+            return Ok(false);
+        };
+        if stored.status != from {
+            return Ok(false);
+        }
+        stored.status = job.status;
+        stored.error.clone_from(&job.error);
+        stored.finished_at = job.finished_at;
+        state.messages.push(message.clone());
+        state.audit.push(audit.clone());
+        Ok(true)
     }
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
         Ok(lock(&self.state)

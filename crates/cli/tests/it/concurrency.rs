@@ -430,3 +430,90 @@ async fn parallel_group_updates_of_different_fields_all_survive() {
         ),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_retries_and_cancels_move_a_job_once() {
+    let app = TestApp::spawn().await;
+    let token = app.dual_session().await;
+    app.import_kms_credential(&token, "aws").await;
+    let failing = |group: &str| {
+        let mut body = group_body(group, "aws");
+        // No such KMS key: the rotation fails at once, nothing created.
+        body["active_key_id"] = json!(uuid::Uuid::new_v4().to_string());
+        body
+    };
+    let (retried_group, cancelled_group) = (unique("race-retry"), unique("race-cancel"));
+    let mut failed = Vec::new();
+    for group in [&retried_group, &cancelled_group] {
+        let (status, body) = app.create_group(&token, failing(group)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = app.rotate(&token, group).await;
+        let job = app.wait_job(&token, &id).await;
+        assert_eq!(job["status"], "failed", "{job:#}");
+        failed.push(id);
+    }
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/groups/{retried_group}"),
+            &token,
+            json!({"active_key_id": null}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let each = |id: &str, verb: &str| -> Vec<Request> {
+        vec![
+            (
+                Method::POST,
+                format!("/api/v1/jobs/{id}/{verb}"),
+                Some(token.clone()),
+                Some(json!({})),
+            );
+            N
+        ]
+    };
+    let retries = burst(&app, each(&failed[0], "retry")).await;
+    let cancels = burst(&app, each(&failed[1], "cancel")).await;
+    for (answers, what) in [(&retries, "retry"), (&cancels, "cancel")] {
+        let moved = answers.iter().filter(|(s, _)| s.is_success()).count();
+        assert_eq!(moved, 1, "{what}: {answers:#?}");
+        assert_eq!(
+            count(answers, StatusCode::CONFLICT),
+            N - 1,
+            "{what}: {answers:#?}"
+        );
+    }
+    let job = app.wait_job(&token, &failed[0]).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempts"], 2, "one retry ran: {job:#}");
+    let keys = crate::kms::Kms::connect()
+        .await
+        .keys_of_group(&retried_group)
+        .await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let (_, job) = app
+        .get(&format!("/api/v1/jobs/{}", failed[1]), &token)
+        .await;
+    assert_eq!(job["status"], "cancelled", "{job:#}");
+    let audit = app.audit_summaries(&token).await;
+    for id in &failed {
+        let moves = audit
+            .iter()
+            .filter(|s| {
+                (s.contains("Retried") || s.contains("Cancelled")) && s.contains(id.as_str())
+            })
+            .count();
+        assert_eq!(moves, 1, "{id}: {audit:#?}");
+    }
+    report::section(
+        23,
+        "Racing requests: retry and cancel",
+        &format!(
+            "{N} retries of one failed job at once, and {N} cancellations of another: each \
+             time one answered success and {} answered 409; the job moved once (one audit \
+             entry), the retried job ran once more and succeeded with one KMS key, and no \
+             stale retry wrote its read of the job back over the running job's progress.",
+            N - 1
+        ),
+    );
+}

@@ -30,7 +30,7 @@ use keyhold_core::cluster::{Lease, NodeRecord};
 use keyhold_core::credential::Credential;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
-use keyhold_core::job::{Job, JobMessage};
+use keyhold_core::job::{Job, JobMessage, JobStatus};
 use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
@@ -441,6 +441,20 @@ impl Store for SqlBackend {
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
         self.audited(commit.audit, async |c| jobs::commit(c, commit).await)
             .await
+    }
+
+    async fn change_job_status(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        message: &JobMessage,
+        audit: &AuditRecord,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| {
+            jobs::change_status(c, job, from, message, fence).await
+        })
+        .await
     }
 
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {

@@ -9,7 +9,7 @@ use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
 use crate::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
 use crate::names::GroupName;
-use crate::ports::{JobCommit, Scheduled};
+use crate::ports::Scheduled;
 
 impl Keyhold {
     /// Force Rotate: queues a "Rotate HSM protected keys" job for the group.
@@ -182,6 +182,7 @@ impl Keyhold {
                 job.status.as_str()
             )));
         }
+        let from = job.status;
         job.status = to;
         job.error = None;
         job.finished_at = (to == JobStatus::Cancelled).then(|| self.now());
@@ -198,25 +199,26 @@ impl Keyhold {
             },
         };
         let record = self.record(users, action.succeeded());
-        let committed = self
+        // Only from the status just checked: of parallel retries or cancels
+        // one moves the job, and none writes back what it read over the
+        // runner's progress.
+        match self
             .store
-            .commit_job(&JobCommit {
-                job: &job,
-                keys: &[],
-                group: None,
-                message: Some(&message),
-                audit: Some(&record),
-                fence,
-            })
-            .await;
-        match committed {
+            .change_job_status(&job, from, &message, &record, fence)
+            .await
+        {
+            Ok(true) => Ok(job),
+            Ok(false) => {
+                let current = self.find_job(id).await?;
+                Err(CoreError::Conflict(format!(
+                    "job {id} is {} now (it changed meanwhile): {rule}",
+                    current.status.as_str()
+                )))
+            }
             // A retry while another job of the group is unfinished: the
             // unique index refuses it.
             Err(StoreError::Duplicate) => Err(self.concurrent_job_refusal(job.kind.group()).await),
-            other => {
-                other?;
-                Ok(job)
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
