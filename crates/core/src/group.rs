@@ -138,6 +138,40 @@ pub struct NewGroup {
     pub aws: AwsProperties,
 }
 
+/// A change of a group's owner, notes or both. Each part is applied to the
+/// info as it is when the change is written, never completed at the edge
+/// from an earlier read (which a parallel change of the other part would
+/// then lose).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InfoChange {
+    owner: Option<String>,
+    notes: Option<String>,
+}
+
+impl InfoChange {
+    /// `None` when neither part is given; the parts given are checked as
+    /// [`GroupInfo::parse`] checks them.
+    pub fn parse(owner: Option<&str>, notes: Option<&str>) -> Result<Option<Self>, InvalidInput> {
+        if owner.is_none() && notes.is_none() {
+            return Ok(None);
+        }
+        GroupInfo::parse(owner.unwrap_or_default(), notes.unwrap_or_default())?;
+        Ok(Some(Self {
+            owner: owner.map(str::to_owned),
+            notes: notes.map(str::to_owned),
+        }))
+    }
+
+    fn apply(self, info: &mut GroupInfo) {
+        if let Some(owner) = self.owner {
+            info.owner = owner;
+        }
+        if let Some(notes) = self.notes {
+            info.notes = notes;
+        }
+    }
+}
+
 /// A change to a group; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default)]
 pub struct GroupChange {
@@ -145,7 +179,7 @@ pub struct GroupChange {
     /// `Some(None)` turns rotation off.
     pub rotate_every: Option<Option<Interval>>,
     pub valid_for: Option<Option<Interval>>,
-    pub info: Option<GroupInfo>,
+    pub info: Option<InfoChange>,
     pub alias: Option<Alias>,
     pub description: Option<Description>,
     pub region: Option<Region>,
@@ -216,7 +250,7 @@ impl GroupChange {
             group.valid_for = v;
         }
         if let Some(i) = self.info {
-            group.info = i;
+            i.apply(&mut group.info);
         }
         if let Some(a) = self.alias {
             group.aws.alias = a;
@@ -311,7 +345,7 @@ mod tests {
         let harmless = GroupChange {
             rotate_every: Some(None),
             valid_for: Some(Some(Interval::parse("1y").unwrap())),
-            info: Some(GroupInfo::parse("me", "notes").unwrap()),
+            info: InfoChange::parse(Some("me"), Some("notes")).unwrap(),
             description: Some(Description::parse("new").unwrap()),
             ..Default::default()
         };

@@ -14,7 +14,7 @@ use crate::credential::Credential;
 use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
-use crate::job::{Job, JobMessage};
+use crate::job::{Job, JobMessage, JobStatus};
 use crate::key::{CheckDigits, Key, KeyPage};
 use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::settings::Settings;
@@ -109,6 +109,50 @@ pub trait Store: Send + Sync {
         name: &IdentityName,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
+    /// Admits one password attempt before it is verified, counting it as a
+    /// failure in the database itself (never a count read before): while
+    /// the identity is not locked at `now` and fewer than `threshold`
+    /// attempts are counted, returns the attempt's number (1 to
+    /// `threshold`); otherwise `None`, and the password must not even be
+    /// checked. So at most `threshold` guesses are ever checked between
+    /// two locks, however many arrive at once. Only the count is written.
+    async fn begin_login_attempt(
+        &self,
+        name: &IdentityName,
+        now: Timestamp,
+        threshold: u32,
+    ) -> Result<Option<u32>, StoreError>;
+    /// Locks the identity until `until` and starts its count again (the
+    /// wrong password of the attempt that reached the threshold), with the
+    /// entry that says so. Only the lockout columns are written.
+    async fn lock_identity(
+        &self,
+        name: &IdentityName,
+        until: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Clears the count after a right password, unless the identity is
+    /// locked at `now` (a parallel attempt may have locked it since this one
+    /// was admitted) or its password is no longer `checked_hash` (changed
+    /// since it was read): `false` then, and the login must be refused.
+    async fn clear_failed_logins(
+        &self,
+        name: &IdentityName,
+        now: Timestamp,
+        checked_hash: &str,
+    ) -> Result<bool, StoreError>;
+    /// Sets a new password (and clears "must change"), only while the stored
+    /// hash is still `current_hash`: writes the password columns alone, so
+    /// no other path's write can undo it, and of two parallel changes from
+    /// one current password one wins. `false` when the hash changed (or the
+    /// identity is gone).
+    async fn set_password(
+        &self,
+        name: &IdentityName,
+        current_hash: &str,
+        new_hash: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
 
     // Sessions
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
@@ -151,6 +195,17 @@ pub trait Store: Send + Sync {
     async fn get_group(&self, name: &GroupName) -> Result<Option<KeyGroup>, StoreError>;
     async fn insert_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError>;
     async fn update_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError>;
+    /// Replaces the group with `next` only while it is still `expected` (the
+    /// comparison and the write in one transaction): `false` when it changed
+    /// since it was read, and the caller applies its change again to what is
+    /// there now. [`StoreError::Duplicate`] when another group holds the
+    /// alias in the region.
+    async fn replace_group(
+        &self,
+        expected: &KeyGroup,
+        next: &KeyGroup,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
     /// Fails with [`StoreError::InUse`] while the group still has keys.
     async fn delete_group(&self, name: &GroupName, audit: &AuditRecord) -> Result<(), StoreError>;
 
@@ -187,6 +242,21 @@ pub trait Store: Send + Sync {
     /// Commits one step of a job atomically: the job row (progress, status,
     /// error), the keys and group the step changed, its message and its audit entry.
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError>;
+    /// Retry or cancel: moves the job from status `from` to `job.status`,
+    /// writing only its status, error and finished time, with its message
+    /// and audit entry, and only while it is still in `from`. `false` (nothing
+    /// written) when a parallel retry or cancel, or the runner, changed it
+    /// first; a stale read never writes back the job's progress. Fenced like
+    /// [`Store::commit_job`]; [`StoreError::Duplicate`] when another job of
+    /// the group is unfinished.
+    async fn change_job_status(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        message: &JobMessage,
+        audit: &AuditRecord,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError>;
     /// Oldest first.
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError>;
     /// The group's newest rotation job, however many synchronizations came
@@ -224,6 +294,15 @@ pub trait Store: Send + Sync {
         settings: &Settings,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
+    /// Writes `next` only while the stored settings are still `expected`
+    /// (compared and written in one transaction); `false` when they changed
+    /// since they were read, and the caller applies its change again.
+    async fn replace_settings(
+        &self,
+        expected: &Settings,
+        next: &Settings,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
 
     // Audit
     /// Appends an entry on its own (logins, refusals, failures).
@@ -239,6 +318,7 @@ pub trait Store: Send + Sync {
 /// [`StoreError::Fenced`] once another node holds it).
 #[derive(Clone, Copy, Debug)]
 pub struct Scheduled<'a> {
+    /// Only its next rotation time (and updated time) is written.
     pub group: &'a KeyGroup,
     pub fence: Option<&'a Lease>,
 }
@@ -249,6 +329,9 @@ pub struct JobCommit<'a> {
     pub job: &'a Job,
     /// Keys to insert or replace (by id).
     pub keys: &'a [Key],
+    /// Of the group only what a rotation owns is written (active key, next
+    /// rotation time, updated time), so an officer's change made while the
+    /// job ran is not written back over.
     pub group: Option<&'a KeyGroup>,
     /// A message for this job (its `job_id` is `job.id`).
     pub message: Option<&'a JobMessage>,

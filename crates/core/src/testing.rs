@@ -28,7 +28,7 @@ use crate::credential::{CloudService, Credential};
 use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
-use crate::job::{Job, JobKind, JobMessage};
+use crate::job::{Job, JobKind, JobMessage, JobStatus};
 use crate::key::{CheckDigits, Key, KeyPage, KeyState};
 use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::ports::{GeneratedKey, JobCommit, Keystore, KeystoreKind, Scheduled, Store};
@@ -148,6 +148,39 @@ impl Store for FakeStore {
     async fn delete_identity(&self, _: &IdentityName, _: &AuditRecord) -> Result<(), StoreError> {
         Self::not_kept("identities")
     }
+    async fn begin_login_attempt(
+        &self,
+        _: &IdentityName,
+        _: Timestamp,
+        _: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn lock_identity(
+        &self,
+        _: &IdentityName,
+        _: Timestamp,
+        _: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn clear_failed_logins(
+        &self,
+        _: &IdentityName,
+        _: Timestamp,
+        _: &str,
+    ) -> Result<bool, StoreError> {
+        Self::not_kept("identities")
+    }
+    async fn set_password(
+        &self,
+        _: &IdentityName,
+        _: &str,
+        _: &str,
+        _: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        Self::not_kept("identities")
+    }
     async fn insert_session(&self, _: &Session) -> Result<(), StoreError> {
         Self::not_kept("sessions")
     }
@@ -209,7 +242,13 @@ impl Store for FakeStore {
     }
     async fn insert_group(&self, g: &KeyGroup, a: &AuditRecord) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
-        if state.groups.contains_key(&g.name) {
+        // The name's unique constraint, and the index on (region, alias).
+        if state.groups.contains_key(&g.name)
+            || state
+                .groups
+                .values()
+                .any(|o| o.aws.alias == g.aws.alias && o.aws.region == g.aws.region)
+        {
             return Err(StoreError::Duplicate);
         }
         state.groups.insert(g.name.clone(), g.clone());
@@ -224,6 +263,28 @@ impl Store for FakeStore {
         state.groups.insert(g.name.clone(), g.clone());
         state.audit.push(a.clone());
         Ok(())
+    }
+    async fn replace_group(
+        &self,
+        expected: &KeyGroup,
+        next: &KeyGroup,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        match state.groups.get(&expected.name) {
+            None => return Err(StoreError::NotFound),
+            Some(current) if current != expected => return Ok(false),
+            Some(_) => {}
+        }
+        // The database's unique index on (region, alias).
+        if state.groups.values().any(|g| {
+            g.name != next.name && g.aws.alias == next.aws.alias && g.aws.region == next.aws.region
+        }) {
+            return Err(StoreError::Duplicate);
+        }
+        state.groups.insert(next.name.clone(), next.clone());
+        state.audit.push(a.clone());
+        Ok(true)
     }
     async fn delete_group(&self, _: &GroupName, _: &AuditRecord) -> Result<(), StoreError> {
         Self::not_kept("group deletions")
@@ -275,7 +336,13 @@ impl Store for FakeStore {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
-        if state.job(job.id).is_some() {
+        // The database's unique index: one unfinished job per group.
+        if state.job(job.id).is_some()
+            || state
+                .jobs
+                .iter()
+                .any(|j| j.kind.group() == job.kind.group() && !j.status.is_finished())
+        {
             return Err(StoreError::Duplicate);
         }
         if let Some(scheduled) = schedule {
@@ -326,6 +393,31 @@ impl Store for FakeStore {
         state.messages.extend(commit.message.cloned());
         state.audit.extend(commit.audit.cloned());
         Ok(())
+    }
+    async fn change_job_status(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        message: &JobMessage,
+        audit: &AuditRecord,
+        _: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        if let Some(refusal) = *lock(&self.refusal) {
+            return Err(refusal());
+        }
+        let mut state = lock(&self.state);
+        let Some(stored) = state.jobs.iter_mut().find(|j| j.id == job.id) else {
+            return Ok(false);
+        };
+        if stored.status != from {
+            return Ok(false);
+        }
+        stored.status = job.status;
+        stored.error.clone_from(&job.error);
+        stored.finished_at = job.finished_at;
+        state.messages.push(message.clone());
+        state.audit.push(audit.clone());
+        Ok(true)
     }
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
         Ok(lock(&self.state)
@@ -380,6 +472,21 @@ impl Store for FakeStore {
         state.settings = s.clone();
         state.audit.push(a.clone());
         Ok(())
+    }
+
+    async fn replace_settings(
+        &self,
+        expected: &Settings,
+        next: &Settings,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        if &state.settings != expected {
+            return Ok(false);
+        }
+        state.settings = next.clone();
+        state.audit.push(a.clone());
+        Ok(true)
     }
 
     async fn append_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {

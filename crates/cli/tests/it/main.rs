@@ -15,6 +15,7 @@ mod audit;
 mod bad_input;
 mod chain_credentials;
 mod cli;
+mod concurrency;
 mod credentials;
 mod custody;
 mod engine;

@@ -123,36 +123,62 @@ impl Keyhold {
             .await?;
             return Err(login_refused());
         }
+        // The attempt is counted before the password is checked, by the
+        // database: however many arrive at once, at most the threshold are
+        // checked before the lock; the others are refused unchecked.
+        let Some(attempt) = self
+            .store
+            .begin_login_attempt(&name, now, settings.lockout_threshold)
+            .await?
+        else {
+            identity::verify_against_dummy(password);
+            self.audit_refusal(
+                users,
+                format!("Failed {purpose} for '{name}' using Password."),
+                "identity is locked",
+            )
+            .await?;
+            return Err(login_refused());
+        };
         if !verify_password(password, &who.password_hash) {
-            who.failed_logins += 1;
-            let locks = who.failed_logins >= settings.lockout_threshold;
-            if locks {
-                who.locked_until =
-                    Some(now + chrono::Duration::minutes(i64::from(settings.lockout_minutes)));
-                who.failed_logins = 0;
-            }
-            let reason = if locks {
-                format!(
-                    "wrong password; identity locked for {} minutes",
-                    settings.lockout_minutes
-                )
+            let summary = format!("Failed {purpose} for '{name}' using Password.");
+            if attempt >= settings.lockout_threshold {
+                let until = now + chrono::Duration::minutes(i64::from(settings.lockout_minutes));
+                let record = self.record(users, summary).with_details(serde_json::json!({
+                    "reason": format!(
+                        "wrong password; identity locked for {} minutes",
+                        settings.lockout_minutes
+                    )
+                }));
+                match self.store.lock_identity(&name, until, &record).await {
+                    // Deleted meanwhile: refused all the same.
+                    Ok(()) | Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
             } else {
-                "wrong password".to_owned()
-            };
-            let record = self
-                .record(
-                    users,
-                    format!("Failed {purpose} for '{name}' using Password."),
-                )
-                .with_details(serde_json::json!({ "reason": reason }));
-            self.store.update_identity(&who, Some(&record)).await?;
+                // Counted already, when the attempt was admitted.
+                self.audit_refusal(users, summary, "wrong password").await?;
+            }
             return Err(login_refused());
         }
-        if who.failed_logins > 0 || who.locked_until.is_some() {
-            who.failed_logins = 0;
-            who.locked_until = None;
-            self.store.update_identity(&who, None).await?;
+        // A parallel attempt may have locked the identity since this one was
+        // admitted, or a parallel change replaced the password just checked:
+        // the count is cleared only while neither happened, else refused.
+        if !self
+            .store
+            .clear_failed_logins(&name, now, &who.password_hash)
+            .await?
+        {
+            self.audit_refusal(
+                users,
+                format!("Failed {purpose} for '{name}' using Password."),
+                "identity is locked",
+            )
+            .await?;
+            return Err(login_refused());
         }
+        who.failed_logins = 0;
+        who.locked_until = None;
         Ok(who)
     }
 
@@ -280,7 +306,7 @@ impl Keyhold {
         current: &SecretString,
         new: &SecretString,
     ) -> CoreResult<()> {
-        let mut who = self
+        let who = self
             .check_password(ANONYMOUS_USER, raw_name, current, "password change")
             .await?;
         let acceptable = check_new_password(&who.name, new).and_then(|()| {
@@ -302,13 +328,23 @@ impl Keyhold {
             .await?;
             return Err(refusal.into());
         }
-        who.password_hash = hash_password(new)?;
-        who.must_change_password = false;
+        let new_hash = hash_password(new)?;
         let record = self.record(
             who.name.as_str(),
             format!("Changed password of '{}'.", who.name),
         );
-        self.store.update_identity(&who, Some(&record)).await?;
+        // Only while the password is still the one just checked: of parallel
+        // changes from one password one wins, and the others are told.
+        if !self
+            .store
+            .set_password(&who.name, &who.password_hash, &new_hash, &record)
+            .await?
+        {
+            return Err(CoreError::Conflict(format!(
+                "the password of '{}' was changed meanwhile: log in with the new one, or ask an administrator",
+                who.name
+            )));
+        }
         self.store.delete_sessions_of(&who.name).await?;
         Ok(())
     }

@@ -3,9 +3,12 @@
 use super::Keyhold;
 use crate::action::Action;
 use crate::cluster::RotatorChoice;
-use crate::error::{CoreResult, InvalidInput};
+use crate::error::{CoreError, CoreResult, InvalidInput};
 use crate::identity::{Operation, Session};
 use crate::settings::{Settings, SettingsChange};
+
+/// How often a change is applied again to settings that changed meanwhile.
+const MAX_CHANGE_ROUNDS: usize = 64;
 
 impl Keyhold {
     pub async fn settings(&self, session: &Session) -> CoreResult<Settings> {
@@ -34,12 +37,25 @@ impl Keyhold {
                 .into());
             }
         }
-        let current = self.store.get_settings().await?;
-        let next = change.apply(&current)?;
-        let record = self
-            .record(session.users(), Action::ChangeConfiguration.succeeded())
-            .with_details(serde_json::json!({ "before": current, "after": next }));
-        self.store.put_settings(&next, &record).await?;
-        Ok(next)
+        // Applied to the settings as they are when written: a parallel
+        // change in between makes the write refuse and this one is applied
+        // again on top of it, so no change of another field is lost.
+        for _ in 0..MAX_CHANGE_ROUNDS {
+            let current = self.store.get_settings().await?;
+            let next = change.clone().apply(&current)?;
+            let record = self
+                .record(session.users(), Action::ChangeConfiguration.succeeded())
+                .with_details(serde_json::json!({ "before": current, "after": next }));
+            if self
+                .store
+                .replace_settings(&current, &next, &record)
+                .await?
+            {
+                return Ok(next);
+            }
+        }
+        Err(CoreError::Conflict(
+            "the configuration kept changing while this change was applied: try again".into(),
+        ))
     }
 }

@@ -10,7 +10,7 @@ use crate::credential::{
     AccessKeyCsv, CloudService, Credential, CredentialKind, Endpoint, EndpointPolicy,
 };
 use crate::error::CoreError;
-use crate::group::{AwsProperties, GroupChange, GroupInfo, KeyGroup, KeySpec};
+use crate::group::{AwsProperties, GroupChange, GroupInfo, InfoChange, KeyGroup, KeySpec};
 use crate::identity::{Role, Session, SessionIdentity};
 use crate::interval::Interval;
 use crate::names::{CredentialName, GroupName, IdentityName};
@@ -102,7 +102,7 @@ async fn one_officer_changes_harmless_fields_alone_and_nothing_else() {
     let harmless = GroupChange {
         rotate_every: Some(Some(Interval::parse("30d").unwrap())),
         description: Some(Description::parse("cards").unwrap()),
-        info: Some(GroupInfo::parse("team", "").unwrap()),
+        info: InfoChange::parse(Some("team"), Some("")).unwrap(),
         ..Default::default()
     };
     keyhold

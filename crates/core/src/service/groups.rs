@@ -9,6 +9,10 @@ use crate::identity::{Operation, Session};
 use crate::key::KeyPage;
 use crate::names::GroupName;
 
+/// How often a change is applied again to a group that changed meanwhile:
+/// more than the parallel writers a deployment sees on one group.
+const MAX_UPDATE_ROUNDS: usize = 64;
+
 impl Keyhold {
     pub async fn create_group(&self, session: &Session, spec: NewGroup) -> CoreResult<KeyGroup> {
         self.authorize(session, Operation::ADD_GROUP).await?;
@@ -33,10 +37,15 @@ impl Keyhold {
             }));
         match self.store.insert_group(&group, &record).await {
             Ok(()) => Ok(group),
-            Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
-                "a key group named '{}' already exists: choose another name",
-                group.name
-            ))),
+            // The name or the (region, alias) index: a parallel creation got
+            // there first. Say which.
+            Err(StoreError::Duplicate) => {
+                self.check_alias_free(&group).await?;
+                Err(CoreError::Conflict(format!(
+                    "a key group named '{}' already exists: choose another name",
+                    group.name
+                )))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -70,40 +79,57 @@ impl Keyhold {
             )
             .into());
         }
-        let mut group = self.find_group(name).await?;
         let custody = change.custody_fields();
         if let Some(credential) = &change.credential {
             self.require_credential(credential).await?;
         }
-        let before = group.clone();
-        change.apply(&mut group, self.now());
-        self.check_alias_free(&group).await?;
-        let changed = changed_fields(&before, &group);
-        // The policy text is given for the new policy; the old one's is in
-        // the entry that set it.
-        let values =
-            |of: &KeyGroup, with_text: bool| -> serde_json::Map<String, serde_json::Value> {
-                changed
-                    .iter()
-                    .map(|field| ((*field).to_owned(), field_value(of, field, with_text)))
-                    .collect()
-            };
-        let record = self
-            .record(
-                session.users(),
-                Action::UpdateGroup(name.as_str()).succeeded(),
-            )
-            .with_details(serde_json::json!({
-                "changed": changed,
-                "dual_control": !custody.is_empty(),
-                "before": values(&before, false),
-                "after": values(&group, true),
-            }));
-        match self.store.update_group(&group, &record).await {
-            Ok(()) => Ok(group),
-            Err(StoreError::NotFound) => Err(CoreError::not_found("key group", name)),
-            Err(e) => Err(e.into()),
+        // The change applies to the group as it is when written: a parallel
+        // update (or a rotation's commit) in between makes the write refuse,
+        // and the change is applied again to what is there now, so neither
+        // is lost. Each round at least one writer succeeds.
+        for _ in 0..MAX_UPDATE_ROUNDS {
+            let before = self.find_group(name).await?;
+            let mut group = before.clone();
+            change.clone().apply(&mut group, self.now());
+            self.check_alias_free(&group).await?;
+            let changed = changed_fields(&before, &group);
+            // The policy text is given for the new policy; the old one's is in
+            // the entry that set it.
+            let values =
+                |of: &KeyGroup, with_text: bool| -> serde_json::Map<String, serde_json::Value> {
+                    changed
+                        .iter()
+                        .map(|field| ((*field).to_owned(), field_value(of, field, with_text)))
+                        .collect()
+                };
+            let record = self
+                .record(
+                    session.users(),
+                    Action::UpdateGroup(name.as_str()).succeeded(),
+                )
+                .with_details(serde_json::json!({
+                    "changed": changed,
+                    "dual_control": !custody.is_empty(),
+                    "before": values(&before, false),
+                    "after": values(&group, true),
+                }));
+            match self.store.replace_group(&before, &group, &record).await {
+                Ok(true) => return Ok(group),
+                Ok(false) => {}
+                Err(StoreError::NotFound) => return Err(CoreError::not_found("key group", name)),
+                Err(StoreError::Duplicate) => {
+                    self.check_alias_free(&group).await?;
+                    return Err(CoreError::Conflict(format!(
+                        "alias {} in {} was just taken by another key group: choose another alias",
+                        group.aws.alias, group.aws.region
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(CoreError::Conflict(format!(
+            "key group '{name}' kept changing while this change was applied: try again"
+        )))
     }
 
     /// Whether the session may make `change` to group `name`: one identity

@@ -109,7 +109,11 @@ impl Keyhold {
                         "reason": why,
                         "next_rotation_at": scheduled.next_rotation_at.map(|t| t.to_rfc3339()),
                     }));
-                self.store.update_group(&scheduled, &record).await?;
+                // Only over the group as read: an officer's change made
+                // meanwhile stays, and the next pass looks at the group again.
+                self.store
+                    .replace_group(&group, &scheduled, &record)
+                    .await?;
                 Err(CoreError::Conflict(why))
             }
             Err(e) => Err(e),
@@ -166,9 +170,16 @@ impl Keyhold {
             _ => return Ok(None),
         }
         let id = job.id;
-        self.set_job_status(job, JobStatus::Queued, Initiator::Scheduler.users(), fence)
-            .await?;
-        Ok(Some(id))
+        match self
+            .set_job_status(job, JobStatus::Queued, Initiator::Scheduler.users(), fence)
+            .await
+        {
+            Ok(_) => Ok(Some(id)),
+            // Another job of the group is unfinished (the database admits
+            // one): not now; the next pass looks again.
+            Err(CoreError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The group's last rotation, and when it is retried if it failed.

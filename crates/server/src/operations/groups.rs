@@ -2,7 +2,7 @@
 
 use keyhold_api as api;
 use keyhold_core::action::Action;
-use keyhold_core::group::{GroupInfo, KeyGroup};
+use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Operation, Session};
 use keyhold_core::names::GroupName;
 
@@ -37,8 +37,8 @@ pub async fn add(
     view(app, &group).await
 }
 
-/// Changes the fields the request names. The change is read against the
-/// group as it is, so the caller's authority is checked before any read.
+/// Changes the fields the request names; the core applies them to the group
+/// as it is when written. The caller's authority is checked before any read.
 pub async fn update(
     app: &AppState,
     session: &Session,
@@ -50,14 +50,14 @@ pub async fn update(
             .authorize(session, Operation::UPDATE_GROUP)
             .await?;
         let parsed = GroupName::parse(name)?;
+        let change = requests::group_change(req)?;
         // Which fields the change names decides whether it needs dual
         // control; that is settled before the group is read.
-        let named = requests::group_change(req, &GroupInfo::default())?;
         app.keyhold
-            .authorize_group_change(session, &parsed, &named)
+            .authorize_group_change(session, &parsed, &change)
             .await?;
-        let current = app.keyhold.get_group(session, &parsed).await?;
-        let change = requests::group_change(req, &current.info)?;
+        // A missing group is reported before the change is applied.
+        app.keyhold.get_group(session, &parsed).await?;
         Ok(app.keyhold.update_group(session, &parsed, change).await?)
     })
     .await?;

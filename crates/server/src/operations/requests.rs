@@ -5,7 +5,7 @@ use keyhold_api as api;
 use keyhold_core::InvalidInput;
 use keyhold_core::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::credential::CloudService;
-use keyhold_core::group::{AwsProperties, GroupChange, GroupInfo, KeySpec, NewGroup};
+use keyhold_core::group::{AwsProperties, GroupChange, GroupInfo, InfoChange, KeySpec, NewGroup};
 use keyhold_core::interval::Interval;
 use keyhold_core::names::{CredentialName, GroupName};
 use keyhold_core::schedule::parse_rotation_interval;
@@ -58,18 +58,8 @@ pub fn new_group(req: &api::CreateGroupRequest) -> Result<NewGroup, InvalidInput
     })
 }
 
-pub fn group_change(
-    req: &api::UpdateGroupRequest,
-    current_info: &GroupInfo,
-) -> Result<GroupChange, InvalidInput> {
-    let info = if req.owner.is_some() || req.notes.is_some() {
-        Some(GroupInfo::parse(
-            req.owner.as_deref().unwrap_or(&current_info.owner),
-            req.notes.as_deref().unwrap_or(&current_info.notes),
-        )?)
-    } else {
-        None
-    };
+pub fn group_change(req: &api::UpdateGroupRequest) -> Result<GroupChange, InvalidInput> {
+    let info = InfoChange::parse(req.owner.as_deref(), req.notes.as_deref())?;
     Ok(GroupChange {
         credential: optional(req.credential.as_deref(), CredentialName::parse)?,
         rotate_every: clearable(&req.rotate_every, parse_rotation_interval)?,

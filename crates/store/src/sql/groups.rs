@@ -125,3 +125,47 @@ pub(super) async fn delete(conn: &mut Conn, name: &GroupName) -> Result<(), Stor
         .map_err(db)?;
     super::one_row(done.rows_affected())
 }
+
+/// Replaces the group with `next` while it still reads as `expected`. The
+/// caller holds the write lock, so nothing changes between the read and the
+/// write; `false` (nothing written) when the group changed since the caller
+/// read it.
+pub(super) async fn replace(
+    conn: &mut Conn,
+    expected: &KeyGroup,
+    next: &KeyGroup,
+) -> Result<bool, StoreError> {
+    let current =
+        sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLUMNS} FROM key_groups WHERE name = $1"))
+            .bind(expected.name.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?
+            .map(KeyGroup::try_from)
+            .transpose()?;
+    match current {
+        None => Err(StoreError::NotFound),
+        Some(current) if &current != expected => Ok(false),
+        Some(_) => update(conn, next).await.map(|()| true),
+    }
+}
+
+/// Writes what a rotation and the scheduler own of a group: its active key,
+/// next rotation time and updated time. Never the fields an officer edits,
+/// which a job (holding the group as it read it before its KMS calls) would
+/// otherwise write back over a change made meanwhile. The updated time only
+/// moves forward (the scheduler passes the time it read).
+pub(super) async fn update_rotation(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE key_groups SET active_key_id = $2, next_rotation_at = $4, \
+         updated_at = CASE WHEN updated_at < $3 THEN $3 ELSE updated_at END WHERE name = $1",
+    )
+    .bind(g.name.as_str())
+    .bind(g.aws.active_key_id.as_ref().map(KmsKeyId::as_str))
+    .bind(ts(&g.updated_at))
+    .bind(opt_ts(g.next_rotation_at.as_ref()))
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    super::one_row(done.rows_affected())
+}

@@ -1,9 +1,10 @@
 use keyhold_core::StoreError;
+use keyhold_core::clock::Timestamp;
 use keyhold_core::identity::Identity;
 use keyhold_core::names::IdentityName;
 
 use super::{Conn, Pool};
-use crate::error::db;
+use crate::error::{corrupt, db};
 use crate::rows::{IdentityRow, opt_ts, ts};
 
 const COLUMNS: &str =
@@ -70,4 +71,88 @@ pub(super) async fn delete(conn: &mut Conn, name: &IdentityName) -> Result<(), S
         .await
         .map_err(db)?;
     super::one_row(done.rows_affected())
+}
+
+/// Admits an attempt in one statement: the database adds one to the count
+/// it holds, and only while no lock holds and the count is below the
+/// threshold. The count after it is the attempt's number.
+pub(super) async fn begin_attempt(
+    conn: &mut Conn,
+    name: &IdentityName,
+    now: &Timestamp,
+    threshold: u32,
+) -> Result<Option<u32>, StoreError> {
+    let count: Option<i64> = sqlx::query_scalar(
+        "UPDATE identities SET failed_logins = failed_logins + 1 \
+         WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $2) \
+         AND failed_logins < $3 RETURNING failed_logins",
+    )
+    .bind(name.as_str())
+    .bind(ts(now))
+    .bind(i64::from(threshold.max(1)))
+    .fetch_optional(conn)
+    .await
+    .map_err(db)?;
+    count
+        .map(|c| u32::try_from(c).map_err(|e| corrupt("identities", "failed_logins", e)))
+        .transpose()
+}
+
+/// Locks until `until`, the count started again.
+pub(super) async fn lock(
+    conn: &mut Conn,
+    name: &IdentityName,
+    until: &Timestamp,
+) -> Result<(), StoreError> {
+    let done =
+        sqlx::query("UPDATE identities SET locked_until = $2, failed_logins = 0 WHERE name = $1")
+            .bind(name.as_str())
+            .bind(ts(until))
+            .execute(conn)
+            .await
+            .map_err(db)?;
+    super::one_row(done.rows_affected())
+}
+
+/// Clears the count after a right password unless a lock holds at `now`
+/// or the password changed since it was checked.
+pub(super) async fn clear_failures(
+    conn: &mut Conn,
+    name: &IdentityName,
+    now: &Timestamp,
+    checked_hash: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE identities SET failed_logins = 0, locked_until = NULL \
+         WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $2) \
+         AND password_hash = $3",
+    )
+    .bind(name.as_str())
+    .bind(ts(now))
+    .bind(checked_hash)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets the password columns alone, while the hash is still the one checked.
+pub(super) async fn set_password(
+    conn: &mut Conn,
+    name: &IdentityName,
+    current_hash: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE identities SET password_hash = $3, must_change_password = $4 \
+         WHERE name = $1 AND password_hash = $2",
+    )
+    .bind(name.as_str())
+    .bind(current_hash)
+    .bind(new_hash)
+    .bind(false)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected() == 1)
 }

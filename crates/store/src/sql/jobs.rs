@@ -186,6 +186,47 @@ async fn insert_message(conn: &mut Conn, message: &JobMessage) -> Result<(), Sto
     Ok(())
 }
 
+/// Retry or cancel: the status moves only from `from`, and only the status,
+/// error and finished time are written (never the progress the caller read).
+/// The message follows when it moved.
+pub(super) async fn change_status(
+    conn: &mut Conn,
+    job: &Job,
+    from: JobStatus,
+    message: &JobMessage,
+    fence: Option<&Lease>,
+) -> Result<bool, StoreError> {
+    const SET: &str = "UPDATE jobs SET status = $2, error = $3, finished_at = $4 \
+         WHERE id = $1 AND status = $5";
+    let sql = match fence {
+        Some(_) => format!(
+            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $6 AND holder = $7 AND token = $8)"
+        ),
+        None => SET.to_owned(),
+    };
+    let mut query = sqlx::query(&sql)
+        .bind(job.id.to_string())
+        .bind(job.status.as_str())
+        .bind(job.error.as_deref())
+        .bind(opt_ts(job.finished_at.as_ref()))
+        .bind(from.as_str());
+    if let Some(lease) = fence {
+        query = query
+            .bind(lease.name.as_str())
+            .bind(lease.holder.as_str())
+            .bind(lease.token);
+    }
+    let done = query.execute(&mut *conn).await.map_err(db)?;
+    if done.rows_affected() == 0 {
+        if let Some(lease) = fence {
+            super::cluster::check_fence(conn, lease).await?;
+        }
+        return Ok(false);
+    }
+    insert_message(conn, message).await?;
+    Ok(true)
+}
+
 /// Writes everything a job step produced except its audit entry, which the
 /// caller's transaction seals last. The first failure stops the rest; the
 /// caller rolls all of it back.
@@ -195,7 +236,7 @@ pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<()
         keys::upsert(conn, key).await?;
     }
     if let Some(group) = commit.group {
-        groups::update(conn, group).await?;
+        groups::update_rotation(conn, group).await?;
     }
     if let Some(message) = commit.message {
         insert_message(conn, message).await?;

@@ -30,7 +30,7 @@ use keyhold_core::cluster::{Lease, NodeRecord};
 use keyhold_core::credential::Credential;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
-use keyhold_core::job::{Job, JobMessage};
+use keyhold_core::job::{Job, JobMessage, JobStatus};
 use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
@@ -109,6 +109,24 @@ impl SqlBackend {
         let result = change(&mut w.tx).await;
         w.finish(result, audit).await
     }
+
+    /// A conditional change: audited when it took place (`true`); when its
+    /// condition did not hold (`false`) nothing is written, not even the entry.
+    async fn audited_if(
+        &self,
+        audit: &AuditRecord,
+        change: impl AsyncFnOnce(&mut Conn) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        let mut w = WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        };
+        let result = change(&mut w.tx).await;
+        let audit = matches!(result, Ok(true)).then_some(audit);
+        w.finish(result, audit).await
+    }
 }
 
 /// A write transaction. Dropping it without [`WriteTx::finish`] rolls back.
@@ -184,6 +202,63 @@ impl Store for SqlBackend {
     ) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| identities::delete(c, name).await)
             .await
+    }
+
+    async fn begin_login_attempt(
+        &self,
+        name: &IdentityName,
+        now: Timestamp,
+        threshold: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        let mut w = WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        };
+        let result = identities::begin_attempt(&mut w.tx, name, &now, threshold).await;
+        w.finish(result, None).await
+    }
+
+    async fn lock_identity(
+        &self,
+        name: &IdentityName,
+        until: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| {
+            identities::lock(c, name, &until).await
+        })
+        .await
+    }
+
+    async fn clear_failed_logins(
+        &self,
+        name: &IdentityName,
+        now: Timestamp,
+        checked_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        let mut w = WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
+        };
+        let result = identities::clear_failures(&mut w.tx, name, &now, checked_hash).await;
+        w.finish(result, None).await
+    }
+
+    async fn set_password(
+        &self,
+        name: &IdentityName,
+        current_hash: &str,
+        new_hash: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| {
+            identities::set_password(c, name, current_hash, new_hash).await
+        })
+        .await
     }
 
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
@@ -282,6 +357,16 @@ impl Store for SqlBackend {
             .await
     }
 
+    async fn replace_group(
+        &self,
+        expected: &KeyGroup,
+        next: &KeyGroup,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| groups::replace(c, expected, next).await)
+            .await
+    }
+
     async fn delete_group(&self, name: &GroupName, audit: &AuditRecord) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| groups::delete(c, name).await)
             .await
@@ -330,7 +415,7 @@ impl Store for SqlBackend {
             }
             jobs::insert(c, job).await?;
             if let Some(scheduled) = schedule {
-                groups::update(c, scheduled.group).await?;
+                groups::update_rotation(c, scheduled.group).await?;
             }
             Ok(())
         })
@@ -356,6 +441,20 @@ impl Store for SqlBackend {
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
         self.audited(commit.audit, async |c| jobs::commit(c, commit).await)
             .await
+    }
+
+    async fn change_job_status(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        message: &JobMessage,
+        audit: &AuditRecord,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| {
+            jobs::change_status(c, job, from, message, fence).await
+        })
+        .await
     }
 
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
@@ -415,6 +514,16 @@ impl Store for SqlBackend {
 
     async fn put_settings(&self, value: &Settings, audit: &AuditRecord) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| settings::put(c, value).await)
+            .await
+    }
+
+    async fn replace_settings(
+        &self,
+        expected: &Settings,
+        next: &Settings,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| settings::replace(c, expected, next).await)
             .await
     }
 

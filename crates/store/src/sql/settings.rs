@@ -24,3 +24,21 @@ pub(super) async fn put(conn: &mut Conn, settings: &Settings) -> Result<(), Stor
     .map_err(db)?;
     Ok(())
 }
+
+/// Writes `next` while the stored settings still read as `expected` (the
+/// caller holds the write lock); `false`, nothing written, otherwise.
+pub(super) async fn replace(
+    conn: &mut Conn,
+    expected: &Settings,
+    next: &Settings,
+) -> Result<bool, StoreError> {
+    let body: Option<String> = sqlx::query_scalar("SELECT body FROM settings WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    let current = body.map_or_else(|| Ok(Settings::default()), |b| parse_settings(&b))?;
+    if &current != expected {
+        return Ok(false);
+    }
+    put(conn, next).await.map(|()| true)
+}

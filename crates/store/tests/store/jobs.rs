@@ -32,6 +32,15 @@ fn rotate(group: &str, created: i64) -> Job {
     }
 }
 
+/// `job` as finished: a group has one unfinished job at most (the database's
+/// unique index), so tests that need several of one group finish them.
+fn finished(mut job: Job) -> Job {
+    job.status = JobStatus::Succeeded;
+    job.started_at = Some(job.created_at);
+    job.finished_at = Some(job.created_at);
+    job
+}
+
 fn synchronize(key: &Key, created: i64) -> Job {
     let options = SyncOptions {
         update_policy: true,
@@ -97,7 +106,7 @@ async fn rotate_and_synchronize_jobs_round_trip() {
     let f = Fixture::new().await;
     let (_, k) = seed(&f).await;
     let s = &f.store;
-    let r = rotate("payments", 10);
+    let r = finished(rotate("payments", 10));
     let y = synchronize(&k, 20);
     s.insert_job(&r, None, &record("Started rotate"))
         .await
@@ -128,7 +137,7 @@ async fn an_officer_named_system_is_not_the_scheduler() {
     let s = &f.store;
     let mut officer = rotate("payments", 10);
     officer.initiator = Initiator::Officers("System".into());
-    let mut scheduler = rotate("payments", 20);
+    let mut scheduler = rotate("refunds", 20);
     scheduler.initiator = Initiator::Scheduler;
     for job in [&officer, &scheduler] {
         s.insert_job(job, None, &record("Started rotate"))
@@ -243,8 +252,9 @@ async fn a_failing_audit_mac_rolls_a_job_commit_back() {
     f.mac.fail(true);
     let r = s.commit_job(&commit).await;
     assert!(matches!(r, Err(StoreError::AuditSeal(_))), "{r:?}");
+    // Another group's job: this group's is still unfinished (one at a time).
     assert!(matches!(
-        s.insert_job(&rotate("payments", 11), None, &record("x"))
+        s.insert_job(&rotate("billing", 11), None, &record("x"))
             .await,
         Err(StoreError::AuditSeal(_))
     ));
@@ -455,8 +465,8 @@ async fn the_latest_rotation_is_found_past_any_synchronizations_and_other_groups
     let (g, k) = seed(&f).await;
     let s = &f.store;
     assert_eq!(s.latest_rotation(&g.name).await.unwrap(), None);
-    let older = rotate("payments", 10);
-    let newer = rotate("payments", 20);
+    let older = finished(rotate("payments", 10));
+    let newer = finished(rotate("payments", 20));
     for job in [&older, &newer] {
         s.insert_job(job, None, &record("Started rotate"))
             .await
@@ -466,7 +476,7 @@ async fn the_latest_rotation_is_found_past_any_synchronizations_and_other_groups
     // another group's rotation.
     for i in 0..5 {
         s.insert_job(
-            &synchronize(&k, 30 + i),
+            &finished(synchronize(&k, 30 + i)),
             None,
             &record("Started synchronize"),
         )
@@ -490,7 +500,8 @@ async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
     let (_, k) = seed(&f).await;
     let s = &f.store;
     let mut running = synchronize(&k, 30);
-    let queued = rotate("payments", 10);
+    // One unfinished job per group: these three belong to three groups.
+    let queued = rotate("refunds", 10);
     let mut done = rotate("payments", 5);
     done.status = JobStatus::Succeeded;
     let mut failed = rotate("payments", 6);
@@ -498,7 +509,7 @@ async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
     let mut cancelled = rotate("payments", 7);
     cancelled.status = JobStatus::Cancelled;
     // Created in the same microsecond as `queued`, inserted after it.
-    let twin = rotate("payments", 10);
+    let twin = rotate("archive", 10);
     for j in [&running, &done, &queued, &twin, &failed, &cancelled] {
         s.insert_job(j, None, &record("j")).await.unwrap();
     }
@@ -523,10 +534,10 @@ async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
         ids(&s.unfinished_jobs().await.unwrap()),
         vec![queued.id, twin.id]
     );
-    // One group's: its oldest unfinished job; none for a group without one.
-    let payments = GroupName::parse("payments").unwrap();
+    // One group's: its unfinished job; none for a group without one.
+    let refunds = GroupName::parse("refunds").unwrap();
     assert_eq!(
-        s.unfinished_group_job(&payments)
+        s.unfinished_group_job(&refunds)
             .await
             .unwrap()
             .map(|j| j.id),
@@ -541,11 +552,11 @@ async fn list_jobs_is_newest_first_and_limited() {
     let f = Fixture::new().await;
     let (_, k) = seed(&f).await;
     let s = &f.store;
-    let a = rotate("payments", 10);
+    let a = finished(rotate("payments", 10));
     let b = synchronize(&k, 30);
-    let c = rotate("payments", 20);
+    let c = finished(rotate("payments", 20));
     // Same microsecond as `c`, inserted later: shown first.
-    let d = rotate("payments", 20);
+    let d = finished(rotate("payments", 20));
     for j in [&a, &b, &c, &d] {
         s.insert_job(j, None, &record("j")).await.unwrap();
     }
@@ -571,12 +582,12 @@ async fn list_jobs_defaults_to_100_and_caps_at_1000() {
         "INSERT INTO jobs (id, kind, spec, status, users, created_at, started_at, finished_at, \
          progress, error, attempts, group_name) \
          SELECT format('00000000-0000-4000-8000-%s', lpad(n::text, 12, '0')), kind, spec, \
-         status, users, created_at, started_at, finished_at, progress, error, attempts, \
+         'succeeded', users, created_at, started_at, finished_at, progress, error, attempts, \
          group_name FROM jobs, generate_series(1, 1004) AS n"
     } else {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1004) \
          INSERT INTO jobs SELECT printf('00000000-0000-4000-8000-%012d', n.i), kind, spec, \
-         status, users, created_at, started_at, finished_at, progress, error, attempts, \
+         'succeeded', users, created_at, started_at, finished_at, progress, error, attempts, \
          group_name, initiator FROM jobs, n"
     };
     assert_eq!(conn.execute(copies).await.unwrap(), 1004);
@@ -590,7 +601,7 @@ async fn job_messages_are_per_job_oldest_first() {
     seed(&f).await;
     let s = &f.store;
     let one = rotate("payments", 10);
-    let two = rotate("payments", 11);
+    let two = rotate("refunds", 11);
     s.insert_job(&one, None, &record("1")).await.unwrap();
     s.insert_job(&two, None, &record("2")).await.unwrap();
     let texts = ["Generated key", "Created KMS key", "Imported material"];
@@ -722,16 +733,17 @@ async fn migration_0005_keeps_who_started_the_jobs_of_the_release_before() {
     conn.migrate(&old_migrations).await.unwrap();
     let mut scheduled = rotate("payments", 10);
     scheduled.initiator = Initiator::Scheduler;
-    let officers = rotate("payments", 20);
+    let officers = rotate("refunds", 20);
     for job in [&scheduled, &officers] {
         conn.execute(&format!(
             "INSERT INTO jobs (id, kind, spec, status, users, created_at, progress, attempts, \
-             group_name) VALUES ('{}', 'rotate', '{}', 'queued', '{}', '{}', '{}', 0, 'payments')",
+             group_name) VALUES ('{}', 'rotate', '{}', 'queued', '{}', '{}', '{}', 0, '{}')",
             job.id,
             serde_json::to_string(&job.kind).unwrap(),
             job.initiator.users(),
             format_timestamp(&job.created_at),
             serde_json::to_string(&job.progress).unwrap(),
+            job.kind.group(),
         ))
         .await
         .unwrap();

@@ -13,3 +13,4 @@ mod credentials;
 mod durability;
 mod entities;
 mod jobs;
+mod races;

@@ -4,12 +4,12 @@
 use super::super::Keyhold;
 use crate::action::Action;
 use crate::cluster::Lease;
-use crate::error::{CoreError, CoreResult, InvalidInput};
+use crate::error::{CoreError, CoreResult, InvalidInput, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
 use crate::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
 use crate::names::GroupName;
-use crate::ports::{JobCommit, Scheduled};
+use crate::ports::Scheduled;
 
 impl Keyhold {
     /// Force Rotate: queues a "Rotate HSM protected keys" job for the group.
@@ -51,7 +51,8 @@ impl Keyhold {
                 Action::RotateGroup(group.name.as_str()).succeeded(),
             )
             .with_details(serde_json::json!({ "job": job.id }));
-        self.store.insert_job(&job, schedule, &record).await?;
+        self.insert_job(&job, schedule, &record, &group.name)
+            .await?;
         Ok(job)
     }
 
@@ -107,7 +108,7 @@ impl Keyhold {
                 "import_material": options.import_material,
                 "delete_material": options.delete_material,
             }));
-        self.store.insert_job(&job, None, &record).await?;
+        self.insert_job(&job, None, &record, &key.group).await?;
         Ok(job)
     }
 
@@ -181,6 +182,7 @@ impl Keyhold {
                 job.status.as_str()
             )));
         }
+        let from = job.status;
         job.status = to;
         job.error = None;
         job.finished_at = (to == JobStatus::Cancelled).then(|| self.now());
@@ -197,17 +199,27 @@ impl Keyhold {
             },
         };
         let record = self.record(users, action.succeeded());
-        self.store
-            .commit_job(&JobCommit {
-                job: &job,
-                keys: &[],
-                group: None,
-                message: Some(&message),
-                audit: Some(&record),
-                fence,
-            })
-            .await?;
-        Ok(job)
+        // Only from the status just checked: of parallel retries or cancels
+        // one moves the job, and none writes back what it read over the
+        // runner's progress.
+        match self
+            .store
+            .change_job_status(&job, from, &message, &record, fence)
+            .await
+        {
+            Ok(true) => Ok(job),
+            Ok(false) => {
+                let current = self.find_job(id).await?;
+                Err(CoreError::Conflict(format!(
+                    "job {id} is {} now (it changed meanwhile): {rule}",
+                    current.status.as_str()
+                )))
+            }
+            // A retry while another job of the group is unfinished: the
+            // unique index refuses it.
+            Err(StoreError::Duplicate) => Err(self.concurrent_job_refusal(job.kind.group()).await),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Jobs a (re)started node must run: queued, and running when it stopped.
@@ -227,6 +239,33 @@ impl Keyhold {
             progress,
             error: None,
             attempts: 0,
+        }
+    }
+
+    /// Inserts a job. The check before it is only a courtesy: the database's
+    /// unique index on the unfinished jobs of a group is the rule, and a job
+    /// that a parallel request inserted first is refused with the same words.
+    async fn insert_job(
+        &self,
+        job: &Job,
+        schedule: Option<Scheduled<'_>>,
+        record: &crate::audit::AuditRecord,
+        group: &GroupName,
+    ) -> CoreResult<()> {
+        match self.store.insert_job(job, schedule, record).await {
+            Err(StoreError::Duplicate) => Err(self.concurrent_job_refusal(group).await),
+            other => Ok(other?),
+        }
+    }
+
+    /// The refusal of a job that found another one of its group unfinished.
+    async fn concurrent_job_refusal(&self, group: &GroupName) -> CoreError {
+        match self.refuse_concurrent_job(group).await {
+            Err(refusal) => refusal,
+            // It finished in between: the caller may simply try again.
+            Ok(()) => CoreError::Conflict(format!(
+                "another job was already unfinished for key group '{group}': wait for it to finish, or cancel it"
+            )),
         }
     }
 
