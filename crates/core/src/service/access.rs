@@ -82,6 +82,22 @@ impl Keyhold {
         Ok(created)
     }
 
+    /// Refuses a login attempt whose password is not checked (bad name,
+    /// unknown or locked identity) as one with a wrong password is refused:
+    /// the same answer, a dummy hash check for the same time, and the
+    /// attempt audited with its reason.
+    async fn refuse_unchecked(
+        &self,
+        users: &str,
+        summary: String,
+        reason: &str,
+        password: &SecretString,
+    ) -> CoreResult<Identity> {
+        identity::verify_against_dummy(password);
+        self.audit_refusal(users, summary, reason).await?;
+        Err(login_refused())
+    }
+
     /// Checks a name and password, counting failures towards a lockout.
     /// Every outcome is audited.
     async fn check_password(
@@ -94,34 +110,34 @@ impl Keyhold {
         let settings = self.store.get_settings().await?;
         let now = self.now();
         let Ok(name) = IdentityName::parse(raw_name) else {
-            identity::verify_against_dummy(password);
-            self.audit_refusal(
-                users,
-                format!("Failed {purpose} for an invalid identity name."),
-                "invalid identity name",
-            )
-            .await?;
-            return Err(login_refused());
+            return self
+                .refuse_unchecked(
+                    users,
+                    format!("Failed {purpose} for an invalid identity name."),
+                    "invalid identity name",
+                    password,
+                )
+                .await;
         };
         let Some(mut who) = self.store.get_identity(&name).await? else {
-            identity::verify_against_dummy(password);
-            self.audit_refusal(
-                users,
-                format!("Failed {purpose} for '{name}' using Password."),
-                "unknown identity",
-            )
-            .await?;
-            return Err(login_refused());
+            return self
+                .refuse_unchecked(
+                    users,
+                    format!("Failed {purpose} for '{name}' using Password."),
+                    "unknown identity",
+                    password,
+                )
+                .await;
         };
         if who.is_locked(now) {
-            identity::verify_against_dummy(password);
-            self.audit_refusal(
-                users,
-                format!("Failed {purpose} for '{name}' using Password."),
-                "identity is locked",
-            )
-            .await?;
-            return Err(login_refused());
+            return self
+                .refuse_unchecked(
+                    users,
+                    format!("Failed {purpose} for '{name}' using Password."),
+                    "identity is locked",
+                    password,
+                )
+                .await;
         }
         // The attempt is counted before the password is checked, by the
         // database: however many arrive at once, at most the threshold are
@@ -131,14 +147,14 @@ impl Keyhold {
             .begin_login_attempt(&name, now, settings.lockout_threshold)
             .await?
         else {
-            identity::verify_against_dummy(password);
-            self.audit_refusal(
-                users,
-                format!("Failed {purpose} for '{name}' using Password."),
-                "identity is locked",
-            )
-            .await?;
-            return Err(login_refused());
+            return self
+                .refuse_unchecked(
+                    users,
+                    format!("Failed {purpose} for '{name}' using Password."),
+                    "identity is locked",
+                    password,
+                )
+                .await;
         };
         if !verify_password(password, &who.password_hash) {
             let summary = format!("Failed {purpose} for '{name}' using Password.");

@@ -94,12 +94,13 @@ impl SqlBackend {
         })
     }
 
-    /// Runs a change with its audit entry; neither exists without the other.
-    async fn audited(
+    /// Runs a change in one write transaction, with its audit entry when
+    /// given: neither exists without the other.
+    async fn audited<T>(
         &self,
         audit: Option<&AuditRecord>,
-        change: impl AsyncFnOnce(&mut Conn) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+        change: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
         let mut w = WriteTx {
             tx,
@@ -210,14 +211,10 @@ impl Store for SqlBackend {
         now: Timestamp,
         threshold: u32,
     ) -> Result<Option<u32>, StoreError> {
-        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
-        let mut w = WriteTx {
-            tx,
-            _serial: serial,
-            audit_mac: &self.audit_mac,
-        };
-        let result = identities::begin_attempt(&mut w.tx, name, &now, threshold).await;
-        w.finish(result, None).await
+        self.audited(None, async |c| {
+            identities::begin_attempt(c, name, &now, threshold).await
+        })
+        .await
     }
 
     async fn lock_identity(
@@ -238,14 +235,10 @@ impl Store for SqlBackend {
         now: Timestamp,
         checked_hash: &str,
     ) -> Result<bool, StoreError> {
-        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
-        let mut w = WriteTx {
-            tx,
-            _serial: serial,
-            audit_mac: &self.audit_mac,
-        };
-        let result = identities::clear_failures(&mut w.tx, name, &now, checked_hash).await;
-        w.finish(result, None).await
+        self.audited(None, async |c| {
+            identities::clear_failures(c, name, &now, checked_hash).await
+        })
+        .await
     }
 
     async fn set_password(
@@ -488,14 +481,10 @@ impl Store for SqlBackend {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Option<Lease>, StoreError> {
-        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
-        let mut w = WriteTx {
-            tx,
-            _serial: serial,
-            audit_mac: &self.audit_mac,
-        };
-        let result = cluster::acquire(&mut w.tx, name, holder, now, until).await;
-        w.finish(result, None).await
+        self.audited(None, async |c| {
+            cluster::acquire(c, name, holder, now, until).await
+        })
+        .await
     }
 
     async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
