@@ -260,22 +260,7 @@ async fn create_identities(app: &TestApp, admins: &str) {
                 Role::Auditor => "auditor",
                 _ => "key_officer",
             };
-            let (status, created) = app
-                .post(
-                    "/api/v1/identities",
-                    Some(admins),
-                    json!({"name": name, "role": role_name}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{created}");
-            let (status, body) = app
-                .post(
-                    "/api/v1/password",
-                    None,
-                    json!({"user": name, "current_password": created["password"], "new_password": password}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+            app.add_identity(admins, name, role_name, password).await;
         }
     }
 }

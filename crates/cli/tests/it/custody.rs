@@ -26,22 +26,7 @@ async fn create_people(app: &TestApp, admins: &str) {
         .map(|o| (o, "key_officer"))
         .chain([(&AUDITOR, "auditor")])
     {
-        let (status, created) = app
-            .post(
-                "/api/v1/identities",
-                Some(admins),
-                json!({"name": name, "role": role}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{created}");
-        let (status, body) = app
-            .post(
-                "/api/v1/password",
-                None,
-                json!({"user": name, "current_password": created["password"], "new_password": password}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        app.add_identity(admins, name, role, password).await;
     }
 }
 

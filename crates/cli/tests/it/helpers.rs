@@ -308,6 +308,27 @@ impl TestApp {
         }
     }
 
+    /// Creates an identity with `role` (in the administrators' session
+    /// `admins`) and replaces its one-time password with `password`.
+    pub async fn add_identity(&self, admins: &str, name: &str, role: &str, password: &str) {
+        let (status, created) = self
+            .post(
+                "/api/v1/identities",
+                Some(admins),
+                json!({"name": name, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let (status, body) = self
+            .post(
+                "/api/v1/password",
+                None,
+                json!({"user": name, "current_password": created["password"], "new_password": password}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+
     pub async fn login(
         &self,
         token: Option<&str>,
