@@ -136,7 +136,7 @@ fn sealed_chain(u: &mut Unstructured<'_>, mac: &KeyMac) -> Result<Vec<AuditEntry
 
 /// How many entries the verifier accepts, and why it stops if it does.
 fn verify(entries: &[AuditEntry], mac: &KeyMac) -> (usize, Option<ChainBreak>) {
-    let mut verifier = ChainVerifier::new(mac);
+    let mut verifier = ChainVerifier::new(std::sync::Arc::new(KeyMac(mac.0.clone())));
     for (at, entry) in entries.iter().enumerate() {
         if let Err(broken) = verifier.push(entry) {
             assert_eq!(verifier.checked(), at as u64);

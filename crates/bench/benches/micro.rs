@@ -46,19 +46,20 @@ fn keystore(c: &mut Criterion) {
 
 fn audit_chain(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let ks = SoftKeystore::init(&dir.path().join("keystore"), MasterKeySource::File).unwrap();
+    let ks =
+        Arc::new(SoftKeystore::init(&dir.path().join("keystore"), MasterKeySource::File).unwrap());
     let record = AuditRecord::new(
         keyhold_core::clock::Clock::now(&keyhold_core::clock::SystemClock),
         "Admin1,Admin2",
         "Successfully rotated keys for HSM protected key group payments.",
     );
     c.bench_function("audit/seal one entry (SHA-256 + HMAC)", |b| {
-        b.iter(|| seal(ChainHead::EMPTY, &record, &ks).unwrap())
+        b.iter(|| seal(ChainHead::EMPTY, &record, ks.as_ref()).unwrap())
     });
     let mut head = ChainHead::EMPTY;
     let entries: Vec<_> = (0..1000)
         .map(|_| {
-            let e = seal(head, &record, &ks).unwrap();
+            let e = seal(head, &record, ks.as_ref()).unwrap();
             head = ChainHead {
                 seq: e.seq,
                 hash: e.hash,
@@ -68,7 +69,7 @@ fn audit_chain(c: &mut Criterion) {
         .collect();
     c.bench_function("audit/verify 1,000 entries", |b| {
         b.iter(|| {
-            let mut verifier = ChainVerifier::new(&ks);
+            let mut verifier = ChainVerifier::new(ks.clone());
             for e in &entries {
                 verifier.push(e).unwrap();
             }

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord};
+use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, AuditSigner};
 use crate::clock::Timestamp;
 use crate::cloud::WrappingAlgorithm;
 use crate::cloud::aws::KmsKeyId;
@@ -40,7 +40,7 @@ pub struct GeneratedKey {
 
 /// Holds key material and the secrets that protect keyhold's own data.
 /// Calls are blocking (a token or a file); callers run them off the async executor.
-pub trait Keystore: AuditMac {
+pub trait Keystore: AuditMac + AuditSigner {
     fn kind(&self) -> KeystoreKind;
 
     /// Checks the keystore can be used now (token present, PIN right, master key readable).

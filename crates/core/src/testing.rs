@@ -510,6 +510,7 @@ impl Store for FakeStore {
 #[derive(Default)]
 pub struct FakeKeystore {
     material: Mutex<HashMap<uuid::Uuid, Vec<u8>>>,
+    signing_key: std::sync::OnceLock<crate::audit::SoftwareSigningKey>,
 }
 
 impl FakeKeystore {
@@ -522,6 +523,15 @@ impl FakeKeystore {
         lock(&self.material).get(&id).cloned()
     }
 
+    /// Its checkpoint key, made at first use (each fake has its own).
+    fn signing_key(&self) -> Result<&crate::audit::SoftwareSigningKey, KeystoreError> {
+        if let Some(key) = self.signing_key.get() {
+            return Ok(key);
+        }
+        let key = crate::audit::SoftwareSigningKey::generate()?;
+        Ok(self.signing_key.get_or_init(|| key))
+    }
+
     /// What the fake KMS receives for `material` wrapped under `public_key_der`.
     pub fn wrapped(public_key_der: &[u8], material: &[u8]) -> Vec<u8> {
         [public_key_der, material].concat()
@@ -531,6 +541,15 @@ impl FakeKeystore {
 impl AuditMac for FakeKeystore {
     fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
         hmac_sha256(b"fake keystore audit key", data)
+    }
+}
+
+impl crate::audit::AuditSigner for FakeKeystore {
+    fn audit_public_key(&self) -> Result<crate::audit::AuditPublicKey, KeystoreError> {
+        self.signing_key()?.audit_public_key()
+    }
+    fn audit_sign(&self, message: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        self.signing_key()?.audit_sign(message)
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `master.key`    | file       | the 32 raw bytes of the master key                             |
 //! | `master.salt`   | passphrase | JSON: Argon2id parameters and the 16-byte salt (hex); no secret |
 //! | `master.check`  | both       | a known text sealed under the master key: detects a wrong key  |
+//! | `audit-signing.key` | both   | the audit checkpoint signing key (P-256, PKCS#8) sealed under the master key; made at the first open when missing |
 //! | `audit-mac.key` | both       | the audit HMAC key sealed under the master key; written last, so its presence means "initialised" |
 //!
 //! Key material is not kept here: [`Keystore::generate_key`] returns it sealed
@@ -22,14 +23,21 @@
 //! key handle, `0x02` for a caller's secret and `0x03` for the keystore's own
 //! files. The AAD is `kind || context`: the key id's 16 bytes for a handle (a
 //! handle cannot be moved to another key), the caller's context for a secret,
-//! `keyhold-audit-mac` / `keyhold-master-check` for the files.
+//! `keyhold-audit-mac` / `keyhold-audit-signing` / `keyhold-master-check`
+//! for the files.
+//!
+//! Whoever can read this directory (and, with a passphrase, knows it) holds
+//! every key here, including the audit keys: they could rewrite the audit log
+//! and sign checkpoints of the rewrite. Checkpoints shipped off the machine
+//! before such a rewrite still catch it; the PKCS#11 keystore keeps both audit
+//! keys in the token, where reading files does not reach them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use aes::Aes256;
 use aes::cipher::{BlockEncrypt, KeyInit};
-use keyhold_core::audit::{AuditMac, hmac_sha256};
+use keyhold_core::audit::{AuditMac, AuditPublicKey, AuditSigner, SoftwareSigningKey, hmac_sha256};
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
@@ -57,11 +65,13 @@ pub const MASTER_KEY_FILE: &str = "master.key";
 pub const MASTER_SALT_FILE: &str = "master.salt";
 pub const MASTER_CHECK_FILE: &str = "master.check";
 pub const AUDIT_MAC_FILE: &str = "audit-mac.key";
+pub const AUDIT_SIGNING_FILE: &str = "audit-signing.key";
 
-const ALL_FILES: [&str; 4] = [
+const ALL_FILES: [&str; 5] = [
     MASTER_KEY_FILE,
     MASTER_SALT_FILE,
     MASTER_CHECK_FILE,
+    AUDIT_SIGNING_FILE,
     AUDIT_MAC_FILE,
 ];
 
@@ -69,6 +79,7 @@ const KEY_LEN: usize = 32;
 const MASTER_CHECK_CONTEXT: &[u8] = b"keyhold-master-check";
 const MASTER_CHECK_TEXT: &[u8] = b"keyhold master key check v1";
 const AUDIT_MAC_CONTEXT: &[u8] = b"keyhold-audit-mac";
+const AUDIT_SIGNING_CONTEXT: &[u8] = b"keyhold-audit-signing";
 /// Generous bound for any file the keystore reads (all are well under 1 KiB).
 const MAX_FILE_LEN: usize = 4096;
 
@@ -85,6 +96,7 @@ pub struct SoftKeystore {
     mode: MasterMode,
     sealer: Sealer,
     audit_mac_key: Zeroizing<[u8; KEY_LEN]>,
+    signing_key: SoftwareSigningKey,
 }
 
 impl fmt::Debug for SoftKeystore {
@@ -164,6 +176,9 @@ impl SoftKeystore {
         files::write_new_file(dir, MASTER_CHECK_FILE, &check)?;
         created.push(MASTER_CHECK_FILE);
 
+        let signing_key = create_signing_key(&sealer, dir)?;
+        created.push(AUDIT_SIGNING_FILE);
+
         let mut audit_mac_key = Zeroizing::new([0u8; KEY_LEN]);
         fill_random(&mut audit_mac_key[..])?;
         let sealed = sealer.seal(BlobKind::Internal, AUDIT_MAC_CONTEXT, &audit_mac_key[..])?;
@@ -175,6 +190,7 @@ impl SoftKeystore {
             mode,
             sealer,
             audit_mac_key,
+            signing_key,
         })
     }
 
@@ -232,11 +248,23 @@ impl SoftKeystore {
             Err(other) => return Err(other),
         }
         let audit_mac_key = open_audit_mac_key(&sealer, dir)?;
+        let signing_key = if dir.join(AUDIT_SIGNING_FILE).exists() {
+            open_signing_key(&sealer, dir)?
+        } else {
+            // A keystore made before checkpoints existed.
+            let key = create_signing_key(&sealer, dir)?;
+            tracing::warn!(
+                dir = %dir.display(),
+                "created the audit checkpoint signing key: checkpoints signed before, if any, were signed by another key"
+            );
+            key
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             mode,
             sealer,
             audit_mac_key,
+            signing_key,
         })
     }
 
@@ -275,6 +303,7 @@ impl SoftKeystore {
     pub fn remove(dir: &Path) -> Result<(), KeystoreError> {
         for name in [
             AUDIT_MAC_FILE,
+            AUDIT_SIGNING_FILE,
             MASTER_CHECK_FILE,
             MASTER_SALT_FILE,
             MASTER_KEY_FILE,
@@ -356,6 +385,27 @@ fn open_audit_mac_key(
     Ok(key)
 }
 
+fn create_signing_key(sealer: &Sealer, dir: &Path) -> Result<SoftwareSigningKey, KeystoreError> {
+    let key = SoftwareSigningKey::generate()?;
+    let sealed = sealer.seal(BlobKind::Internal, AUDIT_SIGNING_CONTEXT, key.pkcs8())?;
+    files::write_new_file(dir, AUDIT_SIGNING_FILE, &sealed)?;
+    Ok(key)
+}
+
+fn open_signing_key(sealer: &Sealer, dir: &Path) -> Result<SoftwareSigningKey, KeystoreError> {
+    let path = dir.join(AUDIT_SIGNING_FILE);
+    let blob = files::read_small_file(&path, MAX_FILE_LEN, false)?;
+    let pkcs8 = sealer
+        .open(BlobKind::Internal, AUDIT_SIGNING_CONTEXT, &blob)
+        .map_err(|_| {
+            KeystoreError::Unavailable(format!(
+                "{} does not open under the master key: it was altered or belongs to another keystore",
+                path.display()
+            ))
+        })?;
+    SoftwareSigningKey::from_pkcs8(&pkcs8)
+}
+
 /// Check digits: AES-256-ECB of the zero block under the key.
 pub(crate) fn check_digits_of(key: &[u8; KEY_LEN]) -> CheckDigits {
     let cipher = Aes256::new(key.into());
@@ -367,6 +417,16 @@ pub(crate) fn check_digits_of(key: &[u8; KEY_LEN]) -> CheckDigits {
 impl AuditMac for SoftKeystore {
     fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
         hmac_sha256(&self.audit_mac_key[..], data)
+    }
+}
+
+impl AuditSigner for SoftKeystore {
+    fn audit_public_key(&self) -> Result<AuditPublicKey, KeystoreError> {
+        self.signing_key.audit_public_key()
+    }
+
+    fn audit_sign(&self, message: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        self.signing_key.audit_sign(message)
     }
 }
 

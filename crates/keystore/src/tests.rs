@@ -46,13 +46,18 @@ fn init_creates_private_files_and_reopen_gives_the_same_audit_mac() {
     assert!(SoftKeystore::is_initialised(&dir));
 
     assert_eq!(mode_of(&dir), 0o700);
-    for name in [MASTER_KEY_FILE, MASTER_CHECK_FILE, AUDIT_MAC_FILE] {
+    for name in [
+        MASTER_KEY_FILE,
+        MASTER_CHECK_FILE,
+        AUDIT_SIGNING_FILE,
+        AUDIT_MAC_FILE,
+    ] {
         assert_eq!(mode_of(&dir.join(name)), 0o600, "{name}");
     }
     assert!(!dir.join(MASTER_SALT_FILE).exists());
     assert_eq!(
         fs::read_dir(&dir).unwrap().count(),
-        3,
+        4,
         "no temporary files left"
     );
 
@@ -62,6 +67,40 @@ fn init_creates_private_files_and_reopen_gives_the_same_audit_mac() {
     assert_ne!(reopened.audit_mac(b"other hash").unwrap(), mac);
     reopened.check().unwrap();
     assert_eq!(reopened.kind(), KeystoreKind::Software);
+}
+
+#[test]
+fn the_checkpoint_key_is_sealed_kept_across_opens_and_made_for_older_keystores() {
+    use keyhold_core::audit::{AuditSigner, ChainHead, Checkpoint};
+    let (_parent, dir) = keystore_dir();
+    let created = SoftKeystore::init(&dir, MasterKeySource::File).unwrap();
+    let key = created.audit_public_key().unwrap();
+    let head = ChainHead {
+        seq: 3,
+        hash: [1; 32],
+    };
+    let checkpoint = Checkpoint::sign(
+        head,
+        keyhold_core::clock::parse_timestamp("2026-12-05T12:00:00Z").unwrap(),
+        &created,
+    )
+    .unwrap();
+    let reopened = SoftKeystore::open(&dir, MasterKeySource::File).unwrap();
+    assert_eq!(reopened.audit_public_key().unwrap(), key);
+    checkpoint.verify(&key).unwrap();
+    // The PKCS#8 is not in the file in the clear.
+    let sealed = fs::read(dir.join(AUDIT_SIGNING_FILE)).unwrap();
+    assert!(
+        !sealed
+            .windows(key.to_spki_der().len())
+            .any(|w| w == key.to_spki_der())
+    );
+
+    // A keystore from before checkpoints: the key is made at the next open.
+    fs::remove_file(dir.join(AUDIT_SIGNING_FILE)).unwrap();
+    let upgraded = SoftKeystore::open(&dir, MasterKeySource::File).unwrap();
+    assert_ne!(upgraded.audit_public_key().unwrap(), key);
+    assert_eq!(mode_of(&dir.join(AUDIT_SIGNING_FILE)), 0o600);
 }
 
 #[test]

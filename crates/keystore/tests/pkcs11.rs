@@ -12,7 +12,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
 use cryptoki::session::{Session, SessionState, UserType};
-use keyhold_core::audit::AuditMac;
+use keyhold_core::audit::{AuditMac, AuditSigner, ChainHead, Checkpoint};
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
@@ -323,10 +323,14 @@ fn softhsm_wraps_with_oaep_sha1_only() {
             ),
             Err(KeystoreError::Internal(_))
         ));
-        // No session public keys are left behind.
+        // No session public keys are left behind (the token's one public
+        // key is the audit checkpoint key's).
         let leftovers = raw()
             .session
-            .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Token(false),
+            ])
             .unwrap();
         assert!(leftovers.is_empty(), "{} public keys left", leftovers.len());
     });
@@ -455,6 +459,55 @@ fn audit_mac_is_stable_across_opens_and_depends_on_the_data() {
                     &mac,
                 )
                 .unwrap();
+        },
+    );
+}
+
+#[test]
+fn checkpoints_are_signed_in_the_token_by_a_key_that_never_leaves_it() {
+    with_softhsm(
+        "checkpoints_are_signed_in_the_token_by_a_key_that_never_leaves_it",
+        || {
+            let first = open();
+            let key = first.audit_public_key().unwrap();
+            let head = ChainHead {
+                seq: 42,
+                hash: [7; 32],
+            };
+            let checkpoint = Checkpoint::sign(
+                head,
+                keyhold_core::clock::parse_timestamp("2026-12-05T12:00:00Z").unwrap(),
+                &first,
+            )
+            .unwrap();
+            // Verified with the public key alone, outside the token.
+            checkpoint.verify(&key).unwrap();
+            drop(first);
+
+            // The same key after a restart, and one pair on the token.
+            let second = open();
+            assert_eq!(second.audit_public_key().unwrap(), key);
+            let raw = raw();
+            let private = raw
+                .session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Label(b"keyhold:audit-signing".to_vec()),
+                ])
+                .unwrap();
+            assert_eq!(private.len(), 1);
+            assert!(raw.bool_attribute(private[0], AttributeType::Sensitive));
+            assert!(!raw.bool_attribute(private[0], AttributeType::Extractable));
+            assert!(raw.bool_attribute(private[0], AttributeType::Token));
+            assert!(raw.bool_attribute(private[0], AttributeType::Sign));
+            // Its value cannot be read from the token.
+            assert!(!matches!(
+                raw.session
+                    .get_attributes(private[0], &[AttributeType::Value])
+                    .unwrap()
+                    .as_slice(),
+                [Attribute::Value(_)]
+            ));
         },
     );
 }

@@ -8,9 +8,10 @@
 //! |----------------------|-----------------------------|------------------------------------------------|-----|
 //! | `keyhold:seal`       | AES-256                     | token, private, sensitive, not extractable     | seals credential secrets (CKM_AES_GCM) |
 //! | `keyhold:audit-mac`  | generic secret, 32 bytes    | token, private, sensitive, not extractable     | audit entry MAC (CKM_SHA256_HMAC) |
+//! | `keyhold:audit-signing` | EC P-256 key pair      | private: token, private, sensitive, not extractable, sign only; public: token, verify | audit checkpoints (CKM_ECDSA over SHA-256) |
 //! | `keyhold:key:<uuid>` | AES-256, CKA_ID = uuid bytes | token, private, sensitive, extractable (only to be wrapped), encrypt/decrypt, no wrap/unwrap/derive | a key's material |
 //!
-//! `open` creates the first two when the token lacks them, so every keyhold
+//! `open` creates the first three when the token lacks them, so every keyhold
 //! (and every node of a cluster) using the token shares them. A key's handle
 //! in the store is its label.
 //!
@@ -29,7 +30,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, SessionState};
-use keyhold_core::audit::AuditMac;
+use keyhold_core::audit::{AuditMac, AuditPublicKey, AuditSigner};
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
@@ -150,7 +151,8 @@ impl Pkcs11Keystore {
         let token = &self.token;
         token.run_writing("opening the PKCS#11 token", |c| {
             objects::ensure_own_key(c, OwnKey::Seal)?;
-            objects::ensure_own_key(c, OwnKey::AuditMac)
+            objects::ensure_own_key(c, OwnKey::AuditMac)?;
+            objects::ensure_signing_key(c)
         })?;
         let algorithms = token.run("probing the token's wrapping mechanisms", wrap::probe)?;
         if algorithms.is_empty() {
@@ -336,6 +338,41 @@ impl AuditMac for Pkcs11Keystore {
                     mac.len()
                 )))
             })
+        })
+    }
+}
+
+/// The signing key pair, which `open` created: missing now means it was deleted.
+fn signing_key(session: &Session) -> Result<(ObjectHandle, ObjectHandle), Fail> {
+    objects::find_signing_key(session)?.ok_or_else(|| {
+        Fail::Verdict(KeystoreError::Unavailable(format!(
+            "the token no longer holds keyhold's key {}: it was deleted on the token or the token was re-initialised",
+            objects::AUDIT_SIGNING_LABEL
+        )))
+    })
+}
+
+impl AuditSigner for Pkcs11Keystore {
+    fn audit_public_key(&self) -> Result<AuditPublicKey, KeystoreError> {
+        self.prepare()?;
+        let point = self
+            .token
+            .run("reading the audit signing public key", |c| {
+                let (_, public) = signing_key(c.session)?;
+                objects::ec_point(c.session, public)
+            })?;
+        AuditPublicKey::from_sec1(&point)
+            .map_err(|e| KeystoreError::Internal(format!("the token's audit signing key: {e}")))
+    }
+
+    /// CKM_ECDSA signs a digest; SHA-256 of a public message is computed here.
+    fn audit_sign(&self, message: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        use sha2::Digest as _;
+        self.prepare()?;
+        let digest = sha2::Sha256::digest(message);
+        self.token.run("signing an audit checkpoint", |c| {
+            let (private, _) = signing_key(c.session)?;
+            Ok(c.session.sign(&Mechanism::Ecdsa, private, &digest)?)
         })
     }
 }

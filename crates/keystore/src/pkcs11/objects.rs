@@ -16,6 +16,10 @@ use super::session::Ctx;
 pub(super) const SEAL_LABEL: &str = "keyhold:seal";
 /// Signs audit entries (HMAC-SHA256).
 pub(super) const AUDIT_MAC_LABEL: &str = "keyhold:audit-mac";
+/// Signs audit checkpoints (ECDSA P-256): a private and a public key object.
+pub(super) const AUDIT_SIGNING_LABEL: &str = "keyhold:audit-signing";
+/// DER of the prime256v1 (P-256) curve's OID, the public key's `CKA_EC_PARAMS`.
+const P256_EC_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// Followed by the keyhold key id: the label of a key's material.
 pub(super) const KEY_LABEL_PREFIX: &str = "keyhold:key:";
 
@@ -165,6 +169,94 @@ pub(super) fn ensure_own_key(c: &Ctx<'_>, key: OwnKey) -> Result<(), Fail> {
         "created keyhold's key on the PKCS#11 token"
     );
     Ok(())
+}
+
+fn signing_key_search(class: ObjectClass) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(class),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Label(AUDIT_SIGNING_LABEL.as_bytes().to_vec()),
+    ]
+}
+
+/// The checkpoint signing key pair (private, public); `None` when the token
+/// lacks either half. Two processes that created it at once leave two pairs;
+/// every process takes the first private key and the public key of its CKA_ID.
+pub(super) fn find_signing_key(
+    session: &Session,
+) -> Result<Option<(ObjectHandle, ObjectHandle)>, Fail> {
+    let mut private = find(session, &signing_key_search(ObjectClass::PRIVATE_KEY))?;
+    private.sort_by_key(|h| h.handle());
+    let Some(private) = private.first().copied() else {
+        return Ok(None);
+    };
+    let id = session
+        .get_attributes(private, &[AttributeType::Id])?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Id(id) => Some(id),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut public_search = signing_key_search(ObjectClass::PUBLIC_KEY);
+    public_search.push(Attribute::Id(id));
+    Ok(find(session, &public_search)?
+        .first()
+        .map(|public| (private, *public)))
+}
+
+/// Creates the checkpoint signing key pair when the token does not have it.
+/// The private key never leaves the token; it only signs.
+pub(super) fn ensure_signing_key(c: &Ctx<'_>) -> Result<(), Fail> {
+    if find_signing_key(c.session)?.is_some() {
+        return Ok(());
+    }
+    let id = c.session.generate_random_vec(OWN_KEY_ID_LEN)?;
+    let label = AUDIT_SIGNING_LABEL.as_bytes().to_vec();
+    let public = [
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::EcParams(P256_EC_PARAMS.to_vec()),
+        Attribute::Label(label.clone()),
+        Attribute::Id(id.clone()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(label),
+        Attribute::Id(id),
+    ];
+    c.session
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
+    tracing::info!(
+        label = AUDIT_SIGNING_LABEL,
+        "created keyhold's audit checkpoint signing key on the PKCS#11 token"
+    );
+    Ok(())
+}
+
+/// The uncompressed point of a public key object. `CKA_EC_POINT` is a DER
+/// OCTET STRING by the standard; some tokens answer the bare point.
+pub(super) fn ec_point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, Fail> {
+    let raw = session
+        .get_attributes(public, &[AttributeType::EcPoint])?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::EcPoint(point) => Some(point),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(match raw.as_slice() {
+        [0x04, len, point @ ..] if usize::from(*len) == point.len() => point.to_vec(),
+        _ => raw,
+    })
 }
 
 /// Template of a key's material (C_GenerateKey, CKM_AES_KEY_GEN).

@@ -105,8 +105,7 @@ pub async fn open_sqlite(path: &Path, mac: &Arc<TestMac>) -> Arc<dyn SqlStore> {
 
 /// Walks the whole chain as `keyhold audit verify` does; returns the entries checked.
 pub async fn verify_chain(store: &Arc<dyn SqlStore>) -> u64 {
-    let mac = TestMac::default();
-    let mut verifier = ChainVerifier::new(&mac);
+    let mut verifier = ChainVerifier::new(Arc::new(TestMac::default()));
     let mut after = 0;
     loop {
         let page: Vec<AuditEntry> = store.audit_page(after, 7).await.unwrap();

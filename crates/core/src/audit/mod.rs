@@ -3,7 +3,11 @@
 //! Each entry's hash covers its own fields and the previous entry's hash, so an
 //! edited, deleted or reordered row breaks the chain at that row. The MAC over
 //! the hash, made with a key only the keystore holds, stops someone with write
-//! access to the database from recomputing the chain after an edit.
+//! access to the database from recomputing the chain after an edit. Signed
+//! [checkpoints](checkpoint) of the head catch what the chain alone cannot:
+//! entries cut from its end, and a chain rewritten by someone holding the MAC key.
+
+use std::sync::Arc;
 
 use hmac::Mac;
 use serde::{Deserialize, Serialize};
@@ -11,6 +15,13 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{Timestamp, format_timestamp};
 use crate::error::{InvalidInput, KeystoreError};
+
+mod checkpoint;
+
+pub use checkpoint::{
+    AuditPublicKey, AuditSigner, CHECKPOINT_FORMAT, Checkpoint, CheckpointError, ExportEnd,
+    SoftwareSigningKey, parse_checkpoints,
+};
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
@@ -153,7 +164,7 @@ pub fn seal(
     })
 }
 
-/// Why an entry fails verification.
+/// Why an entry (or the log as a whole) fails verification.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChainBreak {
@@ -165,6 +176,18 @@ pub enum ChainBreak {
     Altered,
     /// The MAC does not match (chain recomputed without the keystore's key).
     BadMac,
+    /// The entry's hash is not the one a signed checkpoint holds for it.
+    CheckpointMismatch { checkpoint_time: String },
+    /// The log ends before an entry a signed checkpoint covers.
+    Truncated {
+        last_seq: i64,
+        checkpoint_seq: i64,
+        checkpoint_time: String,
+    },
+    /// The log has no entries at all.
+    Empty,
+    /// A checkpoint given to check against does not verify.
+    CheckpointRefused { why: String },
 }
 
 impl ChainBreak {
@@ -181,29 +204,82 @@ impl ChainBreak {
             Self::BadMac => {
                 "its MAC does not match: the chain was rewritten without the keystore's key".into()
             }
+            Self::CheckpointMismatch { checkpoint_time } => format!(
+                "its hash is not the one the checkpoint signed at {checkpoint_time} holds: the log was rewritten up to this entry"
+            ),
+            Self::Truncated {
+                last_seq,
+                checkpoint_seq,
+                checkpoint_time,
+            } => format!(
+                "the log ends at entry {last_seq}, but the checkpoint signed at {checkpoint_time} covers entry {checkpoint_seq}: entries {} to {checkpoint_seq} were cut from its end",
+                last_seq + 1
+            ),
+            Self::CheckpointRefused { why } => why.clone(),
+            Self::Empty => "the log has no entries: an installation records at least its first administrators, so every entry was deleted".into(),
         }
     }
 }
 
 /// Checks entries in sequence order, one at a time, so a long log is verified
-/// in pages without holding it all in memory.
-pub struct ChainVerifier<'a> {
+/// in pages without holding it all in memory; then [`ChainVerifier::finish`]
+/// checks the log reached every checkpoint it was anchored to.
+pub struct ChainVerifier {
     head: ChainHead,
-    mac: &'a dyn AuditMac,
+    /// `None` offline: an auditor without the MAC key checks links, hashes
+    /// and checkpoints.
+    mac: Option<Arc<dyn AuditMac>>,
     checked: u64,
+    /// Checkpoints not reached yet, by ascending seq. Their signatures were
+    /// checked by whoever anchored the verifier.
+    anchors: std::collections::VecDeque<Checkpoint>,
+    /// The newest checkpoint the log matched.
+    matched: Option<Checkpoint>,
 }
 
-impl<'a> ChainVerifier<'a> {
-    pub fn new(mac: &'a dyn AuditMac) -> Self {
+impl ChainVerifier {
+    pub fn new(mac: Arc<dyn AuditMac>) -> Self {
+        Self::with_mac(Some(mac))
+    }
+
+    /// Without the MAC key: for an exported log checked with the public key.
+    pub fn offline() -> Self {
+        Self::with_mac(None)
+    }
+
+    fn with_mac(mac: Option<Arc<dyn AuditMac>>) -> Self {
         Self {
             head: ChainHead::EMPTY,
             mac,
             checked: 0,
+            anchors: Default::default(),
+            matched: None,
         }
+    }
+
+    /// Starts after `head` (an entry already known good) instead of at the
+    /// beginning: the checkpointer checks only what was added since its last.
+    pub fn resume_after(mut self, head: ChainHead) -> Self {
+        self.head = head;
+        self
+    }
+
+    /// Also requires the log to hold each checkpoint's hash at its entry.
+    /// Check each checkpoint's signature first ([`Checkpoint::verify`]).
+    pub fn anchored(mut self, checkpoints: &[Checkpoint]) -> Self {
+        let mut sorted = checkpoints.to_vec();
+        sorted.sort_by_key(|c| c.seq);
+        self.anchors = sorted.into();
+        self
     }
 
     pub fn checked(&self) -> u64 {
         self.checked
+    }
+
+    /// The last entry that verified.
+    pub fn head(&self) -> ChainHead {
+        self.head
     }
 
     /// Checks the next entry. On a break, the caller names `entry.seq` as the first bad one.
@@ -230,9 +306,19 @@ impl<'a> ChainVerifier<'a> {
         if hash != entry.hash {
             return Err(ChainBreak::Altered);
         }
-        match self.mac.audit_mac(&hash) {
-            Ok(tag) if tag == entry.mac => {}
-            _ => return Err(ChainBreak::BadMac),
+        if let Some(mac) = &self.mac {
+            match mac.audit_mac(&hash) {
+                Ok(tag) if tag == entry.mac => {}
+                _ => return Err(ChainBreak::BadMac),
+            }
+        }
+        while let Some(anchor) = self.anchors.front().filter(|a| a.seq == entry.seq) {
+            if anchor.hash != entry.hash {
+                return Err(ChainBreak::CheckpointMismatch {
+                    checkpoint_time: anchor.time.clone(),
+                });
+            }
+            self.matched = self.anchors.pop_front();
         }
         self.head = ChainHead {
             seq: entry.seq,
@@ -241,6 +327,44 @@ impl<'a> ChainVerifier<'a> {
         self.checked += 1;
         Ok(())
     }
+
+    /// After the last entry: the log must not be empty, and must reach every
+    /// checkpoint. Returns the first missing entry and why.
+    pub fn finish(&self) -> Result<(), (i64, ChainBreak)> {
+        if self.head.seq == 0 {
+            return Err((1, ChainBreak::Empty));
+        }
+        match self.anchors.back() {
+            Some(newest) => Err((
+                self.head.seq + 1,
+                ChainBreak::Truncated {
+                    last_seq: self.head.seq,
+                    checkpoint_seq: newest.seq,
+                    checkpoint_time: newest.time.clone(),
+                },
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The report of a walk that stopped at `outcome` (the first break, or
+    /// the end of the log and [`ChainVerifier::finish`]).
+    pub fn report(&self, outcome: Result<(), (i64, ChainBreak)>) -> VerifyReport {
+        let (first_bad_seq, reason) = match outcome {
+            Ok(()) => (None, None),
+            Err((seq, broken)) => (Some(seq), Some(broken.describe())),
+        };
+        VerifyReport {
+            ok: first_bad_seq.is_none(),
+            entries_checked: self.checked,
+            first_bad_seq,
+            reason,
+            checkpoint: self.matched.as_ref().map(|c| CheckpointReached {
+                seq: c.seq,
+                time: c.time.clone(),
+            }),
+        }
+    }
 }
 
 /// Result of verifying the whole log.
@@ -248,9 +372,18 @@ impl<'a> ChainVerifier<'a> {
 pub struct VerifyReport {
     pub ok: bool,
     pub entries_checked: u64,
-    /// Sequence number of the first entry that fails, if any.
+    /// Sequence number of the first entry that fails (or is missing), if any.
     pub first_bad_seq: Option<i64>,
     pub reason: Option<String>,
+    /// The newest signed checkpoint the log was found to match.
+    pub checkpoint: Option<CheckpointReached>,
+}
+
+/// A checkpoint a verified log matched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckpointReached {
+    pub seq: i64,
+    pub time: String,
 }
 
 /// Longest user or text an audit search accepts.
@@ -325,10 +458,92 @@ mod tests {
     }
 
     fn first_break(entries: &[AuditEntry]) -> Option<(i64, ChainBreak)> {
-        let mut v = ChainVerifier::new(&TestMac);
+        let mut v = ChainVerifier::new(Arc::new(TestMac));
         entries
             .iter()
             .find_map(|e| v.push(e).err().map(|b| (e.seq, b)))
+    }
+
+    /// Walks `entries` anchored to checkpoints of `anchors` (by seq), to the end.
+    fn verify_anchored(entries: &[AuditEntry], anchors: &[i64], mac: bool) -> VerifyReport {
+        let keystore = crate::testing::FakeKeystore::default();
+        let full = chain(8);
+        let checkpoints: Vec<Checkpoint> = anchors
+            .iter()
+            .map(|seq| {
+                let e = &full[(*seq - 1) as usize];
+                let head = ChainHead {
+                    seq: e.seq,
+                    hash: e.hash,
+                };
+                Checkpoint::sign(head, chrono::DateTime::UNIX_EPOCH, &keystore).unwrap()
+            })
+            .collect();
+        let mut v = if mac {
+            ChainVerifier::new(Arc::new(TestMac))
+        } else {
+            ChainVerifier::offline()
+        }
+        .anchored(&checkpoints);
+        let outcome = entries
+            .iter()
+            .find_map(|e| v.push(e).err().map(|b| (e.seq, b)))
+            .map_or_else(|| v.finish(), Err);
+        v.report(outcome)
+    }
+
+    #[test]
+    fn a_log_cut_short_of_a_checkpoint_fails() {
+        let full = chain(8);
+        let intact = verify_anchored(&full, &[3, 6], true);
+        assert!(intact.ok, "{intact:?}");
+        assert_eq!(intact.checkpoint.map(|c| c.seq), Some(6));
+
+        // The tail cut off: every remaining entry is intact, the checkpoint is not reached.
+        let cut = verify_anchored(&full[..4], &[3, 6], true);
+        assert!(!cut.ok);
+        assert_eq!(cut.first_bad_seq, Some(5));
+        assert!(cut.reason.unwrap().contains("entries 5 to 6 were cut"));
+        assert_eq!(cut.checkpoint.map(|c| c.seq), Some(3));
+
+        // Cut to its first entry, and emptied.
+        let first = verify_anchored(&full[..1], &[3], false);
+        assert_eq!(first.first_bad_seq, Some(2));
+        let empty = verify_anchored(&[], &[3], true);
+        assert!(!empty.ok);
+        assert!(empty.reason.unwrap().contains("no entries"));
+        // Empty fails even with no checkpoint to compare with.
+        assert!(!verify_anchored(&[], &[], true).ok);
+    }
+
+    #[test]
+    fn a_log_rewritten_before_a_checkpoint_fails_even_offline() {
+        // A rewrite that recomputes every hash (as one holding the MAC key
+        // could, with MACs too): only the checkpoint catches it.
+        let full = chain(8);
+        let mut head = ChainHead::EMPTY;
+        let rewritten: Vec<AuditEntry> = full
+            .iter()
+            .map(|e| {
+                let summary = if e.seq == 2 {
+                    "nothing happened".into()
+                } else {
+                    e.summary.clone()
+                };
+                let rec = AuditRecord::new(chrono::DateTime::UNIX_EPOCH, e.users.clone(), summary);
+                let sealed = seal(head, &rec, &TestMac).unwrap();
+                head = ChainHead {
+                    seq: sealed.seq,
+                    hash: sealed.hash,
+                };
+                sealed
+            })
+            .collect();
+        assert!(verify_anchored(&rewritten, &[], true).ok);
+        let caught = verify_anchored(&rewritten, &[4], false);
+        assert!(!caught.ok);
+        assert_eq!(caught.first_bad_seq, Some(4));
+        assert!(caught.reason.unwrap().contains("rewritten"));
     }
 
     #[test]
