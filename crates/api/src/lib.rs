@@ -350,6 +350,31 @@ pub struct AuditVerifyView {
     pub entries_checked: u64,
     pub first_bad_seq: Option<i64>,
     pub reason: Option<String>,
+    /// The newest signed checkpoint the log matched: its entry and when it was signed.
+    #[serde(default)]
+    pub checkpoint_seq: Option<i64>,
+    #[serde(default)]
+    pub checkpoint_time: Option<String>,
+}
+
+/// `POST /audit/verify`: checkpoints the log must reach (each a line of a
+/// checkpoint file, as `keyhold audit checkpoint` prints it), besides the
+/// newest one the server wrote.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditVerifyRequest {
+    pub checkpoints: Vec<serde_json::Value>,
+}
+
+/// The public half of the audit checkpoint signing key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditPublicKeyView {
+    /// `ECDSA P-256 SHA-256`.
+    pub algorithm: String,
+    /// Hex SHA-256 of the key's DER: the `key` of every checkpoint it signs.
+    pub fingerprint: String,
+    /// SubjectPublicKeyInfo in PEM, as OpenSSL reads it.
+    pub pem: String,
 }
 
 // ---- jobs (Force Rotate, Synchronize) ----

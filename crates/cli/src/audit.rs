@@ -4,25 +4,81 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use keyhold_api::{AuditEntryView, AuditVerifyView};
+use keyhold_api::{AuditEntryView, AuditPublicKeyView, AuditVerifyRequest, AuditVerifyView};
+use keyhold_core::audit::{AuditPublicKey, Checkpoint, parse_checkpoints};
+use reqwest::Method;
 use serde::Serialize;
 
 use crate::client::Context;
 use crate::error::{CliError, EXIT_FAILURE};
+use crate::input;
 use crate::output::{self, OutputFormat, Tabular};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
     /// List audit entries, newest first.
     List(ListArgs),
-    /// Check the hash chain of the whole log; exits 1 when it is broken.
-    Verify,
+    /// Check the whole log: hash chain, MACs, and signed checkpoints (the
+    /// server's newest and any given with --checkpoint); exits 1 when it is
+    /// broken, cut short or rewritten. With --export and --public-key, checks
+    /// an exported log offline, without a server.
+    Verify(VerifyArgs),
+    /// Sign a checkpoint of the log's head now; the server also appends it to
+    /// its checkpoint file. Keep it apart from the server: `audit verify
+    /// --checkpoint` later proves the log still reaches it.
+    Checkpoint {
+        /// Append the checkpoint to this file instead of printing it.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Print the public key that verifies checkpoints (PEM); pin it where
+    /// you keep the checkpoints.
+    PublicKey,
     /// Write the whole log as JSON Lines (one entry per line, oldest first).
     Export {
         /// Write to this file instead of stdout (replaced only once the export is complete).
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct VerifyArgs {
+    /// A file of checkpoints (lines `keyhold audit checkpoint` printed, or
+    /// the server's checkpoint file) the log must reach; repeat for several.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    pub checkpoints: Vec<PathBuf>,
+    /// An exported log (`keyhold audit export --file`) to check offline.
+    #[arg(long, value_name = "FILE", requires = "public_key")]
+    pub export: Option<PathBuf>,
+    /// The checkpoint public key (PEM, from `keyhold audit public-key`), for --export.
+    #[arg(long, value_name = "FILE", requires = "export")]
+    pub public_key: Option<PathBuf>,
+}
+
+/// Largest checkpoint or public key file read (a checkpoint is ~300 bytes).
+const MAX_CHECKPOINT_FILE: usize = 64 * 1024 * 1024;
+
+/// Every checkpoint in the files given with --checkpoint.
+fn read_checkpoints(files: &[PathBuf]) -> anyhow::Result<Vec<Checkpoint>> {
+    let mut all = Vec::new();
+    for file in files {
+        let text = input::read_text_file(file, "checkpoint file", MAX_CHECKPOINT_FILE)?;
+        let checkpoints = parse_checkpoints(&text).map_err(|e| {
+            CliError::Input(format!(
+                "{}: {e}. Give lines `keyhold audit checkpoint` printed, unchanged",
+                file.display()
+            ))
+        })?;
+        all.extend(checkpoints);
+    }
+    Ok(all)
+}
+
+fn read_public_key(file: &Path) -> anyhow::Result<AuditPublicKey> {
+    let text = input::read_text_file(file, "public key file", 64 * 1024)?;
+    Ok(AuditPublicKey::from_pem(&text)
+        .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?)
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -142,9 +198,16 @@ impl Tabular for AuditEntryView {
 
 /// What `audit verify` prints for people.
 pub fn verify_report(view: &AuditVerifyView) -> String {
+    let reached = match (view.checkpoint_seq, &view.checkpoint_time) {
+        (Some(seq), Some(time)) => format!(
+            "It reaches the signed checkpoint of entry {seq} ({}).\n",
+            output::clean(time)
+        ),
+        _ => "No signed checkpoint was checked.\n".to_owned(),
+    };
     if view.ok {
         return format!(
-            "Audit log intact: {} entries checked, the hash chain is unbroken.\n",
+            "Audit log intact: {} entries checked, the hash chain is unbroken.\n{reached}",
             view.entries_checked
         );
     }
@@ -170,8 +233,27 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
                 ctx.authenticated()?.get_query("/audit", &query).await?;
             output::print_list(ctx.output, &entries)
         }
-        AuditCommand::Verify => {
-            let view: AuditVerifyView = ctx.authenticated()?.get("/audit/verify").await?;
+        AuditCommand::Verify(args) => {
+            let checkpoints = read_checkpoints(&args.checkpoints)?;
+            let view = match (&args.export, &args.public_key) {
+                (Some(export), Some(key)) => crate::export_verification::verify(
+                    export,
+                    &read_public_key(key)?,
+                    &checkpoints,
+                )?,
+                _ if checkpoints.is_empty() => ctx.authenticated()?.get("/audit/verify").await?,
+                _ => {
+                    let request = AuditVerifyRequest {
+                        checkpoints: checkpoints
+                            .iter()
+                            .map(serde_json::to_value)
+                            .collect::<Result<_, _>>()?,
+                    };
+                    ctx.authenticated()?
+                        .call(Method::POST, "/audit/verify", &request)
+                        .await?
+                }
+            };
             match ctx.output {
                 OutputFormat::Json => output::print_json(&view)?,
                 OutputFormat::Table => output::emit(&verify_report(&view))?,
@@ -181,6 +263,33 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
             } else {
                 Err(CliError::Reported(EXIT_FAILURE).into())
             }
+        }
+        AuditCommand::Checkpoint { file } => {
+            let checkpoint: Checkpoint = ctx
+                .authenticated()?
+                .call(Method::POST, "/audit/checkpoints", &serde_json::json!({}))
+                .await?;
+            let line = format!("{}\n", checkpoint.to_json_line());
+            match file {
+                None => output::emit(&line)?,
+                Some(path) => {
+                    append(&path, &line)?;
+                    eprintln!(
+                        "Checkpoint of entry {} appended to {}.",
+                        checkpoint.seq,
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        AuditCommand::PublicKey => {
+            let key: AuditPublicKeyView = ctx.authenticated()?.get("/audit/public-key").await?;
+            match ctx.output {
+                OutputFormat::Json => output::print_json(&key)?,
+                OutputFormat::Table => output::emit(&key.pem)?,
+            }
+            Ok(())
         }
         AuditCommand::Export { file } => {
             let client = ctx.authenticated()?;
@@ -194,6 +303,18 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Appends `line` to the file at `path` (created when missing) and syncs it.
+fn append(path: &Path, line: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| CliError::Input(format!("cannot open {}: {e}", path.display())))?;
+    file.write_all(line.as_bytes())?;
+    file.sync_data()?;
+    Ok(())
 }
 
 /// Exports into a temporary file beside `path`, renamed over it once complete,
@@ -327,13 +448,22 @@ mod tests {
             entries_checked: 12,
             first_bad_seq: None,
             reason: None,
+            checkpoint_seq: Some(10),
+            checkpoint_time: Some("2026-12-05T12:00:00Z".into()),
         };
-        assert!(verify_report(&ok).contains("intact: 12 entries"));
+        let text = verify_report(&ok);
+        assert!(text.contains("intact: 12 entries"), "{text}");
+        assert!(
+            text.contains("checkpoint of entry 10 (2026-12-05T12:00:00Z)"),
+            "{text}"
+        );
         let broken = AuditVerifyView {
             ok: false,
             entries_checked: 5,
             first_bad_seq: Some(4),
             reason: Some("hash mismatch".into()),
+            checkpoint_seq: None,
+            checkpoint_time: None,
         };
         let text = verify_report(&broken);
         assert!(text.contains("entry 4: hash mismatch"), "{text}");

@@ -96,6 +96,28 @@ pub fn prompt(question: &str) -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(trimmed.to_owned()))
 }
 
+/// Opens a file named on the command line for reading, refusing what is not
+/// a regular file (a FIFO would wait for a writer for ever).
+pub fn open_regular_file(path: &Path, what: &str) -> Result<std::fs::File, CliError> {
+    let shown = path.display();
+    let unreadable =
+        |e: std::io::Error| CliError::Input(format!("cannot read the {what} {shown}: {e}"));
+    let not_regular = || {
+        CliError::Input(format!(
+            "the {what} {shown} is not a regular file (a directory, FIFO, socket or device): save it to a file and name that"
+        ))
+    };
+    // Looked at before opening: opening a FIFO waits for a writer, for ever.
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    if !file.metadata().map_err(unreadable)?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
 /// Reads a UTF-8 text file named on the command line, refusing what is
 /// larger than `max_bytes`. Its content is wiped from memory when dropped
 /// (credential files hold secrets).
@@ -107,20 +129,8 @@ pub fn read_text_file(
     let shown = path.display();
     let unreadable =
         |e: std::io::Error| CliError::Input(format!("cannot read the {what} {shown}: {e}"));
-    let not_regular = || {
-        CliError::Input(format!(
-            "the {what} {shown} is not a regular file (a directory, FIFO, socket or device): save it to a file and name that"
-        ))
-    };
-    // Looked at before opening: opening a FIFO waits for a writer, for ever.
-    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
-        return Err(not_regular().into());
-    }
-    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let file = open_regular_file(path, what)?;
     let metadata = file.metadata().map_err(unreadable)?;
-    if !metadata.is_file() {
-        return Err(not_regular().into());
-    }
     let too_large = || {
         CliError::Input(format!(
             "the {what} {shown} is larger than {}",

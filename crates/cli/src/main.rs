@@ -6,6 +6,7 @@ mod client;
 mod configuration;
 mod credentials;
 mod error;
+mod export_verification;
 mod groups;
 mod identities;
 mod input;

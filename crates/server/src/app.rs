@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use keyhold_core::service::Keyhold;
 
+use crate::audit_checkpoints::AuditCheckpoints;
 use crate::jobs::JobRunner;
 use crate::metrics::Metrics;
 use crate::rotator::Rotator;
@@ -18,4 +19,6 @@ pub struct AppState {
     pub jobs: JobRunner,
     /// This node's part in the cluster.
     pub rotator: Rotator,
+    /// Signed checkpoints of the audit log, and the newest one.
+    pub checkpoints: Arc<AuditCheckpoints>,
 }

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use keyhold_core::audit::{AuditMac, AuditRecord, SYSTEM_USER};
+use keyhold_core::audit::{AuditMac, AuditRecord, AuditSigner, SYSTEM_USER};
 use keyhold_core::clock::Clock;
 use keyhold_core::credential::CredentialKind;
 use keyhold_core::error::KeystoreError;
@@ -223,11 +223,23 @@ pub async fn migrate(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<M
             anyhow::anyhow!("removing the software keystore in {}: {e}", dir.display())
         })?;
         report.software_keystore_removed = true;
+        // Checkpoints from now on are signed in the token: name its key, so
+        // an auditor knows which key verifies which checkpoints.
+        let signing_key = token
+            .audit_public_key()
+            .map(|k| k.fingerprint_hex())
+            .map_err(|e| anyhow::anyhow!("reading the token's audit signing key: {e}"))?;
         store
-            .append_audit(&record(format!(
-                "Keystore migration finished: {report}. Removed the software keystore in {}",
-                dir.display()
-            )))
+            .append_audit(
+                &record(format!(
+                    "Keystore migration finished: {report}. Removed the software keystore in {}",
+                    dir.display()
+                ))
+                .with_details(serde_json::json!({
+                    "command": COMMAND,
+                    "audit_signing_key": signing_key,
+                })),
+            )
             .await?;
     }
     store.close().await;

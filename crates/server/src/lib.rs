@@ -7,6 +7,7 @@
 //! route is assembled in `routes`.
 
 mod app;
+mod audit_checkpoints;
 pub mod config;
 pub mod connector;
 #[cfg(feature = "crash-points")]

@@ -86,7 +86,12 @@ fn api() -> Router<AppState> {
         .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/audit", get(audit::list))
-        .route("/audit/verify", get(audit::verify))
+        .route(
+            "/audit/verify",
+            get(audit::verify).post(audit::verify_against),
+        )
+        .route("/audit/checkpoints", post(audit::checkpoint))
+        .route("/audit/public-key", get(audit::public_key))
         .route("/audit/export", get(audit::export))
         .route(
             "/config",

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::InitialPassword;
 use crate::app::AppState;
+use crate::audit_checkpoints::AuditCheckpoints;
 use crate::config::{Config, KeystoreConfig};
 use crate::connector::AwsConnector;
 use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
@@ -50,11 +51,13 @@ impl Server {
             config.node_id.clone(),
             config.scheduler_tick,
         );
+        let checkpoints = Arc::new(AuditCheckpoints::open(keyhold.clone(), &config.audit));
         let state = AppState {
             keyhold,
             metrics: Arc::new(Metrics::default()),
             jobs,
             rotator,
+            checkpoints,
         };
         Ok((
             Self {
@@ -89,6 +92,7 @@ impl Server {
         // background work stops too, as it would with the process.
         let background = Background {
             ticking: rotator.spawn(),
+            checkpointing: self.state.checkpoints.spawn(),
             jobs: jobs.clone(),
         };
         let router = crate::routes::router(self.state);
@@ -109,6 +113,7 @@ impl Server {
         }
         .context("the HTTP server stopped");
         background.ticking.abort();
+        background.checkpointing.abort();
         jobs.shutdown(SHUTDOWN_GRACE).await;
         rotator.step_down().await;
         served
@@ -118,6 +123,7 @@ impl Server {
 /// The tasks a running server owns besides its requests.
 struct Background {
     ticking: tokio::task::JoinHandle<()>,
+    checkpointing: tokio::task::JoinHandle<()>,
     jobs: JobRunner,
 }
 
@@ -125,6 +131,7 @@ impl Drop for Background {
     fn drop(&mut self) {
         // A no-op after a graceful shutdown, which stopped both already.
         self.ticking.abort();
+        self.checkpointing.abort();
         self.jobs.halt();
     }
 }

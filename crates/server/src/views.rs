@@ -1,7 +1,7 @@
 //! Domain objects as the API shows them (the web UI draws the same views).
 
 use keyhold_api as api;
-use keyhold_core::audit::AuditEntry;
+use keyhold_core::audit::{AuditEntry, AuditPublicKey, VerifyReport};
 use keyhold_core::clock::{Timestamp, format_timestamp};
 use keyhold_core::cluster::NodeRecord;
 use keyhold_core::credential::Credential;
@@ -122,6 +122,25 @@ pub fn audit_entry(entry: &AuditEntry) -> api::AuditEntryView {
         archived: entry.archived,
         prev_hash: hex::encode(entry.prev_hash),
         hash: hex::encode(entry.hash),
+    }
+}
+
+pub fn audit_verify(report: VerifyReport) -> api::AuditVerifyView {
+    api::AuditVerifyView {
+        ok: report.ok,
+        entries_checked: report.entries_checked,
+        first_bad_seq: report.first_bad_seq,
+        reason: report.reason,
+        checkpoint_seq: report.checkpoint.as_ref().map(|c| c.seq),
+        checkpoint_time: report.checkpoint.map(|c| c.time),
+    }
+}
+
+pub fn audit_public_key(key: &AuditPublicKey) -> api::AuditPublicKeyView {
+    api::AuditPublicKeyView {
+        algorithm: "ECDSA P-256 SHA-256".into(),
+        fingerprint: key.fingerprint_hex(),
+        pem: key.to_pem(),
     }
 }
 

@@ -3,7 +3,7 @@
 //!   (`KEYHOLD_*`), then command-line flags; a flag beats its variable, and
 //!   both beat the file.
 //! - One struct per area (`listen`, `data`, `keystore`, `kms`, `jobs`,
-//!   `cluster`, `logging`) declares each of its settings once: that struct is
+//!   `cluster`, `logging`, `audit`) declares each of its settings once: that struct is
 //!   the area's flags and its keys of the file (see `layering`), and
 //!   `resolve` validates it into what the server runs with.
 //! - The file's keys sit at the top level and unknown keys are an error, so
@@ -14,6 +14,7 @@
 //! The README's configuration table lists every setting; a test below keeps
 //! it true to the flags.
 
+mod audit;
 mod cluster;
 mod data;
 mod jobs;
@@ -30,6 +31,9 @@ use std::time::Duration;
 use keyhold_core::names::NodeId;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
+pub use audit::{
+    AuditArgs, AuditConfig, DEFAULT_AUDIT_CHECKPOINT_FILE, DEFAULT_AUDIT_CHECKPOINT_SECONDS,
+};
 pub use cluster::{ClusterArgs, ClusterConfig};
 pub use data::{DEFAULT_DATA_DIR, DataArgs, DataConfig, DatabaseUrl};
 pub use jobs::{DEFAULT_JOB_CONCURRENCY, JobsArgs, MAX_JOB_CONCURRENCY};
@@ -65,6 +69,8 @@ pub struct ServeArgs {
     pub jobs: JobsArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 /// The validated configuration the server runs with.
@@ -84,6 +90,8 @@ pub struct Config {
     pub node_id: NodeId,
     /// Time between scheduler ticks (well under the rotator lease's life).
     pub scheduler_tick: Duration,
+    /// Signed audit checkpoints: where and how often.
+    pub audit: AuditConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -99,6 +107,7 @@ impl std::fmt::Debug for Config {
             .field("job_concurrency", &self.job_concurrency)
             .field("node_id", &self.node_id)
             .field("scheduler_tick", &self.scheduler_tick)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -131,9 +140,11 @@ impl ServeArgs {
             kms,
             jobs,
             cluster,
+            audit,
         } = self.over(file);
         let ListenConfig { address, tls } = listen.resolve()?;
         let DataConfig { data_dir, database } = data.resolve()?;
+        let audit = audit.resolve(&data_dir)?;
         let keystore = keystore.resolve(secrets)?;
         let kms = kms.resolve()?;
         let job_concurrency = jobs.resolve()?;
@@ -152,6 +163,7 @@ impl ServeArgs {
             job_concurrency,
             node_id,
             scheduler_tick,
+            audit,
         })
     }
 
@@ -167,6 +179,7 @@ impl ServeArgs {
             kms: self.kms.over(lower.kms),
             jobs: self.jobs.over(lower.jobs),
             cluster: self.cluster.over(lower.cluster),
+            audit: self.audit.over(lower.audit),
         }
     }
 
@@ -182,6 +195,7 @@ impl ServeArgs {
                 KmsArgs::KEYS,
                 JobsArgs::KEYS,
                 ClusterArgs::KEYS,
+                AuditArgs::KEYS,
             ]
             .concat()
         })
@@ -199,7 +213,8 @@ impl ServeArgs {
             || self.keystore.read_key(key, map)?
             || self.kms.read_key(key, map)?
             || self.jobs.read_key(key, map)?
-            || self.cluster.read_key(key, map)?)
+            || self.cluster.read_key(key, map)?
+            || self.audit.read_key(key, map)?)
     }
 }
 

@@ -3,16 +3,16 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyhold_api as api;
 use keyhold_core::InvalidInput;
-use keyhold_core::audit::{AuditFilter, search_term};
+use keyhold_core::audit::{AuditFilter, Checkpoint, search_term};
 use keyhold_core::clock::parse_timestamp;
 use serde::Deserialize;
 
 use super::errors::{ApiError, ApiResult};
-use super::extract::{ApiQuery, Caller};
+use super::extract::{ApiJson, ApiQuery, Caller};
 use super::page_limit;
 use crate::app::AppState;
 use crate::operations::audit;
@@ -62,17 +62,55 @@ pub async fn list(
     Ok(Json(entries.iter().map(views::audit_entry).collect()))
 }
 
+/// Against the newest checkpoint this server wrote.
 pub async fn verify(
     State(app): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Json<api::AuditVerifyView>> {
-    let report = app.keyhold.verify_audit(&session).await?;
-    Ok(Json(api::AuditVerifyView {
-        ok: report.ok,
-        entries_checked: report.entries_checked,
-        first_bad_seq: report.first_bad_seq,
-        reason: report.reason,
-    }))
+    let report = audit::verify(&app, &session, Vec::new()).await?;
+    Ok(Json(views::audit_verify(report)))
+}
+
+/// Against the checkpoints in the body too (kept elsewhere by an auditor).
+pub async fn verify_against(
+    State(app): State<AppState>,
+    Caller(session): Caller,
+    ApiJson(request): ApiJson<api::AuditVerifyRequest>,
+) -> ApiResult<Json<api::AuditVerifyView>> {
+    let given = request
+        .checkpoints
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            serde_json::from_value::<Checkpoint>(value).map_err(|e| {
+                InvalidInput::new(
+                    "checkpoints",
+                    format!(
+                        "checkpoints[{i}] is not a keyhold audit checkpoint ({e}); give the lines of a checkpoint file unchanged"
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = audit::verify(&app, &session, given).await?;
+    Ok(Json(views::audit_verify(report)))
+}
+
+/// Signs the log's head now, and appends it to the checkpoint file.
+pub async fn checkpoint(
+    State(app): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<(StatusCode, Json<Checkpoint>)> {
+    let checkpoint = audit::checkpoint(&app, &session).await?;
+    Ok((StatusCode::CREATED, Json(checkpoint)))
+}
+
+pub async fn public_key(
+    State(app): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Json<api::AuditPublicKeyView>> {
+    let key = app.keyhold.audit_public_key(&session)?;
+    Ok(Json(views::audit_public_key(&key)))
 }
 
 /// Streams the whole log as JSON Lines, oldest first.

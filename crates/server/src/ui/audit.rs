@@ -111,7 +111,7 @@ pub async fn page(
             before_seq: query.before,
         };
         let entries = app.keyhold.list_audit(&ui.session, &filter).await?;
-        let report = app.keyhold.verify_audit(&ui.session).await?;
+        let report = crate::operations::audit::verify(&app, &ui.session, Vec::new()).await?;
         Ok::<_, ApiError>((entries, report))
     }
     .await;
@@ -126,7 +126,12 @@ pub async fn page(
     let body = html! {
         @if report.ok {
             p.notice.ok #audit-verify data-ok="true" role="status" {
-                "Chain verified: all " (report.entries_checked) " entries are intact (hash chain and MAC)."
+                "Chain verified: all " (report.entries_checked) " entries are intact (hash chain and MAC)"
+                @if let Some(checkpoint) = &report.checkpoint {
+                    ", and the log reaches the signed checkpoint of entry " (checkpoint.seq) " (" (checkpoint.time) ")."
+                } @else {
+                    "; no signed checkpoint yet."
+                }
             }
         } @else {
             p.notice.error #audit-verify data-ok="false" role="alert" {
