@@ -517,3 +517,51 @@ async fn parallel_retries_and_cancels_move_a_job_once() {
         ),
     );
 }
+
+#[tokio::test]
+async fn sixteen_checkpoints_at_once_are_each_written_once_and_verify() {
+    let app = TestApp::spawn().await;
+    let token = app.dual_session().await;
+    let requests = (0..N)
+        .map(|_| {
+            let request: Request = (
+                Method::POST,
+                "/api/v1/audit/checkpoints".into(),
+                Some(token.clone()),
+                Some(json!({})),
+            );
+            request
+        })
+        .collect();
+    let answers = burst(&app, requests).await;
+    let written = crate::audit::checkpoint_file(&app);
+    for (status, checkpoint) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{checkpoint}");
+        assert_eq!(
+            written.iter().filter(|c| *c == checkpoint).count(),
+            1,
+            "each answered checkpoint is in the file once"
+        );
+    }
+    // Whole lines only: every line of the file is a checkpoint the log reaches.
+    let (status, report) = app
+        .post(
+            "/api/v1/audit/verify",
+            Some(&token),
+            json!({"checkpoints": written}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    report::section(
+        23,
+        "Racing requests: audit checkpoints",
+        &format!(
+            "{N} checkpoint requests at once: all answered 201; each answered checkpoint is in \
+             the checkpoint file exactly once, as a whole line ({} lines with the one written at \
+             start), and the log verifies against every one of them. Checkpoints are signed and \
+             appended one at a time.",
+            written.len()
+        ),
+    );
+}

@@ -485,9 +485,14 @@ impl TestApp {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let text = response.text().await.unwrap();
-        text.lines()
+        let mut lines: Vec<Value> = text
+            .lines()
             .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+            .collect();
+        // The closing line: the export verified and signed.
+        let closing = lines.pop().unwrap();
+        assert!(closing.get("checkpoint").is_some(), "{closing}");
+        lines
     }
 
     /// `/readyz`: its status and body.
