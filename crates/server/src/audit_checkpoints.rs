@@ -131,12 +131,12 @@ impl AuditCheckpoints {
     }
 }
 
-/// Appends one line and syncs it; creates the file (mode 0640) when missing.
+/// Appends one line and syncs it; creates the file (mode 0600, like everything in the data directory) when missing.
 fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(0o640)
+        .mode(0o600)
         .open(path)?;
     file.write_all(format!("{line}\n").as_bytes())?;
     file.sync_data()

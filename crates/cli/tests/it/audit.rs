@@ -321,6 +321,21 @@ async fn a_log_cut_short_or_emptied_fails_against_the_newest_checkpoint() {
         report["reason"].as_str().unwrap().contains("no entries"),
         "{report}"
     );
+    crate::report::section(
+        25,
+        "Audit log: cut short, emptied, rewritten",
+        &format!(
+            "With a checkpoint signed at entry {at}, written to the checkpoint file: the log cut \
+             back by three entries, cut to its first entry, and emptied (straight in the \
+             database, its guard dropped) each failed `audit verify`, naming the first missing \
+             entry (\"cut from its end\", \"no entries\"); the server refused to sign a checkpoint \
+             of the cut log (409). A cut made while the server was stopped, with the checkpoint \
+             file removed, passed the server's own check after restart and failed against the \
+             checkpoint the auditor kept (POST /audit/verify). An export checked offline with the \
+             public key alone passed, and failed with an entry edited, the last entry dropped, \
+             the closing line dropped, or another key."
+        ),
+    );
 }
 
 #[tokio::test]
