@@ -7,6 +7,7 @@ use std::sync::Arc;
 use keyhold_core::service::Keyhold;
 
 use crate::jobs::JobRunner;
+use crate::login_throttle::LoginThrottle;
 use crate::metrics::Metrics;
 use crate::rotator::Rotator;
 
@@ -18,4 +19,6 @@ pub struct AppState {
     pub jobs: JobRunner,
     /// This node's part in the cluster.
     pub rotator: Rotator,
+    /// Password attempts per client address, on this node.
+    pub login_throttle: Arc<LoginThrottle>,
 }

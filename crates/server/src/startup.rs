@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::config::{Config, KeystoreConfig};
 use crate::connector::AwsConnector;
 use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
+use crate::login_throttle::LoginThrottle;
 use crate::metrics::Metrics;
 use crate::rotator::Rotator;
 use crate::tls::{TlsConfig, TlsListener};
@@ -55,6 +56,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             jobs,
             rotator,
+            login_throttle: LoginThrottle::new(config.login_throttle),
         };
         Ok((
             Self {
