@@ -13,6 +13,11 @@ use crate::names::IdentityName;
 pub const MIN_PASSWORD_LEN: usize = 12;
 /// Longest password accepted (bounds the hashing cost an attacker can ask for).
 pub const MAX_PASSWORD_LEN: usize = 256;
+/// A new password must differ from this many of the identity's latest
+/// passwords, the current one included: the store keeps the hashes of the
+/// `PASSWORD_HISTORY - 1` before it. Each is one Argon2id verification per
+/// change (about 15 ms each), so the number stays small.
+pub const PASSWORD_HISTORY: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

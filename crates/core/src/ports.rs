@@ -145,14 +145,20 @@ pub trait Store: Send + Sync {
     /// hash is still `current_hash`: writes the password columns alone, so
     /// no other path's write can undo it, and of two parallel changes from
     /// one current password one wins. `false` when the hash changed (or the
-    /// identity is gone).
+    /// identity is gone). In the same transaction `current_hash` joins the
+    /// identity's password history, of which only the newest `keep_previous`
+    /// hashes stay.
     async fn set_password(
         &self,
         name: &IdentityName,
         current_hash: &str,
         new_hash: &str,
+        keep_previous: u32,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError>;
+    /// The hashes of the identity's earlier passwords (not the current one),
+    /// newest first: at most the `keep_previous` of its last change.
+    async fn password_history(&self, name: &IdentityName) -> Result<Vec<String>, StoreError>;
 
     // Sessions
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;

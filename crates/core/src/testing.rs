@@ -51,6 +51,10 @@ pub struct StoreState {
     pub messages: Vec<JobMessage>,
     pub audit: Vec<AuditRecord>,
     pub settings: Settings,
+    pub identities: BTreeMap<IdentityName, Identity>,
+    /// Earlier password hashes per identity, newest first.
+    pub password_history: BTreeMap<IdentityName, Vec<String>>,
+    pub sessions: BTreeMap<String, Session>,
 }
 
 impl StoreState {
@@ -78,7 +82,8 @@ impl StoreState {
 }
 
 /// The [`Store`] port in memory: jobs, keys, groups, credentials, job
-/// messages and audit records (unsealed: the chain is the real store's job).
+/// messages, identities with their password history, sessions and audit
+/// records (unsealed: the chain is the real store's job).
 #[derive(Default)]
 pub struct FakeStore {
     state: Mutex<StoreState>,
@@ -103,6 +108,12 @@ impl FakeStore {
 
     pub fn put_group(&self, group: KeyGroup) {
         lock(&self.state).groups.insert(group.name.clone(), group);
+    }
+
+    pub fn put_identity(&self, identity: Identity) {
+        lock(&self.state)
+            .identities
+            .insert(identity.name.clone(), identity);
     }
 
     pub fn put_key(&self, key: Key) {
@@ -130,74 +141,156 @@ impl FakeStore {
 #[async_trait]
 impl Store for FakeStore {
     async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
-        Self::not_kept("identities")
+        Ok(lock(&self.state).identities.values().cloned().collect())
     }
-    async fn get_identity(&self, _: &IdentityName) -> Result<Option<Identity>, StoreError> {
-        Self::not_kept("identities")
+    async fn get_identity(&self, name: &IdentityName) -> Result<Option<Identity>, StoreError> {
+        Ok(lock(&self.state).identities.get(name).cloned())
     }
-    async fn insert_identity(&self, _: &Identity, _: &AuditRecord) -> Result<(), StoreError> {
-        Self::not_kept("identities")
+    async fn insert_identity(&self, i: &Identity, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state.identities.contains_key(&i.name) {
+            return Err(StoreError::Duplicate);
+        }
+        state.identities.insert(i.name.clone(), i.clone());
+        state.audit.push(a.clone());
+        Ok(())
     }
     async fn update_identity(
         &self,
-        _: &Identity,
-        _: Option<&AuditRecord>,
+        i: &Identity,
+        a: Option<&AuditRecord>,
     ) -> Result<(), StoreError> {
-        Self::not_kept("identities")
+        let mut state = lock(&self.state);
+        let Some(stored) = state.identities.get_mut(&i.name) else {
+            return Err(StoreError::NotFound);
+        };
+        *stored = i.clone();
+        state.audit.extend(a.cloned());
+        Ok(())
     }
-    async fn delete_identity(&self, _: &IdentityName, _: &AuditRecord) -> Result<(), StoreError> {
-        Self::not_kept("identities")
+    async fn delete_identity(
+        &self,
+        name: &IdentityName,
+        a: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state.identities.remove(name).is_none() {
+            return Err(StoreError::NotFound);
+        }
+        // The history goes with its identity, as the database's cascade does.
+        state.password_history.remove(name);
+        state.audit.push(a.clone());
+        Ok(())
     }
     async fn begin_login_attempt(
         &self,
-        _: &IdentityName,
-        _: Timestamp,
-        _: u32,
+        name: &IdentityName,
+        now: Timestamp,
+        threshold: u32,
     ) -> Result<Option<u32>, StoreError> {
-        Self::not_kept("identities")
+        let mut state = lock(&self.state);
+        let Some(who) = state.identities.get_mut(name) else {
+            return Ok(None);
+        };
+        if who.is_locked(now) || who.failed_logins >= threshold.max(1) {
+            return Ok(None);
+        }
+        who.failed_logins += 1;
+        Ok(Some(who.failed_logins))
     }
     async fn lock_identity(
         &self,
-        _: &IdentityName,
-        _: Timestamp,
-        _: &AuditRecord,
+        name: &IdentityName,
+        until: Timestamp,
+        a: &AuditRecord,
     ) -> Result<(), StoreError> {
-        Self::not_kept("identities")
+        let mut state = lock(&self.state);
+        let Some(who) = state.identities.get_mut(name) else {
+            return Err(StoreError::NotFound);
+        };
+        who.locked_until = Some(until);
+        who.failed_logins = 0;
+        state.audit.push(a.clone());
+        Ok(())
     }
     async fn clear_failed_logins(
         &self,
-        _: &IdentityName,
-        _: Timestamp,
-        _: &str,
+        name: &IdentityName,
+        now: Timestamp,
+        checked_hash: &str,
     ) -> Result<bool, StoreError> {
-        Self::not_kept("identities")
+        let mut state = lock(&self.state);
+        let Some(who) = state.identities.get_mut(name) else {
+            return Ok(false);
+        };
+        if who.is_locked(now) || who.password_hash != checked_hash {
+            return Ok(false);
+        }
+        who.failed_logins = 0;
+        who.locked_until = None;
+        Ok(true)
     }
     async fn set_password(
         &self,
-        _: &IdentityName,
-        _: &str,
-        _: &str,
-        _: &AuditRecord,
+        name: &IdentityName,
+        current_hash: &str,
+        new_hash: &str,
+        keep_previous: u32,
+        a: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        Self::not_kept("identities")
+        let mut state = lock(&self.state);
+        let Some(who) = state.identities.get_mut(name) else {
+            return Ok(false);
+        };
+        if who.password_hash != current_hash {
+            return Ok(false);
+        }
+        new_hash.clone_into(&mut who.password_hash);
+        who.must_change_password = false;
+        let history = state.password_history.entry(name.clone()).or_default();
+        history.insert(0, current_hash.to_owned());
+        history.truncate(usize::try_from(keep_previous).unwrap_or(usize::MAX));
+        state.audit.push(a.clone());
+        Ok(true)
     }
-    async fn insert_session(&self, _: &Session) -> Result<(), StoreError> {
-        Self::not_kept("sessions")
+    async fn password_history(&self, name: &IdentityName) -> Result<Vec<String>, StoreError> {
+        Ok(lock(&self.state)
+            .password_history
+            .get(name)
+            .cloned()
+            .unwrap_or_default())
     }
-    async fn get_session(&self, _: &str) -> Result<Option<Session>, StoreError> {
-        Self::not_kept("sessions")
+    async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
+        lock(&self.state)
+            .sessions
+            .insert(session.id.clone(), session.clone());
+        Ok(())
     }
-    async fn update_session(&self, _: &Session) -> Result<(), StoreError> {
-        Self::not_kept("sessions")
+    async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(lock(&self.state).sessions.get(id).cloned())
     }
-    async fn replace_session(&self, _: &str, _: &Session) -> Result<(), StoreError> {
-        Self::not_kept("sessions")
+    async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.insert_session(session).await
     }
-    async fn delete_session(&self, _: &str) -> Result<(), StoreError> {
-        Self::not_kept("sessions")
+    async fn replace_session(
+        &self,
+        previous_id: &str,
+        session: &Session,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        state.sessions.remove(previous_id);
+        state.sessions.insert(session.id.clone(), session.clone());
+        Ok(())
     }
-    async fn delete_sessions_of(&self, _: &IdentityName) -> Result<(), StoreError> {
-        Self::not_kept("sessions")
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        lock(&self.state).sessions.remove(id);
+        Ok(())
+    }
+    async fn delete_sessions_of(&self, name: &IdentityName) -> Result<(), StoreError> {
+        lock(&self.state)
+            .sessions
+            .retain(|_, s| !s.identities.iter().any(|i| &i.name == name));
+        Ok(())
     }
 
     async fn list_credentials(&self) -> Result<Vec<Credential>, StoreError> {

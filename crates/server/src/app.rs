@@ -8,6 +8,7 @@ use keyhold_core::service::Keyhold;
 
 use crate::audit_checkpoints::AuditCheckpoints;
 use crate::jobs::JobRunner;
+use crate::login_throttle::LoginThrottle;
 use crate::metrics::Metrics;
 use crate::rotator::Rotator;
 
@@ -21,4 +22,6 @@ pub struct AppState {
     pub rotator: Rotator,
     /// Signed checkpoints of the audit log, and the newest one.
     pub checkpoints: Arc<AuditCheckpoints>,
+    /// Password attempts per client address, on this node.
+    pub login_throttle: Arc<LoginThrottle>,
 }

@@ -15,6 +15,7 @@ pub mod crash_points;
 mod http;
 pub mod jobs;
 pub mod keystore_migration;
+pub mod login_throttle;
 mod metrics;
 mod operations;
 pub mod rotator;

@@ -16,6 +16,7 @@ use crate::audit_checkpoints::AuditCheckpoints;
 use crate::config::{Config, KeystoreConfig};
 use crate::connector::AwsConnector;
 use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
+use crate::login_throttle::LoginThrottle;
 use crate::metrics::Metrics;
 use crate::rotator::Rotator;
 use crate::tls::{TlsConfig, TlsListener};
@@ -58,6 +59,7 @@ impl Server {
             jobs,
             rotator,
             checkpoints,
+            login_throttle: LoginThrottle::new(config.login_throttle),
         };
         Ok((
             Self {

@@ -91,6 +91,11 @@ impl TestApp {
         if let Some(peer) = kms_peer() {
             allow_endpoints(&mut args, &[&peer]);
         }
+        // Tests fail logins on purpose, all from 127.0.0.1: the per-address
+        // throttle would refuse them before the lockout they test. Tests of
+        // the throttle set it back (`login_throttle_failures = None`: the
+        // defaults as shipped).
+        args.login.login_throttle_failures = Some(10_000);
         configure(&mut args);
         // A test that chose its keystore keeps it.
         if args.keystore.keystore.is_none()

@@ -328,3 +328,366 @@ async fn nothing_acknowledged_is_lost_across_a_restart() {
     let (_, verify) = app.get("/api/v1/audit/verify", &token).await;
     assert_eq!(verify["ok"], true, "{verify}");
 }
+
+/// A client whose connections come from `source` (Linux routes all of
+/// 127.0.0.0/8 to loopback, so 127.0.0.2 is a second client address).
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn post_from(
+    http: &reqwest::Client,
+    app: &TestApp,
+    path: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    http.post(format!("{}{path}", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The web UI's login form, sent from `http` with the nonce and token of a
+/// login page it fetched first.
+async fn ui_login_from(
+    http: &reqwest::Client,
+    app: &TestApp,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let page = http
+        .get(format!("{}/ui/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    let nonce = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let text = page.text().await.unwrap();
+    let csrf = text
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    http.post(format!("{}/ui/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", nonce)
+        .header("origin", &app.base)
+        .body(format!(
+            "csrf={csrf}&user={user}&password={}",
+            password.replace('-', "%2D")
+        ))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Whether `name` is unlocked with at most `failures` failures counted, as
+/// the database holds it.
+async fn unlocked_with_at_most(app: &TestApp, name: &str, failures: u32) -> bool {
+    let mut db = open_db(app).await;
+    db.execute(&format!(
+        "UPDATE identities SET name = name WHERE name = '{name}' \
+         AND locked_until IS NULL AND failed_logins <= {failures}"
+    ))
+    .await
+    .unwrap()
+        == 1
+}
+
+/// With the throttle as shipped (3 failures per address in 15 minutes, below
+/// the lockout threshold of 5), an attacker at one address who guesses at
+/// both administrators, through the API, the password change and the web
+/// UI, is refused with 429 before any identity is locked; the officers log
+/// in from their own address all the while.
+#[tokio::test]
+async fn an_attacker_at_one_address_cannot_lock_the_administrators_out() {
+    let app = TestApp::spawn_with(|a| a.login.login_throttle_failures = None).await;
+    app.activate_admins().await;
+    let attacker = client_from("127.0.0.2");
+    let mut statuses = Vec::new();
+    for user in ["Admin1", "Admin2", "Admin1", "Admin2"] {
+        for _ in 0..3 {
+            let resp = post_from(
+                &attacker,
+                &app,
+                "/api/v1/session/login",
+                json!({"user": user, "password": "not-the-password"}),
+            )
+            .await;
+            let status = resp.status();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let retry: u64 = resp.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=15 * 60).contains(&retry), "{retry}");
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "login_throttled", "{body}");
+                let message = body["error"]["message"].as_str().unwrap();
+                assert!(message.contains(&format!("wait {retry} s")), "{message}");
+            }
+            statuses.push(status);
+        }
+    }
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, throttled), (3, 9), "{statuses:?}");
+    // The password change checks a password too, and so does the web UI.
+    let resp = post_from(
+        &attacker,
+        &app,
+        "/api/v1/password",
+        json!({"user": "Admin1", "current_password": "not-the-password", "new_password": "tulip marble quietly orbit"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let resp = ui_login_from(&attacker, &app, "Admin2", "not-the-password").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("too many failed logins")
+    );
+    // Even the right password is refused at that address: nothing is checked.
+    let resp = post_from(
+        &attacker,
+        &app,
+        "/api/v1/session/login",
+        json!({"user": "Admin1", "password": ADMIN1_PASSWORD}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // No identity is locked: the officers log in from 127.0.0.1, in the
+    // API and in the web UI, and can act under dual control.
+    // Admin1 took the three checked guesses: below the threshold of 5.
+    assert!(unlocked_with_at_most(&app, "Admin1", 3).await);
+    assert!(unlocked_with_at_most(&app, "Admin2", 0).await);
+    let admins = app.dual_session_again().await;
+    let (status, identities) = app.get("/api/v1/identities", &admins).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        identities
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["locked"] == false),
+        "{identities}"
+    );
+    let resp = ui_login_from(&client_from("127.0.0.1"), &app, "Admin1", ADMIN1_PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+    // One audit entry for the throttled address, however many refusals.
+    let audit = app.audit_summaries(&admins).await;
+    let entries = audit
+        .iter()
+        .filter(|a| a.contains("Throttled logins from 127.0.0.2."))
+        .count();
+    assert_eq!(entries, 1, "{audit:#?}");
+
+    // The window passes (test clock): the address may try again.
+    app.clock.advance(chrono::Duration::minutes(16));
+    let resp = post_from(
+        &attacker,
+        &app,
+        "/api/v1/session/login",
+        json!({"user": "Admin1", "password": "not-the-password"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    crate::report::section(
+        21,
+        "No way in: login throttling per client address",
+        &format!(
+            "With the defaults (3 failures per client address within 15 minutes, below the \
+             lockout threshold of 5), an attacker at 127.0.0.2 guessed at both administrators: \
+             {checked} guesses were checked (401), the other {throttled} were refused with 429 \
+             and Retry-After before any password was checked, as were the attacker's password \
+             change, web UI login and even the right password. Neither administrator was \
+             locked; both logged in from 127.0.0.1 meanwhile (API and web UI). The refusals left \
+             one audit entry for the address. After the window the address could try again."
+        ),
+    );
+}
+
+/// Parallel wrong logins from one address: no more than the throttle's
+/// number reach a password check, so the identity's count stays below its
+/// lockout threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_from_one_address_gets_no_more_than_the_throttle_through() {
+    const BURST: usize = 16;
+    let app = TestApp::spawn_with(|a| a.login.login_throttle_failures = None).await;
+    app.activate_admins().await;
+    let attacker = client_from("127.0.0.2");
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(BURST));
+    let mut tasks = Vec::new();
+    for _ in 0..BURST {
+        let request = attacker
+            .post(format!("{}/api/v1/session/login", app.base))
+            .json(&json!({"user": "Admin1", "password": "not-the-password"}));
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            request.send().await.unwrap().status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(checked + throttled, BURST, "{statuses:?}");
+    assert!(checked <= 3, "{checked} attempts reached a password check");
+    assert!(unlocked_with_at_most(&app, "Admin1", 3).await);
+    let (status, _) = app.login(None, "Admin1", ADMIN1_PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = app.login(None, "Admin2", ADMIN2_PASSWORD).await;
+    let token = body["token"].as_str().unwrap().to_owned();
+    let audit = app.audit_summaries(&token).await;
+    let failed = audit
+        .iter()
+        .filter(|a| a.contains("Failed login for 'Admin1'"))
+        .count();
+    assert_eq!(failed, checked, "{audit:#?}");
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.contains("Throttled logins from 127.0.0.2."))
+            .count(),
+        1,
+        "{audit:#?}"
+    );
+
+    crate::report::section(
+        23,
+        "Racing requests: login throttle",
+        &format!(
+            "{BURST} wrong passwords at once from one address: {checked} reached a password \
+             check (the throttle admits attempts before they are checked and counts those still \
+             running), {throttled} were refused with 429; Admin1 stayed unlocked with at most 3 \
+             failures counted, and one audit entry recorded the throttled address."
+        ),
+    );
+}
+
+/// A new password must differ from the identity's last five.
+#[tokio::test]
+async fn recent_passwords_cannot_be_used_again() {
+    let app = TestApp::spawn().await;
+    app.activate_admins().await;
+    let passwords: Vec<String> = (1..=5)
+        .map(|n| format!("tulip marble quietly orbit {n}"))
+        .collect();
+    let mut current = ADMIN1_PASSWORD.to_owned();
+    for next in &passwords[..4] {
+        let (status, body) = app
+            .post(
+                "/api/v1/password",
+                None,
+                json!({"user": "Admin1", "current_password": current, "new_password": next}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        current = next.clone();
+    }
+    // Current: the fourth; the one-time password has left the last five.
+    for earlier in [
+        ADMIN1_PASSWORD,
+        passwords[0].as_str(),
+        passwords[2].as_str(),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/password",
+                None,
+                json!({"user": "Admin1", "current_password": current, "new_password": earlier}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["field"], "password");
+        assert_eq!(
+            body["error"]["message"],
+            "the new password was used recently: choose one you have not used for your last 5 passwords"
+        );
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/password",
+            None,
+            json!({"user": "Admin1", "current_password": current, "new_password": passwords[4]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // Now the one-time password is the sixth-latest: accepted again.
+    let (status, body) = app
+        .post(
+            "/api/v1/password",
+            None,
+            json!({"user": "Admin1", "current_password": passwords[4], "new_password": ADMIN1_PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // Only hashes are kept, at most four per identity.
+    let mut db = open_db(&app).await;
+    let mut rows = async |condition: &str| {
+        db.execute(&format!(
+            "UPDATE password_history SET seq = seq WHERE identity = 'Admin1' {condition}"
+        ))
+        .await
+        .unwrap()
+    };
+    assert_eq!(rows("").await, 4);
+    assert_eq!(rows("AND password_hash LIKE '$argon2id$%'").await, 4);
+    assert_eq!(rows("AND password_hash LIKE '%tulip%'").await, 0);
+    let (_, body) = app.login(None, "Admin2", ADMIN2_PASSWORD).await;
+    let token = body["token"].as_str().unwrap().to_owned();
+    let audit = app.audit_summaries(&token).await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.contains("Failed password change for 'Admin1'"))
+            .count(),
+        3,
+        "{audit:#?}"
+    );
+
+    crate::report::section(
+        21,
+        "No way in: password re-use",
+        "After four changes, Admin1's one-time password and two of the four set since were \
+         refused as new passwords (400, saying they were used recently and how many must \
+         differ), each refusal audited; a fifth new one was accepted, after which the one-time \
+         password, now the sixth-latest, was accepted again. The database kept four Argon2id \
+         hashes for Admin1 (with the current one, the last five passwords), never a password.",
+    );
+}

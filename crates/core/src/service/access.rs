@@ -7,8 +7,8 @@ use crate::action::Action;
 use crate::audit::ANONYMOUS_USER;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::identity::{
-    self, Identity, Operation, Role, Session, SessionIdentity, check_new_password, hash_password,
-    verify_password,
+    self, Identity, Operation, PASSWORD_HISTORY, Role, Session, SessionIdentity,
+    check_new_password, hash_password, verify_password,
 };
 use crate::names::IdentityName;
 
@@ -20,6 +20,16 @@ pub const DEFAULT_ADMINISTRATORS: [&str; 2] = ["Admin1", "Admin2"];
 fn login_refused() -> CoreError {
     CoreError::Unauthenticated(
         "login failed: the user name or password is wrong, or the identity is locked after too many failures; check them, or wait and try again".into(),
+    )
+}
+
+/// Refusal of a new password that matches one of the identity's earlier ones.
+fn recently_used() -> crate::error::InvalidInput {
+    crate::error::InvalidInput::new(
+        "password",
+        format!(
+            "the new password was used recently: choose one you have not used for your last {PASSWORD_HISTORY} passwords"
+        ),
     )
 }
 
@@ -325,7 +335,7 @@ impl Keyhold {
         let who = self
             .check_password(ANONYMOUS_USER, raw_name, current, "password change")
             .await?;
-        let acceptable = check_new_password(&who.name, new).and_then(|()| {
+        let mut acceptable = check_new_password(&who.name, new).and_then(|()| {
             if new.expose_secret() == current.expose_secret() {
                 Err(crate::error::InvalidInput::new(
                     "password",
@@ -335,6 +345,14 @@ impl Keyhold {
                 Ok(())
             }
         });
+        if acceptable.is_ok() {
+            // Verified as a login verifies: the history holds salted
+            // hashes, never the passwords.
+            let history = self.store.password_history(&who.name).await?;
+            if history.iter().any(|earlier| verify_password(new, earlier)) {
+                acceptable = Err(recently_used());
+            }
+        }
         if let Err(refusal) = acceptable {
             self.audit_refusal(
                 who.name.as_str(),
@@ -353,7 +371,13 @@ impl Keyhold {
         // changes from one password one wins, and the others are told.
         if !self
             .store
-            .set_password(&who.name, &who.password_hash, &new_hash, &record)
+            .set_password(
+                &who.name,
+                &who.password_hash,
+                &new_hash,
+                PASSWORD_HISTORY - 1,
+                &record,
+            )
             .await?
         {
             return Err(CoreError::Conflict(format!(
@@ -447,5 +471,120 @@ impl Keyhold {
             false
         };
         session.authorize(op, dual)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::testing::{FakeKeystore, FakeStore};
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    fn world(password: &str) -> (Keyhold, Arc<FakeStore>) {
+        let store = Arc::new(FakeStore::new());
+        store.put_identity(Identity {
+            name: IdentityName::parse("Admin1").unwrap(),
+            role: Role::Administrator,
+            password_hash: hash_password(&secret(password)).unwrap(),
+            must_change_password: true,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        });
+        let keyhold = Keyhold::new(
+            store.clone(),
+            Arc::new(FakeKeystore::new()),
+            Arc::new(ManualClock::new(chrono::DateTime::UNIX_EPOCH)),
+        );
+        (keyhold, store)
+    }
+
+    /// The passwords of a series of changes: strong, and each one new.
+    fn nth(n: usize) -> String {
+        format!("tulip marble quietly orbit {n}")
+    }
+
+    #[tokio::test]
+    async fn the_last_five_passwords_cannot_be_used_again() {
+        let (keyhold, store) = world(&nth(0));
+        for n in 1..=5 {
+            keyhold
+                .change_password("Admin1", &secret(&nth(n - 1)), &secret(&nth(n)))
+                .await
+                .unwrap();
+        }
+        // Current: 5. The four before it (1 to 4) are kept, hashed.
+        let history = store.snapshot().password_history;
+        let kept = &history[&IdentityName::parse("Admin1").unwrap()];
+        assert_eq!(kept.len(), usize::try_from(PASSWORD_HISTORY - 1).unwrap());
+        assert!(kept.iter().all(|h| h.starts_with("$argon2id$")));
+        assert!(!kept.iter().any(|h| h.contains("tulip")), "hashes only");
+
+        for earlier in 1..=4 {
+            let Err(CoreError::Invalid(refusal)) = keyhold
+                .change_password("Admin1", &secret(&nth(5)), &secret(&nth(earlier)))
+                .await
+            else {
+                panic!("password {earlier} was accepted again");
+            };
+            assert_eq!(refusal.field, "password");
+            assert_eq!(
+                refusal.message,
+                "the new password was used recently: choose one you have not used for your last 5 passwords"
+            );
+        }
+        // The current one has its own refusal.
+        let Err(CoreError::Invalid(refusal)) = keyhold
+            .change_password("Admin1", &secret(&nth(5)), &secret(&nth(5)))
+            .await
+        else {
+            panic!("the current password was accepted again");
+        };
+        assert!(refusal.message.contains("differ from the current one"));
+        // Each refusal is audited with its reason, and changed nothing.
+        let state = store.snapshot();
+        let refused = state
+            .audit
+            .iter()
+            .filter(|a| a.summary == "Failed password change for 'Admin1'.")
+            .count();
+        assert_eq!(refused, 5);
+        assert!(state.audit.iter().any(|a| {
+            a.details["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("used recently"))
+        }));
+
+        // The sixth-latest one has left the history and is accepted.
+        keyhold
+            .change_password("Admin1", &secret(&nth(5)), &secret(&nth(0)))
+            .await
+            .unwrap();
+        let history = store.snapshot().password_history;
+        assert_eq!(
+            history[&IdentityName::parse("Admin1").unwrap()].len(),
+            usize::try_from(PASSWORD_HISTORY - 1).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_one_time_password_joins_the_history() {
+        let (keyhold, _) = world(&nth(0));
+        keyhold
+            .change_password("Admin1", &secret(&nth(0)), &secret(&nth(1)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            keyhold
+                .change_password("Admin1", &secret(&nth(1)), &secret(&nth(0)))
+                .await,
+            Err(CoreError::Invalid(_))
+        ));
     }
 }

@@ -3,7 +3,7 @@
 //!   (`KEYHOLD_*`), then command-line flags; a flag beats its variable, and
 //!   both beat the file.
 //! - One struct per area (`listen`, `data`, `keystore`, `kms`, `jobs`,
-//!   `cluster`, `logging`, `audit`) declares each of its settings once: that struct is
+//!   `cluster`, `logging`, `audit`, `login`) declares each of its settings once: that struct is
 //!   the area's flags and its keys of the file (see `layering`), and
 //!   `resolve` validates it into what the server runs with.
 //! - The file's keys sit at the top level and unknown keys are an error, so
@@ -23,6 +23,7 @@ mod kms;
 mod layering;
 mod listen;
 mod logging;
+mod login;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -44,7 +45,9 @@ pub use kms::{
 };
 pub use listen::{DEFAULT_LISTEN, ListenArgs, ListenConfig};
 pub use logging::LogArgs;
+pub use login::LoginArgs;
 
+use crate::login_throttle::ThrottleSettings;
 use crate::tls::TlsConfig;
 
 /// Flags of `keyhold serve` and `keyhold init`. Each flag also reads the
@@ -71,6 +74,8 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
+    #[command(flatten)]
+    pub login: LoginArgs,
 }
 
 /// The validated configuration the server runs with.
@@ -92,6 +97,8 @@ pub struct Config {
     pub scheduler_tick: Duration,
     /// Signed audit checkpoints: where and how often.
     pub audit: AuditConfig,
+    /// The per-address login throttle.
+    pub login_throttle: ThrottleSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -108,6 +115,7 @@ impl std::fmt::Debug for Config {
             .field("node_id", &self.node_id)
             .field("scheduler_tick", &self.scheduler_tick)
             .field("audit", &self.audit)
+            .field("login_throttle", &self.login_throttle)
             .finish()
     }
 }
@@ -141,6 +149,7 @@ impl ServeArgs {
             jobs,
             cluster,
             audit,
+            login,
         } = self.over(file);
         let ListenConfig { address, tls } = listen.resolve()?;
         let DataConfig { data_dir, database } = data.resolve()?;
@@ -152,6 +161,7 @@ impl ServeArgs {
             node_id,
             scheduler_tick,
         } = cluster.resolve()?;
+        let login_throttle = login.resolve()?;
         Ok(Config {
             data_dir,
             listen: address,
@@ -164,6 +174,7 @@ impl ServeArgs {
             node_id,
             scheduler_tick,
             audit,
+            login_throttle,
         })
     }
 
@@ -180,6 +191,7 @@ impl ServeArgs {
             jobs: self.jobs.over(lower.jobs),
             cluster: self.cluster.over(lower.cluster),
             audit: self.audit.over(lower.audit),
+            login: self.login.over(lower.login),
         }
     }
 
@@ -196,6 +208,7 @@ impl ServeArgs {
                 JobsArgs::KEYS,
                 ClusterArgs::KEYS,
                 AuditArgs::KEYS,
+                LoginArgs::KEYS,
             ]
             .concat()
         })
@@ -214,7 +227,8 @@ impl ServeArgs {
             || self.kms.read_key(key, map)?
             || self.jobs.read_key(key, map)?
             || self.cluster.read_key(key, map)?
-            || self.audit.read_key(key, map)?)
+            || self.audit.read_key(key, map)?
+            || self.login.read_key(key, map)?)
     }
 }
 
@@ -540,6 +554,35 @@ mod tests {
         assert_eq!(config.job_concurrency, 8);
         // 5 attempts of 10 s and 4 back-offs of at most 20 s.
         assert_eq!(config.kms.operation_timeout(), Duration::from_secs(130));
+    }
+
+    #[test]
+    fn the_login_throttle_trips_before_the_default_lockout_and_is_configurable() {
+        let config = ServeArgs::default().resolve(EnvSecrets::default()).unwrap();
+        assert_eq!(config.login_throttle, ThrottleSettings::default());
+        let lockout = keyhold_core::settings::Settings::default();
+        assert!(config.login_throttle.failures < lockout.lockout_threshold);
+        assert!(config.login_throttle.window_minutes >= lockout.lockout_minutes);
+        let config = resolve_file(
+            "login_throttle_failures = 50\nlogin_throttle_minutes = 2\nlogin_throttle_addresses = 500\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.login_throttle,
+            ThrottleSettings {
+                failures: 50,
+                window_minutes: 2,
+                max_addresses: 500
+            }
+        );
+        let err = resolve_file("login_throttle_failures = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--login-throttle-failures"), "{err}");
+        let err = resolve_file("login_throttle_addresses = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 100 and 1000000"), "{err}");
     }
 
     #[test]

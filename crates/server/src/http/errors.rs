@@ -34,6 +34,12 @@ pub enum ApiError {
     /// Answered by hyper before routing, rewritten by `crate::serve`.
     #[error("the request's headers are too large: send fewer or shorter headers")]
     HeadersTooLarge,
+    /// Too many failed logins or password changes from the caller's
+    /// address (`crate::login_throttle`); no password was checked.
+    #[error(
+        "too many failed logins from your address: wait {retry_after_seconds} s before trying again, and check the user name and password first (nothing was checked, and no identity's lockout counted this attempt)"
+    )]
+    LoginThrottled { retry_after_seconds: u64 },
 }
 
 impl From<InvalidInput> for ApiError {
@@ -68,6 +74,7 @@ impl ApiError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
             ),
+            Self::LoginThrottled { .. } => (StatusCode::TOO_MANY_REQUESTS, "login_throttled"),
             Self::Core(core) => match core {
                 CoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
                 CoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
@@ -183,7 +190,25 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
         }
-        (status, axum::Json(self.body())).into_response()
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let Some(header) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, header);
+        }
+        response
+    }
+}
+
+impl ApiError {
+    /// The `Retry-After` header of an answer that says when to try again.
+    pub fn retry_after(&self) -> Option<axum::http::HeaderValue> {
+        match self {
+            Self::LoginThrottled {
+                retry_after_seconds,
+            } => Some(axum::http::HeaderValue::from(*retry_after_seconds)),
+            _ => None,
+        }
     }
 }
 
@@ -206,6 +231,12 @@ mod tests {
             (ApiError::MethodNotAllowed, 405),
             (ApiError::UriTooLong, 414),
             (ApiError::HeadersTooLarge, 431),
+            (
+                ApiError::LoginThrottled {
+                    retry_after_seconds: 60,
+                },
+                429,
+            ),
             (InvalidInput::new("alias", "bad").into(), 400),
             (CoreError::not_found("key group", "g").into(), 404),
             (CoreError::Conflict("c".into()).into(), 409),
@@ -321,6 +352,29 @@ mod tests {
             let shown = format!("{error:?}");
             assert_eq!(status(error), expected, "{shown}");
         }
+    }
+
+    #[test]
+    fn a_throttled_login_says_when_to_try_again() {
+        let error = ApiError::LoginThrottled {
+            retry_after_seconds: 540,
+        };
+        assert_eq!(error.status_and_code().1, "login_throttled");
+        assert!(error.public_message().contains("wait 540 s"));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "540");
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        assert!(
+            ApiError::NoRoute
+                .into_response()
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 
     #[test]

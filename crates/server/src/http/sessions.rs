@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::errors::ApiResult;
 use super::extract::{ApiJson, Caller, bearer_token};
 use crate::app::AppState;
+use crate::login_throttle::ClientAddress;
 use crate::operations::sessions;
 use crate::views;
 
@@ -25,14 +26,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OptionalToken {
 
 pub async fn login(
     State(app): State<AppState>,
+    ClientAddress(client): ClientAddress,
     OptionalToken(token): OptionalToken,
     ApiJson(req): ApiJson<api::LoginRequest>,
 ) -> ApiResult<Json<api::SessionView>> {
     let password = SecretString::from(req.password);
-    let outcome = app
-        .keyhold
-        .login(token.as_deref(), &req.user, &password)
-        .await?;
+    let outcome = sessions::login(&app, client, token.as_deref(), &req.user, &password).await?;
     let token = outcome.token.expose_secret().to_owned();
     Ok(Json(views::session(&outcome.session, Some(token))))
 }
@@ -48,8 +47,9 @@ pub async fn logout(State(app): State<AppState>, Caller(session): Caller) -> Api
 
 pub async fn change_password(
     State(app): State<AppState>,
+    ClientAddress(client): ClientAddress,
     ApiJson(req): ApiJson<api::PasswordChangeRequest>,
 ) -> ApiResult<StatusCode> {
-    sessions::change_password(&app, req).await?;
+    sessions::change_password(&app, client, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,6 +18,7 @@ use super::session::{
 use super::{encode, see_other};
 use crate::ApiError;
 use crate::app::AppState;
+use crate::login_throttle::ClientAddress;
 use crate::operations::sessions;
 
 #[derive(Deserialize, Default)]
@@ -211,6 +212,7 @@ pub async fn page(
 
 pub async fn login(
     State(app): State<AppState>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
@@ -229,11 +231,7 @@ pub async fn login(
         .then(|| cookie(&headers, SESSION_COOKIE))
         .flatten();
     let password = SecretString::from(form.password);
-    match app
-        .keyhold
-        .login(token.as_deref(), &form.user, &password)
-        .await
-    {
+    match sessions::login(&app, client, token.as_deref(), &form.user, &password).await {
         Ok(outcome) => {
             let mut response = if outcome.joined {
                 see_other(&format!("/ui/keys?done=joined&name={}", encode(&form.user)))
@@ -249,25 +247,21 @@ pub async fn login(
             headers.append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
             response
         }
-        Err(e) => {
-            let error = ApiError::from(e);
+        Err(error) => {
             let text = match &error {
                 ApiError::Core(CoreError::PasswordChangeRequired(name)) => format!(
                     "{name} must replace the one-time password first: use \"Change a password\" below."
                 ),
                 other => other.public_message(),
             };
-            render(
-                current,
-                Some(&Notice::Failed(text)),
-                error.status_and_code().0,
-            )
+            refused(current, &error, text)
         }
     }
 }
 
 pub async fn change_password(
     State(app): State<AppState>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     axum::Form(form): axum::Form<PasswordForm>,
 ) -> Response {
@@ -285,14 +279,29 @@ pub async fn change_password(
         current_password: form.current_password,
         new_password: form.new_password,
     };
-    match sessions::change_password(&app, request).await {
+    match sessions::change_password(&app, client, request).await {
         Ok(()) => see_other("/ui/login?m=password_changed"),
-        Err(error) => render(
-            current,
-            Some(&Notice::Failed(error.public_message())),
-            error.status_and_code().0,
-        ),
+        Err(error) => {
+            let text = error.public_message();
+            refused(current, &error, text)
+        }
     }
+}
+
+/// The screen again with why the login or change was refused, under the
+/// error's status (and `Retry-After` when throttled).
+fn refused(screen: Screen, error: &ApiError, text: String) -> Response {
+    let mut response = render(
+        screen,
+        Some(&Notice::Failed(text)),
+        error.status_and_code().0,
+    );
+    if let Some(retry_after) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after);
+    }
+    response
 }
 
 pub async fn logout(State(app): State<AppState>, ui: UiSession) -> Response {

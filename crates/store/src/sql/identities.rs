@@ -136,12 +136,16 @@ pub(super) async fn clear_failures(
     Ok(done.rows_affected() == 1)
 }
 
-/// Sets the password columns alone, while the hash is still the one checked.
+/// Sets the password columns alone, while the hash is still the one checked;
+/// then the replaced hash joins the history, of which the newest
+/// `keep_previous` rows stay. One transaction (the caller's) holds all three.
 pub(super) async fn set_password(
     conn: &mut Conn,
     name: &IdentityName,
     current_hash: &str,
     new_hash: &str,
+    keep_previous: u32,
+    replaced_at: &Timestamp,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE identities SET password_hash = $3, must_change_password = $4 \
@@ -151,8 +155,44 @@ pub(super) async fn set_password(
     .bind(current_hash)
     .bind(new_hash)
     .bind(false)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO password_history (identity, seq, password_hash, replaced_at) \
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3 FROM password_history WHERE identity = $1",
+    )
+    .bind(name.as_str())
+    .bind(current_hash)
+    .bind(ts(replaced_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    sqlx::query(
+        "DELETE FROM password_history WHERE identity = $1 AND seq <= \
+         (SELECT MAX(seq) FROM password_history WHERE identity = $1) - $2",
+    )
+    .bind(name.as_str())
+    .bind(i64::from(keep_previous))
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(true)
+}
+
+/// The identity's earlier password hashes, newest first.
+pub(super) async fn password_history(
+    pool: &Pool,
+    name: &IdentityName,
+) -> Result<Vec<String>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT password_hash FROM password_history WHERE identity = $1 ORDER BY seq DESC",
+    )
+    .bind(name.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(db)
 }

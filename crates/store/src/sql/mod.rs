@@ -246,12 +246,18 @@ impl Store for SqlBackend {
         name: &IdentityName,
         current_hash: &str,
         new_hash: &str,
+        keep_previous: u32,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         self.audited_if(audit, async |c| {
-            identities::set_password(c, name, current_hash, new_hash).await
+            identities::set_password(c, name, current_hash, new_hash, keep_previous, &audit.time)
+                .await
         })
         .await
+    }
+
+    async fn password_history(&self, name: &IdentityName) -> Result<Vec<String>, StoreError> {
+        identities::password_history(&self.pool, name).await
     }
 
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {

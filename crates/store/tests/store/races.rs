@@ -135,6 +135,7 @@ async fn password_is_set_only_over_the_checked_hash() {
                 &alice.name,
                 &alice.password_hash,
                 "new-hash",
+                4,
                 &record("changed")
             )
             .await
@@ -146,7 +147,13 @@ async fn password_is_set_only_over_the_checked_hash() {
         .unwrap();
     assert!(
         !f.store
-            .set_password(&alice.name, &alice.password_hash, "other", &record("stale"))
+            .set_password(
+                &alice.name,
+                &alice.password_hash,
+                "other",
+                4,
+                &record("stale")
+            )
             .await
             .unwrap()
     );
@@ -163,6 +170,88 @@ async fn password_is_set_only_over_the_checked_hash() {
     assert!(
         !entries.iter().any(|e| e.summary == "stale"),
         "no entry without the change"
+    );
+}
+
+/// Each change puts the replaced hash in the history, in the change's own
+/// transaction: a refused change adds nothing, only the newest rows stay,
+/// and the history goes with its identity.
+#[tokio::test]
+async fn password_history_keeps_the_newest_replaced_hashes() {
+    let f = Fixture::new().await;
+    let alice = identity("alice");
+    let bob = identity("bob");
+    for who in [&alice, &bob] {
+        f.store.insert_identity(who, &record("add")).await.unwrap();
+    }
+    assert!(
+        f.store
+            .password_history(&alice.name)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut current = alice.password_hash.clone();
+    for n in 1..=6 {
+        let next = format!("hash-{n}");
+        assert!(
+            f.store
+                .set_password(&alice.name, &current, &next, 4, &record("changed"))
+                .await
+                .unwrap()
+        );
+        current = next;
+    }
+    // A stale change is refused and leaves the history as it was.
+    assert!(
+        !f.store
+            .set_password(&alice.name, "hash-1", "hash-x", 4, &record("stale"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.password_history(&alice.name).await.unwrap(),
+        ["hash-5", "hash-4", "hash-3", "hash-2"],
+        "newest first, the four before the current one"
+    );
+    assert!(
+        f.store
+            .set_password(
+                &bob.name,
+                &bob.password_hash,
+                "bob-1",
+                4,
+                &record("changed")
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.password_history(&bob.name).await.unwrap(),
+        std::slice::from_ref(&bob.password_hash)
+    );
+    f.store
+        .delete_identity(&alice.name, &record("deleted"))
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .password_history(&alice.name)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    f.store
+        .insert_identity(&alice, &record("again"))
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .password_history(&alice.name)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a new identity of the same name starts without the old one's history"
     );
 }
 
