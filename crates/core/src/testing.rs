@@ -84,6 +84,9 @@ pub struct FakeStore {
     state: Mutex<StoreState>,
     /// Makes every job commit fail from now on (a stale fence, a database gone).
     refusal: Mutex<Option<fn() -> StoreError>>,
+    /// Makes every entry written on its own (refusals, logins) fail, and
+    /// [`Store::writable`] say so: a database that cannot record changes.
+    audit_refusal: Mutex<Option<fn() -> StoreError>>,
 }
 
 impl FakeStore {
@@ -118,6 +121,12 @@ impl FakeStore {
     /// Every job commit from now on fails with `error()`; `None` lifts it.
     pub fn refuse_commits(&self, error: Option<fn() -> StoreError>) {
         *lock(&self.refusal) = error;
+    }
+
+    /// Every entry appended on its own fails with `error()` from now on,
+    /// and [`Store::writable`] answers it; `None` lifts it.
+    pub fn refuse_audit(&self, error: Option<fn() -> StoreError>) {
+        *lock(&self.audit_refusal) = error;
     }
 
     fn not_kept<T>(what: &str) -> Result<T, StoreError> {
@@ -181,7 +190,7 @@ impl Store for FakeStore {
     ) -> Result<bool, StoreError> {
         Self::not_kept("identities")
     }
-    async fn insert_session(&self, _: &Session) -> Result<(), StoreError> {
+    async fn insert_session(&self, _: &Session, _: &AuditRecord) -> Result<(), StoreError> {
         Self::not_kept("sessions")
     }
     async fn get_session(&self, _: &str) -> Result<Option<Session>, StoreError> {
@@ -190,10 +199,15 @@ impl Store for FakeStore {
     async fn update_session(&self, _: &Session) -> Result<(), StoreError> {
         Self::not_kept("sessions")
     }
-    async fn replace_session(&self, _: &str, _: &Session) -> Result<(), StoreError> {
+    async fn replace_session(
+        &self,
+        _: &str,
+        _: &Session,
+        _: &AuditRecord,
+    ) -> Result<(), StoreError> {
         Self::not_kept("sessions")
     }
-    async fn delete_session(&self, _: &str) -> Result<(), StoreError> {
+    async fn delete_session(&self, _: &str, _: Option<&AuditRecord>) -> Result<(), StoreError> {
         Self::not_kept("sessions")
     }
     async fn delete_sessions_of(&self, _: &IdentityName) -> Result<(), StoreError> {
@@ -490,8 +504,17 @@ impl Store for FakeStore {
     }
 
     async fn append_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {
+        if let Some(refusal) = *lock(&self.audit_refusal) {
+            return Err(refusal());
+        }
         lock(&self.state).audit.push(audit.clone());
         Ok(())
+    }
+    async fn writable(&self, _: Timestamp) -> Result<(), StoreError> {
+        match *lock(&self.audit_refusal) {
+            Some(refusal) => Err(refusal()),
+            None => Ok(()),
+        }
     }
     async fn list_audit(&self, _: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         Self::not_kept("sealed audit entries")

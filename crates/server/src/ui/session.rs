@@ -194,13 +194,9 @@ impl FromRequestParts<AppState> for UiSession {
             }),
             Err(e @ CoreError::Unauthenticated(_)) => {
                 let summary = refused_session(parts.method.as_str(), parts.uri.path());
-                if let Err(audit_error) = app
-                    .keyhold
+                app.keyhold
                     .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
-                    .await
-                {
-                    tracing::error!(error = %audit_error, "could not audit a refused session");
-                }
+                    .await;
                 Err(to_login(true))
             }
             Err(e) => {

@@ -310,7 +310,7 @@ async fn sqlite_migration_0003_keeps_credentials_groups_and_their_reference() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6, 8]);
     // Every reference still resolves, and still names the rebuilt table.
     let dangling: Vec<(String, i64, String, i64)> = sqlx::query_as("PRAGMA foreign_key_check")
         .fetch_all(&mut conn)
