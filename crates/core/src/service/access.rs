@@ -99,7 +99,7 @@ impl Keyhold {
         password: &SecretString,
     ) -> CoreResult<Identity> {
         identity::verify_against_dummy(password);
-        self.audit_refusal(users, summary, reason).await;
+        self.audit_refusal(users, summary, reason).await?;
         Err(login_refused())
     }
 
@@ -186,11 +186,15 @@ impl Keyhold {
                     // Not locked, but its count stays at the threshold, so
                     // the next attempts are refused unchecked until the
                     // lock can be written: refused all the same.
-                    Err(e) => self.fallback.unwritten(&record, &e),
+                    Err(e @ StoreError::CannotWrite { .. }) => self.fallback.unwritten(&record, &e),
+                    Err(e) => {
+                        self.fallback.unwritten(&record, &e);
+                        return Err(e.into());
+                    }
                 }
             } else {
                 // Counted already, when the attempt was admitted.
-                self.audit_refusal(users, summary, "wrong password").await;
+                self.audit_refusal(users, summary, "wrong password").await?;
             }
             return Err(login_refused());
         }
@@ -207,7 +211,7 @@ impl Keyhold {
                 format!("Failed {purpose} for '{name}' using Password."),
                 "identity is locked",
             )
-            .await;
+            .await?;
             return Err(login_refused());
         }
         who.failed_logins = 0;
@@ -239,7 +243,7 @@ impl Keyhold {
                 format!("Failed login for '{}' using Password.", who.name),
                 "password must be changed first",
             )
-            .await;
+            .await?;
             return Err(CoreError::PasswordChangeRequired(who.name.to_string()));
         }
         let now = self.now();
@@ -366,7 +370,7 @@ impl Keyhold {
                 format!("Failed password change for '{}'.", who.name),
                 &refusal.message,
             )
-            .await;
+            .await?;
             return Err(refusal.into());
         }
         let new_hash = hash_password(new)?;

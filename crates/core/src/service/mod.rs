@@ -22,7 +22,7 @@ use crate::action::Action;
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, Timestamp};
 use crate::credential::EndpointPolicy;
-use crate::error::StoreError;
+use crate::error::{CoreResult, StoreError};
 use crate::ports::{AuditFallback, Keystore, NoAuditFallback, Store};
 
 pub use access::{LoginOutcome, OneTimePassword};
@@ -89,24 +89,41 @@ impl Keyhold {
 
     /// Records a refused or failed operation, with the failure text its
     /// [`Action`] names beside its success text. Called by the edge for every
-    /// operation that fails, so failures are audited in one place.
+    /// operation that fails, so failures are audited in one place. The
+    /// operation's own error is the answer whatever becomes of its entry: one
+    /// that cannot be written goes to the [`AuditFallback`].
     pub async fn audit_failure(&self, users: &str, action: Action<'_>, reason: &str) {
-        self.audit_refusal(users, action.failed(), reason).await;
+        // Reported to the fallback when it fails; nothing more to do here.
+        let _ = self.audit_refusal(users, action.failed(), reason).await;
     }
 
     /// Records a refused request that is no operation of its own: a login
     /// or password change that failed, a request with a dead session.
     ///
-    /// A refusal stands whether or not its entry can be written: when the
-    /// store refuses the entry (its storage is full, say), the entry goes to
-    /// the [`AuditFallback`] (the server's log and metrics) instead, and the
-    /// caller refuses the request as it would have.
-    pub async fn audit_refusal(&self, users: &str, summary: String, reason: &str) {
+    /// An entry the store refuses goes to the [`AuditFallback`] (the
+    /// server's log and metrics). When the database cannot record changes
+    /// (its storage is full, say) the refusal stands as it is: `Ok`, and the
+    /// caller refuses the request as it would have. Any other failure (the
+    /// keystore that seals entries is away, the database is unreachable) is
+    /// returned, as for every change that cannot be audited.
+    pub async fn audit_refusal(
+        &self,
+        users: &str,
+        summary: String,
+        reason: &str,
+    ) -> CoreResult<()> {
         let record = self
             .record(users, summary)
             .with_details(serde_json::json!({ "reason": reason }));
-        if let Err(error) = self.store.append_audit(&record).await {
-            self.fallback.unwritten(&record, &error);
+        match self.store.append_audit(&record).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.fallback.unwritten(&record, &error);
+                match error {
+                    StoreError::CannotWrite { .. } => Ok(()),
+                    other => Err(other.into()),
+                }
+            }
         }
     }
 
@@ -201,7 +218,8 @@ mod tests {
             .await;
         keyhold
             .audit_refusal("Anonymous", "Refused a request".into(), "no session")
-            .await;
+            .await
+            .unwrap();
         assert_eq!(store.snapshot().audit.len(), 1);
         assert_eq!(
             *fallback.0.lock().unwrap(),

@@ -170,7 +170,10 @@ impl FromRequestParts<AppState> for Caller {
                     .get::<axum::extract::OriginalUri>()
                     .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
                 let summary = refused_session(parts.method.as_str(), &path);
-                app.keyhold
+                // Refused all the same; an entry that cannot be written is
+                // in the server log and metrics (the core's AuditFallback).
+                let _ = app
+                    .keyhold
                     .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
                     .await;
                 Err(e.into())

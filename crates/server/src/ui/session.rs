@@ -194,7 +194,10 @@ impl FromRequestParts<AppState> for UiSession {
             }),
             Err(e @ CoreError::Unauthenticated(_)) => {
                 let summary = refused_session(parts.method.as_str(), parts.uri.path());
-                app.keyhold
+                // Refused all the same; an entry that cannot be written is
+                // in the server log and metrics (the core's AuditFallback).
+                let _ = app
+                    .keyhold
                     .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
                     .await;
                 Err(to_login(true))
