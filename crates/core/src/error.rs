@@ -39,6 +39,15 @@ pub enum StoreError {
     /// The database cannot be reached or refused the write.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database answers but cannot record changes now (its storage is
+    /// full, say): the write was rolled back whole, change and audit entry
+    /// alike. Reads still work; writes work again once the cause is gone.
+    #[error("the database cannot record changes: {refusal}: {detail}")]
+    CannotWrite {
+        refusal: WriteRefusal,
+        /// The driver's own words, for the log.
+        detail: String,
+    },
     /// Stored data does not decode into the domain type it should be.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
@@ -48,6 +57,49 @@ pub enum StoreError {
     /// The audit entry that had to accompany the write could not be sealed.
     #[error("audit entry could not be sealed: {0}")]
     AuditSeal(#[from] KeystoreError),
+}
+
+/// Why a database that still answers refuses to record changes, read from
+/// the driver's error code (never its message text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRefusal {
+    /// No space left for the database: SQLite's `SQLITE_FULL` (the disk, or
+    /// its `max_page_count`), PostgreSQL's `disk_full` (SQLSTATE 53100).
+    StorageFull,
+    /// The database server ran out of memory: PostgreSQL's `out_of_memory`
+    /// (SQLSTATE 53200).
+    OutOfMemory,
+    /// The database is read-only: SQLite's `SQLITE_READONLY` (a read-only
+    /// file or directory), PostgreSQL's `read_only_sql_transaction`
+    /// (SQLSTATE 25006: a standby, or `default_transaction_read_only`).
+    ReadOnly,
+}
+
+impl WriteRefusal {
+    /// What the operator has to fix, in a few words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StorageFull => "storage full",
+            Self::OutOfMemory => "database out of memory",
+            Self::ReadOnly => "database read-only",
+        }
+    }
+}
+
+impl std::fmt::Display for WriteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl StoreError {
+    /// Why the database refused to record a change, when that is what failed.
+    pub fn write_refusal(&self) -> Option<WriteRefusal> {
+        match self {
+            Self::CannotWrite { refusal, .. } => Some(*refusal),
+            _ => None,
+        }
+    }
 }
 
 /// Failures of a [`Keystore`](crate::ports::Keystore) adapter. Messages never contain key bytes.

@@ -29,4 +29,4 @@ pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError};
+pub use error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError, WriteRefusal};

@@ -161,14 +161,26 @@ pub trait Store: Send + Sync {
     async fn password_history(&self, name: &IdentityName) -> Result<Vec<String>, StoreError>;
 
     // Sessions
-    async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// A new session (a login), with the entry that records the login.
+    async fn insert_session(
+        &self,
+        session: &Session,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
     async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError>;
     async fn update_session(&self, session: &Session) -> Result<(), StoreError>;
     /// Moves the session stored under `previous_id` to `session.id` (a new
-    /// token), so the old token stops working in the same write.
-    async fn replace_session(&self, previous_id: &str, session: &Session)
+    /// token), so the old token stops working in the same write, with the
+    /// entry that records the identity joining it.
+    async fn replace_session(
+        &self,
+        previous_id: &str,
+        session: &Session,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Ends a session: a logout, with its entry, or an expiry, without.
+    async fn delete_session(&self, id: &str, audit: Option<&AuditRecord>)
     -> Result<(), StoreError>;
-    async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
     /// Ends every session that includes this identity (password change, deletion).
     async fn delete_sessions_of(&self, name: &IdentityName) -> Result<(), StoreError>;
 
@@ -317,6 +329,36 @@ pub trait Store: Send + Sync {
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
     /// Oldest first, `limit` entries with `seq > after_seq`: the order verification walks.
     async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    // Health
+    /// Whether the database records changes, for readiness: the outcome of
+    /// the last write, which costs nothing while writes succeed. After a
+    /// write refused with [`StoreError::CannotWrite`] (storage full, say),
+    /// a probe (one small write, rolled back in effect) tells when writes
+    /// work again, at most once per [`WRITE_PROBE_INTERVAL`] (by `now`);
+    /// between probes the last outcome is answered.
+    async fn writable(&self, now: Timestamp) -> Result<(), StoreError>;
+}
+
+/// How often [`Store::writable`] probes a database that refused a write.
+pub const WRITE_PROBE_INTERVAL: chrono::Duration = chrono::Duration::seconds(5);
+
+/// Where a refusal goes when its audit entry cannot be written (the
+/// database's storage is full, the keystore that seals entries is away):
+/// the refusal stands all the same, and the server's log and metrics say
+/// that its entry is missing. Implemented by the server; the core does no
+/// I/O of its own.
+pub trait AuditFallback: Send + Sync {
+    /// `record` was refused by the store with `error`.
+    fn unwritten(&self, record: &AuditRecord, error: &StoreError);
+}
+
+/// Drops what it is given: for tools that have no log or metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoAuditFallback;
+
+impl AuditFallback for NoAuditFallback {
+    fn unwritten(&self, _: &AuditRecord, _: &StoreError) {}
 }
 
 /// A rotation the scheduler starts: the group with its next time moved on,

@@ -89,6 +89,9 @@ pub struct FakeStore {
     state: Mutex<StoreState>,
     /// Makes every job commit fail from now on (a stale fence, a database gone).
     refusal: Mutex<Option<fn() -> StoreError>>,
+    /// Makes every entry written on its own (refusals, logins) fail, and
+    /// [`Store::writable`] say so: a database that cannot record changes.
+    audit_refusal: Mutex<Option<fn() -> StoreError>>,
 }
 
 impl FakeStore {
@@ -129,6 +132,12 @@ impl FakeStore {
     /// Every job commit from now on fails with `error()`; `None` lifts it.
     pub fn refuse_commits(&self, error: Option<fn() -> StoreError>) {
         *lock(&self.refusal) = error;
+    }
+
+    /// Every entry appended on its own fails with `error()` from now on,
+    /// and [`Store::writable`] answers it; `None` lifts it.
+    pub fn refuse_audit(&self, error: Option<fn() -> StoreError>) {
+        *lock(&self.audit_refusal) = error;
     }
 
     fn not_kept<T>(what: &str) -> Result<T, StoreError> {
@@ -260,30 +269,37 @@ impl Store for FakeStore {
             .cloned()
             .unwrap_or_default())
     }
-    async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
-        lock(&self.state)
-            .sessions
-            .insert(session.id.clone(), session.clone());
+    async fn insert_session(&self, session: &Session, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        state.sessions.insert(session.id.clone(), session.clone());
+        state.audit.push(a.clone());
         Ok(())
     }
     async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         Ok(lock(&self.state).sessions.get(id).cloned())
     }
     async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.insert_session(session).await
+        lock(&self.state)
+            .sessions
+            .insert(session.id.clone(), session.clone());
+        Ok(())
     }
     async fn replace_session(
         &self,
         previous_id: &str,
         session: &Session,
+        a: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
         state.sessions.remove(previous_id);
         state.sessions.insert(session.id.clone(), session.clone());
+        state.audit.push(a.clone());
         Ok(())
     }
-    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
-        lock(&self.state).sessions.remove(id);
+    async fn delete_session(&self, id: &str, a: Option<&AuditRecord>) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        state.sessions.remove(id);
+        state.audit.extend(a.cloned());
         Ok(())
     }
     async fn delete_sessions_of(&self, name: &IdentityName) -> Result<(), StoreError> {
@@ -583,8 +599,17 @@ impl Store for FakeStore {
     }
 
     async fn append_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {
+        if let Some(refusal) = *lock(&self.audit_refusal) {
+            return Err(refusal());
+        }
         lock(&self.state).audit.push(audit.clone());
         Ok(())
+    }
+    async fn writable(&self, _: Timestamp) -> Result<(), StoreError> {
+        match *lock(&self.audit_refusal) {
+            Some(refusal) => Err(refusal()),
+            None => Ok(()),
+        }
     }
     async fn list_audit(&self, _: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         Self::not_kept("sealed audit entries")

@@ -186,14 +186,16 @@ impl Inner {
     }
 }
 
-/// Failures that pass by themselves (the store or keystore unreachable), as
-/// opposed to a job that cannot go on (its row gone or unreadable).
+/// Failures that pass by themselves (the store or keystore unreachable, the
+/// database unable to record changes while its storage is full), as opposed
+/// to a job that cannot go on (its row gone or unreadable).
 fn is_outage(error: &CoreError) -> bool {
     use keyhold_core::{KeystoreError, StoreError};
     matches!(
         error,
-        CoreError::Store(StoreError::Unavailable(_) | StoreError::AuditSeal(_))
-            | CoreError::Keystore(KeystoreError::Unavailable(_))
+        CoreError::Store(
+            StoreError::Unavailable(_) | StoreError::CannotWrite { .. } | StoreError::AuditSeal(_)
+        ) | CoreError::Keystore(KeystoreError::Unavailable(_))
     )
 }
 

@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests by route and status, and their latency.
+//! Prometheus metrics: requests by route and status, and their latency;
+//! audit entries that could not be written.
 
 use std::time::Instant;
 
@@ -10,6 +11,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use keyhold_core::StoreError;
+use keyhold_core::audit::AuditRecord;
+use keyhold_core::ports::AuditFallback;
 
 use crate::app::AppState;
 
@@ -29,6 +34,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    unwritten_audit: Counter,
 }
 
 impl Default for Metrics {
@@ -48,21 +54,57 @@ impl Default for Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
+        let unwritten_audit = Counter::default();
+        registry.register(
+            "audit_entries_unwritten",
+            "Audit entries of refused requests that could not be written (the database could not record them); each is in the server log instead",
+            unwritten_audit.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            unwritten_audit,
         }
     }
 }
 
 impl Metrics {
+    /// What the core tells of refusals whose audit entry it could not write.
+    pub fn audit_fallback(&self) -> UnwrittenAudit {
+        UnwrittenAudit {
+            counter: self.unwritten_audit.clone(),
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics encoding failed");
         }
         out
+    }
+}
+
+/// Where a refusal goes whose audit entry the store refused: the server log,
+/// at error level, with everything the entry would have said (summaries and
+/// reasons never hold a secret), and the `keyhold_audit_entries_unwritten`
+/// counter. The refusal itself stands.
+pub struct UnwrittenAudit {
+    counter: Counter,
+}
+
+impl AuditFallback for UnwrittenAudit {
+    fn unwritten(&self, record: &AuditRecord, error: &StoreError) {
+        self.counter.inc();
+        tracing::error!(
+            users = %record.users,
+            summary = %record.summary,
+            details = %record.details,
+            time = %record.time.to_rfc3339(),
+            error = %error,
+            "refused; its audit entry could not be written"
+        );
     }
 }
 

@@ -36,6 +36,8 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<(Self, Vec<InitialPassword>)> {
         let (keyhold, passwords) = open_data_dir(config, clock, InitMode::IfEmpty).await?;
+        let metrics = Arc::new(Metrics::default());
+        let keyhold = keyhold.with_audit_fallback(Arc::new(metrics.audit_fallback()));
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -55,7 +57,7 @@ impl Server {
         let checkpoints = Arc::new(AuditCheckpoints::open(keyhold.clone(), &config.audit));
         let state = AppState {
             keyhold,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             jobs,
             rotator,
             checkpoints,

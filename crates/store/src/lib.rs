@@ -29,6 +29,9 @@ use keyhold_core::ports::{SharedAuditMac, Store};
 
 pub use url::mask_url;
 
+#[cfg(feature = "storage-limit")]
+pub use sqlite::storage_limit;
+
 /// The store over a SQL database, chosen by the URL given to [`connect`]:
 /// the [`Store`] port plus what only its owner needs. `Debug` shows the
 /// database kind and its URL with any password masked.

@@ -47,8 +47,56 @@ async fn begin_write<'a>(
     serial: &'a Serial,
 ) -> Result<(Transaction<'static, Sqlite>, SerialGuard<'a>), StoreError> {
     let guard = serial.lock().await;
-    let tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    #[allow(unused_mut)]
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    #[cfg(feature = "storage-limit")]
+    storage_limit::apply(pool, &mut tx).await?;
     Ok((tx, guard))
+}
+
+/// Test hook (feature `storage-limit`, never in a release build): a real
+/// `SQLITE_FULL` on demand. While a file named like the database plus
+/// [`storage_limit::MARKER`] exists beside it, every write transaction may
+/// not grow the database beyond its size at the transaction's start
+/// (`PRAGMA max_page_count`, which SQLite keeps per connection, so each
+/// transaction sets it on its own); without the file there is no limit. The
+/// database then answers a change that needs a new page as a full disk would.
+#[cfg(feature = "storage-limit")]
+pub mod storage_limit {
+    use keyhold_core::StoreError;
+    use sqlx::{SqliteConnection, SqlitePool};
+
+    use crate::error::db;
+
+    /// Appended to the database's file name: `keyhold.db` → `keyhold.db.full`.
+    pub const MARKER: &str = ".full";
+
+    /// The marker file of the database at `database`.
+    pub fn marker(database: &std::path::Path) -> std::path::PathBuf {
+        let mut name = database.as_os_str().to_owned();
+        name.push(MARKER);
+        name.into()
+    }
+
+    pub(super) async fn apply(
+        pool: &SqlitePool,
+        conn: &mut SqliteConnection,
+    ) -> Result<(), StoreError> {
+        let database = pool.connect_options().get_filename().to_owned();
+        let limit: i64 = if marker(&database).exists() {
+            let row: (i64,) = sqlx::query_as("SELECT page_count FROM pragma_page_count()")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            row.0
+        } else {
+            // SQLite's largest, which it lowers to its compiled-in maximum.
+            i64::from(u32::MAX - 1)
+        };
+        let pragma = format!("PRAGMA max_page_count = {limit}");
+        sqlx::query(&pragma).execute(&mut *conn).await.map_err(db)?;
+        Ok(())
+    }
 }
 
 /// Whether `url` names a SQLite database (a `sqlite:` URL or a plain path).

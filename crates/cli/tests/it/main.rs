@@ -30,5 +30,6 @@ mod schedule;
 mod secrets;
 mod sessions;
 mod soak;
+mod storage_full;
 mod ui;
 mod webdriver;

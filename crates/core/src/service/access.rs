@@ -33,6 +33,11 @@ fn recently_used() -> crate::error::InvalidInput {
     )
 }
 
+/// The entry of a successful login.
+fn logged_in(name: &IdentityName) -> String {
+    format!("Logged in '{name}' using Password.")
+}
+
 /// A password shown exactly once: to the person who created the identity.
 pub struct OneTimePassword {
     pub name: IdentityName,
@@ -152,11 +157,20 @@ impl Keyhold {
         // The attempt is counted before the password is checked, by the
         // database: however many arrive at once, at most the threshold are
         // checked before the lock; the others are refused unchecked.
-        let Some(attempt) = self
+        // An attempt that cannot be counted (the database cannot record
+        // changes) is refused unchecked: no guess goes uncounted.
+        let admitted = self
             .store
             .begin_login_attempt(&name, now, settings.lockout_threshold)
-            .await?
-        else {
+            .await
+            .inspect_err(|e| {
+                self.unaudited_refusal(
+                    users,
+                    format!("Failed {purpose} for '{name}' using Password."),
+                    e,
+                );
+            })?;
+        let Some(attempt) = admitted else {
             return self
                 .refuse_unchecked(
                     users,
@@ -179,7 +193,14 @@ impl Keyhold {
                 match self.store.lock_identity(&name, until, &record).await {
                     // Deleted meanwhile: refused all the same.
                     Ok(()) | Err(StoreError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
+                    // Not locked, but its count stays at the threshold, so
+                    // the next attempts are refused unchecked until the
+                    // lock can be written: refused all the same.
+                    Err(e @ StoreError::CannotWrite { .. }) => self.fallback.unwritten(&record, &e),
+                    Err(e) => {
+                        self.fallback.unwritten(&record, &e);
+                        return Err(e.into());
+                    }
                 }
             } else {
                 // Counted already, when the attempt was admitted.
@@ -258,7 +279,10 @@ impl Keyhold {
                     &mut session.id,
                     identity::session_id_for_token(token.expose_secret()),
                 );
-                self.store.replace_session(&previous_id, &session).await?;
+                let record = self.record(session.users(), logged_in(&who.name));
+                self.store
+                    .replace_session(&previous_id, &session, &record)
+                    .await?;
                 (session, token, true)
             }
             None => {
@@ -269,16 +293,11 @@ impl Keyhold {
                     created_at: now,
                     last_seen: now,
                 };
-                self.store.insert_session(&session).await?;
+                let record = self.record(session.users(), logged_in(&who.name));
+                self.store.insert_session(&session, &record).await?;
                 (session, token, false)
             }
         };
-        self.store
-            .append_audit(&self.record(
-                session.users(),
-                format!("Logged in '{}' using Password.", who.name),
-            ))
-            .await?;
         Ok(LoginOutcome {
             token,
             joined,
@@ -304,22 +323,32 @@ impl Keyhold {
         let too_old = now - session.created_at
             > chrono::Duration::hours(i64::from(settings.session_max_hours));
         if idle || too_old {
-            self.store.delete_session(&id).await?;
+            match self.store.delete_session(&id, None).await {
+                // A database that cannot record changes keeps the row, but
+                // the session is over all the same: this check ends it again.
+                Ok(()) | Err(StoreError::CannotWrite { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
             return Err(expired());
         }
         // Writing on every request would turn reads into writes; a coarse
         // last-seen is enough for an idle timeout measured in minutes.
         if now - session.last_seen > chrono::Duration::seconds(30) {
             session.last_seen = now;
-            self.store.update_session(&session).await?;
+            match self.store.update_session(&session).await {
+                // Reads go on while the database cannot record changes; the
+                // session may then time out early, never late.
+                Ok(()) | Err(StoreError::CannotWrite { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(session)
     }
 
     pub async fn logout(&self, session: &Session) -> CoreResult<()> {
-        self.store.delete_session(&session.id).await?;
+        let record = self.record(session.users(), "Logged out.");
         self.store
-            .append_audit(&self.record(session.users(), "Logged out."))
+            .delete_session(&session.id, Some(&record))
             .await?;
         Ok(())
     }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhold_api::{ErrorBody, ErrorDetail};
 use keyhold_core::cloud::CloudError;
-use keyhold_core::{CoreError, InvalidInput, KeystoreError, StoreError};
+use keyhold_core::{CoreError, InvalidInput, KeystoreError, StoreError, WriteRefusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -94,6 +94,19 @@ impl ApiError {
                     StoreError::Unavailable(_) => {
                         (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
                     }
+                    // The database answers but records nothing: the change
+                    // and its audit entry were rolled back together.
+                    StoreError::CannotWrite { refusal, .. } => match refusal {
+                        WriteRefusal::StorageFull => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "storage_full")
+                        }
+                        WriteRefusal::OutOfMemory => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "database_out_of_memory")
+                        }
+                        WriteRefusal::ReadOnly => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "database_read_only")
+                        }
+                    },
                     // A job step on a node that lost the rotator lease:
                     // another node carries the job on.
                     StoreError::Fenced(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_rotator"),
@@ -146,6 +159,14 @@ impl ApiError {
         self.status_and_code().0.is_client_error()
     }
 
+    /// Why the database refused to record the change, when it did.
+    fn write_refusal(&self) -> Option<WriteRefusal> {
+        match self {
+            Self::Core(CoreError::Store(store)) => store.write_refusal(),
+            _ => None,
+        }
+    }
+
     fn field(&self) -> Option<String> {
         match self {
             Self::Core(CoreError::Invalid(e)) => Some(e.field.to_owned()),
@@ -166,6 +187,12 @@ impl ApiError {
             (_, "keystore_unavailable") => {
                 "the keystore is unavailable; check /readyz. Nothing was changed.".to_owned()
             }
+            (_, "storage_full" | "database_out_of_memory" | "database_read_only") => format!(
+                "keyhold cannot record changes right now ({}). Nothing was changed; \
+                 try again once /readyz reports ready (the operator must free space \
+                 or make the database writable).",
+                self.write_refusal().map_or("", WriteRefusal::as_str)
+            ),
             _ => self.to_string(),
         }
     }
@@ -220,6 +247,14 @@ mod tests {
         e.status_and_code().0.as_u16()
     }
 
+    fn cannot_write(refusal: WriteRefusal) -> ApiError {
+        StoreError::CannotWrite {
+            refusal,
+            detail: "(code: 13) database or disk is full at /var/lib/keyhold/keyhold.db".into(),
+        }
+        .into()
+    }
+
     #[test]
     fn every_error_kind_has_its_status() {
         let cases: Vec<(ApiError, u16)> = vec![
@@ -258,6 +293,9 @@ mod tests {
             (StoreError::InUse.into(), 409),
             (StoreError::Unavailable("down".into()).into(), 503),
             (StoreError::Fenced("rotator".into()).into(), 503),
+            (cannot_write(WriteRefusal::StorageFull), 503),
+            (cannot_write(WriteRefusal::OutOfMemory), 503),
+            (cannot_write(WriteRefusal::ReadOnly), 503),
             (StoreError::Corrupt("bad row".into()).into(), 500),
             (
                 StoreError::AuditSeal(KeystoreError::Internal("x".into())).into(),
@@ -385,5 +423,40 @@ mod tests {
         assert!(!e.public_message().contains("10.0.0.5"));
         let e: ApiError = InvalidInput::new("alias", "alias must start with alias/").into();
         assert_eq!(e.public_message(), "alias must start with alias/");
+    }
+
+    #[test]
+    fn a_database_that_cannot_record_changes_says_so_and_that_nothing_changed() {
+        for (refusal, code, words) in [
+            (WriteRefusal::StorageFull, "storage_full", "storage full"),
+            (
+                WriteRefusal::OutOfMemory,
+                "database_out_of_memory",
+                "database out of memory",
+            ),
+            (
+                WriteRefusal::ReadOnly,
+                "database_read_only",
+                "database read-only",
+            ),
+        ] {
+            let body = cannot_write(refusal).body().error;
+            assert_eq!(body.code, code);
+            assert!(
+                body.message.starts_with(&format!(
+                    "keyhold cannot record changes right now ({words})"
+                )),
+                "{}",
+                body.message
+            );
+            assert!(
+                body.message.contains("Nothing was changed"),
+                "{}",
+                body.message
+            );
+            // The driver's words and the database's path stay in the log.
+            assert!(!body.message.contains("/var/lib"), "{}", body.message);
+            assert!(!body.message.contains("code: 13"), "{}", body.message);
+        }
     }
 }

@@ -37,14 +37,10 @@ async fn audited<T>(
 ) -> ApiResult<T> {
     let result = operation.await;
     if let Err(error) = &result {
-        let reason = error.public_message();
-        if let Err(audit_error) = app
-            .keyhold
-            .audit_failure(&session.users(), action, &reason)
-            .await
-        {
-            tracing::error!(error = %audit_error, "could not audit a failed request");
-        }
+        // An entry the store refuses goes to the server log and metrics.
+        app.keyhold
+            .audit_failure(&session.users(), action, &error.public_message())
+            .await;
     }
     result
 }

@@ -194,13 +194,12 @@ impl FromRequestParts<AppState> for UiSession {
             }),
             Err(e @ CoreError::Unauthenticated(_)) => {
                 let summary = refused_session(parts.method.as_str(), parts.uri.path());
-                if let Err(audit_error) = app
+                // Refused all the same; an entry that cannot be written is
+                // in the server log and metrics (the core's AuditFallback).
+                let _ = app
                     .keyhold
                     .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
-                    .await
-                {
-                    tracing::error!(error = %audit_error, "could not audit a refused session");
-                }
+                    .await;
                 Err(to_login(true))
             }
             Err(e) => {

@@ -18,6 +18,7 @@ mod groups;
 mod identities;
 mod jobs;
 mod keys;
+mod probe;
 mod sessions;
 mod settings;
 
@@ -52,6 +53,8 @@ pub(crate) struct SqlBackend {
     serial: Serial,
     /// The URL with any password masked, for logs and `Debug`.
     masked_url: String,
+    /// Whether the last write was refused, for readiness.
+    health: probe::WriteHealth,
 }
 
 impl std::fmt::Debug for SqlBackend {
@@ -91,24 +94,40 @@ impl SqlBackend {
             audit_mac,
             serial,
             masked_url,
+            health: probe::WriteHealth::default(),
+        })
+    }
+
+    /// Starts a write transaction holding the backend's writer lock.
+    async fn begin(&self) -> Result<WriteTx<'_>, StoreError> {
+        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
+        Ok(WriteTx {
+            tx,
+            _serial: serial,
+            audit_mac: &self.audit_mac,
         })
     }
 
     /// Runs a change in one write transaction, with its audit entry when
     /// given: neither exists without the other.
+    async fn write<T>(
+        &self,
+        audit: Option<&AuditRecord>,
+        change: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut w = self.begin().await?;
+        let result = change(&mut w.tx).await;
+        w.finish(result, audit).await
+    }
+
+    /// [`Self::write`], its outcome noted for readiness.
     async fn audited<T>(
         &self,
         audit: Option<&AuditRecord>,
         change: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
-        let mut w = WriteTx {
-            tx,
-            _serial: serial,
-            audit_mac: &self.audit_mac,
-        };
-        let result = change(&mut w.tx).await;
-        w.finish(result, audit).await
+        let outcome = self.write(audit, change).await;
+        self.health.note(outcome, audit.is_some())
     }
 
     /// A conditional change: audited when it took place (`true`); when its
@@ -118,15 +137,15 @@ impl SqlBackend {
         audit: &AuditRecord,
         change: impl AsyncFnOnce(&mut Conn) -> Result<bool, StoreError>,
     ) -> Result<bool, StoreError> {
-        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
-        let mut w = WriteTx {
-            tx,
-            _serial: serial,
-            audit_mac: &self.audit_mac,
-        };
-        let result = change(&mut w.tx).await;
-        let audit = matches!(result, Ok(true)).then_some(audit);
-        w.finish(result, audit).await
+        let outcome: Result<bool, StoreError> = async {
+            let mut w = self.begin().await?;
+            let result = change(&mut w.tx).await;
+            let audit = matches!(result, Ok(true)).then_some(audit);
+            w.finish(result, audit).await
+        }
+        .await;
+        let grew = matches!(outcome, Ok(true));
+        self.health.note(outcome, grew)
     }
 }
 
@@ -260,8 +279,12 @@ impl Store for SqlBackend {
         identities::password_history(&self.pool, name).await
     }
 
-    async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.audited(None, async |c| sessions::insert(c, session).await)
+    async fn insert_session(
+        &self,
+        session: &Session,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| sessions::insert(c, session).await)
             .await
     }
 
@@ -278,15 +301,20 @@ impl Store for SqlBackend {
         &self,
         previous_id: &str,
         session: &Session,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError> {
-        self.audited(None, async |c| {
+        self.audited(Some(audit), async |c| {
             sessions::replace(c, previous_id, session).await
         })
         .await
     }
 
-    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
-        self.audited(None, async |c| sessions::delete(c, id).await)
+    async fn delete_session(
+        &self,
+        id: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.audited(audit, async |c| sessions::delete(c, id).await)
             .await
     }
 
@@ -473,7 +501,10 @@ impl Store for SqlBackend {
     }
 
     async fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
-        cluster::heartbeat(&self.pool, node).await
+        // A write every few seconds on every node: readiness learns from it
+        // that the database cannot record changes before a request fails.
+        self.health
+            .note(cluster::heartbeat(&self.pool, node).await, false)
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
@@ -532,6 +563,18 @@ impl Store for SqlBackend {
 
     async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         audit::page(&self.pool, after_seq, limit).await
+    }
+
+    async fn writable(&self, now: Timestamp) -> Result<(), StoreError> {
+        match self.health.check(now) {
+            probe::Check::Writable => Ok(()),
+            probe::Check::Refused(error) => Err(error),
+            // A success makes the store writable again.
+            probe::Check::Probe => {
+                let outcome = self.write(None, async |c| probe::write(c).await).await;
+                self.health.note(outcome, true)
+            }
+        }
     }
 }
 

@@ -165,10 +165,15 @@ async fn sessions_round_trip_and_end_with_their_identities() {
         created_at: at(11),
         last_seen: at(11),
     };
-    s.insert_session(&one).await.unwrap();
-    s.insert_session(&other).await.unwrap();
+    s.insert_session(&one, &record("Logged in 'Admin1' using Password."))
+        .await
+        .unwrap();
+    s.insert_session(&other, &record("Logged in 'Officer' using Password."))
+        .await
+        .unwrap();
     assert!(matches!(
-        s.insert_session(&one).await,
+        s.insert_session(&one, &record("Logged in 'Admin1' using Password."))
+            .await,
         Err(StoreError::Duplicate)
     ));
     assert_eq!(s.get_session(&one.id).await.unwrap(), Some(one.clone()));
@@ -188,12 +193,16 @@ async fn sessions_round_trip_and_end_with_their_identities() {
         Err(StoreError::NotFound)
     ));
 
-    s.delete_session(&other.id).await.unwrap();
+    s.delete_session(&other.id, Some(&record("Logged out.")))
+        .await
+        .unwrap();
     assert_eq!(s.get_session(&other.id).await.unwrap(), None);
-    // Ending an ended session (two logouts racing) is not an error.
-    s.delete_session(&other.id).await.unwrap();
-    // Sessions are not audited.
-    assert_eq!(f.audit_count().await, 0);
+    // Ending an ended session (two logouts racing, or an expiry) is not an error.
+    s.delete_session(&other.id, None).await.unwrap();
+    // A login and a logout each commit with their entry (the refused
+    // duplicate login wrote none); a touch, an expiry and the end of an
+    // identity's sessions write none.
+    assert_eq!(f.audit_count().await, 3);
 }
 
 #[tokio::test]

@@ -14,3 +14,4 @@ mod durability;
 mod entities;
 mod jobs;
 mod races;
+mod write_refusals;
