@@ -364,25 +364,35 @@ fn open_audit_mac_key(
     sealer: &Sealer,
     dir: &Path,
 ) -> Result<Zeroizing<[u8; KEY_LEN]>, KeystoreError> {
-    let path = dir.join(AUDIT_MAC_FILE);
+    let opened = open_sealed_file(sealer, dir, AUDIT_MAC_FILE, AUDIT_MAC_CONTEXT)?;
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    if opened.len() != KEY_LEN {
+        return Err(KeystoreError::Unavailable(format!(
+            "{} holds a key of the wrong length",
+            dir.join(AUDIT_MAC_FILE).display()
+        )));
+    }
+    key.copy_from_slice(&opened);
+    Ok(key)
+}
+
+/// One of the keystore's own keys, sealed in file `name` under `context`.
+fn open_sealed_file(
+    sealer: &Sealer,
+    dir: &Path,
+    name: &str,
+    context: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+    let path = dir.join(name);
     let blob = files::read_small_file(&path, MAX_FILE_LEN, false)?;
-    let opened = sealer
-        .open(BlobKind::Internal, AUDIT_MAC_CONTEXT, &blob)
+    sealer
+        .open(BlobKind::Internal, context, &blob)
         .map_err(|_| {
             KeystoreError::Unavailable(format!(
                 "{} does not open under the master key: it was altered or belongs to another keystore",
                 path.display()
             ))
-        })?;
-    let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    if opened.len() != KEY_LEN {
-        return Err(KeystoreError::Unavailable(format!(
-            "{} holds a key of the wrong length",
-            path.display()
-        )));
-    }
-    key.copy_from_slice(&opened);
-    Ok(key)
+        })
 }
 
 fn create_signing_key(sealer: &Sealer, dir: &Path) -> Result<SoftwareSigningKey, KeystoreError> {
@@ -393,16 +403,7 @@ fn create_signing_key(sealer: &Sealer, dir: &Path) -> Result<SoftwareSigningKey,
 }
 
 fn open_signing_key(sealer: &Sealer, dir: &Path) -> Result<SoftwareSigningKey, KeystoreError> {
-    let path = dir.join(AUDIT_SIGNING_FILE);
-    let blob = files::read_small_file(&path, MAX_FILE_LEN, false)?;
-    let pkcs8 = sealer
-        .open(BlobKind::Internal, AUDIT_SIGNING_CONTEXT, &blob)
-        .map_err(|_| {
-            KeystoreError::Unavailable(format!(
-                "{} does not open under the master key: it was altered or belongs to another keystore",
-                path.display()
-            ))
-        })?;
+    let pkcs8 = open_sealed_file(sealer, dir, AUDIT_SIGNING_FILE, AUDIT_SIGNING_CONTEXT)?;
     SoftwareSigningKey::from_pkcs8(&pkcs8)
 }
 
