@@ -151,6 +151,7 @@ fn web_ui() -> Router<AppState> {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/audit", get(audit::page))
         .route("/audit/export", get(audit::export))
+        .route("/audit/checkpoint", post(audit::checkpoint))
         .route(
             "/configuration",
             get(configuration::page).post(configuration::change),

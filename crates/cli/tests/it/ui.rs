@@ -326,6 +326,33 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
             .iter()
             .any(|l| l["summary"] == format!("Added HSM protected key group {group}"))
     );
+    assert!(
+        lines.last().unwrap().get("checkpoint").is_some(),
+        "the export ends with its signed checkpoint"
+    );
+
+    // A signed checkpoint to copy away from the server; the log verifies against it.
+    browser
+        .click("#audit-checkpoint-form button[type=submit]")
+        .await;
+    browser
+        .wait_text("#audit-checkpoints", "Checkpoint signed at entry", 10)
+        .await;
+    let signed: Value =
+        serde_json::from_str(&browser.text("#audit-checkpoint-line").await).unwrap();
+    let (_, key) = app.get("/api/v1/audit/public-key", &token).await;
+    assert_eq!(signed["key"], key["fingerprint"]);
+    let (status, report) = app
+        .post(
+            "/api/v1/audit/verify",
+            Some(&token),
+            json!({"checkpoints": [signed]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["checkpoint_seq"], signed["seq"], "{report}");
+    check_page(&browser, "13b-audit-checkpoint").await;
 
     // ---- Administration → Configuration ----
     browser.click("nav.side a[href='/ui/configuration']").await;

@@ -11,9 +11,9 @@ use keyhold_core::clock::{Timestamp, parse_timestamp};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::layout::{self, Nav};
+use super::layout::{self, Nav, csrf_field};
 use super::session::UiSession;
-use super::{encode, failure};
+use super::{encode, failure, see_other};
 use crate::ApiError;
 use crate::app::AppState;
 use crate::operations::audit;
@@ -30,6 +30,8 @@ pub struct AuditQuery {
     user: String,
     text: String,
     before: Option<i64>,
+    /// `signed` after *Sign a checkpoint now*: the page shows it to copy.
+    checkpoint: String,
 }
 
 impl AuditQuery {
@@ -143,6 +145,7 @@ pub async fn page(
         p.toolbar {
             a.button.secondary #audit-export href="/ui/audit/export" download="keyhold-audit.jsonl" { "Export (JSON Lines)" }
         }
+        (checkpoints_section(&ui, &app, query.checkpoint == "signed"))
         div.table-wrap {
             table.data #audit-table {
                 caption { "Audit entries, newest first" }
@@ -189,6 +192,52 @@ pub async fn page(
         }
     };
     layout::page(&ui.session, &ui.csrf, Nav::Audit, TITLE, None, body).into_response()
+}
+
+/// The newest signed checkpoint, the key that verifies it, and a button to
+/// sign one now: what an auditor copies somewhere the server cannot reach.
+fn checkpoints_section(ui: &UiSession, app: &AppState, just_signed: bool) -> Markup {
+    let newest = app.checkpoints.newest();
+    let key = app.keyhold.audit_public_key(&ui.session).ok();
+    html! {
+        section.card #audit-checkpoints aria-labelledby="audit-checkpoints-title" {
+            h2 #audit-checkpoints-title { "Signed checkpoints" }
+            p {
+                "A checkpoint is the log's newest entry and hash, signed by the keystore. Keep copies away from this server: "
+                code { "keyhold audit verify --checkpoint FILE" }
+                " proves the log still reaches them, so entries cut from its end are caught."
+            }
+            @match &newest {
+                Some(checkpoint) => {
+                    @if just_signed {
+                        p.notice.ok role="status" { "Checkpoint signed at entry " (checkpoint.seq) ". Copy it:" }
+                    } @else {
+                        p { "Newest: entry " (checkpoint.seq) ", signed " (layout::when(&checkpoint.time)) "." }
+                    }
+                    pre #audit-checkpoint-line { (checkpoint.to_json_line()) }
+                }
+                None => { p { "None yet." } }
+            }
+            @if let Some(key) = key {
+                details #audit-public-key {
+                    summary { "Public key (fingerprint " code { (key.fingerprint_hex()) } ")" }
+                    pre { (key.to_pem()) }
+                }
+            }
+            form #audit-checkpoint-form method="post" action="/ui/audit/checkpoint" {
+                (csrf_field(&ui.csrf))
+                button type="submit" { "Sign a checkpoint now" }
+            }
+        }
+    }
+}
+
+/// *Sign a checkpoint now*: signed, appended to the checkpoint file, shown.
+pub async fn checkpoint(State(app): State<AppState>, ui: UiSession) -> Response {
+    match audit::checkpoint(&app, &ui.session).await {
+        Ok(_) => see_other("/ui/audit?checkpoint=signed"),
+        Err(e) => failure(&ui, Nav::Audit, TITLE, e, html! {}),
+    }
 }
 
 /// The whole log as JSON Lines, the export the API gives, as a download.
