@@ -7,6 +7,7 @@ use std::sync::Arc;
 use keyhold_core::service::Keyhold;
 
 use crate::audit_checkpoints::AuditCheckpoints;
+use crate::client_address::TrustedProxies;
 use crate::jobs::JobRunner;
 use crate::login_throttle::LoginThrottle;
 use crate::metrics::Metrics;
@@ -24,4 +25,6 @@ pub struct AppState {
     pub checkpoints: Arc<AuditCheckpoints>,
     /// Password attempts per client address, on this node.
     pub login_throttle: Arc<LoginThrottle>,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }

@@ -8,6 +8,7 @@
 
 mod app;
 mod audit_checkpoints;
+mod client_address;
 pub mod config;
 pub mod connector;
 #[cfg(feature = "crash-points")]

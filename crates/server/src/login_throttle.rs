@@ -245,32 +245,6 @@ impl Drop for Admission {
     }
 }
 
-/// The address of the client's connection (its TCP peer), for the API's
-/// and the web UI's login and password change. Behind a proxy
-/// that is the proxy's: keyhold reads no `X-Forwarded-For`, which any
-/// client could write.
-pub struct ClientAddress(pub std::net::IpAddr);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let connected = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|axum::extract::ConnectInfo(address)| address.ip());
-        // `crate::serve` puts it on every request; a request without one
-        // (served some other way) shares one address with all such requests,
-        // throttled together rather than not at all.
-        Ok(Self(connected.unwrap_or(std::net::IpAddr::V6(
-            std::net::Ipv6Addr::UNSPECIFIED,
-        ))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use keyhold_core::clock::{Clock, ManualClock};

@@ -62,6 +62,7 @@ impl Server {
             rotator,
             checkpoints,
             login_throttle: LoginThrottle::new(config.login_throttle),
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         };
         Ok((
             Self {

@@ -600,6 +600,91 @@ async fn a_burst_from_one_address_gets_no_more_than_the_throttle_through() {
     );
 }
 
+/// Behind a reverse proxy named in `login_trusted_proxies`, the throttle
+/// counts the client the proxy names, not the proxy: an attacker behind it is
+/// throttled, another client behind the same proxy is not; a client that is
+/// no proxy cannot pick its own address with the header.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_throttle_counts_each_client_and_no_one_else_is_believed() {
+    let app = TestApp::spawn_with(|a| {
+        a.login.login_throttle_failures = None;
+        a.login.login_trusted_proxies = Some(vec!["127.0.0.3".into()]);
+    })
+    .await;
+    app.activate_admins().await;
+    let proxy = client_from("127.0.0.3");
+    let login_via = |http: &reqwest::Client, forwarded_for: &str, password: &str| {
+        http.post(format!("{}/api/v1/session/login", app.base))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"user": "Admin1", "password": password}))
+            .send()
+    };
+
+    // The attacker behind the proxy: three guesses, then 429 even with the
+    // right password. What it wrote left of the proxy's entry is ignored.
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let forwarded = format!("10.{n}.0.1, 203.0.113.9");
+        statuses.push(
+            login_via(&proxy, &forwarded, "not-the-password")
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let right = login_via(&proxy, "203.0.113.9", ADMIN1_PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another client behind the same proxy logs in.
+    let other = login_via(&proxy, "198.51.100.7", ADMIN1_PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+
+    // A client that is not the proxy: its header is its own words, ignored.
+    let direct = client_from("127.0.0.2");
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let spoofed = format!("198.51.100.{}", 10 + n);
+        statuses.push(
+            login_via(&direct, &spoofed, "not-the-password")
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+
+    let (_, body) = app.login(None, "Admin2", ADMIN2_PASSWORD).await;
+    let token = body["token"].as_str().unwrap().to_owned();
+    let audit = app.audit_summaries(&token).await;
+    for throttled in ["203.0.113.9", "127.0.0.2"] {
+        let line = format!("Throttled logins from {throttled}.");
+        assert_eq!(
+            audit.iter().filter(|a| a.ends_with(&line)).count(),
+            1,
+            "{audit:#?}"
+        );
+    }
+    assert!(
+        !audit
+            .iter()
+            .any(|a| a.contains("from 198.51.100") || a.contains("from 127.0.0.3")),
+        "neither spoofed addresses nor the proxy were throttled: {audit:#?}"
+    );
+}
+
 /// A new password must differ from the identity's last five.
 #[tokio::test]
 async fn recent_passwords_cannot_be_used_again() {

@@ -5,6 +5,7 @@
 
 use super::layering::settings_area;
 use super::{ConfigError, in_range};
+use crate::client_address::TrustedProxies;
 use crate::login_throttle::{
     DEFAULT_FAILURES, DEFAULT_MAX_ADDRESSES, DEFAULT_WINDOW_MINUTES, ThrottleSettings,
 };
@@ -25,12 +26,28 @@ settings_area! {
         /// seen are forgotten first): 100 to 1000000 [default: 10000].
         #[arg(long, env = "KEYHOLD_LOGIN_THROTTLE_ADDRESSES", value_name = "N")]
         pub login_throttle_addresses: Option<u32>,
+        /// Reverse proxies in front of keyhold (addresses or networks such as
+        /// 10.0.0.0/8) whose X-Forwarded-For names the client the throttle
+        /// counts; from any other peer the header is ignored [default: none].
+        #[arg(
+            long,
+            env = "KEYHOLD_LOGIN_TRUSTED_PROXIES",
+            value_name = "ADDRESS",
+            value_delimiter = ','
+        )]
+        pub login_trusted_proxies: Option<Vec<String>>,
     }
 }
 
 impl LoginArgs {
-    pub fn resolve(self) -> Result<ThrottleSettings, ConfigError> {
-        Ok(ThrottleSettings {
+    pub fn resolve(self) -> Result<(ThrottleSettings, TrustedProxies), ConfigError> {
+        let proxies = TrustedProxies::parse(&self.login_trusted_proxies.unwrap_or_default())
+            .map_err(|e| {
+                ConfigError(format!(
+                    "login_trusted_proxies: {e} (set --login-trusted-proxies or KEYHOLD_LOGIN_TRUSTED_PROXIES)"
+                ))
+            })?;
+        let throttle = ThrottleSettings {
             failures: in_range(
                 "login_throttle_failures",
                 self.login_throttle_failures,
@@ -52,6 +69,7 @@ impl LoginArgs {
                 100..=1_000_000,
                 "client addresses remembered",
             )?,
-        })
+        };
+        Ok((throttle, proxies))
     }
 }

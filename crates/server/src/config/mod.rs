@@ -47,6 +47,7 @@ pub use listen::{DEFAULT_LISTEN, ListenArgs, ListenConfig};
 pub use logging::LogArgs;
 pub use login::LoginArgs;
 
+use crate::client_address::TrustedProxies;
 use crate::login_throttle::ThrottleSettings;
 use crate::tls::TlsConfig;
 
@@ -99,6 +100,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The per-address login throttle.
     pub login_throttle: ThrottleSettings,
+    /// The reverse proxies whose X-Forwarded-For the throttle believes.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl std::fmt::Debug for Config {
@@ -116,6 +119,7 @@ impl std::fmt::Debug for Config {
             .field("scheduler_tick", &self.scheduler_tick)
             .field("audit", &self.audit)
             .field("login_throttle", &self.login_throttle)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -161,7 +165,7 @@ impl ServeArgs {
             node_id,
             scheduler_tick,
         } = cluster.resolve()?;
-        let login_throttle = login.resolve()?;
+        let (login_throttle, trusted_proxies) = login.resolve()?;
         Ok(Config {
             data_dir,
             listen: address,
@@ -175,6 +179,7 @@ impl ServeArgs {
             scheduler_tick,
             audit,
             login_throttle,
+            trusted_proxies,
         })
     }
 
@@ -583,6 +588,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("between 100 and 1000000"), "{err}");
+        let config = resolve_file("login_trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(
+            config.trusted_proxies,
+            TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).unwrap()
+        );
+        let err = resolve_file("login_trusted_proxies = [\"proxy.example\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--login-trusted-proxies"), "{err}");
     }
 
     #[test]

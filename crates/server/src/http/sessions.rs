@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::errors::ApiResult;
 use super::extract::{ApiJson, Caller, bearer_token};
 use crate::app::AppState;
-use crate::login_throttle::ClientAddress;
+use crate::client_address::ClientAddress;
 use crate::operations::sessions;
 use crate::views;
 

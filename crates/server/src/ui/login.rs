@@ -18,7 +18,7 @@ use super::session::{
 use super::{encode, see_other};
 use crate::ApiError;
 use crate::app::AppState;
-use crate::login_throttle::ClientAddress;
+use crate::client_address::ClientAddress;
 use crate::operations::sessions;
 
 #[derive(Deserialize, Default)]
