@@ -12,6 +12,7 @@ mod identities;
 mod input;
 mod jobs;
 mod keys;
+mod manuals;
 mod output;
 mod session;
 mod session_file;
@@ -116,6 +117,18 @@ enum Command {
         #[command(subcommand)]
         command: Option<configuration::ConfigCommand>,
     },
+    /// Print the shell completion script (for example:
+    /// keyhold completions bash > /etc/bash_completion.d/keyhold).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (keyhold.1 and one per subcommand) into a directory.
+    Manpages {
+        /// An existing directory, such as /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +180,8 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Job(command) => jobs::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await,
         Command::Config { command } => configuration::run(ctx, command).await,
+        Command::Completions { shell } => manuals::completions(shell),
+        Command::Manpages { dir } => manuals::manpages(&dir),
         Command::Keystore(KeystoreCommand::Migrate(args)) => {
             let report = keyhold_server::run_keystore_migrate(args).await?;
             match ctx.output {
