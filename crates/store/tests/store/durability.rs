@@ -140,3 +140,30 @@ async fn an_in_memory_database_lives_as_long_as_the_store() {
     assert_eq!(store.list_credentials().await.unwrap().len(), 1);
     assert_eq!(verify_chain(&store).await, 2);
 }
+
+/// Migrations only go forward: a database a newer release migrated (a
+/// version this binary does not know) is refused at start, naming the
+/// version, rather than used with a schema this release does not expect.
+#[tokio::test]
+async fn a_database_from_a_newer_release_is_refused_at_start() {
+    let f = Fixture::new().await;
+    let checksum = if f.is_postgres() {
+        "decode('00', 'hex')"
+    } else {
+        "X'00'"
+    };
+    f.raw()
+        .await
+        .execute(&format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from a newer release', TRUE, {checksum}, 0)"
+        ))
+        .await
+        .unwrap();
+    let refused = keyhold_store::connect(&f.url(), f.mac.clone()).await;
+    let message = match refused {
+        Ok(_) => panic!("a database migrated by a newer release was opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("9999"), "{message}");
+}
