@@ -59,6 +59,12 @@ pub fn format_timestamp(t: &Timestamp) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// A time in a message people read: RFC 3339 to the second, in UTC
+/// (`2026-12-05T12:00:00Z`), the form the API and the CLI take as input.
+pub fn message_time(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Reads an RFC 3339 time. A time whose UTC year falls outside 0000–9999
 /// (reachable from a four-digit year through its offset, such as
 /// `9999-12-31T23:59:59-01:00`) is refused: [`format_timestamp`] would write it
@@ -99,5 +105,15 @@ mod tests {
         // filter from that time matched the whole log instead of nothing.
         assert_eq!(parse_timestamp("9999-12-31T23:59:59-01:00"), None);
         assert_eq!(parse_timestamp("0000-01-01T00:00:00+01:00"), None);
+    }
+
+    #[test]
+    fn message_times_are_rfc3339_to_the_second_in_utc() {
+        let t = parse_timestamp("2026-12-05T13:30:15.123456+01:00").unwrap();
+        assert_eq!(message_time(&t), "2026-12-05T12:30:15Z");
+        assert_eq!(
+            parse_timestamp(&message_time(&t)).map(|p| p.timestamp()),
+            Some(t.timestamp())
+        );
     }
 }

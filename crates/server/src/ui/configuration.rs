@@ -109,7 +109,7 @@ fn body(ui: &UiSession, settings: &api::SettingsView) -> Markup {
                         tr {
                             td { (node.id) }
                             td { (node.role) }
-                            td { (node.last_seen) }
+                            td { (layout::when(&node.last_seen)) }
                             td { @if node.alive { "alive" } @else { "not seen lately" } }
                         }
                     }

@@ -4,6 +4,7 @@
 
 use super::super::Keyhold;
 use super::StepOutcome;
+use crate::clock::message_time;
 use crate::cloud::{CloudError, CloudKms};
 use crate::error::{CoreError, CoreResult, KeystoreError};
 use crate::job::Job;
@@ -50,7 +51,7 @@ impl Keyhold {
         if key.is_expired(self.now()) {
             return Err(CoreError::Conflict(format!(
                 "key {kms_key_id} expired on {}: its material cannot be imported again; rotate the group instead",
-                key.valid_to.map(|t| t.to_rfc3339()).unwrap_or_default()
+                key.valid_to.as_ref().map(message_time).unwrap_or_default()
             )));
         }
         let algorithm = *self
@@ -110,7 +111,7 @@ impl Keyhold {
             });
         job.progress.wrapping = Some(algorithm);
         let expiry = match key.valid_to {
-            Some(end) => format!(", valid to {}", end.to_rfc3339()),
+            Some(end) => format!(", valid to {}", message_time(&end)),
             None => ", with no expiry".to_owned(),
         };
         Ok(StepOutcome {
