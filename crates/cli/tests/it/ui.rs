@@ -816,3 +816,70 @@ async fn refreshes_need_a_live_session_but_only_page_views_extend_it() {
         assert!(audit.contains(&refused), "{refused} missing in {audit:#?}");
     }
 }
+
+/// The group dialog asks for intervals as keyhold accepts them: every
+/// example its hints and placeholders give is taken by the server as it is.
+#[tokio::test]
+async fn the_group_dialog_gives_only_intervals_keyhold_accepts() {
+    let app = TestApp::spawn().await;
+    let token = app.dual_session().await;
+    app.import_credential(&token, "aws").await;
+    let group = unique("ui-hints");
+    let (status, body) = app.create_group(&token, group_body(&group, "aws")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let browser = Browser::start("interval-hints").await;
+    browser.goto(&format!("{}/ui/login", app.base)).await;
+    log_in(&browser, "Admin1", ADMIN1_PASSWORD).await;
+    browser.wait_text("#session-users", "Admin1", 10).await;
+    browser
+        .goto(&format!("{}/ui/keys/groups/new", app.base))
+        .await;
+    browser.find("#group-dialog").await;
+    check_page(&browser, "01-group-dialog").await;
+
+    for (field, hint_needs) in [("rotate_every", "from 1 day (24h)"), ("valid_for", "")] {
+        let hint = browser.text(&format!("#group-{field}-hint")).await;
+        assert!(hint.contains(hint_needs), "{hint}");
+        let placeholder = browser
+            .attribute(&format!("#group-{field}"), "placeholder")
+            .await
+            .unwrap();
+        let mut examples: Vec<&str> = keyhold_core::interval::written_intervals(&hint).collect();
+        assert!(examples.len() >= 3, "{hint}");
+        examples.push(&placeholder);
+        for example in examples {
+            let (status, body) = app
+                .patch(
+                    &format!("/api/v1/groups/{group}"),
+                    &token,
+                    json!({ field: example }),
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{field} {example} from {hint:?}: {body}"
+            );
+            let (_, read_back) = app.get(&format!("/api/v1/groups/{group}"), &token).await;
+            assert_eq!(read_back[field], example, "{read_back}");
+        }
+    }
+    // What the old hint offered is refused, and the refusal says what is
+    // accepted instead.
+    for refused in ["12h", "6m"] {
+        let (status, body) = app
+            .patch(
+                &format!("/api/v1/groups/{group}"),
+                &token,
+                json!({ "rotate_every": refused }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("for example 1d, 30d, 2w or 1y") || message.contains("24h (1d)"),
+            "{message}"
+        );
+    }
+    browser.quit().await;
+}
