@@ -278,10 +278,17 @@ impl Keyhold {
         let (session, token, joined) = match existing {
             Some(mut session) => {
                 if session.identities.iter().any(|i| i.name == who.name) {
-                    return Err(CoreError::Conflict(format!(
+                    let refusal = format!(
                         "'{}' is already logged in to this session: dual control needs a different identity",
                         who.name
-                    )));
+                    );
+                    self.audit_refusal(
+                        &users,
+                        format!("Failed login for '{}' using Password.", who.name),
+                        &refusal,
+                    )
+                    .await?;
+                    return Err(CoreError::Conflict(refusal));
                 }
                 session.identities.push(member);
                 session.last_seen = now;
@@ -603,6 +610,32 @@ mod tests {
             keyhold.session_for(token, Activity::Refresh).await.unwrap();
             keyhold.session(token).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn joining_a_session_one_is_in_already_is_refused_and_audited() {
+        let (keyhold, store, _, token) = logged_in_world().await;
+        let refused = keyhold
+            .login(Some(token.expose_secret()), "Admin1", &secret(&nth(1)))
+            .await;
+        let Err(CoreError::Conflict(message)) = refused else {
+            panic!("Admin1 joined its own session");
+        };
+        assert!(message.contains("already logged in"), "{message}");
+        let state = store.snapshot();
+        let last = state.audit.last().unwrap();
+        assert_eq!(last.users, "Admin1");
+        assert_eq!(last.summary, "Failed login for 'Admin1' using Password.");
+        assert!(
+            last.details["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("already logged in to this session")),
+            "{:?}",
+            last.details
+        );
+        // The session is as it was: Admin1 alone.
+        let session = keyhold.session(token.expose_secret()).await.unwrap();
+        assert_eq!(session.users(), "Admin1");
     }
 
     /// The passwords of a series of changes: strong, and each one new.
