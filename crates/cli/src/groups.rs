@@ -69,10 +69,14 @@ pub struct CreateArgs {
     /// A JSON file with the key policy put on the group's KMS keys.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Rotate on a schedule, such as 30d, 12h or 1y [default: no scheduled rotation].
+    /// Rotate on a schedule: a whole number and h, d, w or y (hours, days,
+    /// weeks, years), at least 1d (24h), such as 30d or 1y [default: no
+    /// scheduled rotation].
     #[arg(long, value_name = "INTERVAL")]
     pub rotate_every: Option<String>,
-    /// Keep each key valid for this long, such as 1y [default: keys do not expire].
+    /// Keep each key valid for this long: a whole number and h, d, w or y
+    /// (hours, days, weeks, years), such as 12h, 90d or 1y [default: keys do
+    /// not expire].
     #[arg(long, value_name = "DURATION")]
     pub valid_for: Option<String>,
     /// Disable the previous KMS key in AWS after a rotation.
@@ -120,13 +124,15 @@ pub struct UpdateArgs {
     /// Remove the group's key policy.
     #[arg(long)]
     pub clear_policy: bool,
-    /// Rotate on this schedule, such as 30d (turns rotation on).
+    /// Rotate on this schedule (turns rotation on): a whole number and h, d,
+    /// w or y (hours, days, weeks, years), at least 1d (24h), such as 30d or 1y.
     #[arg(long, value_name = "INTERVAL", conflicts_with = "no_rotate")]
     pub rotate_every: Option<String>,
     /// Turn scheduled rotation off.
     #[arg(long)]
     pub no_rotate: bool,
-    /// Keep each key valid for this long, such as 1y.
+    /// Keep each key valid for this long: a whole number and h, d, w or y
+    /// (hours, days, weeks, years), such as 12h, 90d or 1y.
     #[arg(long, value_name = "DURATION", conflicts_with = "no_valid_for")]
     pub valid_for: Option<String>,
     /// Keys no longer expire.
@@ -389,6 +395,40 @@ mod tests {
     struct Harness {
         #[command(subcommand)]
         command: GroupCommand,
+    }
+
+    /// The help of `keyhold group SUBCOMMAND --FLAG`.
+    fn help_of(subcommand: &str, flag: &str) -> String {
+        let command = <Harness as clap::CommandFactory>::command();
+        let sub = command.find_subcommand(subcommand).unwrap();
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .unwrap_or_else(|| panic!("no --{flag} in group {subcommand}"));
+        arg.get_help().unwrap().to_string()
+    }
+
+    #[test]
+    fn interval_help_names_only_what_the_server_accepts() {
+        use keyhold_core::interval::{Interval, written_intervals};
+        use keyhold_core::schedule::parse_rotation_interval;
+        for subcommand in ["create", "update"] {
+            let rotate = help_of(subcommand, "rotate-every");
+            let examples: Vec<&str> = written_intervals(&rotate).collect();
+            assert!(examples.len() >= 2, "{rotate}");
+            for example in examples {
+                assert!(
+                    parse_rotation_interval(example).is_ok(),
+                    "{example} in {rotate}"
+                );
+            }
+            let valid = help_of(subcommand, "valid-for");
+            let examples: Vec<&str> = written_intervals(&valid).collect();
+            assert!(examples.len() >= 2, "{valid}");
+            for example in examples {
+                assert!(Interval::parse(example).is_ok(), "{example} in {valid}");
+            }
+        }
     }
 
     fn parse(args: &[&str]) -> Result<GroupCommand, clap::Error> {

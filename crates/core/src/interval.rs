@@ -1,4 +1,5 @@
-//! Rotation intervals and validity periods such as `12h`, `30d`, `1y`.
+//! Rotation intervals and validity periods such as `12h`, `30d`, `1y`
+//! (rotation intervals start at a day: see `crate::schedule`).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -11,6 +12,23 @@ const WEEK: u64 = 7 * DAY;
 const YEAR: u64 = 365 * DAY;
 /// Longest interval accepted: 100 years.
 const MAX_SECONDS: u64 = 100 * YEAR;
+
+/// What [`Interval::parse`] accepts, in words, for its refusals and for the
+/// hints and help that ask for an interval. Every example in it parses (a
+/// test keeps it so).
+pub const INTERVAL_HINT: &str = "a whole number and a unit, h (hours), d (days), w (weeks) or y (years of 365 days), up to 100 years, for example 12h, 90d or 1y";
+
+/// The words of `text` written like an interval (digits and one letter,
+/// such as `30d` or `6m`), for the tests that keep hints and help true.
+pub fn written_intervals(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| {
+            let mut chars = word.chars();
+            chars.next_back().is_some_and(|c| c.is_ascii_alphabetic())
+                && !chars.as_str().is_empty()
+                && chars.as_str().bytes().all(|b| b.is_ascii_digit())
+        })
+}
 
 /// A positive span of time written as a number and a unit: `h` hours, `d` days,
 /// `w` weeks, `y` years of 365 days. Kept in its written form for display.
@@ -50,8 +68,13 @@ impl Unit {
 
 impl Interval {
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
-        let help = "write a whole number and a unit: h (hours), d (days), w (weeks) or y (years), for example 12h, 30d or 1y";
-        let bad = |why: &str| InvalidInput::new("interval", format!("{why}: {help}"));
+        Self::parse_explained(raw, INTERVAL_HINT)
+    }
+
+    /// [`Interval::parse`], whose refusals say `write {hint}`: a caller that
+    /// accepts fewer intervals names its own examples.
+    pub(crate) fn parse_explained(raw: &str, hint: &str) -> Result<Self, InvalidInput> {
+        let bad = |why: &str| InvalidInput::new("interval", format!("{why}: write {hint}"));
         // Spaces are refused, not trimmed: what is stored and shown is
         // exactly what was accepted.
         if raw.chars().any(char::is_whitespace) {
@@ -141,6 +164,25 @@ mod tests {
         assert_eq!(Interval::parse("30d").unwrap().seconds(), 30 * DAY);
         assert_eq!(Interval::parse("1y").unwrap().seconds(), YEAR);
         assert_eq!(Interval::parse("2w").unwrap().to_string(), "2w");
+    }
+
+    #[test]
+    fn the_hint_names_only_intervals_that_parse() {
+        let examples: Vec<&str> = written_intervals(INTERVAL_HINT).collect();
+        assert!(examples.len() >= 3, "{examples:?}");
+        for example in examples {
+            assert!(Interval::parse(example).is_ok(), "{example}");
+        }
+        let refusal = Interval::parse("6m").unwrap_err().message;
+        assert!(refusal.ends_with(INTERVAL_HINT), "{refusal}");
+    }
+
+    #[test]
+    fn written_intervals_are_found_in_text() {
+        let found: Vec<&str> =
+            written_intervals("such as 12h, 30d, 6m or 1y (24h); not 100 years, h2 nor 1.5d")
+                .collect();
+        assert_eq!(found, ["12h", "30d", "6m", "1y", "24h", "5d"]);
     }
 
     #[test]

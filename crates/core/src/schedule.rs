@@ -9,9 +9,15 @@ use crate::interval::Interval;
 /// AWS bills monthly and keeps until it is deleted.
 pub const MIN_ROTATION_SECONDS: u64 = 24 * 60 * 60;
 
+/// What [`parse_rotation_interval`] accepts, in words, for its refusals and
+/// for the hints and help that ask how often to rotate. Every example in it
+/// parses as a rotation interval (a test keeps it so).
+pub const ROTATION_INTERVAL_HINT: &str = "a whole number and a unit, h (hours), d (days), w (weeks) or y (years of 365 days), from 1 day (24h) up to 100 years, for example 1d, 30d, 2w or 1y";
+
 /// Parses "rotate every": an interval of at least a day.
 pub fn parse_rotation_interval(raw: &str) -> Result<Interval, InvalidInput> {
-    let every = Interval::parse(raw).map_err(|e| InvalidInput::new("rotate_every", e.message))?;
+    let every = Interval::parse_explained(raw, ROTATION_INTERVAL_HINT)
+        .map_err(|e| InvalidInput::new("rotate_every", e.message))?;
     if every.seconds() < MIN_ROTATION_SECONDS {
         return Err(InvalidInput::new(
             "rotate_every",
@@ -110,6 +116,22 @@ mod tests {
             parse_rotation_interval("soon").unwrap_err().field,
             "rotate_every"
         );
+    }
+
+    #[test]
+    fn the_hint_names_only_rotation_intervals_that_parse() {
+        let examples: Vec<&str> =
+            crate::interval::written_intervals(ROTATION_INTERVAL_HINT).collect();
+        assert!(examples.len() >= 3, "{examples:?}");
+        for example in examples {
+            assert!(parse_rotation_interval(example).is_ok(), "{example}");
+        }
+        // A refusal names the rotation's examples, not those of any interval
+        // (12h is an interval, but too short a rotation).
+        for bad in ["6m", "soon", "0d"] {
+            let refusal = parse_rotation_interval(bad).unwrap_err().message;
+            assert!(refusal.ends_with(ROTATION_INTERVAL_HINT), "{refusal}");
+        }
     }
 
     #[test]

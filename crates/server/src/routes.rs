@@ -144,6 +144,8 @@ fn web_ui() -> Router<AppState> {
             get(keys::confirm_delete_key).post(keys::delete_key),
         )
         .route("/jobs", get(jobs::page))
+        // The Jobs pages' own refreshes: by their handlers' extractor
+        // (`UiRefresh`) they need a live session but do not extend it.
         .route("/jobs.json", get(jobs::list_json))
         .route("/jobs/{id}", get(jobs::detail))
         .route("/jobs/{id}/json", get(jobs::detail_json))

@@ -77,9 +77,39 @@ async fn a_second_identity_joins_the_session_and_both_are_recorded() {
     let (status, _) = app.get("/api/v1/session", &before).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the old token is dead");
 
-    // The same identity cannot count twice.
-    let (status, _) = app.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    // The same identity cannot count twice, and the refusal is audited
+    // like every refusal of a logged-in caller, with its reason.
+    let (status, body) = app.login(Some(&token), "Admin2", ADMIN2_PASSWORD).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already logged in to this session"),
+        "{body}"
+    );
+    let (status, entries) = app
+        .get("/api/v1/audit?text=Failed%20login%20for%20'Admin2'", &token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{entries}");
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["users"], "Admin1,Admin2");
+    assert_eq!(
+        entries[0]["summary"],
+        "Failed login for 'Admin2' using Password."
+    );
+    assert!(
+        entries[0]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("'Admin2' is already logged in to this session"),
+        "{entries:#?}"
+    );
+    // The session is as it was, its token still good.
+    let (status, session) = app.get("/api/v1/session", &token).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    assert_eq!(session["users"], "Admin1,Admin2");
 
     app.import_credential(&token, "aws-prod").await;
     let (status, body) = app

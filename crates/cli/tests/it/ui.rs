@@ -613,3 +613,300 @@ async fn ui_pages_carry_a_strict_policy_and_forms_need_their_token() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()["location"], "/ui/login");
 }
+
+/// Counts, from now on, the requests the open page's script makes by itself.
+async fn count_refreshes(browser: &Browser) {
+    browser
+        .execute(
+            r"
+            if (window.keyholdRefreshes === undefined) {
+                window.keyholdRefreshes = 0;
+                const fetchNow = window.fetch;
+                window.fetch = function () {
+                    window.keyholdRefreshes += 1;
+                    return fetchNow.apply(this, arguments);
+                };
+            }
+            ",
+            json!([]),
+        )
+        .await;
+}
+
+/// Waits until the page's script has sent two more refreshes: the second
+/// follows the answer to the first, which was sent after this was called.
+async fn two_more_refreshes(browser: &Browser) {
+    let count = || async {
+        browser
+            .execute("return window.keyholdRefreshes;", json!([]))
+            .await
+            .as_u64()
+            .expect("the Jobs page was left: did its session end?")
+    };
+    let start = count().await;
+    for _ in 0..150 {
+        if count().await >= start + 2 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the Jobs page did not refresh itself within 30 s");
+}
+
+#[tokio::test]
+async fn an_open_jobs_page_does_not_keep_its_session_alive() {
+    let app = TestApp::spawn().await;
+    app.activate_admins().await;
+    let browser = Browser::start("unattended-jobs").await;
+    let jobs = format!("{}/ui/jobs", app.base);
+    browser.goto(&format!("{}/ui/login", app.base)).await;
+    log_in(&browser, "Admin1", ADMIN1_PASSWORD).await;
+    browser.wait_text("#session-users", "Admin1", 10).await;
+    log_in(&browser, "Admin2", ADMIN2_PASSWORD).await;
+    browser
+        .wait_text("main .notice", "Admin2 joined this session.", 10)
+        .await;
+
+    // Minute 0: the officers open the Jobs page and leave it.
+    browser.goto(&jobs).await;
+    count_refreshes(&browser).await;
+    two_more_refreshes(&browser).await;
+    // Minute 10: it has refreshed itself all along, and the session is live.
+    app.clock.advance(chrono::Duration::minutes(10));
+    two_more_refreshes(&browser).await;
+    assert_eq!(browser.current_url().await, jobs);
+
+    // An officer opens the page again: that is activity.
+    browser.goto(&jobs).await;
+    count_refreshes(&browser).await;
+    // Minute 20: 20 minutes since the login, 10 since the page was opened.
+    app.clock.advance(chrono::Duration::minutes(10));
+    two_more_refreshes(&browser).await;
+    assert_eq!(
+        browser.current_url().await,
+        jobs,
+        "the page view did not count"
+    );
+
+    // Minute 26: 16 minutes unattended, refreshed all the while. The idle
+    // timeout (15 minutes) has passed: the next refresh finds the session
+    // ended, and the page asks to log in again.
+    app.clock.advance(chrono::Duration::minutes(6));
+    browser
+        .wait_text("main", "Your session has ended", 30)
+        .await;
+    assert!(browser.current_url().await.contains("/ui/login?m=expired"));
+    check_page(&browser, "01-session-ended").await;
+
+    // Read back: the session's token is dead, and the refusal is audited.
+    browser.goto(&jobs).await;
+    assert!(browser.current_url().await.contains("/ui/login"));
+    let token = api_token(&app).await;
+    let audit = app.audit_summaries(&token).await;
+    assert!(
+        audit.contains(
+            &"Anonymous | Refused GET /ui/jobs.json with an invalid or expired session.".to_owned()
+        ),
+        "{audit:#?}"
+    );
+    browser.quit().await;
+}
+
+/// Logs `user` in through the login form with `http` (which follows no
+/// redirects); returns the session cookie to send back.
+async fn ui_session_cookie(
+    http: &reqwest::Client,
+    app: &TestApp,
+    user: &str,
+    password: &str,
+) -> String {
+    let page = http
+        .get(format!("{}/ui/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    let nonce = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let text = page.text().await.unwrap();
+    let csrf = text
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let resp = http
+        .post(format!("{}/ui/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", nonce)
+        .header("origin", &app.base)
+        .body(format!(
+            "csrf={csrf}&user={user}&password={}",
+            password.replace('-', "%2D")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("keyhold_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Without a browser: both refresh endpoints need a live session but do not
+/// extend it, whatever the idle timeout is set to; a page view does.
+#[tokio::test]
+async fn refreshes_need_a_live_session_but_only_page_views_extend_it() {
+    let app = TestApp::spawn().await;
+    let admins = app.dual_session().await;
+    let (status, body) = app
+        .patch(
+            "/api/v1/config",
+            &admins,
+            json!({"session_idle_minutes": 5}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |cookie: &str, path: &str| {
+        http.get(format!("{}{path}", app.base))
+            .header("cookie", cookie)
+            .send()
+    };
+    // A job id the detail refresh asks about (unknown: answered 404 while
+    // the session lives, which is all this needs).
+    let detail = format!("/ui/jobs/{}/json", uuid::Uuid::new_v4());
+    let expired = |resp: &reqwest::Response| {
+        resp.status() == StatusCode::SEE_OTHER
+            && resp.headers()["location"] == "/ui/login?m=expired"
+    };
+
+    for refresh in ["/ui/jobs.json", detail.as_str()] {
+        // Refreshed every minute: answered for the 5 minutes of the idle
+        // timeout, then the session is over.
+        let cookie = ui_session_cookie(&http, &app, "Admin1", ADMIN1_PASSWORD).await;
+        for minute in 1..=5 {
+            app.clock.advance(chrono::Duration::minutes(1));
+            let resp = get(&cookie, refresh).await.unwrap();
+            assert!(!expired(&resp), "{refresh} refused at minute {minute}");
+            let expected = if refresh == "/ui/jobs.json" {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            assert_eq!(resp.status(), expected, "{refresh} at minute {minute}");
+        }
+        app.clock.advance(chrono::Duration::minutes(1));
+        let resp = get(&cookie, refresh).await.unwrap();
+        assert!(expired(&resp), "{refresh} kept the session alive: {resp:?}");
+        // Ended for every request, not only refreshes.
+        let resp = get(&cookie, "/ui/keys").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    }
+
+    // With a page view every 4 minutes the same session lives for 20
+    // minutes and more, refreshed in between.
+    let cookie = ui_session_cookie(&http, &app, "Admin1", ADMIN1_PASSWORD).await;
+    for _ in 0..5 {
+        app.clock.advance(chrono::Duration::minutes(2));
+        let resp = get(&cookie, "/ui/jobs.json").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        app.clock.advance(chrono::Duration::minutes(2));
+        let resp = get(&cookie, "/ui/jobs").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    app.clock.advance(chrono::Duration::minutes(6));
+    assert!(expired(&get(&cookie, "/ui/jobs.json").await.unwrap()));
+
+    // Read back: each refused refresh is audited under the path the browser sent.
+    let (_, body) = app.login(None, "Admin2", ADMIN2_PASSWORD).await;
+    let token = body["token"].as_str().unwrap();
+    let audit = app.audit_summaries(token).await;
+    for path in ["/ui/jobs.json", detail.as_str()] {
+        let refused = format!("Anonymous | Refused GET {path} with an invalid or expired session.");
+        assert!(audit.contains(&refused), "{refused} missing in {audit:#?}");
+    }
+}
+
+/// The group dialog asks for intervals as keyhold accepts them: every
+/// example its hints and placeholders give is taken by the server as it is.
+#[tokio::test]
+async fn the_group_dialog_gives_only_intervals_keyhold_accepts() {
+    let app = TestApp::spawn().await;
+    let token = app.dual_session().await;
+    app.import_credential(&token, "aws").await;
+    let group = unique("ui-hints");
+    let (status, body) = app.create_group(&token, group_body(&group, "aws")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let browser = Browser::start("interval-hints").await;
+    browser.goto(&format!("{}/ui/login", app.base)).await;
+    log_in(&browser, "Admin1", ADMIN1_PASSWORD).await;
+    browser.wait_text("#session-users", "Admin1", 10).await;
+    browser
+        .goto(&format!("{}/ui/keys/groups/new", app.base))
+        .await;
+    browser.find("#group-dialog").await;
+    check_page(&browser, "01-group-dialog").await;
+
+    for (field, hint_needs) in [("rotate_every", "from 1 day (24h)"), ("valid_for", "")] {
+        let hint = browser.text(&format!("#group-{field}-hint")).await;
+        assert!(hint.contains(hint_needs), "{hint}");
+        let placeholder = browser
+            .attribute(&format!("#group-{field}"), "placeholder")
+            .await
+            .unwrap();
+        let mut examples: Vec<&str> = keyhold_core::interval::written_intervals(&hint).collect();
+        assert!(examples.len() >= 3, "{hint}");
+        examples.push(&placeholder);
+        for example in examples {
+            let (status, body) = app
+                .patch(
+                    &format!("/api/v1/groups/{group}"),
+                    &token,
+                    json!({ field: example }),
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{field} {example} from {hint:?}: {body}"
+            );
+            let (_, read_back) = app.get(&format!("/api/v1/groups/{group}"), &token).await;
+            assert_eq!(read_back[field], example, "{read_back}");
+        }
+    }
+    // What the old hint offered is refused, and the refusal says what is
+    // accepted instead.
+    for refused in ["12h", "6m"] {
+        let (status, body) = app
+            .patch(
+                &format!("/api/v1/groups/{group}"),
+                &token,
+                json!({ "rotate_every": refused }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("for example 1d, 30d, 2w or 1y") || message.contains("24h (1d)"),
+            "{message}"
+        );
+    }
+    browser.quit().await;
+}

@@ -52,6 +52,20 @@ impl std::fmt::Debug for OneTimePassword {
     }
 }
 
+/// Whether a request is an officer's own doing, which keeps the session
+/// alive, or one a page makes by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// Something an officer did: a page view, a form, an API or CLI call.
+    /// It counts as activity and extends the session's idle timeout.
+    Officer,
+    /// A refresh a page's script makes on its own (the Jobs page's updates).
+    /// It needs a live session like any request but does not extend it: an
+    /// unattended page must not keep its officers' session open until the
+    /// absolute limit.
+    Refresh,
+}
+
 /// The result of a successful login.
 pub struct LoginOutcome {
     /// The session's bearer token from now on. Joining a session replaces its
@@ -264,10 +278,17 @@ impl Keyhold {
         let (session, token, joined) = match existing {
             Some(mut session) => {
                 if session.identities.iter().any(|i| i.name == who.name) {
-                    return Err(CoreError::Conflict(format!(
+                    let refusal = format!(
                         "'{}' is already logged in to this session: dual control needs a different identity",
                         who.name
-                    )));
+                    );
+                    self.audit_refusal(
+                        &users,
+                        format!("Failed login for '{}' using Password.", who.name),
+                        &refusal,
+                    )
+                    .await?;
+                    return Err(CoreError::Conflict(refusal));
                 }
                 session.identities.push(member);
                 session.last_seen = now;
@@ -305,8 +326,15 @@ impl Keyhold {
         })
     }
 
-    /// Resolves a bearer token to its live session, ending it when it timed out.
+    /// Resolves a bearer token to its live session, ending it when it timed
+    /// out; the request counts as the officers' activity.
     pub async fn session(&self, token: &str) -> CoreResult<Session> {
+        self.session_for(token, Activity::Officer).await
+    }
+
+    /// Resolves a bearer token to its live session, ending it when it timed
+    /// out. Only [`Activity::Officer`] extends the idle timeout.
+    pub async fn session_for(&self, token: &str, activity: Activity) -> CoreResult<Session> {
         let expired = || {
             CoreError::Unauthenticated(
                 "the session has expired or does not exist: log in again".into(),
@@ -333,7 +361,8 @@ impl Keyhold {
         }
         // Writing on every request would turn reads into writes; a coarse
         // last-seen is enough for an idle timeout measured in minutes.
-        if now - session.last_seen > chrono::Duration::seconds(30) {
+        if activity == Activity::Officer && now - session.last_seen > chrono::Duration::seconds(30)
+        {
             session.last_seen = now;
             match self.store.update_session(&session).await {
                 // Reads go on while the database cannot record changes; the
@@ -516,6 +545,11 @@ mod tests {
     }
 
     fn world(password: &str) -> (Keyhold, Arc<FakeStore>) {
+        let (keyhold, store, _) = world_with_clock(password);
+        (keyhold, store)
+    }
+
+    fn world_with_clock(password: &str) -> (Keyhold, Arc<FakeStore>, Arc<ManualClock>) {
         let store = Arc::new(FakeStore::new());
         store.put_identity(Identity {
             name: IdentityName::parse("Admin1").unwrap(),
@@ -526,12 +560,82 @@ mod tests {
             locked_until: None,
             created_at: chrono::DateTime::UNIX_EPOCH,
         });
-        let keyhold = Keyhold::new(
-            store.clone(),
-            Arc::new(FakeKeystore::new()),
-            Arc::new(ManualClock::new(chrono::DateTime::UNIX_EPOCH)),
+        let clock = Arc::new(ManualClock::new(chrono::DateTime::UNIX_EPOCH));
+        let keyhold = Keyhold::new(store.clone(), Arc::new(FakeKeystore::new()), clock.clone());
+        (keyhold, store, clock)
+    }
+
+    /// Admin1 with its one-time password replaced, logged in alone.
+    async fn logged_in_world() -> (Keyhold, Arc<FakeStore>, Arc<ManualClock>, SecretString) {
+        let (keyhold, store, clock) = world_with_clock(&nth(0));
+        keyhold
+            .change_password("Admin1", &secret(&nth(0)), &secret(&nth(1)))
+            .await
+            .unwrap();
+        let outcome = keyhold
+            .login(None, "Admin1", &secret(&nth(1)))
+            .await
+            .unwrap();
+        (keyhold, store, clock, outcome.token)
+    }
+
+    #[tokio::test]
+    async fn refreshes_need_a_live_session_but_do_not_keep_it_alive() {
+        let (keyhold, store, clock, token) = logged_in_world().await;
+        let token = token.expose_secret();
+        // Polled every few minutes for longer than the idle timeout (15
+        // minutes): each refresh is answered, none extends the session.
+        for _ in 0..3 {
+            clock.advance(chrono::Duration::minutes(5));
+            keyhold.session_for(token, Activity::Refresh).await.unwrap();
+        }
+        clock.advance(chrono::Duration::minutes(1));
+        assert!(matches!(
+            keyhold.session_for(token, Activity::Refresh).await,
+            Err(CoreError::Unauthenticated(_))
+        ));
+        assert!(
+            store.snapshot().sessions.is_empty(),
+            "the timed-out session is ended"
         );
-        (keyhold, store)
+
+        // An officer's request does extend it.
+        let outcome = keyhold
+            .login(None, "Admin1", &secret(&nth(1)))
+            .await
+            .unwrap();
+        let token = outcome.token.expose_secret();
+        for _ in 0..4 {
+            clock.advance(chrono::Duration::minutes(10));
+            keyhold.session_for(token, Activity::Refresh).await.unwrap();
+            keyhold.session(token).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn joining_a_session_one_is_in_already_is_refused_and_audited() {
+        let (keyhold, store, _, token) = logged_in_world().await;
+        let refused = keyhold
+            .login(Some(token.expose_secret()), "Admin1", &secret(&nth(1)))
+            .await;
+        let Err(CoreError::Conflict(message)) = refused else {
+            panic!("Admin1 joined its own session");
+        };
+        assert!(message.contains("already logged in"), "{message}");
+        let state = store.snapshot();
+        let last = state.audit.last().unwrap();
+        assert_eq!(last.users, "Admin1");
+        assert_eq!(last.summary, "Failed login for 'Admin1' using Password.");
+        assert!(
+            last.details["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("already logged in to this session")),
+            "{:?}",
+            last.details
+        );
+        // The session is as it was: Admin1 alone.
+        let session = keyhold.session(token.expose_secret()).await.unwrap();
+        assert_eq!(session.users(), "Admin1");
     }
 
     /// The passwords of a series of changes: strong, and each one new.

@@ -25,7 +25,7 @@ use crate::credential::EndpointPolicy;
 use crate::error::{CoreResult, StoreError};
 use crate::ports::{AuditFallback, Keystore, NoAuditFallback, Store};
 
-pub use access::{LoginOutcome, OneTimePassword};
+pub use access::{Activity, LoginOutcome, OneTimePassword};
 pub use audit_log::AuditExport;
 pub use jobs::JobRuntime;
 pub use schedule::{DUE_PER_PASS, RotationState, SchedulePass};

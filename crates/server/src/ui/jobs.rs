@@ -1,6 +1,7 @@
 //! *Logging and Reporting → Jobs*: the list, whose status and progress the
 //! page's script refreshes from `/ui/jobs.json` while jobs run, and a job's
-//! detail with its messages.
+//! detail with its messages, refreshed from `/ui/jobs/{id}/json`. The
+//! refreshes need a live session but do not extend it ([`UiRefresh`]).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -9,7 +10,7 @@ use keyhold_api as api;
 use maud::{Markup, html};
 
 use super::layout::{self, Nav, csrf_field};
-use super::session::UiSession;
+use super::session::{UiRefresh, UiSession};
 use super::{Done, encode, failure, see_other};
 use crate::ApiError;
 use crate::app::AppState;
@@ -89,8 +90,9 @@ pub async fn page(
     .into_response()
 }
 
-/// The list as JSON, for the page's script (cookie session, same views as the API).
-pub async fn list_json(State(app): State<AppState>, ui: UiSession) -> Response {
+/// The list as JSON, for the page's script (cookie session, same views as
+/// the API). A refresh: it does not count as the officers' activity.
+pub async fn list_json(State(app): State<AppState>, UiRefresh(ui): UiRefresh) -> Response {
     match list(&app, &ui).await {
         Ok(jobs) => Json(jobs).into_response(),
         Err(e) => e.into_response(),
@@ -156,9 +158,11 @@ pub async fn detail(
     layout::page(&ui.session, &ui.csrf, Nav::Jobs, &job.title, None, body).into_response()
 }
 
+/// A job as JSON, for the detail page's script. A refresh: it does not
+/// count as the officers' activity.
 pub async fn detail_json(
     State(app): State<AppState>,
-    ui: UiSession,
+    UiRefresh(ui): UiRefresh,
     Path(id): Path<String>,
 ) -> Response {
     match jobs::show(&app, &ui.session, &id).await {

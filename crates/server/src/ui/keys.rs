@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use keyhold_api as api;
 use keyhold_core::CoreError;
 use keyhold_core::identity::Operation;
+use keyhold_core::interval::INTERVAL_HINT;
 use keyhold_core::key::KeyPage;
+use keyhold_core::schedule::ROTATION_INTERVAL_HINT;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -21,6 +23,21 @@ use crate::operations::{groups, jobs, keys};
 use crate::views;
 
 const TITLE: &str = "Keys";
+
+/// The group dialog's interval fields ask for exactly what the server's
+/// parsers accept: their words and examples come from the parsers' own
+/// hints, and a test parses every example and placeholder.
+const ROTATE_EVERY_PLACEHOLDER: &str = "30d";
+const VALID_FOR_PLACEHOLDER: &str = "1y";
+
+fn rotate_every_hint() -> String {
+    format!("Write {ROTATION_INTERVAL_HINT}; used when Rotate Key is on.")
+}
+
+fn valid_for_hint() -> String {
+    format!("Write {INTERVAL_HINT}; leave empty for keys that do not expire.")
+}
+
 /// Columns of the keys table (design.md §1.7, plus State, Material, Actions).
 const COLUMNS: usize = 12;
 
@@ -257,6 +274,15 @@ pub struct GroupForm {
 }
 
 impl GroupForm {
+    /// A new group's dialog: rotation on, every 30 days.
+    fn default_new() -> Self {
+        Self {
+            rotate: Some("on".into()),
+            rotate_every: ROTATE_EVERY_PLACEHOLDER.into(),
+            ..Self::default()
+        }
+    }
+
     fn from_view(group: &api::GroupView) -> Self {
         Self {
             name: group.name.clone(),
@@ -456,8 +482,8 @@ fn group_dialog(
                     input #group-rotate type="checkbox" name="rotate" value="on" checked[values.rotates()];
                     label for="group-rotate" { "Rotate Key" }
                 }
-                (text_field("rotate_every", "Rotate every", &values.rotate_every, false, false, "30d", Some("An interval such as 12h, 30d, 6m or 1y; used when Rotate Key is on."), bad))
-                (text_field("valid_for", "Keep key valid for", &values.valid_for, false, false, "1y", Some("Leave empty for keys that do not expire."), bad))
+                (text_field("rotate_every", "Rotate every", &values.rotate_every, false, false, ROTATE_EVERY_PLACEHOLDER, Some(rotate_every_hint().as_str()), bad))
+                (text_field("valid_for", "Keep key valid for", &values.valid_for, false, false, VALID_FOR_PLACEHOLDER, Some(valid_for_hint().as_str()), bad))
             }
             section.tab-panel #tab-info role="tabpanel" aria-labelledby="tab-info-button" {
                 (text_field("owner", "Owner", &values.owner, false, false, "", None, bad))
@@ -505,11 +531,7 @@ pub async fn page(
 }
 
 pub async fn new_group(State(app): State<AppState>, ui: UiSession) -> Response {
-    let values = GroupForm {
-        rotate: Some("on".into()),
-        rotate_every: "30d".into(),
-        ..GroupForm::default()
-    };
+    let values = GroupForm::default_new();
     screen(
         &app,
         &ui,
@@ -842,6 +864,29 @@ pub async fn synchronize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyhold_core::interval::{Interval, written_intervals};
+    use keyhold_core::schedule::parse_rotation_interval;
+
+    #[test]
+    fn interval_hints_and_placeholders_name_only_what_is_accepted() {
+        let rotate = rotate_every_hint();
+        let rotate_examples: Vec<&str> = written_intervals(&rotate).collect();
+        assert!(rotate_examples.len() >= 3, "{rotate}");
+        for example in rotate_examples.iter().chain([&ROTATE_EVERY_PLACEHOLDER]) {
+            assert!(
+                parse_rotation_interval(example).is_ok(),
+                "{example} in {rotate}"
+            );
+        }
+        let valid = valid_for_hint();
+        let valid_examples: Vec<&str> = written_intervals(&valid).collect();
+        assert!(valid_examples.len() >= 3, "{valid}");
+        for example in valid_examples.iter().chain([&VALID_FOR_PLACEHOLDER]) {
+            assert!(Interval::parse(example).is_ok(), "{example} in {valid}");
+        }
+        // The new-group dialog's default is accepted too.
+        assert!(parse_rotation_interval(&GroupForm::default_new().rotate_every).is_ok());
+    }
 
     fn view() -> api::GroupView {
         api::GroupView {

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use keyhold_core::CoreError;
 use keyhold_core::action::refused_session;
 use keyhold_core::identity::Session;
+use keyhold_core::service::Activity;
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
@@ -184,32 +185,61 @@ impl FromRequestParts<AppState> for UiSession {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(to_login(false));
-        };
-        match app.keyhold.session(&token).await {
-            Ok(session) => Ok(Self {
-                session,
-                csrf: csrf_token(&token),
-            }),
-            Err(e @ CoreError::Unauthenticated(_)) => {
-                let summary = refused_session(parts.method.as_str(), parts.uri.path());
-                // Refused all the same; an entry that cannot be written is
-                // in the server log and metrics (the core's AuditFallback).
-                let _ = app
-                    .keyhold
-                    .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
-                    .await;
-                Err(to_login(true))
-            }
-            Err(e) => {
-                let error = crate::ApiError::from(e);
-                Err(super::error_page(
-                    error.status_and_code().0,
-                    "keyhold is unavailable",
-                    &error.public_message(),
-                ))
-            }
+        resolve(parts, app, Activity::Officer).await
+    }
+}
+
+/// The browser's live session for a request the page's script makes by
+/// itself (the Jobs page's refreshes): a live session is needed as for any
+/// page, but the request does not extend the idle timeout, so a page left
+/// open does not keep its officers' session alive.
+///
+/// Which requests these are is decided by route, in the server: only the
+/// refresh endpoints' handlers take this extractor. Nothing a client sends
+/// (a header, a parameter) makes a request count as an officer's activity
+/// or not.
+pub struct UiRefresh(pub UiSession);
+
+impl FromRequestParts<AppState> for UiRefresh {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        resolve(parts, app, Activity::Refresh).await.map(Self)
+    }
+}
+
+async fn resolve(parts: &Parts, app: &AppState, activity: Activity) -> Result<UiSession, Response> {
+    let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+        return Err(to_login(false));
+    };
+    match app.keyhold.session_for(&token, activity).await {
+        Ok(session) => Ok(UiSession {
+            session,
+            csrf: csrf_token(&token),
+        }),
+        Err(e @ CoreError::Unauthenticated(_)) => {
+            // The UI is a nested router, which sees its paths without
+            // `/ui`: the audit names the one the browser sent.
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
+            let summary = refused_session(parts.method.as_str(), &path);
+            // Refused all the same; an entry that cannot be written is
+            // in the server log and metrics (the core's AuditFallback).
+            let _ = app
+                .keyhold
+                .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
+                .await;
+            Err(to_login(true))
+        }
+        Err(e) => {
+            let error = crate::ApiError::from(e);
+            Err(super::error_page(
+                error.status_and_code().0,
+                "keyhold is unavailable",
+                &error.public_message(),
+            ))
         }
     }
 }
