@@ -814,3 +814,45 @@ pub async fn dual_login(http: &reqwest::Client, base: &str, init: &Value) -> Str
     }
     token.unwrap()
 }
+
+/// The web UI's login form, sent from `http` with the nonce and token of a
+/// login page it fetched first.
+pub async fn ui_login_from(
+    http: &reqwest::Client,
+    app: &TestApp,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let page = http
+        .get(format!("{}/ui/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    let nonce = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let text = page.text().await.unwrap();
+    let csrf = text
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    http.post(format!("{}/ui/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", nonce)
+        .header("origin", &app.base)
+        .body(format!(
+            "csrf={csrf}&user={user}&password={}",
+            password.replace('-', "%2D")
+        ))
+        .send()
+        .await
+        .unwrap()
+}

@@ -720,39 +720,7 @@ async fn ui_session_cookie(
     user: &str,
     password: &str,
 ) -> String {
-    let page = http
-        .get(format!("{}/ui/login", app.base))
-        .send()
-        .await
-        .unwrap();
-    let nonce = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let text = page.text().await.unwrap();
-    let csrf = text
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
-    let resp = http
-        .post(format!("{}/ui/login", app.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", nonce)
-        .header("origin", &app.base)
-        .body(format!(
-            "csrf={csrf}&user={user}&password={}",
-            password.replace('-', "%2D")
-        ))
-        .send()
-        .await
-        .unwrap();
+    let resp = ui_login_from(http, app, user, password).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     resp.headers()
         .get_all("set-cookie")

@@ -144,6 +144,27 @@ pub fn bearer_token(parts: &Parts) -> Option<String> {
     (!token.is_empty()).then(|| token.to_owned())
 }
 
+/// Audits a request whose token is no live session (expired, forged,
+/// replayed after logout), API and web UI alike, naming the path the client
+/// sent: nested routers see a shortened one. The request is refused all the
+/// same; an entry that cannot be written is in the server log and metrics
+/// (the core's AuditFallback).
+pub(crate) async fn audit_refused_session(app: &AppState, parts: &Parts, error: &CoreError) {
+    let path = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
+    let summary = refused_session(parts.method.as_str(), &path);
+    let _ = app
+        .keyhold
+        .audit_refusal(
+            keyhold_core::audit::ANONYMOUS_USER,
+            summary,
+            &error.to_string(),
+        )
+        .await;
+}
+
 /// The caller's live session. Requests without one get 401; a token that is
 /// presented but not valid (expired, forged, replayed after logout) is audited.
 pub struct Caller(pub Session);
@@ -164,18 +185,7 @@ impl FromRequestParts<AppState> for Caller {
         match app.keyhold.session(&token).await {
             Ok(session) => Ok(Self(session)),
             Err(e @ CoreError::Unauthenticated(_)) => {
-                // Nested routers see a shortened path; the audit names the one the client sent.
-                let path = parts
-                    .extensions
-                    .get::<axum::extract::OriginalUri>()
-                    .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
-                let summary = refused_session(parts.method.as_str(), &path);
-                // Refused all the same; an entry that cannot be written is
-                // in the server log and metrics (the core's AuditFallback).
-                let _ = app
-                    .keyhold
-                    .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
-                    .await;
+                audit_refused_session(app, parts, &e).await;
                 Err(e.into())
             }
             Err(e) => Err(e.into()),

@@ -15,6 +15,8 @@ pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod sessions;
 
+pub(crate) use extract::audit_refused_session;
+
 use keyhold_core::InvalidInput;
 
 /// Entries per page of a listing unless the caller asks for another size.

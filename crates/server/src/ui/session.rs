@@ -17,7 +17,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyhold_core::CoreError;
-use keyhold_core::action::refused_session;
 use keyhold_core::identity::Session;
 use keyhold_core::service::Activity;
 use sha2::{Digest, Sha256};
@@ -218,19 +217,7 @@ async fn resolve(parts: &Parts, app: &AppState, activity: Activity) -> Result<Ui
             csrf: csrf_token(&token),
         }),
         Err(e @ CoreError::Unauthenticated(_)) => {
-            // The UI is a nested router, which sees its paths without
-            // `/ui`: the audit names the one the browser sent.
-            let path = parts
-                .extensions
-                .get::<axum::extract::OriginalUri>()
-                .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
-            let summary = refused_session(parts.method.as_str(), &path);
-            // Refused all the same; an entry that cannot be written is
-            // in the server log and metrics (the core's AuditFallback).
-            let _ = app
-                .keyhold
-                .audit_refusal(keyhold_core::audit::ANONYMOUS_USER, summary, &e.to_string())
-                .await;
+            crate::http::audit_refused_session(app, parts, &e).await;
             Err(to_login(true))
         }
         Err(e) => {
