@@ -308,6 +308,9 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
         "{rows:?}"
     );
     browser.screenshot("13-audit-filtered").await;
+    // The export is the whole log whatever the filters, and says so.
+    let note = browser.text("#audit-export-note").await;
+    assert!(note.contains("not only those the filters show"), "{note}");
     let export = browser
         .execute_async(
             "const done = arguments[0]; fetch('/ui/audit/export').then(r => r.text()).then(done);",

@@ -130,7 +130,7 @@ pub async fn page(
             p.notice.ok #audit-verify data-ok="true" role="status" {
                 "Chain verified: all " (report.entries_checked) " entries are intact (hash chain and MAC)"
                 @if let Some(checkpoint) = &report.checkpoint {
-                    ", and the log reaches the signed checkpoint of entry " (checkpoint.seq) " (" (checkpoint.time) ")."
+                    ", and the log reaches the signed checkpoint of entry " (checkpoint.seq) " (" (layout::when(&checkpoint.time)) ")."
                 } @else {
                     "; no signed checkpoint yet."
                 }
@@ -143,7 +143,14 @@ pub async fn page(
         }
         (filters_form(&query))
         p.toolbar {
-            a.button.secondary #audit-export href="/ui/audit/export" download="keyhold-audit.jsonl" { "Export (JSON Lines)" }
+            a.button.secondary #audit-export href="/ui/audit/export" download="keyhold-audit.jsonl" aria-describedby="audit-export-note" { "Export the whole log (JSON Lines)" }
+            span.hint #audit-export-note {
+                @if query.filters().is_empty() {
+                    "Every entry, ending with a signed checkpoint: it verifies offline."
+                } @else {
+                    "Every entry, not only those the filters show: a signed export is whole, so it verifies offline."
+                }
+            }
         }
         (checkpoints_section(&ui, &app, query.checkpoint == "signed"))
         div.table-wrap {
