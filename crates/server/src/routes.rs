@@ -130,7 +130,10 @@ fn web_ui() -> Router<AppState> {
             "/keys/groups/{name}/edit",
             get(keys::edit_group).post(keys::update_group),
         )
-        .route("/keys/groups/{name}/rotate", post(keys::rotate))
+        .route(
+            "/keys/groups/{name}/rotate",
+            get(keys::confirm_rotate).post(keys::rotate),
+        )
         .route(
             "/keys/groups/{name}/delete",
             get(keys::confirm_delete_group).post(keys::delete_group),

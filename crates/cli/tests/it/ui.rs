@@ -183,9 +183,35 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
     let menu = format!("{group_row} details.menu[open]");
     browser.find(&menu).await;
     browser.screenshot("07-context-menu").await;
+    // Edit comes first; Force Rotate asks before it creates a billed KMS key.
+    let first = browser
+        .execute(
+            "return document.querySelector(arguments[0] + ' .menu-item').getAttribute('data-action');",
+            json!([menu]),
+        )
+        .await;
+    assert_eq!(first, "edit");
     browser
         .click(&format!("{menu} [data-action='force-rotate']"))
         .await;
+    let what = browser.text("#rotate-what").await;
+    assert!(
+        what.contains("AWS bills each key") && what.contains(&format!("alias/{group}")),
+        "{what}"
+    );
+    assert!(
+        what.contains("disabled in AWS"),
+        "disable after rotate is on: {what}"
+    );
+    let token = api_token(&app).await;
+    let (_, jobs) = app.get("/api/v1/jobs", &token).await;
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        0,
+        "nothing ran before the confirmation"
+    );
+    check_page(&browser, "07b-rotate-confirmation").await;
+    browser.click("#confirm-rotate").await;
     browser.wait_text("main .notice", "Started job", 10).await;
     let started = browser.text("main .notice").await;
     let rotate_job = started
@@ -201,7 +227,6 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
     wait_job_row(&browser, &rotate_job, "succeeded").await;
     check_page(&browser, "08-jobs").await;
     // A job started elsewhere appears and finishes on the open page too.
-    let token = api_token(&app).await;
     let second = app.rotate(&token, &group).await;
     wait_job_row(&browser, &second, "succeeded").await;
     assert_eq!(
@@ -370,6 +395,21 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
     let (_, settings) = app.get("/api/v1/config", &token).await;
     assert_eq!(settings["session_idle_minutes"], 20);
     check_page(&browser, "14-configuration").await;
+
+    // A group that still has keys: the dialog says keyhold refuses, and its
+    // Delete button does not pretend otherwise.
+    browser
+        .goto(&format!("{}/ui/keys/groups/{group}/delete", app.base))
+        .await;
+    let what = browser.text("#delete-dialog").await;
+    assert!(what.contains("still has"), "{what}");
+    assert!(
+        browser
+            .attribute("#confirm-delete", "disabled")
+            .await
+            .is_some(),
+        "the Delete button is disabled"
+    );
 
     // Nothing secret in any URL the browser went to.
     let url = browser.current_url().await;

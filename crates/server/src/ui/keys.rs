@@ -162,7 +162,7 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
                                         @if let Some(active) = &group.active_key_id { " · active key " code { (active) } }
                                     }
                                 }
-                                td { (group_menu(ui, index, group)) }
+                                td { (group_menu(index, group)) }
                             }
                             @let keys: Vec<&api::KeyView> = listing.keys.iter().filter(|k| k.group == group.name).collect();
                             @if keys.is_empty() {
@@ -192,25 +192,25 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
     }
 }
 
-fn group_menu(ui: &UiSession, index: usize, group: &api::GroupView) -> Markup {
+fn group_menu(index: usize, group: &api::GroupView) -> Markup {
     let name = encode(&group.name);
     html! {
         details.menu #(format!("menu-g{index}")) {
             summary { "Actions" span.visually-hidden { " for key group " (group.name) } }
             div.menu-panel {
-                p.menu-heading { "Cloud" }
-                ul {
-                    li {
-                        form method="post" action=(format!("/ui/keys/groups/{name}/rotate")) {
-                            (csrf_field(&ui.csrf))
-                            button.menu-item type="submit" data-action="force-rotate" { "Force Rotate" }
-                        }
-                    }
-                }
+                // Edit first: the first item is the one a stray Enter picks,
+                // and Force Rotate creates a billed KMS key.
                 p.menu-heading { "Key group" }
                 ul {
                     li { a.menu-item href=(format!("/ui/keys/groups/{name}/edit")) data-action="edit" { "Edit" } }
-                    li { a.menu-item href=(format!("/ui/keys/groups/{name}/delete")) data-action="delete" { "Delete" } }
+                }
+                p.menu-heading { "Cloud" }
+                ul {
+                    li { a.menu-item href=(format!("/ui/keys/groups/{name}/rotate")) data-action="force-rotate" { "Force Rotate…" } }
+                }
+                p.menu-heading { "Delete" }
+                ul {
+                    li { a.menu-item href=(format!("/ui/keys/groups/{name}/delete")) data-action="delete" { "Delete key group…" } }
                 }
             }
         }
@@ -652,6 +652,51 @@ pub async fn update_group(
     }
 }
 
+/// *Cloud → Force Rotate* asks first: each rotation creates a KMS key, which
+/// AWS bills, and moves the alias.
+pub async fn confirm_rotate(
+    State(app): State<AppState>,
+    ui: UiSession,
+    Path(name): Path<String>,
+) -> Response {
+    let group = match current_group(&app, &ui, &name).await {
+        Ok(group) => group,
+        Err(e) => return screen_failure(&app, &ui, e).await,
+    };
+    screen(
+        &app,
+        &ui,
+        None,
+        |listing| Some(rotate_dialog(&ui, listing, &group)),
+        StatusCode::OK,
+    )
+    .await
+}
+
+fn rotate_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> Markup {
+    let body = html! {
+        p #rotate-what {
+            "This creates a new KMS key in " (group.region) " (AWS bills each key), imports new key material into it, and moves "
+            code { (group.alias) } " to it"
+            @if group.disable_after_rotate { "; the key it replaces is then disabled in AWS" }
+            "."
+        }
+        (layout::needs(&ui.session, Operation::ROTATE_GROUP, listing.dual_control))
+        form method="post" action=(format!("/ui/keys/groups/{}/rotate", encode(&group.name))) {
+            (csrf_field(&ui.csrf))
+            p.actions {
+                button type="submit" #confirm-rotate { "Force Rotate " (group.name) }
+                a.button.secondary href="/ui/keys" { "Cancel" }
+            }
+        }
+    };
+    dialog(
+        "rotate-dialog",
+        &format!("Force Rotate key group {}?", group.name),
+        body,
+    )
+}
+
 pub async fn rotate(
     State(app): State<AppState>,
     ui: UiSession,
@@ -707,7 +752,9 @@ fn delete_group_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView
         form method="post" action=(format!("/ui/keys/groups/{}/delete", encode(&group.name))) {
             (csrf_field(&ui.csrf))
             p.actions {
-                button.danger type="submit" #confirm-delete { "Delete key group " (group.name) }
+                // Keys left: keyhold refuses, as the notice above says, so
+                // the button does not pretend otherwise.
+                button.danger type="submit" #confirm-delete disabled[!keys.is_empty()] { "Delete key group " (group.name) }
                 a.button.secondary href="/ui/keys" { "Cancel" }
             }
         }
