@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use keyhold_core::CoreResult;
 use keyhold_core::audit::{AuditPublicKey, Checkpoint};
+use keyhold_core::identity::Session;
 use keyhold_core::service::Keyhold;
 
 use crate::config::AuditConfig;
@@ -77,10 +78,16 @@ impl AuditCheckpoints {
         self.lock().clone()
     }
 
-    /// Signs the head now, appends it and logs it.
-    pub async fn write_now(&self) -> CoreResult<Checkpoint> {
+    /// Signs the head now for `session` (which the core authorizes),
+    /// appends it and logs it.
+    pub async fn write_now(&self, session: &Session) -> CoreResult<Checkpoint> {
         let _writing = self.writing.lock().await;
-        self.sign_and_append().await
+        let previous = self.newest();
+        let checkpoint = self
+            .keyhold
+            .checkpoint_audit(session, previous.as_ref())
+            .await?;
+        Ok(self.keep(checkpoint))
     }
 
     /// Signs the head when the log grew since the newest checkpoint.
@@ -91,15 +98,15 @@ impl AuditCheckpoints {
         if previous.as_ref().is_some_and(|p| p.head() == head) {
             return Ok(None);
         }
-        self.sign_and_append().await.map(Some)
-    }
-
-    async fn sign_and_append(&self) -> CoreResult<Checkpoint> {
-        let previous = self.newest();
         let checkpoint = self
             .keyhold
             .sign_audit_checkpoint(previous.as_ref())
             .await?;
+        Ok(Some(self.keep(checkpoint)))
+    }
+
+    /// Appends a new checkpoint to the file and the log, and remembers it.
+    fn keep(&self, checkpoint: Checkpoint) -> Checkpoint {
         let line = checkpoint.to_json_line();
         if let Err(error) = append_line(&self.path, &line) {
             // Still in the log, and the caller sees it; the file catches up
@@ -112,7 +119,7 @@ impl AuditCheckpoints {
         }
         tracing::info!(checkpoint = %line, "audit checkpoint");
         *self.lock() = Some(checkpoint.clone());
-        Ok(checkpoint)
+        checkpoint
     }
 
     /// Writes checkpoints until the task is aborted (shutdown).
