@@ -659,15 +659,25 @@ pub async fn confirm_rotate(
     ui: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    let group = match current_group(&app, &ui, &name).await {
+    confirm_for_group(&app, &ui, &name, rotate_dialog).await
+}
+
+/// The keys screen with a confirmation `dialog` about group `name` over it.
+async fn confirm_for_group(
+    app: &AppState,
+    ui: &UiSession,
+    name: &str,
+    dialog: fn(&UiSession, &Listing, &api::GroupView) -> Markup,
+) -> Response {
+    let group = match current_group(app, ui, name).await {
         Ok(group) => group,
-        Err(e) => return screen_failure(&app, &ui, e).await,
+        Err(e) => return screen_failure(app, ui, e).await,
     };
     screen(
-        &app,
-        &ui,
+        app,
+        ui,
         None,
-        |listing| Some(rotate_dialog(&ui, listing, &group)),
+        |listing| Some(dialog(ui, listing, &group)),
         StatusCode::OK,
     )
     .await
@@ -715,18 +725,7 @@ pub async fn confirm_delete_group(
     ui: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    let group = match current_group(&app, &ui, &name).await {
-        Ok(group) => group,
-        Err(e) => return screen_failure(&app, &ui, e).await,
-    };
-    screen(
-        &app,
-        &ui,
-        None,
-        |listing| Some(delete_group_dialog(&ui, listing, &group)),
-        StatusCode::OK,
-    )
-    .await
+    confirm_for_group(&app, &ui, &name, delete_group_dialog).await
 }
 
 fn delete_group_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> Markup {
