@@ -148,24 +148,16 @@ impl Keyhold {
                 )
                 .await;
         };
+        // The summary of every refusal from here on.
+        let failed = format!("Failed {purpose} for '{name}' using Password.");
         let Some(mut who) = self.store.get_identity(&name).await? else {
             return self
-                .refuse_unchecked(
-                    users,
-                    format!("Failed {purpose} for '{name}' using Password."),
-                    "unknown identity",
-                    password,
-                )
+                .refuse_unchecked(users, failed, "unknown identity", password)
                 .await;
         };
         if who.is_locked(now) {
             return self
-                .refuse_unchecked(
-                    users,
-                    format!("Failed {purpose} for '{name}' using Password."),
-                    "identity is locked",
-                    password,
-                )
+                .refuse_unchecked(users, failed, "identity is locked", password)
                 .await;
         }
         // The attempt is counted before the password is checked, by the
@@ -178,24 +170,15 @@ impl Keyhold {
             .begin_login_attempt(&name, now, settings.lockout_threshold)
             .await
             .inspect_err(|e| {
-                self.unaudited_refusal(
-                    users,
-                    format!("Failed {purpose} for '{name}' using Password."),
-                    e,
-                );
+                self.unaudited_refusal(users, failed.clone(), e);
             })?;
         let Some(attempt) = admitted else {
             return self
-                .refuse_unchecked(
-                    users,
-                    format!("Failed {purpose} for '{name}' using Password."),
-                    "identity is locked",
-                    password,
-                )
+                .refuse_unchecked(users, failed, "identity is locked", password)
                 .await;
         };
         if !verify_password(password, &who.password_hash) {
-            let summary = format!("Failed {purpose} for '{name}' using Password.");
+            let summary = failed;
             if attempt >= settings.lockout_threshold {
                 let until = now + chrono::Duration::minutes(i64::from(settings.lockout_minutes));
                 let record = self.record(users, summary).with_details(serde_json::json!({
@@ -230,12 +213,8 @@ impl Keyhold {
             .clear_failed_logins(&name, now, &who.password_hash)
             .await?
         {
-            self.audit_refusal(
-                users,
-                format!("Failed {purpose} for '{name}' using Password."),
-                "identity is locked",
-            )
-            .await?;
+            self.audit_refusal(users, failed, "identity is locked")
+                .await?;
             return Err(login_refused());
         }
         who.failed_logins = 0;
