@@ -16,6 +16,7 @@ use keyhold_api::{AuditEntryView, AuditVerifyView};
 use keyhold_core::audit::{
     AuditEntry, AuditPublicKey, ChainBreak, ChainVerifier, Checkpoint, ExportEnd,
 };
+use keyhold_server::audit_verify_view as view;
 
 use crate::error::CliError;
 use crate::input;
@@ -137,15 +138,4 @@ fn entry_of(view: &AuditEntryView) -> Result<AuditEntry, String> {
         // Not exported and not checked offline.
         mac: [0; 32],
     })
-}
-
-fn view(report: keyhold_core::audit::VerifyReport) -> AuditVerifyView {
-    AuditVerifyView {
-        ok: report.ok,
-        entries_checked: report.entries_checked,
-        first_bad_seq: report.first_bad_seq,
-        reason: report.reason,
-        checkpoint_seq: report.checkpoint.as_ref().map(|c| c.seq),
-        checkpoint_time: report.checkpoint.map(|c| c.time),
-    }
 }

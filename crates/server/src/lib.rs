@@ -31,6 +31,9 @@ pub use config::{Config, EnvSecrets, KmsConfig, ServeArgs};
 pub use http::errors::ApiError;
 pub(crate) use http::errors::ApiResult;
 pub use startup::Server;
+/// The API's view of an audit verification; `keyhold audit verify --export`
+/// reports its offline check in the same form.
+pub use views::audit_verify as audit_verify_view;
 
 use secrecy::SecretString;
 
