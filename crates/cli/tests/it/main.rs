@@ -32,4 +32,5 @@ mod sessions;
 mod soak;
 mod storage_full;
 mod ui;
+mod ui_access;
 mod webdriver;

@@ -13,14 +13,14 @@ use crate::webdriver::Browser;
 const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
 
 /// Logs `user` in on the login screen (a first officer, or one joining).
-async fn log_in(browser: &Browser, user: &str, password: &str) {
+pub(crate) async fn log_in(browser: &Browser, user: &str, password: &str) {
     browser.fill("#login-user", user).await;
     browser.fill("#login-password", password).await;
     browser.click("#login-form button[type=submit]").await;
 }
 
 /// A screenshot and an accessibility check of the page shown now.
-async fn check_page(browser: &Browser, name: &str) {
+pub(crate) async fn check_page(browser: &Browser, name: &str) {
     browser.screenshot(name).await;
     browser.assert_accessible(name).await;
 }
@@ -419,7 +419,7 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
 }
 
 /// A session through the API for the test's own checks.
-async fn api_token(app: &TestApp) -> String {
+pub(crate) async fn api_token(app: &TestApp) -> String {
     let (status, body) = app.login(None, "Admin1", ADMIN1_PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["token"].as_str().unwrap().to_owned()

@@ -29,6 +29,14 @@ fn chromium_binary() -> String {
 #[derive(Clone, Debug)]
 pub struct Element(String);
 
+/// WebDriver's codes for the keys the keyboard tests press.
+pub mod keys {
+    pub const TAB: &str = "\u{E004}";
+    pub const ENTER: &str = "\u{E007}";
+    pub const ESCAPE: &str = "\u{E00C}";
+    pub const ARROW_DOWN: &str = "\u{E015}";
+}
+
 pub struct Browser {
     http: reqwest::Client,
     driver: Child,
@@ -382,8 +390,9 @@ impl Browser {
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 
-    /// Runs axe-core on the page and fails on any violation of its rules for
-    /// labels, names and colour contrast (WCAG 2 A and AA).
+    /// Runs axe-core on the page with every WCAG 2.0, 2.1 and 2.2 A and AA
+    /// rule and its best practices, and fails on any violation axe rates
+    /// serious or critical.
     pub async fn assert_accessible(&self, page: &str) {
         let loaded = self
             .execute(&format!("{AXE}\n;return typeof window.axe;"), json!([]))
@@ -394,20 +403,19 @@ impl Browser {
                 r#"
                 const done = arguments[arguments.length - 1];
                 window.axe.run(document, {
-                    runOnly: { type: 'rule', values: [
-                        'label', 'color-contrast', 'button-name', 'link-name', 'select-name',
-                        'input-button-name', 'aria-input-field-name', 'form-field-multiple-labels',
-                        'label-title-only', 'aria-dialog-name', 'document-title', 'html-has-lang',
-                        'empty-heading', 'summary-name', 'aria-toggle-field-name', 'frame-title',
-                        'image-alt', 'aria-progressbar-name', 'duplicate-id-aria'
+                    runOnly: { type: 'tag', values: [
+                        'wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'
                     ] }
                 }).then(r => done({
                     passes: r.passes.length,
-                    violations: r.violations.map(v => ({
-                        id: v.id,
-                        help: v.help,
-                        nodes: v.nodes.map(n => n.target.join(' ') + ' :: ' + n.failureSummary)
-                    }))
+                    violations: r.violations
+                        .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                        .map(v => ({
+                            id: v.id,
+                            impact: v.impact,
+                            help: v.help,
+                            nodes: v.nodes.map(n => n.target.join(' ') + ' :: ' + n.failureSummary)
+                        }))
                 })).catch(e => done({ error: String(e) }));
                 "#,
                 json!([]),
@@ -417,10 +425,62 @@ impl Browser {
         let violations = result["violations"].as_array().unwrap();
         assert!(
             violations.is_empty(),
-            "accessibility violations on {page}:\n{}",
+            "serious or critical accessibility violations on {page}:\n{}",
             serde_json::to_string_pretty(violations).unwrap()
         );
         assert!(result["passes"].as_u64().unwrap() > 0, "{result}");
+    }
+
+    /// Sets the browser window's outer size.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
+    /// Presses one key (a WebDriver key code such as [`keys::TAB`]) where the
+    /// focus is, as a keyboard would.
+    pub async fn press(&self, key: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({
+                "actions": [{
+                    "type": "key",
+                    "id": "keyboard",
+                    "actions": [
+                        { "type": "keyDown", "value": key },
+                        { "type": "keyUp", "value": key }
+                    ]
+                }]
+            })),
+        )
+        .await;
+        self.call(reqwest::Method::DELETE, "/actions", None).await;
+    }
+
+    /// The focused element as `tag#id` (or `tag.class`, or `tag`), and
+    /// whether it lies inside the element matching `within`.
+    pub async fn focus(&self, within: &str) -> (String, bool) {
+        let answer = self
+            .execute(
+                r#"
+                const a = document.activeElement;
+                const name = !a ? 'none' : a.tagName.toLowerCase()
+                    + (a.id ? '#' + a.id : a.className ? '.' + String(a.className).split(' ')[0] : '');
+                const box = document.querySelector(arguments[0]);
+                return [name, !!(a && box && box.contains(a) && a !== document.body)];
+                "#,
+                json!([within]),
+            )
+            .await;
+        (
+            answer[0].as_str().unwrap_or_default().to_owned(),
+            answer[1].as_bool().unwrap_or(false),
+        )
     }
 
     pub async fn quit(mut self) {

@@ -27,20 +27,28 @@ pub struct SettingsForm {
     designated_rotator: String,
 }
 
-fn number(field: &'static str, raw: &str) -> Result<u32, keyhold_core::InvalidInput> {
-    raw.trim().parse().map_err(|_| {
-        keyhold_core::InvalidInput::new(field, format!("{field} must be a whole number"))
-    })
+/// A field the form sent; one it left out (the designated rotator's own
+/// form sends only that) is not changed.
+fn number(field: &'static str, raw: &str) -> Result<Option<u32>, keyhold_core::InvalidInput> {
+    match raw.trim() {
+        "" => Ok(None),
+        given => given.parse().map(Some).map_err(|_| {
+            keyhold_core::InvalidInput::new(field, format!("{field} must be a whole number"))
+        }),
+    }
 }
 
 impl SettingsForm {
     fn request(&self) -> Result<api::SettingsChangeRequest, keyhold_core::InvalidInput> {
         Ok(api::SettingsChangeRequest {
-            dual_control: Some(self.dual_control == "on"),
-            lockout_threshold: Some(number("lockout_threshold", &self.lockout_threshold)?),
-            lockout_minutes: Some(number("lockout_minutes", &self.lockout_minutes)?),
-            session_idle_minutes: Some(number("session_idle_minutes", &self.session_idle_minutes)?),
-            session_max_hours: Some(number("session_max_hours", &self.session_max_hours)?),
+            dual_control: match self.dual_control.as_str() {
+                "" => None,
+                on_or_off => Some(on_or_off == "on"),
+            },
+            lockout_threshold: number("lockout_threshold", &self.lockout_threshold)?,
+            lockout_minutes: number("lockout_minutes", &self.lockout_minutes)?,
+            session_idle_minutes: number("session_idle_minutes", &self.session_idle_minutes)?,
+            session_max_hours: number("session_max_hours", &self.session_max_hours)?,
             designated_rotator: (!self.designated_rotator.is_empty())
                 .then(|| self.designated_rotator.clone()),
         })
@@ -77,9 +85,11 @@ fn body(ui: &UiSession, settings: &api::SettingsView) -> Markup {
         }
         section.card #hsm-protected-key-options aria-labelledby="hsm-options" {
             h2 #hsm-options { "HSM Protected Key Options" }
+            form #rotator-form method="post" action="/ui/configuration" {
+            (csrf_field(&ui.csrf))
             div.field {
                 label for="config-designated_rotator" { "Designated rotator" }
-                select #config-designated_rotator name="designated_rotator" form="configuration-form" {
+                select #config-designated_rotator name="designated_rotator" {
                     option value="automatic" selected[settings.designated_rotator == "automatic"] {
                         "Automatic: the nodes elect one"
                     }
@@ -89,6 +99,8 @@ fn body(ui: &UiSession, settings: &api::SettingsView) -> Markup {
                         }
                     }
                 }
+            }
+            p.actions { button type="submit" #save-rotator { "Save designated rotator" } }
             }
             p { "This node: " strong { (settings.cluster.node) } " (" (settings.cluster.role) ")" }
             p {

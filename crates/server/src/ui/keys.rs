@@ -86,21 +86,27 @@ async fn listing(app: &AppState, ui: &UiSession) -> Result<Listing, ApiError> {
     })
 }
 
-/// The keys screen, with a dialog over it when one is open.
+/// The keys screen, with a dialog over it when one is open. The outcome
+/// of the dialog's last action is drawn inside the dialog, where the
+/// officer is looking, not on the page behind it.
 async fn screen(
     app: &AppState,
     ui: &UiSession,
     notice: Option<Notice>,
-    dialog: impl FnOnce(&Listing) -> Option<Markup>,
+    dialog: impl FnOnce(&Listing) -> Option<Dialog>,
     status: StatusCode,
 ) -> Response {
     let listing = match listing(app, ui).await {
         Ok(listing) => listing,
         Err(e) => return failure(ui, Nav::Keys, TITLE, e, html! {}),
     };
+    let (dialog, notice) = match dialog(&listing) {
+        Some(dialog) => (Some(dialog.draw(notice.as_ref())), None),
+        None => (None, notice),
+    };
     let body = html! {
         (table(ui, &listing))
-        @if let Some(dialog) = dialog(&listing) { (dialog) }
+        @if let Some(dialog) = dialog { (dialog) }
     };
     (
         status,
@@ -142,12 +148,16 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
         } @else {
             div.table-wrap {
                 table.data #keys-table {
-                    caption { "Key groups, each with its keys beneath" }
+                    caption { "Key groups, each with its keys beneath. State in AWS is the KMS key's, as keyhold last saw it; Material in keyhold says whether keyhold's keystore holds the key's material." }
                     thead {
                         tr {
-                            @for column in ["Name", "Key Group", "Certificate", "Version", "Storage", "Key type", "Algorithm", "Check Digits", "Validity", "State", "Material", "Actions"] {
+                            @for column in ["Name", "Key Group", "Certificate", "Version", "Storage", "Key type", "Algorithm", "Check Digits", "Validity"] {
                                 th scope="col" { (column) }
                             }
+                            // Two sources that can disagree, so each says whose it is.
+                            th scope="col" title="The KMS key's state in AWS, as keyhold last saw it" { "State in AWS" }
+                            th scope="col" title="Whether keyhold's keystore holds the key's material" { "Material in keyhold" }
+                            th.actions scope="col" { "Actions" }
                         }
                     }
                     @for (index, group) in listing.groups.iter().enumerate() {
@@ -162,7 +172,7 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
                                         @if let Some(active) = &group.active_key_id { " · active key " code { (active) } }
                                     }
                                 }
-                                td { (group_menu(index, group)) }
+                                td.actions { (group_menu(index, group)) }
                             }
                             @let keys: Vec<&api::KeyView> = listing.keys.iter().filter(|k| k.group == group.name).collect();
                             @if keys.is_empty() {
@@ -179,9 +189,10 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
                                     td { (key.algorithm) }
                                     td { code { (key.check_digits) } }
                                     td.time { (validity(key)) @if key.expired { " (expired)" } }
-                                    td.state { (key.state) }
+                                    // pending_import as words, so a narrow column can wrap it.
+                                    td.state data-state=(key.state) { (key.state.replace('_', " ")) }
                                     td.material { (key.material) }
-                                    td { (key_menu(key)) }
+                                    td.actions { (key_menu(key)) }
                                 }
                             }
                         }
@@ -237,13 +248,38 @@ fn key_menu(key: &api::KeyView) -> Markup {
 }
 
 /// A dialog over the keys screen: a real page (it works without script and
-/// has its own address), drawn as a modal.
-fn dialog(id: &str, title: &str, body: Markup) -> Markup {
-    html! {
-        div.backdrop {}
-        dialog.modal open aria-labelledby=(format!("{id}-title")) #(id) {
-            h2 #(format!("{id}-title")) { (title) }
-            (body)
+/// has its own address), drawn as a modal. The page's script makes it
+/// modal for the keyboard too (focus inside, the page behind inert, Esc
+/// leaves through the dialog's Cancel link, `data-cancel`).
+struct Dialog {
+    id: &'static str,
+    title: String,
+    body: Markup,
+    /// The dialog's own address, for a form worth coming back to: after a
+    /// second officer joins, the page returns there with the fields kept.
+    address: Option<String>,
+}
+
+fn dialog(id: &'static str, title: &str, body: Markup) -> Dialog {
+    Dialog {
+        id,
+        title: title.to_owned(),
+        body,
+        address: None,
+    }
+}
+
+impl Dialog {
+    fn draw(self, notice: Option<&Notice>) -> Markup {
+        let id = self.id;
+        html! {
+            div.backdrop {}
+            dialog.modal open aria-labelledby=(format!("{id}-title")) #(id) data-cancel="/ui/keys"
+                data-address=[self.address] {
+                h2 #(format!("{id}-title")) { (self.title) }
+                (layout::notice(notice))
+                (self.body)
+            }
         }
     }
 }
@@ -372,12 +408,49 @@ fn non_empty(raw: &str) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
-/// The field an invalid-input error names, to show the error beside it.
-fn error_field(error: Option<&ApiError>) -> Option<&str> {
+/// The field an invalid-input error names, and what is wrong with it, to
+/// show the error beside the field.
+#[derive(Clone, Copy)]
+struct FieldError<'a> {
+    field: &'a str,
+    message: &'a str,
+}
+
+fn field_error(error: Option<&ApiError>) -> Option<FieldError<'_>> {
     match error {
-        Some(ApiError::Core(CoreError::Invalid(invalid))) => Some(invalid.field),
+        Some(ApiError::Core(CoreError::Invalid(invalid))) => Some(FieldError {
+            field: invalid.field,
+            message: &invalid.message,
+        }),
         _ => None,
     }
+}
+
+impl FieldError<'_> {
+    fn is(error: Option<Self>, field: &str) -> Option<Self> {
+        error.filter(|e| e.field == field)
+    }
+}
+
+/// What a field refused says beside it, named by the field's
+/// `aria-describedby`, and the field takes the focus when the dialog opens.
+fn error_beside(field: &str, error: Option<FieldError<'_>>) -> Markup {
+    html! {
+        @if let Some(error) = error {
+            p.field-error #(format!("{field}-error")) { "Not saved: " (error.message) }
+        }
+    }
+}
+
+fn described_by(field: &str, hint: bool, error: Option<FieldError<'_>>) -> Option<String> {
+    let ids: Vec<String> = [
+        hint.then(|| format!("{field}-hint")),
+        error.map(|_| format!("{field}-error")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!ids.is_empty()).then(|| ids.join(" "))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -389,18 +462,18 @@ fn text_field(
     readonly: bool,
     placeholder: &str,
     hint: Option<&str>,
-    error: Option<&str>,
+    error: Option<FieldError<'_>>,
 ) -> Markup {
     let field = format!("group-{id}");
-    let invalid = error.is_some_and(|f| f == id);
+    let error = FieldError::is(error, id);
     html! {
         div.field {
             label for=(field) { (label) @if required { " (required)" } }
             input #(field) type="text" name=(id) value=(value) required[required] readonly[readonly]
-                placeholder=(placeholder) aria-invalid=[invalid.then_some("true")]
-                aria-describedby=[hint.map(|_| format!("{field}-hint"))];
+                placeholder=(placeholder) aria-invalid=[error.map(|_| "true")] autofocus[error.is_some()]
+                aria-describedby=[described_by(&field, hint.is_some(), error)];
             @if let Some(hint) = hint { p.hint #(format!("{field}-hint")) { (hint) } }
-            @if invalid { p.field-error { "This field is not valid: see the message above." } }
+            (error_beside(&field, error))
         }
     }
 }
@@ -411,8 +484,8 @@ fn group_dialog(
     values: &GroupForm,
     editing: bool,
     error: Option<&ApiError>,
-) -> Markup {
-    let bad = error_field(error);
+) -> Dialog {
+    let bad = field_error(error);
     let action = if editing {
         format!("/ui/keys/groups/{}/edit", encode(&values.name))
     } else {
@@ -455,7 +528,9 @@ fn group_dialog(
                 }
                 div.field {
                     label for="group-credential" { "Credential (required)" }
-                    select #group-credential name="credential" required aria-invalid=[(bad == Some("credential")).then_some("true")] {
+                    @let credential_error = FieldError::is(bad, "credential");
+                    select #group-credential name="credential" required aria-invalid=[credential_error.map(|_| "true")]
+                        autofocus[credential_error.is_some()] aria-describedby=[described_by("group-credential", false, credential_error)] {
                         @if listing.credentials.is_empty() {
                             option value="" { "No cloud credential yet: add one first" }
                         }
@@ -465,6 +540,7 @@ fn group_dialog(
                             }
                         }
                     }
+                    (error_beside("group-credential", credential_error))
                 }
                 div.field {
                     label for="group-key-type" { "Key Type" }
@@ -503,10 +579,16 @@ fn group_dialog(
                 }
                 div.field {
                     label for="group-policy" { "Policy (uploaded or pasted JSON)" }
+                    @let policy_error = FieldError::is(bad, "policy");
+                    @let policy_described = match policy_error {
+                        Some(_) => "group-policy-status group-policy-error",
+                        None => "group-policy-status",
+                    };
                     textarea #group-policy name="policy" rows="8" spellcheck="false" data-json="group-policy-status"
-                        aria-describedby="group-policy-status" aria-invalid=[(bad == Some("policy")).then_some("true")] { (values.policy) }
+                        aria-describedby=(policy_described)
+                        aria-invalid=[policy_error.map(|_| "true")] autofocus[policy_error.is_some()] { (values.policy) }
                     p.hint #group-policy-status aria-live="polite" { "Checked as JSON before saving; keyhold checks it again." }
-                    @if bad == Some("policy") { p.field-error { "This field is not valid: see the message above." } }
+                    (error_beside("group-policy", policy_error))
                 }
                 div.field.check {
                     input #group-disable type="checkbox" name="disable_after_rotate" value="on" checked[values.disable_after_rotate.is_some()];
@@ -519,7 +601,15 @@ fn group_dialog(
             }
         }
     };
-    dialog("group-dialog", &title, body)
+    let address = if editing {
+        format!("/ui/keys/groups/{}/edit", encode(&values.name))
+    } else {
+        "/ui/keys/groups/new".to_owned()
+    };
+    Dialog {
+        address: Some(address),
+        ..dialog("group-dialog", &title, body)
+    }
 }
 
 pub async fn page(
@@ -571,7 +661,7 @@ async fn reopen(
     app: &AppState,
     ui: &UiSession,
     error: ApiError,
-    dialog: impl FnOnce(&Listing, &ApiError) -> Markup,
+    dialog: impl FnOnce(&Listing, &ApiError) -> Dialog,
 ) -> Response {
     if matches!(error, ApiError::Core(CoreError::Unauthenticated(_))) {
         return super::session::to_login(true);
@@ -667,7 +757,7 @@ async fn confirm_for_group(
     app: &AppState,
     ui: &UiSession,
     name: &str,
-    dialog: fn(&UiSession, &Listing, &api::GroupView) -> Markup,
+    dialog: fn(&UiSession, &Listing, &api::GroupView) -> Dialog,
 ) -> Response {
     let group = match current_group(app, ui, name).await {
         Ok(group) => group,
@@ -683,7 +773,7 @@ async fn confirm_for_group(
     .await
 }
 
-fn rotate_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> Markup {
+fn rotate_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> Dialog {
     let body = html! {
         p #rotate-what {
             "This creates a new KMS key in " (group.region) " (AWS bills each key), imports new key material into it, and moves "
@@ -728,7 +818,7 @@ pub async fn confirm_delete_group(
     confirm_for_group(&app, &ui, &name, delete_group_dialog).await
 }
 
-fn delete_group_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> Markup {
+fn delete_group_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> Dialog {
     let keys: Vec<&api::KeyView> = listing
         .keys
         .iter()

@@ -125,6 +125,7 @@ pub fn page(
             div.shell {
                 nav.side aria-label="Main" {
                     @for (section, items) in NAVIGATION {
+                        div.nav-section {
                         h2 { (section) }
                         ul {
                             @for (nav, label, href) in items {
@@ -136,6 +137,7 @@ pub fn page(
                                     }
                                 }
                             }
+                        }
                         }
                     }
                 }
@@ -172,13 +174,14 @@ pub fn needs(session: &Session, op: Operation, dual_control_on: bool) -> Markup 
 
 /// A time as people read it (`2026-11-29 09:00:00 UTC`), with the exact
 /// RFC 3339 value kept in `datetime`. The page's script formats the same way.
+/// A narrow column may break it after the day, never before `UTC`.
 pub fn when(raw: &str) -> Markup {
     html! { time datetime=(raw) { (readable_time(raw)) } }
 }
 
 fn readable_time(raw: &str) -> String {
     match (raw.get(..10), raw.get(11..19)) {
-        (Some(day), Some(clock)) if raw.ends_with('Z') => format!("{day} {clock} UTC"),
+        (Some(day), Some(clock)) if raw.ends_with('Z') => format!("{day} {clock}\u{a0}UTC"),
         _ => raw.to_owned(),
     }
 }
@@ -189,7 +192,7 @@ mod tests {
     fn times_read_as_utc_to_the_second() {
         assert_eq!(
             super::readable_time("2026-11-29T09:00:00.000000Z"),
-            "2026-11-29 09:00:00 UTC"
+            "2026-11-29 09:00:00\u{a0}UTC"
         );
         assert_eq!(super::readable_time("soon"), "soon");
     }

@@ -24,6 +24,8 @@ use crate::operations::sessions;
 #[derive(Deserialize, Default)]
 pub struct LoginQuery {
     m: Option<String>,
+    /// Where to go back after a second officer joins (a dialog being filled).
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +34,26 @@ pub struct LoginForm {
     user: String,
     #[serde(default)]
     password: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// A page of keyhold's web UI to return to after a login: only a path of
+/// this UI, so a crafted link cannot send an officer elsewhere (an open
+/// redirect) or back to the login itself.
+fn return_to(raw: Option<&str>) -> Option<String> {
+    let path = raw?;
+    let safe = path.starts_with("/ui/")
+        && !path.starts_with("/ui/login")
+        && !path.starts_with("/ui/logout")
+        && path.len() <= 512
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~%".contains(&b))
+        && !path.contains("//")
+        && !path.contains("/../")
+        && !path.ends_with("/..");
+    safe.then(|| path.to_owned())
 }
 
 #[derive(Deserialize)]
@@ -52,6 +74,10 @@ struct Screen {
     csrf: String,
     /// Cookies to set or clear with the answer.
     cookies: Vec<axum::http::HeaderValue>,
+    /// The page to return to once an officer joins ([`return_to`]).
+    next: Option<String>,
+    /// A refused password change: its form stays open, the user name kept.
+    password_user: Option<String>,
 }
 
 /// Works out the session (if its cookie is live) and the CSRF secret the
@@ -65,6 +91,8 @@ async fn screen(app: &AppState, headers: &HeaderMap) -> Result<Screen, ApiError>
                     session: Some(session),
                     csrf: csrf_token(&token),
                     cookies,
+                    next: None,
+                    password_user: None,
                 });
             }
             Err(CoreError::Unauthenticated(_)) => cookies.push(clear_cookie(SESSION_COOKIE)),
@@ -84,6 +112,8 @@ async fn screen(app: &AppState, headers: &HeaderMap) -> Result<Screen, ApiError>
         session: None,
         csrf: csrf_token(&nonce),
         cookies,
+        next: None,
+        password_user: None,
     })
 }
 
@@ -124,12 +154,12 @@ fn render(screen: Screen, notice: Option<&Notice>, status: StatusCode) -> Respon
                         "The second officer logs in here, on the same screen, and joins this session."
                     }
                     p.actions {
-                        a.button #continue href="/ui/keys" { "Continue to keyhold" }
+                        a.button #continue href=(screen.next.as_deref().unwrap_or("/ui/keys")) { "Continue to keyhold" }
                     }
                 }
             }
-            (login_form(csrf, screen.session.is_some()))
-            (password_form(csrf))
+            (login_form(csrf, screen.session.is_some(), screen.next.as_deref()))
+            (password_form(csrf, screen.password_user.as_deref()))
             @if screen.session.is_some() {
                 form method="post" action="/ui/logout" {
                     (csrf_field(csrf))
@@ -145,11 +175,12 @@ fn render(screen: Screen, notice: Option<&Notice>, status: StatusCode) -> Respon
     response
 }
 
-fn login_form(csrf: &str, joining: bool) -> Markup {
+fn login_form(csrf: &str, joining: bool, next: Option<&str>) -> Markup {
     html! {
         form.card #login-form method="post" action="/ui/login" {
             h2 { @if joining { "Second officer" } @else { "Officer" } }
             (csrf_field(csrf))
+            @if let Some(next) = next { input type="hidden" name="next" value=(next); }
             div.field {
                 label for="login-user" { "User name" }
                 input #login-user type="text" name="user" autocomplete="username" required;
@@ -163,15 +194,15 @@ fn login_form(csrf: &str, joining: bool) -> Markup {
     }
 }
 
-fn password_form(csrf: &str) -> Markup {
+fn password_form(csrf: &str, refused_for: Option<&str>) -> Markup {
     html! {
-        details.card #password-change {
+        details.card #password-change open[refused_for.is_some()] {
             summary { "Change a password (first use: replace the one-time password)" }
             form method="post" action="/ui/password" {
                 (csrf_field(csrf))
                 div.field {
                     label for="pw-user" { "User name" }
-                    input #pw-user type="text" name="user" autocomplete="username" required;
+                    input #pw-user type="text" name="user" autocomplete="username" required value=[refused_for];
                 }
                 div.field {
                     label for="pw-current" { "Current password" }
@@ -205,7 +236,13 @@ pub async fn page(
     Query(query): Query<LoginQuery>,
 ) -> Response {
     match screen(&app, &headers).await {
-        Ok(screen) => render(screen, message(query.m.as_deref()).as_ref(), StatusCode::OK),
+        Ok(screen) => {
+            let screen = Screen {
+                next: return_to(query.next.as_deref()),
+                ..screen
+            };
+            render(screen, message(query.m.as_deref()).as_ref(), StatusCode::OK)
+        }
         Err(e) => unavailable(&e),
     }
 }
@@ -217,7 +254,10 @@ pub async fn login(
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
     let current = match screen(&app, &headers).await {
-        Ok(screen) => screen,
+        Ok(screen) => Screen {
+            next: return_to(form.next.as_deref()),
+            ..screen
+        },
         Err(e) => return unavailable(&e),
     };
     if current.session.is_none() && cookie(&headers, SESSION_COOKIE).is_some() {
@@ -233,10 +273,13 @@ pub async fn login(
     let password = SecretString::from(form.password);
     match sessions::login(&app, client, token.as_deref(), &form.user, &password).await {
         Ok(outcome) => {
-            let mut response = if outcome.joined {
-                see_other(&format!("/ui/keys?done=joined&name={}", encode(&form.user)))
-            } else {
-                see_other("/ui/login")
+            let mut response = match (outcome.joined, &current.next) {
+                (true, Some(next)) => see_other(next),
+                (true, None) => {
+                    see_other(&format!("/ui/keys?done=joined&name={}", encode(&form.user)))
+                }
+                (false, Some(next)) => see_other(&format!("/ui/login?next={}", encode(next))),
+                (false, None) => see_other("/ui/login"),
             };
             let headers = response.headers_mut();
             // A new cookie on every login, joining too (no session fixation).
@@ -266,7 +309,10 @@ pub async fn change_password(
     axum::Form(form): axum::Form<PasswordForm>,
 ) -> Response {
     let current = match screen(&app, &headers).await {
-        Ok(screen) => screen,
+        Ok(screen) => Screen {
+            password_user: Some(form.user.clone()),
+            ..screen
+        },
         Err(e) => return unavailable(&e),
     };
     if form.new_password != form.confirm_password {
@@ -313,4 +359,39 @@ pub async fn logout(State(app): State<AppState>, ui: UiSession) -> Response {
         .headers_mut()
         .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::return_to;
+
+    #[test]
+    fn a_login_returns_only_to_a_page_of_this_ui() {
+        for good in [
+            "/ui/keys/groups/new",
+            "/ui/keys/groups/ig-demo/edit",
+            "/ui/keys/groups/ig%20demo/edit",
+        ] {
+            assert_eq!(return_to(Some(good)).as_deref(), Some(good), "{good}");
+        }
+        for bad in [
+            "",
+            "https://evil.example/ui/keys",
+            "//evil.example/ui/keys",
+            "/\\evil.example",
+            "/ui//evil.example",
+            "/ui/../api/v1/keys",
+            "/ui/keys/..",
+            "/ui/login",
+            "/ui/login?next=/ui/keys",
+            "/ui/logout",
+            "/api/v1/keys",
+            "/ui/keys\r\nSet-Cookie: a=b",
+            "/ui/keys?x=\"><script>",
+        ] {
+            assert_eq!(return_to(Some(bad)), None, "{bad}");
+        }
+        assert_eq!(return_to(None), None);
+        assert_eq!(return_to(Some(&format!("/ui/{}", "a".repeat(600)))), None);
+    }
 }

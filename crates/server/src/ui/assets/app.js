@@ -98,14 +98,72 @@
   });
 
   // ---- context menus: right-click a row, or its Actions button ----
+  // A panel is placed fixed beside its button (or the pointer), flipped up
+  // near the bottom, so no scroll area clips it. Esc closes the menu and
+  // gives the focus back to its button; arrows move between its items.
   var menus = function () { return document.querySelectorAll('details.menu'); };
   var closeMenus = function (except) {
     menus().forEach(function (m) { if (m !== except) { m.open = false; } });
   };
+  var items = function (menu) {
+    return Array.prototype.slice.call(menu.querySelectorAll('.menu-panel a, .menu-panel button'));
+  };
+  var place = function (menu, x, y) {
+    var panel = menu.querySelector('.menu-panel');
+    menu.classList.add('placed');
+    var width = panel.offsetWidth, height = panel.offsetHeight;
+    var left = Math.max(8, Math.min(x - width, window.innerWidth - width - 8));
+    var top = y + height > window.innerHeight - 8 ? Math.max(8, y - height) : y;
+    panel.style.left = left + 'px';
+    panel.style.top = top + 'px';
+  };
   menus().forEach(function (menu) {
-    menu.querySelector('summary').addEventListener('click', function () {
-      menu.classList.remove('at-pointer');
-      closeMenus(menu);
+    var summary = menu.querySelector('summary');
+    summary.addEventListener('click', function () { closeMenus(menu); });
+    menu.addEventListener('toggle', function () {
+      if (!menu.open) { menu.classList.remove('placed'); return; }
+      var panel = menu.querySelector('.menu-panel');
+      if (menu.pointer) {
+        var at = menu.pointer;
+        menu.pointer = null;
+        place(menu, at.x + panel.offsetWidth, at.y);
+        menu.focusItem = 0;
+      } else {
+        var rect = summary.getBoundingClientRect();
+        // Below the button; above it when there is no room below.
+        var y = rect.bottom + 2;
+        if (y + panel.offsetHeight > window.innerHeight - 8) { y = rect.top - 2; }
+        place(menu, rect.right, y);
+      }
+      // Opened from the keyboard or the pointer: the item asked for takes
+      // the focus now that the panel is shown (not before: a closed
+      // panel's items cannot take it).
+      if (menu.focusItem !== undefined && menu.focusItem !== null) {
+        var wanted = items(menu)[menu.focusItem];
+        menu.focusItem = null;
+        if (wanted) { wanted.focus(); }
+      }
+    });
+    menu.addEventListener('keydown', function (e) {
+      var list = items(menu);
+      var at = list.indexOf(document.activeElement);
+      if (e.key === 'Escape' && menu.open) {
+        e.preventDefault();
+        e.stopPropagation();
+        menu.open = false;
+        summary.focus();
+      } else if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+        e.preventDefault();
+        var step = e.key === 'ArrowDown' ? 1 : -1;
+        var next = at < 0 ? (step > 0 ? 0 : list.length - 1) : (at + step + list.length) % list.length;
+        if (!menu.open) {
+          closeMenus(menu);
+          menu.focusItem = next;
+          menu.open = true;
+        } else if (list[next]) {
+          list[next].focus();
+        }
+      }
     });
   });
   document.addEventListener('contextmenu', function (e) {
@@ -114,13 +172,9 @@
     if (!menu) { return; }
     e.preventDefault();
     closeMenus(menu);
-    menu.classList.add('at-pointer');
+    menu.pointer = { x: e.clientX, y: e.clientY };
+    if (menu.open) { menu.open = false; }
     menu.open = true;
-    var panel = menu.querySelector('.menu-panel');
-    panel.style.left = Math.min(e.clientX, window.innerWidth - 220) + 'px';
-    panel.style.top = Math.min(e.clientY, window.innerHeight - 200) + 'px';
-    var first = panel.querySelector('a, button');
-    if (first) { first.focus(); }
   });
   document.addEventListener('click', function (e) {
     if (!(e.target.closest && e.target.closest('details.menu'))) { closeMenus(null); }
@@ -128,6 +182,71 @@
   document.addEventListener('keydown', function (e) {
     if (e.key === 'Escape') { closeMenus(null); }
   });
+  // A placed panel does not follow its button: close it when the page moves.
+  window.addEventListener('resize', function () { closeMenus(null); });
+  document.addEventListener('scroll', function () { closeMenus(null); }, true);
+
+  // ---- dialogs ----
+  // Drawn open by the server (they work without script); made modal here,
+  // so the page behind is inert for Tab and pointer, the focus starts
+  // inside, and Esc leaves through the dialog's Cancel address.
+  document.querySelectorAll('dialog.modal[open]').forEach(function (dialog) {
+    if (typeof dialog.showModal !== 'function') { return; }
+    dialog.close();
+    dialog.showModal();
+    var backdrop = dialog.previousElementSibling;
+    if (backdrop && backdrop.classList.contains('backdrop')) { backdrop.hidden = true; }
+    // The field to fix first; otherwise the first field; where there is
+    // none (a confirmation), Cancel, so a stray Enter does nothing costly.
+    var start = dialog.querySelector('[autofocus]')
+      || dialog.querySelector('input:not([type=hidden]):not([readonly]):not([disabled]), select, textarea')
+      || dialog.querySelector('.actions a.secondary')
+      || dialog.querySelector('button, a[href]');
+    if (start) { start.focus(); }
+    dialog.addEventListener('cancel', function (e) {
+      e.preventDefault();
+      window.location.href = dialog.getAttribute('data-cancel') || '/ui/keys';
+    });
+  });
+
+  // ---- a second officer joins without losing what was typed ----
+  // Going to the login screen from a dialog keeps the dialog's fields (no
+  // secrets: the CSRF token, passwords and files are left out) in this
+  // tab's session storage and comes back to the dialog after the login.
+  var DRAFT = 'keyhold-draft';
+  var keptFields = function (form) {
+    return Array.prototype.slice.call(form.elements).filter(function (f) {
+      return f.name && f.type !== 'hidden' && f.type !== 'password' && f.type !== 'file'
+        && f.type !== 'submit' && f.type !== 'button';
+    });
+  };
+  var openDialog = document.querySelector('dialog.modal[data-address]');
+  var draftForm = openDialog && openDialog.querySelector('form');
+  if (draftForm) {
+    var address = openDialog.getAttribute('data-address');
+    document.querySelectorAll('a[href="/ui/login"]').forEach(function (link) {
+      link.addEventListener('click', function () {
+        var values = {};
+        keptFields(draftForm).forEach(function (f) {
+          values[f.name] = f.type === 'checkbox' ? f.checked : f.value;
+        });
+        try {
+          window.sessionStorage.setItem(DRAFT, JSON.stringify({ address: address, values: values }));
+        } catch (ignored) { /* storage refused: the login still works */ }
+        link.href = '/ui/login?next=' + encodeURIComponent(address);
+      });
+    });
+    var saved = null;
+    try { saved = JSON.parse(window.sessionStorage.getItem(DRAFT) || 'null'); } catch (ignored) { saved = null; }
+    if (saved && saved.address === address) {
+      window.sessionStorage.removeItem(DRAFT);
+      keptFields(draftForm).forEach(function (f) {
+        if (!Object.prototype.hasOwnProperty.call(saved.values, f.name) || f.readOnly) { return; }
+        if (f.type === 'checkbox') { f.checked = saved.values[f.name] === true; } else { f.value = saved.values[f.name]; }
+        f.dispatchEvent(new Event('input'));
+      });
+    }
+  }
 
   // ---- live jobs ----
   var poll = function (url, render) {
@@ -167,7 +286,7 @@
   var when = function (raw) {
     if (raw === null || raw === undefined) { return document.createTextNode('\u2014'); }
     var m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})[^Z]*Z$/.exec(raw);
-    return el('time', m ? m[1] + ' ' + m[2] + ' UTC' : raw, { datetime: raw });
+    return el('time', m ? m[1] + ' ' + m[2] + '\u00a0UTC' : raw, { datetime: raw });
   };
   var setTime = function (id, raw) {
     var n = document.getElementById(id);
