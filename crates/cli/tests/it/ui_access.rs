@@ -137,7 +137,8 @@ async fn dual_browser_session(app: &TestApp, browser: &Browser) {
         .await;
 }
 
-/// A group with two keys (one rotation, then another) and a finished job.
+/// A group with two keys (one rotation, then another), a finished rotation
+/// and a finished synchronization.
 async fn group_with_keys(app: &TestApp, token: &str) -> (String, String, String) {
     app.import_kms_credential(token, "aws").await;
     let group = unique("ui-wide");
@@ -150,6 +151,11 @@ async fn group_with_keys(app: &TestApp, token: &str) -> (String, String, String)
         .as_str()
         .unwrap()
         .to_owned();
+    // A Synchronize job too: its target, a KMS key id, is the widest cell.
+    let sync = app
+        .sync(token, &key, json!({"update_policy": true, "import_material": true}))
+        .await;
+    app.wait_job(token, &sync).await;
     (group, key, job)
 }
 
