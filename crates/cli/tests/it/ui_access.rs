@@ -153,7 +153,11 @@ async fn group_with_keys(app: &TestApp, token: &str) -> (String, String, String)
         .to_owned();
     // A Synchronize job too: its target, a KMS key id, is the widest cell.
     let sync = app
-        .sync(token, &key, json!({"update_policy": true, "import_material": true}))
+        .sync(
+            token,
+            &key,
+            json!({"update_policy": true, "import_material": true}),
+        )
         .await;
     app.wait_job(token, &sync).await;
     (group, key, job)

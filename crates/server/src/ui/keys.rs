@@ -181,7 +181,7 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
                             @for key in keys {
                                 tr.key-row data-key=(key.name) data-menu=(format!("menu-k{}", key.id)) {
                                     td { code { (key.name) } }
-                                    td { (key.group) }
+                                    td.group { (key.group) }
                                     td { (key.certificate.as_deref().unwrap_or("—")) }
                                     td.num { (key.version) }
                                     td { (key.storage) }
