@@ -161,17 +161,7 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
         .await;
     browser.click("#group-disable").await;
     browser.screenshot("06-group-dialog-aws").await;
-    browser.click("#save-group").await;
-    browser
-        .wait_text(
-            "main .notice",
-            &format!("Added HSM protected key group {group}."),
-            10,
-        )
-        .await;
-    let (_, created) = app
-        .get(&format!("/api/v1/groups/{group}"), &api_token(&app).await)
-        .await;
+    let created = save_new_group(&app, &browser, &group).await;
     assert_eq!(created["policy"], POLICY, "{created}");
     assert_eq!(created["owner"], "security team");
     assert_eq!(created["disable_after_rotate"], true);
@@ -416,6 +406,24 @@ async fn two_officers_run_the_walkthrough_in_the_browser() {
     assert!(!url.contains(ADMIN1_PASSWORD) && !url.contains(SECRET_ACCESS_KEY));
     let _ = base;
     browser.quit().await;
+}
+
+/// Saves the open new-group dialog and returns the group as the API reads
+/// it back.
+pub(crate) async fn save_new_group(app: &TestApp, browser: &Browser, group: &str) -> Value {
+    browser.click("#save-group").await;
+    browser
+        .wait_text(
+            "main .notice",
+            &format!("Added HSM protected key group {group}."),
+            10,
+        )
+        .await;
+    let (status, created) = app
+        .get(&format!("/api/v1/groups/{group}"), &api_token(app).await)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    created
 }
 
 /// A session through the API for the test's own checks.

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::ui::{api_token, check_page, log_in};
+use crate::ui::{check_page, log_in, save_new_group};
 use crate::webdriver::{Browser, keys};
 
 /// What a screen's layout looks like now (see [`assert_layout`]).
@@ -388,17 +388,7 @@ async fn a_second_officer_joins_from_a_dialog_without_losing_what_was_typed() {
         assert_eq!(kept, Value::from(typed), "{field} was not kept");
     }
     assert!(browser.is_selected("#group-disable").await);
-    browser.click("#save-group").await;
-    browser
-        .wait_text(
-            "main .notice",
-            &format!("Added HSM protected key group {group}."),
-            10,
-        )
-        .await;
-    let (_, created) = app
-        .get(&format!("/api/v1/groups/{group}"), &api_token(&app).await)
-        .await;
+    let created = save_new_group(&app, &browser, &group).await;
     assert_eq!(created["owner"], "payments", "{created}");
     assert_eq!(created["valid_for"], "2y", "{created}");
     assert_eq!(created["disable_after_rotate"], true, "{created}");
