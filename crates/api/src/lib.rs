@@ -399,6 +399,11 @@ pub struct JobView {
     pub kind: String,
     /// "Rotate HSM protected keys" / "Synchronize HSM protected keys".
     pub title: String,
+    /// What this job does, beside the title its kind shares: the options
+    /// chosen ("update policy, import key material", "delete key material")
+    /// or the group a rotation makes a new key for.
+    #[serde(default)]
+    pub summary: String,
     /// The key group (rotate) or the KMS key id (synchronize).
     pub target: String,
     pub group: String,

@@ -36,7 +36,7 @@ fn progress(job: &api::JobView) -> Markup {
 fn row(job: &api::JobView) -> Markup {
     html! {
         tr data-job=(job.id) data-status=(job.status) {
-            td { a href=(format!("/ui/jobs/{}", encode(&job.id))) { (job.title) } }
+            td { a href=(format!("/ui/jobs/{}", encode(&job.id))) { (job.title) } br; small.job-summary { (job.summary) } }
             td { code { (job.target) } }
             td { (job.group) }
             td.status { span.status-badge data-status=(job.status) { (job.status) } }
@@ -121,6 +121,7 @@ pub async fn detail(
         p { a href="/ui/jobs" { "← All jobs" } }
         dl.facts #job-detail data-poll=(format!("/ui/jobs/{}/json", encode(&job.id))) {
             dt { "Job id" } dd { code { (job.id) } }
+            dt { "Summary" } dd #job-summary { (job.summary) }
             dt { "Target" } dd { code { (job.target) } }
             dt { "Key group" } dd { (job.group) }
             dt { "Status" } dd #job-status { span.status-badge data-status=(job.status) { (job.status) } }

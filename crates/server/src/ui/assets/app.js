@@ -193,7 +193,9 @@
           tr.appendChild(td);
           return td;
         };
-        cell(link);
+        var titled = cell(link);
+        titled.appendChild(el('br'));
+        titled.appendChild(el('small', job.summary, { 'class': 'job-summary' }));
         cell(el('code', job.target));
         cell(job.group);
         cell(badge(job.status), 'status');
