@@ -108,6 +108,7 @@ pub fn key(listing: &KeyListing, now: Timestamp) -> api::KeyView {
         state: key.state.as_str().to_owned(),
         expired: key.is_expired(now),
         material: listing.material.as_str().to_owned(),
+        state_note: listing.note.clone(),
     }
 }
 

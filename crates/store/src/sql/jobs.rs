@@ -186,9 +186,10 @@ async fn insert_message(conn: &mut Conn, message: &JobMessage) -> Result<(), Sto
     Ok(())
 }
 
-/// Retry or cancel: the status moves only from `from`, and only the status,
-/// error and finished time are written (never the progress the caller read).
-/// The message follows when it moved.
+/// Retry or cancel: the status moves only from `from`, at the attempt the
+/// caller read (a run in between may have moved the progress it decided
+/// on), and only the status, error and finished time are written (never
+/// the progress the caller read). The message follows when it moved.
 pub(super) async fn change_status(
     conn: &mut Conn,
     job: &Job,
@@ -197,10 +198,10 @@ pub(super) async fn change_status(
     fence: Option<&Lease>,
 ) -> Result<bool, StoreError> {
     const SET: &str = "UPDATE jobs SET status = $2, error = $3, finished_at = $4 \
-         WHERE id = $1 AND status = $5";
+         WHERE id = $1 AND status = $5 AND attempts = $6";
     let sql = match fence {
         Some(_) => format!(
-            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $6 AND holder = $7 AND token = $8)"
+            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $7 AND holder = $8 AND token = $9)"
         ),
         None => SET.to_owned(),
     };
@@ -209,7 +210,8 @@ pub(super) async fn change_status(
         .bind(job.status.as_str())
         .bind(job.error.as_deref())
         .bind(opt_ts(job.finished_at.as_ref()))
-        .bind(from.as_str());
+        .bind(from.as_str())
+        .bind(i64::from(job.attempts));
     if let Some(lease) = fence {
         query = query
             .bind(lease.name.as_str())
