@@ -280,6 +280,20 @@ pub trait Store: Send + Sync {
         fence: Option<&Lease>,
         remove_key: Option<uuid::Uuid>,
     ) -> Result<bool, StoreError>;
+    /// Marks a job running at its start or resumption (the whole job row,
+    /// as [`Store::commit_job`] writes it) with its message, only while it
+    /// is still in status `from` with `attempts` attempts, as the runner
+    /// read it: `false` (nothing written) when a cancel or retry moved it
+    /// in between, which a start must not write back over. Fenced like
+    /// [`Store::commit_job`].
+    async fn start_job(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        attempts: u32,
+        message: &JobMessage,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError>;
     /// Oldest first.
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError>;
     /// The group's newest rotation job, however many synchronizations came

@@ -547,6 +547,28 @@ impl Store for FakeStore {
         state.audit.push(audit.clone());
         Ok(true)
     }
+    async fn start_job(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        attempts: u32,
+        message: &JobMessage,
+        _: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        if let Some(refusal) = *lock(&self.refusal) {
+            return Err(refusal());
+        }
+        let mut state = lock(&self.state);
+        let Some(stored) = state.jobs.iter_mut().find(|j| j.id == job.id) else {
+            return Err(StoreError::NotFound);
+        };
+        if stored.status != from || stored.attempts != attempts {
+            return Ok(false);
+        }
+        *stored = job.clone();
+        state.messages.push(message.clone());
+        Ok(true)
+    }
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
         Ok(lock(&self.state)
             .messages

@@ -491,6 +491,20 @@ impl Store for SqlBackend {
         .await
     }
 
+    async fn start_job(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        attempts: u32,
+        message: &JobMessage,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        self.audited(None, async |c| {
+            jobs::start(c, job, from, attempts, message, fence).await
+        })
+        .await
+    }
+
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
         jobs::messages(&self.pool, job_id).await
     }

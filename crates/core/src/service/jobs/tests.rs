@@ -1037,3 +1037,47 @@ async fn cancelling_a_queued_rotation_removes_nothing_it_did_not_generate() {
     );
     assert!(store.keys.is_empty());
 }
+
+/// Cancels the job in the store when the runner is about to mark it
+/// running: an officer's cancel landing between the runner's read and its start.
+struct CancelBeforeStart {
+    store: Arc<FakeStore>,
+}
+
+impl JobHooks for CancelBeforeStart {
+    fn reached(&self, at: Checkpoint, committed: bool) {
+        if (at, committed) == (Checkpoint::Start, false) {
+            let state = self.store.snapshot();
+            for job in state.jobs {
+                if job.status == JobStatus::Queued {
+                    self.store.put_job(Job {
+                        status: JobStatus::Cancelled,
+                        finished_at: Some(start()),
+                        ..job
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_between_the_runners_read_and_its_start_stands() {
+    let w = World::new();
+    let job = w.queue_rotation().await;
+    let hooks = CancelBeforeStart {
+        store: w.store.clone(),
+    };
+    let ran = w.run(&job, &hooks).await.unwrap();
+    assert_eq!(ran.status, JobStatus::Cancelled);
+    assert_eq!(ran.attempts, 0);
+    let store = w.store.snapshot();
+    assert_eq!(store.job(job.id).unwrap().status, JobStatus::Cancelled);
+    assert!(store.keys.is_empty(), "no step ran");
+    assert!(
+        store.messages_of(job.id).is_empty(),
+        "{:?}",
+        store.messages_of(job.id)
+    );
+    assert!(w.kms.snapshot().calls.is_empty());
+}
