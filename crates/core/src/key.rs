@@ -174,9 +174,14 @@ impl Key {
                 "{state}: its rotation job {id} is {} and has not created its KMS key yet",
                 job.status.as_str()
             ),
+            JobStatus::Failed if job.progress.create_key_sent => format!(
+                "{state}: its rotation job {id} failed after CreateKey was sent: \
+                 retry the job (`keyhold job retry {id}`), which takes the KMS key tagged \
+                 {JOB_TAG}={id} if AWS made one, or cancel it"
+            ),
             JobStatus::Failed => format!(
                 "{state}: its rotation job {id} failed before the key reached KMS: \
-                 retry the job (`keyhold job retry {id}`), or cancel it"
+                 retry the job (`keyhold job retry {id}`), or cancel it (which removes this key)"
             ),
             JobStatus::Cancelled if job.progress.create_key_sent => format!(
                 "{state}: its rotation job {id} was cancelled after CreateKey was sent, \
@@ -304,6 +309,52 @@ mod tests {
         );
         assert_eq!(CheckDigits::parse("57cf").unwrap().as_str(), "57CF");
         assert!(CheckDigits::parse("57CG").is_err());
+    }
+
+    #[test]
+    fn a_key_without_a_kms_key_is_named_by_group_and_version_and_read_back() {
+        let mut key = Key {
+            id: uuid::Uuid::new_v4(),
+            group: GroupName::parse("ig-demo").unwrap(),
+            version: 3,
+            kms_key_id: None,
+            check_digits: CheckDigits::parse("57CF").unwrap(),
+            valid_from: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            valid_to: None,
+            state: KeyState::PreActive,
+            keystore_handle: Vec::new(),
+            created_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+        };
+        assert_eq!(key.display_name(), "ig-demo v3 (no KMS key)");
+        let parsed = Key::parse_local_name(&key.display_name()).unwrap();
+        assert_eq!((parsed.0.as_str(), parsed.1), ("ig-demo", 3));
+        assert_eq!(
+            Key::parse_local_name("ig-demo v3").map(|(g, v)| (g.to_string(), v)),
+            Some(("ig-demo".to_owned(), 3))
+        );
+        for not_one in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "ig-demo v0",
+            "ig-demo vx",
+            "ig demo v3",
+            " v3",
+            "ig-demo",
+        ] {
+            assert_eq!(Key::parse_local_name(not_one), None, "{not_one}");
+        }
+        // Without a rotation to name, the note still says what to check.
+        let note = key.state_note(None).unwrap();
+        assert!(
+            note.starts_with("pre_active: its rotation did not finish"),
+            "{note}"
+        );
+        assert!(
+            note.contains(&format!("keyhold:key-id={}", key.id)),
+            "{note}"
+        );
+        key.kms_key_id = Some(KmsKeyId::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap());
+        assert_eq!(key.display_name(), "1234abcd-12ab-34cd-56ef-1234567890ab");
+        assert_eq!(key.state_note(None), None);
     }
 
     #[test]

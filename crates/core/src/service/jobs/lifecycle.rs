@@ -216,10 +216,17 @@ impl Keyhold {
                 key.version,
                 key.check_digits
             )),
-            GeneratedKey::Kept(key) => text.push_str(&format!(
-                ". Its key {} stays listed: CreateKey was sent, so a KMS key tagged {JOB_TAG}={id} may exist in AWS. Check AWS, then delete the key",
-                key.display_name()
-            )),
+            GeneratedKey::Kept(key) => match key.kms_key_id.as_ref().or(job.progress.kms_key_id.as_ref()) {
+                Some(kms) => text.push_str(&format!(
+                    ". Its key {} (version {}) stays listed: KMS key {kms} was created for it",
+                    key.display_name(),
+                    key.version
+                )),
+                None => text.push_str(&format!(
+                    ". Its key {} stays listed: CreateKey was sent, so a KMS key tagged {JOB_TAG}={id} may exist in AWS. Check AWS, then delete the key",
+                    key.display_name()
+                )),
+            },
         }
         let message = self.message(&job, text);
         let removed = match &generated {

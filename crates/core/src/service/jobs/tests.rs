@@ -1081,3 +1081,31 @@ async fn a_cancel_between_the_runners_read_and_its_start_stands() {
     );
     assert!(w.kms.snapshot().calls.is_empty());
 }
+
+#[tokio::test]
+async fn a_rotation_cancelled_after_its_kms_key_was_created_keeps_the_key_and_names_it() {
+    let w = World::new();
+    w.kms.fail_next(
+        "point_alias",
+        CloudError::Transient {
+            operation: "CreateAlias",
+            message: "connection reset".into(),
+        },
+    );
+    let failed = w.rotate().await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    let kms_key = failed.progress.kms_key_id.clone().unwrap();
+    w.keyhold
+        .cancel_job(&officer_session(), failed.id)
+        .await
+        .unwrap();
+    let store = w.store.snapshot();
+    assert!(store.key_by_kms_id(&kms_key).is_some());
+    let last = store.messages_of(failed.id).pop().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "Cancelled by Admin1. Its key {kms_key} (version 1) stays listed: KMS key {kms_key} was created for it"
+        )
+    );
+}
