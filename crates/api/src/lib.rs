@@ -307,7 +307,9 @@ pub struct GroupView {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyView {
-    /// The KMS key id (keyhold's own id until AWS knows the key).
+    /// The KMS key id; before AWS knows the key, its group and version,
+    /// such as `ig-demo v3 (no KMS key)`. Either addresses the key in
+    /// `/keys/{name}`, as does `id`.
     pub name: String,
     pub id: String,
     pub group: String,
@@ -326,6 +328,10 @@ pub struct KeyView {
     /// (deleted on the token: it cannot be synchronized) or `unknown`
     /// (the keystore cannot be reached now).
     pub material: String,
+    /// Why a key without a KMS key is in its state and what to do about it
+    /// (its rotation job running, failed or cancelled); null otherwise.
+    #[serde(default)]
+    pub state_note: Option<String>,
 }
 
 // ---- audit ----
@@ -399,6 +405,11 @@ pub struct JobView {
     pub kind: String,
     /// "Rotate HSM protected keys" / "Synchronize HSM protected keys".
     pub title: String,
+    /// What this job does, beside the title its kind shares: the options
+    /// chosen ("update policy, import key material", "delete key material")
+    /// or the group a rotation makes a new key for.
+    #[serde(default)]
+    pub summary: String,
     /// The key group (rotate) or the KMS key id (synchronize).
     pub target: String,
     pub group: String,

@@ -66,7 +66,7 @@ pub enum JobCommand {
 impl Tabular for JobView {
     fn headers() -> &'static [&'static str] {
         &[
-            "ID", "Job", "Target", "Status", "Progress", "Users", "Started", "Finished",
+            "ID", "Job", "Summary", "Target", "Status", "Progress", "Users", "Started", "Finished",
         ]
     }
 
@@ -74,6 +74,7 @@ impl Tabular for JobView {
         vec![
             self.id.clone(),
             self.title.clone(),
+            self.summary.clone(),
             self.target.clone(),
             self.status.clone(),
             fraction(self),
@@ -91,6 +92,7 @@ impl Tabular for JobView {
         vec![
             ("ID", self.id.clone()),
             ("Job", self.title.clone()),
+            ("Summary", self.summary.clone()),
             ("Target", self.target.clone()),
             ("Key group", self.group.clone()),
             ("Status", self.status.clone()),
@@ -200,6 +202,7 @@ fn unseen<'a>(job: &'a JobView, shown: &mut usize) -> &'a [JobMessageView] {
 fn started_fields(job: &JobView) -> String {
     output::render_fields(&[
         ("Job", job.title.clone()),
+        ("Summary", job.summary.clone()),
         ("ID", job.id.clone()),
         ("Target", job.target.clone()),
         ("Status", job.status.clone()),
@@ -572,6 +575,7 @@ mod tests {
             id: "5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11".into(),
             kind: "rotate".into(),
             title: "Rotate HSM protected keys".into(),
+            summary: "new key for key group ig-demo".into(),
             target: "ig-demo".into(),
             group: "ig-demo".into(),
             status: status.into(),
@@ -609,13 +613,13 @@ mod tests {
         assert_eq!(
             lines[0],
             format!(
-                "ID{}  Job                        Target   Status     Progress  Users          Started              Finished",
+                "ID{}  Job                        Summary                        Target   Status     Progress  Users          Started              Finished",
                 " ".repeat(34)
             )
         );
         assert!(
             lines[1].ends_with(
-                "Rotate HSM protected keys  ig-demo  succeeded  6/6       Admin1,Admin2  2026-11-29 12:00:01  2026-11-29 12:00:09"
+                "Rotate HSM protected keys  new key for key group ig-demo  ig-demo  succeeded  6/6       Admin1,Admin2  2026-11-29 12:00:01  2026-11-29 12:00:09"
             ),
             "{}",
             lines[1]
@@ -767,7 +771,7 @@ mod tests {
         let text = started_fields(&job("queued", 0, 6, None));
         assert_eq!(
             text,
-            "Job:     Rotate HSM protected keys\nID:      5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11\nTarget:  ig-demo\nStatus:  queued\n"
+            "Job:      Rotate HSM protected keys\nSummary:  new key for key group ig-demo\nID:       5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11\nTarget:   ig-demo\nStatus:   queued\n"
         );
     }
 }

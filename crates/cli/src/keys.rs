@@ -123,6 +123,7 @@ impl Tabular for KeyView {
                     .map_or_else(|| "no expiry".to_owned(), output::time),
             ),
             ("State", self.state.clone()),
+            ("State note", output::or_dash(self.state_note.as_deref())),
             ("Expired", output::yes_no(self.expired)),
             ("Key material", self.material.clone()),
         ]
@@ -146,6 +147,11 @@ fn state(key: &KeyView) -> String {
     }
     if key.material == "missing" {
         state.push_str(" (material missing)");
+    }
+    // A key that never reached KMS: its state alone says neither why nor
+    // what to do.
+    if let Some(note) = &key.state_note {
+        state = note.clone();
     }
     state
 }
@@ -268,7 +274,30 @@ mod tests {
             state: "enabled".into(),
             expired,
             material: "present".into(),
+            state_note: None,
         }
+    }
+
+    #[test]
+    fn a_key_without_a_kms_key_shows_why_in_its_state() {
+        let mut pending = key(None, false);
+        pending.name = "ig-demo v3 (no KMS key)".into();
+        pending.state = "pre_active".into();
+        pending.state_note =
+            Some("pre_active: its rotation job j1 failed before the key reached KMS".into());
+        let row = pending.row();
+        assert_eq!(row[0], "ig-demo v3 (no KMS key)");
+        assert_eq!(
+            row[9],
+            "pre_active: its rotation job j1 failed before the key reached KMS"
+        );
+        let fields = pending.fields();
+        assert!(fields.contains(&("State", "pre_active".to_owned())));
+        assert!(
+            fields
+                .iter()
+                .any(|(k, v)| *k == "State note" && v.contains("job j1 failed"))
+        );
     }
 
     #[test]

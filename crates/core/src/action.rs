@@ -46,10 +46,13 @@ pub enum Action<'a> {
         id: &'a str,
         title: Option<&'a str>,
     },
-    /// Cancelling a queued or failed job (`title` as for [`Self::RetryJob`]).
+    /// Cancelling a queued or failed job (`title` as for [`Self::RetryJob`]);
+    /// `removed_key` names the key a cancelled rotation generated and keyhold
+    /// removed with it, since it never reached KMS.
     CancelJob {
         id: &'a str,
         title: Option<&'a str>,
+        removed_key: Option<&'a str>,
     },
     /// Adding a cloud credential, from an access key CSV or on the default chain.
     AddCredential(&'a str),
@@ -88,7 +91,20 @@ impl Action<'_> {
                 )
             }
             Self::RetryJob { id, title } => job_transition("Retried", id, title),
-            Self::CancelJob { id, title } => job_transition("Cancelled", id, title),
+            Self::CancelJob {
+                id,
+                title,
+                removed_key,
+            } => {
+                let cancelled = job_transition("Cancelled", id, title);
+                match removed_key {
+                    Some(key) => format!(
+                        "{cancelled}; removed its key {}, which never reached KMS",
+                        printable(key)
+                    ),
+                    None => cancelled,
+                }
+            }
             Self::AddCredential(name) => format!("Added cloud credential {}", printable(name)),
             Self::DeleteCredential(name) => {
                 format!("Deleted cloud credential {}", printable(name))
@@ -262,8 +278,18 @@ mod tests {
                 Action::CancelJob {
                     id: "j1",
                     title: Some("Synchronize HSM protected keys"),
+                    removed_key: None,
                 },
                 "Cancelled job j1 (Synchronize HSM protected keys)",
+                "Failed to cancel job j1",
+            ),
+            (
+                Action::CancelJob {
+                    id: "j1",
+                    title: Some("Rotate HSM protected keys"),
+                    removed_key: Some("ig-demo v3 (no KMS key)"),
+                },
+                "Cancelled job j1 (Rotate HSM protected keys); removed its key ig-demo v3 (no KMS key), which never reached KMS",
                 "Failed to cancel job j1",
             ),
             (

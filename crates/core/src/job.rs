@@ -123,6 +123,17 @@ impl JobKind {
             Self::Synchronize { key_name, .. } => key_name.clone(),
         }
     }
+
+    /// What this job does, beside its [`JobKind::title`], which is the same
+    /// for every job of a kind (the reference appliance's words): the
+    /// options a synchronization was started with, the group a rotation
+    /// makes a new key for. Lists show it so two jobs can be told apart.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Rotate { group } => format!("new key for key group {group}"),
+            Self::Synchronize { options, .. } => options.summary(),
+        }
+    }
 }
 
 /// The three options of *Cloud → Synchronize*, with the walkthrough's defaults.
@@ -146,6 +157,24 @@ impl Default for SyncOptions {
 impl SyncOptions {
     pub fn is_empty(&self) -> bool {
         !(self.update_policy || self.import_material || self.delete_material)
+    }
+
+    /// The chosen options in the order the Synchronize dialog lists them,
+    /// such as "update policy, import key material".
+    pub fn summary(&self) -> String {
+        let chosen: Vec<&str> = [
+            (self.update_policy, "update policy"),
+            (self.import_material, "import key material"),
+            (self.delete_material, "delete key material"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if chosen.is_empty() {
+            "nothing chosen".to_owned()
+        } else {
+            chosen.join(", ")
+        }
     }
 }
 
@@ -366,6 +395,41 @@ mod tests {
             delete_material: true,
         };
         assert_eq!(Step::synchronize(only_delete), vec![Step::DeleteMaterial]);
+    }
+
+    #[test]
+    fn a_summary_names_the_options_chosen_or_the_group() {
+        let group = GroupName::parse("ig-demo").unwrap();
+        let sync = |update_policy, import_material, delete_material| JobKind::Synchronize {
+            key_id: uuid::Uuid::nil(),
+            key_name: "k".into(),
+            group: group.clone(),
+            options: SyncOptions {
+                update_policy,
+                import_material,
+                delete_material,
+            },
+        };
+        assert_eq!(
+            sync(true, true, false).summary(),
+            "update policy, import key material"
+        );
+        assert_eq!(sync(false, false, true).summary(), "delete key material");
+        assert_eq!(
+            sync(true, true, true).summary(),
+            "update policy, import key material, delete key material"
+        );
+        assert_eq!(sync(false, true, false).summary(), "import key material");
+        assert_eq!(sync(false, false, false).summary(), "nothing chosen");
+        let rotate = JobKind::Rotate {
+            group: group.clone(),
+        };
+        assert_eq!(rotate.summary(), "new key for key group ig-demo");
+        // The title stays the appliance's, whatever was chosen.
+        assert_eq!(
+            sync(false, false, true).title(),
+            "Synchronize HSM protected keys"
+        );
     }
 
     #[test]

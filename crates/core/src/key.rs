@@ -6,6 +6,7 @@ use std::fmt;
 use crate::clock::Timestamp;
 use crate::cloud::aws::KmsKeyId;
 use crate::error::InvalidInput;
+use crate::job::{JOB_TAG, Job, JobStatus, KEY_TAG};
 use crate::names::GroupName;
 
 /// Whether the keystore holds a key's material.
@@ -99,6 +100,9 @@ impl KeyPage {
 pub struct KeyListing {
     pub key: Key,
     pub material: Material,
+    /// Why the key is in its state, when the state alone would leave an
+    /// officer guessing (a key that never reached KMS: see [`Key::state_note`]).
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,13 +124,76 @@ pub struct Key {
     pub created_at: Timestamp,
 }
 
+/// How the name of a key without a KMS key ends ([`Key::display_name`]).
+const NO_KMS_KEY: &str = " (no KMS key)";
+
 impl Key {
-    /// The "Name" column: the KMS key id, or keyhold's id before AWS knows the key.
+    /// The "Name" column: the KMS key id; before AWS knows the key, its
+    /// group and version, such as `ig-demo v3 (no KMS key)`, which an
+    /// officer can read (keyhold's own id is in the listing's `id`).
+    /// [`Key::parse_local_name`] reads it back, so actions that address a
+    /// key by the name listed keep working.
     pub fn display_name(&self) -> String {
         match &self.kms_key_id {
             Some(id) => id.to_string(),
-            None => self.id.to_string(),
+            None => format!("{} v{}{NO_KMS_KEY}", self.group, self.version),
         }
+    }
+
+    /// The group and version a [`Key::display_name`] of a key without a
+    /// KMS key names (the ` (no KMS key)` ending may be left off).
+    pub fn parse_local_name(raw: &str) -> Option<(GroupName, u32)> {
+        let raw = raw.trim();
+        let raw = raw.strip_suffix(NO_KMS_KEY).unwrap_or(raw);
+        let (group, version) = raw.rsplit_once(" v")?;
+        let version = version.parse::<u32>().ok().filter(|v| *v > 0)?;
+        Some((GroupName::parse(group).ok()?, version))
+    }
+
+    /// What an officer needs to know about a key that has no KMS key (its
+    /// state alone, `pre_active`, does not say why or what to do), from the
+    /// group's latest rotation: the job that generated it when it is that
+    /// one. `None` for a key in KMS.
+    pub fn state_note(&self, latest_rotation: Option<&Job>) -> Option<String> {
+        if self.kms_key_id.is_some() {
+            return None;
+        }
+        let state = self.state.as_str();
+        let job = latest_rotation.filter(|j| j.progress.key_id == Some(self.id));
+        let Some(job) = job else {
+            return Some(format!(
+                "{state}: its rotation did not finish and no KMS key is recorded for it. \
+                 If AWS holds no KMS key tagged {KEY_TAG}={id}, delete this key (dual control); \
+                 if it does, that KMS key never received this material",
+                id = self.id
+            ));
+        };
+        let id = job.id;
+        Some(match job.status {
+            JobStatus::Queued | JobStatus::Running => format!(
+                "{state}: its rotation job {id} is {} and has not created its KMS key yet",
+                job.status.as_str()
+            ),
+            JobStatus::Failed if job.progress.create_key_sent => format!(
+                "{state}: its rotation job {id} failed after CreateKey was sent: \
+                 retry the job (`keyhold job retry {id}`), which takes the KMS key tagged \
+                 {JOB_TAG}={id} if AWS made one, or cancel it"
+            ),
+            JobStatus::Failed => format!(
+                "{state}: its rotation job {id} failed before the key reached KMS: \
+                 retry the job (`keyhold job retry {id}`), or cancel it (which removes this key)"
+            ),
+            JobStatus::Cancelled if job.progress.create_key_sent => format!(
+                "{state}: its rotation job {id} was cancelled after CreateKey was sent, \
+                 so a KMS key tagged {JOB_TAG}={id} may exist in AWS without this material. \
+                 Check AWS (schedule that KMS key for deletion if it exists), then delete this key (dual control)"
+            ),
+            JobStatus::Cancelled | JobStatus::Succeeded => format!(
+                "{state}: its rotation job {id} was {} before any KMS key was created: \
+                 delete this key (dual control)",
+                job.status.as_str()
+            ),
+        })
     }
 
     pub fn is_expired(&self, now: Timestamp) -> bool {
@@ -242,6 +309,52 @@ mod tests {
         );
         assert_eq!(CheckDigits::parse("57cf").unwrap().as_str(), "57CF");
         assert!(CheckDigits::parse("57CG").is_err());
+    }
+
+    #[test]
+    fn a_key_without_a_kms_key_is_named_by_group_and_version_and_read_back() {
+        let mut key = Key {
+            id: uuid::Uuid::new_v4(),
+            group: GroupName::parse("ig-demo").unwrap(),
+            version: 3,
+            kms_key_id: None,
+            check_digits: CheckDigits::parse("57CF").unwrap(),
+            valid_from: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            valid_to: None,
+            state: KeyState::PreActive,
+            keystore_handle: Vec::new(),
+            created_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+        };
+        assert_eq!(key.display_name(), "ig-demo v3 (no KMS key)");
+        let parsed = Key::parse_local_name(&key.display_name()).unwrap();
+        assert_eq!((parsed.0.as_str(), parsed.1), ("ig-demo", 3));
+        assert_eq!(
+            Key::parse_local_name("ig-demo v3").map(|(g, v)| (g.to_string(), v)),
+            Some(("ig-demo".to_owned(), 3))
+        );
+        for not_one in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "ig-demo v0",
+            "ig-demo vx",
+            "ig demo v3",
+            " v3",
+            "ig-demo",
+        ] {
+            assert_eq!(Key::parse_local_name(not_one), None, "{not_one}");
+        }
+        // Without a rotation to name, the note still says what to check.
+        let note = key.state_note(None).unwrap();
+        assert!(
+            note.starts_with("pre_active: its rotation did not finish"),
+            "{note}"
+        );
+        assert!(
+            note.contains(&format!("keyhold:key-id={}", key.id)),
+            "{note}"
+        );
+        key.kms_key_id = Some(KmsKeyId::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap());
+        assert_eq!(key.display_name(), "1234abcd-12ab-34cd-56ef-1234567890ab");
+        assert_eq!(key.state_note(None), None);
     }
 
     #[test]

@@ -262,17 +262,36 @@ pub trait Store: Send + Sync {
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError>;
     /// Retry or cancel: moves the job from status `from` to `job.status`,
     /// writing only its status, error and finished time, with its message
-    /// and audit entry, and only while it is still in `from`. `false` (nothing
-    /// written) when a parallel retry or cancel, or the runner, changed it
-    /// first; a stale read never writes back the job's progress. Fenced like
-    /// [`Store::commit_job`]; [`StoreError::Duplicate`] when another job of
-    /// the group is unfinished.
+    /// and audit entry, and only while it is still in `from` with
+    /// `job.attempts` (a job retried and run to the same status again since
+    /// it was read has more attempts: its progress may have moved). `false`
+    /// (nothing written) when a parallel retry or cancel, or the runner,
+    /// changed it first; a stale read never writes back the job's progress.
+    /// `remove_key`, a key a cancelled rotation generated, is deleted in the
+    /// same transaction if it still has no KMS key (gone already is fine).
+    /// Fenced like [`Store::commit_job`]; [`StoreError::Duplicate`] when
+    /// another job of the group is unfinished.
     async fn change_job_status(
         &self,
         job: &Job,
         from: JobStatus,
         message: &JobMessage,
         audit: &AuditRecord,
+        fence: Option<&Lease>,
+        remove_key: Option<uuid::Uuid>,
+    ) -> Result<bool, StoreError>;
+    /// Marks a job running at its start or resumption (the whole job row,
+    /// as [`Store::commit_job`] writes it) with its message, only while it
+    /// is still in status `from` with `attempts` attempts, as the runner
+    /// read it: `false` (nothing written) when a cancel or retry moved it
+    /// in between, which a start must not write back over. Fenced like
+    /// [`Store::commit_job`].
+    async fn start_job(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        attempts: u32,
+        message: &JobMessage,
         fence: Option<&Lease>,
     ) -> Result<bool, StoreError>;
     /// Oldest first.

@@ -399,8 +399,21 @@ impl Store for FakeStore {
         Self::not_kept("group deletions")
     }
 
-    async fn list_keys(&self, _: &KeyPage) -> Result<Vec<Key>, StoreError> {
-        Self::not_kept("key pages")
+    async fn list_keys(&self, page: &KeyPage) -> Result<Vec<Key>, StoreError> {
+        let mut keys: Vec<Key> = lock(&self.state)
+            .keys
+            .values()
+            .filter(|k| page.group.as_ref().is_none_or(|g| &k.group == g))
+            .filter(|k| {
+                page.after
+                    .as_ref()
+                    .is_none_or(|after| (&k.group, k.version) > (&after.group, after.version))
+            })
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| (&a.group, a.version).cmp(&(&b.group, b.version)));
+        keys.truncate(usize::try_from(page.limit).unwrap_or(usize::MAX));
+        Ok(keys)
     }
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
         Ok(lock(&self.state).keys.get(&id).cloned())
@@ -510,6 +523,7 @@ impl Store for FakeStore {
         message: &JobMessage,
         audit: &AuditRecord,
         _: Option<&Lease>,
+        remove_key: Option<uuid::Uuid>,
     ) -> Result<bool, StoreError> {
         if let Some(refusal) = *lock(&self.refusal) {
             return Err(refusal());
@@ -518,14 +532,41 @@ impl Store for FakeStore {
         let Some(stored) = state.jobs.iter_mut().find(|j| j.id == job.id) else {
             return Ok(false);
         };
-        if stored.status != from {
+        if stored.status != from || stored.attempts != job.attempts {
             return Ok(false);
         }
         stored.status = job.status;
         stored.error.clone_from(&job.error);
         stored.finished_at = job.finished_at;
+        if let Some(id) = remove_key
+            && state.keys.get(&id).is_some_and(|k| k.kms_key_id.is_none())
+        {
+            state.keys.remove(&id);
+        }
         state.messages.push(message.clone());
         state.audit.push(audit.clone());
+        Ok(true)
+    }
+    async fn start_job(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        attempts: u32,
+        message: &JobMessage,
+        _: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        if let Some(refusal) = *lock(&self.refusal) {
+            return Err(refusal());
+        }
+        let mut state = lock(&self.state);
+        let Some(stored) = state.jobs.iter_mut().find(|j| j.id == job.id) else {
+            return Err(StoreError::NotFound);
+        };
+        if stored.status != from || stored.attempts != attempts {
+            return Ok(false);
+        }
+        *stored = job.clone();
+        state.messages.push(message.clone());
         Ok(true)
     }
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {

@@ -108,6 +108,7 @@ pub fn key(listing: &KeyListing, now: Timestamp) -> api::KeyView {
         state: key.state.as_str().to_owned(),
         expired: key.is_expired(now),
         material: listing.material.as_str().to_owned(),
+        state_note: listing.note.clone(),
     }
 }
 
@@ -198,6 +199,7 @@ pub fn job(job: &Job, messages: Option<&[JobMessage]>) -> api::JobView {
         id: job.id.to_string(),
         kind: job.kind.label().to_owned(),
         title: job.kind.title().to_owned(),
+        summary: job.kind.summary(),
         target: job.kind.target(),
         group: job.kind.group().to_string(),
         status: job.status.as_str().to_owned(),
@@ -269,6 +271,7 @@ mod tests {
             (view.kind.as_str(), view.title.as_str()),
             ("rotate", "Rotate HSM protected keys")
         );
+        assert_eq!(view.summary, "new key for key group ig-demo");
         assert_eq!(
             (view.target.as_str(), view.group.as_str()),
             ("ig-demo", "ig-demo")
@@ -328,6 +331,7 @@ mod tests {
             (view.kind.as_str(), view.title.as_str()),
             ("synchronize", "Synchronize HSM protected keys")
         );
+        assert_eq!(view.summary, "update policy, delete key material");
         assert_eq!(view.target, "1234abcd-12ab-34cd-56ef-1234567890ab");
         assert_eq!(view.group, "ig-demo");
         assert_eq!(

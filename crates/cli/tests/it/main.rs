@@ -13,6 +13,7 @@ mod report;
 mod access;
 mod audit;
 mod bad_input;
+mod cancelled_rotation;
 mod chain_credentials;
 mod cli;
 mod concurrency;

@@ -929,3 +929,108 @@ async fn the_group_dialog_gives_only_intervals_keyhold_accepts() {
     }
     browser.quit().await;
 }
+
+/// Whether the page still is the one loaded when [`mark_page`] ran: a
+/// reload or a navigation drops the mark.
+async fn same_page(browser: &Browser) -> bool {
+    browser
+        .execute("return window.keyholdSamePage === true;", json!([]))
+        .await
+        .as_bool()
+        .unwrap_or(false)
+}
+
+async fn mark_page(browser: &Browser) {
+    browser
+        .execute("window.keyholdSamePage = true;", json!([]))
+        .await;
+}
+
+#[tokio::test]
+async fn a_job_that_fails_while_watched_offers_retry_and_cancel_without_a_reload() {
+    use crate::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
+
+    // KMS answers DescribeKey of the group's Active Key ID slowly, then
+    // says it does not exist: the rotation runs for a few seconds at
+    // "create the KMS key", then fails.
+    let proxy = FaultProxy::start(&crate::kms::endpoint()).await;
+    let app = TestApp::spawn_with(|args| {
+        allow_endpoints(args, &[&proxy.url]);
+        args.kms.kms_max_attempts = Some(1);
+        args.kms.kms_request_timeout_seconds = Some(30);
+    })
+    .await;
+    let token = app.dual_session().await;
+    app.import_credential_at(&token, "slow", &proxy.url).await;
+    let group = unique("watched");
+    let mut body = group_body(&group, "slow");
+    body["region"] = json!("eu-west-1");
+    body["active_key_id"] = json!(uuid::Uuid::new_v4().to_string());
+    let (status, created) = app.create_group(&token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    let browser = Browser::start("watched-job").await;
+    browser.goto(&format!("{}/ui/login", app.base)).await;
+    log_in(&browser, "Admin1", ADMIN1_PASSWORD).await;
+    browser.wait_text("#session-users", "Admin1", 10).await;
+
+    proxy.set_plan(vec![Rule::on(
+        "DescribeKey",
+        Fault::SlowAnswer(std::time::Duration::from_secs(6)),
+        Schedule::First(1),
+    )]);
+    let id = app.rotate(&token, &group).await;
+    browser.goto(&format!("{}/ui/jobs/{id}", app.base)).await;
+    mark_page(&browser).await;
+    let status = browser.text("#job-status").await;
+    assert!(
+        status.contains("running") || status.contains("queued"),
+        "the job should still be under way when the page opens: {status}"
+    );
+    assert!(
+        !browser.text("#job-actions").await.contains("Retry"),
+        "no Retry while the job runs"
+    );
+    assert_eq!(
+        browser.text("#job-summary").await,
+        format!("new key for key group {group}")
+    );
+
+    // It fails while watched: the page shows Retry and Cancel by itself.
+    browser.wait_text("#job-status", "failed", 60).await;
+    browser
+        .wait_text("#job-actions", "Retry from the failed step", 15)
+        .await;
+    let actions = browser.text("#job-actions").await;
+    assert!(actions.contains("Cancel job"), "{actions}");
+    assert!(same_page(&browser).await, "shown without a reload");
+    check_page(&browser, "01-failed-while-watched").await;
+
+    // The cause fixed, the officer retries from the page; the job finishes.
+    let (status, patched) = app
+        .patch(
+            &format!("/api/v1/groups/{group}"),
+            &token,
+            json!({"active_key_id": null}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    browser.click("#retry-job").await;
+    browser.wait_text("#job-status", "succeeded", 60).await;
+    browser.wait_text("#job-attempts", "2", 10).await;
+    let (_, job) = app.get(&format!("/api/v1/jobs/{id}"), &token).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempts"], 2, "{job:#}");
+    assert!(
+        !browser.text("#job-actions").await.contains("Retry"),
+        "nothing to retry once it succeeded"
+    );
+    let audit = app.audit_summaries(&token).await;
+    assert!(
+        audit.contains(&format!(
+            "Admin1 | Retried job {id} (Rotate HSM protected keys)"
+        )),
+        "{audit:#?}"
+    );
+    browser.quit().await;
+}

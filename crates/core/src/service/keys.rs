@@ -1,10 +1,14 @@
 //! Keys: listed under their groups, deleted only explicitly and under dual control.
 
+use std::collections::BTreeMap;
+
 use super::Keyhold;
 use crate::action::Action;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::identity::{Operation, Session};
-use crate::key::{Key, KeyListing, KeyPage, Material};
+use crate::job::Job;
+use crate::key::{Key, KeyCursor, KeyListing, KeyPage, Material};
+use crate::names::GroupName;
 
 /// How a key is named on the command line: keyhold's id or its KMS key id.
 pub fn parse_key_ref(raw: &str) -> Result<uuid::Uuid, crate::error::InvalidInput> {
@@ -28,13 +32,36 @@ impl Keyhold {
             self.find_group(name).await?;
         }
         let keys = self.store.list_keys(page).await?;
-        Ok(self.with_material(keys))
+        self.listed(keys).await
     }
 
     pub async fn get_key(&self, session: &Session, name: &str) -> CoreResult<KeyListing> {
         session.authorize(Operation::READ, true)?;
         let key = self.find_key(name).await?;
-        Ok(self.with_material(vec![key]).remove(0))
+        let mut listed = self.listed(vec![key]).await?;
+        listed
+            .pop()
+            .ok_or_else(|| CoreError::not_found("key", name))
+    }
+
+    /// The keys with their material and, for those that never reached KMS,
+    /// the note that explains them. Such keys are few (a rotation under
+    /// way, failed or cancelled), so their groups' latest rotations are
+    /// read one index lookup each, not the jobs for every key.
+    async fn listed(&self, keys: Vec<Key>) -> CoreResult<Vec<KeyListing>> {
+        let mut rotations: BTreeMap<GroupName, Option<Job>> = BTreeMap::new();
+        for key in keys.iter().filter(|k| k.kms_key_id.is_none()) {
+            if !rotations.contains_key(&key.group) {
+                let latest = self.latest_rotation(&key.group).await?;
+                rotations.insert(key.group.clone(), latest);
+            }
+        }
+        let mut listed = self.with_material(keys);
+        for listing in &mut listed {
+            let latest = rotations.get(&listing.key.group).and_then(Option::as_ref);
+            listing.note = listing.key.state_note(latest);
+        }
+        Ok(listed)
     }
 
     /// Asks the keystore once for the whole list. A keystore that cannot be
@@ -53,7 +80,11 @@ impl Keyhold {
                     Some(missing) if missing.contains(&key.id) => Material::Missing,
                     Some(_) => Material::Present,
                 };
-                KeyListing { key, material }
+                KeyListing {
+                    key,
+                    material,
+                    note: None,
+                }
             })
             .collect()
     }
@@ -74,8 +105,16 @@ impl Keyhold {
         }
     }
 
-    /// Finds a key by its KMS key id (its name) or keyhold's own id.
+    /// Finds a key by its KMS key id (its name) or keyhold's own id; a key
+    /// without a KMS key also by the name it is listed under, its group and
+    /// version ([`Key::display_name`]).
     pub(super) async fn find_key(&self, name: &str) -> CoreResult<Key> {
+        if let Some((group, version)) = Key::parse_local_name(name) {
+            return self
+                .find_key_without_kms_key(group, version)
+                .await?
+                .ok_or_else(|| CoreError::not_found("key", name));
+        }
         let id = parse_key_ref(name)?;
         let by_kms = match crate::cloud::aws::KmsKeyId::parse(name) {
             Ok(kms) => self.store.find_key_by_kms_id(&kms).await?,
@@ -89,6 +128,29 @@ impl Keyhold {
                 .await?
                 .ok_or_else(|| CoreError::not_found("key", name)),
         }
+    }
+
+    /// Version `version` of the group, when it has no KMS key: once it has
+    /// one, the KMS key id is its name.
+    async fn find_key_without_kms_key(
+        &self,
+        group: GroupName,
+        version: u32,
+    ) -> CoreResult<Option<Key>> {
+        let page = KeyPage {
+            group: Some(group.clone()),
+            after: Some(KeyCursor {
+                group,
+                version: version.saturating_sub(1),
+            }),
+            limit: 1,
+        };
+        Ok(self
+            .store
+            .list_keys(&page)
+            .await?
+            .into_iter()
+            .find(|k| k.version == version && k.kms_key_id.is_none()))
     }
 
     /// Deletes a key from keyhold and its material from the keystore. The

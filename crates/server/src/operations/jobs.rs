@@ -85,7 +85,11 @@ pub async fn retry(app: &AppState, session: &Session, id: &str) -> ApiResult<api
 
 /// Cancels a queued or failed job.
 pub async fn cancel(app: &AppState, session: &Session, id: &str) -> ApiResult<api::JobView> {
-    let action = Action::CancelJob { id, title: None };
+    let action = Action::CancelJob {
+        id,
+        title: None,
+        removed_key: None,
+    };
     let job = audited(app, session, action, async {
         Ok(app.keyhold.cancel_job(session, job_id(id)?).await?)
     })

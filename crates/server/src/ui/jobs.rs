@@ -36,7 +36,7 @@ fn progress(job: &api::JobView) -> Markup {
 fn row(job: &api::JobView) -> Markup {
     html! {
         tr data-job=(job.id) data-status=(job.status) {
-            td { a href=(format!("/ui/jobs/{}", encode(&job.id))) { (job.title) } }
+            td { a href=(format!("/ui/jobs/{}", encode(&job.id))) { (job.title) } br; small.job-summary { (job.summary) } }
             td { code { (job.target) } }
             td { (job.group) }
             td.status { span.status-badge data-status=(job.status) { (job.status) } }
@@ -121,6 +121,7 @@ pub async fn detail(
         p { a href="/ui/jobs" { "← All jobs" } }
         dl.facts #job-detail data-poll=(format!("/ui/jobs/{}/json", encode(&job.id))) {
             dt { "Job id" } dd { code { (job.id) } }
+            dt { "Summary" } dd #job-summary { (job.summary) }
             dt { "Target" } dd { code { (job.target) } }
             dt { "Key group" } dd { (job.group) }
             dt { "Status" } dd #job-status { span.status-badge data-status=(job.status) { (job.status) } }
@@ -134,18 +135,18 @@ pub async fn detail(
             dt { "Finished" } dd #job-finished { @if let Some(t) = &job.finished_at { (layout::when(t)) } @else { "—" } }
             dt { "Error" } dd #job-error { (job.error.as_deref().unwrap_or("—")) }
         }
-        @if job.status == "failed" || job.status == "queued" {
-            div.actions #job-actions {
-                @if job.status == "failed" {
-                    form method="post" action=(format!("/ui/jobs/{}/retry", encode(&job.id))) {
-                        (csrf_field(&ui.csrf))
-                        button type="submit" #retry-job { "Retry from the failed step" }
-                    }
-                }
-                form method="post" action=(format!("/ui/jobs/{}/cancel", encode(&job.id))) {
-                    (csrf_field(&ui.csrf))
-                    button.secondary type="submit" #cancel-job { "Cancel job" }
-                }
+        // Both forms are always there, hidden while the status refuses them:
+        // the page's script shows them as the polled status changes (a job
+        // that fails while watched), and without the script the page as
+        // served is right until it is reloaded.
+        div.actions #job-actions {
+            form #retry-form method="post" action=(format!("/ui/jobs/{}/retry", encode(&job.id))) hidden[!can_retry(&job.status)] {
+                (csrf_field(&ui.csrf))
+                button type="submit" #retry-job { "Retry from the failed step" }
+            }
+            form #cancel-form method="post" action=(format!("/ui/jobs/{}/cancel", encode(&job.id))) hidden[!can_cancel(&job.status)] {
+                (csrf_field(&ui.csrf))
+                button.secondary type="submit" #cancel-job { "Cancel job" }
             }
         }
         h2 { "Messages" }
@@ -156,6 +157,17 @@ pub async fn detail(
         }
     };
     layout::page(&ui.session, &ui.csrf, Nav::Jobs, &job.title, None, body).into_response()
+}
+
+/// Whether a job in `status` can be retried: the core's rule, which the
+/// detail poll of app.js repeats for the polled status.
+fn can_retry(status: &str) -> bool {
+    status == "failed"
+}
+
+/// Whether a job in `status` can be cancelled (repeated in app.js likewise).
+fn can_cancel(status: &str) -> bool {
+    matches!(status, "failed" | "queued")
 }
 
 /// A job as JSON, for the detail page's script. A refresh: it does not

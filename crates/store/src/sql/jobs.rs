@@ -174,6 +174,52 @@ async fn update(conn: &mut Conn, job: &Job, fence: Option<&Lease>) -> Result<(),
     }
 }
 
+/// The runner's start of a job: the row as [`update`] writes it, only while
+/// the job is still in `from` with `attempts`; a cancel or retry that moved
+/// it since the runner read it wins, and nothing is written (`false`).
+pub(super) async fn start(
+    conn: &mut Conn,
+    job: &Job,
+    from: JobStatus,
+    attempts: u32,
+    message: &JobMessage,
+    fence: Option<&Lease>,
+) -> Result<bool, StoreError> {
+    const SET: &str = "UPDATE jobs SET status = $2, started_at = $3, finished_at = $4, \
+         progress = $5, error = $6, attempts = $7 WHERE id = $1 AND status = $8 AND attempts = $9";
+    let sql = match fence {
+        Some(_) => format!(
+            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $10 AND holder = $11 AND token = $12)"
+        ),
+        None => SET.to_owned(),
+    };
+    let mut query = sqlx::query(&sql)
+        .bind(job.id.to_string())
+        .bind(job.status.as_str())
+        .bind(opt_ts(job.started_at.as_ref()))
+        .bind(opt_ts(job.finished_at.as_ref()))
+        .bind(job_progress_json(&job.progress)?)
+        .bind(job.error.as_deref())
+        .bind(i64::from(job.attempts))
+        .bind(from.as_str())
+        .bind(i64::from(attempts));
+    if let Some(lease) = fence {
+        query = query
+            .bind(lease.name.as_str())
+            .bind(lease.holder.as_str())
+            .bind(lease.token);
+    }
+    let done = query.execute(&mut *conn).await.map_err(db)?;
+    if done.rows_affected() == 0 {
+        if let Some(lease) = fence {
+            super::cluster::check_fence(conn, lease).await?;
+        }
+        return Ok(false);
+    }
+    insert_message(conn, message).await?;
+    Ok(true)
+}
+
 /// Fails with [`StoreError::NotFound`] when the message's job does not exist.
 async fn insert_message(conn: &mut Conn, message: &JobMessage) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO job_messages (job_id, time, text) VALUES ($1, $2, $3)")
@@ -186,9 +232,10 @@ async fn insert_message(conn: &mut Conn, message: &JobMessage) -> Result<(), Sto
     Ok(())
 }
 
-/// Retry or cancel: the status moves only from `from`, and only the status,
-/// error and finished time are written (never the progress the caller read).
-/// The message follows when it moved.
+/// Retry or cancel: the status moves only from `from`, at the attempt the
+/// caller read (a run in between may have moved the progress it decided
+/// on), and only the status, error and finished time are written (never
+/// the progress the caller read). The message follows when it moved.
 pub(super) async fn change_status(
     conn: &mut Conn,
     job: &Job,
@@ -197,10 +244,10 @@ pub(super) async fn change_status(
     fence: Option<&Lease>,
 ) -> Result<bool, StoreError> {
     const SET: &str = "UPDATE jobs SET status = $2, error = $3, finished_at = $4 \
-         WHERE id = $1 AND status = $5";
+         WHERE id = $1 AND status = $5 AND attempts = $6";
     let sql = match fence {
         Some(_) => format!(
-            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $6 AND holder = $7 AND token = $8)"
+            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $7 AND holder = $8 AND token = $9)"
         ),
         None => SET.to_owned(),
     };
@@ -209,7 +256,8 @@ pub(super) async fn change_status(
         .bind(job.status.as_str())
         .bind(job.error.as_deref())
         .bind(opt_ts(job.finished_at.as_ref()))
-        .bind(from.as_str());
+        .bind(from.as_str())
+        .bind(i64::from(job.attempts));
     if let Some(lease) = fence {
         query = query
             .bind(lease.name.as_str())

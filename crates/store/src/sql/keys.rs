@@ -151,3 +151,18 @@ pub(super) async fn delete(conn: &mut Conn, id: uuid::Uuid) -> Result<(), StoreE
         .map_err(db)?;
     super::one_row(done.rows_affected())
 }
+
+/// Deletes the key if it still has no KMS key: the key a cancelled rotation
+/// generated, which never reached AWS. Nothing to delete (an officer deleted
+/// it first) is no error.
+pub(super) async fn delete_without_kms_key(
+    conn: &mut Conn,
+    id: uuid::Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM keys WHERE id = $1 AND kms_key_id IS NULL")
+        .bind(id.to_string())
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}

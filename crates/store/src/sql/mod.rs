@@ -477,9 +477,30 @@ impl Store for SqlBackend {
         message: &JobMessage,
         audit: &AuditRecord,
         fence: Option<&Lease>,
+        remove_key: Option<uuid::Uuid>,
     ) -> Result<bool, StoreError> {
         self.audited_if(audit, async |c| {
-            jobs::change_status(c, job, from, message, fence).await
+            if !jobs::change_status(c, job, from, message, fence).await? {
+                return Ok(false);
+            }
+            if let Some(id) = remove_key {
+                keys::delete_without_kms_key(c, id).await?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn start_job(
+        &self,
+        job: &Job,
+        from: JobStatus,
+        attempts: u32,
+        message: &JobMessage,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        self.audited(None, async |c| {
+            jobs::start(c, job, from, attempts, message, fence).await
         })
         .await
     }

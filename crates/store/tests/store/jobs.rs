@@ -755,3 +755,165 @@ async fn migration_0005_keeps_who_started_the_jobs_of_the_release_before() {
     assert_eq!(s.get_job(officers.id).await.unwrap(), Some(officers));
     s.close().await;
 }
+
+/// A cancel removes the rotation's key in its own transaction, and only from
+/// the status and attempt it read; the runner's start likewise writes only
+/// over what it read.
+#[tokio::test]
+async fn status_changes_and_starts_apply_only_to_what_was_read_and_take_the_key_along() {
+    let f = Fixture::new().await;
+    let (_, in_kms) = seed(&f).await;
+    let s = &f.store;
+    let mut generated = key("payments", 2);
+    generated.kms_key_id = None;
+    generated.state = KeyState::PreActive;
+    s.insert_key(&generated, None).await.unwrap();
+    let mut failed = rotate("payments", 10);
+    failed.status = JobStatus::Failed;
+    failed.attempts = 1;
+    failed.progress.key_id = Some(generated.id);
+    s.insert_job(&failed, None, &record("Started rotate"))
+        .await
+        .unwrap();
+
+    let mut cancel = failed.clone();
+    cancel.status = JobStatus::Cancelled;
+    cancel.finished_at = Some(at(20));
+    // Read at another attempt: nothing is written, not even the entry.
+    let audits = f.audit_count().await;
+    let mut stale = cancel.clone();
+    stale.attempts = 0;
+    let moved = s
+        .change_job_status(
+            &stale,
+            JobStatus::Failed,
+            &message(&failed, 20, "Cancelled"),
+            &record("Cancelled job"),
+            None,
+            Some(generated.id),
+        )
+        .await
+        .unwrap();
+    assert!(!moved);
+    assert_eq!(
+        s.get_job(failed.id).await.unwrap().unwrap().status,
+        JobStatus::Failed
+    );
+    assert!(s.get_key(generated.id).await.unwrap().is_some());
+    assert_eq!(f.audit_count().await, audits);
+
+    // A key with a KMS key is never removed this way, even if named.
+    let moved = s
+        .change_job_status(
+            &cancel,
+            JobStatus::Failed,
+            &message(&failed, 21, "Cancelled"),
+            &record("Cancelled job"),
+            None,
+            Some(in_kms.id),
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    assert!(s.get_key(in_kms.id).await.unwrap().is_some());
+    assert_eq!(f.audit_count().await, audits + 1);
+
+    // The generated key goes with the status, in one transaction.
+    let mut other = rotate("payments", 30);
+    other.status = JobStatus::Failed;
+    other.attempts = 1;
+    other.progress.key_id = Some(generated.id);
+    s.insert_job(&other, None, &record("Started rotate"))
+        .await
+        .unwrap();
+    let mut cancel_other = other.clone();
+    cancel_other.status = JobStatus::Cancelled;
+    cancel_other.finished_at = Some(at(40));
+    assert!(
+        s.change_job_status(
+            &cancel_other,
+            JobStatus::Failed,
+            &message(&other, 40, "Cancelled, key removed"),
+            &record("Cancelled job; removed its key"),
+            None,
+            Some(generated.id),
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(s.get_key(generated.id).await.unwrap(), None);
+    assert_eq!(
+        s.get_job(other.id).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+
+    // The runner's start over a job cancelled since it read it: refused.
+    let mut queued = rotate("payments", 50);
+    s.insert_job(&queued, None, &record("Started rotate"))
+        .await
+        .unwrap();
+    let mut cancelled = queued.clone();
+    cancelled.status = JobStatus::Cancelled;
+    cancelled.finished_at = Some(at(51));
+    assert!(
+        s.change_job_status(
+            &cancelled,
+            JobStatus::Queued,
+            &message(&queued, 51, "Cancelled"),
+            &record("Cancelled job"),
+            None,
+            None,
+        )
+        .await
+        .unwrap()
+    );
+    queued.status = JobStatus::Running;
+    queued.attempts = 1;
+    queued.started_at = Some(at(52));
+    let started = s
+        .start_job(
+            &queued,
+            JobStatus::Queued,
+            0,
+            &message(&queued, 52, "Started"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!started);
+    let stored = s.get_job(queued.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.attempts), (JobStatus::Cancelled, 0));
+    assert_eq!(
+        s.job_messages(queued.id).await.unwrap().len(),
+        1,
+        "only the cancel's message"
+    );
+
+    // And over one still as read: written, with its message.
+    let mut fresh = rotate("refunds", 60);
+    s.insert_group(&group("refunds", "aws-prod"), &record("g"))
+        .await
+        .unwrap();
+    s.insert_job(&fresh, None, &record("Started rotate"))
+        .await
+        .unwrap();
+    fresh.status = JobStatus::Running;
+    fresh.attempts = 1;
+    fresh.started_at = Some(at(61));
+    assert!(
+        s.start_job(
+            &fresh,
+            JobStatus::Queued,
+            0,
+            &message(&fresh, 61, "Started"),
+            None
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(s.get_job(fresh.id).await.unwrap(), Some(fresh.clone()));
+    assert_eq!(
+        verify_chain(s).await,
+        u64::try_from(f.audit_count().await).unwrap()
+    );
+}

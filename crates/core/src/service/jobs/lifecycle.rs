@@ -7,9 +7,22 @@ use crate::cluster::Lease;
 use crate::error::{CoreError, CoreResult, InvalidInput, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
-use crate::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions};
+use crate::job::{
+    Initiator, JOB_TAG, Job, JobKind, JobMessage, JobProgress, JobStatus, Step, SyncOptions,
+};
+use crate::key::Key;
 use crate::names::GroupName;
-use crate::ports::Scheduled;
+use crate::ports::{JobCommit, Scheduled};
+
+/// The key of a job being cancelled.
+enum GeneratedKey {
+    /// Not a rotation, or none generated (or deleted since).
+    None,
+    /// Never reached KMS: it goes with the job.
+    Removable(Key),
+    /// A KMS key may hold it: it stays.
+    Kept(Key),
+}
 
 impl Keyhold {
     /// Force Rotate: queues a "Rotate HSM protected keys" job for the group.
@@ -133,8 +146,12 @@ impl Keyhold {
         self.change_job_status(session, id, JobStatus::Queued).await
     }
 
-    /// Cancels a job that is not running. A cancelled rotation leaves its new
-    /// key (if any) listed, so nothing created in KMS goes unaccounted for.
+    /// Cancels a job that is not running. A cancelled rotation whose key
+    /// never reached KMS (CreateKey not sent, no KMS key recorded) takes
+    /// the key with it: from keyhold's records in the same transaction as
+    /// the status, then from the keystore. One that may have created a KMS
+    /// key leaves its key listed, so nothing in KMS goes unaccounted for;
+    /// the job's message and the key's listing say what to check.
     pub async fn cancel_job(&self, session: &Session, id: uuid::Uuid) -> CoreResult<Job> {
         self.change_job_status(session, id, JobStatus::Cancelled)
             .await
@@ -183,10 +200,40 @@ impl Keyhold {
             )));
         }
         let from = job.status;
+        let generated = match to {
+            JobStatus::Cancelled => self.generated_key(&job).await?,
+            _ => GeneratedKey::None,
+        };
         job.status = to;
         job.error = None;
         job.finished_at = (to == JobStatus::Cancelled).then(|| self.now());
-        let message = self.message(&job, format!("{verb} by {users}"));
+        let mut text = format!("{verb} by {users}");
+        match &generated {
+            GeneratedKey::None => {}
+            GeneratedKey::Removable(key) => text.push_str(&format!(
+                ". Removed its key {} (version {}, check digits {}) from keyhold and the keystore: it never reached KMS",
+                key.display_name(),
+                key.version,
+                key.check_digits
+            )),
+            GeneratedKey::Kept(key) => match key.kms_key_id.as_ref().or(job.progress.kms_key_id.as_ref()) {
+                Some(kms) => text.push_str(&format!(
+                    ". Its key {} (version {}) stays listed: KMS key {kms} was created for it",
+                    key.display_name(),
+                    key.version
+                )),
+                None => text.push_str(&format!(
+                    ". Its key {} stays listed: CreateKey was sent, so a KMS key tagged {JOB_TAG}={id} may exist in AWS. Check AWS, then delete the key",
+                    key.display_name()
+                )),
+            },
+        }
+        let message = self.message(&job, text);
+        let removed = match &generated {
+            GeneratedKey::Removable(key) => Some(key),
+            _ => None,
+        };
+        let removed_name = removed.map(Key::display_name);
         let (shown_id, title) = (job.id.to_string(), Some(job.kind.title()));
         let action = match to {
             JobStatus::Queued => Action::RetryJob {
@@ -196,18 +243,36 @@ impl Keyhold {
             _ => Action::CancelJob {
                 id: &shown_id,
                 title,
+                removed_key: removed_name.as_deref(),
             },
         };
-        let record = self.record(users, action.succeeded());
-        // Only from the status just checked: of parallel retries or cancels
-        // one moves the job, and none writes back what it read over the
-        // runner's progress.
+        let mut record = self.record(users, action.succeeded());
+        if let Some(key) = removed {
+            record = record.with_details(serde_json::json!({
+                "removed_key": {
+                    "id": key.id,
+                    "group": key.group.as_str(),
+                    "version": key.version,
+                    "check_digits": key.check_digits.as_str(),
+                }
+            }));
+        }
+        // Only from the status (and attempt) just checked: of parallel
+        // retries or cancels one moves the job, and none writes back what
+        // it read over the runner's progress. The key goes in the same
+        // transaction, so only the cancel that wins removes it, and a crash
+        // leaves either both or neither.
         match self
             .store
-            .change_job_status(&job, from, &message, &record, fence)
+            .change_job_status(&job, from, &message, &record, fence, removed.map(|k| k.id))
             .await
         {
-            Ok(true) => Ok(job),
+            Ok(true) => {
+                if let Some(key) = removed {
+                    self.remove_material(&job, key).await?;
+                }
+                Ok(job)
+            }
             Ok(false) => {
                 let current = self.find_job(id).await?;
                 Err(CoreError::Conflict(format!(
@@ -220,6 +285,58 @@ impl Keyhold {
             Err(StoreError::Duplicate) => Err(self.concurrent_job_refusal(job.kind.group()).await),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The key a rotation being cancelled generated, and whether it may go:
+    /// only when no KMS key can hold it. Once the "CreateKey sent" mark is
+    /// committed KMS may have created a key tagged with the job (its answer
+    /// may have been lost), so the key stays for an officer to account for.
+    async fn generated_key(&self, job: &Job) -> CoreResult<GeneratedKey> {
+        let (JobKind::Rotate { .. }, Some(id)) = (&job.kind, job.progress.key_id) else {
+            return Ok(GeneratedKey::None);
+        };
+        let Some(key) = self.store.get_key(id).await? else {
+            // Deleted by an officer already, material and all.
+            return Ok(GeneratedKey::None);
+        };
+        let reached_kms = job.progress.create_key_sent
+            || job.progress.kms_key_id.is_some()
+            || job.progress.is_done(Step::CreateKmsKey)
+            || key.kms_key_id.is_some();
+        Ok(if reached_kms {
+            GeneratedKey::Kept(key)
+        } else {
+            GeneratedKey::Removable(key)
+        })
+    }
+
+    /// Destroys a removed key's material, after its record is gone: a
+    /// keystore that fails now leaves an object nothing refers to (unusable
+    /// without its record, and never in KMS), which the job's messages
+    /// name so it can be destroyed on the token. Deleting twice is harmless.
+    async fn remove_material(&self, job: &Job, key: &Key) -> CoreResult<()> {
+        let Err(error) = self.keystore.delete_key(key.id, &key.keystore_handle) else {
+            return Ok(());
+        };
+        let message = self.message(
+            job,
+            format!(
+                "The keystore did not destroy the material of the removed key {} ({error}): it is held under keyhold key id {}, which no record names any more; destroy it on the token",
+                key.display_name(),
+                key.id
+            ),
+        );
+        self.store
+            .commit_job(&JobCommit {
+                job,
+                keys: &[],
+                group: None,
+                message: Some(&message),
+                audit: None,
+                fence: None,
+            })
+            .await?;
+        Ok(())
     }
 
     /// Jobs a (re)started node must run: queued, and running when it stopped.

@@ -49,6 +49,7 @@ impl Keyhold {
             }
             _ => format!("Started (attempt {})", job.attempts + 1),
         };
+        let (read_status, read_attempts) = (job.status, job.attempts);
         if job.status == JobStatus::Queued {
             job.attempts += 1;
             job.started_at.get_or_insert(self.now());
@@ -56,16 +57,16 @@ impl Keyhold {
         job.status = JobStatus::Running;
         let message = self.message(&job, opening);
         runtime.hooks.reached(Checkpoint::Start, false);
-        self.store
-            .commit_job(&JobCommit {
-                job: &job,
-                keys: &[],
-                group: None,
-                message: Some(&message),
-                audit: None,
-                fence: runtime.fence,
-            })
+        // Only from what was read: an officer's cancel between the read
+        // and this write stands (and may have removed the rotation's key),
+        // instead of being overwritten by a run that then finds it gone.
+        let started = self
+            .store
+            .start_job(&job, read_status, read_attempts, &message, runtime.fence)
             .await?;
+        if !started {
+            return self.find_job(id).await;
+        }
         runtime.hooks.reached(Checkpoint::Start, true);
 
         let mut context = None;

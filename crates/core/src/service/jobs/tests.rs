@@ -836,3 +836,276 @@ async fn a_credential_endpoint_off_the_allow_list_reaches_no_kms() {
     );
     assert!(w.kms.snapshot().calls.is_empty(), "nothing was sent to KMS");
 }
+
+// Cancelling a rotation: its key goes when it never reached KMS
+
+fn officer_session() -> crate::identity::Session {
+    crate::identity::Session {
+        id: "s".into(),
+        identities: vec![crate::identity::SessionIdentity {
+            name: crate::names::IdentityName::parse("Admin1").unwrap(),
+            role: crate::identity::Role::Administrator,
+        }],
+        created_at: start(),
+        last_seen: start(),
+    }
+}
+
+/// A rotation that fails at CreateKmsKey before CreateKey is sent: the
+/// group's Active Key ID names a KMS key that does not exist.
+async fn rotation_failed_before_create_key(w: &World) -> Job {
+    let missing =
+        crate::cloud::aws::KmsKeyId::parse("0000dead-0000-4000-8000-00000000beef").unwrap();
+    w.change_group(|g| g.aws.active_key_id = Some(missing));
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(!job.progress.create_key_sent);
+    assert!(job.progress.key_id.is_some());
+    job
+}
+
+#[tokio::test]
+async fn a_rotation_cancelled_before_create_key_removes_its_key_and_says_so() {
+    let w = World::new();
+    let failed = rotation_failed_before_create_key(&w).await;
+    let key_id = failed.progress.key_id.unwrap();
+    assert!(w.keystore.material(key_id).is_some());
+
+    // Before the cancel, the listing names the key readably and says why.
+    let session = officer_session();
+    let listed = w
+        .keyhold
+        .get_key(&session, "payments v1 (no KMS key)")
+        .await
+        .unwrap();
+    assert_eq!(listed.key.id, key_id);
+    assert_eq!(listed.key.display_name(), "payments v1 (no KMS key)");
+    let note = listed.note.unwrap();
+    assert!(
+        note.starts_with(&format!(
+            "pre_active: its rotation job {} failed before the key reached KMS",
+            failed.id
+        )),
+        "{note}"
+    );
+
+    let cancelled = w.keyhold.cancel_job(&session, failed.id).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    let store = w.store.snapshot();
+    assert!(!store.keys.contains_key(&key_id), "the record is gone");
+    assert!(
+        w.keystore.material(key_id).is_none(),
+        "the material is gone"
+    );
+    let last = store.messages_of(failed.id).pop().unwrap();
+    assert!(
+        last.starts_with("Cancelled by Admin1. Removed its key payments v1 (no KMS key) (version 1, check digits "),
+        "{last}"
+    );
+    let audit = store.audit.last().unwrap();
+    assert_eq!(
+        audit.summary,
+        format!(
+            "Cancelled job {} (Rotate HSM protected keys); removed its key payments v1 (no KMS key), which never reached KMS",
+            failed.id
+        )
+    );
+    assert!(audit.details.to_string().contains(&key_id.to_string()));
+    assert!(w.kms.snapshot().keys.is_empty());
+    let listed = w
+        .keyhold
+        .list_keys(&session, &crate::key::KeyPage::whole_group(&group_name()))
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+}
+
+#[tokio::test]
+async fn a_rotation_cancelled_after_create_key_was_sent_keeps_its_key_and_explains_it() {
+    let w = World::new();
+    w.kms.fail_next(
+        "create_key",
+        CloudError::Transient {
+            operation: "CreateKey",
+            message: "connection reset".into(),
+        },
+    );
+    let failed = w.rotate().await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert!(failed.progress.create_key_sent);
+    let key_id = failed.progress.key_id.unwrap();
+    let session = officer_session();
+
+    w.keyhold.cancel_job(&session, failed.id).await.unwrap();
+    let store = w.store.snapshot();
+    assert!(store.keys.contains_key(&key_id), "a KMS key may hold it");
+    assert!(w.keystore.material(key_id).is_some());
+    let last = store.messages_of(failed.id).pop().unwrap();
+    assert!(
+        last.contains("Its key payments v1 (no KMS key) stays listed: CreateKey was sent"),
+        "{last}"
+    );
+    assert_eq!(
+        store.audit.last().unwrap().summary,
+        format!("Cancelled job {} (Rotate HSM protected keys)", failed.id)
+    );
+    let listed = w
+        .keyhold
+        .get_key(&session, &key_id.to_string())
+        .await
+        .unwrap();
+    let note = listed.note.unwrap();
+    assert!(
+        note.contains(&format!(
+            "its rotation job {} was cancelled after CreateKey was sent",
+            failed.id
+        )),
+        "{note}"
+    );
+    // The name it is listed under addresses it: an officer deletes it by that name.
+    assert_eq!(
+        w.keyhold
+            .get_key(&session, "payments v1")
+            .await
+            .unwrap()
+            .key
+            .id,
+        key_id
+    );
+}
+
+#[tokio::test]
+async fn parallel_cancels_remove_the_key_once() {
+    let w = World::new();
+    let failed = rotation_failed_before_create_key(&w).await;
+    let session = officer_session();
+    let (a, b) = tokio::join!(
+        w.keyhold.cancel_job(&session, failed.id),
+        w.keyhold.cancel_job(&session, failed.id)
+    );
+    assert_eq!(
+        [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    let store = w.store.snapshot();
+    let removals = store
+        .audit_summaries()
+        .iter()
+        .filter(|s| s.contains("removed its key"))
+        .count();
+    assert_eq!(removals, 1);
+    assert!(store.keys.is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_decided_on_a_stale_read_removes_nothing() {
+    let w = World::new();
+    let failed = rotation_failed_before_create_key(&w).await;
+    let stale = w.store.snapshot().job(failed.id).unwrap().clone();
+    // Meanwhile it was retried and failed again, this time after CreateKey
+    // was sent: the status read is the same, the progress is not.
+    let mut moved = stale.clone();
+    moved.attempts += 1;
+    moved.progress.create_key_sent = true;
+    w.store.put_job(moved);
+
+    let refused = w
+        .keyhold
+        .set_job_status(stale, JobStatus::Cancelled, "Admin1", None)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("changed meanwhile"),
+        "{refused}"
+    );
+    let key_id = failed.progress.key_id.unwrap();
+    assert!(w.store.snapshot().keys.contains_key(&key_id));
+    assert!(w.keystore.material(key_id).is_some());
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_rotation_removes_nothing_it_did_not_generate() {
+    let w = World::new();
+    let job = w.queue_rotation().await;
+    let session = officer_session();
+    w.keyhold.cancel_job(&session, job.id).await.unwrap();
+    let store = w.store.snapshot();
+    assert_eq!(
+        store.messages_of(job.id).pop().unwrap(),
+        "Cancelled by Admin1"
+    );
+    assert!(store.keys.is_empty());
+}
+
+/// Cancels the job in the store when the runner is about to mark it
+/// running: an officer's cancel landing between the runner's read and its start.
+struct CancelBeforeStart {
+    store: Arc<FakeStore>,
+}
+
+impl JobHooks for CancelBeforeStart {
+    fn reached(&self, at: Checkpoint, committed: bool) {
+        if (at, committed) == (Checkpoint::Start, false) {
+            let state = self.store.snapshot();
+            for job in state.jobs {
+                if job.status == JobStatus::Queued {
+                    self.store.put_job(Job {
+                        status: JobStatus::Cancelled,
+                        finished_at: Some(start()),
+                        ..job
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_between_the_runners_read_and_its_start_stands() {
+    let w = World::new();
+    let job = w.queue_rotation().await;
+    let hooks = CancelBeforeStart {
+        store: w.store.clone(),
+    };
+    let ran = w.run(&job, &hooks).await.unwrap();
+    assert_eq!(ran.status, JobStatus::Cancelled);
+    assert_eq!(ran.attempts, 0);
+    let store = w.store.snapshot();
+    assert_eq!(store.job(job.id).unwrap().status, JobStatus::Cancelled);
+    assert!(store.keys.is_empty(), "no step ran");
+    assert!(
+        store.messages_of(job.id).is_empty(),
+        "{:?}",
+        store.messages_of(job.id)
+    );
+    assert!(w.kms.snapshot().calls.is_empty());
+}
+
+#[tokio::test]
+async fn a_rotation_cancelled_after_its_kms_key_was_created_keeps_the_key_and_names_it() {
+    let w = World::new();
+    w.kms.fail_next(
+        "point_alias",
+        CloudError::Transient {
+            operation: "CreateAlias",
+            message: "connection reset".into(),
+        },
+    );
+    let failed = w.rotate().await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    let kms_key = failed.progress.kms_key_id.clone().unwrap();
+    w.keyhold
+        .cancel_job(&officer_session(), failed.id)
+        .await
+        .unwrap();
+    let store = w.store.snapshot();
+    assert!(store.key_by_kms_id(&kms_key).is_some());
+    let last = store.messages_of(failed.id).pop().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "Cancelled by Admin1. Its key {kms_key} (version 1) stays listed: KMS key {kms_key} was created for it"
+        )
+    );
+}

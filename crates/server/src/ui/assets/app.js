@@ -312,7 +312,9 @@
           tr.appendChild(td);
           return td;
         };
-        cell(link);
+        var titled = cell(link);
+        titled.appendChild(el('br'));
+        titled.appendChild(el('small', job.summary, { 'class': 'job-summary' }));
         cell(el('code', job.target));
         cell(job.group);
         cell(badge(job.status), 'status');
@@ -341,6 +343,11 @@
       set('job-wrapping', job.wrapping_algorithm);
       setTime('job-finished', job.finished_at);
       set('job-error', job.error);
+      // The same rules as the server's can_retry and can_cancel (ui/jobs.rs).
+      var retryForm = document.getElementById('retry-form');
+      var cancelForm = document.getElementById('cancel-form');
+      if (retryForm) { retryForm.hidden = job.status !== 'failed'; }
+      if (cancelForm) { cancelForm.hidden = !(job.status === 'failed' || job.status === 'queued'); }
       var list = document.getElementById('job-messages');
       list.textContent = '';
       (job.messages || []).forEach(function (m) {
