@@ -1006,6 +1006,21 @@ async fn a_job_that_fails_while_watched_offers_retry_and_cancel_without_a_reload
     assert!(same_page(&browser).await, "shown without a reload");
     check_page(&browser, "01-failed-while-watched").await;
 
+    // The Keys screen lists the key the rotation generated under a readable
+    // name, and says why it has no KMS key and what to do.
+    browser.goto(&format!("{}/ui/keys", app.base)).await;
+    let row = format!("tr.key-row[data-key='{group} v1 (no KMS key)']");
+    let note = browser
+        .wait_text(
+            &format!("{row} .state-note"),
+            "failed before the key reached KMS",
+            10,
+        )
+        .await;
+    assert!(note.contains(&id), "{note}");
+    check_page(&browser, "02-keys-with-its-key").await;
+    browser.goto(&format!("{}/ui/jobs/{id}", app.base)).await;
+
     // The cause fixed, the officer retries from the page; the job finishes.
     let (status, patched) = app
         .patch(

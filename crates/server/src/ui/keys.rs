@@ -190,7 +190,11 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
                                     td { code { (key.check_digits) } }
                                     td.time { (validity(key)) @if key.expired { " (expired)" } }
                                     // pending_import as words, so a narrow column can wrap it.
-                                    td.state data-state=(key.state) { (key.state.replace('_', " ")) }
+                                    td.state data-state=(key.state) {
+                                        (key.state.replace('_', " "))
+                                        // Why a key has no KMS key, and what to do about it.
+                                        @if let Some(note) = &key.state_note { p.state-note { (note) } }
+                                    }
                                     td.material { (key.material) }
                                     td.actions { (key_menu(key)) }
                                 }
