@@ -131,6 +131,17 @@ impl Rsyslog {
             "{RSYSLOGD} is missing: the SIEM tests need Debian's rsyslog and rsyslog-gnutls \
              (`apt-get install rsyslog rsyslog-gnutls`; ./scripts/test installs them)"
         );
+        if tls {
+            let driver = std::fs::read_dir("/usr/lib")
+                .unwrap()
+                .filter_map(Result::ok)
+                .any(|d| d.path().join("rsyslog/lmnsd_gtls.so").exists());
+            assert!(
+                driver,
+                "rsyslog's TLS driver (lmnsd_gtls.so) is missing: install rsyslog-gnutls \
+                 (./scripts/test does)"
+            );
+        }
         let dir = tempfile::tempdir().unwrap();
         let tls = tls.then(|| ReceiverTls::make(dir.path()));
         let mut receiver = Self {
@@ -616,4 +627,55 @@ fn bad_stream_settings_stop_start_up_saying_what_to_fix() {
         assert!(stderr.contains(says), "{variable}={value}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// Two nodes of a cluster, configured alike: entries written through either
+/// reach the receiver once each, in order, from the one node holding the
+/// receiver's lease; when that node dies, the other takes over once the
+/// lease lapses and goes on after the cursor, with no gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_cluster_one_node_streams_and_another_takes_over_without_a_gap() {
+    let receiver = Rsyslog::start().await;
+    let mut a = TestApp::spawn_with(stream_to(&receiver)).await;
+    let token = a.dual_session().await;
+    let first = head(&a, &token).await;
+    wait_for(&a, &receiver, first).await;
+    let b = a.spawn_peer("node-b").await;
+    refused_requests(&a, 4).await;
+    refused_requests(&b, 4).await;
+    let both = head(&a, &token).await;
+    let seqs = wait_for(&a, &receiver, both).await;
+    assert_eq!(
+        seqs,
+        (1..=both).collect::<Vec<_>>(),
+        "each entry once, in order"
+    );
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|m| m.contains(" node-a keyhold - ")),
+        "node-a holds the lease and sends everything, node-b's entries too"
+    );
+
+    a.crash().await;
+    refused_requests(&b, 3).await;
+    // The lease (15 s) lapses on the cluster's clock; node-b takes it.
+    a.clock.advance(chrono::Duration::seconds(20));
+    let token = b.dual_session_again().await;
+    let last = head(&b, &token).await;
+    let seqs = wait_for(&b, &receiver, last).await;
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "no gap across the takeover"
+    );
+    assert!(
+        receiver
+            .received()
+            .last()
+            .unwrap()
+            .contains(" node-b keyhold - ")
+    );
+    assert_eq!(cursor_in_db(&b).await, vec![last]);
 }
