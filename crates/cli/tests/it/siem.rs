@@ -679,3 +679,43 @@ async fn in_a_cluster_one_node_streams_and_another_takes_over_without_a_gap() {
     );
     assert_eq!(cursor_in_db(&b).await, vec![last]);
 }
+
+/// `audit_stream_from = now`: a new receiver gets only what is written
+/// after the stream first started, and a restart keeps that start (the
+/// cursor recorded it) instead of starting "now" again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_from_now_starts_after_the_newest_entry_and_keeps_that_start() {
+    let mut receiver = Rsyslog::start().await;
+    let configure = stream_to(&receiver);
+    let app = TestApp::spawn_with(move |args| {
+        configure(args);
+        args.audit.audit_stream_from = Some("now".into());
+    })
+    .await;
+    // The initialisation's entries were written before the stream started.
+    let start = app
+        .eventually("the cursor recorded", || async {
+            cursor_in_db(&app).await.first().copied()
+        })
+        .await;
+    assert!(start >= 1);
+    let token = app.dual_session().await;
+    let last = head(&app, &token).await;
+    let seqs = wait_for(&app, &receiver, last).await;
+    assert_eq!(seqs, (start + 1..=last).collect::<Vec<_>>());
+
+    // Entries that wait while the receiver is away, across a restart, are
+    // not skipped as "before now".
+    receiver.stop();
+    refused_requests(&app, 3).await;
+    let app = app.restart().await;
+    receiver.run().await;
+    let token = app.dual_session_again().await;
+    let after = head(&app, &token).await;
+    let seqs = wait_for(&app, &receiver, after).await;
+    assert_eq!(
+        seqs,
+        (start + 1..=after).collect::<Vec<_>>(),
+        "no gap after the restart"
+    );
+}
