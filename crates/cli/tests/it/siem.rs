@@ -31,10 +31,15 @@ struct ReceiverTls {
     ca: PathBuf,
     certificate: PathBuf,
     key: PathBuf,
+    /// A client certificate the same CA signed, for keyhold.
+    client_certificate: PathBuf,
+    client_key: PathBuf,
+    /// Whether the receiver accepts only senders with a certificate its CA signed.
+    authenticate_senders: bool,
 }
 
 impl ReceiverTls {
-    fn make(dir: &Path) -> Self {
+    fn make(dir: &Path, authenticate_senders: bool) -> Self {
         let openssl = |args: &[&str]| {
             let made = Command::new("openssl")
                 .args(args)
@@ -100,10 +105,50 @@ impl ReceiverTls {
             "-out",
             "receiver.pem",
         ]);
+        openssl(
+            &[
+                &["req"][..],
+                &new_key[..],
+                &[
+                    "-subj",
+                    "/CN=keyhold",
+                    "-keyout",
+                    "client-key.pem",
+                    "-out",
+                    "client.csr",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("client.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "client.pem",
+        ]);
         Self {
             ca: dir.join("ca.pem"),
             certificate: dir.join("receiver.pem"),
             key: dir.join("receiver-key.pem"),
+            client_certificate: dir.join("client.pem"),
+            client_key: dir.join("client-key.pem"),
+            authenticate_senders,
         }
     }
 }
@@ -118,14 +163,19 @@ struct Rsyslog {
 
 impl Rsyslog {
     async fn start() -> Self {
-        Self::start_with(false).await
+        Self::start_with(false, false).await
     }
 
     async fn start_tls() -> Self {
-        Self::start_with(true).await
+        Self::start_with(true, false).await
     }
 
-    async fn start_with(tls: bool) -> Self {
+    /// Over TLS, accepting only senders with a certificate its CA signed.
+    async fn start_mutual_tls() -> Self {
+        Self::start_with(true, true).await
+    }
+
+    async fn start_with(tls: bool, authenticate_senders: bool) -> Self {
         assert!(
             Path::new(RSYSLOGD).exists(),
             "{RSYSLOGD} is missing: the SIEM tests need Debian's rsyslog and rsyslog-gnutls \
@@ -143,7 +193,7 @@ impl Rsyslog {
             );
         }
         let dir = tempfile::tempdir().unwrap();
-        let tls = tls.then(|| ReceiverTls::make(dir.path()));
+        let tls = tls.then(|| ReceiverTls::make(dir.path(), authenticate_senders));
         let mut receiver = Self {
             port: free_port(),
             dir,
@@ -179,10 +229,14 @@ impl Rsyslog {
                 tls.key.display()
             ),
         };
-        let imtcp = if self.tls.is_some() {
-            "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")"
-        } else {
-            "module(load=\"imtcp\")"
+        let imtcp = match &self.tls {
+            Some(tls) if tls.authenticate_senders => {
+                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"x509/certvalid\")"
+            }
+            Some(_) => {
+                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")"
+            }
+            None => "module(load=\"imtcp\")",
         };
         let config = format!(
             "global(workDirectory=\"{dir}\" maxMessageSize=\"1m\")\n{driver}{imtcp}\n\
@@ -718,4 +772,46 @@ async fn a_stream_from_now_starts_after_the_newest_entry_and_keeps_that_start() 
         (start + 1..=after).collect::<Vec<_>>(),
         "no gap after the restart"
     );
+}
+
+/// A receiver that authenticates its senders takes keyhold's entries only
+/// when keyhold presents the client certificate its CA signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_authenticates_senders_takes_keyholds_client_certificate() {
+    let receiver = Rsyslog::start_mutual_tls().await;
+    let tls = receiver.tls.as_ref().unwrap();
+    let (certificate, key) = (tls.client_certificate.clone(), tls.client_key.clone());
+    let configure = stream_to(&receiver);
+    let app = TestApp::spawn_with(move |args| {
+        configure(args);
+        args.audit.audit_syslog_tls_client_certificate = Some(certificate);
+        args.audit.audit_syslog_tls_client_key = Some(key);
+    })
+    .await;
+    let token = app.dual_session().await;
+    let last = head(&app, &token).await;
+    let seqs = wait_for(&app, &receiver, last).await;
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+
+    // Without it, the receiver refuses the connection and gets nothing.
+    let other = Rsyslog::start_mutual_tls().await;
+    let anonymous = TestApp::spawn_with(stream_to(&other)).await;
+    anonymous
+        .eventually("a refused connection counted", || async {
+            let metrics = anonymous
+                .http
+                .get(format!("{}/metrics", anonymous.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (metrics.contains("keyhold_audit_stream_up{sink=\"syslog\"} 0")
+                && !metrics.contains("keyhold_audit_stream_failures_total{sink=\"syslog\"} 0"))
+            .then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(other.received().is_empty());
 }

@@ -32,7 +32,7 @@ use keyhold_core::names::NodeId;
 use keyhold_core::service::Keyhold;
 
 pub use file::FileSink;
-pub use syslog::{SyslogSink, SyslogTarget};
+pub use syslog::{SyslogSink, SyslogTarget, TlsSettings};
 
 use crate::metrics::{Metrics, StreamMetrics};
 
@@ -52,6 +52,8 @@ pub struct StreamSettings {
     pub syslog_address: Option<String>,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    pub tls_client_certificate: Option<PathBuf>,
+    pub tls_client_key: Option<PathBuf>,
     pub facility: Option<String>,
     pub json_file: Option<PathBuf>,
     pub from: Option<String>,
@@ -98,15 +100,16 @@ impl StreamConfig {
                 )
             })?
             .unwrap_or(Facility::AUTHPRIV);
+        let tls = TlsSettings {
+            ca_file: settings.tls_ca_file,
+            server_name: settings.tls_server_name,
+            client_certificate: settings.tls_client_certificate,
+            client_key: settings.tls_client_key,
+        };
         let syslog = match settings.syslog_address {
-            Some(address) => Some(SyslogTarget::resolve(
-                &address,
-                settings.tls_ca_file.as_deref(),
-                settings.tls_server_name.as_deref(),
-                facility,
-            )?),
-            None if settings.tls_ca_file.is_some() || settings.tls_server_name.is_some() => {
-                return Err("audit_syslog_tls_ca_file or audit_syslog_tls_server_name is set, but audit_syslog_address is not: name the syslog receiver (--audit-syslog-address HOST:PORT), or drop the TLS settings".into());
+            Some(address) => Some(SyslogTarget::resolve(&address, tls, facility)?),
+            None if tls.is_given() => {
+                return Err("audit_syslog_tls_* is set, but audit_syslog_address is not: name the syslog receiver (--audit-syslog-address HOST:PORT), or drop the TLS settings".into());
             }
             None => None,
         };

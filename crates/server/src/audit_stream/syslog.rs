@@ -5,10 +5,11 @@
 //! kernel accepted count as delivered. So before each batch the connection
 //! is checked for the receiver having closed it (a receiver that stopped
 //! sends FIN or RST, which an idle sender would otherwise only learn of by
-//! losing its next write), and a batch whose write or flush fails is sent
-//! again whole on a new connection.
+//! losing its next write), a new TLS connection waits briefly for the
+//! receiver's verdict on keyhold's certificate, and a batch whose write or
+//! flush fails is sent again whole on a new connection.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use keyhold_core::clock::Timestamp;
 use keyhold_core::names::NodeId;
 use keyhold_core::service::Keyhold;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -63,22 +64,35 @@ impl std::fmt::Debug for SyslogTarget {
     }
 }
 
+/// The TLS settings as given.
+#[derive(Debug, Default)]
+pub struct TlsSettings {
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    pub fn is_given(&self) -> bool {
+        self.ca_file.is_some()
+            || self.server_name.is_some()
+            || self.client_certificate.is_some()
+            || self.client_key.is_some()
+    }
+}
+
 impl SyslogTarget {
-    pub fn resolve(
-        address: &str,
-        ca_file: Option<&Path>,
-        server_name: Option<&str>,
-        facility: Facility,
-    ) -> Result<Self, String> {
+    pub fn resolve(address: &str, tls: TlsSettings, facility: Facility) -> Result<Self, String> {
         let (host, port) = split_address(address.trim()).ok_or_else(|| {
             format!(
                 "audit_syslog_address '{address}' is not HOST:PORT (such as siem.example.com:6514, 10.0.0.5:514 or [fd00::5]:514): set --audit-syslog-address or KEYHOLD_AUDIT_SYSLOG_ADDRESS accordingly"
             )
         })?;
-        let tls = match ca_file {
-            Some(ca_file) => Some(Tls::load(ca_file, server_name.unwrap_or(&host))?),
-            None if server_name.is_some() => {
-                return Err("audit_syslog_tls_server_name is set, but audit_syslog_tls_ca_file is not: TLS to the syslog receiver needs the CA file that issued its certificate (--audit-syslog-tls-ca-file)".into());
+        let tls = match &tls.ca_file {
+            Some(_) => Some(Tls::load(&tls, &host)?),
+            None if tls.is_given() => {
+                return Err("audit_syslog_tls_server_name or a client certificate is set, but audit_syslog_tls_ca_file is not: TLS to the syslog receiver needs the CA file that issued its certificate (--audit-syslog-tls-ca-file)".into());
             }
             None => None,
         };
@@ -123,7 +137,9 @@ fn split_address(address: &str) -> Option<(String, u16)> {
 }
 
 impl Tls {
-    fn load(ca_file: &Path, server_name: &str) -> Result<Self, String> {
+    fn load(settings: &TlsSettings, host: &str) -> Result<Self, String> {
+        let ca_file = settings.ca_file.as_deref().unwrap_or(Path::new(""));
+        let server_name = settings.server_name.as_deref().unwrap_or(host);
         let refuse = |cause: String| {
             format!(
                 "cannot use audit_syslog_tls_ca_file {}: {cause}. Give a PEM file with the CA certificate(s) that issued the syslog receiver's certificate",
@@ -142,11 +158,28 @@ impl Tls {
             roots.add(certificate).map_err(|e| refuse(e.to_string()))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| refuse(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let client = match (&settings.client_certificate, &settings.client_key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(certificate), Some(key)) => {
+                let (chain, private_key) = client_identity(certificate, key)?;
+                builder
+                    .with_client_auth_cert(chain, private_key)
+                    .map_err(|e| {
+                        format!(
+                            "the key {} does not belong to the certificate {}, or its algorithm is not supported: {e}",
+                            key.display(),
+                            certificate.display()
+                        )
+                    })?
+            }
+            _ => {
+                return Err("give both audit_syslog_tls_client_certificate and audit_syslog_tls_client_key, or neither".into());
+            }
+        };
         let server_name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
             format!(
                 "audit_syslog_tls_server_name '{server_name}' is no DNS name or IP address ({e}): set --audit-syslog-tls-server-name to the name on the receiver's certificate"
@@ -157,6 +190,35 @@ impl Tls {
             client: Arc::new(client),
         })
     }
+}
+
+/// The certificate chain and key keyhold presents to a receiver that
+/// authenticates its senders. A parse error names the PEM section, never the
+/// key's bytes.
+fn client_identity(
+    certificate: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let refuse_certificate = |cause: String| {
+        format!(
+            "cannot read audit_syslog_tls_client_certificate {}: {cause}. Give a PEM file with keyhold's client certificate first, then its intermediates",
+            certificate.display()
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(certificate)
+        .map_err(|e| refuse_certificate(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| refuse_certificate(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(refuse_certificate("it holds no CERTIFICATE block".into()));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!(
+            "cannot read audit_syslog_tls_client_key {}: {e}. Give a PEM file with one PKCS#8, PKCS#1 (RSA) or SEC1 (EC) private key",
+            key.display()
+        )
+    })?;
+    Ok((chain, private_key))
 }
 
 /// A connection to the receiver, plain or TLS.
@@ -299,15 +361,44 @@ impl SyslogSink {
             };
             Ok(connection)
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        let mut connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .unwrap_or_else(|_| {
                 Err(refused(format!(
                     "no connection within {} s",
                     CONNECT_TIMEOUT.as_secs()
                 )))
-            })
+            })?;
+        // In TLS 1.3 the client's side of the handshake ends before the
+        // receiver has checked the client's certificate: a receiver that
+        // refuses it says so only afterwards, and a batch written meanwhile
+        // would count as delivered. So wait for that verdict first.
+        if self.target.tls.is_some() && refused_after_handshake(connection.as_mut()).await {
+            return Err(refused(
+                "the receiver closed the connection after the TLS handshake: it refused keyhold (a receiver that authenticates its senders needs audit_syslog_tls_client_certificate and audit_syslog_tls_client_key, signed by a CA it trusts)".into(),
+            ));
+        }
+        Ok(connection)
     }
+}
+
+/// How long a new TLS connection waits for the receiver to refuse it.
+const VERDICT_WAIT: Duration = Duration::from_millis(500);
+
+/// Whether the receiver ends a new TLS connection within [`VERDICT_WAIT`]
+/// (an alert, or a close); session tickets it sends meanwhile are read
+/// and carry no data.
+async fn refused_after_handshake(connection: &mut dyn Connection) -> bool {
+    let mut buffer = [0u8; 1024];
+    let verdict = tokio::time::timeout(VERDICT_WAIT, async {
+        loop {
+            match connection.read(&mut buffer).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    });
+    verdict.await.unwrap_or(false)
 }
 
 /// Whether the receiver closed the connection: a syslog receiver never
@@ -358,10 +449,14 @@ mod tests {
 
     #[test]
     fn a_missing_ca_file_or_a_lone_server_name_is_refused_saying_what_to_do() {
+        let tls = |ca: Option<&str>, name: Option<&str>| TlsSettings {
+            ca_file: ca.map(PathBuf::from),
+            server_name: name.map(str::to_owned),
+            ..TlsSettings::default()
+        };
         let err = SyslogTarget::resolve(
             "siem:6514",
-            Some(Path::new("/nonexistent/ca.pem")),
-            None,
+            tls(Some("/nonexistent/ca.pem"), None),
             Facility::AUTHPRIV,
         )
         .unwrap_err();
@@ -369,10 +464,10 @@ mod tests {
             err.contains("/nonexistent/ca.pem") && err.contains("PEM file with the CA"),
             "{err}"
         );
-        let err =
-            SyslogTarget::resolve("siem:6514", None, Some("siem"), Facility::AUTHPRIV).unwrap_err();
+        let err = SyslogTarget::resolve("siem:6514", tls(None, Some("siem")), Facility::AUTHPRIV)
+            .unwrap_err();
         assert!(err.contains("--audit-syslog-tls-ca-file"), "{err}");
-        let err = SyslogTarget::resolve("siem", None, None, Facility::AUTHPRIV).unwrap_err();
+        let err = SyslogTarget::resolve("siem", tls(None, None), Facility::AUTHPRIV).unwrap_err();
         assert!(err.contains("HOST:PORT"), "{err}");
     }
 }

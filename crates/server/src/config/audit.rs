@@ -42,6 +42,19 @@ settings_area! {
         /// [default: the host of audit_syslog_address].
         #[arg(long, env = "KEYHOLD_AUDIT_SYSLOG_TLS_SERVER_NAME", value_name = "NAME")]
         pub audit_syslog_tls_server_name: Option<String>,
+        /// A PEM certificate chain keyhold presents to the syslog receiver
+        /// over TLS, for receivers that authenticate their senders
+        /// [default: none]. Needs audit_syslog_tls_client_key.
+        #[arg(
+            long,
+            env = "KEYHOLD_AUDIT_SYSLOG_TLS_CLIENT_CERTIFICATE",
+            value_name = "PATH"
+        )]
+        pub audit_syslog_tls_client_certificate: Option<PathBuf>,
+        /// The PEM private key of audit_syslog_tls_client_certificate
+        /// (PKCS#8, PKCS#1 or SEC1) [default: none].
+        #[arg(long, env = "KEYHOLD_AUDIT_SYSLOG_TLS_CLIENT_KEY", value_name = "PATH")]
+        pub audit_syslog_tls_client_key: Option<PathBuf>,
         /// Syslog facility of the audit messages, by name or code
         /// [default: authpriv].
         #[arg(long, env = "KEYHOLD_AUDIT_SYSLOG_FACILITY", value_name = "FACILITY")]
@@ -91,6 +104,8 @@ impl AuditArgs {
             syslog_address: self.audit_syslog_address,
             tls_ca_file: self.audit_syslog_tls_ca_file,
             tls_server_name: self.audit_syslog_tls_server_name,
+            tls_client_certificate: self.audit_syslog_tls_client_certificate,
+            tls_client_key: self.audit_syslog_tls_client_key,
             facility: self.audit_syslog_facility,
             json_file: self.audit_json_file,
             from: self.audit_stream_from,
