@@ -349,6 +349,23 @@ pub trait Store: Send + Sync {
     /// Oldest first, `limit` entries with `seq > after_seq`: the order verification walks.
     async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 
+    // Audit streams (to a SIEM)
+    /// The seq of the last entry delivered to the audit stream `sink`;
+    /// `None` before its first delivery.
+    async fn audit_stream_cursor(&self, sink: &str) -> Result<Option<i64>, StoreError>;
+    /// Moves the cursor of `sink` to `seq` only while it is still
+    /// `expected` (compared and written in one transaction), so two
+    /// streamers never both move it; `false` when it moved meanwhile, and
+    /// the caller reads it again. `node` and `now` say who moved it last.
+    async fn advance_audit_stream_cursor(
+        &self,
+        sink: &str,
+        expected: Option<i64>,
+        seq: i64,
+        node: &NodeId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     // Health
     /// Whether the database records changes, for readiness: the outcome of
     /// the last write, which costs nothing while writes succeed. After a

@@ -658,6 +658,19 @@ impl Store for FakeStore {
     async fn audit_page(&self, _: i64, _: u32) -> Result<Vec<AuditEntry>, StoreError> {
         Self::not_kept("sealed audit entries")
     }
+    async fn audit_stream_cursor(&self, _: &str) -> Result<Option<i64>, StoreError> {
+        Self::not_kept("audit stream cursors")
+    }
+    async fn advance_audit_stream_cursor(
+        &self,
+        _: &str,
+        _: Option<i64>,
+        _: i64,
+        _: &NodeId,
+        _: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Self::not_kept("audit stream cursors")
+    }
 }
 
 // The keystore

@@ -8,6 +8,7 @@
 
 mod app;
 mod audit_checkpoints;
+pub mod audit_stream;
 mod client_address;
 pub mod config;
 pub mod connector;

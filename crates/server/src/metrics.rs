@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests by route and status, and their latency;
-//! audit entries that could not be written.
+//! audit entries that could not be written; the audit streams to a SIEM.
 
 use std::time::Instant;
 
@@ -9,6 +9,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -30,11 +31,21 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     unwritten_audit: Counter,
+    stream_sent: Family<SinkLabels, Counter>,
+    stream_failures: Family<SinkLabels, Counter>,
+    stream_lag: Family<SinkLabels, Gauge>,
+    stream_cursor: Family<SinkLabels, Gauge>,
+    stream_up: Family<SinkLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,11 +71,46 @@ impl Default for Metrics {
             "Audit entries of refused requests that could not be written (the database could not record them); each is in the server log instead",
             unwritten_audit.clone(),
         );
+        let stream_sent = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "audit_stream_entries_sent",
+            "Audit entries delivered to a SIEM sink (syslog, file)",
+            stream_sent.clone(),
+        );
+        let stream_failures = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "audit_stream_failures",
+            "Failed deliveries to a SIEM sink; each is retried and logged at warning level with its reason",
+            stream_failures.clone(),
+        );
+        let stream_lag = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "audit_stream_lag_entries",
+            "Audit entries committed but not yet delivered to the sink (newest seq minus the sink's cursor)",
+            stream_lag.clone(),
+        );
+        let stream_cursor = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "audit_stream_cursor_seq",
+            "The seq of the last audit entry delivered to the sink",
+            stream_cursor.clone(),
+        );
+        let stream_up = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "audit_stream_up",
+            "1 while the sink takes entries, 0 since its last delivery failed",
+            stream_up.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             unwritten_audit,
+            stream_sent,
+            stream_failures,
+            stream_lag,
+            stream_cursor,
+            stream_up,
         }
     }
 }
@@ -74,6 +120,20 @@ impl Metrics {
     pub fn audit_fallback(&self) -> UnwrittenAudit {
         UnwrittenAudit {
             counter: self.unwritten_audit.clone(),
+        }
+    }
+
+    /// The series of one audit stream sink (`syslog`, `file`).
+    pub fn audit_stream(&self, sink: &str) -> StreamMetrics {
+        let labels = SinkLabels {
+            sink: sink.to_owned(),
+        };
+        StreamMetrics {
+            sent: self.stream_sent.get_or_create(&labels).clone(),
+            failures: self.stream_failures.get_or_create(&labels).clone(),
+            lag: self.stream_lag.get_or_create(&labels).clone(),
+            cursor: self.stream_cursor.get_or_create(&labels).clone(),
+            up: self.stream_up.get_or_create(&labels).clone(),
         }
     }
 
@@ -105,6 +165,35 @@ impl AuditFallback for UnwrittenAudit {
             error = %error,
             "refused; its audit entry could not be written"
         );
+    }
+}
+
+/// What an audit streamer reports.
+pub struct StreamMetrics {
+    sent: Counter,
+    failures: Counter,
+    lag: Gauge,
+    cursor: Gauge,
+    up: Gauge,
+}
+
+impl StreamMetrics {
+    pub fn delivered(&self, entries: u64, cursor: i64) {
+        self.sent.inc_by(entries);
+        self.cursor.set(cursor);
+    }
+
+    pub fn failed(&self) {
+        self.failures.inc();
+        self.up.set(0);
+    }
+
+    pub fn up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
+
+    pub fn lag(&self, entries: i64) {
+        self.lag.set(entries.max(0));
     }
 }
 

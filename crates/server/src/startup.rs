@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::InitialPassword;
 use crate::app::AppState;
 use crate::audit_checkpoints::AuditCheckpoints;
+use crate::audit_stream::AuditStreams;
 use crate::config::{Config, KeystoreConfig};
 use crate::connector::AwsConnector;
 use crate::jobs::{JobHooksFactory, JobRunner, SHUTDOWN_GRACE};
@@ -26,6 +27,7 @@ pub struct Server {
     listener: TcpListener,
     tls: Option<TlsConfig>,
     state: AppState,
+    streams: AuditStreams,
 }
 
 impl Server {
@@ -55,6 +57,8 @@ impl Server {
             config.scheduler_tick,
         );
         let checkpoints = Arc::new(AuditCheckpoints::open(keyhold.clone(), &config.audit));
+        let streams = AuditStreams::open(&keyhold, &config.audit.stream, &config.node_id, &metrics)
+            .map_err(anyhow::Error::msg)?;
         let state = AppState {
             keyhold,
             metrics,
@@ -69,6 +73,7 @@ impl Server {
                 listener,
                 tls: config.tls.clone(),
                 state,
+                streams,
             },
             passwords,
         ))
@@ -98,6 +103,7 @@ impl Server {
         let background = Background {
             ticking: rotator.spawn(),
             checkpointing: self.state.checkpoints.spawn(),
+            streaming: self.streams.spawn(),
             jobs: jobs.clone(),
         };
         let router = crate::routes::router(self.state);
@@ -119,6 +125,7 @@ impl Server {
         .context("the HTTP server stopped");
         background.ticking.abort();
         background.checkpointing.abort();
+        background.streaming.iter().for_each(|task| task.abort());
         jobs.shutdown(SHUTDOWN_GRACE).await;
         rotator.step_down().await;
         served
@@ -129,6 +136,8 @@ impl Server {
 struct Background {
     ticking: tokio::task::JoinHandle<()>,
     checkpointing: tokio::task::JoinHandle<()>,
+    /// One streamer per audit stream sink.
+    streaming: Vec<tokio::task::JoinHandle<()>>,
     jobs: JobRunner,
 }
 
@@ -137,6 +146,7 @@ impl Drop for Background {
         // A no-op after a graceful shutdown, which stopped both already.
         self.ticking.abort();
         self.checkpointing.abort();
+        self.streaming.iter().for_each(|task| task.abort());
         self.jobs.halt();
     }
 }

@@ -207,6 +207,14 @@ impl RawConnection {
         }
     }
 
+    /// The first column of every row `sql` returns, as integers.
+    pub async fn fetch_i64(&mut self, sql: &str) -> Result<Vec<i64>, sqlx::Error> {
+        match self {
+            Self::Sqlite(c) => sqlx::query_scalar(sql).fetch_all(c).await,
+            Self::Postgres(c) => sqlx::query_scalar(sql).fetch_all(c).await,
+        }
+    }
+
     pub async fn migrate(&mut self, migrations: &std::path::Path) -> Result<(), String> {
         let migrator = sqlx::migrate::Migrator::new(migrations)
             .await

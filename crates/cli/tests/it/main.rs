@@ -30,6 +30,7 @@ mod resume;
 mod schedule;
 mod secrets;
 mod sessions;
+mod siem;
 mod soak;
 mod storage_full;
 mod ui;

@@ -17,6 +17,7 @@ use crate::clock::{Timestamp, format_timestamp};
 use crate::error::{InvalidInput, KeystoreError};
 
 mod checkpoint;
+pub mod syslog;
 
 pub use checkpoint::{
     AuditPublicKey, AuditSigner, CHECKPOINT_FORMAT, Checkpoint, CheckpointError, ExportEnd,

@@ -549,6 +549,47 @@ mod tests {
     }
 
     #[test]
+    fn audit_streams_are_off_by_default_and_read_from_the_file() {
+        let config = ServeArgs::default().resolve(EnvSecrets::default()).unwrap();
+        assert!(config.audit.stream.is_off());
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("stream.jsonl");
+        let config = resolve_file(&format!(
+            "audit_syslog_address = \"siem.example.com:6514\"\naudit_syslog_facility = \"local4\"\n\
+             audit_json_file = {json:?}\naudit_stream_from = \"now\"\n"
+        ))
+        .unwrap();
+        let stream = &config.audit.stream;
+        assert_eq!(stream.from, crate::audit_stream::StartFrom::Now);
+        assert_eq!(stream.json_file.as_deref(), Some(json.as_path()));
+        let syslog = format!("{:?}", stream.syslog.as_ref().unwrap());
+        assert!(
+            syslog.contains("siem.example.com")
+                && syslog.contains("6514")
+                && syslog.contains("local4"),
+            "{syslog}"
+        );
+        for (text, says) in [
+            (
+                "audit_syslog_address = \"siem.example.com\"\n",
+                "--audit-syslog-address",
+            ),
+            (
+                "audit_syslog_tls_ca_file = \"/ca.pem\"\n",
+                "audit_syslog_address is not",
+            ),
+            (
+                "audit_syslog_address = \"h:1\"\naudit_syslog_facility = \"x\"\n",
+                "KEYHOLD_AUDIT_SYSLOG_FACILITY",
+            ),
+            ("audit_stream_from = \"later\"\n", "--audit-stream-from"),
+        ] {
+            let err = resolve_file(text).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn kms_and_job_settings_default_to_the_documented_values() {
         let config = ServeArgs::default().resolve(EnvSecrets::default()).unwrap();
         assert_eq!(config.kms, KmsConfig::default());

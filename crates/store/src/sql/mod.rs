@@ -21,6 +21,7 @@ mod keys;
 mod probe;
 mod sessions;
 mod settings;
+mod streams;
 
 use async_trait::async_trait;
 use keyhold_core::StoreError;
@@ -584,6 +585,24 @@ impl Store for SqlBackend {
 
     async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         audit::page(&self.pool, after_seq, limit).await
+    }
+
+    async fn audit_stream_cursor(&self, sink: &str) -> Result<Option<i64>, StoreError> {
+        streams::cursor(&self.pool, sink).await
+    }
+
+    async fn advance_audit_stream_cursor(
+        &self,
+        sink: &str,
+        expected: Option<i64>,
+        seq: i64,
+        node: &NodeId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.audited(None, async |c| {
+            streams::advance(c, sink, expected, seq, node, now).await
+        })
+        .await
     }
 
     async fn writable(&self, now: Timestamp) -> Result<(), StoreError> {

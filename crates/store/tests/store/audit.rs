@@ -333,3 +333,51 @@ async fn two_stores_on_one_database_never_fork_the_chain() {
     }
     assert_eq!(verify_chain(&first).await, 50);
 }
+
+/// A SIEM stream's cursor moves only from the value its streamer read, so
+/// a streamer that another node overtook cannot move it back; each sink has
+/// its own, and none writes an audit entry.
+#[tokio::test]
+async fn audit_stream_cursors_move_by_compare_and_set() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    let a = keyhold_core::names::NodeId::parse("node-a").unwrap();
+    let b = keyhold_core::names::NodeId::parse("node-b").unwrap();
+    let sink = "syslog://siem.example:6514";
+    assert_eq!(s.audit_stream_cursor(sink).await.unwrap(), None);
+    let audits = f.audit_count().await;
+
+    assert!(
+        s.advance_audit_stream_cursor(sink, None, 5, &a, at(1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.audit_stream_cursor(sink).await.unwrap(), Some(5));
+    // A second first delivery, and one from a stale value, are refused.
+    assert!(
+        !s.advance_audit_stream_cursor(sink, None, 3, &b, at(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.advance_audit_stream_cursor(sink, Some(4), 9, &b, at(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.advance_audit_stream_cursor(sink, Some(5), 9, &b, at(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.audit_stream_cursor(sink).await.unwrap(), Some(9));
+
+    let other = "syslog+tls://siem.example:6514";
+    assert_eq!(s.audit_stream_cursor(other).await.unwrap(), None);
+    assert!(
+        s.advance_audit_stream_cursor(other, None, 1, &a, at(4))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.audit_stream_cursor(sink).await.unwrap(), Some(9));
+    assert_eq!(f.audit_count().await, audits);
+}
