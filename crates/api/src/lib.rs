@@ -383,6 +383,29 @@ pub struct AuditPublicKeyView {
     pub pem: String,
 }
 
+/// An audit stream to a SIEM, as the node answering sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditStreamView {
+    /// `syslog` (RFC 5424 over TCP or TLS) or `file` (JSON lines).
+    pub kind: String,
+    /// The receiver's URL (`syslog://…`, `syslog+tls://…`) or the file's path.
+    pub destination: String,
+    /// `starting`, `delivering` (or caught up), `standby` (another node of
+    /// the cluster delivers to this receiver) or `retrying` (the last
+    /// delivery failed; the entries wait in the log).
+    pub state: String,
+    /// The seq of the last entry delivered.
+    pub cursor: Option<i64>,
+    /// Entries committed but not yet delivered, at the streamer's last pass.
+    pub lag: Option<i64>,
+    /// When this node last delivered (RFC 3339).
+    pub last_delivered_at: Option<String>,
+    /// Why the last delivery failed, while it is retried.
+    pub last_error: Option<String>,
+    /// Failed deliveries since this node started.
+    pub failures: u64,
+}
+
 // ---- jobs (Force Rotate, Synchronize) ----
 
 /// Options of *Cloud → Synchronize*; absent fields take the defaults

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use keyhold_api::{AuditEntryView, AuditPublicKeyView, AuditVerifyRequest, AuditVerifyView};
+use keyhold_api::{
+    AuditEntryView, AuditPublicKeyView, AuditStreamView, AuditVerifyRequest, AuditVerifyView,
+};
 use keyhold_core::audit::{AuditPublicKey, Checkpoint, parse_checkpoints};
 use reqwest::Method;
 use serde::Serialize;
@@ -34,6 +36,9 @@ pub enum AuditCommand {
     /// Print the public key that verifies checkpoints (PEM); pin it where
     /// you keep the checkpoints.
     PublicKey,
+    /// Show the audit streams to a SIEM (syslog, JSON file) of the node
+    /// answering: its state, the last entry delivered, how far behind.
+    Streams,
     /// Write the whole log as JSON Lines (one entry per line, oldest first).
     Export {
         /// Write to this file instead of stdout (replaced only once the export is complete).
@@ -161,6 +166,40 @@ fn time_bound(flag: &str, raw: &str, end_of_day: bool) -> Result<String, CliErro
     )))
 }
 
+impl Tabular for AuditStreamView {
+    fn headers() -> &'static [&'static str] {
+        &[
+            "Kind",
+            "Destination",
+            "State",
+            "Last entry",
+            "Behind",
+            "Last delivery",
+            "Failures",
+            "Last error",
+        ]
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.kind.clone(),
+            self.destination.clone(),
+            self.state.clone(),
+            self.cursor.map_or("-".to_owned(), |c| c.to_string()),
+            self.lag.map_or("-".to_owned(), |l| l.to_string()),
+            self.last_delivered_at
+                .as_deref()
+                .map_or("-".to_owned(), output::time),
+            self.failures.to_string(),
+            output::or_dash(self.last_error.as_deref()),
+        ]
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        Self::headers().iter().copied().zip(self.row()).collect()
+    }
+}
+
 impl Tabular for AuditEntryView {
     fn headers() -> &'static [&'static str] {
         &["Date", "Users", "Summary", "Details", "Archived"]
@@ -282,6 +321,15 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        AuditCommand::Streams => {
+            let streams: Vec<AuditStreamView> = ctx.authenticated()?.get("/audit/streams").await?;
+            if streams.is_empty() && ctx.output == OutputFormat::Table {
+                return output::emit(
+                    "No audit stream on this node: set audit_syslog_address or audit_json_file (README: Streaming the audit log to a SIEM).",
+                );
+            }
+            output::print_list(ctx.output, &streams)
         }
         AuditCommand::PublicKey => {
             let key: AuditPublicKeyView = ctx.authenticated()?.get("/audit/public-key").await?;

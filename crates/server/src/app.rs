@@ -7,6 +7,7 @@ use std::sync::Arc;
 use keyhold_core::service::Keyhold;
 
 use crate::audit_checkpoints::AuditCheckpoints;
+use crate::audit_stream::StreamBoard;
 use crate::client_address::TrustedProxies;
 use crate::jobs::JobRunner;
 use crate::login_throttle::LoginThrottle;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub rotator: Rotator,
     /// Signed checkpoints of the audit log, and the newest one.
     pub checkpoints: Arc<AuditCheckpoints>,
+    /// What this node's audit streams to a SIEM are doing.
+    pub streams: Arc<StreamBoard>,
     /// Password attempts per client address, on this node.
     pub login_throttle: Arc<LoginThrottle>,
     /// The proxies whose `X-Forwarded-For` names the client.

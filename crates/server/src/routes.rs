@@ -92,6 +92,7 @@ fn api() -> Router<AppState> {
         )
         .route("/audit/checkpoints", post(audit::checkpoint))
         .route("/audit/public-key", get(audit::public_key))
+        .route("/audit/streams", get(audit::streams))
         .route("/audit/export", get(audit::export))
         .route(
             "/config",

@@ -65,6 +65,7 @@ impl Server {
             jobs,
             rotator,
             checkpoints,
+            streams: streams.board(),
             login_throttle: LoginThrottle::new(config.login_throttle),
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         };

@@ -137,6 +137,19 @@ pub fn audit_verify(report: VerifyReport) -> api::AuditVerifyView {
     }
 }
 
+pub fn audit_stream(status: &crate::audit_stream::StreamStatus) -> api::AuditStreamView {
+    api::AuditStreamView {
+        kind: status.kind.to_owned(),
+        destination: status.destination.clone(),
+        state: status.state.as_str().to_owned(),
+        cursor: status.cursor,
+        lag: status.lag,
+        last_delivered_at: status.last_delivered_at.map(|t| time(&t)),
+        last_error: status.last_error.clone(),
+        failures: status.failures,
+    }
+}
+
 pub fn audit_public_key(key: &AuditPublicKey) -> api::AuditPublicKeyView {
     api::AuditPublicKeyView {
         algorithm: "ECDSA P-256 SHA-256".into(),

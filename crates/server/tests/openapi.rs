@@ -48,6 +48,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/audit/verify"),
     ("post", "/api/v1/audit/checkpoints"),
     ("get", "/api/v1/audit/public-key"),
+    ("get", "/api/v1/audit/streams"),
     ("get", "/api/v1/audit/export"),
     ("get", "/api/v1/config"),
     ("patch", "/api/v1/config"),

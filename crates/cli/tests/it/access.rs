@@ -242,6 +242,7 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
         (M::GET, path("/audit"), None, Needs::Read),
         (M::GET, path("/audit/verify"), None, Needs::Read),
         (M::GET, path("/audit/export"), None, Needs::Read),
+        (M::GET, path("/audit/streams"), None, Needs::Read),
         (M::GET, path("/config"), None, Needs::Read),
         (
             M::PATCH,

@@ -336,6 +336,23 @@ async fn wait_for(app: &TestApp, receiver: &Rsyslog, head: i64) -> Vec<i64> {
     .await
 }
 
+/// The node's audit streams as the API reports them.
+async fn streams(app: &TestApp, token: &str) -> Vec<Value> {
+    let (status, body) = app.get("/api/v1/audit/streams", token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+/// Waits until the node reports its one stream in `state`; returns it.
+async fn stream_in(app: &TestApp, token: &str, state: &str) -> Value {
+    app.eventually(&format!("the stream {state}"), || async {
+        let all = streams(app, token).await;
+        assert_eq!(all.len(), 1, "{all:?}");
+        (all[0]["state"] == state).then(|| all[0].clone())
+    })
+    .await
+}
+
 /// The cursor keyhold keeps for a syslog receiver, read from the database.
 async fn cursor_in_db(app: &TestApp) -> Vec<i64> {
     open_db(app)
@@ -520,6 +537,56 @@ async fn entries_written_while_the_receiver_is_down_arrive_when_it_is_back() {
     })
     .await;
     assert_eq!(receiver.seqs().last(), Some(&before));
+    // Officers and auditors see it too: the API, the Audit Logs screen, the CLI.
+    let away = stream_in(&app, &token, "retrying").await;
+    assert_eq!(away["kind"], "syslog", "{away}");
+    assert_eq!(
+        away["destination"],
+        format!("syslog://{}", receiver.address()),
+        "{away}"
+    );
+    assert_eq!(away["cursor"], before, "{away}");
+    assert!(away["failures"].as_u64().unwrap() >= 1, "{away}");
+    assert!(
+        away["last_error"]
+            .as_str()
+            .unwrap()
+            .contains(&receiver.address()),
+        "{away}"
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = crate::ui::ui_session_cookie(&http, &app, "Admin1", ADMIN1_PASSWORD).await;
+    let page = http
+        .get(format!("{}/ui/audit", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let section = &page[page
+        .find("id=\"audit-streams\"")
+        .expect("no streams section")..];
+    assert!(section.contains("data-status=\"retrying\""), "{section}");
+    let session = tempfile::tempdir().unwrap();
+    let session_file = session.path().join("session");
+    let login = keyhold_cli(
+        &app.base,
+        &session_file,
+        &["login", "--user", "Admin1", "--password-stdin"],
+        format!("{ADMIN1_PASSWORD}\n").as_bytes(),
+    );
+    assert!(login.status.success(), "{login:?}");
+    let cli = keyhold_cli(&app.base, &session_file, &["audit", "streams"], b"");
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success() && printed.contains("retrying"),
+        "{cli:?}"
+    );
 
     receiver.run().await;
     refused_requests(&app, 2).await;
@@ -531,6 +598,15 @@ async fn entries_written_while_the_receiver_is_down_arrive_when_it_is_back() {
         (1..=after).collect::<Vec<_>>(),
         "none lost, none repeated, in order"
     );
+    let back = app
+        .eventually("the stream caught up", || async {
+            let all = streams(&app, &token).await;
+            (all[0]["state"] == "delivering" && all[0]["cursor"].as_i64() >= Some(after))
+                .then(|| all[0].clone())
+        })
+        .await;
+    assert!(back["last_error"].is_null(), "{back}");
+    assert!(back["last_delivered_at"].is_string(), "{back}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -711,6 +787,9 @@ async fn in_a_cluster_one_node_streams_and_another_takes_over_without_a_gap() {
             .all(|m| m.contains(" node-a keyhold - ")),
         "node-a holds the lease and sends everything, node-b's entries too"
     );
+    // Each node reports its own part: node-a delivers, node-b stands by.
+    stream_in(&a, &token, "delivering").await;
+    stream_in(&b, &token, "standby").await;
 
     a.crash().await;
     refused_requests(&b, 3).await;

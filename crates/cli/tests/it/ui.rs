@@ -765,7 +765,7 @@ async fn an_open_jobs_page_does_not_keep_its_session_alive() {
 
 /// Logs `user` in through the login form with `http` (which follows no
 /// redirects); returns the session cookie to send back.
-async fn ui_session_cookie(
+pub(crate) async fn ui_session_cookie(
     http: &reqwest::Client,
     app: &TestApp,
     user: &str,

@@ -165,7 +165,10 @@ async fn group_with_keys(app: &TestApp, token: &str) -> (String, String, String)
 
 #[tokio::test]
 async fn every_screen_reads_and_fits_from_800_px_up() {
-    let app = TestApp::spawn().await;
+    // A stream to a JSON file, so the Audit Logs screen shows its table.
+    let siem = tempfile::tempdir().unwrap();
+    let stream_file = siem.path().join("audit.jsonl");
+    let app = TestApp::spawn_with(|args| args.audit.audit_json_file = Some(stream_file)).await;
     let token = app.dual_session().await;
     let (group, key, job) = group_with_keys(&app, &token).await;
     let browser = Browser::start("widths").await;
@@ -192,6 +195,11 @@ async fn every_screen_reads_and_fits_from_800_px_up() {
         for (name, path) in &screens {
             browser.goto(&format!("{}{path}", app.base)).await;
             browser.find("main h1").await;
+            if *name == "audit" {
+                browser
+                    .wait_text("#audit-streams-table", "audit.jsonl", 10)
+                    .await;
+            }
             assert_layout(&browser, width, name).await;
         }
         browser.goto(&format!("{}/ui/keys", app.base)).await;

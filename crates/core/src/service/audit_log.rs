@@ -69,6 +69,12 @@ impl Keyhold {
         Ok(verifier.report(outcome))
     }
 
+    /// Whether the session may read what the server keeps about the audit
+    /// log beside it, such as its streams to a SIEM: the log's own rule.
+    pub fn may_read_audit(&self, session: &Session) -> CoreResult<()> {
+        session.authorize(Operation::READ, true)
+    }
+
     /// The public half of the checkpoint signing key, for auditors to pin.
     pub fn audit_public_key(&self, session: &Session) -> CoreResult<AuditPublicKey> {
         session.authorize(Operation::READ, true)?;

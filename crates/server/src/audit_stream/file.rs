@@ -77,6 +77,10 @@ impl FileSink {
         format!("file {}", self.path.display())
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn cursor(&self) -> Option<i64> {
         self.last
     }

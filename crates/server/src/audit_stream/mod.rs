@@ -19,6 +19,7 @@
 //!   node's own file (like the checkpoint file): its cursor is its last line.
 
 mod file;
+mod status;
 mod syslog;
 
 use std::path::PathBuf;
@@ -32,7 +33,10 @@ use keyhold_core::names::NodeId;
 use keyhold_core::service::Keyhold;
 
 pub use file::FileSink;
+pub use status::{StreamBoard, StreamState, StreamStatus};
 pub use syslog::{SyslogSink, SyslogTarget, TlsSettings};
+
+use status::StreamSlot;
 
 use crate::metrics::{Metrics, StreamMetrics};
 
@@ -158,6 +162,14 @@ impl Sink {
         }
     }
 
+    /// Where it delivers: the receiver's URL, the file's path.
+    fn destination(&self) -> String {
+        match self {
+            Self::Syslog(sink) => sink.describe(),
+            Self::File(sink) => sink.path().display().to_string(),
+        }
+    }
+
     /// For the log: the kind and where.
     fn describe(&self) -> String {
         match self {
@@ -209,6 +221,8 @@ impl Sink {
 /// The configured sinks of this node, opened and checked at start-up.
 pub struct AuditStreams {
     streamers: std::sync::Mutex<Vec<Streamer>>,
+    /// What each of them is doing, for the API and the web UI.
+    board: Arc<StreamBoard>,
 }
 
 impl AuditStreams {
@@ -228,6 +242,7 @@ impl AuditStreams {
         if let Some(path) = &config.json_file {
             sinks.push(Sink::File(FileSink::open(path)?));
         }
+        let board = Arc::new(StreamBoard::default());
         let streamers = sinks
             .into_iter()
             .map(|sink| {
@@ -235,6 +250,7 @@ impl AuditStreams {
                 Streamer {
                     keyhold: keyhold.clone(),
                     metrics: metrics.audit_stream(sink.kind()),
+                    status: board.add(sink.kind(), sink.destination()),
                     sink,
                     from: config.from,
                     cursor: None,
@@ -244,7 +260,13 @@ impl AuditStreams {
             .collect();
         Ok(Self {
             streamers: std::sync::Mutex::new(streamers),
+            board,
         })
+    }
+
+    /// The streams' statuses, shared with the request handlers.
+    pub fn board(&self) -> Arc<StreamBoard> {
+        Arc::clone(&self.board)
     }
 
     /// Starts one task per sink; they stream until aborted (shutdown).
@@ -277,6 +299,7 @@ struct Streamer {
     sink: Sink,
     from: StartFrom,
     metrics: StreamMetrics,
+    status: StreamSlot,
     /// The cursor as last read or moved by this streamer: `None` when it
     /// must be read again (at start, after another node moved it).
     cursor: Option<Option<i64>>,
@@ -296,10 +319,16 @@ impl Streamer {
                 }
                 Ok(Pass::Standby) => {
                     self.cursor = None;
+                    self.status.update(|s| s.state = StreamState::Standby);
                     tokio::time::sleep(STANDBY_POLL).await;
                 }
                 Err(error) => {
                     self.metrics.failed();
+                    self.status.update(|s| {
+                        s.state = StreamState::Retrying;
+                        s.last_error = Some(error.to_string());
+                        s.failures += 1;
+                    });
                     tracing::warn!(
                         sink = %self.sink.describe(),
                         %error,
@@ -319,6 +348,12 @@ impl Streamer {
         }
         self.backoff = FIRST_BACKOFF;
         self.metrics.up(true);
+        let cursor = self.cursor.flatten();
+        self.status.update(|s| {
+            s.state = StreamState::Delivering;
+            s.last_error = None;
+            s.cursor = cursor;
+        });
     }
 
     async fn pass(&mut self) -> Result<Pass, StreamError> {
@@ -337,10 +372,12 @@ impl Streamer {
         let entries = self.keyhold.store().audit_page(after, BATCH).await?;
         let Some(last) = entries.last().map(|e| e.seq) else {
             self.metrics.lag(0);
+            self.status.update(|s| s.lag = Some(0));
             return Ok(Pass::Idle);
         };
         if let Ok(head) = self.keyhold.audit_head().await {
             self.metrics.lag(head.seq - after);
+            self.status.update(|s| s.lag = Some(head.seq - after));
         }
         if let Err(error) = self.sink.deliver(&entries).await {
             self.metrics.up(false);
@@ -355,6 +392,11 @@ impl Streamer {
         }
         self.cursor = Some(Some(last));
         self.metrics.delivered(entries.len() as u64, last);
+        let now = self.keyhold.now();
+        self.status.update(|s| {
+            s.cursor = Some(last);
+            s.last_delivered_at = Some(now);
+        });
         Ok(Pass::Delivered)
     }
 

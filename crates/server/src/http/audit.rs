@@ -113,6 +113,14 @@ pub async fn public_key(
     Ok(Json(views::audit_public_key(&key)))
 }
 
+/// What this node's audit streams to a SIEM are doing.
+pub async fn streams(
+    State(app): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Json<Vec<api::AuditStreamView>>> {
+    Ok(Json(audit::streams(&app, &session)?))
+}
+
 /// Streams the whole log as JSON Lines, oldest first.
 pub async fn export(State(app): State<AppState>, Caller(session): Caller) -> ApiResult<Response> {
     let lines = audit::export(&app, &session).await?;

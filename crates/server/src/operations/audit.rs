@@ -5,6 +5,8 @@ use futures_util::Stream;
 use keyhold_core::audit::{ChainBreak, ChainVerifier, Checkpoint, ExportEnd, VerifyReport};
 use keyhold_core::identity::Session;
 
+use keyhold_api as api;
+
 use crate::ApiResult;
 use crate::app::AppState;
 use crate::views;
@@ -21,6 +23,17 @@ pub async fn verify(
 ) -> ApiResult<VerifyReport> {
     given.extend(app.checkpoints.newest());
     Ok(app.keyhold.verify_audit(session, &given).await?)
+}
+
+/// What this node's audit streams to a SIEM are doing.
+pub fn streams(app: &AppState, session: &Session) -> ApiResult<Vec<api::AuditStreamView>> {
+    app.keyhold.may_read_audit(session)?;
+    Ok(app
+        .streams
+        .snapshot()
+        .iter()
+        .map(views::audit_stream)
+        .collect())
 }
 
 /// A checkpoint asked for by an officer or auditor: signed, appended and logged.

@@ -153,6 +153,7 @@ pub async fn page(
             }
         }
         (checkpoints_section(&ui, &app, query.checkpoint == "signed"))
+        (streams_section(&ui, &app))
         div.table-wrap {
             table.data #audit-table {
                 caption { "Audit entries, newest first" }
@@ -234,6 +235,50 @@ fn checkpoints_section(ui: &UiSession, app: &AppState, just_signed: bool) -> Mar
             form #audit-checkpoint-form method="post" action="/ui/audit/checkpoint" {
                 (csrf_field(&ui.csrf))
                 button type="submit" { "Sign a checkpoint now" }
+            }
+        }
+    }
+}
+
+/// The audit streams to a SIEM, as this node sees them: is the log
+/// reaching the receiver, how far behind, and why not.
+fn streams_section(ui: &UiSession, app: &AppState) -> Markup {
+    let streams = audit::streams(app, &ui.session).unwrap_or_default();
+    html! {
+        section.card #audit-streams aria-labelledby="audit-streams-title" {
+            h2 #audit-streams-title { "Streaming to a SIEM" }
+            @if streams.is_empty() {
+                p {
+                    "Not configured: this node streams the log nowhere. Set "
+                    code { "audit_syslog_address" } " (RFC 5424 over TCP or TLS) or "
+                    code { "audit_json_file" } " (JSON lines); the README's "
+                    "\"Streaming the audit log to a SIEM\" says how."
+                }
+            } @else {
+                div.table-wrap {
+                    table.data #audit-streams-table {
+                        caption { "This node's streams, each entry delivered in order and none lost (a receiver that is away gets them when it is back)" }
+                        thead { tr {
+                            @for column in ["Kind", "Destination", "State", "Last entry delivered", "Behind", "Last delivery", "Failures", "Last error"] {
+                                th scope="col" { (column) }
+                            }
+                        } }
+                        tbody {
+                            @for stream in &streams {
+                                tr data-kind=(stream.kind) {
+                                    td { (stream.kind) }
+                                    td { code { (stream.destination) } }
+                                    td.state { span.status-badge data-status=(stream.state) { (stream.state) } }
+                                    td.num { (stream.cursor.map_or("—".to_owned(), |c| c.to_string())) }
+                                    td.num { (stream.lag.map_or("—".to_owned(), |l| l.to_string())) }
+                                    td.time { @if let Some(t) = &stream.last_delivered_at { (layout::when(t)) } @else { "—" } }
+                                    td.num { (stream.failures) }
+                                    td { (stream.last_error.as_deref().unwrap_or("—")) }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
