@@ -37,7 +37,12 @@ impl Server {
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<(Self, Vec<InitialPassword>)> {
-        let (keyhold, passwords) = open_data_dir(config, clock, InitMode::IfEmpty).await?;
+        let mode = if config.require_initialised {
+            InitMode::Never
+        } else {
+            InitMode::IfEmpty
+        };
+        let (keyhold, passwords) = open_data_dir(config, clock, mode).await?;
         let metrics = Arc::new(Metrics::default());
         let keyhold = keyhold.with_audit_fallback(Arc::new(metrics.audit_fallback()));
         let listener = TcpListener::bind(config.listen)
@@ -158,6 +163,9 @@ pub enum InitMode {
     IfEmpty,
     /// Initialise, and fail if the directory is already initialised.
     Required,
+    /// Open an initialised directory; refuse an empty one (`keyhold init`
+    /// initialises it, showing the one-time passwords on a terminal).
+    Never,
 }
 
 /// Opens the keystore and database of a data directory, creating them (and
@@ -168,10 +176,32 @@ pub async fn open_data_dir(
     mode: InitMode,
 ) -> anyhow::Result<(Keyhold, Vec<InitialPassword>)> {
     create_private_dir(&config.data_dir)?;
+    let not_initialised = || {
+        anyhow::anyhow!(
+            "{} is not initialised, and require_initialised is set: run `keyhold init` with the same configuration first (it creates the administrators and shows their one-time passwords on your terminal), then start the server again",
+            config.data_dir.display()
+        )
+    };
+    // Before the software keystore would be created: nothing is made here.
+    if mode == InitMode::Never
+        && matches!(config.keystore, KeystoreConfig::Software(_))
+        && !SoftKeystore::is_initialised(&config.keystore_dir())
+    {
+        return Err(not_initialised());
+    }
     let keystore = open_keystore(config)?;
     let store = keyhold_store::connect(config.database.expose(), keystore.clone())
         .await
         .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database))?;
+    if mode == InitMode::Never
+        && store
+            .list_identities()
+            .await
+            .map_err(|e| anyhow::anyhow!("database: {e}"))?
+            .is_empty()
+    {
+        return Err(not_initialised());
+    }
     if mode == InitMode::Required
         && !store
             .list_identities()

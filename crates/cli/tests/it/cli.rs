@@ -335,3 +335,54 @@ fn an_unreachable_server_is_reported_with_a_hint() {
     );
     assert!(err.contains("127.0.0.1:9"), "{err}");
 }
+
+/// `require_initialised` (set by the Debian package): `serve` refuses an
+/// empty data directory, creating nothing and printing no password, and
+/// says to run `keyhold init`; once that has run, it serves.
+#[test]
+fn a_server_that_requires_initialisation_refuses_an_empty_data_dir_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(test_database());
+    let serve = || {
+        let mut command = Command::new(KEYHOLD);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("KEYHOLD_REQUIRE_INITIALISED", "true");
+        if let Some(hsm) = crate::helpers::Hsm::for_suite() {
+            hsm.configure_command(&mut command);
+        }
+        use_database(&mut command, &db);
+        command
+    };
+    let refused = serve().output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not initialised") && stderr.contains("keyhold init"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.to_lowercase().contains("password"),
+        "a password was printed: {stdout}"
+    );
+    assert!(
+        !data_dir.join("keystore").exists(),
+        "the refused start created a keystore"
+    );
+
+    let init = crate::helpers::init_data_dir(&data_dir, &db);
+    assert_eq!(init["identities"].as_array().unwrap().len(), 2, "{init}");
+    let mut command = serve();
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let (child, url) = spawn_listening(&mut command);
+    let _server = ServerProcess(child);
+    let ready = runtime
+        .block_on(reqwest::get(format!("{url}/readyz")))
+        .unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+}

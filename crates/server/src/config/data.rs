@@ -24,6 +24,12 @@ settings_area! {
         /// shared by several nodes) [default: sqlite://<data-dir>/keyhold.db].
         #[arg(long, env = "KEYHOLD_DATABASE_URL", hide_env_values = true)]
         pub database_url: Option<String>,
+        /// Refuse to serve an empty data directory instead of initialising it
+        /// (which prints the default administrators' one-time passwords on
+        /// stdout); `keyhold init` initialises it, on the operator's terminal.
+        /// The Debian package's configuration sets it.
+        #[arg(long, env = "KEYHOLD_REQUIRE_INITIALISED")]
+        pub require_initialised: bool,
     }
 }
 
@@ -32,6 +38,8 @@ settings_area! {
 pub struct DataConfig {
     pub data_dir: PathBuf,
     pub database: DatabaseUrl,
+    /// `serve` refuses an empty data directory.
+    pub require_initialised: bool,
 }
 
 impl DataArgs {
@@ -49,6 +57,7 @@ impl DataArgs {
         Ok(DataConfig {
             data_dir,
             database: DatabaseUrl(SecretString::from(database)),
+            require_initialised: self.require_initialised,
         })
     }
 }

@@ -82,6 +82,8 @@ pub struct ServeArgs {
 /// The validated configuration the server runs with.
 pub struct Config {
     pub data_dir: PathBuf,
+    /// `serve` refuses an empty data directory rather than initialising it.
+    pub require_initialised: bool,
     pub listen: std::net::SocketAddr,
     /// HTTPS, when a certificate is configured; plain HTTP otherwise.
     pub tls: Option<TlsConfig>,
@@ -108,6 +110,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
+            .field("require_initialised", &self.require_initialised)
             .field("listen", &self.listen)
             .field("tls", &self.tls)
             .field("database", &self.database)
@@ -156,7 +159,11 @@ impl ServeArgs {
             login,
         } = self.over(file);
         let ListenConfig { address, tls } = listen.resolve()?;
-        let DataConfig { data_dir, database } = data.resolve()?;
+        let DataConfig {
+            data_dir,
+            database,
+            require_initialised,
+        } = data.resolve()?;
         let audit = audit.resolve(&data_dir)?;
         let keystore = keystore.resolve(secrets)?;
         let kms = kms.resolve()?;
@@ -168,6 +175,7 @@ impl ServeArgs {
         let (login_throttle, trusted_proxies) = login.resolve()?;
         Ok(Config {
             data_dir,
+            require_initialised,
             listen: address,
             tls,
             database,
