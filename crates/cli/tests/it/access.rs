@@ -3,13 +3,13 @@
 //! the API ignores cookies, so another site cannot ride a browser session.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::report;
+use crate::test_ca::{TestCa, Usage};
 
 /// What an endpoint asks of its caller: the documented policy (README,
 /// "Roles and dual control"), written out here apart from the server's code
@@ -452,82 +452,15 @@ async fn logging_out_ends_the_session_and_the_api_ignores_cookies() {
 /// 127.0.0.1, made with the openssl command line as an operator would.
 /// Returns the CA certificate, the server's chain (server, then CA) and key.
 fn private_ca_and_server_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let openssl = |args: &[&str]| {
-        let made = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl command line is needed to make test certificates");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    };
-    let new_key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"],
-            &new_key[..],
-            &["-days", "2", "-subj", "/CN=keyhold test CA"],
-            &["-keyout", "ca-key.pem", "-out", "ca.pem"],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req"],
-            &new_key[..],
-            &[
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "server-key.pem",
-                "-out",
-                "server.csr",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca-key.pem",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ]);
+    let ca = TestCa::new(dir, "keyhold test CA");
+    let (server, key) = ca.issue("server", "localhost", Usage::Server);
     let chain = [
-        std::fs::read_to_string(dir.join("server.pem")).unwrap(),
-        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        std::fs::read_to_string(&server).unwrap(),
+        std::fs::read_to_string(ca.certificate()).unwrap(),
     ]
     .concat();
     std::fs::write(dir.join("chain.pem"), chain).unwrap();
-    (
-        dir.join("ca.pem"),
-        dir.join("chain.pem"),
-        dir.join("server-key.pem"),
-    )
+    (ca.certificate(), dir.join("chain.pem"), key)
 }
 
 // Multi-threaded: the server keeps answering while the test waits on the CLI.

@@ -9,6 +9,7 @@ mod fault_proxy;
 mod helpers;
 mod kms;
 mod report;
+mod test_ca;
 
 mod access;
 mod audit;

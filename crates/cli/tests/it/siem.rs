@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::test_ca::{TestCa, Usage};
 
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
@@ -40,114 +41,15 @@ struct ReceiverTls {
 
 impl ReceiverTls {
     fn make(dir: &Path, authenticate_senders: bool) -> Self {
-        let openssl = |args: &[&str]| {
-            let made = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("the openssl command line is needed to make test certificates");
-            assert!(
-                made.status.success(),
-                "{}",
-                String::from_utf8_lossy(&made.stderr)
-            );
-        };
-        let new_key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"][..],
-                &new_key[..],
-                &["-days", "2", "-subj", "/CN=keyhold SIEM test CA"],
-                &["-keyout", "ca-key.pem", "-out", "ca.pem"],
-            ]
-            .concat(),
-        );
-        openssl(
-            &[
-                &["req"][..],
-                &new_key[..],
-                &[
-                    "-subj",
-                    "/CN=localhost",
-                    "-keyout",
-                    "receiver-key.pem",
-                    "-out",
-                    "receiver.csr",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(
-            dir.join("receiver.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "receiver.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "receiver.ext",
-            "-out",
-            "receiver.pem",
-        ]);
-        openssl(
-            &[
-                &["req"][..],
-                &new_key[..],
-                &[
-                    "-subj",
-                    "/CN=keyhold",
-                    "-keyout",
-                    "client-key.pem",
-                    "-out",
-                    "client.csr",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(
-            dir.join("client.ext"),
-            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "client.pem",
-        ]);
+        let ca = TestCa::new(dir, "keyhold SIEM test CA");
+        let (certificate, key) = ca.issue("receiver", "localhost", Usage::Server);
+        let (client_certificate, client_key) = ca.issue("client", "keyhold", Usage::Client);
         Self {
-            ca: dir.join("ca.pem"),
-            certificate: dir.join("receiver.pem"),
-            key: dir.join("receiver-key.pem"),
-            client_certificate: dir.join("client.pem"),
-            client_key: dir.join("client-key.pem"),
+            ca: ca.certificate(),
+            certificate,
+            key,
+            client_certificate,
+            client_key,
             authenticate_senders,
         }
     }
@@ -336,6 +238,26 @@ async fn wait_for(app: &TestApp, receiver: &Rsyslog, head: i64) -> Vec<i64> {
     .await
 }
 
+/// Waits until `/metrics` says the syslog stream is down after a failed
+/// delivery.
+async fn syslog_delivery_failed(app: &TestApp) {
+    app.eventually("a failed delivery counted", || async {
+        let metrics = app
+            .http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (metrics.contains("keyhold_audit_stream_up{sink=\"syslog\"} 0")
+            && !metrics.contains("keyhold_audit_stream_failures_total{sink=\"syslog\"} 0"))
+        .then_some(())
+    })
+    .await;
+}
+
 /// The node's audit streams as the API reports them.
 async fn streams(app: &TestApp, token: &str) -> Vec<Value> {
     let (status, body) = app.get("/api/v1/audit/streams", token).await;
@@ -521,21 +443,7 @@ async fn entries_written_while_the_receiver_is_down_arrive_when_it_is_back() {
     let token = app.dual_session_again().await;
     let during = head(&app, &token).await;
     // Requests were answered meanwhile, and the stream notices the receiver is away.
-    app.eventually("a failed delivery counted", || async {
-        let metrics = app
-            .http
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        (metrics.contains("keyhold_audit_stream_up{sink=\"syslog\"} 0")
-            && !metrics.contains("keyhold_audit_stream_failures_total{sink=\"syslog\"} 0"))
-        .then_some(())
-    })
-    .await;
+    syslog_delivery_failed(&app).await;
     assert_eq!(receiver.seqs().last(), Some(&before));
     // Officers and auditors see it too: the API, the Audit Logs screen, the CLI.
     let away = stream_in(&app, &token, "retrying").await;
@@ -875,22 +783,7 @@ async fn a_receiver_that_authenticates_senders_takes_keyholds_client_certificate
     // Without it, the receiver refuses the connection and gets nothing.
     let other = Rsyslog::start_mutual_tls().await;
     let anonymous = TestApp::spawn_with(stream_to(&other)).await;
-    anonymous
-        .eventually("a refused connection counted", || async {
-            let metrics = anonymous
-                .http
-                .get(format!("{}/metrics", anonymous.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            (metrics.contains("keyhold_audit_stream_up{sink=\"syslog\"} 0")
-                && !metrics.contains("keyhold_audit_stream_failures_total{sink=\"syslog\"} 0"))
-            .then_some(())
-        })
-        .await;
+    syslog_delivery_failed(&anonymous).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(other.received().is_empty());
 }
