@@ -136,6 +136,63 @@ pub(super) async fn failed(pool: &Pool, limit: u32) -> Result<Vec<Job>, StoreErr
     .collect()
 }
 
+/// A job statement as bound so far; [`fenced`] binds the lease last.
+type JobQuery<'q> = sqlx::query::Query<'q, super::Db, <super::Db as sqlx::Database>::Arguments<'q>>;
+
+/// `set` (an UPDATE of one job whose last parameter is `$params`), guarded
+/// by `fence` when there is one: the row changes only while that lease is
+/// still held with its token. The check rides in the same statement instead
+/// of a read before it, since every step of every job commits here.
+fn fenced_sql(set: &str, params: u32, fence: Option<&Lease>) -> String {
+    match fence {
+        Some(_) => format!(
+            "{set} AND EXISTS (SELECT 1 FROM leases WHERE name = ${} AND holder = ${} AND token = ${})",
+            params + 1,
+            params + 2,
+            params + 3
+        ),
+        None => set.to_owned(),
+    }
+}
+
+/// Binds the fence's lease to a statement made by [`fenced_sql`] and runs
+/// it; the rows it changed. None changed and the fence lost fails with the
+/// fence's error.
+async fn run_fenced(
+    conn: &mut Conn,
+    mut query: JobQuery<'_>,
+    fence: Option<&Lease>,
+) -> Result<u64, StoreError> {
+    if let Some(lease) = fence {
+        query = query
+            .bind(lease.name.as_str().to_owned())
+            .bind(lease.holder.as_str().to_owned())
+            .bind(lease.token);
+    }
+    let rows = query.execute(&mut *conn).await.map_err(db)?.rows_affected();
+    if rows == 0
+        && let Some(lease) = fence
+    {
+        super::cluster::check_fence(conn, lease).await?;
+    }
+    Ok(rows)
+}
+
+/// A guarded move of a job (start, retry, cancel): `false` when the job was
+/// no longer as the caller read it; otherwise its message follows.
+async fn moved(
+    conn: &mut Conn,
+    query: JobQuery<'_>,
+    fence: Option<&Lease>,
+    message: &JobMessage,
+) -> Result<bool, StoreError> {
+    if run_fenced(conn, query, fence).await? == 0 {
+        return Ok(false);
+    }
+    insert_message(conn, message).await?;
+    Ok(true)
+}
+
 /// Replaces the job's mutable state; its kind, users and creation time are
 /// fixed when it is created. With a `fence`, the row changes only while that
 /// lease is still held with its token: the check rides in the same statement
@@ -143,13 +200,8 @@ pub(super) async fn failed(pool: &Pool, limit: u32) -> Result<Vec<Job>, StoreErr
 async fn update(conn: &mut Conn, job: &Job, fence: Option<&Lease>) -> Result<(), StoreError> {
     const SET: &str = "UPDATE jobs SET status = $2, started_at = $3, finished_at = $4, \
          progress = $5, error = $6, attempts = $7 WHERE id = $1";
-    let sql = match fence {
-        Some(_) => format!(
-            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $8 AND holder = $9 AND token = $10)"
-        ),
-        None => SET.to_owned(),
-    };
-    let mut query = sqlx::query(&sql)
+    let sql = fenced_sql(SET, 7, fence);
+    let query = sqlx::query(&sql)
         .bind(job.id.to_string())
         .bind(job.status.as_str())
         .bind(opt_ts(job.started_at.as_ref()))
@@ -157,19 +209,9 @@ async fn update(conn: &mut Conn, job: &Job, fence: Option<&Lease>) -> Result<(),
         .bind(job_progress_json(&job.progress)?)
         .bind(job.error.as_deref())
         .bind(i64::from(job.attempts));
-    if let Some(lease) = fence {
-        query = query
-            .bind(lease.name.as_str())
-            .bind(lease.holder.as_str())
-            .bind(lease.token);
-    }
-    let done = query.execute(&mut *conn).await.map_err(db)?;
-    match (done.rows_affected(), fence) {
-        // Nothing changed: the lease moved on, or the job is gone.
-        (0, Some(lease)) => {
-            super::cluster::check_fence(conn, lease).await?;
-            Err(StoreError::NotFound)
-        }
+    match (run_fenced(conn, query, fence).await?, fence) {
+        // Nothing changed, the lease still held: the job is gone.
+        (0, Some(_)) => Err(StoreError::NotFound),
         (rows, _) => super::one_row(rows),
     }
 }
@@ -187,13 +229,8 @@ pub(super) async fn start(
 ) -> Result<bool, StoreError> {
     const SET: &str = "UPDATE jobs SET status = $2, started_at = $3, finished_at = $4, \
          progress = $5, error = $6, attempts = $7 WHERE id = $1 AND status = $8 AND attempts = $9";
-    let sql = match fence {
-        Some(_) => format!(
-            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $10 AND holder = $11 AND token = $12)"
-        ),
-        None => SET.to_owned(),
-    };
-    let mut query = sqlx::query(&sql)
+    let sql = fenced_sql(SET, 9, fence);
+    let query = sqlx::query(&sql)
         .bind(job.id.to_string())
         .bind(job.status.as_str())
         .bind(opt_ts(job.started_at.as_ref()))
@@ -203,21 +240,7 @@ pub(super) async fn start(
         .bind(i64::from(job.attempts))
         .bind(from.as_str())
         .bind(i64::from(attempts));
-    if let Some(lease) = fence {
-        query = query
-            .bind(lease.name.as_str())
-            .bind(lease.holder.as_str())
-            .bind(lease.token);
-    }
-    let done = query.execute(&mut *conn).await.map_err(db)?;
-    if done.rows_affected() == 0 {
-        if let Some(lease) = fence {
-            super::cluster::check_fence(conn, lease).await?;
-        }
-        return Ok(false);
-    }
-    insert_message(conn, message).await?;
-    Ok(true)
+    moved(conn, query, fence, message).await
 }
 
 /// Fails with [`StoreError::NotFound`] when the message's job does not exist.
@@ -245,34 +268,15 @@ pub(super) async fn change_status(
 ) -> Result<bool, StoreError> {
     const SET: &str = "UPDATE jobs SET status = $2, error = $3, finished_at = $4 \
          WHERE id = $1 AND status = $5 AND attempts = $6";
-    let sql = match fence {
-        Some(_) => format!(
-            "{SET} AND EXISTS (SELECT 1 FROM leases WHERE name = $7 AND holder = $8 AND token = $9)"
-        ),
-        None => SET.to_owned(),
-    };
-    let mut query = sqlx::query(&sql)
+    let sql = fenced_sql(SET, 6, fence);
+    let query = sqlx::query(&sql)
         .bind(job.id.to_string())
         .bind(job.status.as_str())
         .bind(job.error.as_deref())
         .bind(opt_ts(job.finished_at.as_ref()))
         .bind(from.as_str())
         .bind(i64::from(job.attempts));
-    if let Some(lease) = fence {
-        query = query
-            .bind(lease.name.as_str())
-            .bind(lease.holder.as_str())
-            .bind(lease.token);
-    }
-    let done = query.execute(&mut *conn).await.map_err(db)?;
-    if done.rows_affected() == 0 {
-        if let Some(lease) = fence {
-            super::cluster::check_fence(conn, lease).await?;
-        }
-        return Ok(false);
-    }
-    insert_message(conn, message).await?;
-    Ok(true)
+    moved(conn, query, fence, message).await
 }
 
 /// Writes everything a job step produced except its audit entry, which the
