@@ -238,6 +238,13 @@ async fn wait_for(app: &TestApp, receiver: &Rsyslog, head: i64) -> Vec<i64> {
     .await
 }
 
+/// Waits until the receiver holds every entry up to `last`, and checks it
+/// holds exactly `first..=last`: each once, in order, none missing.
+async fn all_arrive(app: &TestApp, receiver: &Rsyslog, first: i64, last: i64, why: &str) {
+    let seqs = wait_for(app, receiver, last).await;
+    assert_eq!(seqs, (first..=last).collect::<Vec<_>>(), "{why}");
+}
+
 /// Waits until `/metrics` says the syslog stream is down after a failed
 /// delivery.
 async fn syslog_delivery_failed(app: &TestApp) {
@@ -418,12 +425,7 @@ async fn a_restart_resumes_after_the_last_entry_sent_without_a_gap_or_a_repeat()
     refused_requests(&app, 3).await;
     let after = head(&app, &token).await;
     assert!(after > before + 3);
-    let seqs = wait_for(&app, &receiver, after).await;
-    assert_eq!(
-        seqs,
-        (1..=after).collect::<Vec<_>>(),
-        "each entry once, in order"
-    );
+    all_arrive(&app, &receiver, 1, after, "each entry once, in order").await;
     app.eventually("the cursor at the new head", || async {
         (cursor_in_db(&app).await == vec![after]).then_some(())
     })
@@ -500,12 +502,14 @@ async fn entries_written_while_the_receiver_is_down_arrive_when_it_is_back() {
     refused_requests(&app, 2).await;
     let after = head(&app, &token).await;
     assert!(after > during);
-    let seqs = wait_for(&app, &receiver, after).await;
-    assert_eq!(
-        seqs,
-        (1..=after).collect::<Vec<_>>(),
-        "none lost, none repeated, in order"
-    );
+    all_arrive(
+        &app,
+        &receiver,
+        1,
+        after,
+        "none lost, none repeated, in order",
+    )
+    .await;
     let back = app
         .eventually("the stream caught up", || async {
             let all = streams(&app, &token).await;
@@ -523,8 +527,7 @@ async fn tls_delivers_to_a_receiver_whose_certificate_the_ca_file_vouches_for() 
     let app = TestApp::spawn_with(stream_to(&receiver)).await;
     let token = app.dual_session().await;
     let last = head(&app, &token).await;
-    let seqs = wait_for(&app, &receiver, last).await;
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    all_arrive(&app, &receiver, 1, last, "each entry once, in order").await;
     assert!(receiver.received()[0].starts_with("<85>1 "));
 
     // A receiver whose certificate another CA issued gets nothing.
@@ -608,8 +611,7 @@ async fn sixteen_concurrent_requests_stream_every_entry_once_in_order() {
     refused_requests(&app, 16).await;
     refused_requests(&app, 16).await;
     let last = head(&app, &token).await;
-    let seqs = wait_for(&app, &receiver, last).await;
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    all_arrive(&app, &receiver, 1, last, "each entry once, in order").await;
     let refusals = receiver
         .received()
         .iter()
@@ -682,12 +684,7 @@ async fn in_a_cluster_one_node_streams_and_another_takes_over_without_a_gap() {
     refused_requests(&a, 4).await;
     refused_requests(&b, 4).await;
     let both = head(&a, &token).await;
-    let seqs = wait_for(&a, &receiver, both).await;
-    assert_eq!(
-        seqs,
-        (1..=both).collect::<Vec<_>>(),
-        "each entry once, in order"
-    );
+    all_arrive(&a, &receiver, 1, both, "each entry once, in order").await;
     assert!(
         receiver
             .received()
@@ -705,12 +702,7 @@ async fn in_a_cluster_one_node_streams_and_another_takes_over_without_a_gap() {
     a.clock.advance(chrono::Duration::seconds(20));
     let token = b.dual_session_again().await;
     let last = head(&b, &token).await;
-    let seqs = wait_for(&b, &receiver, last).await;
-    assert_eq!(
-        seqs,
-        (1..=last).collect::<Vec<_>>(),
-        "no gap across the takeover"
-    );
+    all_arrive(&b, &receiver, 1, last, "no gap across the takeover").await;
     assert!(
         receiver
             .received()
@@ -742,8 +734,14 @@ async fn a_stream_from_now_starts_after_the_newest_entry_and_keeps_that_start() 
     assert!(start >= 1);
     let token = app.dual_session().await;
     let last = head(&app, &token).await;
-    let seqs = wait_for(&app, &receiver, last).await;
-    assert_eq!(seqs, (start + 1..=last).collect::<Vec<_>>());
+    all_arrive(
+        &app,
+        &receiver,
+        start + 1,
+        last,
+        "each entry once, in order",
+    )
+    .await;
 
     // Entries that wait while the receiver is away, across a restart, are
     // not skipped as "before now".
@@ -753,12 +751,14 @@ async fn a_stream_from_now_starts_after_the_newest_entry_and_keeps_that_start() 
     receiver.run().await;
     let token = app.dual_session_again().await;
     let after = head(&app, &token).await;
-    let seqs = wait_for(&app, &receiver, after).await;
-    assert_eq!(
-        seqs,
-        (start + 1..=after).collect::<Vec<_>>(),
-        "no gap after the restart"
-    );
+    all_arrive(
+        &app,
+        &receiver,
+        start + 1,
+        after,
+        "no gap after the restart",
+    )
+    .await;
 }
 
 /// A receiver that authenticates its senders takes keyhold's entries only
@@ -777,8 +777,7 @@ async fn a_receiver_that_authenticates_senders_takes_keyholds_client_certificate
     .await;
     let token = app.dual_session().await;
     let last = head(&app, &token).await;
-    let seqs = wait_for(&app, &receiver, last).await;
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    all_arrive(&app, &receiver, 1, last, "each entry once, in order").await;
 
     // Without it, the receiver refuses the connection and gets nothing.
     let other = Rsyslog::start_mutual_tls().await;
