@@ -603,6 +603,62 @@ async fn the_json_file_holds_the_logs_entries_in_order_as_the_export_writes_them
     .await;
 }
 
+/// The seqs of a JSON lines file (none when it is missing).
+fn file_seqs(file: &Path) -> Vec<i64> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Waits until `file` holds exactly the entries `first..=last`.
+async fn file_holds(app: &TestApp, file: &Path, first: i64, last: i64) {
+    app.eventually(
+        &format!("{} holding {first}..={last}", file.display()),
+        || async { (file_seqs(file) == (first..=last).collect::<Vec<_>>()).then_some(()) },
+    )
+    .await;
+}
+
+/// A log rotation moves the file away (logrotate's default) or empties it
+/// in place (copytruncate): the stream goes on from the next entry in the
+/// file at the path, never starting the whole log again, across a restart
+/// too (the database remembers where the file's lines ended).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_json_file_goes_on_from_the_next_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit-stream.jsonl");
+    let path = file.clone();
+    let app = TestApp::spawn_with(move |args| args.audit.audit_json_file = Some(path)).await;
+    let token = app.dual_session().await;
+    let first = head(&app, &token).await;
+    file_holds(&app, &file, 1, first).await;
+
+    // Moved away: a new file at the path takes the entries after it.
+    let rotated = dir.path().join("audit-stream.jsonl.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    refused_requests(&app, 3).await;
+    let second = head(&app, &token).await;
+    file_holds(&app, &file, first + 1, second).await;
+    assert_eq!(file_seqs(&rotated), (1..=first).collect::<Vec<_>>());
+
+    // Moved away while keyhold is stopped, then emptied in place.
+    let app = app.restart().await;
+    std::fs::rename(&file, dir.path().join("audit-stream.jsonl.2")).unwrap();
+    let token = app.dual_session_again().await;
+    let third = head(&app, &token).await;
+    file_holds(&app, &file, second + 1, third).await;
+    std::fs::File::create(&file).unwrap();
+    refused_requests(&app, 2).await;
+    let fourth = head(&app, &token).await;
+    file_holds(&app, &file, third + 1, fourth).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sixteen_concurrent_requests_stream_every_entry_once_in_order() {
     let receiver = Rsyslog::start().await;

@@ -1,17 +1,23 @@
 //! The JSON lines sink: every entry appended to one file as the export's
 //! line, synced before the entry counts as delivered.
 //!
-//! The file is its own cursor: its last line names the last entry
-//! delivered, so it needs no row in the database and each node of a cluster
-//! keeps its own. A line cut short by a crash was never delivered, and is
-//! cut off at start; a batch whose write fails is cut off again, so the file
-//! only ever holds whole lines, in order.
+//! The cursor is the later of the file's last line and a row of this node's
+//! in the database (`file://<node><path>`): the line survives a crash between
+//! the write and the row's update, the row survives the file being rotated
+//! away (logrotate's move, or copytruncate), so a new, empty file goes on
+//! from the next entry instead of starting the whole log again. Each node of
+//! a cluster keeps its own file and row. A line cut short by a crash was
+//! never delivered, and is cut off at start; a batch whose write fails is
+//! cut off again, so the file only ever holds whole lines, in order. Before
+//! each batch the path is looked at again: moved away, it is created anew.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use keyhold_core::audit::AuditEntry;
+use keyhold_core::names::NodeId;
+use keyhold_core::service::Keyhold;
 
 use super::{StreamError, export_line};
 
@@ -50,14 +56,18 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
 pub struct FileSink {
     path: PathBuf,
     file: std::fs::File,
-    /// The seq of the file's last line.
+    /// The seq of the file's last line (of the file open now).
     last: Option<i64>,
+    node: NodeId,
+    /// The database row's value as this sink last read or moved it:
+    /// `None` until read.
+    recorded: Option<Option<i64>>,
 }
 
 impl FileSink {
     /// Opens the file and reads its last line; a last line that is no entry
     /// keyhold wrote stops start-up (it may be someone else's file).
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path, node: &NodeId) -> Result<Self, String> {
         let refuse = |cause: String| {
             format!(
                 "audit_json_file {}: {cause}. Move the file away, or name another (--audit-json-file)",
@@ -70,7 +80,14 @@ impl FileSink {
             path: path.to_owned(),
             file,
             last,
+            node: node.clone(),
+            recorded: None,
         })
+    }
+
+    /// This node's row for this file.
+    fn row(&self) -> String {
+        format!("file://{}{}", self.node, self.path.display())
     }
 
     pub fn describe(&self) -> String {
@@ -81,12 +98,50 @@ impl FileSink {
         &self.path
     }
 
-    pub fn cursor(&self) -> Option<i64> {
-        self.last
+    /// The later of the file's last line and the database row.
+    pub async fn cursor(&mut self, keyhold: &Keyhold) -> Result<Option<i64>, StreamError> {
+        let recorded = keyhold.store().audit_stream_cursor(&self.row()).await?;
+        self.recorded = Some(recorded);
+        Ok(self.last.max(recorded))
     }
 
-    pub fn advanced(&mut self, seq: i64) {
+    /// The entries up to `seq` are in the file: the row follows. The row is
+    /// this node's alone, so a row another writer moved (a second server on
+    /// the same node id and path, a misconfiguration) is read again and
+    /// overwritten rather than stopping the stream.
+    pub async fn advanced(&mut self, keyhold: &Keyhold, seq: i64) -> Result<(), StreamError> {
         self.last = Some(seq);
+        let expected = match self.recorded {
+            Some(recorded) => recorded,
+            None => keyhold.store().audit_stream_cursor(&self.row()).await?,
+        };
+        let store = keyhold.store();
+        let moved = store
+            .advance_audit_stream_cursor(&self.row(), expected, seq, &self.node, keyhold.now())
+            .await?;
+        if !moved {
+            let now = store.audit_stream_cursor(&self.row()).await?;
+            store
+                .advance_audit_stream_cursor(&self.row(), now, seq, &self.node, keyhold.now())
+                .await?;
+        }
+        self.recorded = Some(Some(seq));
+        Ok(())
+    }
+
+    /// Opens the path again when the file open now is no longer there (a
+    /// log rotation moved it away): entries go on in a new file.
+    fn follow_rotation(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let open = self.file.metadata()?;
+        let same = std::fs::metadata(&self.path)
+            .is_ok_and(|at_path| at_path.dev() == open.dev() && at_path.ino() == open.ino());
+        if !same {
+            self.file = open_append(&self.path)?;
+            self.last = None;
+            tracing::info!(file = %self.path.display(), "the audit JSON file was moved away (rotated): a new one goes on from the next entry");
+        }
+        Ok(())
     }
 
     /// Appends the entries and syncs them, off the async threads.
@@ -96,10 +151,12 @@ impl FileSink {
             lines.push_str(&export_line(entry));
             lines.push('\n');
         }
+        let path = self.path.display().to_string();
         let failed = |e: std::io::Error| StreamError::File {
-            path: self.path.display().to_string(),
+            path: path.clone(),
             cause: e.to_string(),
         };
+        self.follow_rotation().map_err(failed)?;
         let mut file = self.file.try_clone().map_err(failed)?;
         tokio::task::spawn_blocking(move || {
             let length = file.metadata()?.len();
@@ -166,15 +223,16 @@ mod tests {
     fn the_last_line_is_the_cursor_and_a_torn_line_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stream.jsonl");
-        assert_eq!(FileSink::open(&path).unwrap().cursor(), None);
+        let node = NodeId::parse("node-a").unwrap();
+        assert_eq!(FileSink::open(&path, &node).unwrap().last, None);
         std::fs::write(&path, "{\"seq\":1}\n{\"seq\":2}\n{\"seq\":3,\"summ").unwrap();
-        assert_eq!(FileSink::open(&path).unwrap().cursor(), Some(2));
+        assert_eq!(FileSink::open(&path, &node).unwrap().last, Some(2));
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"seq\":1}\n{\"seq\":2}\n"
         );
         std::fs::write(&path, "hello\n").unwrap();
-        let err = FileSink::open(&path).map(drop).unwrap_err();
+        let err = FileSink::open(&path, &node).map(drop).unwrap_err();
         assert!(
             err.contains("no audit entry") && err.contains("Move the file away"),
             "{err}"

@@ -189,7 +189,7 @@ impl Sink {
     async fn cursor(&mut self, keyhold: &Keyhold) -> Result<Option<i64>, StreamError> {
         match self {
             Self::Syslog(sink) => sink.cursor(keyhold).await,
-            Self::File(sink) => Ok(sink.cursor()),
+            Self::File(sink) => sink.cursor(keyhold).await,
         }
     }
 
@@ -211,7 +211,7 @@ impl Sink {
         match self {
             Self::Syslog(sink) => sink.advance(keyhold, expected, seq).await,
             Self::File(sink) => {
-                sink.advanced(seq);
+                sink.advanced(keyhold, seq).await?;
                 Ok(true)
             }
         }
@@ -240,7 +240,7 @@ impl AuditStreams {
             sinks.push(Sink::Syslog(SyslogSink::new(target.clone(), node.clone())));
         }
         if let Some(path) = &config.json_file {
-            sinks.push(Sink::File(FileSink::open(path)?));
+            sinks.push(Sink::File(FileSink::open(path, node)?));
         }
         let board = Arc::new(StreamBoard::default());
         let streamers = sinks
