@@ -106,7 +106,7 @@ impl Server {
         // Its ticks take up the unfinished jobs once this node is the rotator.
         // Dropped with this future (the process stopped from outside), the
         // background work stops too, as it would with the process.
-        let background = Background {
+        let mut background = Background {
             ticking: rotator.spawn(),
             checkpointing: self.state.checkpoints.spawn(),
             streaming: self.streams.spawn(),
@@ -131,7 +131,13 @@ impl Server {
         .context("the HTTP server stopped");
         background.ticking.abort();
         background.checkpointing.abort();
-        background.streaming.iter().for_each(|task| task.abort());
+        for task in std::mem::take(&mut background.streaming) {
+            task.abort();
+            // Stopped before the leases go: a streamer cut off mid-batch
+            // must not take one again.
+            let _ = task.await;
+        }
+        self.streams.release().await;
         jobs.shutdown(SHUTDOWN_GRACE).await;
         rotator.step_down().await;
         served

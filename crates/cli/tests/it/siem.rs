@@ -769,6 +769,34 @@ async fn in_a_cluster_one_node_streams_and_another_takes_over_without_a_gap() {
     assert_eq!(cursor_in_db(&b).await, vec![last]);
 }
 
+/// A node that stops cleanly gives its receiver's lease up: another node
+/// streams at once, not when the lease would have expired.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_stops_cleanly_hands_its_receiver_over_at_once() {
+    let receiver = Rsyslog::start().await;
+    let mut a = TestApp::spawn_with(stream_to(&receiver)).await;
+    let token = a.dual_session().await;
+    let b = a.spawn_peer("node-b").await;
+    let first = head(&a, &token).await;
+    all_arrive(&a, &receiver, 1, first, "node-a streams").await;
+    stream_in(&b, &token, "standby").await;
+
+    a.shut_down().await;
+    // The cluster's clock stands still: only the release lets node-b in.
+    refused_requests(&b, 3).await;
+    let token = b.dual_session_again().await;
+    let last = head(&b, &token).await;
+    all_arrive(&b, &receiver, 1, last, "no gap across the handover").await;
+    stream_in(&b, &token, "delivering").await;
+    assert!(
+        receiver
+            .received()
+            .last()
+            .unwrap()
+            .contains(" node-b keyhold - ")
+    );
+}
+
 /// `audit_stream_from = now`: a new receiver gets only what is written
 /// after the stream first started, and a restart keeps that start (the
 /// cursor recorded it) instead of starting "now" again.

@@ -223,6 +223,10 @@ pub struct AuditStreams {
     streamers: std::sync::Mutex<Vec<Streamer>>,
     /// What each of them is doing, for the API and the web UI.
     board: Arc<StreamBoard>,
+    keyhold: Keyhold,
+    node: NodeId,
+    /// The syslog receivers' leases this node may hold.
+    leases: Vec<String>,
 }
 
 impl AuditStreams {
@@ -261,7 +265,21 @@ impl AuditStreams {
         Ok(Self {
             streamers: std::sync::Mutex::new(streamers),
             board,
+            keyhold: keyhold.clone(),
+            node: node.clone(),
+            leases: config.syslog.iter().map(SyslogTarget::lease_name).collect(),
         })
+    }
+
+    /// After the streamers stopped (a clean shutdown): gives up this node's
+    /// receiver leases, so another node of the cluster streams at once
+    /// instead of when they expire.
+    pub async fn release(&self) {
+        for lease in &self.leases {
+            if let Err(error) = self.keyhold.store().release_lease(lease, &self.node).await {
+                tracing::warn!(%error, lease, "could not release an audit stream's lease; it expires by itself");
+            }
+        }
     }
 
     /// The streams' statuses, shared with the request handlers.

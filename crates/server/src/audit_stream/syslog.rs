@@ -106,6 +106,11 @@ impl SyslogTarget {
 
     /// `syslog+tls://host:port` or `syslog://host:port`: the cursor's key in
     /// the database, so a new receiver gets its own cursor.
+    /// The lease one node of a cluster holds to stream to this receiver.
+    pub fn lease_name(&self) -> String {
+        format!("audit-stream {}", self.url())
+    }
+
     fn url(&self) -> String {
         let scheme = if self.tls.is_some() {
             "syslog+tls"
@@ -254,7 +259,7 @@ impl SyslogSink {
     }
 
     fn lease_name(&self) -> String {
-        format!("audit-stream {}", self.target.url())
+        self.target.lease_name()
     }
 
     /// Takes or renews this receiver's lease: one node streams to it at a
