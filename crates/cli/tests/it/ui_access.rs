@@ -21,7 +21,7 @@ const LAYOUT: &str = r#"
         table: (w.querySelector('table') || {}).id || '?',
         hidden: w.scrollWidth - w.clientWidth,
     }));
-    const actions = Array.from(document.querySelectorAll('td.actions')).filter(td => {
+    const actions = Array.from(document.querySelectorAll('td.row-actions')).filter(td => {
         const r = td.getBoundingClientRect();
         return !(r.left >= -1 && r.right <= window.innerWidth + 1);
     }).length;

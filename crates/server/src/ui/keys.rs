@@ -122,11 +122,16 @@ async fn screen(
         .into_response()
 }
 
-fn validity(key: &api::KeyView) -> String {
+/// From and to, each day kept whole: a narrow column breaks between them,
+/// never inside a date.
+fn validity(key: &api::KeyView) -> Markup {
     let day = |t: &str| t.get(..10).unwrap_or(t).to_owned();
-    match &key.valid_to {
-        Some(to) => format!("{} – {}", day(&key.valid_from), day(to)),
-        None => format!("{} – no expiry", day(&key.valid_from)),
+    html! {
+        span.day { (day(&key.valid_from)) } " – "
+        @match &key.valid_to {
+            Some(to) => span.day { (day(to)) },
+            None => "no expiry",
+        }
     }
 }
 
@@ -146,9 +151,14 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
         @if listing.groups.is_empty() {
             p #no-groups { "No key groups yet. Add one to start." }
         } @else {
+            // Said once above the table, not in its caption, which a narrow
+            // screen would scroll away with the columns.
+            p.hint #keys-columns {
+                "State in AWS is the KMS key's, as keyhold last saw it; Material in keyhold says whether keyhold's keystore holds the key's material."
+            }
             div.table-wrap {
                 table.data #keys-table {
-                    caption { "Key groups, each with its keys beneath. State in AWS is the KMS key's, as keyhold last saw it; Material in keyhold says whether keyhold's keystore holds the key's material." }
+                    caption { "Key groups, each with its keys beneath" }
                     thead {
                         tr {
                             @for column in ["Name", "Key Group", "Certificate", "Version", "Storage", "Key type", "Algorithm", "Check Digits", "Validity"] {
@@ -157,7 +167,7 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
                             // Two sources that can disagree, so each says whose it is.
                             th scope="col" title="The KMS key's state in AWS, as keyhold last saw it" { "State in AWS" }
                             th scope="col" title="Whether keyhold's keystore holds the key's material" { "Material in keyhold" }
-                            th.actions scope="col" { "Actions" }
+                            th.row-actions scope="col" { "Actions" }
                         }
                     }
                     @for (index, group) in listing.groups.iter().enumerate() {
@@ -172,7 +182,7 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
                                         @if let Some(active) = &group.active_key_id { " · active key " code { (active) } }
                                     }
                                 }
-                                td.actions { (group_menu(index, group)) }
+                                td.row-actions { (group_menu(index, group)) }
                             }
                             @let keys: Vec<&api::KeyView> = listing.keys.iter().filter(|k| k.group == group.name).collect();
                             @if keys.is_empty() {
@@ -196,7 +206,7 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
                                         @if let Some(note) = &key.state_note { p.state-note { (note) } }
                                     }
                                     td.material { (key.material) }
-                                    td.actions { (key_menu(key)) }
+                                    td.row-actions { (key_menu(key)) }
                                 }
                             }
                         }
