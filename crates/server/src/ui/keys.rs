@@ -456,9 +456,11 @@ fn error_beside(field: &str, error: Option<FieldError<'_>>) -> Markup {
     }
 }
 
-fn described_by(field: &str, hint: bool, error: Option<FieldError<'_>>) -> Option<String> {
+/// A field's `aria-describedby`: its hint (the element `hint`), then what
+/// was refused ([`error_beside`]).
+fn described_by(field: &str, hint: Option<&str>, error: Option<FieldError<'_>>) -> Option<String> {
     let ids: Vec<String> = [
-        hint.then(|| format!("{field}-hint")),
+        hint.map(str::to_owned),
         error.map(|_| format!("{field}-error")),
     ]
     .into_iter()
@@ -485,7 +487,7 @@ fn text_field(
             label for=(field) { (label) @if required { " (required)" } }
             input #(field) type="text" name=(id) value=(value) required[required] readonly[readonly]
                 placeholder=(placeholder) aria-invalid=[error.map(|_| "true")] autofocus[error.is_some()]
-                aria-describedby=[described_by(&field, hint.is_some(), error)];
+                aria-describedby=[described_by(&field, hint.map(|_| format!("{field}-hint")).as_deref(), error)];
             @if let Some(hint) = hint { p.hint #(format!("{field}-hint")) { (hint) } }
             (error_beside(&field, error))
         }
@@ -544,7 +546,7 @@ fn group_dialog(
                     label for="group-credential" { "Credential (required)" }
                     @let credential_error = FieldError::is(bad, "credential");
                     select #group-credential name="credential" required aria-invalid=[credential_error.map(|_| "true")]
-                        autofocus[credential_error.is_some()] aria-describedby=[described_by("group-credential", false, credential_error)] {
+                        autofocus[credential_error.is_some()] aria-describedby=[described_by("group-credential", None, credential_error)] {
                         @if listing.credentials.is_empty() {
                             option value="" { "No cloud credential yet: add one first" }
                         }
@@ -594,12 +596,8 @@ fn group_dialog(
                 div.field {
                     label for="group-policy" { "Policy (uploaded or pasted JSON)" }
                     @let policy_error = FieldError::is(bad, "policy");
-                    @let policy_described = match policy_error {
-                        Some(_) => "group-policy-status group-policy-error",
-                        None => "group-policy-status",
-                    };
                     textarea #group-policy name="policy" rows="8" spellcheck="false" data-json="group-policy-status"
-                        aria-describedby=(policy_described)
+                        aria-describedby=[described_by("group-policy", Some("group-policy-status"), policy_error)]
                         aria-invalid=[policy_error.map(|_| "true")] autofocus[policy_error.is_some()] { (values.policy) }
                     p.hint #group-policy-status aria-live="polite" { "Checked as JSON before saving; keyhold checks it again." }
                     (error_beside("group-policy", policy_error))
@@ -1067,6 +1065,27 @@ mod tests {
             last_rotation_error: None,
             rotation_retry_at: None,
         }
+    }
+
+    #[test]
+    fn a_field_is_described_by_its_hint_then_what_was_refused() {
+        let refused = Some(FieldError {
+            field: "policy",
+            message: "not JSON",
+        });
+        assert_eq!(
+            described_by("group-policy", Some("group-policy-status"), refused).as_deref(),
+            Some("group-policy-status group-policy-error")
+        );
+        assert_eq!(
+            described_by("group-policy", Some("group-policy-status"), None).as_deref(),
+            Some("group-policy-status")
+        );
+        assert_eq!(
+            described_by("group-credential", None, refused).as_deref(),
+            Some("group-credential-error")
+        );
+        assert_eq!(described_by("group-owner", None, None), None);
     }
 
     #[test]
