@@ -501,6 +501,18 @@ impl TestApp {
     }
 
     /// `/readyz`: its status and body.
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn readyz(&self) -> (StatusCode, Value) {
         let response = self
             .http

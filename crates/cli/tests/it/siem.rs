@@ -249,15 +249,7 @@ async fn all_arrive(app: &TestApp, receiver: &Rsyslog, first: i64, last: i64, wh
 /// delivery.
 async fn syslog_delivery_failed(app: &TestApp) {
     app.eventually("a failed delivery counted", || async {
-        let metrics = app
-            .http
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         (metrics.contains("keyhold_audit_stream_up{sink=\"syslog\"} 0")
             && !metrics.contains("keyhold_audit_stream_failures_total{sink=\"syslog\"} 0"))
         .then_some(())
@@ -389,15 +381,7 @@ async fn entries_arrive_in_order_as_rfc5424_with_their_seq_and_hash() {
         (cursor_in_db(&app).await == vec![last]).then_some(())
     })
     .await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("keyhold_audit_stream_entries_sent_total{sink=\"syslog\"}"),
         "{metrics}"
@@ -541,15 +525,7 @@ async fn tls_delivers_to_a_receiver_whose_certificate_the_ca_file_vouches_for() 
     .await;
     wrong
         .eventually("a refused handshake counted", || async {
-            let metrics = wrong
-                .http
-                .get(format!("{}/metrics", wrong.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = wrong.metrics().await;
             metrics
                 .contains("keyhold_audit_stream_up{sink=\"syslog\"} 0")
                 .then_some(())

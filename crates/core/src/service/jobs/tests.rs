@@ -399,15 +399,7 @@ async fn throttling_fails_the_job_with_the_reason_and_nothing_half_done() {
 #[tokio::test]
 async fn a_failed_rotation_retried_finishes_with_the_kms_key_it_created() {
     let w = World::new();
-    w.kms.fail_next(
-        "point_alias",
-        CloudError::Transient {
-            operation: "CreateAlias",
-            message: "connection reset".into(),
-        },
-    );
-    let failed = w.rotate().await;
-    assert_eq!(failed.status, JobStatus::Failed);
+    let failed = rotation_failed_at_the_alias(&w).await;
     let session = crate::identity::Session {
         id: "s".into(),
         identities: vec![crate::identity::SessionIdentity {
@@ -851,6 +843,21 @@ fn officer_session() -> crate::identity::Session {
     }
 }
 
+/// A rotation that fails moving the alias, after its KMS key was created
+/// and given the material.
+async fn rotation_failed_at_the_alias(w: &World) -> Job {
+    w.kms.fail_next(
+        "point_alias",
+        CloudError::Transient {
+            operation: "CreateAlias",
+            message: "connection reset".into(),
+        },
+    );
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Failed);
+    job
+}
+
 /// A rotation that fails at CreateKmsKey before CreateKey is sent: the
 /// group's Active Key ID names a KMS key that does not exist.
 async fn rotation_failed_before_create_key(w: &World) -> Job {
@@ -1085,15 +1092,7 @@ async fn a_cancel_between_the_runners_read_and_its_start_stands() {
 #[tokio::test]
 async fn a_rotation_cancelled_after_its_kms_key_was_created_keeps_the_key_and_names_it() {
     let w = World::new();
-    w.kms.fail_next(
-        "point_alias",
-        CloudError::Transient {
-            operation: "CreateAlias",
-            message: "connection reset".into(),
-        },
-    );
-    let failed = w.rotate().await;
-    assert_eq!(failed.status, JobStatus::Failed);
+    let failed = rotation_failed_at_the_alias(&w).await;
     let kms_key = failed.progress.kms_key_id.clone().unwrap();
     w.keyhold
         .cancel_job(&officer_session(), failed.id)
