@@ -4,7 +4,7 @@
 //! fresh PostgreSQL database (see keyhold_store::testing).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyhold_core::clock::ManualClock;
@@ -562,6 +562,9 @@ pub struct Hsm {
     pub module: String,
     pub token: String,
     pub pin: String,
+    /// A `SOFTHSM2_CONF` of the token's own ([`Hsm::isolated`]); the
+    /// suite's otherwise.
+    pub conf: Option<PathBuf>,
 }
 
 impl Hsm {
@@ -575,6 +578,7 @@ impl Hsm {
             module: var("KEYHOLD_TEST_PKCS11_MODULE"),
             token: var("KEYHOLD_TEST_PKCS11_TOKEN"),
             pin: var("KEYHOLD_TEST_PKCS11_PIN"),
+            conf: None,
         }
     }
 
@@ -611,14 +615,63 @@ impl Hsm {
             module: suite.module,
             token,
             pin,
+            conf: None,
+        }
+    }
+
+    /// A token alone in a SoftHSM2 token directory of its own under `dir`,
+    /// for `keyhold` processes (their `SOFTHSM2_CONF` names it). Processes
+    /// that log in to tokens of one directory at the same time can read a
+    /// token's file while another's login rewrites it (SoftHSM2's file
+    /// backend truncates before it locks) and see the PIN as never set: a
+    /// race of the test peer, not of keyhold, which tests running many
+    /// processes side by side avoid this way.
+    pub fn isolated(prefix: &str, dir: &Path) -> Self {
+        let suite = Self::required();
+        let tokens = dir.join("softhsm-tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let token = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let pin = "13572468".to_owned();
+        let init = std::process::Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", &token])
+            .args(["--pin", &pin, "--so-pin", "86427531"])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .expect(
+                "softhsm2-util (Debian package softhsm2) is missing: ./scripts/test installs it",
+            );
+        assert!(
+            init.status.success(),
+            "softhsm2-util --init-token: {init:?}"
+        );
+        Self {
+            module: suite.module,
+            token,
+            pin,
+            conf: Some(conf),
         }
     }
 
     /// The directory SoftHSM2 keeps this token's objects in (file backend):
     /// moving it away is pulling the token out.
     pub fn token_dir(&self) -> PathBuf {
-        let conf = std::env::var("SOFTHSM2_CONF")
-            .expect("SOFTHSM2_CONF is unset: run the suite with ./scripts/test");
+        let conf = self.conf.clone().unwrap_or_else(|| {
+            std::env::var("SOFTHSM2_CONF")
+                .expect("SOFTHSM2_CONF is unset: run the suite with ./scripts/test")
+                .into()
+        });
         let conf = std::fs::read_to_string(conf).unwrap();
         let tokens = conf
             .lines()
@@ -646,6 +699,10 @@ impl Hsm {
     }
 
     pub fn configure(&self, args: &mut keyhold_server::ServeArgs) {
+        assert!(
+            self.conf.is_none(),
+            "a server in the test process reads the suite's SOFTHSM2_CONF: isolated tokens are for `keyhold` processes"
+        );
         args.keystore.keystore = Some("pkcs11".into());
         args.keystore.pkcs11_module = Some(self.module.clone().into());
         args.keystore.pkcs11_token_label = Some(self.token.clone());
@@ -663,6 +720,9 @@ impl Hsm {
                 &self.token,
             ])
             .env("KEYHOLD_PKCS11_PIN", &self.pin);
+        if let Some(conf) = &self.conf {
+            command.env("SOFTHSM2_CONF", conf);
+        }
     }
 }
 

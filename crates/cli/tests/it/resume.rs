@@ -30,7 +30,7 @@ mod killed {
     use keyhold_store::testing::TestDatabase;
 
     use crate::helpers::{
-        console_csv, init_data_dir, spawn_listening, test_database, use_database,
+        Hsm, console_csv, init_data_dir_on, spawn_listening, test_database, use_database,
     };
     use crate::kms::{Kms, endpoint};
 
@@ -51,10 +51,18 @@ mod killed {
     fn serve(
         data_dir: &Path,
         db: &TestDatabase,
+        hsm: Option<&Hsm>,
         node: &str,
         pause: Option<(&str, &Path)>,
     ) -> Server {
-        serve_traced(data_dir, db, node, pause, None)
+        serve_traced(data_dir, db, hsm, node, pause, None)
+    }
+
+    /// A token of the test's own, in a token directory of its own under
+    /// `dir`, when the suite runs with the PKCS#11 keystore
+    /// ([`Hsm::isolated`]: these tests run many processes side by side).
+    fn own_token(prefix: &str, dir: &Path) -> Option<Hsm> {
+        Hsm::for_suite().map(|_| Hsm::isolated(prefix, dir))
     }
 
     /// `keyhold serve`, optionally stopping at a crash point and tracing
@@ -62,6 +70,7 @@ mod killed {
     fn serve_traced(
         data_dir: &Path,
         db: &TestDatabase,
+        hsm: Option<&Hsm>,
         node: &str,
         pause: Option<(&str, &Path)>,
         trace: Option<&Path>,
@@ -84,7 +93,7 @@ mod killed {
             .env_remove("KEYHOLD_CRASH_TRACE")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(hsm) = crate::helpers::Hsm::for_suite() {
+        if let Some(hsm) = hsm {
             hsm.configure_command(&mut command);
         }
         use_database(&mut command, db);
@@ -201,6 +210,7 @@ mod killed {
     struct Scene {
         dir: tempfile::TempDir,
         db: TestDatabase,
+        hsm: Option<Hsm>,
         client: Client,
         group: String,
         /// The KMS key of the undisturbed rotation.
@@ -216,13 +226,14 @@ mod killed {
             let dir = tempfile::tempdir().unwrap();
             let data = dir.path().join("data");
             let db = test_database().await;
-            let init = init_data_dir(&data, &db);
+            let hsm = own_token(prefix, dir.path());
+            let init = init_data_dir_on(&data, &db, hsm.as_ref());
             let group = crate::helpers::unique(prefix);
             let mut client = Client {
                 http: reqwest::Client::new(),
                 token: None,
             };
-            let server = serve_traced(&data, &db, "node-a", None, trace);
+            let server = serve_traced(&data, &db, hsm.as_ref(), "node-a", None, trace);
             let base = server.base.clone();
             dual_login(&mut client, &base, &init).await;
             let (s, b) = client
@@ -247,6 +258,7 @@ mod killed {
             let scene = Self {
                 dir,
                 db,
+                hsm,
                 client,
                 group,
                 first_key,
@@ -306,14 +318,20 @@ mod killed {
         drop(server);
 
         let paused = scene.dir.path().join("paused");
-        let mut server = serve(&scene.data(), &scene.db, "node-a", Some((&name, &paused)));
+        let mut server = serve(
+            &scene.data(),
+            &scene.db,
+            scene.hsm.as_ref(),
+            "node-a",
+            Some((&name, &paused)),
+        );
         let job_id = start_job(client, &server.base, point.job, &group, &scene.first_key).await;
         wait_for(&paused).await;
         server.child.kill().unwrap(); // SIGKILL: no shutdown hook runs
         server.child.wait().unwrap();
         drop(server);
 
-        let server = serve(&scene.data(), &scene.db, "node-a", None);
+        let server = serve(&scene.data(), &scene.db, scene.hsm.as_ref(), "node-a", None);
         let base = &server.base;
         let job = wait_job(client, base, &job_id).await;
         assert_eq!(job["status"], "succeeded", "killed at {name}: {job:#}");
@@ -590,11 +608,13 @@ mod killed {
         let data = dir.path().join("data");
         let paused = dir.path().join("paused");
         let db = test_database().await;
-        let init = init_data_dir(&data, &db);
+        let hsm = own_token("failover", dir.path());
+        let init = init_data_dir_on(&data, &db, hsm.as_ref());
 
         let a = serve(
             &data,
             &db,
+            hsm.as_ref(),
             "node-a",
             Some(("import_material:after", &paused)),
         );
@@ -619,8 +639,8 @@ mod killed {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(config(a.base.clone()).await["cluster"]["role"], "rotator");
-        let b = serve(&data, &db, "node-b", None);
-        let c = serve(&data, &db, "node-c", None);
+        let b = serve(&data, &db, hsm.as_ref(), "node-b", None);
+        let c = serve(&data, &db, hsm.as_ref(), "node-c", None);
 
         let group = format!(
             "failover-{}",
