@@ -496,6 +496,127 @@ pub struct SettingsChangeRequest {
     pub designated_rotator: Option<String>,
 }
 
+// ---- approvals ----
+
+/// A request for a sensitive operation held to a quorum, and its answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub id: String,
+    /// The policy class: `delete_group`, `add_credential`, …
+    pub class: String,
+    /// What the class covers, for people.
+    pub class_label: String,
+    /// What will happen, in one sentence.
+    pub summary: String,
+    /// The exact parameters that will run (a secret among them only as
+    /// sealed text), as approvers must see them.
+    pub operation: serde_json::Value,
+    /// SHA-256 (hex) of the parameters in canonical form.
+    pub params_hash: String,
+    /// The identities of the session that asked; none of them may approve.
+    pub requested_by: Vec<String>,
+    pub requested_at: String,
+    pub expires_at: String,
+    pub approvals_needed: u8,
+    /// The role every approver must hold.
+    pub approver_role: String,
+    /// Approvals still needed while pending.
+    pub approvals_remaining: u32,
+    /// `pending`, `approved` (running), `executed`, `failed`, `denied`, `expired`.
+    pub status: String,
+    /// Every answer, oldest first.
+    pub votes: Vec<VoteView>,
+    /// When it ran, failed, was denied or expired.
+    pub decided_at: Option<String>,
+    /// What running it gave (its audit summary) or why it failed.
+    pub outcome: Option<String>,
+    /// A result (an added identity's one-time password) waits for the
+    /// requester: `POST /api/v1/approvals/{id}/result`.
+    pub result_waiting: bool,
+    /// For a change of the approval policies: each class whose policy
+    /// changes, before and after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_changes: Vec<PolicyChangeView>,
+    /// Whether the caller may approve or deny it now.
+    pub you_may_answer: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VoteView {
+    pub identity: String,
+    pub role: String,
+    /// `approved` or `denied`.
+    pub answer: String,
+    pub at: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyChangeView {
+    pub class: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// Denying a request, with an optional reason the others read.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The result of an executed request, given once to its requester.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ApprovalResultView {
+    pub id: String,
+    /// The added identity's one-time password.
+    pub password: String,
+}
+
+impl fmt::Debug for ApprovalResultView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApprovalResultView")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One class of sensitive operation and the policy it is held to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub class: String,
+    pub label: String,
+    /// `dual_control` or `quorum`.
+    pub policy: String,
+    /// The quorum's approvals, role and expiry (quorum only).
+    pub approvals: Option<u8>,
+    pub role: Option<String>,
+    pub expires_after_hours: Option<u32>,
+    /// The policy in words.
+    pub description: String,
+}
+
+/// A quorum as a policy change names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuorumRequest {
+    pub approvals: u8,
+    /// `administrator` or `key_officer`.
+    pub role: String,
+    /// How long a request waits for its approvals (1 to 720).
+    pub expires_after_hours: u32,
+}
+
+/// The whole set of quorums; a class left out keeps dual control.
+/// `change_approval_policies` is not set itself: it is always held to the
+/// strictest policy of the others.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPoliciesRequest {
+    pub quorums: std::collections::BTreeMap<String, QuorumRequest>,
+}
+
 // ---- health ----
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

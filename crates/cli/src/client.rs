@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use keyhold_api::ErrorBody;
+use keyhold_api::{ApprovalView, ErrorBody};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -93,12 +93,12 @@ impl Context {
 
     /// A client without a session (login, password change).
     pub fn anonymous(&self) -> anyhow::Result<Client> {
-        Client::new(&self.url, self.ca_certificate.as_deref())
+        Ok(Client::new(&self.url, self.ca_certificate.as_deref())?.printing(self.output))
     }
 
     /// A client carrying the session saved for this server.
     pub fn authenticated(&self) -> anyhow::Result<Client> {
-        let client = Client::new(&self.url, self.ca_certificate.as_deref())?;
+        let client = Client::new(&self.url, self.ca_certificate.as_deref())?.printing(self.output);
         let path = self.session_path()?;
         match load_session(&path)? {
             Some(saved) if saved.url == client.base => Ok(client.with_token(saved.token)),
@@ -171,6 +171,8 @@ pub struct Client {
     /// The normalised base URL (no trailing slash).
     base: String,
     token: Option<SecretString>,
+    /// How an answer that sent the request for approval is printed.
+    output: OutputFormat,
 }
 
 impl fmt::Debug for Client {
@@ -196,7 +198,14 @@ impl Client {
             http,
             base,
             token: None,
+            output: OutputFormat::Table,
         })
+    }
+
+    /// Prints an answer that sent the request for approval in this format.
+    pub fn printing(mut self, output: OutputFormat) -> Self {
+        self.output = output;
+        self
     }
 
     pub fn with_token(mut self, token: SecretString) -> Self {
@@ -229,14 +238,45 @@ impl Client {
     }
 
     /// Sends a request; any status but 2xx becomes a [`CliError::Api`].
+    ///
+    /// Every answer passes here, so this is where a request a policy holds
+    /// to a quorum is recognised: 202 with an approval request (and its
+    /// address in `Location`) instead of the command's own answer. It is printed
+    /// (see [`print_sent_for_approval`]) and the command ends with status 0
+    /// ([`CliError::Reported`]) without printing anything else. Other 202
+    /// answers (a job started) go on as usual.
     async fn send(&self, builder: RequestBuilder) -> anyhow::Result<Response> {
         let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
+        if status == StatusCode::ACCEPTED {
+            return self.unless_sent_for_approval(response).await;
+        }
         if status.is_success() {
             return Ok(response);
         }
         let body = response.bytes().await.unwrap_or_default();
         Err(error_from_answer(status, &body, self.token.is_some()).into())
+    }
+
+    /// A 202 answer: printed and ended when it is an approval request (the
+    /// server names it in `Location`), else handed on as it came.
+    async fn unless_sent_for_approval(&self, response: Response) -> anyhow::Result<Response> {
+        let is_request = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .is_some_and(|l| l.starts_with("/api/v1/approvals/"));
+        if !is_request {
+            return Ok(response);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let request = approval_request(&body)
+            .context("the server answered with an approval request this keyhold cannot read")?;
+        print_sent_for_approval(self.output, &request)?;
+        Err(CliError::Reported(0).into())
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> anyhow::Error {
@@ -359,6 +399,33 @@ impl Client {
         sink.flush().map_err(sink_error)?;
         Ok(written)
     }
+}
+
+/// The approval request a 202 answer's body holds.
+pub fn approval_request(body: &[u8]) -> Option<ApprovalView> {
+    serde_json::from_slice(body).ok()
+}
+
+/// What a command whose request waits for approvals prints: the request as
+/// JSON, or a sentence that says who must approve it, by when, and how.
+pub fn print_sent_for_approval(format: OutputFormat, request: &ApprovalView) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => crate::output::print_json(request),
+        OutputFormat::Table => crate::output::emit(&format!("{}\n", sent_for_approval(request))),
+    }
+}
+
+/// `Sent for approval: request … waits for 2 approvals from administrator
+/// identities (expires …). Approvers: keyhold approval show …`
+pub fn sent_for_approval(request: &ApprovalView) -> String {
+    let id = crate::output::clean(&request.id);
+    let count = request.approvals_remaining.max(1);
+    let plural = if count == 1 { "" } else { "s" };
+    format!(
+        "Sent for approval: request {id} waits for {count} approval{plural} from {} identities (expires {} UTC). Approvers: keyhold approval show {id}",
+        crate::output::clean(&request.approver_role.replace('_', " ")),
+        crate::output::time(&request.expires_at),
+    )
 }
 
 /// A failed write of a download: quiet when stdout's reader has gone.

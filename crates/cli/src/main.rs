@@ -1,6 +1,7 @@
 //! `keyhold`: the command-line client of the keyhold key management server,
 //! and the server itself (`keyhold serve`).
 
+mod approvals;
 mod audit;
 mod client;
 mod configuration;
@@ -109,6 +110,10 @@ enum Command {
     /// The audit log: list, verify its hash chain, export.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Quorum approvals: requests held for approval, answering them, and the
+    /// approval policies.
+    #[command(subcommand)]
+    Approval(approvals::ApprovalCommand),
     /// The keystore of a data directory (run with the server stopped).
     #[command(subcommand)]
     Keystore(KeystoreCommand),
@@ -179,6 +184,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Key(command) => keys::run(ctx, command).await,
         Command::Job(command) => jobs::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await,
+        Command::Approval(command) => approvals::run(ctx, command).await,
         Command::Config { command } => configuration::run(ctx, command).await,
         Command::Completions { shell } => manuals::completions(shell),
         Command::Manpages { dir } => manuals::manpages(&dir),
@@ -285,6 +291,13 @@ mod tests {
             "keyhold audit verify",
             "keyhold audit export --file audit.ndjson",
             "keyhold config",
+            "keyhold approval list --status pending --limit 5",
+            "keyhold approval show 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11 -o json",
+            "keyhold approval approve 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11",
+            "keyhold approval deny 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11 --reason not-now",
+            "keyhold approval result 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11",
+            "keyhold approval policies",
+            "keyhold approval policies set --file -",
             "keyhold config set --dual-control off",
             "keyhold keystore migrate --data-dir /srv/keyhold --keystore pkcs11 \
              --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token-label keyhold",

@@ -65,6 +65,19 @@ pub enum Action<'a> {
     DeleteIdentity(&'a str),
     /// Administration → Configuration.
     ChangeConfiguration,
+    /// Asking for approvals of an operation a quorum holds (the request's
+    /// id and what it will do). Its refusal is the operation's own.
+    RequestApproval {
+        id: &'a str,
+        summary: &'a str,
+    },
+    /// Answering an approval request (its id).
+    ApproveRequest(&'a str),
+    DenyRequest(&'a str),
+    /// The requester collecting an executed request's sealed result.
+    CollectApprovalResult(&'a str),
+    /// Administration → Approval policies.
+    ChangeApprovalPolicies,
 }
 
 impl Action<'_> {
@@ -116,6 +129,19 @@ impl Action<'_> {
             ),
             Self::DeleteIdentity(name) => format!("Deleted identity '{}'", printable(name)),
             Self::ChangeConfiguration => "Changed configuration".to_owned(),
+            Self::RequestApproval { id, summary } => {
+                format!(
+                    "Requested approval {}: {}",
+                    printable(id),
+                    printable(summary)
+                )
+            }
+            Self::ApproveRequest(id) => format!("Approved request {}", printable(id)),
+            Self::DenyRequest(id) => format!("Denied request {}", printable(id)),
+            Self::CollectApprovalResult(id) => {
+                format!("Collected the result of approved request {}", printable(id))
+            }
+            Self::ChangeApprovalPolicies => "Changed approval policies".to_owned(),
         }
     }
 
@@ -162,6 +188,14 @@ impl Action<'_> {
                 format!("Failed to delete identity '{}'", printable(name))
             }
             Self::ChangeConfiguration => "Failed to change configuration".to_owned(),
+            Self::RequestApproval { .. } => "Failed to request approval".to_owned(),
+            Self::ApproveRequest(id) => format!("Failed to approve request {}", printable(id)),
+            Self::DenyRequest(id) => format!("Failed to deny request {}", printable(id)),
+            Self::CollectApprovalResult(id) => format!(
+                "Failed to collect the result of approved request {}",
+                printable(id)
+            ),
+            Self::ChangeApprovalPolicies => "Failed to change approval policies".to_owned(),
         }
     }
 }

@@ -54,6 +54,11 @@ pub enum StoreError {
     /// A job commit under a lease that another node has taken since.
     #[error("this node no longer holds the {0} lease: another node took over")]
     Fenced(String),
+    /// A write executing an approved request ([`crate::audit::AuditRecord::executes`])
+    /// found it no longer approved: it ran already, or was closed. Nothing
+    /// was written.
+    #[error("the approved request was run or closed already")]
+    ApprovalSpent,
     /// The audit entry that had to accompany the write could not be sealed.
     #[error("audit entry could not be sealed: {0}")]
     AuditSeal(#[from] KeystoreError),
@@ -138,6 +143,12 @@ pub enum CoreError {
         "{operation} needs dual control: a second identity with the right role must log in to this session first"
     )]
     DualControlRequired { operation: String },
+    /// An approval policy holds the operation to a quorum: it runs only as
+    /// an approved request (the edges ask for one instead of calling it).
+    #[error(
+        "{operation} needs approvals ({policy}): it runs only as an approved request, which keyhold makes when the operation is asked for as usual"
+    )]
+    ApprovalRequired { operation: String, policy: String },
     #[error(
         "the password of '{0}' must be changed before it can log in: use `keyhold passwd --user {0}`"
     )]

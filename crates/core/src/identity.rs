@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::approval::{Grant, OperationClass};
 use crate::clock::Timestamp;
 use crate::error::{CoreError, InvalidInput};
 use crate::names::IdentityName;
@@ -78,16 +79,24 @@ pub struct Operation {
     pub label: &'static str,
     pub permission: Permission,
     pub dual_control: bool,
+    /// The class an approval policy may hold it to, if any.
+    pub class: Option<OperationClass>,
 }
 
 impl Operation {
     pub const READ: Self = Self::single("reading", Permission::Read);
     /// A credential decides which account receives key material, and where
     /// it is sent (its endpoint): as sensitive as exporting the keys.
-    pub const ADD_CREDENTIAL: Self =
-        Self::dual("adding a cloud credential", Permission::ManageCredentials);
-    pub const DELETE_CREDENTIAL: Self =
-        Self::dual("deleting a cloud credential", Permission::ManageCredentials);
+    pub const ADD_CREDENTIAL: Self = Self::dual(
+        "adding a cloud credential",
+        Permission::ManageCredentials,
+        OperationClass::AddCredential,
+    );
+    pub const DELETE_CREDENTIAL: Self = Self::dual(
+        "deleting a cloud credential",
+        Permission::ManageCredentials,
+        OperationClass::DeleteCredential,
+    );
     /// A change to a group's harmless fields (description, owner and notes,
     /// rotation interval, validity). Changes that decide where material goes
     /// or who may use it in AWS are [`Operation::CHANGE_GROUP_CUSTODY`]; the
@@ -98,33 +107,65 @@ impl Operation {
     pub const CHANGE_GROUP_CUSTODY: Self = Self::dual(
         "changing a key group's credential, region, alias, active key, policy or disable-after-rotate",
         Permission::ManageKeys,
+        OperationClass::ChangeGroupCustody,
     );
-    pub const ROTATE_GROUP: Self = Self::single("rotating a key group", Permission::ManageKeys);
+    /// Single control unless an approval policy holds Force Rotate.
+    pub const ROTATE_GROUP: Self = Self {
+        class: Some(OperationClass::RotateGroup),
+        ..Self::single("rotating a key group", Permission::ManageKeys)
+    };
     pub const SYNC_KEY: Self = Self::single("synchronizing a key", Permission::ManageKeys);
-    pub const ADD_GROUP: Self = Self::dual("adding a key group", Permission::ManageKeys);
-    pub const DELETE_GROUP: Self = Self::dual("deleting a key group", Permission::ManageKeys);
-    pub const DELETE_KEY: Self = Self::dual("deleting a key", Permission::ManageKeys);
-    pub const DELETE_KEY_MATERIAL: Self =
-        Self::dual("deleting key material", Permission::ManageKeys);
+    pub const ADD_GROUP: Self = Self::dual(
+        "adding a key group",
+        Permission::ManageKeys,
+        OperationClass::AddGroup,
+    );
+    pub const DELETE_GROUP: Self = Self::dual(
+        "deleting a key group",
+        Permission::ManageKeys,
+        OperationClass::DeleteGroup,
+    );
+    pub const DELETE_KEY: Self = Self::dual(
+        "deleting a key",
+        Permission::ManageKeys,
+        OperationClass::DeleteKey,
+    );
+    pub const DELETE_KEY_MATERIAL: Self = Self::dual(
+        "deleting key material",
+        Permission::ManageKeys,
+        OperationClass::DeleteKeyMaterial,
+    );
     pub const CHANGE_CONFIGURATION: Self = Self::dual(
         "changing the configuration",
         Permission::ManageConfiguration,
+        OperationClass::ChangeConfiguration,
     );
-    pub const MANAGE_IDENTITIES: Self =
-        Self::dual("managing identities", Permission::ManageIdentities);
+    /// Held to the strictest approval policy in force.
+    pub const CHANGE_APPROVAL_POLICIES: Self = Self::dual(
+        "changing the approval policies",
+        Permission::ManageConfiguration,
+        OperationClass::ChangeApprovalPolicies,
+    );
+    pub const MANAGE_IDENTITIES: Self = Self::dual(
+        "managing identities",
+        Permission::ManageIdentities,
+        OperationClass::ManageIdentities,
+    );
 
     const fn single(label: &'static str, permission: Permission) -> Self {
         Self {
             label,
             permission,
             dual_control: false,
+            class: None,
         }
     }
-    const fn dual(label: &'static str, permission: Permission) -> Self {
+    const fn dual(label: &'static str, permission: Permission, class: OperationClass) -> Self {
         Self {
             label,
             permission,
             dual_control: true,
+            class: Some(class),
         }
     }
 }
@@ -289,6 +330,9 @@ pub struct Session {
     pub identities: Vec<SessionIdentity>,
     pub created_at: Timestamp,
     pub last_seen: Timestamp,
+    /// Set only on the session keyhold makes to run an approved request:
+    /// never stored, never from a token.
+    pub grant: Option<Grant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,6 +354,18 @@ impl Session {
     /// Whether the session may run `op`: some identity must hold the permission,
     /// and with dual control on, two distinct identities must hold it.
     pub fn authorize(&self, op: Operation, dual_control_on: bool) -> Result<(), CoreError> {
+        // An approved request's session runs its own operation and reads;
+        // its approvals stand in for dual control, for that class alone.
+        let granted = match self.grant {
+            Some(grant) if op.class == Some(grant.class) => true,
+            Some(_) if op.permission != Permission::Read => {
+                return Err(CoreError::Forbidden(format!(
+                    "an approved request runs only the operation it was approved for, not {}",
+                    op.label
+                )));
+            }
+            _ => false,
+        };
         let allowed = self
             .identities
             .iter()
@@ -322,7 +378,7 @@ impl Session {
                 self.users()
             )));
         }
-        if op.dual_control && dual_control_on && allowed < 2 {
+        if op.dual_control && dual_control_on && !granted && allowed < 2 {
             return Err(CoreError::DualControlRequired {
                 operation: op.label.to_owned(),
             });
@@ -364,6 +420,7 @@ mod tests {
                 .collect(),
             created_at: chrono::DateTime::UNIX_EPOCH,
             last_seen: chrono::DateTime::UNIX_EPOCH,
+            grant: None,
         }
     }
 

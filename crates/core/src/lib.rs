@@ -9,6 +9,7 @@
 mod newtype;
 
 pub mod action;
+pub mod approval;
 pub mod audit;
 pub mod clock;
 pub mod cloud;

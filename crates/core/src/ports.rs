@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
+use crate::approval::{ApprovalRequest, ApprovalStatus, Vote};
 use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, AuditSigner};
 use crate::clock::Timestamp;
 use crate::cloud::WrappingAlgorithm;
@@ -237,6 +238,53 @@ pub trait Store: Send + Sync {
     async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
     async fn update_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
     async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError>;
+
+    // Approvals
+    /// Records a new request (status pending, no votes) with its audit entry.
+    async fn insert_approval(
+        &self,
+        request: &ApprovalRequest,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// The request with its votes, oldest vote first.
+    async fn get_approval(&self, id: uuid::Uuid) -> Result<Option<ApprovalRequest>, StoreError>;
+    /// Newest first, with their votes; only those stored with `status` when
+    /// given. `limit` 0 means 100, and at most 1000 are returned.
+    async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRequest>, StoreError>;
+    /// Records `vote` on request `id` while it is pending and unexpired at
+    /// `vote.at`, with its audit entry, in one transaction: a denial makes it
+    /// denied; an approval that brings the approvals to the request's quorum
+    /// makes it approved. Returns the status it is left in, or `None` (nothing
+    /// written) when it was no longer pending or had expired.
+    /// [`StoreError::Duplicate`] when the identity has voted on it already.
+    async fn vote_approval(
+        &self,
+        id: uuid::Uuid,
+        vote: &Vote,
+        audit: &AuditRecord,
+    ) -> Result<Option<ApprovalStatus>, StoreError>;
+    /// Moves request `id` from `from` to `to` (failed or expired), setting
+    /// its outcome and decision time, with its audit entry; `false` (nothing
+    /// written) when it was no longer in `from`.
+    async fn close_approval(
+        &self,
+        id: uuid::Uuid,
+        from: ApprovalStatus,
+        to: ApprovalStatus,
+        outcome: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// Removes and returns request `id`'s sealed result, with its audit
+    /// entry; `None` (nothing written) when there is none (any more).
+    async fn take_approval_result(
+        &self,
+        id: uuid::Uuid,
+        audit: &AuditRecord,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
 
     // Jobs
     /// Records a new job with its audit "intent" entry, and, when the

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::ApprovalPolicies;
 use crate::cluster::RotatorChoice;
 use crate::error::InvalidInput;
 
@@ -22,6 +23,11 @@ pub struct Settings {
     /// before clusters existed have none: automatic).
     #[serde(default)]
     pub designated_rotator: RotatorChoice,
+    /// The quorum each class of sensitive operation needs, if any; changed
+    /// on their own (`Keyhold::change_approval_policies`), never through a
+    /// [`SettingsChange`].
+    #[serde(default)]
+    pub approval_policies: ApprovalPolicies,
 }
 
 impl Default for Settings {
@@ -33,6 +39,7 @@ impl Default for Settings {
             session_idle_minutes: 15,
             session_max_hours: 12,
             designated_rotator: RotatorChoice::Automatic,
+            approval_policies: ApprovalPolicies::default(),
         }
     }
 }

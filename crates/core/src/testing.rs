@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
+use crate::approval::{ApprovalRequest, ApprovalStatus, Vote};
 use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, hmac_sha256};
 use crate::clock::Timestamp;
 use crate::cloud::aws::{Alias, KeyPolicy, KmsKeyId, Region};
@@ -55,6 +56,11 @@ pub struct StoreState {
     /// Earlier password hashes per identity, newest first.
     pub password_history: BTreeMap<IdentityName, Vec<String>>,
     pub sessions: BTreeMap<String, Session>,
+    /// Approval requests with their votes, oldest vote first.
+    pub approvals: BTreeMap<uuid::Uuid, ApprovalRequest>,
+    /// The sealed results waiting for their requesters, by request (the
+    /// request's `has_sealed_result` says the same).
+    pub approval_results: BTreeMap<uuid::Uuid, Vec<u8>>,
 }
 
 impl StoreState {
@@ -79,11 +85,52 @@ impl StoreState {
     pub fn audit_summaries(&self) -> Vec<String> {
         self.audit.iter().map(|a| a.summary.clone()).collect()
     }
+
+    /// Appends an audit record, as the database does in its change's
+    /// transaction. A record that executes an approved request
+    /// ([`AuditRecord::executes`]) first marks the request executed, only
+    /// while it is approved: otherwise [`StoreError::ApprovalSpent`] and
+    /// nothing is recorded. The fake checks when it records the entry, so
+    /// every write records its entry before it changes anything else: a
+    /// refused entry then leaves the whole state as it was, as the
+    /// database's rollback does.
+    pub fn record(&mut self, a: &AuditRecord) -> Result<(), StoreError> {
+        if let Some(execution) = &a.executes {
+            let request = self
+                .approvals
+                .get_mut(&execution.request)
+                .filter(|r| r.status == ApprovalStatus::Approved)
+                .ok_or(StoreError::ApprovalSpent)?;
+            request.status = ApprovalStatus::Executed;
+            request.decided_at = Some(a.time);
+            request.outcome = Some(a.summary.clone());
+            request.has_sealed_result = execution.sealed_result.is_some();
+            match &execution.sealed_result {
+                Some(sealed) => {
+                    self.approval_results
+                        .insert(execution.request, sealed.clone());
+                }
+                None => {
+                    self.approval_results.remove(&execution.request);
+                }
+            }
+        }
+        self.audit.push(a.clone());
+        Ok(())
+    }
+
+    /// [`Self::record`] for the writes whose entry is optional.
+    pub fn record_opt(&mut self, a: Option<&AuditRecord>) -> Result<(), StoreError> {
+        a.map_or(Ok(()), |a| self.record(a))
+    }
 }
 
 /// The [`Store`] port in memory: jobs, keys, groups, credentials, job
-/// messages, identities with their password history, sessions and audit
-/// records (unsealed: the chain is the real store's job).
+/// messages, identities with their password history, sessions, approval
+/// requests with their votes and sealed results, and audit records
+/// (unsealed: the chain is the real store's job). Entries that execute an
+/// approved request are checked as the database checks them
+/// ([`StoreState::record`]).
 #[derive(Default)]
 pub struct FakeStore {
     state: Mutex<StoreState>,
@@ -160,8 +207,8 @@ impl Store for FakeStore {
         if state.identities.contains_key(&i.name) {
             return Err(StoreError::Duplicate);
         }
+        state.record(a)?;
         state.identities.insert(i.name.clone(), i.clone());
-        state.audit.push(a.clone());
         Ok(())
     }
     async fn update_identity(
@@ -170,11 +217,11 @@ impl Store for FakeStore {
         a: Option<&AuditRecord>,
     ) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
-        let Some(stored) = state.identities.get_mut(&i.name) else {
+        if !state.identities.contains_key(&i.name) {
             return Err(StoreError::NotFound);
-        };
-        *stored = i.clone();
-        state.audit.extend(a.cloned());
+        }
+        state.record_opt(a)?;
+        state.identities.insert(i.name.clone(), i.clone());
         Ok(())
     }
     async fn delete_identity(
@@ -183,12 +230,13 @@ impl Store for FakeStore {
         a: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
-        if state.identities.remove(name).is_none() {
+        if !state.identities.contains_key(name) {
             return Err(StoreError::NotFound);
         }
+        state.record(a)?;
+        state.identities.remove(name);
         // The history goes with its identity, as the database's cascade does.
         state.password_history.remove(name);
-        state.audit.push(a.clone());
         Ok(())
     }
     async fn begin_login_attempt(
@@ -214,12 +262,14 @@ impl Store for FakeStore {
         a: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
-        let Some(who) = state.identities.get_mut(name) else {
+        if !state.identities.contains_key(name) {
             return Err(StoreError::NotFound);
-        };
-        who.locked_until = Some(until);
-        who.failed_logins = 0;
-        state.audit.push(a.clone());
+        }
+        state.record(a)?;
+        if let Some(who) = state.identities.get_mut(name) {
+            who.locked_until = Some(until);
+            who.failed_logins = 0;
+        }
         Ok(())
     }
     async fn clear_failed_logins(
@@ -248,18 +298,21 @@ impl Store for FakeStore {
         a: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut state = lock(&self.state);
-        let Some(who) = state.identities.get_mut(name) else {
-            return Ok(false);
-        };
-        if who.password_hash != current_hash {
+        if state
+            .identities
+            .get(name)
+            .is_none_or(|who| who.password_hash != current_hash)
+        {
             return Ok(false);
         }
-        new_hash.clone_into(&mut who.password_hash);
-        who.must_change_password = false;
+        state.record(a)?;
+        if let Some(who) = state.identities.get_mut(name) {
+            new_hash.clone_into(&mut who.password_hash);
+            who.must_change_password = false;
+        }
         let history = state.password_history.entry(name.clone()).or_default();
         history.insert(0, current_hash.to_owned());
         history.truncate(usize::try_from(keep_previous).unwrap_or(usize::MAX));
-        state.audit.push(a.clone());
         Ok(true)
     }
     async fn password_history(&self, name: &IdentityName) -> Result<Vec<String>, StoreError> {
@@ -271,8 +324,8 @@ impl Store for FakeStore {
     }
     async fn insert_session(&self, session: &Session, a: &AuditRecord) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
+        state.record(a)?;
         state.sessions.insert(session.id.clone(), session.clone());
-        state.audit.push(a.clone());
         Ok(())
     }
     async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
@@ -291,15 +344,15 @@ impl Store for FakeStore {
         a: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
+        state.record(a)?;
         state.sessions.remove(previous_id);
         state.sessions.insert(session.id.clone(), session.clone());
-        state.audit.push(a.clone());
         Ok(())
     }
     async fn delete_session(&self, id: &str, a: Option<&AuditRecord>) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
+        state.record_opt(a)?;
         state.sessions.remove(id);
-        state.audit.extend(a.cloned());
         Ok(())
     }
     async fn delete_sessions_of(&self, name: &IdentityName) -> Result<(), StoreError> {
@@ -323,8 +376,8 @@ impl Store for FakeStore {
         if state.credentials.contains_key(&c.name) {
             return Err(StoreError::Duplicate);
         }
+        state.record(a)?;
         state.credentials.insert(c.name.clone(), c.clone());
-        state.audit.push(a.clone());
         Ok(())
     }
     async fn update_credential_secret(
@@ -360,8 +413,8 @@ impl Store for FakeStore {
         {
             return Err(StoreError::Duplicate);
         }
+        state.record(a)?;
         state.groups.insert(g.name.clone(), g.clone());
-        state.audit.push(a.clone());
         Ok(())
     }
     async fn update_group(&self, g: &KeyGroup, a: &AuditRecord) -> Result<(), StoreError> {
@@ -369,8 +422,8 @@ impl Store for FakeStore {
         if !state.groups.contains_key(&g.name) {
             return Err(StoreError::NotFound);
         }
+        state.record(a)?;
         state.groups.insert(g.name.clone(), g.clone());
-        state.audit.push(a.clone());
         Ok(())
     }
     async fn replace_group(
@@ -391,8 +444,8 @@ impl Store for FakeStore {
         }) {
             return Err(StoreError::Duplicate);
         }
+        state.record(a)?;
         state.groups.insert(next.name.clone(), next.clone());
-        state.audit.push(a.clone());
         Ok(true)
     }
     async fn delete_group(&self, _: &GroupName, _: &AuditRecord) -> Result<(), StoreError> {
@@ -434,8 +487,8 @@ impl Store for FakeStore {
         if state.keys.contains_key(&key.id) {
             return Err(StoreError::Duplicate);
         }
+        state.record_opt(audit)?;
         state.keys.insert(key.id, key.clone());
-        state.audit.extend(audit.cloned());
         Ok(())
     }
     async fn update_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
@@ -443,12 +496,124 @@ impl Store for FakeStore {
         if !state.keys.contains_key(&key.id) {
             return Err(StoreError::NotFound);
         }
+        state.record_opt(audit)?;
         state.keys.insert(key.id, key.clone());
-        state.audit.extend(audit.cloned());
         Ok(())
     }
     async fn delete_key(&self, _: uuid::Uuid, _: &AuditRecord) -> Result<(), StoreError> {
         Self::not_kept("key deletions")
+    }
+
+    async fn insert_approval(
+        &self,
+        request: &ApprovalRequest,
+        a: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state.approvals.contains_key(&request.id) {
+            return Err(StoreError::Duplicate);
+        }
+        state.record(a)?;
+        // Stored as the database stores a new request: pending, no votes,
+        // nothing decided.
+        let stored = ApprovalRequest {
+            status: ApprovalStatus::Pending,
+            votes: Vec::new(),
+            decided_at: None,
+            outcome: None,
+            has_sealed_result: false,
+            ..request.clone()
+        };
+        state.approvals.insert(request.id, stored);
+        Ok(())
+    }
+    async fn get_approval(&self, id: uuid::Uuid) -> Result<Option<ApprovalRequest>, StoreError> {
+        Ok(lock(&self.state).approvals.get(&id).cloned())
+    }
+    async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRequest>, StoreError> {
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let mut requests: Vec<ApprovalRequest> = lock(&self.state)
+            .approvals
+            .values()
+            .filter(|r| status.is_none_or(|s| r.status == s))
+            .cloned()
+            .collect();
+        // Newest first (the sort is stable: ties keep the map's order).
+        requests.sort_by_key(|r| std::cmp::Reverse(r.requested_at));
+        requests.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(requests)
+    }
+    async fn vote_approval(
+        &self,
+        id: uuid::Uuid,
+        vote: &Vote,
+        a: &AuditRecord,
+    ) -> Result<Option<ApprovalStatus>, StoreError> {
+        let mut state = lock(&self.state);
+        let Some(request) = state.approvals.get(&id) else {
+            return Err(StoreError::NotFound);
+        };
+        if request.status != ApprovalStatus::Pending || vote.at >= request.expires_at {
+            return Ok(None);
+        }
+        // The database's primary key on (request, identity).
+        if request.votes.iter().any(|v| v.identity == vote.identity) {
+            return Err(StoreError::Duplicate);
+        }
+        state.record(a)?;
+        let Some(request) = state.approvals.get_mut(&id) else {
+            return Err(StoreError::NotFound);
+        };
+        request.votes.push(vote.clone());
+        if !vote.approve {
+            request.status = ApprovalStatus::Denied;
+            request.decided_at = Some(vote.at);
+        } else if request.remaining() == 0 {
+            request.status = ApprovalStatus::Approved;
+        }
+        Ok(Some(request.status))
+    }
+    async fn close_approval(
+        &self,
+        id: uuid::Uuid,
+        from: ApprovalStatus,
+        to: ApprovalStatus,
+        outcome: &str,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        if state.approvals.get(&id).is_none_or(|r| r.status != from) {
+            return Ok(false);
+        }
+        state.record(a)?;
+        if let Some(request) = state.approvals.get_mut(&id) {
+            request.status = to;
+            request.outcome = Some(outcome.to_owned());
+            request.decided_at = Some(a.time);
+        }
+        Ok(true)
+    }
+    async fn take_approval_result(
+        &self,
+        id: uuid::Uuid,
+        a: &AuditRecord,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut state = lock(&self.state);
+        if !state.approval_results.contains_key(&id) {
+            return Ok(None);
+        }
+        state.record(a)?;
+        if let Some(request) = state.approvals.get_mut(&id) {
+            request.has_sealed_result = false;
+        }
+        Ok(state.approval_results.remove(&id))
     }
 
     async fn insert_job(
@@ -467,13 +632,13 @@ impl Store for FakeStore {
         {
             return Err(StoreError::Duplicate);
         }
+        state.record(audit)?;
         if let Some(scheduled) = schedule {
             state
                 .groups
                 .insert(scheduled.group.name.clone(), scheduled.group.clone());
         }
         state.jobs.push(job.clone());
-        state.audit.push(audit.clone());
         Ok(())
     }
     async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
@@ -502,10 +667,13 @@ impl Store for FakeStore {
             return Err(refusal());
         }
         let mut state = lock(&self.state);
-        let Some(job) = state.jobs.iter_mut().find(|j| j.id == commit.job.id) else {
+        if state.job(commit.job.id).is_none() {
             return Err(StoreError::NotFound);
-        };
-        *job = commit.job.clone();
+        }
+        state.record_opt(commit.audit)?;
+        if let Some(job) = state.jobs.iter_mut().find(|j| j.id == commit.job.id) {
+            *job = commit.job.clone();
+        }
         for key in commit.keys {
             state.keys.insert(key.id, key.clone());
         }
@@ -513,7 +681,6 @@ impl Store for FakeStore {
             state.groups.insert(group.name.clone(), group.clone());
         }
         state.messages.extend(commit.message.cloned());
-        state.audit.extend(commit.audit.cloned());
         Ok(())
     }
     async fn change_job_status(
@@ -529,22 +696,24 @@ impl Store for FakeStore {
             return Err(refusal());
         }
         let mut state = lock(&self.state);
-        let Some(stored) = state.jobs.iter_mut().find(|j| j.id == job.id) else {
-            return Ok(false);
-        };
-        if stored.status != from || stored.attempts != job.attempts {
+        if state
+            .job(job.id)
+            .is_none_or(|stored| stored.status != from || stored.attempts != job.attempts)
+        {
             return Ok(false);
         }
-        stored.status = job.status;
-        stored.error.clone_from(&job.error);
-        stored.finished_at = job.finished_at;
+        state.record(audit)?;
+        if let Some(stored) = state.jobs.iter_mut().find(|j| j.id == job.id) {
+            stored.status = job.status;
+            stored.error.clone_from(&job.error);
+            stored.finished_at = job.finished_at;
+        }
         if let Some(id) = remove_key
             && state.keys.get(&id).is_some_and(|k| k.kms_key_id.is_none())
         {
             state.keys.remove(&id);
         }
         state.messages.push(message.clone());
-        state.audit.push(audit.clone());
         Ok(true)
     }
     async fn start_job(
@@ -619,8 +788,8 @@ impl Store for FakeStore {
     }
     async fn put_settings(&self, s: &Settings, a: &AuditRecord) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
+        state.record(a)?;
         state.settings = s.clone();
-        state.audit.push(a.clone());
         Ok(())
     }
 
@@ -634,8 +803,8 @@ impl Store for FakeStore {
         if &state.settings != expected {
             return Ok(false);
         }
+        state.record(a)?;
         state.settings = next.clone();
-        state.audit.push(a.clone());
         Ok(true)
     }
 
@@ -643,8 +812,7 @@ impl Store for FakeStore {
         if let Some(refusal) = *lock(&self.audit_refusal) {
             return Err(refusal());
         }
-        lock(&self.state).audit.push(audit.clone());
-        Ok(())
+        lock(&self.state).record(audit)
     }
     async fn writable(&self, _: Timestamp) -> Result<(), StoreError> {
         match *lock(&self.audit_refusal) {
@@ -1111,5 +1279,180 @@ impl CloudConnector for FakeConnector {
         _: &Region,
     ) -> Result<Arc<dyn CloudKms>, CloudError> {
         Ok(self.kms.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::{Execution, OperationClass, Quorum};
+    use crate::identity::Role;
+
+    fn at(secs: i64) -> Timestamp {
+        chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(secs)
+    }
+
+    fn request(approvals: u8) -> ApprovalRequest {
+        ApprovalRequest {
+            id: uuid::Uuid::new_v4(),
+            class: OperationClass::ChangeConfiguration,
+            operation: serde_json::json!({"kind": "change_configuration"}),
+            params_hash: String::new(),
+            summary: "Change the configuration".into(),
+            requested_by: vec![IdentityName::parse("Admin1").unwrap()],
+            requested_at: at(0),
+            expires_at: at(3600),
+            quorum: Quorum::new(approvals, Role::Administrator, 1).unwrap(),
+            status: ApprovalStatus::Pending,
+            votes: Vec::new(),
+            decided_at: None,
+            outcome: None,
+            has_sealed_result: false,
+        }
+    }
+
+    fn vote(who: &str, approve: bool, secs: i64) -> Vote {
+        Vote {
+            identity: IdentityName::parse(who).unwrap(),
+            role: Role::Administrator,
+            approve,
+            at: at(secs),
+            reason: None,
+        }
+    }
+
+    fn entry(summary: &str) -> AuditRecord {
+        AuditRecord::new(at(10), "Admin1", summary)
+    }
+
+    fn executing(id: uuid::Uuid, sealed: Option<&[u8]>) -> AuditRecord {
+        let mut a = entry("Changed the configuration.");
+        a.executes = Some(Execution {
+            request: id,
+            sealed_result: sealed.map(<[u8]>::to_vec),
+        });
+        a
+    }
+
+    #[tokio::test]
+    async fn the_fake_takes_votes_as_the_database_does() {
+        let store = FakeStore::new();
+        let r = request(2);
+        store.insert_approval(&r, &entry("asked")).await.unwrap();
+        let late = vote("Admin2", true, 3600);
+        assert_eq!(
+            store.vote_approval(r.id, &late, &entry("v")).await.unwrap(),
+            None
+        );
+        let first = vote("Admin2", true, 1);
+        assert_eq!(
+            store
+                .vote_approval(r.id, &first, &entry("v"))
+                .await
+                .unwrap(),
+            Some(ApprovalStatus::Pending)
+        );
+        assert!(matches!(
+            store.vote_approval(r.id, &first, &entry("v")).await,
+            Err(StoreError::Duplicate)
+        ));
+        let second = vote("Admin3", true, 2);
+        assert_eq!(
+            store
+                .vote_approval(r.id, &second, &entry("v"))
+                .await
+                .unwrap(),
+            Some(ApprovalStatus::Approved)
+        );
+        assert_eq!(
+            store
+                .vote_approval(r.id, &vote("Admin4", false, 3), &entry("v"))
+                .await
+                .unwrap(),
+            None
+        );
+        // The request, and one entry per vote taken.
+        assert_eq!(store.snapshot().audit.len(), 3);
+        let stored = store.get_approval(r.id).await.unwrap().unwrap();
+        assert_eq!(stored.votes, [first, second]);
+
+        let d = request(2);
+        store.insert_approval(&d, &entry("asked")).await.unwrap();
+        assert_eq!(
+            store
+                .vote_approval(d.id, &vote("Admin2", false, 5), &entry("v"))
+                .await
+                .unwrap(),
+            Some(ApprovalStatus::Denied)
+        );
+        let denied = store.get_approval(d.id).await.unwrap().unwrap();
+        assert_eq!(
+            (denied.status, denied.decided_at),
+            (ApprovalStatus::Denied, Some(at(5)))
+        );
+        let listed: Vec<_> = store
+            .list_approvals(Some(ApprovalStatus::Approved), 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, [r.id]);
+    }
+
+    #[tokio::test]
+    async fn the_fake_runs_an_approved_request_once_and_writes_nothing_after() {
+        let store = FakeStore::new();
+        let r = request(1);
+        store.insert_approval(&r, &entry("asked")).await.unwrap();
+        let pending = executing(r.id, None);
+        assert!(matches!(
+            store.put_settings(&Settings::default(), &pending).await,
+            Err(StoreError::ApprovalSpent)
+        ));
+        store
+            .vote_approval(r.id, &vote("Admin2", true, 1), &entry("v"))
+            .await
+            .unwrap();
+        let entries = store.snapshot().audit.len();
+
+        let original = store.get_settings().await.unwrap();
+        store
+            .put_settings(&original, &executing(r.id, Some(b"sealed")))
+            .await
+            .unwrap();
+        let run = store.get_approval(r.id).await.unwrap().unwrap();
+        assert_eq!(run.status, ApprovalStatus::Executed);
+        assert_eq!(run.outcome.as_deref(), Some("Changed the configuration."));
+        assert!(run.has_sealed_result);
+
+        // A second run: refused, and the settings it carried not written.
+        let mut changed = original.clone();
+        changed.dual_control = !changed.dual_control;
+        assert!(matches!(
+            store.put_settings(&changed, &executing(r.id, None)).await,
+            Err(StoreError::ApprovalSpent)
+        ));
+        assert_eq!(store.get_settings().await.unwrap(), original);
+        assert_eq!(store.snapshot().audit.len(), entries + 1);
+
+        let collect = entry("collected");
+        assert_eq!(
+            store.take_approval_result(r.id, &collect).await.unwrap(),
+            Some(b"sealed".to_vec())
+        );
+        assert_eq!(
+            store.take_approval_result(r.id, &collect).await.unwrap(),
+            None
+        );
+        assert!(
+            !store
+                .get_approval(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .has_sealed_result
+        );
+        assert_eq!(store.snapshot().audit.len(), entries + 2);
     }
 }

@@ -30,4 +30,6 @@ pub struct AppState {
     pub login_throttle: Arc<LoginThrottle>,
     /// The proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<TrustedProxies>,
+    /// Where approval requests are announced (the webhook, if configured).
+    pub approval_events: Arc<crate::approval_webhook::ApprovalEvents>,
 }

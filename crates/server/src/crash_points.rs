@@ -14,6 +14,11 @@
 //! announcing the pause. `KEYHOLD_CRASH_TRACE=<path>` appends every point
 //! any job reaches to that file, as `<job id> <point>`.
 //!
+//! [`APPROVAL_POINTS`] are the boundaries an approved request crosses
+//! outside any job: `approval_approved:after`, the vote that completed its
+//! quorum committed and the request not yet run. They take the same
+//! variables; the request's id goes into the pause file.
+//!
 //! The first job to reach the pause point writes its id into the file and
 //! then blocks its thread for good, so the test can `kill -9` the process
 //! with the job stopped exactly there. The file is created only if it does
@@ -99,6 +104,31 @@ pub const CRASH_POINTS: [CrashPoint; 24] = {
     ]
 };
 
+/// The points an approved request crosses, by name (see the module header).
+pub const APPROVAL_POINTS: [&str; 1] = ["approval_approved:after"];
+
+/// The points armed in this process, for the code outside jobs that
+/// crosses [`APPROVAL_POINTS`] (jobs get theirs through [`JobHooksFactory`]).
+static ARMED: std::sync::OnceLock<CrashPoints> = std::sync::OnceLock::new();
+
+/// Called where an approved request crosses `point`: pauses for good when
+/// that is the armed point and no one paused yet.
+pub fn approval_reached(point: &str, request: uuid::Uuid) {
+    let Some(points) = ARMED.get() else {
+        return;
+    };
+    let Some(pause) = &points.pause else {
+        return;
+    };
+    if pause.approval.as_deref() != Some(point) || !pause.announce(request) {
+        return;
+    }
+    tracing::warn!(%request, point, "paused at the approval's crash point; waiting to be killed");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// What the environment arms: a pause point, a trace, or both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrashPoints {
@@ -111,6 +141,8 @@ pub struct CrashPoints {
 pub struct PauseAt {
     at: Checkpoint,
     committed: bool,
+    /// An approval point instead of a job's ([`APPROVAL_POINTS`]).
+    approval: Option<String>,
     file: PathBuf,
 }
 
@@ -126,7 +158,12 @@ impl CrashPoints {
         let trace = std::env::var_os(TRACE_ENV)
             .filter(|t| !t.is_empty())
             .map(PathBuf::from);
-        Ok((pause.is_some() || trace.is_some()).then_some(Self { pause, trace }))
+        let points = (pause.is_some() || trace.is_some()).then_some(Self { pause, trace });
+        if let Some(points) = &points {
+            // The first armed server of the process wins (tests start one).
+            let _ = ARMED.set(points.clone());
+        }
+        Ok(points)
     }
 }
 
@@ -135,6 +172,18 @@ impl PauseAt {
         let Some(at) = at.map(str::trim).filter(|a| !a.is_empty()) else {
             return Ok(None);
         };
+        let file = file
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("{PAUSE_AT_ENV} is set, so {PAUSE_FILE_ENV} must name the file announcing the pause"))?;
+        if APPROVAL_POINTS.contains(&at) {
+            return Ok(Some(Self {
+                at: Checkpoint::Start,
+                committed: false,
+                approval: Some(at.to_owned()),
+                file,
+            }));
+        }
         let point = CRASH_POINTS
             .iter()
             .find(|p| p.name() == at)
@@ -145,18 +194,16 @@ impl PauseAt {
                         names.push(name);
                     }
                 }
+                names.extend(APPROVAL_POINTS.iter().map(|p| (*p).to_owned()));
                 format!(
                     "{PAUSE_AT_ENV}={at} is not a crash point; the points are {}",
                     names.join(", ")
                 )
             })?;
-        let file = file
-            .filter(|f| !f.is_empty())
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("{PAUSE_AT_ENV} is set, so {PAUSE_FILE_ENV} must name the file announcing the pause"))?;
         Ok(Some(Self {
             at: point.at,
             committed: point.committed,
+            approval: None,
             file,
         }))
     }
@@ -225,7 +272,11 @@ impl JobHooks for CrashHook {
         let Some(pause) = &self.points.pause else {
             return;
         };
-        if at != pause.at || committed != pause.committed || !pause.announce(self.job_id) {
+        if pause.approval.is_some()
+            || at != pause.at
+            || committed != pause.committed
+            || !pause.announce(self.job_id)
+        {
             return;
         }
         tracing::warn!(
@@ -262,9 +313,14 @@ mod tests {
             PauseAt {
                 at: Checkpoint::Step(Step::CreateKmsKey),
                 committed: false,
+                approval: None,
                 file: "/tmp/paused".into()
             }
         );
+        let at = PauseAt::parse(Some(APPROVAL_POINTS[0]), file())
+            .unwrap()
+            .unwrap();
+        assert_eq!(at.approval.as_deref(), Some("approval_approved:after"));
         let at = PauseAt::parse(Some("create_key_sent:after"), file())
             .unwrap()
             .unwrap();
@@ -311,6 +367,7 @@ mod tests {
         let at = PauseAt {
             at: Checkpoint::Step(Step::MoveAlias),
             committed: true,
+            approval: None,
             file: dir.path().join("paused"),
         };
         let id = uuid::Uuid::new_v4();
@@ -335,6 +392,7 @@ mod tests {
             pause: Some(PauseAt {
                 at: Checkpoint::Step(Step::MoveAlias),
                 committed: true,
+                approval: None,
                 file: dir.path().join("paused"),
             }),
             trace: Some(dir.path().join("trace")),

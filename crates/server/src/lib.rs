@@ -7,6 +7,7 @@
 //! route is assembled in `routes`.
 
 mod app;
+pub mod approval_webhook;
 mod audit_checkpoints;
 pub mod audit_stream;
 mod client_address;

@@ -101,6 +101,22 @@ impl Default for Metrics {
             "1 while the sink takes entries, 0 since its last delivery failed",
             stream_up.clone(),
         );
+        let webhook = crate::approval_webhook::counters();
+        registry.register(
+            "approval_webhook_deliveries",
+            "Approval events the webhook receiver took (2xx)",
+            webhook.delivered.clone(),
+        );
+        registry.register(
+            "approval_webhook_failures",
+            "Failed approval webhook delivery attempts (each retry counts); each is logged at warning or info level with its reason",
+            webhook.failed_attempts.clone(),
+        );
+        registry.register(
+            "approval_webhook_dropped",
+            "Approval events given up on after the last retry (or refused by the receiver with 4xx)",
+            webhook.dropped.clone(),
+        );
         Self {
             registry,
             requests,

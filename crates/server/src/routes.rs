@@ -12,7 +12,7 @@ use axum::routing::{delete, get, post};
 use crate::ApiError;
 use crate::app::AppState;
 use crate::http::{
-    audit, configuration, credentials, groups, health, identities, jobs, keys, sessions,
+    approvals, audit, configuration, credentials, groups, health, identities, jobs, keys, sessions,
 };
 use crate::{metrics, ui};
 
@@ -98,12 +98,21 @@ fn api() -> Router<AppState> {
             "/config",
             get(configuration::show).patch(configuration::change),
         )
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::show))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
+        .route("/approvals/{id}/result", post(approvals::collect_result))
+        .route(
+            "/approval-policies",
+            get(approvals::policies).put(approvals::change_policies),
+        )
 }
 
 /// The web UI's pages under `/ui`, each behind the UI's session guard and
 /// security headers; `/` leads to it.
 fn web_ui() -> Router<AppState> {
-    use ui::{audit, configuration, credentials, identities, jobs, keys, login};
+    use ui::{approvals, audit, configuration, credentials, identities, jobs, keys, login};
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/ui/keys") }))
         .route("/assets/app.css", get(ui::css))
@@ -162,6 +171,15 @@ fn web_ui() -> Router<AppState> {
             "/configuration",
             get(configuration::page).post(configuration::change),
         )
+        .route(
+            "/configuration/approval-policies",
+            post(configuration::change_policies),
+        )
+        .route("/approvals", get(approvals::page))
+        .route("/approvals/{id}", get(approvals::show))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
+        .route("/approvals/{id}/result", post(approvals::collect_result))
         .layer(axum::middleware::from_fn(ui::session::guard))
         .layer(axum::middleware::map_response(ui::security_headers));
     Router::new()

@@ -73,6 +73,7 @@ impl Server {
             streams: streams.board(),
             login_throttle: LoginThrottle::new(config.login_throttle),
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            approval_events: crate::approval_webhook::ApprovalEvents::start(config)?,
         };
         Ok((
             Self {
@@ -110,6 +111,7 @@ impl Server {
             ticking: rotator.spawn(),
             checkpointing: self.state.checkpoints.spawn(),
             streaming: self.streams.spawn(),
+            approving: crate::operations::approvals::spawn_resumer(self.state.clone()),
             jobs: jobs.clone(),
         };
         let router = crate::routes::router(self.state);
@@ -131,6 +133,7 @@ impl Server {
         .context("the HTTP server stopped");
         background.ticking.abort();
         background.checkpointing.abort();
+        background.approving.abort();
         for task in std::mem::take(&mut background.streaming) {
             task.abort();
             // Stopped before the leases go: a streamer cut off mid-batch
@@ -150,6 +153,8 @@ struct Background {
     checkpointing: tokio::task::JoinHandle<()>,
     /// One streamer per audit stream sink.
     streaming: Vec<tokio::task::JoinHandle<()>>,
+    /// Runs approved requests a crash left unexecuted.
+    approving: tokio::task::JoinHandle<()>,
     jobs: JobRunner,
 }
 
@@ -158,6 +163,7 @@ impl Drop for Background {
         // A no-op after a graceful shutdown, which stopped both already.
         self.ticking.abort();
         self.checkpointing.abort();
+        self.approving.abort();
         self.streaming.iter().for_each(|task| task.abort());
         self.jobs.halt();
     }

@@ -17,7 +17,7 @@ use crate::rotator::RotatorStatus;
 /// Keys in AWS-integrated groups are held by the keystore and never exported in clear.
 const STORAGE: &str = "Protected";
 
-fn time(t: &Timestamp) -> String {
+pub fn time(t: &Timestamp) -> String {
     format_timestamp(t)
 }
 

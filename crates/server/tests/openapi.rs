@@ -52,6 +52,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/audit/export"),
     ("get", "/api/v1/config"),
     ("patch", "/api/v1/config"),
+    ("get", "/api/v1/approvals"),
+    ("get", "/api/v1/approvals/{id}"),
+    ("post", "/api/v1/approvals/{id}/approve"),
+    ("post", "/api/v1/approvals/{id}/deny"),
+    ("post", "/api/v1/approvals/{id}/result"),
+    ("get", "/api/v1/approval-policies"),
+    ("put", "/api/v1/approval-policies"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -87,6 +94,7 @@ const DUAL_CONTROL: &[(&str, &str)] = &[
     ("delete", "/api/v1/keys/{name}"),
     ("post", "/api/v1/keys/{name}/sync"),
     ("patch", "/api/v1/config"),
+    ("put", "/api/v1/approval-policies"),
 ];
 
 const METHODS: &[&str] = &[

@@ -4,6 +4,7 @@
 //! so a row edited behind keyhold's back is reported as corrupt, not trusted.
 
 use keyhold_core::StoreError;
+use keyhold_core::approval::{ApprovalRequest, ApprovalStatus, OperationClass, Quorum, Vote};
 use keyhold_core::audit::AuditEntry;
 use keyhold_core::clock::{Timestamp, format_timestamp, parse_timestamp};
 use keyhold_core::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
@@ -161,6 +162,9 @@ impl TryFrom<SessionRow> for Session {
             created_at: read_ts(T, "created_at", &row.created_at)?,
             last_seen: read_ts(T, "last_seen", &row.last_seen)?,
             id: row.id,
+            // A grant is never stored: only the session keyhold makes to run
+            // an approved request carries one.
+            grant: None,
         })
     }
 }
@@ -489,6 +493,134 @@ impl TryFrom<JobMessageRow> for JobMessage {
             job_id: read_uuid(T, "job_id", &row.job_id)?,
             time: read_ts(T, "time", &row.time)?,
             text: row.text,
+        })
+    }
+}
+
+// Approvals
+
+/// `requested_by` as stored: the identities' names, comma-separated (names
+/// hold no comma).
+pub(crate) fn requested_by_text(request: &ApprovalRequest) -> String {
+    request
+        .requested_by
+        .iter()
+        .map(IdentityName::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(crate) fn approval_operation_json(request: &ApprovalRequest) -> Result<String, StoreError> {
+    serde_json::to_string(&request.operation)
+        .map_err(|e| StoreError::Corrupt(format!("approval operation: {e}")))
+}
+
+/// A request's row, without its votes (rows of their own).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApprovalRow {
+    id: String,
+    class: String,
+    operation: String,
+    params_hash: String,
+    summary: String,
+    requested_by: String,
+    requested_at: String,
+    expires_at: String,
+    approvals_needed: i64,
+    approver_role: String,
+    expires_after_hours: i64,
+    status: String,
+    decided_at: Option<String>,
+    outcome: Option<String>,
+    /// `sealed_result IS NOT NULL`: the sealed bytes are read only by the
+    /// requester's one collection.
+    has_sealed_result: bool,
+}
+
+pub(crate) fn read_approval_status(
+    table: &str,
+    column: &str,
+    raw: &str,
+) -> Result<ApprovalStatus, StoreError> {
+    ApprovalStatus::parse(raw)
+        .ok_or_else(|| corrupt(table, column, format!("unknown status '{raw}'")))
+}
+
+impl ApprovalRow {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The request, with `votes` (its own, oldest first).
+    pub(crate) fn into_request(self, votes: Vec<Vote>) -> Result<ApprovalRequest, StoreError> {
+        const T: &str = "approval_requests";
+        let approvals = u8::try_from(self.approvals_needed).map_err(|_| {
+            corrupt(
+                T,
+                "approvals_needed",
+                format!("{} is out of range", self.approvals_needed),
+            )
+        })?;
+        let quorum = read(
+            T,
+            "approvals_needed",
+            Quorum::new(
+                approvals,
+                read(T, "approver_role", Role::parse(&self.approver_role))?,
+                read_u32(T, "expires_after_hours", self.expires_after_hours)?,
+            ),
+        )?;
+        let requested_by = self
+            .requested_by
+            .split(',')
+            .map(|name| read(T, "requested_by", IdentityName::parse(name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ApprovalRequest {
+            id: read_uuid(T, "id", &self.id)?,
+            class: read(T, "class", OperationClass::parse(&self.class))?,
+            operation: serde_json::from_str(&self.operation)
+                .map_err(|e| corrupt(T, "operation", e))?,
+            params_hash: self.params_hash,
+            summary: self.summary,
+            requested_by,
+            requested_at: read_ts(T, "requested_at", &self.requested_at)?,
+            expires_at: read_ts(T, "expires_at", &self.expires_at)?,
+            quorum,
+            status: read_approval_status(T, "status", &self.status)?,
+            votes,
+            decided_at: read_opt_ts(T, "decided_at", self.decided_at.as_deref())?,
+            outcome: self.outcome,
+            has_sealed_result: self.has_sealed_result,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct VoteRow {
+    request_id: String,
+    identity: String,
+    role: String,
+    approve: bool,
+    voted_at: String,
+    reason: Option<String>,
+}
+
+impl VoteRow {
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl TryFrom<VoteRow> for Vote {
+    type Error = StoreError;
+    fn try_from(row: VoteRow) -> Result<Self, StoreError> {
+        const T: &str = "approval_votes";
+        Ok(Self {
+            identity: read(T, "identity", IdentityName::parse(&row.identity))?,
+            role: read(T, "role", Role::parse(&row.role))?,
+            approve: row.approve,
+            at: read_ts(T, "voted_at", &row.voted_at)?,
+            reason: row.reason,
         })
     }
 }

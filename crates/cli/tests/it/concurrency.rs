@@ -17,11 +17,11 @@ use crate::report;
 const N: usize = 16;
 
 /// One request of a burst: method, path, bearer token, body.
-type Request = (Method, String, Option<String>, Option<Value>);
+pub(crate) type Request = (Method, String, Option<String>, Option<Value>);
 
 /// Sends every request at once: each waits at a barrier until all are ready,
 /// so they reach the server together. Answers in the order of `requests`.
-async fn burst(app: &TestApp, requests: Vec<Request>) -> Vec<(StatusCode, Value)> {
+pub(crate) async fn burst(app: &TestApp, requests: Vec<Request>) -> Vec<(StatusCode, Value)> {
     let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
     let mut tasks = Vec::new();
     for (method, path, token, body) in requests {

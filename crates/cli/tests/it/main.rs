@@ -12,6 +12,8 @@ mod report;
 mod test_ca;
 
 mod access;
+mod approval_webhook;
+mod approvals;
 mod audit;
 mod bad_input;
 mod cancelled_rotation;
@@ -36,4 +38,5 @@ mod soak;
 mod storage_full;
 mod ui;
 mod ui_access;
+mod ui_approvals;
 mod webdriver;

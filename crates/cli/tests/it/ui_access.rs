@@ -171,6 +171,27 @@ async fn every_screen_reads_and_fits_from_800_px_up() {
     let app = TestApp::spawn_with(|args| args.audit.audit_json_file = Some(stream_file)).await;
     let token = app.dual_session().await;
     let (group, key, job) = group_with_keys(&app, &token).await;
+    // A request waiting for approval, for the Approvals screens.
+    let (status, body) = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/approval-policies",
+            Some(&token),
+            Some(json!({"quorums": {"rotate_group": {"approvals": 1, "role": "administrator", "expires_after_hours": 24}}})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let (status, alone) = app.login(None, "Admin1", ADMIN1_PASSWORD).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{alone}");
+    let (status, request) = app
+        .post(
+            &format!("/api/v1/groups/{group}/rotate"),
+            alone["token"].as_str(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{request}");
+    let approval = request["id"].as_str().unwrap().to_owned();
     let browser = Browser::start("widths").await;
     dual_browser_session(&app, &browser).await;
 
@@ -189,6 +210,8 @@ async fn every_screen_reads_and_fits_from_800_px_up() {
         ("job", format!("/ui/jobs/{job}")),
         ("audit", "/ui/audit".to_owned()),
         ("configuration", "/ui/configuration".to_owned()),
+        ("approvals", "/ui/approvals".to_owned()),
+        ("approval", format!("/ui/approvals/{approval}")),
     ];
     for (width, height) in [(1280, 800), (800, 900)] {
         browser.resize(width, height).await;

@@ -36,6 +36,11 @@ pub struct AuditRecord {
     pub summary: String,
     /// Extra facts as JSON (`{}` when there are none). Never a secret.
     pub details: serde_json::Value,
+    /// The approved request this entry's change executes: the store marks
+    /// it executed in the same transaction, and writes nothing (the change
+    /// included) unless it was still approved, so it runs once.
+    #[serde(skip)]
+    pub executes: Option<crate::approval::Execution>,
 }
 
 pub const SYSTEM_USER: &str = "System";
@@ -48,6 +53,7 @@ impl AuditRecord {
             users: users.into(),
             summary: summary.into(),
             details: serde_json::Value::Object(serde_json::Map::new()),
+            executes: None,
         }
     }
 

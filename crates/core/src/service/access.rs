@@ -292,6 +292,7 @@ impl Keyhold {
                     identities: vec![member],
                     created_at: now,
                     last_seen: now,
+                    grant: None,
                 };
                 let record = self.record(session.users(), logged_in(&who.name));
                 self.store.insert_session(&session, &record).await?;
@@ -450,14 +451,17 @@ impl Keyhold {
             locked_until: None,
             created_at: self.now(),
         };
-        let record = self.record(
-            session.users(),
+        let mut record = self.record_for(
+            session,
             Action::AddIdentity {
                 name: name.as_str(),
                 role: role.as_str(),
             }
             .succeeded(),
         );
+        // Run as an approved request, the password waits, sealed, for the
+        // requester to collect: the approver whose answer ran it never sees it.
+        self.seal_result(&mut record, password.expose_secret().as_bytes())?;
         match self.store.insert_identity(&identity, &record).await {
             Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
                 "an identity named '{name}' already exists: choose another name"
@@ -488,10 +492,7 @@ impl Keyhold {
                 "keyhold keeps at least two administrators so that dual control stays possible: add another administrator first".into(),
             ));
         }
-        let record = self.record(
-            session.users(),
-            Action::DeleteIdentity(name.as_str()).succeeded(),
-        );
+        let record = self.record_for(session, Action::DeleteIdentity(name.as_str()).succeeded());
         self.store.delete_identity(name, &record).await?;
         self.store.delete_sessions_of(name).await?;
         Ok(())
@@ -502,12 +503,24 @@ impl Keyhold {
     /// read before it acts checks it before reading, so a refusal never
     /// depends on what exists.
     pub async fn authorize(&self, session: &Session, op: Operation) -> CoreResult<()> {
-        let dual = if op.dual_control {
-            self.store.get_settings().await?.dual_control
-        } else {
-            false
-        };
-        session.authorize(op, dual)
+        if op.class.is_none() && !op.dual_control {
+            return session.authorize(op, false);
+        }
+        let settings = self.store.get_settings().await?;
+        // Held to a quorum, it runs only as an approved request of its class
+        // (whose session carries the grant): never on a session's own say.
+        if let Some(class) = op.class
+            && let policy @ crate::approval::Policy::Quorum(_) =
+                settings.approval_policies.for_class(class)
+            && session.grant.is_none_or(|g| g.class != class)
+        {
+            session.authorize(op, false)?;
+            return Err(CoreError::ApprovalRequired {
+                operation: op.label.to_owned(),
+                policy: policy.describe(),
+            });
+        }
+        session.authorize(op, settings.dual_control)
     }
 }
 

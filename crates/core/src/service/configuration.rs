@@ -44,7 +44,7 @@ impl Keyhold {
             let current = self.store.get_settings().await?;
             let next = change.clone().apply(&current)?;
             let record = self
-                .record(session.users(), Action::ChangeConfiguration.succeeded())
+                .record_for(session, Action::ChangeConfiguration.succeeded())
                 .with_details(serde_json::json!({ "before": current, "after": next }));
             if self
                 .store

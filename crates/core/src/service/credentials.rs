@@ -68,10 +68,7 @@ impl Keyhold {
             created_at: self.now(),
         };
         let record = self
-            .record(
-                session.users(),
-                Action::AddCredential(name.as_str()).succeeded(),
-            )
+            .record_for(session, Action::AddCredential(name.as_str()).succeeded())
             .with_details(details(&credential));
         match self.store.insert_credential(&credential, &record).await {
             Ok(()) => Ok(credential),
@@ -114,10 +111,7 @@ impl Keyhold {
             return Err(in_use(name, &users));
         }
         let record = self
-            .record(
-                session.users(),
-                Action::DeleteCredential(name.as_str()).succeeded(),
-            )
+            .record_for(session, Action::DeleteCredential(name.as_str()).succeeded())
             .with_details(serde_json::json!({ "before": details(&credential) }));
         match self.store.delete_credential(name, &record).await {
             Ok(()) => Ok(()),

@@ -32,6 +32,7 @@ fn session(ids: &[(&str, Role)]) -> Session {
             .collect(),
         created_at: chrono::DateTime::UNIX_EPOCH,
         last_seen: chrono::DateTime::UNIX_EPOCH,
+        grant: None,
     }
 }
 

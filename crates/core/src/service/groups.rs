@@ -20,10 +20,7 @@ impl Keyhold {
         let group = KeyGroup::create(spec, self.now());
         self.check_alias_free(&group).await?;
         let record = self
-            .record(
-                session.users(),
-                Action::AddGroup(group.name.as_str()).succeeded(),
-            )
+            .record_for(session, Action::AddGroup(group.name.as_str()).succeeded())
             .with_details(serde_json::json!({
                 "credential": group.credential.as_str(),
                 "alias": group.aws.alias.as_str(),
@@ -103,10 +100,7 @@ impl Keyhold {
                         .collect()
                 };
             let record = self
-                .record(
-                    session.users(),
-                    Action::UpdateGroup(name.as_str()).succeeded(),
-                )
+                .record_for(session, Action::UpdateGroup(name.as_str()).succeeded())
                 .with_details(serde_json::json!({
                     "changed": changed,
                     "dual_control": !custody.is_empty(),
@@ -162,10 +156,7 @@ impl Keyhold {
     pub async fn delete_group(&self, session: &Session, name: &GroupName) -> CoreResult<()> {
         self.authorize(session, Operation::DELETE_GROUP).await?;
         self.find_group(name).await?;
-        let record = self.record(
-            session.users(),
-            Action::DeleteGroup(name.as_str()).succeeded(),
-        );
+        let record = self.record_for(session, Action::DeleteGroup(name.as_str()).succeeded());
         match self.store.delete_group(name, &record).await {
             Ok(()) => Ok(()),
             Err(StoreError::InUse) => {

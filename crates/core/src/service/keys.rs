@@ -167,10 +167,7 @@ impl Keyhold {
             )));
         }
         let record = self
-            .record(
-                session.users(),
-                Action::DeleteKey(&key.display_name()).succeeded(),
-            )
+            .record_for(session, Action::DeleteKey(&key.display_name()).succeeded())
             .with_details(serde_json::json!({
                 "group": key.group.as_str(),
                 "version": key.version,

@@ -6,6 +6,7 @@
 //! come from [`crate::action`], success and failure side by side.
 
 mod access;
+mod approvals;
 mod audit_log;
 mod configuration;
 mod credentials;
@@ -26,6 +27,7 @@ use crate::error::{CoreResult, StoreError};
 use crate::ports::{AuditFallback, Keystore, NoAuditFallback, Store};
 
 pub use access::{Activity, LoginOutcome, OneTimePassword};
+pub use approvals::Gate;
 pub use audit_log::AuditExport;
 pub use jobs::JobRuntime;
 pub use schedule::{DUE_PER_PASS, RotationState, SchedulePass};

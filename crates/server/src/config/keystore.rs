@@ -68,6 +68,8 @@ pub struct EnvSecrets {
     pub keystore_passphrase: Option<SecretString>,
     /// KEYHOLD_PKCS11_PIN.
     pub pkcs11_pin: Option<SecretString>,
+    /// KEYHOLD_APPROVAL_WEBHOOK_SECRET.
+    pub approval_webhook_secret: Option<SecretString>,
 }
 
 impl EnvSecrets {
@@ -81,6 +83,7 @@ impl EnvSecrets {
         Self {
             keystore_passphrase: read(PASSPHRASE_ENV),
             pkcs11_pin: read(PIN_ENV),
+            approval_webhook_secret: read(super::approval_webhook::WEBHOOK_SECRET_ENV),
         }
     }
 }
@@ -134,7 +137,7 @@ impl KeystoreArgs {
     }
 }
 
-fn read_secret_file(what: &str, path: &Path) -> Result<SecretString, ConfigError> {
+pub(super) fn read_secret_file(what: &str, path: &Path) -> Result<SecretString, ConfigError> {
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         ConfigError(format!(
             "cannot read the {what} file {}: {e}",

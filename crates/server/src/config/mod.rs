@@ -14,6 +14,7 @@
 //! The README's configuration table lists every setting; a test below keeps
 //! it true to the flags.
 
+mod approval_webhook;
 mod audit;
 mod cluster;
 mod data;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use keyhold_core::names::NodeId;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
+pub use approval_webhook::{ApprovalWebhookArgs, WEBHOOK_SECRET_ENV};
 pub use audit::{
     AuditArgs, AuditConfig, DEFAULT_AUDIT_CHECKPOINT_FILE, DEFAULT_AUDIT_CHECKPOINT_SECONDS,
 };
@@ -77,6 +79,8 @@ pub struct ServeArgs {
     pub audit: AuditArgs,
     #[command(flatten)]
     pub login: LoginArgs,
+    #[command(flatten)]
+    pub approval_webhook: ApprovalWebhookArgs,
 }
 
 /// The validated configuration the server runs with.
@@ -104,6 +108,8 @@ pub struct Config {
     pub login_throttle: ThrottleSettings,
     /// The reverse proxies whose X-Forwarded-For the throttle believes.
     pub trusted_proxies: TrustedProxies,
+    /// Where approval events are POSTed, signed (none: nowhere).
+    pub approval_webhook: Option<crate::approval_webhook::WebhookConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -123,6 +129,7 @@ impl std::fmt::Debug for Config {
             .field("audit", &self.audit)
             .field("login_throttle", &self.login_throttle)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("approval_webhook", &self.approval_webhook)
             .finish()
     }
 }
@@ -157,7 +164,9 @@ impl ServeArgs {
             cluster,
             audit,
             login,
+            approval_webhook,
         } = self.over(file);
+        let webhook_secret = secrets.approval_webhook_secret.clone();
         let ListenConfig { address, tls } = listen.resolve()?;
         let DataConfig {
             data_dir,
@@ -173,6 +182,7 @@ impl ServeArgs {
             scheduler_tick,
         } = cluster.resolve()?;
         let (login_throttle, trusted_proxies) = login.resolve()?;
+        let approval_webhook = approval_webhook.resolve(webhook_secret)?;
         Ok(Config {
             data_dir,
             require_initialised,
@@ -188,6 +198,7 @@ impl ServeArgs {
             audit,
             login_throttle,
             trusted_proxies,
+            approval_webhook,
         })
     }
 
@@ -205,6 +216,7 @@ impl ServeArgs {
             cluster: self.cluster.over(lower.cluster),
             audit: self.audit.over(lower.audit),
             login: self.login.over(lower.login),
+            approval_webhook: self.approval_webhook.over(lower.approval_webhook),
         }
     }
 
@@ -222,6 +234,7 @@ impl ServeArgs {
                 ClusterArgs::KEYS,
                 AuditArgs::KEYS,
                 LoginArgs::KEYS,
+                ApprovalWebhookArgs::KEYS,
             ]
             .concat()
         })
@@ -241,7 +254,8 @@ impl ServeArgs {
             || self.jobs.read_key(key, map)?
             || self.cluster.read_key(key, map)?
             || self.audit.read_key(key, map)?
-            || self.login.read_key(key, map)?)
+            || self.login.read_key(key, map)?
+            || self.approval_webhook.read_key(key, map)?)
     }
 }
 
@@ -860,6 +874,33 @@ mod tests {
         assert!(err.contains("software or pkcs11"), "{err}");
     }
 
+    #[test]
+    fn the_approval_webhook_needs_an_http_url_and_a_secret() {
+        assert!(resolve_file("").unwrap().approval_webhook.is_none());
+        let err = resolve_file("approval_webhook_url = \"https://hooks.example/k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(WEBHOOK_SECRET_ENV), "{err}");
+        let with_secret = |url: &str| {
+            args(|a| a.approval_webhook.approval_webhook_url = Some(url.into())).resolve(
+                EnvSecrets {
+                    approval_webhook_secret: Some(SecretString::from("hook-secret".to_owned())),
+                    ..EnvSecrets::default()
+                },
+            )
+        };
+        let config = with_secret("https://hooks.example/k").unwrap();
+        let webhook = config.approval_webhook.unwrap();
+        assert_eq!(webhook.url.as_str(), "https://hooks.example/k");
+        assert!(!format!("{webhook:?}").contains("hook-secret"));
+        let err = with_secret("ftp://hooks.example/k")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("https://"), "{err}");
+        assert!(!err.contains("hook-secret"));
+        assert!(with_secret("not a url").is_err());
+    }
+
     /// Each flag is one row of the README's configuration table, with its file
     /// key and variable, and every row is a flag or an environment-only secret.
     #[test]
@@ -891,7 +932,7 @@ mod tests {
                 Some(format!("| `{key}` | `{env}` | `--{flag}`"))
             })
             .collect();
-        for secret in [PASSPHRASE_ENV, PIN_ENV] {
+        for secret in [PASSPHRASE_ENV, PIN_ENV, WEBHOOK_SECRET_ENV] {
             declared.insert(format!("| — | `{secret}` | — (never a flag)"));
         }
         assert_eq!(documented, declared);

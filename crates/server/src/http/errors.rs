@@ -40,6 +40,12 @@ pub enum ApiError {
         "too many failed logins from your address: wait {retry_after_seconds} s before trying again, and check the user name and password first (nothing was checked, and no identity's lockout counted this attempt)"
     )]
     LoginThrottled { retry_after_seconds: u64 },
+    /// Not a failure: a policy holds the operation to a quorum, so it did not
+    /// run but was stored as this request, which waits for its approvals.
+    /// Answered 202 Accepted with the request (and not audited as a failure:
+    /// the request's own entry says what happened).
+    #[error("{}: it waits for {} approval(s) from {} identities (request {})", .0.summary, .0.approvals_remaining, .0.approver_role, .0.id)]
+    AwaitingApproval(Box<keyhold_api::ApprovalView>),
 }
 
 impl From<InvalidInput> for ApiError {
@@ -75,6 +81,7 @@ impl ApiError {
                 "headers_too_large",
             ),
             Self::LoginThrottled { .. } => (StatusCode::TOO_MANY_REQUESTS, "login_throttled"),
+            Self::AwaitingApproval(_) => (StatusCode::ACCEPTED, "awaiting_approval"),
             Self::Core(core) => match core {
                 CoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
                 CoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
@@ -84,6 +91,7 @@ impl ApiError {
                 CoreError::DualControlRequired { .. } => {
                     (StatusCode::FORBIDDEN, "dual_control_required")
                 }
+                CoreError::ApprovalRequired { .. } => (StatusCode::FORBIDDEN, "approval_required"),
                 CoreError::PasswordChangeRequired(_) => {
                     (StatusCode::FORBIDDEN, "password_change_required")
                 }
@@ -110,6 +118,9 @@ impl ApiError {
                     // A job step on a node that lost the rotator lease:
                     // another node carries the job on.
                     StoreError::Fenced(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_rotator"),
+                    // Two answers (or an answer and a resumption) ran one
+                    // approved request: the other one's write went in.
+                    StoreError::ApprovalSpent => (StatusCode::CONFLICT, "conflict"),
                     // The audit key is in the keystore: while it is away,
                     // nothing can be audited, so nothing can change.
                     StoreError::AuditSeal(KeystoreError::Unavailable(_)) => {
@@ -213,6 +224,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::AwaitingApproval(request) = self {
+            let location = format!("/api/v1/approvals/{}", request.id);
+            let mut response = (StatusCode::ACCEPTED, axum::Json(*request)).into_response();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&location) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::LOCATION, value);
+            }
+            return response;
+        }
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");

@@ -3,6 +3,7 @@
 //! request, calls its operation (`crate::operations`), and answers with a
 //! status and JSON: it holds no rule of its own.
 
+pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod configuration;
 pub(crate) mod credentials;

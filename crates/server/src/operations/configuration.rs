@@ -5,9 +5,10 @@ use keyhold_api as api;
 use keyhold_core::CoreError;
 use keyhold_core::action::Action;
 use keyhold_core::cluster::RotatorChoice;
-use keyhold_core::identity::Session;
+use keyhold_core::identity::{Operation, Session};
 use keyhold_core::settings::SettingsChange;
 
+use super::approvals::{PendingOperation, gate};
 use super::audited;
 use crate::ApiResult;
 use crate::app::AppState;
@@ -55,6 +56,19 @@ pub async fn change(
             .map_err(CoreError::from)?,
     };
     let settings = audited(app, session, Action::ChangeConfiguration, async {
+        gate(app, session, Operation::CHANGE_CONFIGURATION, async || {
+            let named = serde_json::to_value(req)
+                .ok()
+                .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+                .unwrap_or_default();
+            Ok((
+                PendingOperation::ChangeConfiguration {
+                    change: req.clone(),
+                },
+                format!("Change the configuration: {}", named.join(", ")),
+            ))
+        })
+        .await?;
         Ok(app.keyhold.change_settings(session, change).await?)
     })
     .await?;

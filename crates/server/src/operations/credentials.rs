@@ -6,9 +6,10 @@ use keyhold_api as api;
 use keyhold_core::InvalidInput;
 use keyhold_core::action::{Action, printable};
 use keyhold_core::credential::{AccessKeyCsv, CloudService, CredentialKind, Endpoint, RoleArn};
-use keyhold_core::identity::Session;
+use keyhold_core::identity::{Operation, Session};
 use keyhold_core::names::CredentialName;
 
+use super::approvals::{PendingOperation, csv_context, gate};
 use super::audited;
 use crate::ApiResult;
 use crate::app::AppState;
@@ -42,6 +43,36 @@ pub async fn import(
         }
         let csv = AccessKeyCsv::parse(csv_text.as_bytes())?;
         let endpoint = req.endpoint.as_deref().map(Endpoint::parse).transpose()?;
+        gate(app, session, Operation::ADD_CREDENTIAL, async || {
+            // The CSV holds the secret: the request keeps it sealed by the
+            // keystore, and shows only the access key id.
+            use base64::Engine;
+            let seal = uuid::Uuid::new_v4();
+            let sealed = app
+                .keyhold
+                .keystore()
+                .seal_secret(&csv_context(seal), csv_text.as_bytes())
+                .map_err(keyhold_core::CoreError::from)?;
+            Ok((
+                PendingOperation::ImportCredential {
+                    name: name.to_string(),
+                    service: req.service.clone(),
+                    endpoint: req.endpoint.clone(),
+                    access_key_id: csv.access_key_id.to_string(),
+                    seal,
+                    sealed_csv: base64::engine::general_purpose::STANDARD.encode(sealed),
+                },
+                format!(
+                    "Add cloud credential '{name}' (access key {}{})",
+                    csv.access_key_id,
+                    endpoint
+                        .as_ref()
+                        .map(|e| format!(", endpoint {e}"))
+                        .unwrap_or_default()
+                ),
+            ))
+        })
+        .await?;
         Ok(app
             .keyhold
             .import_credential(session, name, csv, endpoint)
@@ -86,6 +117,21 @@ pub async fn add_chain(
         }
         let role_arn = req.role_arn.as_deref().map(RoleArn::parse).transpose()?;
         let endpoint = req.endpoint.as_deref().map(Endpoint::parse).transpose()?;
+        gate(app, session, Operation::ADD_CREDENTIAL, async || {
+            Ok((
+                PendingOperation::AddChainCredential {
+                    credential: req.clone(),
+                },
+                format!(
+                    "Add cloud credential '{name}' on the server's default credential chain{}",
+                    role_arn
+                        .as_ref()
+                        .map(|r| format!(", assuming {r}"))
+                        .unwrap_or_default()
+                ),
+            ))
+        })
+        .await?;
         Ok(app
             .keyhold
             .add_chain_credential(session, name, role_arn, endpoint)
@@ -98,6 +144,16 @@ pub async fn add_chain(
 pub async fn delete(app: &AppState, session: &Session, name: &str) -> ApiResult<()> {
     audited(app, session, Action::DeleteCredential(name), async {
         let parsed = CredentialName::parse(name)?;
+        gate(app, session, Operation::DELETE_CREDENTIAL, async || {
+            app.keyhold.get_credential(session, &parsed).await?;
+            Ok((
+                PendingOperation::DeleteCredential {
+                    name: parsed.to_string(),
+                },
+                format!("Delete cloud credential '{parsed}'"),
+            ))
+        })
+        .await?;
         Ok(app.keyhold.delete_credential(session, &parsed).await?)
     })
     .await

@@ -6,6 +6,7 @@ use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Operation, Session};
 use keyhold_core::names::GroupName;
 
+use super::approvals::{PendingOperation, gate};
 use super::{audited, requests};
 use crate::ApiResult;
 use crate::app::AppState;
@@ -31,6 +32,16 @@ pub async fn add(
 ) -> ApiResult<api::GroupView> {
     let group = audited(app, session, Action::AddGroup(&req.name), async {
         let spec = requests::new_group(req)?;
+        gate(app, session, Operation::ADD_GROUP, async || {
+            Ok((
+                PendingOperation::AddGroup { group: req.clone() },
+                format!(
+                    "Add key group '{}' (alias {} in {}, credential {})",
+                    spec.name, spec.aws.alias, spec.aws.region, spec.credential
+                ),
+            ))
+        })
+        .await?;
         Ok(app.keyhold.create_group(session, spec).await?)
     })
     .await?;
@@ -58,6 +69,19 @@ pub async fn update(
             .await?;
         // A missing group is reported before the change is applied.
         app.keyhold.get_group(session, &parsed).await?;
+        let custody = change.custody_fields();
+        if !custody.is_empty() {
+            gate(app, session, Operation::CHANGE_GROUP_CUSTODY, async || {
+                Ok((
+                    PendingOperation::UpdateGroup {
+                        group: parsed.to_string(),
+                        change: req.clone(),
+                    },
+                    format!("Change key group '{parsed}': {}", custody.join(", ")),
+                ))
+            })
+            .await?;
+        }
         Ok(app.keyhold.update_group(session, &parsed, change).await?)
     })
     .await?;
@@ -67,6 +91,18 @@ pub async fn update(
 pub async fn delete(app: &AppState, session: &Session, name: &str) -> ApiResult<()> {
     audited(app, session, Action::DeleteGroup(name), async {
         let parsed = GroupName::parse(name)?;
+        gate(app, session, Operation::DELETE_GROUP, async || {
+            // A request to delete nothing is refused now, not after its
+            // approvals.
+            app.keyhold.get_group(session, &parsed).await?;
+            Ok((
+                PendingOperation::DeleteGroup {
+                    group: parsed.to_string(),
+                },
+                format!("Delete key group '{parsed}'"),
+            ))
+        })
+        .await?;
         Ok(app.keyhold.delete_group(session, &parsed).await?)
     })
     .await

@@ -2,10 +2,11 @@
 
 use keyhold_api as api;
 use keyhold_core::action::Action;
-use keyhold_core::identity::{Role, Session};
+use keyhold_core::identity::{Operation, Role, Session};
 use keyhold_core::names::IdentityName;
 use secrecy::ExposeSecret;
 
+use super::approvals::{PendingOperation, gate};
 use super::audited;
 use crate::ApiResult;
 use crate::app::AppState;
@@ -30,6 +31,18 @@ pub async fn add(
     let created = audited(app, session, action, async {
         let name = IdentityName::parse(&req.name)?;
         let role = Role::parse(&req.role)?;
+        gate(app, session, Operation::MANAGE_IDENTITIES, async || {
+            Ok((
+                PendingOperation::AddIdentity {
+                    identity: req.clone(),
+                },
+                format!(
+                    "Add identity '{name}' with role {} (its one-time password goes to the requester)",
+                    role.as_str()
+                ),
+            ))
+        })
+        .await?;
         Ok(app.keyhold.create_identity(session, name, role).await?)
     })
     .await?;
@@ -43,6 +56,15 @@ pub async fn add(
 pub async fn delete(app: &AppState, session: &Session, name: &str) -> ApiResult<()> {
     audited(app, session, Action::DeleteIdentity(name), async {
         let parsed = IdentityName::parse(name)?;
+        gate(app, session, Operation::MANAGE_IDENTITIES, async || {
+            Ok((
+                PendingOperation::DeleteIdentity {
+                    name: parsed.to_string(),
+                },
+                format!("Delete identity '{parsed}'"),
+            ))
+        })
+        .await?;
         Ok(app.keyhold.delete_identity(session, &parsed).await?)
     })
     .await

@@ -5,10 +5,11 @@
 use keyhold_api as api;
 use keyhold_core::InvalidInput;
 use keyhold_core::action::{Action, printable};
-use keyhold_core::identity::Session;
+use keyhold_core::identity::{Operation, Session};
 use keyhold_core::job::SyncOptions;
 use keyhold_core::names::GroupName;
 
+use super::approvals::{PendingOperation, gate};
 use super::audited;
 use crate::ApiResult;
 use crate::app::AppState;
@@ -47,6 +48,15 @@ pub async fn show(app: &AppState, session: &Session, id: &str) -> ApiResult<api:
 pub async fn rotate(app: &AppState, session: &Session, group: &str) -> ApiResult<api::JobView> {
     let job = audited(app, session, Action::RotateGroup(group), async {
         let group = GroupName::parse(group)?;
+        gate(app, session, Operation::ROTATE_GROUP, async || {
+            Ok((
+                PendingOperation::RotateGroup {
+                    group: group.to_string(),
+                },
+                format!("Force Rotate key group '{group}': a new key version and KMS key"),
+            ))
+        })
+        .await?;
         Ok(app.keyhold.start_rotation(session, &group).await?)
     })
     .await?;
@@ -62,9 +72,30 @@ pub async fn synchronize(
     req: &api::SyncRequest,
 ) -> ApiResult<api::JobView> {
     let job = audited(app, session, Action::SynchronizeKey(key), async {
+        let options = sync_options(req);
+        if options.delete_material {
+            gate(app, session, Operation::DELETE_KEY_MATERIAL, async || {
+                Ok((
+                    PendingOperation::SynchronizeKey {
+                        key: key.to_owned(),
+                        options: req.clone(),
+                    },
+                    format!(
+                        "Synchronize key {}, deleting its key material in KMS{}",
+                        printable(key),
+                        if options.import_material {
+                            " and importing it again"
+                        } else {
+                            ""
+                        }
+                    ),
+                ))
+            })
+            .await?;
+        }
         Ok(app
             .keyhold
-            .start_synchronization(session, key, sync_options(req))
+            .start_synchronization(session, key, options)
             .await?)
     })
     .await?;

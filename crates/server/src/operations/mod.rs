@@ -11,6 +11,7 @@
 //! - Operations answer with views (what the API shows and the UI draws) or
 //!   nothing; status codes and pages are the edges' business.
 
+pub mod approvals;
 pub mod audit;
 pub mod configuration;
 pub mod credentials;
@@ -26,6 +27,7 @@ use keyhold_core::identity::Session;
 
 use crate::ApiResult;
 use crate::app::AppState;
+use crate::http::errors::ApiError;
 
 /// Runs an operation, auditing its failure first when it is refused or
 /// fails: every failed action leaves an entry, written in one place.
@@ -36,7 +38,9 @@ async fn audited<T>(
     operation: impl Future<Output = ApiResult<T>>,
 ) -> ApiResult<T> {
     let result = operation.await;
-    if let Err(error) = &result {
+    if let Err(error) = &result
+        && !matches!(error, ApiError::AwaitingApproval(_))
+    {
         // An entry the store refuses goes to the server log and metrics.
         app.keyhold
             .audit_failure(&session.users(), action, &error.public_message())

@@ -199,7 +199,7 @@ pub async fn page(
             }
         }
     };
-    layout::page(&ui.session, &ui.csrf, Nav::Audit, TITLE, None, body).into_response()
+    layout::page(&ui, Nav::Audit, TITLE, None, body).into_response()
 }
 
 /// The newest signed checkpoint, the key that verifies it, and a button to

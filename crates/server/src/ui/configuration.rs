@@ -1,5 +1,7 @@
 //! *Administration → Configuration*: the runtime settings (dual control,
-//! lockout, session lifetime), changed under dual control through the API.
+//! lockout, session lifetime), changed under dual control through the API,
+//! and the approval policies (dual control or a quorum, per class of
+//! sensitive operation).
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,8 @@ use super::layout::{self, Nav, csrf_field};
 use super::session::UiSession;
 use super::{Done, failure, see_other};
 use crate::app::AppState;
-use crate::operations::configuration;
+use crate::operations::{approvals, configuration};
+use keyhold_core::approval::{MAX_APPROVALS, MAX_EXPIRY_HOURS};
 
 const TITLE: &str = "Configuration";
 
@@ -64,7 +67,119 @@ fn number_field(id: &str, label: &str, value: u32, min: u32, max: u32) -> Markup
     }
 }
 
-fn body(ui: &UiSession, settings: &api::SettingsView) -> Markup {
+/// The class the policies form does not set: it is always held to the
+/// strictest of the others.
+const POLICIES_CLASS: &str = "change_approval_policies";
+
+/// The approval policies form as sent: per class `policy.<class>`
+/// (`dual_control` or `quorum`), `approvals.<class>`, `role.<class>` and
+/// `hours.<class>`.
+fn policies_request(
+    fields: &[(String, String)],
+) -> Result<api::ApprovalPoliciesRequest, keyhold_core::InvalidInput> {
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.trim())
+    };
+    let mut quorums = std::collections::BTreeMap::new();
+    for (key, value) in fields {
+        let Some(class) = key.strip_prefix("policy.") else {
+            continue;
+        };
+        if value != "quorum" {
+            continue;
+        }
+        let approvals = field(&format!("approvals.{class}")).parse().map_err(|_| {
+            keyhold_core::InvalidInput::new(
+                "approvals",
+                format!(
+                    "the approvals for {class} must be a whole number from 1 to {MAX_APPROVALS}"
+                ),
+            )
+        })?;
+        let expires_after_hours = field(&format!("hours.{class}")).parse().map_err(|_| {
+            keyhold_core::InvalidInput::new(
+                "expires_after_hours",
+                format!("the expiry for {class} must be a whole number of hours from 1 to {MAX_EXPIRY_HOURS}"),
+            )
+        })?;
+        quorums.insert(
+            class.to_owned(),
+            api::QuorumRequest {
+                approvals,
+                role: field(&format!("role.{class}")).to_owned(),
+                expires_after_hours,
+            },
+        );
+    }
+    Ok(api::ApprovalPoliciesRequest { quorums })
+}
+
+fn policies_section(ui: &UiSession, policies: &[api::PolicyView]) -> Markup {
+    html! {
+        section.card #approval-policies aria-labelledby="approval-policies-title" {
+            h2 #approval-policies-title { "Approval policies" }
+            p.hint {
+                "Each class of sensitive operation needs either dual control (two officers in one session) "
+                "or a quorum: the operation is stored as a request, and runs when enough officers of a role approve it, each from their own session. "
+                "Changing these policies is itself held to the strictest of them."
+            }
+            div.table-wrap {
+                table.data #approval-policies-table {
+                    caption { "Policy in force for each class" }
+                    thead { tr { th scope="col" { "Operation class" } th scope="col" { "Policy" } } }
+                    tbody {
+                        @for policy in policies {
+                            tr data-class=(policy.class) {
+                                td { (policy.label) " " code { (policy.class) } }
+                                td.policy { (policy.description) }
+                            }
+                        }
+                    }
+                }
+            }
+            form #approval-policies-form method="post" action="/ui/configuration/approval-policies" {
+                (csrf_field(&ui.csrf))
+                @for policy in policies.iter().filter(|p| p.class != POLICIES_CLASS) {
+                    @let id = |what: &str| format!("policy-{what}-{}", policy.class);
+                    fieldset.policy data-class=(policy.class) {
+                        legend { (policy.label) }
+                        div.field {
+                            label for=(id("kind")) { "Policy" }
+                            select #(id("kind")) name=(format!("policy.{}", policy.class)) {
+                                option value="dual_control" selected[policy.policy != "quorum"] { "Dual control" }
+                                option value="quorum" selected[policy.policy == "quorum"] { "Quorum of approvals" }
+                            }
+                        }
+                        div.field {
+                            label for=(id("approvals")) { "Approvals (quorum)" }
+                            input #(id("approvals")) type="number" min="1" max=(MAX_APPROVALS)
+                                name=(format!("approvals.{}", policy.class)) value=(policy.approvals.unwrap_or(2));
+                        }
+                        div.field {
+                            label for=(id("role")) { "Approvers' role (quorum)" }
+                            @let role = policy.role.as_deref().unwrap_or("administrator");
+                            select #(id("role")) name=(format!("role.{}", policy.class)) {
+                                option value="administrator" selected[role == "administrator"] { "Administrator" }
+                                option value="key_officer" selected[role == "key_officer"] { "Key officer" }
+                            }
+                        }
+                        div.field {
+                            label for=(id("hours")) { "Expires after (hours, quorum)" }
+                            input #(id("hours")) type="number" min="1" max=(MAX_EXPIRY_HOURS)
+                                name=(format!("hours.{}", policy.class)) value=(policy.expires_after_hours.unwrap_or(24));
+                        }
+                    }
+                }
+                p.actions { button type="submit" #save-approval-policies { "Save approval policies" } }
+            }
+        }
+    }
+}
+
+fn body(ui: &UiSession, settings: &api::SettingsView, policies: &[api::PolicyView]) -> Markup {
     html! {
         form.card #configuration-form method="post" action="/ui/configuration" {
             (csrf_field(&ui.csrf))
@@ -80,7 +195,7 @@ fn body(ui: &UiSession, settings: &api::SettingsView) -> Markup {
             (number_field("lockout_minutes", "Lockout duration (minutes)", settings.lockout_minutes, 1, 1440))
             (number_field("session_idle_minutes", "Session idle timeout (minutes)", settings.session_idle_minutes, 1, 1440))
             (number_field("session_max_hours", "Session maximum lifetime (hours)", settings.session_max_hours, 1, 168))
-            (layout::needs(&ui.session, Operation::CHANGE_CONFIGURATION, settings.dual_control))
+            (layout::needs(ui, Operation::CHANGE_CONFIGURATION, settings.dual_control))
             p.actions { button type="submit" #save-configuration { "Save configuration" } }
         }
         section.card #hsm-protected-key-options aria-labelledby="hsm-options" {
@@ -128,6 +243,7 @@ fn body(ui: &UiSession, settings: &api::SettingsView) -> Markup {
                 }
             }
         }
+        (policies_section(ui, policies))
     }
 }
 
@@ -136,14 +252,19 @@ pub async fn page(
     ui: UiSession,
     Query(done): Query<Done>,
 ) -> Response {
-    match configuration::show(&app, &ui.session).await {
-        Ok(settings) => layout::page(
-            &ui.session,
-            &ui.csrf,
+    let shown = match configuration::show(&app, &ui.session).await {
+        Ok(settings) => approvals::policies(&app, &ui.session)
+            .await
+            .map(|policies| (settings, policies)),
+        Err(e) => Err(e),
+    };
+    match shown {
+        Ok((settings, policies)) => layout::page(
+            &ui,
             Nav::Configuration,
             TITLE,
             done.notice().as_ref(),
-            body(&ui, &settings),
+            body(&ui, &settings, &policies),
         )
         .into_response(),
         Err(e) => failure(&ui, Nav::Configuration, TITLE, e, html! {}),
@@ -162,12 +283,83 @@ pub async fn change(
     match result {
         Ok(_) => see_other("/ui/configuration?done=configuration"),
         Err(error) => {
-            let current = configuration::show(&app, &ui.session).await;
-            let shown = match current {
-                Ok(settings) => body(&ui, &settings),
-                Err(_) => html! {},
-            };
+            let shown = current(&app, &ui).await;
             failure(&ui, Nav::Configuration, TITLE, error, shown)
         }
+    }
+}
+
+/// The screen's body as it is now, for a refused change (empty when it
+/// cannot be read).
+async fn current(app: &AppState, ui: &UiSession) -> Markup {
+    let settings = configuration::show(app, &ui.session).await;
+    let policies = approvals::policies(app, &ui.session).await;
+    match (settings, policies) {
+        (Ok(settings), Ok(policies)) => body(ui, &settings, &policies),
+        _ => html! {},
+    }
+}
+
+/// Replaces the approval policies with the form's whole set; under a quorum
+/// the change itself becomes a request (see `super::sent_for_approval`).
+pub async fn change_policies(
+    State(app): State<AppState>,
+    ui: UiSession,
+    axum::Form(fields): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let result = match policies_request(&fields) {
+        Ok(request) => approvals::change_policies(&app, &ui.session, &request).await,
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(_) => see_other("/ui/configuration?done=approval_policies#approval-policies"),
+        Err(error) => {
+            let shown = current(&app, &ui).await;
+            failure(&ui, Nav::Configuration, TITLE, error, shown)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_policies_form_names_only_its_quorums() {
+        let request = policies_request(&fields(&[
+            ("csrf", "t"),
+            ("policy.delete_group", "quorum"),
+            ("approvals.delete_group", "2"),
+            ("role.delete_group", "key_officer"),
+            ("hours.delete_group", " 48 "),
+            ("policy.add_group", "dual_control"),
+            ("approvals.add_group", "3"),
+            ("role.add_group", "administrator"),
+            ("hours.add_group", "24"),
+        ]))
+        .unwrap();
+        assert_eq!(request.quorums.len(), 1);
+        let quorum = &request.quorums["delete_group"];
+        assert_eq!(quorum.approvals, 2);
+        assert_eq!(quorum.role, "key_officer");
+        assert_eq!(quorum.expires_after_hours, 48);
+    }
+
+    #[test]
+    fn a_quorum_without_a_number_is_refused() {
+        let refused = policies_request(&fields(&[
+            ("policy.delete_key", "quorum"),
+            ("approvals.delete_key", "two"),
+            ("role.delete_key", "administrator"),
+            ("hours.delete_key", "24"),
+        ]));
+        assert!(refused.is_err());
     }
 }

@@ -60,7 +60,7 @@ fn body(ui: &UiSession, credentials: &[api::CredentialView], name: &str, endpoin
         }
         section.card aria-labelledby="add-credential" {
             h2 #add-credential { "Add a cloud credential" }
-            (layout::needs(&ui.session, Operation::ADD_CREDENTIAL, true))
+            (layout::needs(ui, Operation::ADD_CREDENTIAL, true))
             form #credential-form method="post" action="/ui/credentials" data-csv-form {
                 (csrf_field(&ui.csrf))
                 div.field {
@@ -98,8 +98,7 @@ pub async fn page(
 ) -> Response {
     match credentials::list(&app, &ui.session).await {
         Ok(list) => layout::page(
-            &ui.session,
-            &ui.csrf,
+            &ui,
             Nav::Credentials,
             TITLE,
             done.notice().as_ref(),
@@ -140,6 +139,9 @@ pub async fn import(
             encode(&view.name)
         )),
         Err(error) => {
+            if let Some(sent) = super::sent_for_approval(&error) {
+                return sent;
+            }
             let list = credentials::list(&app, &ui.session)
                 .await
                 .unwrap_or_default();
@@ -160,9 +162,7 @@ pub async fn confirm_delete(
     Path(name): Path<String>,
 ) -> Response {
     match credentials::show(&app, &ui.session, &name).await {
-        Ok(c) => layout::page(
-            &ui.session,
-            &ui.csrf,
+        Ok(c) => layout::page(&ui,
             Nav::Credentials,
             &format!("Delete cloud credential {}?", c.name),
             None,
@@ -196,6 +196,9 @@ pub async fn delete(
             encode(&name)
         )),
         Err(error) => {
+            if let Some(sent) = super::sent_for_approval(&error) {
+                return sent;
+            }
             let list = credentials::list(&app, &ui.session)
                 .await
                 .unwrap_or_default();
@@ -208,8 +211,7 @@ pub async fn delete(
                     status
                 },
                 layout::page(
-                    &ui.session,
-                    &ui.csrf,
+                    &ui,
                     Nav::Credentials,
                     TITLE,
                     Some(&notice),

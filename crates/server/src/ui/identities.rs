@@ -55,15 +55,7 @@ pub async fn page(
             ": its one-time password is shown once, there, and never in this UI."
         }
     };
-    layout::page(
-        &ui.session,
-        &ui.csrf,
-        Nav::Identities,
-        TITLE,
-        done.notice().as_ref(),
-        body,
-    )
-    .into_response()
+    layout::page(&ui, Nav::Identities, TITLE, done.notice().as_ref(), body).into_response()
 }
 
 pub async fn confirm_delete(
@@ -77,7 +69,7 @@ pub async fn confirm_delete(
     };
     let body = html! {
         p #delete-what { "This deletes the identity " strong { (name) } ": it can no longer log in." }
-        (layout::needs(&ui.session, Operation::MANAGE_IDENTITIES, dual_control))
+        (layout::needs(&ui, Operation::MANAGE_IDENTITIES, dual_control))
         form method="post" action=(format!("/ui/identities/{}/delete", encode(&name))) {
             (csrf_field(&ui.csrf))
             p.actions {
@@ -87,8 +79,7 @@ pub async fn confirm_delete(
         }
     };
     layout::page(
-        &ui.session,
-        &ui.csrf,
+        &ui,
         Nav::Identities,
         &format!("Delete identity {name}?"),
         None,

@@ -79,15 +79,7 @@ pub async fn page(
             }
         }
     };
-    layout::page(
-        &ui.session,
-        &ui.csrf,
-        Nav::Jobs,
-        "Jobs",
-        done.notice().as_ref(),
-        body,
-    )
-    .into_response()
+    layout::page(&ui, Nav::Jobs, "Jobs", done.notice().as_ref(), body).into_response()
 }
 
 /// The list as JSON, for the page's script (cookie session, same views as
@@ -156,7 +148,7 @@ pub async fn detail(
             }
         }
     };
-    layout::page(&ui.session, &ui.csrf, Nav::Jobs, &job.title, None, body).into_response()
+    layout::page(&ui, Nav::Jobs, &job.title, None, body).into_response()
 }
 
 /// Whether a job in `status` can be retried: the core's rule, which the

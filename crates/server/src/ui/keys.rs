@@ -110,14 +110,7 @@ async fn screen(
     };
     (
         status,
-        layout::page(
-            &ui.session,
-            &ui.csrf,
-            Nav::Keys,
-            TITLE,
-            notice.as_ref(),
-            body,
-        ),
+        layout::page(ui, Nav::Keys, TITLE, notice.as_ref(), body),
     )
         .into_response()
 }
@@ -141,7 +134,7 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
             a.button #add-group href="/ui/keys/groups/new" { "Add key group" }
             span.hint { "Right-click a row, or use its Actions button, for the Cloud menu." }
         }
-        (layout::needs(&ui.session, Operation::ADD_GROUP, listing.dual_control))
+        (layout::needs(ui, Operation::ADD_GROUP, listing.dual_control))
         @if listing.truncated {
             p.notice #keys-truncated {
                 "Showing the first " (KeyPage::MAX_LIMIT) " keys by group name. "
@@ -521,9 +514,9 @@ fn group_dialog(
         @if editing {
             // Harmless fields need one officer; where material goes and who
             // may use the key (the AWS properties, the credential) need two.
-            (layout::needs(&ui.session, Operation::CHANGE_GROUP_CUSTODY, listing.dual_control))
+            (layout::needs(ui, Operation::CHANGE_GROUP_CUSTODY, listing.dual_control))
         } @else {
-            (layout::needs(&ui.session, Operation::ADD_GROUP, listing.dual_control))
+            (layout::needs(ui, Operation::ADD_GROUP, listing.dual_control))
         }
         form #group-form method="post" action=(action) {
             (csrf_field(&ui.csrf))
@@ -678,6 +671,9 @@ async fn reopen(
     if matches!(error, ApiError::Core(CoreError::Unauthenticated(_))) {
         return super::session::to_login(true);
     }
+    if let Some(sent) = super::sent_for_approval(&error) {
+        return sent;
+    }
     let status = error.status_and_code().0;
     let notice = Notice::Failed(error.public_message());
     screen(app, ui, Some(notice), |l| Some(dialog(l, &error)), status).await
@@ -715,6 +711,9 @@ pub async fn edit_group(
 async fn screen_failure(app: &AppState, ui: &UiSession, error: ApiError) -> Response {
     if matches!(error, ApiError::Core(CoreError::Unauthenticated(_))) {
         return super::session::to_login(true);
+    }
+    if let Some(sent) = super::sent_for_approval(&error) {
+        return sent;
     }
     let status = error.status_and_code().0;
     screen(
@@ -793,7 +792,7 @@ fn rotate_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> D
             @if group.disable_after_rotate { "; the key it replaces is then disabled in AWS" }
             "."
         }
-        (layout::needs(&ui.session, Operation::ROTATE_GROUP, listing.dual_control))
+        (layout::needs(ui, Operation::ROTATE_GROUP, listing.dual_control))
         form method="post" action=(format!("/ui/keys/groups/{}/rotate", encode(&group.name))) {
             (csrf_field(&ui.csrf))
             p.actions {
@@ -849,7 +848,7 @@ fn delete_group_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView
             }
             ul { @for key in &keys { li { code { (key.name) } " (version " (key.version) ")" } } }
         }
-        (layout::needs(&ui.session, Operation::DELETE_GROUP, listing.dual_control))
+        (layout::needs(ui, Operation::DELETE_GROUP, listing.dual_control))
         form method="post" action=(format!("/ui/keys/groups/{}/delete", encode(&group.name))) {
             (csrf_field(&ui.csrf))
             p.actions {
@@ -905,7 +904,7 @@ pub async fn confirm_delete_key(
                     ", version " (key.version) ", check digits " code { (key.check_digits) }
                     ") from keyhold, and its material from the keystore. The KMS key in AWS stays as it is."
                 }
-                (layout::needs(&ui.session, Operation::DELETE_KEY, listing.dual_control))
+                (layout::needs(&ui, Operation::DELETE_KEY, listing.dual_control))
                 form method="post" action=(format!("/ui/keys/{}/delete", encode(&key.name))) {
                     (csrf_field(&ui.csrf))
                     p.actions {
@@ -978,7 +977,7 @@ pub async fn sync_dialog(
                         }
                         p.hint { "Deletes the imported material from AWS: the KMS key becomes pending import." }
                     }
-                    (layout::needs(&ui.session, Operation::DELETE_KEY_MATERIAL, listing.dual_control))
+                    (layout::needs(&ui, Operation::DELETE_KEY_MATERIAL, listing.dual_control))
                     p.actions {
                         button type="submit" #start-sync { "Synchronize" }
                         a.button.secondary href="/ui/keys" { "Cancel" }

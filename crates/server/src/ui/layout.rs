@@ -4,6 +4,8 @@
 use keyhold_core::identity::{Operation, Session};
 use maud::{DOCTYPE, Markup, html};
 
+use super::session::UiSession;
+
 /// The screens, as the navigation groups them.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
@@ -12,6 +14,7 @@ pub enum Nav {
     Keys,
     Jobs,
     Audit,
+    Approvals,
     Configuration,
 }
 
@@ -36,7 +39,10 @@ const NAVIGATION: [(&str, &[Entry]); 4] = [
     ),
     (
         "Administration",
-        &[(Nav::Configuration, "Configuration", "/ui/configuration")],
+        &[
+            (Nav::Approvals, "Approvals", "/ui/approvals"),
+            (Nav::Configuration, "Configuration", "/ui/configuration"),
+        ],
     ),
 ];
 
@@ -108,10 +114,28 @@ fn session_header(session: &Session, csrf: &str) -> Markup {
     }
 }
 
+/// What the navigation says of the approval requests waiting for the
+/// session: `Approvals (2)`, named for screen readers as the sentence.
+fn nav_label(nav: Nav, label: &str, awaiting_you: Option<usize>) -> (String, Option<String>) {
+    match (nav, awaiting_you) {
+        (Nav::Approvals, Some(count)) if count > 0 => {
+            let sentence = if count == 1 {
+                "1 request waits for your approval".to_owned()
+            } else {
+                format!("{count} requests wait for your approval")
+            };
+            (
+                format!("{label} ({count})"),
+                Some(format!("{label} ({count}): {sentence}")),
+            )
+        }
+        _ => (label.to_owned(), None),
+    }
+}
+
 /// A page of a logged-in session.
 pub fn page(
-    session: &Session,
-    csrf: &str,
+    ui: &UiSession,
     current: Nav,
     title: &str,
     flash: Option<&Notice>,
@@ -121,7 +145,7 @@ pub fn page(
         title,
         html! {
             a.skip href="#main" { "Skip to content" }
-            (session_header(session, csrf))
+            (session_header(&ui.session, &ui.csrf))
             div.shell {
                 nav.side aria-label="Main" {
                     @for (section, items) in NAVIGATION {
@@ -129,11 +153,12 @@ pub fn page(
                         h2 { (section) }
                         ul {
                             @for (nav, label, href) in items {
+                                @let (text, name) = nav_label(*nav, label, ui.awaiting_you);
                                 li {
                                     @if *nav == current {
-                                        a href=(href) aria-current="page" { (label) }
+                                        a href=(href) aria-current="page" aria-label=[name] { (text) }
                                     } @else {
-                                        a href=(href) { (label) }
+                                        a href=(href) aria-label=[name] { (text) }
                                     }
                                 }
                             }
@@ -153,7 +178,24 @@ pub fn page(
 
 /// Says before an action is attempted whether the session can do it: a
 /// preview only, the core decides again when the action is sent.
-pub fn needs(session: &Session, op: Operation, dual_control_on: bool) -> Markup {
+pub fn needs(ui: &UiSession, op: Operation, dual_control_on: bool) -> Markup {
+    let session = &ui.session;
+    if let Some(class) = op.class
+        && let keyhold_core::approval::Policy::Quorum(quorum) =
+            ui.approval_policies.for_class(class)
+        && session.authorize(op, false).is_ok()
+    {
+        return html! {
+            p.hint.quorum role="note" data-approval="required" {
+                strong { "Sent for approval. " }
+                "A policy holds " (op.label) " to a quorum: it runs once "
+                (quorum.approvals) " " (quorum.role.as_str().replace('_', " "))
+                (if quorum.approvals == 1 { "" } else { "s" })
+                " other than you approve it from their own sessions, within "
+                (quorum.expires_after_hours) " hours."
+            }
+        };
+    }
     match session.authorize(op, dual_control_on) {
         Ok(()) if op.dual_control && dual_control_on => html! {
             p.hint.dual { "Dual control: " (op.label) " needs two identities; this session has them." }
@@ -188,6 +230,30 @@ fn readable_time(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{Nav, nav_label};
+
+    #[test]
+    fn the_approvals_entry_counts_what_waits_for_the_session() {
+        assert_eq!(
+            nav_label(Nav::Approvals, "Approvals", Some(2)),
+            (
+                "Approvals (2)".to_owned(),
+                Some("Approvals (2): 2 requests wait for your approval".to_owned())
+            )
+        );
+        assert_eq!(
+            nav_label(Nav::Approvals, "Approvals", Some(1)).1.as_deref(),
+            Some("Approvals (1): 1 request waits for your approval")
+        );
+        assert_eq!(
+            nav_label(Nav::Approvals, "Approvals", Some(0)),
+            ("Approvals".to_owned(), None)
+        );
+        assert_eq!(
+            nav_label(Nav::Keys, "Keys", Some(3)),
+            ("Keys".to_owned(), None)
+        );
+    }
     #[test]
     fn times_read_as_utc_to_the_second() {
         assert_eq!(

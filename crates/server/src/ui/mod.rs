@@ -6,8 +6,11 @@
 //! browser's session, so authorization, dual control, validation and the
 //! auditing of failures are exactly the API's: the UI enforces no rule of
 //! its own and only renders. It says in advance when an action will need a
-//! second officer. Its routes are in `crate::routes`.
+//! second officer. An action a quorum policy holds is not a failure: every
+//! screen's error path sends the officer to the approval request it became
+//! ([`sent_for_approval`]). Its routes are in `crate::routes`.
 
+pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod configuration;
 pub(crate) mod credentials;
@@ -88,13 +91,25 @@ fn failure(
     if matches!(error, ApiError::Core(CoreError::Unauthenticated(_))) {
         return session::to_login(true);
     }
+    if let Some(sent) = sent_for_approval(&error) {
+        return sent;
+    }
     let status = error.status_and_code().0;
     let notice = Notice::Failed(error.public_message());
-    (
-        status,
-        layout::page(&ui.session, &ui.csrf, nav, title, Some(&notice), body),
-    )
-        .into_response()
+    (status, layout::page(ui, nav, title, Some(&notice), body)).into_response()
+}
+
+/// An action a quorum policy holds did not fail: keyhold stored it as an
+/// approval request, so the officer is sent to that request's page, which
+/// says what it waits for. Every screen's error path asks this first.
+fn sent_for_approval(error: &ApiError) -> Option<Response> {
+    match error {
+        ApiError::AwaitingApproval(view) => Some(see_other(&format!(
+            "/ui/approvals/{}?done=sent",
+            encode(&view.id)
+        ))),
+        _ => None,
+    }
 }
 
 /// A redirect after a successful POST (so reloading does not repeat it).
@@ -136,6 +151,7 @@ impl Done {
             "credential_deleted" => format!("Deleted cloud credential {name}."),
             "identity_deleted" => format!("Deleted identity {name}."),
             "configuration" => "Configuration saved.".to_owned(),
+            "approval_policies" => "Approval policies saved.".to_owned(),
             "joined" => format!("{name} joined this session."),
             "job" => format!("Started job {name}: its progress shows below."),
             _ => return None,

@@ -162,6 +162,14 @@ pub struct UiSession {
     pub session: Session,
     /// The token this session's forms carry.
     pub csrf: String,
+    /// How many pending approval requests this session may answer, for the
+    /// navigation's badge (`None` when it could not be counted, or for a
+    /// page's own refreshes, which draw no navigation).
+    pub awaiting_you: Option<usize>,
+    /// The approval policies in force, so that a form says when its
+    /// operation will be sent for approval rather than run (defaults for a
+    /// page's own refreshes, which draw no forms).
+    pub approval_policies: keyhold_core::approval::ApprovalPolicies,
 }
 
 /// Where a request without a live session goes.
@@ -212,10 +220,26 @@ async fn resolve(parts: &Parts, app: &AppState, activity: Activity) -> Result<Ui
         return Err(to_login(false));
     };
     match app.keyhold.session_for(&token, activity).await {
-        Ok(session) => Ok(UiSession {
-            session,
-            csrf: csrf_token(&token),
-        }),
+        Ok(session) => {
+            let (awaiting_you, approval_policies) = match activity {
+                Activity::Officer => (
+                    awaiting_you(app, &session).await,
+                    app.keyhold
+                        .store()
+                        .get_settings()
+                        .await
+                        .map(|s| s.approval_policies)
+                        .unwrap_or_default(),
+                ),
+                Activity::Refresh => (None, Default::default()),
+            };
+            Ok(UiSession {
+                session,
+                csrf: csrf_token(&token),
+                awaiting_you,
+                approval_policies,
+            })
+        }
         Err(e @ CoreError::Unauthenticated(_)) => {
             crate::http::audit_refused_session(app, parts, &e).await;
             Err(to_login(true))
@@ -227,6 +251,22 @@ async fn resolve(parts: &Parts, app: &AppState, activity: Activity) -> Result<Ui
                 "keyhold is unavailable",
                 &error.public_message(),
             ))
+        }
+    }
+}
+
+/// Most pending requests the badge counts; more read as this many.
+const AWAITING_COUNTED: u32 = 200;
+
+/// The pending requests `session` may answer now, by the same rule the
+/// request pages and the API apply (`you_may_answer`).
+async fn awaiting_you(app: &AppState, session: &Session) -> Option<usize> {
+    match crate::operations::approvals::list(app, session, Some("pending"), AWAITING_COUNTED).await
+    {
+        Ok(list) => Some(list.iter().filter(|r| r.you_may_answer).count()),
+        Err(error) => {
+            tracing::debug!(%error, "cannot count the approval requests waiting for this session");
+            None
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond;
 //! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`.
 
+mod approvals;
 mod audit;
 mod cluster;
 mod credentials;
@@ -25,6 +26,7 @@ mod streams;
 
 use async_trait::async_trait;
 use keyhold_core::StoreError;
+use keyhold_core::approval::{ApprovalRequest, ApprovalStatus, Vote};
 use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use keyhold_core::clock::Timestamp;
 use keyhold_core::cloud::aws::KmsKeyId;
@@ -148,6 +150,25 @@ impl SqlBackend {
         let grew = matches!(outcome, Ok(true));
         self.health.note(outcome, grew)
     }
+
+    /// [`Self::audited_if`] for a change that says what it did: audited
+    /// when it took place (`Some`); when its condition did not hold (`None`)
+    /// nothing is written, not even the entry.
+    async fn audited_some<T>(
+        &self,
+        audit: &AuditRecord,
+        change: impl AsyncFnOnce(&mut Conn) -> Result<Option<T>, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let outcome: Result<Option<T>, StoreError> = async {
+            let mut w = self.begin().await?;
+            let result = change(&mut w.tx).await;
+            let audit = matches!(result, Ok(Some(_))).then_some(audit);
+            w.finish(result, audit).await
+        }
+        .await;
+        let grew = matches!(outcome, Ok(Some(_)));
+        self.health.note(outcome, grew)
+    }
 }
 
 /// A write transaction. Dropping it without [`WriteTx::finish`] rolls back.
@@ -161,16 +182,27 @@ struct WriteTx<'a> {
 
 impl WriteTx<'_> {
     /// Commits the change with its audit entry when both succeed; otherwise
-    /// rolls everything back and returns the first error.
+    /// rolls everything back and returns the first error. An entry that
+    /// executes an approved request ([`AuditRecord::executes`]) first marks
+    /// the request executed, only while it is still approved: otherwise
+    /// [`StoreError::ApprovalSpent`], and the change is rolled back with it,
+    /// so an approved request runs once however many writes race to run it.
     async fn finish<T>(
         mut self,
         result: Result<T, StoreError>,
         audit: Option<&AuditRecord>,
     ) -> Result<T, StoreError> {
         let outcome = match (result, audit) {
-            (Ok(value), Some(record)) => audit::append(&mut self.tx, record, self.audit_mac)
-                .await
-                .map(|()| value),
+            (Ok(value), Some(record)) => {
+                let sealed = async {
+                    if let Some(execution) = &record.executes {
+                        approvals::spend(&mut self.tx, execution, record).await?;
+                    }
+                    audit::append(&mut self.tx, record, self.audit_mac).await
+                }
+                .await;
+                sealed.map(|()| value)
+            }
             (other, _) => other,
         };
         match outcome {
@@ -428,6 +460,60 @@ impl Store for SqlBackend {
 
     async fn delete_key(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError> {
         self.audited(Some(audit), async |c| keys::delete(c, id).await)
+            .await
+    }
+
+    async fn insert_approval(
+        &self,
+        request: &ApprovalRequest,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| approvals::insert(c, request).await)
+            .await
+    }
+
+    async fn get_approval(&self, id: uuid::Uuid) -> Result<Option<ApprovalRequest>, StoreError> {
+        approvals::get(&self.pool, id).await
+    }
+
+    async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRequest>, StoreError> {
+        approvals::list(&self.pool, status, limit).await
+    }
+
+    async fn vote_approval(
+        &self,
+        id: uuid::Uuid,
+        vote: &Vote,
+        audit: &AuditRecord,
+    ) -> Result<Option<ApprovalStatus>, StoreError> {
+        self.audited_some(audit, async |c| approvals::vote(c, id, vote).await)
+            .await
+    }
+
+    async fn close_approval(
+        &self,
+        id: uuid::Uuid,
+        from: ApprovalStatus,
+        to: ApprovalStatus,
+        outcome: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| {
+            approvals::close(c, id, from, to, outcome, &audit.time).await
+        })
+        .await
+    }
+
+    async fn take_approval_result(
+        &self,
+        id: uuid::Uuid,
+        audit: &AuditRecord,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.audited_some(audit, async |c| approvals::take_result(c, id).await)
             .await
     }
 

@@ -158,12 +158,14 @@ async fn sessions_round_trip_and_end_with_their_identities() {
         identities: vec![who("Admin1", Role::Administrator)],
         created_at: at(10),
         last_seen: at(10),
+        grant: None,
     };
     let other = Session {
         id: "b".repeat(64),
         identities: vec![who("Officer", Role::KeyOfficer)],
         created_at: at(11),
         last_seen: at(11),
+        grant: None,
     };
     s.insert_session(&one, &record("Logged in 'Admin1' using Password."))
         .await

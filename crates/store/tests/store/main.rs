@@ -7,6 +7,7 @@
 // here fail a test the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod approvals;
 mod audit;
 mod common;
 mod credentials;

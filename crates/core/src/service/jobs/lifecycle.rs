@@ -28,7 +28,13 @@ impl Keyhold {
     /// Force Rotate: queues a "Rotate HSM protected keys" job for the group.
     pub async fn start_rotation(&self, session: &Session, group: &GroupName) -> CoreResult<Job> {
         self.authorize(session, Operation::ROTATE_GROUP).await?;
-        self.queue_rotation(&Initiator::Officers(session.users()), group)
+        let group = self.find_group(group).await?;
+        let initiator = Initiator::Officers(session.users());
+        let record = self.record_for(
+            session,
+            Action::RotateGroup(group.name.as_str()).succeeded(),
+        );
+        self.insert_rotation_recorded(&initiator, &group, None, record)
             .await
     }
 
@@ -50,6 +56,24 @@ impl Keyhold {
         group: &KeyGroup,
         schedule: Option<Scheduled<'_>>,
     ) -> CoreResult<Job> {
+        let record = self.record(
+            initiator.users(),
+            Action::RotateGroup(group.name.as_str()).succeeded(),
+        );
+        self.insert_rotation_recorded(initiator, group, schedule, record)
+            .await
+    }
+
+    /// [`Self::insert_rotation`] with the audit record made by the caller
+    /// (one that may execute an approved request); the job's id is added to
+    /// its details.
+    async fn insert_rotation_recorded(
+        &self,
+        initiator: &Initiator,
+        group: &KeyGroup,
+        schedule: Option<Scheduled<'_>>,
+        record: crate::audit::AuditRecord,
+    ) -> CoreResult<Job> {
         self.refuse_concurrent_job(&group.name).await?;
         let job = self.new_job(
             initiator.clone(),
@@ -58,12 +82,7 @@ impl Keyhold {
             },
             JobProgress::new(Step::ROTATE.to_vec()),
         );
-        let record = self
-            .record(
-                initiator.users(),
-                Action::RotateGroup(group.name.as_str()).succeeded(),
-            )
-            .with_details(serde_json::json!({ "job": job.id }));
+        let record = record.with_details(serde_json::json!({ "job": job.id }));
         self.insert_job(&job, schedule, &record, &group.name)
             .await?;
         Ok(job)
@@ -111,8 +130,8 @@ impl Keyhold {
         };
         let job = self.new_job(Initiator::Officers(session.users()), kind, progress);
         let record = self
-            .record(
-                session.users(),
+            .record_for(
+                session,
                 Action::SynchronizeKey(kms_key_id.as_str()).succeeded(),
             )
             .with_details(serde_json::json!({

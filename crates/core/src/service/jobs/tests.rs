@@ -408,6 +408,7 @@ async fn a_failed_rotation_retried_finishes_with_the_kms_key_it_created() {
         }],
         created_at: start(),
         last_seen: start(),
+        grant: None,
     };
     w.keyhold.retry_job(&session, failed.id).await.unwrap();
     let job = w.run(&failed, &NoHooks).await.unwrap();
@@ -840,6 +841,7 @@ fn officer_session() -> crate::identity::Session {
         }],
         created_at: start(),
         last_seen: start(),
+        grant: None,
     }
 }
 
