@@ -64,6 +64,20 @@ fn quorum(approvals: u8) -> Value {
     json!({"approvals": approvals, "role": "administrator", "expires_after_hours": 24})
 }
 
+/// Force Rotate of `group` asked for by `token`'s session, which a policy
+/// holds to a quorum: the request it made.
+async fn ask_rotation(app: &TestApp, token: &str, group: &str) -> Value {
+    let (status, request) = app
+        .post(
+            &format!("/api/v1/groups/{group}/rotate"),
+            Some(token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    request
+}
+
 async fn approve(app: &TestApp, token: &str, id: &str) -> (StatusCode, Value) {
     app.post(
         &format!("/api/v1/approvals/{id}/approve"),
@@ -93,14 +107,7 @@ async fn a_quorum_runs_force_rotate_once_its_approvers_agree_from_their_own_sess
 
     // Admin1 alone asks: nothing runs, a request waits.
     let a1 = admin1(&app).await;
-    let (status, request) = app
-        .post(
-            &format!("/api/v1/groups/{group}/rotate"),
-            Some(&a1),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    let request = ask_rotation(&app, &a1, &group).await;
     assert_eq!(request["class"], "rotate_group");
     assert_eq!(request["status"], "pending");
     assert_eq!(request["approvals_remaining"], 2);
@@ -253,14 +260,7 @@ async fn sixteen_approvals_at_once_run_the_operation_once() {
     let (status, body) = set_policies(&app, &admins, json!({ "rotate_group": quorum(3) })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let a1 = admin1(&app).await;
-    let (status, request) = app
-        .post(
-            &format!("/api/v1/groups/{group}/rotate"),
-            Some(&a1),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    let request = ask_rotation(&app, &a1, &group).await;
     let id = request["id"].as_str().unwrap().to_owned();
 
     let mut tokens: Vec<String> = Vec::new();
@@ -476,6 +476,46 @@ async fn a_credential_asked_for_keeps_its_secret_sealed_until_it_runs() {
     assert_eq!(status, StatusCode::OK, "{credential}");
 }
 
+/// A `keyhold serve` process, over HTTP.
+struct Served {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Served {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn login(&self, user: &str, password: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/v1/session/login",
+                None,
+                json!({"user": user, "password": password}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
 /// Killed after the last approval committed and before the request ran, a
 /// server restarted on the same data runs it, once.
 #[tokio::test(flavor = "multi_thread")]
@@ -509,85 +549,62 @@ async fn a_crash_between_the_last_approval_and_the_run_is_resumed() {
                 .env("KEYHOLD_PAUSE_AT", "approval_approved:after")
                 .env("KEYHOLD_PAUSE_FILE", &paused);
         }
-        spawn_listening(&mut command)
+        let (child, base) = spawn_listening(&mut command);
+        let served = Served {
+            http: reqwest::Client::new(),
+            base,
+        };
+        (child, served)
     };
-    let (mut child, base) = serve(true);
-    let http = reqwest::Client::new();
-    let admins = dual_login(&http, &base, &init).await;
-    let call = |method: Method, path: String, token: String, body: Value| {
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            let resp = http
-                .request(method, format!("{base}{path}"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let (status, body) = call(
-        Method::POST,
-        "/api/v1/identities".into(),
-        admins.clone(),
-        json!({"name": "Admin3", "role": "administrator"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, _) = call(
-        Method::POST,
-        "/api/v1/password".into(),
-        admins.clone(),
-        json!({"user": "Admin3", "current_password": body["password"], "new_password": ADMINS[0].1}),
-    )
-    .await;
+    let (mut child, server) = serve(true);
+    let admins = dual_login(&server.http, &server.base, &init).await;
+    let (status, created) = server
+        .call(
+            Method::POST,
+            "/api/v1/identities",
+            Some(&admins),
+            json!({"name": "Admin3", "role": "administrator"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/api/v1/password",
+            None,
+            json!({"user": "Admin3", "current_password": created["password"], "new_password": ADMINS[0].1}),
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = call(
-        Method::PUT,
-        "/api/v1/approval-policies".into(),
-        admins.clone(),
-        json!({"quorums": {"manage_identities": quorum(1)}}),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            "/api/v1/approval-policies",
+            Some(&admins),
+            json!({"quorums": {"manage_identities": quorum(1)}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let login = |user: &'static str, password: &'static str| {
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            let body: Value = http
-                .post(format!("{base}/api/v1/session/login"))
-                .json(&json!({"user": user, "password": password}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["token"].as_str().unwrap().to_owned()
-        }
-    };
-    let a3 = login("Admin3", ADMINS[0].1).await;
-    let (status, request) = call(
-        Method::DELETE,
-        "/api/v1/identities/Admin2".into(),
-        a3,
-        json!(null),
-    )
-    .await;
+    let a3 = server.login("Admin3", ADMINS[0].1).await;
+    let (status, request) = server
+        .call(
+            Method::DELETE,
+            "/api/v1/identities/Admin2",
+            Some(&a3),
+            json!(null),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{request}");
     let id = request["id"].as_str().unwrap().to_owned();
 
     // Admin1 approves; the server stops for good before it runs it.
-    let a1 = login("Admin1", "Admin1-served-pass").await;
-    let approving = tokio::spawn(call(
-        Method::POST,
-        format!("/api/v1/approvals/{id}/approve"),
-        a1,
-        json!({}),
-    ));
+    let a1 = server.login("Admin1", "Admin1-served-pass").await;
+    let server = std::sync::Arc::new(server);
+    let approving = {
+        let server = server.clone();
+        let path = format!("/api/v1/approvals/{id}/approve");
+        tokio::spawn(async move { server.call(Method::POST, &path, Some(&a1), json!({})).await })
+    };
     for _ in 0..300 {
         if paused.exists() {
             break;
@@ -599,64 +616,43 @@ async fn a_crash_between_the_last_approval_and_the_run_is_resumed() {
     child.wait().unwrap();
     let _ = approving.await;
 
-    let (mut child, base) = serve(false);
-    let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{base}/api/v1/session/login"))
-        .json(&json!({"user": "Admin1", "password": "Admin1-served-pass"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let (mut child, server) = serve(false);
+    let token = server.login("Admin1", "Admin1-served-pass").await;
     let mut shown = Value::Null;
     for _ in 0..100 {
-        shown = http
-            .get(format!("{base}/api/v1/approvals/{id}"))
-            .bearer_auth(&token)
-            .send()
+        shown = server
+            .call(
+                Method::GET,
+                &format!("/api/v1/approvals/{id}"),
+                Some(&token),
+                json!(null),
+            )
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .1;
         if shown["status"] == "executed" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(shown["status"], "executed", "{shown:#}");
-    let identities: Value = http
-        .get(format!("{base}/api/v1/identities"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, identities) = server
+        .call(Method::GET, "/api/v1/identities", Some(&token), json!(null))
+        .await;
     let names: Vec<&str> = identities
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names.iter().filter(|n| **n == "Admin2").count(),
-        0,
-        "{names:?}"
-    );
-    let audit: Value = http
-        .get(format!("{base}/api/v1/audit?limit=1000"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert!(!names.contains(&"Admin2"), "{names:?}");
+    let (_, audit) = server
+        .call(
+            Method::GET,
+            "/api/v1/audit?limit=1000",
+            Some(&token),
+            json!(null),
+        )
+        .await;
     let deleted = audit
         .as_array()
         .unwrap()

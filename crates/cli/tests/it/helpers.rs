@@ -595,22 +595,8 @@ impl Hsm {
     /// token directory), for tests that pull it out or log in wrongly.
     pub fn fresh_token(prefix: &str) -> Self {
         let suite = Self::required();
-        let token = format!(
-            "{prefix}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        let pin = "13572468".to_owned();
-        let init = std::process::Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", &token])
-            .args(["--pin", &pin, "--so-pin", "86427531"])
-            .output()
-            .expect(
-                "softhsm2-util (Debian package softhsm2) is missing: ./scripts/test installs it",
-            );
-        assert!(
-            init.status.success(),
-            "softhsm2-util --init-token: {init:?}"
-        );
+        let token = token_label(prefix);
+        let pin = init_token(&token, None);
         Self {
             module: suite.module,
             token,
@@ -639,23 +625,8 @@ impl Hsm {
             ),
         )
         .unwrap();
-        let token = format!(
-            "{prefix}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        let pin = "13572468".to_owned();
-        let init = std::process::Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", &token])
-            .args(["--pin", &pin, "--so-pin", "86427531"])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect(
-                "softhsm2-util (Debian package softhsm2) is missing: ./scripts/test installs it",
-            );
-        assert!(
-            init.status.success(),
-            "softhsm2-util --init-token: {init:?}"
-        );
+        let token = token_label(prefix);
+        let pin = init_token(&token, Some(&conf));
         Self {
             module: suite.module,
             token,
@@ -724,6 +695,35 @@ impl Hsm {
             command.env("SOFTHSM2_CONF", conf);
         }
     }
+}
+
+/// A token label no other test uses.
+fn token_label(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Initialises a SoftHSM2 token labelled `label` (in the token directory of
+/// `conf`, the suite's without one); returns its user PIN.
+fn init_token(label: &str, conf: Option<&Path>) -> String {
+    let pin = "13572468".to_owned();
+    let mut command = std::process::Command::new("softhsm2-util");
+    command
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--pin", &pin, "--so-pin", "86427531"]);
+    if let Some(conf) = conf {
+        command.env("SOFTHSM2_CONF", conf);
+    }
+    let init = command
+        .output()
+        .expect("softhsm2-util (Debian package softhsm2) is missing: ./scripts/test installs it");
+    assert!(
+        init.status.success(),
+        "softhsm2-util --init-token: {init:?}"
+    );
+    pin
 }
 
 /// The KMS peer (LocalStack) when the suite runs with one.
