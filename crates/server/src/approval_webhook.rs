@@ -12,7 +12,7 @@
 //! - The secret is never logged, printed or put in an error; a failed
 //!   delivery is logged (URL and reason) and counted in /metrics.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -47,8 +47,9 @@ impl std::fmt::Debug for WebhookConfig {
     }
 }
 
-/// The webhook's counters, shared by every server in the process and
-/// registered by [`crate::metrics::Metrics`].
+/// The webhook's counters, registered by [`crate::metrics::Metrics`]
+/// (a clone counts into the same values).
+#[derive(Clone, Debug, Default)]
 pub struct WebhookCounters {
     /// Events the receiver took (2xx).
     pub delivered: Counter,
@@ -56,16 +57,6 @@ pub struct WebhookCounters {
     pub failed_attempts: Counter,
     /// Events given up on after the last retry.
     pub dropped: Counter,
-}
-
-/// The process's webhook counters.
-pub fn counters() -> &'static WebhookCounters {
-    static COUNTERS: LazyLock<WebhookCounters> = LazyLock::new(|| WebhookCounters {
-        delivered: Counter::default(),
-        failed_attempts: Counter::default(),
-        dropped: Counter::default(),
-    });
-    &COUNTERS
 }
 
 /// Where approval events go (nowhere unless a webhook is configured).
@@ -86,6 +77,7 @@ struct Sink {
     http: reqwest::Client,
     url: reqwest::Url,
     secret: SecretString,
+    counters: WebhookCounters,
 }
 
 impl ApprovalEvents {
@@ -94,13 +86,19 @@ impl ApprovalEvents {
         Self::default()
     }
 
-    /// The events of a server with this configuration.
-    pub fn start(config: &crate::config::Config) -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(Self::new(config.approval_webhook.as_ref())?))
+    /// The events of a server with this configuration, counted in `counters`.
+    pub fn start(
+        config: &crate::config::Config,
+        counters: WebhookCounters,
+    ) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self::new(
+            config.approval_webhook.as_ref(),
+            counters,
+        )?))
     }
 
     /// Events go to the configured webhook, if any.
-    pub fn new(config: Option<&WebhookConfig>) -> anyhow::Result<Self> {
+    pub fn new(config: Option<&WebhookConfig>, counters: WebhookCounters) -> anyhow::Result<Self> {
         let Some(config) = config else {
             return Ok(Self::disabled());
         };
@@ -118,6 +116,7 @@ impl ApprovalEvents {
                 http,
                 url: config.url.clone(),
                 secret: config.secret.clone(),
+                counters,
             })),
         })
     }
@@ -173,7 +172,7 @@ impl Sink {
     }
 
     async fn deliver(&self, event: &str, id: &str, body: Vec<u8>, signature: String) {
-        let counters = counters();
+        let counters = &self.counters;
         let mut attempt = 0usize;
         loop {
             let sent = self

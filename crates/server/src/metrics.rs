@@ -46,6 +46,7 @@ pub struct Metrics {
     stream_lag: Family<SinkLabels, Gauge>,
     stream_cursor: Family<SinkLabels, Gauge>,
     stream_up: Family<SinkLabels, Gauge>,
+    approval_webhook: crate::approval_webhook::WebhookCounters,
 }
 
 impl Default for Metrics {
@@ -101,7 +102,7 @@ impl Default for Metrics {
             "1 while the sink takes entries, 0 since its last delivery failed",
             stream_up.clone(),
         );
-        let webhook = crate::approval_webhook::counters();
+        let webhook = crate::approval_webhook::WebhookCounters::default();
         registry.register(
             "approval_webhook_deliveries",
             "Approval events the webhook receiver took (2xx)",
@@ -127,11 +128,17 @@ impl Default for Metrics {
             stream_lag,
             stream_cursor,
             stream_up,
+            approval_webhook: webhook,
         }
     }
 }
 
 impl Metrics {
+    /// The approval webhook's counters (clones count into these).
+    pub fn approval_webhook(&self) -> crate::approval_webhook::WebhookCounters {
+        self.approval_webhook.clone()
+    }
+
     /// What the core tells of refusals whose audit entry it could not write.
     pub fn audit_fallback(&self) -> UnwrittenAudit {
         UnwrittenAudit {

@@ -64,6 +64,8 @@ impl Server {
         let checkpoints = Arc::new(AuditCheckpoints::open(keyhold.clone(), &config.audit));
         let streams = AuditStreams::open(&keyhold, &config.audit.stream, &config.node_id, &metrics)
             .map_err(anyhow::Error::msg)?;
+        let approval_events =
+            crate::approval_webhook::ApprovalEvents::start(config, metrics.approval_webhook())?;
         let state = AppState {
             keyhold,
             metrics,
@@ -73,7 +75,7 @@ impl Server {
             streams: streams.board(),
             login_throttle: LoginThrottle::new(config.login_throttle),
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
-            approval_events: crate::approval_webhook::ApprovalEvents::start(config)?,
+            approval_events,
         };
         Ok((
             Self {
