@@ -544,3 +544,223 @@ impl Keyhold {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::approval::Quorum;
+    use crate::clock::ManualClock;
+    use crate::identity::{Identity, Role};
+    use crate::names::IdentityName;
+    use crate::ports::Store;
+    use crate::testing::{FakeKeystore, FakeStore};
+
+    fn name(n: &str) -> IdentityName {
+        IdentityName::parse(n).unwrap()
+    }
+
+    fn alone(n: &str, role: Role) -> Session {
+        Session {
+            id: format!("session of {n}"),
+            identities: vec![SessionIdentity {
+                name: name(n),
+                role,
+            }],
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            last_seen: chrono::DateTime::UNIX_EPOCH,
+            grant: None,
+        }
+    }
+
+    /// Admin1..Admin4 and an officer; identity deletion held to a quorum of
+    /// two administrators within a day.
+    async fn world() -> (Keyhold, Arc<FakeStore>, Arc<ManualClock>) {
+        let store = Arc::new(FakeStore::new());
+        for (n, role) in [
+            ("Admin1", Role::Administrator),
+            ("Admin2", Role::Administrator),
+            ("Admin3", Role::Administrator),
+            ("Admin4", Role::Administrator),
+            ("Off1", Role::KeyOfficer),
+        ] {
+            store.put_identity(Identity {
+                name: name(n),
+                role,
+                password_hash: String::new(),
+                must_change_password: false,
+                failed_logins: 0,
+                locked_until: None,
+                created_at: chrono::DateTime::UNIX_EPOCH,
+            });
+        }
+        let clock = Arc::new(ManualClock::new(chrono::DateTime::UNIX_EPOCH));
+        let keyhold = Keyhold::new(store.clone(), Arc::new(FakeKeystore::new()), clock.clone());
+        let mut settings = store.get_settings().await.unwrap();
+        settings.approval_policies = ApprovalPolicies::new(BTreeMap::from([(
+            OperationClass::ManageIdentities,
+            Quorum::new(2, Role::Administrator, 24).unwrap(),
+        )]));
+        let record = crate::audit::AuditRecord::new(chrono::DateTime::UNIX_EPOCH, "test", "setup");
+        store.put_settings(&settings, &record).await.unwrap();
+        (keyhold, store, clock)
+    }
+
+    async fn ask_to_delete(keyhold: &Keyhold, who: &Session, target: &str) -> ApprovalRequest {
+        assert_eq!(
+            keyhold
+                .gate(who, Operation::MANAGE_IDENTITIES)
+                .await
+                .unwrap(),
+            Gate::Request(OperationClass::ManageIdentities)
+        );
+        keyhold
+            .request_approval(
+                who,
+                Operation::MANAGE_IDENTITIES,
+                serde_json::json!({"kind": "delete_identity", "name": target}),
+                format!("Delete identity '{target}'"),
+            )
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_alone_is_refused_and_only_the_granted_session_runs_the_operation() {
+        let (keyhold, store, _) = world().await;
+        let admin1 = alone("Admin1", Role::Administrator);
+        // Asked directly, even by two administrators, it is refused.
+        let mut both = admin1.clone();
+        both.identities.push(SessionIdentity {
+            name: name("Admin2"),
+            role: Role::Administrator,
+        });
+        let refused = keyhold.delete_identity(&both, &name("Off1")).await;
+        assert!(
+            matches!(refused, Err(CoreError::ApprovalRequired { .. })),
+            "{refused:?}"
+        );
+
+        let request = ask_to_delete(&keyhold, &admin1, "Off1").await;
+        assert_eq!(request.params_hash, params_hash(&request.operation));
+        for approver in ["Admin2", "Admin3"] {
+            keyhold
+                .approve(&alone(approver, Role::Administrator), request.id)
+                .await
+                .unwrap();
+        }
+        let approved = keyhold.get_approval(&admin1, request.id).await.unwrap();
+        assert_eq!(approved.status, ApprovalStatus::Approved);
+        let session = keyhold.approved_session(&approved).unwrap();
+        assert_eq!(session.users(), "Admin1,Admin2,Admin3");
+
+        // The grant is for its class alone.
+        let other = keyhold
+            .change_settings(
+                &session,
+                crate::settings::SettingsChange {
+                    lockout_threshold: Some(3),
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert!(matches!(other, Err(CoreError::Forbidden(_))), "{other:?}");
+
+        keyhold
+            .delete_identity(&session, &name("Off1"))
+            .await
+            .unwrap();
+        let state = store.snapshot();
+        assert!(!state.identities.contains_key(&name("Off1")));
+        assert_eq!(
+            state.approvals[&request.id].status,
+            ApprovalStatus::Executed
+        );
+        let entry = state.audit.last().unwrap();
+        assert_eq!(entry.users, "Admin1,Admin2,Admin3");
+        assert_eq!(entry.summary, "Deleted identity 'Off1'");
+
+        // Spent: the same session runs nothing more.
+        let again = keyhold.delete_identity(&session, &name("Admin4")).await;
+        assert!(
+            matches!(again, Err(CoreError::Store(StoreError::ApprovalSpent))),
+            "{again:?}"
+        );
+        assert!(store.snapshot().identities.contains_key(&name("Admin4")));
+    }
+
+    #[tokio::test]
+    async fn answers_follow_the_rules_and_a_denial_ends_the_request() {
+        let (keyhold, _, clock) = world().await;
+        let admin1 = alone("Admin1", Role::Administrator);
+        let request = ask_to_delete(&keyhold, &admin1, "Off1").await;
+        let conflict = |r: CoreResult<ApprovalRequest>| matches!(r, Err(CoreError::Conflict(_)));
+        assert!(conflict(keyhold.approve(&admin1, request.id).await));
+        assert!(matches!(
+            keyhold
+                .approve(&alone("Off1", Role::KeyOfficer), request.id)
+                .await,
+            Err(CoreError::Forbidden(_))
+        ));
+        let admin2 = alone("Admin2", Role::Administrator);
+        keyhold.approve(&admin2, request.id).await.unwrap();
+        assert!(conflict(keyhold.approve(&admin2, request.id).await));
+        let denied = keyhold
+            .deny(
+                &alone("Admin3", Role::Administrator),
+                request.id,
+                Some("  no\u{7}  "),
+            )
+            .await
+            .unwrap();
+        assert_eq!(denied.status, ApprovalStatus::Denied);
+        assert_eq!(denied.votes[1].reason.as_deref(), Some("no?"));
+        assert!(conflict(
+            keyhold
+                .approve(&alone("Admin4", Role::Administrator), request.id)
+                .await
+        ));
+        assert!(keyhold.approved_session(&denied).is_err());
+
+        // A day later an unanswered request is expired, and closed as such.
+        let late = ask_to_delete(&keyhold, &admin1, "Admin4").await;
+        clock.advance(chrono::Duration::hours(24));
+        assert!(conflict(keyhold.approve(&admin2, late.id).await));
+        let closed = keyhold.expire_approvals().await.unwrap();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].status, ApprovalStatus::Expired);
+        assert!(keyhold.expire_approvals().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_quorum_no_one_could_meet_is_refused_before_anyone_is_asked() {
+        let (keyhold, _, _) = world().await;
+        // Four administrators: a quorum of four besides the requester is not.
+        let impossible = ApprovalPolicies::new(BTreeMap::from([(
+            OperationClass::DeleteGroup,
+            Quorum::new(4, Role::Administrator, 24).unwrap(),
+        )]));
+        assert!(matches!(
+            keyhold.check_approval_policies(&impossible).await,
+            Err(CoreError::Invalid(_))
+        ));
+        let officers = ApprovalPolicies::new(BTreeMap::from([(
+            OperationClass::DeleteGroup,
+            Quorum::new(1, Role::KeyOfficer, 24).unwrap(),
+        )]));
+        assert!(matches!(
+            keyhold.check_approval_policies(&officers).await,
+            Err(CoreError::Invalid(_))
+        ));
+        // The policies in force already: nothing to change.
+        let current = keyhold
+            .store
+            .get_settings()
+            .await
+            .unwrap()
+            .approval_policies;
+        assert!(keyhold.check_approval_policies(&current).await.is_err());
+    }
+}
