@@ -280,7 +280,7 @@ impl Keyhold {
     /// The session an approved request runs in: the requester and the
     /// approvers, lent the right to run the request's class of operation
     /// once (the store spends it with the operation's own write).
-    pub fn approved_session(&self, request: &ApprovalRequest) -> CoreResult<Session> {
+    pub async fn approved_session(&self, request: &ApprovalRequest) -> CoreResult<Session> {
         if request.status != ApprovalStatus::Approved {
             return Err(CoreError::Conflict(format!(
                 "request {} is {}, not approved: it does not run",
@@ -294,16 +294,21 @@ impl Keyhold {
                 request.id
             ))));
         }
-        let mut identities: Vec<SessionIdentity> = request
-            .requested_by
-            .iter()
-            .map(|name| SessionIdentity {
-                name: name.clone(),
-                // The requester's role was checked when asking; the
-                // approvals stand for the quorum's role.
-                role: request.quorum.role,
-            })
-            .collect();
+        // The requesters with the roles they hold now: one deleted since
+        // (or whose role no longer allows the operation) makes it fail.
+        let mut identities = Vec::with_capacity(request.requested_by.len());
+        for name in &request.requested_by {
+            let Some(identity) = self.store.get_identity(name).await? else {
+                return Err(CoreError::Conflict(format!(
+                    "'{name}', who asked for request {}, no longer exists: ask again",
+                    request.id
+                )));
+            };
+            identities.push(SessionIdentity {
+                name: identity.name,
+                role: identity.role,
+            });
+        }
         identities.extend(request.approvals().map(|v| SessionIdentity {
             name: v.identity.clone(),
             role: v.role,
@@ -653,7 +658,7 @@ mod tests {
         }
         let approved = keyhold.get_approval(&admin1, request.id).await.unwrap();
         assert_eq!(approved.status, ApprovalStatus::Approved);
-        let session = keyhold.approved_session(&approved).unwrap();
+        let session = keyhold.approved_session(&approved).await.unwrap();
         assert_eq!(session.users(), "Admin1,Admin2,Admin3");
 
         // The grant is for its class alone.
@@ -722,7 +727,7 @@ mod tests {
                 .approve(&alone("Admin4", Role::Administrator), request.id)
                 .await
         ));
-        assert!(keyhold.approved_session(&denied).is_err());
+        assert!(keyhold.approved_session(&denied).await.is_err());
 
         // A day later an unanswered request is expired, and closed as such.
         let late = ask_to_delete(&keyhold, &admin1, "Admin4").await;
@@ -732,6 +737,48 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].status, ApprovalStatus::Expired);
         assert!(keyhold.expire_approvals().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_session_of_an_approved_request_holds_the_requesters_roles_as_they_are_now() {
+        let (keyhold, store, _) = world().await;
+        // Key officers approve what an administrator asks for: the session
+        // that runs it still holds the administrator's own role.
+        let mut settings = store.get_settings().await.unwrap();
+        settings.approval_policies = ApprovalPolicies::new(BTreeMap::from([(
+            OperationClass::ManageIdentities,
+            Quorum::new(1, Role::KeyOfficer, 24).unwrap(),
+        )]));
+        let record = crate::audit::AuditRecord::new(chrono::DateTime::UNIX_EPOCH, "test", "setup");
+        store.put_settings(&settings, &record).await.unwrap();
+        let admin1 = alone("Admin1", Role::Administrator);
+        let request = ask_to_delete(&keyhold, &admin1, "Admin4").await;
+        keyhold
+            .approve(&alone("Off1", Role::KeyOfficer), request.id)
+            .await
+            .unwrap();
+        let approved = keyhold.get_approval(&admin1, request.id).await.unwrap();
+        let session = keyhold.approved_session(&approved).await.unwrap();
+        assert_eq!(session.identities[0].role, Role::Administrator);
+        keyhold
+            .delete_identity(&session, &name("Admin4"))
+            .await
+            .unwrap();
+
+        // A requester deleted since: the request cannot run.
+        let request =
+            ask_to_delete(&keyhold, &alone("Admin2", Role::Administrator), "Admin3").await;
+        let gone = crate::audit::AuditRecord::new(chrono::DateTime::UNIX_EPOCH, "test", "gone");
+        store.delete_identity(&name("Admin2"), &gone).await.unwrap();
+        keyhold
+            .approve(&alone("Off1", Role::KeyOfficer), request.id)
+            .await
+            .unwrap();
+        let approved = keyhold.get_approval(&admin1, request.id).await.unwrap();
+        assert!(matches!(
+            keyhold.approved_session(&approved).await,
+            Err(CoreError::Conflict(_))
+        ));
     }
 
     #[tokio::test]

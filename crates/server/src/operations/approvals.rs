@@ -217,18 +217,23 @@ pub async fn collect_result(
 /// (the group was deleted meanwhile, say) fails the request, with the
 /// reason; a request another node or answer ran already is left as it is.
 pub async fn run(app: &AppState, request: &ApprovalRequest) -> ApiResult<()> {
-    let session = app.keyhold.approved_session(request)?;
-    let operation: PendingOperation =
-        serde_json::from_value(request.operation.clone()).map_err(|e| {
-            CoreError::Store(StoreError::Corrupt(format!(
-                "approval request {}: its parameters do not decode: {e}",
-                request.id
-            )))
-        })?;
-    let outcome = execute(app, &session, operation).await;
+    let outcome = async {
+        let session = app.keyhold.approved_session(request).await?;
+        let operation: PendingOperation = serde_json::from_value(request.operation.clone())
+            .map_err(|e| {
+                CoreError::Store(StoreError::Corrupt(format!(
+                    "approval request {}: its parameters do not decode: {e}",
+                    request.id
+                )))
+            })?;
+        execute(app, &session, operation).await
+    }
+    .await;
     match outcome {
         Ok(()) => {}
         Err(ApiError::Core(CoreError::Store(StoreError::ApprovalSpent))) => return Ok(()),
+        // Refused as it stands now (the requester gone, the credential in
+        // use): the request fails with the reason; asking again is needed.
         Err(e) if e.is_client_error() => {
             app.keyhold
                 .fail_approval(request, &e.public_message())
