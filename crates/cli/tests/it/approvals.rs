@@ -526,7 +526,8 @@ async fn a_crash_between_the_last_approval_and_the_run_is_resumed() {
     let data = dir.path().join("data");
     let paused = dir.path().join("paused");
     let db = test_database().await;
-    let init = init_data_dir(&data, &db);
+    let hsm = Hsm::for_suite().map(|_| Hsm::isolated("approval", dir.path()));
+    let init = init_data_dir_on(&data, &db, hsm.as_ref());
     let serve = |pause: bool| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyhold"));
         command
@@ -540,7 +541,7 @@ async fn a_crash_between_the_last_approval_and_the_run_is_resumed() {
             ])
             .arg(&data)
             .env_remove("KEYHOLD_PAUSE_AT");
-        if let Some(hsm) = Hsm::for_suite() {
+        if let Some(hsm) = &hsm {
             hsm.configure_command(&mut command);
         }
         use_database(&mut command, &db);
