@@ -363,6 +363,34 @@ impl VoteRefusal {
 }
 
 impl ApprovalRequest {
+    /// A new request, pending and unanswered: its hash is read from its
+    /// parameters, its expiry from the quorum's.
+    pub fn pending(
+        class: OperationClass,
+        operation: serde_json::Value,
+        summary: String,
+        requested_by: Vec<IdentityName>,
+        quorum: Quorum,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4(),
+            class,
+            params_hash: params_hash(&operation),
+            operation,
+            summary,
+            requested_by,
+            requested_at: now,
+            expires_at: now + chrono::Duration::hours(i64::from(quorum.expires_after_hours)),
+            quorum,
+            status: ApprovalStatus::Pending,
+            votes: Vec::new(),
+            decided_at: None,
+            outcome: None,
+            has_sealed_result: false,
+        }
+    }
+
     /// The status as of `now`: a pending request past its expiry is expired.
     pub fn status_at(&self, now: Timestamp) -> ApprovalStatus {
         if self.status == ApprovalStatus::Pending && now >= self.expires_at {
@@ -467,22 +495,14 @@ mod tests {
     }
 
     fn request(m: u8, now: Timestamp) -> ApprovalRequest {
-        ApprovalRequest {
-            id: uuid::Uuid::nil(),
-            class: OperationClass::DeleteGroup,
-            operation: serde_json::json!({"kind": "delete_group", "group": "g"}),
-            params_hash: String::new(),
-            summary: "Delete group g".into(),
-            requested_by: vec![IdentityName::parse("Admin1").unwrap()],
-            requested_at: now,
-            expires_at: now + chrono::Duration::hours(24),
-            quorum: quorum(m),
-            status: ApprovalStatus::Pending,
-            votes: Vec::new(),
-            decided_at: None,
-            outcome: None,
-            has_sealed_result: false,
-        }
+        ApprovalRequest::pending(
+            OperationClass::DeleteGroup,
+            serde_json::json!({"kind": "delete_group", "group": "g"}),
+            "Delete group g".into(),
+            vec![IdentityName::parse("Admin1").unwrap()],
+            quorum(m),
+            now,
+        )
     }
 
     #[test]

@@ -1293,22 +1293,14 @@ mod tests {
     }
 
     fn request(approvals: u8) -> ApprovalRequest {
-        ApprovalRequest {
-            id: uuid::Uuid::new_v4(),
-            class: OperationClass::ChangeConfiguration,
-            operation: serde_json::json!({"kind": "change_configuration"}),
-            params_hash: String::new(),
-            summary: "Change the configuration".into(),
-            requested_by: vec![IdentityName::parse("Admin1").unwrap()],
-            requested_at: at(0),
-            expires_at: at(3600),
-            quorum: Quorum::new(approvals, Role::Administrator, 1).unwrap(),
-            status: ApprovalStatus::Pending,
-            votes: Vec::new(),
-            decided_at: None,
-            outcome: None,
-            has_sealed_result: false,
-        }
+        ApprovalRequest::pending(
+            OperationClass::ChangeConfiguration,
+            serde_json::json!({"kind": "change_configuration"}),
+            "Change the configuration".into(),
+            vec![IdentityName::parse("Admin1").unwrap()],
+            Quorum::new(approvals, Role::Administrator, 1).unwrap(),
+            at(0),
+        )
     }
 
     fn vote(who: &str, approve: bool, secs: i64) -> Vote {

@@ -26,6 +26,14 @@ pub enum Gate {
     Request(OperationClass),
 }
 
+fn in_force_already() -> CoreError {
+    InvalidInput::new(
+        "policies",
+        "these are the policies in force already: nothing to change",
+    )
+    .into()
+}
+
 fn not_found(id: uuid::Uuid) -> CoreError {
     CoreError::NotFound {
         what: "approval request",
@@ -93,24 +101,9 @@ impl Keyhold {
                 quorum.role.as_str()
             )));
         }
-        let now = self.now();
-        let id = uuid::Uuid::new_v4();
-        let request = ApprovalRequest {
-            id,
-            class,
-            params_hash: params_hash(&operation),
-            operation,
-            summary,
-            requested_by,
-            requested_at: now,
-            expires_at: now + chrono::Duration::hours(i64::from(quorum.expires_after_hours)),
-            quorum,
-            status: ApprovalStatus::Pending,
-            votes: Vec::new(),
-            decided_at: None,
-            outcome: None,
-            has_sealed_result: false,
-        };
+        let request =
+            ApprovalRequest::pending(class, operation, summary, requested_by, quorum, self.now());
+        let id = request.id;
         let record = self
             .record(
                 session.users(),
@@ -468,11 +461,7 @@ impl Keyhold {
     /// change is asked for, and again when it runs.
     pub async fn check_approval_policies(&self, next: &ApprovalPolicies) -> CoreResult<()> {
         if &self.store.get_settings().await?.approval_policies == next {
-            return Err(InvalidInput::new(
-                "policies",
-                "these are the policies in force already: nothing to change",
-            )
-            .into());
+            return Err(in_force_already());
         }
         let identities = self.store.list_identities().await?;
         for (class, quorum) in next.quorums() {
@@ -508,12 +497,10 @@ impl Keyhold {
         self.check_approval_policies(&next).await?;
         for _ in 0..MAX_CHANGE_ROUNDS {
             let current = self.store.get_settings().await?;
+            // Checked again on the settings being replaced: a parallel
+            // change may have put these policies in force meanwhile.
             if current.approval_policies == next {
-                return Err(InvalidInput::new(
-                    "policies",
-                    "these are the policies in force already: nothing to change",
-                )
-                .into());
+                return Err(in_force_already());
             }
             let mut settings = current.clone();
             settings.approval_policies = next.clone();

@@ -18,26 +18,17 @@ use crate::common::{Fixture, at, credential, group, record, verify_chain};
 /// A pending request for `approvals` administrators' approvals, asked for
 /// by Admin1 at `asked` (seconds), expiring an hour later.
 fn request(asked: i64, approvals: u8) -> ApprovalRequest {
-    let operation = serde_json::json!({"kind": "delete_group", "group": "payments"});
-    ApprovalRequest {
-        id: uuid::Uuid::new_v4(),
-        class: OperationClass::DeleteGroup,
-        params_hash: keyhold_core::approval::params_hash(&operation),
-        operation,
-        summary: "Delete key group 'payments'".into(),
-        requested_by: vec![
+    ApprovalRequest::pending(
+        OperationClass::DeleteGroup,
+        serde_json::json!({"kind": "delete_group", "group": "payments"}),
+        "Delete key group 'payments'".into(),
+        vec![
             IdentityName::parse("Admin1").unwrap(),
             IdentityName::parse("Officer1").unwrap(),
         ],
-        requested_at: at(asked),
-        expires_at: at(asked + 3600),
-        quorum: Quorum::new(approvals, Role::Administrator, 1).unwrap(),
-        status: ApprovalStatus::Pending,
-        votes: Vec::new(),
-        decided_at: None,
-        outcome: None,
-        has_sealed_result: false,
-    }
+        Quorum::new(approvals, Role::Administrator, 1).unwrap(),
+        at(asked),
+    )
 }
 
 fn vote(who: &str, approve: bool, when: i64) -> Vote {
