@@ -261,9 +261,29 @@ const AWAITING_COUNTED: u32 = 200;
 /// The pending requests `session` may answer now, by the same rule the
 /// request pages and the API apply (`you_may_answer`).
 async fn awaiting_you(app: &AppState, session: &Session) -> Option<usize> {
-    match crate::operations::approvals::list(app, session, Some("pending"), AWAITING_COUNTED).await
-    {
-        Ok(list) => Some(list.iter().filter(|r| r.you_may_answer).count()),
+    // An answer is one identity's: a session of two may answer nothing.
+    let [me] = session.identities.as_slice() else {
+        return Some(0);
+    };
+    // Counted on the requests themselves, by the rule the core applies to
+    // an answer: no view of each is built for a number in the navigation.
+    let pending = app
+        .keyhold
+        .list_approvals(
+            session,
+            Some(keyhold_core::approval::ApprovalStatus::Pending),
+            AWAITING_COUNTED,
+        )
+        .await;
+    match pending {
+        Ok(list) => {
+            let now = app.keyhold.now();
+            Some(
+                list.iter()
+                    .filter(|r| r.may_vote(&me.name, me.role, now).is_ok())
+                    .count(),
+            )
+        }
         Err(error) => {
             tracing::debug!(%error, "cannot count the approval requests waiting for this session");
             None
