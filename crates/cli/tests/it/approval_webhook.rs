@@ -186,12 +186,6 @@ async fn server_for(receiver: &Receiver) -> (TestApp, tempfile::TempDir) {
     (app, dir)
 }
 
-async fn alone(app: &TestApp, (name, password): (&str, &str)) -> String {
-    let (status, body) = app.login(None, name, password).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
 async fn set_policies(app: &TestApp, token: &str, quorums: Value) {
     let (status, body) = app
         .request(

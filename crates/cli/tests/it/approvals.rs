@@ -36,12 +36,6 @@ async fn scene(prefix: &str) -> (TestApp, String, String) {
     (app, admins, group)
 }
 
-async fn alone(app: &TestApp, (name, password): (&str, &str)) -> String {
-    let (status, body) = app.login(None, name, password).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
 async fn admin1(app: &TestApp) -> String {
     alone(app, ("Admin1", crate::helpers::ADMIN1_PASSWORD)).await
 }
@@ -339,14 +333,7 @@ async fn changing_the_policies_needs_the_strictest_policy_and_shows_the_differen
             .starts_with("1 approval ")
     );
     let id = request["id"].as_str().unwrap().to_owned();
-    let (_, policies) = app.get("/api/v1/approval-policies", &admins).await;
-    let delete_key = policies
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["class"] == "delete_key")
-        .unwrap()
-        .clone();
+    let delete_key = app.approval_policy(&admins, "delete_key").await;
     assert_eq!(delete_key["policy"], "dual_control", "not changed yet");
 
     for who in [ADMINS[0], ADMINS[1]] {
@@ -354,18 +341,9 @@ async fn changing_the_policies_needs_the_strictest_policy_and_shows_the_differen
         let (status, body) = approve(&app, &token, &id).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let (_, policies) = app.get("/api/v1/approval-policies", &admins).await;
-    let by_class = |class: &str| {
-        policies
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["class"] == class)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(by_class("delete_key")["approvals"], 1);
-    assert_eq!(by_class("delete_group")["approvals"], 1);
+    for class in ["delete_key", "delete_group"] {
+        assert_eq!(app.approval_policy(&admins, class).await["approvals"], 1);
+    }
 
     // Bad policies are refused with the reason, and change nothing.
     for bad in [

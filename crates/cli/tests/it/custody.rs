@@ -30,12 +30,6 @@ async fn create_people(app: &TestApp, admins: &str) {
     }
 }
 
-async fn alone(app: &TestApp, (name, password): (&str, &str)) -> String {
-    let (status, body) = app.login(None, name, password).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
 async fn two_officers(app: &TestApp) -> String {
     let first = alone(app, OFFICERS[0]).await;
     app.join(&first, OFFICERS[1].0, OFFICERS[1].1).await

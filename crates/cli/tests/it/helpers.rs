@@ -542,6 +542,19 @@ impl TestApp {
         summaries
     }
 
+    /// The approval policy of `class` (`delete_group`, …) as the API shows it.
+    pub async fn approval_policy(&self, token: &str, class: &str) -> Value {
+        let (status, policies) = self.get("/api/v1/approval-policies", token).await;
+        assert_eq!(status, StatusCode::OK, "{policies}");
+        policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["class"] == class)
+            .unwrap_or_else(|| panic!("no policy of class {class} in {policies}"))
+            .clone()
+    }
+
     pub async fn audit_count(&self, token: &str) -> usize {
         self.audit_summaries(token).await.len()
     }
@@ -831,6 +844,13 @@ pub fn keyhold_cli(
     // A command may refuse before it reads its input: a closed pipe is fine.
     let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().unwrap()
+}
+
+/// A session of the identity `name` alone; its token.
+pub async fn alone(app: &TestApp, (name, password): (&str, &str)) -> String {
+    let (status, body) = app.login(None, name, password).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["token"].as_str().unwrap().to_owned()
 }
 
 /// `keyhold init` on a fresh data directory; its JSON holds the one-time passwords.

@@ -181,12 +181,11 @@ async fn every_screen_reads_and_fits_from_800_px_up() {
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-    let (status, alone) = app.login(None, "Admin1", ADMIN1_PASSWORD).await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{alone}");
+    let admin1 = alone(&app, ("Admin1", ADMIN1_PASSWORD)).await;
     let (status, request) = app
         .post(
             &format!("/api/v1/groups/{group}/rotate"),
-            alone["token"].as_str(),
+            Some(&admin1),
             json!({}),
         )
         .await;

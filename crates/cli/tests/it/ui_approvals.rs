@@ -150,15 +150,9 @@ async fn a_quorum_holds_group_deletion_until_another_administrator_answers() {
         .text("#approval-policies-table tr[data-class='delete_group'] td.policy")
         .await;
     assert!(row.contains("1 approval from administrator"), "{row}");
-    let (_, policies) = app.get("/api/v1/approval-policies", &token).await;
-    let delete_group = policies
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["class"] == "delete_group")
-        .unwrap();
-    assert_eq!(delete_group["policy"], "quorum", "{policies}");
-    assert_eq!(delete_group["approvals"], 1, "{policies}");
+    let delete_group = app.approval_policy(&token, "delete_group").await;
+    assert_eq!(delete_group["policy"], "quorum", "{delete_group}");
+    assert_eq!(delete_group["approvals"], 1, "{delete_group}");
     log_out(&first).await;
 
     // ---- Admin1 alone asks; the form sends it for approval ----
@@ -387,14 +381,8 @@ async fn a_policy_change_and_an_added_identity_wait_for_approval() {
         .wait_text("main .notice", "You approved this request", 10)
         .await;
     assert_eq!(second.text("#approval-status").await.trim(), "executed");
-    let (_, policies) = app.get("/api/v1/approval-policies", &token).await;
-    let manage = policies
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["class"] == "manage_identities")
-        .unwrap();
-    assert_eq!(manage["policy"], "quorum", "{policies}");
+    let manage = app.approval_policy(&token, "manage_identities").await;
+    assert_eq!(manage["policy"], "quorum", "{manage}");
 
     let (status, admin1) = app.login(None, "Admin1", ADMIN1_PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{admin1}");
