@@ -136,11 +136,19 @@ impl Server {
         background.ticking.abort();
         background.checkpointing.abort();
         background.approving.abort();
-        for task in std::mem::take(&mut background.streaming) {
-            task.abort();
-            // Stopped before the leases go: a streamer cut off mid-batch
-            // must not take one again.
-            let _ = task.await;
+        // Each streamer ends after the batch it is delivering, its cursor
+        // moved, so the node taking a receiver over resumes exactly after
+        // it. One stuck past its send timeouts is cut off, and then may
+        // send a batch again; all have stopped before the leases go.
+        self.streams.stop();
+        for mut task in std::mem::take(&mut background.streaming) {
+            if tokio::time::timeout(crate::audit_stream::STOP_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
         self.streams.release().await;
         jobs.shutdown(SHUTDOWN_GRACE).await;

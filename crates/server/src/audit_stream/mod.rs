@@ -40,6 +40,9 @@ use status::StreamSlot;
 
 use crate::metrics::{Metrics, StreamMetrics};
 
+/// How long a clean shutdown waits for a streamer to finish the batch it
+/// is delivering (a receiver that stopped reading is cut off after it).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often a streamer looks for new entries.
 const POLL: Duration = Duration::from_millis(200);
 /// How often a node that does not hold a syslog stream's lease asks again.
@@ -221,6 +224,9 @@ impl Sink {
 /// The configured sinks of this node, opened and checked at start-up.
 pub struct AuditStreams {
     streamers: std::sync::Mutex<Vec<Streamer>>,
+    /// Tells the streamers to stop once their batch is delivered and its
+    /// cursor moved ([`Self::stop`]).
+    stop: tokio::sync::watch::Sender<bool>,
     /// What each of them is doing, for the API and the web UI.
     board: Arc<StreamBoard>,
     keyhold: Keyhold,
@@ -247,12 +253,14 @@ impl AuditStreams {
             sinks.push(Sink::File(FileSink::open(path, node)?));
         }
         let board = Arc::new(StreamBoard::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let streamers = sinks
             .into_iter()
             .map(|sink| {
                 tracing::info!(sink = %sink.describe(), "the audit log streams to this sink");
                 Streamer {
                     keyhold: keyhold.clone(),
+                    stop: stopped.clone(),
                     metrics: metrics.audit_stream(sink.kind()),
                     status: board.add(sink.kind(), sink.destination()),
                     sink,
@@ -264,6 +272,7 @@ impl AuditStreams {
             .collect();
         Ok(Self {
             streamers: std::sync::Mutex::new(streamers),
+            stop,
             board,
             keyhold: keyhold.clone(),
             node: node.clone(),
@@ -287,7 +296,16 @@ impl AuditStreams {
         Arc::clone(&self.board)
     }
 
-    /// Starts one task per sink; they stream until aborted (shutdown).
+    /// Asks the streamers to stop (a clean shutdown): each ends after the
+    /// batch it is delivering, its cursor moved, so the node that takes a
+    /// receiver over resumes exactly after what this one delivered. The
+    /// caller waits for the tasks before [`Self::release`].
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Starts one task per sink; they stream until stopped ([`Self::stop`])
+    /// or aborted.
     pub fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let streamers = std::mem::take(
             &mut *self
@@ -314,6 +332,8 @@ enum Pass {
 
 struct Streamer {
     keyhold: Keyhold,
+    /// `true` once the node shuts down cleanly.
+    stop: tokio::sync::watch::Receiver<bool>,
     sink: Sink,
     from: StartFrom,
     metrics: StreamMetrics,
@@ -326,19 +346,21 @@ struct Streamer {
 
 impl Streamer {
     async fn run(mut self) {
-        loop {
-            match self.pass().await {
+        // A pass is never cut short by a stop: only the waits between passes.
+        while !*self.stop.borrow() {
+            let pause = match self.pass().await {
                 Ok(Pass::Delivered) => {
                     self.recovered();
+                    continue;
                 }
                 Ok(Pass::Idle) => {
                     self.recovered();
-                    tokio::time::sleep(POLL).await;
+                    POLL
                 }
                 Ok(Pass::Standby) => {
                     self.cursor = None;
                     self.status.update(|s| s.state = StreamState::Standby);
-                    tokio::time::sleep(STANDBY_POLL).await;
+                    STANDBY_POLL
                 }
                 Err(error) => {
                     self.metrics.failed();
@@ -353,8 +375,18 @@ impl Streamer {
                         retry_in_ms = self.backoff.as_millis() as u64,
                         "audit entries not delivered yet; they wait in the log and go out in order once the sink takes them"
                     );
-                    tokio::time::sleep(self.backoff).await;
+                    let pause = self.backoff;
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    pause
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                changed = self.stop.changed() => {
+                    // The sender gone is a stop too.
+                    if changed.is_err() {
+                        return;
+                    }
                 }
             }
         }
