@@ -215,6 +215,14 @@ pub struct CreateGroupRequest {
     pub policy: Option<String>,
     #[serde(default)]
     pub disable_after_rotate: Option<bool>,
+    /// `new_key` (default: a new KMS key per rotation, the alias moved) or
+    /// `new_material` (new material rotated into the same KMS key).
+    #[serde(default)]
+    pub rotation_strategy: Option<String>,
+    /// For `new_material`, once AWS's on-demand rotation limit is reached:
+    /// `new_key` (default: a new KMS key, the alias moved) or `refuse`.
+    #[serde(default)]
+    pub at_rotation_limit: Option<String>,
 }
 
 /// A change to a group. Absent fields stay; `null` clears the clearable ones
@@ -260,6 +268,10 @@ pub struct UpdateGroupRequest {
     pub policy: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_after_rotate: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_rotation_limit: Option<String>,
 }
 
 /// Tells "absent" (outer None) from "null" (Some(None)).
@@ -293,6 +305,14 @@ pub struct GroupView {
     pub active_key_id: Option<String>,
     pub policy: Option<String>,
     pub disable_after_rotate: bool,
+    /// `new_key` or `new_material`.
+    pub rotation_strategy: String,
+    /// `new_key` or `refuse`.
+    pub at_rotation_limit: String,
+    /// For a `new_material` group with a KMS key: its count against AWS's
+    /// on-demand rotation limit.
+    #[serde(default)]
+    pub in_place_rotations: Option<InPlaceRotationsView>,
     pub created_at: String,
     pub updated_at: String,
     /// The group's newest rotation job, its status and, when it failed, why.
@@ -301,6 +321,16 @@ pub struct GroupView {
     pub last_rotation_error: Option<String>,
     /// When a failed scheduled rotation is tried again (backoff).
     pub rotation_retry_at: Option<String>,
+}
+
+/// How far a KMS key rotated in place is through AWS's on-demand rotations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InPlaceRotationsView {
+    pub used: u32,
+    pub limit: u32,
+    pub left: u32,
+    /// Said when few are left: what the group does at the limit.
+    pub warning: Option<String>,
 }
 
 // ---- keys ----
@@ -332,6 +362,17 @@ pub struct KeyView {
     /// (its rotation job running, failed or cancelled); null otherwise.
     #[serde(default)]
     pub state_note: Option<String>,
+    /// The KMS key holding the material (several versions share one when
+    /// their group rotates in place).
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// AWS's id of this version's material in that KMS key, once known.
+    #[serde(default)]
+    pub kms_material_id: Option<String>,
+    /// `current` (KMS encrypts with it), `non_current` (decrypts only) or
+    /// `pending_rotation`.
+    #[serde(default)]
+    pub material_state: String,
 }
 
 // ---- audit ----
@@ -474,6 +515,8 @@ pub struct SettingsView {
     pub session_max_hours: u32,
     /// *HSM Protected Key Options*: `automatic` or a node id.
     pub designated_rotator: String,
+    /// On-demand rotations keyhold makes of one KMS key (AWS allows 25).
+    pub on_demand_rotation_limit: u32,
     /// Who rotates now, seen from the node that answered.
     pub cluster: ClusterView,
 }
@@ -494,6 +537,9 @@ pub struct SettingsChangeRequest {
     /// `automatic`, or the id of a node that has joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub designated_rotator: Option<String>,
+    /// 1 to 25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand_rotation_limit: Option<u32>,
 }
 
 // ---- approvals ----

@@ -71,6 +71,8 @@ pub(crate) fn classify_code(
             CloudError::IncorrectKeyMaterial { operation, message }
         }
 
+        "LimitExceededException" => CloudError::LimitExceeded { operation, message },
+
         // The request itself is wrong: retrying the same one cannot help.
         "MalformedPolicyDocumentException"
         | "AlreadyExistsException"
@@ -78,7 +80,6 @@ pub(crate) fn classify_code(
         | "ValidationException"
         | "InvalidArnException"
         | "TagException"
-        | "LimitExceededException"
         | "UnsupportedOperationException"
         | "InvalidKeyUsageException"
         | "InvalidMarkerException"
@@ -299,6 +300,7 @@ mod tests {
             CloudError::InvalidState { .. } => "invalid_state",
             CloudError::ExpiredImportToken { .. } => "expired_import_token",
             CloudError::IncorrectKeyMaterial { .. } => "incorrect_key_material",
+            CloudError::LimitExceeded { .. } => "limit_exceeded",
             CloudError::Rejected { .. } => "rejected",
         }
     }
@@ -409,11 +411,15 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_aws_does_not_lift_is_told_apart() {
+        assert_eq!(kind("LimitExceededException"), "limit_exceeded");
+    }
+
+    #[test]
     fn other_request_errors_are_rejected() {
         for code in [
             "InvalidArnException",
             "TagException",
-            "LimitExceededException",
             "UnsupportedOperationException",
             "InvalidKeyUsageException",
             "InvalidMarkerException",

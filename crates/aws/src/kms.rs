@@ -11,16 +11,16 @@ use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::primitives::{Blob, DateTime as AwsDateTime};
 use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, KeySpec, KeyState as AwsKeyState, KeyUsageType, OriginType,
-    Tag, WrappingKeySpec as AwsWrappingKeySpec,
+    AlgorithmSpec, ExpirationModelType, ImportType, KeySpec, KeyState as AwsKeyState, KeyUsageType,
+    OriginType, Tag, WrappingKeySpec as AwsWrappingKeySpec,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_types::service_config::ServiceConfigKey;
 use keyhold_core::InvalidInput;
 use keyhold_core::clock::Timestamp;
-use keyhold_core::cloud::aws::{Alias, KeyPolicy, KmsKeyId};
+use keyhold_core::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId};
 use keyhold_core::cloud::{
-    CloudError, CloudKeyInfo, CloudKms, ImportParameters, WrappingAlgorithm,
+    CloudError, CloudKeyInfo, CloudKms, ImportParameters, MaterialImport, WrappingAlgorithm,
 };
 use keyhold_core::credential::CloudService;
 use keyhold_core::key::KeyState;
@@ -255,6 +255,13 @@ fn key_id_from_aws(operation: &'static str, raw: &str) -> Result<KmsKeyId, Cloud
     })
 }
 
+fn material_id_from_aws(operation: &'static str, raw: &str) -> Result<KeyMaterialId, CloudError> {
+    KeyMaterialId::parse(raw).map_err(|e| CloudError::Rejected {
+        operation,
+        message: format!("AWS KMS answered with a key material id keyhold cannot use: {e}"),
+    })
+}
+
 fn to_aws_time(t: Timestamp) -> AwsDateTime {
     AwsDateTime::from_millis(t.timestamp_millis())
 }
@@ -363,6 +370,10 @@ impl CloudKms for AwsKms {
             state,
             external: metadata.origin() == Some(&OriginType::External),
             valid_to: metadata.valid_to().and_then(from_aws_time),
+            current_material: metadata
+                .current_key_material_id()
+                .map(|id| material_id_from_aws(OP, id))
+                .transpose()?,
         })
     }
 
@@ -405,7 +416,8 @@ impl CloudKms for AwsKms {
         import_token: &[u8],
         encrypted_material: &[u8],
         valid_to: Option<Timestamp>,
-    ) -> Result<(), CloudError> {
+        import: MaterialImport<'_>,
+    ) -> Result<Option<KeyMaterialId>, CloudError> {
         const OP: &str = "ImportKeyMaterial";
         let request = self
             .client
@@ -419,20 +431,51 @@ impl CloudKms for AwsKms {
                 .valid_to(to_aws_time(end)),
             None => request.expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire),
         };
-        request.send().await.map_err(|e| classify(OP, e))?;
-        tracing::debug!(%key_id, ?valid_to, "imported key material");
-        Ok(())
+        // An import that names no type is AWS's EXISTING_KEY_MATERIAL; it is
+        // left unnamed then, which peers older than in-place rotation accept.
+        let request = match import {
+            MaterialImport::Existing(None) => request,
+            MaterialImport::Existing(Some(id)) => request
+                .import_type(ImportType::ExistingKeyMaterial)
+                .key_material_id(id.as_str()),
+            MaterialImport::New { description } => request
+                .import_type(ImportType::NewKeyMaterial)
+                .key_material_description(description),
+        };
+        let output = request.send().await.map_err(|e| classify(OP, e))?;
+        tracing::debug!(%key_id, ?valid_to, ?import, "imported key material");
+        output
+            .key_material_id()
+            .map(|id| material_id_from_aws(OP, id))
+            .transpose()
     }
 
-    async fn delete_imported_key_material(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+    async fn delete_imported_key_material(
+        &self,
+        key_id: &KmsKeyId,
+        material: Option<&KeyMaterialId>,
+    ) -> Result<(), CloudError> {
         const OP: &str = "DeleteImportedKeyMaterial";
         self.client
             .delete_imported_key_material()
             .key_id(key_id.as_str())
+            .set_key_material_id(material.map(|id| id.as_str().to_owned()))
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
-        tracing::debug!(%key_id, "deleted imported key material");
+        tracing::debug!(%key_id, ?material, "deleted imported key material");
+        Ok(())
+    }
+
+    async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "RotateKeyOnDemand";
+        self.client
+            .rotate_key_on_demand()
+            .key_id(key_id.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        tracing::debug!(%key_id, "rotated the key on demand");
         Ok(())
     }
 

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyhold_core::clock::Timestamp;
-use keyhold_core::cloud::aws::{Alias, KeyPolicy, KmsKeyId};
+use keyhold_core::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId};
 use keyhold_core::cloud::{
-    CloudError, CloudKeyInfo, CloudKms, ImportParameters, WrappingAlgorithm,
+    CloudError, CloudKeyInfo, CloudKms, ImportParameters, MaterialImport, WrappingAlgorithm,
 };
 use keyhold_core::credential::CloudService;
 use tokio::time::Instant;
@@ -86,6 +86,9 @@ pub struct KmsRateLimits {
     pub point_alias: Rate,
     pub disable_key: Rate,
     pub put_key_policy: Rate,
+    /// RotateKeyOnDemand: a management call like DisableKey; in-place
+    /// rotations send one each.
+    pub rotate_key_on_demand: Rate,
     /// `find_keys_tagged` pages through ListKeys and sends one
     /// ListResourceTags per key: a single call is many requests, one after
     /// the other. It only runs when a job resumes after an interruption, so
@@ -102,7 +105,8 @@ impl Default for KmsRateLimits {
     /// editions of the page gave 0.25, one every 4 s; accounts with that
     /// quota see a few retried throttles at most), ImportKeyMaterial 15,
     /// DeleteImportedKeyMaterial 15, CreateAlias 5, UpdateAlias 5,
-    /// DisableKey 5, PutKeyPolicy 15, ListKeys 500, ListResourceTags 2000.
+    /// DisableKey 5, PutKeyPolicy 15, ListKeys 500, ListResourceTags 2000;
+    /// RotateKeyOnDemand is paced as the other key management calls, 5.
     fn default() -> Self {
         Self {
             create_key: Rate::per_second(5),
@@ -113,6 +117,7 @@ impl Default for KmsRateLimits {
             point_alias: Rate::per_second(5),
             disable_key: Rate::per_second(5),
             put_key_policy: Rate::per_second(15),
+            rotate_key_on_demand: Rate::per_second(5),
             find_keys_tagged: Rate::per_second(5),
         }
     }
@@ -223,6 +228,7 @@ pub struct KmsRateLimiter {
     point_alias: TokenBucket,
     disable_key: TokenBucket,
     put_key_policy: TokenBucket,
+    rotate_key_on_demand: TokenBucket,
     find_keys_tagged: TokenBucket,
 }
 
@@ -243,6 +249,10 @@ impl KmsRateLimiter {
             point_alias: TokenBucket::new("CreateAlias/UpdateAlias", limits.point_alias),
             disable_key: TokenBucket::new("DisableKey", limits.disable_key),
             put_key_policy: TokenBucket::new("PutKeyPolicy", limits.put_key_policy),
+            rotate_key_on_demand: TokenBucket::new(
+                "RotateKeyOnDemand",
+                limits.rotate_key_on_demand,
+            ),
             find_keys_tagged: TokenBucket::new(
                 "ListKeys/ListResourceTags",
                 limits.find_keys_tagged,
@@ -334,22 +344,39 @@ impl CloudKms for RateLimitedKms {
         import_token: &[u8],
         encrypted_material: &[u8],
         valid_to: Option<Timestamp>,
-    ) -> Result<(), CloudError> {
+        import: MaterialImport<'_>,
+    ) -> Result<Option<KeyMaterialId>, CloudError> {
         self.limiter
             .import_key_material
             .paced(self.attempts, || {
-                self.inner
-                    .import_key_material(key_id, import_token, encrypted_material, valid_to)
+                self.inner.import_key_material(
+                    key_id,
+                    import_token,
+                    encrypted_material,
+                    valid_to,
+                    import,
+                )
             })
             .await
     }
 
-    async fn delete_imported_key_material(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+    async fn delete_imported_key_material(
+        &self,
+        key_id: &KmsKeyId,
+        material: Option<&KeyMaterialId>,
+    ) -> Result<(), CloudError> {
         self.limiter
             .delete_imported_key_material
             .paced(self.attempts, || {
-                self.inner.delete_imported_key_material(key_id)
+                self.inner.delete_imported_key_material(key_id, material)
             })
+            .await
+    }
+
+    async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.limiter
+            .rotate_key_on_demand
+            .paced(self.attempts, || self.inner.rotate_key_on_demand(key_id))
             .await
     }
 
@@ -468,6 +495,7 @@ mod tests {
                 state: KeyState::Enabled,
                 external: true,
                 valid_to: None,
+                current_material: None,
             })
         }
         async fn get_parameters_for_import(
@@ -489,12 +517,21 @@ mod tests {
             _: &[u8],
             _: &[u8],
             _: Option<Timestamp>,
-        ) -> Result<(), CloudError> {
+            _: MaterialImport<'_>,
+        ) -> Result<Option<KeyMaterialId>, CloudError> {
             self.note("import_key_material")?;
+            Ok(None)
+        }
+        async fn delete_imported_key_material(
+            &self,
+            _: &KmsKeyId,
+            _: Option<&KeyMaterialId>,
+        ) -> Result<(), CloudError> {
+            self.note("delete_imported_key_material")?;
             Ok(())
         }
-        async fn delete_imported_key_material(&self, _: &KmsKeyId) -> Result<(), CloudError> {
-            self.note("delete_imported_key_material")?;
+        async fn rotate_key_on_demand(&self, _: &KmsKeyId) -> Result<(), CloudError> {
+            self.note("rotate_key_on_demand")?;
             Ok(())
         }
         async fn point_alias(&self, _: &Alias, _: &KmsKeyId) -> Result<(), CloudError> {
@@ -623,13 +660,13 @@ mod tests {
         let a = RateLimitedKms::new(recorder.clone(), limiter.clone(), 3);
         let b = RateLimitedKms::new(recorder.clone(), limiter, 3);
         let start = Instant::now();
-        a.import_key_material(&key(), b"t", b"m", None)
+        a.import_key_material(&key(), b"t", b"m", None, MaterialImport::Existing(None))
             .await
             .unwrap();
-        b.import_key_material(&key(), b"t", b"m", None)
+        b.import_key_material(&key(), b"t", b"m", None, MaterialImport::Existing(None))
             .await
             .unwrap();
-        a.import_key_material(&key(), b"t", b"m", None)
+        a.import_key_material(&key(), b"t", b"m", None, MaterialImport::Existing(None))
             .await
             .unwrap();
         // ImportKeyMaterial is 15/s: 1/15 s and the margin apart across both

@@ -13,7 +13,9 @@ use common::{adapter, kms_endpoint, raw_client, run_child_test};
 use keyhold_aws::{AwsCredentials, AwsKms, AwsKmsSettings, EndpointChoice, WrappingKeySpec};
 use keyhold_core::clock::{Clock, SystemClock, Timestamp};
 use keyhold_core::cloud::aws::{Alias, KeyPolicy, KmsKeyId, Region};
-use keyhold_core::cloud::{CloudError, CloudKms, ImportParameters, WrappingAlgorithm};
+use keyhold_core::cloud::{
+    CloudError, CloudKms, ImportParameters, MaterialImport, WrappingAlgorithm,
+};
 use keyhold_core::key::KeyState;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::rand_core::{OsRng, RngCore};
@@ -56,6 +58,7 @@ async fn import(kms: &AwsKms, key: &KmsKeyId, material: &[u8], valid_to: Option<
         &params.import_token,
         &wrap(&params, material),
         valid_to,
+        MaterialImport::Existing(None),
     )
     .await
     .unwrap();
@@ -250,7 +253,7 @@ async fn disable_then_delete_material_leaves_pending_import() {
         KeyState::Disabled
     );
 
-    kms.delete_imported_key_material(&key).await.unwrap();
+    kms.delete_imported_key_material(&key, None).await.unwrap();
     assert_eq!(
         kms.describe_key(&key).await.unwrap().state,
         KeyState::PendingImport

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{run_child_test, settings, short_timeouts};
 use keyhold_aws::{AwsCredentials, AwsKms, KmsRateLimiter, RateLimitedKms};
-use keyhold_core::cloud::aws::KmsKeyId;
-use keyhold_core::cloud::{CloudError, CloudKms, WrappingAlgorithm};
+use keyhold_core::cloud::aws::{KeyMaterialId, KmsKeyId};
+use keyhold_core::cloud::{CloudError, CloudKms, MaterialImport, WrappingAlgorithm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -297,12 +297,24 @@ async fn import_sends_the_expiration_model_and_valid_to() {
     let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
     let valid_to = chrono::DateTime::from_timestamp(1_924_992_000, 0).unwrap();
 
-    kms.import_key_material(&some_key(), b"token", b"wrapped", Some(valid_to))
-        .await
-        .unwrap();
-    kms.import_key_material(&some_key(), b"token", b"wrapped", None)
-        .await
-        .unwrap();
+    kms.import_key_material(
+        &some_key(),
+        b"token",
+        b"wrapped",
+        Some(valid_to),
+        MaterialImport::Existing(None),
+    )
+    .await
+    .unwrap();
+    kms.import_key_material(
+        &some_key(),
+        b"token",
+        b"wrapped",
+        None,
+        MaterialImport::Existing(None),
+    )
+    .await
+    .unwrap();
 
     let sent = requests.lock().unwrap().clone();
     assert_eq!(sent[0].target(), Some("trentservice.importkeymaterial"));
@@ -315,6 +327,79 @@ async fn import_sends_the_expiration_model_and_valid_to() {
     let forever = &sent[1].body;
     assert_eq!(forever["ExpirationModel"], "KEY_MATERIAL_DOES_NOT_EXPIRE");
     assert!(forever.get("ValidTo").is_none(), "{forever}");
+    // Peers older than in-place rotation get no ImportType they do not know.
+    assert!(forever.get("ImportType").is_none(), "{forever}");
+    assert!(forever.get("KeyMaterialId").is_none(), "{forever}");
+}
+
+const MATERIAL: &str = "b35d55d8f5ac5e188a1fee1db6b5c609b35d55d8f5ac5e188a1fee1db6b5c609";
+
+#[tokio::test]
+async fn in_place_rotation_speaks_aws_import_types_material_ids_and_rotate_on_demand() {
+    let answer = format!(
+        r#"{{"KeyId":"arn:aws:kms:us-east-1:000000000000:key/{SOME_KEY}","KeyMaterialId":"{MATERIAL}"}}"#
+    );
+    let answer: &'static str = Box::leak(answer.into_boxed_str());
+    let (endpoint, requests) = stub("200 OK", answer).await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let material = KeyMaterialId::parse(MATERIAL).unwrap();
+    let answered = kms
+        .import_key_material(
+            &some_key(),
+            b"token",
+            b"wrapped",
+            None,
+            MaterialImport::New {
+                description: "keyhold g v2",
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(answered.as_ref(), Some(&material));
+    kms.import_key_material(
+        &some_key(),
+        b"token",
+        b"wrapped",
+        None,
+        MaterialImport::Existing(Some(&material)),
+    )
+    .await
+    .unwrap();
+    kms.delete_imported_key_material(&some_key(), Some(&material))
+        .await
+        .unwrap();
+    kms.rotate_key_on_demand(&some_key()).await.unwrap();
+
+    let sent = requests.lock().unwrap().clone();
+    let new = &sent[0].body;
+    assert_eq!(new["ImportType"], "NEW_KEY_MATERIAL");
+    assert_eq!(new["KeyMaterialDescription"], "keyhold g v2");
+    assert!(new.get("KeyMaterialId").is_none(), "{new}");
+    let existing = &sent[1].body;
+    assert_eq!(existing["ImportType"], "EXISTING_KEY_MATERIAL");
+    assert_eq!(existing["KeyMaterialId"], MATERIAL);
+    assert_eq!(
+        sent[2].target(),
+        Some("trentservice.deleteimportedkeymaterial")
+    );
+    assert_eq!(sent[2].body["KeyMaterialId"], MATERIAL);
+    assert_eq!(sent[3].target(), Some("trentservice.rotatekeyondemand"));
+    assert_eq!(sent[3].body["KeyId"], SOME_KEY);
+}
+
+#[tokio::test]
+async fn the_rotation_limit_is_told_apart_from_other_refusals() {
+    let (endpoint, _) = stub(
+        "400 Bad Request",
+        r#"{"__type":"LimitExceededException","message":"The on-demand rotations limit has been reached for the given keyId."}"#,
+    )
+    .await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let err = kms.rotate_key_on_demand(&some_key()).await.unwrap_err();
+    assert!(
+        matches!(&err, CloudError::LimitExceeded { operation: "RotateKeyOnDemand", message } if message.contains("limit has been reached")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -371,7 +456,13 @@ async fn refused_material_is_incorrect_key_material() {
     .await;
     let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
     let err = kms
-        .import_key_material(&some_key(), b"token", b"wrapped", None)
+        .import_key_material(
+            &some_key(),
+            b"token",
+            b"wrapped",
+            None,
+            MaterialImport::Existing(None),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -390,7 +481,13 @@ async fn an_expired_import_token_asks_for_new_parameters() {
     .await;
     let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
     let err = kms
-        .import_key_material(&some_key(), b"token", b"wrapped", None)
+        .import_key_material(
+            &some_key(),
+            b"token",
+            b"wrapped",
+            None,
+            MaterialImport::Existing(None),
+        )
         .await
         .unwrap_err();
     assert!(

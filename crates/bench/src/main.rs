@@ -4,7 +4,6 @@
 
 mod audit;
 mod engine;
-mod kms_peer;
 mod profile;
 mod quota;
 mod report;
@@ -16,6 +15,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+// The peer lives in the library so other crates' tests can start it; the
+// scenarios reach it as `crate::kms_peer`.
+use keyhold_bench::kms_peer;
 
 #[derive(Parser, Debug)]
 #[command(about = "keyhold's end-to-end benchmarks (see ./scripts/bench)")]

@@ -42,6 +42,10 @@ pub struct SetArgs {
     /// let the nodes elect one.
     #[arg(long, value_name = "automatic|NODE")]
     pub designated_rotator: Option<String>,
+    /// On-demand rotations keyhold makes of one KMS key before a
+    /// new_material group starts a new one (or refuses); AWS allows 25.
+    #[arg(long, value_name = "N")]
+    pub on_demand_rotation_limit: Option<u32>,
 }
 
 pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
@@ -52,6 +56,7 @@ pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
         session_idle_minutes: args.session_idle_minutes,
         session_max_hours: args.session_max_hours,
         designated_rotator: args.designated_rotator,
+        on_demand_rotation_limit: args.on_demand_rotation_limit,
     }
 }
 
@@ -64,6 +69,7 @@ impl Tabular for SettingsView {
             "Session Idle Minutes",
             "Session Max Hours",
             "Designated Rotator",
+            "On-Demand Rotation Limit",
         ]
     }
 
@@ -75,6 +81,7 @@ impl Tabular for SettingsView {
             self.session_idle_minutes.to_string(),
             self.session_max_hours.to_string(),
             self.designated_rotator.clone(),
+            self.on_demand_rotation_limit.to_string(),
         ]
     }
 

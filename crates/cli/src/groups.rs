@@ -82,6 +82,16 @@ pub struct CreateArgs {
     /// Disable the previous KMS key in AWS after a rotation.
     #[arg(long)]
     pub disable_after_rotate: bool,
+    /// How a rotation gives the alias new material: new_key (a new KMS key
+    /// per rotation, the alias moved) or new_material (new material rotated
+    /// into the same KMS key; its ARN never changes) [default: new_key].
+    #[arg(long, value_name = "new_key|new_material")]
+    pub rotation_strategy: Option<String>,
+    /// For new_material, once AWS's on-demand rotations of the KMS key are
+    /// used up: new_key (a new KMS key, the alias moved) or refuse
+    /// [default: new_key].
+    #[arg(long, value_name = "new_key|refuse")]
+    pub at_rotation_limit: Option<String>,
     /// Who owns the group (free text).
     #[arg(long)]
     pub owner: Option<String>,
@@ -141,6 +151,13 @@ pub struct UpdateArgs {
     /// Whether to disable the previous KMS key after a rotation.
     #[arg(long, value_name = "true|false", value_parser = clap::builder::BoolishValueParser::new())]
     pub disable_after_rotate: Option<bool>,
+    /// Change the rotation strategy (dual control): new_key or new_material.
+    #[arg(long, value_name = "new_key|new_material")]
+    pub rotation_strategy: Option<String>,
+    /// Change what a new_material group does at the on-demand rotation
+    /// limit (dual control): new_key or refuse.
+    #[arg(long, value_name = "new_key|refuse")]
+    pub at_rotation_limit: Option<String>,
     /// Change the owner (free text).
     #[arg(long)]
     pub owner: Option<String>,
@@ -168,6 +185,8 @@ pub fn create_request(args: CreateArgs, policy: Option<String>) -> CreateGroupRe
         active_key_id: args.active_key_id,
         policy,
         disable_after_rotate: args.disable_after_rotate.then_some(true),
+        rotation_strategy: args.rotation_strategy,
+        at_rotation_limit: args.at_rotation_limit,
     }
 }
 
@@ -189,6 +208,8 @@ pub fn update_request(args: UpdateArgs, policy: Option<String>) -> UpdateGroupRe
         active_key_id: set_or_clear(args.active_key_id, args.clear_active_key_id),
         policy: set_or_clear(policy, args.clear_policy),
         disable_after_rotate: args.disable_after_rotate,
+        rotation_strategy: args.rotation_strategy,
+        at_rotation_limit: args.at_rotation_limit,
     }
 }
 

@@ -126,7 +126,24 @@ impl Tabular for KeyView {
             ("State note", output::or_dash(self.state_note.as_deref())),
             ("Expired", output::yes_no(self.expired)),
             ("Key material", self.material.clone()),
+            ("KMS key", output::or_dash(self.kms_key_id.as_deref())),
+            (
+                "KMS key material id",
+                output::or_dash(self.kms_material_id.as_deref()),
+            ),
+            ("Material in KMS", material_in_kms(self).to_owned()),
         ]
+    }
+}
+
+/// Whether KMS encrypts with this version's material: what an officer
+/// needs from `material_state`, most of all when versions share a KMS key.
+fn material_in_kms(key: &KeyView) -> &'static str {
+    match key.material_state.as_str() {
+        "current" => "current (encrypts and decrypts)",
+        "non_current" => "non-current (decrypts only)",
+        "pending_rotation" => "pending rotation (not used yet)",
+        _ => "unknown",
     }
 }
 
@@ -142,6 +159,11 @@ fn validity(key: &KeyView) -> String {
 /// The KMS state, with what an officer must notice before acting on the key.
 fn state(key: &KeyView) -> String {
     let mut state = key.state.clone();
+    match key.material_state.as_str() {
+        "non_current" => state.push_str(" (non-current material)"),
+        "pending_rotation" => state.push_str(" (material pending rotation)"),
+        _ => {}
+    }
     if key.expired {
         state.push_str(" (expired)");
     }
@@ -275,6 +297,9 @@ mod tests {
             expired,
             material: "present".into(),
             state_note: None,
+            kms_key_id: Some("bbb61d9f-0fba-4585-8c31-988cbc999849".into()),
+            kms_material_id: None,
+            material_state: "current".into(),
         }
     }
 

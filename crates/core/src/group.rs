@@ -125,6 +125,84 @@ pub struct AwsProperties {
     pub active_key_id: Option<KmsKeyId>,
     pub policy: Option<KeyPolicy>,
     pub disable_after_rotate: bool,
+    pub rotation: RotationStrategy,
+    /// What a `new_material` rotation does once the KMS key has rotated as
+    /// often as AWS allows.
+    pub at_rotation_limit: AtRotationLimit,
+}
+
+/// How a rotation gives the group's alias new material in AWS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationStrategy {
+    /// A new KMS key per rotation, the alias moved to it (the reference
+    /// appliance's way): services that pin the key's ARN must be moved too.
+    #[default]
+    NewKey,
+    /// One KMS key; each rotation imports new material into it
+    /// (`ImportType=NEW_KEY_MATERIAL`) and makes it current with
+    /// `RotateKeyOnDemand`. The ARN never changes, and ciphertexts under
+    /// earlier material still decrypt.
+    NewMaterial,
+}
+
+impl RotationStrategy {
+    pub const ALL: [Self; 2] = [Self::NewKey, Self::NewMaterial];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NewKey => "new_key",
+            Self::NewMaterial => "new_material",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw.trim())
+            .ok_or_else(|| {
+                InvalidInput::new(
+                    "rotation_strategy",
+                    "rotation strategy must be new_key (a new KMS key per rotation, the alias moved) or new_material (new material rotated into the same KMS key)",
+                )
+            })
+    }
+}
+
+/// What a `new_material` group does when its KMS key has used up AWS's
+/// on-demand rotations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtRotationLimit {
+    /// The next rotation creates a new KMS key and moves the alias to it,
+    /// then rotates that one in place: the group rotates for years.
+    #[default]
+    NewKey,
+    /// The rotation is refused with the reason: an officer decides.
+    Refuse,
+}
+
+impl AtRotationLimit {
+    pub const ALL: [Self; 2] = [Self::NewKey, Self::Refuse];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NewKey => "new_key",
+            Self::Refuse => "refuse",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw.trim())
+            .ok_or_else(|| {
+                InvalidInput::new(
+                    "at_rotation_limit",
+                    "at_rotation_limit must be new_key (start a new KMS key and move the alias) or refuse",
+                )
+            })
+    }
 }
 
 /// Everything needed to create a group, already parsed.
@@ -186,12 +264,15 @@ pub struct GroupChange {
     pub active_key_id: Option<Option<KmsKeyId>>,
     pub policy: Option<Option<KeyPolicy>>,
     pub disable_after_rotate: Option<bool>,
+    pub rotation: Option<RotationStrategy>,
+    pub at_rotation_limit: Option<AtRotationLimit>,
 }
 
 /// The fields of a group that decide where its key material goes (the
 /// credential and its account, the region, the KMS key it is imported into)
 /// or who may use the key in AWS (alias, policy, whether old keys stay
-/// enabled). Changing any of them needs dual control; the others
+/// enabled, whether a rotation makes a new KMS key or rotates the one
+/// services already use). Changing any of them needs dual control; the others
 /// (description, owner and notes, rotation interval, validity) do not.
 pub const CUSTODY_FIELDS: &[&str] = &[
     "credential",
@@ -200,6 +281,8 @@ pub const CUSTODY_FIELDS: &[&str] = &[
     "active_key_id",
     "policy",
     "disable_after_rotate",
+    "rotation_strategy",
+    "at_rotation_limit",
 ];
 
 impl GroupChange {
@@ -215,6 +298,8 @@ impl GroupChange {
             ("active_key_id", self.active_key_id.is_some()),
             ("policy", self.policy.is_some()),
             ("disable_after_rotate", self.disable_after_rotate.is_some()),
+            ("rotation_strategy", self.rotation.is_some()),
+            ("at_rotation_limit", self.at_rotation_limit.is_some()),
         ]
         .into_iter()
         .filter_map(|(field, named)| named.then_some(field))
@@ -232,6 +317,8 @@ impl GroupChange {
             && self.active_key_id.is_none()
             && self.policy.is_none()
             && self.disable_after_rotate.is_none()
+            && self.rotation.is_none()
+            && self.at_rotation_limit.is_none()
     }
 
     /// Applies the change, recomputing the next rotation when the interval changed.
@@ -269,6 +356,12 @@ impl GroupChange {
         }
         if let Some(d) = self.disable_after_rotate {
             group.aws.disable_after_rotate = d;
+        }
+        if let Some(r) = self.rotation {
+            group.aws.rotation = r;
+        }
+        if let Some(l) = self.at_rotation_limit {
+            group.aws.at_rotation_limit = l;
         }
         group.updated_at = now;
     }
@@ -333,6 +426,8 @@ mod tests {
                     active_key_id: None,
                     policy: None,
                     disable_after_rotate: false,
+                    rotation: RotationStrategy::NewKey,
+                    at_rotation_limit: AtRotationLimit::NewKey,
                 },
             },
             t0,
@@ -364,9 +459,29 @@ mod tests {
             )),
             policy: Some(Some(KeyPolicy::parse(r#"{"Statement":{}}"#).unwrap())),
             disable_after_rotate: Some(true),
+            rotation: Some(RotationStrategy::NewMaterial),
+            at_rotation_limit: Some(AtRotationLimit::Refuse),
             ..Default::default()
         };
         assert_eq!(sensitive.custody_fields(), CUSTODY_FIELDS);
+    }
+
+    #[test]
+    fn strategies_parse_from_their_names_and_refusals_list_the_choices() {
+        for s in RotationStrategy::ALL {
+            assert_eq!(RotationStrategy::parse(s.as_str()).unwrap(), s);
+        }
+        for l in AtRotationLimit::ALL {
+            assert_eq!(AtRotationLimit::parse(l.as_str()).unwrap(), l);
+        }
+        let e = RotationStrategy::parse("in_place").unwrap_err();
+        assert!(e.message.contains("new_key") && e.message.contains("new_material"));
+        assert!(
+            AtRotationLimit::parse("")
+                .unwrap_err()
+                .message
+                .contains("refuse")
+        );
     }
 
     #[test]

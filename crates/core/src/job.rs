@@ -226,6 +226,11 @@ pub enum Step {
     Activate,
     DeleteMaterial,
     UpdatePolicy,
+    /// In place: the new version imported into the group's KMS key as new
+    /// material (`NEW_KEY_MATERIAL`), pending rotation.
+    ImportNewMaterial,
+    /// In place: `RotateKeyOnDemand`, the new material made current.
+    MakeMaterialCurrent,
 }
 
 impl Step {
@@ -239,6 +244,8 @@ impl Step {
             Self::Activate => "activate",
             Self::DeleteMaterial => "delete_material",
             Self::UpdatePolicy => "update_policy",
+            Self::ImportNewMaterial => "import_new_material",
+            Self::MakeMaterialCurrent => "make_material_current",
         }
     }
 
@@ -252,6 +259,8 @@ impl Step {
             Self::Activate => "make the new key the group's active key",
             Self::DeleteMaterial => "delete the imported key material",
             Self::UpdatePolicy => "put the group's key policy",
+            Self::ImportNewMaterial => "wrap and import the key as new material of the KMS key",
+            Self::MakeMaterialCurrent => "rotate the KMS key on demand to the new material",
         }
     }
 
@@ -261,6 +270,14 @@ impl Step {
         Self::ImportMaterial,
         Self::MoveAlias,
         Self::DisablePrevious,
+        Self::Activate,
+    ];
+
+    /// A rotation in place: the group's KMS key stays, its alias stays on it.
+    pub const ROTATE_IN_PLACE: [Self; 4] = [
+        Self::GenerateKey,
+        Self::ImportNewMaterial,
+        Self::MakeMaterialCurrent,
         Self::Activate,
     ];
 
@@ -289,6 +306,10 @@ pub enum Checkpoint {
     /// The mark, committed before CreateKey is sent, that lets a resumed job
     /// find the KMS key by its tag instead of creating a second one.
     CreateKeySent,
+    /// The mark, committed before new material is imported, that makes a
+    /// resumed job ask KMS whether the material arrived instead of importing
+    /// it a second time.
+    NewMaterialSent,
     /// A step's result, with the job's progress.
     Step(Step),
 }
@@ -298,6 +319,7 @@ impl Checkpoint {
         match self {
             Self::Start => "start",
             Self::CreateKeySent => "create_key_sent",
+            Self::NewMaterialSent => "new_material_sent",
             Self::Step(step) => step.as_str(),
         }
     }
@@ -319,6 +341,10 @@ pub struct JobProgress {
     /// Set (and committed) just before CreateKey is sent: on resume, a KMS key
     /// tagged with this job may exist that keyhold has not recorded yet.
     pub create_key_sent: bool,
+    /// Set (and committed) just before new material is imported in place:
+    /// on resume, KMS may hold it pending rotation without keyhold knowing
+    /// its id.
+    pub new_material_sent: bool,
     /// True when the group's placeholder key received the material.
     pub used_placeholder: bool,
     pub wrapping: Option<WrappingAlgorithm>,

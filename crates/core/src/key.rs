@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::clock::Timestamp;
-use crate::cloud::aws::KmsKeyId;
+use crate::cloud::aws::{KeyMaterialId, KmsKeyId};
 use crate::error::InvalidInput;
 use crate::job::{JOB_TAG, Job, JobStatus, KEY_TAG};
 use crate::names::GroupName;
@@ -116,8 +116,20 @@ pub struct Key {
     pub check_digits: CheckDigits,
     pub valid_from: Timestamp,
     pub valid_to: Option<Timestamp>,
-    /// KMS key state as last seen by keyhold.
+    /// KMS key state as last seen by keyhold (the KMS key's, which every
+    /// material it holds shares).
     pub state: KeyState,
+    /// AWS's name for this key's material inside its KMS key, once an import
+    /// has answered it (keys imported by earlier releases learn it at their
+    /// next import).
+    pub kms_material_id: Option<KeyMaterialId>,
+    /// Whether KMS encrypts with this material, only decrypts with it, or
+    /// holds it awaiting `RotateKeyOnDemand`.
+    pub material_state: MaterialState,
+    /// Imported as new material into a KMS key that already held an earlier
+    /// version (in-place rotation): it shares that KMS key's id, so its name
+    /// adds its version ([`Key::display_name`]).
+    pub rotated_in: bool,
     /// What the keystore needs to find the material again (a sealed blob for
     /// the software keystore, an object label for PKCS#11). Opaque here.
     pub keystore_handle: Vec<u8>,
@@ -133,11 +145,22 @@ impl Key {
     /// officer can read (keyhold's own id is in the listing's `id`).
     /// [`Key::parse_local_name`] reads it back, so actions that address a
     /// key by the name listed keep working.
+    /// A version rotated into an existing KMS key is `KMS-KEY-ID vN`: the
+    /// KMS key id alone names the key first imported into it.
     pub fn display_name(&self) -> String {
         match &self.kms_key_id {
+            Some(id) if self.rotated_in => format!("{id} v{}", self.version),
             Some(id) => id.to_string(),
             None => format!("{} v{}{NO_KMS_KEY}", self.group, self.version),
         }
+    }
+
+    /// The KMS key id and version a [`Key::display_name`] of a rotated-in
+    /// version names.
+    pub fn parse_rotated_in_name(raw: &str) -> Option<(KmsKeyId, u32)> {
+        let (kms, version) = raw.trim().rsplit_once(" v")?;
+        let version = version.parse::<u32>().ok().filter(|v| *v > 0)?;
+        Some((KmsKeyId::parse(kms).ok()?, version))
     }
 
     /// The group and version a [`Key::display_name`] of a key without a
@@ -198,6 +221,35 @@ impl Key {
 
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.valid_to.is_some_and(|end| end <= now)
+    }
+}
+
+/// A material's place in its KMS key (AWS's `KeyMaterialState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaterialState {
+    /// KMS encrypts with it (and decrypts what it encrypted).
+    #[default]
+    Current,
+    /// Rotated out: KMS still decrypts with it, never encrypts.
+    NonCurrent,
+    /// Imported as new material, waiting for `RotateKeyOnDemand`.
+    PendingRotation,
+}
+
+impl MaterialState {
+    pub const ALL: [Self; 3] = [Self::Current, Self::NonCurrent, Self::PendingRotation];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::NonCurrent => "non_current",
+            Self::PendingRotation => "pending_rotation",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 }
 
@@ -322,6 +374,9 @@ mod tests {
             valid_from: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             valid_to: None,
             state: KeyState::PreActive,
+            kms_material_id: None,
+            material_state: MaterialState::Current,
+            rotated_in: false,
             keystore_handle: Vec::new(),
             created_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
         };
@@ -355,6 +410,31 @@ mod tests {
         key.kms_key_id = Some(KmsKeyId::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap());
         assert_eq!(key.display_name(), "1234abcd-12ab-34cd-56ef-1234567890ab");
         assert_eq!(key.state_note(None), None);
+        // A version rotated into that KMS key adds its version, and reads back.
+        key.rotated_in = true;
+        assert_eq!(
+            key.display_name(),
+            "1234abcd-12ab-34cd-56ef-1234567890ab v3"
+        );
+        assert_eq!(
+            Key::parse_rotated_in_name(&key.display_name()),
+            key.kms_key_id.clone().map(|k| (k, 3))
+        );
+        for not_one in [
+            "ig-demo v3",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "1234abcd-12ab-34cd-56ef-1234567890ab v0",
+        ] {
+            assert_eq!(Key::parse_rotated_in_name(not_one), None, "{not_one}");
+        }
+    }
+
+    #[test]
+    fn material_states_round_trip() {
+        for s in MaterialState::ALL {
+            assert_eq!(MaterialState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(MaterialState::parse("CURRENT"), None);
     }
 
     #[test]

@@ -232,7 +232,10 @@ pub trait Store: Send + Sync {
     /// Keys by group name, then version.
     async fn list_keys(&self, page: &KeyPage) -> Result<Vec<Key>, StoreError>;
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError>;
-    async fn find_key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Result<Option<Key>, StoreError>;
+    /// The keys whose material is in this KMS key, by version: one for a key
+    /// rotated by new KMS keys, one per in-place rotation otherwise (at most
+    /// AWS's on-demand rotation limit and one).
+    async fn keys_in_kms_key(&self, kms_key_id: &KmsKeyId) -> Result<Vec<Key>, StoreError>;
     /// The highest version among the group's keys (an index lookup).
     async fn latest_key_version(&self, group: &GroupName) -> Result<Option<u32>, StoreError>;
     async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError>;

@@ -28,6 +28,16 @@ pub struct Settings {
     /// [`SettingsChange`].
     #[serde(default)]
     pub approval_policies: ApprovalPolicies,
+    /// How many on-demand rotations keyhold makes of one KMS key before a
+    /// `new_material` group does what its `at_rotation_limit` says. AWS's
+    /// documented limit by default; lower it where AWS enforces less (its
+    /// API reference once said 10, and LocalStack enforces 10).
+    #[serde(default = "default_on_demand_rotation_limit")]
+    pub on_demand_rotation_limit: u32,
+}
+
+fn default_on_demand_rotation_limit() -> u32 {
+    crate::cloud::aws::ON_DEMAND_ROTATION_LIMIT
 }
 
 impl Default for Settings {
@@ -40,6 +50,7 @@ impl Default for Settings {
             session_max_hours: 12,
             designated_rotator: RotatorChoice::Automatic,
             approval_policies: ApprovalPolicies::default(),
+            on_demand_rotation_limit: default_on_demand_rotation_limit(),
         }
     }
 }
@@ -54,6 +65,7 @@ pub struct SettingsChange {
     pub session_idle_minutes: Option<u32>,
     pub session_max_hours: Option<u32>,
     pub designated_rotator: Option<RotatorChoice>,
+    pub on_demand_rotation_limit: Option<u32>,
 }
 
 impl SettingsChange {
@@ -65,6 +77,7 @@ impl SettingsChange {
             session_idle_minutes,
             session_max_hours,
             designated_rotator,
+            on_demand_rotation_limit,
         } = &self;
         if dual_control.is_none()
             && lockout_threshold.is_none()
@@ -72,6 +85,7 @@ impl SettingsChange {
             && session_idle_minutes.is_none()
             && session_max_hours.is_none()
             && designated_rotator.is_none()
+            && on_demand_rotation_limit.is_none()
         {
             return Err(InvalidInput::new(
                 "body",
@@ -96,6 +110,14 @@ impl SettingsChange {
         }
         if let Some(v) = self.designated_rotator {
             next.designated_rotator = v;
+        }
+        if let Some(v) = self.on_demand_rotation_limit {
+            next.on_demand_rotation_limit = in_range(
+                "on_demand_rotation_limit",
+                v,
+                1,
+                crate::cloud::aws::ON_DEMAND_ROTATION_LIMIT,
+            )?;
         }
         Ok(next)
     }

@@ -20,9 +20,10 @@ use zeroize::Zeroizing;
 use crate::approval::{ApprovalRequest, ApprovalStatus, Vote};
 use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, hmac_sha256};
 use crate::clock::Timestamp;
-use crate::cloud::aws::{Alias, KeyPolicy, KmsKeyId, Region};
+use crate::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId, Region};
 use crate::cloud::{
-    CloudConnector, CloudError, CloudKeyInfo, CloudKms, ImportParameters, WrappingAlgorithm,
+    CloudConnector, CloudError, CloudKeyInfo, CloudKms, ImportParameters, MaterialImport,
+    WrappingAlgorithm,
 };
 use crate::cluster::{Lease, NodeRecord};
 use crate::credential::{CloudService, Credential};
@@ -68,10 +69,11 @@ impl StoreState {
         self.jobs.iter().find(|j| j.id == id)
     }
 
+    /// The key first imported into this KMS key (the one its id names).
     pub fn key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Option<&Key> {
         self.keys
             .values()
-            .find(|k| k.kms_key_id.as_ref() == Some(kms_key_id))
+            .find(|k| k.kms_key_id.as_ref() == Some(kms_key_id) && !k.rotated_in)
     }
 
     pub fn messages_of(&self, job: uuid::Uuid) -> Vec<String> {
@@ -158,6 +160,11 @@ impl FakeStore {
 
     pub fn put_group(&self, group: KeyGroup) {
         lock(&self.state).groups.insert(group.name.clone(), group);
+    }
+
+    /// Replaces the settings without an audit entry (a test's starting point).
+    pub fn replace_settings(&self, settings: Settings) {
+        lock(&self.state).settings = settings;
     }
 
     pub fn put_identity(&self, identity: Identity) {
@@ -471,8 +478,15 @@ impl Store for FakeStore {
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
         Ok(lock(&self.state).keys.get(&id).cloned())
     }
-    async fn find_key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Result<Option<Key>, StoreError> {
-        Ok(lock(&self.state).key_by_kms_id(kms_key_id).cloned())
+    async fn keys_in_kms_key(&self, kms_key_id: &KmsKeyId) -> Result<Vec<Key>, StoreError> {
+        let mut keys: Vec<Key> = lock(&self.state)
+            .keys
+            .values()
+            .filter(|k| k.kms_key_id.as_ref() == Some(kms_key_id))
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| k.version);
+        Ok(keys)
     }
     async fn latest_key_version(&self, group: &GroupName) -> Result<Option<u32>, StoreError> {
         Ok(lock(&self.state)
@@ -965,11 +979,36 @@ pub struct FakeKmsKey {
     pub external: bool,
     /// The material it holds now.
     pub material: Option<Vec<u8>>,
-    /// The material first imported: the only material it ever takes.
+    /// The material first imported: the only material it ever takes as
+    /// existing material.
     pub first_material: Option<Vec<u8>>,
+    /// Materials imported as new (in-place rotation), in order, and which
+    /// of them waits for RotateKeyOnDemand.
+    pub new_materials: Vec<Vec<u8>>,
+    pub pending_rotation: Option<Vec<u8>>,
+    /// The material it encrypts with.
+    pub current: Option<Vec<u8>>,
+    pub on_demand_rotations: u32,
     pub valid_to: Option<Timestamp>,
     pub tags: Vec<(String, String)>,
     pub policy: Option<KeyPolicy>,
+}
+
+impl FakeKmsKey {
+    /// AWS's id of a material: computed from the key and the material.
+    pub fn material_id(key_id: &KmsKeyId, material: &[u8]) -> KeyMaterialId {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(key_id.as_str())
+            .chain_update(material)
+            .finalize();
+        KeyMaterialId::from_digest(digest.into())
+    }
+
+    fn holds(&self, material: &[u8]) -> bool {
+        self.first_material.as_deref() == Some(material)
+            || self.new_materials.iter().any(|m| m == material)
+    }
 }
 
 impl FakeKmsKey {
@@ -979,6 +1018,10 @@ impl FakeKmsKey {
             external: true,
             material: None,
             first_material: None,
+            new_materials: Vec::new(),
+            pending_rotation: None,
+            current: None,
+            on_demand_rotations: 0,
             valid_to: None,
             tags: Vec::new(),
             policy: None,
@@ -1107,6 +1150,10 @@ impl CloudKms for FakeKms {
             state: key.state,
             external: key.external,
             valid_to: key.valid_to,
+            current_material: key
+                .current
+                .as_ref()
+                .map(|m| FakeKmsKey::material_id(key_id, m)),
         })
     }
 
@@ -1146,7 +1193,8 @@ impl CloudKms for FakeKms {
         import_token: &[u8],
         encrypted_material: &[u8],
         valid_to: Option<Timestamp>,
-    ) -> Result<(), CloudError> {
+        import: MaterialImport<'_>,
+    ) -> Result<Option<KeyMaterialId>, CloudError> {
         const OP: &str = "import_key_material";
         let mut state = self.call(OP)?;
         let Some((for_key, public_key)) = state.tokens.get(import_token).cloned() else {
@@ -1174,27 +1222,57 @@ impl CloudKms for FakeKms {
         if key.state == KeyState::PendingDeletion {
             return Err(invalid_state(OP, key_id, key.state));
         }
-        if key
-            .first_material
-            .as_ref()
-            .is_some_and(|first| first.as_slice() != material)
-        {
-            return Err(CloudError::IncorrectKeyMaterial {
-                operation: OP,
-                message: "the key material does not match the key's first material".into(),
-            });
+        let id = FakeKmsKey::material_id(key_id, material);
+        let incorrect = |message: &str| CloudError::IncorrectKeyMaterial {
+            operation: OP,
+            message: message.into(),
+        };
+        match import {
+            MaterialImport::New { .. } => {
+                if key.first_material.is_none() {
+                    return Err(invalid_state(OP, key_id, key.state));
+                }
+                if key.pending_rotation.is_some() {
+                    return Err(CloudError::InvalidState {
+                        operation: OP,
+                        message: "another key material is pending rotation".into(),
+                    });
+                }
+                if key.holds(material) {
+                    return Err(incorrect(
+                        "the key material is already associated with the key",
+                    ));
+                }
+                key.new_materials.push(material.to_vec());
+                key.pending_rotation = Some(material.to_vec());
+            }
+            MaterialImport::Existing(named) => {
+                if key.first_material.is_some() && !key.holds(material) {
+                    return Err(incorrect("the key material is not associated with the key"));
+                }
+                if named.is_some_and(|named| *named != id) {
+                    return Err(incorrect("the key material id does not match the material"));
+                }
+                if key.first_material.is_none() {
+                    key.first_material = Some(material.to_vec());
+                    key.current = Some(material.to_vec());
+                }
+                key.material = Some(material.to_vec());
+            }
         }
-        key.first_material.get_or_insert_with(|| material.to_vec());
-        key.material = Some(material.to_vec());
         key.valid_to = valid_to;
         // As AWS does: an import enables the key, a disabled one included.
         if matches!(key.state, KeyState::PendingImport | KeyState::Disabled) {
             key.state = KeyState::Enabled;
         }
-        Ok(())
+        Ok(Some(id))
     }
 
-    async fn delete_imported_key_material(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+    async fn delete_imported_key_material(
+        &self,
+        key_id: &KmsKeyId,
+        _: Option<&KeyMaterialId>,
+    ) -> Result<(), CloudError> {
         const OP: &str = "delete_imported_key_material";
         let mut state = self.call(OP)?;
         let key = state
@@ -1206,6 +1284,30 @@ impl CloudKms for FakeKms {
         }
         key.material = None;
         key.state = KeyState::PendingImport;
+        Ok(())
+    }
+
+    async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "rotate_key_on_demand";
+        let mut state = self.call(OP)?;
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        if key.on_demand_rotations >= crate::cloud::aws::ON_DEMAND_ROTATION_LIMIT {
+            return Err(CloudError::LimitExceeded {
+                operation: OP,
+                message: "The on-demand rotations limit has been reached".into(),
+            });
+        }
+        let Some(pending) = key.pending_rotation.take() else {
+            return Err(CloudError::InvalidState {
+                operation: OP,
+                message: "no key material is pending rotation".into(),
+            });
+        };
+        key.on_demand_rotations += 1;
+        key.current = Some(pending);
         Ok(())
     }
 

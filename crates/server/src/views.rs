@@ -5,11 +5,11 @@ use keyhold_core::audit::{AuditEntry, AuditPublicKey, VerifyReport};
 use keyhold_core::clock::{Timestamp, format_timestamp};
 use keyhold_core::cluster::NodeRecord;
 use keyhold_core::credential::Credential;
-use keyhold_core::group::{KeyGroup, KeySpec};
+use keyhold_core::group::{AtRotationLimit, KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::KeyListing;
-use keyhold_core::service::RotationState;
+use keyhold_core::service::{InPlaceRotations, RotationState};
 use keyhold_core::settings::Settings;
 
 use crate::rotator::RotatorStatus;
@@ -86,8 +86,43 @@ pub fn group(group: &KeyGroup, rotation: &RotationState) -> api::GroupView {
         active_key_id: group.aws.active_key_id.as_ref().map(ToString::to_string),
         policy: group.aws.policy.as_ref().map(ToString::to_string),
         disable_after_rotate: group.aws.disable_after_rotate,
+        rotation_strategy: group.aws.rotation.as_str().to_owned(),
+        at_rotation_limit: group.aws.at_rotation_limit.as_str().to_owned(),
+        in_place_rotations: rotation
+            .in_place
+            .map(|count| in_place_rotations(group, count)),
         created_at: time(&group.created_at),
         updated_at: time(&group.updated_at),
+    }
+}
+
+fn in_place_rotations(group: &KeyGroup, count: InPlaceRotations) -> api::InPlaceRotationsView {
+    let warning = count.running_low().then(|| {
+        let then = match group.aws.at_rotation_limit {
+            AtRotationLimit::NewKey => {
+                "then the next rotation creates a new KMS key and moves the alias to it"
+            }
+            AtRotationLimit::Refuse => {
+                "then rotations are refused until the group's rotation strategy or at_rotation_limit changes"
+            }
+        };
+        format!(
+            "{} of {} on-demand rotations of KMS key {} left: {then}",
+            count.left(),
+            count.limit,
+            group
+                .aws
+                .active_key_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        )
+    });
+    api::InPlaceRotationsView {
+        used: count.used,
+        limit: count.limit,
+        left: count.left(),
+        warning,
     }
 }
 
@@ -109,6 +144,9 @@ pub fn key(listing: &KeyListing, now: Timestamp) -> api::KeyView {
         expired: key.is_expired(now),
         material: listing.material.as_str().to_owned(),
         state_note: listing.note.clone(),
+        kms_key_id: key.kms_key_id.as_ref().map(ToString::to_string),
+        kms_material_id: key.kms_material_id.as_ref().map(ToString::to_string),
+        material_state: key.material_state.as_str().to_owned(),
     }
 }
 
@@ -166,6 +204,7 @@ pub fn settings(settings: &Settings, cluster: api::ClusterView) -> api::Settings
         session_idle_minutes: settings.session_idle_minutes,
         session_max_hours: settings.session_max_hours,
         designated_rotator: settings.designated_rotator.to_string(),
+        on_demand_rotation_limit: settings.on_demand_rotation_limit,
         cluster,
     }
 }

@@ -7,16 +7,18 @@ use keyhold_core::StoreError;
 use keyhold_core::approval::{ApprovalRequest, ApprovalStatus, OperationClass, Quorum, Vote};
 use keyhold_core::audit::AuditEntry;
 use keyhold_core::clock::{Timestamp, format_timestamp, parse_timestamp};
-use keyhold_core::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
+use keyhold_core::cloud::aws::{Alias, Description, KeyMaterialId, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::cluster::{Lease, NodeRecord, NodeRole};
 use keyhold_core::credential::{
     AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
 };
-use keyhold_core::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
+use keyhold_core::group::{
+    AtRotationLimit, AwsProperties, GroupInfo, KeyGroup, KeySpec, RotationStrategy,
+};
 use keyhold_core::identity::{Identity, Role, Session, SessionIdentity};
 use keyhold_core::interval::Interval;
 use keyhold_core::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobStatus};
-use keyhold_core::key::{CheckDigits, Key, KeyState};
+use keyhold_core::key::{CheckDigits, Key, KeyState, MaterialState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::settings::Settings;
 use serde::de::DeserializeOwned;
@@ -295,6 +297,8 @@ pub(crate) struct GroupRow {
     created_at: String,
     updated_at: String,
     next_rotation_at: Option<String>,
+    rotation_strategy: String,
+    at_rotation_limit: String,
 }
 
 fn read_opt<T, E: std::fmt::Display>(
@@ -344,6 +348,16 @@ impl TryFrom<GroupRow> for KeyGroup {
                 )?,
                 policy: read_opt(T, "policy", row.policy.as_deref(), KeyPolicy::parse)?,
                 disable_after_rotate: row.disable_after_rotate,
+                rotation: read(
+                    T,
+                    "rotation_strategy",
+                    RotationStrategy::parse(&row.rotation_strategy),
+                )?,
+                at_rotation_limit: read(
+                    T,
+                    "at_rotation_limit",
+                    AtRotationLimit::parse(&row.at_rotation_limit),
+                )?,
             },
             created_at: read_ts(T, "created_at", &row.created_at)?,
             updated_at: read_ts(T, "updated_at", &row.updated_at)?,
@@ -366,6 +380,9 @@ pub(crate) struct KeyRow {
     state: String,
     keystore_handle: Vec<u8>,
     created_at: String,
+    kms_material_id: Option<String>,
+    material_state: String,
+    rotated_in: bool,
 }
 
 impl TryFrom<KeyRow> for Key {
@@ -382,6 +399,20 @@ impl TryFrom<KeyRow> for Key {
             valid_to: read_opt_ts(T, "valid_to", row.valid_to.as_deref())?,
             state: KeyState::parse(&row.state)
                 .ok_or_else(|| corrupt(T, "state", format!("unknown state '{}'", row.state)))?,
+            kms_material_id: read_opt(
+                T,
+                "kms_material_id",
+                row.kms_material_id.as_deref(),
+                KeyMaterialId::parse,
+            )?,
+            material_state: MaterialState::parse(&row.material_state).ok_or_else(|| {
+                corrupt(
+                    T,
+                    "material_state",
+                    format!("unknown material state '{}'", row.material_state),
+                )
+            })?,
+            rotated_in: row.rotated_in,
             keystore_handle: row.keystore_handle,
             created_at: read_ts(T, "created_at", &row.created_at)?,
         })

@@ -28,6 +28,7 @@ mod groups;
 mod hostile_input;
 mod hostile_network;
 mod hsm;
+mod in_place;
 
 mod resume;
 mod schedule;

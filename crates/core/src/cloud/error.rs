@@ -50,6 +50,13 @@ pub enum CloudError {
         operation: &'static str,
         message: String,
     },
+    /// A limit AWS does not lift was reached: on-demand rotations of one KMS
+    /// key above all (keys per account too).
+    #[error("{operation}: AWS KMS limit reached: {message}")]
+    LimitExceeded {
+        operation: &'static str,
+        message: String,
+    },
     /// The request itself is wrong (policy rejected, alias taken, …).
     #[error("{operation}: {message}")]
     Rejected {

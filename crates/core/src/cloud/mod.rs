@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 use crate::credential::{CloudService, Credential};
 use crate::key::KeyState;
-use aws::{Alias, KeyPolicy, KmsKeyId, Region};
+use aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId, Region};
 
 pub use error::CloudError;
 pub use wrapping::WrappingAlgorithm;
@@ -29,6 +29,21 @@ pub struct CloudKeyInfo {
     /// True for `Origin=EXTERNAL` (imported material).
     pub external: bool,
     pub valid_to: Option<Timestamp>,
+    /// The material KMS encrypts with (`CurrentKeyMaterialId`), when the
+    /// cloud names it.
+    pub current_material: Option<KeyMaterialId>,
+}
+
+/// Which material an import brings into a KMS key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaterialImport<'a> {
+    /// The key's first material, or one it holds already, re-imported
+    /// (`EXISTING_KEY_MATERIAL`): named when keyhold knows its id, so KMS
+    /// checks it is that one.
+    Existing(Option<&'a KeyMaterialId>),
+    /// New material for an on-demand rotation (`NEW_KEY_MATERIAL`): pending
+    /// rotation until [`CloudKms::rotate_key_on_demand`].
+    New { description: &'a str },
 }
 
 /// Import parameters from KMS: a wrapping public key and a token valid 24 hours.
@@ -84,14 +99,24 @@ pub trait CloudKms: Send + Sync {
         key_id: &KmsKeyId,
         algorithm: WrappingAlgorithm,
     ) -> Result<ImportParameters, CloudError>;
+    /// Answers the material's id when the cloud names it.
     async fn import_key_material(
         &self,
         key_id: &KmsKeyId,
         import_token: &[u8],
         encrypted_material: &[u8],
         valid_to: Option<Timestamp>,
+        import: MaterialImport<'_>,
+    ) -> Result<Option<KeyMaterialId>, CloudError>;
+    /// Deletes one material (the current one when `None`); the KMS key
+    /// cannot be used until it is imported again.
+    async fn delete_imported_key_material(
+        &self,
+        key_id: &KmsKeyId,
+        material: Option<&KeyMaterialId>,
     ) -> Result<(), CloudError>;
-    async fn delete_imported_key_material(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
+    /// Makes the material pending rotation current (`RotateKeyOnDemand`).
+    async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
     /// Creates the alias, or moves it when it exists.
     async fn point_alias(&self, alias: &Alias, key_id: &KmsKeyId) -> Result<(), CloudError>;
     async fn disable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;

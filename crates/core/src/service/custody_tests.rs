@@ -72,6 +72,8 @@ fn world() -> (Keyhold, Arc<FakeStore>) {
             active_key_id: None,
             policy: None,
             disable_after_rotate: true,
+            rotation: crate::group::RotationStrategy::NewKey,
+            at_rotation_limit: crate::group::AtRotationLimit::NewKey,
         },
         created_at: chrono::DateTime::UNIX_EPOCH,
         updated_at: chrono::DateTime::UNIX_EPOCH,

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use super::Keyhold;
 use crate::action::Action;
+use crate::cloud::aws::KmsKeyId;
 use crate::error::{CoreError, CoreResult, StoreError};
 use crate::identity::{Operation, Session};
 use crate::job::Job;
-use crate::key::{Key, KeyCursor, KeyListing, KeyPage, Material};
+use crate::key::{Key, KeyCursor, KeyListing, KeyPage, Material, MaterialState};
 use crate::names::GroupName;
 
 /// How a key is named on the command line: keyhold's id or its KMS key id.
@@ -105,10 +106,30 @@ impl Keyhold {
         }
     }
 
-    /// Finds a key by its KMS key id (its name) or keyhold's own id; a key
-    /// without a KMS key also by the name it is listed under, its group and
-    /// version ([`Key::display_name`]).
+    /// The key whose material is current in this KMS key: the newest such
+    /// version (a rotation in place leaves its predecessors non-current).
+    pub(super) async fn current_key_in(&self, kms_key_id: &KmsKeyId) -> CoreResult<Option<Key>> {
+        Ok(self
+            .store
+            .keys_in_kms_key(kms_key_id)
+            .await?
+            .into_iter()
+            .rfind(|k| k.material_state == MaterialState::Current))
+    }
+
+    /// Finds a key by its name ([`Key::display_name`]: the KMS key id, that
+    /// id and a version for a version rotated into it, or group and version
+    /// for a key without a KMS key) or keyhold's own id.
     pub(super) async fn find_key(&self, name: &str) -> CoreResult<Key> {
+        if let Some((kms, version)) = Key::parse_rotated_in_name(name) {
+            return self
+                .store
+                .keys_in_kms_key(&kms)
+                .await?
+                .into_iter()
+                .find(|k| k.version == version)
+                .ok_or_else(|| CoreError::not_found("key", name));
+        }
         if let Some((group, version)) = Key::parse_local_name(name) {
             return self
                 .find_key_without_kms_key(group, version)
@@ -116,8 +137,11 @@ impl Keyhold {
                 .ok_or_else(|| CoreError::not_found("key", name));
         }
         let id = parse_key_ref(name)?;
-        let by_kms = match crate::cloud::aws::KmsKeyId::parse(name) {
-            Ok(kms) => self.store.find_key_by_kms_id(&kms).await?,
+        let by_kms = match KmsKeyId::parse(name) {
+            Ok(kms) => {
+                let keys = self.store.keys_in_kms_key(&kms).await?;
+                keys.into_iter().find(|k| !k.rotated_in)
+            }
             Err(_) => None,
         };
         match by_kms {
@@ -159,7 +183,12 @@ impl Keyhold {
         self.authorize(session, Operation::DELETE_KEY).await?;
         let key = self.find_key(name).await?;
         let group = self.find_group(&key.group).await?;
-        if key.kms_key_id.is_some() && group.aws.active_key_id == key.kms_key_id {
+        // Versions rotated out of the active KMS key may go (KMS keeps
+        // decrypting with them, from its own copy); the current one may not.
+        if key.kms_key_id.is_some()
+            && group.aws.active_key_id == key.kms_key_id
+            && key.material_state != MaterialState::NonCurrent
+        {
             return Err(CoreError::Conflict(format!(
                 "key {} is the active key of key group '{}': rotate the group first, then delete the old key",
                 key.display_name(),

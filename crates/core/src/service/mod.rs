@@ -29,7 +29,7 @@ use crate::ports::{AuditFallback, Keystore, NoAuditFallback, Store};
 pub use access::{Activity, LoginOutcome, OneTimePassword};
 pub use approvals::Gate;
 pub use audit_log::AuditExport;
-pub use jobs::JobRuntime;
+pub use jobs::{InPlaceRotations, JobRuntime};
 pub use schedule::{DUE_PER_PASS, RotationState, SchedulePass};
 
 /// The application: ports wired together.

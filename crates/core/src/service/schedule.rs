@@ -47,6 +47,8 @@ pub struct RotationState {
     pub last: Option<Job>,
     /// When a failed scheduled rotation is tried again.
     pub retry_at: Option<Timestamp>,
+    /// A `new_material` group's count against AWS's on-demand rotations.
+    pub in_place: Option<super::InPlaceRotations>,
 }
 
 impl Keyhold {
@@ -129,11 +131,7 @@ impl Keyhold {
             return Ok(None);
         };
         let active_valid_to = match &group.aws.active_key_id {
-            Some(active) => self
-                .store
-                .find_key_by_kms_id(active)
-                .await?
-                .and_then(|k| k.valid_to),
+            Some(active) => self.current_key_in(active).await?.and_then(|k| k.valid_to),
             None => None,
         };
         Ok(Some(next_rotation(
@@ -182,11 +180,17 @@ impl Keyhold {
         }
     }
 
-    /// The group's last rotation, and when it is retried if it failed.
-    pub async fn rotation_state(&self, group: &GroupName) -> CoreResult<RotationState> {
-        let last = self.latest_rotation(group).await?;
+    /// The group's last rotation, when it is retried if it failed, and how
+    /// many rotations in place its KMS key has left.
+    pub async fn rotation_state(&self, group: &KeyGroup) -> CoreResult<RotationState> {
+        let last = self.latest_rotation(&group.name).await?;
         let retry_at = last.as_ref().and_then(scheduled_retry_at);
-        Ok(RotationState { last, retry_at })
+        let in_place = self.in_place_rotations(group).await?;
+        Ok(RotationState {
+            last,
+            retry_at,
+            in_place,
+        })
     }
 }
 

@@ -158,6 +158,9 @@ impl ApiError {
                     CloudError::IncorrectKeyMaterial { .. } => {
                         (StatusCode::BAD_GATEWAY, "cloud_incorrect_key_material")
                     }
+                    CloudError::LimitExceeded { .. } => {
+                        (StatusCode::CONFLICT, "cloud_limit_exceeded")
+                    }
                     CloudError::Rejected { .. } => (StatusCode::BAD_GATEWAY, "cloud_rejected"),
                 },
             },
@@ -397,6 +400,14 @@ mod tests {
                 })
                 .into(),
                 502,
+            ),
+            (
+                CoreError::Cloud(CloudError::LimitExceeded {
+                    operation: "RotateKeyOnDemand",
+                    message: "m".into(),
+                })
+                .into(),
+                409,
             ),
             (
                 CoreError::Cloud(CloudError::Rejected {

@@ -54,6 +54,7 @@ pub async fn change(
             .map(RotatorChoice::parse)
             .transpose()
             .map_err(CoreError::from)?,
+        on_demand_rotation_limit: req.on_demand_rotation_limit,
     };
     let settings = audited(app, session, Action::ChangeConfiguration, async {
         gate(app, session, Operation::CHANGE_CONFIGURATION, async || {

@@ -14,7 +14,7 @@ use crate::views;
 
 /// The group with where its rotation stands (the caller has read it already).
 pub async fn view(app: &AppState, group: &KeyGroup) -> ApiResult<api::GroupView> {
-    let rotation = app.keyhold.rotation_state(&group.name).await?;
+    let rotation = app.keyhold.rotation_state(group).await?;
     Ok(views::group(group, &rotation))
 }
 

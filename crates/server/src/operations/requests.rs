@@ -5,7 +5,10 @@ use keyhold_api as api;
 use keyhold_core::InvalidInput;
 use keyhold_core::cloud::aws::{Alias, Description, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::credential::CloudService;
-use keyhold_core::group::{AwsProperties, GroupChange, GroupInfo, InfoChange, KeySpec, NewGroup};
+use keyhold_core::group::{
+    AtRotationLimit, AwsProperties, GroupChange, GroupInfo, InfoChange, KeySpec, NewGroup,
+    RotationStrategy,
+};
 use keyhold_core::interval::Interval;
 use keyhold_core::names::{CredentialName, GroupName};
 use keyhold_core::schedule::parse_rotation_interval;
@@ -54,6 +57,10 @@ pub fn new_group(req: &api::CreateGroupRequest) -> Result<NewGroup, InvalidInput
             active_key_id: optional(req.active_key_id.as_deref(), KmsKeyId::parse)?,
             policy: optional(req.policy.as_deref(), KeyPolicy::parse)?,
             disable_after_rotate: req.disable_after_rotate.unwrap_or(false),
+            rotation: optional(req.rotation_strategy.as_deref(), RotationStrategy::parse)?
+                .unwrap_or_default(),
+            at_rotation_limit: optional(req.at_rotation_limit.as_deref(), AtRotationLimit::parse)?
+                .unwrap_or_default(),
         },
     })
 }
@@ -71,5 +78,7 @@ pub fn group_change(req: &api::UpdateGroupRequest) -> Result<GroupChange, Invali
         active_key_id: clearable(&req.active_key_id, KmsKeyId::parse)?,
         policy: clearable(&req.policy, KeyPolicy::parse)?,
         disable_after_rotate: req.disable_after_rotate,
+        rotation: optional(req.rotation_strategy.as_deref(), RotationStrategy::parse)?,
+        at_rotation_limit: optional(req.at_rotation_limit.as_deref(), AtRotationLimit::parse)?,
     })
 }

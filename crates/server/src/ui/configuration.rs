@@ -27,6 +27,7 @@ pub struct SettingsForm {
     lockout_minutes: String,
     session_idle_minutes: String,
     session_max_hours: String,
+    on_demand_rotation_limit: String,
     designated_rotator: String,
 }
 
@@ -54,6 +55,10 @@ impl SettingsForm {
             session_max_hours: number("session_max_hours", &self.session_max_hours)?,
             designated_rotator: (!self.designated_rotator.is_empty())
                 .then(|| self.designated_rotator.clone()),
+            on_demand_rotation_limit: number(
+                "on_demand_rotation_limit",
+                &self.on_demand_rotation_limit,
+            )?,
         })
     }
 }
@@ -195,6 +200,7 @@ fn body(ui: &UiSession, settings: &api::SettingsView, policies: &[api::PolicyVie
             (number_field("lockout_minutes", "Lockout duration (minutes)", settings.lockout_minutes, 1, 1440))
             (number_field("session_idle_minutes", "Session idle timeout (minutes)", settings.session_idle_minutes, 1, 1440))
             (number_field("session_max_hours", "Session maximum lifetime (hours)", settings.session_max_hours, 1, 168))
+            (number_field("on_demand_rotation_limit", "On-demand rotations per KMS key (groups rotating in place; AWS allows 25)", settings.on_demand_rotation_limit, 1, 25))
             (layout::needs(ui, Operation::CHANGE_CONFIGURATION, settings.dual_control))
             p.actions { button type="submit" #save-configuration { "Save configuration" } }
         }

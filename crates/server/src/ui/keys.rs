@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhold_api as api;
 use keyhold_core::CoreError;
+use keyhold_core::group::{AtRotationLimit, RotationStrategy};
 use keyhold_core::identity::Operation;
 use keyhold_core::interval::INTERVAL_HINT;
 use keyhold_core::key::KeyPage;
@@ -314,6 +315,8 @@ pub struct GroupForm {
     active_key_id: String,
     policy: String,
     disable_after_rotate: Option<String>,
+    rotation_strategy: String,
+    at_rotation_limit: String,
 }
 
 impl GroupForm {
@@ -345,6 +348,8 @@ impl GroupForm {
             active_key_id: group.active_key_id.clone().unwrap_or_default(),
             policy: group.policy.clone().unwrap_or_default(),
             disable_after_rotate: group.disable_after_rotate.then(|| "on".to_owned()),
+            rotation_strategy: group.rotation_strategy.clone(),
+            at_rotation_limit: group.at_rotation_limit.clone(),
         }
     }
 
@@ -380,6 +385,8 @@ impl GroupForm {
             active_key_id: non_empty(&self.active_key_id),
             policy: non_empty(&self.policy),
             disable_after_rotate: Some(self.disable_after_rotate.is_some()),
+            rotation_strategy: non_empty(&self.rotation_strategy),
+            at_rotation_limit: non_empty(&self.at_rotation_limit),
         })
     }
 
@@ -406,6 +413,44 @@ impl GroupForm {
             disable_after_rotate: (self.disable_after_rotate.is_some()
                 != current.disable_after_rotate.is_some())
             .then_some(self.disable_after_rotate.is_some()),
+            rotation_strategy: changed(&self.rotation_strategy, &current.rotation_strategy)
+                .map(|r| r.trim().to_owned()),
+            at_rotation_limit: changed(&self.at_rotation_limit, &current.at_rotation_limit)
+                .map(|l| l.trim().to_owned()),
+        }
+    }
+}
+
+/// *Rotation strategy*: a new KMS key per rotation, or new material in the
+/// same KMS key (and what to do at AWS's on-demand rotation limit).
+fn rotation_strategy_fields(values: &GroupForm) -> Markup {
+    let strategy = if values.rotation_strategy.is_empty() {
+        RotationStrategy::NewKey.as_str()
+    } else {
+        values.rotation_strategy.as_str()
+    };
+    let at_limit = if values.at_rotation_limit.is_empty() {
+        AtRotationLimit::NewKey.as_str()
+    } else {
+        values.at_rotation_limit.as_str()
+    };
+    html! {
+        div.field {
+            label for="group-rotation-strategy" { "Rotation strategy" }
+            select #group-rotation-strategy name="rotation_strategy" aria-describedby="group-rotation-strategy-hint" {
+                option value="new_key" selected[strategy == "new_key"] { "New KMS key per rotation (alias moved)" }
+                option value="new_material" selected[strategy == "new_material"] { "New material in the same KMS key (ARN kept)" }
+            }
+            p.hint #group-rotation-strategy-hint {
+                "New material keeps the KMS key and its ARN, so services that pin the ARN keep working, and earlier material still decrypts. AWS allows each KMS key a limited number of on-demand rotations."
+            }
+        }
+        div.field {
+            label for="group-at-rotation-limit" { "At the on-demand rotation limit" }
+            select #group-at-rotation-limit name="at_rotation_limit" {
+                option value="new_key" selected[at_limit == "new_key"] { "Start a new KMS key and move the alias" }
+                option value="refuse" selected[at_limit == "refuse"] { "Refuse to rotate" }
+            }
         }
     }
 }
@@ -569,6 +614,7 @@ fn group_dialog(
                 }
                 (text_field("rotate_every", "Rotate every", &values.rotate_every, false, false, ROTATE_EVERY_PLACEHOLDER, Some(rotate_every_hint().as_str()), bad))
                 (text_field("valid_for", "Keep key valid for", &values.valid_for, false, false, VALID_FOR_PLACEHOLDER, Some(valid_for_hint().as_str()), bad))
+                (rotation_strategy_fields(values))
             }
             section.tab-panel #tab-info role="tabpanel" aria-labelledby="tab-info-button" {
                 (text_field("owner", "Owner", &values.owner, false, false, "", None, bad))
@@ -785,12 +831,27 @@ async fn confirm_for_group(
 }
 
 fn rotate_dialog(ui: &UiSession, listing: &Listing, group: &api::GroupView) -> Dialog {
+    let in_place = group.rotation_strategy == RotationStrategy::NewMaterial.as_str()
+        && group
+            .in_place_rotations
+            .as_ref()
+            .is_some_and(|r| r.left > 0);
     let body = html! {
-        p #rotate-what {
-            "This creates a new KMS key in " (group.region) " (AWS bills each key), imports new key material into it, and moves "
-            code { (group.alias) } " to it"
-            @if group.disable_after_rotate { "; the key it replaces is then disabled in AWS" }
-            "."
+        @if in_place {
+            p #rotate-what {
+                "This imports new key material into KMS key " code { (group.active_key_id.clone().unwrap_or_default()) }
+                " and rotates it on demand: its ARN and " code { (group.alias) } " stay, and what it encrypted before still decrypts."
+            }
+        } @else {
+            p #rotate-what {
+                "This creates a new KMS key in " (group.region) " (AWS bills each key), imports new key material into it, and moves "
+                code { (group.alias) } " to it"
+                @if group.disable_after_rotate { "; the key it replaces is then disabled in AWS" }
+                "."
+            }
+        }
+        @if let Some(warning) = group.in_place_rotations.as_ref().and_then(|r| r.warning.as_ref()) {
+            p.warning #rotation-limit-warning role="note" { (warning) }
         }
         (layout::needs(ui, Operation::ROTATE_GROUP, listing.dual_control))
         form method="post" action=(format!("/ui/keys/groups/{}/rotate", encode(&group.name))) {
@@ -1057,6 +1118,9 @@ mod tests {
             active_key_id: Some("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
             policy: Some("{}".into()),
             disable_after_rotate: true,
+            rotation_strategy: "new_key".into(),
+            at_rotation_limit: "new_key".into(),
+            in_place_rotations: None,
             created_at: String::new(),
             updated_at: String::new(),
             last_rotation_job: None,

@@ -11,7 +11,8 @@ use crate::rows::{GroupRow, opt_ts, ts};
 
 const COLUMNS: &str = "id, name, service, credential_name, rotate_every, valid_for, \
      info_owner, info_notes, alias, description, region, active_key_id, policy, \
-     disable_after_rotate, created_at, updated_at, next_rotation_at";
+     disable_after_rotate, created_at, updated_at, next_rotation_at, rotation_strategy, \
+     at_rotation_limit";
 
 pub(super) async fn list(pool: &Pool) -> Result<Vec<KeyGroup>, StoreError> {
     sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLUMNS} FROM key_groups ORDER BY name"))
@@ -61,7 +62,7 @@ fn interval(i: Option<&Interval>) -> Option<String> {
 pub(super) async fn insert(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO key_groups ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
     ))
     .bind(g.id.to_string())
     .bind(g.name.as_str())
@@ -80,6 +81,8 @@ pub(super) async fn insert(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreErr
     .bind(ts(&g.created_at))
     .bind(ts(&g.updated_at))
     .bind(opt_ts(g.next_rotation_at.as_ref()))
+    .bind(g.aws.rotation.as_str())
+    .bind(g.aws.at_rotation_limit.as_str())
     .execute(conn)
     .await
     .map_err(db_referencing)?;
@@ -93,7 +96,8 @@ pub(super) async fn update(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreErr
         "UPDATE key_groups SET service = $2, credential_name = $3, rotate_every = $4, \
          valid_for = $5, info_owner = $6, info_notes = $7, alias = $8, description = $9, \
          region = $10, active_key_id = $11, policy = $12, disable_after_rotate = $13, \
-         updated_at = $14, next_rotation_at = $15 WHERE name = $1",
+         updated_at = $14, next_rotation_at = $15, rotation_strategy = $16, \
+         at_rotation_limit = $17 WHERE name = $1",
     )
     .bind(g.name.as_str())
     .bind(g.service.as_str())
@@ -110,6 +114,8 @@ pub(super) async fn update(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreErr
     .bind(g.aws.disable_after_rotate)
     .bind(ts(&g.updated_at))
     .bind(opt_ts(g.next_rotation_at.as_ref()))
+    .bind(g.aws.rotation.as_str())
+    .bind(g.aws.at_rotation_limit.as_str())
     .execute(conn)
     .await
     .map_err(db_referencing)?;

@@ -1,5 +1,5 @@
 use keyhold_core::StoreError;
-use keyhold_core::cloud::aws::KmsKeyId;
+use keyhold_core::cloud::aws::{KeyMaterialId, KmsKeyId};
 use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::GroupName;
 
@@ -10,8 +10,8 @@ use crate::error::{db, db_referencing};
 use crate::rows::{KeyRow, opt_ts, read_u32, ts};
 
 const COLUMNS: &str = "id, group_name, version, kms_key_id, check_digits, valid_from, \
-     valid_to, state, keystore_handle, created_at";
-const VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     valid_to, state, keystore_handle, created_at, kms_material_id, material_state, rotated_in";
+const VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// A page walks the `UNIQUE (group_name, version)` index from the cursor:
 /// each page costs the same however deep into the listing it is.
@@ -48,17 +48,19 @@ pub(super) async fn get(pool: &Pool, id: uuid::Uuid) -> Result<Option<Key>, Stor
         .transpose()
 }
 
-pub(super) async fn find_by_kms_id(
-    pool: &Pool,
-    kms_key_id: &KmsKeyId,
-) -> Result<Option<Key>, StoreError> {
-    sqlx::query_as::<_, KeyRow>(&format!("SELECT {COLUMNS} FROM keys WHERE kms_key_id = $1"))
-        .bind(kms_key_id.as_str())
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?
-        .map(Key::try_from)
-        .transpose()
+/// Bounded by AWS's on-demand rotation limit: one key per material in the
+/// KMS key.
+pub(super) async fn in_kms_key(pool: &Pool, kms_key_id: &KmsKeyId) -> Result<Vec<Key>, StoreError> {
+    sqlx::query_as::<_, KeyRow>(&format!(
+        "SELECT {COLUMNS} FROM keys WHERE kms_key_id = $1 ORDER BY version"
+    ))
+    .bind(kms_key_id.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(Key::try_from)
+    .collect()
 }
 
 /// The end of the group's span of the `UNIQUE (group_name, version)` index.
@@ -92,7 +94,8 @@ pub(super) async fn insert(conn: &mut Conn, key: &Key) -> Result<(), StoreError>
 pub(super) async fn update(conn: &mut Conn, key: &Key) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE keys SET kms_key_id = $2, check_digits = $3, valid_from = $4, valid_to = $5, \
-         state = $6, keystore_handle = $7 WHERE id = $1",
+         state = $6, keystore_handle = $7, kms_material_id = $8, material_state = $9, \
+         rotated_in = $10 WHERE id = $1",
     )
     .bind(key.id.to_string())
     .bind(key.kms_key_id.as_ref().map(KmsKeyId::as_str))
@@ -101,6 +104,9 @@ pub(super) async fn update(conn: &mut Conn, key: &Key) -> Result<(), StoreError>
     .bind(opt_ts(key.valid_to.as_ref()))
     .bind(key.state.as_str())
     .bind(&key.keystore_handle)
+    .bind(key.kms_material_id.as_ref().map(KeyMaterialId::as_str))
+    .bind(key.material_state.as_str())
+    .bind(key.rotated_in)
     .execute(conn)
     .await
     .map_err(db)?;
@@ -109,8 +115,9 @@ pub(super) async fn update(conn: &mut Conn, key: &Key) -> Result<(), StoreError>
 
 /// Inserts the key, or replaces every column but its creation time when a key
 /// with its id exists (a job step writing the key it produces or changes).
-/// Fails with [`StoreError::Duplicate`] when its KMS key id, or its version in
-/// its group, is another key's, and with [`StoreError::NotFound`] when its
+/// Fails with [`StoreError::Duplicate`] when its KMS key id (for a key not
+/// rotated in), its material in its KMS key, or its version in its group, is
+/// another key's, and with [`StoreError::NotFound`] when its
 /// group does not exist.
 pub(super) async fn upsert(conn: &mut Conn, key: &Key) -> Result<(), StoreError> {
     let sql = format!(
@@ -119,7 +126,9 @@ pub(super) async fn upsert(conn: &mut Conn, key: &Key) -> Result<(), StoreError>
          version = excluded.version, kms_key_id = excluded.kms_key_id, \
          check_digits = excluded.check_digits, valid_from = excluded.valid_from, \
          valid_to = excluded.valid_to, state = excluded.state, \
-         keystore_handle = excluded.keystore_handle"
+         keystore_handle = excluded.keystore_handle, \
+         kms_material_id = excluded.kms_material_id, material_state = excluded.material_state, \
+         rotated_in = excluded.rotated_in"
     );
     write(conn, key, &sql).await
 }
@@ -137,6 +146,9 @@ async fn write(conn: &mut Conn, key: &Key, sql: &str) -> Result<(), StoreError> 
         .bind(key.state.as_str())
         .bind(&key.keystore_handle)
         .bind(ts(&key.created_at))
+        .bind(key.kms_material_id.as_ref().map(KeyMaterialId::as_str))
+        .bind(key.material_state.as_str())
+        .bind(key.rotated_in)
         .execute(conn)
         .await
         .map_err(db_referencing)?;

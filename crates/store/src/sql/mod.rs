@@ -440,8 +440,8 @@ impl Store for SqlBackend {
         keys::get(&self.pool, id).await
     }
 
-    async fn find_key_by_kms_id(&self, kms_key_id: &KmsKeyId) -> Result<Option<Key>, StoreError> {
-        keys::find_by_kms_id(&self.pool, kms_key_id).await
+    async fn keys_in_kms_key(&self, kms_key_id: &KmsKeyId) -> Result<Vec<Key>, StoreError> {
+        keys::in_kms_key(&self.pool, kms_key_id).await
     }
 
     async fn latest_key_version(&self, group: &GroupName) -> Result<Option<u32>, StoreError> {

@@ -10,10 +10,12 @@ use keyhold_core::credential::{
     AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
 };
 use keyhold_core::error::KeystoreError;
-use keyhold_core::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
+use keyhold_core::group::{
+    AtRotationLimit, AwsProperties, GroupInfo, KeyGroup, KeySpec, RotationStrategy,
+};
 use keyhold_core::identity::{Identity, Role};
 use keyhold_core::interval::Interval;
-use keyhold_core::key::{CheckDigits, Key, KeyState};
+use keyhold_core::key::{CheckDigits, Key, KeyState, MaterialState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
 use keyhold_store::testing::{RawConnection, TestDatabase};
 use keyhold_store::{DatabaseKind, SqlStore};
@@ -189,6 +191,8 @@ pub fn group(name: &str, credential: &str) -> KeyGroup {
                     .unwrap(),
             ),
             disable_after_rotate: true,
+            rotation: RotationStrategy::NewMaterial,
+            at_rotation_limit: AtRotationLimit::Refuse,
         },
         created_at: at(3),
         updated_at: at(4),
@@ -206,6 +210,9 @@ pub fn key(group: &str, version: u32) -> Key {
         valid_from: at(5),
         valid_to: Some(at(5 + 365 * 86_400)),
         state: KeyState::Enabled,
+        kms_material_id: None,
+        material_state: MaterialState::Current,
+        rotated_in: false,
         keystore_handle: b"sealed handle bytes".to_vec(),
         created_at: at(5),
     }

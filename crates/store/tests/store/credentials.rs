@@ -251,7 +251,7 @@ async fn migration_0003_upgrades_a_database_of_the_release_before() {
     let mac = std::sync::Arc::new(TestMac::default());
     let s = connect(&db.url(&path), &mac).await;
     assert_eq!(s.list_credentials().await.unwrap(), vec![cred.clone()]);
-    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g.clone()));
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(as_migrated(&g)));
     assert!(matches!(
         s.delete_credential(&cred.name, &record("x")).await,
         Err(StoreError::InUse)
@@ -261,7 +261,7 @@ async fn migration_0003_upgrades_a_database_of_the_release_before() {
     assert_eq!(s.get_credential(&chain.name).await.unwrap(), Some(chain));
     s.close().await;
     let s = connect(&db.url(&path), &mac).await;
-    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(as_migrated(&g)));
     s.close().await;
 }
 
@@ -302,7 +302,7 @@ async fn sqlite_migration_0003_keeps_credentials_groups_and_their_reference() {
         Some(cred.clone())
     );
     assert_eq!(s.list_credentials().await.unwrap(), vec![cred.clone()]);
-    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g.clone()));
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(as_migrated(&g)));
 
     let mut conn = raw_sqlite(&db).await;
     let applied: Vec<i64> =
@@ -357,5 +357,14 @@ async fn sqlite_migration_0003_keeps_credentials_groups_and_their_reference() {
 
     // Opening again applies nothing more.
     let s = open_sqlite(&db, &mac).await;
-    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(as_migrated(&g)));
+}
+
+/// A group written before migration 0011 reads back rotating by new KMS
+/// keys, the behaviour it had.
+fn as_migrated(g: &keyhold_core::group::KeyGroup) -> keyhold_core::group::KeyGroup {
+    let mut g = g.clone();
+    g.aws.rotation = keyhold_core::group::RotationStrategy::NewKey;
+    g.aws.at_rotation_limit = keyhold_core::group::AtRotationLimit::NewKey;
+    g
 }

@@ -1,7 +1,7 @@
 use keyhold_core::StoreError;
-use keyhold_core::cloud::aws::KmsKeyId;
+use keyhold_core::cloud::aws::{KeyMaterialId, KmsKeyId};
 use keyhold_core::identity::{Role, Session, SessionIdentity};
-use keyhold_core::key::{Key, KeyCursor, KeyPage, KeyState};
+use keyhold_core::key::{Key, KeyCursor, KeyPage, KeyState, MaterialState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
 use keyhold_core::settings::Settings;
 
@@ -301,9 +301,9 @@ async fn credentials_groups_and_keys_round_trip() {
         "a cursor from another group resumes at this group's first key after it"
     );
     let kms = k1.kms_key_id.clone().unwrap();
-    assert_eq!(s.find_key_by_kms_id(&kms).await.unwrap(), Some(k1.clone()));
+    assert_eq!(s.keys_in_kms_key(&kms).await.unwrap(), vec![k1.clone()]);
     let unknown = KmsKeyId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
-    assert_eq!(s.find_key_by_kms_id(&unknown).await.unwrap(), None);
+    assert_eq!(s.keys_in_kms_key(&unknown).await.unwrap(), vec![]);
     // The next rotation's version comes from the group's highest, whatever
     // order the keys were inserted in.
     assert_eq!(s.latest_key_version(&g.name).await.unwrap(), Some(2));
@@ -323,6 +323,60 @@ async fn credentials_groups_and_keys_round_trip() {
     assert_eq!(s.get_key(k2.id).await.unwrap(), None);
     // c1 c2 g1 g2 g1-updated k1 k1-disabled k2-deleted
     assert_eq!(f.audit_count().await, 8);
+}
+
+/// Versions rotated in place share their KMS key: the database holds one key
+/// first imported into each KMS key, and each material in it once.
+#[tokio::test]
+async fn versions_share_a_kms_key_each_with_its_own_material() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    s.insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    s.insert_group(&group("payments", "aws-prod"), &record("g"))
+        .await
+        .unwrap();
+    let material = |digit: char| KeyMaterialId::parse(&digit.to_string().repeat(64)).unwrap();
+    let mut first = key("payments", 1);
+    first.kms_material_id = Some(material('a'));
+    first.material_state = MaterialState::NonCurrent;
+    s.insert_key(&first, None).await.unwrap();
+    let mut second = key("payments", 2);
+    second.kms_key_id = first.kms_key_id.clone();
+    second.kms_material_id = Some(material('b'));
+    second.rotated_in = true;
+    s.insert_key(&second, None).await.unwrap();
+    // Not yet imported: no material id, several may wait (at most one per
+    // job, but the database does not need to know).
+    let mut pending = key("payments", 3);
+    pending.kms_key_id = first.kms_key_id.clone();
+    pending.kms_material_id = None;
+    pending.material_state = MaterialState::PendingRotation;
+    pending.rotated_in = true;
+    s.insert_key(&pending, None).await.unwrap();
+    let kms = first.kms_key_id.clone().unwrap();
+    assert_eq!(
+        s.keys_in_kms_key(&kms).await.unwrap(),
+        vec![first.clone(), second.clone(), pending.clone()]
+    );
+
+    // A second key first imported into the same KMS key, or the same
+    // material twice, is refused.
+    let mut another_first = key("payments", 4);
+    another_first.kms_key_id = first.kms_key_id.clone();
+    assert!(matches!(
+        s.insert_key(&another_first, None).await,
+        Err(StoreError::Duplicate)
+    ));
+    let mut same_material = key("payments", 5);
+    same_material.kms_key_id = first.kms_key_id.clone();
+    same_material.kms_material_id = Some(material('b'));
+    same_material.rotated_in = true;
+    assert!(matches!(
+        s.insert_key(&same_material, None).await,
+        Err(StoreError::Duplicate)
+    ));
 }
 
 #[tokio::test]

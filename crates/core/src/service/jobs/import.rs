@@ -5,10 +5,11 @@
 use super::super::Keyhold;
 use super::StepOutcome;
 use crate::clock::message_time;
-use crate::cloud::{CloudError, CloudKms};
+use crate::cloud::aws::{KeyMaterialId, KmsKeyId};
+use crate::cloud::{CloudError, CloudKms, MaterialImport, WrappingAlgorithm};
 use crate::error::{CoreError, CoreResult, KeystoreError};
 use crate::job::Job;
-use crate::key::KeyState;
+use crate::key::{Key, KeyState, MaterialState};
 
 /// Import attempts when KMS answers that the import token expired.
 const IMPORT_ATTEMPTS: u32 = 3;
@@ -54,45 +55,28 @@ impl Keyhold {
                 key.valid_to.as_ref().map(message_time).unwrap_or_default()
             )));
         }
-        let algorithm = *self
-            .keystore
-            .wrapping_algorithms()?
-            .first()
-            .ok_or_else(|| {
-                KeystoreError::Unsupported(
-                    "the keystore can wrap with no algorithm AWS accepts".into(),
-                )
-            })?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let params = kms
-                .get_parameters_for_import(&kms_key_id, algorithm)
-                .await?;
-            let wrapped = self.keystore.wrap_key(
-                key.id,
-                &key.keystore_handle,
-                &params.public_key_der,
-                algorithm,
-            )?;
-            match kms
-                .import_key_material(&kms_key_id, &params.import_token, &wrapped, key.valid_to)
-                .await
-            {
-                Ok(()) => break,
-                // Tokens live 24 hours; a resumed job may hold a stale one.
-                Err(CloudError::ExpiredImportToken { .. }) if attempts < IMPORT_ATTEMPTS => {
-                    continue;
+        let imported = match self
+            .import_wrapped(
+                &key,
+                kms,
+                &kms_key_id,
+                MaterialImport::Existing(key.kms_material_id.as_ref()),
+            )
+            .await
+        {
+            Ok(imported) => imported,
+            Err(CoreError::Cloud(CloudError::IncorrectKeyMaterial { operation, message })) => {
+                return Err(CloudError::IncorrectKeyMaterial {
+                    operation,
+                    message: format!("{message}; keyhold holds different material than this KMS key was first given. The alias was not moved"),
                 }
-                Err(CloudError::IncorrectKeyMaterial { operation, message }) => {
-                    return Err(CloudError::IncorrectKeyMaterial {
-                        operation,
-                        message: format!("{message}; keyhold holds different material than this KMS key was first given. The alias was not moved"),
-                    }
-                    .into());
-                }
-                Err(e) => return Err(e.into()),
+                .into());
             }
+            Err(e) => return Err(e),
+        };
+        let algorithm = imported.algorithm;
+        if let Some(id) = imported.material {
+            key.kms_material_id = Some(id);
         }
         let disabled_again = if keep_disabled {
             kms.disable_key(&kms_key_id).await?;
@@ -114,13 +98,78 @@ impl Keyhold {
             Some(end) => format!(", valid to {}", message_time(&end)),
             None => ", with no expiry".to_owned(),
         };
+        let which = match &key.kms_material_id {
+            Some(id) if key.rotated_in || key.material_state != MaterialState::Current => {
+                format!(" (its material {id})")
+            }
+            _ => String::new(),
+        };
         Ok(StepOutcome {
             keys: vec![key],
             group: None,
             message: format!(
-                "Imported the key material into KMS key {kms_key_id}, wrapped with {}{expiry}{disabled_again}",
+                "Imported the key material into KMS key {kms_key_id}{which}, wrapped with {}{expiry}{disabled_again}",
                 algorithm.aws_name()
             ),
         })
     }
+
+    /// Wraps the key's material under fresh import parameters and imports
+    /// it, fetching new parameters when KMS finds the token expired. KMS's
+    /// refusals come back as they are, for the caller to explain.
+    pub(super) async fn import_wrapped(
+        &self,
+        key: &Key,
+        kms: &dyn CloudKms,
+        kms_key_id: &KmsKeyId,
+        import: MaterialImport<'_>,
+    ) -> CoreResult<Imported> {
+        let algorithm = *self
+            .keystore
+            .wrapping_algorithms()?
+            .first()
+            .ok_or_else(|| {
+                KeystoreError::Unsupported(
+                    "the keystore can wrap with no algorithm AWS accepts".into(),
+                )
+            })?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let params = kms.get_parameters_for_import(kms_key_id, algorithm).await?;
+            let wrapped = self.keystore.wrap_key(
+                key.id,
+                &key.keystore_handle,
+                &params.public_key_der,
+                algorithm,
+            )?;
+            match kms
+                .import_key_material(
+                    kms_key_id,
+                    &params.import_token,
+                    &wrapped,
+                    key.valid_to,
+                    import,
+                )
+                .await
+            {
+                Ok(material) => {
+                    return Ok(Imported {
+                        algorithm,
+                        material,
+                    });
+                }
+                // Tokens live 24 hours; a resumed job may hold a stale one.
+                Err(CloudError::ExpiredImportToken { .. }) if attempts < IMPORT_ATTEMPTS => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// What an import answered.
+pub(super) struct Imported {
+    pub algorithm: WrappingAlgorithm,
+    /// The material's id in the KMS key, when the cloud names it.
+    pub material: Option<KeyMaterialId>,
 }

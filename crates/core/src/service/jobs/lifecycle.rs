@@ -75,12 +75,13 @@ impl Keyhold {
         record: crate::audit::AuditRecord,
     ) -> CoreResult<Job> {
         self.refuse_concurrent_job(&group.name).await?;
+        let steps = self.rotation_steps(group).await?;
         let job = self.new_job(
             initiator.clone(),
             JobKind::Rotate {
                 group: group.name.clone(),
             },
-            JobProgress::new(Step::ROTATE.to_vec()),
+            JobProgress::new(steps),
         );
         let record = record.with_details(serde_json::json!({ "job": job.id }));
         self.insert_job(&job, schedule, &record, &group.name)
@@ -124,7 +125,7 @@ impl Keyhold {
         progress.kms_key_id = Some(kms_key_id.clone());
         let kind = JobKind::Synchronize {
             key_id: key.id,
-            key_name: kms_key_id.to_string(),
+            key_name: key.display_name(),
             group: key.group.clone(),
             options,
         };
@@ -236,6 +237,11 @@ impl Keyhold {
                 key.check_digits
             )),
             GeneratedKey::Kept(key) => match key.kms_key_id.as_ref().or(job.progress.kms_key_id.as_ref()) {
+                Some(kms) if key.rotated_in => text.push_str(&format!(
+                    ". Its key {} (version {}) stays listed: its material was sent to KMS key {kms} as new material, where it may wait pending rotation: the group's next rotation in place is refused until that material is made current or removed in AWS",
+                    key.display_name(),
+                    key.version
+                )),
                 Some(kms) => text.push_str(&format!(
                     ". Its key {} (version {}) stays listed: KMS key {kms} was created for it",
                     key.display_name(),
@@ -318,10 +324,16 @@ impl Keyhold {
             // Deleted by an officer already, material and all.
             return Ok(GeneratedKey::None);
         };
-        let reached_kms = job.progress.create_key_sent
-            || job.progress.kms_key_id.is_some()
-            || job.progress.is_done(Step::CreateKmsKey)
-            || key.kms_key_id.is_some();
+        // A version rotated in place belongs to its KMS key from the start:
+        // it reached KMS once its import may have been sent.
+        let reached_kms = if key.rotated_in {
+            job.progress.new_material_sent || key.kms_material_id.is_some()
+        } else {
+            job.progress.create_key_sent
+                || job.progress.kms_key_id.is_some()
+                || job.progress.is_done(Step::CreateKmsKey)
+                || key.kms_key_id.is_some()
+        };
         Ok(if reached_kms {
             GeneratedKey::Kept(key)
         } else {

@@ -28,6 +28,7 @@ use crate::group::KeyGroup;
 use crate::job::{Job, JobMessage};
 use crate::key::Key;
 
+pub use rotate::InPlaceRotations;
 pub use runner::JobRuntime;
 
 /// A step the job's progress lists that its kind does not have: progress

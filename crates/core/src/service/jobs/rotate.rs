@@ -1,23 +1,103 @@
 //! Rotate ("Rotate HSM protected keys"): a new key for the group, taken
-//! all the way to being the group's active key. Its steps, in order
-//! ([`Step::ROTATE`]): generate the key in the keystore, create the KMS key
-//! (or find the one created before an interruption, or take the group's
-//! placeholder), import the material, move the alias, disable the previous
-//! key (when the group says so), activate.
+//! all the way to being the group's active key. Two ways, chosen when the
+//! job is queued (`Keyhold::rotation_steps`):
+//!
+//! - a new KMS key ([`Step::ROTATE`]): generate the key in the keystore,
+//!   create the KMS key (or find the one created before an interruption, or
+//!   take the group's placeholder), import the material, move the alias,
+//!   disable the previous key (when the group says so), activate;
+//! - in place ([`Step::ROTATE_IN_PLACE`]): generate the key, import it into
+//!   the group's KMS key as new material, rotate that key on demand so the
+//!   material is current, activate. The ARN and alias stay; KMS keeps
+//!   decrypting with the earlier materials.
 
 use super::super::Keyhold;
 use super::StepOutcome;
 use super::runner::JobRuntime;
 use crate::cloud::aws::KmsKeyId;
-use crate::cloud::{CloudError, CloudKms};
+use crate::cloud::{CloudError, CloudKms, MaterialImport};
 use crate::error::{CoreError, CoreResult};
-use crate::group::KeyGroup;
+use crate::group::{AtRotationLimit, KeyGroup, RotationStrategy};
 use crate::job::{Checkpoint, GROUP_TAG, JOB_TAG, Job, KEY_TAG, Step};
-use crate::key::{Key, KeyState};
+use crate::key::{Key, KeyState, MaterialState};
 use crate::ports::JobCommit;
 use crate::schedule::next_rotation;
 
+/// How far a `new_material` group's KMS key is through AWS's on-demand
+/// rotations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InPlaceRotations {
+    /// Versions rotated into the group's active KMS key so far.
+    pub used: u32,
+    /// The settings' `on_demand_rotation_limit`.
+    pub limit: u32,
+}
+
+impl InPlaceRotations {
+    /// Rotations left before the group's `at_rotation_limit` applies.
+    pub fn left(self) -> u32 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    /// Few enough left that officers should hear of it before the limit.
+    pub fn running_low(self) -> bool {
+        self.left() <= 3
+    }
+}
+
 impl Keyhold {
+    /// The count against AWS's on-demand rotation limit of a `new_material`
+    /// group's active KMS key; `None` for a group rotated by new KMS keys,
+    /// or with no KMS key of keyhold's yet.
+    pub async fn in_place_rotations(
+        &self,
+        group: &KeyGroup,
+    ) -> CoreResult<Option<InPlaceRotations>> {
+        if group.aws.rotation != RotationStrategy::NewMaterial {
+            return Ok(None);
+        }
+        let Some(active) = &group.aws.active_key_id else {
+            return Ok(None);
+        };
+        let keys = self.store.keys_in_kms_key(active).await?;
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let used = keys.iter().filter(|k| k.rotated_in).count();
+        Ok(Some(InPlaceRotations {
+            used: u32::try_from(used).unwrap_or(u32::MAX),
+            limit: self.store.get_settings().await?.on_demand_rotation_limit,
+        }))
+    }
+
+    /// The steps of the group's next rotation: in place while its strategy
+    /// is `new_material` and its KMS key may rotate again; otherwise a new
+    /// KMS key, or a refusal at the limit when the group says so.
+    pub(super) async fn rotation_steps(&self, group: &KeyGroup) -> CoreResult<Vec<Step>> {
+        let Some(count) = self.in_place_rotations(group).await? else {
+            // new_key, or the first rotation of a new_material group (which
+            // creates the KMS key every later one rotates in).
+            return Ok(Step::ROTATE.to_vec());
+        };
+        if count.left() > 0 {
+            return Ok(Step::ROTATE_IN_PLACE.to_vec());
+        }
+        match group.aws.at_rotation_limit {
+            AtRotationLimit::NewKey => Ok(Step::ROTATE.to_vec()),
+            AtRotationLimit::Refuse => Err(CoreError::Conflict(format!(
+                "key group '{}' has rotated KMS key {} in place {} times, the on-demand rotation limit: it is set to refuse at the limit. Set its at_rotation_limit to new_key (the next rotation then creates a new KMS key and moves the alias), or its rotation strategy to new_key",
+                group.name,
+                group
+                    .aws
+                    .active_key_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                count.used
+            ))),
+        }
+    }
+
     /// Runs one step of a rotation.
     pub(super) async fn run_rotation_step(
         &self,
@@ -35,6 +115,8 @@ impl Keyhold {
             Step::MoveAlias => self.move_alias(job, group, kms).await,
             Step::DisablePrevious => self.disable_previous(job, group, kms).await,
             Step::Activate => self.activate(job).await,
+            Step::ImportNewMaterial => self.import_new_material(job, group, kms, runtime).await,
+            Step::MakeMaterialCurrent => self.make_material_current(job, group, kms).await,
             Step::DeleteMaterial | Step::UpdatePolicy => Err(super::not_a_step_of(job, step)),
         }
     }
@@ -52,12 +134,24 @@ impl Keyhold {
         // placeholder the user created is not a previous key.
         let previous = match &group.aws.active_key_id {
             Some(active) => self
-                .store
-                .find_key_by_kms_id(active)
+                .current_key_in(active)
                 .await?
                 .filter(|k| k.group == group.name)
                 .map(|_| active.clone()),
             None => None,
+        };
+        // In place, the new version belongs to the active KMS key from the
+        // start: a crash before its import leaves it listed there.
+        let in_place = job.progress.steps.contains(&Step::ImportNewMaterial);
+        let kms_key_id = match (in_place, &previous) {
+            (false, _) => None,
+            (true, Some(active)) => Some(active.clone()),
+            (true, None) => {
+                return Err(CoreError::Conflict(format!(
+                    "key group '{}' has no active KMS key of keyhold's to rotate in place (was its Active Key ID changed?): retry the rotation, which then creates a KMS key",
+                    group.name
+                )));
+            }
         };
         let id = uuid::Uuid::new_v4();
         let generated = self.keystore.generate_key(id)?;
@@ -66,16 +160,26 @@ impl Keyhold {
             id,
             group: group.name.clone(),
             version,
-            kms_key_id: None,
+            kms_key_id: kms_key_id.clone(),
             check_digits: generated.check_digits,
             valid_from: now,
             valid_to: group.valid_for.map(|v| now + v.as_duration()),
             state: KeyState::PreActive,
+            kms_material_id: None,
+            material_state: if in_place {
+                MaterialState::PendingRotation
+            } else {
+                MaterialState::Current
+            },
+            rotated_in: in_place,
             keystore_handle: generated.handle,
             created_at: now,
         };
         job.progress.previous_kms_key_id = previous;
         job.progress.key_id = Some(id);
+        if in_place {
+            job.progress.kms_key_id = kms_key_id;
+        }
         let message = format!(
             "Generated AES-256 key version {version} (check digits {})",
             key.check_digits
@@ -187,7 +291,7 @@ impl Keyhold {
         // GenerateKey found the active key among the group's own (every
         // rotation after the first): no need to look it up again.
         if job.progress.previous_kms_key_id.as_ref() == Some(active)
-            || self.store.find_key_by_kms_id(active).await?.is_some()
+            || !self.store.keys_in_kms_key(active).await?.is_empty()
         {
             return Ok(None);
         }
@@ -251,14 +355,17 @@ impl Keyhold {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut keys = Vec::new();
-        if let Some(mut old) = self.store.find_key_by_kms_id(&previous).await? {
-            old.state = kms
+        // Every version in the previous KMS key shares its state.
+        let mut keys = self.store.keys_in_kms_key(&previous).await?;
+        if !keys.is_empty() {
+            let state = kms
                 .describe_key(&previous)
                 .await
                 .map(|i| i.state)
                 .unwrap_or(KeyState::Disabled);
-            keys.push(old);
+            for old in &mut keys {
+                old.state = state;
+            }
         }
         Ok(StepOutcome {
             keys,
@@ -285,5 +392,249 @@ impl Keyhold {
                 key.version
             ),
         })
+    }
+
+    /// In place: the version imported into the group's KMS key as new
+    /// material, pending rotation. A resumed job whose import may have
+    /// reached KMS first re-imports the same material as existing material:
+    /// KMS accepts it (and names it) only if it holds it, so a second new
+    /// material is never added; a refusal means the first import never
+    /// arrived.
+    async fn import_new_material(
+        &self,
+        job: &mut Job,
+        group: &KeyGroup,
+        kms: &dyn CloudKms,
+        runtime: &JobRuntime<'_>,
+    ) -> CoreResult<StepOutcome> {
+        let JobRuntime { hooks, fence, .. } = *runtime;
+        let mut key = self.job_key(job).await?;
+        let kms_key_id = job.progress.require_kms_key()?.clone();
+        let mut found = None;
+        if job.progress.new_material_sent {
+            match self
+                .import_wrapped(&key, kms, &kms_key_id, MaterialImport::Existing(None))
+                .await
+            {
+                Ok(imported) => found = Some(imported),
+                Err(CoreError::Cloud(CloudError::IncorrectKeyMaterial { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (imported, how) = match found {
+            Some(imported) => (
+                imported,
+                "found in KMS key {kms} (imported before the interruption)",
+            ),
+            None => {
+                // Write before acting, as before CreateKey.
+                job.progress.new_material_sent = true;
+                hooks.reached(Checkpoint::NewMaterialSent, false);
+                self.store
+                    .commit_job(&JobCommit {
+                        job,
+                        keys: &[],
+                        group: None,
+                        message: None,
+                        audit: None,
+                        fence,
+                    })
+                    .await?;
+                hooks.reached(Checkpoint::NewMaterialSent, true);
+                let description = material_description(group, &key);
+                let imported = self
+                    .import_wrapped(
+                        &key,
+                        kms,
+                        &kms_key_id,
+                        MaterialImport::New {
+                            description: &description,
+                        },
+                    )
+                    .await
+                    .map_err(|e| explain_in_place_import(e, &kms_key_id))?;
+                (imported, "imported into KMS key {kms} as new key material")
+            }
+        };
+        let Some(material) = imported.material else {
+            return Err(CoreError::Conflict(format!(
+                "KMS did not name the material imported into KMS key {kms_key_id} (no KeyMaterialId in its answer): this KMS does not support rotating imported material in place; set the group's rotation strategy to new_key"
+            )));
+        };
+        key.kms_material_id = Some(material.clone());
+        key.material_state = MaterialState::PendingRotation;
+        key.state = kms
+            .describe_key(&kms_key_id)
+            .await
+            .map(|i| i.state)
+            .unwrap_or(KeyState::Enabled);
+        job.progress.wrapping = Some(imported.algorithm);
+        let message = format!(
+            "Version {} {} (material {material}, wrapped with {}), pending rotation",
+            key.version,
+            how.replace("{kms}", kms_key_id.as_str()),
+            imported.algorithm.aws_name()
+        );
+        Ok(StepOutcome {
+            keys: vec![key],
+            group: None,
+            message,
+        })
+    }
+
+    /// In place: `RotateKeyOnDemand`, unless KMS already encrypts with the
+    /// new material (rotated before an interruption). The version it
+    /// replaces is recorded as non-current in the same commit. When AWS
+    /// allows the KMS key no more rotations, the group's choice decides:
+    /// the job goes on with a new KMS key, or fails saying why.
+    async fn make_material_current(
+        &self,
+        job: &mut Job,
+        group: &KeyGroup,
+        kms: &dyn CloudKms,
+    ) -> CoreResult<StepOutcome> {
+        let mut key = self.job_key(job).await?;
+        let kms_key_id = job.progress.require_kms_key()?.clone();
+        let material = key.kms_material_id.clone().ok_or_else(|| {
+            CoreError::Conflict(format!(
+                "version {} has no material id in KMS key {kms_key_id}: its import did not finish",
+                key.version
+            ))
+        })?;
+        let before = kms.describe_key(&kms_key_id).await?;
+        let already = before.current_material.as_ref() == Some(&material);
+        if !already {
+            match kms.rotate_key_on_demand(&kms_key_id).await {
+                Ok(()) => {}
+                Err(CloudError::LimitExceeded { message, .. }) => {
+                    return self.past_the_rotation_limit(job, group, key, &kms_key_id, &message);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let after = kms.describe_key(&kms_key_id).await?;
+            if after.current_material.as_ref() != Some(&material) {
+                return Err(CoreError::Conflict(format!(
+                    "KMS key {kms_key_id} accepted RotateKeyOnDemand but still encrypts with material {} instead of {material}: AWS may still be rotating; retry the job in a moment",
+                    after
+                        .current_material
+                        .as_ref()
+                        .map_or("(unnamed)".to_owned(), ToString::to_string)
+                )));
+            }
+        }
+        let mut keys: Vec<Key> = self
+            .store
+            .keys_in_kms_key(&kms_key_id)
+            .await?
+            .into_iter()
+            .filter(|k| k.id != key.id && k.material_state == MaterialState::Current)
+            .map(|mut k| {
+                k.material_state = MaterialState::NonCurrent;
+                k
+            })
+            .collect();
+        let replaced: Vec<String> = keys.iter().map(|k| format!("v{}", k.version)).collect();
+        key.material_state = MaterialState::Current;
+        let message = format!(
+            "{} KMS key {kms_key_id} to material {material} (version {}){}",
+            if already {
+                "Found already rotated:"
+            } else {
+                "Rotated on demand:"
+            },
+            key.version,
+            if replaced.is_empty() {
+                String::new()
+            } else {
+                format!("; {} still decrypts what it encrypted", replaced.join(", "))
+            }
+        );
+        keys.push(key);
+        Ok(StepOutcome {
+            keys,
+            group: None,
+            message,
+        })
+    }
+
+    /// AWS refused another on-demand rotation of the KMS key.
+    fn past_the_rotation_limit(
+        &self,
+        job: &mut Job,
+        group: &KeyGroup,
+        mut key: Key,
+        kms_key_id: &KmsKeyId,
+        aws_says: &str,
+    ) -> CoreResult<StepOutcome> {
+        match group.aws.at_rotation_limit {
+            AtRotationLimit::Refuse => Err(CoreError::Conflict(format!(
+                "AWS allows KMS key {kms_key_id} no more on-demand rotations ({aws_says}); key group '{}' is set to refuse at the limit: change its at_rotation_limit to new_key, or its rotation strategy to new_key, then retry. Version {}'s material stays pending rotation in that KMS key, unused",
+                group.name, key.version
+            ))),
+            AtRotationLimit::NewKey => {
+                // The rest of a new-key rotation follows; this version leaves
+                // the exhausted KMS key (its material stays there pending
+                // rotation, never used: deleting it would make the whole KMS
+                // key unusable).
+                job.progress.steps.extend([
+                    Step::CreateKmsKey,
+                    Step::ImportMaterial,
+                    Step::MoveAlias,
+                    Step::Activate,
+                ]);
+                job.progress.steps.retain({
+                    let mut seen_activate = false;
+                    move |s| {
+                        // The in-place Activate (listed before) gives way to the one at the end.
+                        if *s == Step::Activate && !seen_activate {
+                            seen_activate = true;
+                            return false;
+                        }
+                        true
+                    }
+                });
+                job.progress.kms_key_id = None;
+                key.kms_key_id = None;
+                key.kms_material_id = None;
+                key.material_state = MaterialState::Current;
+                key.rotated_in = false;
+                key.state = KeyState::PreActive;
+                Ok(StepOutcome {
+                    message: format!(
+                        "AWS allows KMS key {kms_key_id} no more on-demand rotations ({aws_says}): version {} goes into a new KMS key, and the alias moves to it (the group's at_rotation_limit is new_key)",
+                        key.version
+                    ),
+                    keys: vec![key],
+                    group: None,
+                })
+            }
+        }
+    }
+}
+
+/// What AWS shows beside the material (`KeyMaterialDescription`): the
+/// group, version and keyhold key it is. AWS takes at most 256 characters of
+/// `[a-zA-Z0-9:/_ .-]`; anything else in a group name becomes `_`.
+fn material_description(group: &KeyGroup, key: &Key) -> String {
+    format!("keyhold {} v{} key {}", group.name, key.version, key.id)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ":/_ .-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(256)
+        .collect()
+}
+
+/// An in-place import KMS refused, said in terms of what to do.
+fn explain_in_place_import(error: CoreError, kms_key_id: &KmsKeyId) -> CoreError {
+    match error {
+        CoreError::Cloud(CloudError::InvalidState { message, .. }) => CoreError::Conflict(format!(
+            "KMS key {kms_key_id} refused new key material ({message}). If it holds material pending rotation that keyhold did not make current (a cancelled rotation, or an import outside keyhold), make it current in AWS (kms rotate-key-on-demand) or delete it, then retry"
+        )),
+        other => other,
     }
 }

@@ -6,7 +6,7 @@
 use super::super::Keyhold;
 use super::StepOutcome;
 use super::runner::JobRuntime;
-use crate::cloud::CloudKms;
+use crate::cloud::{CloudError, CloudKms};
 use crate::error::CoreResult;
 use crate::group::KeyGroup;
 use crate::job::{Job, Step};
@@ -31,7 +31,9 @@ impl Keyhold {
             | Step::CreateKmsKey
             | Step::MoveAlias
             | Step::DisablePrevious
-            | Step::Activate => Err(super::not_a_step_of(job, step)),
+            | Step::Activate
+            | Step::ImportNewMaterial
+            | Step::MakeMaterialCurrent => Err(super::not_a_step_of(job, step)),
         }
     }
 
@@ -39,13 +41,32 @@ impl Keyhold {
         let mut key = self.job_key(job).await?;
         let kms_key_id = job.progress.require_kms_key()?.clone();
         let info = kms.describe_key(&kms_key_id).await?;
-        let message = if info.state == KeyState::PendingImport {
+        // A version that shares its KMS key deletes its own material only
+        // (and the KMS key is then unusable until it is back); a key alone
+        // in its KMS key has nothing left to delete once it is pending import.
+        let shares = self.store.keys_in_kms_key(&kms_key_id).await?.len() > 1;
+        let message = if info.state == KeyState::PendingImport && !shares {
             format!("KMS key {kms_key_id} holds no material already")
         } else {
-            kms.delete_imported_key_material(&kms_key_id).await?;
-            format!(
-                "Deleted the imported key material of KMS key {kms_key_id}; it is pending import"
-            )
+            let material = key.kms_material_id.as_ref().filter(|_| shares);
+            match kms
+                .delete_imported_key_material(&kms_key_id, material)
+                .await
+            {
+                Ok(()) => {}
+                // Deleted already (a resumed job, or behind keyhold's back).
+                Err(CloudError::InvalidState { .. }) if info.state == KeyState::PendingImport => {}
+                Err(e) => return Err(e.into()),
+            }
+            match material {
+                Some(id) => format!(
+                    "Deleted the imported key material of KMS key {kms_key_id} for version {} (material {id}); the KMS key is pending import until it is imported again",
+                    key.version
+                ),
+                None => format!(
+                    "Deleted the imported key material of KMS key {kms_key_id}; it is pending import"
+                ),
+            }
         };
         // Committed with this step: the import that follows disables the
         // key again once KMS has enabled it.

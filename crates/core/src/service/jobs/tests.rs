@@ -11,9 +11,11 @@ use crate::cloud::CloudError;
 use crate::cloud::aws::{Alias, Description, KeyPolicy, Region};
 use crate::credential::{CloudService, Credential, CredentialKind};
 use crate::error::{CoreError, StoreError};
-use crate::group::{AwsProperties, GroupInfo, KeyGroup, KeySpec};
+use crate::group::{
+    AtRotationLimit, AwsProperties, GroupInfo, KeyGroup, KeySpec, RotationStrategy,
+};
 use crate::job::{Checkpoint, Initiator, Job, JobKind, JobProgress, JobStatus, Step, SyncOptions};
-use crate::key::KeyState;
+use crate::key::{KeyState, MaterialState};
 use crate::names::{CredentialName, GroupName};
 use crate::ports::{JobHooks, NoHooks};
 use crate::service::Keyhold;
@@ -68,6 +70,8 @@ impl World {
                 active_key_id: None,
                 policy: Some(KeyPolicy::parse(POLICY).unwrap()),
                 disable_after_rotate: true,
+                rotation: crate::group::RotationStrategy::NewKey,
+                at_rotation_limit: crate::group::AtRotationLimit::NewKey,
             },
             created_at: start(),
             updated_at: start(),
@@ -1109,4 +1113,212 @@ async fn a_rotation_cancelled_after_its_kms_key_was_created_keeps_the_key_and_na
             "Cancelled by Admin1. Its key {kms_key} (version 1) stays listed: KMS key {kms_key} was created for it"
         )
     );
+}
+
+// Rotation in place (new_material)
+
+impl World {
+    fn in_place(at_limit: AtRotationLimit) -> Self {
+        let w = Self::new();
+        w.change_group(|g| {
+            g.aws.rotation = RotationStrategy::NewMaterial;
+            g.aws.at_rotation_limit = at_limit;
+            g.aws.disable_after_rotate = false;
+        });
+        w
+    }
+
+    fn set_rotation_limit(&self, limit: u32) {
+        let mut settings = self.store.snapshot().settings;
+        settings.on_demand_rotation_limit = limit;
+        self.store.replace_settings(settings);
+    }
+
+    fn keys_by_version(&self) -> Vec<crate::key::Key> {
+        let mut keys: Vec<_> = self.store.snapshot().keys.into_values().collect();
+        keys.sort_by_key(|k| k.version);
+        keys
+    }
+}
+
+#[tokio::test]
+async fn a_new_material_group_keeps_its_kms_key_and_each_version_names_its_material() {
+    let w = World::in_place(AtRotationLimit::NewKey);
+    let first = w.rotate().await;
+    assert_eq!(
+        first.progress.steps,
+        Step::ROTATE.to_vec(),
+        "the first rotation makes the KMS key"
+    );
+    let kms_key = first.progress.kms_key_id.clone().unwrap();
+    for _ in 0..2 {
+        let job = w.rotate().await;
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+        assert_eq!(job.progress.done, Step::ROTATE_IN_PLACE.to_vec());
+        assert_eq!(job.progress.kms_key_id.as_ref(), Some(&kms_key));
+    }
+    let kms = w.kms.snapshot();
+    assert_eq!(
+        kms.calls_of("create_key"),
+        1,
+        "one KMS key for three rotations"
+    );
+    assert_eq!(kms.calls_of("rotate_key_on_demand"), 2);
+    assert_eq!(kms.alias(ALIAS), Some(&kms_key));
+    let held = &kms.keys[&kms_key];
+    let keys = w.keys_by_version();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| k.kms_key_id.as_ref() == Some(&kms_key)));
+    assert_eq!(
+        keys.iter()
+            .map(|k| (k.rotated_in, k.material_state))
+            .collect::<Vec<_>>(),
+        [
+            (false, MaterialState::NonCurrent),
+            (true, MaterialState::NonCurrent),
+            (true, MaterialState::Current)
+        ]
+    );
+    // Each version's material id is KMS's id of the material keyhold holds.
+    for key in &keys {
+        let material = w.keystore.material(key.id).unwrap();
+        assert_eq!(
+            key.kms_material_id,
+            Some(crate::testing::FakeKmsKey::material_id(&kms_key, &material))
+        );
+    }
+    assert_eq!(
+        held.current.as_ref(),
+        Some(&w.keystore.material(keys[2].id).unwrap())
+    );
+    assert_eq!(w.group().aws.active_key_id, Some(kms_key.clone()));
+    assert_eq!(keys[2].display_name(), format!("{kms_key} v3"));
+    assert_eq!(keys[0].display_name(), kms_key.to_string());
+}
+
+#[tokio::test]
+async fn an_in_place_rotation_interrupted_at_any_commit_imports_and_rotates_once() {
+    let mut points = vec![Checkpoint::Start, Checkpoint::NewMaterialSent];
+    points.extend(Step::ROTATE_IN_PLACE.map(Checkpoint::Step));
+    for at in points {
+        for committed in [false, true] {
+            let w = Arc::new(World::in_place(AtRotationLimit::NewKey));
+            w.rotate().await;
+            let job = w.queue_rotation().await;
+            let hook = Arc::new(CrashAt {
+                at,
+                committed,
+                reached: Mutex::new(false),
+            });
+            let (world, crash, queued) = (w.clone(), hook.clone(), job.clone());
+            let run = tokio::spawn(async move { world.run(&queued, crash.as_ref()).await });
+            assert!(run.await.is_err(), "{} {committed}: no crash", at.as_str());
+            let resumed = w.run(&job, &NoHooks).await.unwrap();
+            let label = format!("{} (committed: {committed})", at.as_str());
+            assert_eq!(
+                resumed.status,
+                JobStatus::Succeeded,
+                "{label}: {:?}",
+                resumed.error
+            );
+            let kms = w.kms.snapshot();
+            assert_eq!(kms.calls_of("create_key"), 1, "{label}");
+            let kms_key = resumed.progress.kms_key_id.clone().unwrap();
+            let held = &kms.keys[&kms_key];
+            assert_eq!(held.new_materials.len(), 1, "{label}: one new material");
+            assert_eq!(held.on_demand_rotations, 1, "{label}: one rotation");
+            assert_eq!(
+                held.current.as_ref(),
+                Some(&w.material_of(&resumed)),
+                "{label}"
+            );
+            let keys = w.keys_by_version();
+            assert_eq!(
+                keys.iter().map(|k| k.material_state).collect::<Vec<_>>(),
+                [MaterialState::NonCurrent, MaterialState::Current],
+                "{label}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn at_the_rotation_limit_a_group_starts_a_new_kms_key_or_refuses_as_it_chose() {
+    let w = World::in_place(AtRotationLimit::NewKey);
+    w.set_rotation_limit(2);
+    let first = w.rotate().await.progress.kms_key_id.unwrap();
+    w.rotate().await;
+    let last_in_place = w.rotate().await;
+    assert_eq!(last_in_place.progress.kms_key_id.as_ref(), Some(&first));
+    let state = w.keyhold.rotation_state(&w.group()).await.unwrap();
+    assert_eq!(state.in_place.map(|c| (c.used, c.left())), Some((2, 0)));
+
+    let moved = w.rotate().await;
+    assert_eq!(moved.status, JobStatus::Succeeded, "{:?}", moved.error);
+    assert_eq!(moved.progress.steps, Step::ROTATE.to_vec());
+    let second = moved.progress.kms_key_id.clone().unwrap();
+    assert_ne!(second, first);
+    assert_eq!(w.kms.snapshot().alias(ALIAS), Some(&second));
+    // The old KMS key stays enabled: its ciphertexts still decrypt.
+    assert_eq!(w.kms.snapshot().keys[&first].state, KeyState::Enabled);
+    // And the new KMS key rotates in place in its turn.
+    let again = w.rotate().await;
+    assert_eq!(again.progress.steps, Step::ROTATE_IN_PLACE.to_vec());
+    assert_eq!(again.progress.kms_key_id, Some(second));
+
+    let refusing = World::in_place(AtRotationLimit::Refuse);
+    refusing.set_rotation_limit(1);
+    refusing.rotate().await;
+    refusing.rotate().await;
+    let refused = refusing
+        .keyhold
+        .queue_rotation(&Initiator::Scheduler, &group_name())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("refuse at the limit"),
+        "{refused}"
+    );
+    assert_eq!(refusing.keys_by_version().len(), 2, "nothing generated");
+}
+
+#[tokio::test]
+async fn aws_refusing_the_rotation_sends_the_version_to_a_new_kms_key_when_the_group_says_so() {
+    let w = World::in_place(AtRotationLimit::NewKey);
+    let first = w.rotate().await.progress.kms_key_id.unwrap();
+    w.kms.fail_next(
+        "rotate_key_on_demand",
+        CloudError::LimitExceeded {
+            operation: "RotateKeyOnDemand",
+            message: "The on-demand rotations limit has been reached".into(),
+        },
+    );
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let second = job.progress.kms_key_id.clone().unwrap();
+    assert_ne!(second, first);
+    assert_eq!(w.kms.snapshot().alias(ALIAS), Some(&second));
+    let keys = w.keys_by_version();
+    assert_eq!(keys[1].kms_key_id, Some(second));
+    assert!(!keys[1].rotated_in);
+    assert!(
+        w.messages(&job)
+            .iter()
+            .any(|m| m.contains("no more on-demand rotations")),
+        "{:#?}",
+        w.messages(&job)
+    );
+
+    let refusing = World::in_place(AtRotationLimit::Refuse);
+    refusing.rotate().await;
+    refusing.kms.fail_next(
+        "rotate_key_on_demand",
+        CloudError::LimitExceeded {
+            operation: "RotateKeyOnDemand",
+            message: "limit".into(),
+        },
+    );
+    let failed = refusing.rotate().await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert!(failed.error.unwrap().contains("set to refuse at the limit"));
 }
