@@ -166,6 +166,17 @@ pub struct UpdateArgs {
     pub notes: Option<String>,
 }
 
+/// `3 of 25 used` and, when few are left, what happens at the limit.
+fn in_place_rotations(group: &GroupView) -> String {
+    match &group.in_place_rotations {
+        None => "-".to_owned(),
+        Some(r) => match &r.warning {
+            Some(warning) => format!("{} of {} used. {warning}", r.used, r.limit),
+            None => format!("{} of {} used", r.used, r.limit),
+        },
+    }
+}
+
 /// The request a `group create` sends; `policy` is the policy file's text.
 pub fn create_request(args: CreateArgs, policy: Option<String>) -> CreateGroupRequest {
     CreateGroupRequest {
@@ -289,6 +300,9 @@ impl Tabular for GroupView {
                 "Disable after rotate",
                 output::yes_no(self.disable_after_rotate),
             ),
+            ("Rotation strategy", self.rotation_strategy.clone()),
+            ("At rotation limit", self.at_rotation_limit.clone()),
+            ("In-place rotations", in_place_rotations(self)),
             (
                 "Policy",
                 if self.policy.is_some() {

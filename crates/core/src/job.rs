@@ -40,6 +40,19 @@ pub struct Job {
     pub attempts: u32,
 }
 
+impl Job {
+    /// What this job does, for lists ([`JobKind::summary`]); a rotation in
+    /// place says so, since it makes no new KMS key.
+    pub fn summary(&self) -> String {
+        match &self.kind {
+            JobKind::Rotate { group } if self.progress.steps.contains(&Step::ImportNewMaterial) => {
+                format!("new material in the KMS key of key group {group}")
+            }
+            kind => kind.summary(),
+        }
+    }
+}
+
 /// Who started a job. The scheduler's own jobs are told apart by this, not
 /// by the name they show (`System`), which an identity may also bear.
 #[derive(Clone, Debug, PartialEq, Eq)]

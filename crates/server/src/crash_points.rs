@@ -44,6 +44,9 @@ pub const TRACE_ENV: &str = "KEYHOLD_CRASH_TRACE";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CrashJob {
     Rotate,
+    /// A rotation in place (`new_material`): new material into the group's
+    /// KMS key, then `RotateKeyOnDemand`.
+    RotateInPlace,
     /// A synchronization with every option on (delete, import, policy).
     Synchronize,
 }
@@ -73,9 +76,9 @@ const fn point(job: CrashJob, at: Checkpoint, committed: bool) -> CrashPoint {
 }
 
 /// Every crash point, in the order a job crosses them.
-pub const CRASH_POINTS: [CrashPoint; 24] = {
-    use Checkpoint::{CreateKeySent, Start, Step as S};
-    use CrashJob::{Rotate, Synchronize};
+pub const CRASH_POINTS: [CrashPoint; 36] = {
+    use Checkpoint::{CreateKeySent, NewMaterialSent, Start, Step as S};
+    use CrashJob::{Rotate, RotateInPlace, Synchronize};
     [
         point(Rotate, Start, false),
         point(Rotate, Start, true),
@@ -93,6 +96,18 @@ pub const CRASH_POINTS: [CrashPoint; 24] = {
         point(Rotate, S(Step::DisablePrevious), true),
         point(Rotate, S(Step::Activate), false),
         point(Rotate, S(Step::Activate), true),
+        point(RotateInPlace, Start, false),
+        point(RotateInPlace, Start, true),
+        point(RotateInPlace, S(Step::GenerateKey), false),
+        point(RotateInPlace, S(Step::GenerateKey), true),
+        point(RotateInPlace, NewMaterialSent, false),
+        point(RotateInPlace, NewMaterialSent, true),
+        point(RotateInPlace, S(Step::ImportNewMaterial), false),
+        point(RotateInPlace, S(Step::ImportNewMaterial), true),
+        point(RotateInPlace, S(Step::MakeMaterialCurrent), false),
+        point(RotateInPlace, S(Step::MakeMaterialCurrent), true),
+        point(RotateInPlace, S(Step::Activate), false),
+        point(RotateInPlace, S(Step::Activate), true),
         point(Synchronize, Start, false),
         point(Synchronize, Start, true),
         point(Synchronize, S(Step::DeleteMaterial), false),

@@ -251,7 +251,7 @@ pub fn job(job: &Job, messages: Option<&[JobMessage]>) -> api::JobView {
         id: job.id.to_string(),
         kind: job.kind.label().to_owned(),
         title: job.kind.title().to_owned(),
-        summary: job.kind.summary(),
+        summary: job.summary(),
         target: job.kind.target(),
         group: job.kind.group().to_string(),
         status: job.status.as_str().to_owned(),

@@ -246,6 +246,51 @@ fn init_then_the_reference_walkthrough_through_the_binary() {
     assert_eq!(cli.json(&["key", "list"]), Value::Array(vec![]));
     let table = cli.ok(&["group", "list"], None);
     assert!(table.contains("ig-demo"), "{table}");
+    assert_eq!(group["rotation_strategy"], "new_key");
+    // The rotation strategy is changed through the binary (both officers are
+    // in the session), and a strategy that does not exist is refused saying
+    // which ones do.
+    cli.ok(
+        &[
+            "group",
+            "update",
+            "ig-demo",
+            "--rotation-strategy",
+            "new_material",
+            "--at-rotation-limit",
+            "refuse",
+        ],
+        None,
+    );
+    let group = cli.json(&["group", "show", "ig-demo"]);
+    assert_eq!(group["rotation_strategy"], "new_material");
+    assert_eq!(group["at_rotation_limit"], "refuse");
+    let shown = cli.ok(&["group", "show", "ig-demo"], None);
+    assert!(shown.contains("new_material"), "{shown}");
+    let wrong = cli.fails(
+        &[
+            "group",
+            "update",
+            "ig-demo",
+            "--rotation-strategy",
+            "in_place",
+        ],
+        None,
+    );
+    assert!(
+        wrong.contains("new_key") && wrong.contains("new_material"),
+        "{wrong}"
+    );
+    cli.ok(
+        &[
+            "group",
+            "update",
+            "ig-demo",
+            "--rotation-strategy",
+            "new_key",
+        ],
+        None,
+    );
 
     let bad = cli.fails(
         &[

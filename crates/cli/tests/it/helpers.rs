@@ -88,7 +88,7 @@ impl TestApp {
         args.cluster.node_id = Some("node-a".into());
         // The operator's allow-list of KMS endpoints: the KMS peer (a test
         // adds its own proxies with `allow_endpoints`).
-        if let Some(peer) = kms_peer() {
+        for peer in kms_peer().into_iter().chain(rotation_kms_peer()) {
             allow_endpoints(&mut args, &[&peer]);
         }
         // Tests fail logins on purpose, all from 127.0.0.1: the per-address
@@ -756,13 +756,27 @@ pub fn allow_endpoints(args: &mut keyhold_server::ServeArgs, endpoints: &[&str])
     args.kms.kms_endpoint_allow_plain_http = Some(true);
 }
 
-/// The same for a `keyhold serve` process: the KMS peer, through its environment.
+/// The same for a `keyhold serve` process: the KMS peers (LocalStack, and
+/// the one that rotates imported material when the suite runs with it),
+/// through its environment.
 pub fn allow_kms_peer(command: &mut std::process::Command) {
-    if let Some(peer) = kms_peer() {
+    let peers: Vec<String> = kms_peer()
+        .into_iter()
+        .chain(rotation_kms_peer())
+        .chain(crate::in_place::started_faithful_peer())
+        .collect();
+    if !peers.is_empty() {
         command
-            .env("KEYHOLD_KMS_ENDPOINT_ALLOW", peer)
+            .env("KEYHOLD_KMS_ENDPOINT_ALLOW", peers.join(","))
             .env("KEYHOLD_KMS_ENDPOINT_ALLOW_PLAIN_HTTP", "true");
     }
+}
+
+/// The KMS peer that rotates imported material in place (LocalStack 4.11).
+pub fn rotation_kms_peer() -> Option<String> {
+    std::env::var("KEYHOLD_TEST_KMS_ROTATION_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
 }
 
 pub fn group_body(name: &str, credential: &str) -> Value {

@@ -20,12 +20,45 @@ use crate::helpers::*;
 use crate::kms::Kms;
 
 /// The LocalStack that serves on-demand rotation of imported material.
-fn rotation_peer() -> String {
+pub(crate) fn rotation_peer() -> String {
     std::env::var("KEYHOLD_TEST_KMS_ROTATION_ENDPOINT").expect(
         "no KMS peer for in-place rotation: run the suite with ./scripts/test, or \
          `eval \"$(KEYHOLD_LOCALSTACK_SERIES=4.11 scripts/localstack start)\"` first \
          (KEYHOLD_TEST_KMS_ROTATION_ENDPOINT is unset)",
     )
+}
+
+/// The faithful peer shared by the whole test process, once started.
+static SHARED_FAITHFUL_PEER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// One faithful peer for the whole test process, on a thread of its own, for
+/// `keyhold serve` processes (the crash cases) that outlive any one test's
+/// runtime; the allow-list of every server started afterwards names it.
+pub(crate) fn shared_faithful_peer() -> &'static str {
+    SHARED_FAITHFUL_PEER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let peer = keyhold_bench::kms_peer::KmsPeer::start_faithful()
+                    .await
+                    .unwrap();
+                tx.send(peer.endpoint.clone()).unwrap();
+                // Serves for as long as the process runs.
+                std::future::pending::<()>().await;
+                drop(peer);
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// The shared faithful peer, when this process has started it.
+pub(crate) fn started_faithful_peer() -> Option<String> {
+    SHARED_FAITHFUL_PEER.get().cloned()
 }
 
 /// A server whose credential `aws` reaches `endpoint`, a session of both
@@ -383,4 +416,56 @@ async fn sixteen_force_rotations_at_once_add_one_material() {
     let kms_key = job["kms_key_id"].as_str().unwrap();
     assert_eq!(materials(&kms, kms_key).await.len(), 2);
     assert_eq!(keys_of(&app, &token, &group).await.len(), 2);
+}
+
+/// LocalStack enforces 10 on-demand rotations (AWS's API reference once said
+/// so), fewer than keyhold's default of 25: AWS's own refusal, not keyhold's
+/// count, then meets the group's choice, and the version goes into a new KMS
+/// key with the alias moved.
+#[tokio::test]
+async fn when_aws_refuses_another_rotation_the_version_goes_into_a_new_kms_key() {
+    let endpoint = rotation_peer();
+    let group = unique("inplace-aws-limit");
+    let (app, token) = scene(&endpoint, &group, "new_key").await;
+    let kms = Kms::at(&endpoint).await;
+    let alias = format!("alias/{group}");
+    let first = rotate_job(&app, &token, &group).await["kms_key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = kms.encrypt(&alias, b"under the first KMS key").await;
+    let mut moved = None;
+    for _ in 0..11 {
+        let job = rotate_job(&app, &token, &group).await;
+        if job["kms_key_id"] != first.as_str() {
+            assert!(
+                job["messages"]
+                    .to_string()
+                    .contains("no more on-demand rotations"),
+                "{job:#}"
+            );
+            moved = Some(job["kms_key_id"].as_str().unwrap().to_owned());
+            break;
+        }
+    }
+    let second = moved.expect("LocalStack never refused a rotation in 11 tries");
+    assert_eq!(
+        kms.alias_target(&alias).await.as_deref(),
+        Some(second.as_str())
+    );
+    assert_eq!(kms.state(&first).await, "Enabled");
+    assert_eq!(
+        kms.decrypt(&before).await.unwrap(),
+        b"under the first KMS key"
+    );
+    let keys = keys_of(&app, &token, &group).await;
+    let newest = keys.last().unwrap();
+    assert_eq!(newest["name"], second.as_str(), "{newest:#}");
+    assert_eq!(newest["material_state"], "current");
+    // The version whose material AWS left pending is not the old key's current.
+    let current_in_first: Vec<&Value> = keys
+        .iter()
+        .filter(|k| k["kms_key_id"] == first.as_str() && k["material_state"] == "current")
+        .collect();
+    assert_eq!(current_in_first.len(), 1, "{keys:#?}");
 }

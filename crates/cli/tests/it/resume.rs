@@ -215,6 +215,8 @@ mod killed {
         group: String,
         /// The KMS key of the undisturbed rotation.
         first_key: String,
+        /// The KMS peer the group's credential reaches.
+        endpoint: String,
     }
 
     impl Scene {
@@ -222,7 +224,11 @@ mod killed {
             self.dir.path().join("data")
         }
 
-        async fn new(prefix: &str, trace: Option<&Path>) -> (Self, Server) {
+        /// `in_place`: a `new_material` group on `endpoint`, a KMS peer
+        /// that rotates imported material.
+        async fn new(prefix: &str, trace: Option<&Path>, in_place: Option<&str>) -> (Self, Server) {
+            let endpoint = in_place.map_or_else(endpoint, str::to_owned);
+            let in_place = in_place.is_some();
             let dir = tempfile::tempdir().unwrap();
             let data = dir.path().join("data");
             let db = test_database().await;
@@ -241,12 +247,16 @@ mod killed {
                     &base,
                     reqwest::Method::POST,
                     "/api/v1/credentials",
-                    json!({"name": "aws", "csv": console_csv(), "endpoint": endpoint()}),
+                    json!({"name": "aws", "csv": console_csv(), "endpoint": endpoint}),
                 )
                 .await;
             assert_eq!(s, 201, "{b}");
             let mut body = crate::helpers::group_body(&group, "aws");
             body["region"] = json!(CRASH_REGION);
+            if in_place {
+                body["rotation_strategy"] = json!("new_material");
+                body["disable_after_rotate"] = json!(false);
+            }
             let (s, b) = client
                 .call(&base, reqwest::Method::POST, "/api/v1/groups", body)
                 .await;
@@ -262,6 +272,7 @@ mod killed {
                 client,
                 group,
                 first_key,
+                endpoint,
             };
             (scene, server)
         }
@@ -278,7 +289,9 @@ mod killed {
         key: &str,
     ) -> String {
         let (path, body) = match job {
-            CrashJob::Rotate => (format!("/api/v1/groups/{group}/rotate"), json!({})),
+            CrashJob::Rotate | CrashJob::RotateInPlace => {
+                (format!("/api/v1/groups/{group}/rotate"), json!({}))
+            }
             CrashJob::Synchronize => (
                 format!("/api/v1/keys/{key}/sync"),
                 json!({"update_policy": true, "import_material": true, "delete_material": true}),
@@ -307,10 +320,15 @@ mod killed {
     /// directly) must agree with keyhold's records. Returns what held.
     async fn kill_at(point: CrashPoint) -> String {
         let name = point.name();
-        let (scene, server) = Scene::new("crash", None).await;
+        let in_place = point.job == CrashJob::RotateInPlace;
+        // The crash cases in place run against the faithful peer: LocalStack
+        // 4.11 refuses to re-import a material that is pending rotation, which
+        // AWS documents as allowed and keyhold's resumption relies on.
+        let peer = in_place.then(crate::in_place::shared_faithful_peer);
+        let (scene, server) = Scene::new("crash", None, peer).await;
         let client = &scene.client;
         let group = scene.group.clone();
-        let kms = Kms::in_region(&endpoint(), CRASH_REGION).await;
+        let kms = Kms::in_region(&scene.endpoint, CRASH_REGION).await;
         let alias = format!("alias/{group}");
         // Written before the crash, readable after it when the material
         // was re-imported (synchronize) rather than a new key made.
@@ -359,10 +377,15 @@ mod killed {
         let mut keys = keys.as_array().unwrap().clone();
         keys.sort_by_key(|k| k["version"].as_u64().unwrap());
         let expected = match point.job {
-            CrashJob::Rotate => 2,
+            CrashJob::Rotate | CrashJob::RotateInPlace => 2,
             CrashJob::Synchronize => 1,
         };
         assert_eq!(keys.len(), expected, "killed at {name}: {keys:#?}");
+        if in_place {
+            let held =
+                in_place_recovered(&scene, base, &kms, &job, &keys, &ciphertext, &name).await;
+            return format!("{held}{}", if inside { ", job resumed" } else { "" });
+        }
         let newest = keys.last().unwrap()["name"].as_str().unwrap().to_owned();
         assert_eq!(
             job["kms_key_id"].as_str(),
@@ -418,7 +441,7 @@ mod killed {
         }
         let expected_states = match point.job {
             CrashJob::Rotate => vec!["Disabled", "Enabled"],
-            CrashJob::Synchronize => vec!["Enabled"],
+            CrashJob::RotateInPlace | CrashJob::Synchronize => vec!["Enabled"],
         };
         assert_eq!(states, expected_states, "killed at {name}");
         // The newest key works; after a synchronization, with the material
@@ -447,6 +470,74 @@ mod killed {
             states.join(", "),
             if inside { ", job resumed" } else { "" }
         )
+    }
+
+    /// What a rotation in place must leave after a kill anywhere in it: one
+    /// KMS key (no second), the alias still on it, the new version's
+    /// material current in AWS and the first one non-current, what was
+    /// encrypted before still decrypting, and the audit chain intact.
+    async fn in_place_recovered(
+        scene: &Scene,
+        base: &str,
+        kms: &Kms,
+        job: &Value,
+        keys: &[Value],
+        ciphertext: &[u8],
+        name: &str,
+    ) -> String {
+        let first = scene.first_key.as_str();
+        assert_eq!(job["kms_key_id"].as_str(), Some(first), "killed at {name}");
+        let names: Vec<&str> = keys.iter().map(|k| k["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [first.to_owned(), format!("{first} v2")],
+            "killed at {name}"
+        );
+        assert_eq!(
+            kms.keys_of_group(&scene.group).await,
+            vec![first.to_owned()],
+            "killed at {name}: one KMS key, none created"
+        );
+        let alias = format!("alias/{}", scene.group);
+        // The alias still names the KMS key (DescribeKey resolves it).
+        assert_eq!(
+            kms.describe(&alias).await.key_id(),
+            first,
+            "killed at {name}"
+        );
+        let meta = kms.describe(first).await;
+        assert_eq!(
+            meta.current_key_material_id(),
+            keys[1]["kms_material_id"].as_str(),
+            "killed at {name}: AWS encrypts with the new version's material"
+        );
+        assert_eq!(
+            [
+                keys[0]["material_state"].as_str(),
+                keys[1]["material_state"].as_str()
+            ],
+            [Some("non_current"), Some("current")],
+            "killed at {name}"
+        );
+        assert_eq!(kms.state(first).await, "Enabled", "killed at {name}");
+        assert_eq!(
+            kms.decrypt(ciphertext).await.unwrap(),
+            b"before the crash",
+            "killed at {name}: the first material still decrypts"
+        );
+        let fresh = kms.encrypt(&alias, b"after the crash").await;
+        assert_eq!(kms.decrypt(&fresh).await.unwrap(), b"after the crash");
+        let (_, verify) = scene
+            .client
+            .call(
+                base,
+                reqwest::Method::GET,
+                "/api/v1/audit/verify",
+                json!(null),
+            )
+            .await;
+        assert_eq!(verify["ok"], true, "killed at {name}: {verify}");
+        "1 KMS key, rotated in place (its first material non-current, still decrypting), audit chain verifies".to_owned()
     }
 
     /// How many crash cases run at once: each is a few processes waiting on
@@ -506,6 +597,7 @@ mod killed {
         for (point, outcome) in CRASH_POINTS.iter().zip(outcomes) {
             let job = match point.job {
                 CrashJob::Rotate => "rotate",
+                CrashJob::RotateInPlace => "rotate in place",
                 CrashJob::Synchronize => "synchronize",
             };
             match outcome.unwrap() {
@@ -531,7 +623,7 @@ mod killed {
             "Crash at every step",
             &format!(
                 "Every point of `keyhold_server::crash_points::CRASH_POINTS` (both sides of every \
-                 store commit a rotation or a synchronization makes): the real `keyhold serve` \
+                 store commit a rotation, a rotation in place or a synchronization makes): the real `keyhold serve` \
                  process is stopped there and killed with SIGKILL, a new process is started on \
                  the same data, and the job finishes. Then AWS KMS, read through its API, must \
                  agree with keyhold: the group's tagged KMS keys are exactly keyhold's keys (no \
@@ -559,7 +651,7 @@ mod killed {
     async fn the_crash_point_table_is_every_commit_a_job_makes() {
         let trace_dir = tempfile::tempdir().unwrap();
         let trace = trace_dir.path().join("trace");
-        let (scene, server) = Scene::new("trace", Some(trace.as_path())).await;
+        let (scene, server) = Scene::new("trace", Some(trace.as_path()), None).await;
         let client = &scene.client;
         let rotation = start_job(client, &server.base, CrashJob::Rotate, &scene.group, "").await;
         let job = wait_job(client, &server.base, &rotation).await;
@@ -595,6 +687,34 @@ mod killed {
             crossed(&sync),
             listed(CrashJob::Synchronize),
             "synchronization"
+        );
+        drop(server);
+
+        // A rotation in place, on a new_material group with a KMS key.
+        let trace = trace_dir.path().join("trace-in-place");
+        let rotation_peer = crate::in_place::rotation_peer();
+        let (scene, server) =
+            Scene::new("trace", Some(trace.as_path()), Some(&rotation_peer)).await;
+        let in_place = start_job(
+            &scene.client,
+            &server.base,
+            CrashJob::RotateInPlace,
+            &scene.group,
+            "",
+        )
+        .await;
+        let job = wait_job(&scene.client, &server.base, &in_place).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let crossed: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(in_place.as_str()))
+            .map(|p| p.trim().to_owned())
+            .collect();
+        assert_eq!(
+            crossed,
+            listed(CrashJob::RotateInPlace),
+            "rotation in place"
         );
     }
 

@@ -1049,3 +1049,141 @@ async fn a_job_that_fails_while_watched_offers_retry_and_cancel_without_a_reload
     );
     browser.quit().await;
 }
+
+/// The group dialog sets a group to rotate in place (new material in the
+/// same KMS key, refusing at AWS's limit); changing that back is a custody
+/// change: one officer is refused, in the dialog, and two may.
+#[tokio::test]
+async fn the_rotation_strategy_is_set_in_the_dialog_and_changed_only_by_two_officers() {
+    let app = TestApp::spawn().await;
+    let token = app.dual_session().await;
+    app.import_kms_credential(&token, "aws").await;
+    let browser = Browser::start("rotation-strategy").await;
+    let strategy = |value: &str| format!("#group-rotation-strategy option[value='{value}']");
+    let at_limit = |value: &str| format!("#group-at-rotation-limit option[value='{value}']");
+
+    // Both officers (adding a group needs dual control) add one that
+    // rotates in place and refuses at the limit.
+    browser.goto(&format!("{}/ui/login", app.base)).await;
+    log_in(&browser, "Admin1", ADMIN1_PASSWORD).await;
+    browser.wait_text("#session-users", "Admin1", 10).await;
+    log_in(&browser, "Admin2", ADMIN2_PASSWORD).await;
+    browser
+        .wait_text("main .notice", "Admin2 joined this session.", 10)
+        .await;
+    browser
+        .goto(&format!("{}/ui/keys/groups/new", app.base))
+        .await;
+    browser.find("#group-dialog").await;
+    let group = unique("ui-inplace");
+    browser.fill("#group-name", &group).await;
+    assert!(
+        browser.is_selected(&strategy("new_key")).await
+            && browser.is_selected(&at_limit("new_key")).await,
+        "a new group does not default to a new KMS key per rotation"
+    );
+    browser.click(&strategy("new_material")).await;
+    browser.click(&at_limit("refuse")).await;
+    assert_eq!(
+        browser.text(&strategy("new_material")).await,
+        "New material in the same KMS key (ARN kept)"
+    );
+    assert_eq!(browser.text(&at_limit("refuse")).await, "Refuse to rotate");
+    check_page(&browser, "01-group-dialog-in-place").await;
+    browser.click("#tab-aws-button").await;
+    browser
+        .fill("#group-alias", &format!("alias/{group}"))
+        .await;
+    browser.fill("#group-region", "eu-west-1").await;
+    let created = save_new_group(&app, &browser, &group).await;
+    assert_eq!(created["rotation_strategy"], "new_material", "{created}");
+    assert_eq!(created["at_rotation_limit"], "refuse", "{created}");
+    // The keys screen says how the group rotates.
+    let heading = format!("tbody[data-group='{group}'] tr.group-row");
+    let said = browser.text(&heading).await;
+    assert!(
+        said.contains("new material in one KMS key")
+            && said.contains("at the limit: refuse to rotate"),
+        "{said}"
+    );
+    check_page(&browser, "02-keys-in-place").await;
+
+    // One officer: the dialog warns first, and keyhold refuses the change
+    // in the dialog, naming the custody field; the choice stays as made.
+    browser
+        .click("header.top form[action='/ui/logout'] button")
+        .await;
+    browser.wait_text("main", "Logged out.", 10).await;
+    log_in(&browser, "Admin1", ADMIN1_PASSWORD).await;
+    browser.click("#continue").await;
+    browser
+        .goto(&format!("{}/ui/keys/groups/{group}/edit", app.base))
+        .await;
+    browser.find("#group-dialog").await;
+    assert!(browser.is_selected(&strategy("new_material")).await);
+    assert!(browser.is_selected(&at_limit("refuse")).await);
+    assert!(
+        browser
+            .exists("#group-dialog [data-dual-control='required']")
+            .await
+    );
+    browser.click(&strategy("new_key")).await;
+    browser.click("#save-group").await;
+    let refused = browser
+        .wait_text("#group-dialog .notice.error", "needs dual control", 10)
+        .await;
+    assert!(
+        refused.contains("rotation_strategy") && refused.contains(&group),
+        "{refused}"
+    );
+    assert!(
+        browser.is_selected(&strategy("new_key")).await,
+        "the refused dialog lost the choice"
+    );
+    check_page(&browser, "03-refused-one-officer").await;
+    let (_, unchanged) = app.get(&format!("/api/v1/groups/{group}"), &token).await;
+    assert_eq!(
+        unchanged["rotation_strategy"], "new_material",
+        "{unchanged}"
+    );
+    assert_eq!(unchanged["at_rotation_limit"], "refuse", "{unchanged}");
+
+    // The second officer joins from the dialog, which comes back with the
+    // choice kept; saved by both, the change is made.
+    browser
+        .click("#group-dialog [data-dual-control='required'] a")
+        .await;
+    browser.wait_text("main h1", "Add an officer", 10).await;
+    log_in(&browser, "Admin2", ADMIN2_PASSWORD).await;
+    browser.find("#group-dialog").await;
+    assert!(
+        browser
+            .current_url()
+            .await
+            .ends_with(&format!("/ui/keys/groups/{group}/edit"))
+    );
+    assert!(
+        browser.is_selected(&strategy("new_key")).await,
+        "the choice was not kept across the login"
+    );
+    browser.click("#save-group").await;
+    browser
+        .wait_text(
+            "main .notice",
+            &format!("Updated HSM protected key group {group}."),
+            10,
+        )
+        .await;
+    let (_, changed) = app.get(&format!("/api/v1/groups/{group}"), &token).await;
+    assert_eq!(changed["rotation_strategy"], "new_key", "{changed}");
+    assert_eq!(changed["at_rotation_limit"], "refuse", "{changed}");
+    let said = browser.text(&heading).await;
+    assert!(said.contains("new KMS key per rotation"), "{said}");
+    let audit = app.audit_summaries(&token).await;
+    assert!(
+        audit.iter().any(|line| line.starts_with("Admin1 |")
+            && line.contains(&format!("Failed to update HSM protected key group {group}"))),
+        "the refusal is not audited: {audit:#?}"
+    );
+    browser.quit().await;
+}

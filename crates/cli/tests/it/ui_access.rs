@@ -479,3 +479,127 @@ async fn a_refused_password_change_keeps_its_form_open() {
     assert_ne!(status, StatusCode::UNAUTHORIZED);
     browser.quit().await;
 }
+
+/// A group rotated in place (on the LocalStack that serves on-demand
+/// rotation): its versions share one KMS key. The keys screen says how the
+/// group rotates, how many of AWS's on-demand rotations are used and what
+/// happens at the limit, which version's material is current, in words;
+/// each version's ids open from the keyboard; and the screen reads and
+/// fits at both widths.
+#[tokio::test]
+async fn versions_sharing_a_kms_key_read_and_fit_from_800_px_up() {
+    let endpoint = crate::in_place::rotation_peer();
+    let allowed = endpoint.clone();
+    let app = TestApp::spawn_with(move |args| allow_endpoints(args, &[&allowed])).await;
+    let token = app.dual_session().await;
+    // Few on-demand rotations allowed, so the group's heading warns.
+    let (status, body) = app
+        .patch(
+            "/api/v1/config",
+            &token,
+            json!({"on_demand_rotation_limit": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.import_credential_at(&token, "aws", &endpoint).await;
+    let group = unique("ui-inplace");
+    let mut body = group_body(&group, "aws");
+    body["rotation_strategy"] = json!("new_material");
+    body["disable_after_rotate"] = json!(false);
+    let (status, created) = app.create_group(&token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    app.rotate_ok(&token, &group).await;
+    app.rotate_ok(&token, &group).await;
+    let (_, versions) = app
+        .get(&format!("/api/v1/keys?group={group}"), &token)
+        .await;
+    let mut versions = versions.as_array().unwrap().clone();
+    versions.sort_by_key(|k| k["version"].as_u64().unwrap());
+    assert_eq!(versions.len(), 2, "{versions:#?}");
+    let kms_key = versions[0]["kms_key_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        versions[1]["name"],
+        format!("{kms_key} v2"),
+        "{versions:#?}"
+    );
+    let material = |k: &Value| k["kms_material_id"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start("in-place-keys").await;
+    dual_browser_session(&app, &browser).await;
+    browser.goto(&format!("{}/ui/keys", app.base)).await;
+    let heading = browser
+        .text(&format!("tbody[data-group='{group}'] tr.group-row"))
+        .await;
+    for said in [
+        format!("new material in KMS key {kms_key}"),
+        "1 of 3 on-demand rotations used".to_owned(),
+        "at the limit: new KMS key".to_owned(),
+    ] {
+        assert!(heading.contains(&said), "{said} missing in {heading}");
+    }
+    let warning = browser
+        .text(&format!(
+            "tbody[data-group='{group}'] .rotation-limit-warning"
+        ))
+        .await;
+    assert!(
+        warning.contains("2 of 3 on-demand rotations") && warning.contains(&kms_key),
+        "{warning}"
+    );
+    let older = format!("tr.key-row[data-key='{kms_key}']");
+    let newer = format!("tr.key-row[data-key='{kms_key} v2']");
+    let state = browser.text(&format!("{older} td.state")).await;
+    assert!(
+        state.contains("KMS material: non-current (decrypts only)"),
+        "{state}"
+    );
+    let state = browser.text(&format!("{newer} td.state")).await;
+    assert!(state.contains("KMS material: current"), "{state}");
+
+    // The older version's ids, opened from the keyboard.
+    let summary = format!("{older} details.key-ids summary");
+    browser
+        .execute(
+            "document.querySelector(arguments[0]).focus();",
+            json!([summary]),
+        )
+        .await;
+    browser.press(keys::ENTER).await;
+    browser
+        .find(&format!("{older} details.key-ids[open]"))
+        .await;
+    let ids = browser.text(&format!("{older} details.key-ids")).await;
+    assert!(
+        ids.contains(&kms_key) && ids.contains(&material(&versions[0])),
+        "{ids}"
+    );
+
+    for (width, height) in [(1280, 800), (800, 900)] {
+        browser.resize(width, height).await;
+        browser.goto(&format!("{}/ui/keys", app.base)).await;
+        browser.find("main h1").await;
+        assert_layout(&browser, width, "keys-in-place").await;
+        // With a version's ids open: long ids wrap rather than widen the table.
+        browser
+            .click(&format!("{newer} details.key-ids summary"))
+            .await;
+        browser
+            .find(&format!("{newer} details.key-ids[open]"))
+            .await;
+        assert_layout(&browser, width, "keys-in-place-ids").await;
+        // The Synchronize dialog says where the version's material is.
+        let id = versions[1]["id"].as_str().unwrap();
+        browser
+            .goto(&format!("{}/ui/keys/{id}/sync", app.base))
+            .await;
+        let facts = browser.text("#sync-dialog .key-facts").await;
+        assert!(
+            facts.contains(&kms_key)
+                && facts.contains(&material(&versions[1]))
+                && facts.contains("current (encrypts and decrypts)"),
+            "{facts}"
+        );
+        assert_layout(&browser, width, "key-sync-in-place").await;
+    }
+    browser.quit().await;
+}

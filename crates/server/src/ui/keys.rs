@@ -10,7 +10,7 @@ use keyhold_core::CoreError;
 use keyhold_core::group::{AtRotationLimit, RotationStrategy};
 use keyhold_core::identity::Operation;
 use keyhold_core::interval::INTERVAL_HINT;
-use keyhold_core::key::KeyPage;
+use keyhold_core::key::{KeyPage, MaterialState};
 use keyhold_core::schedule::ROTATION_INTERVAL_HINT;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -148,64 +148,188 @@ fn table(ui: &UiSession, listing: &Listing) -> Markup {
             // Said once above the table, not in its caption, which a narrow
             // screen would scroll away with the columns.
             p.hint #keys-columns {
-                "State in AWS is the KMS key's, as keyhold last saw it; Material in keyhold says whether keyhold's keystore holds the key's material."
+                "State in AWS is the KMS key's, as keyhold last saw it; Material in keyhold says whether keyhold's keystore holds the key's material. "
+                "Where versions share one KMS key (a group rotated with new material), State in AWS also says which version's material is current: "
+                "KMS encrypts with the current one only, and still decrypts with the non-current ones."
             }
-            div.table-wrap {
-                table.data #keys-table {
-                    caption { "Key groups, each with its keys beneath" }
-                    thead {
-                        tr {
-                            @for column in ["Name", "Key Group", "Certificate", "Version", "Storage", "Key type", "Algorithm", "Check Digits", "Validity"] {
-                                th scope="col" { (column) }
-                            }
-                            // Two sources that can disagree, so each says whose it is.
-                            th scope="col" title="The KMS key's state in AWS, as keyhold last saw it" { "State in AWS" }
-                            th scope="col" title="Whether keyhold's keystore holds the key's material" { "Material in keyhold" }
-                            th.row-actions scope="col" { "Actions" }
+            (keys_table(listing))
+        }
+    }
+}
+
+/// The keys table: each group's heading row, then its keys, newest first.
+fn keys_table(listing: &Listing) -> Markup {
+    html! {
+        div.table-wrap {
+            table.data #keys-table {
+                caption { "Key groups, each with its keys beneath" }
+                thead {
+                    tr {
+                        @for column in ["Name", "Key Group", "Certificate", "Version", "Storage", "Key type", "Algorithm", "Check Digits", "Validity"] {
+                            th scope="col" { (column) }
                         }
+                        // Two sources that can disagree, so each says whose it is.
+                        th scope="col" title="The KMS key's state in AWS, as keyhold last saw it, and the state of the version's material in it" { "State in AWS" }
+                        th scope="col" title="Whether keyhold's keystore holds the key's material" { "Material in keyhold" }
+                        th.row-actions scope="col" { "Actions" }
                     }
-                    @for (index, group) in listing.groups.iter().enumerate() {
-                        tbody.group data-group=(group.name) {
-                            tr.group-row data-menu=(format!("menu-g{index}")) {
-                                th scope="rowgroup" colspan=(COLUMNS - 1) {
-                                    span.kind { "Key group " }
-                                    strong.group-name { (group.name) }
-                                    span.meta {
-                                        " · " (group.alias) " · " (group.region)
-                                        " · " (group.rotate_every.as_deref().map_or("rotation off".to_owned(), |i| format!("rotate every {i}")))
-                                        @if let Some(active) = &group.active_key_id { " · active key " code { (active) } }
-                                    }
+                }
+                @for (index, group) in listing.groups.iter().enumerate() {
+                    tbody.group data-group=(group.name) {
+                        tr.group-row data-menu=(format!("menu-g{index}")) {
+                            th scope="rowgroup" colspan=(COLUMNS - 1) {
+                                span.kind { "Key group " }
+                                strong.group-name { (group.name) }
+                                span.meta {
+                                    " · " (group.alias) " · " (group.region)
+                                    " · " (group.rotate_every.as_deref().map_or("rotation off".to_owned(), |i| format!("rotate every {i}")))
+                                    " · " (rotation_strategy_words(group))
                                 }
-                                td.row-actions { (group_menu(index, group)) }
-                            }
-                            @let keys: Vec<&api::KeyView> = listing.keys.iter().filter(|k| k.group == group.name).collect();
-                            @if keys.is_empty() {
-                                tr.empty { td colspan=(COLUMNS) { "No keys yet: Cloud → Force Rotate creates the first." } }
-                            }
-                            @for key in keys {
-                                tr.key-row data-key=(key.name) data-menu=(format!("menu-k{}", key.id)) {
-                                    td { code { (key.name) } }
-                                    td.group { (key.group) }
-                                    td { (key.certificate.as_deref().unwrap_or("—")) }
-                                    td.num { (key.version) }
-                                    td { (key.storage) }
-                                    td { (key.key_type) }
-                                    td { (key.algorithm) }
-                                    td { code { (key.check_digits) } }
-                                    td.time { (validity(key)) @if key.expired { " (expired)" } }
-                                    // pending_import as words, so a narrow column can wrap it.
-                                    td.state data-state=(key.state) {
-                                        (key.state.replace('_', " "))
-                                        // Why a key has no KMS key, and what to do about it.
-                                        @if let Some(note) = &key.state_note { p.state-note { (note) } }
-                                    }
-                                    td.material { (key.material) }
-                                    td.row-actions { (key_menu(key)) }
+                                @if let Some(warning) = group.in_place_rotations.as_ref().and_then(|r| r.warning.as_ref()) {
+                                    p.notice.warn.rotation-limit-warning role="note" { (warning) }
                                 }
                             }
+                            td.row-actions { (group_menu(index, group)) }
+                        }
+                        @let keys: Vec<&api::KeyView> = listing.keys.iter().filter(|k| k.group == group.name).collect();
+                        @if keys.is_empty() {
+                            tr.empty { td colspan=(COLUMNS) { "No keys yet: Cloud → Force Rotate creates the first." } }
+                        }
+                        @for key in &keys {
+                            (key_row(key, shares_kms_key(key, &keys)))
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// How group `group` rotates, as its heading row says it: a new KMS key
+/// each time (the alias moved), or new material in the one KMS key, with
+/// how many of AWS's on-demand rotations of that key are used.
+fn rotation_strategy_words(group: &api::GroupView) -> Markup {
+    let in_place = group.rotation_strategy == RotationStrategy::NewMaterial.as_str();
+    let at_limit = if group.at_rotation_limit == AtRotationLimit::Refuse.as_str() {
+        "refuse to rotate"
+    } else {
+        "new KMS key"
+    };
+    html! {
+        @if in_place {
+            span.strategy data-strategy=(group.rotation_strategy) {
+                @match &group.active_key_id {
+                    Some(active) => { "new material in KMS key " code { (active) } }
+                    None => "new material in one KMS key (the first rotation creates it)",
+                }
+            }
+            @if let Some(rotations) = &group.in_place_rotations {
+                " · "
+                span.in-place-rotations {
+                    (rotations.used) " of " (rotations.limit) " on-demand rotations used"
+                }
+            }
+            " · at the limit: " span.at-limit { (at_limit) }
+        } @else {
+            span.strategy data-strategy=(group.rotation_strategy) { "new KMS key per rotation" }
+            @if let Some(active) = &group.active_key_id { " · active key " code { (active) } }
+        }
+    }
+}
+
+/// Whether another version listed with `key` holds its material in the
+/// same KMS key.
+fn shares_kms_key(key: &api::KeyView, keys: &[&api::KeyView]) -> bool {
+    key.kms_key_id.as_ref().is_some_and(|kms| {
+        keys.iter()
+            .any(|other| other.id != key.id && other.kms_key_id.as_ref() == Some(kms))
+    })
+}
+
+/// A material's place in its KMS key, in words: the state, then what KMS
+/// does with it.
+fn material_state_words(state: &str) -> (String, &'static str) {
+    match MaterialState::parse(state) {
+        Some(MaterialState::Current) => ("current".into(), " (encrypts and decrypts)"),
+        Some(MaterialState::NonCurrent) => ("non-current".into(), " (decrypts only)"),
+        Some(MaterialState::PendingRotation) => {
+            ("pending rotation".into(), " (imported, not yet current)")
+        }
+        None => (state.replace('_', " "), ""),
+    }
+}
+
+fn key_row(key: &api::KeyView, shares_kms_key: bool) -> Markup {
+    // Said where it tells something: versions sharing a KMS key, or a
+    // material that is not (yet, or any longer) the one KMS encrypts with.
+    let material_state = (shares_kms_key
+        || MaterialState::parse(&key.material_state).is_some_and(|s| s != MaterialState::Current))
+    .then(|| material_state_words(&key.material_state));
+    html! {
+        tr.key-row data-key=(key.name) data-menu=(format!("menu-k{}", key.id)) {
+            td {
+                // A narrow column breaks a name between its words (the KMS
+                // key id, then the version), never inside the id.
+                code.key-name {
+                    @for (i, word) in key.name.split(' ').enumerate() {
+                        @if i > 0 { " " }
+                        span { (word) }
+                    }
+                }
+                @if key.kms_key_id.is_some() { (key_ids(key)) }
+            }
+            td.group { (key.group) }
+            td { (key.certificate.as_deref().unwrap_or("—")) }
+            td.num { (key.version) }
+            td { (key.storage) }
+            td { (key.key_type) }
+            td { (key.algorithm) }
+            td { code { (key.check_digits) } }
+            td.time { (validity(key)) @if key.expired { " (expired)" } }
+            // pending_import as words, so a narrow column can wrap it.
+            td.state data-state=(key.state) {
+                (key.state.replace('_', " "))
+                // Why a key has no KMS key, and what to do about it.
+                @if let Some(note) = &key.state_note { p.state-note { (note) } }
+                @if let Some((state, what)) = material_state {
+                    p.material-state data-material-state=(key.material_state) {
+                        // Current is the usual case: the hint above the
+                        // table says what it means.
+                        "KMS material: " strong { (state) }
+                        @if key.material_state != MaterialState::Current.as_str() { (what) }
+                    }
+                }
+            }
+            td.material { (key.material) }
+            td.row-actions { (key_menu(key)) }
+        }
+    }
+}
+
+/// The KMS key and material ids of a key, behind a disclosure in its name
+/// cell: long, and wanted only to match keyhold's versions with AWS's.
+fn key_ids(key: &api::KeyView) -> Markup {
+    html! {
+        details.key-ids {
+            summary { "IDs" span.visually-hidden { " of key " (key.name) } }
+            (key_facts(key))
+        }
+    }
+}
+
+/// Which KMS key holds a key's material, AWS's id of that material, and
+/// the material's state in it.
+fn key_facts(key: &api::KeyView) -> Markup {
+    let (state, what) = material_state_words(&key.material_state);
+    html! {
+        dl.facts.key-facts {
+            dt { "KMS key" }
+            dd { @match &key.kms_key_id { Some(id) => code.kms-key-id { (id) }, None => "none yet" } }
+            dt { "Material id" }
+            dd { @match &key.kms_material_id { Some(id) => code.kms-material-id { (id) }, None => "not known yet" } }
+            @if key.kms_key_id.is_some() {
+                dt { "Material in the KMS key" }
+                dd.material-state data-material-state=(key.material_state) { (state) (what) }
             }
         }
     }
@@ -965,6 +1089,7 @@ pub async fn confirm_delete_key(
                     ", version " (key.version) ", check digits " code { (key.check_digits) }
                     ") from keyhold, and its material from the keystore. The KMS key in AWS stays as it is."
                 }
+                (key_facts(&key))
                 (layout::needs(&ui, Operation::DELETE_KEY, listing.dual_control))
                 form method="post" action=(format!("/ui/keys/{}/delete", encode(&key.name))) {
                     (csrf_field(&ui.csrf))
@@ -1018,6 +1143,7 @@ pub async fn sync_dialog(
         |listing| {
             let body = html! {
                 p { "Key " code { (key.name) } " of key group " strong { (key.group) } ", version " (key.version) "." }
+                (key_facts(&key))
                 form #sync-form method="post" action=(format!("/ui/keys/{}/sync", encode(&key.name))) {
                     (csrf_field(&ui.csrf))
                     fieldset {
@@ -1128,6 +1254,173 @@ mod tests {
             last_rotation_error: None,
             rotation_retry_at: None,
         }
+    }
+
+    const KMS_KEY: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn key(name: &str, group: &str, version: u32, material_state: &str) -> api::KeyView {
+        api::KeyView {
+            name: name.into(),
+            id: format!("00000000-0000-0000-0000-00000000000{version}"),
+            group: group.into(),
+            certificate: None,
+            version,
+            storage: "Protected".into(),
+            key_type: "AES".into(),
+            algorithm: "AES-256".into(),
+            check_digits: "A1B2C3".into(),
+            valid_from: "2026-01-01T00:00:00Z".into(),
+            valid_to: None,
+            state: "enabled".into(),
+            expired: false,
+            material: "present".into(),
+            state_note: None,
+            kms_key_id: Some(KMS_KEY.into()),
+            kms_material_id: Some(format!("{version}{}", "a".repeat(63))),
+            material_state: material_state.into(),
+        }
+    }
+
+    /// The markup of key `name`'s row in `page`.
+    fn row_of<'a>(page: &'a str, name: &str) -> &'a str {
+        let start = page
+            .find(&format!("data-key=\"{name}\""))
+            .unwrap_or_else(|| panic!("no row for {name} in {page}"));
+        let rest = &page[start..];
+        &rest[..rest.find("</tr>").unwrap()]
+    }
+
+    #[test]
+    fn versions_sharing_a_kms_key_say_which_material_is_current() {
+        let mut in_place = api::GroupView {
+            name: "ig-inplace".into(),
+            alias: "alias/ig-inplace".into(),
+            rotation_strategy: "new_material".into(),
+            at_rotation_limit: "refuse".into(),
+            in_place_rotations: Some(api::InPlaceRotationsView {
+                used: 8,
+                limit: 10,
+                left: 2,
+                warning: Some("2 of 10 on-demand rotations of KMS key left: then refused".into()),
+            }),
+            ..view()
+        };
+        in_place.active_key_id = Some(KMS_KEY.into());
+        let mut other_key = key(
+            "5678abcd-12ab-34cd-56ef-1234567890ab",
+            "ig-demo",
+            1,
+            "current",
+        );
+        other_key.id = "00000000-0000-0000-0000-0000000000ff".into();
+        other_key.kms_key_id = Some(other_key.name.clone());
+        let listing = Listing {
+            groups: vec![view(), in_place],
+            keys: vec![
+                other_key,
+                key(&format!("{KMS_KEY} v2"), "ig-inplace", 2, "current"),
+                key(KMS_KEY, "ig-inplace", 1, "non_current"),
+            ],
+            truncated: false,
+            credentials: Vec::new(),
+            dual_control: true,
+        };
+        let page = keys_table(&listing).into_string();
+
+        // Each group's heading row says how it rotates.
+        let groups: Vec<&str> = page.split("<tbody").skip(1).collect();
+        assert_eq!(groups.len(), 2, "{page}");
+        assert!(
+            groups[0].contains("new KMS key per rotation"),
+            "{}",
+            groups[0]
+        );
+        assert!(!groups[0].contains("on-demand rotations"), "{}", groups[0]);
+        assert!(
+            !groups[0].contains("rotation-limit-warning"),
+            "{}",
+            groups[0]
+        );
+        let heading = &groups[1][..groups[1].find("</tr>").unwrap()];
+        for words in [
+            format!("new material in KMS key <code>{KMS_KEY}</code>"),
+            "8 of 10 on-demand rotations used".to_owned(),
+            "at the limit: <span class=\"at-limit\">refuse to rotate</span>".to_owned(),
+            "role=\"note\">2 of 10 on-demand rotations of KMS key left: then refused</p>"
+                .to_owned(),
+        ] {
+            assert!(heading.contains(&words), "{words} missing in {heading}");
+        }
+
+        // The versions sharing the KMS key say, in words, which material
+        // KMS encrypts with; each shows its KMS key and material ids.
+        let current = row_of(&page, &format!("{KMS_KEY} v2"));
+        assert!(
+            current.contains("KMS material: <strong>current</strong></p>"),
+            "{current}"
+        );
+        let older = row_of(&page, KMS_KEY);
+        assert!(
+            older.contains("data-material-state=\"non_current\"")
+                && older.contains("KMS material: <strong>non-current</strong> (decrypts only)"),
+            "{older}"
+        );
+        for (row, version) in [(current, 2), (older, 1)] {
+            assert!(row.contains("<summary>IDs"), "{row}");
+            assert!(
+                row.contains(&format!("<code class=\"kms-key-id\">{KMS_KEY}</code>")),
+                "{row}"
+            );
+            let material = format!("{version}{}", "a".repeat(63));
+            assert!(
+                row.contains(&format!(
+                    "<code class=\"kms-material-id\">{material}</code>"
+                )),
+                "{row}"
+            );
+        }
+        // A key alone in its KMS key, with current material: nothing to say.
+        let alone = row_of(&page, "5678abcd-12ab-34cd-56ef-1234567890ab");
+        assert!(!alone.contains("KMS material:"), "{alone}");
+        assert!(alone.contains("<summary>IDs"), "{alone}");
+
+        // The header is a real one, and the state column says it holds both.
+        assert!(page.contains("<th scope=\"col\" title=\"The KMS key's state in AWS, as keyhold last saw it, and the state of the version's material in it\">State in AWS</th>"), "{page}");
+    }
+
+    #[test]
+    fn a_pending_rotation_is_said_even_before_another_version_shares_the_key() {
+        let pending = key(&format!("{KMS_KEY} v2"), "ig-demo", 2, "pending_rotation");
+        let listing = Listing {
+            groups: vec![view()],
+            keys: vec![pending],
+            truncated: false,
+            credentials: Vec::new(),
+            dual_control: false,
+        };
+        let page = keys_table(&listing).into_string();
+        assert!(
+            page.contains(
+                "KMS material: <strong>pending rotation</strong> (imported, not yet current)"
+            ),
+            "{page}"
+        );
+        // The dialogs' facts say the same, and where the material is.
+        let mut facts = key_facts(&listing.keys[0]).into_string();
+        assert!(
+            facts.contains("pending rotation (imported, not yet current)"),
+            "{facts}"
+        );
+        assert!(facts.contains(KMS_KEY), "{facts}");
+        let mut local = listing.keys[0].clone();
+        local.kms_key_id = None;
+        local.kms_material_id = None;
+        facts = key_facts(&local).into_string();
+        assert!(
+            facts.contains("none yet") && facts.contains("not known yet"),
+            "{facts}"
+        );
+        assert!(!facts.contains("Material in the KMS key"), "{facts}");
     }
 
     #[test]

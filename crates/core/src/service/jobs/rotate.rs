@@ -568,7 +568,7 @@ impl Keyhold {
     ) -> CoreResult<StepOutcome> {
         match group.aws.at_rotation_limit {
             AtRotationLimit::Refuse => Err(CoreError::Conflict(format!(
-                "AWS allows KMS key {kms_key_id} no more on-demand rotations ({aws_says}); key group '{}' is set to refuse at the limit: change its at_rotation_limit to new_key, or its rotation strategy to new_key, then retry. Version {}'s material stays pending rotation in that KMS key, unused",
+                "AWS allows KMS key {kms_key_id} no more on-demand rotations ({aws_says}); key group '{}' is set to refuse at the limit: change its at_rotation_limit to new_key and retry this job (it then moves the version into a new KMS key), or cancel it. Version {}'s material stays pending rotation in that KMS key, unused",
                 group.name, key.version
             ))),
             AtRotationLimit::NewKey => {
@@ -580,6 +580,7 @@ impl Keyhold {
                     Step::CreateKmsKey,
                     Step::ImportMaterial,
                     Step::MoveAlias,
+                    Step::DisablePrevious,
                     Step::Activate,
                 ]);
                 job.progress.steps.retain({
