@@ -469,3 +469,112 @@ async fn when_aws_refuses_another_rotation_the_version_goes_into_a_new_kms_key()
         .collect();
     assert_eq!(current_in_first.len(), 1, "{keys:#?}");
 }
+
+/// A group switched from new_key to new_material and back: every version's
+/// record stays right (which KMS key, which material is current there), an
+/// older version synchronizes back into its own KMS key, and the audit log
+/// has both changes.
+#[tokio::test]
+async fn switching_strategies_keeps_both_kinds_of_history_right() {
+    let endpoint = rotation_peer();
+    let group = unique("switch");
+    let allowed = endpoint.clone();
+    let app = TestApp::spawn_with(move |args| allow_endpoints(args, &[&allowed])).await;
+    let token = app.dual_session().await;
+    app.import_credential_at(&token, "aws", &endpoint).await;
+    let mut body = group_body(&group, "aws");
+    body["disable_after_rotate"] = json!(false);
+    let (status, created) = app.create_group(&token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["rotation_strategy"], "new_key");
+    assert_eq!(created["in_place_rotations"], Value::Null);
+    let kms = Kms::at(&endpoint).await;
+    let alias = format!("alias/{group}");
+
+    let k1 = app.rotate_ok(&token, &group).await;
+    let k2 = app.rotate_ok(&token, &group).await;
+    let under_k2 = kms.encrypt(&alias, b"under k2").await;
+    let switch = |strategy: &'static str| {
+        let (app, token, group) = (&app, &token, &group);
+        async move {
+            let (status, body) = app
+                .patch(
+                    &format!("/api/v1/groups/{group}"),
+                    token,
+                    json!({"rotation_strategy": strategy}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    switch("new_material").await;
+    let job = rotate_job(&app, &token, &group).await;
+    assert_eq!(
+        job["kms_key_id"],
+        k2.as_str(),
+        "rotated into the active KMS key"
+    );
+    assert_eq!(
+        job["summary"],
+        format!("new material in the KMS key of key group {group}")
+    );
+    switch("new_key").await;
+    let k3 = app.rotate_ok(&token, &group).await;
+    assert!(k3 != k1 && k3 != k2);
+
+    let keys = keys_of(&app, &token, &group).await;
+    let rows: Vec<(String, String, String)> = keys
+        .iter()
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().to_owned(),
+                k["kms_key_id"].as_str().unwrap().to_owned(),
+                k["material_state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (k1.clone(), k1.clone(), "current".to_owned()),
+            (k2.clone(), k2.clone(), "non_current".to_owned()),
+            (format!("{k2} v3"), k2.clone(), "current".to_owned()),
+            (k3.clone(), k3.clone(), "current".to_owned()),
+        ]
+    );
+    // Version 3 is what AWS encrypts with in k2, and version 2's ciphertext
+    // still decrypts there.
+    assert_eq!(
+        kms.describe(&k2).await.current_key_material_id(),
+        keys[2]["kms_material_id"].as_str()
+    );
+    assert_eq!(kms.decrypt(&under_k2).await.unwrap(), b"under k2");
+    // Synchronizing version 3 re-imports its own material into k2.
+    let job = app
+        .sync(
+            &token,
+            &format!("{k2} v3"),
+            json!({"update_policy": true, "import_material": true, "delete_material": false}),
+        )
+        .await;
+    let job = app.wait_job(&token, &job).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["kms_key_id"], k2.as_str());
+    assert_eq!(kms.decrypt(&under_k2).await.unwrap(), b"under k2");
+
+    let audit = app.audit_export(&token).await;
+    let changes: Vec<&Value> = audit
+        .iter()
+        .filter(|e| {
+            e["details"]["changed"]
+                .as_array()
+                .is_some_and(|c| c.contains(&json!("rotation_strategy")))
+        })
+        .collect();
+    assert_eq!(changes.len(), 2, "{audit:#?}");
+    let in_place = audit
+        .iter()
+        .filter(|e| e["details"]["in_place"] == true)
+        .count();
+    assert_eq!(in_place, 1, "one rotation in place in the audit log");
+}

@@ -31,6 +31,8 @@ impl Keyhold {
                 "description": group.aws.description.as_str(),
                 "policy": policy_value(group.aws.policy.as_ref(), true),
                 "disable_after_rotate": group.aws.disable_after_rotate,
+                "rotation_strategy": group.aws.rotation.as_str(),
+                "at_rotation_limit": group.aws.at_rotation_limit.as_str(),
             }));
         match self.store.insert_group(&group, &record).await {
             Ok(()) => Ok(group),
@@ -236,6 +238,14 @@ fn changed_fields(before: &KeyGroup, after: &KeyGroup) -> Vec<&'static str> {
         "disable_after_rotate",
         before.aws.disable_after_rotate != after.aws.disable_after_rotate,
     );
+    check(
+        "rotation_strategy",
+        before.aws.rotation != after.aws.rotation,
+    );
+    check(
+        "at_rotation_limit",
+        before.aws.at_rotation_limit != after.aws.at_rotation_limit,
+    );
     changed
 }
 
@@ -256,6 +266,8 @@ fn field_value(group: &KeyGroup, field: &str, with_text: bool) -> serde_json::Va
         "active_key_id" => json!(group.aws.active_key_id.as_ref().map(|k| k.to_string())),
         "policy" => policy_value(group.aws.policy.as_ref(), with_text),
         "disable_after_rotate" => json!(group.aws.disable_after_rotate),
+        "rotation_strategy" => json!(group.aws.rotation.as_str()),
+        "at_rotation_limit" => json!(group.aws.at_rotation_limit.as_str()),
         _ => serde_json::Value::Null,
     }
 }

@@ -191,6 +191,8 @@ impl Keyhold {
                 "kms_key_id": job.progress.kms_key_id.as_ref().map(ToString::to_string),
                 "wrapping": job.progress.wrapping.map(|w| w.aws_name()),
                 "placeholder_used": job.progress.used_placeholder,
+                "in_place": job.progress.steps.contains(&Step::MakeMaterialCurrent)
+                    && !job.progress.steps.contains(&Step::CreateKmsKey),
             }))
     }
 
