@@ -37,7 +37,8 @@ pub enum OperationClass {
     AddGroup,
     DeleteGroup,
     /// A group change that moves material or widens access (credential,
-    /// region, alias, active key, policy, disable-after-rotate).
+    /// region, alias, active key, policy, disable-after-rotate, rotation
+    /// strategy, at-limit choice).
     ChangeGroupCustody,
     DeleteKey,
     /// A synchronization that deletes the key material in KMS.
@@ -107,7 +108,7 @@ impl OperationClass {
             Self::AddGroup => "adding a key group",
             Self::DeleteGroup => "deleting a key group",
             Self::ChangeGroupCustody => {
-                "changing a key group's credential, region, alias, active key, policy or disable-after-rotate"
+                "changing a key group's credential, region, alias, active key, policy, disable-after-rotate, rotation strategy or what it does at the rotation limit"
             }
             Self::DeleteKey => "deleting a key",
             Self::DeleteKeyMaterial => "deleting key material in KMS",

@@ -105,7 +105,7 @@ impl Operation {
     /// A change to a group's credential, region, alias, active KMS key,
     /// policy or "disable key after rotating".
     pub const CHANGE_GROUP_CUSTODY: Self = Self::dual(
-        "changing a key group's credential, region, alias, active key, policy or disable-after-rotate",
+        "changing a key group's credential, region, alias, active key, policy, disable-after-rotate, rotation strategy or what it does at the rotation limit",
         Permission::ManageKeys,
         OperationClass::ChangeGroupCustody,
     );

@@ -115,6 +115,18 @@ async fn one_person_alone_cannot_move_material_or_widen_access() {
             format!("/api/v1/groups/{g1}"),
             Some(json!({"disable_after_rotate": false})),
         ),
+        // Rotating in place, or what happens at the rotation limit, decides
+        // which KMS key the next material goes into.
+        (
+            Method::PATCH,
+            format!("/api/v1/groups/{g1}"),
+            Some(json!({"rotation_strategy": "new_material"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/groups/{g1}"),
+            Some(json!({"at_rotation_limit": "refuse"})),
+        ),
         (
             Method::POST,
             format!("/api/v1/keys/{k1_next}/sync"),
@@ -234,7 +246,8 @@ async fn one_person_alone_cannot_move_material_or_widen_access() {
              path that could move key material or widen access: a credential with a man in the \
              middle's endpoint or another account's key, deleting the credential, changing a group's \
              credential, region, alias (to another group's), active key (another group's), policy \
-             (`Principal: *`, `kms:*`) or disable-after-rotate, deleting key material, a key or a \
+             (`Principal: *`, `kms:*`), disable-after-rotate, rotation strategy or at-limit choice, \
+             deleting key material, a key or a \
              group, and keystore migration or key export over the API (none exists). Every attempt \
              was refused before anything left: credentials, groups and jobs read back unchanged, no \
              new KMS key, nothing reached the proxy, and every audit entry of the lone person is a \

@@ -535,8 +535,23 @@ impl Keyhold {
             .collect();
         let replaced: Vec<String> = keys.iter().map(|k| format!("v{}", k.version)).collect();
         key.material_state = MaterialState::Current;
+        // Officers hear of the limit before it is reached.
+        let ahead = match self.in_place_rotations(group).await? {
+            Some(count) if count.running_low() => format!(
+                ". {} of {} on-demand rotations of this KMS key left; then {}",
+                count.left(),
+                count.limit,
+                match group.aws.at_rotation_limit {
+                    AtRotationLimit::NewKey => {
+                        "the next rotation creates a new KMS key and moves the alias"
+                    }
+                    AtRotationLimit::Refuse => "rotations are refused (at_rotation_limit refuse)",
+                }
+            ),
+            _ => String::new(),
+        };
         let message = format!(
-            "{} KMS key {kms_key_id} to material {material} (version {}){}",
+            "{} KMS key {kms_key_id} to material {material} (version {}){}{ahead}",
             if already {
                 "Found already rotated:"
             } else {

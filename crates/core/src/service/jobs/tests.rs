@@ -1250,6 +1250,14 @@ async fn at_the_rotation_limit_a_group_starts_a_new_kms_key_or_refuses_as_it_cho
     w.rotate().await;
     let last_in_place = w.rotate().await;
     assert_eq!(last_in_place.progress.kms_key_id.as_ref(), Some(&first));
+    // Warned ahead, in the job's messages.
+    assert!(
+        w.messages(&last_in_place)
+            .iter()
+            .any(|m| m.contains("0 of 2 on-demand rotations of this KMS key left; then the next rotation creates a new KMS key")),
+        "{:#?}",
+        w.messages(&last_in_place)
+    );
     let state = w.keyhold.rotation_state(&w.group()).await.unwrap();
     assert_eq!(state.in_place.map(|c| (c.used, c.left())), Some((2, 0)));
 
