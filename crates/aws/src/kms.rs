@@ -11,7 +11,8 @@ use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::primitives::{Blob, DateTime as AwsDateTime};
 use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, ImportType, KeySpec, KeyState as AwsKeyState, KeyUsageType,
+    AlgorithmSpec, ExpirationModelType, ImportType, IncludeKeyMaterial,
+    KeyMaterialState as AwsMaterialState, KeySpec, KeyState as AwsKeyState, KeyUsageType,
     OriginType, Tag, WrappingKeySpec as AwsWrappingKeySpec,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -20,10 +21,11 @@ use keyhold_core::InvalidInput;
 use keyhold_core::clock::Timestamp;
 use keyhold_core::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId};
 use keyhold_core::cloud::{
-    CloudError, CloudKeyInfo, CloudKms, ImportParameters, MaterialImport, WrappingAlgorithm,
+    CloudError, CloudKeyInfo, CloudKms, CloudMaterial, ImportParameters, MaterialImport,
+    WrappingAlgorithm,
 };
 use keyhold_core::credential::CloudService;
-use keyhold_core::key::KeyState;
+use keyhold_core::key::{KeyState, MaterialState};
 use secrecy::ExposeSecret;
 
 use crate::error::{classify, malformed, may_have_acted};
@@ -465,6 +467,45 @@ impl CloudKms for AwsKms {
             .map_err(|e| classify(OP, e))?;
         tracing::debug!(%key_id, ?material, "deleted imported key material");
         Ok(())
+    }
+
+    async fn list_key_materials(
+        &self,
+        key_id: &KmsKeyId,
+    ) -> Result<Vec<CloudMaterial>, CloudError> {
+        const OP: &str = "ListKeyRotations";
+        let mut materials = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .client
+                .list_key_rotations()
+                .key_id(key_id.as_str())
+                .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| classify(OP, e))?;
+            for entry in page.rotations() {
+                let Some(id) = entry.key_material_id() else {
+                    continue;
+                };
+                let state = match entry.key_material_state() {
+                    Some(AwsMaterialState::Current) => MaterialState::Current,
+                    Some(AwsMaterialState::PendingRotation) => MaterialState::PendingRotation,
+                    _ => MaterialState::NonCurrent,
+                };
+                materials.push(CloudMaterial {
+                    id: material_id_from_aws(OP, id)?,
+                    description: entry.key_material_description().map(str::to_owned),
+                    state,
+                });
+            }
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_owned()),
+                _ => return Ok(materials),
+            }
+        }
     }
 
     async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {

@@ -24,7 +24,8 @@ use async_trait::async_trait;
 use keyhold_core::clock::Timestamp;
 use keyhold_core::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId};
 use keyhold_core::cloud::{
-    CloudError, CloudKeyInfo, CloudKms, ImportParameters, MaterialImport, WrappingAlgorithm,
+    CloudError, CloudKeyInfo, CloudKms, CloudMaterial, ImportParameters, MaterialImport,
+    WrappingAlgorithm,
 };
 use keyhold_core::credential::CloudService;
 use tokio::time::Instant;
@@ -89,6 +90,9 @@ pub struct KmsRateLimits {
     /// RotateKeyOnDemand: a management call like DisableKey; in-place
     /// rotations send one each.
     pub rotate_key_on_demand: Rate,
+    /// ListKeyRotations: only a rotation in place resumed after an
+    /// interruption sends it, so it is paced well below its quota.
+    pub list_key_materials: Rate,
     /// `find_keys_tagged` pages through ListKeys and sends one
     /// ListResourceTags per key: a single call is many requests, one after
     /// the other. It only runs when a job resumes after an interruption, so
@@ -118,6 +122,7 @@ impl Default for KmsRateLimits {
             disable_key: Rate::per_second(5),
             put_key_policy: Rate::per_second(15),
             rotate_key_on_demand: Rate::per_second(5),
+            list_key_materials: Rate::per_second(5),
             find_keys_tagged: Rate::per_second(5),
         }
     }
@@ -229,6 +234,7 @@ pub struct KmsRateLimiter {
     disable_key: TokenBucket,
     put_key_policy: TokenBucket,
     rotate_key_on_demand: TokenBucket,
+    list_key_materials: TokenBucket,
     find_keys_tagged: TokenBucket,
 }
 
@@ -253,6 +259,7 @@ impl KmsRateLimiter {
                 "RotateKeyOnDemand",
                 limits.rotate_key_on_demand,
             ),
+            list_key_materials: TokenBucket::new("ListKeyRotations", limits.list_key_materials),
             find_keys_tagged: TokenBucket::new(
                 "ListKeys/ListResourceTags",
                 limits.find_keys_tagged,
@@ -370,6 +377,16 @@ impl CloudKms for RateLimitedKms {
             .paced(self.attempts, || {
                 self.inner.delete_imported_key_material(key_id, material)
             })
+            .await
+    }
+
+    async fn list_key_materials(
+        &self,
+        key_id: &KmsKeyId,
+    ) -> Result<Vec<CloudMaterial>, CloudError> {
+        self.limiter
+            .list_key_materials
+            .paced(self.attempts, || self.inner.list_key_materials(key_id))
             .await
     }
 
@@ -533,6 +550,10 @@ mod tests {
         async fn rotate_key_on_demand(&self, _: &KmsKeyId) -> Result<(), CloudError> {
             self.note("rotate_key_on_demand")?;
             Ok(())
+        }
+        async fn list_key_materials(&self, _: &KmsKeyId) -> Result<Vec<CloudMaterial>, CloudError> {
+            self.note("list_key_materials")?;
+            Ok(Vec::new())
         }
         async fn point_alias(&self, _: &Alias, _: &KmsKeyId) -> Result<(), CloudError> {
             self.note("point_alias")?;

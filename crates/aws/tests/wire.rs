@@ -12,6 +12,7 @@ use common::{run_child_test, settings, short_timeouts};
 use keyhold_aws::{AwsCredentials, AwsKms, KmsRateLimiter, RateLimitedKms};
 use keyhold_core::cloud::aws::{KeyMaterialId, KmsKeyId};
 use keyhold_core::cloud::{CloudError, CloudKms, MaterialImport, WrappingAlgorithm};
+use keyhold_core::key::MaterialState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -660,4 +661,24 @@ async fn child_assume_role() {
         body.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fkeyhold"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn listing_materials_asks_for_all_of_them_and_reads_their_states() {
+    let answer = format!(
+        r#"{{"Rotations":[{{"KeyId":"{SOME_KEY}","KeyMaterialId":"{MATERIAL}","KeyMaterialState":"CURRENT","ImportState":"IMPORTED"}},{{"KeyId":"{SOME_KEY}","KeyMaterialId":"{}","KeyMaterialDescription":"keyhold g v2","KeyMaterialState":"PENDING_ROTATION","ImportState":"IMPORTED"}}],"Truncated":false}}"#,
+        "c".repeat(64)
+    );
+    let answer: &'static str = Box::leak(answer.into_boxed_str());
+    let (endpoint, requests) = stub("200 OK", answer).await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let listed = kms.list_key_materials(&some_key()).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id.as_str(), MATERIAL);
+    assert_eq!(listed[0].state, MaterialState::Current);
+    assert_eq!(listed[1].description.as_deref(), Some("keyhold g v2"));
+    assert_eq!(listed[1].state, MaterialState::PendingRotation);
+    let sent = requests.lock().unwrap().clone();
+    assert_eq!(sent[0].target(), Some("trentservice.listkeyrotations"));
+    assert_eq!(sent[0].body["IncludeKeyMaterial"], "ALL_KEY_MATERIAL");
 }

@@ -22,8 +22,8 @@ use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, hmac_sha256};
 use crate::clock::Timestamp;
 use crate::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId, Region};
 use crate::cloud::{
-    CloudConnector, CloudError, CloudKeyInfo, CloudKms, ImportParameters, MaterialImport,
-    WrappingAlgorithm,
+    CloudConnector, CloudError, CloudKeyInfo, CloudKms, CloudMaterial, ImportParameters,
+    MaterialImport, WrappingAlgorithm,
 };
 use crate::cluster::{Lease, NodeRecord};
 use crate::credential::{CloudService, Credential};
@@ -31,7 +31,7 @@ use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
 use crate::job::{Job, JobKind, JobMessage, JobStatus};
-use crate::key::{CheckDigits, Key, KeyPage, KeyState};
+use crate::key::{CheckDigits, Key, KeyPage, KeyState, MaterialState};
 use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::ports::{GeneratedKey, JobCommit, Keystore, KeystoreKind, Scheduled, Store};
 use crate::settings::Settings;
@@ -985,6 +985,8 @@ pub struct FakeKmsKey {
     /// Materials imported as new (in-place rotation), in order, and which
     /// of them waits for RotateKeyOnDemand.
     pub new_materials: Vec<Vec<u8>>,
+    /// The description each new material was imported with, in the same order.
+    pub descriptions: Vec<String>,
     pub pending_rotation: Option<Vec<u8>>,
     /// The material it encrypts with.
     pub current: Option<Vec<u8>>,
@@ -1019,6 +1021,7 @@ impl FakeKmsKey {
             material: None,
             first_material: None,
             new_materials: Vec::new(),
+            descriptions: Vec::new(),
             pending_rotation: None,
             current: None,
             on_demand_rotations: 0,
@@ -1228,7 +1231,7 @@ impl CloudKms for FakeKms {
             message: message.into(),
         };
         match import {
-            MaterialImport::New { .. } => {
+            MaterialImport::New { description } => {
                 if key.first_material.is_none() {
                     return Err(invalid_state(OP, key_id, key.state));
                 }
@@ -1244,6 +1247,7 @@ impl CloudKms for FakeKms {
                     ));
                 }
                 key.new_materials.push(material.to_vec());
+                key.descriptions.push(description.to_owned());
                 key.pending_rotation = Some(material.to_vec());
             }
             MaterialImport::Existing(named) => {
@@ -1285,6 +1289,40 @@ impl CloudKms for FakeKms {
         key.material = None;
         key.state = KeyState::PendingImport;
         Ok(())
+    }
+
+    async fn list_key_materials(
+        &self,
+        key_id: &KmsKeyId,
+    ) -> Result<Vec<CloudMaterial>, CloudError> {
+        const OP: &str = "list_key_materials";
+        let state = self.call(OP)?;
+        let key = state
+            .keys
+            .get(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        let described = key
+            .new_materials
+            .iter()
+            .zip(&key.descriptions)
+            .map(|(m, d)| (m, Some(d.clone())));
+        Ok(key
+            .first_material
+            .iter()
+            .map(|m| (m, None))
+            .chain(described)
+            .map(|(material, description)| CloudMaterial {
+                id: FakeKmsKey::material_id(key_id, material),
+                description,
+                state: if key.pending_rotation.as_ref() == Some(material) {
+                    MaterialState::PendingRotation
+                } else if key.current.as_ref() == Some(material) {
+                    MaterialState::Current
+                } else {
+                    MaterialState::NonCurrent
+                },
+            })
+            .collect())
     }
 
     async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {

@@ -34,6 +34,15 @@ pub struct CloudKeyInfo {
     pub current_material: Option<KeyMaterialId>,
 }
 
+/// One material of a KMS key, as `ListKeyRotations` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudMaterial {
+    pub id: KeyMaterialId,
+    /// What the import that brought it said of it (`KeyMaterialDescription`).
+    pub description: Option<String>,
+    pub state: crate::key::MaterialState,
+}
+
 /// Which material an import brings into a KMS key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaterialImport<'a> {
@@ -117,6 +126,10 @@ pub trait CloudKms: Send + Sync {
     ) -> Result<(), CloudError>;
     /// Makes the material pending rotation current (`RotateKeyOnDemand`).
     async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
+    /// Every material the KMS key holds, the one pending rotation included
+    /// (`ListKeyRotations` with `IncludeKeyMaterial=ALL_KEY_MATERIAL`).
+    async fn list_key_materials(&self, key_id: &KmsKeyId)
+    -> Result<Vec<CloudMaterial>, CloudError>;
     /// Creates the alias, or moves it when it exists.
     async fn point_alias(&self, alias: &Alias, key_id: &KmsKeyId) -> Result<(), CloudError>;
     async fn disable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;

@@ -124,15 +124,7 @@ impl Keyhold {
         kms_key_id: &KmsKeyId,
         import: MaterialImport<'_>,
     ) -> CoreResult<Imported> {
-        let algorithm = *self
-            .keystore
-            .wrapping_algorithms()?
-            .first()
-            .ok_or_else(|| {
-                KeystoreError::Unsupported(
-                    "the keystore can wrap with no algorithm AWS accepts".into(),
-                )
-            })?;
+        let algorithm = self.wrapping_algorithm()?;
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -164,6 +156,18 @@ impl Keyhold {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+impl Keyhold {
+    /// The algorithm keyhold wraps material with for KMS: the keystore's
+    /// first that AWS accepts.
+    pub(super) fn wrapping_algorithm(&self) -> CoreResult<WrappingAlgorithm> {
+        let algorithms = self.keystore.wrapping_algorithms()?;
+        algorithms.first().copied().ok_or_else(|| {
+            KeystoreError::Unsupported("the keystore can wrap with no algorithm AWS accepts".into())
+                .into()
+        })
     }
 }
 

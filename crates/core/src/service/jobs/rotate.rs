@@ -13,6 +13,7 @@
 
 use super::super::Keyhold;
 use super::StepOutcome;
+use super::import::Imported;
 use super::runner::JobRuntime;
 use crate::cloud::aws::KmsKeyId;
 use crate::cloud::{CloudError, CloudKms, MaterialImport};
@@ -96,6 +97,30 @@ impl Keyhold {
                 count.used
             ))),
         }
+    }
+
+    /// Commits a mark set in the job's progress before an outside call that
+    /// cannot be taken back (CreateKey, a new material's import): a crash
+    /// after the call then finds the mark and looks for what the call made.
+    async fn commit_mark(
+        &self,
+        job: &Job,
+        mark: Checkpoint,
+        runtime: &JobRuntime<'_>,
+    ) -> CoreResult<()> {
+        runtime.hooks.reached(mark, false);
+        self.store
+            .commit_job(&JobCommit {
+                job,
+                keys: &[],
+                group: None,
+                message: None,
+                audit: None,
+                fence: runtime.fence,
+            })
+            .await?;
+        runtime.hooks.reached(mark, true);
+        Ok(())
     }
 
     /// Runs one step of a rotation.
@@ -198,7 +223,6 @@ impl Keyhold {
         kms: &dyn CloudKms,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
-        let JobRuntime { hooks, fence, .. } = *runtime;
         let mut key = self.job_key(job).await?;
         let job_tag = job.id.to_string();
         let (kms_key_id, message) = if let Some(found) =
@@ -223,18 +247,8 @@ impl Keyhold {
             // so a crash between CreateKey's answer and the next commit is
             // recovered by the job tag instead of creating a second key.
             job.progress.create_key_sent = true;
-            hooks.reached(Checkpoint::CreateKeySent, false);
-            self.store
-                .commit_job(&JobCommit {
-                    job,
-                    keys: &[],
-                    group: None,
-                    message: None,
-                    audit: None,
-                    fence,
-                })
+            self.commit_mark(job, Checkpoint::CreateKeySent, runtime)
                 .await?;
-            hooks.reached(Checkpoint::CreateKeySent, true);
             let tags = [
                 (JOB_TAG.to_owned(), job_tag),
                 (KEY_TAG.to_owned(), key.id.to_string()),
@@ -407,20 +421,15 @@ impl Keyhold {
         kms: &dyn CloudKms,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
-        let JobRuntime { hooks, fence, .. } = *runtime;
         let mut key = self.job_key(job).await?;
         let kms_key_id = job.progress.require_kms_key()?.clone();
-        let mut found = None;
-        if job.progress.new_material_sent {
-            match self
-                .import_wrapped(&key, kms, &kms_key_id, MaterialImport::Existing(None))
-                .await
-            {
-                Ok(imported) => found = Some(imported),
-                Err(CoreError::Cloud(CloudError::IncorrectKeyMaterial { .. })) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let description = material_description(group, &key);
+        let found = if job.progress.new_material_sent {
+            self.material_sent_before(&key, kms, &kms_key_id, &description)
+                .await?
+        } else {
+            None
+        };
         let (imported, how) = match found {
             Some(imported) => (
                 imported,
@@ -429,19 +438,8 @@ impl Keyhold {
             None => {
                 // Write before acting, as before CreateKey.
                 job.progress.new_material_sent = true;
-                hooks.reached(Checkpoint::NewMaterialSent, false);
-                self.store
-                    .commit_job(&JobCommit {
-                        job,
-                        keys: &[],
-                        group: None,
-                        message: None,
-                        audit: None,
-                        fence,
-                    })
+                self.commit_mark(job, Checkpoint::NewMaterialSent, runtime)
                     .await?;
-                hooks.reached(Checkpoint::NewMaterialSent, true);
-                let description = material_description(group, &key);
                 let imported = self
                     .import_wrapped(
                         &key,
@@ -480,6 +478,43 @@ impl Keyhold {
             group: None,
             message,
         })
+    }
+
+    /// Whether the new material a job sent before an interruption reached
+    /// KMS: the same material imported again as existing material is
+    /// accepted (and named) only if the KMS key holds it, and refused as
+    /// incorrect if it does not. A KMS that will not re-import material
+    /// still pending rotation (LocalStack does not) is asked for its
+    /// materials instead, and the one imported with this version's
+    /// description is it.
+    async fn material_sent_before(
+        &self,
+        key: &Key,
+        kms: &dyn CloudKms,
+        kms_key_id: &KmsKeyId,
+        description: &str,
+    ) -> CoreResult<Option<Imported>> {
+        match self
+            .import_wrapped(key, kms, kms_key_id, MaterialImport::Existing(None))
+            .await
+        {
+            Ok(imported) => Ok(Some(imported)),
+            Err(CoreError::Cloud(CloudError::IncorrectKeyMaterial { .. })) => Ok(None),
+            Err(CoreError::Cloud(CloudError::InvalidState { .. })) => {
+                let listed = kms.list_key_materials(kms_key_id).await?;
+                let pending = listed.into_iter().find(|m| {
+                    m.state == MaterialState::PendingRotation
+                        && m.description.as_deref() == Some(description)
+                });
+                // Wrapped the way this keystore always wraps for KMS.
+                let algorithm = self.wrapping_algorithm()?;
+                Ok(pending.map(|m| Imported {
+                    algorithm,
+                    material: Some(m.id),
+                }))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// In place: `RotateKeyOnDemand`, unless KMS already encrypts with the

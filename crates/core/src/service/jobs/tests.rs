@@ -440,6 +440,20 @@ impl JobHooks for CrashAt {
     }
 }
 
+/// Runs `job` until it crashes at `at` (on the chosen side of its commit);
+/// fails the test if the run never gets there.
+async fn crash_at(w: &Arc<World>, job: &Job, at: Checkpoint, committed: bool) {
+    let hook = Arc::new(CrashAt {
+        at,
+        committed,
+        reached: Mutex::new(false),
+    });
+    let (world, crash, queued) = (w.clone(), hook.clone(), job.clone());
+    let run = tokio::spawn(async move { world.run(&queued, crash.as_ref()).await });
+    assert!(run.await.is_err(), "{} {committed}: no crash", at.as_str());
+    assert!(*hook.reached.lock().unwrap());
+}
+
 fn rotation_checkpoints() -> Vec<Checkpoint> {
     let mut points = vec![Checkpoint::Start, Checkpoint::CreateKeySent];
     points.extend(Step::ROTATE.map(Checkpoint::Step));
@@ -453,15 +467,7 @@ async fn a_rotation_interrupted_at_any_commit_resumes_without_a_second_key_or_im
             let w = Arc::new(World::new());
             w.rotate().await; // a previous key, so DisablePrevious acts
             let job = w.queue_rotation().await;
-            let hook = Arc::new(CrashAt {
-                at,
-                committed,
-                reached: Mutex::new(false),
-            });
-            let (world, crash, queued) = (w.clone(), hook.clone(), job.clone());
-            let run = tokio::spawn(async move { world.run(&queued, crash.as_ref()).await });
-            assert!(run.await.is_err(), "{} {committed}: no crash", at.as_str());
-            assert!(*hook.reached.lock().unwrap());
+            crash_at(&w, &job, at, committed).await;
             let before = w.kms.snapshot();
 
             let resumed = w.run(&job, &NoHooks).await.unwrap();
@@ -716,14 +722,7 @@ async fn a_synchronization_interrupted_at_any_commit_resumes_and_finishes() {
             let rotation = w.rotate().await;
             let kms_key_id = rotation.progress.kms_key_id.clone().unwrap();
             let job = w.queue_synchronization(&rotation, options);
-            let hook = Arc::new(CrashAt {
-                at,
-                committed,
-                reached: Mutex::new(false),
-            });
-            let (world, crash, queued) = (w.clone(), hook.clone(), job.clone());
-            let run = tokio::spawn(async move { world.run(&queued, crash.as_ref()).await });
-            assert!(run.await.is_err(), "{label}: no crash");
+            crash_at(&w, &job, at, committed).await;
 
             let resumed = w.run(&job, &NoHooks).await.unwrap();
             assert_eq!(
@@ -1205,14 +1204,7 @@ async fn an_in_place_rotation_interrupted_at_any_commit_imports_and_rotates_once
             let w = Arc::new(World::in_place(AtRotationLimit::NewKey));
             w.rotate().await;
             let job = w.queue_rotation().await;
-            let hook = Arc::new(CrashAt {
-                at,
-                committed,
-                reached: Mutex::new(false),
-            });
-            let (world, crash, queued) = (w.clone(), hook.clone(), job.clone());
-            let run = tokio::spawn(async move { world.run(&queued, crash.as_ref()).await });
-            assert!(run.await.is_err(), "{} {committed}: no crash", at.as_str());
+            crash_at(&w, &job, at, committed).await;
             let resumed = w.run(&job, &NoHooks).await.unwrap();
             let label = format!("{} (committed: {committed})", at.as_str());
             assert_eq!(
@@ -1329,4 +1321,36 @@ async fn aws_refusing_the_rotation_sends_the_version_to_a_new_kms_key_when_the_g
     let failed = refusing.rotate().await;
     assert_eq!(failed.status, JobStatus::Failed);
     assert!(failed.error.unwrap().contains("set to refuse at the limit"));
+}
+
+#[tokio::test]
+async fn a_resumed_import_finds_its_material_by_listing_when_kms_will_not_reimport_it() {
+    let w = Arc::new(World::in_place(AtRotationLimit::NewKey));
+    w.rotate().await;
+    let job = w.queue_rotation().await;
+    // Crash after KMS took the new material, before keyhold recorded it.
+    crash_at(&w, &job, Checkpoint::Step(Step::ImportNewMaterial), false).await;
+    // A KMS (LocalStack's way) that refuses to re-import material pending
+    // rotation: keyhold lists the key's materials instead.
+    w.kms.fail_next(
+        "import_key_material",
+        CloudError::InvalidState {
+            operation: "ImportKeyMaterial",
+            message: "another key material is pending rotation".into(),
+        },
+    );
+    let resumed = w.run(&job, &NoHooks).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Succeeded, "{:?}", resumed.error);
+    let kms = w.kms.snapshot();
+    let held = &kms.keys[&resumed.progress.kms_key_id.clone().unwrap()];
+    assert_eq!(held.new_materials.len(), 1, "no second new material");
+    assert_eq!(kms.calls_of("list_key_materials"), 1);
+    assert_eq!(held.current.as_ref(), Some(&w.material_of(&resumed)));
+    assert!(
+        w.messages(&resumed)
+            .iter()
+            .any(|m| m.contains("imported before the interruption")),
+        "{:#?}",
+        w.messages(&resumed)
+    );
 }
