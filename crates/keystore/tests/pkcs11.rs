@@ -512,6 +512,85 @@ fn checkpoints_are_signed_in_the_token_by_a_key_that_never_leaves_it() {
     );
 }
 
+/// The material key `key_id` wraps to, unwrapped by the test playing KMS.
+fn wrapped_check_digits(
+    keystore: &Pkcs11Keystore,
+    key_id: uuid::Uuid,
+) -> Result<CheckDigits, KeystoreError> {
+    let (private, der) = kms_key_pair();
+    let handle = key_label(key_id).into_bytes();
+    let wrapped = keystore.wrap_key(key_id, &handle, &der, WrappingAlgorithm::RsaesOaepSha1)?;
+    let material = private
+        .decrypt(Oaep::new::<sha1::Sha1>(), &wrapped)
+        .unwrap();
+    Ok(check_digits_of(&material))
+}
+
+/// keyhold keeps the handles of objects it found (a search costs time in
+/// proportion to the objects on the token), but never wraps with a handle
+/// that no longer names the key's object: destroyed behind its back, the
+/// key is reported missing even when another key now holds the handle, and
+/// an object labelled for the key again is found and used.
+#[test]
+fn a_remembered_handle_never_wraps_another_key() {
+    with_softhsm("a_remembered_handle_never_wraps_another_key", || {
+        let keystore = open();
+        let first = uuid::Uuid::new_v4();
+        let generated = keystore.generate_key(first).unwrap();
+        assert_eq!(
+            wrapped_check_digits(&keystore, first).unwrap(),
+            generated.check_digits
+        );
+
+        let raw = raw();
+        for object in raw.objects_labelled(&key_label(first)) {
+            raw.session.destroy_object(object).unwrap();
+        }
+        // New objects may take the destroyed one's handle.
+        let others: Vec<(uuid::Uuid, CheckDigits)> = (0..3)
+            .map(|_| {
+                let id = uuid::Uuid::new_v4();
+                (id, keystore.generate_key(id).unwrap().check_digits)
+            })
+            .collect();
+        match wrapped_check_digits(&keystore, first) {
+            Err(KeystoreError::KeyNotFound(message)) => {
+                assert!(message.contains(&first.to_string()), "{message}");
+            }
+            other => panic!("a destroyed key wrapped: {other:?}"),
+        }
+        for (id, digits) in &others {
+            assert_eq!(wrapped_check_digits(&keystore, *id).unwrap(), *digits);
+        }
+
+        // An object made for the key again (a token restored, say) is found.
+        let again = raw
+            .session
+            .generate_key(
+                &cryptoki::mechanism::Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Extractable(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Wrap(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Label(key_label(first).into_bytes()),
+                    Attribute::Id(first.as_bytes().to_vec()),
+                ],
+            )
+            .unwrap();
+        let block = raw
+            .session
+            .encrypt(&cryptoki::mechanism::Mechanism::AesEcb, again, &[0u8; 16])
+            .unwrap();
+        let expected = CheckDigits::from_encrypted_zero_block(&block.try_into().unwrap());
+        assert_eq!(wrapped_check_digits(&keystore, first).unwrap(), expected);
+    });
+}
+
 #[test]
 fn deleted_key_is_gone_from_the_token() {
     with_softhsm("deleted_key_is_gone_from_the_token", || {

@@ -40,6 +40,7 @@ use zeroize::Zeroizing;
 
 mod context;
 mod error;
+mod handles;
 mod objects;
 mod session;
 mod transport;
@@ -206,7 +207,7 @@ impl Pkcs11Keystore {
                         wrap_material,
                     )?,
                     [existing] => *existing,
-                    _ => objects::data_key(c.session, key_id, &token)?,
+                    _ => objects::data_key(c, key_id, &token)?,
                 };
                 Ok(GeneratedKey {
                     handle: objects::key_label(key_id).into_bytes(),
@@ -283,7 +284,7 @@ impl Pkcs11Keystore {
         let wrapping_key = WrappingKey::from_der(wrapping_public_key_der)?;
         let token = self.token_name();
         self.token.run("wrapping a key (test)", |c| {
-            let target = objects::data_key(c.session, key_id, &token)?;
+            let target = objects::data_key(c, key_id, &token)?;
             let public = wrapping_key.create(c.session)?;
             let wrapped = wrap::rsa_aes_key_wrap(c.session, public, target, wrap::OaepHash::Sha1);
             wrap::destroy(c.session, public);
@@ -330,7 +331,7 @@ impl AuditMac for Pkcs11Keystore {
     fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
         self.prepare()?;
         self.token.run("computing an audit MAC", |c| {
-            let key = objects::own_key(c.session, OwnKey::AuditMac)?;
+            let key = objects::own_key(c, OwnKey::AuditMac)?;
             let mac = c.session.sign(&Mechanism::Sha256Hmac, key, data)?;
             mac.as_slice().try_into().map_err(|_| {
                 Fail::TokenVerdict(KeystoreError::Internal(format!(
@@ -401,8 +402,8 @@ impl Keystore for Pkcs11Keystore {
                     self.token.selector()
                 ))));
             }
-            objects::own_key(c.session, OwnKey::Seal)?;
-            objects::own_key(c.session, OwnKey::AuditMac)?;
+            objects::own_key(c, OwnKey::Seal)?;
+            objects::own_key(c, OwnKey::AuditMac)?;
             Ok(())
         })
     }
@@ -424,7 +425,7 @@ impl Keystore for Pkcs11Keystore {
                 }
                 _ => {
                     // Reports the ambiguity with its remedy.
-                    objects::data_key(c.session, key_id, &token)?
+                    objects::data_key(c, key_id, &token)?
                 }
             };
             Ok(GeneratedKey {
@@ -462,7 +463,7 @@ impl Keystore for Pkcs11Keystore {
         let wrapping_key = WrappingKey::from_der(wrapping_public_key_der)?;
         let token = self.token_name();
         self.token.run("wrapping a key for KMS import", |c| {
-            let target = objects::data_key(c.session, key_id, &token)?;
+            let target = objects::data_key(c, key_id, &token)?;
             wrap::wrap(c.session, target, &wrapping_key, algorithm)
         })
     }
@@ -473,6 +474,7 @@ impl Keystore for Pkcs11Keystore {
     fn delete_key(&self, key_id: uuid::Uuid, _handle: &[u8]) -> Result<(), KeystoreError> {
         self.prepare()?;
         self.token.run_writing("deleting a key", |c| {
+            c.handles.forget(objects::key_label(key_id).as_bytes());
             for object in objects::find_data_keys(c.session, key_id)? {
                 match c.session.destroy_object(object) {
                     Ok(()) => {}
@@ -514,7 +516,7 @@ impl Keystore for Pkcs11Keystore {
     fn seal_secret(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, KeystoreError> {
         self.prepare()?;
         self.token.run("sealing a secret", |c| {
-            let key = objects::own_key(c.session, OwnKey::Seal)?;
+            let key = objects::own_key(c, OwnKey::Seal)?;
             let mut iv = [0u8; GCM_IV_LEN];
             c.session.generate_random_slice(&mut iv)?;
             let mut params_iv = iv;
@@ -541,7 +543,7 @@ impl Keystore for Pkcs11Keystore {
         let (iv, ciphertext) = sealed[1..].split_at(GCM_IV_LEN);
         self.prepare()?;
         self.token.run("opening a sealed secret", |c| {
-            let key = objects::own_key(c.session, OwnKey::Seal)?;
+            let key = objects::own_key(c, OwnKey::Seal)?;
             let mut params_iv = [0u8; GCM_IV_LEN];
             params_iv.copy_from_slice(iv);
             let params = GcmParams::new(&mut params_iv, context, (GCM_TAG_LEN as u64 * 8).into())?;

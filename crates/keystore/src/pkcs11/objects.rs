@@ -146,13 +146,19 @@ pub(super) fn find_own_key(session: &Session, key: OwnKey) -> Result<Option<Obje
 }
 
 /// The own key, which `open` created: missing now means it was deleted on the token.
-pub(super) fn own_key(session: &Session, key: OwnKey) -> Result<ObjectHandle, Fail> {
-    find_own_key(session, key)?.ok_or_else(|| {
+pub(super) fn own_key(c: &Ctx<'_>, key: OwnKey) -> Result<ObjectHandle, Fail> {
+    let label = key.label().as_bytes();
+    if let Some(handle) = c.handles.get(c, label, ObjectClass::SECRET_KEY) {
+        return Ok(handle);
+    }
+    let handle = find_own_key(c.session, key)?.ok_or_else(|| {
         Fail::Verdict(KeystoreError::Unavailable(format!(
             "the token no longer holds keyhold's key {}: it was deleted on the token or the token was re-initialised; data protected by it cannot be used any more",
             key.label()
         )))
-    })
+    })?;
+    c.handles.put(c, label.to_vec(), handle);
+    Ok(handle)
 }
 
 /// Creates the own key when the token does not have it yet (first open).
@@ -335,13 +341,16 @@ pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fai
 }
 
 /// The one object holding key `key_id`'s material.
-pub(super) fn data_key(
-    session: &Session,
-    key_id: uuid::Uuid,
-    token: &str,
-) -> Result<ObjectHandle, Fail> {
-    match find_data_keys(session, key_id)?.as_slice() {
-        [one] => Ok(*one),
+pub(super) fn data_key(c: &Ctx<'_>, key_id: uuid::Uuid, token: &str) -> Result<ObjectHandle, Fail> {
+    let label = key_label(key_id).into_bytes();
+    if let Some(handle) = c.handles.get(c, &label, ObjectClass::SECRET_KEY) {
+        return Ok(handle);
+    }
+    match find_data_keys(c.session, key_id)?.as_slice() {
+        [one] => {
+            c.handles.put(c, label, *one);
+            Ok(*one)
+        }
         [] => Err(Fail::Verdict(KeystoreError::KeyNotFound(format!(
             "the key material of key {key_id} is missing from the {token} (object {}): it was deleted on the token or the token was re-initialised",
             key_label(key_id)

@@ -28,6 +28,7 @@ use secrecy::SecretString;
 use super::TokenSelector;
 use super::context::{Module, ModuleState};
 use super::error::{Class, Fail, classify, describe, other, rv, rv_name};
+use super::handles::HandleCache;
 
 /// Idle sessions kept per keystore. keyhold's keystore calls are short and
 /// few at a time (jobs, audit entries); tokens limit sessions per application.
@@ -38,6 +39,10 @@ pub(super) struct Ctx<'a> {
     pub(super) session: &'a Session,
     pub(super) pkcs11: &'a Pkcs11,
     pub(super) slot: Slot,
+    /// The module generation the session belongs to.
+    pub(super) generation: u64,
+    /// Handles of keyhold's objects found before ([`HandleCache`]).
+    pub(super) handles: &'a HandleCache,
 }
 
 struct Pooled {
@@ -56,6 +61,7 @@ pub(super) struct Token {
     pool: Mutex<Vec<Pooled>>,
     /// Set once the token refused the PIN.
     pin_refused: Mutex<Option<String>>,
+    handles: HandleCache,
 }
 
 impl fmt::Debug for Token {
@@ -76,6 +82,7 @@ impl Token {
             slot: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
             pin_refused: Mutex::new(None),
+            handles: HandleCache::default(),
         }
     }
 
@@ -171,6 +178,8 @@ impl Token {
             session: &pooled.session,
             pkcs11: &state.pkcs11,
             slot,
+            generation: state.generation,
+            handles: &self.handles,
         });
         match &result {
             Ok(_) | Err(Fail::Verdict(_)) => self.checkin(state, pooled),

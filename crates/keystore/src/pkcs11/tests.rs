@@ -92,7 +92,7 @@ fn a_logout_between_check_and_search_is_retried_not_reported_as_missing() {
                         // search sees no private objects at all.
                         c.session.logout()?;
                     }
-                    objects::own_key(c.session, OwnKey::Seal)
+                    objects::own_key(c, OwnKey::Seal)
                 })
                 .unwrap();
             assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -196,9 +196,7 @@ fn device_errors_report_unavailable_then_reinitialise_the_module() {
 
 fn objects_still_work(token: &Token) {
     token
-        .run("after recovery", |c| {
-            objects::own_key(c.session, OwnKey::Seal)
-        })
+        .run("after recovery", |c| objects::own_key(c, OwnKey::Seal))
         .unwrap();
 }
 
