@@ -428,6 +428,8 @@ impl Keystore for Pkcs11Keystore {
                     objects::data_key(c, key_id, &token)?
                 }
             };
+            // The wrap that follows finds it without searching the token.
+            c.handles.put(c, objects::key_label(key_id).into_bytes(), handle);
             Ok(GeneratedKey {
                 handle: objects::key_label(key_id).into_bytes(),
                 check_digits: check_digits(c.session, handle)?,
