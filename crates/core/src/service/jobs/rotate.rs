@@ -433,7 +433,7 @@ impl Keyhold {
         let (imported, how) = match found {
             Some(imported) => (
                 imported,
-                "found in KMS key {kms} (imported before the interruption)",
+                "found (imported before the interruption) in KMS key",
             ),
             None => {
                 // Write before acting, as before CreateKey.
@@ -451,7 +451,7 @@ impl Keyhold {
                     )
                     .await
                     .map_err(|e| explain_in_place_import(e, &kms_key_id))?;
-                (imported, "imported into KMS key {kms} as new key material")
+                (imported, "imported as new key material into KMS key")
             }
         };
         let Some(material) = imported.material else {
@@ -468,9 +468,8 @@ impl Keyhold {
             .unwrap_or(KeyState::Enabled);
         job.progress.wrapping = Some(imported.algorithm);
         let message = format!(
-            "Version {} {} (material {material}, wrapped with {}), pending rotation",
+            "Version {} {how} {kms_key_id} (material {material}, wrapped with {}), pending rotation",
             key.version,
-            how.replace("{kms}", kms_key_id.as_str()),
             imported.algorithm.aws_name()
         );
         Ok(StepOutcome {
