@@ -4,6 +4,7 @@
 
 mod audit;
 mod engine;
+mod in_place;
 mod profile;
 mod quota;
 mod report;
@@ -37,12 +38,12 @@ struct Args {
     /// Tiny sizes: proves every scenario still works, measures nothing.
     #[arg(long)]
     short: bool,
-    /// Scenarios to run (engine, side, quota, scale, audit); the report is assembled from
-    /// the sections found in <work>/sections, so scenarios may run apart.
+    /// Scenarios to run (engine, side, quota, scale, audit, inplace); the report is
+    /// assembled from the sections found in <work>/sections, so scenarios may run apart.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "engine,side,quota,scale,audit"
+        default_value = "engine,side,quota,scale,audit,inplace"
     )]
     only: Vec<String>,
     /// Groups rotated at once in the quota scenario [default: 1000, short: 20].
@@ -82,6 +83,8 @@ pub struct Sizes {
     pub scale_groups: usize,
     pub scale_clients: usize,
     pub scale_seconds: u64,
+    /// Groups of each rotation strategy in the rotation-in-place scenario.
+    pub inplace_groups: usize,
     /// How long the engine's profile samples.
     pub profile_seconds: u64,
 }
@@ -99,6 +102,7 @@ impl Sizes {
             scale_groups: 100_000,
             scale_clients: 100,
             scale_seconds: 10,
+            inplace_groups: 100,
             profile_seconds: 5,
         }
     }
@@ -115,12 +119,13 @@ impl Sizes {
             scale_groups: 200,
             scale_clients: 4,
             scale_seconds: 1,
+            inplace_groups: 2,
             profile_seconds: 1,
         }
     }
 }
 
-const SCENARIOS: &[&str] = &["engine", "side", "quota", "scale", "audit"];
+const SCENARIOS: &[&str] = &["engine", "side", "quota", "scale", "audit", "inplace"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -163,7 +168,8 @@ async fn main() -> anyhow::Result<()> {
             "side" => side_by_side::run(&ctx, &sizes).await?,
             "quota" => quota::run(&ctx, &sizes).await?,
             "scale" => scale::run(&ctx, &sizes).await?,
-            _ => audit::run(&ctx, &sizes).await?,
+            "audit" => audit::run(&ctx, &sizes).await?,
+            _ => in_place::run(&ctx, &sizes).await?,
         };
         let fragment = report::render(&section, "benchmarks", charts_dir)?;
         if let Some(failure) = &section.failure {
@@ -263,6 +269,6 @@ const GAPS: &str = "
 - **The criterion micro-benchmarks** (`./scripts/bench --micro`, \
   `crates/bench/benches/micro.rs`: key generation, the RSA-OAEP wrap, audit sealing and \
   verification, the store's audited commit) are not part of this report.
-- **PostgreSQL** is covered by the engine-overhead scenario only; scale and audit run \
-  on SQLite.
+- **PostgreSQL** is covered by the engine-overhead scenario only; scale, audit and \
+  rotation in place run on SQLite.
 ";
