@@ -185,6 +185,16 @@ pub enum AtRotationLimit {
 impl AtRotationLimit {
     pub const ALL: [Self; 2] = [Self::NewKey, Self::Refuse];
 
+    /// What happens once the limit is reached, for warnings ahead of it.
+    pub fn what_follows(self) -> &'static str {
+        match self {
+            Self::NewKey => "the next rotation creates a new KMS key and moves the alias to it",
+            Self::Refuse => {
+                "rotations are refused until the group's rotation strategy or at_rotation_limit changes"
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NewKey => "new_key",

@@ -5,7 +5,7 @@ use keyhold_core::audit::{AuditEntry, AuditPublicKey, VerifyReport};
 use keyhold_core::clock::{Timestamp, format_timestamp};
 use keyhold_core::cluster::NodeRecord;
 use keyhold_core::credential::Credential;
-use keyhold_core::group::{AtRotationLimit, KeyGroup, KeySpec};
+use keyhold_core::group::{KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
 use keyhold_core::key::KeyListing;
@@ -98,16 +98,8 @@ pub fn group(group: &KeyGroup, rotation: &RotationState) -> api::GroupView {
 
 fn in_place_rotations(group: &KeyGroup, count: InPlaceRotations) -> api::InPlaceRotationsView {
     let warning = count.running_low().then(|| {
-        let then = match group.aws.at_rotation_limit {
-            AtRotationLimit::NewKey => {
-                "then the next rotation creates a new KMS key and moves the alias to it"
-            }
-            AtRotationLimit::Refuse => {
-                "then rotations are refused until the group's rotation strategy or at_rotation_limit changes"
-            }
-        };
         format!(
-            "{} of {} on-demand rotations of KMS key {} left: {then}",
+            "{} of {} on-demand rotations of KMS key {} left: then {}",
             count.left(),
             count.limit,
             group
@@ -115,7 +107,8 @@ fn in_place_rotations(group: &KeyGroup, count: InPlaceRotations) -> api::InPlace
                 .active_key_id
                 .as_ref()
                 .map(ToString::to_string)
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            group.aws.at_rotation_limit.what_follows()
         )
     });
     api::InPlaceRotationsView {

@@ -88,7 +88,7 @@ impl TestApp {
         args.cluster.node_id = Some("node-a".into());
         // The operator's allow-list of KMS endpoints: the KMS peer (a test
         // adds its own proxies with `allow_endpoints`).
-        for peer in kms_peer().into_iter().chain(rotation_kms_peer()) {
+        for peer in kms_peers() {
             allow_endpoints(&mut args, &[&peer]);
         }
         // Tests fail logins on purpose, all from 127.0.0.1: the per-address
@@ -760,16 +760,23 @@ pub fn allow_endpoints(args: &mut keyhold_server::ServeArgs, endpoints: &[&str])
 /// the one that rotates imported material when the suite runs with it),
 /// through its environment.
 pub fn allow_kms_peer(command: &mut std::process::Command) {
-    let peers: Vec<String> = kms_peer()
-        .into_iter()
-        .chain(rotation_kms_peer())
-        .chain(crate::in_place::started_faithful_peer())
-        .collect();
+    let peers = kms_peers();
     if !peers.is_empty() {
         command
             .env("KEYHOLD_KMS_ENDPOINT_ALLOW", peers.join(","))
             .env("KEYHOLD_KMS_ENDPOINT_ALLOW_PLAIN_HTTP", "true");
     }
+}
+
+/// Every KMS peer of this run a server may be pointed at: LocalStack, the
+/// LocalStack that rotates imported material, and the faithful benchmark
+/// peer once this process has started it.
+fn kms_peers() -> Vec<String> {
+    kms_peer()
+        .into_iter()
+        .chain(rotation_kms_peer())
+        .chain(crate::in_place::started_faithful_peer())
+        .collect()
 }
 
 /// The KMS peer that rotates imported material in place (LocalStack 4.11).

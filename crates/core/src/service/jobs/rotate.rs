@@ -35,6 +35,15 @@ pub struct InPlaceRotations {
 }
 
 impl InPlaceRotations {
+    /// The count for a KMS key holding `keys` (every version in it).
+    fn of(keys: &[Key], limit: u32) -> Self {
+        let used = keys.iter().filter(|k| k.rotated_in).count();
+        Self {
+            used: u32::try_from(used).unwrap_or(u32::MAX),
+            limit,
+        }
+    }
+
     /// Rotations left before the group's `at_rotation_limit` applies.
     pub fn left(self) -> u32 {
         self.limit.saturating_sub(self.used)
@@ -64,11 +73,8 @@ impl Keyhold {
         if keys.is_empty() {
             return Ok(None);
         }
-        let used = keys.iter().filter(|k| k.rotated_in).count();
-        Ok(Some(InPlaceRotations {
-            used: u32::try_from(used).unwrap_or(u32::MAX),
-            limit: self.store.get_settings().await?.on_demand_rotation_limit,
-        }))
+        let limit = self.store.get_settings().await?.on_demand_rotation_limit;
+        Ok(Some(InPlaceRotations::of(&keys, limit)))
     }
 
     /// The steps of the group's next rotation: in place while its strategy
@@ -556,10 +562,23 @@ impl Keyhold {
                 )));
             }
         }
-        let mut keys: Vec<Key> = self
-            .store
-            .keys_in_kms_key(&kms_key_id)
-            .await?
+        let in_kms = self.store.keys_in_kms_key(&kms_key_id).await?;
+        // Officers hear of the limit before it is reached.
+        let count = InPlaceRotations::of(
+            &in_kms,
+            self.store.get_settings().await?.on_demand_rotation_limit,
+        );
+        let ahead = if group.aws.rotation == RotationStrategy::NewMaterial && count.running_low() {
+            format!(
+                ". {} of {} on-demand rotations of this KMS key left; then {}",
+                count.left(),
+                count.limit,
+                group.aws.at_rotation_limit.what_follows()
+            )
+        } else {
+            String::new()
+        };
+        let mut keys: Vec<Key> = in_kms
             .into_iter()
             .filter(|k| k.id != key.id && k.material_state == MaterialState::Current)
             .map(|mut k| {
@@ -569,21 +588,6 @@ impl Keyhold {
             .collect();
         let replaced: Vec<String> = keys.iter().map(|k| format!("v{}", k.version)).collect();
         key.material_state = MaterialState::Current;
-        // Officers hear of the limit before it is reached.
-        let ahead = match self.in_place_rotations(group).await? {
-            Some(count) if count.running_low() => format!(
-                ". {} of {} on-demand rotations of this KMS key left; then {}",
-                count.left(),
-                count.limit,
-                match group.aws.at_rotation_limit {
-                    AtRotationLimit::NewKey => {
-                        "the next rotation creates a new KMS key and moves the alias"
-                    }
-                    AtRotationLimit::Refuse => "rotations are refused (at_rotation_limit refuse)",
-                }
-            ),
-            _ => String::new(),
-        };
         let message = format!(
             "{} KMS key {kms_key_id} to material {material} (version {}){}{ahead}",
             if already {
@@ -625,24 +629,18 @@ impl Keyhold {
                 // the exhausted KMS key (its material stays there pending
                 // rotation, never used: deleting it would make the whole KMS
                 // key unusable).
-                job.progress.steps.extend([
-                    Step::CreateKmsKey,
-                    Step::ImportMaterial,
-                    Step::MoveAlias,
-                    Step::DisablePrevious,
-                    Step::Activate,
-                ]);
-                job.progress.steps.retain({
-                    let mut seen_activate = false;
-                    move |s| {
-                        // The in-place Activate (listed before) gives way to the one at the end.
-                        if *s == Step::Activate && !seen_activate {
-                            seen_activate = true;
-                            return false;
-                        }
-                        true
-                    }
-                });
+                // Every step of a new-key rotation after GenerateKey, in
+                // place of the in-place Activate that would have followed.
+                let through = job
+                    .progress
+                    .steps
+                    .iter()
+                    .position(|s| *s == Step::MakeMaterialCurrent)
+                    .map_or(0, |at| at + 1);
+                job.progress.steps.truncate(through);
+                job.progress
+                    .steps
+                    .extend(Step::ROTATE.into_iter().filter(|s| *s != Step::GenerateKey));
                 job.progress.kms_key_id = None;
                 key.kms_key_id = None;
                 key.kms_material_id = None;
