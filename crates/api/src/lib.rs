@@ -223,6 +223,10 @@ pub struct CreateGroupRequest {
     /// `new_key` (default: a new KMS key, the alias moved) or `refuse`.
     #[serde(default)]
     pub at_rotation_limit: Option<String>,
+    /// Drift self-heal: a drift check repairs the safe findings (material,
+    /// alias, policy, tags) by itself. Off by default.
+    #[serde(default)]
+    pub self_heal: Option<bool>,
 }
 
 /// A change to a group. Absent fields stay; `null` clears the clearable ones
@@ -272,6 +276,9 @@ pub struct UpdateGroupRequest {
     pub rotation_strategy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_rotation_limit: Option<String>,
+    /// A custody field (dual control).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_heal: Option<bool>,
 }
 
 /// Tells "absent" (outer None) from "null" (Some(None)).
@@ -309,6 +316,14 @@ pub struct GroupView {
     pub rotation_strategy: String,
     /// `new_key` or `refuse`.
     pub at_rotation_limit: String,
+    /// Drift self-heal on.
+    #[serde(default)]
+    pub self_heal: bool,
+    /// Open drift findings (the badge), and the last check's time.
+    #[serde(default)]
+    pub drift_open: u32,
+    #[serde(default)]
+    pub drift_checked_at: Option<String>,
     /// For a `new_material` group with a KMS key: its count against AWS's
     /// on-demand rotation limit.
     #[serde(default)]
@@ -373,6 +388,9 @@ pub struct KeyView {
     /// `pending_rotation`.
     #[serde(default)]
     pub material_state: String,
+    /// Open drift findings that concern this key (the badge).
+    #[serde(default)]
+    pub drift_open: u32,
 }
 
 // ---- audit ----
@@ -517,6 +535,12 @@ pub struct SettingsView {
     pub designated_rotator: String,
     /// On-demand rotations keyhold makes of one KMS key (AWS allows 25).
     pub on_demand_rotation_limit: u32,
+    /// Hours between scheduled drift checks of every group; 0: only on demand.
+    #[serde(default)]
+    pub drift_check_hours: u32,
+    /// Material expiring within this many days (no rotation due before) is drift.
+    #[serde(default)]
+    pub drift_expiry_days: u32,
     /// Who rotates now, seen from the node that answered.
     pub cluster: ClusterView,
 }
@@ -540,6 +564,114 @@ pub struct SettingsChangeRequest {
     /// 1 to 25.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_demand_rotation_limit: Option<u32>,
+    /// 0 (checks only on demand) to 744.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_check_hours: Option<u32>,
+    /// 1 to 366.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_expiry_days: Option<u32>,
+}
+
+// ---- drift ----
+
+/// A difference between AWS and keyhold's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftFindingView {
+    pub id: String,
+    pub group: String,
+    /// `key_missing`, `pending_deletion`, `state_differs`, `material_deleted`,
+    /// `material_expiring`, `alias_missing`, `alias_elsewhere`,
+    /// `policy_differs`, `tags_missing`, `unknown_key`.
+    pub kind: String,
+    /// The kind in words ("alias on another key").
+    pub title: String,
+    /// What drifted: a KMS key id, `KMS-KEY-ID vN` for one version's
+    /// material, or an alias.
+    pub subject: String,
+    pub key_id: Option<String>,
+    pub kms_key_id: Option<String>,
+    /// What keyhold expected and what AWS holds (a policy's difference
+    /// line by line).
+    pub detail: String,
+    /// The repair that puts it right, if keyhold can make one.
+    pub repair: Option<DriftRepairView>,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// Absent while the finding is open.
+    pub cleared_at: Option<String>,
+}
+
+/// One AWS call of a reconcile plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftRepairView {
+    /// `reimport_material`, `put_policy`, `point_alias`, `tag_key`,
+    /// `enable_key`, `disable_key`, `cancel_deletion`.
+    pub action: String,
+    pub description: String,
+    pub kms_key_id: String,
+    /// Whether self-heal makes it without officers.
+    pub safe: bool,
+}
+
+/// A group's reconcile plan, as `POST /api/v1/drift/groups/{group}/reconcile`
+/// applies it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftPlanView {
+    pub group: String,
+    /// Names this plan: the reconcile request sends it back, and is refused
+    /// (409) if the plan changed since.
+    pub digest: String,
+    /// In the order they run, each with the findings it resolves.
+    pub actions: Vec<DriftPlannedView>,
+    /// Open findings no repair of keyhold's resolves: for officers, outside keyhold.
+    pub unresolved: Vec<DriftFindingView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftPlannedView {
+    pub repair: DriftRepairView,
+    pub findings: Vec<String>,
+}
+
+/// `POST /api/v1/drift/groups/{group}/reconcile`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileRequest {
+    /// The `digest` of the plan that was shown.
+    pub plan: String,
+}
+
+/// A group's drift at a glance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDriftView {
+    pub group: String,
+    /// The last check that finished, and the job that made it.
+    pub checked_at: Option<String>,
+    pub check_job: Option<String>,
+    pub open: u32,
+    pub self_heal: bool,
+}
+
+/// `GET /api/v1/drift`: every group's drift and the schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftOverviewView {
+    pub groups: Vec<GroupDriftView>,
+    pub check_hours: u32,
+    pub expiry_days: u32,
+}
+
+/// `POST /api/v1/drift/checks`: the checks started, and the groups left
+/// alone because another job of theirs is unfinished.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriftChecksStartedView {
+    pub started: Vec<JobView>,
+    pub busy: Vec<DriftBusyView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriftBusyView {
+    pub group: String,
+    pub reason: String,
 }
 
 // ---- approvals ----

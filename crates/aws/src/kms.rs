@@ -11,9 +11,9 @@ use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::primitives::{Blob, DateTime as AwsDateTime};
 use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, ImportType, IncludeKeyMaterial,
-    KeyMaterialState as AwsMaterialState, KeySpec, KeyState as AwsKeyState, KeyUsageType,
-    OriginType, Tag, WrappingKeySpec as AwsWrappingKeySpec,
+    AlgorithmSpec, ExpirationModelType, ImportState as AwsImportState, ImportType,
+    IncludeKeyMaterial, KeyMaterialState as AwsMaterialState, KeySpec, KeyState as AwsKeyState,
+    KeyUsageType, OriginType, Tag, WrappingKeySpec as AwsWrappingKeySpec,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_types::service_config::ServiceConfigKey;
@@ -36,6 +36,13 @@ use crate::settings::{AwsCredentials, AwsKmsSettings, RetryMode, WrappingKeySpec
 const POLICY_NAME: &str = "default";
 /// Shows up in CloudTrail as the session name of an assumed role.
 const ROLE_SESSION_NAME: &str = "keyhold";
+/// The largest pages AWS serves (ListKeys 1000, ListAliases 100): a drift
+/// check lists the whole Region, and fewer pages are fewer requests against
+/// the quotas. ListResourceTags is left at its default, which is its maximum (50).
+const LIST_KEYS_PAGE: i32 = 1000;
+const LIST_ALIASES_PAGE: i32 = 100;
+/// The prefix of the aliases AWS gives its own managed keys (`alias/aws/s3`, …).
+const AWS_MANAGED_ALIAS_PREFIX: &str = "alias/aws/";
 
 /// Where requests go, for logs and `Debug`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,6 +279,47 @@ fn from_aws_time(t: &AwsDateTime) -> Option<Timestamp> {
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
+/// A material is in KMS unless AWS lists it pending import (deleted or
+/// expired). Keys with AWS-made material carry no import state: theirs is
+/// always there. A state this SDK does not know is taken as imported, so an
+/// addition on AWS's side is not reported as missing material.
+fn material_imported(state: Option<&AwsImportState>) -> bool {
+    !matches!(state, Some(AwsImportState::PendingImport))
+}
+
+/// The policy text KMS answered, as keyhold's [`KeyPolicy`]. A text keyhold
+/// cannot read (not JSON, no statement, too long) is AWS's answer, not the
+/// request, that is wrong: the check cannot compare it, so it fails rather
+/// than report drift it cannot prove.
+fn policy_from_aws(operation: &'static str, text: &str) -> Result<KeyPolicy, CloudError> {
+    KeyPolicy::parse(text).map_err(|e| CloudError::Rejected {
+        operation,
+        message: format!("AWS KMS answered with a key policy keyhold cannot read: {e}"),
+    })
+}
+
+/// One ListAliases entry as keyhold's (alias, key), or why it is left out:
+/// an alias pointing at no key, AWS's own `alias/aws/…`, or a name or
+/// target keyhold cannot hold (never one keyhold made).
+fn alias_entry(name: Option<&str>, target: Option<&str>) -> Option<(Alias, KmsKeyId)> {
+    let name = name?;
+    let target = target?;
+    if name.starts_with(AWS_MANAGED_ALIAS_PREFIX) {
+        return None;
+    }
+    match (Alias::parse(name), KmsKeyId::parse(target)) {
+        (Ok(alias), Ok(key_id)) => Some((alias, key_id)),
+        _ => {
+            tracing::debug!(
+                alias = name,
+                target,
+                "skipping an alias keyhold cannot hold"
+            );
+            None
+        }
+    }
+}
+
 fn key_state(operation: &'static str, state: &AwsKeyState) -> Result<KeyState, CloudError> {
     match state {
         AwsKeyState::Enabled => Ok(KeyState::Enabled),
@@ -376,6 +424,7 @@ impl CloudKms for AwsKms {
                 .current_key_material_id()
                 .map(|id| material_id_from_aws(OP, id))
                 .transpose()?,
+            deletion_date: metadata.deletion_date().and_then(from_aws_time),
         })
     }
 
@@ -499,6 +548,7 @@ impl CloudKms for AwsKms {
                     id: material_id_from_aws(OP, id)?,
                     description: entry.key_material_description().map(str::to_owned),
                     state,
+                    imported: material_imported(entry.import_state()),
                 });
             }
             match page.next_marker() {
@@ -626,6 +676,127 @@ impl CloudKms for AwsKms {
         }
         Ok(found)
     }
+
+    async fn get_key_policy(&self, key_id: &KmsKeyId) -> Result<KeyPolicy, CloudError> {
+        const OP: &str = "GetKeyPolicy";
+        let output = self
+            .client
+            .get_key_policy()
+            .key_id(key_id.as_str())
+            .policy_name(POLICY_NAME)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        let text = output.policy().ok_or_else(|| malformed(OP, "a policy"))?;
+        policy_from_aws(OP, text)
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<(Alias, KmsKeyId)>, CloudError> {
+        const OP: &str = "ListAliases";
+        let mut aliases = Vec::new();
+        let mut pages = self
+            .client
+            .list_aliases()
+            .limit(LIST_ALIASES_PAGE)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(entry) = pages.next().await {
+            let entry = entry.map_err(|e| classify(OP, e))?;
+            if let Some(pair) = alias_entry(entry.alias_name(), entry.target_key_id()) {
+                aliases.push(pair);
+            }
+        }
+        Ok(aliases)
+    }
+
+    async fn list_key_ids(&self) -> Result<Vec<KmsKeyId>, CloudError> {
+        const OP: &str = "ListKeys";
+        let mut ids = Vec::new();
+        let mut keys = self
+            .client
+            .list_keys()
+            .limit(LIST_KEYS_PAGE)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(entry) = keys.next().await {
+            let entry = entry.map_err(|e| classify(OP, e))?;
+            // Multi-Region (`mrk-…`) keys are never keyhold's.
+            if let Some(key_id) = entry.key_id().and_then(|id| KmsKeyId::parse(id).ok()) {
+                ids.push(key_id);
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn list_tags(&self, key_id: &KmsKeyId) -> Result<Vec<(String, String)>, CloudError> {
+        const OP: &str = "ListResourceTags";
+        let mut tags = Vec::new();
+        let mut pages = self
+            .client
+            .list_resource_tags()
+            .key_id(key_id.as_str())
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(tag) = pages.next().await {
+            let tag = tag.map_err(|e| classify(OP, e))?;
+            tags.push((tag.tag_key().to_owned(), tag.tag_value().to_owned()));
+        }
+        Ok(tags)
+    }
+
+    async fn tag_key(
+        &self,
+        key_id: &KmsKeyId,
+        tags: &[(String, String)],
+    ) -> Result<(), CloudError> {
+        const OP: &str = "TagResource";
+        // TagResource needs at least one tag: nothing to add is no request.
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let mut request = self.client.tag_resource().key_id(key_id.as_str());
+        for (key, value) in tags {
+            let tag = Tag::builder()
+                .tag_key(key)
+                .tag_value(value)
+                .build()
+                .map_err(|e| CloudError::Rejected {
+                    operation: OP,
+                    message: format!("tag '{key}': {e}"),
+                })?;
+            request = request.tags(tag);
+        }
+        request.send().await.map_err(|e| classify(OP, e))?;
+        tracing::debug!(%key_id, count = tags.len(), "tagged KMS key");
+        Ok(())
+    }
+
+    async fn enable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "EnableKey";
+        self.client
+            .enable_key()
+            .key_id(key_id.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        tracing::debug!(%key_id, "enabled KMS key");
+        Ok(())
+    }
+
+    async fn cancel_key_deletion(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "CancelKeyDeletion";
+        self.client
+            .cancel_key_deletion()
+            .key_id(key_id.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        tracing::debug!(%key_id, "cancelled the KMS key's scheduled deletion");
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -672,6 +843,56 @@ mod tests {
             key_state("Test", &AwsKeyState::from("SomethingNew")),
             Err(CloudError::InvalidState { .. })
         ));
+    }
+
+    #[test]
+    fn only_material_listed_pending_import_is_missing() {
+        assert!(material_imported(Some(&AwsImportState::Imported)));
+        assert!(!material_imported(Some(&AwsImportState::PendingImport)));
+        // AWS-made material carries no import state.
+        assert!(material_imported(None));
+        assert!(material_imported(Some(&AwsImportState::from(
+            "SomethingNew"
+        ))));
+    }
+
+    #[test]
+    fn a_policy_keyhold_cannot_read_is_refused_naming_aws_as_the_source() {
+        let text = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+        assert_eq!(
+            policy_from_aws("GetKeyPolicy", text).unwrap().as_str(),
+            text
+        );
+        for unreadable in ["not json", r#"{"Version":"2012-10-17"}"#] {
+            let err = policy_from_aws("GetKeyPolicy", unreadable).unwrap_err();
+            assert!(
+                matches!(&err, CloudError::Rejected { operation: "GetKeyPolicy", message }
+                    if message.contains("AWS KMS answered with a key policy keyhold cannot read")),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn aliases_without_a_target_of_aws_or_unreadable_are_left_out() {
+        const KEY: &str = "0b9c0a55-3f0e-4a43-9c2e-6a1c1f8f2b11";
+        let (alias, key_id) = alias_entry(Some("alias/payments"), Some(KEY)).unwrap();
+        assert_eq!(alias.as_str(), "alias/payments");
+        assert_eq!(key_id.as_str(), KEY);
+        // Ids are normalised to lower case, as everywhere else.
+        let (_, upper) = alias_entry(Some("alias/p"), Some(&KEY.to_uppercase())).unwrap();
+        assert_eq!(upper.as_str(), KEY);
+        assert_eq!(alias_entry(Some("alias/unused"), None), None);
+        assert_eq!(alias_entry(None, Some(KEY)), None);
+        assert_eq!(alias_entry(Some("alias/aws/s3"), Some(KEY)), None);
+        assert_eq!(alias_entry(Some("alias/bad name"), Some(KEY)), None);
+        assert_eq!(
+            alias_entry(
+                Some("alias/mrk"),
+                Some("mrk-1234abcd12ab34cd56ef1234567890ab")
+            ),
+            None
+        );
     }
 
     #[test]

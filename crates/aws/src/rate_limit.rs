@@ -90,15 +90,57 @@ pub struct KmsRateLimits {
     /// RotateKeyOnDemand: a management call like DisableKey; in-place
     /// rotations send one each.
     pub rotate_key_on_demand: Rate,
-    /// ListKeyRotations: only a rotation in place resumed after an
-    /// interruption sends it, so it is paced well below its quota.
+    /// ListKeyRotations: a rotation in place resumed after an interruption
+    /// sends it, and a drift check once per KMS key that holds more than one
+    /// material; a background read, paced at a tenth of its quota (see
+    /// [`KmsRateLimits::get_key_policy`]).
     pub list_key_materials: Rate,
     /// `find_keys_tagged` pages through ListKeys and sends one
     /// ListResourceTags per key: a single call is many requests, one after
     /// the other. It only runs when a job resumes after an interruption, so
     /// it is paced well below the ListKeys quota (500/s) to leave the
-    /// account's quota to other callers.
+    /// account's quota to other callers. This bucket paces whole searches,
+    /// not their requests, and is apart from [`KmsRateLimits::list_key_ids`]
+    /// and [`KmsRateLimits::list_tags`], the drift check's single requests:
+    /// the two callers spend the same ListKeys and ListResourceTags quotas,
+    /// which the drift check's tenth leaves room for.
     pub find_keys_tagged: Rate,
+    /// GetKeyPolicy, once per KMS key in a drift check.
+    ///
+    /// The drift check's reads (GetKeyPolicy, ListAliases, ListKeys,
+    /// ListResourceTags, ListKeyRotations) are paced at a tenth of their
+    /// quotas. A check is background work that nobody waits for, and it
+    /// walks every key of a group, 10,000 of them in a big one: at the full
+    /// quota it would hold the account's quota for as long as it runs, and
+    /// rotations, their repairs and every other principal of the account
+    /// (AWS counts them all in the same quota) would be throttled meanwhile.
+    /// At a tenth, nine tenths stay free for them, and a 10,000-key check
+    /// still reads its policies in under two minutes.
+    pub get_key_policy: Rate,
+    /// ListAliases, once per drift check. One call pages through every
+    /// alias of the Region (100 to a page), each page sent once the one
+    /// before it was answered: the pace bounds how often a listing starts,
+    /// the round trip how fast its pages follow.
+    pub list_aliases: Rate,
+    /// ListKeys, once per drift check (1,000 keys to a page, pages one after
+    /// the other as for [`KmsRateLimits::list_aliases`]).
+    pub list_key_ids: Rate,
+    /// ListResourceTags of one KMS key (one request for up to 50 tags): a
+    /// drift check sends one per key of the group and one per key of the
+    /// Region keyhold does not know.
+    pub list_tags: Rate,
+    /// TagResource: a drift repair putting back a key's tags.
+    pub tag_key: Rate,
+    /// EnableKey: a drift repair enabling a key that was disabled.
+    pub enable_key: Rate,
+    /// CancelKeyDeletion: a drift repair saving a key scheduled for deletion.
+    pub cancel_key_deletion: Rate,
+}
+
+/// A tenth of an AWS quota, for background reads (see
+/// [`KmsRateLimits::get_key_policy`]).
+const fn a_tenth_of(quota_per_second: u32) -> Rate {
+    Rate::per_second(quota_per_second / 10)
 }
 
 impl Default for KmsRateLimits {
@@ -109,8 +151,13 @@ impl Default for KmsRateLimits {
     /// editions of the page gave 0.25, one every 4 s; accounts with that
     /// quota see a few retried throttles at most), ImportKeyMaterial 15,
     /// DeleteImportedKeyMaterial 15, CreateAlias 5, UpdateAlias 5,
-    /// DisableKey 5, PutKeyPolicy 15, ListKeys 500, ListResourceTags 2000;
-    /// RotateKeyOnDemand is paced as the other key management calls, 5.
+    /// DisableKey 5, PutKeyPolicy 15, ListKeys 500, ListResourceTags 2000,
+    /// RotateKeyOnDemand 5, ListKeyRotations 100, GetKeyPolicy 1000,
+    /// ListAliases 500, TagResource 10, EnableKey 5, CancelKeyDeletion 5.
+    /// The drift check's reads are paced at a tenth of theirs (ListKeyRotations
+    /// 10, GetKeyPolicy 100, ListAliases 50, ListKeys 50, ListResourceTags
+    /// 200; see [`KmsRateLimits::get_key_policy`]); its repairs, which are
+    /// few and wanted done, at the quota.
     fn default() -> Self {
         Self {
             create_key: Rate::per_second(5),
@@ -122,8 +169,15 @@ impl Default for KmsRateLimits {
             disable_key: Rate::per_second(5),
             put_key_policy: Rate::per_second(15),
             rotate_key_on_demand: Rate::per_second(5),
-            list_key_materials: Rate::per_second(5),
+            list_key_materials: a_tenth_of(100),
             find_keys_tagged: Rate::per_second(5),
+            get_key_policy: a_tenth_of(1000),
+            list_aliases: a_tenth_of(500),
+            list_key_ids: a_tenth_of(500),
+            list_tags: a_tenth_of(2000),
+            tag_key: Rate::per_second(10),
+            enable_key: Rate::per_second(5),
+            cancel_key_deletion: Rate::per_second(5),
         }
     }
 }
@@ -236,6 +290,13 @@ pub struct KmsRateLimiter {
     rotate_key_on_demand: TokenBucket,
     list_key_materials: TokenBucket,
     find_keys_tagged: TokenBucket,
+    get_key_policy: TokenBucket,
+    list_aliases: TokenBucket,
+    list_key_ids: TokenBucket,
+    list_tags: TokenBucket,
+    tag_key: TokenBucket,
+    enable_key: TokenBucket,
+    cancel_key_deletion: TokenBucket,
 }
 
 impl KmsRateLimiter {
@@ -260,10 +321,19 @@ impl KmsRateLimiter {
                 limits.rotate_key_on_demand,
             ),
             list_key_materials: TokenBucket::new("ListKeyRotations", limits.list_key_materials),
+            // Named apart from the drift check's ListKeys and ListResourceTags
+            // buckets, so a log line tells which caller waited.
             find_keys_tagged: TokenBucket::new(
-                "ListKeys/ListResourceTags",
+                "find_keys_tagged (ListKeys, ListResourceTags)",
                 limits.find_keys_tagged,
             ),
+            get_key_policy: TokenBucket::new("GetKeyPolicy", limits.get_key_policy),
+            list_aliases: TokenBucket::new("ListAliases", limits.list_aliases),
+            list_key_ids: TokenBucket::new("ListKeys", limits.list_key_ids),
+            list_tags: TokenBucket::new("ListResourceTags", limits.list_tags),
+            tag_key: TokenBucket::new("TagResource", limits.tag_key),
+            enable_key: TokenBucket::new("EnableKey", limits.enable_key),
+            cancel_key_deletion: TokenBucket::new("CancelKeyDeletion", limits.cancel_key_deletion),
         }
     }
 }
@@ -428,6 +498,59 @@ impl CloudKms for RateLimitedKms {
             .paced(self.attempts, || self.inner.find_keys_tagged(key, value))
             .await
     }
+
+    async fn get_key_policy(&self, key_id: &KmsKeyId) -> Result<KeyPolicy, CloudError> {
+        self.limiter
+            .get_key_policy
+            .paced(self.attempts, || self.inner.get_key_policy(key_id))
+            .await
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<(Alias, KmsKeyId)>, CloudError> {
+        self.limiter
+            .list_aliases
+            .paced(self.attempts, || self.inner.list_aliases())
+            .await
+    }
+
+    async fn list_key_ids(&self) -> Result<Vec<KmsKeyId>, CloudError> {
+        self.limiter
+            .list_key_ids
+            .paced(self.attempts, || self.inner.list_key_ids())
+            .await
+    }
+
+    async fn list_tags(&self, key_id: &KmsKeyId) -> Result<Vec<(String, String)>, CloudError> {
+        self.limiter
+            .list_tags
+            .paced(self.attempts, || self.inner.list_tags(key_id))
+            .await
+    }
+
+    async fn tag_key(
+        &self,
+        key_id: &KmsKeyId,
+        tags: &[(String, String)],
+    ) -> Result<(), CloudError> {
+        self.limiter
+            .tag_key
+            .paced(self.attempts, || self.inner.tag_key(key_id, tags))
+            .await
+    }
+
+    async fn enable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.limiter
+            .enable_key
+            .paced(self.attempts, || self.inner.enable_key(key_id))
+            .await
+    }
+
+    async fn cancel_key_deletion(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.limiter
+            .cancel_key_deletion
+            .paced(self.attempts, || self.inner.cancel_key_deletion(key_id))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -513,6 +636,7 @@ mod tests {
                 external: true,
                 valid_to: None,
                 current_material: None,
+                deletion_date: None,
             })
         }
         async fn get_parameters_for_import(
@@ -570,6 +694,34 @@ mod tests {
         async fn find_keys_tagged(&self, _: &str, _: &str) -> Result<Vec<KmsKeyId>, CloudError> {
             self.note("find_keys_tagged")?;
             Ok(vec![])
+        }
+        async fn get_key_policy(&self, _: &KmsKeyId) -> Result<KeyPolicy, CloudError> {
+            self.note("get_key_policy")?;
+            Ok(policy())
+        }
+        async fn list_aliases(&self) -> Result<Vec<(Alias, KmsKeyId)>, CloudError> {
+            self.note("list_aliases")?;
+            Ok(Vec::new())
+        }
+        async fn list_key_ids(&self) -> Result<Vec<KmsKeyId>, CloudError> {
+            self.note("list_key_ids")?;
+            Ok(vec![key()])
+        }
+        async fn list_tags(&self, _: &KmsKeyId) -> Result<Vec<(String, String)>, CloudError> {
+            self.note("list_tags")?;
+            Ok(Vec::new())
+        }
+        async fn tag_key(&self, _: &KmsKeyId, _: &[(String, String)]) -> Result<(), CloudError> {
+            self.note("tag_key")?;
+            Ok(())
+        }
+        async fn enable_key(&self, _: &KmsKeyId) -> Result<(), CloudError> {
+            self.note("enable_key")?;
+            Ok(())
+        }
+        async fn cancel_key_deletion(&self, _: &KmsKeyId) -> Result<(), CloudError> {
+            self.note("cancel_key_deletion")?;
+            Ok(())
         }
     }
 
@@ -702,6 +854,96 @@ mod tests {
                 "call {i} at {t:?}"
             );
         }
+    }
+
+    /// Every paced operation once, all at the same time.
+    async fn every_operation_at_once(kms: Arc<RateLimitedKms>) {
+        let k = key();
+        let alias_tags = [("keyhold:group".to_owned(), "g".to_owned())];
+        let _ = tokio::join!(
+            kms.get_key_policy(&k),
+            kms.list_aliases(),
+            kms.list_key_ids(),
+            kms.list_tags(&k),
+            kms.list_key_materials(&k),
+            kms.find_keys_tagged("keyhold:job", "j"),
+            kms.tag_key(&k, &alias_tags),
+            kms.enable_key(&k),
+            kms.cancel_key_deletion(&k),
+            kms.describe_key(&k),
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drift_reads_go_at_a_tenth_of_their_quotas_and_repairs_at_theirs() {
+        let (recorder, kms) = limited(&KmsRateLimits::default());
+        let start = Instant::now();
+        // Two rounds, every operation at once in each: the first goes out at
+        // once (each operation has its own bucket, none waits for another),
+        // the second one interval later, its own operation's.
+        every_operation_at_once(kms.clone()).await;
+        every_operation_at_once(kms).await;
+        let interval = |per_second: u32| Rate::per_second(per_second).interval();
+        for (op, expected) in [
+            // GetKeyPolicy 1000/s, ListAliases 500/s, ListKeys 500/s,
+            // ListResourceTags 2000/s, ListKeyRotations 100/s: a tenth.
+            ("get_key_policy", interval(100)),
+            ("list_aliases", interval(50)),
+            ("list_key_ids", interval(50)),
+            ("list_tags", interval(200)),
+            ("list_key_materials", interval(10)),
+            // TagResource 10/s, EnableKey 5/s, CancelKeyDeletion 5/s.
+            ("tag_key", interval(10)),
+            ("enable_key", interval(5)),
+            ("cancel_key_deletion", interval(5)),
+            ("find_keys_tagged", interval(5)),
+            ("describe_key", interval(2000)),
+        ] {
+            let times = recorder.times(op, start);
+            assert_eq!(times.len(), 2, "{op}: {times:?}");
+            assert_eq!(
+                times[0],
+                Duration::ZERO,
+                "{op} waited for another operation"
+            );
+            // tokio's timer rounds a wait up to the next millisecond.
+            assert!(
+                times[1] >= expected && times[1] <= expected + Duration::from_millis(1),
+                "{op}: second call at {:?}, expected {expected:?}",
+                times[1]
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drift_check_over_many_keys_leaves_nine_tenths_of_the_quota() {
+        let (recorder, kms) = limited(&KmsRateLimits::default());
+        let start = Instant::now();
+        // A check reads each key's policy and tags in turn, as fast as the
+        // pacer lets it; over a second, that is a tenth of each quota.
+        while Instant::now() - start < Duration::from_secs(1) {
+            kms.get_key_policy(&key()).await.unwrap();
+            kms.list_tags(&key()).await.unwrap();
+        }
+        let in_first_second = |op| {
+            recorder
+                .times(op, start)
+                .into_iter()
+                .filter(|t| *t < Duration::from_secs(1))
+                .count()
+        };
+        assert!(in_first_second("get_key_policy") <= 100);
+        assert!(in_first_second("get_key_policy") >= 95);
+        // Tags wait behind the policy read of the same key, never above a tenth.
+        assert!(in_first_second("list_tags") <= 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_repair_is_sent_again_by_the_pacer() {
+        let (recorder, kms) = paced(Recorder::throttling(1), &KmsRateLimits::default(), 3);
+        let start = Instant::now();
+        kms.cancel_key_deletion(&key()).await.unwrap();
+        assert_eq!(recorder.times("cancel_key_deletion", start), ms(&[0, 500]));
     }
 
     #[tokio::test(start_paused = true)]

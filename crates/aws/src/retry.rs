@@ -16,11 +16,12 @@ use aws_sdk_kms::config::interceptors::InterceptorContext;
 use aws_sdk_kms::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::operation::{
-    create_alias::CreateAliasError, create_key::CreateKeyError,
-    delete_imported_key_material::DeleteImportedKeyMaterialError, describe_key::DescribeKeyError,
-    disable_key::DisableKeyError, get_parameters_for_import::GetParametersForImportError,
+    cancel_key_deletion::CancelKeyDeletionError, create_alias::CreateAliasError,
+    create_key::CreateKeyError, delete_imported_key_material::DeleteImportedKeyMaterialError,
+    describe_key::DescribeKeyError, disable_key::DisableKeyError, enable_key::EnableKeyError,
+    get_key_policy::GetKeyPolicyError, get_parameters_for_import::GetParametersForImportError,
     import_key_material::ImportKeyMaterialError, put_key_policy::PutKeyPolicyError,
-    update_alias::UpdateAliasError,
+    tag_resource::TagResourceError, update_alias::UpdateAliasError,
 };
 
 use crate::error::is_throttling;
@@ -39,10 +40,14 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 pub(crate) struct ThrottlingLeftToThePacer;
 
 impl ThrottlingLeftToThePacer {
-    /// Whether a paced operation's error is a throttle. `ListKeys` and
-    /// `ListResourceTags` are absent on purpose: one `find_keys_tagged` call
-    /// sends many of them in a row, unpaced one by one, and the SDK's
-    /// retries keep a long listing from starting over on one throttle.
+    /// Whether a paced operation's error is a throttle. The listings
+    /// (`ListKeys`, `ListAliases`, `ListResourceTags`, `ListKeyRotations`)
+    /// are absent on purpose: one call pages through them, so its requests
+    /// are not paced one by one (`find_keys_tagged` sends a ListResourceTags
+    /// per key in a row), and the SDK's retries keep a long listing from
+    /// starting over on one throttle. The drift check paces its listings at
+    /// a tenth of their quotas, so such a retry spends no request another
+    /// caller was promised.
     fn paced_and_throttled(ctx: &InterceptorContext) -> bool {
         let Some(error) = ctx
             .output_or_error()
@@ -70,6 +75,10 @@ impl ThrottlingLeftToThePacer {
             UpdateAliasError,
             DisableKeyError,
             PutKeyPolicyError,
+            GetKeyPolicyError,
+            TagResourceError,
+            EnableKeyError,
+            CancelKeyDeletionError,
         );
         false
     }

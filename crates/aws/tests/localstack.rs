@@ -364,6 +364,140 @@ async fn a_key_pending_deletion_is_in_the_wrong_state() {
     );
 }
 
+#[tokio::test]
+async fn drift_reads_see_the_policy_tags_aliases_and_keys_aws_holds() {
+    let endpoint = kms_endpoint();
+    let kms = adapter(&endpoint).await;
+    let group = unique("group");
+    let tags = vec![
+        ("keyhold:group".to_owned(), group.clone()),
+        ("team".to_owned(), "payments".to_owned()),
+    ];
+    let policy = KeyPolicy::parse(&POLICY.replace("keyhold-test", &unique("policy"))).unwrap();
+    let key = kms.create_key("drift", Some(&policy), &tags).await.unwrap();
+    import(&kms, &key, &random_material(), None).await;
+    let alias = Alias::parse(&format!("alias/{}", unique("drift"))).unwrap();
+    kms.point_alias(&alias, &key).await.unwrap();
+
+    let read = kms.get_key_policy(&key).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(read.as_str()).unwrap(),
+        serde_json::from_str::<serde_json::Value>(policy.as_str()).unwrap()
+    );
+    let mut listed = kms.list_tags(&key).await.unwrap();
+    listed.sort();
+    let mut want = tags.clone();
+    want.sort();
+    assert_eq!(listed, want);
+
+    let aliases = kms.list_aliases().await.unwrap();
+    assert!(
+        aliases.contains(&(alias.clone(), key.clone())),
+        "{aliases:?}"
+    );
+    assert!(
+        aliases
+            .iter()
+            .all(|(a, _)| !a.as_str().starts_with("alias/aws/")),
+        "{aliases:?}"
+    );
+    assert!(kms.list_key_ids().await.unwrap().contains(&key));
+
+    let missing = KmsKeyId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+    for err in [
+        kms.get_key_policy(&missing).await.map(|_| ()).unwrap_err(),
+        kms.list_tags(&missing).await.map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(err, CloudError::NotFound { .. }), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn drift_repairs_put_back_tags_the_enabled_state_and_a_key_scheduled_for_deletion() {
+    let endpoint = kms_endpoint();
+    let kms = adapter(&endpoint).await;
+    let key = new_key(&kms, &[("team".to_owned(), "payments".to_owned())]).await;
+    import(&kms, &key, &random_material(), None).await;
+
+    let group = unique("group");
+    kms.tag_key(
+        &key,
+        &[
+            ("keyhold:group".to_owned(), group.clone()),
+            ("team".to_owned(), "billing".to_owned()),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut tags = kms.list_tags(&key).await.unwrap();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            ("keyhold:group".to_owned(), group),
+            ("team".to_owned(), "billing".to_owned())
+        ]
+    );
+
+    kms.disable_key(&key).await.unwrap();
+    kms.enable_key(&key).await.unwrap();
+    assert_eq!(
+        kms.describe_key(&key).await.unwrap().state,
+        KeyState::Enabled
+    );
+
+    let before = now();
+    raw_client(&endpoint)
+        .schedule_key_deletion()
+        .key_id(key.as_str())
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let info = kms.describe_key(&key).await.unwrap();
+    assert_eq!(info.state, KeyState::PendingDeletion);
+    let deletion = info
+        .deletion_date
+        .expect("a key pending deletion has a deletion date");
+    assert!(
+        deletion >= before + TimeDelta::days(7) - TimeDelta::seconds(1),
+        "{deletion}"
+    );
+    assert!(deletion <= now() + TimeDelta::days(8), "{deletion}");
+    let err = kms.enable_key(&key).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CloudError::InvalidState {
+                operation: "EnableKey",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    kms.cancel_key_deletion(&key).await.unwrap();
+    let info = kms.describe_key(&key).await.unwrap();
+    assert_eq!(
+        info.state,
+        KeyState::Disabled,
+        "AWS leaves a recovered key disabled"
+    );
+    assert_eq!(info.deletion_date, None);
+    let err = kms.cancel_key_deletion(&key).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CloudError::InvalidState {
+                operation: "CancelKeyDeletion",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    kms.enable_key(&key).await.unwrap();
+}
+
 #[test]
 fn endpoint_and_credentials_from_the_sdk_environment() {
     let endpoint = kms_endpoint();

@@ -682,3 +682,184 @@ async fn listing_materials_asks_for_all_of_them_and_reads_their_states() {
     assert_eq!(sent[0].target(), Some("trentservice.listkeyrotations"));
     assert_eq!(sent[0].body["IncludeKeyMaterial"], "ALL_KEY_MATERIAL");
 }
+
+// Drift checks and their repairs.
+
+const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+
+#[tokio::test]
+async fn get_key_policy_asks_for_the_default_policy_and_keeps_its_text() {
+    let answer = serde_json::json!({"Policy": POLICY, "PolicyName": "default"}).to_string();
+    let answer: &'static str = Box::leak(answer.into_boxed_str());
+    let (endpoint, requests) = stub("200 OK", answer).await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let policy = kms.get_key_policy(&some_key()).await.unwrap();
+    assert_eq!(policy.as_str(), POLICY);
+    let sent = requests.lock().unwrap()[0].clone();
+    assert_eq!(sent.target(), Some("trentservice.getkeypolicy"));
+    assert_eq!(
+        sent.body,
+        serde_json::json!({"KeyId": SOME_KEY, "PolicyName": "default"})
+    );
+}
+
+#[tokio::test]
+async fn a_policy_keyhold_cannot_read_is_refused_as_aws_answer() {
+    let (endpoint, _) = stub("200 OK", r#"{"Policy":"{\"Version\":\"2012-10-17\"}"}"#).await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let err = kms.get_key_policy(&some_key()).await.unwrap_err();
+    assert!(
+        matches!(&err, CloudError::Rejected { operation: "GetKeyPolicy", message }
+            if message.contains("AWS KMS answered with a key policy keyhold cannot read")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn list_aliases_keeps_the_aliases_keyhold_could_have_made() {
+    let answer = format!(
+        r#"{{"Aliases":[
+            {{"AliasName":"alias/payments","AliasArn":"arn:aws:kms:us-east-1:000000000000:alias/payments","TargetKeyId":"{}"}},
+            {{"AliasName":"alias/aws/s3","AliasArn":"arn:aws:kms:us-east-1:000000000000:alias/aws/s3","TargetKeyId":"1234abcd-12ab-34cd-56ef-1234567890ab"}},
+            {{"AliasName":"alias/unused","AliasArn":"arn:aws:kms:us-east-1:000000000000:alias/unused"}},
+            {{"AliasName":"alias/global","TargetKeyId":"mrk-1234abcd12ab34cd56ef1234567890ab"}}
+        ],"Truncated":false}}"#,
+        SOME_KEY.to_uppercase()
+    );
+    let answer: &'static str = Box::leak(answer.into_boxed_str());
+    let (endpoint, requests) = stub("200 OK", answer).await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let aliases = kms.list_aliases().await.unwrap();
+    assert_eq!(aliases.len(), 1, "{aliases:?}");
+    assert_eq!(aliases[0].0.as_str(), "alias/payments");
+    assert_eq!(aliases[0].1, some_key());
+    let sent = requests.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].target(), Some("trentservice.listaliases"));
+    // The largest page AWS serves, and every alias of the Region.
+    assert_eq!(sent[0].body, serde_json::json!({"Limit": 100}));
+}
+
+#[tokio::test]
+async fn list_key_ids_leaves_out_multi_region_keys() {
+    let answer = format!(
+        r#"{{"Keys":[{{"KeyId":"{SOME_KEY}","KeyArn":"arn:aws:kms:us-east-1:000000000000:key/{SOME_KEY}"}},{{"KeyId":"mrk-1234abcd12ab34cd56ef1234567890ab"}}],"Truncated":false}}"#
+    );
+    let answer: &'static str = Box::leak(answer.into_boxed_str());
+    let (endpoint, requests) = stub("200 OK", answer).await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    assert_eq!(kms.list_key_ids().await.unwrap(), vec![some_key()]);
+    let sent = requests.lock().unwrap().clone();
+    assert_eq!(sent[0].target(), Some("trentservice.listkeys"));
+    assert_eq!(sent[0].body, serde_json::json!({"Limit": 1000}));
+}
+
+#[tokio::test]
+async fn list_tags_reads_them_in_awss_order() {
+    let (endpoint, requests) = stub(
+        "200 OK",
+        r#"{"Tags":[{"TagKey":"keyhold:group","TagValue":"payments"},{"TagKey":"owner","TagValue":"team-a"}],"Truncated":false}"#,
+    )
+    .await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let tags = kms.list_tags(&some_key()).await.unwrap();
+    assert_eq!(
+        tags,
+        [
+            ("keyhold:group".to_owned(), "payments".to_owned()),
+            ("owner".to_owned(), "team-a".to_owned())
+        ]
+    );
+    let sent = requests.lock().unwrap()[0].clone();
+    assert_eq!(sent.target(), Some("trentservice.listresourcetags"));
+    assert_eq!(sent.body["KeyId"], SOME_KEY);
+}
+
+#[tokio::test]
+async fn repairs_send_tag_resource_enable_key_and_cancel_key_deletion() {
+    let (endpoint, requests) = stub("200 OK", "{}").await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let tags = [
+        ("keyhold:group".to_owned(), "payments".to_owned()),
+        ("keyhold:version".to_owned(), "3".to_owned()),
+    ];
+    kms.tag_key(&some_key(), &tags).await.unwrap();
+    // Nothing to add is no request (TagResource needs a tag).
+    kms.tag_key(&some_key(), &[]).await.unwrap();
+    kms.enable_key(&some_key()).await.unwrap();
+    kms.cancel_key_deletion(&some_key()).await.unwrap();
+    let sent = requests.lock().unwrap().clone();
+    let targets: Vec<_> = sent
+        .iter()
+        .map(|r| r.target().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "trentservice.tagresource",
+            "trentservice.enablekey",
+            "trentservice.cancelkeydeletion"
+        ]
+    );
+    assert_eq!(
+        sent[0].body,
+        serde_json::json!({"KeyId": SOME_KEY, "Tags": [
+            {"TagKey": "keyhold:group", "TagValue": "payments"},
+            {"TagKey": "keyhold:version", "TagValue": "3"},
+        ]})
+    );
+    assert_eq!(sent[1].body, serde_json::json!({"KeyId": SOME_KEY}));
+    assert_eq!(sent[2].body, serde_json::json!({"KeyId": SOME_KEY}));
+}
+
+#[tokio::test]
+async fn describe_key_reads_the_deletion_date_of_a_key_pending_deletion() {
+    let (endpoint, _) = stub(
+        "200 OK",
+        r#"{"KeyMetadata":{"KeyId":"0b9c0a55-3f0e-4a43-9c2e-6a1c1f8f2b11","KeyState":"PendingDeletion","Origin":"EXTERNAL","DeletionDate":1924992000,"PendingDeletionWindowInDays":7}}"#,
+    )
+    .await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let info = kms.describe_key(&some_key()).await.unwrap();
+    assert_eq!(info.state, keyhold_core::key::KeyState::PendingDeletion);
+    assert_eq!(
+        info.deletion_date,
+        chrono::DateTime::from_timestamp(1_924_992_000, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_material_is_listed_as_not_imported() {
+    let answer = format!(
+        r#"{{"Rotations":[{{"KeyId":"{SOME_KEY}","KeyMaterialId":"{MATERIAL}","KeyMaterialState":"NON_CURRENT","ImportState":"PENDING_IMPORT"}},{{"KeyId":"{SOME_KEY}","KeyMaterialId":"{}","KeyMaterialState":"CURRENT","ImportState":"IMPORTED"}},{{"KeyId":"{SOME_KEY}","KeyMaterialId":"{}","KeyMaterialState":"NON_CURRENT"}}],"Truncated":false}}"#,
+        "c".repeat(64),
+        "d".repeat(64)
+    );
+    let answer: &'static str = Box::leak(answer.into_boxed_str());
+    let (endpoint, _) = stub("200 OK", answer).await;
+    let kms = AwsKms::new(settings(&endpoint)).await.unwrap();
+    let listed = kms.list_key_materials(&some_key()).await.unwrap();
+    let imported: Vec<_> = listed.iter().map(|m| m.imported).collect();
+    // Without an ImportState (material AWS made), the material is there.
+    assert_eq!(imported, [false, true, true]);
+}
+
+#[tokio::test]
+async fn throttled_drift_reads_and_repairs_are_left_to_the_pacer() {
+    let (kms, requests) = throttled_client(3).await;
+    let err = kms.get_key_policy(&some_key()).await.unwrap_err();
+    assert!(matches!(&err, CloudError::Throttled { .. }), "{err:?}");
+    assert_eq!(count(&requests), 1);
+    for repair in [
+        kms.enable_key(&some_key()).await,
+        kms.cancel_key_deletion(&some_key()).await,
+        kms.tag_key(&some_key(), &[("k".to_owned(), "v".to_owned())])
+            .await,
+    ] {
+        assert!(
+            matches!(&repair, Err(CloudError::Throttled { .. })),
+            "{repair:?}"
+        );
+    }
+    assert_eq!(count(&requests), 4, "each sent once by the SDK");
+}

@@ -36,6 +36,15 @@
 //!   - answers AWS's documented errors, by the key-state table of the AWS KMS
 //!     Developer Guide (*Key states of AWS KMS keys*) where it gives one.
 //!
+//! Both modes also keep what drift checks read and their repairs write
+//! ([`manage`]): key policies (AWS's default one when CreateKey names none),
+//! tags, aliases (with the aliases AWS predefines for its own keys), the
+//! key's life (EnableKey, DisableKey, ScheduleKeyDeletion with its
+//! `DeletionDate`, CancelKeyDeletion back to Disabled), and the listings
+//! (ListKeys, ListAliases, ListResourceTags), paged with `Limit` and
+//! `Marker` as AWS pages them. The peer never deletes a key whose waiting
+//! period ended: at seven days at least, no test runs that long.
+//!
 //! The first two answer themselves rather than forwarding to LocalStack:
 //! LocalStack's own latency (a fresh RSA key pair per GetParametersForImport)
 //! would add to the wall time and make "minimum set by the quotas"
@@ -47,8 +56,11 @@
 
 mod ciphertext;
 mod import;
+mod manage;
 pub mod materials;
 mod quotas;
+#[cfg(test)]
+mod sdk_tests;
 mod wrapping;
 
 use std::collections::{BTreeMap, HashMap};
@@ -112,13 +124,22 @@ type Answer = Result<Value, KmsError>;
 
 #[derive(Debug)]
 struct KeyRecord {
-    /// `KeyState`: Enabled, Disabled or PendingImport.
+    /// `KeyState`: Enabled, Disabled, PendingImport or PendingDeletion.
     state: &'static str,
     /// `Origin`: EXTERNAL or AWS_KMS.
     origin: &'static str,
     description: String,
+    /// In the order they were first added (TagResource overwrites a value
+    /// in place).
     tags: Vec<(String, String)>,
+    /// The key policy (`default`, the only one), kept verbatim.
+    policy: String,
     created: f64,
+    /// The order of creation (keys are never removed): ListKeys's order,
+    /// which `created`, in milliseconds, cannot always tell.
+    serial: usize,
+    /// `DeletionDate` while PendingDeletion.
+    deletion_date: Option<f64>,
     materials: Materials,
 }
 
@@ -133,8 +154,13 @@ impl KeyRecord {
     /// one enables a PendingImport key ("When this operation is successful,
     /// the state of the KMS key changes to Enabled", ImportKeyMaterial), and
     /// leaves a Disabled one disabled.
+    ///
+    /// A key pending deletion stays so whatever happens to its material
+    /// ("When the specified KMS key is in the PendingDeletion state, this
+    /// operation does not change the KMS key's state",
+    /// DeleteImportedKeyMaterial).
     fn settle_state(&mut self) {
-        if !self.external() {
+        if !self.external() || self.pending_deletion() {
             return;
         }
         if !self.materials.all_associated_imported() {
@@ -144,9 +170,14 @@ impl KeyRecord {
         }
     }
 
+    fn pending_deletion(&self) -> bool {
+        self.state == PENDING_DELETION
+    }
+
     /// The key-state table's answers for operations that need an enabled
     /// key: footnote [1] "DisabledException: <key ARN> is disabled.", [5]
-    /// "KMSInvalidStateException: <key ARN> is pending import.".
+    /// "KMSInvalidStateException: <key ARN> is pending import.", [3]
+    /// "KMSInvalidStateException: <key ARN> is pending deletion.".
     fn usable(&self, id: &str) -> Result<(), KmsError> {
         match self.state {
             "Enabled" => Ok(()),
@@ -154,7 +185,18 @@ impl KeyRecord {
                 "DisabledException",
                 format!("{} is disabled.", arn(id)),
             )),
+            PENDING_DELETION => Err(pending_deletion(id)),
             _ => Err(pending_import(id)),
+        }
+    }
+
+    /// Operations the key-state table refuses on a key pending deletion,
+    /// footnote [3] (or [8], the same answer, for imports).
+    fn not_pending_deletion(&self, id: &str) -> Result<(), KmsError> {
+        if self.pending_deletion() {
+            Err(pending_deletion(id))
+        } else {
+            Ok(())
         }
     }
 
@@ -178,11 +220,29 @@ fn pending_import(id: &str) -> KmsError {
     )
 }
 
+const PENDING_DELETION: &str = "PendingDeletion";
+
+fn pending_deletion(id: &str) -> KmsError {
+    KmsError::new(
+        "KMSInvalidStateException",
+        format!("{} is pending deletion.", arn(id)),
+    )
+}
+
+/// An alias and the key it points at.
+#[derive(Debug, Clone)]
+struct AliasRecord {
+    target: String,
+    created: f64,
+    updated: f64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     faithful: bool,
     keys: HashMap<String, KeyRecord>,
-    aliases: HashMap<String, String>,
+    /// By name, so ListAliases lists them in a stable order.
+    aliases: BTreeMap<String, AliasRecord>,
     counts: BTreeMap<String, OpCounts>,
     buckets: Option<HashMap<&'static str, Bucket>>,
 }
@@ -321,6 +381,37 @@ impl KmsPeer {
         let (_, record) = inner.key_mut(key).ok()?;
         Some(record.state.to_owned())
     }
+
+    /// The tags of `key` (key id, ARN or alias), as ListResourceTags lists them.
+    pub fn tags(&self, key: &str) -> Option<Vec<(String, String)>> {
+        let mut inner = lock(&self.inner);
+        let (_, record) = inner.key_mut(key).ok()?;
+        Some(record.tags.clone())
+    }
+
+    /// The key policy of `key`, as GetKeyPolicy answers it.
+    pub fn policy(&self, key: &str) -> Option<String> {
+        let mut inner = lock(&self.inner);
+        let (_, record) = inner.key_mut(key).ok()?;
+        Some(record.policy.clone())
+    }
+
+    /// When AWS would delete `key`, while it is pending deletion
+    /// (`DeletionDate`, seconds since the epoch).
+    pub fn deletion_date(&self, key: &str) -> Option<f64> {
+        let mut inner = lock(&self.inner);
+        let (_, record) = inner.key_mut(key).ok()?;
+        record.deletion_date
+    }
+
+    /// Every alias made in the peer and the key id it points at, by name.
+    pub fn aliases(&self) -> Vec<(String, String)> {
+        lock(&self.inner)
+            .aliases
+            .iter()
+            .map(|(name, alias)| (name.clone(), alias.target.clone()))
+            .collect()
+    }
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -363,7 +454,7 @@ fn arn(key_id: &str) -> String {
 /// Accepts a key id, key ARN or alias name.
 fn resolve(inner: &Inner, raw: &str) -> Option<String> {
     let id = if raw.starts_with("alias/") {
-        inner.aliases.get(raw)?.clone()
+        inner.aliases.get(raw)?.target.clone()
     } else {
         raw.rsplit('/').next().unwrap_or(raw).to_owned()
     };
@@ -392,6 +483,9 @@ fn metadata(id: &str, key: &KeyRecord) -> Value {
         "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
         "MultiRegion": false,
     });
+    if let Some(deletion_date) = key.deletion_date {
+        m["DeletionDate"] = json!(deletion_date);
+    }
     if let Some(current) = key.materials.current() {
         m["CurrentKeyMaterialId"] = json!(current.id);
         // The expiration of the current material while it is imported.
@@ -460,6 +554,8 @@ fn answer_locked(peer: &Peer, inner: &mut Inner, op: &str, request: &Value) -> A
             Ok(json!({"KeyMetadata": metadata(&id, key)}))
         }
         "GetParametersForImport" => import::get_parameters_for_import(peer, inner, request),
+        // Allowed on a key pending deletion, whose state it leaves (see
+        // `KeyRecord::settle_state`).
         "DeleteImportedKeyMaterial" => {
             let (id, key) = inner.key_mut(key_field)?;
             key.require_external(&id)?;
@@ -481,61 +577,19 @@ fn answer_locked(peer: &Peer, inner: &mut Inner, op: &str, request: &Value) -> A
         "ListKeyRotations" => list_key_rotations(inner, request),
         "Encrypt" => ciphertext::encrypt(inner, request),
         "Decrypt" => ciphertext::decrypt(inner, request),
-        "DisableKey" => {
-            let faithful = inner.faithful;
-            let (id, key) = inner.key_mut(key_field)?;
-            // Key-state table: DisableKey on a key pending import, [5].
-            if faithful && key.state == "PendingImport" {
-                return Err(pending_import(&id));
-            }
-            key.state = "Disabled";
-            Ok(json!({}))
-        }
-        "EnableKey" => {
-            let (id, key) = inner.key_mut(key_field)?;
-            if key.state == "PendingImport" {
-                return Err(pending_import(&id));
-            }
-            key.state = "Enabled";
-            Ok(json!({}))
-        }
-        "PutKeyPolicy" => inner.key_mut(key_field).map(|_| json!({})),
-        "CreateAlias" | "UpdateAlias" => {
-            let alias = field(request, "AliasName").unwrap_or_default().to_owned();
-            let Some(target) = resolve(inner, field(request, "TargetKeyId").unwrap_or_default())
-            else {
-                return Err(KmsError::new("NotFoundException", "target key not found"));
-            };
-            let exists = inner.aliases.contains_key(&alias);
-            if op == "CreateAlias" && exists {
-                return Err(KmsError::new(
-                    "AlreadyExistsException",
-                    "alias already exists",
-                ));
-            }
-            if op == "UpdateAlias" && !exists {
-                return Err(KmsError::new("NotFoundException", "alias not found"));
-            }
-            inner.aliases.insert(alias, target);
-            Ok(json!({}))
-        }
-        "ListKeys" => {
-            let keys: Vec<Value> = inner
-                .keys
-                .keys()
-                .map(|id| json!({"KeyId": id, "KeyArn": arn(id)}))
-                .collect();
-            Ok(json!({"Keys": keys, "Truncated": false}))
-        }
-        "ListResourceTags" => {
-            let (_, key) = inner.key_mut(key_field)?;
-            let tags: Vec<Value> = key
-                .tags
-                .iter()
-                .map(|(k, v)| json!({"TagKey": k, "TagValue": v}))
-                .collect();
-            Ok(json!({"Tags": tags, "Truncated": false}))
-        }
+        "DisableKey" => manage::disable_key(inner, request),
+        "EnableKey" => manage::enable_key(inner, request),
+        "ScheduleKeyDeletion" => manage::schedule_key_deletion(inner, request),
+        "CancelKeyDeletion" => manage::cancel_key_deletion(inner, request),
+        "GetKeyPolicy" => manage::get_key_policy(inner, request),
+        "PutKeyPolicy" => manage::put_key_policy(inner, request),
+        "CreateAlias" | "UpdateAlias" => manage::create_or_update_alias(inner, op, request),
+        "DeleteAlias" => manage::delete_alias(inner, request),
+        "ListAliases" => manage::list_aliases(inner, request),
+        "ListKeys" => manage::list_keys(inner, request),
+        "ListResourceTags" => manage::list_resource_tags(inner, request),
+        "TagResource" => manage::tag_resource(inner, request),
+        "UntagResource" => manage::untag_resource(inner, request),
         other => Err(KmsError::unsupported(format!(
             "{other} is not served by keyhold's benchmark peer"
         ))),
@@ -569,19 +623,14 @@ fn create_key(peer: &Peer, inner: &mut Inner, request: &Value) -> Answer {
         }
     }
     let id = uuid::Uuid::new_v4().hyphenated().to_string();
-    let tags = request["Tags"]
-        .as_array()
-        .map(|tags| {
-            tags.iter()
-                .map(|t| {
-                    (
-                        t["TagKey"].as_str().unwrap_or_default().to_owned(),
-                        t["TagValue"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let tags = match request.get("Tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(tags) => manage::tags_to_add(&[], tags)?,
+    };
+    let policy = match field(request, "Policy") {
+        Some(policy) => manage::check_policy(policy)?,
+        None => manage::default_policy(),
+    };
     let (state, materials) = if origin == EXTERNAL {
         ("PendingImport", Materials::default())
     } else {
@@ -592,7 +641,10 @@ fn create_key(peer: &Peer, inner: &mut Inner, request: &Value) -> Answer {
         origin,
         description: field(request, "Description").unwrap_or_default().to_owned(),
         tags,
+        policy,
         created: now_epoch(),
+        serial: inner.keys.len(),
+        deletion_date: None,
         materials,
     };
     let body = json!({"KeyMetadata": metadata(&id, &key)});
@@ -615,11 +667,6 @@ fn list_key_rotations(inner: &mut Inner, request: &Value) -> Answer {
             )));
         }
     };
-    let limit = match request["Limit"].as_u64() {
-        None => 100,
-        Some(limit @ 1..=1000) => usize::try_from(limit).unwrap_or(1000),
-        Some(_) => return Err(KmsError::validation("Limit must be between 1 and 1000")),
-    };
     let external = key.external();
     let entries: Vec<Value> = key
         .materials
@@ -628,6 +675,24 @@ fn list_key_rotations(inner: &mut Inner, request: &Value) -> Answer {
         .filter(|m| all || m.rotation_date.is_some())
         .map(|m| rotation_entry(&id, external, m))
         .collect();
+    page(request, "Rotations", entries, 100, 1000)
+}
+
+/// One page of a listing, as AWS answers it: `name` holds at most `Limit`
+/// entries (1 to `max`, `default` when absent) from `Marker` on;
+/// `Truncated` says whether more follow, and `NextMarker` where. The
+/// peer's markers are offsets.
+fn page(request: &Value, name: &str, entries: Vec<Value>, default: u64, max: u64) -> Answer {
+    let limit = match request["Limit"].as_u64() {
+        None if request["Limit"].is_null() => default,
+        Some(limit) if (1..=max).contains(&limit) => limit,
+        _ => {
+            return Err(KmsError::validation(format!(
+                "Limit must be between 1 and {max}"
+            )));
+        }
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let start = match field(request, "Marker") {
         None => 0,
         Some(marker) => marker
@@ -636,9 +701,9 @@ fn list_key_rotations(inner: &mut Inner, request: &Value) -> Answer {
             .filter(|start| *start <= entries.len())
             .ok_or_else(|| KmsError::new("InvalidMarkerException", "the marker is not valid"))?,
     };
-    let end = (start + limit).min(entries.len());
+    let end = start.saturating_add(limit).min(entries.len());
     let page = entries.get(start..end).unwrap_or_default();
-    let mut body = json!({"Rotations": page, "Truncated": end < entries.len()});
+    let mut body = json!({name: page, "Truncated": end < entries.len()});
     if end < entries.len() {
         body["NextMarker"] = json!(end.to_string());
     }

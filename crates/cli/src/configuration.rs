@@ -46,6 +46,14 @@ pub struct SetArgs {
     /// new_material group starts a new one (or refuses); AWS allows 25.
     #[arg(long, value_name = "N")]
     pub on_demand_rotation_limit: Option<u32>,
+    /// Hours between scheduled drift checks of every key group, 1 to 744;
+    /// 0 turns them off (checks on demand only: `keyhold drift check`).
+    #[arg(long, value_name = "N")]
+    pub drift_check_hours: Option<u32>,
+    /// A drift check reports material that expires within this many days,
+    /// with no newer version to take over (1 to 366).
+    #[arg(long, value_name = "N")]
+    pub drift_expiry_days: Option<u32>,
 }
 
 pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
@@ -57,6 +65,8 @@ pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
         session_max_hours: args.session_max_hours,
         designated_rotator: args.designated_rotator,
         on_demand_rotation_limit: args.on_demand_rotation_limit,
+        drift_check_hours: args.drift_check_hours,
+        drift_expiry_days: args.drift_expiry_days,
     }
 }
 
@@ -70,6 +80,8 @@ impl Tabular for SettingsView {
             "Session Max Hours",
             "Designated Rotator",
             "On-Demand Rotation Limit",
+            "Drift Checks",
+            "Drift Expiry Window",
         ]
     }
 
@@ -82,6 +94,8 @@ impl Tabular for SettingsView {
             self.session_max_hours.to_string(),
             self.designated_rotator.clone(),
             self.on_demand_rotation_limit.to_string(),
+            crate::drift::check_schedule(self.drift_check_hours),
+            format!("{} day(s)", self.drift_expiry_days),
         ]
     }
 
@@ -160,6 +174,15 @@ mod tests {
         assert_eq!(
             serde_json::to_value(change).unwrap(),
             serde_json::json!({"dual_control": false, "lockout_minutes": 15})
+        );
+        let change = change_request(SetArgs {
+            drift_check_hours: Some(0),
+            drift_expiry_days: Some(14),
+            ..Default::default()
+        });
+        assert_eq!(
+            serde_json::to_value(change).unwrap(),
+            serde_json::json!({"drift_check_hours": 0, "drift_expiry_days": 14})
         );
         assert_eq!(
             serde_json::to_value(change_request(SetArgs::default())).unwrap(),

@@ -8,6 +8,8 @@ use keyhold_api::{CreateGroupRequest, GroupView, JobView, UpdateGroupRequest};
 use reqwest::Method;
 
 use crate::client::{Context, segment};
+use crate::configuration::OnOff;
+use crate::drift;
 use crate::error::CliError;
 use crate::input;
 use crate::jobs;
@@ -92,6 +94,12 @@ pub struct CreateArgs {
     /// [default: new_key].
     #[arg(long, value_name = "new_key|refuse")]
     pub at_rotation_limit: Option<String>,
+    /// Drift self-heal: on lets a drift check make the safe repairs itself
+    /// (import deleted or expiring material again, point the alias back, put
+    /// the policy back, restore keyhold's tags); disabling, enabling and
+    /// deletions always wait for officers [default: off].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub self_heal: Option<OnOff>,
     /// Who owns the group (free text).
     #[arg(long)]
     pub owner: Option<String>,
@@ -158,6 +166,10 @@ pub struct UpdateArgs {
     /// limit (dual control): new_key or refuse.
     #[arg(long, value_name = "new_key|refuse")]
     pub at_rotation_limit: Option<String>,
+    /// Turn drift self-heal on or off (dual control): on lets a drift check
+    /// make the safe repairs itself (material, alias, policy, tags).
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub self_heal: Option<OnOff>,
     /// Change the owner (free text).
     #[arg(long)]
     pub owner: Option<String>,
@@ -198,6 +210,7 @@ pub fn create_request(args: CreateArgs, policy: Option<String>) -> CreateGroupRe
         disable_after_rotate: args.disable_after_rotate.then_some(true),
         rotation_strategy: args.rotation_strategy,
         at_rotation_limit: args.at_rotation_limit,
+        self_heal: args.self_heal.map(|v| v == OnOff::On),
     }
 }
 
@@ -221,6 +234,7 @@ pub fn update_request(args: UpdateArgs, policy: Option<String>) -> UpdateGroupRe
         disable_after_rotate: args.disable_after_rotate,
         rotation_strategy: args.rotation_strategy,
         at_rotation_limit: args.at_rotation_limit,
+        self_heal: args.self_heal.map(|v| v == OnOff::On),
     }
 }
 
@@ -253,6 +267,7 @@ impl Tabular for GroupView {
             "Rotate Every",
             "Next Rotation",
             "Active Key ID",
+            "Drift",
         ]
     }
 
@@ -266,6 +281,7 @@ impl Tabular for GroupView {
             rotation(self),
             output::opt_time(self.next_rotation_at.as_deref()),
             output::or_dash(self.active_key_id.as_deref()),
+            drift_badge(self),
         ]
     }
 
@@ -303,6 +319,8 @@ impl Tabular for GroupView {
             ("Rotation strategy", self.rotation_strategy.clone()),
             ("At rotation limit", self.at_rotation_limit.clone()),
             ("In-place rotations", in_place_rotations(self)),
+            ("Self-heal", drift::on_off(self.self_heal)),
+            ("Drift", drift_summary(self)),
             (
                 "Policy",
                 if self.policy.is_some() {
@@ -316,6 +334,34 @@ impl Tabular for GroupView {
             ("Updated", output::time(&self.updated_at)),
         ]
     }
+}
+
+/// The list's badge: open findings, or `-` when none.
+fn drift_badge(group: &GroupView) -> String {
+    match group.drift_open {
+        0 => "-".to_owned(),
+        n => format!("{n} open"),
+    }
+}
+
+/// `2 open findings, last check 2026-11-29 12:00:00 (keyhold drift list
+/// --group NAME)`, or that no check has run.
+fn drift_summary(group: &GroupView) -> String {
+    let Some(checked) = group.drift_checked_at.as_deref() else {
+        return format!(
+            "not checked yet (keyhold drift check --group {})",
+            group.name
+        );
+    };
+    let mut text = format!(
+        "{} open finding(s), last check {}",
+        group.drift_open,
+        output::time(checked)
+    );
+    if group.drift_open > 0 {
+        text.push_str(&format!(" (keyhold drift list --group {})", group.name));
+    }
+    text
 }
 
 fn rotation(group: &GroupView) -> String {
@@ -628,6 +674,92 @@ mod tests {
             Ok(GroupCommand::Rotate { wait: false, .. })
         ));
         assert!(parse(&["rotate"]).is_err());
+    }
+
+    #[test]
+    fn self_heal_is_on_or_off_and_sent_only_when_given() {
+        assert_eq!(
+            update_json(&["--self-heal", "on"]),
+            json!({"self_heal": true})
+        );
+        assert_eq!(
+            update_json(&["--self-heal", "off"]),
+            json!({"self_heal": false})
+        );
+        assert!(parse(&["update", "g", "--self-heal", "yes"]).is_err());
+        let create = |extra: &[&str]| {
+            let line = [
+                &[
+                    "create",
+                    "--name",
+                    "g",
+                    "--credential",
+                    "c",
+                    "--region",
+                    "eu-west-1",
+                    "--alias",
+                    "alias/g",
+                ][..],
+                extra,
+            ]
+            .concat();
+            let Ok(GroupCommand::Create(create)) = parse(&line) else {
+                panic!("not a create: {extra:?}");
+            };
+            create_request(create, None).self_heal
+        };
+        assert_eq!(create(&[]), None);
+        assert_eq!(create(&["--self-heal", "on"]), Some(true));
+        assert_eq!(create(&["--self-heal", "off"]), Some(false));
+    }
+
+    fn group_view(drift_open: u32, checked: Option<&str>) -> GroupView {
+        serde_json::from_value(json!({
+            "name": "ig-demo", "service": "AWS", "credential": "aws1", "key_type": "AES",
+            "key_length": 256, "algorithm": "AES-256", "usage": "encrypt,decrypt",
+            "storage": "Protected", "rotate": false, "rotate_every": null,
+            "next_rotation_at": null, "valid_for": null, "owner": "", "notes": "",
+            "alias": "alias/ig-demo", "description": "", "region": "eu-west-1",
+            "active_key_id": null, "policy": null, "disable_after_rotate": false,
+            "rotation_strategy": "new_key", "at_rotation_limit": "new_key",
+            "self_heal": true, "drift_open": drift_open, "drift_checked_at": checked,
+            "created_at": "2026-11-29T12:00:00Z", "updated_at": "2026-11-29T12:00:00Z",
+            "last_rotation_job": null, "last_rotation_status": null,
+            "last_rotation_error": null, "rotation_retry_at": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn show_names_self_heal_and_drift() {
+        let fields = group_view(2, Some("2026-11-29T12:00:00Z")).fields();
+        assert!(
+            fields.contains(&("Self-heal", "on".to_owned())),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&(
+                "Drift",
+                "2 open finding(s), last check 2026-11-29 12:00:00 (keyhold drift list --group ig-demo)"
+                    .to_owned()
+            )),
+            "{fields:?}"
+        );
+        let clean = group_view(0, Some("2026-11-29T12:00:00Z"));
+        assert_eq!(
+            drift_summary(&clean),
+            "0 open finding(s), last check 2026-11-29 12:00:00"
+        );
+        assert_eq!(clean.row().last().map(String::as_str), Some("-"));
+        let never = group_view(0, None);
+        assert_eq!(
+            drift_summary(&never),
+            "not checked yet (keyhold drift check --group ig-demo)"
+        );
+        assert_eq!(
+            group_view(3, None).row().last().map(String::as_str),
+            Some("3 open")
+        );
     }
 
     #[test]

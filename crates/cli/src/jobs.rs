@@ -210,7 +210,7 @@ fn started_fields(job: &JobView) -> String {
 }
 
 /// The last line for people once a job has ended.
-fn summary(job: &JobView) -> String {
+pub fn summary(job: &JobView) -> String {
     let id = &job.id;
     let steps = fraction(job);
     match outcome(job) {
@@ -229,7 +229,7 @@ fn summary(job: &JobView) -> String {
 }
 
 /// Why an ended job did not succeed, for stderr.
-fn failure(job: &JobView) -> String {
+pub fn failure(job: &JobView) -> String {
     let id = &job.id;
     let error = job
         .error
@@ -260,7 +260,7 @@ fn failure(job: &JobView) -> String {
 
 /// Prints an ended job (the summary for people, the object for scripts) and
 /// turns its outcome into the exit status.
-fn conclude(format: OutputFormat, job: &JobView) -> anyhow::Result<()> {
+pub fn conclude(format: OutputFormat, job: &JobView) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => output::print_json(job)?,
         OutputFormat::Table => output::emit(&summary(job))?,
@@ -487,14 +487,29 @@ pub async fn started(
             job.id
         )),
         (format, true) => {
-            if format == OutputFormat::Table {
-                output::emit(&started_fields(&job))?;
-            }
-            let mut follower = Follower::new(format == OutputFormat::Table, Bar::Off);
-            let done = poll_until_done(client, &job.id, &mut follower).await?;
+            let done = follow(ctx, client, &job).await?;
             conclude(format, &done)
         }
     }
+}
+
+/// `--wait` up to the job's end: prints the job just started and its
+/// messages as they arrive (for people; nothing for scripts), and hands the
+/// ended job back for the caller to conclude.
+pub async fn follow(ctx: &Context, client: &Client, job: &JobView) -> anyhow::Result<JobView> {
+    let people = ctx.output == OutputFormat::Table;
+    if people {
+        output::emit(&started_fields(job))?;
+    }
+    let mut follower = Follower::new(people, Bar::Off);
+    poll_until_done(client, &job.id, &mut follower).await
+}
+
+/// Follows a job to its end printing nothing (several jobs waited for at
+/// once, whose messages would interleave).
+pub async fn follow_quietly(client: &Client, id: &str) -> anyhow::Result<JobView> {
+    let mut follower = Follower::new(false, Bar::Off);
+    poll_until_done(client, id, &mut follower).await
 }
 
 /// A job for people: its fields, then its messages with their times.

@@ -132,7 +132,16 @@ impl Tabular for KeyView {
                 output::or_dash(self.kms_material_id.as_deref()),
             ),
             ("Material in KMS", material_in_kms(self).to_owned()),
+            ("Drift", key_drift(self)),
         ]
+    }
+}
+
+/// The open drift findings that concern the key, and where to read them.
+fn key_drift(key: &KeyView) -> String {
+    match key.drift_open {
+        0 => "no open findings".to_owned(),
+        n => format!("{n} open finding(s) (keyhold drift list --key {})", key.id),
     }
 }
 
@@ -300,7 +309,23 @@ mod tests {
             kms_key_id: Some("bbb61d9f-0fba-4585-8c31-988cbc999849".into()),
             kms_material_id: None,
             material_state: "current".into(),
+            drift_open: 0,
         }
+    }
+
+    #[test]
+    fn show_counts_the_open_drift_findings() {
+        let mut drifted = key(None, false);
+        assert!(
+            drifted
+                .fields()
+                .contains(&("Drift", "no open findings".to_owned()))
+        );
+        drifted.drift_open = 2;
+        assert!(drifted.fields().contains(&(
+            "Drift",
+            "2 open finding(s) (keyhold drift list --key k1)".to_owned()
+        )));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod audit;
 mod client;
 mod configuration;
 mod credentials;
+mod drift;
 mod error;
 mod export_verification;
 mod groups;
@@ -104,9 +105,14 @@ enum Command {
     /// Keys (HSM protected, pushed into AWS KMS).
     #[command(subcommand)]
     Key(keys::KeyCommand),
-    /// Jobs: the Force Rotate and Synchronize runs, their progress and messages.
+    /// Jobs: the Force Rotate, Synchronize, drift check and reconcile runs,
+    /// their progress and messages.
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Drift: what changed in AWS KMS behind keyhold's back (checks, findings),
+    /// and the reconcile plan that puts it right.
+    #[command(subcommand)]
+    Drift(drift::DriftCommand),
     /// The audit log: list, verify its hash chain, export.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -117,7 +123,8 @@ enum Command {
     /// The keystore of a data directory (run with the server stopped).
     #[command(subcommand)]
     Keystore(KeystoreCommand),
-    /// Server settings (dual control, lockout, session lifetime); `show` by default.
+    /// Server settings (dual control, lockout, session lifetime, drift checks);
+    /// `show` by default.
     Config {
         #[command(subcommand)]
         command: Option<configuration::ConfigCommand>,
@@ -183,6 +190,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Group(command) => groups::run(ctx, command).await,
         Command::Key(command) => keys::run(ctx, command).await,
         Command::Job(command) => jobs::run(ctx, command).await,
+        Command::Drift(command) => drift::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await,
         Command::Approval(command) => approvals::run(ctx, command).await,
         Command::Config { command } => configuration::run(ctx, command).await,
@@ -299,6 +307,19 @@ mod tests {
             "keyhold approval policies",
             "keyhold approval policies set --file -",
             "keyhold config set --dual-control off",
+            "keyhold config set --drift-check-hours 0 --drift-expiry-days 14",
+            "keyhold drift status -o json",
+            "keyhold drift list --group ig-demo --all --limit 20",
+            "keyhold drift list --key bbb61d9f-0fba-4585-8c31-988cbc999849",
+            "keyhold drift show 5b9f4a86-4a1d-4c3e-9b0e-2f0c1e7d9a11",
+            "keyhold drift check --group ig-demo --wait",
+            "keyhold drift check --all --wait -o json",
+            "keyhold drift plan --group ig-demo",
+            "keyhold drift reconcile --group ig-demo",
+            "keyhold drift reconcile --group ig-demo --plan 3f9a --wait",
+            "keyhold group create --name g2 --credential aws1 --region eu-west-1 --alias alias/g2 \
+             --self-heal on",
+            "keyhold group update ig-demo --self-heal off",
             "keyhold keystore migrate --data-dir /srv/keyhold --keystore pkcs11 \
              --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token-label keyhold",
             "keyhold --url http://127.0.0.1:9000 whoami",

@@ -63,6 +63,10 @@ mod tests {
             "--export",
             "group",
             "rotate",
+            "drift",
+            "reconcile",
+            "--self-heal",
+            "--drift-check-hours",
         ] {
             assert!(script.contains(word), "{word}");
         }
@@ -90,6 +94,7 @@ mod tests {
             "keyhold.1",
             "keyhold-audit-verify.1",
             "keyhold-group-create.1",
+            "keyhold-drift-reconcile.1",
         ] {
             let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
             assert!(

@@ -78,6 +78,10 @@ pub enum Action<'a> {
     CollectApprovalResult(&'a str),
     /// Administration → Approval policies.
     ChangeApprovalPolicies,
+    /// Drift → Check now (the group's name): starts a drift check job.
+    CheckDrift(&'a str),
+    /// Drift → Apply plan (the group's name): starts a reconcile job.
+    ReconcileDrift(&'a str),
 }
 
 impl Action<'_> {
@@ -142,6 +146,14 @@ impl Action<'_> {
                 format!("Collected the result of approved request {}", printable(id))
             }
             Self::ChangeApprovalPolicies => "Changed approval policies".to_owned(),
+            Self::CheckDrift(group) => format!(
+                "Started checking HSM protected key group {} for drift",
+                printable(group)
+            ),
+            Self::ReconcileDrift(group) => format!(
+                "Started reconciling HSM protected key group {} with AWS",
+                printable(group)
+            ),
         }
     }
 
@@ -196,6 +208,14 @@ impl Action<'_> {
                 printable(id)
             ),
             Self::ChangeApprovalPolicies => "Failed to change approval policies".to_owned(),
+            Self::CheckDrift(group) => format!(
+                "Failed to check HSM protected key group {} for drift",
+                printable(group)
+            ),
+            Self::ReconcileDrift(group) => format!(
+                "Failed to reconcile HSM protected key group {} with AWS",
+                printable(group)
+            ),
         }
     }
 }
@@ -208,6 +228,10 @@ pub enum JobRun<'a> {
     Rotation(&'a str),
     /// Synchronizing the key (its KMS key id).
     Synchronization(&'a str),
+    /// Checking the group for drift (its name).
+    DriftCheck(&'a str),
+    /// Reconciling the group with AWS (its name).
+    Reconciliation(&'a str),
 }
 
 impl JobRun<'_> {
@@ -216,6 +240,8 @@ impl JobRun<'_> {
         match *self {
             Self::Rotation(group) => Action::RotateGroup(group),
             Self::Synchronization(key) => Action::SynchronizeKey(key),
+            Self::DriftCheck(group) => Action::CheckDrift(group),
+            Self::Reconciliation(group) => Action::ReconcileDrift(group),
         }
     }
 
@@ -229,6 +255,14 @@ impl JobRun<'_> {
                 "Successfully synchronized HSM protected key {}.",
                 printable(key)
             ),
+            Self::DriftCheck(group) => format!(
+                "Successfully checked HSM protected key group {} for drift.",
+                printable(group)
+            ),
+            Self::Reconciliation(group) => format!(
+                "Successfully reconciled HSM protected key group {} with AWS.",
+                printable(group)
+            ),
         }
     }
 
@@ -236,6 +270,45 @@ impl JobRun<'_> {
     /// with a period (the job's own entries are sentences).
     pub fn failed(&self) -> String {
         format!("{}.", self.started_by().failed())
+    }
+}
+
+/// What a drift check writes to the audit log for each finding that
+/// appears or clears, and self-heal for each repair it makes.
+pub mod drift {
+    use super::printable;
+
+    /// `what` is [`crate::drift::Finding::summary`].
+    pub fn found(what: &str) -> String {
+        format!("Drift found: {}.", printable_long(what))
+    }
+
+    pub fn cleared(what: &str) -> String {
+        format!("Drift cleared: {}.", printable_long(what))
+    }
+
+    /// `what` is [`crate::drift::Repair::describe`].
+    pub fn repaired(group: &str, what: &str, automatically: bool) -> String {
+        format!(
+            "{} drift of HSM protected key group {}: {}.",
+            if automatically {
+                "Self-heal repaired"
+            } else {
+                "Repaired"
+            },
+            printable(group),
+            printable_long(what)
+        )
+    }
+
+    /// Finding summaries and repairs name KMS key ids and aliases, longer
+    /// than a subject's bound; they are made by keyhold, never raw input,
+    /// but pass the same filter.
+    fn printable_long(raw: &str) -> String {
+        raw.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(400)
+            .collect()
     }
 }
 

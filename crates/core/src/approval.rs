@@ -52,10 +52,12 @@ pub enum OperationClass {
     RotateGroup,
     /// Changing these policies.
     ChangeApprovalPolicies,
+    /// Applying a drift reconcile plan (writes to AWS).
+    ReconcileDrift,
 }
 
 impl OperationClass {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::AddGroup,
         Self::DeleteGroup,
         Self::ChangeGroupCustody,
@@ -67,6 +69,7 @@ impl OperationClass {
         Self::ManageIdentities,
         Self::RotateGroup,
         Self::ChangeApprovalPolicies,
+        Self::ReconcileDrift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +85,7 @@ impl OperationClass {
             Self::ManageIdentities => "manage_identities",
             Self::RotateGroup => "rotate_group",
             Self::ChangeApprovalPolicies => "change_approval_policies",
+            Self::ReconcileDrift => "reconcile_drift",
         }
     }
 
@@ -108,7 +112,7 @@ impl OperationClass {
             Self::AddGroup => "adding a key group",
             Self::DeleteGroup => "deleting a key group",
             Self::ChangeGroupCustody => {
-                "changing a key group's credential, region, alias, active key, policy, disable-after-rotate, rotation strategy or what it does at the rotation limit"
+                "changing a key group's credential, region, alias, active key, policy, disable-after-rotate, rotation strategy, what it does at the rotation limit or self-heal"
             }
             Self::DeleteKey => "deleting a key",
             Self::DeleteKeyMaterial => "deleting key material in KMS",
@@ -118,6 +122,7 @@ impl OperationClass {
             Self::ManageIdentities => "adding or deleting an identity",
             Self::RotateGroup => "Force Rotate",
             Self::ChangeApprovalPolicies => "changing the approval policies",
+            Self::ReconcileDrift => "applying a drift reconcile plan",
         }
     }
 }

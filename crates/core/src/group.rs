@@ -129,6 +129,9 @@ pub struct AwsProperties {
     /// What a `new_material` rotation does once the KMS key has rotated as
     /// often as AWS allows.
     pub at_rotation_limit: AtRotationLimit,
+    /// Drift self-heal: a drift check repairs what is safe to repair
+    /// ([`crate::drift::Repair::is_safe`]) at once, and audits it.
+    pub self_heal: bool,
 }
 
 /// How a rotation gives the group's alias new material in AWS.
@@ -276,13 +279,15 @@ pub struct GroupChange {
     pub disable_after_rotate: Option<bool>,
     pub rotation: Option<RotationStrategy>,
     pub at_rotation_limit: Option<AtRotationLimit>,
+    pub self_heal: Option<bool>,
 }
 
 /// The fields of a group that decide where its key material goes (the
 /// credential and its account, the region, the KMS key it is imported into)
 /// or who may use the key in AWS (alias, policy, whether old keys stay
 /// enabled, whether a rotation makes a new KMS key or rotates the one
-/// services already use). Changing any of them needs dual control; the others
+/// services already use, whether drift checks write to AWS on their own).
+/// Changing any of them needs dual control; the others
 /// (description, owner and notes, rotation interval, validity) do not.
 pub const CUSTODY_FIELDS: &[&str] = &[
     "credential",
@@ -293,6 +298,7 @@ pub const CUSTODY_FIELDS: &[&str] = &[
     "disable_after_rotate",
     "rotation_strategy",
     "at_rotation_limit",
+    "self_heal",
 ];
 
 impl GroupChange {
@@ -310,6 +316,7 @@ impl GroupChange {
             ("disable_after_rotate", self.disable_after_rotate.is_some()),
             ("rotation_strategy", self.rotation.is_some()),
             ("at_rotation_limit", self.at_rotation_limit.is_some()),
+            ("self_heal", self.self_heal.is_some()),
         ]
         .into_iter()
         .filter_map(|(field, named)| named.then_some(field))
@@ -329,6 +336,7 @@ impl GroupChange {
             && self.disable_after_rotate.is_none()
             && self.rotation.is_none()
             && self.at_rotation_limit.is_none()
+            && self.self_heal.is_none()
     }
 
     /// Applies the change, recomputing the next rotation when the interval changed.
@@ -372,6 +380,9 @@ impl GroupChange {
         }
         if let Some(l) = self.at_rotation_limit {
             group.aws.at_rotation_limit = l;
+        }
+        if let Some(h) = self.self_heal {
+            group.aws.self_heal = h;
         }
         group.updated_at = now;
     }
@@ -438,6 +449,7 @@ mod tests {
                     disable_after_rotate: false,
                     rotation: RotationStrategy::NewKey,
                     at_rotation_limit: AtRotationLimit::NewKey,
+                    self_heal: false,
                 },
             },
             t0,
@@ -471,6 +483,7 @@ mod tests {
             disable_after_rotate: Some(true),
             rotation: Some(RotationStrategy::NewMaterial),
             at_rotation_limit: Some(AtRotationLimit::Refuse),
+            self_heal: Some(true),
             ..Default::default()
         };
         assert_eq!(sensitive.custody_fields(), CUSTODY_FIELDS);

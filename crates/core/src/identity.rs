@@ -105,7 +105,7 @@ impl Operation {
     /// A change to a group's credential, region, alias, active KMS key,
     /// policy or "disable key after rotating".
     pub const CHANGE_GROUP_CUSTODY: Self = Self::dual(
-        "changing a key group's credential, region, alias, active key, policy, disable-after-rotate, rotation strategy or what it does at the rotation limit",
+        "changing a key group's credential, region, alias, active key, policy, disable-after-rotate, rotation strategy, what it does at the rotation limit or self-heal",
         Permission::ManageKeys,
         OperationClass::ChangeGroupCustody,
     );
@@ -115,6 +115,16 @@ impl Operation {
         ..Self::single("rotating a key group", Permission::ManageKeys)
     };
     pub const SYNC_KEY: Self = Self::single("synchronizing a key", Permission::ManageKeys);
+    /// A drift check reads AWS and records what it finds; it writes to AWS
+    /// only through self-heal, which two officers turned on for the group.
+    pub const CHECK_DRIFT: Self = Self::single("checking drift", Permission::ManageKeys);
+    /// Applying a reconcile plan writes to AWS: enabling, disabling,
+    /// cancelling deletions, importing material.
+    pub const RECONCILE_DRIFT: Self = Self::dual(
+        "applying a drift reconcile plan",
+        Permission::ManageKeys,
+        OperationClass::ReconcileDrift,
+    );
     pub const ADD_GROUP: Self = Self::dual(
         "adding a key group",
         Permission::ManageKeys,

@@ -48,6 +48,14 @@ impl Job {
             JobKind::Rotate { group } if self.progress.steps.contains(&Step::ImportNewMaterial) => {
                 format!("new material in the KMS key of key group {group}")
             }
+            JobKind::CheckDrift { group } if !self.progress.repairs.is_empty() => format!(
+                "drift check of key group {group}, self-heal: {} repair(s)",
+                self.progress.repairs.len()
+            ),
+            JobKind::Reconcile { group } => format!(
+                "{} repair(s) of key group {group}'s drift in AWS",
+                self.progress.repairs.len()
+            ),
             kind => kind.summary(),
         }
     }
@@ -106,33 +114,51 @@ pub enum JobKind {
         group: GroupName,
         options: SyncOptions,
     },
+    /// "Check HSM protected keys": reads the group's keys in AWS and records
+    /// where they drifted from keyhold's record (and, when the group
+    /// self-heals, repairs what is safe to repair).
+    CheckDrift { group: GroupName },
+    /// "Reconcile HSM protected keys": runs the reconcile plan officers
+    /// approved, then checks again.
+    Reconcile { group: GroupName },
 }
 
 impl JobKind {
     /// [`JobKind::label`] of a rotation.
     pub const ROTATE_LABEL: &'static str = "rotate";
+    /// [`JobKind::label`] of a drift check.
+    pub const CHECK_DRIFT_LABEL: &'static str = "check_drift";
 
     pub fn title(&self) -> &'static str {
         match self {
             Self::Rotate { .. } => "Rotate HSM protected keys",
             Self::Synchronize { .. } => "Synchronize HSM protected keys",
+            Self::CheckDrift { .. } => "Check HSM protected keys",
+            Self::Reconcile { .. } => "Reconcile HSM protected keys",
         }
     }
     pub fn label(&self) -> &'static str {
         match self {
             Self::Rotate { .. } => Self::ROTATE_LABEL,
             Self::Synchronize { .. } => "synchronize",
+            Self::CheckDrift { .. } => Self::CHECK_DRIFT_LABEL,
+            Self::Reconcile { .. } => "reconcile",
         }
     }
     pub fn group(&self) -> &GroupName {
         match self {
-            Self::Rotate { group } | Self::Synchronize { group, .. } => group,
+            Self::Rotate { group }
+            | Self::Synchronize { group, .. }
+            | Self::CheckDrift { group }
+            | Self::Reconcile { group } => group,
         }
     }
     /// What the job acts on, for lists: the group or the key.
     pub fn target(&self) -> String {
         match self {
-            Self::Rotate { group } => group.to_string(),
+            Self::Rotate { group } | Self::CheckDrift { group } | Self::Reconcile { group } => {
+                group.to_string()
+            }
             Self::Synchronize { key_name, .. } => key_name.clone(),
         }
     }
@@ -145,6 +171,10 @@ impl JobKind {
         match self {
             Self::Rotate { group } => format!("new key for key group {group}"),
             Self::Synchronize { options, .. } => options.summary(),
+            Self::CheckDrift { group } => format!("drift check of key group {group}"),
+            Self::Reconcile { group } => {
+                format!("repairs of key group {group}'s drift in AWS")
+            }
         }
     }
 }
@@ -244,6 +274,13 @@ pub enum Step {
     ImportNewMaterial,
     /// In place: `RotateKeyOnDemand`, the new material made current.
     MakeMaterialCurrent,
+    /// Drift: read the group's keys in AWS and record the findings.
+    CheckDrift,
+    /// Drift: the repair at this index of the job's `repairs`.
+    Repair(u16),
+    /// Drift: the check again, after the repairs, so the findings they
+    /// resolved are cleared from what AWS holds then.
+    Recheck,
 }
 
 impl Step {
@@ -259,6 +296,9 @@ impl Step {
             Self::UpdatePolicy => "update_policy",
             Self::ImportNewMaterial => "import_new_material",
             Self::MakeMaterialCurrent => "make_material_current",
+            Self::CheckDrift => "check_drift",
+            Self::Repair(_) => "repair",
+            Self::Recheck => "recheck",
         }
     }
 
@@ -274,6 +314,11 @@ impl Step {
             Self::UpdatePolicy => "put the group's key policy",
             Self::ImportNewMaterial => "wrap and import the key as new material of the KMS key",
             Self::MakeMaterialCurrent => "rotate the KMS key on demand to the new material",
+            Self::CheckDrift => {
+                "read the group's keys in AWS and compare them with keyhold's record"
+            }
+            Self::Repair(_) => "repair a difference in AWS",
+            Self::Recheck => "check the group's keys in AWS again after the repairs",
         }
     }
 
@@ -306,6 +351,16 @@ impl Step {
         if options.update_policy {
             steps.push(Self::UpdatePolicy);
         }
+        steps
+    }
+
+    /// A reconcile job's steps: each repair, then the check again.
+    pub fn reconcile(repairs: usize) -> Vec<Self> {
+        let mut steps: Vec<Self> = (0..repairs)
+            .filter_map(|i| u16::try_from(i).ok())
+            .map(Self::Repair)
+            .collect();
+        steps.push(Self::Recheck);
         steps
     }
 }
@@ -365,6 +420,9 @@ pub struct JobProgress {
     /// deleted its material: importing it again (which enables a key in
     /// KMS) is followed by disabling it again.
     pub keep_disabled: bool,
+    /// Drift repairs the job runs, in order (`Step::Repair(i)` runs the
+    /// i-th): the plan officers approved, or self-heal's.
+    pub repairs: Vec<crate::drift::Repair>,
 }
 
 impl JobProgress {

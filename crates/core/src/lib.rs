@@ -15,6 +15,7 @@ pub mod clock;
 pub mod cloud;
 pub mod cluster;
 pub mod credential;
+pub mod drift;
 pub mod error;
 pub mod group;
 pub mod id;

@@ -12,6 +12,7 @@ use crate::cloud::WrappingAlgorithm;
 use crate::cloud::aws::KmsKeyId;
 use crate::cluster::{Lease, NodeRecord};
 use crate::credential::Credential;
+use crate::drift::{DriftCheck, DriftFilter, DriftKind, DriftRecord, Finding};
 use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
@@ -350,6 +351,9 @@ pub trait Store: Send + Sync {
     /// The group's newest rotation job, however many synchronizations came
     /// after it (an index lookup).
     async fn latest_rotation(&self, group: &GroupName) -> Result<Option<Job>, StoreError>;
+    /// The group's newest job of this kind ([`crate::job::JobKind::label`]).
+    async fn latest_job_of(&self, group: &GroupName, kind: &str)
+    -> Result<Option<Job>, StoreError>;
     /// Failed jobs, newest first, at most `limit`.
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
 
@@ -374,6 +378,19 @@ pub trait Store: Send + Sync {
     async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
     /// Gives the lease up at once (a clean shutdown) when `holder` has it.
     async fn release_lease(&self, name: &str, holder: &NodeId) -> Result<(), StoreError>;
+
+    // Drift
+    /// Findings by `filter`: the open ones by group, kind and subject, then
+    /// (when asked for) the cleared ones, newest cleared first.
+    async fn list_drift(&self, filter: &DriftFilter) -> Result<Vec<Finding>, StoreError>;
+    async fn get_drift(&self, id: uuid::Uuid) -> Result<Option<Finding>, StoreError>;
+    /// Each group's last drift check; groups never checked are absent.
+    async fn drift_checks(&self) -> Result<Vec<DriftCheck>, StoreError>;
+    /// Open findings by kind (kinds with none left out), for `/metrics`.
+    async fn drift_counts(&self) -> Result<Vec<(DriftKind, u64)>, StoreError>;
+    /// Of these KMS key ids, those no key of keyhold's is in (one query for
+    /// a region's listing).
+    async fn unknown_kms_keys(&self, ids: &[KmsKeyId]) -> Result<Vec<KmsKeyId>, StoreError>;
 
     // Settings
     async fn get_settings(&self) -> Result<Settings, StoreError>;
@@ -471,6 +488,8 @@ pub struct JobCommit<'a> {
     /// A message for this job (its `job_id` is `job.id`).
     pub message: Option<&'a JobMessage>,
     pub audit: Option<&'a AuditRecord>,
+    /// A drift check's findings and their entries, with the group's check time.
+    pub drift: Option<&'a DriftRecord>,
     /// The lease the job runs under: the commit is refused with
     /// [`StoreError::Fenced`] unless this is still the lease's holder and
     /// token. `None` for a node that runs alone (no cluster rules).

@@ -34,6 +34,29 @@ pub struct Settings {
     /// API reference once said 10, and LocalStack enforces 10).
     #[serde(default = "default_on_demand_rotation_limit")]
     pub on_demand_rotation_limit: u32,
+    /// How often every group's drift is checked, in hours; 0 checks only
+    /// when asked.
+    #[serde(default = "default_drift_check_hours")]
+    pub drift_check_hours: u32,
+    /// Material that expires within this many days, with no rotation due
+    /// before, is drift.
+    #[serde(default = "default_drift_expiry_days")]
+    pub drift_expiry_days: u32,
+}
+
+fn default_drift_check_hours() -> u32 {
+    24
+}
+
+fn default_drift_expiry_days() -> u32 {
+    30
+}
+
+impl Settings {
+    /// The scheduled checks' interval, if they run.
+    pub fn drift_check_interval(&self) -> Option<chrono::Duration> {
+        (self.drift_check_hours > 0).then(|| chrono::Duration::hours(self.drift_check_hours.into()))
+    }
 }
 
 fn default_on_demand_rotation_limit() -> u32 {
@@ -51,6 +74,8 @@ impl Default for Settings {
             designated_rotator: RotatorChoice::Automatic,
             approval_policies: ApprovalPolicies::default(),
             on_demand_rotation_limit: default_on_demand_rotation_limit(),
+            drift_check_hours: default_drift_check_hours(),
+            drift_expiry_days: default_drift_expiry_days(),
         }
     }
 }
@@ -66,6 +91,8 @@ pub struct SettingsChange {
     pub session_max_hours: Option<u32>,
     pub designated_rotator: Option<RotatorChoice>,
     pub on_demand_rotation_limit: Option<u32>,
+    pub drift_check_hours: Option<u32>,
+    pub drift_expiry_days: Option<u32>,
 }
 
 impl SettingsChange {
@@ -78,6 +105,8 @@ impl SettingsChange {
             session_max_hours,
             designated_rotator,
             on_demand_rotation_limit,
+            drift_check_hours,
+            drift_expiry_days,
         } = &self;
         if dual_control.is_none()
             && lockout_threshold.is_none()
@@ -86,6 +115,8 @@ impl SettingsChange {
             && session_max_hours.is_none()
             && designated_rotator.is_none()
             && on_demand_rotation_limit.is_none()
+            && drift_check_hours.is_none()
+            && drift_expiry_days.is_none()
         {
             return Err(InvalidInput::new(
                 "body",
@@ -118,6 +149,12 @@ impl SettingsChange {
                 1,
                 crate::cloud::aws::ON_DEMAND_ROTATION_LIMIT,
             )?;
+        }
+        if let Some(v) = self.drift_check_hours {
+            next.drift_check_hours = in_range("drift_check_hours", v, 0, 24 * 31)?;
+        }
+        if let Some(v) = self.drift_expiry_days {
+            next.drift_expiry_days = in_range("drift_expiry_days", v, 1, 366)?;
         }
         Ok(next)
     }

@@ -27,6 +27,7 @@ use crate::cloud::{
 };
 use crate::cluster::{Lease, NodeRecord};
 use crate::credential::{CloudService, Credential};
+use crate::drift::{DriftCheck, DriftFilter, DriftKind, Finding};
 use crate::error::{KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Identity, Session};
@@ -62,9 +63,20 @@ pub struct StoreState {
     /// The sealed results waiting for their requesters, by request (the
     /// request's `has_sealed_result` says the same).
     pub approval_results: BTreeMap<uuid::Uuid, Vec<u8>>,
+    /// Drift findings by id, open and cleared.
+    pub drift: BTreeMap<uuid::Uuid, Finding>,
+    /// Each group's last drift check.
+    pub drift_checks: BTreeMap<GroupName, DriftCheck>,
 }
 
 impl StoreState {
+    /// The drift findings still open, by group, kind and subject.
+    pub fn open_drift(&self) -> Vec<&Finding> {
+        let mut open: Vec<&Finding> = self.drift.values().filter(|f| f.is_open()).collect();
+        open.sort_by(|a, b| (&a.group, a.kind, &a.subject).cmp(&(&b.group, b.kind, &b.subject)));
+        open
+    }
+
     pub fn job(&self, id: uuid::Uuid) -> Option<&Job> {
         self.jobs.iter().find(|j| j.id == id)
     }
@@ -694,6 +706,17 @@ impl Store for FakeStore {
         if let Some(group) = commit.group {
             state.groups.insert(group.name.clone(), group.clone());
         }
+        if let Some(drift) = commit.drift {
+            for audit in &drift.audits {
+                state.record(audit)?;
+            }
+            for finding in &drift.findings {
+                state.drift.insert(finding.id, finding.clone());
+            }
+            state
+                .drift_checks
+                .insert(drift.check.group.clone(), drift.check.clone());
+        }
         state.messages.extend(commit.message.cloned());
         Ok(())
     }
@@ -768,12 +791,94 @@ impl Store for FakeStore {
             .find(|j| matches!(&j.kind, JobKind::Rotate { group: g } if g == group))
             .cloned())
     }
-    async fn failed_jobs(&self, _: u32) -> Result<Vec<Job>, StoreError> {
-        Self::not_kept("failed-job index")
+    async fn latest_job_of(
+        &self,
+        group: &GroupName,
+        kind: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        Ok(lock(&self.state)
+            .jobs
+            .iter()
+            .rev()
+            .find(|j| j.kind.group() == group && j.kind.label() == kind)
+            .cloned())
+    }
+    async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+        Ok(lock(&self.state)
+            .jobs
+            .iter()
+            .rev()
+            .filter(|j| j.status == JobStatus::Failed)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
     }
 
-    async fn due_groups(&self, _: Timestamp, _: u32) -> Result<Vec<KeyGroup>, StoreError> {
-        Self::not_kept("schedule")
+    async fn list_drift(&self, filter: &DriftFilter) -> Result<Vec<Finding>, StoreError> {
+        let state = lock(&self.state);
+        let wanted = |f: &&Finding| {
+            filter.group.as_ref().is_none_or(|g| &f.group == g)
+                && filter.key_id.is_none_or(|k| f.key_id == Some(k))
+        };
+        let mut found: Vec<Finding> = state
+            .open_drift()
+            .into_iter()
+            .filter(wanted)
+            .cloned()
+            .collect();
+        if filter.include_cleared {
+            let mut cleared: Vec<&Finding> = state
+                .drift
+                .values()
+                .filter(|f| !f.is_open())
+                .filter(wanted)
+                .collect();
+            cleared.sort_by_key(|f| std::cmp::Reverse(f.cleared_at));
+            found.extend(cleared.into_iter().cloned());
+        }
+        found.truncate(match filter.limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        });
+        Ok(found)
+    }
+    async fn get_drift(&self, id: uuid::Uuid) -> Result<Option<Finding>, StoreError> {
+        Ok(lock(&self.state).drift.get(&id).cloned())
+    }
+    async fn drift_checks(&self) -> Result<Vec<DriftCheck>, StoreError> {
+        Ok(lock(&self.state).drift_checks.values().cloned().collect())
+    }
+    async fn drift_counts(&self) -> Result<Vec<(DriftKind, u64)>, StoreError> {
+        let mut counts: BTreeMap<DriftKind, u64> = BTreeMap::new();
+        for finding in lock(&self.state).open_drift() {
+            *counts.entry(finding.kind).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+    async fn unknown_kms_keys(&self, ids: &[KmsKeyId]) -> Result<Vec<KmsKeyId>, StoreError> {
+        let state = lock(&self.state);
+        Ok(ids
+            .iter()
+            .filter(|id| {
+                !state
+                    .keys
+                    .values()
+                    .any(|k| k.kms_key_id.as_ref() == Some(*id))
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn due_groups(&self, now: Timestamp, limit: u32) -> Result<Vec<KeyGroup>, StoreError> {
+        let mut due: Vec<KeyGroup> = lock(&self.state)
+            .groups
+            .values()
+            .filter(|g| g.next_rotation_at.is_some_and(|at| at <= now))
+            .cloned()
+            .collect();
+        due.sort_by_key(|g| g.next_rotation_at);
+        due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(due)
     }
     async fn heartbeat(&self, _: &NodeRecord) -> Result<(), StoreError> {
         Self::not_kept("nodes")
@@ -994,6 +1099,8 @@ pub struct FakeKmsKey {
     pub valid_to: Option<Timestamp>,
     pub tags: Vec<(String, String)>,
     pub policy: Option<KeyPolicy>,
+    /// Set while it is pending deletion.
+    pub deletion_date: Option<Timestamp>,
 }
 
 impl FakeKmsKey {
@@ -1028,6 +1135,7 @@ impl FakeKmsKey {
             valid_to: None,
             tags: Vec::new(),
             policy: None,
+            deletion_date: None,
         }
     }
 }
@@ -1069,6 +1177,12 @@ impl FakeKms {
 
     pub fn snapshot(&self) -> KmsState {
         lock(&self.state).clone()
+    }
+
+    /// Changes what the fake holds behind keyhold's back (a console user,
+    /// a pipeline): drift for the checks to find.
+    pub fn alter(&self, change: impl FnOnce(&mut KmsState)) {
+        change(&mut lock(&self.state));
     }
 
     /// The next call of `operation` fails with `error` (queued in order).
@@ -1157,6 +1271,7 @@ impl CloudKms for FakeKms {
                 .current
                 .as_ref()
                 .map(|m| FakeKmsKey::material_id(key_id, m)),
+            deletion_date: key.deletion_date,
         })
     }
 
@@ -1321,6 +1436,7 @@ impl CloudKms for FakeKms {
                 } else {
                     MaterialState::NonCurrent
                 },
+                imported: key.state != KeyState::PendingImport,
             })
             .collect())
     }
@@ -1398,6 +1514,103 @@ impl CloudKms for FakeKms {
             .filter(|(_, k)| k.tags.iter().any(|(t, v)| t == key && v == value))
             .map(|(id, _)| id.clone())
             .collect())
+    }
+
+    async fn get_key_policy(&self, key_id: &KmsKeyId) -> Result<KeyPolicy, CloudError> {
+        const OP: &str = "get_key_policy";
+        let state = self.call(OP)?;
+        let key = state
+            .keys
+            .get(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        match &key.policy {
+            Some(policy) => Ok(policy.clone()),
+            // AWS's default key policy: the account may use the key.
+            None => KeyPolicy::parse(
+                r#"{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kms:*","Resource":"*"}]}"#,
+            )
+            .map_err(|e| CloudError::Rejected {
+                operation: OP,
+                message: e.message,
+            }),
+        }
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<(Alias, KmsKeyId)>, CloudError> {
+        let state = self.call("list_aliases")?;
+        Ok(state
+            .aliases
+            .iter()
+            .filter_map(|(alias, key)| Some((Alias::parse(alias).ok()?, key.clone())))
+            .collect())
+    }
+
+    async fn list_key_ids(&self) -> Result<Vec<KmsKeyId>, CloudError> {
+        let state = self.call("list_key_ids")?;
+        Ok(state.keys.keys().cloned().collect())
+    }
+
+    async fn list_tags(&self, key_id: &KmsKeyId) -> Result<Vec<(String, String)>, CloudError> {
+        const OP: &str = "list_tags";
+        let state = self.call(OP)?;
+        let key = state
+            .keys
+            .get(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        Ok(key.tags.clone())
+    }
+
+    async fn tag_key(
+        &self,
+        key_id: &KmsKeyId,
+        tags: &[(String, String)],
+    ) -> Result<(), CloudError> {
+        const OP: &str = "tag_key";
+        let mut state = self.call(OP)?;
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        for (name, value) in tags {
+            key.tags.retain(|(have, _)| have != name);
+            key.tags.push((name.clone(), value.clone()));
+        }
+        Ok(())
+    }
+
+    async fn enable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "enable_key";
+        let mut state = self.call(OP)?;
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        match key.state {
+            KeyState::Enabled | KeyState::Disabled => {
+                key.state = KeyState::Enabled;
+                Ok(())
+            }
+            other => Err(invalid_state(OP, key_id, other)),
+        }
+    }
+
+    async fn cancel_key_deletion(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        const OP: &str = "cancel_key_deletion";
+        let mut state = self.call(OP)?;
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| not_found(OP, key_id))?;
+        if key.state != KeyState::PendingDeletion {
+            return Err(invalid_state(OP, key_id, key.state));
+        }
+        key.deletion_date = None;
+        key.state = if key.material.is_some() || key.current.is_some() {
+            KeyState::Disabled
+        } else {
+            KeyState::PendingImport
+        };
+        Ok(())
     }
 }
 

@@ -2,7 +2,9 @@
 //! a release build).
 //!
 //! [`CRASH_POINTS`] is the table of every boundary a job crosses: both sides
-//! of every commit a rotation or a synchronization makes to the store. The
+//! of every commit a rotation, a synchronization, a drift check or a
+//! reconciliation makes to the store. A repair's commit is named `repair`
+//! whichever repair of the plan it is; the table's reconciliation has one. The
 //! resume tests iterate it, and a trace of an undisturbed run is checked
 //! against it, so a commit added to a job without a row here fails a test.
 //!
@@ -49,6 +51,11 @@ pub enum CrashJob {
     RotateInPlace,
     /// A synchronization with every option on (delete, import, policy).
     Synchronize,
+    /// A drift check that finds the group's alias deleted behind keyhold's back.
+    CheckDrift,
+    /// A reconciliation of that finding: its one repair (the alias pointed
+    /// back), then the recheck.
+    Reconcile,
 }
 
 /// One side of one commit of one kind of job.
@@ -76,9 +83,9 @@ const fn point(job: CrashJob, at: Checkpoint, committed: bool) -> CrashPoint {
 }
 
 /// Every crash point, in the order a job crosses them.
-pub const CRASH_POINTS: [CrashPoint; 36] = {
+pub const CRASH_POINTS: [CrashPoint; 46] = {
     use Checkpoint::{CreateKeySent, NewMaterialSent, Start, Step as S};
-    use CrashJob::{Rotate, RotateInPlace, Synchronize};
+    use CrashJob::{CheckDrift, Reconcile, Rotate, RotateInPlace, Synchronize};
     [
         point(Rotate, Start, false),
         point(Rotate, Start, true),
@@ -116,6 +123,16 @@ pub const CRASH_POINTS: [CrashPoint; 36] = {
         point(Synchronize, S(Step::ImportMaterial), true),
         point(Synchronize, S(Step::UpdatePolicy), false),
         point(Synchronize, S(Step::UpdatePolicy), true),
+        point(CheckDrift, Start, false),
+        point(CheckDrift, Start, true),
+        point(CheckDrift, S(Step::CheckDrift), false),
+        point(CheckDrift, S(Step::CheckDrift), true),
+        point(Reconcile, Start, false),
+        point(Reconcile, Start, true),
+        point(Reconcile, S(Step::Repair(0)), false),
+        point(Reconcile, S(Step::Repair(0)), true),
+        point(Reconcile, S(Step::Recheck), false),
+        point(Reconcile, S(Step::Recheck), true),
     ]
 };
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by route and status, and their latency;
-//! audit entries that could not be written; the audit streams to a SIEM.
+//! audit entries that could not be written; the audit streams to a SIEM;
+//! open drift findings by kind (read from the database at each scrape).
 
 use std::time::Instant;
 
@@ -15,7 +16,9 @@ use prometheus_client::registry::Registry;
 
 use keyhold_core::StoreError;
 use keyhold_core::audit::AuditRecord;
+use keyhold_core::drift::DriftKind;
 use keyhold_core::ports::AuditFallback;
+use keyhold_core::service::Keyhold;
 
 use crate::app::AppState;
 
@@ -36,6 +39,11 @@ struct SinkLabels {
     sink: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabels {
+    kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -47,6 +55,7 @@ pub struct Metrics {
     stream_cursor: Family<SinkLabels, Gauge>,
     stream_up: Family<SinkLabels, Gauge>,
     approval_webhook: crate::approval_webhook::WebhookCounters,
+    drift_findings: Family<DriftLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -118,8 +127,15 @@ impl Default for Metrics {
             "Approval events given up on after the last retry (or refused by the receiver with 4xx)",
             webhook.dropped.clone(),
         );
+        let drift_findings = Family::<DriftLabels, Gauge>::default();
+        registry.register(
+            "drift_findings",
+            "Open drift findings by kind: where AWS no longer holds what keyhold's record says (read from the database at each scrape; absent while it cannot be read)",
+            drift_findings.clone(),
+        );
         Self {
             registry,
+            drift_findings,
             requests,
             latency,
             unwritten_audit,
@@ -157,6 +173,35 @@ impl Metrics {
             lag: self.stream_lag.get_or_create(&labels).clone(),
             cursor: self.stream_cursor.get_or_create(&labels).clone(),
             up: self.stream_up.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Reads the open drift findings by kind into their gauges, one series
+    /// per kind, 0 included, so an alert can watch a kind before it first
+    /// appears. Every node answers alike: the counts are the database's.
+    /// While the database cannot answer, the series are left out rather
+    /// than shown stale.
+    pub async fn refresh_drift(&self, keyhold: &Keyhold) {
+        match keyhold.drift_counts().await {
+            Ok(counts) => self.set_drift(&counts),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the drift findings for /metrics; their series are left out of this scrape");
+                self.drift_findings.clear();
+            }
+        }
+    }
+
+    fn set_drift(&self, counts: &[(DriftKind, u64)]) {
+        for kind in DriftKind::ALL {
+            let open = counts
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map_or(0, |(_, n)| *n);
+            self.drift_findings
+                .get_or_create(&DriftLabels {
+                    kind: kind.as_str().to_owned(),
+                })
+                .set(i64::try_from(open).unwrap_or(i64::MAX));
         }
     }
 
@@ -243,4 +288,48 @@ pub async fn record(State(app): State<AppState>, request: Request, next: Next) -
         .get_or_create(&RouteLabels { route })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drift_kind_has_a_series() {
+        let metrics = Metrics::default();
+        metrics.set_drift(&[(DriftKind::AliasMissing, 2), (DriftKind::UnknownKey, 1)]);
+        let text = metrics.encode();
+        assert!(
+            text.contains("# HELP keyhold_drift_findings Open drift findings by kind"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE keyhold_drift_findings gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keyhold_drift_findings{kind=\"alias_missing\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keyhold_drift_findings{kind=\"unknown_key\"} 1"),
+            "{text}"
+        );
+        for kind in DriftKind::ALL {
+            assert!(
+                text.contains(&format!(
+                    "keyhold_drift_findings{{kind=\"{}\"}}",
+                    kind.as_str()
+                )),
+                "{kind:?}: {text}"
+            );
+        }
+        // A kind that cleared reads 0 at the next scrape, not its old count.
+        metrics.set_drift(&[(DriftKind::UnknownKey, 1)]);
+        assert!(
+            metrics
+                .encode()
+                .contains("keyhold_drift_findings{kind=\"alias_missing\"} 0")
+        );
+    }
 }

@@ -35,6 +35,46 @@ pub struct RotatorStatus {
     pub error: Option<String>,
     /// This node's last pass over the schedule, as the rotator.
     pub last_pass: Option<PassFigures>,
+    /// This node's last look for groups whose drift check is due, as the rotator.
+    pub last_drift_pass: Option<DriftPassFigures>,
+}
+
+/// What one look for due drift checks did. Its failure (the database away)
+/// is kept here and logged; it never holds back a rotation, and the next
+/// pass tries again.
+#[derive(Clone, Debug)]
+pub struct DriftPassFigures {
+    pub at: Timestamp,
+    /// Checks queued (and handed to the runner).
+    pub queued: usize,
+    /// The runner had enough in hand already: due checks wait for a later pass.
+    pub held_back: bool,
+    /// Why the pass failed.
+    pub error: Option<String>,
+}
+
+/// How often the rotator looks for groups whose drift check is due: the
+/// checks' interval is hours, so a minute late is on time, and the look
+/// (the groups with their last checks) is not repeated at every tick.
+const DRIFT_PASS_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+/// Most drift checks one pass queues: a store of 10,000 groups checked
+/// daily needs about 7 a minute, so the schedule keeps up, in small batches.
+const DRIFT_CHECKS_PER_PASS: usize = 50;
+/// Jobs in this node's hands beyond which a pass queues no drift check, so
+/// checks waiting for the runner never crowd out rotations (each check
+/// reads AWS, paced under its quotas).
+const DRIFT_BACKLOG: usize = 100;
+
+/// Whether a drift pass is due at `now` after one at `last`. A clock set
+/// back (a correction) starts passes again at once rather than after the
+/// time it went back.
+fn drift_pass_due(last: Option<Timestamp>, now: Timestamp) -> bool {
+    last.is_none_or(|at| now < at || now - at >= DRIFT_PASS_EVERY)
+}
+
+/// How many drift checks a pass may queue with `in_hand` jobs in the runner.
+fn drift_room(in_hand: usize) -> usize {
+    DRIFT_CHECKS_PER_PASS.min(DRIFT_BACKLOG.saturating_sub(in_hand))
 }
 
 /// What one pass over the schedule did and how long it took: the figure an
@@ -77,6 +117,7 @@ impl Rotator {
                 note: Some("starting: the first tick has not run yet".into()),
                 error: None,
                 last_pass: None,
+                last_drift_pass: None,
             })),
         }
     }
@@ -215,10 +256,59 @@ impl Rotator {
         for (group, reason) in &pass.deferred {
             tracing::info!(%group, %reason, "scheduled rotation deferred");
         }
+        // After the rotations, so a due rotation is queued before checks.
+        self.drift_pass().await;
         for job in self.keyhold.unfinished_jobs().await? {
             self.runner.submit(job.id);
         }
         Ok(())
+    }
+
+    /// Queues the drift checks that are due (at most once a minute), and
+    /// hands them to the runner. Never fails: a failure is logged and kept
+    /// in the status, and the next pass tries again.
+    async fn drift_pass(&self) {
+        let at = self.keyhold.now();
+        let last = self.lock().last_drift_pass.as_ref().map(|p| p.at);
+        if !drift_pass_due(last, at) {
+            return;
+        }
+        let room = drift_room(self.runner.in_hand());
+        let figures = if room == 0 {
+            DriftPassFigures {
+                at,
+                queued: 0,
+                held_back: true,
+                error: None,
+            }
+        } else {
+            match self.keyhold.queue_due_drift_checks(room).await {
+                Ok(jobs) => {
+                    for job in &jobs {
+                        self.runner.submit(job.id);
+                    }
+                    if !jobs.is_empty() {
+                        tracing::info!(checks = jobs.len(), "scheduled drift checks queued");
+                    }
+                    DriftPassFigures {
+                        at,
+                        queued: jobs.len(),
+                        held_back: false,
+                        error: None,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "scheduled drift checks could not be queued; the next pass tries again");
+                    DriftPassFigures {
+                        at,
+                        queued: 0,
+                        held_back: false,
+                        error: Some(error.to_string()),
+                    }
+                }
+            }
+        };
+        self.lock().last_drift_pass = Some(figures);
     }
 
     /// Why this node does not rotate, and whether anybody does.
@@ -268,5 +358,33 @@ impl Rotator {
             .append_audit(&record)
             .await
             .map_err(CoreError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn drift_passes_run_once_a_minute() {
+        assert!(drift_pass_due(None, at(0)));
+        assert!(!drift_pass_due(Some(at(0)), at(0)));
+        assert!(!drift_pass_due(Some(at(0)), at(59)));
+        assert!(drift_pass_due(Some(at(0)), at(60)));
+        assert!(drift_pass_due(Some(at(0)), at(3600)));
+        // The clock set back: the next tick looks again.
+        assert!(drift_pass_due(Some(at(600)), at(0)));
+    }
+
+    #[test]
+    fn drift_checks_leave_room_for_rotations() {
+        assert_eq!(drift_room(0), DRIFT_CHECKS_PER_PASS);
+        assert_eq!(drift_room(DRIFT_BACKLOG - 10), 10);
+        assert_eq!(drift_room(DRIFT_BACKLOG), 0);
+        assert_eq!(drift_room(DRIFT_BACKLOG * 3), 0);
     }
 }

@@ -12,7 +12,8 @@ use axum::routing::{delete, get, post};
 use crate::ApiError;
 use crate::app::AppState;
 use crate::http::{
-    approvals, audit, configuration, credentials, groups, health, identities, jobs, keys, sessions,
+    approvals, audit, configuration, credentials, drift, groups, health, identities, jobs, keys,
+    sessions,
 };
 use crate::{metrics, ui};
 
@@ -85,6 +86,13 @@ fn api() -> Router<AppState> {
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/drift", get(drift::overview))
+        .route("/drift/findings", get(drift::findings))
+        .route("/drift/findings/{id}", get(drift::finding))
+        .route("/drift/checks", post(drift::check_all))
+        .route("/drift/groups/{group}/check", post(drift::check_group))
+        .route("/drift/groups/{group}/plan", get(drift::plan))
+        .route("/drift/groups/{group}/reconcile", post(drift::reconcile))
         .route("/audit", get(audit::list))
         .route(
             "/audit/verify",
@@ -112,7 +120,7 @@ fn api() -> Router<AppState> {
 /// The web UI's pages under `/ui`, each behind the UI's session guard and
 /// security headers; `/` leads to it.
 fn web_ui() -> Router<AppState> {
-    use ui::{approvals, audit, configuration, credentials, identities, jobs, keys, login};
+    use ui::{approvals, audit, configuration, credentials, drift, identities, jobs, keys, login};
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/ui/keys") }))
         .route("/assets/app.css", get(ui::css))
@@ -164,6 +172,10 @@ fn web_ui() -> Router<AppState> {
         .route("/jobs/{id}/json", get(jobs::detail_json))
         .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/drift", get(drift::page))
+        .route("/drift/checks", post(drift::check_all))
+        .route("/drift/groups/{group}/check", post(drift::check_group))
+        .route("/drift/groups/{group}/reconcile", post(drift::reconcile))
         .route("/audit", get(audit::page))
         .route("/audit/export", get(audit::export))
         .route("/audit/checkpoint", post(audit::checkpoint))

@@ -5,11 +5,14 @@ use keyhold_core::audit::{AuditEntry, AuditPublicKey, VerifyReport};
 use keyhold_core::clock::{Timestamp, format_timestamp};
 use keyhold_core::cluster::NodeRecord;
 use keyhold_core::credential::Credential;
+use keyhold_core::drift::{DriftCheck, Finding, Plan, PlannedRepair, Repair};
 use keyhold_core::group::{KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
-use keyhold_core::key::KeyListing;
-use keyhold_core::service::{InPlaceRotations, RotationState};
+use keyhold_core::key::{Key, KeyListing};
+use keyhold_core::service::{
+    ChecksStarted, DriftOverview, GroupPlan, InPlaceRotations, RotationState,
+};
 use keyhold_core::settings::Settings;
 
 use crate::rotator::RotatorStatus;
@@ -59,9 +62,19 @@ pub fn credential(credential: &Credential) -> api::CredentialView {
     }
 }
 
-pub fn group(group: &KeyGroup, rotation: &RotationState) -> api::GroupView {
+/// The group with where its rotation stands and its drift badge: `drift`
+/// is the group's last drift check, whose count of open findings stays
+/// true until the next check (only a check opens or clears findings).
+pub fn group(
+    group: &KeyGroup,
+    rotation: &RotationState,
+    drift: Option<&DriftCheck>,
+) -> api::GroupView {
     let last = rotation.last.as_ref();
     api::GroupView {
+        self_heal: group.aws.self_heal,
+        drift_open: drift.map_or(0, |c| c.open),
+        drift_checked_at: drift.map(|c| time(&c.checked_at)),
         last_rotation_job: last.map(|j| j.id.to_string()),
         last_rotation_status: last.map(|j| j.status.as_str().to_owned()),
         last_rotation_error: last.and_then(|j| j.error.clone()),
@@ -119,9 +132,12 @@ fn in_place_rotations(group: &KeyGroup, count: InPlaceRotations) -> api::InPlace
     }
 }
 
-pub fn key(listing: &KeyListing, now: Timestamp) -> api::KeyView {
+/// The key with its drift badge: of `open` (open findings, of its group or
+/// more), those that concern it.
+pub fn key_with_drift(listing: &KeyListing, now: Timestamp, open: &[Finding]) -> api::KeyView {
     let key = &listing.key;
     api::KeyView {
+        drift_open: drift_of_key(key, open),
         name: key.display_name(),
         id: key.id.to_string(),
         group: key.group.to_string(),
@@ -140,6 +156,101 @@ pub fn key(listing: &KeyListing, now: Timestamp) -> api::KeyView {
         kms_key_id: key.kms_key_id.as_ref().map(ToString::to_string),
         kms_material_id: key.kms_material_id.as_ref().map(ToString::to_string),
         material_state: key.material_state.as_str().to_owned(),
+    }
+}
+
+/// Whether the finding concerns the key: it names the key, or the KMS key
+/// the key's material is in (a policy, tags or alias of a KMS key several
+/// versions share concern each of them).
+pub fn concerns_key(finding: &Finding, key: &Key) -> bool {
+    finding.key_id == Some(key.id)
+        || (key.kms_key_id.is_some() && finding.kms_key_id == key.kms_key_id)
+}
+
+/// How many of the open findings concern the key.
+pub fn drift_of_key(key: &Key, open: &[Finding]) -> u32 {
+    let count = open
+        .iter()
+        .filter(|f| f.is_open() && concerns_key(f, key))
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+pub fn drift_repair(repair: &Repair) -> api::DriftRepairView {
+    api::DriftRepairView {
+        action: repair.as_str().to_owned(),
+        description: repair.describe(),
+        kms_key_id: repair.kms_key_id().to_string(),
+        safe: repair.is_safe(),
+    }
+}
+
+pub fn drift_finding(finding: &Finding) -> api::DriftFindingView {
+    api::DriftFindingView {
+        id: finding.id.to_string(),
+        group: finding.group.to_string(),
+        kind: finding.kind.as_str().to_owned(),
+        title: finding.kind.title().to_owned(),
+        subject: finding.subject.clone(),
+        key_id: finding.key_id.map(|k| k.to_string()),
+        kms_key_id: finding.kms_key_id.as_ref().map(ToString::to_string),
+        detail: finding.detail.clone(),
+        repair: finding.repair.as_ref().map(drift_repair),
+        first_seen: time(&finding.first_seen),
+        last_seen: time(&finding.last_seen),
+        cleared_at: finding.cleared_at.as_ref().map(time),
+    }
+}
+
+fn drift_planned(planned: &PlannedRepair) -> api::DriftPlannedView {
+    api::DriftPlannedView {
+        repair: drift_repair(&planned.repair),
+        findings: planned.findings.iter().map(ToString::to_string).collect(),
+    }
+}
+
+pub fn drift_plan(plan: &GroupPlan) -> api::DriftPlanView {
+    let Plan {
+        actions,
+        unresolved,
+    } = &plan.plan;
+    api::DriftPlanView {
+        group: plan.group.to_string(),
+        digest: plan.digest.clone(),
+        actions: actions.iter().map(drift_planned).collect(),
+        unresolved: unresolved.iter().map(drift_finding).collect(),
+    }
+}
+
+pub fn drift_overview(overview: &DriftOverview) -> api::DriftOverviewView {
+    api::DriftOverviewView {
+        groups: overview
+            .groups
+            .iter()
+            .map(|g| api::GroupDriftView {
+                group: g.group.to_string(),
+                checked_at: g.last_check.as_ref().map(|c| time(&c.checked_at)),
+                check_job: g.last_check.as_ref().map(|c| c.job_id.to_string()),
+                open: g.open,
+                self_heal: g.self_heal,
+            })
+            .collect(),
+        check_hours: overview.check_hours,
+        expiry_days: overview.expiry_days,
+    }
+}
+
+pub fn drift_checks_started(outcome: &ChecksStarted) -> api::DriftChecksStartedView {
+    api::DriftChecksStartedView {
+        started: outcome.started.iter().map(|j| job(j, None)).collect(),
+        busy: outcome
+            .busy
+            .iter()
+            .map(|(group, reason)| api::DriftBusyView {
+                group: group.to_string(),
+                reason: reason.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -198,6 +309,8 @@ pub fn settings(settings: &Settings, cluster: api::ClusterView) -> api::Settings
         session_max_hours: settings.session_max_hours,
         designated_rotator: settings.designated_rotator.to_string(),
         on_demand_rotation_limit: settings.on_demand_rotation_limit,
+        drift_check_hours: settings.drift_check_hours,
+        drift_expiry_days: settings.drift_expiry_days,
         cluster,
     }
 }
@@ -278,6 +391,7 @@ mod tests {
     use super::*;
     use keyhold_core::cloud::WrappingAlgorithm;
     use keyhold_core::cloud::aws::KmsKeyId;
+    use keyhold_core::drift::DriftKind;
     use keyhold_core::job::{Initiator, JobKind, JobProgress, JobStatus, Step, SyncOptions};
     use keyhold_core::names::GroupName;
 
@@ -388,6 +502,214 @@ mod tests {
         assert_eq!(shown.len(), 2);
         assert_eq!(shown[0].text, "Started (attempt 1)");
         assert_eq!(shown[1].time, format_timestamp(&at(3)));
+    }
+
+    const KMS: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+    const OTHER_KMS: &str = "9999abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn finding(kind: DriftKind, repair: Option<Repair>) -> Finding {
+        Finding {
+            id: uuid::Uuid::new_v4(),
+            group: GroupName::parse("ig-demo").unwrap(),
+            kind,
+            subject: KMS.into(),
+            key_id: None,
+            kms_key_id: Some(KmsKeyId::parse(KMS).unwrap()),
+            detail: "The key policy differs".into(),
+            repair,
+            first_seen: at(0),
+            last_seen: at(60),
+            cleared_at: None,
+        }
+    }
+
+    fn key_in(kms: Option<&str>) -> Key {
+        Key {
+            id: uuid::Uuid::new_v4(),
+            group: GroupName::parse("ig-demo").unwrap(),
+            version: 1,
+            kms_key_id: kms.map(|k| KmsKeyId::parse(k).unwrap()),
+            check_digits: keyhold_core::key::CheckDigits::parse("3F2A").unwrap(),
+            valid_from: at(0),
+            valid_to: None,
+            state: keyhold_core::key::KeyState::Enabled,
+            kms_material_id: None,
+            material_state: keyhold_core::key::MaterialState::Current,
+            rotated_in: false,
+            keystore_handle: Vec::new(),
+            created_at: at(0),
+        }
+    }
+
+    #[test]
+    fn a_finding_shows_its_kind_repair_and_times() {
+        let kms = KmsKeyId::parse(KMS).unwrap();
+        let open = finding(
+            DriftKind::PolicyDiffers,
+            Some(Repair::PutPolicy {
+                kms_key_id: kms.clone(),
+            }),
+        );
+        let view = drift_finding(&open);
+        assert_eq!(view.id, open.id.to_string());
+        assert_eq!(
+            (view.kind.as_str(), view.title.as_str()),
+            ("policy_differs", "key policy differs")
+        );
+        assert_eq!(view.kms_key_id.as_deref(), Some(KMS));
+        assert_eq!(view.key_id, None);
+        let repair = view.repair.unwrap();
+        assert_eq!(repair.action, "put_policy");
+        assert_eq!(repair.kms_key_id, KMS);
+        assert!(repair.safe);
+        assert!(repair.description.contains(KMS), "{}", repair.description);
+        assert_eq!(view.first_seen, format_timestamp(&at(0)));
+        assert_eq!(view.last_seen, format_timestamp(&at(60)));
+        assert_eq!(view.cleared_at, None);
+
+        let cleared = Finding {
+            cleared_at: Some(at(120)),
+            repair: None,
+            ..finding(DriftKind::UnknownKey, None)
+        };
+        let view = drift_finding(&cleared);
+        assert!(view.repair.is_none());
+        assert_eq!(view.cleared_at, Some(format_timestamp(&at(120))));
+        let unsafe_repair = drift_repair(&Repair::EnableKey { kms_key_id: kms });
+        assert!(!unsafe_repair.safe);
+    }
+
+    #[test]
+    fn a_plan_lists_its_repairs_with_their_findings_and_what_is_left() {
+        let kms = KmsKeyId::parse(KMS).unwrap();
+        let policy = finding(
+            DriftKind::PolicyDiffers,
+            Some(Repair::PutPolicy {
+                kms_key_id: kms.clone(),
+            }),
+        );
+        let unknown = finding(DriftKind::UnknownKey, None);
+        let plan = Plan::of(&[policy.clone(), unknown.clone()], false);
+        let group_plan = GroupPlan {
+            group: GroupName::parse("ig-demo").unwrap(),
+            digest: plan.digest(),
+            plan,
+        };
+        let view = drift_plan(&group_plan);
+        assert_eq!(view.group, "ig-demo");
+        assert_eq!(view.digest.len(), 64);
+        assert_eq!(view.actions.len(), 1);
+        assert_eq!(view.actions[0].repair.action, "put_policy");
+        assert_eq!(view.actions[0].findings, vec![policy.id.to_string()]);
+        assert_eq!(view.unresolved.len(), 1);
+        assert_eq!(view.unresolved[0].id, unknown.id.to_string());
+    }
+
+    #[test]
+    fn a_key_counts_its_own_findings_and_its_kms_keys() {
+        let key = key_in(Some(KMS));
+        let mine = Finding {
+            key_id: Some(key.id),
+            kms_key_id: None,
+            ..finding(DriftKind::MaterialDeleted, None)
+        };
+        let of_kms_key = finding(DriftKind::PolicyDiffers, None);
+        let elsewhere = Finding {
+            kms_key_id: Some(KmsKeyId::parse(OTHER_KMS).unwrap()),
+            ..finding(DriftKind::UnknownKey, None)
+        };
+        let cleared = Finding {
+            cleared_at: Some(at(9)),
+            ..finding(DriftKind::TagsMissing, None)
+        };
+        let open = [mine, of_kms_key, elsewhere, cleared];
+        assert_eq!(drift_of_key(&key, &open), 2);
+        // A key AWS does not know yet shares no KMS key with anything.
+        let local = key_in(None);
+        let no_kms = Finding {
+            kms_key_id: None,
+            ..finding(DriftKind::AliasMissing, None)
+        };
+        assert_eq!(drift_of_key(&local, &[no_kms]), 0);
+    }
+
+    #[test]
+    fn drift_jobs_show_their_kind_and_group() {
+        let group = GroupName::parse("ig-demo").unwrap();
+        let mut job = rotation();
+        job.kind = JobKind::CheckDrift {
+            group: group.clone(),
+        };
+        job.progress = JobProgress::new(vec![Step::CheckDrift]);
+        let view = super::job(&job, None);
+        assert_eq!(
+            (view.kind.as_str(), view.title.as_str()),
+            ("check_drift", "Check HSM protected keys")
+        );
+        assert_eq!(view.summary, "drift check of key group ig-demo");
+        assert_eq!(
+            (view.target.as_str(), view.group.as_str()),
+            ("ig-demo", "ig-demo")
+        );
+        assert_eq!(view.current_step.as_deref(), Some("check_drift"));
+
+        job.kind = JobKind::Reconcile { group };
+        job.progress = JobProgress::new(Step::reconcile(2));
+        job.progress.repairs = vec![
+            Repair::EnableKey {
+                kms_key_id: KmsKeyId::parse(KMS).unwrap(),
+            };
+            2
+        ];
+        let view = super::job(&job, None);
+        assert_eq!(
+            (view.kind.as_str(), view.title.as_str()),
+            ("reconcile", "Reconcile HSM protected keys")
+        );
+        assert_eq!(
+            view.summary,
+            "2 repair(s) of key group ig-demo's drift in AWS"
+        );
+        assert_eq!(view.target, "ig-demo");
+        assert_eq!((view.steps_done, view.steps_total), (0, 3));
+        assert_eq!(view.current_step.as_deref(), Some("repair"));
+    }
+
+    #[test]
+    fn the_overview_shows_each_groups_last_check() {
+        use keyhold_core::service::GroupDrift;
+        let job_id = uuid::Uuid::new_v4();
+        let overview = DriftOverview {
+            groups: vec![
+                GroupDrift {
+                    group: GroupName::parse("a").unwrap(),
+                    last_check: Some(DriftCheck {
+                        group: GroupName::parse("a").unwrap(),
+                        checked_at: at(5),
+                        job_id,
+                        open: 2,
+                    }),
+                    open: 2,
+                    self_heal: true,
+                },
+                GroupDrift {
+                    group: GroupName::parse("b").unwrap(),
+                    last_check: None,
+                    open: 0,
+                    self_heal: false,
+                },
+            ],
+            check_hours: 24,
+            expiry_days: 30,
+        };
+        let view = drift_overview(&overview);
+        assert_eq!((view.check_hours, view.expiry_days), (24, 30));
+        let a = &view.groups[0];
+        assert_eq!(a.checked_at, Some(format_timestamp(&at(5))));
+        assert_eq!(a.check_job, Some(job_id.to_string()));
+        assert_eq!((a.open, a.self_heal), (2, true));
+        let b = &view.groups[1];
+        assert_eq!((b.checked_at.as_ref(), b.check_job.as_ref()), (None, None));
     }
 
     #[test]

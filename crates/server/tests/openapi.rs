@@ -43,6 +43,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/jobs/{id}"),
     ("post", "/api/v1/jobs/{id}/retry"),
     ("post", "/api/v1/jobs/{id}/cancel"),
+    ("get", "/api/v1/drift"),
+    ("get", "/api/v1/drift/findings"),
+    ("get", "/api/v1/drift/findings/{id}"),
+    ("post", "/api/v1/drift/checks"),
+    ("post", "/api/v1/drift/groups/{group}/check"),
+    ("get", "/api/v1/drift/groups/{group}/plan"),
+    ("post", "/api/v1/drift/groups/{group}/reconcile"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/audit/verify"),
     ("post", "/api/v1/audit/verify"),
@@ -78,7 +85,8 @@ const WITHOUT_SESSION: &[(&str, &str)] = &[
 /// Operations under dual control by default: the `Operation` consts of
 /// keyhold-core marked `dual` (adding and deleting key groups and cloud
 /// credentials, changing a group's custody fields, deleting keys, deleting
-/// key material, changing the configuration, managing identities).
+/// key material, applying a drift reconcile plan, changing the
+/// configuration, managing identities).
 /// `x-keyhold-dual-control` is `true`, or a string naming the condition when
 /// only some requests need it (Synchronize with `delete_material`, a group
 /// change naming a custody field).
@@ -93,6 +101,7 @@ const DUAL_CONTROL: &[(&str, &str)] = &[
     ("delete", "/api/v1/groups/{name}"),
     ("delete", "/api/v1/keys/{name}"),
     ("post", "/api/v1/keys/{name}/sync"),
+    ("post", "/api/v1/drift/groups/{group}/reconcile"),
     ("patch", "/api/v1/config"),
     ("put", "/api/v1/approval-policies"),
 ];

@@ -12,6 +12,7 @@ use keyhold_core::cluster::{Lease, NodeRecord, NodeRole};
 use keyhold_core::credential::{
     AccessKeyId, CloudService, Credential, CredentialKind, Endpoint, RoleArn,
 };
+use keyhold_core::drift::{DriftCheck, DriftKind, Finding, Repair};
 use keyhold_core::group::{
     AtRotationLimit, AwsProperties, GroupInfo, KeyGroup, KeySpec, RotationStrategy,
 };
@@ -299,6 +300,7 @@ pub(crate) struct GroupRow {
     next_rotation_at: Option<String>,
     rotation_strategy: String,
     at_rotation_limit: String,
+    self_heal: bool,
 }
 
 fn read_opt<T, E: std::fmt::Display>(
@@ -358,6 +360,7 @@ impl TryFrom<GroupRow> for KeyGroup {
                     "at_rotation_limit",
                     AtRotationLimit::parse(&row.at_rotation_limit),
                 )?,
+                self_heal: row.self_heal,
             },
             created_at: read_ts(T, "created_at", &row.created_at)?,
             updated_at: read_ts(T, "updated_at", &row.updated_at)?,
@@ -689,6 +692,88 @@ impl TryFrom<AuditRow> for AuditEntry {
             mac: hash32(T, "mac", &row.mac)?,
         })
     }
+}
+
+// Drift
+
+pub(crate) fn repair_json(repair: Option<&Repair>) -> Result<Option<String>, StoreError> {
+    repair
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("drift repair: {e}")))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct FindingRow {
+    id: String,
+    group_name: String,
+    kind: String,
+    subject: String,
+    key_id: Option<String>,
+    kms_key_id: Option<String>,
+    detail: String,
+    repair: Option<String>,
+    first_seen: String,
+    last_seen: String,
+    cleared_at: Option<String>,
+}
+
+impl TryFrom<FindingRow> for Finding {
+    type Error = StoreError;
+    fn try_from(row: FindingRow) -> Result<Self, StoreError> {
+        const T: &str = "drift_findings";
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            group: read(T, "group_name", GroupName::parse(&row.group_name))?,
+            kind: read_drift_kind(T, "kind", &row.kind)?,
+            subject: row.subject,
+            key_id: row
+                .key_id
+                .as_deref()
+                .map(|raw| read_uuid(T, "key_id", raw))
+                .transpose()?,
+            kms_key_id: read_opt(T, "kms_key_id", row.kms_key_id.as_deref(), KmsKeyId::parse)?,
+            detail: row.detail,
+            repair: row
+                .repair
+                .as_deref()
+                .map(|raw| serde_json::from_str::<Repair>(raw).map_err(|e| corrupt(T, "repair", e)))
+                .transpose()?,
+            first_seen: read_ts(T, "first_seen", &row.first_seen)?,
+            last_seen: read_ts(T, "last_seen", &row.last_seen)?,
+            cleared_at: read_opt_ts(T, "cleared_at", row.cleared_at.as_deref())?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DriftCheckRow {
+    group_name: String,
+    checked_at: String,
+    job_id: String,
+    open_findings: i64,
+}
+
+impl TryFrom<DriftCheckRow> for DriftCheck {
+    type Error = StoreError;
+    fn try_from(row: DriftCheckRow) -> Result<Self, StoreError> {
+        const T: &str = "drift_checks";
+        Ok(Self {
+            group: read(T, "group_name", GroupName::parse(&row.group_name))?,
+            checked_at: read_ts(T, "checked_at", &row.checked_at)?,
+            job_id: read_uuid(T, "job_id", &row.job_id)?,
+            open: read_u32(T, "open_findings", row.open_findings)?,
+        })
+    }
+}
+
+/// A kind as stored, read back.
+pub(crate) fn read_drift_kind(
+    table: &str,
+    column: &str,
+    raw: &str,
+) -> Result<DriftKind, StoreError> {
+    DriftKind::parse(raw).ok_or_else(|| corrupt(table, column, format!("unknown kind '{raw}'")))
 }
 
 // The cluster

@@ -22,6 +22,8 @@ use super::{
 pub(super) fn get_parameters_for_import(peer: &Peer, inner: &mut Inner, request: &Value) -> Answer {
     let (id, key) = inner.key_mut(field(request, "KeyId").unwrap_or_default())?;
     key.require_external(&id)?;
+    // Key-state table, footnote [8]: no import into a key pending deletion.
+    key.not_pending_deletion(&id)?;
     let algorithm = match field(request, "WrappingAlgorithm").map(WrappingAlgorithm::parse) {
         Some(Some(algorithm)) => algorithm,
         _ if !peer.faithful => WrappingAlgorithm::RsaesOaepSha256,
@@ -67,6 +69,7 @@ pub(super) async fn import_key_material(peer: &Peer, request: &Value) -> Answer 
         let mut inner = lock(&peer.inner);
         let (id, key) = inner.key_mut(raw_key)?;
         key.require_external(&id)?;
+        key.not_pending_deletion(&id)?;
         let algorithm = if peer.faithful {
             Some(check_import_token(&id, request)?)
         } else {
@@ -88,6 +91,7 @@ pub(super) async fn import_key_material(peer: &Peer, request: &Value) -> Answer 
     };
     let mut inner = lock(&peer.inner);
     let (id, key) = inner.key_mut(&key_id)?;
+    key.not_pending_deletion(&id)?;
     let material_id = key.materials.import(
         &id,
         Import {

@@ -29,6 +29,14 @@ pub const AWS_DEFAULT_QUOTAS: &[(&str, f64)] = &[
     ("PutKeyPolicy", 15.0),
     ("ListKeys", 500.0),
     ("ListResourceTags", 2000.0),
+    // What drift checks read and their repairs write.
+    ("GetKeyPolicy", 1000.0),
+    ("ListAliases", 500.0),
+    ("TagResource", 10.0),
+    ("UntagResource", 5.0),
+    ("DeleteAlias", 15.0),
+    ("ScheduleKeyDeletion", 15.0),
+    ("CancelKeyDeletion", 5.0),
 ];
 
 /// The bucket an operation draws from: its own, except the cryptographic

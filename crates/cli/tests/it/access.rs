@@ -26,8 +26,9 @@ enum Needs {
     /// administrators): a credential decides where key material goes.
     DualCredentials,
     /// Two identities that may manage keys: adding and deleting groups and
-    /// keys, and a group change naming a custody field (credential, region,
-    /// alias, active key, policy, disable-after-rotate).
+    /// keys, a group change naming a custody field (credential, region,
+    /// alias, active key, policy, disable-after-rotate, self-heal), and
+    /// applying a drift reconcile plan.
     DualKeys,
     /// Two administrators.
     DualIdentities,
@@ -208,6 +209,12 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             Some(json!({"active_key_id": NOBODY, "disable_after_rotate": false})),
             Needs::DualKeys,
         ),
+        (
+            M::PATCH,
+            path("/groups/nothing"),
+            Some(json!({"self_heal": true})),
+            Needs::DualKeys,
+        ),
         (M::DELETE, path("/groups/nothing"), None, Needs::DualKeys),
         (
             M::POST,
@@ -248,6 +255,38 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             path(&format!("/jobs/{NOBODY}/cancel")),
             None,
             Needs::Keys,
+        ),
+        (M::GET, path("/drift"), None, Needs::Read),
+        (
+            M::GET,
+            path("/drift/findings?group=nothing&include_cleared=true"),
+            None,
+            Needs::Read,
+        ),
+        (
+            M::GET,
+            path(&format!("/drift/findings/{NOBODY}")),
+            None,
+            Needs::Read,
+        ),
+        (M::POST, path("/drift/checks"), None, Needs::Keys),
+        (
+            M::POST,
+            path("/drift/groups/nothing/check"),
+            None,
+            Needs::Keys,
+        ),
+        (
+            M::GET,
+            path("/drift/groups/nothing/plan"),
+            None,
+            Needs::Read,
+        ),
+        (
+            M::POST,
+            path("/drift/groups/nothing/reconcile"),
+            Some(json!({"plan": "0".repeat(64)})),
+            Needs::DualKeys,
         ),
         (M::GET, path("/audit"), None, Needs::Read),
         (M::GET, path("/audit/verify"), None, Needs::Read),

@@ -503,6 +503,69 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
             status: Some(400),
         });
     }
+    // Drift: findings queries, finding ids, and reconcile plans.
+    for (query, status) in [
+        ("include_cleared=yes", 400),
+        ("limit=0", 400),
+        ("limit=abc", 400),
+        ("kind=alias_missing", 400),
+        ("group=..%2Fetc", 400),
+        ("group=%00", 400),
+        ("key=not-a-key", 400),
+        ("group=no-such-group", 404),
+        ("key=7907323e-ea39-4542-b198-ef4a4ca5793c", 404),
+    ] {
+        cases.push(Case {
+            what: "drift findings query",
+            method: M::GET,
+            path: format!("/api/v1/drift/findings?{query}"),
+            content_type: None,
+            body: Vec::new(),
+            status: Some(status),
+        });
+    }
+    for (path, status) in [
+        ("/api/v1/drift/findings/not-an-id".to_owned(), 400),
+        (format!("/api/v1/drift/findings/%7B{job}%7D"), 400),
+        (format!("/api/v1/drift/findings/{job}"), 404),
+        ("/api/v1/drift/groups/..%2F..%2Fetc/plan".to_owned(), 400),
+    ] {
+        cases.push(Case {
+            what: "drift finding or plan",
+            method: M::GET,
+            path,
+            content_type: None,
+            body: Vec::new(),
+            status: Some(status),
+        });
+    }
+    let reconcile = format!("/api/v1/drift/groups/{group}/reconcile");
+    for (body, status) in [
+        (json!({}), 400),
+        (json!({"plan": ""}), 400),
+        (json!({"plan": "not a digest"}), 400),
+        (json!({"plan": "g".repeat(64)}), 400),
+        (json!({"plan": 7}), 400),
+        (json!({"plan": "0".repeat(64), "force": true}), 400),
+        (json!(["0".repeat(64)]), 400),
+        // A digest of no plan the group has: it changed since it was read.
+        (json!({"plan": "0".repeat(64)}), 409),
+    ] {
+        cases.push(json_case(
+            "drift reconcile",
+            M::POST,
+            &reconcile,
+            body,
+            Some(status),
+        ));
+    }
+    cases.push(json_case(
+        "drift check of an odd name",
+        M::POST,
+        "/api/v1/drift/groups/a%20b/check",
+        json!({}),
+        Some(400),
+    ));
     cases
 }
 

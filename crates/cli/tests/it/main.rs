@@ -22,6 +22,7 @@ mod cli;
 mod concurrency;
 mod credentials;
 mod custody;
+mod drift;
 mod engine;
 
 mod groups;
@@ -40,4 +41,5 @@ mod storage_full;
 mod ui;
 mod ui_access;
 mod ui_approvals;
+mod ui_drift;
 mod webdriver;

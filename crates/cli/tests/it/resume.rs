@@ -296,6 +296,22 @@ mod killed {
                 format!("/api/v1/keys/{key}/sync"),
                 json!({"update_policy": true, "import_material": true, "delete_material": true}),
             ),
+            CrashJob::CheckDrift => (format!("/api/v1/drift/groups/{group}/check"), json!(null)),
+            CrashJob::Reconcile => {
+                let (s, plan) = client
+                    .call(
+                        base,
+                        reqwest::Method::GET,
+                        &format!("/api/v1/drift/groups/{group}/plan"),
+                        json!(null),
+                    )
+                    .await;
+                assert_eq!(s, 200, "{plan}");
+                (
+                    format!("/api/v1/drift/groups/{group}/reconcile"),
+                    json!({"plan": plan["digest"]}),
+                )
+            }
         };
         let (s, job) = client.call(base, reqwest::Method::POST, &path, body).await;
         assert_eq!(s, 202, "{job}");
@@ -314,11 +330,55 @@ mod killed {
         out
     }
 
+    /// Starts the job of `point` on a server armed to stop there, kills
+    /// the process with SIGKILL once it has, and starts a fresh one on the
+    /// same data; returns it with the job once finished (it must have
+    /// succeeded), and whether the kill fell inside the job (it had been
+    /// marked running and had not committed its end), which its messages
+    /// must then say it resumed from.
+    async fn killed_and_resumed(
+        scene: &Scene,
+        point: CrashPoint,
+        key: &str,
+    ) -> (Server, Value, bool) {
+        let name = point.name();
+        let client = &scene.client;
+        let paused = scene.dir.path().join("paused");
+        let mut server = serve(
+            &scene.data(),
+            &scene.db,
+            scene.hsm.as_ref(),
+            "node-a",
+            Some((&name, &paused)),
+        );
+        let job_id = start_job(client, &server.base, point.job, &scene.group, key).await;
+        wait_for(&paused).await;
+        server.child.kill().unwrap(); // SIGKILL: no shutdown hook runs
+        server.child.wait().unwrap();
+        drop(server);
+
+        let server = serve(&scene.data(), &scene.db, scene.hsm.as_ref(), "node-a", None);
+        let job = wait_job(client, &server.base, &job_id).await;
+        assert_eq!(job["status"], "succeeded", "killed at {name}: {job:#}");
+        let last = CRASH_POINTS.iter().rfind(|p| p.job == point.job).unwrap();
+        let inside = (point.committed || point.at != Checkpoint::Start) && point != *last;
+        let messages = job["messages"].to_string();
+        assert_eq!(
+            messages.contains("Resumed after an interruption"),
+            inside,
+            "killed at {name}: {messages}"
+        );
+        (server, job, inside)
+    }
+
     /// One crash case: the job of `point` is started on a server armed to
     /// stop there, the process is killed with SIGKILL, a fresh one is
     /// started on the same data, and once the job has finished, AWS (read
     /// directly) must agree with keyhold's records. Returns what held.
     async fn kill_at(point: CrashPoint) -> String {
+        if matches!(point.job, CrashJob::CheckDrift | CrashJob::Reconcile) {
+            return drift_killed_at(point).await;
+        }
         let name = point.name();
         let in_place = point.job == CrashJob::RotateInPlace;
         // The crash cases in place run against the faithful peer: LocalStack
@@ -334,35 +394,8 @@ mod killed {
         // was re-imported (synchronize) rather than a new key made.
         let ciphertext = kms.encrypt(&alias, b"before the crash").await;
         drop(server);
-
-        let paused = scene.dir.path().join("paused");
-        let mut server = serve(
-            &scene.data(),
-            &scene.db,
-            scene.hsm.as_ref(),
-            "node-a",
-            Some((&name, &paused)),
-        );
-        let job_id = start_job(client, &server.base, point.job, &group, &scene.first_key).await;
-        wait_for(&paused).await;
-        server.child.kill().unwrap(); // SIGKILL: no shutdown hook runs
-        server.child.wait().unwrap();
-        drop(server);
-
-        let server = serve(&scene.data(), &scene.db, scene.hsm.as_ref(), "node-a", None);
+        let (server, job, inside) = killed_and_resumed(&scene, point, &scene.first_key).await;
         let base = &server.base;
-        let job = wait_job(client, base, &job_id).await;
-        assert_eq!(job["status"], "succeeded", "killed at {name}: {job:#}");
-        // The kill fell inside the job unless the job had not been marked
-        // running yet, or had already committed its end.
-        let last = CRASH_POINTS.iter().rfind(|p| p.job == point.job).unwrap();
-        let inside = (point.committed || point.at != Checkpoint::Start) && point != *last;
-        let messages = job["messages"].to_string();
-        assert_eq!(
-            messages.contains("Resumed after an interruption"),
-            inside,
-            "killed at {name}: {messages}"
-        );
 
         // keyhold's records of the group.
         let (s, keys) = client
@@ -378,7 +411,7 @@ mod killed {
         keys.sort_by_key(|k| k["version"].as_u64().unwrap());
         let expected = match point.job {
             CrashJob::Rotate | CrashJob::RotateInPlace => 2,
-            CrashJob::Synchronize => 1,
+            CrashJob::Synchronize | CrashJob::CheckDrift | CrashJob::Reconcile => 1,
         };
         assert_eq!(keys.len(), expected, "killed at {name}: {keys:#?}");
         if in_place {
@@ -441,7 +474,10 @@ mod killed {
         }
         let expected_states = match point.job {
             CrashJob::Rotate => vec!["Disabled", "Enabled"],
-            CrashJob::RotateInPlace | CrashJob::Synchronize => vec!["Enabled"],
+            CrashJob::RotateInPlace
+            | CrashJob::Synchronize
+            | CrashJob::CheckDrift
+            | CrashJob::Reconcile => vec!["Enabled"],
         };
         assert_eq!(states, expected_states, "killed at {name}");
         // The newest key works; after a synchronization, with the material
@@ -468,6 +504,145 @@ mod killed {
             "{} KMS key(s) ({}), alias on the newest, audit chain verifies{}",
             states.len(),
             states.join(", "),
+            if inside { ", job resumed" } else { "" }
+        )
+    }
+
+    /// Deletes the group's alias behind keyhold's back (as a console user
+    /// would): the drift the drift crash cases find and repair.
+    async fn delete_alias(kms: &Kms, group: &str) {
+        kms.client
+            .delete_alias()
+            .alias_name(format!("alias/{group}"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The group's open drift findings, as `(kind, subject)`.
+    async fn open_findings(client: &Client, base: &str, group: &str) -> Vec<(String, String)> {
+        let (s, found) = client
+            .call(
+                base,
+                reqwest::Method::GET,
+                &format!("/api/v1/drift/findings?group={group}"),
+                json!(null),
+            )
+            .await;
+        assert_eq!(s, 200, "{found}");
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["kind"].as_str().unwrap().to_owned(),
+                    f["subject"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// How many audit entries contain `text`.
+    async fn audited(client: &Client, base: &str, text: &str) -> usize {
+        let (s, entries) = client
+            .call(
+                base,
+                reqwest::Method::GET,
+                &format!("/api/v1/audit?limit=1000&text={}", urlencoding(text)),
+                json!(null),
+            )
+            .await;
+        assert_eq!(s, 200, "{entries}");
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["summary"].as_str().is_some_and(|s| s.contains(text)))
+            .count()
+    }
+
+    fn urlencoding(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    /// A drift check or a reconciliation killed at `point`: the group's
+    /// alias was deleted in AWS; after the restart the check records that
+    /// once (one finding, one entry), and the reconciliation points the
+    /// alias back once and clears the finding.
+    async fn drift_killed_at(point: CrashPoint) -> String {
+        let name = point.name();
+        let (scene, server) = Scene::new("crash", None, None).await;
+        let client = &scene.client;
+        let group = scene.group.clone();
+        let kms = Kms::in_region(&scene.endpoint, CRASH_REGION).await;
+        let alias = format!("alias/{group}");
+        delete_alias(&kms, &group).await;
+        let missing = vec![("alias_missing".to_owned(), alias.clone())];
+        if point.job == CrashJob::Reconcile {
+            let check = start_job(client, &server.base, CrashJob::CheckDrift, &group, "").await;
+            let check = wait_job(client, &server.base, &check).await;
+            assert_eq!(check["status"], "succeeded", "{check:#}");
+            assert_eq!(open_findings(client, &server.base, &group).await, missing);
+        }
+        drop(server);
+        let (server, _, inside) = killed_and_resumed(&scene, point, "").await;
+        let base = &server.base;
+        let found = format!("Drift found: alias missing on {alias}");
+        assert_eq!(audited(client, base, &found).await, 1, "killed at {name}");
+        let held = if point.job == CrashJob::CheckDrift {
+            assert_eq!(
+                open_findings(client, base, &group).await,
+                missing,
+                "killed at {name}"
+            );
+            assert_eq!(
+                kms.alias_target(&alias).await,
+                None,
+                "killed at {name}: a check writes nothing"
+            );
+            "the finding recorded once, with one audit entry; AWS untouched"
+        } else {
+            assert_eq!(
+                kms.alias_target(&alias).await.as_deref(),
+                Some(scene.first_key.as_str()),
+                "killed at {name}: the alias back on the group's key"
+            );
+            assert_eq!(
+                open_findings(client, base, &group).await,
+                Vec::new(),
+                "killed at {name}"
+            );
+            assert_eq!(
+                audited(
+                    client,
+                    base,
+                    &format!("Repaired drift of HSM protected key group {group}")
+                )
+                .await,
+                1,
+                "killed at {name}"
+            );
+            "the alias pointed back once, the finding cleared, one repair entry"
+        };
+        let (_, verify) = client
+            .call(
+                base,
+                reqwest::Method::GET,
+                "/api/v1/audit/verify",
+                json!(null),
+            )
+            .await;
+        assert_eq!(verify["ok"], true, "killed at {name}: {verify}");
+        format!(
+            "{held}, audit chain verifies{}",
             if inside { ", job resumed" } else { "" }
         )
     }
@@ -599,6 +774,8 @@ mod killed {
                 CrashJob::Rotate => "rotate",
                 CrashJob::RotateInPlace => "rotate in place",
                 CrashJob::Synchronize => "synchronize",
+                CrashJob::CheckDrift => "drift check",
+                CrashJob::Reconcile => "reconcile",
             };
             match outcome.unwrap() {
                 Ok((held, took)) => rows.push(format!(
@@ -623,7 +800,7 @@ mod killed {
             "Crash at every step",
             &format!(
                 "Every point of `keyhold_server::crash_points::CRASH_POINTS` (both sides of every \
-                 store commit a rotation, a rotation in place or a synchronization makes): the real `keyhold serve` \
+                 store commit a rotation, a rotation in place, a synchronization, a drift check or a reconciliation makes): the real `keyhold serve` \
                  process is stopped there and killed with SIGKILL, a new process is started on \
                  the same data, and the job finishes. Then AWS KMS, read through its API, must \
                  agree with keyhold: the group's tagged KMS keys are exactly keyhold's keys (no \
@@ -687,6 +864,29 @@ mod killed {
             crossed(&sync),
             listed(CrashJob::Synchronize),
             "synchronization"
+        );
+        // A drift check that finds the alias gone, and its reconciliation.
+        let kms = Kms::in_region(&scene.endpoint, CRASH_REGION).await;
+        delete_alias(&kms, &scene.group).await;
+        let check = start_job(client, &server.base, CrashJob::CheckDrift, &scene.group, "").await;
+        let job = wait_job(client, &server.base, &check).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        let reconcile =
+            start_job(client, &server.base, CrashJob::Reconcile, &scene.group, "").await;
+        let job = wait_job(client, &server.base, &reconcile).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let crossed = |id: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(id))
+                .map(|p| p.trim().to_owned())
+                .collect()
+        };
+        assert_eq!(crossed(&check), listed(CrashJob::CheckDrift), "drift check");
+        assert_eq!(
+            crossed(&reconcile),
+            listed(CrashJob::Reconcile),
+            "reconciliation"
         );
         drop(server);
 

@@ -206,6 +206,7 @@ async fn every_screen_reads_and_fits_from_800_px_up() {
         ("key-sync", format!("/ui/keys/{key}/sync")),
         ("key-delete", format!("/ui/keys/{key}/delete")),
         ("jobs", "/ui/jobs".to_owned()),
+        ("drift", "/ui/drift".to_owned()),
         ("job", format!("/ui/jobs/{job}")),
         ("audit", "/ui/audit".to_owned()),
         ("configuration", "/ui/configuration".to_owned()),

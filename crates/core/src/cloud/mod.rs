@@ -32,6 +32,8 @@ pub struct CloudKeyInfo {
     /// The material KMS encrypts with (`CurrentKeyMaterialId`), when the
     /// cloud names it.
     pub current_material: Option<KeyMaterialId>,
+    /// When AWS deletes the key, while it is pending deletion.
+    pub deletion_date: Option<Timestamp>,
 }
 
 /// One material of a KMS key, as `ListKeyRotations` lists it.
@@ -41,6 +43,9 @@ pub struct CloudMaterial {
     /// What the import that brought it said of it (`KeyMaterialDescription`).
     pub description: Option<String>,
     pub state: crate::key::MaterialState,
+    /// False once the material was deleted (or expired): AWS lists it
+    /// pending import until it is imported again.
+    pub imported: bool,
 }
 
 /// Which material an import brings into a KMS key.
@@ -137,4 +142,21 @@ pub trait CloudKms: Send + Sync {
     -> Result<(), CloudError>;
     /// KMS keys carrying tag `key` = `value` (finds a key created just before a crash).
     async fn find_keys_tagged(&self, key: &str, value: &str) -> Result<Vec<KmsKeyId>, CloudError>;
+
+    // Drift checks and their repairs.
+    /// The key's policy (the one named `default`, the only one KMS has).
+    async fn get_key_policy(&self, key_id: &KmsKeyId) -> Result<KeyPolicy, CloudError>;
+    /// Every alias of the region that points at a key, with that key
+    /// (AWS's own `alias/aws/…` left out): one listing per check.
+    async fn list_aliases(&self) -> Result<Vec<(Alias, KmsKeyId)>, CloudError>;
+    /// Every KMS key of the region (`ListKeys`), Multi-Region keys left out.
+    async fn list_key_ids(&self) -> Result<Vec<KmsKeyId>, CloudError>;
+    /// The key's tags, in the order AWS lists them.
+    async fn list_tags(&self, key_id: &KmsKeyId) -> Result<Vec<(String, String)>, CloudError>;
+    /// Adds or overwrites these tags (`TagResource`).
+    async fn tag_key(&self, key_id: &KmsKeyId, tags: &[(String, String)])
+    -> Result<(), CloudError>;
+    async fn enable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
+    /// Cancels a scheduled deletion; AWS leaves the key disabled.
+    async fn cancel_key_deletion(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
 }

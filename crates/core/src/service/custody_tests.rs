@@ -74,6 +74,7 @@ fn world() -> (Keyhold, Arc<FakeStore>) {
             disable_after_rotate: true,
             rotation: crate::group::RotationStrategy::NewKey,
             at_rotation_limit: crate::group::AtRotationLimit::NewKey,
+            self_heal: false,
         },
         created_at: chrono::DateTime::UNIX_EPOCH,
         updated_at: chrono::DateTime::UNIX_EPOCH,

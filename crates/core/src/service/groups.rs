@@ -33,6 +33,7 @@ impl Keyhold {
                 "disable_after_rotate": group.aws.disable_after_rotate,
                 "rotation_strategy": group.aws.rotation.as_str(),
                 "at_rotation_limit": group.aws.at_rotation_limit.as_str(),
+                "self_heal": group.aws.self_heal,
             }));
         match self.store.insert_group(&group, &record).await {
             Ok(()) => Ok(group),
@@ -246,6 +247,7 @@ fn changed_fields(before: &KeyGroup, after: &KeyGroup) -> Vec<&'static str> {
         "at_rotation_limit",
         before.aws.at_rotation_limit != after.aws.at_rotation_limit,
     );
+    check("self_heal", before.aws.self_heal != after.aws.self_heal);
     changed
 }
 
@@ -268,6 +270,7 @@ fn field_value(group: &KeyGroup, field: &str, with_text: bool) -> serde_json::Va
         "disable_after_rotate" => json!(group.aws.disable_after_rotate),
         "rotation_strategy" => json!(group.aws.rotation.as_str()),
         "at_rotation_limit" => json!(group.aws.at_rotation_limit.as_str()),
+        "self_heal" => json!(group.aws.self_heal),
         _ => serde_json::Value::Null,
     }
 }

@@ -12,6 +12,7 @@ mod configuration;
 mod credentials;
 #[cfg(test)]
 mod custody_tests;
+mod drift;
 mod groups;
 mod jobs;
 mod keys;
@@ -29,6 +30,7 @@ use crate::ports::{AuditFallback, Keystore, NoAuditFallback, Store};
 pub use access::{Activity, LoginOutcome, OneTimePassword};
 pub use approvals::Gate;
 pub use audit_log::AuditExport;
+pub use drift::{ChecksStarted, DriftOverview, GroupDrift, GroupPlan};
 pub use jobs::{InPlaceRotations, JobRuntime};
 pub use schedule::{DUE_PER_PASS, RotationState, SchedulePass};
 

@@ -82,6 +82,22 @@ impl Keyhold {
         now: Timestamp,
         fence: Option<&Lease>,
     ) -> CoreResult<uuid::Uuid> {
+        // A drift check or reconciliation is short and only reads or puts
+        // back: the rotation waits for it to end (the next pass tries
+        // again), rather than being put off for a whole interval.
+        if let Some(job) = self.store.unfinished_group_job(&group.name).await?
+            && matches!(
+                job.kind,
+                JobKind::CheckDrift { .. } | JobKind::Reconcile { .. }
+            )
+        {
+            return Err(CoreError::Conflict(format!(
+                "waits for job {} ({}) of key group '{}' to end",
+                job.id,
+                job.kind.title(),
+                group.name
+            )));
+        }
         let mut scheduled = group.clone();
         scheduled.next_rotation_at = self.next_rotation_of(&group, now).await?;
         match self

@@ -14,12 +14,7 @@ pub async fn list(
     State(app): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Json<Vec<api::GroupView>>> {
-    let list = app.keyhold.list_groups(&session).await?;
-    let mut views = Vec::with_capacity(list.len());
-    for group in &list {
-        views.push(groups::view(&app, group).await?);
-    }
-    Ok(Json(views))
+    Ok(Json(groups::list(&app, &session).await?))
 }
 
 pub async fn show(

@@ -46,6 +46,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    app.metrics.refresh_drift(&app.keyhold).await;
     (
         [(
             header::CONTENT_TYPE,

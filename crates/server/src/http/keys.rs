@@ -13,7 +13,6 @@ use super::extract::{ApiQuery, Caller};
 use super::page_limit;
 use crate::app::AppState;
 use crate::operations::keys;
-use crate::views;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,9 +35,7 @@ pub async fn list(
         after: query.after.as_deref().map(KeyCursor::parse).transpose()?,
         limit: page_limit(query.limit)?,
     };
-    let now = app.keyhold.now();
-    let keys = app.keyhold.list_keys(&session, &page).await?;
-    Ok(Json(keys.iter().map(|k| views::key(k, now)).collect()))
+    Ok(Json(keys::list(&app, &session, &page).await?))
 }
 
 pub async fn show(

@@ -7,6 +7,7 @@ pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod configuration;
 pub(crate) mod credentials;
+pub(crate) mod drift;
 pub mod errors;
 mod extract;
 pub(crate) mod groups;
@@ -23,10 +24,10 @@ use keyhold_core::InvalidInput;
 /// Entries per page of a listing unless the caller asks for another size.
 const DEFAULT_PAGE: u32 = 100;
 /// Most entries one page of a listing may hold.
-const MAX_PAGE: u32 = 1000;
+pub(crate) const MAX_PAGE: u32 = 1000;
 
 /// The page size a listing's `limit` asks for, the default without one.
-fn page_limit(requested: Option<u32>) -> Result<u32, InvalidInput> {
+pub(crate) fn page_limit(requested: Option<u32>) -> Result<u32, InvalidInput> {
     match requested.unwrap_or(DEFAULT_PAGE) {
         limit @ 1..=MAX_PAGE => Ok(limit),
         _ => Err(InvalidInput::new(

@@ -55,6 +55,12 @@ pub enum PendingOperation {
         key: String,
         options: api::SyncRequest,
     },
+    /// A drift reconcile plan, named by its digest: it runs only while the
+    /// group's plan is still the one approved.
+    ReconcileDrift {
+        group: String,
+        plan: String,
+    },
     /// An access key: the CSV (which holds the secret) sealed by the
     /// keystore under `seal`, base64; its access key id in the clear.
     ImportCredential {
@@ -251,7 +257,7 @@ pub async fn run(app: &AppState, request: &ApprovalRequest) -> ApiResult<()> {
 }
 
 async fn execute(app: &AppState, session: &Session, operation: PendingOperation) -> ApiResult<()> {
-    use super::{configuration, credentials, groups, identities, jobs, keys};
+    use super::{configuration, credentials, drift, groups, identities, jobs, keys};
     match operation {
         PendingOperation::AddGroup { group } => groups::add(app, session, &group).await.map(drop),
         PendingOperation::UpdateGroup { group, change } => {
@@ -266,6 +272,11 @@ async fn execute(app: &AppState, session: &Session, operation: PendingOperation)
         }
         PendingOperation::SynchronizeKey { key, options } => {
             jobs::synchronize(app, session, &key, &options)
+                .await
+                .map(drop)
+        }
+        PendingOperation::ReconcileDrift { group, plan } => {
+            drift::reconcile(app, session, &group, &api::ReconcileRequest { plan })
                 .await
                 .map(drop)
         }
@@ -578,4 +589,52 @@ async fn view_as(
         policy_changes,
         you_may_answer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored request's parameters decode into the operation they were
+    /// made from, under their `kind`.
+    #[test]
+    fn a_reconcile_request_round_trips() {
+        let digest = "ab".repeat(32);
+        let operation = PendingOperation::ReconcileDrift {
+            group: "ig-demo".into(),
+            plan: digest.clone(),
+        };
+        let value = serde_json::to_value(&operation).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"kind": "reconcile_drift", "group": "ig-demo", "plan": digest})
+        );
+        match serde_json::from_value::<PendingOperation>(value).unwrap() {
+            PendingOperation::ReconcileDrift { group, plan } => {
+                assert_eq!((group.as_str(), plan), ("ig-demo", digest));
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+        let rotate = serde_json::json!({"kind": "rotate_group", "group": "ig-demo"});
+        assert!(matches!(
+            serde_json::from_value::<PendingOperation>(rotate).unwrap(),
+            PendingOperation::RotateGroup { .. }
+        ));
+    }
+
+    /// The kind a reconcile request is stored under is the class's name,
+    /// as for the other operations held by their own class.
+    #[test]
+    fn reconcile_requests_are_stored_under_their_class_name() {
+        let value = serde_json::to_value(PendingOperation::ReconcileDrift {
+            group: "g".into(),
+            plan: String::new(),
+        })
+        .unwrap();
+        assert_eq!(
+            value["kind"],
+            OperationClass::ReconcileDrift.as_str(),
+            "{value}"
+        );
+    }
 }

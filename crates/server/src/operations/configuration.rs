@@ -55,6 +55,8 @@ pub async fn change(
             .transpose()
             .map_err(CoreError::from)?,
         on_demand_rotation_limit: req.on_demand_rotation_limit,
+        drift_check_hours: req.drift_check_hours,
+        drift_expiry_days: req.drift_expiry_days,
     };
     let settings = audited(app, session, Action::ChangeConfiguration, async {
         gate(app, session, Operation::CHANGE_CONFIGURATION, async || {

@@ -1,7 +1,10 @@
 //! *Key Management → Keys → Key Group*: add, change, delete.
 
+use std::collections::HashMap;
+
 use keyhold_api as api;
 use keyhold_core::action::Action;
+use keyhold_core::drift::DriftCheck;
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Operation, Session};
 use keyhold_core::names::GroupName;
@@ -12,10 +15,49 @@ use crate::ApiResult;
 use crate::app::AppState;
 use crate::views;
 
-/// The group with where its rotation stands (the caller has read it already).
+/// The group with where its rotation and its drift stand (the caller has
+/// read it already, so may read these). A listing calls [`list`], which
+/// reads the drift checks once for every group.
 pub async fn view(app: &AppState, group: &KeyGroup) -> ApiResult<api::GroupView> {
+    let checks = drift_checks(app).await?;
+    view_with(app, group, &checks).await
+}
+
+/// The groups as the API lists them (the caller has read them already).
+pub async fn views_of(app: &AppState, groups: &[KeyGroup]) -> ApiResult<Vec<api::GroupView>> {
+    let checks = drift_checks(app).await?;
+    let mut views = Vec::with_capacity(groups.len());
+    for group in groups {
+        views.push(view_with(app, group, &checks).await?);
+    }
+    Ok(views)
+}
+
+async fn view_with(
+    app: &AppState,
+    group: &KeyGroup,
+    checks: &HashMap<GroupName, DriftCheck>,
+) -> ApiResult<api::GroupView> {
     let rotation = app.keyhold.rotation_state(group).await?;
-    Ok(views::group(group, &rotation))
+    Ok(views::group(group, &rotation, checks.get(&group.name)))
+}
+
+/// Every group's last drift check: one read, a row per group checked.
+async fn drift_checks(app: &AppState) -> ApiResult<HashMap<GroupName, DriftCheck>> {
+    Ok(app
+        .keyhold
+        .store()
+        .drift_checks()
+        .await?
+        .into_iter()
+        .map(|c| (c.group.clone(), c))
+        .collect())
+}
+
+/// Every group, as the API lists them.
+pub async fn list(app: &AppState, session: &Session) -> ApiResult<Vec<api::GroupView>> {
+    let list = app.keyhold.list_groups(session).await?;
+    views_of(app, &list).await
 }
 
 /// The group named in a request, as the API shows it.

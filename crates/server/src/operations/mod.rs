@@ -15,6 +15,7 @@ pub mod approvals;
 pub mod audit;
 pub mod configuration;
 pub mod credentials;
+pub mod drift;
 pub mod groups;
 pub mod identities;
 pub mod jobs;

@@ -61,6 +61,7 @@ pub fn new_group(req: &api::CreateGroupRequest) -> Result<NewGroup, InvalidInput
                 .unwrap_or_default(),
             at_rotation_limit: optional(req.at_rotation_limit.as_deref(), AtRotationLimit::parse)?
                 .unwrap_or_default(),
+            self_heal: req.self_heal.unwrap_or(false),
         },
     })
 }
@@ -80,5 +81,6 @@ pub fn group_change(req: &api::UpdateGroupRequest) -> Result<GroupChange, Invali
         disable_after_rotate: req.disable_after_rotate,
         rotation: optional(req.rotation_strategy.as_deref(), RotationStrategy::parse)?,
         at_rotation_limit: optional(req.at_rotation_limit.as_deref(), AtRotationLimit::parse)?,
+        self_heal: req.self_heal,
     })
 }

@@ -29,6 +29,8 @@ pub struct SettingsForm {
     session_max_hours: String,
     on_demand_rotation_limit: String,
     designated_rotator: String,
+    drift_check_hours: String,
+    drift_expiry_days: String,
 }
 
 /// A field the form sent; one it left out (the designated rotator's own
@@ -59,18 +61,41 @@ impl SettingsForm {
                 "on_demand_rotation_limit",
                 &self.on_demand_rotation_limit,
             )?,
+            drift_check_hours: number("drift_check_hours", &self.drift_check_hours)?,
+            drift_expiry_days: number("drift_expiry_days", &self.drift_expiry_days)?,
         })
     }
 }
 
 fn number_field(id: &str, label: &str, value: u32, min: u32, max: u32) -> Markup {
+    number_field_with_hint(id, label, value, min, max, None)
+}
+
+/// A number field, with a hint its input is described by.
+fn number_field_with_hint(
+    id: &str,
+    label: &str,
+    value: u32,
+    min: u32,
+    max: u32,
+    hint: Option<&str>,
+) -> Markup {
+    let field = format!("config-{id}");
+    let hint_id = format!("{field}-hint");
     html! {
         div.field {
-            label for=(format!("config-{id}")) { (label) }
-            input #(format!("config-{id}")) type="number" name=(id) value=(value) min=(min) max=(max) required;
+            label for=(field) { (label) }
+            input #(field) type="number" name=(id) value=(value) min=(min) max=(max) required
+                aria-describedby=[hint.map(|_| hint_id.as_str())];
+            @if let Some(hint) = hint { p.hint #(hint_id) { (hint) } }
         }
     }
 }
+
+/// Most hours between scheduled drift checks (a month), as the core accepts.
+const DRIFT_CHECK_HOURS_MAX: u32 = 24 * 31;
+/// Widest expiry window, in days, as the core accepts.
+const DRIFT_EXPIRY_DAYS_MAX: u32 = 366;
 
 /// The class the policies form does not set: it is always held to the
 /// strictest of the others.
@@ -201,6 +226,11 @@ fn body(ui: &UiSession, settings: &api::SettingsView, policies: &[api::PolicyVie
             (number_field("session_idle_minutes", "Session idle timeout (minutes)", settings.session_idle_minutes, 1, 1440))
             (number_field("session_max_hours", "Session maximum lifetime (hours)", settings.session_max_hours, 1, 168))
             (number_field("on_demand_rotation_limit", "On-demand rotations per KMS key (groups rotating in place; AWS allows 25)", settings.on_demand_rotation_limit, 1, 25))
+            h2 #drift-settings { "Drift" }
+            (number_field_with_hint("drift_check_hours", "Drift check interval (hours)", settings.drift_check_hours, 0, DRIFT_CHECK_HOURS_MAX,
+                Some("How often keyhold checks every key group against AWS by itself; 0 checks only when an officer asks, on the Drift screen.")))
+            (number_field_with_hint("drift_expiry_days", "Drift expiry window (days)", settings.drift_expiry_days, 1, DRIFT_EXPIRY_DAYS_MAX,
+                Some("Key material that expires in AWS within this many days, with no rotation due before, is drift.")))
             (layout::needs(ui, Operation::CHANGE_CONFIGURATION, settings.dual_control))
             p.actions { button type="submit" #save-configuration { "Save configuration" } }
         }
@@ -356,6 +386,31 @@ mod tests {
         assert_eq!(quorum.approvals, 2);
         assert_eq!(quorum.role, "key_officer");
         assert_eq!(quorum.expires_after_hours, 48);
+    }
+
+    #[test]
+    fn the_drift_settings_are_sent_as_given_and_left_alone_when_absent() {
+        let form = SettingsForm {
+            drift_check_hours: "0".into(),
+            drift_expiry_days: " 14 ".into(),
+            ..SettingsForm::default()
+        };
+        let request = form.request().unwrap();
+        assert_eq!(request.drift_check_hours, Some(0));
+        assert_eq!(request.drift_expiry_days, Some(14));
+        // The designated rotator's own form sends neither.
+        let rotator = SettingsForm {
+            designated_rotator: "automatic".into(),
+            ..SettingsForm::default()
+        };
+        let request = rotator.request().unwrap();
+        assert_eq!(request.drift_check_hours, None);
+        assert_eq!(request.drift_expiry_days, None);
+        let bad = SettingsForm {
+            drift_check_hours: "daily".into(),
+            ..SettingsForm::default()
+        };
+        assert_eq!(bad.request().unwrap_err().field, "drift_check_hours");
     }
 
     #[test]

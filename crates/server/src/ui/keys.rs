@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhold_api as api;
 use keyhold_core::CoreError;
+use keyhold_core::drift::DriftFilter;
 use keyhold_core::group::{AtRotationLimit, RotationStrategy};
 use keyhold_core::identity::Operation;
 use keyhold_core::interval::INTERVAL_HINT;
@@ -63,21 +64,30 @@ async fn listing(app: &AppState, ui: &UiSession) -> Result<Listing, ApiError> {
         after: None,
         limit: KeyPage::MAX_LIMIT,
     };
+    // Every open finding, once, for the keys' drift badges (as many as
+    // one listing holds, as for the API's key listing).
+    let open = app
+        .keyhold
+        .list_drift(
+            session,
+            &DriftFilter {
+                limit: crate::http::MAX_PAGE,
+                ..DriftFilter::default()
+            },
+        )
+        .await?;
     let mut keys: Vec<api::KeyView> = app
         .keyhold
         .list_keys(session, &page)
         .await?
         .iter()
-        .map(|k| views::key(k, now))
+        .map(|k| views::key_with_drift(k, now, &open))
         .collect();
     let truncated = keys.len() == KeyPage::MAX_LIMIT as usize;
     keys.sort_by(|a, b| a.group.cmp(&b.group).then(b.version.cmp(&a.version)));
     let credentials = app.keyhold.list_credentials(session).await?;
     let settings = app.keyhold.settings(session).await?;
-    let mut group_views = Vec::with_capacity(group_list.len());
-    for group in &group_list {
-        group_views.push(groups::view(app, group).await?);
-    }
+    let group_views = groups::views_of(app, &group_list).await?;
     Ok(Listing {
         groups: group_views,
         keys,
@@ -185,6 +195,7 @@ fn keys_table(listing: &Listing) -> Markup {
                                     " · " (group.rotate_every.as_deref().map_or("rotation off".to_owned(), |i| format!("rotate every {i}")))
                                     " · " (rotation_strategy_words(group))
                                 }
+                                (group_drift_badge(group))
                                 @if let Some(warning) = group.in_place_rotations.as_ref().and_then(|r| r.warning.as_ref()) {
                                     p.notice.warn.rotation-limit-warning role="note" { (warning) }
                                 }
@@ -276,6 +287,9 @@ fn key_row(key: &api::KeyView, shares_kms_key: bool) -> Markup {
                         span { (word) }
                     }
                 }
+                // Beside the name, the widest column: the State column
+                // stays as narrow as its words.
+                (key_drift_badge(key))
                 @if key.kms_key_id.is_some() { (key_ids(key)) }
             }
             td.group { (key.group) }
@@ -330,6 +344,37 @@ fn key_facts(key: &api::KeyView) -> Markup {
             @if key.kms_key_id.is_some() {
                 dt { "Material in the KMS key" }
                 dd.material-state data-material-state=(key.material_state) { (state) (what) }
+            }
+        }
+    }
+}
+
+/// A group's open drift findings, as its last check counted them: a link
+/// to the Drift screen filtered to the group. Named in full for screen
+/// readers (the visible words begin the name).
+fn group_drift_badge(group: &api::GroupView) -> Markup {
+    let n = group.drift_open;
+    html! {
+        @if n > 0 {
+            " "
+            a.badge.drift.group-drift href=(super::drift::group_href(&group.name))
+                aria-label=(format!("Drift: {n} open finding{} in key group {}", if n == 1 { "" } else { "s" }, group.name)) {
+                "Drift: " (n)
+            }
+        }
+    }
+}
+
+/// A key's open drift findings (its own, and its KMS key's): a link to
+/// the group's findings on the Drift screen.
+fn key_drift_badge(key: &api::KeyView) -> Markup {
+    let n = key.drift_open;
+    html! {
+        @if n > 0 {
+            " "
+            a.badge.drift.key-drift href=(super::drift::group_href(&key.group))
+                aria-label=(format!("Drift: {n} open finding{} on key {}", if n == 1 { "" } else { "s" }, key.name)) {
+                "Drift: " (n)
             }
         }
     }
@@ -441,6 +486,7 @@ pub struct GroupForm {
     disable_after_rotate: Option<String>,
     rotation_strategy: String,
     at_rotation_limit: String,
+    self_heal: Option<String>,
 }
 
 impl GroupForm {
@@ -474,6 +520,7 @@ impl GroupForm {
             disable_after_rotate: group.disable_after_rotate.then(|| "on".to_owned()),
             rotation_strategy: group.rotation_strategy.clone(),
             at_rotation_limit: group.at_rotation_limit.clone(),
+            self_heal: group.self_heal.then(|| "on".to_owned()),
         }
     }
 
@@ -511,6 +558,7 @@ impl GroupForm {
             disable_after_rotate: Some(self.disable_after_rotate.is_some()),
             rotation_strategy: non_empty(&self.rotation_strategy),
             at_rotation_limit: non_empty(&self.at_rotation_limit),
+            self_heal: Some(self.self_heal.is_some()),
         })
     }
 
@@ -541,6 +589,8 @@ impl GroupForm {
                 .map(|r| r.trim().to_owned()),
             at_rotation_limit: changed(&self.at_rotation_limit, &current.at_rotation_limit)
                 .map(|l| l.trim().to_owned()),
+            self_heal: (self.self_heal.is_some() != current.self_heal.is_some())
+                .then_some(self.self_heal.is_some()),
         }
     }
 }
@@ -768,6 +818,15 @@ fn group_dialog(
                 div.field.check {
                     input #group-disable type="checkbox" name="disable_after_rotate" value="on" checked[values.disable_after_rotate.is_some()];
                     label for="group-disable" { "Disable key after rotating" }
+                }
+                div.field.check {
+                    input #group-self-heal type="checkbox" name="self_heal" value="on" checked[values.self_heal.is_some()]
+                        aria-describedby="group-self-heal-hint";
+                    label for="group-self-heal" { "Self-heal drift" }
+                }
+                p.hint #group-self-heal-hint {
+                    "A drift check then makes the safe repairs by itself, and audits them: it imports deleted or expiring material again, "
+                    "moves the alias back, and puts the policy and keyhold's tags back. Enabling, disabling or a cancelled deletion always wait for officers on the Drift screen."
                 }
             }
             p.actions {
@@ -1253,6 +1312,9 @@ mod tests {
             last_rotation_status: None,
             last_rotation_error: None,
             rotation_retry_at: None,
+            self_heal: false,
+            drift_open: 0,
+            drift_checked_at: None,
         }
     }
 
@@ -1278,6 +1340,7 @@ mod tests {
             kms_key_id: Some(KMS_KEY.into()),
             kms_material_id: Some(format!("{version}{}", "a".repeat(63))),
             material_state: material_state.into(),
+            drift_open: 0,
         }
     }
 
@@ -1386,6 +1449,53 @@ mod tests {
 
         // The header is a real one, and the state column says it holds both.
         assert!(page.contains("<th scope=\"col\" title=\"The KMS key's state in AWS, as keyhold last saw it, and the state of the version's material in it\">State in AWS</th>"), "{page}");
+    }
+
+    #[test]
+    fn groups_and_keys_with_open_drift_findings_link_to_them() {
+        let mut drifted = key(KMS_KEY, "ig-demo", 1, "current");
+        drifted.drift_open = 2;
+        let listing = Listing {
+            groups: vec![api::GroupView {
+                drift_open: 3,
+                ..view()
+            }],
+            keys: vec![drifted],
+            truncated: false,
+            credentials: Vec::new(),
+            dual_control: true,
+        };
+        let page = keys_table(&listing).into_string();
+        assert!(
+            page.contains("<a class=\"badge drift group-drift\" href=\"/ui/drift?group=ig-demo\" aria-label=\"Drift: 3 open findings in key group ig-demo\">Drift: 3</a>"),
+            "{page}"
+        );
+        let row = row_of(&page, KMS_KEY);
+        assert!(
+            row.contains(&format!("<a class=\"badge drift key-drift\" href=\"/ui/drift?group=ig-demo\" aria-label=\"Drift: 2 open findings on key {KMS_KEY}\">Drift: 2</a>")),
+            "{row}"
+        );
+        // No findings, no badge.
+        let clean = Listing {
+            groups: vec![view()],
+            keys: vec![key(KMS_KEY, "ig-demo", 1, "current")],
+            ..listing
+        };
+        assert!(!keys_table(&clean).into_string().contains("badge drift"));
+    }
+
+    #[test]
+    fn self_heal_is_sent_when_it_changes() {
+        let current = GroupForm::from_view(&view());
+        let mut edited = current.clone();
+        edited.self_heal = Some("on".into());
+        let request = serde_json::to_value(edited.update_request(&current)).unwrap();
+        assert_eq!(request, serde_json::json!({"self_heal": true}));
+        let created = GroupForm {
+            name: "ig-demo".into(),
+            ..GroupForm::default()
+        };
+        assert_eq!(created.create_request().unwrap().self_heal, Some(false));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub enum Nav {
     Identities,
     Credentials,
     Keys,
+    Drift,
     Jobs,
     Audit,
     Approvals,
@@ -29,7 +30,13 @@ const NAVIGATION: [(&str, &[Entry]); 4] = [
             (Nav::Credentials, "Cloud Credentials", "/ui/credentials"),
         ],
     ),
-    ("Key Management", &[(Nav::Keys, "Keys", "/ui/keys")]),
+    (
+        "Key Management",
+        &[
+            (Nav::Keys, "Keys", "/ui/keys"),
+            (Nav::Drift, "Drift", "/ui/drift"),
+        ],
+    ),
     (
         "Logging and Reporting",
         &[
@@ -114,21 +121,36 @@ fn session_header(session: &Session, csrf: &str) -> Markup {
     }
 }
 
-/// What the navigation says of the approval requests waiting for the
-/// session: `Approvals (2)`, named for screen readers as the sentence.
-fn nav_label(nav: Nav, label: &str, awaiting_you: Option<usize>) -> (String, Option<String>) {
-    match (nav, awaiting_you) {
-        (Nav::Approvals, Some(count)) if count > 0 => {
-            let sentence = if count == 1 {
-                "1 request waits for your approval".to_owned()
-            } else {
-                format!("{count} requests wait for your approval")
-            };
-            (
-                format!("{label} ({count})"),
-                Some(format!("{label} ({count}): {sentence}")),
-            )
-        }
+/// What the navigation counts beside its entries.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    /// Approval requests waiting for the session.
+    awaiting_you: Option<usize>,
+    /// Open drift findings, every group's.
+    drift_open: Option<u64>,
+}
+
+/// What the navigation says of what waits: `Approvals (2)` for the
+/// approval requests the session may answer, `Drift (3)` for the open drift
+/// findings, each named for screen readers as the sentence.
+fn nav_label(nav: Nav, label: &str, counts: Counts) -> (String, Option<String>) {
+    let count = match nav {
+        Nav::Approvals => counts.awaiting_you.map(|n| n as u64),
+        Nav::Drift => counts.drift_open,
+        _ => None,
+    };
+    let sentence = match (nav, count) {
+        (_, None | Some(0)) => None,
+        (Nav::Approvals, Some(1)) => Some("1 request waits for your approval".to_owned()),
+        (Nav::Approvals, Some(n)) => Some(format!("{n} requests wait for your approval")),
+        (_, Some(1)) => Some("1 open drift finding".to_owned()),
+        (_, Some(n)) => Some(format!("{n} open drift findings")),
+    };
+    match (count, sentence) {
+        (Some(count), Some(sentence)) => (
+            format!("{label} ({count})"),
+            Some(format!("{label} ({count}): {sentence}")),
+        ),
         _ => (label.to_owned(), None),
     }
 }
@@ -153,7 +175,7 @@ pub fn page(
                         h2 { (section) }
                         ul {
                             @for (nav, label, href) in items {
-                                @let (text, name) = nav_label(*nav, label, ui.awaiting_you);
+                                @let (text, name) = nav_label(*nav, label, Counts { awaiting_you: ui.awaiting_you, drift_open: ui.drift_open });
                                 li {
                                     @if *nav == current {
                                         a href=(href) aria-current="page" aria-label=[name] { (text) }
@@ -230,28 +252,64 @@ fn readable_time(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Nav, nav_label};
+    use super::{Counts, Nav, nav_label};
+
+    fn waiting(n: usize) -> Counts {
+        Counts {
+            awaiting_you: Some(n),
+            drift_open: Some(4),
+        }
+    }
 
     #[test]
     fn the_approvals_entry_counts_what_waits_for_the_session() {
         assert_eq!(
-            nav_label(Nav::Approvals, "Approvals", Some(2)),
+            nav_label(Nav::Approvals, "Approvals", waiting(2)),
             (
                 "Approvals (2)".to_owned(),
                 Some("Approvals (2): 2 requests wait for your approval".to_owned())
             )
         );
         assert_eq!(
-            nav_label(Nav::Approvals, "Approvals", Some(1)).1.as_deref(),
+            nav_label(Nav::Approvals, "Approvals", waiting(1))
+                .1
+                .as_deref(),
             Some("Approvals (1): 1 request waits for your approval")
         );
         assert_eq!(
-            nav_label(Nav::Approvals, "Approvals", Some(0)),
+            nav_label(Nav::Approvals, "Approvals", waiting(0)),
             ("Approvals".to_owned(), None)
         );
         assert_eq!(
-            nav_label(Nav::Keys, "Keys", Some(3)),
+            nav_label(Nav::Keys, "Keys", waiting(3)),
             ("Keys".to_owned(), None)
+        );
+    }
+
+    #[test]
+    fn the_drift_entry_counts_the_open_findings() {
+        let open = |n| Counts {
+            awaiting_you: Some(5),
+            drift_open: Some(n),
+        };
+        assert_eq!(
+            nav_label(Nav::Drift, "Drift", open(3)),
+            (
+                "Drift (3)".to_owned(),
+                Some("Drift (3): 3 open drift findings".to_owned())
+            )
+        );
+        assert_eq!(
+            nav_label(Nav::Drift, "Drift", open(1)).1.as_deref(),
+            Some("Drift (1): 1 open drift finding")
+        );
+        assert_eq!(
+            nav_label(Nav::Drift, "Drift", open(0)),
+            ("Drift".to_owned(), None)
+        );
+        assert_eq!(
+            nav_label(Nav::Drift, "Drift", Counts::default()),
+            ("Drift".to_owned(), None)
         );
     }
     #[test]

@@ -14,6 +14,7 @@ pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod configuration;
 pub(crate) mod credentials;
+pub(crate) mod drift;
 pub(crate) mod identities;
 pub(crate) mod jobs;
 pub(crate) mod keys;

@@ -166,6 +166,10 @@ pub struct UiSession {
     /// navigation's badge (`None` when it could not be counted, or for a
     /// page's own refreshes, which draw no navigation).
     pub awaiting_you: Option<usize>,
+    /// How many drift findings are open, for the navigation's Drift badge
+    /// (`None` when they could not be counted, or for a page's own
+    /// refreshes).
+    pub drift_open: Option<u64>,
     /// The approval policies in force, so that a form says when its
     /// operation will be sent for approval rather than run (defaults for a
     /// page's own refreshes, which draw no forms).
@@ -221,9 +225,10 @@ async fn resolve(parts: &Parts, app: &AppState, activity: Activity) -> Result<Ui
     };
     match app.keyhold.session_for(&token, activity).await {
         Ok(session) => {
-            let (awaiting_you, approval_policies) = match activity {
+            let (awaiting_you, drift_open, approval_policies) = match activity {
                 Activity::Officer => (
                     awaiting_you(app, &session).await,
+                    drift_open(app).await,
                     app.keyhold
                         .store()
                         .get_settings()
@@ -231,12 +236,13 @@ async fn resolve(parts: &Parts, app: &AppState, activity: Activity) -> Result<Ui
                         .map(|s| s.approval_policies)
                         .unwrap_or_default(),
                 ),
-                Activity::Refresh => (None, Default::default()),
+                Activity::Refresh => (None, None, Default::default()),
             };
             Ok(UiSession {
                 session,
                 csrf: csrf_token(&token),
                 awaiting_you,
+                drift_open,
                 approval_policies,
             })
         }
@@ -286,6 +292,18 @@ async fn awaiting_you(app: &AppState, session: &Session) -> Option<usize> {
         }
         Err(error) => {
             tracing::debug!(%error, "cannot count the approval requests waiting for this session");
+            None
+        }
+    }
+}
+
+/// The open drift findings of every group: the counts `/metrics` exports,
+/// one small query, so every page can say them in its navigation.
+async fn drift_open(app: &AppState) -> Option<u64> {
+    match app.keyhold.drift_counts().await {
+        Ok(counts) => Some(counts.iter().map(|(_, n)| n).sum()),
+        Err(error) => {
+            tracing::debug!(%error, "cannot count the open drift findings");
             None
         }
     }

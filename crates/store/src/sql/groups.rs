@@ -12,7 +12,7 @@ use crate::rows::{GroupRow, opt_ts, ts};
 const COLUMNS: &str = "id, name, service, credential_name, rotate_every, valid_for, \
      info_owner, info_notes, alias, description, region, active_key_id, policy, \
      disable_after_rotate, created_at, updated_at, next_rotation_at, rotation_strategy, \
-     at_rotation_limit";
+     at_rotation_limit, self_heal";
 
 pub(super) async fn list(pool: &Pool) -> Result<Vec<KeyGroup>, StoreError> {
     sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLUMNS} FROM key_groups ORDER BY name"))
@@ -62,7 +62,7 @@ fn interval(i: Option<&Interval>) -> Option<String> {
 pub(super) async fn insert(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO key_groups ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
     ))
     .bind(g.id.to_string())
     .bind(g.name.as_str())
@@ -83,6 +83,7 @@ pub(super) async fn insert(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreErr
     .bind(opt_ts(g.next_rotation_at.as_ref()))
     .bind(g.aws.rotation.as_str())
     .bind(g.aws.at_rotation_limit.as_str())
+    .bind(g.aws.self_heal)
     .execute(conn)
     .await
     .map_err(db_referencing)?;
@@ -97,7 +98,7 @@ pub(super) async fn update(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreErr
          valid_for = $5, info_owner = $6, info_notes = $7, alias = $8, description = $9, \
          region = $10, active_key_id = $11, policy = $12, disable_after_rotate = $13, \
          updated_at = $14, next_rotation_at = $15, rotation_strategy = $16, \
-         at_rotation_limit = $17 WHERE name = $1",
+         at_rotation_limit = $17, self_heal = $18 WHERE name = $1",
     )
     .bind(g.name.as_str())
     .bind(g.service.as_str())
@@ -116,14 +117,17 @@ pub(super) async fn update(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreErr
     .bind(opt_ts(g.next_rotation_at.as_ref()))
     .bind(g.aws.rotation.as_str())
     .bind(g.aws.at_rotation_limit.as_str())
+    .bind(g.aws.self_heal)
     .execute(conn)
     .await
     .map_err(db_referencing)?;
     super::one_row(done.rows_affected())
 }
 
-/// Fails with [`StoreError::InUse`] while the group has keys.
+/// Fails with [`StoreError::InUse`] while the group has keys. Its drift
+/// findings and last check go with it (the audit log keeps their history).
 pub(super) async fn delete(conn: &mut Conn, name: &GroupName) -> Result<(), StoreError> {
+    super::drift::delete_of_group(&mut *conn, name).await?;
     let done = sqlx::query("DELETE FROM key_groups WHERE name = $1")
         .bind(name.as_str())
         .execute(conn)

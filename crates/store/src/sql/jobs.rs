@@ -4,7 +4,7 @@ use keyhold_core::job::{Job, JobKind, JobMessage, JobStatus};
 use keyhold_core::names::GroupName;
 use keyhold_core::ports::JobCommit;
 
-use super::{Conn, INSERT_ORDER, Pool, groups, keys};
+use super::{Conn, INSERT_ORDER, Pool, drift, groups, keys};
 use crate::audit::list_limit;
 use crate::error::{db, db_referencing};
 use crate::rows::{JobMessageRow, JobRow, job_progress_json, job_spec_json, opt_ts, ts};
@@ -107,12 +107,22 @@ pub(super) async fn latest_rotation(
     pool: &Pool,
     group: &GroupName,
 ) -> Result<Option<Job>, StoreError> {
+    latest_of(pool, group, JobKind::ROTATE_LABEL).await
+}
+
+/// The group's newest job of kind `label` ([`JobKind::label`]), through
+/// the group's index.
+pub(super) async fn latest_of(
+    pool: &Pool,
+    group: &GroupName,
+    label: &str,
+) -> Result<Option<Job>, StoreError> {
     sqlx::query_as::<_, JobRow>(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE group_name = $1 AND kind = $2 \
          ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT 1"
     ))
     .bind(group.as_str())
-    .bind(JobKind::ROTATE_LABEL)
+    .bind(label)
     .fetch_optional(pool)
     .await
     .map_err(db)?
@@ -279,9 +289,10 @@ pub(super) async fn change_status(
     moved(conn, query, fence, message).await
 }
 
-/// Writes everything a job step produced except its audit entry, which the
-/// caller's transaction seals last. The first failure stops the rest; the
-/// caller rolls all of it back.
+/// Writes everything a job step produced except its audit entries (the
+/// step's own, then its drift record's), which the caller's transaction
+/// seals last. The first failure stops the rest; the caller rolls all of it
+/// back.
 pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<(), StoreError> {
     update(conn, commit.job, commit.fence).await?;
     for key in commit.keys {
@@ -292,6 +303,9 @@ pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<()
     }
     if let Some(message) = commit.message {
         insert_message(conn, message).await?;
+    }
+    if let Some(record) = commit.drift {
+        drift::record(conn, record).await?;
     }
     Ok(())
 }

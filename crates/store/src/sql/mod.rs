@@ -15,6 +15,7 @@ mod approvals;
 mod audit;
 mod cluster;
 mod credentials;
+mod drift;
 mod groups;
 mod identities;
 mod jobs;
@@ -32,6 +33,7 @@ use keyhold_core::clock::Timestamp;
 use keyhold_core::cloud::aws::KmsKeyId;
 use keyhold_core::cluster::{Lease, NodeRecord};
 use keyhold_core::credential::Credential;
+use keyhold_core::drift::{DriftCheck, DriftFilter, DriftKind, Finding};
 use keyhold_core::group::KeyGroup;
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage, JobStatus};
@@ -111,26 +113,36 @@ impl SqlBackend {
         })
     }
 
-    /// Runs a change in one write transaction, with its audit entry when
-    /// given: neither exists without the other.
+    /// Runs a change in one write transaction, with its audit entries in
+    /// order: none exists without the others.
     async fn write<T>(
         &self,
-        audit: Option<&AuditRecord>,
+        audits: &[&AuditRecord],
         change: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut w = self.begin().await?;
         let result = change(&mut w.tx).await;
-        w.finish(result, audit).await
+        w.finish(result, audits).await
     }
 
-    /// [`Self::write`], its outcome noted for readiness.
+    /// [`Self::write`] with one audit entry or none, its outcome noted for
+    /// readiness.
     async fn audited<T>(
         &self,
         audit: Option<&AuditRecord>,
         change: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let outcome = self.write(audit, change).await;
-        self.health.note(outcome, audit.is_some())
+        self.audited_all(audit.as_slice(), change).await
+    }
+
+    /// [`Self::write`], its outcome noted for readiness.
+    async fn audited_all<T>(
+        &self,
+        audits: &[&AuditRecord],
+        change: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let outcome = self.write(audits, change).await;
+        self.health.note(outcome, !audits.is_empty())
     }
 
     /// A conditional change: audited when it took place (`true`); when its
@@ -144,7 +156,7 @@ impl SqlBackend {
             let mut w = self.begin().await?;
             let result = change(&mut w.tx).await;
             let audit = matches!(result, Ok(true)).then_some(audit);
-            w.finish(result, audit).await
+            w.finish(result, audit.as_slice()).await
         }
         .await;
         let grew = matches!(outcome, Ok(true));
@@ -163,7 +175,7 @@ impl SqlBackend {
             let mut w = self.begin().await?;
             let result = change(&mut w.tx).await;
             let audit = matches!(result, Ok(Some(_))).then_some(audit);
-            w.finish(result, audit).await
+            w.finish(result, audit.as_slice()).await
         }
         .await;
         let grew = matches!(outcome, Ok(Some(_)));
@@ -181,29 +193,33 @@ struct WriteTx<'a> {
 }
 
 impl WriteTx<'_> {
-    /// Commits the change with its audit entry when both succeed; otherwise
-    /// rolls everything back and returns the first error. An entry that
-    /// executes an approved request ([`AuditRecord::executes`]) first marks
-    /// the request executed, only while it is still approved: otherwise
+    /// Commits the change with its audit entries, appended to the chain in
+    /// the order given, when all succeed; otherwise rolls everything back
+    /// and returns the first error. An entry that executes an approved
+    /// request ([`AuditRecord::executes`]) first marks the request executed,
+    /// only while it is still approved: otherwise
     /// [`StoreError::ApprovalSpent`], and the change is rolled back with it,
     /// so an approved request runs once however many writes race to run it.
     async fn finish<T>(
         mut self,
         result: Result<T, StoreError>,
-        audit: Option<&AuditRecord>,
+        audits: &[&AuditRecord],
     ) -> Result<T, StoreError> {
-        let outcome = match (result, audit) {
-            (Ok(value), Some(record)) => {
+        let outcome = match result {
+            Ok(value) => {
                 let sealed = async {
-                    if let Some(execution) = &record.executes {
-                        approvals::spend(&mut self.tx, execution, record).await?;
+                    for record in audits {
+                        if let Some(execution) = &record.executes {
+                            approvals::spend(&mut self.tx, execution, record).await?;
+                        }
+                        audit::append(&mut self.tx, record, self.audit_mac).await?;
                     }
-                    audit::append(&mut self.tx, record, self.audit_mac).await
+                    Ok::<(), StoreError>(())
                 }
                 .await;
                 sealed.map(|()| value)
             }
-            (other, _) => other,
+            Err(e) => Err(e),
         };
         match outcome {
             Ok(value) => {
@@ -552,8 +568,15 @@ impl Store for SqlBackend {
         jobs::unfinished_of_group(&self.pool, group).await
     }
 
+    /// The step's audit entry comes first in the chain, then its drift
+    /// record's, in their order.
     async fn commit_job(&self, commit: &JobCommit<'_>) -> Result<(), StoreError> {
-        self.audited(commit.audit, async |c| jobs::commit(c, commit).await)
+        let drift_audits = commit
+            .drift
+            .map(|d| d.audits.as_slice())
+            .unwrap_or_default();
+        let audits: Vec<&AuditRecord> = commit.audit.into_iter().chain(drift_audits).collect();
+        self.audited_all(&audits, async |c| jobs::commit(c, commit).await)
             .await
     }
 
@@ -600,6 +623,14 @@ impl Store for SqlBackend {
         jobs::latest_rotation(&self.pool, group).await
     }
 
+    async fn latest_job_of(
+        &self,
+        group: &GroupName,
+        kind: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        jobs::latest_of(&self.pool, group, kind).await
+    }
+
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
         jobs::failed(&self.pool, limit).await
     }
@@ -640,6 +671,26 @@ impl Store for SqlBackend {
     async fn release_lease(&self, name: &str, holder: &NodeId) -> Result<(), StoreError> {
         self.audited(None, async |c| cluster::release(c, name, holder).await)
             .await
+    }
+
+    async fn list_drift(&self, filter: &DriftFilter) -> Result<Vec<Finding>, StoreError> {
+        drift::list(&self.pool, filter).await
+    }
+
+    async fn get_drift(&self, id: uuid::Uuid) -> Result<Option<Finding>, StoreError> {
+        drift::get(&self.pool, id).await
+    }
+
+    async fn drift_checks(&self) -> Result<Vec<DriftCheck>, StoreError> {
+        drift::checks(&self.pool).await
+    }
+
+    async fn drift_counts(&self) -> Result<Vec<(DriftKind, u64)>, StoreError> {
+        drift::counts(&self.pool).await
+    }
+
+    async fn unknown_kms_keys(&self, ids: &[KmsKeyId]) -> Result<Vec<KmsKeyId>, StoreError> {
+        drift::unknown_kms_keys(&self.pool, ids).await
     }
 
     async fn get_settings(&self) -> Result<Settings, StoreError> {
@@ -697,7 +748,7 @@ impl Store for SqlBackend {
             probe::Check::Refused(error) => Err(error),
             // A success makes the store writable again.
             probe::Check::Probe => {
-                let outcome = self.write(None, async |c| probe::write(c).await).await;
+                let outcome = self.write(&[], async |c| probe::write(c).await).await;
                 self.health.note(outcome, true)
             }
         }

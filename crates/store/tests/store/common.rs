@@ -193,6 +193,7 @@ pub fn group(name: &str, credential: &str) -> KeyGroup {
             disable_after_rotate: true,
             rotation: RotationStrategy::NewMaterial,
             at_rotation_limit: AtRotationLimit::Refuse,
+            self_heal: false,
         },
         created_at: at(3),
         updated_at: at(4),

@@ -183,6 +183,7 @@ async fn commit_job_writes_the_job_keys_group_message_and_audit_together() {
         group: Some(&activated),
         message: Some(&msg),
         audit: Some(&audit),
+        drift: None,
         fence: None,
     })
     .await
@@ -212,6 +213,7 @@ async fn commit_job_writes_the_job_keys_group_message_and_audit_together() {
         group: None,
         message: None,
         audit: None,
+        drift: None,
         fence: None,
     })
     .await
@@ -247,6 +249,7 @@ async fn a_failing_audit_mac_rolls_a_job_commit_back() {
         group: Some(&activated),
         message: Some(&msg),
         audit: Some(&record("Generated key")),
+        drift: None,
         fence: None,
     };
     f.mac.fail(true);
@@ -299,6 +302,7 @@ async fn a_kms_key_id_clash_is_a_duplicate_and_writes_nothing() {
         group: Some(&activated),
         message: Some(&msg),
         audit: Some(&audit),
+        drift: None,
         fence: None,
     };
     let r = s.commit_job(&commit(std::slice::from_ref(&clash))).await;
@@ -345,6 +349,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             group: None,
             message: None,
             audit: Some(&record("x")),
+            drift: None,
             fence: None,
         })
         .await
@@ -357,6 +362,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             group: Some(&missing_group),
             message: Some(&msg),
             audit: Some(&record("x")),
+            drift: None,
             fence: None,
         })
         .await
@@ -369,6 +375,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             group: None,
             message: Some(&msg),
             audit: Some(&record("x")),
+            drift: None,
             fence: None,
         })
         .await
@@ -381,6 +388,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             group: None,
             message: Some(&message(&unknown, 30, "stray")),
             audit: None,
+            drift: None,
             fence: None,
         })
         .await
@@ -419,6 +427,7 @@ async fn a_job_commit_under_a_lease_taken_over_is_refused_and_writes_nothing() {
         group: None,
         message: None,
         audit: None,
+        drift: None,
         fence,
     };
     s.commit_job(&commit(&job, Some(&held))).await.unwrap();
@@ -526,6 +535,7 @@ async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
         group: None,
         message: None,
         audit: Some(&record("Synchronized")),
+        drift: None,
         fence: None,
     })
     .await
@@ -613,6 +623,7 @@ async fn job_messages_are_per_job_oldest_first() {
                 group: None,
                 message: Some(&message(job, 100 + i as i64, text)),
                 audit: None,
+                drift: None,
                 fence: None,
             })
             .await
@@ -645,6 +656,7 @@ async fn deleting_a_key_keeps_the_jobs_that_named_it() {
         group: None,
         message: Some(&message(&job, 20, "Deleted material")),
         audit: None,
+        drift: None,
         fence: None,
     })
     .await
@@ -679,6 +691,7 @@ async fn the_audit_chain_verifies_after_job_commits() {
             group: Some(&g),
             message: Some(&message(&job, 20 + i, step.describe())),
             audit: audited.then(|| record(step.as_str())).as_ref(),
+            drift: None,
             fence: None,
         })
         .await

@@ -11,6 +11,7 @@ mod approvals;
 mod audit;
 mod common;
 mod credentials;
+mod drift;
 mod durability;
 mod entities;
 mod jobs;

@@ -375,6 +375,7 @@ async fn one_unfinished_job_per_group() {
                 group: None,
                 message: None,
                 audit: None,
+                drift: None,
                 fence: None,
             })
             .await,

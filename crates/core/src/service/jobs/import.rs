@@ -32,6 +32,8 @@ impl Keyhold {
         if skip_if_imported && matches!(info.state, KeyState::Enabled | KeyState::Disabled) {
             key.state = info.state;
             return Ok(StepOutcome {
+                drift: None,
+                audit: None,
                 keys: vec![key],
                 group: None,
                 message: format!(
@@ -105,6 +107,8 @@ impl Keyhold {
             _ => String::new(),
         };
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys: vec![key],
             group: None,
             message: format!(

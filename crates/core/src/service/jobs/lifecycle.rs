@@ -364,6 +364,7 @@ impl Keyhold {
                 group: None,
                 message: Some(&message),
                 audit: None,
+                drift: None,
                 fence: None,
             })
             .await?;
@@ -375,7 +376,12 @@ impl Keyhold {
         Ok(self.store.unfinished_jobs().await?)
     }
 
-    fn new_job(&self, initiator: Initiator, kind: JobKind, progress: JobProgress) -> Job {
+    pub(in crate::service) fn new_job(
+        &self,
+        initiator: Initiator,
+        kind: JobKind,
+        progress: JobProgress,
+    ) -> Job {
         Job {
             id: uuid::Uuid::new_v4(),
             kind,
@@ -393,7 +399,7 @@ impl Keyhold {
     /// Inserts a job. The check before it is only a courtesy: the database's
     /// unique index on the unfinished jobs of a group is the rule, and a job
     /// that a parallel request inserted first is refused with the same words.
-    async fn insert_job(
+    pub(in crate::service) async fn insert_job(
         &self,
         job: &Job,
         schedule: Option<Scheduled<'_>>,
@@ -407,7 +413,7 @@ impl Keyhold {
     }
 
     /// The refusal of a job that found another one of its group unfinished.
-    async fn concurrent_job_refusal(&self, group: &GroupName) -> CoreError {
+    pub(in crate::service) async fn concurrent_job_refusal(&self, group: &GroupName) -> CoreError {
         match self.refuse_concurrent_job(group).await {
             Err(refusal) => refusal,
             // It finished in between: the caller may simply try again.
@@ -420,7 +426,10 @@ impl Keyhold {
     /// One job per group at a time; and a failed rotation must be retried or
     /// cancelled before another starts, so the key it generated (and maybe
     /// created in KMS) is never silently left behind.
-    async fn refuse_concurrent_job(&self, group: &GroupName) -> CoreResult<()> {
+    pub(in crate::service) async fn refuse_concurrent_job(
+        &self,
+        group: &GroupName,
+    ) -> CoreResult<()> {
         if let Some(job) = self.store.unfinished_group_job(group).await? {
             return Err(CoreError::Conflict(format!(
                 "job {} ({}) is already {} for key group '{group}': wait for it to finish, or cancel it",

@@ -14,6 +14,9 @@
 //! [`synchronize`]; [`import`] is the step both share). A new kind is a new
 //! module, a [`JobKind`](crate::job::JobKind) variant, and one arm in the runner's dispatch.
 
+mod drift;
+#[cfg(test)]
+mod drift_tests;
 mod import;
 mod lifecycle;
 mod rotate;
@@ -47,6 +50,11 @@ struct StepOutcome {
     keys: Vec<Key>,
     group: Option<KeyGroup>,
     message: String,
+    /// A drift check's findings.
+    drift: Option<crate::drift::DriftRecord>,
+    /// The step's own audit entry (a repair). Never on a job's last step,
+    /// which carries the job's success entry: a recheck follows every repair.
+    audit: Option<crate::audit::AuditRecord>,
 }
 
 impl StepOutcome {
@@ -55,6 +63,8 @@ impl StepOutcome {
             keys: Vec::new(),
             group: None,
             message: message.into(),
+            drift: None,
+            audit: None,
         }
     }
 }

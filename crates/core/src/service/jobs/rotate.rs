@@ -122,6 +122,7 @@ impl Keyhold {
                 group: None,
                 message: None,
                 audit: None,
+                drift: None,
                 fence: runtime.fence,
             })
             .await?;
@@ -148,7 +149,11 @@ impl Keyhold {
             Step::Activate => self.activate(job).await,
             Step::ImportNewMaterial => self.import_new_material(job, group, kms, runtime).await,
             Step::MakeMaterialCurrent => self.make_material_current(job, group, kms).await,
-            Step::DeleteMaterial | Step::UpdatePolicy => Err(super::not_a_step_of(job, step)),
+            Step::DeleteMaterial
+            | Step::UpdatePolicy
+            | Step::CheckDrift
+            | Step::Repair(_)
+            | Step::Recheck => Err(super::not_a_step_of(job, step)),
         }
     }
 
@@ -216,6 +221,8 @@ impl Keyhold {
             key.check_digits
         );
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys: vec![key],
             group: None,
             message,
@@ -279,6 +286,8 @@ impl Keyhold {
         key.state = KeyState::PendingImport;
         job.progress.kms_key_id = Some(kms_key_id);
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys: vec![key],
             group: None,
             message,
@@ -388,6 +397,8 @@ impl Keyhold {
             }
         }
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys,
             group: None,
             message,
@@ -405,6 +416,8 @@ impl Keyhold {
             .map(|every| next_rotation(now, every, group.valid_for, key.valid_to));
         group.updated_at = now;
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys: vec![key.clone()],
             group: Some(group),
             message: format!(
@@ -479,6 +492,8 @@ impl Keyhold {
             imported.algorithm.aws_name()
         );
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys: vec![key],
             group: None,
             message,
@@ -604,6 +619,8 @@ impl Keyhold {
         );
         keys.push(key);
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys,
             group: None,
             message,
@@ -648,6 +665,8 @@ impl Keyhold {
                 key.rotated_in = false;
                 key.state = KeyState::PreActive;
                 Ok(StepOutcome {
+                    drift: None,
+                    audit: None,
                     message: format!(
                         "AWS allows KMS key {kms_key_id} no more on-demand rotations ({aws_says}): version {} goes into a new KMS key, and the alias moves to it (the group's at_rotation_limit is new_key)",
                         key.version

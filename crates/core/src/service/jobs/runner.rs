@@ -167,7 +167,7 @@ impl Keyhold {
             job.finished_at = Some(self.now());
             Some(self.success_record(job))
         } else {
-            None
+            outcome.audit
         };
         let message = self.message(job, format!("Step {done} of {total}: {}", outcome.message));
         self.store
@@ -177,6 +177,7 @@ impl Keyhold {
                 group: outcome.group.as_ref(),
                 message: Some(&message),
                 audit: audit.as_ref(),
+                drift: outcome.drift.as_ref(),
                 fence: runtime.fence,
             })
             .await?;
@@ -193,6 +194,7 @@ impl Keyhold {
                 "placeholder_used": job.progress.used_placeholder,
                 "in_place": job.progress.steps.contains(&Step::MakeMaterialCurrent)
                     && !job.progress.steps.contains(&Step::CreateKmsKey),
+                "repairs": job.progress.repairs.len(),
             }))
     }
 
@@ -230,6 +232,7 @@ impl Keyhold {
                 group: None,
                 message: Some(&message),
                 audit: Some(&record),
+                drift: None,
                 fence,
             })
             .await;
@@ -255,6 +258,7 @@ impl Keyhold {
                         group: None,
                         message: Some(&message),
                         audit: None,
+                        drift: None,
                         fence,
                     })
                     .await?;
@@ -279,6 +283,9 @@ impl Keyhold {
                 self.run_synchronization_step(job, step, group, kms, runtime)
                     .await
             }
+            JobKind::CheckDrift { .. } | JobKind::Reconcile { .. } => {
+                self.run_drift_step(job, step, group, kms, runtime).await
+            }
         }
     }
 }
@@ -288,5 +295,7 @@ fn run_of(kind: &JobKind) -> JobRun<'_> {
     match kind {
         JobKind::Rotate { group } => JobRun::Rotation(group.as_str()),
         JobKind::Synchronize { key_name, .. } => JobRun::Synchronization(key_name),
+        JobKind::CheckDrift { group } => JobRun::DriftCheck(group.as_str()),
+        JobKind::Reconcile { group } => JobRun::Reconciliation(group.as_str()),
     }
 }

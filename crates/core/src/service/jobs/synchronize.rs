@@ -33,7 +33,10 @@ impl Keyhold {
             | Step::DisablePrevious
             | Step::Activate
             | Step::ImportNewMaterial
-            | Step::MakeMaterialCurrent => Err(super::not_a_step_of(job, step)),
+            | Step::MakeMaterialCurrent
+            | Step::CheckDrift
+            | Step::Repair(_)
+            | Step::Recheck => Err(super::not_a_step_of(job, step)),
         }
     }
 
@@ -75,6 +78,8 @@ impl Keyhold {
         }
         key.state = KeyState::PendingImport;
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys: vec![key],
             group: None,
             message,
@@ -102,6 +107,8 @@ impl Keyhold {
             keys.push(key);
         }
         Ok(StepOutcome {
+            drift: None,
+            audit: None,
             keys,
             group: None,
             message: format!("Put the key group's policy on KMS key {kms_key_id}"),

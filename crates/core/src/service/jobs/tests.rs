@@ -22,26 +22,27 @@ use crate::service::Keyhold;
 use crate::testing::{FakeConnector, FakeKeystore, FakeKms, FakeStore};
 
 const ALIAS: &str = "alias/payments";
-const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#;
+pub(super) const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#;
 
-fn start() -> Timestamp {
+pub(super) fn start() -> Timestamp {
     chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()
 }
 
-fn group_name() -> GroupName {
+pub(super) fn group_name() -> GroupName {
     GroupName::parse("payments").unwrap()
 }
 
-struct World {
-    keyhold: Keyhold,
-    store: Arc<FakeStore>,
-    keystore: Arc<FakeKeystore>,
-    kms: Arc<FakeKms>,
-    connector: FakeConnector,
+pub(super) struct World {
+    pub(super) keyhold: Keyhold,
+    pub(super) store: Arc<FakeStore>,
+    pub(super) keystore: Arc<FakeKeystore>,
+    pub(super) kms: Arc<FakeKms>,
+    pub(super) connector: FakeConnector,
+    pub(super) clock: Arc<ManualClock>,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let store = Arc::new(FakeStore::new());
         let keystore = Arc::new(FakeKeystore::new());
         let kms = FakeKms::new();
@@ -72,16 +73,14 @@ impl World {
                 disable_after_rotate: true,
                 rotation: crate::group::RotationStrategy::NewKey,
                 at_rotation_limit: crate::group::AtRotationLimit::NewKey,
+                self_heal: false,
             },
             created_at: start(),
             updated_at: start(),
             next_rotation_at: None,
         });
-        let keyhold = Keyhold::new(
-            store.clone(),
-            keystore.clone(),
-            Arc::new(ManualClock::new(start())),
-        );
+        let clock = Arc::new(ManualClock::new(start()));
+        let keyhold = Keyhold::new(store.clone(), keystore.clone(), clock.clone());
         let connector = FakeConnector { kms: kms.clone() };
         Self {
             keyhold,
@@ -89,27 +88,28 @@ impl World {
             keystore,
             kms,
             connector,
+            clock,
         }
     }
 
-    fn group(&self) -> KeyGroup {
+    pub(super) fn group(&self) -> KeyGroup {
         self.store.snapshot().groups[&group_name()].clone()
     }
 
-    fn change_group(&self, change: impl FnOnce(&mut KeyGroup)) {
+    pub(super) fn change_group(&self, change: impl FnOnce(&mut KeyGroup)) {
         let mut group = self.group();
         change(&mut group);
         self.store.put_group(group);
     }
 
-    async fn queue_rotation(&self) -> Job {
+    pub(super) async fn queue_rotation(&self) -> Job {
         self.keyhold
             .queue_rotation(&Initiator::Officers("Admin1,Admin2".into()), &group_name())
             .await
             .unwrap()
     }
 
-    async fn run(&self, job: &Job, hooks: &dyn JobHooks) -> Result<Job, CoreError> {
+    pub(super) async fn run(&self, job: &Job, hooks: &dyn JobHooks) -> Result<Job, CoreError> {
         let runtime = JobRuntime {
             connector: &self.connector,
             hooks,
@@ -118,7 +118,7 @@ impl World {
         self.keyhold.run_job(job.id, &runtime).await
     }
 
-    async fn rotate(&self) -> Job {
+    pub(super) async fn rotate(&self) -> Job {
         let job = self.queue_rotation().await;
         self.run(&job, &NoHooks).await.unwrap()
     }
@@ -425,7 +425,7 @@ async fn a_failed_rotation_retried_finishes_with_the_kms_key_it_created() {
 // Interruptions
 
 /// Stops the run (a crash) when the job reaches `at` on the chosen side of its commit.
-struct CrashAt {
+pub(super) struct CrashAt {
     at: Checkpoint,
     committed: bool,
     reached: Mutex<bool>,
@@ -442,7 +442,7 @@ impl JobHooks for CrashAt {
 
 /// Runs `job` until it crashes at `at` (on the chosen side of its commit);
 /// fails the test if the run never gets there.
-async fn crash_at(w: &Arc<World>, job: &Job, at: Checkpoint, committed: bool) {
+pub(super) async fn crash_at(w: &Arc<World>, job: &Job, at: Checkpoint, committed: bool) {
     let hook = Arc::new(CrashAt {
         at,
         committed,
