@@ -3,7 +3,9 @@
 //! `{"__type": ..., "message": ...}` with status 400), so keyhold's real AWS
 //! adapter talks to it through a credential whose endpoint points here.
 //!
-//! Three uses, and only these three (everything else runs against LocalStack):
+//! Three uses, and only these three (everything else runs against LocalStack;
+//! the quotas of the second may be turned on in the third too, with
+//! [`KmsPeer::set_quotas`], as the drift scenario does):
 //! - zero latency, to measure keyhold alone (engine overhead): it answers at
 //!   once from memory, with one RSA-2048 wrapping key made at start-up
 //!   ([`KmsPeer::start`]`(false)`);
@@ -313,15 +315,7 @@ impl KmsPeer {
             .context("encoding the wrapping public key")?
             .as_bytes()
             .to_vec();
-        let buckets = quotas.then(|| {
-            let mut buckets = HashMap::new();
-            for (op, rate) in AWS_DEFAULT_QUOTAS {
-                buckets
-                    .entry(bucket_for(op))
-                    .or_insert_with(|| Bucket::new(*rate));
-            }
-            buckets
-        });
+        let buckets = quotas.then(quota_buckets);
         let inner = Arc::new(Mutex::new(Inner {
             faithful,
             buckets,
@@ -354,6 +348,15 @@ impl KmsPeer {
             inner,
             _stop: stop,
         })
+    }
+
+    /// Turns AWS's request quotas on (fresh buckets, each holding one
+    /// second's worth, as at start-up) or off on a running peer, in either
+    /// mode: a scenario may build its keys faster than CreateKey's 5/s
+    /// allows, then measure under the quotas (the drift scenario does, on
+    /// the faithful peer).
+    pub fn set_quotas(&self, on: bool) {
+        lock(&self.inner).buckets = on.then(quota_buckets);
     }
 
     /// Calls per operation so far.
@@ -412,6 +415,17 @@ impl KmsPeer {
             .map(|(name, alias)| (name.clone(), alias.target.clone()))
             .collect()
     }
+}
+
+/// A token bucket per quota at AWS's default request quotas, each full.
+fn quota_buckets() -> HashMap<&'static str, Bucket> {
+    let mut buckets = HashMap::new();
+    for (op, rate) in AWS_DEFAULT_QUOTAS {
+        buckets
+            .entry(bucket_for(op))
+            .or_insert_with(|| Bucket::new(*rate));
+    }
+    buckets
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {

@@ -3,6 +3,7 @@
 //! release mode and passes the paths here.
 
 mod audit;
+mod drift;
 mod engine;
 mod in_place;
 mod profile;
@@ -38,12 +39,12 @@ struct Args {
     /// Tiny sizes: proves every scenario still works, measures nothing.
     #[arg(long)]
     short: bool,
-    /// Scenarios to run (engine, side, quota, scale, audit, inplace); the report is
-    /// assembled from the sections found in <work>/sections, so scenarios may run apart.
+    /// Scenarios to run (engine, side, quota, scale, audit, inplace, drift); the report
+    /// is assembled from the sections found in <work>/sections, so scenarios may run apart.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "engine,side,quota,scale,audit,inplace"
+        default_value = "engine,side,quota,scale,audit,inplace,drift"
     )]
     only: Vec<String>,
     /// Groups rotated at once in the quota scenario [default: 1000, short: 20].
@@ -85,6 +86,10 @@ pub struct Sizes {
     pub scale_seconds: u64,
     /// Groups of each rotation strategy in the rotation-in-place scenario.
     pub inplace_groups: usize,
+    /// Keys (KMS keys) of each group the drift scenario checks.
+    pub drift_keys: [usize; 2],
+    /// Groups Force-Rotated beside the drift scenario's largest check.
+    pub drift_rotations: usize,
     /// How long the engine's profile samples.
     pub profile_seconds: u64,
 }
@@ -103,6 +108,8 @@ impl Sizes {
             scale_clients: 100,
             scale_seconds: 10,
             inplace_groups: 100,
+            drift_keys: [10, 1000],
+            drift_rotations: 10,
             profile_seconds: 5,
         }
     }
@@ -120,12 +127,16 @@ impl Sizes {
             scale_clients: 4,
             scale_seconds: 1,
             inplace_groups: 2,
+            drift_keys: [3, 20],
+            drift_rotations: 3,
             profile_seconds: 1,
         }
     }
 }
 
-const SCENARIOS: &[&str] = &["engine", "side", "quota", "scale", "audit", "inplace"];
+const SCENARIOS: &[&str] = &[
+    "engine", "side", "quota", "scale", "audit", "inplace", "drift",
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -169,7 +180,8 @@ async fn main() -> anyhow::Result<()> {
             "quota" => quota::run(&ctx, &sizes).await?,
             "scale" => scale::run(&ctx, &sizes).await?,
             "audit" => audit::run(&ctx, &sizes).await?,
-            _ => in_place::run(&ctx, &sizes).await?,
+            "inplace" => in_place::run(&ctx, &sizes).await?,
+            _ => drift::run(&ctx, &sizes).await?,
         };
         let fragment = report::render(&section, "benchmarks", charts_dir)?;
         if let Some(failure) = &section.failure {
@@ -269,6 +281,6 @@ const GAPS: &str = "
 - **The criterion micro-benchmarks** (`./scripts/bench --micro`, \
   `crates/bench/benches/micro.rs`: key generation, the RSA-OAEP wrap, audit sealing and \
   verification, the store's audited commit) are not part of this report.
-- **PostgreSQL** is covered by the engine-overhead scenario only; scale, audit and \
-  rotation in place run on SQLite.
+- **PostgreSQL** is covered by the engine-overhead scenario only; scale, audit, \
+  rotation in place and drift run on SQLite.
 ";

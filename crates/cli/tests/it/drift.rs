@@ -584,3 +584,101 @@ async fn the_schedule_checks_every_group_once_its_interval_has_passed() {
     assert_eq!(row["check_job"], job["id"]);
     assert_eq!(overview["check_hours"], 24);
 }
+
+/// The `keyhold` binary against the server: check, list, plan, reconcile,
+/// and the refusals a user meets, each with its exit code.
+#[tokio::test]
+async fn the_cli_checks_plans_and_reconciles_and_says_what_is_wrong() {
+    let s = Scene::new("cli", |_| {}).await;
+    let key = s.app.rotate_ok(&s.token, &s.group).await;
+    s.kms
+        .client
+        .delete_alias()
+        .alias_name(s.alias())
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session");
+    let (base, group) = (s.app.base.clone(), s.group.clone());
+    let run = move |args: Vec<String>, stdin: String| {
+        let (base, session) = (base.clone(), session.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = keyhold_cli(&base, &session, &args, stdin.as_bytes());
+                (
+                    out.status.code(),
+                    String::from_utf8(out.stdout).unwrap(),
+                    String::from_utf8(out.stderr).unwrap(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    for (user, password) in [("Admin1", ADMIN1_PASSWORD), ("Admin2", ADMIN2_PASSWORD)] {
+        let (code, _, err) = run(
+            args(&["login", "--user", user, "--password-stdin"]),
+            format!("{password}\n"),
+        )
+        .await;
+        assert_eq!(code, Some(0), "{err}");
+    }
+
+    let (code, out, err) = run(
+        args(&["drift", "check", "--group", &group, "--wait"]),
+        String::new(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("Key group {group} has 1 open drift finding(s)")),
+        "{out}"
+    );
+    let (code, out, err) = run(
+        args(&["drift", "list", "--group", &group, "--output", "json"]),
+        String::new(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["kind"], "alias_missing", "{listed:#}");
+    let (code, out, err) = run(args(&["drift", "plan", "--group", &group]), String::new()).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("point alias {}", s.alias())), "{out}");
+    assert!(out.contains("Plan digest: "), "{out}");
+
+    // A plan other than the one due, and a command that names no group.
+    let stale = "0".repeat(64);
+    let (code, _, err) = run(
+        args(&["drift", "reconcile", "--group", &group, "--plan", &stale]),
+        String::new(),
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("changed since it was read"), "{err}");
+    let (code, _, err) = run(args(&["drift", "check"]), String::new()).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        s.kms.alias_target(&s.alias()).await,
+        None,
+        "refusals change nothing"
+    );
+
+    let (code, out, err) = run(
+        args(&["drift", "reconcile", "--group", &group, "--wait"]),
+        String::new(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("Key group {group} has no open drift findings.")),
+        "{out}"
+    );
+    assert_eq!(
+        s.kms.alias_target(&s.alias()).await.as_deref(),
+        Some(key.as_str())
+    );
+}

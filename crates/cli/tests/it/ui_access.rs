@@ -83,9 +83,14 @@ async fn assert_last_menu_reachable(browser: &Browser, width: u32) {
     browser
         .click("#keys-table tbody:last-of-type tr:last-child details.menu summary")
         .await;
-    let seen = browser
-        .execute(
-            r#"
+    // The script places the panel on the menu's `toggle` event, which the
+    // browser fires in a task of its own after the click: on a loaded
+    // machine the first look may come before it. Look until it is placed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let seen = loop {
+        let seen = browser
+            .execute(
+                r#"
             const menu = document.querySelector('#keys-table tbody:last-of-type tr:last-child details.menu');
             const panel = menu.querySelector('.menu-panel');
             const r = panel.getBoundingClientRect();
@@ -93,13 +98,19 @@ async fn assert_last_menu_reachable(browser: &Browser, width: u32) {
             const hit = document.elementFromPoint(item.left + item.width / 2, item.top + item.height / 2);
             return {
                 open: menu.open,
+                placed: menu.classList.contains('placed'),
                 inside: r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight,
                 hit: panel.contains(hit),
             };
             "#,
-            json!([]),
-        )
-        .await;
+                json!([]),
+            )
+            .await;
+        if seen["placed"] == true || std::time::Instant::now() > deadline {
+            break json!({"open": seen["open"], "inside": seen["inside"], "hit": seen["hit"]});
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(
         seen,
         json!({"open": true, "inside": true, "hit": true}),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::Keyhold;
 use crate::action::Action;
 use crate::clock::Timestamp;
-use crate::drift::{DriftCheck, DriftFilter, DriftKind, Finding, MAX_PLAN_REPAIRS, Plan};
+use crate::drift::{DriftCheck, DriftFilter, DriftKind, Finding, MAX_PLAN_REPAIRS, Plan, Repair};
 use crate::error::{CoreError, CoreResult, InvalidInput, StoreError};
 use crate::group::KeyGroup;
 use crate::identity::{Operation, Session};
@@ -248,6 +248,46 @@ impl Keyhold {
     ) -> CoreResult<Job> {
         self.authorize(session, Operation::RECONCILE_DRIFT).await?;
         self.find_group(group).await?;
+        let repairs = self.repairs_to_apply(group, digest).await?;
+        self.refuse_concurrent_job(group).await?;
+        let mut progress = JobProgress::new(Step::reconcile(repairs.len()));
+        progress.repairs = repairs;
+        let job = self.new_job(
+            Initiator::Officers(session.users()),
+            JobKind::Reconcile {
+                group: group.clone(),
+            },
+            progress,
+        );
+        let record = self
+            .record_for(session, Action::ReconcileDrift(group.as_str()).succeeded())
+            .with_details(serde_json::json!({
+                "job": job.id,
+                "plan": digest.trim(),
+                "repairs": job.progress.repairs.iter().map(|r| r.describe()).collect::<Vec<_>>(),
+            }));
+        self.insert_job(&job, None, &record, group).await?;
+        Ok(job)
+    }
+
+    /// The repairs of the group's plan named `digest`, as a reconciliation
+    /// would run them: what an approval request for it shows approvers.
+    /// Refused as [`Keyhold::start_reconcile`] would refuse it, so no one
+    /// is asked to approve what cannot run.
+    pub async fn plan_to_apply(
+        &self,
+        session: &Session,
+        group: &GroupName,
+        digest: &str,
+    ) -> CoreResult<Vec<Repair>> {
+        session.authorize(Operation::READ, true)?;
+        self.find_group(group).await?;
+        self.repairs_to_apply(group, digest).await
+    }
+
+    /// The group's plan while it is still the one named `digest` and has
+    /// something to do, within one job's size.
+    async fn repairs_to_apply(&self, group: &GroupName, digest: &str) -> CoreResult<Vec<Repair>> {
         let current = self.group_plan(group).await?;
         if current.digest != digest.trim() {
             return Err(CoreError::Conflict(format!(
@@ -278,24 +318,6 @@ impl Keyhold {
                 repairs.len()
             )));
         }
-        self.refuse_concurrent_job(group).await?;
-        let mut progress = JobProgress::new(Step::reconcile(repairs.len()));
-        progress.repairs = repairs;
-        let job = self.new_job(
-            Initiator::Officers(session.users()),
-            JobKind::Reconcile {
-                group: group.clone(),
-            },
-            progress,
-        );
-        let record = self
-            .record_for(session, Action::ReconcileDrift(group.as_str()).succeeded())
-            .with_details(serde_json::json!({
-                "job": job.id,
-                "plan": digest.trim(),
-                "repairs": job.progress.repairs.iter().map(|r| r.describe()).collect::<Vec<_>>(),
-            }));
-        self.insert_job(&job, None, &record, group).await?;
-        Ok(job)
+        Ok(repairs)
     }
 }

@@ -186,26 +186,9 @@ pub async fn reconcile(
         let digest = digest.as_str();
         gate(app, session, Operation::RECONCILE_DRIFT, async || {
             // Approvers read the repairs they approve; a plan that changed
-            // since it was shown (or has nothing to do) is refused now by
-            // the core's own checks when the request runs, and here first,
-            // so no one is asked to approve what cannot run.
-            let current = app.keyhold.drift_plan(session, &group).await?;
-            if current.digest != digest {
-                return Err(keyhold_core::CoreError::Conflict(format!(
-                    "the reconcile plan of key group '{group}' changed since it was read: read the plan again (`keyhold drift plan --group {group}`) and apply that one"
-                ))
-                .into());
-            }
-            let repairs = current.plan.repairs();
-            if repairs.is_empty() {
-                return Err(InvalidInput::new(
-                    "group",
-                    format!(
-                        "key group '{group}' has nothing to reconcile: no open finding has a repair keyhold can make"
-                    ),
-                )
-                .into());
-            }
+            // since it was shown (or has nothing to do) is refused now, as
+            // the request would be when it runs.
+            let repairs = app.keyhold.plan_to_apply(session, &group, digest).await?;
             Ok((
                 PendingOperation::ReconcileDrift {
                     group: group.to_string(),
