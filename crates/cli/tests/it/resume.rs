@@ -491,6 +491,17 @@ mod killed {
                 "killed at {name}"
             );
         }
+        audit_chain_verifies(client, base, &name).await;
+        format!(
+            "{} KMS key(s) ({}), alias on the newest, audit chain verifies{}",
+            states.len(),
+            states.join(", "),
+            if inside { ", job resumed" } else { "" }
+        )
+    }
+
+    /// The audit chain, after the case, verifies end to end.
+    async fn audit_chain_verifies(client: &Client, base: &str, name: &str) {
         let (_, verify) = client
             .call(
                 base,
@@ -500,12 +511,6 @@ mod killed {
             )
             .await;
         assert_eq!(verify["ok"], true, "killed at {name}: {verify}");
-        format!(
-            "{} KMS key(s) ({}), alias on the newest, audit chain verifies{}",
-            states.len(),
-            states.join(", "),
-            if inside { ", job resumed" } else { "" }
-        )
     }
 
     /// Deletes the group's alias behind keyhold's back (as a console user
@@ -632,15 +637,7 @@ mod killed {
             );
             "the alias pointed back once, the finding cleared, one repair entry"
         };
-        let (_, verify) = client
-            .call(
-                base,
-                reqwest::Method::GET,
-                "/api/v1/audit/verify",
-                json!(null),
-            )
-            .await;
-        assert_eq!(verify["ok"], true, "killed at {name}: {verify}");
+        audit_chain_verifies(client, base, &name).await;
         format!(
             "{held}, audit chain verifies{}",
             if inside { ", job resumed" } else { "" }
@@ -702,16 +699,7 @@ mod killed {
         );
         let fresh = kms.encrypt(&alias, b"after the crash").await;
         assert_eq!(kms.decrypt(&fresh).await.unwrap(), b"after the crash");
-        let (_, verify) = scene
-            .client
-            .call(
-                base,
-                reqwest::Method::GET,
-                "/api/v1/audit/verify",
-                json!(null),
-            )
-            .await;
-        assert_eq!(verify["ok"], true, "killed at {name}: {verify}");
+        audit_chain_verifies(&scene.client, base, name).await;
         "1 KMS key, rotated in place (its first material non-current, still decrypting), audit chain verifies".to_owned()
     }
 
