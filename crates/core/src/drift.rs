@@ -850,11 +850,35 @@ pub struct DriftRecord {
     pub audits: Vec<crate::audit::AuditRecord>,
 }
 
+/// The findings that concern one key: those naming it, and those on the
+/// KMS key its material is in (a policy, tags or the alias of a KMS key
+/// several versions share concern each of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFindings {
+    pub key_id: uuid::Uuid,
+    pub kms_key_id: Option<KmsKeyId>,
+}
+
+impl KeyFindings {
+    pub fn of(key: &Key) -> Self {
+        Self {
+            key_id: key.id,
+            kms_key_id: key.kms_key_id.clone(),
+        }
+    }
+
+    pub fn concern(&self, finding: &Finding) -> bool {
+        finding.key_id == Some(self.key_id)
+            || (self.kms_key_id.is_some() && finding.kms_key_id == self.kms_key_id)
+    }
+}
+
 /// Which findings a listing returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DriftFilter {
     pub group: Option<GroupName>,
-    pub key_id: Option<uuid::Uuid>,
+    /// Only those that concern this key.
+    pub key: Option<KeyFindings>,
     /// Cleared findings too (newest first).
     pub include_cleared: bool,
     /// 0 means 100; at most 1000.

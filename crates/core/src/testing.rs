@@ -818,7 +818,7 @@ impl Store for FakeStore {
         let state = lock(&self.state);
         let wanted = |f: &&Finding| {
             filter.group.as_ref().is_none_or(|g| &f.group == g)
-                && filter.key_id.is_none_or(|k| f.key_id == Some(k))
+                && filter.key.as_ref().is_none_or(|k| k.concern(f))
         };
         let mut found: Vec<Finding> = state
             .open_drift()

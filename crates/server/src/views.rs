@@ -5,7 +5,7 @@ use keyhold_core::audit::{AuditEntry, AuditPublicKey, VerifyReport};
 use keyhold_core::clock::{Timestamp, format_timestamp};
 use keyhold_core::cluster::NodeRecord;
 use keyhold_core::credential::Credential;
-use keyhold_core::drift::{DriftCheck, Finding, Plan, PlannedRepair, Repair};
+use keyhold_core::drift::{DriftCheck, Finding, KeyFindings, Plan, PlannedRepair, Repair};
 use keyhold_core::group::{KeyGroup, KeySpec};
 use keyhold_core::identity::{Identity, Session};
 use keyhold_core::job::{Job, JobMessage};
@@ -159,19 +159,12 @@ pub fn key_with_drift(listing: &KeyListing, now: Timestamp, open: &[Finding]) ->
     }
 }
 
-/// Whether the finding concerns the key: it names the key, or the KMS key
-/// the key's material is in (a policy, tags or alias of a KMS key several
-/// versions share concern each of them).
-pub fn concerns_key(finding: &Finding, key: &Key) -> bool {
-    finding.key_id == Some(key.id)
-        || (key.kms_key_id.is_some() && finding.kms_key_id == key.kms_key_id)
-}
-
 /// How many of the open findings concern the key.
 pub fn drift_of_key(key: &Key, open: &[Finding]) -> u32 {
+    let concerned = KeyFindings::of(key);
     let count = open
         .iter()
-        .filter(|f| f.is_open() && concerns_key(f, key))
+        .filter(|f| f.is_open() && concerned.concern(f))
         .count();
     u32::try_from(count).unwrap_or(u32::MAX)
 }

@@ -6,7 +6,7 @@
 use keyhold_api as api;
 use keyhold_core::InvalidInput;
 use keyhold_core::action::{Action, printable};
-use keyhold_core::drift::DriftFilter;
+use keyhold_core::drift::{DriftFilter, KeyFindings};
 use keyhold_core::identity::{Operation, Session};
 use keyhold_core::names::GroupName;
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use super::approvals::{PendingOperation, gate};
 use super::audited;
 use crate::ApiResult;
 use crate::app::AppState;
-use crate::http::{MAX_PAGE, page_limit};
+use crate::http::page_limit;
 use crate::views;
 
 /// What `GET /api/v1/drift/findings` (and the Drift screen) filters by.
@@ -76,24 +76,16 @@ pub async fn findings(
     query: &FindingsQuery,
 ) -> ApiResult<Vec<api::DriftFindingView>> {
     let limit = page_limit(query.limit)?;
-    let mut group = query.group.as_deref().map(GroupName::parse).transpose()?;
+    let group = query.group.as_deref().map(GroupName::parse).transpose()?;
     if let Some(name) = &group {
         // A misspelt group is said, not answered with an empty list.
         app.keyhold.get_group(session, name).await?;
     }
-    let include_cleared = query.include_cleared.unwrap_or(false);
-    let Some(key) = &query.key else {
-        let filter = DriftFilter {
-            group,
-            key_id: None,
-            include_cleared,
-            limit,
-        };
-        let found = app.keyhold.list_drift(session, &filter).await?;
-        return Ok(found.iter().map(views::drift_finding).collect());
+    let key = match &query.key {
+        Some(key) => Some(app.keyhold.get_key(session, key).await?.key),
+        None => None,
     };
-    let key = app.keyhold.get_key(session, key).await?.key;
-    if let Some(name) = &group
+    if let (Some(name), Some(key)) = (&group, &key)
         && name != &key.group
     {
         return Err(InvalidInput::new(
@@ -106,22 +98,14 @@ pub async fn findings(
         )
         .into());
     }
-    // A key's findings are its own and its KMS key's (the badge's count):
-    // read the group's, as many as a listing holds, and keep those.
-    group = Some(key.group.clone());
     let filter = DriftFilter {
-        group,
-        key_id: None,
-        include_cleared,
-        limit: MAX_PAGE,
+        group: group.or_else(|| key.as_ref().map(|k| k.group.clone())),
+        key: key.as_ref().map(KeyFindings::of),
+        include_cleared: query.include_cleared.unwrap_or(false),
+        limit,
     };
     let found = app.keyhold.list_drift(session, &filter).await?;
-    Ok(found
-        .iter()
-        .filter(|f| views::concerns_key(f, &key))
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .map(views::drift_finding)
-        .collect())
+    Ok(found.iter().map(views::drift_finding).collect())
 }
 
 pub async fn finding(

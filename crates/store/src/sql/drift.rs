@@ -43,8 +43,12 @@ pub(super) async fn list(pool: &Pool, filter: &DriftFilter) -> Result<Vec<Findin
     if let Some(group) = &filter.group {
         qb.push(" AND group_name = ").push_bind(group.as_str());
     }
-    if let Some(key) = filter.key_id {
-        qb.push(" AND key_id = ").push_bind(key.to_string());
+    if let Some(key) = &filter.key {
+        qb.push(" AND (key_id = ").push_bind(key.key_id.to_string());
+        if let Some(kms) = &key.kms_key_id {
+            qb.push(" OR kms_key_id = ").push_bind(kms.to_string());
+        }
+        qb.push(")");
     }
     if !filter.include_cleared {
         qb.push(" AND cleared_at IS NULL");

@@ -5,7 +5,9 @@
 use keyhold_core::StoreError;
 use keyhold_core::audit::{AuditFilter, AuditRecord};
 use keyhold_core::cloud::aws::{Alias, KmsKeyId};
-use keyhold_core::drift::{DriftCheck, DriftFilter, DriftKind, DriftRecord, Finding, Repair};
+use keyhold_core::drift::{
+    DriftCheck, DriftFilter, DriftKind, DriftRecord, Finding, KeyFindings, Repair,
+};
 use keyhold_core::group::KeyGroup;
 use keyhold_core::job::{Initiator, Job, JobKind, JobProgress, JobStatus, Step};
 use keyhold_core::key::Key;
@@ -211,9 +213,9 @@ async fn findings_round_trip_with_their_repairs_and_list_in_order() {
     let all = s.list_drift(&DriftFilter::default()).await.unwrap();
     assert_eq!(all.first(), Some(&billing));
     assert_eq!(all.len(), findings.len() + 1);
-    let only = |group: Option<&str>, key_id: Option<uuid::Uuid>, limit| DriftFilter {
+    let only = |group: Option<&str>, key: Option<&Key>, limit| DriftFilter {
         group: group.map(name),
-        key_id,
+        key: key.map(KeyFindings::of),
         include_cleared: false,
         limit,
     };
@@ -233,12 +235,9 @@ async fn findings_round_trip_with_their_repairs_and_list_in_order() {
         .cloned()
         .collect();
     assert_eq!(on_k.len(), 7);
+    assert_eq!(s.list_drift(&only(None, Some(&k), 0)).await.unwrap(), on_k);
     assert_eq!(
-        s.list_drift(&only(None, Some(k.id), 0)).await.unwrap(),
-        on_k
-    );
-    assert_eq!(
-        s.list_drift(&only(Some("billing"), Some(k.id), 0))
+        s.list_drift(&only(Some("billing"), Some(&k), 0))
             .await
             .unwrap(),
         vec![]
