@@ -541,6 +541,18 @@ pub struct SettingsView {
     /// Material expiring within this many days (no rotation due before) is drift.
     #[serde(default)]
     pub drift_expiry_days: u32,
+    /// Hours between scheduled backups; 0: only on demand.
+    #[serde(default)]
+    pub backup_every_hours: u32,
+    /// Scheduled backups kept in the backup directory; 0: all.
+    #[serde(default)]
+    pub backup_keep: u32,
+    /// Audit entries older than this many days are archived daily; 0: only on demand.
+    #[serde(default)]
+    pub audit_archive_after_days: u32,
+    /// The last backup, if any was made.
+    #[serde(default)]
+    pub last_backup: Option<BackupView>,
     /// Who rotates now, seen from the node that answered.
     pub cluster: ClusterView,
 }
@@ -570,6 +582,143 @@ pub struct SettingsChangeRequest {
     /// 1 to 366.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_expiry_days: Option<u32>,
+    /// 0 (backups only on demand) to 744; scheduled backups need custodians.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_every_hours: Option<u32>,
+    /// 0 (keep all) to 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_keep: Option<u32>,
+    /// 0 (archive only on demand) to 36500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_archive_after_days: Option<u32>,
+}
+
+// ---- backups ----
+
+/// One backup, as `GET /api/v1/backups` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupView {
+    pub id: String,
+    /// `manual` or `scheduled`.
+    pub trigger: String,
+    pub initiated_by: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// The file's name in the backup directory.
+    pub file: String,
+    pub size: Option<u64>,
+    /// SHA-256 of the whole file, hex.
+    pub sha256: Option<String>,
+    pub keys: Option<u64>,
+    pub threshold: u8,
+    pub custodians: Vec<String>,
+    pub error: Option<String>,
+    pub node: String,
+}
+
+/// A backup's shares: one per custodian, each encrypted for that
+/// custodian alone (`GET /api/v1/backups/{id}/shares`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSharesView {
+    pub backup: String,
+    pub threshold: u8,
+    pub shares: Vec<ShareView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareView {
+    pub custodian: String,
+    /// The share file's text, to save as `<custodian>.share`.
+    pub text: String,
+}
+
+/// One custodian: who they are and the public key their shares are
+/// encrypted to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodianView {
+    pub name: String,
+    /// X25519, 64 hex digits.
+    pub public_key: String,
+    /// Whether the key comes from a passphrase (Argon2id).
+    pub passphrase: bool,
+}
+
+/// `GET /api/v1/backups/custodians`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodiansView {
+    /// 0 while none are set.
+    pub threshold: u8,
+    pub custodians: Vec<CustodianView>,
+}
+
+/// One custodian to set: a public key (from `keyhold backup custodian-key`),
+/// or a passphrase the server turns into one (Argon2id) and forgets; or
+/// both the public key and the `kdf` it was derived with (the CLI derives
+/// it locally, so the passphrase never leaves the custodian's terminal).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustodianRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<PassphraseKdfView>,
+}
+
+impl std::fmt::Debug for CustodianRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustodianRequest")
+            .field("name", &self.name)
+            .field("public_key", &self.public_key)
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
+            .field("kdf", &self.kdf)
+            .finish()
+    }
+}
+
+/// Argon2id parameters and salt of a passphrase custodian's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassphraseKdfView {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub salt: String,
+}
+
+/// `PUT /api/v1/backups/custodians`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCustodiansRequest {
+    /// How many custodians together open a backup (at least 2).
+    pub threshold: u8,
+    pub custodians: Vec<CustodianRequest>,
+}
+
+/// `POST /api/v1/audit/archives`: archive the entries up to `up_to_seq`,
+/// or those older than `older_than_days` (one of the two).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to_seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than_days: Option<u32>,
+}
+
+/// One signed audit archive file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditArchiveView {
+    pub id: String,
+    pub file: String,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub created_at: String,
+    pub sha256: String,
 }
 
 // ---- drift ----
@@ -804,6 +953,21 @@ pub struct ReadinessView {
     /// This node's part in the cluster (not a readiness condition: a
     /// standby node is ready).
     pub cluster: ClusterView,
+    /// How the last backup ended (not a readiness condition); absent
+    /// before the first backup. Only times and status: `/readyz` answers
+    /// without a session.
+    #[serde(default)]
+    pub backup: Option<BackupHealthView>,
+}
+
+/// The last backup at a glance, for `/readyz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupHealthView {
+    /// `running`, `succeeded` or `failed`.
+    pub last_status: String,
+    pub last_started_at: String,
+    /// The newest backup that succeeded, if any.
+    pub last_success_at: Option<String>,
 }
 
 /// *HSM Protected Key Options*: who rotates, seen from one node.

@@ -1,11 +1,13 @@
-//! `keyhold audit list | verify | export`: *Logging and Reporting → Audit Logs*.
+//! `keyhold audit list | verify | export | archive | archives`: *Logging and
+//! Reporting → Audit Logs*.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use keyhold_api::{
-    AuditEntryView, AuditPublicKeyView, AuditStreamView, AuditVerifyRequest, AuditVerifyView,
+    ArchiveRequest, AuditArchiveView, AuditEntryView, AuditPublicKeyView, AuditStreamView,
+    AuditVerifyRequest, AuditVerifyView,
 };
 use keyhold_core::audit::{AuditPublicKey, Checkpoint, parse_checkpoints};
 use reqwest::Method;
@@ -45,6 +47,43 @@ pub enum AuditCommand {
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
     },
+    /// Archive old entries into a signed archive file on the server (the
+    /// entries stay in the log, marked archived; backups carry the archives).
+    Archive(ArchiveArgs),
+    /// List the audit archives, oldest first.
+    Archives,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ArchiveArgs {
+    /// Archive the entries up to this sequence number (`keyhold audit list` shows them).
+    #[arg(long, value_name = "SEQ")]
+    pub up_to_seq: Option<i64>,
+    /// Archive the entries older than this many days (1 to 36500).
+    #[arg(long, value_name = "DAYS")]
+    pub older_than_days: Option<u32>,
+}
+
+impl Tabular for AuditArchiveView {
+    fn headers() -> &'static [&'static str] {
+        &["ID", "File", "First Seq", "Last Seq", "Created", "SHA-256"]
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.file.clone(),
+            self.first_seq.to_string(),
+            self.last_seq.to_string(),
+            output::time(&self.created_at),
+            self.sha256.clone(),
+        ]
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        Self::headers().iter().copied().zip(self.row()).collect()
+    }
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -80,7 +119,7 @@ fn read_checkpoints(files: &[PathBuf]) -> anyhow::Result<Vec<Checkpoint>> {
     Ok(all)
 }
 
-fn read_public_key(file: &Path) -> anyhow::Result<AuditPublicKey> {
+pub(crate) fn read_public_key(file: &Path) -> anyhow::Result<AuditPublicKey> {
     let text = input::read_text_file(file, "public key file", 64 * 1024)?;
     Ok(AuditPublicKey::from_pem(&text)
         .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?)
@@ -338,6 +377,35 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
                 OutputFormat::Table => output::emit(&key.pem)?,
             }
             Ok(())
+        }
+        AuditCommand::Archive(args) => {
+            let request = ArchiveRequest {
+                up_to_seq: args.up_to_seq,
+                older_than_days: args.older_than_days,
+            };
+            let archived: Option<AuditArchiveView> = ctx
+                .authenticated()?
+                .call_optional(Method::POST, "/audit/archives", &request)
+                .await?;
+            match (archived, ctx.output) {
+                (Some(archive), OutputFormat::Json) => output::print_json(&archive),
+                (Some(archive), OutputFormat::Table) => output::emit(&format!(
+                    "Archived audit entries {} to {} into {}.\n{}",
+                    archive.first_seq,
+                    archive.last_seq,
+                    output::clean(&archive.file),
+                    output::render_fields(&archive.fields())
+                )),
+                (None, OutputFormat::Json) => output::emit("null\n"),
+                (None, OutputFormat::Table) => {
+                    output::emit("Nothing to archive: no unarchived entries are that old.\n")
+                }
+            }
+        }
+        AuditCommand::Archives => {
+            let archives: Vec<AuditArchiveView> =
+                ctx.authenticated()?.get("/audit/archives").await?;
+            output::print_list(ctx.output, &archives)
         }
         AuditCommand::Export { file } => {
             let client = ctx.authenticated()?;

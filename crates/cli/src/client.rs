@@ -351,6 +351,27 @@ impl Client {
         self.read_json(response).await
     }
 
+    /// Sends `body` and reads the JSON answer, or `None` when the server
+    /// answers 204 (nothing was done).
+    pub async fn call_optional<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<Option<T>> {
+        let response = self
+            .send(
+                self.request(method, path)
+                    .json(body)
+                    .timeout(REQUEST_TIMEOUT),
+            )
+            .await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        self.read_json(response).await.map(Some)
+    }
+
     /// Sends `body` to an endpoint that answers without content (204).
     pub async fn call_no_content<B: Serialize + ?Sized>(
         &self,

@@ -54,6 +54,17 @@ pub struct SetArgs {
     /// with no newer version to take over (1 to 366).
     #[arg(long, value_name = "N")]
     pub drift_expiry_days: Option<u32>,
+    /// Hours between scheduled backups, 1 to 744 (needs backup custodians);
+    /// 0 turns them off (backups on demand only: `keyhold backup create`).
+    #[arg(long, value_name = "N")]
+    pub backup_every_hours: Option<u32>,
+    /// Scheduled backups kept in the backup directory (0: all).
+    #[arg(long, value_name = "N")]
+    pub backup_keep: Option<u32>,
+    /// Audit entries older than this many days are archived daily (0: only
+    /// on demand, `keyhold audit archive`).
+    #[arg(long, value_name = "DAYS")]
+    pub audit_archive_after_days: Option<u32>,
 }
 
 pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
@@ -67,6 +78,9 @@ pub fn change_request(args: SetArgs) -> SettingsChangeRequest {
         on_demand_rotation_limit: args.on_demand_rotation_limit,
         drift_check_hours: args.drift_check_hours,
         drift_expiry_days: args.drift_expiry_days,
+        backup_every_hours: args.backup_every_hours,
+        backup_keep: args.backup_keep,
+        audit_archive_after_days: args.audit_archive_after_days,
     }
 }
 
@@ -104,6 +118,37 @@ impl Tabular for SettingsView {
         let c = &self.cluster;
         let mut fields: Vec<(&'static str, String)> =
             Self::headers().iter().copied().zip(self.row()).collect();
+        fields.extend([
+            (
+                "Scheduled backups",
+                match self.backup_every_hours {
+                    0 => "off (on demand only)".to_owned(),
+                    1 => "every hour".to_owned(),
+                    h => format!("every {h} hours"),
+                },
+            ),
+            (
+                "Backups kept",
+                match self.backup_keep {
+                    0 => "all".to_owned(),
+                    n => n.to_string(),
+                },
+            ),
+            (
+                "Audit archiving",
+                match self.audit_archive_after_days {
+                    0 => "on demand only".to_owned(),
+                    d => format!("entries older than {d} day(s)"),
+                },
+            ),
+            (
+                "Last backup",
+                self.last_backup.as_ref().map_or_else(
+                    || "none".to_owned(),
+                    |b| format!("{} {} ({})", b.id, b.status, output::time(&b.started_at)),
+                ),
+            ),
+        ]);
         fields.extend([
             ("This node", format!("{} ({})", c.node, c.role)),
             (

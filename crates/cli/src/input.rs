@@ -83,15 +83,25 @@ fn expected_layout(what: &[&str]) -> String {
 
 /// Asks for a password on the terminal without echoing it.
 pub fn prompt(question: &str) -> anyhow::Result<Zeroizing<String>> {
+    prompt_secret(question, "--password-stdin", "password")
+}
+
+/// Asks for a secret (`what`: password, passphrase) on the terminal without
+/// echoing it; `stdin_flag` is the command's way to give it on stdin.
+pub fn prompt_secret(
+    question: &str,
+    stdin_flag: &str,
+    what: &str,
+) -> anyhow::Result<Zeroizing<String>> {
     let answer = rpassword::prompt_password(question).map_err(|e| {
         CliError::Input(format!(
-            "cannot ask for the password on the terminal ({e}); pass it on stdin with --password-stdin"
+            "cannot ask for the {what} on the terminal ({e}); pass it on stdin with {stdin_flag}"
         ))
     })?;
     let answer = Zeroizing::new(answer);
     let trimmed = answer.strip_suffix('\r').unwrap_or(&answer);
     if trimmed.is_empty() {
-        return Err(CliError::Input("no password was entered".into()).into());
+        return Err(CliError::Input(format!("no {what} was entered")).into());
     }
     Ok(Zeroizing::new(trimmed.to_owned()))
 }

@@ -3,6 +3,7 @@
 
 mod approvals;
 mod audit;
+mod backup;
 mod client;
 mod configuration;
 mod credentials;
@@ -120,6 +121,10 @@ enum Command {
     /// approval policies.
     #[command(subcommand)]
     Approval(approvals::ApprovalCommand),
+    /// Backups: custodians, making and downloading backups and their
+    /// shares, checking a backup file, restoring one (server stopped).
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// The keystore of a data directory (run with the server stopped).
     #[command(subcommand)]
     Keystore(KeystoreCommand),
@@ -193,6 +198,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Drift(command) => drift::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await,
         Command::Approval(command) => approvals::run(ctx, command).await,
+        Command::Backup(command) => backup::run(ctx, command).await,
         Command::Config { command } => configuration::run(ctx, command).await,
         Command::Completions { shell } => manuals::completions(shell),
         Command::Manpages { dir } => manuals::manpages(&dir),
@@ -323,6 +329,16 @@ mod tests {
             "keyhold keystore migrate --data-dir /srv/keyhold --keystore pkcs11 \
              --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token-label keyhold",
             "keyhold --url http://127.0.0.1:9000 whoami",
+            "keyhold backup custodian-key --out ann.key",
+            "keyhold backup custodians set --threshold 2 --custodian ann=00 \
+             --passphrase-custodian bob --passphrase-custodian cy --passphrase-stdin",
+            "keyhold backup create --file b.khbk --shares-dir shares -o json",
+            "keyhold backup verify --file b.khbk --public-key audit.pem",
+            "keyhold backup restore --file b.khbk --share ann.share --share bob.share \
+             --custodian-key ann.key --passphrase-stdin --data-dir /srv/keyhold",
+            "keyhold audit archive --up-to-seq 100",
+            "keyhold audit archive --older-than-days 365",
+            "keyhold audit archives",
         ] {
             let args: Vec<&str> = line.split_whitespace().collect();
             if let Err(e) = Cli::try_parse_from(&args) {

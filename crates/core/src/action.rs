@@ -82,6 +82,13 @@ pub enum Action<'a> {
     CheckDrift(&'a str),
     /// Drift → Apply plan (the group's name): starts a reconcile job.
     ReconcileDrift(&'a str),
+    /// Backups → Back up now (the backup's id once it has one); a scheduled
+    /// backup is the same action by `System`.
+    CreateBackup(&'a str),
+    /// Backups → Custodians.
+    SetCustodians,
+    /// Audit Logs → Archive (the last sequence number archived, once known).
+    ArchiveAudit(&'a str),
 }
 
 impl Action<'_> {
@@ -154,6 +161,11 @@ impl Action<'_> {
                 "Started reconciling HSM protected key group {} with AWS",
                 printable(group)
             ),
+            Self::CreateBackup(id) => format!("Started backup {}", printable(id)),
+            Self::SetCustodians => "Set the backup custodians".to_owned(),
+            Self::ArchiveAudit(seq) => {
+                format!("Archived audit entries up to {}", printable(seq))
+            }
         }
     }
 
@@ -216,6 +228,9 @@ impl Action<'_> {
                 "Failed to reconcile HSM protected key group {} with AWS",
                 printable(group)
             ),
+            Self::CreateBackup(_) => "Failed to start a backup".to_owned(),
+            Self::SetCustodians => "Failed to set the backup custodians".to_owned(),
+            Self::ArchiveAudit(_) => "Failed to archive audit entries".to_owned(),
         }
     }
 }

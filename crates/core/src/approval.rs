@@ -54,10 +54,14 @@ pub enum OperationClass {
     ChangeApprovalPolicies,
     /// Applying a drift reconcile plan (writes to AWS).
     ReconcileDrift,
+    /// Making a backup (it holds every key, under the custodians' shares).
+    CreateBackup,
+    /// Choosing who holds the shares of backups' keys, and how many open one.
+    SetCustodians,
 }
 
 impl OperationClass {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::AddGroup,
         Self::DeleteGroup,
         Self::ChangeGroupCustody,
@@ -70,6 +74,8 @@ impl OperationClass {
         Self::RotateGroup,
         Self::ChangeApprovalPolicies,
         Self::ReconcileDrift,
+        Self::CreateBackup,
+        Self::SetCustodians,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +92,8 @@ impl OperationClass {
             Self::RotateGroup => "rotate_group",
             Self::ChangeApprovalPolicies => "change_approval_policies",
             Self::ReconcileDrift => "reconcile_drift",
+            Self::CreateBackup => "create_backup",
+            Self::SetCustodians => "set_custodians",
         }
     }
 
@@ -123,6 +131,8 @@ impl OperationClass {
             Self::RotateGroup => "Force Rotate",
             Self::ChangeApprovalPolicies => "changing the approval policies",
             Self::ReconcileDrift => "applying a drift reconcile plan",
+            Self::CreateBackup => "making a backup",
+            Self::SetCustodians => "setting the backup custodians",
         }
     }
 }

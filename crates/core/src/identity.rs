@@ -125,6 +125,23 @@ impl Operation {
         Permission::ManageKeys,
         OperationClass::ReconcileDrift,
     );
+    /// A backup holds every key (under the custodians' shares).
+    pub const CREATE_BACKUP: Self = Self::dual(
+        "making a backup",
+        Permission::ManageConfiguration,
+        OperationClass::CreateBackup,
+    );
+    /// Who can open backups, together.
+    pub const SET_CUSTODIANS: Self = Self::dual(
+        "setting the backup custodians",
+        Permission::ManageConfiguration,
+        OperationClass::SetCustodians,
+    );
+    /// Reading backups' records and downloading their (encrypted) files
+    /// and (custodian-encrypted) shares.
+    pub const READ_BACKUPS: Self = Self::single("reading backups", Permission::ManageConfiguration);
+    /// Writing audit entries out to a signed archive file.
+    pub const ARCHIVE_AUDIT: Self = Self::single("archiving the audit log", Permission::ManageConfiguration);
     pub const ADD_GROUP: Self = Self::dual(
         "adding a key group",
         Permission::ManageKeys,

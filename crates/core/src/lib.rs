@@ -11,6 +11,7 @@ mod newtype;
 pub mod action;
 pub mod approval;
 pub mod audit;
+pub mod backup;
 pub mod clock;
 pub mod cloud;
 pub mod cluster;

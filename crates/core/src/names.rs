@@ -74,6 +74,13 @@ name_type!(
 );
 
 name_type!(
+    /// Name of a backup custodian (who holds one share of each backup's
+    /// key), unique among custodians.
+    CustodianName,
+    "custodian name"
+);
+
+name_type!(
     /// Name of a keyhold node in a cluster (its host name by default),
     /// stable across restarts.
     NodeId,

@@ -6,6 +6,10 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use crate::approval::{ApprovalRequest, ApprovalStatus, Vote};
+use crate::backup::{
+    AuditArchive, BackupExport, BackupImport, BackupRecord, BackupWrapKey, SnapshotSink,
+    SnapshotSummary,
+};
 use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, AuditSigner};
 use crate::clock::Timestamp;
 use crate::cloud::WrappingAlgorithm;
@@ -85,6 +89,19 @@ pub trait Keystore: AuditMac + AuditSigner {
         context: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeystoreError>;
+
+    /// Starts a backup's export: the wrap key enters the keystore (a
+    /// session object in a token) until the returned exporter is dropped.
+    fn backup_export<'a>(
+        &'a self,
+        wrap_key: &BackupWrapKey,
+    ) -> Result<Box<dyn BackupExport + 'a>, KeystoreError>;
+
+    /// Starts a restore's import of key material wrapped under `wrap_key`.
+    fn backup_import<'a>(
+        &'a self,
+        wrap_key: &BackupWrapKey,
+    ) -> Result<Box<dyn BackupImport + 'a>, KeystoreError>;
 }
 
 /// Persistence. Every write that changes state takes the audit record that
@@ -433,6 +450,45 @@ pub trait Store: Send + Sync {
         node: &NodeId,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    // Backups
+    /// Records a backup that starts (status running), with its entry.
+    async fn insert_backup(
+        &self,
+        backup: &BackupRecord,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Writes a backup's outcome (status, finished time, size, digest,
+    /// keys, error) while it is still running; `false` (nothing written)
+    /// otherwise. With its entry.
+    async fn finish_backup(
+        &self,
+        backup: &BackupRecord,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    async fn get_backup(&self, id: uuid::Uuid) -> Result<Option<BackupRecord>, StoreError>;
+    /// Newest first; `limit` 0 means 100, and at most 1000 are returned.
+    async fn list_backups(&self, limit: u32) -> Result<Vec<BackupRecord>, StoreError>;
+    /// Forgets a backup whose file was removed (retention), with its entry.
+    async fn delete_backup(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError>;
+    /// Sends a consistent snapshot of every table a restore needs (not
+    /// sessions, nodes, leases or the write probe) to `sink`: one read
+    /// transaction, rows streamed, never all in memory.
+    async fn export_snapshot(
+        &self,
+        sink: &mut dyn SnapshotSink,
+    ) -> Result<SnapshotSummary, StoreError>;
+
+    // Audit archives
+    /// Records an archive written for entries `first_seq..=last_seq` and
+    /// marks them archived, with its entry, in one transaction.
+    async fn insert_audit_archive(
+        &self,
+        archive: &AuditArchive,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Oldest first.
+    async fn list_audit_archives(&self) -> Result<Vec<AuditArchive>, StoreError>;
 
     // Health
     /// Whether the database records changes, for readiness: the outcome of

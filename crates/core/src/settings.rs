@@ -42,6 +42,27 @@ pub struct Settings {
     /// before, is drift.
     #[serde(default = "default_drift_expiry_days")]
     pub drift_expiry_days: u32,
+    /// Who holds the shares of backups' keys; none until set (then no
+    /// backup can be made). Changed on its own
+    /// (`Keyhold::set_custodians`), never through a [`SettingsChange`].
+    #[serde(default)]
+    pub backup_custodians: Option<crate::backup::CustodianSet>,
+    /// How often a backup is made, in hours; 0 makes them only when asked.
+    #[serde(default)]
+    pub backup_every_hours: u32,
+    /// How many scheduled backups are kept in the backup directory (older
+    /// ones are removed after a new one succeeds); 0 keeps all.
+    #[serde(default = "default_backup_keep")]
+    pub backup_keep: u32,
+    /// Audit entries older than this many days are archived (written to a
+    /// signed archive file and marked archived) once a day; 0 archives
+    /// only when asked.
+    #[serde(default)]
+    pub audit_archive_after_days: u32,
+}
+
+fn default_backup_keep() -> u32 {
+    7
 }
 
 fn default_drift_check_hours() -> u32 {
@@ -56,6 +77,18 @@ impl Settings {
     /// The scheduled checks' interval, if they run.
     pub fn drift_check_interval(&self) -> Option<chrono::Duration> {
         (self.drift_check_hours > 0).then(|| chrono::Duration::hours(self.drift_check_hours.into()))
+    }
+
+    /// The scheduled backups' interval, if they run.
+    pub fn backup_interval(&self) -> Option<chrono::Duration> {
+        (self.backup_every_hours > 0)
+            .then(|| chrono::Duration::hours(self.backup_every_hours.into()))
+    }
+
+    /// How old an entry gets before the daily pass archives it, if it does.
+    pub fn audit_archive_age(&self) -> Option<chrono::Duration> {
+        (self.audit_archive_after_days > 0)
+            .then(|| chrono::Duration::days(self.audit_archive_after_days.into()))
     }
 }
 
@@ -76,6 +109,10 @@ impl Default for Settings {
             on_demand_rotation_limit: default_on_demand_rotation_limit(),
             drift_check_hours: default_drift_check_hours(),
             drift_expiry_days: default_drift_expiry_days(),
+            backup_custodians: None,
+            backup_every_hours: 0,
+            backup_keep: default_backup_keep(),
+            audit_archive_after_days: 0,
         }
     }
 }
@@ -93,6 +130,9 @@ pub struct SettingsChange {
     pub on_demand_rotation_limit: Option<u32>,
     pub drift_check_hours: Option<u32>,
     pub drift_expiry_days: Option<u32>,
+    pub backup_every_hours: Option<u32>,
+    pub backup_keep: Option<u32>,
+    pub audit_archive_after_days: Option<u32>,
 }
 
 impl SettingsChange {
@@ -107,6 +147,9 @@ impl SettingsChange {
             on_demand_rotation_limit,
             drift_check_hours,
             drift_expiry_days,
+            backup_every_hours,
+            backup_keep,
+            audit_archive_after_days,
         } = &self;
         if dual_control.is_none()
             && lockout_threshold.is_none()
@@ -117,6 +160,9 @@ impl SettingsChange {
             && on_demand_rotation_limit.is_none()
             && drift_check_hours.is_none()
             && drift_expiry_days.is_none()
+            && backup_every_hours.is_none()
+            && backup_keep.is_none()
+            && audit_archive_after_days.is_none()
         {
             return Err(InvalidInput::new(
                 "body",
@@ -155,6 +201,21 @@ impl SettingsChange {
         }
         if let Some(v) = self.drift_expiry_days {
             next.drift_expiry_days = in_range("drift_expiry_days", v, 1, 366)?;
+        }
+        if let Some(v) = self.backup_every_hours {
+            next.backup_every_hours = in_range("backup_every_hours", v, 0, 24 * 31)?;
+            if v > 0 && next.backup_custodians.is_none() {
+                return Err(InvalidInput::new(
+                    "backup_every_hours",
+                    "scheduled backups need custodians to hold their keys: set them first (PUT /api/v1/backups/custodians, `keyhold backup custodians set`)",
+                ));
+            }
+        }
+        if let Some(v) = self.backup_keep {
+            next.backup_keep = in_range("backup_keep", v, 0, 10_000)?;
+        }
+        if let Some(v) = self.audit_archive_after_days {
+            next.audit_archive_after_days = in_range("audit_archive_after_days", v, 0, 36_500)?;
         }
         Ok(next)
     }

@@ -67,6 +67,10 @@ pub struct StoreState {
     pub drift: BTreeMap<uuid::Uuid, Finding>,
     /// Each group's last drift check.
     pub drift_checks: BTreeMap<GroupName, DriftCheck>,
+    /// Backups in order of insertion.
+    pub backups: Vec<crate::backup::BackupRecord>,
+    /// Audit archives in order of insertion.
+    pub audit_archives: Vec<crate::backup::AuditArchive>,
 }
 
 impl StoreState {
@@ -141,8 +145,9 @@ impl StoreState {
 
 /// The [`Store`] port in memory: jobs, keys, groups, credentials, job
 /// messages, identities with their password history, sessions, approval
-/// requests with their votes and sealed results, and audit records
-/// (unsealed: the chain is the real store's job). Entries that execute an
+/// requests with their votes and sealed results, backups and audit archives,
+/// and audit records (unsealed: the chain is the real store's job; no
+/// snapshot either, the fake has no tables). Entries that execute an
 /// approved request are checked as the database checks them
 /// ([`StoreState::record`]).
 #[derive(Default)]
@@ -933,6 +938,117 @@ impl Store for FakeStore {
         }
         lock(&self.state).record(audit)
     }
+    async fn insert_backup(
+        &self,
+        b: &crate::backup::BackupRecord,
+        a: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        use crate::backup::BackupStatus;
+        let mut state = lock(&self.state);
+        // As the database's indexes: one running at a time, ids and files unique.
+        if state
+            .backups
+            .iter()
+            .any(|x| x.id == b.id || x.file == b.file || x.status == BackupStatus::Running)
+        {
+            return Err(StoreError::Duplicate);
+        }
+        state.record(a)?;
+        let mut record = b.clone();
+        record.status = BackupStatus::Running;
+        state.backups.push(record);
+        Ok(())
+    }
+    async fn finish_backup(
+        &self,
+        b: &crate::backup::BackupRecord,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        use crate::backup::BackupStatus;
+        let mut state = lock(&self.state);
+        let Some(i) = state
+            .backups
+            .iter()
+            .position(|x| x.id == b.id && x.status == BackupStatus::Running)
+        else {
+            return Ok(false);
+        };
+        state.record(a)?;
+        let stored = &mut state.backups[i];
+        stored.status = b.status;
+        stored.finished_at = b.finished_at;
+        stored.size = b.size;
+        stored.sha256.clone_from(&b.sha256);
+        stored.keys = b.keys;
+        stored.error.clone_from(&b.error);
+        Ok(true)
+    }
+    async fn get_backup(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<crate::backup::BackupRecord>, StoreError> {
+        Ok(lock(&self.state)
+            .backups
+            .iter()
+            .find(|b| b.id == id)
+            .cloned())
+    }
+    async fn list_backups(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::backup::BackupRecord>, StoreError> {
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let mut all = lock(&self.state).backups.clone();
+        // Newest first, as the database orders them.
+        all.sort_by_key(|b| std::cmp::Reverse((b.started_at, b.id)));
+        all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(all)
+    }
+    async fn delete_backup(&self, id: uuid::Uuid, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        let Some(i) = state.backups.iter().position(|b| b.id == id) else {
+            return Err(StoreError::NotFound);
+        };
+        state.record(a)?;
+        state.backups.remove(i);
+        Ok(())
+    }
+    /// The fake keeps domain values, not the database's tables a snapshot
+    /// is made of: a backup of it is refused, as every call it cannot
+    /// answer honestly is (test backups against the real store).
+    async fn export_snapshot(
+        &self,
+        _: &mut dyn crate::backup::SnapshotSink,
+    ) -> Result<crate::backup::SnapshotSummary, StoreError> {
+        Self::not_kept("tables, so it has no snapshot to export")
+    }
+    /// Records the archive; the fake's audit records are unsealed and have
+    /// no seq, so there is no entry to mark archived.
+    async fn insert_audit_archive(
+        &self,
+        archive: &crate::backup::AuditArchive,
+        a: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state
+            .audit_archives
+            .iter()
+            .any(|x| x.id == archive.id || x.file == archive.file)
+        {
+            return Err(StoreError::Duplicate);
+        }
+        state.record(a)?;
+        state.audit_archives.push(archive.clone());
+        Ok(())
+    }
+    async fn list_audit_archives(&self) -> Result<Vec<crate::backup::AuditArchive>, StoreError> {
+        let mut all = lock(&self.state).audit_archives.clone();
+        all.sort_by_key(|x| (x.first_seq, x.created_at));
+        Ok(all)
+    }
     async fn writable(&self, _: Timestamp) -> Result<(), StoreError> {
         match *lock(&self.audit_refusal) {
             Some(refusal) => Err(refusal()),
@@ -1071,6 +1187,178 @@ impl Keystore for FakeKeystore {
             .strip_prefix(context)
             .map(|s| Zeroizing::new(s.to_vec()))
             .ok_or(KeystoreError::SealBroken)
+    }
+    fn backup_export<'a>(
+        &'a self,
+        wrap_key: &crate::backup::BackupWrapKey,
+    ) -> Result<Box<dyn crate::backup::BackupExport + 'a>, KeystoreError> {
+        Ok(Box::new(FakeBackup {
+            keystore: self,
+            wrap_key: Zeroizing::new(*wrap_key.expose()),
+        }))
+    }
+    fn backup_import<'a>(
+        &'a self,
+        wrap_key: &crate::backup::BackupWrapKey,
+    ) -> Result<Box<dyn crate::backup::BackupImport + 'a>, KeystoreError> {
+        Ok(Box::new(FakeBackup {
+            keystore: self,
+            wrap_key: Zeroizing::new(*wrap_key.expose()),
+        }))
+    }
+}
+
+/// The fake keystore's side of a backup. Its "wrap" is not RFC 5649 (the
+/// core has no AES), only its shape: `tag (16) || data XOR keystream`, both
+/// HMAC-SHA256 under the wrap key, so another wrap key is refused and the
+/// bytes are not the material. Only a fake keystore opens what a fake made.
+struct FakeBackup<'a> {
+    keystore: &'a FakeKeystore,
+    wrap_key: Zeroizing<[u8; 32]>,
+}
+
+impl FakeBackup<'_> {
+    const TAG_LEN: usize = 16;
+
+    fn keystream(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        let mut stream = Zeroizing::new(Vec::with_capacity(len + 32));
+        let mut counter = 0u32;
+        while stream.len() < len {
+            let block = hmac_sha256(
+                &self.wrap_key[..],
+                &[
+                    b"fake keystore backup stream".as_slice(),
+                    &counter.to_be_bytes(),
+                ]
+                .concat(),
+            )?;
+            stream.extend_from_slice(&block);
+            counter += 1;
+        }
+        Ok(stream)
+    }
+
+    fn tag(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
+        let input = Zeroizing::new([b"fake keystore backup tag".as_slice(), data].concat());
+        hmac_sha256(&self.wrap_key[..], &input)
+    }
+
+    fn wrap(&self, data: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        let stream = self.keystream(data.len())?;
+        let mut out = self.tag(data)?[..Self::TAG_LEN].to_vec();
+        out.extend(data.iter().zip(stream.iter()).map(|(d, k)| d ^ k));
+        Ok(out)
+    }
+
+    fn unwrap(&self, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        let refused = || {
+            KeystoreError::Unsupported(
+                "the wrapped bytes do not unwrap under this wrap key (fake keystore)".into(),
+            )
+        };
+        if wrapped.len() < Self::TAG_LEN {
+            return Err(refused());
+        }
+        let (tag, body) = wrapped.split_at(Self::TAG_LEN);
+        let stream = self.keystream(body.len())?;
+        let data = Zeroizing::new(
+            body.iter()
+                .zip(stream.iter())
+                .map(|(b, k)| b ^ k)
+                .collect::<Vec<u8>>(),
+        );
+        if self.tag(&data)?[..Self::TAG_LEN] != *tag {
+            return Err(refused());
+        }
+        Ok(data)
+    }
+}
+
+impl crate::backup::BackupExport for FakeBackup<'_> {
+    fn export_key(&self, key_id: uuid::Uuid, _: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        let material = Zeroizing::new(
+            self.keystore
+                .material(key_id)
+                .ok_or_else(|| KeystoreError::KeyNotFound(key_id.to_string()))?,
+        );
+        self.wrap(&material)
+    }
+    fn export_audit_keys(&self) -> Result<crate::backup::WrappedAuditKeys, KeystoreError> {
+        use crate::audit::AuditSigner as _;
+        let signing = self.keystore.signing_key()?;
+        Ok(crate::backup::WrappedAuditKeys {
+            mac: self.wrap(b"fake keystore audit key")?,
+            signing: self.wrap(signing.pkcs8())?,
+            signing_public: signing.audit_public_key()?.to_spki_der(),
+        })
+    }
+}
+
+impl crate::backup::BackupImport for FakeBackup<'_> {
+    /// Repeatable; material other than what the fake holds for the key is refused.
+    fn import_key(
+        &self,
+        key_id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<GeneratedKey, KeystoreError> {
+        let material = self.unwrap(wrapped)?;
+        if material.len() < 2 {
+            return Err(KeystoreError::Unsupported(format!(
+                "the material of key {key_id} is {} bytes (fake keystore)",
+                material.len()
+            )));
+        }
+        let mut held = lock(&self.keystore.material);
+        match held.get(&key_id) {
+            Some(existing) if existing.as_slice() != material.as_slice() => {
+                return Err(KeystoreError::Unsupported(format!(
+                    "the fake keystore holds other material for key {key_id}"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                held.insert(key_id, material.to_vec());
+            }
+        }
+        let check_digits = CheckDigits::parse(&hex::encode_upper(&material[..2]))
+            .map_err(|e| KeystoreError::Internal(e.message))?;
+        Ok(GeneratedKey {
+            handle: key_id.as_bytes().to_vec(),
+            check_digits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod fake_backup_tests {
+    use super::*;
+    use crate::backup::BackupWrapKey;
+
+    #[test]
+    fn the_fake_keystore_backs_up_and_restores_material() {
+        let wrap_key = || BackupWrapKey::new(Zeroizing::new([7u8; 32]));
+        let source = FakeKeystore::new();
+        let key_id = uuid::Uuid::new_v4();
+        let generated = source.generate_key(key_id).unwrap();
+        let exporter = source.backup_export(&wrap_key()).unwrap();
+        let wrapped = exporter.export_key(key_id, &generated.handle).unwrap();
+        assert!(exporter.export_audit_keys().is_ok());
+        assert_ne!(&wrapped[16..], source.material(key_id).unwrap().as_slice());
+
+        let target = FakeKeystore::new();
+        let importer = target.backup_import(&wrap_key()).unwrap();
+        let restored = importer.import_key(key_id, &wrapped).unwrap();
+        assert_eq!(restored.check_digits, generated.check_digits);
+        assert_eq!(target.material(key_id), source.material(key_id));
+        assert!(importer.import_key(key_id, &wrapped).is_ok(), "repeatable");
+        let other = BackupWrapKey::new(Zeroizing::new([8u8; 32]));
+        assert!(
+            target
+                .backup_import(&other)
+                .unwrap()
+                .import_key(key_id, &wrapped)
+                .is_err()
+        );
     }
 }
 

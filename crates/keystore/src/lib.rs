@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use aes::Aes256;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use keyhold_core::audit::{AuditMac, AuditPublicKey, AuditSigner, SoftwareSigningKey, hmac_sha256};
+use keyhold_core::backup::{BackupExport, BackupImport, BackupWrapKey};
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
@@ -45,6 +46,7 @@ use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind};
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
+mod backup;
 mod files;
 mod master;
 pub mod pkcs11;
@@ -57,6 +59,7 @@ mod tests;
 pub use master::MasterKeySource;
 pub use pkcs11::{Pkcs11Keystore, Pkcs11Settings, TokenSelector};
 
+use backup::RestoredAuditKeys;
 use master::{KdfParams, MASTER_KEY_LEN};
 use seal::{BlobKind, Sealer, fill_random};
 
@@ -117,6 +120,15 @@ impl SoftKeystore {
     /// Creates a new keystore in `dir` (created with mode 0700 if missing).
     /// Fails if `dir` already holds a keystore or a part of one.
     pub fn init(dir: &Path, source: MasterKeySource) -> Result<Self, KeystoreError> {
+        Self::init_with(dir, source, None)
+    }
+
+    /// [`Self::init`] with fresh audit keys, or with `audit`'s (a restore).
+    fn init_with(
+        dir: &Path,
+        source: MasterKeySource,
+        audit: Option<RestoredAuditKeys>,
+    ) -> Result<Self, KeystoreError> {
         files::ensure_private_dir(dir)?;
         if Self::is_initialised(dir) {
             return Err(KeystoreError::Unavailable(format!(
@@ -134,7 +146,7 @@ impl SoftKeystore {
             )));
         }
         let mut created = Vec::new();
-        let result = Self::create_files(dir, source, &mut created);
+        let result = Self::create_files(dir, source, audit, &mut created);
         if result.is_err() {
             for name in created {
                 let _ = std::fs::remove_file(dir.join(name));
@@ -146,6 +158,7 @@ impl SoftKeystore {
     fn create_files(
         dir: &Path,
         source: MasterKeySource,
+        audit: Option<RestoredAuditKeys>,
         created: &mut Vec<&'static str>,
     ) -> Result<Self, KeystoreError> {
         let (master_key, mode) = match source {
@@ -176,11 +189,17 @@ impl SoftKeystore {
         files::write_new_file(dir, MASTER_CHECK_FILE, &check)?;
         created.push(MASTER_CHECK_FILE);
 
-        let signing_key = create_signing_key(&sealer, dir)?;
+        let (signing_key, audit_mac_key) = match audit {
+            Some(RestoredAuditKeys { mac, signing }) => (signing, mac),
+            None => {
+                let mut mac = Zeroizing::new([0u8; KEY_LEN]);
+                fill_random(&mut mac[..])?;
+                (SoftwareSigningKey::generate()?, mac)
+            }
+        };
+        write_signing_key(&sealer, dir, &signing_key)?;
         created.push(AUDIT_SIGNING_FILE);
 
-        let mut audit_mac_key = Zeroizing::new([0u8; KEY_LEN]);
-        fill_random(&mut audit_mac_key[..])?;
         let sealed = sealer.seal(BlobKind::Internal, AUDIT_MAC_CONTEXT, &audit_mac_key[..])?;
         files::write_new_file(dir, AUDIT_MAC_FILE, &sealed)?;
         created.push(AUDIT_MAC_FILE);
@@ -397,9 +416,17 @@ fn open_sealed_file(
 
 fn create_signing_key(sealer: &Sealer, dir: &Path) -> Result<SoftwareSigningKey, KeystoreError> {
     let key = SoftwareSigningKey::generate()?;
-    let sealed = sealer.seal(BlobKind::Internal, AUDIT_SIGNING_CONTEXT, key.pkcs8())?;
-    files::write_new_file(dir, AUDIT_SIGNING_FILE, &sealed)?;
+    write_signing_key(sealer, dir, &key)?;
     Ok(key)
+}
+
+fn write_signing_key(
+    sealer: &Sealer,
+    dir: &Path,
+    key: &SoftwareSigningKey,
+) -> Result<(), KeystoreError> {
+    let sealed = sealer.seal(BlobKind::Internal, AUDIT_SIGNING_CONTEXT, key.pkcs8())?;
+    files::write_new_file(dir, AUDIT_SIGNING_FILE, &sealed)
 }
 
 fn open_signing_key(sealer: &Sealer, dir: &Path) -> Result<SoftwareSigningKey, KeystoreError> {
@@ -516,5 +543,19 @@ impl Keystore for SoftKeystore {
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
         self.sealer.open(BlobKind::Secret, context, sealed)
+    }
+
+    fn backup_export<'a>(
+        &'a self,
+        wrap_key: &BackupWrapKey,
+    ) -> Result<Box<dyn BackupExport + 'a>, KeystoreError> {
+        Ok(self.start_backup_export(wrap_key))
+    }
+
+    fn backup_import<'a>(
+        &'a self,
+        wrap_key: &BackupWrapKey,
+    ) -> Result<Box<dyn BackupImport + 'a>, KeystoreError> {
+        Ok(self.start_backup_import(wrap_key))
     }
 }

@@ -173,12 +173,17 @@ fn generated_key_is_sensitive_and_its_value_cannot_be_read() {
                 .get_attributes(*object, &[AttributeType::Value])
                 .unwrap();
             assert!(value.is_empty(), "CKA_VALUE came back: {}", value.len());
-            // keyhold's own keys are not even extractable.
-            for label in ["keyhold:seal", "keyhold:audit-mac"] {
+            // keyhold's seal key is not even extractable; the audit MAC key
+            // is, only to be wrapped into backups.
+            for (label, extractable) in [("keyhold:seal", false), ("keyhold:audit-mac", true)] {
                 let own = raw.objects_labelled(label);
                 assert_eq!(own.len(), 1, "{label}");
                 assert!(raw.bool_attribute(own[0], AttributeType::Sensitive));
-                assert!(!raw.bool_attribute(own[0], AttributeType::Extractable));
+                assert_eq!(
+                    raw.bool_attribute(own[0], AttributeType::Extractable),
+                    extractable,
+                    "{label}"
+                );
             }
 
             // The same seen by OpenSC's pkcs11-tool from another process.
@@ -464,9 +469,9 @@ fn audit_mac_is_stable_across_opens_and_depends_on_the_data() {
 }
 
 #[test]
-fn checkpoints_are_signed_in_the_token_by_a_key_that_never_leaves_it() {
+fn checkpoints_are_signed_in_the_token_by_a_key_whose_value_cannot_be_read() {
     with_softhsm(
-        "checkpoints_are_signed_in_the_token_by_a_key_that_never_leaves_it",
+        "checkpoints_are_signed_in_the_token_by_a_key_whose_value_cannot_be_read",
         || {
             let first = open();
             let key = first.audit_public_key().unwrap();
@@ -497,7 +502,8 @@ fn checkpoints_are_signed_in_the_token_by_a_key_that_never_leaves_it() {
                 .unwrap();
             assert_eq!(private.len(), 1);
             assert!(raw.bool_attribute(private[0], AttributeType::Sensitive));
-            assert!(!raw.bool_attribute(private[0], AttributeType::Extractable));
+            // Extractable only to be wrapped into backups; sensitive keeps its value in.
+            assert!(raw.bool_attribute(private[0], AttributeType::Extractable));
             assert!(raw.bool_attribute(private[0], AttributeType::Token));
             assert!(raw.bool_attribute(private[0], AttributeType::Sign));
             // Its value cannot be read from the token.

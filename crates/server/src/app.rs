@@ -32,4 +32,6 @@ pub struct AppState {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// Where approval requests are announced (the webhook, if configured).
     pub approval_events: Arc<crate::approval_webhook::ApprovalEvents>,
+    /// Backups this node makes, and the audit archives it writes.
+    pub backups: Arc<crate::backup::Backups>,
 }

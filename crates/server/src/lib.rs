@@ -9,6 +9,7 @@
 mod app;
 pub mod approval_webhook;
 mod audit_checkpoints;
+pub mod backup;
 pub mod audit_stream;
 mod client_address;
 pub mod config;
@@ -53,6 +54,33 @@ impl std::fmt::Debug for InitialPassword {
     }
 }
 
+/// Test-only crash point outside jobs (backups, restores): with the
+/// `crash-points` feature, `KEYHOLD_CRASH_AT=<point>` aborts the process
+/// when it reaches `point`. A no-op in production builds.
+pub(crate) fn crash_point(point: &str) {
+    #[cfg(feature = "crash-points")]
+    if std::env::var("KEYHOLD_CRASH_AT").is_ok_and(|wanted| wanted == point) {
+        eprintln!("crash point: aborting at {point}");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "crash-points"))]
+    let _ = point;
+}
+
+/// Like [`crash_point`], at the `count`-th pass of a loop:
+/// `KEYHOLD_CRASH_AT=<point>:<count>`.
+pub(crate) fn crash_point_after(point: &str, count: u64) {
+    #[cfg(feature = "crash-points")]
+    if let Ok(wanted) = std::env::var("KEYHOLD_CRASH_AT")
+        && wanted == format!("{point}:{count}")
+    {
+        eprintln!("crash point: aborting at {point} after {count}");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "crash-points"))]
+    let _ = (point, count);
+}
+
 fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     Ok(args.resolve(config::EnvSecrets::from_process_env())?)
 }
@@ -90,6 +118,20 @@ pub async fn run_keystore_migrate(
     let config = resolve(args)?;
     init_logging(&config.log);
     keystore_migration::migrate(&config, startup::system_clock()).await
+}
+
+/// Restores the backup `file`, opened with `key` (combined from the shares
+/// of `custodians`), into the empty data directory and database `args`
+/// name. Run with the server stopped.
+pub async fn run_backup_restore(
+    args: ServeArgs,
+    file: &std::path::Path,
+    key: keyhold_backup::BackupKey,
+    custodians: &[String],
+) -> anyhow::Result<backup::restore::RestoreReport> {
+    let config = resolve(args)?;
+    init_logging(&config.log);
+    backup::restore::restore(&config, startup::system_clock(), file, key, custodians).await
 }
 
 /// Runs the server until SIGINT or SIGTERM. On an empty data directory it

@@ -56,6 +56,9 @@ pub struct Metrics {
     stream_up: Family<SinkLabels, Gauge>,
     approval_webhook: crate::approval_webhook::WebhookCounters,
     drift_findings: Family<DriftLabels, Gauge>,
+    backup_last_success: Gauge,
+    backup_last_failed: Gauge,
+    backups_running: Gauge,
 }
 
 impl Default for Metrics {
@@ -133,9 +136,30 @@ impl Default for Metrics {
             "Open drift findings by kind: where AWS no longer holds what keyhold's record says (read from the database at each scrape; absent while it cannot be read)",
             drift_findings.clone(),
         );
+        let backup_last_success = Gauge::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "When the newest backup that succeeded finished, as a Unix time (0 before the first; read from the database at each scrape)",
+            backup_last_success.clone(),
+        );
+        let backup_last_failed = Gauge::default();
+        registry.register(
+            "backup_last_failed",
+            "1 when the newest finished backup failed (its reason is on the Backups screen and in the audit log), else 0",
+            backup_last_failed.clone(),
+        );
+        let backups_running = Gauge::default();
+        registry.register(
+            "backups_running",
+            "Backups being made now",
+            backups_running.clone(),
+        );
         Self {
             registry,
             drift_findings,
+            backup_last_success,
+            backup_last_failed,
+            backups_running,
             requests,
             latency,
             unwritten_audit,
@@ -187,6 +211,36 @@ impl Metrics {
             Err(error) => {
                 tracing::warn!(%error, "cannot read the drift findings for /metrics; their series are left out of this scrape");
                 self.drift_findings.clear();
+            }
+        }
+    }
+
+    /// Reads the backups' outcome into their gauges (left as they were
+    /// when the database cannot be read).
+    pub async fn refresh_backups(&self, keyhold: &Keyhold) {
+        use keyhold_core::backup::BackupStatus;
+        match keyhold.store().list_backups(100).await {
+            Ok(backups) => {
+                let success = backups
+                    .iter()
+                    .find(|b| b.status == BackupStatus::Succeeded)
+                    .and_then(|b| b.finished_at)
+                    .map_or(0, |at| at.timestamp());
+                self.backup_last_success.set(success);
+                let failed = backups
+                    .iter()
+                    .find(|b| b.status != BackupStatus::Running)
+                    .is_some_and(|b| b.status == BackupStatus::Failed);
+                self.backup_last_failed.set(i64::from(failed));
+                let running = backups
+                    .iter()
+                    .filter(|b| b.status == BackupStatus::Running)
+                    .count();
+                self.backups_running
+                    .set(i64::try_from(running).unwrap_or(i64::MAX));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the backups for /metrics");
             }
         }
     }

@@ -37,6 +37,8 @@ pub struct RotatorStatus {
     pub last_pass: Option<PassFigures>,
     /// This node's last look for groups whose drift check is due, as the rotator.
     pub last_drift_pass: Option<DriftPassFigures>,
+    /// This node's last look for a due backup or audit archive, as the rotator.
+    pub last_housekeeping: Option<Timestamp>,
 }
 
 /// What one look for due drift checks did. Its failure (the database away)
@@ -99,6 +101,8 @@ pub struct Rotator {
     tick: Duration,
     started_at: Timestamp,
     status: Arc<Mutex<RotatorStatus>>,
+    /// Scheduled backups and archives (set once at start-up).
+    backups: Arc<std::sync::OnceLock<Arc<crate::backup::Backups>>>,
 }
 
 impl Rotator {
@@ -118,8 +122,15 @@ impl Rotator {
                 error: None,
                 last_pass: None,
                 last_drift_pass: None,
+                last_housekeeping: None,
             })),
+            backups: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Hands the rotator the backups it schedules (start-up, once).
+    pub fn set_backups(&self, backups: Arc<crate::backup::Backups>) {
+        let _ = self.backups.set(backups);
     }
 
     pub fn status(&self) -> RotatorStatus {
@@ -258,6 +269,7 @@ impl Rotator {
         }
         // After the rotations, so a due rotation is queued before checks.
         self.drift_pass().await;
+        self.housekeeping_pass().await;
         for job in self.keyhold.unfinished_jobs().await? {
             self.runner.submit(job.id);
         }
@@ -309,6 +321,22 @@ impl Rotator {
             }
         };
         self.lock().last_drift_pass = Some(figures);
+    }
+
+    /// Scheduled backups, backup retention and audit archiving, at most
+    /// once a minute by the Clock. Never fails: failures are logged.
+    async fn housekeeping_pass(&self) {
+        let at = self.keyhold.now();
+        let last = self.lock().last_housekeeping;
+        if !drift_pass_due(last, at) {
+            return;
+        }
+        self.lock().last_housekeeping = Some(at);
+        let Some(backups) = self.backups.get() else {
+            return;
+        };
+        backups.schedule_pass().await;
+        crate::backup::archive::scheduled_pass(backups).await;
     }
 
     /// Why this node does not rotate, and whether anybody does.

@@ -12,8 +12,8 @@ use axum::routing::{delete, get, post};
 use crate::ApiError;
 use crate::app::AppState;
 use crate::http::{
-    approvals, audit, configuration, credentials, drift, groups, health, identities, jobs, keys,
-    sessions,
+    approvals, audit, backups, configuration, credentials, drift, groups, health, identities, jobs,
+    keys, sessions,
 };
 use crate::{metrics, ui};
 
@@ -103,6 +103,18 @@ fn api() -> Router<AppState> {
         .route("/audit/streams", get(audit::streams))
         .route("/audit/export", get(audit::export))
         .route(
+            "/audit/archives",
+            get(backups::archives).post(backups::archive),
+        )
+        .route("/backups", get(backups::list).post(backups::start))
+        .route(
+            "/backups/custodians",
+            get(backups::custodians).put(backups::set_custodians),
+        )
+        .route("/backups/{id}", get(backups::show))
+        .route("/backups/{id}/file", get(backups::file))
+        .route("/backups/{id}/shares", get(backups::shares))
+        .route(
             "/config",
             get(configuration::show).patch(configuration::change),
         )
@@ -120,7 +132,9 @@ fn api() -> Router<AppState> {
 /// The web UI's pages under `/ui`, each behind the UI's session guard and
 /// security headers; `/` leads to it.
 fn web_ui() -> Router<AppState> {
-    use ui::{approvals, audit, configuration, credentials, drift, identities, jobs, keys, login};
+    use ui::{
+        approvals, audit, backups, configuration, credentials, drift, identities, jobs, keys, login,
+    };
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/ui/keys") }))
         .route("/assets/app.css", get(ui::css))
@@ -192,6 +206,14 @@ fn web_ui() -> Router<AppState> {
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
         .route("/approvals/{id}/result", post(approvals::collect_result))
+        .route("/backups", get(backups::page))
+        .route("/backups/start", post(backups::start))
+        .route("/backups/custodians", post(backups::set_custodians))
+        .route("/backups/archives", post(backups::archive))
+        .route("/backups/{id}", get(backups::show))
+        .route("/backups/{id}/file", get(backups::file))
+        .route("/backups/{id}/shares", get(backups::shares))
+        .route("/backups/{id}/shares/{custodian}", get(backups::share))
         .layer(axum::middleware::from_fn(ui::session::guard))
         .layer(axum::middleware::map_response(ui::security_headers));
     Router::new()

@@ -66,6 +66,20 @@ impl Server {
             .map_err(anyhow::Error::msg)?;
         let approval_events =
             crate::approval_webhook::ApprovalEvents::start(config, metrics.approval_webhook())?;
+        let backups = Arc::new(crate::backup::Backups::new(
+            keyhold.clone(),
+            config.backup_dir.clone(),
+            config.audit_archive_dir.clone(),
+            config.node_id.clone(),
+            keyhold_store::DatabaseKind::of(config.database.expose())
+                .map_err(anyhow::Error::msg)?,
+        ));
+        match backups.recover().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(backups = n, "backups interrupted by the last stop are marked failed"),
+            Err(error) => tracing::warn!(%error, "cannot look for interrupted backups"),
+        }
+        rotator.set_backups(backups.clone());
         let state = AppState {
             keyhold,
             metrics,
@@ -76,6 +90,7 @@ impl Server {
             login_throttle: LoginThrottle::new(config.login_throttle),
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             approval_events,
+            backups,
         };
         Ok((
             Self {

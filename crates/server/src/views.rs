@@ -1,6 +1,7 @@
 //! Domain objects as the API shows them (the web UI draws the same views).
 
 use keyhold_api as api;
+use keyhold_core::backup::{AuditArchive, BackupRecord, CustodianSet};
 use keyhold_core::audit::{AuditEntry, AuditPublicKey, VerifyReport};
 use keyhold_core::clock::{Timestamp, format_timestamp};
 use keyhold_core::cluster::NodeRecord;
@@ -293,7 +294,11 @@ pub fn audit_public_key(key: &AuditPublicKey) -> api::AuditPublicKeyView {
     }
 }
 
-pub fn settings(settings: &Settings, cluster: api::ClusterView) -> api::SettingsView {
+pub fn settings(
+    settings: &Settings,
+    cluster: api::ClusterView,
+    last_backup: Option<&BackupRecord>,
+) -> api::SettingsView {
     api::SettingsView {
         dual_control: settings.dual_control,
         lockout_threshold: settings.lockout_threshold,
@@ -304,7 +309,89 @@ pub fn settings(settings: &Settings, cluster: api::ClusterView) -> api::Settings
         on_demand_rotation_limit: settings.on_demand_rotation_limit,
         drift_check_hours: settings.drift_check_hours,
         drift_expiry_days: settings.drift_expiry_days,
+        backup_every_hours: settings.backup_every_hours,
+        backup_keep: settings.backup_keep,
+        audit_archive_after_days: settings.audit_archive_after_days,
+        last_backup: last_backup.map(backup),
         cluster,
+    }
+}
+
+pub fn backup(record: &BackupRecord) -> api::BackupView {
+    api::BackupView {
+        id: record.id.to_string(),
+        trigger: record.trigger.as_str().to_owned(),
+        initiated_by: record.initiated_by.clone(),
+        status: record.status.as_str().to_owned(),
+        started_at: time(&record.started_at),
+        finished_at: record.finished_at.as_ref().map(time),
+        file: record.file.clone(),
+        size: record.size,
+        sha256: record.sha256.clone(),
+        keys: record.keys,
+        threshold: record.threshold,
+        custodians: record.custodians.clone(),
+        error: record.error.clone(),
+        node: record.node.clone(),
+    }
+}
+
+/// The newest backup's status and the newest success, from backups newest first.
+pub fn backup_health(backups: &[BackupRecord]) -> Option<api::BackupHealthView> {
+    let last = backups.first()?;
+    Some(api::BackupHealthView {
+        last_status: last.status.as_str().to_owned(),
+        last_started_at: time(&last.started_at),
+        last_success_at: backups
+            .iter()
+            .find(|b| b.status == keyhold_core::backup::BackupStatus::Succeeded)
+            .and_then(|b| b.finished_at.as_ref())
+            .map(time),
+    })
+}
+
+pub fn backup_shares(record: &BackupRecord) -> api::BackupSharesView {
+    api::BackupSharesView {
+        backup: record.id.to_string(),
+        threshold: record.threshold,
+        shares: record
+            .custodians
+            .iter()
+            .zip(&record.shares)
+            .map(|(custodian, text)| api::ShareView {
+                custodian: custodian.clone(),
+                text: text.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn custodians(set: Option<&CustodianSet>) -> api::CustodiansView {
+    api::CustodiansView {
+        threshold: set.map_or(0, |s| s.threshold),
+        custodians: set
+            .map(|s| {
+                s.custodians
+                    .iter()
+                    .map(|c| api::CustodianView {
+                        name: c.name.to_string(),
+                        public_key: c.public_key.clone(),
+                        passphrase: c.kdf.is_some(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+pub fn audit_archive(archive: &AuditArchive) -> api::AuditArchiveView {
+    api::AuditArchiveView {
+        id: archive.id.to_string(),
+        file: archive.file.clone(),
+        first_seq: archive.first_seq,
+        last_seq: archive.last_seq,
+        created_at: time(&archive.created_at),
+        sha256: archive.sha256.clone(),
     }
 }
 

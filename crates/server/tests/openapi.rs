@@ -57,6 +57,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/audit/public-key"),
     ("get", "/api/v1/audit/streams"),
     ("get", "/api/v1/audit/export"),
+    ("get", "/api/v1/audit/archives"),
+    ("post", "/api/v1/audit/archives"),
+    ("get", "/api/v1/backups"),
+    ("post", "/api/v1/backups"),
+    ("get", "/api/v1/backups/custodians"),
+    ("put", "/api/v1/backups/custodians"),
+    ("get", "/api/v1/backups/{id}"),
+    ("get", "/api/v1/backups/{id}/file"),
+    ("get", "/api/v1/backups/{id}/shares"),
     ("get", "/api/v1/config"),
     ("patch", "/api/v1/config"),
     ("get", "/api/v1/approvals"),
@@ -85,7 +94,8 @@ const WITHOUT_SESSION: &[(&str, &str)] = &[
 /// Operations under dual control by default: the `Operation` consts of
 /// keyhold-core marked `dual` (adding and deleting key groups and cloud
 /// credentials, changing a group's custody fields, deleting keys, deleting
-/// key material, applying a drift reconcile plan, changing the
+/// key material, applying a drift reconcile plan, making a backup, setting
+/// the backup custodians, changing the
 /// configuration, managing identities).
 /// `x-keyhold-dual-control` is `true`, or a string naming the condition when
 /// only some requests need it (Synchronize with `delete_material`, a group
@@ -102,6 +112,8 @@ const DUAL_CONTROL: &[(&str, &str)] = &[
     ("delete", "/api/v1/keys/{name}"),
     ("post", "/api/v1/keys/{name}/sync"),
     ("post", "/api/v1/drift/groups/{group}/reconcile"),
+    ("post", "/api/v1/backups"),
+    ("put", "/api/v1/backups/custodians"),
     ("patch", "/api/v1/config"),
     ("put", "/api/v1/approval-policies"),
 ];

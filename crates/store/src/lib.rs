@@ -9,13 +9,17 @@
 //! itself, so callers reach it through the trait object with no forwarding
 //! layer), `rows` converts between columns and domain types, `audit` seals
 //! entries and builds the audit filter, `error` classifies database errors.
+//! `snapshot` says what a backup's snapshot carries; [`restore`] loads one
+//! into a new database.
 //! SQL text uses `$N` placeholders, which both accept.
 
 mod audit;
 mod error;
 mod pool;
 mod postgres;
+pub mod restore;
 mod rows;
+mod snapshot;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use keyhold_core::StoreError;
 use keyhold_core::ports::SharedAuditMac;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::DatabaseKind;
 use crate::error::db;
 use crate::pool::closing_abandoned_transactions;
+use crate::snapshot::{Column, ColumnKind, quote};
 use crate::url::unavailable;
 
 // The shared queries, compiled for this backend (see sql/mod.rs): loading
@@ -28,6 +30,7 @@ use crate::url::unavailable;
 mod sql;
 
 pub(crate) use sql::SqlBackend as PostgresStore;
+pub(crate) use sql::load::{Load as PostgresLoad, latest_version};
 
 type Db = Postgres;
 const KIND: DatabaseKind = DatabaseKind::Postgres;
@@ -38,6 +41,104 @@ const INSERT_ORDER: &str = "insert_order";
 /// The advisory lock key of keyhold's writers: "keyhold" in ASCII. Other
 /// applications sharing the database are unlikely to pick the same number.
 const WRITE_LOCK_KEY: i64 = 0x006b_6579_686f_6c64;
+
+/// The schema's migrations, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+// What a backup's snapshot and a restore's load need of the schema.
+
+/// Every table of keyhold's schema.
+const TABLES_SQL: &str = "SELECT table_name::text FROM information_schema.tables \
+     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'";
+/// A table's columns and their types, in order.
+const COLUMNS_SQL: &str = "SELECT column_name::text, data_type::text FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position";
+/// One snapshot for every statement of the transaction, which writes nothing.
+const SNAPSHOT_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+/// A snapshot carries the ids of identity columns (`job_messages.id`),
+/// which PostgreSQL otherwise refuses to take.
+const INSERT_OVERRIDING: &str = " OVERRIDING SYSTEM VALUE";
+
+/// The snapshot's type of a column, by `information_schema`'s type name.
+fn column_kind(declared: &str) -> Option<ColumnKind> {
+    match declared {
+        "bigint" => Some(ColumnKind::Int64),
+        "integer" => Some(ColumnKind::Int32),
+        "smallint" => Some(ColumnKind::Int16),
+        "double precision" => Some(ColumnKind::Real64),
+        "real" => Some(ColumnKind::Real32),
+        "text" | "character varying" => Some(ColumnKind::Text),
+        "bytea" => Some(ColumnKind::Bytes),
+        "boolean" => Some(ColumnKind::Bool),
+        _ => None,
+    }
+}
+
+/// Rows go out in insertion order where the table keeps one, otherwise by
+/// primary key: the loader's inserts then give either backend the same order.
+async fn row_order(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &[Column],
+) -> Result<String, StoreError> {
+    if columns.iter().any(|c| c.name == INSERT_ORDER) {
+        return Ok(quote(INSERT_ORDER));
+    }
+    let key: Vec<String> = sqlx::query_scalar(
+        "SELECT kcu.column_name::text FROM information_schema.table_constraints tc \
+         JOIN information_schema.key_column_usage kcu \
+           ON kcu.constraint_schema = tc.constraint_schema \
+          AND kcu.constraint_name = tc.constraint_name \
+         WHERE tc.table_schema = current_schema() AND tc.table_name = $1 \
+           AND tc.constraint_type = 'PRIMARY KEY' \
+         ORDER BY kcu.ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    let order: Vec<String> = if key.is_empty() {
+        columns.iter().map(|c| quote(&c.name)).collect()
+    } else {
+        key.iter().map(|k| quote(k)).collect()
+    };
+    Ok(order.join(", "))
+}
+
+/// A load holds keyhold's writer lock, as every write does.
+async fn begin_load(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
+    let (tx, _) = begin_write(pool, &()).await?;
+    Ok(tx)
+}
+
+/// Moves each identity column's sequence past the ids loaded, so the next
+/// row inserted gets a fresh one.
+async fn after_load(conn: &mut PgConnection, tables: &[String]) -> Result<(), StoreError> {
+    for table in tables {
+        let identity: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 AND is_identity = 'YES'",
+        )
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        for column in identity {
+            sqlx::query(&format!(
+                "SELECT setval(pg_get_serial_sequence($1, $2), \
+                 (SELECT COALESCE(MAX({}), 0) + 1 FROM {}), false)",
+                quote(&column),
+                quote(table)
+            ))
+            .bind(quote(table))
+            .bind(&column)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
+    }
+    Ok(())
+}
 
 /// Connections per node.
 const MAX_CONNECTIONS: u32 = 10;
@@ -63,6 +164,17 @@ async fn begin_write<'a>(
     Ok((tx, serial))
 }
 
+async fn connect(url: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| unavailable(url, "invalid database URL", &e))?;
+    closing_abandoned_transactions(PgPoolOptions::new())
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| unavailable(url, "cannot connect to the database", &e))
+}
+
 /// Whether `url` names a PostgreSQL database.
 pub(crate) fn accepts(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
@@ -75,20 +187,6 @@ pub(crate) async fn open(
     url: &str,
     audit_mac: SharedAuditMac,
 ) -> Result<PostgresStore, StoreError> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| unavailable(url, "invalid database URL", &e))?;
-    let pool = closing_abandoned_transactions(PgPoolOptions::new())
-        .max_connections(MAX_CONNECTIONS)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await
-        .map_err(|e| unavailable(url, "cannot connect to the database", &e))?;
-    PostgresStore::migrate(
-        pool,
-        &sqlx::migrate!("./migrations/postgres"),
-        url,
-        audit_mac,
-        (),
-    )
-    .await
+    let pool = connect(url).await?;
+    PostgresStore::migrate(pool, &MIGRATOR, url, audit_mac, ()).await
 }

@@ -6,6 +6,7 @@
 use keyhold_core::StoreError;
 use keyhold_core::approval::{ApprovalRequest, ApprovalStatus, OperationClass, Quorum, Vote};
 use keyhold_core::audit::AuditEntry;
+use keyhold_core::backup::{AuditArchive, BackupRecord, BackupStatus, BackupTrigger};
 use keyhold_core::clock::{Timestamp, format_timestamp, parse_timestamp};
 use keyhold_core::cloud::aws::{Alias, Description, KeyMaterialId, KeyPolicy, KmsKeyId, Region};
 use keyhold_core::cluster::{Lease, NodeRecord, NodeRole};
@@ -816,6 +817,105 @@ impl TryFrom<LeaseRow> for Lease {
             holder: read(T, "holder", NodeId::parse(&row.holder))?,
             token: row.token,
             expires_at: read_ts(T, "expires_at", &row.expires_at)?,
+        })
+    }
+}
+
+// Backups and audit archives
+
+/// A list of texts (custodian names, share files) as one JSON column.
+pub(crate) fn text_list_json(items: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(items).map_err(|e| StoreError::Corrupt(format!("text list: {e}")))
+}
+
+fn read_text_list(table: &str, column: &str, raw: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(raw).map_err(|e| corrupt(table, column, e))
+}
+
+/// A count or size as the database keeps it (a signed 64-bit integer).
+pub(crate) fn count_column(what: &str, value: Option<u64>) -> Result<Option<i64>, StoreError> {
+    value
+        .map(|v| {
+            i64::try_from(v).map_err(|_| {
+                StoreError::Corrupt(format!("{what} {v} is beyond what the database can hold"))
+            })
+        })
+        .transpose()
+}
+
+fn read_count(table: &str, column: &str, raw: Option<i64>) -> Result<Option<u64>, StoreError> {
+    raw.map(|r| u64::try_from(r).map_err(|_| corrupt(table, column, format!("{r} is negative"))))
+        .transpose()
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BackupRow {
+    id: String,
+    trigger_kind: String,
+    initiated_by: String,
+    status: String,
+    started_at: String,
+    finished_at: Option<String>,
+    file: String,
+    size_bytes: Option<i64>,
+    sha256: Option<String>,
+    key_count: Option<i64>,
+    threshold: i64,
+    custodians: String,
+    shares: String,
+    error: Option<String>,
+    node: String,
+}
+
+impl TryFrom<BackupRow> for BackupRecord {
+    type Error = StoreError;
+    fn try_from(row: BackupRow) -> Result<Self, StoreError> {
+        const T: &str = "backups";
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            trigger: BackupTrigger::parse(&row.trigger_kind)
+                .ok_or_else(|| corrupt(T, "trigger_kind", "unknown trigger"))?,
+            initiated_by: row.initiated_by,
+            status: BackupStatus::parse(&row.status)
+                .ok_or_else(|| corrupt(T, "status", "unknown status"))?,
+            started_at: read_ts(T, "started_at", &row.started_at)?,
+            finished_at: read_opt_ts(T, "finished_at", row.finished_at.as_deref())?,
+            file: row.file,
+            size: read_count(T, "size_bytes", row.size_bytes)?,
+            sha256: row.sha256,
+            keys: read_count(T, "key_count", row.key_count)?,
+            threshold: u8::try_from(row.threshold).map_err(|_| {
+                corrupt(T, "threshold", format!("{} is out of range", row.threshold))
+            })?,
+            custodians: read_text_list(T, "custodians", &row.custodians)?,
+            shares: read_text_list(T, "shares", &row.shares)?,
+            error: row.error,
+            node: row.node,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditArchiveRow {
+    id: String,
+    file: String,
+    first_seq: i64,
+    last_seq: i64,
+    created_at: String,
+    sha256: String,
+}
+
+impl TryFrom<AuditArchiveRow> for AuditArchive {
+    type Error = StoreError;
+    fn try_from(row: AuditArchiveRow) -> Result<Self, StoreError> {
+        const T: &str = "audit_archives";
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            file: row.file,
+            first_seq: row.first_seq,
+            last_seq: row.last_seq,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+            sha256: row.sha256,
         })
     }
 }

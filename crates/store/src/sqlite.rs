@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use keyhold_core::StoreError;
 use keyhold_core::ports::SharedAuditMac;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::DatabaseKind;
 use crate::error::db;
 use crate::pool::closing_abandoned_transactions;
+use crate::snapshot::{Column, ColumnKind};
 use crate::url::unavailable;
 
 // The shared queries, compiled for this backend (see sql/mod.rs): loading
@@ -22,12 +24,54 @@ use crate::url::unavailable;
 mod sql;
 
 pub(crate) use sql::SqlBackend as SqliteStore;
+pub(crate) use sql::load::{Load as SqliteLoad, latest_version};
 
 type Db = Sqlite;
 const KIND: DatabaseKind = DatabaseKind::Sqlite;
 
 /// SQLite's implicit row id: insertion order.
 const INSERT_ORDER: &str = "rowid";
+
+/// The schema's migrations, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+// What a backup's snapshot and a restore's load need of the schema.
+
+/// Every table (SQLite's own left out).
+const TABLES_SQL: &str = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'";
+/// A table's columns and their declared types, in order.
+const COLUMNS_SQL: &str = "SELECT name, type FROM pragma_table_info($1) ORDER BY cid";
+/// A deferred transaction reads one WAL snapshot from its first read on.
+const SNAPSHOT_BEGIN: &str = "BEGIN";
+/// SQLite inserts into any column it is given.
+const INSERT_OVERRIDING: &str = "";
+
+/// The snapshot's type of a column: STRICT tables declare one of SQLite's
+/// storage classes (booleans are INTEGER, 0 or 1).
+fn column_kind(declared: &str) -> Option<ColumnKind> {
+    match declared.to_ascii_uppercase().as_str() {
+        "INTEGER" | "INT" | "BIGINT" => Some(ColumnKind::Int64),
+        "REAL" | "DOUBLE" | "FLOAT" => Some(ColumnKind::Real64),
+        "TEXT" => Some(ColumnKind::Text),
+        "BLOB" => Some(ColumnKind::Bytes),
+        _ => None,
+    }
+}
+
+/// Rows go out in insertion order, which the loader's inserts keep.
+async fn row_order(_: &mut SqliteConnection, _: &str, _: &[Column]) -> Result<String, StoreError> {
+    Ok(INSERT_ORDER.to_owned())
+}
+
+/// A load holds the write lock from its first statement.
+async fn begin_load(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+}
+
+/// Nothing to set after a load: AUTOINCREMENT follows the ids inserted.
+async fn after_load(_: &mut SqliteConnection, _: &[String]) -> Result<(), StoreError> {
+    Ok(())
+}
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,14 +157,7 @@ fn is_memory(url: &str) -> bool {
 /// Opens (creating when missing) the database at `url` and brings its schema up to date.
 pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<SqliteStore, StoreError> {
     let pool = connect(url).await?;
-    SqliteStore::migrate(
-        pool,
-        &sqlx::migrate!("./migrations/sqlite"),
-        url,
-        audit_mac,
-        Mutex::new(()),
-    )
-    .await
+    SqliteStore::migrate(pool, &MIGRATOR, url, audit_mac, Mutex::new(())).await
 }
 
 async fn connect(url: &str) -> Result<SqlitePool, StoreError> {

@@ -61,6 +61,26 @@ impl TestDatabase {
         }
     }
 
+    /// A fresh database on `kind`, whatever this run's backend: for tests
+    /// that move data between backends (PostgreSQL's on the server at
+    /// [`POSTGRES_URL_VAR`], default [`DEFAULT_POSTGRES_URL`]).
+    pub async fn create_on(kind: DatabaseKind) -> Result<Self, String> {
+        match kind {
+            DatabaseKind::Sqlite => Ok(Self::Sqlite),
+            DatabaseKind::Postgres => {
+                let server = std::env::var(POSTGRES_URL_VAR)
+                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+                Self::create_postgres(&server).await
+            }
+        }
+    }
+
+    /// Whether this run has a PostgreSQL server besides SQLite: its backend
+    /// is PostgreSQL, or [`POSTGRES_URL_VAR`] names a server.
+    pub fn postgres_available() -> bool {
+        backend() == Ok(DatabaseKind::Postgres) || std::env::var_os(POSTGRES_URL_VAR).is_some()
+    }
+
     async fn create_postgres(server: &str) -> Result<Self, String> {
         let name = format!("keyhold_it_{}", uuid::Uuid::new_v4().simple());
         with_database(server, &name)?;

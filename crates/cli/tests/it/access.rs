@@ -33,6 +33,10 @@ enum Needs {
     /// Two administrators.
     DualIdentities,
     DualConfiguration,
+    /// One administrator: reading backups (their files and shares are
+    /// encrypted, but who holds what is the administrators' business) and
+    /// archiving the audit log.
+    Configuration,
     /// One identity in a session of its own (an answer to an approval
     /// request is one person's), holding a role that may manage keys.
     Approver,
@@ -61,7 +65,9 @@ impl Role {
             Needs::DualCredentials | Needs::Keys | Needs::DualKeys | Needs::Approver => {
                 self != Self::Auditor
             }
-            Needs::DualIdentities | Needs::DualConfiguration => self == Self::Admin,
+            Needs::DualIdentities | Needs::DualConfiguration | Needs::Configuration => {
+                self == Self::Admin
+            }
         }
     }
 
@@ -292,6 +298,43 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
         (M::GET, path("/audit/verify"), None, Needs::Read),
         (M::GET, path("/audit/export"), None, Needs::Read),
         (M::GET, path("/audit/streams"), None, Needs::Read),
+        (M::GET, path("/audit/archives"), None, Needs::Read),
+        (
+            M::POST,
+            path("/audit/archives"),
+            Some(json!({"up_to_seq": 1})),
+            Needs::Configuration,
+        ),
+        (M::GET, path("/backups"), None, Needs::Configuration),
+        (M::POST, path("/backups"), None, Needs::DualConfiguration),
+        (M::GET, path("/backups/custodians"), None, Needs::Configuration),
+        (
+            M::PUT,
+            path("/backups/custodians"),
+            Some(json!({"threshold": 2, "custodians": [
+                {"name": "alice", "public_key": "a".repeat(64)},
+                {"name": "bob", "public_key": "b".repeat(64)},
+            ]})),
+            Needs::DualConfiguration,
+        ),
+        (
+            M::GET,
+            path(&format!("/backups/{NOBODY}")),
+            None,
+            Needs::Configuration,
+        ),
+        (
+            M::GET,
+            path(&format!("/backups/{NOBODY}/file")),
+            None,
+            Needs::Configuration,
+        ),
+        (
+            M::GET,
+            path(&format!("/backups/{NOBODY}/shares")),
+            None,
+            Needs::Configuration,
+        ),
         (M::GET, path("/config"), None, Needs::Read),
         (
             M::PATCH,

@@ -212,6 +212,33 @@ impl TestApp {
         peer
     }
 
+    /// A new installation beside this one (same clock and KMS peers), on a
+    /// data directory and database of its own, not initialised: where a
+    /// restore goes. `configure` adjusts it (a fresh token, say); `pin` is
+    /// its PKCS#11 PIN, if any.
+    pub async fn sibling(
+        &self,
+        configure: impl FnOnce(&mut keyhold_server::ServeArgs),
+        pin: Option<String>,
+    ) -> Installation {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let db = Arc::new(test_database().await);
+        let mut args = self.args.clone();
+        args.data.data_dir = Some(dir.path().join("data"));
+        args.data.database_url = db.url_override().map(str::to_owned);
+        args.data.backup_dir = None;
+        args.data.audit_archive_dir = None;
+        configure(&mut args);
+        Installation {
+            args,
+            dir,
+            db,
+            clock: self.clock.clone(),
+            pin: pin.or_else(|| self.pin.clone()),
+            passwords: self.initial_passwords.clone(),
+        }
+    }
+
     /// Stops the server as a crash would: its task is dropped without a
     /// graceful shutdown, so it keeps the rotator lease until that expires.
     pub async fn crash(&mut self) {
@@ -571,6 +598,41 @@ impl Drop for TestApp {
 /// The SoftHSM2 token the test script creates. The suite runs twice: with
 /// the software keystore, and with KEYHOLD_TEST_KEYSTORE=pkcs11 on this token.
 #[derive(Clone, Debug)]
+/// An installation not started yet ([`TestApp::sibling`]).
+pub struct Installation {
+    pub args: keyhold_server::ServeArgs,
+    dir: Arc<tempfile::TempDir>,
+    pub db: Arc<TestDatabase>,
+    clock: Arc<ManualClock>,
+    pin: Option<String>,
+    passwords: HashMap<String, String>,
+}
+
+impl Installation {
+    /// Its resolved configuration (what `keyhold backup restore` reads).
+    pub fn config(&self) -> keyhold_server::Config {
+        let secrets = keyhold_server::EnvSecrets {
+            pkcs11_pin: self.pin.clone().map(secrecy::SecretString::from),
+            ..Default::default()
+        };
+        self.args.clone().resolve(secrets).unwrap()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.args.data.data_dir.clone().unwrap()
+    }
+
+    /// Starts a server on it (its administrators as on the installation it
+    /// was made beside).
+    pub async fn start(self) -> TestApp {
+        let mut app = TestApp::start(self.dir, self.db, self.clock, self.args, self.pin).await;
+        if app.initial_passwords.is_empty() {
+            app.initial_passwords = self.passwords;
+        }
+        app
+    }
+}
+
 pub struct Hsm {
     pub module: String,
     pub token: String,

@@ -223,6 +223,7 @@ async fn every_screen_reads_and_fits_from_800_px_up() {
         ("configuration", "/ui/configuration".to_owned()),
         ("approvals", "/ui/approvals".to_owned()),
         ("approval", format!("/ui/approvals/{approval}")),
+        ("backups", "/ui/backups".to_owned()),
     ];
     for (width, height) in [(1280, 800), (800, 900)] {
         browser.resize(width, height).await;

@@ -7,13 +7,19 @@
 //! | label                | type                        | attributes                                     | use |
 //! |----------------------|-----------------------------|------------------------------------------------|-----|
 //! | `keyhold:seal`       | AES-256                     | token, private, sensitive, not extractable     | seals credential secrets (CKM_AES_GCM) |
-//! | `keyhold:audit-mac`  | generic secret, 32 bytes    | token, private, sensitive, not extractable     | audit entry MAC (CKM_SHA256_HMAC) |
-//! | `keyhold:audit-signing` | EC P-256 key pair      | private: token, private, sensitive, not extractable, sign only; public: token, verify | audit checkpoints (CKM_ECDSA over SHA-256) |
+//! | `keyhold:audit-mac`  | generic secret, 32 bytes    | token, private, sensitive, extractable (only to be wrapped, into backups) | audit entry MAC (CKM_SHA256_HMAC) |
+//! | `keyhold:audit-signing` | EC P-256 key pair      | private: token, private, sensitive, extractable (only to be wrapped, into backups), sign only; public: token, verify | audit checkpoints (CKM_ECDSA over SHA-256) |
 //! | `keyhold:key:<uuid>` | AES-256, CKA_ID = uuid bytes | token, private, sensitive, extractable (only to be wrapped), encrypt/decrypt, no wrap/unwrap/derive | a key's material |
 //!
 //! `open` creates the first three when the token lacks them, so every keyhold
 //! (and every node of a cluster) using the token shares them. A key's handle
-//! in the store is its label.
+//! in the store is its label. Tokens set up by a keyhold from before backups
+//! hold audit keys that are not extractable: their backups cannot carry them
+//! (see `backup`).
+//!
+//! While a backup or a restore runs, its wrap key is a session object
+//! `keyhold:backup-wrap:<random>` (AES-256, sensitive, not extractable,
+//! wrap/unwrap only), destroyed at its end.
 //!
 //! # Sealed secret format
 //!
@@ -31,6 +37,7 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, SessionState};
 use keyhold_core::audit::{AuditMac, AuditPublicKey, AuditSigner};
+use keyhold_core::backup::{BackupExport, BackupImport, BackupWrapKey};
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
@@ -38,6 +45,7 @@ use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+mod backup;
 mod context;
 mod error;
 mod handles;
@@ -560,6 +568,20 @@ impl Keystore for Pkcs11Keystore {
                 Err(e) => Err(e.into()),
             }
         })
+    }
+
+    fn backup_export<'a>(
+        &'a self,
+        wrap_key: &BackupWrapKey,
+    ) -> Result<Box<dyn BackupExport + 'a>, KeystoreError> {
+        self.start_backup_export(wrap_key)
+    }
+
+    fn backup_import<'a>(
+        &'a self,
+        wrap_key: &BackupWrapKey,
+    ) -> Result<Box<dyn BackupImport + 'a>, KeystoreError> {
+        self.start_backup_import(wrap_key)
     }
 }
 

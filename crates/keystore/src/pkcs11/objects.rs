@@ -58,15 +58,17 @@ impl OwnKey {
             Self::Seal => (true, false),
             Self::AuditMac => (false, true),
         };
+        // Sensitive either way (its value is never read). The audit MAC key
+        // leaves wrapped, in backups: the restored audit log must verify.
+        let extractable = self == Self::AuditMac;
         vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(self.key_type()),
             Attribute::ValueLen(AES_256_LEN.into()),
             Attribute::Token(true),
             Attribute::Private(true),
-            // Never leaves the token, not even wrapped.
             Attribute::Sensitive(true),
-            Attribute::Extractable(false),
+            Attribute::Extractable(extractable),
             Attribute::Encrypt(encrypts),
             Attribute::Decrypt(encrypts),
             Attribute::Sign(signs),
@@ -218,27 +220,16 @@ pub(super) fn ensure_signing_key(c: &Ctx<'_>) -> Result<(), Fail> {
         return Ok(());
     }
     let id = c.session.generate_random_vec(OWN_KEY_ID_LEN)?;
-    let label = AUDIT_SIGNING_LABEL.as_bytes().to_vec();
     let public = [
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Verify(true),
         Attribute::EcParams(P256_EC_PARAMS.to_vec()),
-        Attribute::Label(label.clone()),
+        Attribute::Label(AUDIT_SIGNING_LABEL.as_bytes().to_vec()),
         Attribute::Id(id.clone()),
     ];
-    let private = [
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-        Attribute::Label(label),
-        Attribute::Id(id),
-    ];
+    let mut private = signing_private_template(id);
+    private.retain(|a| !matches!(a, Attribute::Class(_) | Attribute::KeyType(_)));
     c.session
         .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
     tracing::info!(
@@ -246,6 +237,50 @@ pub(super) fn ensure_signing_key(c: &Ctx<'_>) -> Result<(), Fail> {
         "created keyhold's audit checkpoint signing key on the PKCS#11 token"
     );
     Ok(())
+}
+
+/// The checkpoint signing private key, as generated or unwrapped (a
+/// restore). Sensitive, but extractable: it leaves wrapped, in backups,
+/// so that checkpoints signed before a restore keep their key.
+pub(super) fn signing_private_template(id: Vec<u8>) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(true),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(AUDIT_SIGNING_LABEL.as_bytes().to_vec()),
+        Attribute::Id(id),
+    ]
+}
+
+/// The checkpoint signing public key object made from its uncompressed
+/// point (a restore), `CKA_EC_POINT` DER-encoded as the standard says.
+pub(super) fn signing_public_template(point: &[u8], id: Vec<u8>) -> Vec<Attribute> {
+    let mut ec_point = Vec::with_capacity(point.len() + 2);
+    ec_point.push(0x04);
+    // A P-256 point (65 bytes) needs the short DER length form only.
+    ec_point.push(u8::try_from(point.len()).unwrap_or(0));
+    ec_point.extend_from_slice(point);
+    vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Derive(false),
+        Attribute::EcParams(P256_EC_PARAMS.to_vec()),
+        Attribute::EcPoint(ec_point),
+        Attribute::Label(AUDIT_SIGNING_LABEL.as_bytes().to_vec()),
+        Attribute::Id(id),
+    ]
 }
 
 /// The uncompressed point of a public key object. `CKA_EC_POINT` is a DER

@@ -94,6 +94,11 @@ impl Token {
         &self.module
     }
 
+    /// Forgets a cached handle (an object this keystore removed).
+    pub(super) fn forget_handle(&self, label: &[u8]) {
+        self.handles.forget(label);
+    }
+
     /// Runs `op` on a logged-in session of the token, following the rules
     /// of this module. `what` starts every error message ("sealing a secret").
     pub(super) fn run<T>(

@@ -252,7 +252,7 @@ fn trial<T>(what: &str, result: Result<T, cryptoki::error::Error>) -> Result<boo
 
 /// Known-answer test of `CKM_AES_KEY_WRAP_PAD` against RFC 5649 (the
 /// `aes-kw` crate), with throwaway test keys created from known values.
-fn kwp_is_rfc5649(c: &Ctx<'_>) -> Result<bool, Fail> {
+pub(super) fn kwp_is_rfc5649(c: &Ctx<'_>) -> Result<bool, Fail> {
     match c
         .pkcs11
         .get_mechanism_info(c.slot, MechanismType::AES_KEY_WRAP_PAD)

@@ -30,6 +30,15 @@ settings_area! {
         /// The Debian package's configuration sets it.
         #[arg(long, env = "KEYHOLD_REQUIRE_INITIALISED")]
         pub require_initialised: bool,
+        /// Directory the backups are written to (encrypted; their shares are
+        /// kept apart, in the database and with the custodians); ship it off
+        /// this machine [default: <data-dir>/backups].
+        #[arg(long, env = "KEYHOLD_BACKUP_DIR")]
+        pub backup_dir: Option<PathBuf>,
+        /// Directory the signed audit archive files are written to
+        /// [default: <data-dir>/audit-archive].
+        #[arg(long, env = "KEYHOLD_AUDIT_ARCHIVE_DIR")]
+        pub audit_archive_dir: Option<PathBuf>,
     }
 }
 
@@ -40,6 +49,8 @@ pub struct DataConfig {
     pub database: DatabaseUrl,
     /// `serve` refuses an empty data directory.
     pub require_initialised: bool,
+    pub backup_dir: PathBuf,
+    pub audit_archive_dir: PathBuf,
 }
 
 impl DataArgs {
@@ -55,6 +66,12 @@ impl DataArgs {
         });
         DatabaseKind::of(&database).map_err(ConfigError)?;
         Ok(DataConfig {
+            backup_dir: self
+                .backup_dir
+                .unwrap_or_else(|| data_dir.join("backups")),
+            audit_archive_dir: self
+                .audit_archive_dir
+                .unwrap_or_else(|| data_dir.join("audit-archive")),
             data_dir,
             database: DatabaseUrl(SecretString::from(database)),
             require_initialised: self.require_initialised,

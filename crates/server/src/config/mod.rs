@@ -88,6 +88,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `serve` refuses an empty data directory rather than initialising it.
     pub require_initialised: bool,
+    /// Where backups are written.
+    pub backup_dir: PathBuf,
+    /// Where signed audit archives are written.
+    pub audit_archive_dir: PathBuf,
     pub listen: std::net::SocketAddr,
     /// HTTPS, when a certificate is configured; plain HTTP otherwise.
     pub tls: Option<TlsConfig>,
@@ -172,6 +176,8 @@ impl ServeArgs {
             data_dir,
             database,
             require_initialised,
+            backup_dir,
+            audit_archive_dir,
         } = data.resolve()?;
         let audit = audit.resolve(&data_dir)?;
         let keystore = keystore.resolve(secrets)?;
@@ -186,6 +192,8 @@ impl ServeArgs {
         Ok(Config {
             data_dir,
             require_initialised,
+            backup_dir,
+            audit_archive_dir,
             listen: address,
             tls,
             database,

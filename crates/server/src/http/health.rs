@@ -32,10 +32,17 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let ok = checks.iter().all(|c| c.ok);
     let nodes = app.keyhold.store().list_nodes().await.unwrap_or_default();
     let cluster = views::cluster(&app.rotator.status(), &nodes, app.keyhold.now());
+    let backups = app
+        .keyhold
+        .store()
+        .list_backups(100)
+        .await
+        .unwrap_or_default();
     let view = api::ReadinessView {
         ready: ok,
         checks,
         cluster,
+        backup: views::backup_health(&backups),
     };
     let status = if ok {
         StatusCode::OK
@@ -47,6 +54,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     app.metrics.refresh_drift(&app.keyhold).await;
+    app.metrics.refresh_backups(&app.keyhold).await;
     (
         [(
             header::CONTENT_TYPE,

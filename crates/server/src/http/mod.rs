@@ -5,6 +5,7 @@
 
 pub(crate) mod approvals;
 pub(crate) mod audit;
+pub(crate) mod backups;
 pub(crate) mod configuration;
 pub(crate) mod credentials;
 pub(crate) mod drift;

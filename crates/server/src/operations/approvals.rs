@@ -89,6 +89,13 @@ pub enum PendingOperation {
     ChangeApprovalPolicies {
         policies: api::ApprovalPoliciesRequest,
     },
+    /// A backup, made when approved, by its requester and approvers.
+    CreateBackup,
+    /// Custodians as public keys: a passphrase custodian's key was derived
+    /// before the request was stored, so no passphrase is kept in it.
+    SetCustodians {
+        custodians: keyhold_core::backup::CustodianSet,
+    },
 }
 
 /// The keystore context a request's sealed CSV is sealed under.
@@ -272,6 +279,14 @@ async fn execute(app: &AppState, session: &Session, operation: PendingOperation)
         }
         PendingOperation::SynchronizeKey { key, options } => {
             jobs::synchronize(app, session, &key, &options)
+                .await
+                .map(drop)
+        }
+        PendingOperation::CreateBackup => {
+            super::backups::start(app, session).await.map(drop)
+        }
+        PendingOperation::SetCustodians { custodians } => {
+            super::backups::set_custodian_set(app, session, custodians)
                 .await
                 .map(drop)
         }
@@ -610,7 +625,15 @@ mod tests {
             serde_json::json!({"kind": "reconcile_drift", "group": "ig-demo", "plan": digest})
         );
         match serde_json::from_value::<PendingOperation>(value).unwrap() {
-            PendingOperation::ReconcileDrift { group, plan } => {
+            PendingOperation::CreateBackup => {
+            super::backups::start(app, session).await.map(drop)
+        }
+        PendingOperation::SetCustodians { custodians } => {
+            super::backups::set_custodian_set(app, session, custodians)
+                .await
+                .map(drop)
+        }
+        PendingOperation::ReconcileDrift { group, plan } => {
                 assert_eq!((group.as_str(), plan), ("ig-demo", digest));
             }
             other => panic!("decoded as {other:?}"),

@@ -29,9 +29,27 @@ async fn cluster(app: &AppState) -> ApiResult<api::ClusterView> {
     ))
 }
 
+/// The newest backup (every node sees the records).
+async fn last_backup(
+    app: &AppState,
+) -> ApiResult<Option<keyhold_core::backup::BackupRecord>> {
+    Ok(app
+        .keyhold
+        .store()
+        .list_backups(1)
+        .await
+        .map_err(CoreError::from)?
+        .into_iter()
+        .next())
+}
+
 pub async fn show(app: &AppState, session: &Session) -> ApiResult<api::SettingsView> {
     let settings = app.keyhold.settings(session).await?;
-    Ok(views::settings(&settings, cluster(app).await?))
+    Ok(views::settings(
+        &settings,
+        cluster(app).await?,
+        last_backup(app).await?.as_ref(),
+    ))
 }
 
 /// Changes the settings the request names. A designated rotator that is not
@@ -57,6 +75,9 @@ pub async fn change(
         on_demand_rotation_limit: req.on_demand_rotation_limit,
         drift_check_hours: req.drift_check_hours,
         drift_expiry_days: req.drift_expiry_days,
+        backup_every_hours: req.backup_every_hours,
+        backup_keep: req.backup_keep,
+        audit_archive_after_days: req.audit_archive_after_days,
     };
     let settings = audited(app, session, Action::ChangeConfiguration, async {
         gate(app, session, Operation::CHANGE_CONFIGURATION, async || {
@@ -75,5 +96,9 @@ pub async fn change(
         Ok(app.keyhold.change_settings(session, change).await?)
     })
     .await?;
-    Ok(views::settings(&settings, cluster(app).await?))
+    Ok(views::settings(
+        &settings,
+        cluster(app).await?,
+        last_backup(app).await?.as_ref(),
+    ))
 }

@@ -13,6 +13,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod backups;
 pub mod configuration;
 pub mod credentials;
 pub mod drift;

@@ -31,6 +31,9 @@ pub struct SettingsForm {
     designated_rotator: String,
     drift_check_hours: String,
     drift_expiry_days: String,
+    backup_every_hours: String,
+    backup_keep: String,
+    audit_archive_after_days: String,
 }
 
 /// A field the form sent; one it left out (the designated rotator's own
@@ -63,7 +66,31 @@ impl SettingsForm {
             )?,
             drift_check_hours: number("drift_check_hours", &self.drift_check_hours)?,
             drift_expiry_days: number("drift_expiry_days", &self.drift_expiry_days)?,
+            backup_every_hours: number("backup_every_hours", &self.backup_every_hours)?,
+            backup_keep: number("backup_keep", &self.backup_keep)?,
+            audit_archive_after_days: number(
+                "audit_archive_after_days",
+                &self.audit_archive_after_days,
+            )?,
         })
+    }
+}
+
+/// The last backup's outcome, as `/readyz` and `/metrics` also tell it.
+fn last_backup(backup: Option<&api::BackupView>) -> Markup {
+    html! {
+        p #last-backup {
+            @match backup {
+                Some(b) => {
+                    "Last backup: " (b.status) ", started " (b.started_at)
+                    @if let Some(error) = &b.error { " (" (error) ")" }
+                    "."
+                }
+                None => "No backup has been made yet.",
+            }
+            " Backups, their custodians and the audit archives are on the "
+            a href="/ui/backups" { "Backups" } " screen."
+        }
     }
 }
 
@@ -231,6 +258,14 @@ fn body(ui: &UiSession, settings: &api::SettingsView, policies: &[api::PolicyVie
                 Some("How often keyhold checks every key group against AWS by itself; 0 checks only when an officer asks, on the Drift screen.")))
             (number_field_with_hint("drift_expiry_days", "Drift expiry window (days)", settings.drift_expiry_days, 1, DRIFT_EXPIRY_DAYS_MAX,
                 Some("Key material that expires in AWS within this many days, with no rotation due before, is drift.")))
+            h2 #backup-settings { "Backups and audit archiving" }
+            (last_backup(settings.last_backup.as_ref()))
+            (number_field_with_hint("backup_every_hours", "Backup interval (hours)", settings.backup_every_hours, 0, 744,
+                Some("How often keyhold makes a backup by itself, into its backup directory; 0 makes them only when officers ask, on the Backups screen. Needs custodians.")))
+            (number_field_with_hint("backup_keep", "Scheduled backups kept", settings.backup_keep, 0, 10_000,
+                Some("Older scheduled backups are removed from the backup directory after a new one succeeds; 0 keeps all.")))
+            (number_field_with_hint("audit_archive_after_days", "Archive audit entries after (days)", settings.audit_archive_after_days, 0, 36_500,
+                Some("Entries older than this are written to a signed archive file once a day and marked archived; 0 archives only when asked.")))
             (layout::needs(ui, Operation::CHANGE_CONFIGURATION, settings.dual_control))
             p.actions { button type="submit" #save-configuration { "Save configuration" } }
         }

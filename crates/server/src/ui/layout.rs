@@ -17,6 +17,7 @@ pub enum Nav {
     Audit,
     Approvals,
     Configuration,
+    Backups,
 }
 
 /// A screen's entry: which it is, its label, its address.
@@ -49,6 +50,7 @@ const NAVIGATION: [(&str, &[Entry]); 4] = [
         &[
             (Nav::Approvals, "Approvals", "/ui/approvals"),
             (Nav::Configuration, "Configuration", "/ui/configuration"),
+            (Nav::Backups, "Backups", "/ui/backups"),
         ],
     ),
 ];

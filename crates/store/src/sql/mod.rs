@@ -9,10 +9,18 @@
 //! - `begin_write(&Pool, &Serial)`: starts a write transaction that holds the
 //!   backend's writer lock, so the audit chain head it reads cannot move;
 //! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond;
-//! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`.
+//! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`;
+//! - `MIGRATOR` and `connect(url)`: its migrations and its pool;
+//! - for snapshots and loads (`snapshot`, `load`): `TABLES_SQL` and
+//!   `COLUMNS_SQL` (the schema's tables; a table's columns and declared
+//!   types), `column_kind` (a declared type's [`ColumnKind`](crate::snapshot::ColumnKind)),
+//!   `SNAPSHOT_BEGIN` (a consistent read-only transaction), `row_order`,
+//!   `begin_load`, `INSERT_OVERRIDING` and `after_load`.
 
 mod approvals;
+mod archives;
 mod audit;
+mod backups;
 mod cluster;
 mod credentials;
 mod drift;
@@ -20,15 +28,18 @@ mod groups;
 mod identities;
 mod jobs;
 mod keys;
+pub(crate) mod load;
 mod probe;
 mod sessions;
 mod settings;
+mod snapshot;
 mod streams;
 
 use async_trait::async_trait;
 use keyhold_core::StoreError;
 use keyhold_core::approval::{ApprovalRequest, ApprovalStatus, Vote};
 use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord};
+use keyhold_core::backup::{AuditArchive, BackupRecord, SnapshotSink, SnapshotSummary};
 use keyhold_core::clock::Timestamp;
 use keyhold_core::cloud::aws::KmsKeyId;
 use keyhold_core::cluster::{Lease, NodeRecord};
@@ -44,7 +55,10 @@ use keyhold_core::settings::Settings;
 use sqlx::Transaction;
 use sqlx::migrate::Migrator;
 
-use super::{Db, INSERT_ORDER, KIND, Serial, SerialGuard, begin_write};
+use super::{
+    COLUMNS_SQL, Db, INSERT_ORDER, INSERT_OVERRIDING, KIND, MIGRATOR, SNAPSHOT_BEGIN, Serial,
+    SerialGuard, TABLES_SQL, after_load, begin_load, begin_write, column_kind, connect, row_order,
+};
 use crate::SqlStore;
 use crate::error::db;
 use crate::url::{mask_url, unavailable};
@@ -740,6 +754,57 @@ impl Store for SqlBackend {
             streams::advance(c, sink, expected, seq, node, now).await
         })
         .await
+    }
+
+    async fn insert_backup(
+        &self,
+        backup: &BackupRecord,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| backups::insert(c, backup).await)
+            .await
+    }
+
+    async fn finish_backup(
+        &self,
+        backup: &BackupRecord,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| backups::finish(c, backup).await)
+            .await
+    }
+
+    async fn get_backup(&self, id: uuid::Uuid) -> Result<Option<BackupRecord>, StoreError> {
+        backups::get(&self.pool, id).await
+    }
+
+    async fn list_backups(&self, limit: u32) -> Result<Vec<BackupRecord>, StoreError> {
+        backups::list(&self.pool, limit).await
+    }
+
+    async fn delete_backup(&self, id: uuid::Uuid, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| backups::delete(c, id).await)
+            .await
+    }
+
+    async fn export_snapshot(
+        &self,
+        sink: &mut dyn SnapshotSink,
+    ) -> Result<SnapshotSummary, StoreError> {
+        snapshot::export(&self.pool, sink).await
+    }
+
+    async fn insert_audit_archive(
+        &self,
+        archive: &AuditArchive,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| archives::insert(c, archive).await)
+            .await
+    }
+
+    async fn list_audit_archives(&self) -> Result<Vec<AuditArchive>, StoreError> {
+        archives::list(&self.pool).await
     }
 
     async fn writable(&self, now: Timestamp) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@
 
 mod approvals;
 mod audit;
+mod backups;
 mod common;
 mod credentials;
 mod drift;
