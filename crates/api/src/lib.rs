@@ -420,6 +420,21 @@ pub struct AuditVerifyView {
     pub checkpoint_seq: Option<i64>,
     #[serde(default)]
     pub checkpoint_time: Option<String>,
+    /// The signed audit archives, checked against the live log (absent
+    /// from an offline check of an export).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archives: Option<ArchivesVerifiedView>,
+}
+
+/// What checking the audit archives found: each file there with the
+/// recorded digest, signed by this installation's audit key, chained on
+/// from the one before, each entry equal to the live entry it copies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivesVerifiedView {
+    pub archives: usize,
+    pub entries: u64,
+    /// The first problem found, if any (then `ok` is false).
+    pub problem: Option<String>,
 }
 
 /// `POST /audit/verify`: checkpoints the log must reach (each a line of a
@@ -674,7 +689,10 @@ impl std::fmt::Debug for CustodianRequest {
         f.debug_struct("CustodianRequest")
             .field("name", &self.name)
             .field("public_key", &self.public_key)
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
             .field("kdf", &self.kdf)
             .finish()
     }

@@ -283,9 +283,26 @@ pub fn verify_report(view: &AuditVerifyView) -> String {
         ),
         _ => "No signed checkpoint was checked.\n".to_owned(),
     };
+    let archives = match &view.archives {
+        Some(a) if a.problem.is_none() => format!(
+            "{} audit archive(s), {} entries, verified against the live log.\n",
+            a.archives, a.entries
+        ),
+        Some(a) => format!(
+            "Audit archives BROKEN: {}\n",
+            output::clean(a.problem.as_deref().unwrap_or_default())
+        ),
+        None => String::new(),
+    };
     if view.ok {
         return format!(
-            "Audit log intact: {} entries checked, the hash chain is unbroken.\n{reached}",
+            "Audit log intact: {} entries checked, the hash chain is unbroken.\n{reached}{archives}",
+            view.entries_checked
+        );
+    }
+    if view.first_bad_seq.is_none() && view.archives.as_ref().is_some_and(|a| a.problem.is_some()) {
+        return format!(
+            "Audit log intact: {} entries checked, the hash chain is unbroken.\n{reached}{archives}",
             view.entries_checked
         );
     }
@@ -566,6 +583,7 @@ mod tests {
             reason: None,
             checkpoint_seq: Some(10),
             checkpoint_time: Some("2026-12-05T12:00:00Z".into()),
+            archives: None,
         };
         let text = verify_report(&ok);
         assert!(text.contains("intact: 12 entries"), "{text}");
@@ -580,6 +598,7 @@ mod tests {
             reason: Some("hash mismatch".into()),
             checkpoint_seq: None,
             checkpoint_time: None,
+            archives: None,
         };
         let text = verify_report(&broken);
         assert!(text.contains("entry 4: hash mismatch"), "{text}");

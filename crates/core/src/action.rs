@@ -89,6 +89,10 @@ pub enum Action<'a> {
     SetCustodians,
     /// Audit Logs → Archive (the last sequence number archived, once known).
     ArchiveAudit(&'a str),
+    /// Downloading a backup's file (its id): encrypted, but it holds every key.
+    DownloadBackup(&'a str),
+    /// Handing out a backup's shares (its id): each encrypted for its custodian.
+    DownloadShares(&'a str),
 }
 
 impl Action<'_> {
@@ -166,6 +170,10 @@ impl Action<'_> {
             Self::ArchiveAudit(seq) => {
                 format!("Archived audit entries up to {}", printable(seq))
             }
+            Self::DownloadBackup(id) => format!("Downloaded backup {}", printable(id)),
+            Self::DownloadShares(id) => {
+                format!("Handed out the shares of backup {}", printable(id))
+            }
         }
     }
 
@@ -231,6 +239,10 @@ impl Action<'_> {
             Self::CreateBackup(_) => "Failed to start a backup".to_owned(),
             Self::SetCustodians => "Failed to set the backup custodians".to_owned(),
             Self::ArchiveAudit(_) => "Failed to archive audit entries".to_owned(),
+            Self::DownloadBackup(id) => format!("Failed to download backup {}", printable(id)),
+            Self::DownloadShares(id) => {
+                format!("Failed to hand out the shares of backup {}", printable(id))
+            }
         }
     }
 }

@@ -77,7 +77,8 @@ pub trait BackupImport {
     /// returns its new handle and check digits. Repeatable: material that
     /// is there already (an earlier, interrupted restore) is found, not
     /// made twice.
-    fn import_key(&self, key_id: uuid::Uuid, wrapped: &[u8]) -> Result<GeneratedKey, KeystoreError>;
+    fn import_key(&self, key_id: uuid::Uuid, wrapped: &[u8])
+    -> Result<GeneratedKey, KeystoreError>;
 }
 
 /// Names a custodian: who holds one share of every backup's key.
@@ -122,7 +123,9 @@ impl CustodianSet {
         if count > MAX_CUSTODIANS {
             return Err(InvalidInput::new(
                 "custodians",
-                format!("{count} custodians given: a backup key is split among at most {MAX_CUSTODIANS}"),
+                format!(
+                    "{count} custodians given: a backup key is split among at most {MAX_CUSTODIANS}"
+                ),
             ));
         }
         if threshold < MIN_THRESHOLD || usize::from(threshold) > count {
@@ -150,7 +153,10 @@ impl CustodianSet {
             {
                 return Err(InvalidInput::new(
                     "kdf",
-                    format!("custodian '{}': the passphrase salt must be 16 bytes as 32 hex digits", custodian.name),
+                    format!(
+                        "custodian '{}': the passphrase salt must be 16 bytes as 32 hex digits",
+                        custodian.name
+                    ),
                 ));
             }
             for other in &custodians[..i] {
@@ -364,17 +370,31 @@ mod tests {
 
     #[test]
     fn a_set_needs_two_of_distinct_custodians() {
-        let three = || vec![custodian("alice", 1), custodian("bob", 2), custodian("carol", 3)];
+        let three = || {
+            vec![
+                custodian("alice", 1),
+                custodian("bob", 2),
+                custodian("carol", 3),
+            ]
+        };
         assert!(CustodianSet::new(2, three()).is_ok());
         assert!(CustodianSet::new(3, three()).is_ok());
-        assert!(CustodianSet::new(1, three()).is_err(), "one custodian alone");
-        assert!(CustodianSet::new(4, three()).is_err(), "more than there are");
+        assert!(
+            CustodianSet::new(1, three()).is_err(),
+            "one custodian alone"
+        );
+        assert!(
+            CustodianSet::new(4, three()).is_err(),
+            "more than there are"
+        );
         assert!(CustodianSet::new(2, vec![custodian("a", 1), custodian("a", 2)]).is_err());
         assert!(CustodianSet::new(2, vec![custodian("a", 1), custodian("b", 1)]).is_err());
         let mut bad = three();
         bad[0].public_key = "zz".into();
         assert!(CustodianSet::new(2, bad).is_err());
-        let many: Vec<_> = (0..=MAX_CUSTODIANS as u8).map(|i| custodian(&format!("c{i}"), i)).collect();
+        let many: Vec<_> = (0..=MAX_CUSTODIANS as u8)
+            .map(|i| custodian(&format!("c{i}"), i))
+            .collect();
         assert!(CustodianSet::new(2, many).is_err());
     }
 

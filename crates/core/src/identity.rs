@@ -137,11 +137,15 @@ impl Operation {
         Permission::ManageConfiguration,
         OperationClass::SetCustodians,
     );
-    /// Reading backups' records and downloading their (encrypted) files
-    /// and (custodian-encrypted) shares.
-    pub const READ_BACKUPS: Self = Self::single("reading backups", Permission::ManageConfiguration);
+    /// Downloading backups' (encrypted) files and (custodian-encrypted)
+    /// shares; their records, like the custodians', any role may read.
+    pub const DOWNLOAD_BACKUPS: Self = Self::single(
+        "downloading backups and their shares",
+        Permission::ManageConfiguration,
+    );
     /// Writing audit entries out to a signed archive file.
-    pub const ARCHIVE_AUDIT: Self = Self::single("archiving the audit log", Permission::ManageConfiguration);
+    pub const ARCHIVE_AUDIT: Self =
+        Self::single("archiving the audit log", Permission::ManageConfiguration);
     pub const ADD_GROUP: Self = Self::dual(
         "adding a key group",
         Permission::ManageKeys,

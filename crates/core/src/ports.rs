@@ -6,11 +6,11 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use crate::approval::{ApprovalRequest, ApprovalStatus, Vote};
+use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, AuditSigner};
 use crate::backup::{
     AuditArchive, BackupExport, BackupImport, BackupRecord, BackupWrapKey, SnapshotSink,
     SnapshotSummary,
 };
-use crate::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, AuditSigner};
 use crate::clock::Timestamp;
 use crate::cloud::WrappingAlgorithm;
 use crate::cloud::aws::KmsKeyId;

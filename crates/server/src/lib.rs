@@ -9,8 +9,8 @@
 mod app;
 pub mod approval_webhook;
 mod audit_checkpoints;
-pub mod backup;
 pub mod audit_stream;
+pub mod backup;
 mod client_address;
 pub mod config;
 pub mod connector;

@@ -76,7 +76,10 @@ impl Server {
         ));
         match backups.recover().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(backups = n, "backups interrupted by the last stop are marked failed"),
+            Ok(n) => tracing::warn!(
+                backups = n,
+                "backups interrupted by the last stop are marked failed"
+            ),
             Err(error) => tracing::warn!(%error, "cannot look for interrupted backups"),
         }
         rotator.set_backups(backups.clone());

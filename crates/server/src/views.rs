@@ -1,8 +1,8 @@
 //! Domain objects as the API shows them (the web UI draws the same views).
 
 use keyhold_api as api;
-use keyhold_core::backup::{AuditArchive, BackupRecord, CustodianSet};
 use keyhold_core::audit::{AuditEntry, AuditPublicKey, VerifyReport};
+use keyhold_core::backup::{AuditArchive, BackupRecord, CustodianSet};
 use keyhold_core::clock::{Timestamp, format_timestamp};
 use keyhold_core::cluster::NodeRecord;
 use keyhold_core::credential::Credential;
@@ -270,7 +270,27 @@ pub fn audit_verify(report: VerifyReport) -> api::AuditVerifyView {
         reason: report.reason,
         checkpoint_seq: report.checkpoint.as_ref().map(|c| c.seq),
         checkpoint_time: report.checkpoint.map(|c| c.time),
+        archives: None,
     }
+}
+
+/// The live log's verification and the archives', as one answer: not ok
+/// when either found a problem.
+pub fn audit_verify_with_archives(
+    report: VerifyReport,
+    archives: &crate::backup::archive::ArchivesChecked,
+) -> api::AuditVerifyView {
+    let mut view = audit_verify(report);
+    if let Some(problem) = &archives.problem {
+        view.ok = false;
+        view.reason.get_or_insert_with(|| problem.clone());
+    }
+    view.archives = Some(api::ArchivesVerifiedView {
+        archives: archives.archives,
+        entries: archives.entries,
+        problem: archives.problem.clone(),
+    });
+    view
 }
 
 pub fn audit_stream(status: &crate::audit_stream::StreamStatus) -> api::AuditStreamView {

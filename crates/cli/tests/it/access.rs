@@ -33,9 +33,9 @@ enum Needs {
     /// Two administrators.
     DualIdentities,
     DualConfiguration,
-    /// One administrator: reading backups (their files and shares are
-    /// encrypted, but who holds what is the administrators' business) and
-    /// archiving the audit log.
+    /// One administrator: downloading backups' files and shares (both
+    /// encrypted, but taking them away is the administrators' business,
+    /// and audited) and archiving the audit log.
     Configuration,
     /// One identity in a session of its own (an answer to an approval
     /// request is one person's), holding a role that may manage keys.
@@ -305,9 +305,9 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             Some(json!({"up_to_seq": 1})),
             Needs::Configuration,
         ),
-        (M::GET, path("/backups"), None, Needs::Configuration),
+        (M::GET, path("/backups"), None, Needs::Read),
         (M::POST, path("/backups"), None, Needs::DualConfiguration),
-        (M::GET, path("/backups/custodians"), None, Needs::Configuration),
+        (M::GET, path("/backups/custodians"), None, Needs::Read),
         (
             M::PUT,
             path("/backups/custodians"),
@@ -321,7 +321,7 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             M::GET,
             path(&format!("/backups/{NOBODY}")),
             None,
-            Needs::Configuration,
+            Needs::Read,
         ),
         (
             M::GET,

@@ -50,7 +50,9 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
     app.import_kms_credential(&admins, &credential).await;
     let (payroll, billing) = (unique("bk-payroll"), unique("bk-billing"));
     for group in [&payroll, &billing] {
-        let (status, body) = app.create_group(&admins, group_body(group, &credential)).await;
+        let (status, body) = app
+            .create_group(&admins, group_body(group, &credential))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     app.rotate_ok(&admins, &payroll).await;
@@ -62,7 +64,13 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
     // No custodians, no backup: its key would have nobody to hold it.
     let (status, body) = app.post("/api/v1/backups", Some(&admins), json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("custodians"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("custodians"),
+        "{body}"
+    );
 
     // Three custodians, any two of whom open a backup: alice derived her
     // key from a passphrase on her own machine, bob made a key pair, carol
@@ -81,18 +89,34 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
         .unwrap()
         .to_owned();
     let (status, body) = app
-        .request(Method::PUT, "/api/v1/backups/custodians", Some(&single), Some(custodians.clone()))
+        .request(
+            Method::PUT,
+            "/api/v1/backups/custodians",
+            Some(&single),
+            Some(custodians.clone()),
+        )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "one administrator alone: {body}");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "one administrator alone: {body}"
+    );
     let (status, set) = app
-        .request(Method::PUT, "/api/v1/backups/custodians", Some(&admins), Some(custodians))
+        .request(
+            Method::PUT,
+            "/api/v1/backups/custodians",
+            Some(&admins),
+            Some(custodians),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{set}");
     assert_eq!(set["threshold"], 2);
     assert_eq!(set["custodians"][2]["passphrase"], true);
     let audit = app.audit_export(&admins).await;
     assert!(
-        !serde_json::to_string(&audit).unwrap().contains("carol's own passphrase"),
+        !serde_json::to_string(&audit)
+            .unwrap()
+            .contains("carol's own passphrase"),
         "a passphrase reached the audit log"
     );
 
@@ -105,7 +129,14 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
     let answers = burst(
         &app,
         (0..16)
-            .map(|_| (Method::POST, "/api/v1/backups".to_owned(), Some(admins.clone()), None))
+            .map(|_| {
+                (
+                    Method::POST,
+                    "/api/v1/backups".to_owned(),
+                    Some(admins.clone()),
+                    None,
+                )
+            })
             .collect(),
     )
     .await;
@@ -114,7 +145,10 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
         .filter(|(s, _)| *s == StatusCode::ACCEPTED)
         .map(|(_, b)| b)
         .collect();
-    let refused = answers.iter().filter(|(s, _)| *s == StatusCode::CONFLICT).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CONFLICT)
+        .count();
     assert!(!started.is_empty(), "{answers:?}");
     assert_eq!(started.len() + refused, 16, "{answers:?}");
     let id = started[0]["id"].as_str().unwrap().to_owned();
@@ -136,12 +170,22 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
         "the file downloaded is the file recorded"
     );
     let secret_key = console_csv();
-    let secret_key = secret_key.lines().nth(1).unwrap().split(',').nth(1).unwrap();
+    let secret_key = secret_key
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap();
     assert!(
-        !file.windows(secret_key.len()).any(|w| w == secret_key.as_bytes()),
+        !file
+            .windows(secret_key.len())
+            .any(|w| w == secret_key.as_bytes()),
         "the credential's secret is in the backup in the clear"
     );
-    let (status, shares) = app.get(&format!("/api/v1/backups/{id}/shares"), &admins).await;
+    let (status, shares) = app
+        .get(&format!("/api/v1/backups/{id}/shares"), &admins)
+        .await;
     assert_eq!(status, StatusCode::OK, "{shares}");
     let share_text = |name: &str| {
         shares["shares"]
@@ -194,8 +238,18 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
         &kdf,
     )
     .unwrap();
-    assert!(keyhold_backup::ShareFile::parse(&share_text("alice")).unwrap().open(&wrong).is_err());
-    assert!(keyhold_backup::ShareFile::parse(&share_text("alice")).unwrap().open(&bob).is_err());
+    assert!(
+        keyhold_backup::ShareFile::parse(&share_text("alice"))
+            .unwrap()
+            .open(&wrong)
+            .is_err()
+    );
+    assert!(
+        keyhold_backup::ShareFile::parse(&share_text("alice"))
+            .unwrap()
+            .open(&bob)
+            .is_err()
+    );
     // One share is not enough.
     assert!(keyhold_backup::combine(&header, std::slice::from_ref(&alice_share)).is_err());
 
@@ -215,7 +269,10 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
     )
     .await
     .unwrap_err();
-    assert!(format!("{refused:#}").contains("damaged or was altered"), "{refused:#}");
+    assert!(
+        format!("{refused:#}").contains("damaged or was altered"),
+        "{refused:#}"
+    );
     assert!(
         !target.data_dir().join("keystore").exists(),
         "a refused restore made a keystore"
@@ -243,7 +300,9 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
     let admins = restored.dual_session_again().await;
     // The backup it came from was running when its snapshot was read:
     // the restored record says how it ended, from the file.
-    let (_, itself) = restored.get(&format!("/api/v1/backups/{id}"), &admins).await;
+    let (_, itself) = restored
+        .get(&format!("/api/v1/backups/{id}"), &admins)
+        .await;
     assert_eq!(itself["status"], "succeeded", "{itself:#}");
     assert_eq!(itself["sha256"], backup["sha256"], "{itself:#}");
     let (_, keys) = restored.get("/api/v1/keys", &admins).await;
@@ -263,7 +322,11 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
         .iter()
         .position(|s| *s == format!("Restored from backup {id}"))
         .unwrap_or_else(|| panic!("{summaries:?}"));
-    assert_eq!(summaries[restore_at + 1], format!("Started backup {id}"), "{summaries:?}");
+    assert_eq!(
+        summaries[restore_at + 1],
+        format!("Started backup {id}"),
+        "{summaries:?}"
+    );
 
     // AWS loses the material; the restored installation puts it back.
     kms.client
@@ -275,11 +338,169 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
     assert_eq!(kms.state(&active).await, "PendingImport");
     assert!(kms.decrypt(&ciphertext).await.is_err());
     let job = restored
-        .sync(&admins, &active, json!({"update_policy": false, "import_material": true}))
+        .sync(
+            &admins,
+            &active,
+            json!({"update_policy": false, "import_material": true}),
+        )
         .await;
     let job = restored.wait_job(&admins, &job).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(kms.decrypt(&ciphertext).await.unwrap(), PLAINTEXT);
     // And it goes on rotating.
     restored.rotate_ok(&admins, &billing).await;
+}
+
+#[tokio::test]
+async fn audit_archives_chain_into_the_live_log_and_a_changed_archive_is_caught() {
+    let app = TestApp::spawn().await;
+    let admins = app.dual_session().await;
+    for i in 0..5 {
+        app.add_identity(
+            &admins,
+            &format!("reader{i}"),
+            "auditor",
+            "reader-password-long-1",
+        )
+        .await;
+    }
+    // 16 requests at once, each for a little more: the archives they write
+    // are contiguous, none overlaps another, every entry archived once.
+    let answers = burst(
+        &app,
+        (1..=16)
+            .map(|i| {
+                (
+                    Method::POST,
+                    "/api/v1/audit/archives".to_owned(),
+                    Some(admins.clone()),
+                    Some(json!({"up_to_seq": i * 2})),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    for (status, body) in &answers {
+        assert!(
+            *status == StatusCode::CREATED || *status == StatusCode::NO_CONTENT,
+            "{status} {body}"
+        );
+    }
+    let (_, archives) = app.get("/api/v1/audit/archives", &admins).await;
+    let archives = archives.as_array().unwrap();
+    let mut next = 1;
+    for archive in archives {
+        assert_eq!(archive["first_seq"], next, "{archives:#?}");
+        next = archive["last_seq"].as_i64().unwrap() + 1;
+    }
+    assert_eq!(next, 33, "{archives:#?}");
+    let (_, entries) = app.get("/api/v1/audit?limit=1000", &admins).await;
+    for entry in entries.as_array().unwrap() {
+        let seq = entry["seq"].as_i64().unwrap();
+        assert_eq!(entry["archived"], seq <= 32, "{entry}");
+    }
+    let (_, verify) = app.get("/api/v1/audit/verify", &admins).await;
+    assert_eq!(verify["ok"], true, "{verify:#}");
+    assert_eq!(verify["archives"]["entries"], 32, "{verify:#}");
+
+    // An archive changed on disk no longer verifies, and says which.
+    let file = archives[0]["file"].as_str().unwrap();
+    let path = app.data_dir.join("audit-archive").join(file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let (_, verify) = app.get("/api/v1/audit/verify", &admins).await;
+    assert_eq!(verify["ok"], false, "{verify:#}");
+    assert!(
+        verify["archives"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains(file),
+        "{verify:#}"
+    );
+}
+
+#[tokio::test]
+async fn custodians_and_backups_held_to_a_quorum_run_once_approved_and_keep_no_passphrase() {
+    let app = TestApp::spawn().await;
+    let admins = app.dual_session().await;
+    let approvers = [
+        ("Admin3", "Admin3-quorum-pass-77"),
+        ("Admin4", "Admin4-quorum-pass-88"),
+    ];
+    for (name, password) in approvers {
+        app.add_identity(&admins, name, "administrator", password)
+            .await;
+    }
+    let quorum = json!({"approvals": 2, "role": "administrator", "expires_after_hours": 24});
+    let (status, body) = app
+        .request(
+            Method::PUT,
+            "/api/v1/approval-policies",
+            Some(&admins),
+            Some(json!({"quorums": {"set_custodians": quorum, "create_backup": quorum}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, bob_public) = keyhold_backup::generate_custodian_key().unwrap();
+    let passphrase = "a passphrase held to a quorum";
+    let (status, request) = app
+        .request(
+            Method::PUT,
+            "/api/v1/backups/custodians",
+            Some(&admins),
+            Some(json!({"threshold": 2, "custodians": [
+                {"name": "alice", "passphrase": passphrase},
+                {"name": "bob", "public_key": bob_public},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    assert!(!request.to_string().contains(passphrase), "{request}");
+    let (_, none) = app.get("/api/v1/backups/custodians", &admins).await;
+    assert_eq!(
+        none["threshold"], 0,
+        "nothing set before the approvals: {none}"
+    );
+    let approve = async |id: &str| {
+        for approver in approvers {
+            let token = alone(&app, approver).await;
+            let (status, body) = app
+                .post(
+                    &format!("/api/v1/approvals/{id}/approve"),
+                    Some(&token),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    approve(request["id"].as_str().unwrap()).await;
+    let (_, set) = app.get("/api/v1/backups/custodians", &admins).await;
+    assert_eq!(set["threshold"], 2, "{set}");
+    assert_eq!(set["custodians"][0]["passphrase"], true, "{set}");
+    let stored = app
+        .get(
+            &format!("/api/v1/approvals/{}", request["id"].as_str().unwrap()),
+            &admins,
+        )
+        .await
+        .1;
+    assert!(!stored.to_string().contains(passphrase), "{stored}");
+
+    let (status, request) = app.post("/api/v1/backups", Some(&admins), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    let (_, backups) = app.get("/api/v1/backups", &admins).await;
+    assert_eq!(
+        backups.as_array().unwrap().len(),
+        0,
+        "no backup before the approvals"
+    );
+    approve(request["id"].as_str().unwrap()).await;
+    let (_, backups) = app.get("/api/v1/backups", &admins).await;
+    let id = backups[0]["id"].as_str().unwrap().to_owned();
+    let backup = wait_backup(&app, &admins, &id).await;
+    assert_eq!(backup["status"], "succeeded", "{backup:#}");
+    assert_eq!(backups.as_array().unwrap().len(), 1);
 }

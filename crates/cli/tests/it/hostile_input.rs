@@ -566,6 +566,82 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
         json!({}),
         Some(400),
     ));
+    // Backups: ids, custodian sets, archive bounds.
+    for (path, status) in [
+        ("/api/v1/backups/not-an-id".to_owned(), 400),
+        (format!("/api/v1/backups/{job}"), 404),
+        (format!("/api/v1/backups/{job}/file"), 404),
+        (
+            "/api/v1/backups/..%2F..%2Fetc%2Fpasswd/file".to_owned(),
+            400,
+        ),
+        (format!("/api/v1/backups/%7B{job}%7D/shares"), 400),
+        ("/api/v1/backups?limit=0".to_owned(), 400),
+        ("/api/v1/backups?limit=abc".to_owned(), 400),
+        ("/api/v1/backups?status=running".to_owned(), 400),
+    ] {
+        cases.push(Case {
+            what: "backup id or listing",
+            method: M::GET,
+            path,
+            content_type: None,
+            body: Vec::new(),
+            status: Some(status),
+        });
+    }
+    let key = |c: char| c.to_string().repeat(64);
+    for body in [
+        json!({}),
+        json!({"threshold": 2}),
+        json!({"threshold": 1, "custodians": [{"name": "a", "public_key": key('a')}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 3, "custodians": [{"name": "a", "public_key": key('a')}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 300, "custodians": []}),
+        json!({"threshold": -1, "custodians": []}),
+        json!({"threshold": 2, "custodians": [{"name": "a", "public_key": key('a')}, {"name": "a", "public_key": key('b')}]}),
+        json!({"threshold": 2, "custodians": [{"name": "a", "public_key": key('a')}, {"name": "b", "public_key": key('a')}]}),
+        json!({"threshold": 2, "custodians": [{"name": "a", "public_key": "zz"}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 2, "custodians": [{"name": "../a", "public_key": key('a')}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 2, "custodians": [{"name": "a\u{0}", "public_key": key('a')}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 2, "custodians": [{"name": "a"}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 2, "custodians": [{"name": "a", "public_key": key('a'), "passphrase": "both given here"}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 2, "custodians": [{"name": "a", "public_key": key('a'), "kdf": {"memory_kib": 8, "iterations": 1, "parallelism": 1, "salt": "xyz"}}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 2, "custodians": [{"name": "a", "public_key": key('a'), "admin": true}, {"name": "b", "public_key": key('b')}]}),
+        json!({"threshold": 2, "custodians": (0..17).map(|i| json!({"name": format!("c{i}"), "public_key": format!("{i:064x}")})).collect::<Vec<_>>()}),
+    ] {
+        cases.push(json_case(
+            "backup custodians",
+            M::PUT,
+            "/api/v1/backups/custodians",
+            body,
+            Some(400),
+        ));
+    }
+    for body in [
+        json!({}),
+        json!({"up_to_seq": 0}),
+        json!({"up_to_seq": -5}),
+        json!({"up_to_seq": "all"}),
+        json!({"older_than_days": 0}),
+        json!({"older_than_days": 100_000}),
+        json!({"up_to_seq": 3, "older_than_days": 3}),
+        json!({"up_to_seq": 3, "purge": true}),
+    ] {
+        cases.push(json_case(
+            "audit archive",
+            M::POST,
+            "/api/v1/audit/archives",
+            body,
+            Some(400),
+        ));
+    }
+    // No custodians set: a backup has nobody to hold its key.
+    cases.push(json_case(
+        "backup without custodians",
+        M::POST,
+        "/api/v1/backups",
+        json!({}),
+        Some(400),
+    ));
     cases
 }
 
@@ -579,6 +655,9 @@ async fn state(app: &TestApp, token: &str) -> Value {
         "/api/v1/keys",
         "/api/v1/jobs",
         "/api/v1/config",
+        "/api/v1/backups",
+        "/api/v1/backups/custodians",
+        "/api/v1/audit/archives",
     ] {
         let (status, mut body) = app.get(path, token).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");

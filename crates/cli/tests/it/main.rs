@@ -17,6 +17,8 @@ mod approvals;
 mod audit;
 mod backup;
 mod backup_cli;
+mod backup_resume;
+mod backup_schedule;
 mod bad_input;
 mod cancelled_rotation;
 mod chain_credentials;

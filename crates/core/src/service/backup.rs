@@ -6,9 +6,7 @@
 //! one, and the records and entries that say what happened.
 
 use crate::action::Action;
-use crate::backup::{
-    AuditArchive, BackupRecord, BackupStatus, BackupTrigger, CustodianSet,
-};
+use crate::backup::{AuditArchive, BackupRecord, BackupStatus, BackupTrigger, CustodianSet};
 use crate::clock::Timestamp;
 use crate::error::{CoreError, CoreResult, InvalidInput, StoreError};
 use crate::identity::{Operation, Session};
@@ -35,7 +33,7 @@ pub struct BackupPlan {
 impl Keyhold {
     /// The custodians set now, if any.
     pub async fn custodians(&self, session: &Session) -> CoreResult<Option<CustodianSet>> {
-        self.authorize(session, Operation::READ_BACKUPS).await?;
+        self.authorize(session, Operation::READ).await?;
         Ok(self.store.get_settings().await?.backup_custodians)
     }
 
@@ -82,7 +80,10 @@ impl Keyhold {
         self.backup_custodians().await
     }
 
-    async fn backup_custodians(&self) -> CoreResult<CustodianSet> {
+    /// The custodians a backup would be made for now, refused while none
+    /// are set. No authorization of its own: for a caller that checked
+    /// the session's role already (an approval request being made).
+    pub async fn backup_custodians(&self) -> CoreResult<CustodianSet> {
         self.store
             .get_settings()
             .await?
@@ -112,7 +113,8 @@ impl Keyhold {
         }
         if &self.backup_custodians().await? != custodians {
             return Err(CoreError::Conflict(
-                "the backup custodians changed while the backup was being prepared: start it again".into(),
+                "the backup custodians changed while the backup was being prepared: start it again"
+                    .into(),
             ));
         }
         let id = record.id.to_string();
@@ -131,7 +133,8 @@ impl Keyhold {
         match self.store.insert_backup(record, &audit).await {
             Ok(()) => Ok(()),
             Err(StoreError::Duplicate) => Err(CoreError::Conflict(
-                "a backup is being made already: wait for it to finish (GET /api/v1/backups)".into(),
+                "a backup is being made already: wait for it to finish (GET /api/v1/backups)"
+                    .into(),
             )),
             Err(other) => Err(other.into()),
         }
@@ -163,13 +166,21 @@ impl Keyhold {
     }
 
     /// Backups newest first (`limit` 0: 100).
-    pub async fn list_backups(&self, session: &Session, limit: u32) -> CoreResult<Vec<BackupRecord>> {
-        self.authorize(session, Operation::READ_BACKUPS).await?;
+    pub async fn list_backups(
+        &self,
+        session: &Session,
+        limit: u32,
+    ) -> CoreResult<Vec<BackupRecord>> {
+        self.authorize(session, Operation::READ).await?;
         Ok(self.store.list_backups(limit).await?)
     }
 
     pub async fn get_backup(&self, session: &Session, id: uuid::Uuid) -> CoreResult<BackupRecord> {
-        self.authorize(session, Operation::READ_BACKUPS).await?;
+        self.authorize(session, Operation::READ).await?;
+        self.find_backup(id).await
+    }
+
+    async fn find_backup(&self, id: uuid::Uuid) -> CoreResult<BackupRecord> {
         self.store
             .get_backup(id)
             .await?
@@ -177,6 +188,33 @@ impl Keyhold {
                 what: "backup",
                 name: id.to_string(),
             })
+    }
+
+    /// A backup whose file or shares `session` takes away, with the entry
+    /// that says so (`shares`: the shares, else the file).
+    pub async fn hand_out_backup(
+        &self,
+        session: &Session,
+        id: uuid::Uuid,
+        shares: bool,
+    ) -> CoreResult<BackupRecord> {
+        self.authorize(session, Operation::DOWNLOAD_BACKUPS).await?;
+        let record = self.find_backup(id).await?;
+        let id = record.id.to_string();
+        let action = if shares {
+            Action::DownloadShares(&id)
+        } else {
+            Action::DownloadBackup(&id)
+        };
+        let audit = self
+            .record_for(session, action.succeeded())
+            .with_details(serde_json::json!({
+                "backup": id,
+                "file": record.file,
+                "custodians": record.custodians,
+            }));
+        self.store.append_audit(&audit).await?;
+        Ok(record)
     }
 
     /// Whether the schedule wants a backup at `now`: scheduled backups are
@@ -220,14 +258,32 @@ impl Keyhold {
             .into_iter()
             .filter(|b| b.trigger == BackupTrigger::Scheduled && b.status != BackupStatus::Running)
             .collect();
-        Ok(scheduled.into_iter().skip(keep as usize).collect())
+        // Newest first: counted by successes, so failures (nothing to
+        // restore) never push a good backup out; older failures go with
+        // the backups beyond.
+        let mut succeeded = 0u32;
+        Ok(scheduled
+            .into_iter()
+            .filter(|b| {
+                let beyond = succeeded >= keep;
+                if b.status == BackupStatus::Succeeded {
+                    succeeded += 1;
+                }
+                beyond
+            })
+            .collect())
     }
 
     /// Forgets a backup whose file retention removed.
     pub async fn forget_backup(&self, record: &BackupRecord) -> CoreResult<()> {
         let audit = self
-            .record(SYSTEM_USER, format!("Removed backup {} (retention)", record.id))
-            .with_details(serde_json::json!({ "backup": record.id.to_string(), "file": record.file }));
+            .record(
+                SYSTEM_USER,
+                format!("Removed backup {} (retention)", record.id),
+            )
+            .with_details(
+                serde_json::json!({ "backup": record.id.to_string(), "file": record.file }),
+            );
         Ok(self.store.delete_backup(record.id, &audit).await?)
     }
 
@@ -259,7 +315,14 @@ impl Keyhold {
             "last_seq": archive.last_seq,
             "sha256": archive.sha256,
         }));
-        Ok(self.store.insert_audit_archive(archive, &audit).await?)
+        match self.store.insert_audit_archive(archive, &audit).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
+                "entries {}..={} do not follow the last archive: another node archived meanwhile; archive again",
+                archive.first_seq, archive.last_seq
+            ))),
+            Err(other) => Err(other.into()),
+        }
     }
 }
 

@@ -186,7 +186,10 @@ pub async fn scheduled_pass(backups: &Backups) {
 }
 
 /// The archive files a backup carries: every recorded archive, by name.
-pub async fn archive_files(keyhold: &Keyhold, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+pub async fn archive_files(
+    keyhold: &Keyhold,
+    dir: &Path,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(keyhold
         .store()
         .list_audit_archives()
@@ -255,14 +258,18 @@ async fn verify_one(
     if digest != archive.sha256 {
         return Err("its file is not the one archived (its SHA-256 differs)".into());
     }
-    let mut reader = read_archive(std::io::Cursor::new(bytes), Some(key)).map_err(|e| e.to_string())?;
+    let mut reader =
+        read_archive(std::io::Cursor::new(bytes), Some(key)).map_err(|e| e.to_string())?;
     let mut entries = Vec::new();
     while let Some(entry) = reader.next_entry().map_err(|e| e.to_string())? {
         entries.push(entry);
     }
     let live = keyhold
         .store()
-        .audit_page(archive.first_seq - 1, (archive.last_seq - archive.first_seq + 1) as u32)
+        .audit_page(
+            archive.first_seq - 1,
+            (archive.last_seq - archive.first_seq + 1) as u32,
+        )
         .await
         .map_err(|e| e.to_string())?;
     if live.len() != entries.len() {
@@ -277,7 +284,10 @@ async fn verify_one(
             return Err(format!("entry {} differs from the live log's", copy.seq));
         }
         if !original.archived {
-            return Err(format!("entry {} is not marked archived in the live log", original.seq));
+            return Err(format!(
+                "entry {} is not marked archived in the live log",
+                original.seq
+            ));
         }
     }
     Ok(entries.len() as u64)

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use keyhold_backup::{BackupKey, BackupWriter, Header, HeaderInfo, Record, SecretBytes};
 use keyhold_core::backup::{
-    BackupRecord, BackupStatus, BackupTrigger, CREDENTIALS_TABLE, CREDENTIAL_ID_COLUMN,
-    CREDENTIAL_SECRET_COLUMN, CustodianSet, KEY_HANDLE_COLUMN, KEY_ID_COLUMN, KEYS_TABLE,
-    SnapshotItem, SnapshotSink, SnapshotValue,
+    BackupRecord, BackupStatus, BackupTrigger, CREDENTIAL_ID_COLUMN, CREDENTIAL_SECRET_COLUMN,
+    CREDENTIALS_TABLE, CustodianSet, KEY_HANDLE_COLUMN, KEY_ID_COLUMN, KEYS_TABLE, SnapshotItem,
+    SnapshotSink, SnapshotValue,
 };
 use keyhold_core::error::{CoreError, CoreResult, StoreError};
 use keyhold_core::identity::Session;
@@ -334,7 +334,9 @@ impl Backups {
 }
 
 fn internal(error: impl std::fmt::Display) -> CoreError {
-    CoreError::Keystore(keyhold_core::error::KeystoreError::Internal(error.to_string()))
+    CoreError::Keystore(keyhold_core::error::KeystoreError::Internal(
+        error.to_string(),
+    ))
 }
 
 /// Hands snapshot items to the writer thread; fails once it stopped.
@@ -374,7 +376,10 @@ impl TableShape {
                 ..Self::default()
             },
             CREDENTIALS_TABLE => Self {
-                credential: Some((index(CREDENTIAL_ID_COLUMN)?, index(CREDENTIAL_SECRET_COLUMN)?)),
+                credential: Some((
+                    index(CREDENTIAL_ID_COLUMN)?,
+                    index(CREDENTIAL_SECRET_COLUMN)?,
+                )),
                 ..Self::default()
             },
             _ => Self::default(),

@@ -136,19 +136,22 @@ pub async fn restore(
         tokio::task::spawn_blocking(move || check(&file_owned, &key)).await??
     };
     super::create_private_dir(&config.data_dir)?;
-    let mut loader = keyhold_store::restore::Loader::begin(
-        config.database.expose(),
-        header.schema_version,
-    )
-    .await
-    .with_context(|| format!("database {}", config.database))?;
+    let mut loader =
+        keyhold_store::restore::Loader::begin(config.database.expose(), header.schema_version)
+            .await
+            .with_context(|| format!("database {}", config.database))?;
     let wrap_key = key.wrap_key();
     let keystore: Arc<dyn Keystore> = match &config.keystore {
         KeystoreConfig::Software(source) => {
             let dir = config.keystore_dir();
             Arc::new(
-                SoftKeystore::init_from_backup(&dir, source.clone(), &wrap_key, &checked.audit_keys)
-                    .map_err(|e| anyhow::anyhow!("keystore in {}: {e}", dir.display()))?,
+                SoftKeystore::init_from_backup(
+                    &dir,
+                    source.clone(),
+                    &wrap_key,
+                    &checked.audit_keys,
+                )
+                .map_err(|e| anyhow::anyhow!("keystore in {}: {e}", dir.display()))?,
             )
         }
         KeystoreConfig::Pkcs11 { token, .. } => {
@@ -202,7 +205,12 @@ pub async fn restore(
             Step::Table { name, columns } => {
                 if in_audit {
                     loader
-                        .row(restore_row(&audit_columns, head, &restore_record, keystore.as_ref())?)
+                        .row(restore_row(
+                            &audit_columns,
+                            head,
+                            &restore_record,
+                            keystore.as_ref(),
+                        )?)
                         .await?;
                 }
                 in_audit = name == AUDIT_TABLE;
@@ -225,7 +233,12 @@ pub async fn restore(
     let read = reading.await.context("the backup reader stopped")??;
     if in_audit {
         loader
-            .row(restore_row(&audit_columns, head, &restore_record, keystore.as_ref())?)
+            .row(restore_row(
+                &audit_columns,
+                head,
+                &restore_record,
+                keystore.as_ref(),
+            )?)
             .await?;
     }
     if entries == 0 {
@@ -235,7 +248,10 @@ pub async fn restore(
         bail!("the backup read differently the second time: is the file being changed?");
     }
     crate::crash_point("restore_before_commit");
-    loader.finish().await.context("committing the restored database")?;
+    loader
+        .finish()
+        .await
+        .context("committing the restored database")?;
     let report = RestoreReport {
         backup_id: header.backup_id,
         created_at: header.created_at.clone(),
@@ -277,25 +293,49 @@ impl ItsOwnRecord {
     /// Rewrites the outcome of a backup row that was running at the
     /// snapshot: this backup succeeded (its file is here); another (none
     /// should be: one runs at a time) was cut off by the restore.
-    fn settle(&self, columns: &[String], values: &mut [SnapshotValue], keys: u64) -> anyhow::Result<()> {
+    fn settle(
+        &self,
+        columns: &[String],
+        values: &mut [SnapshotValue],
+        keys: u64,
+    ) -> anyhow::Result<()> {
         let status = index(columns, "status")?;
         if values[status] != SnapshotValue::Text("running".into()) {
             return Ok(());
         }
         let ours = uuid_of(&values[index(columns, "id")?])? == self.id;
-        let set = |values: &mut [SnapshotValue], column: &str, value: SnapshotValue| -> anyhow::Result<()> {
+        let set = |values: &mut [SnapshotValue],
+                   column: &str,
+                   value: SnapshotValue|
+         -> anyhow::Result<()> {
             values[index(columns, column)?] = value;
             Ok(())
         };
-        set(values, "finished_at", SnapshotValue::Text(self.finished_at.clone()))?;
+        set(
+            values,
+            "finished_at",
+            SnapshotValue::Text(self.finished_at.clone()),
+        )?;
         if ours {
             set(values, "status", SnapshotValue::Text("succeeded".into()))?;
-            set(values, "size_bytes", SnapshotValue::Integer(i64::try_from(self.size)?))?;
+            set(
+                values,
+                "size_bytes",
+                SnapshotValue::Integer(i64::try_from(self.size)?),
+            )?;
             set(values, "sha256", SnapshotValue::Text(self.sha256.clone()))?;
-            set(values, "key_count", SnapshotValue::Integer(i64::try_from(keys)?))?;
+            set(
+                values,
+                "key_count",
+                SnapshotValue::Integer(i64::try_from(keys)?),
+            )?;
         } else {
             set(values, "status", SnapshotValue::Text("failed".into()))?;
-            set(values, "error", SnapshotValue::Text("interrupted by a restore from another backup".into()))?;
+            set(
+                values,
+                "error",
+                SnapshotValue::Text("interrupted by a restore from another backup".into()),
+            )?;
         }
         Ok(())
     }
@@ -334,7 +374,10 @@ fn read_records(
     while let Some(record) = reader.next_record()? {
         read.records += 1;
         match record {
-            Record::Table { name, columns: names } => {
+            Record::Table {
+                name,
+                columns: names,
+            } => {
                 table = name.clone();
                 columns = names.clone();
                 send(Step::Table {
@@ -378,7 +421,8 @@ fn read_records(
                         let sealed = keystore
                             .seal_secret(id.as_bytes(), &secret)
                             .with_context(|| format!("sealing credential {id}'s secret"))?;
-                        values[index(&columns, CREDENTIAL_SECRET_COLUMN)?] = SnapshotValue::Bytes(sealed);
+                        values[index(&columns, CREDENTIAL_SECRET_COLUMN)?] =
+                            SnapshotValue::Bytes(sealed);
                         read.credentials += 1;
                     }
                 }
@@ -389,7 +433,11 @@ fn read_records(
                 let name = Path::new(&file)
                     .file_name()
                     .filter(|n| *n == std::ffi::OsStr::new(&file))
-                    .with_context(|| format!("the backup names an archive '{file}' that is not a plain file name"))?;
+                    .with_context(|| {
+                        format!(
+                            "the backup names an archive '{file}' that is not a plain file name"
+                        )
+                    })?;
                 super::write_private_file(&archive_dir.join(name), &bytes)?;
                 read.archives += 1;
             }

@@ -66,9 +66,7 @@ impl DataArgs {
         });
         DatabaseKind::of(&database).map_err(ConfigError)?;
         Ok(DataConfig {
-            backup_dir: self
-                .backup_dir
-                .unwrap_or_else(|| data_dir.join("backups")),
+            backup_dir: self.backup_dir.unwrap_or_else(|| data_dir.join("backups")),
             audit_archive_dir: self
                 .audit_archive_dir
                 .unwrap_or_else(|| data_dir.join("audit-archive")),

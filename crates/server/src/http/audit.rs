@@ -68,7 +68,8 @@ pub async fn verify(
     Caller(session): Caller,
 ) -> ApiResult<Json<api::AuditVerifyView>> {
     let report = audit::verify(&app, &session, Vec::new()).await?;
-    Ok(Json(views::audit_verify(report)))
+    let archives = audit::verify_archives(&app, &session).await?;
+    Ok(Json(views::audit_verify_with_archives(report, &archives)))
 }
 
 /// Against the checkpoints in the body too (kept elsewhere by an auditor).
@@ -93,7 +94,8 @@ pub async fn verify_against(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let report = audit::verify(&app, &session, given).await?;
-    Ok(Json(views::audit_verify(report)))
+    let archives = audit::verify_archives(&app, &session).await?;
+    Ok(Json(views::audit_verify_with_archives(report, &archives)))
 }
 
 /// Signs the log's head now, and appends it to the checkpoint file.

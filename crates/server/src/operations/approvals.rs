@@ -282,9 +282,7 @@ async fn execute(app: &AppState, session: &Session, operation: PendingOperation)
                 .await
                 .map(drop)
         }
-        PendingOperation::CreateBackup => {
-            super::backups::start(app, session).await.map(drop)
-        }
+        PendingOperation::CreateBackup => super::backups::start(app, session).await.map(drop),
         PendingOperation::SetCustodians { custodians } => {
             super::backups::set_custodian_set(app, session, custodians)
                 .await
@@ -625,15 +623,7 @@ mod tests {
             serde_json::json!({"kind": "reconcile_drift", "group": "ig-demo", "plan": digest})
         );
         match serde_json::from_value::<PendingOperation>(value).unwrap() {
-            PendingOperation::CreateBackup => {
-            super::backups::start(app, session).await.map(drop)
-        }
-        PendingOperation::SetCustodians { custodians } => {
-            super::backups::set_custodian_set(app, session, custodians)
-                .await
-                .map(drop)
-        }
-        PendingOperation::ReconcileDrift { group, plan } => {
+            PendingOperation::ReconcileDrift { group, plan } => {
                 assert_eq!((group.as_str(), plan), ("ig-demo", digest));
             }
             other => panic!("decoded as {other:?}"),
@@ -643,6 +633,44 @@ mod tests {
             serde_json::from_value::<PendingOperation>(rotate).unwrap(),
             PendingOperation::RotateGroup { .. }
         ));
+    }
+
+    /// Backup requests are stored under their classes' names, and a
+    /// custodian set held for approval carries public keys, nothing else.
+    #[test]
+    fn backup_requests_round_trip_under_their_class_names() {
+        let value = serde_json::to_value(PendingOperation::CreateBackup).unwrap();
+        assert_eq!(
+            value["kind"],
+            OperationClass::CreateBackup.as_str(),
+            "{value}"
+        );
+        let set = keyhold_core::backup::CustodianSet::new(
+            2,
+            ["alice", "bob"]
+                .iter()
+                .enumerate()
+                .map(|(i, name)| keyhold_core::backup::Custodian {
+                    name: keyhold_core::backup::CustodianName::parse(name).unwrap(),
+                    public_key: format!("{i:064x}"),
+                    kdf: None,
+                })
+                .collect(),
+        )
+        .unwrap();
+        let value = serde_json::to_value(PendingOperation::SetCustodians {
+            custodians: set.clone(),
+        })
+        .unwrap();
+        assert_eq!(
+            value["kind"],
+            OperationClass::SetCustodians.as_str(),
+            "{value}"
+        );
+        match serde_json::from_value::<PendingOperation>(value).unwrap() {
+            PendingOperation::SetCustodians { custodians } => assert_eq!(custodians, set),
+            other => panic!("decoded as {other:?}"),
+        }
     }
 
     /// The kind a reconcile request is stored under is the class's name,

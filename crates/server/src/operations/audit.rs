@@ -25,6 +25,16 @@ pub async fn verify(
     Ok(app.keyhold.verify_audit(session, &given).await?)
 }
 
+/// The signed archives checked against the live log (a session that may
+/// read the audit log may check them).
+pub async fn verify_archives(
+    app: &AppState,
+    session: &Session,
+) -> ApiResult<crate::backup::archive::ArchivesChecked> {
+    app.keyhold.may_read_audit(session)?;
+    Ok(crate::backup::archive::verify(&app.keyhold, app.backups.archive_dir()).await?)
+}
+
 /// What this node's audit streams to a SIEM are doing.
 pub fn streams(app: &AppState, session: &Session) -> ApiResult<Vec<api::AuditStreamView>> {
     app.keyhold.may_read_audit(session)?;

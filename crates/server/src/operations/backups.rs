@@ -44,31 +44,49 @@ pub async fn show(app: &AppState, session: &Session, id: &str) -> ApiResult<api:
     Ok(views::backup(&record))
 }
 
-/// The shares of a backup, each encrypted for its custodian alone.
+/// The shares of a backup, each encrypted for its custodian alone; the
+/// handing out is audited.
 pub async fn shares(
     app: &AppState,
     session: &Session,
     id: &str,
 ) -> ApiResult<api::BackupSharesView> {
-    let record = app.keyhold.get_backup(session, backup_id(id)?).await?;
+    let record = audited(app, session, Action::DownloadShares(id), async {
+        Ok(app
+            .keyhold
+            .hand_out_backup(session, backup_id(id)?, true)
+            .await?)
+    })
+    .await?;
     Ok(views::backup_shares(&record))
 }
 
-/// The path of a finished backup's file, for its download.
+/// The path of a finished backup's file, for its download (audited).
 pub async fn file(
     app: &AppState,
     session: &Session,
     id: &str,
 ) -> ApiResult<(String, std::path::PathBuf)> {
-    let record = app.keyhold.get_backup(session, backup_id(id)?).await?;
-    if record.status != keyhold_core::backup::BackupStatus::Succeeded {
-        return Err(keyhold_core::error::CoreError::Conflict(format!(
-            "backup {} is {}: only a succeeded backup has a file to download",
-            record.id,
-            record.status.as_str()
-        ))
-        .into());
-    }
+    let record = audited(app, session, Action::DownloadBackup(id), async {
+        // The role first: a refusal never tells which backups exist.
+        app.keyhold
+            .authorize(session, Operation::DOWNLOAD_BACKUPS)
+            .await?;
+        let record = app.keyhold.get_backup(session, backup_id(id)?).await?;
+        if record.status != keyhold_core::backup::BackupStatus::Succeeded {
+            return Err(keyhold_core::error::CoreError::Conflict(format!(
+                "backup {} is {}: only a succeeded backup has a file to download",
+                record.id,
+                record.status.as_str()
+            ))
+            .into());
+        }
+        Ok(app
+            .keyhold
+            .hand_out_backup(session, record.id, false)
+            .await?)
+    })
+    .await?;
     Ok((record.file.clone(), app.backups.file_of(&record)))
 }
 
@@ -77,8 +95,9 @@ pub async fn file(
 pub async fn start(app: &AppState, session: &Session) -> ApiResult<api::BackupView> {
     let record = audited(app, session, Action::CreateBackup(""), async {
         gate(app, session, Operation::CREATE_BACKUP, async || {
-            // Approvers are told who would hold the key.
-            let custodians = app.keyhold.authorize_backup(session).await?;
+            // Approvers are told who would hold the key (the role was
+            // checked by the gate; a quorum, not this session, authorizes).
+            let custodians = app.keyhold.backup_custodians().await?;
             Ok((
                 PendingOperation::CreateBackup,
                 format!(
@@ -143,6 +162,8 @@ pub async fn set_custodian_set(
 /// Most custodians whose passphrases one request may ask the server to
 /// stretch: each costs 64 MiB and a fraction of a second.
 const MAX_PASSPHRASES: usize = keyhold_core::backup::MAX_CUSTODIANS;
+/// Shortest custodian passphrase accepted (the CLI asks the same).
+const MIN_PASSPHRASE_CHARS: usize = 12;
 
 async fn custodian_set(req: &api::SetCustodiansRequest) -> ApiResult<CustodianSet> {
     let mut custodians = Vec::with_capacity(req.custodians.len());
@@ -160,7 +181,8 @@ async fn custodian_set(req: &api::SetCustodiansRequest) -> ApiResult<CustodianSe
     }
     for custodian in &req.custodians {
         let name = CustodianName::parse(&custodian.name)?;
-        let (public_key, kdf) = match (&custodian.public_key, &custodian.passphrase, &custodian.kdf) {
+        let (public_key, kdf) = match (&custodian.public_key, &custodian.passphrase, &custodian.kdf)
+        {
             (Some(key), None, kdf) => (
                 key.trim().to_ascii_lowercase(),
                 kdf.as_ref().map(|k| PassphraseKdf {
@@ -171,6 +193,17 @@ async fn custodian_set(req: &api::SetCustodiansRequest) -> ApiResult<CustodianSe
                 }),
             ),
             (None, Some(passphrase), None) => {
+                // The share file carries the salt: a short passphrase
+                // would fall to an offline search.
+                if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
+                    return Err(InvalidInput::new(
+                        "passphrase",
+                        format!(
+                            "custodian '{name}': a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (a share carries its salt, so a short one can be searched offline)"
+                        ),
+                    )
+                    .into());
+                }
                 let passphrase = SecretString::from(passphrase.clone());
                 let name_text = name.to_string();
                 tokio::task::spawn_blocking(move || {
@@ -184,7 +217,9 @@ async fn custodian_set(req: &api::SetCustodiansRequest) -> ApiResult<CustodianSe
                         keyhold_core::error::KeystoreError::Internal(e.to_string()),
                     )
                 })?
-                .map_err(|e| InvalidInput::new("passphrase", format!("custodian '{name_text}': {e}")))?
+                .map_err(|e| {
+                    InvalidInput::new("passphrase", format!("custodian '{name_text}': {e}"))
+                })?
             }
             _ => {
                 return Err(InvalidInput::new(

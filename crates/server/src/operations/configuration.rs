@@ -30,9 +30,7 @@ async fn cluster(app: &AppState) -> ApiResult<api::ClusterView> {
 }
 
 /// The newest backup (every node sees the records).
-async fn last_backup(
-    app: &AppState,
-) -> ApiResult<Option<keyhold_core::backup::BackupRecord>> {
+async fn last_backup(app: &AppState) -> ApiResult<Option<keyhold_core::backup::BackupRecord>> {
     Ok(app
         .keyhold
         .store()

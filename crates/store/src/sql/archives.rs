@@ -15,12 +15,21 @@ const COLUMNS: &str = "id, file, first_seq, last_seq, created_at, sha256";
 /// Records the archive and marks its entries archived. Every entry of
 /// `first_seq..=last_seq` must be in the log: an archive of entries keyhold
 /// does not hold is refused ([`StoreError::NotFound`]), nothing written.
+/// Archives are contiguous: one that does not start right after the last
+/// (two nodes archiving at once) is refused ([`StoreError::Duplicate`]).
 pub(super) async fn insert(conn: &mut Conn, a: &AuditArchive) -> Result<(), StoreError> {
     if a.first_seq < 1 || a.last_seq < a.first_seq {
         return Err(StoreError::Corrupt(format!(
             "audit archive {}: entries {}..={} are not a range of the log (seq starts at 1)",
             a.file, a.first_seq, a.last_seq
         )));
+    }
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(last_seq) FROM audit_archives")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    if a.first_seq != last.unwrap_or(0) + 1 {
+        return Err(StoreError::Duplicate);
     }
     sqlx::query(&format!(
         "INSERT INTO audit_archives ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"

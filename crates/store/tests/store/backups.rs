@@ -184,11 +184,23 @@ async fn an_audit_archive_marks_its_entries_archived_in_its_transaction() {
             .await
             .unwrap();
     }
-    let a = archive(2, 4);
+    // Archives are contiguous from the first entry: one that leaves a gap
+    // (or overlaps, as two nodes archiving at once would) is refused.
+    assert!(matches!(
+        s.insert_audit_archive(&archive(2, 4), &record("Archived"))
+            .await,
+        Err(StoreError::Duplicate)
+    ));
+    let a = archive(1, 4);
     s.insert_audit_archive(&a, &record("Archived the audit log"))
         .await
         .unwrap();
     assert_eq!(s.list_audit_archives().await.unwrap(), vec![a.clone()]);
+    assert!(matches!(
+        s.insert_audit_archive(&archive(3, 5), &record("Archived"))
+            .await,
+        Err(StoreError::Duplicate)
+    ));
     let archived: Vec<bool> = s
         .audit_page(0, 100)
         .await
@@ -196,11 +208,11 @@ async fn an_audit_archive_marks_its_entries_archived_in_its_transaction() {
         .iter()
         .map(|e| e.archived)
         .collect();
-    assert_eq!(archived, [false, true, true, true, false, false]);
+    assert_eq!(archived, [true, true, true, true, false, false]);
 
     // Entries keyhold does not hold, a file named twice: refused, nothing written.
     assert!(matches!(
-        s.insert_audit_archive(&archive(6, 50), &record("Archived"))
+        s.insert_audit_archive(&archive(5, 50), &record("Archived"))
             .await,
         Err(StoreError::NotFound)
     ));
