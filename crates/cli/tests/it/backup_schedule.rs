@@ -365,6 +365,30 @@ async fn the_configuration_screen_tells_how_the_last_backup_ended() {
     let html = page.text().await.unwrap();
     assert!(html.contains("Last backup: succeeded"), "{html}");
     assert_eq!(backup["status"], "succeeded");
+
+    // The Audit Logs screen tells the archives' check beside the chain's.
+    let (status, body) = app
+        .post(
+            "/api/v1/audit/archives",
+            Some(&admins),
+            serde_json::json!({"up_to_seq": 4}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let page = http
+        .get(format!("{}/ui/audit", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"id="audit-archives" data-ok="true""#)
+            && page.contains("1 signed archive(s) hold entries 1 to 4"),
+        "{page}"
+    );
 }
 
 /// Puts a file where the backup directory is, so the next backup cannot

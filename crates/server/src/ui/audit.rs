@@ -114,10 +114,11 @@ pub async fn page(
         };
         let entries = app.keyhold.list_audit(&ui.session, &filter).await?;
         let report = crate::operations::audit::verify(&app, &ui.session, Vec::new()).await?;
-        Ok::<_, ApiError>((entries, report))
+        let archives = crate::operations::audit::verify_archives(&app, &ui.session).await?;
+        Ok::<_, ApiError>((entries, report, archives))
     }
     .await;
-    let (entries, report) = match shown {
+    let (entries, report, archives) = match shown {
         Ok(shown) => shown,
         Err(e) => return failure(&ui, Nav::Audit, TITLE, e, filters_form(&query)),
     };
@@ -139,6 +140,17 @@ pub async fn page(
             p.notice.error #audit-verify data-ok="false" role="alert" {
                 "Chain verification FAILED at entry " (report.first_bad_seq.map_or("?".to_owned(), |s| s.to_string()))
                 ": " (report.reason.as_deref().unwrap_or("the log was altered"))
+            }
+        }
+        @if archives.archives > 0 {
+            @match &archives.problem {
+                None => p.notice.ok #audit-archives data-ok="true" role="status" {
+                    (archives.archives) " signed archive(s) hold entries 1 to " (archives.entries)
+                    ": each verified against the live log (see Backups for the files)."
+                },
+                Some(problem) => p.notice.error #audit-archives data-ok="false" role="alert" {
+                    "Audit archives FAILED: " (problem)
+                },
             }
         }
         (filters_form(&query))
