@@ -47,4 +47,5 @@ mod ui_access;
 mod ui_approvals;
 mod ui_backups;
 mod ui_drift;
+mod ui_steps;
 mod webdriver;

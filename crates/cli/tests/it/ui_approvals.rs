@@ -12,16 +12,10 @@ use serde_json::json;
 
 use crate::helpers::*;
 use crate::ui::{check_page, log_in};
+use crate::ui_steps::{log_in_alone, tab_to};
 use crate::webdriver::{Browser, keys};
 
 const ADMIN3_PASSWORD: &str = "Admin3-gentle-lantern";
-
-/// Logs `user` in alone in `browser` (a fresh browser session).
-async fn log_in_alone(app: &TestApp, browser: &Browser, user: &str, password: &str) {
-    browser.goto(&format!("{}/ui/login", app.base)).await;
-    log_in(browser, user, password).await;
-    browser.wait_text("#session-users", user, 10).await;
-}
 
 /// Logs the browser's session out.
 async fn log_out(browser: &Browser) {
@@ -72,31 +66,6 @@ async fn approvals_link(browser: &Browser) -> (String, Option<String>) {
         browser.text(link).await,
         browser.attribute(link, "aria-label").await,
     )
-}
-
-/// Tabs from the top of the page until the focus is on `css` (at most 80
-/// presses): the element can be reached by the keyboard alone.
-async fn tab_to(browser: &Browser, css: &str) {
-    browser
-        .execute(
-            "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
-            json!([]),
-        )
-        .await;
-    let wanted = browser
-        .execute(
-            "const e = document.querySelector(arguments[0]); return e.tagName.toLowerCase() + (e.id ? '#' + e.id : '');",
-            json!([css]),
-        )
-        .await;
-    for _ in 0..80 {
-        browser.press(keys::TAB).await;
-        let (focused, _) = browser.focus("body").await;
-        if wanted == focused.as_str() {
-            return;
-        }
-    }
-    panic!("{css} cannot be reached with Tab");
 }
 
 /// axe-core at both widths on the page shown now.

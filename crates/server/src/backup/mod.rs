@@ -485,6 +485,43 @@ fn write_backup(
     })
 }
 
+/// Bytes a download reads at a time.
+const DOWNLOAD_CHUNK: usize = 64 * 1024;
+
+/// A backup file's bytes as a response body, read a chunk at a time off
+/// the executor (a backup may be far larger than memory should hold).
+pub(crate) fn file_body(file: std::fs::File) -> axum::body::Body {
+    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; DOWNLOAD_CHUNK];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((buf, file))
+        })
+        .await;
+        match read {
+            Ok(Ok((buf, _))) if buf.is_empty() => None,
+            Ok(Ok((buf, file))) => Some((Ok(axum::body::Bytes::from(buf)), Some(file))),
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    });
+    axum::body::Body::from_stream(chunks)
+}
+
+/// `Content-Disposition` for a download named `name`: the names keyhold
+/// gives files and custodians have no quote or control character, but a
+/// header is no place to trust that.
+pub(crate) fn attachment(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/'))
+        .collect();
+    format!("attachment; filename=\"{safe}\"")
+}
+
 pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()

@@ -3,7 +3,6 @@
 //! `Location`; the file is made in the background.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,9 +13,6 @@ use super::errors::ApiResult;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::app::AppState;
 use crate::operations::backups;
-
-/// Bytes a download reads at a time.
-const DOWNLOAD_CHUNK: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,36 +69,15 @@ pub async fn file(
             "the file of backup {id} cannot be read on this node ({e}): download it from the node that made it, or from where the backup directory is shipped"
         ))
     })?;
-    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let read = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut buf = vec![0u8; DOWNLOAD_CHUNK];
-            let n = file.read(&mut buf)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>((buf, file))
-        })
-        .await;
-        match read {
-            Ok(Ok((buf, _))) if buf.is_empty() => None,
-            Ok(Ok((buf, file))) => Some((Ok(bytes_of(buf)), Some(file))),
-            Ok(Err(e)) => Some((Err(e), None)),
-            Err(e) => Some((Err(std::io::Error::other(e)), None)),
-        }
-    });
-    let disposition = format!("attachment; filename=\"{name}\"");
+    let disposition = crate::backup::attachment(&name);
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        Body::from_stream(chunks),
+        crate::backup::file_body(file),
     )
         .into_response())
-}
-
-fn bytes_of(buf: Vec<u8>) -> axum::body::Bytes {
-    axum::body::Bytes::from(buf)
 }
 
 pub async fn custodians(

@@ -10,7 +10,6 @@
 //! typed into the custodians form goes to the operation, which derives the
 //! custodian's key from it and forgets it: no page ever shows it again.
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -38,8 +37,6 @@ const BACKUPS_SHOWN: u32 = 100;
 /// at least this many rows in all), up to the most a set may have.
 const SPARE_ROWS: usize = 2;
 const MIN_ROWS: usize = 4;
-/// Bytes a download reads at a time.
-const DOWNLOAD_CHUNK: usize = 64 * 1024;
 
 /// The outcome of the last action, as a redirect carries it: only these
 /// sentences can appear, with the values escaped like any other text.
@@ -799,42 +796,17 @@ pub async fn file(State(app): State<AppState>, ui: UiSession, Path(id): Path<Str
             return refused(&app, &ui, error.into(), None).await;
         }
     };
-    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let read = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut buf = vec![0u8; DOWNLOAD_CHUNK];
-            let n = file.read(&mut buf)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>((buf, file))
-        })
-        .await;
-        match read {
-            Ok(Ok((buf, _))) if buf.is_empty() => None,
-            Ok(Ok((buf, file))) => Some((Ok(axum::body::Bytes::from(buf)), Some(file))),
-            Ok(Err(e)) => Some((Err(e), None)),
-            Err(e) => Some((Err(std::io::Error::other(e)), None)),
-        }
-    });
     (
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_DISPOSITION, attachment(&name)),
+            (
+                header::CONTENT_DISPOSITION,
+                crate::backup::attachment(&name),
+            ),
         ],
-        Body::from_stream(chunks),
+        crate::backup::file_body(file),
     )
         .into_response()
-}
-
-/// `Content-Disposition` for a download named `name`: the names keyhold
-/// gives files and custodians have no quote or control character, but a
-/// header is no place to trust that.
-fn attachment(name: &str) -> String {
-    let safe: String = name
-        .chars()
-        .filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/'))
-        .collect();
-    format!("attachment; filename=\"{safe}\"")
 }
 
 fn share_file_name(custodian: &str) -> String {
@@ -927,7 +899,7 @@ pub async fn share(
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
-                    attachment(&share_file_name(&share.custodian)),
+                    crate::backup::attachment(&share_file_name(&share.custodian)),
                 ),
             ],
             share.text,
@@ -1127,7 +1099,7 @@ mod tests {
             .is_none()
         );
         assert_eq!(
-            attachment("a\"b/c.share"),
+            crate::backup::attachment("a\"b/c.share"),
             "attachment; filename=\"abc.share\""
         );
     }
