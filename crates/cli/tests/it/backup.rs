@@ -120,6 +120,11 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
         "a passphrase reached the audit log"
     );
 
+    let (status, before) = app
+        .post("/api/v1/audit/checkpoints", Some(&admins), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{before}");
+
     // One administrator alone cannot take the keys out, even encrypted.
     let (status, body) = app.post("/api/v1/backups", Some(&single), json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -201,6 +206,13 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyhold.khbk");
     std::fs::write(&path, &file).unwrap();
+
+    // Checkpoints shipped off the machine before it was lost: one signed
+    // before the backup, one after it.
+    let (status, after) = app
+        .post("/api/v1/audit/checkpoints", Some(&admins), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{after}");
 
     // The machine is gone: its data directory, its database, its token.
     let mut app = app;
@@ -309,6 +321,27 @@ async fn a_lost_installation_comes_back_from_a_backup_and_old_ciphertexts_decryp
     assert_eq!(keys.as_array().unwrap().len(), 3, "{keys:#}");
     let (_, verify) = restored.get("/api/v1/audit/verify", &admins).await;
     assert_eq!(verify["ok"], true, "{verify:#}");
+    // The checkpoint signed before the backup holds for the restored log:
+    // the same entries, under the same signing key. The one signed after it
+    // names entries the backup could not hold, and says so.
+    let (status, held) = restored
+        .post(
+            "/api/v1/audit/verify",
+            Some(&admins),
+            json!({"checkpoints": [before]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    assert_eq!(held["ok"], true, "{held:#}");
+    let (status, lost) = restored
+        .post(
+            "/api/v1/audit/verify",
+            Some(&admins),
+            json!({"checkpoints": [after]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{lost}");
+    assert_eq!(lost["ok"], false, "{lost:#}");
     let (_, newest) = restored.get("/api/v1/audit?limit=10", &admins).await;
     let summaries: Vec<&str> = newest
         .as_array()

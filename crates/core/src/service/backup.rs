@@ -22,14 +22,6 @@ const MAX_CHANGE_ROUNDS: usize = 8;
 /// every pass.
 pub const BACKUP_RETRY: chrono::Duration = chrono::Duration::hours(1);
 
-/// What a new backup is made for: its record (status running) and the
-/// custodians its key is split among.
-#[derive(Clone, Debug)]
-pub struct BackupPlan {
-    pub record: BackupRecord,
-    pub custodians: CustodianSet,
-}
-
 impl Keyhold {
     /// The custodians set now, if any.
     pub async fn custodians(&self, session: &Session) -> CoreResult<Option<CustodianSet>> {

@@ -31,7 +31,7 @@ use crate::ports::{AuditFallback, Keystore, NoAuditFallback, Store};
 pub use access::{Activity, LoginOutcome, OneTimePassword};
 pub use approvals::Gate;
 pub use audit_log::AuditExport;
-pub use backup::{BACKUP_RETRY, BackupPlan};
+pub use backup::BACKUP_RETRY;
 pub use drift::{ChecksStarted, DriftOverview, GroupDrift, GroupPlan};
 pub use jobs::{InPlaceRotations, JobRuntime};
 pub use schedule::{DUE_PER_PASS, RotationState, SchedulePass};

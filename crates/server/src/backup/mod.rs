@@ -20,7 +20,7 @@ pub mod restore;
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use keyhold_backup::{BackupKey, BackupWriter, Header, HeaderInfo, Record, SecretBytes};
@@ -48,15 +48,6 @@ pub struct Backups {
     archive_dir: PathBuf,
     node: NodeId,
     database: keyhold_store::DatabaseKind,
-    last: Mutex<Option<LastBackup>>,
-}
-
-/// How this node's last backup ended (for the log; `/readyz` and
-/// `/metrics` read the records, which every node sees).
-#[derive(Clone, Debug)]
-pub struct LastBackup {
-    pub id: uuid::Uuid,
-    pub status: BackupStatus,
 }
 
 impl std::fmt::Debug for Backups {
@@ -89,7 +80,6 @@ impl Backups {
             archive_dir,
             node,
             database,
-            last: Mutex::new(None),
         }
     }
 
@@ -133,13 +123,7 @@ impl Backups {
     pub async fn start(self: &Arc<Self>, session: Option<&Session>) -> CoreResult<BackupRecord> {
         let custodians = match session {
             Some(session) => self.keyhold.authorize_backup(session).await?,
-            None => self
-                .keyhold
-                .store()
-                .get_settings()
-                .await?
-                .backup_custodians
-                .ok_or_else(|| CoreError::Conflict("no backup custodians are set".into()))?,
+            None => self.keyhold.backup_custodians().await?,
         };
         let (record, header, key) = self.prepare(session, &custodians)?;
         self.keyhold
@@ -242,17 +226,8 @@ impl Backups {
             }
         }
         crate::crash_point("backup_before_finish");
-        match self.keyhold.finish_backup(&record).await {
-            Ok(_) => {}
-            Err(error) => {
-                tracing::error!(backup = %record.id, %error, "the backup's outcome could not be recorded; a restart marks it failed");
-            }
-        }
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some(LastBackup {
-                id: record.id,
-                status: record.status,
-            });
+        if let Err(error) = self.keyhold.finish_backup(&record).await {
+            tracing::error!(backup = %record.id, %error, "the backup's outcome could not be recorded; a restart marks it failed");
         }
     }
 

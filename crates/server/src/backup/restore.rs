@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -520,9 +520,4 @@ async fn expire_pending_approvals(
         }
     }
     Ok(())
-}
-
-/// Where the restore reads the backup's archives into (for the report).
-pub fn archive_dir(config: &Config) -> PathBuf {
-    config.audit_archive_dir.clone()
 }
