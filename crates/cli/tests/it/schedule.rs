@@ -441,6 +441,11 @@ async fn fifty_scheduled_rotations_happen_once_each_while_rotators_crash_and_com
             let holder = rotator_of(&nodes[0], &token).await.unwrap();
             let index = usize::from(holder == "node-b");
             nodes[index].crash().await;
+            // A KMS request the crash cut off after it was sent still
+            // completes at the peer; with the lease's 15 s of real time it
+            // would have before anyone took over. The test clock skips
+            // those seconds, so give the peer a real moment first.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             nodes[0].clock.advance(chrono::Duration::seconds(16));
             let back = nodes[index].spawn_peer(&holder).await;
             nodes[index] = back;
