@@ -30,21 +30,12 @@ use zeroize::Zeroizing;
 use crate::client::{Client, Context, segment};
 use crate::error::{CliError, EXIT_FAILURE};
 use crate::input;
-use crate::jobs::{EXIT_INTERRUPTED, is_transient};
+use crate::jobs::EXIT_INTERRUPTED;
 use crate::output::{self, OutputFormat, Table, Tabular};
+use crate::poll::{self, Ended, Seen};
 
 /// How often a running backup is asked for.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// How long one poll may take before it counts as a lost connection.
-const POLL_TIMEOUT: Duration = Duration::from_secs(15);
-/// Waits after consecutive failed polls; when they run out, waiting fails.
-const RETRY_DELAYS: [Duration; 5] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-    Duration::from_secs(8),
-    Duration::from_secs(8),
-];
 /// Largest share or custodian key file read (both are under 1 KiB).
 const MAX_SMALL_FILE: usize = 64 * 1024;
 /// Shortest passphrase a custodian may enrol: the share file carries the
@@ -610,52 +601,31 @@ fn ended_well(backup: &BackupView) -> anyhow::Result<()> {
     Err(CliError::Reported(EXIT_FAILURE).into())
 }
 
-/// Resolves on Ctrl-C; never, if the signal cannot be caught.
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// Asks for the backup until it is no longer running. A few consecutive
 /// failed polls end the wait with an error; Ctrl-C ends it with 130 (the
 /// backup goes on in the server).
 async fn wait_for(client: &Client, id: &str) -> anyhow::Result<BackupView> {
     let path = format!("/backups/{}", segment(id));
-    let interrupted = ctrl_c();
-    tokio::pin!(interrupted);
-    let mut failures = 0usize;
-    loop {
-        let polled = tokio::select! {
-            polled = client.get_within::<BackupView>(&path, POLL_TIMEOUT) => polled,
-            () = &mut interrupted => return Err(stopped(id)),
-        };
-        let delay = match polled {
-            Ok(backup) if backup.status != "running" => return Ok(backup),
-            Ok(_) => {
-                failures = 0;
-                POLL_INTERVAL
-            }
-            Err(error) if is_transient(&error) => {
-                let Some(delay) = RETRY_DELAYS.get(failures).copied() else {
-                    return Err(error.context(format!(
-                        "gave up waiting for backup {id}; it goes on in the server: `keyhold backup show {id}`"
-                    )));
-                };
-                failures += 1;
+    let ended = poll::until_done::<BackupView>(client, &path, POLL_INTERVAL, |seen| {
+        Ok(match seen {
+            Seen::Answer(backup) => backup.status != "running",
+            Seen::Retrying { error, delay, .. } => {
                 eprintln!(
                     "warning: cannot ask for backup {id} ({}); trying again in {} s",
                     output::clean(&format!("{error:#}")),
                     delay.as_secs()
                 );
-                delay
+                false
             }
-            Err(error) => return Err(error),
-        };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = &mut interrupted => return Err(stopped(id)),
-        }
+        })
+    })
+    .await?;
+    match ended {
+        Ended::Done(backup) => Ok(backup),
+        Ended::Interrupted => Err(stopped(id)),
+        Ended::GaveUp(error) => Err(error.context(format!(
+            "gave up waiting for backup {id}; it goes on in the server: `keyhold backup show {id}`"
+        ))),
     }
 }
 

@@ -11,19 +11,10 @@ use reqwest::Method;
 use crate::client::{Client, Context, segment};
 use crate::error::{CliError, EXIT_FAILURE};
 use crate::output::{self, OutputFormat, Table, Tabular};
+use crate::poll::{self, Ended, RETRY_DELAYS, Seen};
 
 /// How often a followed job is asked for.
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
-/// How long one poll may take before it counts as a lost connection.
-const POLL_TIMEOUT: Duration = Duration::from_secs(15);
-/// Waits after consecutive failed polls; when they run out, following fails.
-const RETRY_DELAYS: [Duration; 5] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-    Duration::from_secs(8),
-    Duration::from_secs(8),
-];
 /// Exit status when Ctrl-C stops following a job (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
 /// Width of the progress bar, in characters between the brackets.
@@ -397,13 +388,6 @@ impl Follower {
     }
 }
 
-/// Resolves on Ctrl-C; never, if the signal cannot be caught.
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// Polls a job until it ends, showing its progress as `follower` says.
 /// Only the job's end bounds the wait; a few consecutive failed polls end it
 /// with an error, Ctrl-C ends it quietly (the job goes on in the server).
@@ -413,50 +397,43 @@ async fn poll_until_done(
     follower: &mut Follower,
 ) -> anyhow::Result<JobView> {
     let path = format!("/jobs/{}", segment(id));
-    let interrupted = ctrl_c();
-    tokio::pin!(interrupted);
-    let mut failures = 0usize;
-    loop {
-        let polled = tokio::select! {
-            polled = client.get_within::<JobView>(&path, POLL_TIMEOUT) => polled,
-            () = &mut interrupted => return Err(stopped(follower, id)),
-        };
-        let delay = match polled {
-            Ok(job) => {
-                failures = 0;
-                follower.show(&job)?;
-                if outcome(&job) != Outcome::Pending {
-                    follower.done();
-                    return Ok(job);
-                }
-                POLL_INTERVAL
-            }
-            Err(error) if is_transient(&error) => {
-                let Some(delay) = RETRY_DELAYS.get(failures).copied() else {
-                    follower.done();
-                    return Err(anyhow::anyhow!(
-                        "gave up following job {id} after {} failed attempts to ask the server for it: {}. The job goes on in the server; follow it again with `keyhold job watch {id}`",
-                        RETRY_DELAYS.len() + 1,
-                        short_cause(&error)
-                    ));
-                };
-                failures += 1;
-                follower.warn(&format!(
-                    "cannot ask for job {id} ({}); trying again in {} s ({failures} of {})",
-                    short_cause(&error),
-                    delay.as_secs(),
-                    RETRY_DELAYS.len()
-                ));
-                delay
-            }
-            Err(error) => {
-                follower.done();
-                return Err(error);
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = &mut interrupted => return Err(stopped(follower, id)),
+    let ended = poll::until_done::<JobView>(client, &path, POLL_INTERVAL, |seen| match seen {
+        Seen::Answer(job) => {
+            follower.show(job)?;
+            Ok(outcome(job) != Outcome::Pending)
+        }
+        Seen::Retrying {
+            error,
+            delay,
+            attempt,
+        } => {
+            follower.warn(&format!(
+                "cannot ask for job {id} ({}); trying again in {} s ({attempt} of {})",
+                short_cause(error),
+                delay.as_secs(),
+                RETRY_DELAYS.len()
+            ));
+            Ok(false)
+        }
+    })
+    .await;
+    match ended {
+        Ok(Ended::Done(job)) => {
+            follower.done();
+            Ok(job)
+        }
+        Ok(Ended::Interrupted) => Err(stopped(follower, id)),
+        Ok(Ended::GaveUp(error)) => {
+            follower.done();
+            Err(anyhow::anyhow!(
+                "gave up following job {id} after {} failed attempts to ask the server for it: {}. The job goes on in the server; follow it again with `keyhold job watch {id}`",
+                RETRY_DELAYS.len() + 1,
+                short_cause(&error)
+            ))
+        }
+        Err(error) => {
+            follower.done();
+            Err(error)
         }
     }
 }

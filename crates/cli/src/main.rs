@@ -17,6 +17,7 @@ mod jobs;
 mod keys;
 mod manuals;
 mod output;
+mod poll;
 mod session;
 mod session_file;
 
