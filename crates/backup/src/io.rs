@@ -5,14 +5,15 @@ use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
 
-pub(crate) struct HashingWriter<W> {
+/// Passes bytes through, hashing (SHA-256) and counting them.
+pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     written: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub(crate) fn new(inner: W) -> Self {
+    pub fn new(inner: W) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -20,15 +21,15 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    pub(crate) fn digest(&self) -> [u8; 32] {
+    pub fn digest(&self) -> [u8; 32] {
         self.hasher.clone().finalize().into()
     }
 
-    pub(crate) fn written(&self) -> u64 {
+    pub fn written(&self) -> u64 {
         self.written
     }
 
-    pub(crate) fn into_inner(self) -> W {
+    pub fn into_inner(self) -> W {
         self.inner
     }
 }

@@ -69,6 +69,7 @@ pub use custodian::{
 };
 pub use error::{BackupError, Result};
 pub use header::{BACKUP_FORMAT, BACKUP_VERSION, Header, HeaderInfo};
+pub use io::HashingWriter;
 pub use key::BackupKey;
 pub use reader::{BackupReader, Verified, verify_file};
 pub use record::{Record, SecretBytes};

@@ -18,13 +18,14 @@ use keyhold_api::{
     BackupSharesView, BackupView, CustodianRequest, CustodianView, CustodiansView,
     PassphraseKdfView, SetCustodiansRequest,
 };
-use keyhold_backup::{BackupKey, BackupReader, CustodianSecret, Header, Record, Share, ShareFile};
+use keyhold_backup::{
+    BackupKey, BackupReader, CustodianSecret, HashingWriter, Header, Record, Share, ShareFile,
+};
 use keyhold_core::backup::{CustodianName, PassphraseKdf};
 use keyhold_server::ServeArgs;
 use reqwest::Method;
 use secrecy::SecretString;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::client::{Client, Context, segment};
@@ -636,26 +637,6 @@ fn stopped(id: &str) -> anyhow::Error {
     CliError::Reported(EXIT_INTERRUPTED).into()
 }
 
-/// Passes bytes through, hashing and counting them.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.hasher.update(&buf[..written]);
-        self.bytes += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Streams the backup's file into the new file `path` and checks it is
 /// the file the record describes; a file that is not is removed.
 async fn download(client: &Client, backup: &BackupView, path: &Path) -> anyhow::Result<u64> {
@@ -668,27 +649,20 @@ async fn download(client: &Client, backup: &BackupView, path: &Path) -> anyhow::
         .into());
     };
     let file = create_new_private(path, "backup file")?;
-    let mut sink = HashingWriter {
-        inner: BufWriter::new(file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut sink = HashingWriter::new(BufWriter::new(file));
     let result: anyhow::Result<u64> = async {
         client
             .download(&format!("/backups/{}/file", segment(&backup.id)), &mut sink)
             .await?;
-        let HashingWriter {
-            inner,
-            hasher,
-            bytes,
-        } = sink;
-        let file = inner
+        let (digest, bytes) = (sink.digest(), sink.written());
+        let file = sink
+            .into_inner()
             .into_inner()
             .map_err(std::io::IntoInnerError::into_error)
             .with_context(|| format!("cannot write {}", path.display()))?;
         file.sync_all()
             .with_context(|| format!("cannot write {}", path.display()))?;
-        let actual = hex::encode(hasher.finalize());
+        let actual = hex::encode(digest);
         if !actual.eq_ignore_ascii_case(&expected) || backup.size.is_some_and(|s| s != bytes) {
             anyhow::bail!(
                 "the downloaded file ({bytes} bytes, SHA-256 {actual}) is not backup {}'s ({} bytes, SHA-256 {}): it was changed on the server or on the way; it was removed. Download it again, or from another copy",
