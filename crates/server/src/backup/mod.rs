@@ -330,15 +330,20 @@ impl SnapshotSink for ChannelSink {
 }
 
 /// Where the columns that hold old-keystore data are, in the table being
-/// written.
+/// written or restored: found once per table, not per row.
 #[derive(Default)]
-struct TableShape {
-    key: Option<(usize, usize)>,
-    credential: Option<(usize, usize)>,
+pub(crate) struct TableShape {
+    /// Keys: id, keystore handle, check digits.
+    pub(crate) key: Option<(usize, usize, usize)>,
+    /// Credentials: id, sealed secret.
+    pub(crate) credential: Option<(usize, usize)>,
 }
 
+/// The column of keys' check digits (compared after a restore's import).
+const KEY_CHECK_DIGITS_COLUMN: &str = "check_digits";
+
 impl TableShape {
-    fn of(name: &str, columns: &[String]) -> anyhow::Result<Self> {
+    pub(crate) fn of(name: &str, columns: &[String]) -> anyhow::Result<Self> {
         let index = |column: &str| {
             columns
                 .iter()
@@ -347,7 +352,11 @@ impl TableShape {
         };
         Ok(match name {
             KEYS_TABLE => Self {
-                key: Some((index(KEY_ID_COLUMN)?, index(KEY_HANDLE_COLUMN)?)),
+                key: Some((
+                    index(KEY_ID_COLUMN)?,
+                    index(KEY_HANDLE_COLUMN)?,
+                    index(KEY_CHECK_DIGITS_COLUMN)?,
+                )),
                 ..Self::default()
             },
             CREDENTIALS_TABLE => Self {
@@ -404,7 +413,7 @@ fn write_backup(
                 records += 1;
             }
             SnapshotItem::Row(mut values) => {
-                if let Some((id, handle)) = shape.key {
+                if let Some((id, handle, _)) = shape.key {
                     let key_id = uuid_of(&values[id])?;
                     let SnapshotValue::Bytes(handle_bytes) = &values[handle] else {
                         anyhow::bail!("key {key_id} has no keystore handle");

@@ -23,22 +23,18 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use keyhold_backup::{BackupKey, BackupReader, Header, Record};
 use keyhold_core::audit::{AuditRecord, ChainHead, SYSTEM_USER, seal};
-use keyhold_core::backup::{
-    CREDENTIAL_ID_COLUMN, CREDENTIAL_SECRET_COLUMN, CREDENTIALS_TABLE, KEY_HANDLE_COLUMN,
-    KEY_ID_COLUMN, KEYS_TABLE, SnapshotValue, WrappedAuditKeys,
-};
+use keyhold_core::backup::{SnapshotValue, WrappedAuditKeys};
 use keyhold_core::clock::Clock;
 use keyhold_core::ports::Keystore;
 use keyhold_keystore::{Pkcs11Keystore, SoftKeystore};
 use zeroize::Zeroizing;
 
-use super::uuid_of;
+use super::{TableShape, uuid_of};
 use crate::config::{Config, KeystoreConfig};
 
 /// The table the audit chain is kept in, and its columns the restore reads
 /// to chain its own entry.
 const AUDIT_TABLE: &str = "audit_log";
-const KEY_CHECK_DIGITS_COLUMN: &str = "check_digits";
 
 /// What a restore did.
 #[derive(Debug, PartialEq, Eq)]
@@ -358,6 +354,7 @@ fn read_records(
     let mut reader = BackupReader::open(BufReader::new(open(file)?))?;
     reader.unlock(key)?;
     let mut table = String::new();
+    let mut shape = TableShape::default();
     let mut columns: Vec<String> = Vec::new();
     let mut imported: HashMap<uuid::Uuid, keyhold_core::ports::GeneratedKey> = HashMap::new();
     let mut secrets: HashMap<uuid::Uuid, Zeroizing<Vec<u8>>> = HashMap::new();
@@ -378,6 +375,7 @@ fn read_records(
                 name,
                 columns: names,
             } => {
+                shape = TableShape::of(&name, &names)?;
                 table = name.clone();
                 columns = names.clone();
                 send(Step::Table {
@@ -395,13 +393,12 @@ fn read_records(
                 secrets.insert(id, Zeroizing::new(secret.expose().to_vec()));
             }
             Record::Row { mut values } => {
-                if table == KEYS_TABLE {
-                    let id = uuid_of(&values[index(&columns, KEY_ID_COLUMN)?])?;
+                if let Some((id, handle, check_digits)) = shape.key {
+                    let id = uuid_of(&values[id])?;
                     let made = imported
                         .remove(&id)
                         .with_context(|| format!("the backup holds no material for key {id}"))?;
-                    if let Ok(at) = index(&columns, KEY_CHECK_DIGITS_COLUMN)
-                        && let SnapshotValue::Text(recorded) = &values[at]
+                    if let SnapshotValue::Text(recorded) = &values[check_digits]
                         && !recorded.eq_ignore_ascii_case(made.check_digits.as_str())
                     {
                         bail!(
@@ -409,20 +406,19 @@ fn read_records(
                             made.check_digits.as_str()
                         );
                     }
-                    values[index(&columns, KEY_HANDLE_COLUMN)?] = SnapshotValue::Bytes(made.handle);
+                    values[handle] = SnapshotValue::Bytes(made.handle);
                     read.keys += 1;
                 }
                 if table == BACKUPS_TABLE {
                     itself.settle(&columns, &mut values, read.keys)?;
                 }
-                if table == CREDENTIALS_TABLE {
-                    let id = uuid_of(&values[index(&columns, CREDENTIAL_ID_COLUMN)?])?;
+                if let Some((id, secret_at)) = shape.credential {
+                    let id = uuid_of(&values[id])?;
                     if let Some(secret) = secrets.remove(&id) {
                         let sealed = keystore
                             .seal_secret(id.as_bytes(), &secret)
                             .with_context(|| format!("sealing credential {id}'s secret"))?;
-                        values[index(&columns, CREDENTIAL_SECRET_COLUMN)?] =
-                            SnapshotValue::Bytes(sealed);
+                        values[secret_at] = SnapshotValue::Bytes(sealed);
                         read.credentials += 1;
                     }
                 }
