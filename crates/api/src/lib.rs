@@ -915,8 +915,13 @@ pub struct DenyRequest {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ApprovalResultView {
     pub id: String,
-    /// The added identity's one-time password.
+    /// The secret the operation gave: an added identity's one-time
+    /// password, or a new XKS credential's secret access key.
     pub password: String,
+    /// For a request that created an external key store or added a
+    /// credential to one: the credential, with the AWS KMS console's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xks_credential: Option<IssuedXksCredentialView>,
 }
 
 impl fmt::Debug for ApprovalResultView {
@@ -960,6 +965,243 @@ pub struct QuorumRequest {
 #[serde(deny_unknown_fields)]
 pub struct ApprovalPoliciesRequest {
     pub quorums: std::collections::BTreeMap<String, QuorumRequest>,
+}
+
+// ---- external key stores (XKS proxy) ----
+
+/// `POST /api/v1/xks/stores`: a new external key store and its first SigV4
+/// credential (dual control, or the approval class `manage_xks_stores`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateXksStoreRequest {
+    /// Letters, digits, '.', '_', '-'.
+    pub name: String,
+    /// The path before `/kms/xks/v1` under which AWS KMS reaches the store,
+    /// such as `/xks/payments`; `/xks/<name>` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Requests per second the store is served, per node; 1800 (AWS KMS's
+    /// default for an external key store) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_per_second: Option<u32>,
+    /// Mutual TLS: KMS's client certificate must chain to the CA and carry
+    /// the subject. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<XksMtlsRequest>,
+}
+
+/// A store's mutual-TLS rule as a request names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XksMtlsRequest {
+    /// The common name of KMS's client certificate, such as
+    /// `cks.kms.eu-west-1.amazonaws.com`.
+    pub subject: String,
+    /// One or more PEM `CERTIFICATE` blocks: the CA KMS's client certificate
+    /// chains to (public, not secret).
+    pub ca_pem: String,
+}
+
+/// `PATCH /api/v1/xks/stores/{name}`: absent fields stay; `"mtls": null`
+/// turns mutual TLS off. At least one field must be given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateXksStoreRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_per_second: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mtls: Option<Option<XksMtlsRequest>>,
+}
+
+/// An external key store: what to give AWS KMS to reach it, its limits,
+/// and its credentials (never their secrets).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XksStoreView {
+    pub name: String,
+    pub path_prefix: String,
+    /// The `XksProxyUriPath` to give KMS: the prefix and `/kms/xks/v1`.
+    pub uri_path: String,
+    /// Requests per second served per node; beyond it KMS gets `ThrottlingException`.
+    pub quota_per_second: u32,
+    /// Mutual TLS, when on.
+    pub mtls: Option<XksMtlsView>,
+    /// The SigV4 credentials KMS may sign with (at most two: the one in use
+    /// and its successor), oldest first.
+    pub credentials: Vec<XksCredentialView>,
+    /// How many XKS keys the store holds.
+    pub key_count: u32,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A store's mutual-TLS rule as shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XksMtlsView {
+    pub subject: String,
+    /// Hex SHA-256 of each CA certificate's DER, in the PEM's order.
+    pub ca_sha256: Vec<String>,
+    /// The CA certificates as given (public).
+    pub ca_pem: String,
+}
+
+/// One SigV4 credential of a store: its access key id, never its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XksCredentialView {
+    pub access_key_id: String,
+    pub created_at: String,
+}
+
+/// The answer to creating a store or adding a credential to it: the
+/// secret access key, shown this once, and the file the AWS KMS console
+/// takes for the store.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedXksCredentialView {
+    pub store: XksStoreView,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The JSON the AWS KMS console's "Upload proxy configuration file"
+    /// accepts, as the XKS proxy specification gives it.
+    pub kms_console_file: KmsConsoleFile,
+}
+
+impl fmt::Debug for IssuedXksCredentialView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedXksCredentialView")
+            .field("store", &self.store.name)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The external key store's proxy configuration file for the AWS KMS
+/// console: `{"XksProxyUriPath": …, "XksProxyAuthenticationCredential":
+/// {"AccessKeyId": …, "RawSecretAccessKey": …}}`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsConsoleFile {
+    #[serde(rename = "XksProxyUriPath")]
+    pub xks_proxy_uri_path: String,
+    #[serde(rename = "XksProxyAuthenticationCredential")]
+    pub xks_proxy_authentication_credential: KmsConsoleCredential,
+}
+
+impl fmt::Debug for KmsConsoleFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KmsConsoleFile")
+            .field("xks_proxy_uri_path", &self.xks_proxy_uri_path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsConsoleCredential {
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: String,
+    #[serde(rename = "RawSecretAccessKey")]
+    pub raw_secret_access_key: String,
+}
+
+impl fmt::Debug for KmsConsoleCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KmsConsoleCredential")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An XKS key's authorization rule on KMS's `requestMetadata`: every list
+/// that is not empty must hold a pattern matching the request's value
+/// (`*` matches any run of characters). Empty lists admit everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XksRuleView {
+    /// `awsPrincipalArn` patterns, such as `arn:aws:iam::111122223333:role/app-*`.
+    #[serde(default)]
+    pub principals: Vec<String>,
+    /// `kmsKeyArn` patterns.
+    #[serde(default)]
+    pub kms_key_arns: Vec<String>,
+    /// `kmsOperation` names: `Encrypt`, `Decrypt`, `GenerateDataKey*`, `ReEncrypt*`, …
+    #[serde(default)]
+    pub kms_operations: Vec<String>,
+    /// `awsSourceVpc` patterns (requests through a VPC endpoint).
+    #[serde(default)]
+    pub source_vpcs: Vec<String>,
+}
+
+/// `POST /api/v1/xks/stores/{name}/keys`: a new AES-256 key generated in
+/// the keystore (dual control, or the approval class `manage_xks_keys`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateXksKeyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `encrypt_decrypt` (the default, and what KMS `CreateKey` needs),
+    /// `encrypt` or `decrypt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<String>,
+    /// Enabled unless `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// No rule (SigV4 alone) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<XksRuleView>,
+}
+
+/// `PATCH /api/v1/xks/keys/{id}`: absent fields stay. Disabling a key,
+/// narrowing its usage or changing its description needs one key officer;
+/// enabling it, widening its usage or changing its rule needs two (or the
+/// approval class `manage_xks_keys`). At least one field must be given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateXksKeyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Replaces the whole rule (`{}` removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<XksRuleView>,
+}
+
+/// An XKS key, with what AWS KMS needs to use it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XksKeyView {
+    /// The `XksKeyId` to give KMS `CreateKey`.
+    pub id: String,
+    /// The external key store's name.
+    pub store: String,
+    pub description: String,
+    /// `encrypt_decrypt`, `encrypt` or `decrypt`.
+    pub usage: String,
+    pub enabled: bool,
+    pub rule: XksRuleView,
+    /// Check digits: the first four hex digits of AES-ECB(key, zero block).
+    pub check_digits: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The values the AWS side needs.
+    pub aws: XksKeyAwsView,
+}
+
+/// What to give AWS KMS for an XKS key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XksKeyAwsView {
+    /// `--xks-key-id` of `aws kms create-key` (the key's id).
+    pub xks_key_id: String,
+    /// The store's `XksProxyUriPath` (`--xks-proxy-uri-path` of
+    /// `aws kms create-custom-key-store`).
+    pub xks_proxy_uri_path: String,
+    /// The `aws kms create-key` command that makes the KMS key, with the
+    /// custom key store's id (from `create-custom-key-store`) to fill in.
+    pub create_key_command: String,
 }
 
 // ---- health ----
@@ -1062,6 +1304,46 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         assert!(serde_json::from_str::<CreateGroupRequest>(r#"{"name":"a","credential":"c","alias":"alias/a","region":"eu-west-1","rotate":"yes"}"#).is_err());
+    }
+
+    #[test]
+    fn xks_requests_refuse_unknown_fields_and_tell_null_from_absent() {
+        assert!(
+            serde_json::from_str::<CreateXksStoreRequest>(r#"{"name":"s","quota":5}"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<CreateXksKeyRequest>(r#"{"rule":{"principal":["x"]}}"#).is_err()
+        );
+        let absent: UpdateXksStoreRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.mtls, None);
+        let null: UpdateXksStoreRequest = serde_json::from_str(r#"{"mtls":null}"#).unwrap();
+        assert_eq!(null.mtls, Some(None));
+        // A request held for approval is stored as it serialises: `null` stays `null`.
+        let stored: UpdateXksStoreRequest =
+            serde_json::from_value(serde_json::to_value(&null).unwrap()).unwrap();
+        assert_eq!(stored, null);
+    }
+
+    #[test]
+    fn the_kms_console_file_has_the_specifications_field_names_and_no_debug_secret() {
+        let file = KmsConsoleFile {
+            xks_proxy_uri_path: "/xks/a/kms/xks/v1".into(),
+            xks_proxy_authentication_credential: KmsConsoleCredential {
+                access_key_id: "ABCDEFGHIJKLMNOPQRSTUVWXYZ".into(),
+                raw_secret_access_key: "c2VjcmV0c2VjcmV0".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&file).unwrap(),
+            serde_json::json!({
+                "XksProxyUriPath": "/xks/a/kms/xks/v1",
+                "XksProxyAuthenticationCredential": {
+                    "AccessKeyId": "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                    "RawSecretAccessKey": "c2VjcmV0c2VjcmV0",
+                }
+            })
+        );
+        assert!(!format!("{file:?}").contains("c2VjcmV0"));
     }
 
     #[test]

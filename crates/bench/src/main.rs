@@ -12,6 +12,7 @@ mod report;
 mod scale;
 mod server;
 mod side_by_side;
+mod xks;
 
 use std::path::PathBuf;
 
@@ -39,12 +40,12 @@ struct Args {
     /// Tiny sizes: proves every scenario still works, measures nothing.
     #[arg(long)]
     short: bool,
-    /// Scenarios to run (engine, side, quota, scale, audit, inplace, drift); the report
+    /// Scenarios to run (engine, side, quota, scale, audit, inplace, drift, xks); the report
     /// is assembled from the sections found in <work>/sections, so scenarios may run apart.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "engine,side,quota,scale,audit,inplace,drift"
+        default_value = "engine,side,quota,scale,audit,inplace,drift,xks"
     )]
     only: Vec<String>,
     /// Groups rotated at once in the quota scenario [default: 1000, short: 20].
@@ -92,6 +93,12 @@ pub struct Sizes {
     pub drift_rotations: usize,
     /// How long the engine's profile samples.
     pub profile_seconds: u64,
+    /// The XKS proxy's closed loops: warm-up, then the measured time of
+    /// each mix and number of clients.
+    pub xks_warm_up_ms: u64,
+    pub xks_cell_ms: u64,
+    /// The XKS proxy's open loop at 1,800 requests/s, measured seconds.
+    pub xks_rate_seconds: u64,
 }
 
 impl Sizes {
@@ -111,6 +118,9 @@ impl Sizes {
             drift_keys: [10, 1000],
             drift_rotations: 10,
             profile_seconds: 5,
+            xks_warm_up_ms: 1000,
+            xks_cell_ms: 5000,
+            xks_rate_seconds: 20,
         }
     }
 
@@ -130,12 +140,15 @@ impl Sizes {
             drift_keys: [3, 20],
             drift_rotations: 3,
             profile_seconds: 1,
+            xks_warm_up_ms: 100,
+            xks_cell_ms: 300,
+            xks_rate_seconds: 1,
         }
     }
 }
 
 const SCENARIOS: &[&str] = &[
-    "engine", "side", "quota", "scale", "audit", "inplace", "drift",
+    "engine", "side", "quota", "scale", "audit", "inplace", "drift", "xks",
 ];
 
 #[tokio::main]
@@ -181,7 +194,8 @@ async fn main() -> anyhow::Result<()> {
             "scale" => scale::run(&ctx, &sizes).await?,
             "audit" => audit::run(&ctx, &sizes).await?,
             "inplace" => in_place::run(&ctx, &sizes).await?,
-            _ => drift::run(&ctx, &sizes).await?,
+            "drift" => drift::run(&ctx, &sizes).await?,
+            _ => xks::run(&ctx, &sizes).await?,
         };
         let fragment = report::render(&section, "benchmarks", charts_dir)?;
         if let Some(failure) = &section.failure {

@@ -54,6 +54,28 @@ pub struct ServeOptions {
     pub job_concurrency: u32,
     pub scheduler_tick_ms: u64,
     pub log: String,
+    /// HTTPS with this certificate; plain HTTP on loopback when None.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A server certificate chain, its key, and the CA the benchmark's clients
+/// trust it through (PEM files).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub chain: std::path::PathBuf,
+    pub private_key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// A client that trusts the CA, keeping up to `idle` connections alive.
+    pub fn client(&self, idle: usize) -> anyhow::Result<reqwest::Client> {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca)?)?;
+        Ok(reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .pool_max_idle_per_host(idle)
+            .build()?)
+    }
 }
 
 impl Default for ServeOptions {
@@ -65,6 +87,7 @@ impl Default for ServeOptions {
             // keyhold's default.
             scheduler_tick_ms: 2000,
             log: "warn".into(),
+            tls: None,
         }
     }
 }
@@ -126,6 +149,13 @@ impl KeyholdProcess {
                 .args(["--pkcs11-token-label", token])
                 .env("KEYHOLD_PKCS11_PIN", pin);
         }
+        if let Some(tls) = &options.tls {
+            command
+                .arg("--tls-certificate")
+                .arg(&tls.chain)
+                .arg("--tls-private-key")
+                .arg(&tls.private_key);
+        }
         let started = Instant::now();
         let mut child = command
             .spawn()
@@ -155,9 +185,12 @@ impl KeyholdProcess {
         Ok(Self {
             child,
             base,
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
-                .build()?,
+            http: match &options.tls {
+                Some(tls) => tls.client(64)?,
+                None => reqwest::Client::builder()
+                    .pool_max_idle_per_host(64)
+                    .build()?,
+            },
             passwords,
             started_in,
         })

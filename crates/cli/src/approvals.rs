@@ -227,6 +227,9 @@ pub async fn run(ctx: &Context, command: ApprovalCommand) -> anyhow::Result<()> 
                 .await?;
             let printed = print_result(ctx.output, &result);
             zeroize::Zeroize::zeroize(&mut result.password);
+            if let Some(issued) = result.xks_credential.as_mut() {
+                crate::xks::wipe(issued);
+            }
             printed
         }
         ApprovalCommand::Policies { command } => match command.unwrap_or(PoliciesCommand::Show) {
@@ -329,8 +332,12 @@ fn print_answered(
     Ok(())
 }
 
-/// `approval result`: the one-time password, shown this once.
+/// `approval result`: the one-time password, or the new XKS credential,
+/// shown this once.
 fn print_result(format: OutputFormat, result: &ApprovalResultView) -> anyhow::Result<()> {
+    if let (OutputFormat::Table, Some(issued)) = (format, &result.xks_credential) {
+        return crate::xks::print_issued(format, issued);
+    }
     match format {
         OutputFormat::Json => {
             let text = zeroize::Zeroizing::new(serde_json::to_string_pretty(result)?);

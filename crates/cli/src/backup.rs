@@ -771,7 +771,8 @@ fn check_dir(dir: &Path) -> Result<(), CliError> {
 }
 
 /// A new file only its owner can read (mode 0600), never an existing one.
-fn create_new_private(path: &Path, what: &str) -> Result<std::fs::File, CliError> {
+/// (Also where `xks` writes the AWS KMS console's file, which holds a secret.)
+pub(crate) fn create_new_private(path: &Path, what: &str) -> Result<std::fs::File, CliError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -20,6 +20,7 @@ mod output;
 mod poll;
 mod session;
 mod session_file;
+mod xks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,6 +127,11 @@ enum Command {
     /// shares, checking a backup file, restoring one (server stopped).
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// External key stores: keyhold as the XKS proxy AWS KMS calls for every
+    /// encrypt and decrypt of a KMS key whose material stays in keyhold's
+    /// keystore (stores, their SigV4 credentials, their keys).
+    #[command(subcommand)]
+    Xks(xks::XksCommand),
     /// The keystore of a data directory (run with the server stopped).
     #[command(subcommand)]
     Keystore(KeystoreCommand),
@@ -200,6 +206,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Audit(command) => audit::run(ctx, command).await,
         Command::Approval(command) => approvals::run(ctx, command).await,
         Command::Backup(command) => backup::run(ctx, command).await,
+        Command::Xks(command) => xks::run(ctx, command).await,
         Command::Config { command } => configuration::run(ctx, command).await,
         Command::Completions { shell } => manuals::completions(shell),
         Command::Manpages { dir } => manuals::manpages(&dir),
@@ -340,6 +347,24 @@ mod tests {
             "keyhold audit archive --up-to-seq 100",
             "keyhold audit archive --older-than-days 365",
             "keyhold audit archives",
+            "keyhold xks store create --name payments --path-prefix /xks/payments --quota 900 \
+             --mtls-subject cks.kms.eu-west-1.amazonaws.com --mtls-ca ca.pem --kms-config-out kms.json",
+            "keyhold xks store list -o json",
+            "keyhold xks store show payments",
+            "keyhold xks store update payments --quota 1800 --no-mtls",
+            "keyhold xks store delete payments",
+            "keyhold xks credential rotate --store payments --kms-config-out new.json",
+            "keyhold xks credential revoke --store payments --access-key-id ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            "keyhold xks key create --store payments --description d --usage decrypt --disabled \
+             --allow-principal arn:aws:iam::111122223333:role/app-* --allow-principal arn:aws:iam::111122223333:root \
+             --allow-kms-key-arn arn:aws:kms:eu-west-1:111122223333:key/* --allow-operation Decrypt \
+             --allow-source-vpc vpc-0abc",
+            "keyhold xks key list --store payments",
+            "keyhold xks key show 7907323e-ea39-4542-b198-ef4a4ca5793c",
+            "keyhold xks key enable 7907323e-ea39-4542-b198-ef4a4ca5793c",
+            "keyhold xks key disable 7907323e-ea39-4542-b198-ef4a4ca5793c",
+            "keyhold xks key update 7907323e-ea39-4542-b198-ef4a4ca5793c --usage encrypt_decrypt --no-rule",
+            "keyhold xks key delete 7907323e-ea39-4542-b198-ef4a4ca5793c",
         ] {
             let args: Vec<&str> = line.split_whitespace().collect();
             if let Err(e) = Cli::try_parse_from(&args) {
@@ -363,6 +388,31 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn xks_options_that_belong_together_are_asked_for_together() {
+        let parses = |line: &str| {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            Cli::try_parse_from(&args).is_ok()
+        };
+        assert!(!parses(
+            "keyhold xks store create --name a --mtls-subject cks.kms.eu-west-1.amazonaws.com"
+        ));
+        assert!(!parses(
+            "keyhold xks store create --name a --mtls-ca ca.pem"
+        ));
+        assert!(!parses(
+            "keyhold xks store update a --no-mtls --mtls-subject s --mtls-ca c"
+        ));
+        assert!(!parses("keyhold xks key create --store a --usage sign"));
+        assert!(!parses(
+            "keyhold xks key update k --no-rule --allow-operation Decrypt"
+        ));
+        assert!(!parses("keyhold xks credential rotate payments"));
+        assert!(!parses(
+            "keyhold xks store create --name a --secret-access-key x"
+        ));
     }
 
     #[test]

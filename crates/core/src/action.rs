@@ -93,6 +93,25 @@ pub enum Action<'a> {
     DownloadBackup(&'a str),
     /// Handing out a backup's shares (its id): each encrypted for its custodian.
     DownloadShares(&'a str),
+    /// External Key Stores → Create (the store's name).
+    CreateXksStore(&'a str),
+    /// Changing a store's quota or mTLS rule (its name).
+    UpdateXksStore(&'a str),
+    DeleteXksStore(&'a str),
+    /// Rotate credentials: a new SigV4 credential for the store (its name).
+    AddXksCredential(&'a str),
+    /// Revoking one credential: the store's name and the access key id.
+    RevokeXksCredential(&'a str, &'a str),
+    /// A new XKS key in the store (its name).
+    CreateXksKey(&'a str),
+    /// A change of an XKS key (its id).
+    UpdateXksKey(&'a str),
+    DeleteXksKey(&'a str),
+    /// A request of AWS KMS to the proxy (the key's id, or the path when
+    /// no key was named); audited when refused by SigV4, mTLS or a rule.
+    XksRequest(&'a str),
+    /// A node's periodic signed digest of the XKS requests it served (the node).
+    XksUsageDigest(&'a str),
 }
 
 impl Action<'_> {
@@ -171,6 +190,36 @@ impl Action<'_> {
                 format!("Archived audit entries up to {}", printable(seq))
             }
             Self::DownloadBackup(id) => format!("Downloaded backup {}", printable(id)),
+            Self::CreateXksStore(name) => {
+                format!("Created external key store {}", printable(name))
+            }
+            Self::UpdateXksStore(name) => {
+                format!("Updated external key store {}", printable(name))
+            }
+            Self::DeleteXksStore(name) => {
+                format!("Deleted external key store {}", printable(name))
+            }
+            Self::AddXksCredential(name) => format!(
+                "Added a credential to external key store {}",
+                printable(name)
+            ),
+            Self::RevokeXksCredential(name, id) => format!(
+                "Revoked credential {} of external key store {}",
+                printable(id),
+                printable(name)
+            ),
+            Self::CreateXksKey(name) => format!(
+                "Created an XKS key in external key store {}",
+                printable(name)
+            ),
+            Self::UpdateXksKey(id) => format!("Updated XKS key {}", printable(id)),
+            Self::DeleteXksKey(id) => format!("Deleted XKS key {}", printable(id)),
+            Self::XksRequest(subject) => {
+                format!("Served an XKS request for {}", printable(subject))
+            }
+            Self::XksUsageDigest(node) => {
+                format!("Recorded the XKS usage digest of node {}", printable(node))
+            }
             Self::DownloadShares(id) => {
                 format!("Handed out the shares of backup {}", printable(id))
             }
@@ -240,6 +289,37 @@ impl Action<'_> {
             Self::SetCustodians => "Failed to set the backup custodians".to_owned(),
             Self::ArchiveAudit(_) => "Failed to archive audit entries".to_owned(),
             Self::DownloadBackup(id) => format!("Failed to download backup {}", printable(id)),
+            Self::CreateXksStore(name) => {
+                format!("Failed to create external key store {}", printable(name))
+            }
+            Self::UpdateXksStore(name) => {
+                format!("Failed to update external key store {}", printable(name))
+            }
+            Self::DeleteXksStore(name) => {
+                format!("Failed to delete external key store {}", printable(name))
+            }
+            Self::AddXksCredential(name) => format!(
+                "Failed to add a credential to external key store {}",
+                printable(name)
+            ),
+            Self::RevokeXksCredential(name, id) => format!(
+                "Failed to revoke credential {} of external key store {}",
+                printable(id),
+                printable(name)
+            ),
+            Self::CreateXksKey(name) => format!(
+                "Failed to create an XKS key in external key store {}",
+                printable(name)
+            ),
+            Self::UpdateXksKey(id) => format!("Failed to update XKS key {}", printable(id)),
+            Self::DeleteXksKey(id) => format!("Failed to delete XKS key {}", printable(id)),
+            Self::XksRequest(subject) => {
+                format!("Refused an XKS request for {}", printable(subject))
+            }
+            Self::XksUsageDigest(node) => format!(
+                "Failed to record the XKS usage digest of node {}",
+                printable(node)
+            ),
             Self::DownloadShares(id) => {
                 format!("Failed to hand out the shares of backup {}", printable(id))
             }

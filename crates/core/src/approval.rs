@@ -58,10 +58,16 @@ pub enum OperationClass {
     CreateBackup,
     /// Choosing who holds the shares of backups' keys, and how many open one.
     SetCustodians,
+    /// Creating, changing or deleting an external key store, adding or
+    /// revoking its SigV4 credentials.
+    ManageXksStores,
+    /// Creating or deleting an XKS key, or widening what it allows
+    /// (enabling it, its usage, its authorization rule).
+    ManageXksKeys,
 }
 
 impl OperationClass {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::AddGroup,
         Self::DeleteGroup,
         Self::ChangeGroupCustody,
@@ -76,6 +82,8 @@ impl OperationClass {
         Self::ReconcileDrift,
         Self::CreateBackup,
         Self::SetCustodians,
+        Self::ManageXksStores,
+        Self::ManageXksKeys,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +102,8 @@ impl OperationClass {
             Self::ReconcileDrift => "reconcile_drift",
             Self::CreateBackup => "create_backup",
             Self::SetCustodians => "set_custodians",
+            Self::ManageXksStores => "manage_xks_stores",
+            Self::ManageXksKeys => "manage_xks_keys",
         }
     }
 
@@ -133,6 +143,12 @@ impl OperationClass {
             Self::ReconcileDrift => "applying a drift reconcile plan",
             Self::CreateBackup => "making a backup",
             Self::SetCustodians => "setting the backup custodians",
+            Self::ManageXksStores => {
+                "creating, changing or deleting an external key store, or adding or revoking its credentials"
+            }
+            Self::ManageXksKeys => {
+                "creating or deleting an XKS key, or enabling it or widening its usage or authorization rule"
+            }
         }
     }
 }

@@ -79,6 +79,13 @@ pub trait BackupImport {
     /// made twice.
     fn import_key(&self, key_id: uuid::Uuid, wrapped: &[u8])
     -> Result<GeneratedKey, KeystoreError>;
+    /// The same for an XKS key: its material made usable for AES-GCM in
+    /// the keystore, as [`crate::ports::Keystore::xks_generate_key`] makes it.
+    fn import_xks_key(
+        &self,
+        key_id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<GeneratedKey, KeystoreError>;
 }
 
 /// Names a custodian: who holds one share of every backup's key.
@@ -300,6 +307,13 @@ pub const KEY_HANDLE_COLUMN: &str = "keystore_handle";
 pub const CREDENTIALS_TABLE: &str = "credentials";
 pub const CREDENTIAL_ID_COLUMN: &str = "id";
 pub const CREDENTIAL_SECRET_COLUMN: &str = "sealed_secret";
+/// The table of XKS keys: the same `id`, `keystore_handle` and
+/// `check_digits` columns as [`KEYS_TABLE`]; their material is imported
+/// with [`BackupImport::import_xks_key`].
+pub const XKS_KEYS_TABLE: &str = "xks_keys";
+/// The table of XKS credentials: `id` and `sealed_secret`, sealed under
+/// [`crate::xks::secret_context`] of the id.
+pub const XKS_CREDENTIALS_TABLE: &str = "xks_credentials";
 
 /// One value of a row in a snapshot, independent of the database it was
 /// read from (SQLite booleans are integers, PostgreSQL's are not: the

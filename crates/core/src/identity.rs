@@ -146,6 +146,24 @@ impl Operation {
     /// Writing audit entries out to a signed archive file.
     pub const ARCHIVE_AUDIT: Self =
         Self::single("archiving the audit log", Permission::ManageConfiguration);
+    /// An external key store's SigV4 credentials let AWS KMS use its keys.
+    pub const MANAGE_XKS_STORES: Self = Self::dual(
+        "managing an external key store or its credentials",
+        Permission::ManageCredentials,
+        OperationClass::ManageXksStores,
+    );
+    /// Creating or deleting an XKS key, or giving it more than it had.
+    pub const MANAGE_XKS_KEYS: Self = Self::dual(
+        "creating, deleting or widening an XKS key",
+        Permission::ManageKeys,
+        OperationClass::ManageXksKeys,
+    );
+    /// Disabling an XKS key, narrowing its usage or changing its
+    /// description: one key officer may pull the brake alone.
+    pub const RESTRICT_XKS_KEY: Self = Self::single(
+        "disabling or restricting an XKS key",
+        Permission::ManageKeys,
+    );
     pub const ADD_GROUP: Self = Self::dual(
         "adding a key group",
         Permission::ManageKeys,

@@ -31,5 +31,6 @@ pub mod service;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod xks;
 
 pub use error::{CoreError, CoreResult, InvalidInput, KeystoreError, StoreError, WriteRefusal};

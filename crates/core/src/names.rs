@@ -74,6 +74,12 @@ name_type!(
 );
 
 name_type!(
+    /// Name of an external key store (XKS), unique among them.
+    XksStoreName,
+    "external key store name"
+);
+
+name_type!(
     /// Name of a backup custodian (who holds one share of each backup's
     /// key), unique among custodians.
     CustodianName,

@@ -24,6 +24,7 @@ use crate::job::{Job, JobMessage, JobStatus};
 use crate::key::{CheckDigits, Key, KeyPage};
 use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::settings::Settings;
+use crate::xks::{XksAccessKeyId, XksCredential, XksKey, XksStore};
 
 pub use crate::clock::Clock;
 
@@ -42,6 +43,25 @@ pub struct GeneratedKey {
     /// Opaque reference the keystore needs to use the key again; stored with the key.
     pub handle: Vec<u8>,
     pub check_digits: CheckDigits,
+}
+
+/// AES-256-GCM output of an XKS key: the keystore chose the IV.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcmCiphertext {
+    pub iv: [u8; 12],
+    /// As long as the plaintext.
+    pub ciphertext: Vec<u8>,
+    pub tag: [u8; 16],
+}
+
+/// What the keystore is, for the XKS health answer (`ekmFleetDetails`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeystoreDescription {
+    /// Identifies this key manager (a token's serial number, a software
+    /// keystore's directory name); never a secret.
+    pub id: String,
+    /// Product and version (`SoftHSM 2.6 (PKCS#11)`, `keyhold software keystore`).
+    pub model: String,
 }
 
 /// Holds key material and the secrets that protect keyhold's own data.
@@ -89,6 +109,39 @@ pub trait Keystore: AuditMac + AuditSigner {
         context: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeystoreError>;
+
+    /// Identifies the keystore for the XKS health answer.
+    fn describe(&self) -> KeystoreDescription;
+
+    /// Generates an AES-256 key for XKS key `key_id`, for AES-GCM inside the
+    /// keystore. It is never wrapped for a cloud (only into a backup).
+    fn xks_generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError>;
+
+    /// AES-256-GCM encryption under XKS key `key_id` with a fresh 12-byte
+    /// IV from the keystore's random source and `aad`.
+    fn xks_encrypt(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<GcmCiphertext, KeystoreError>;
+
+    /// AES-256-GCM decryption; [`KeystoreError::SealBroken`] when the tag
+    /// does not authenticate ciphertext and `aad` (wrong AAD, altered data,
+    /// another key's ciphertext), [`KeystoreError::KeyNotFound`] when the
+    /// key's material is gone.
+    fn xks_decrypt(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        sealed: &GcmCiphertext,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError>;
+
+    /// A deep check for the XKS health answer: a throwaway key generated
+    /// in the keystore encrypts and decrypts a block, then is destroyed.
+    fn xks_health_check(&self) -> Result<(), KeystoreError>;
 
     /// Starts a backup's export: the wrap key enters the keystore (a
     /// session object in a token) until the returned exporter is dropped.
@@ -489,6 +542,87 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Oldest first.
     async fn list_audit_archives(&self) -> Result<Vec<AuditArchive>, StoreError>;
+
+    // External key stores (XKS). Every write bumps the XKS revision in the
+    // same transaction, so nodes that cache stores, credentials and keys
+    // reload when (and only when) it moved.
+    /// A number that changes with every XKS write (one cheap read).
+    async fn xks_revision(&self) -> Result<i64, StoreError>;
+    async fn list_xks_stores(&self) -> Result<Vec<XksStore>, StoreError>;
+    /// A new store with its first credential. [`StoreError::Duplicate`]
+    /// when its name or path prefix is taken.
+    async fn insert_xks_store(
+        &self,
+        store: &XksStore,
+        credential: &XksCredential,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Writes quota and mTLS rule (and updated time) only while the store
+    /// is still `expected`; `false` when it changed since it was read.
+    async fn replace_xks_store(
+        &self,
+        expected: &XksStore,
+        next: &XksStore,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a store with its credentials. [`StoreError::InUse`] while it
+    /// has keys, [`StoreError::NotFound`] when it is gone.
+    async fn delete_xks_store(&self, id: uuid::Uuid, audit: &AuditRecord)
+    -> Result<(), StoreError>;
+    /// Every store's credentials, oldest first.
+    async fn list_xks_credentials(&self) -> Result<Vec<XksCredential>, StoreError>;
+    /// Adds a credential while its store has fewer than `max_active` (counted
+    /// and written in one transaction, so parallel rotations never leave
+    /// more); `false` (nothing written) otherwise. [`StoreError::NotFound`]
+    /// when the store is gone.
+    async fn insert_xks_credential(
+        &self,
+        credential: &XksCredential,
+        max_active: u32,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// Revokes (deletes) a store's credential; `false` when it is not there.
+    async fn delete_xks_credential(
+        &self,
+        store_id: uuid::Uuid,
+        access_key_id: &XksAccessKeyId,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// One store's keys (all stores' when `None`), oldest first.
+    async fn list_xks_keys(&self, store_id: Option<uuid::Uuid>) -> Result<Vec<XksKey>, StoreError>;
+    async fn get_xks_key(&self, id: uuid::Uuid) -> Result<Option<XksKey>, StoreError>;
+    /// [`StoreError::NotFound`] when its store is gone.
+    async fn insert_xks_key(&self, key: &XksKey, audit: &AuditRecord) -> Result<(), StoreError>;
+    /// Writes `next` only while the key is still `expected`; `false` when
+    /// it changed since it was read (or is gone).
+    async fn replace_xks_key(
+        &self,
+        expected: &XksKey,
+        next: &XksKey,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// `false` when it is not there.
+    async fn delete_xks_key(&self, id: uuid::Uuid, audit: &AuditRecord)
+    -> Result<bool, StoreError>;
+    /// Replaces an XKS key's keystore handle alone (its material moved into
+    /// another keystore, `keyhold keystore migrate`), with its entry; its
+    /// settings and updated time stay as they are.
+    /// [`StoreError::NotFound`] when it is gone.
+    async fn update_xks_key_handle(
+        &self,
+        id: uuid::Uuid,
+        handle: &[u8],
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Replaces an XKS credential's sealed secret (sealed again by another
+    /// keystore, `keyhold keystore migrate`), with its entry.
+    /// [`StoreError::NotFound`] when it is gone.
+    async fn update_xks_credential_secret(
+        &self,
+        id: uuid::Uuid,
+        sealed_secret: &[u8],
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
 
     // Health
     /// Whether the database records changes, for readiness: the outcome of

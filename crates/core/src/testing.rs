@@ -36,6 +36,7 @@ use crate::key::{CheckDigits, Key, KeyPage, KeyState, MaterialState};
 use crate::names::{CredentialName, GroupName, IdentityName, NodeId};
 use crate::ports::{GeneratedKey, JobCommit, Keystore, KeystoreKind, Scheduled, Store};
 use crate::settings::Settings;
+use crate::xks::{XksAccessKeyId, XksCredential, XksKey, XksStore};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -71,6 +72,12 @@ pub struct StoreState {
     pub backups: Vec<crate::backup::BackupRecord>,
     /// Audit archives in order of insertion.
     pub audit_archives: Vec<crate::backup::AuditArchive>,
+    /// Bumped by every XKS write, as the database's `xks_revision`.
+    pub xks_revision: i64,
+    /// External key stores, credentials and XKS keys, oldest first.
+    pub xks_stores: Vec<XksStore>,
+    pub xks_credentials: Vec<XksCredential>,
+    pub xks_keys: Vec<XksKey>,
 }
 
 impl StoreState {
@@ -137,6 +144,14 @@ impl StoreState {
         Ok(())
     }
 
+    /// Whether a credential's id or access key id is taken (unique
+    /// columns of the database).
+    fn xks_credential_taken(&self, credential: &XksCredential) -> bool {
+        self.xks_credentials
+            .iter()
+            .any(|c| c.id == credential.id || c.access_key_id == credential.access_key_id)
+    }
+
     /// [`Self::record`] for the writes whose entry is optional.
     pub fn record_opt(&mut self, a: Option<&AuditRecord>) -> Result<(), StoreError> {
         a.map_or(Ok(()), |a| self.record(a))
@@ -146,7 +161,8 @@ impl StoreState {
 /// The [`Store`] port in memory: jobs, keys, groups, credentials, job
 /// messages, identities with their password history, sessions, approval
 /// requests with their votes and sealed results, backups and audit archives,
-/// and audit records (unsealed: the chain is the real store's job; no
+/// external key stores with their credentials and keys (and the revision
+/// every XKS write bumps), and audit records (unsealed: the chain is the real store's job; no
 /// snapshot either, the fake has no tables). Entries that execute an
 /// approved request are checked as the database checks them
 /// ([`StoreState::record`]).
@@ -220,6 +236,205 @@ impl FakeStore {
 
 #[async_trait]
 impl Store for FakeStore {
+    async fn xks_revision(&self) -> Result<i64, StoreError> {
+        Ok(lock(&self.state).xks_revision)
+    }
+    async fn list_xks_stores(&self) -> Result<Vec<XksStore>, StoreError> {
+        Ok(lock(&self.state).xks_stores.clone())
+    }
+    async fn insert_xks_store(
+        &self,
+        store: &XksStore,
+        credential: &XksCredential,
+        a: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        let taken = state.xks_stores.iter().any(|s| {
+            s.id == store.id || s.name == store.name || s.path_prefix == store.path_prefix
+        });
+        if taken || state.xks_credential_taken(credential) {
+            return Err(StoreError::Duplicate);
+        }
+        state.record(a)?;
+        state.xks_stores.push(store.clone());
+        state.xks_credentials.push(credential.clone());
+        state.xks_revision += 1;
+        Ok(())
+    }
+    async fn replace_xks_store(
+        &self,
+        expected: &XksStore,
+        next: &XksStore,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        let Some(i) = state.xks_stores.iter().position(|s| s == expected) else {
+            return Ok(false);
+        };
+        state.record(a)?;
+        // What the database's update writes: the rest stays as it was.
+        let current = &mut state.xks_stores[i];
+        current.quota_per_second = next.quota_per_second;
+        current.mtls.clone_from(&next.mtls);
+        current.updated_at = next.updated_at;
+        state.xks_revision += 1;
+        Ok(true)
+    }
+    async fn delete_xks_store(&self, id: uuid::Uuid, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if !state.xks_stores.iter().any(|s| s.id == id) {
+            return Err(StoreError::NotFound);
+        }
+        if state.xks_keys.iter().any(|k| k.store_id == id) {
+            return Err(StoreError::InUse);
+        }
+        state.record(a)?;
+        state.xks_stores.retain(|s| s.id != id);
+        state.xks_credentials.retain(|c| c.store_id != id);
+        state.xks_revision += 1;
+        Ok(())
+    }
+    async fn list_xks_credentials(&self) -> Result<Vec<XksCredential>, StoreError> {
+        Ok(lock(&self.state).xks_credentials.clone())
+    }
+    /// Counts and inserts under one lock, as the database does in one
+    /// transaction: parallel calls never leave more than `max_active`.
+    async fn insert_xks_credential(
+        &self,
+        credential: &XksCredential,
+        max_active: u32,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        if !state.xks_stores.iter().any(|s| s.id == credential.store_id) {
+            return Err(StoreError::NotFound);
+        }
+        if state.xks_credential_taken(credential) {
+            return Err(StoreError::Duplicate);
+        }
+        let active = state
+            .xks_credentials
+            .iter()
+            .filter(|c| c.store_id == credential.store_id)
+            .count();
+        if active >= usize::try_from(max_active).unwrap_or(usize::MAX) {
+            return Ok(false);
+        }
+        state.record(a)?;
+        state.xks_credentials.push(credential.clone());
+        state.xks_revision += 1;
+        Ok(true)
+    }
+    async fn delete_xks_credential(
+        &self,
+        store_id: uuid::Uuid,
+        access_key_id: &XksAccessKeyId,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        let Some(i) = state
+            .xks_credentials
+            .iter()
+            .position(|c| c.store_id == store_id && &c.access_key_id == access_key_id)
+        else {
+            return Ok(false);
+        };
+        state.record(a)?;
+        state.xks_credentials.remove(i);
+        state.xks_revision += 1;
+        Ok(true)
+    }
+    async fn list_xks_keys(&self, store_id: Option<uuid::Uuid>) -> Result<Vec<XksKey>, StoreError> {
+        Ok(lock(&self.state)
+            .xks_keys
+            .iter()
+            .filter(|k| store_id.is_none_or(|id| k.store_id == id))
+            .cloned()
+            .collect())
+    }
+    async fn get_xks_key(&self, id: uuid::Uuid) -> Result<Option<XksKey>, StoreError> {
+        Ok(lock(&self.state)
+            .xks_keys
+            .iter()
+            .find(|k| k.id == id)
+            .cloned())
+    }
+    async fn insert_xks_key(&self, key: &XksKey, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if !state.xks_stores.iter().any(|s| s.id == key.store_id) {
+            return Err(StoreError::NotFound);
+        }
+        if state.xks_keys.iter().any(|k| k.id == key.id) {
+            return Err(StoreError::Duplicate);
+        }
+        state.record(a)?;
+        state.xks_keys.push(key.clone());
+        state.xks_revision += 1;
+        Ok(())
+    }
+    async fn replace_xks_key(
+        &self,
+        expected: &XksKey,
+        next: &XksKey,
+        a: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        let Some(i) = state.xks_keys.iter().position(|k| k == expected) else {
+            return Ok(false);
+        };
+        state.record(a)?;
+        // What the database's update writes: never the id, store, material
+        // or creation time.
+        let current = &mut state.xks_keys[i];
+        current.description.clone_from(&next.description);
+        current.usage = next.usage;
+        current.enabled = next.enabled;
+        current.rule.clone_from(&next.rule);
+        current.updated_at = next.updated_at;
+        state.xks_revision += 1;
+        Ok(true)
+    }
+    async fn delete_xks_key(&self, id: uuid::Uuid, a: &AuditRecord) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        let Some(i) = state.xks_keys.iter().position(|k| k.id == id) else {
+            return Ok(false);
+        };
+        state.record(a)?;
+        state.xks_keys.remove(i);
+        state.xks_revision += 1;
+        Ok(true)
+    }
+    async fn update_xks_key_handle(
+        &self,
+        id: uuid::Uuid,
+        handle: &[u8],
+        a: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        let Some(i) = state.xks_keys.iter().position(|k| k.id == id) else {
+            return Err(StoreError::NotFound);
+        };
+        state.record(a)?;
+        state.xks_keys[i].handle = handle.to_vec();
+        state.xks_revision += 1;
+        Ok(())
+    }
+    async fn update_xks_credential_secret(
+        &self,
+        id: uuid::Uuid,
+        sealed_secret: &[u8],
+        a: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        let Some(i) = state.xks_credentials.iter().position(|c| c.id == id) else {
+            return Err(StoreError::NotFound);
+        };
+        state.record(a)?;
+        state.xks_credentials[i].sealed_secret = sealed_secret.to_vec();
+        state.xks_revision += 1;
+        Ok(())
+    }
+
     async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
         Ok(lock(&self.state).identities.values().cloned().collect())
     }
@@ -1081,10 +1296,15 @@ impl Store for FakeStore {
 /// A keystore in memory. A key's material is 32 bytes derived from its id
 /// (distinct per key, and the same again for the same id); "wrapping" puts
 /// the material after the wrapping public key, which is what the fake KMS
-/// checks and takes apart.
+/// checks and takes apart. XKS keys' "AES-GCM" is a toy of the same shape
+/// (an HMAC keystream and a truncated HMAC tag) that refuses a wrong tag with
+/// [`KeystoreError::SealBroken`] as AES-GCM does.
 #[derive(Default)]
 pub struct FakeKeystore {
     material: Mutex<HashMap<uuid::Uuid, Vec<u8>>>,
+    /// XKS keys' material, apart: it is never wrapped for a cloud (only
+    /// into a backup).
+    xks_material: Mutex<HashMap<uuid::Uuid, Zeroizing<Vec<u8>>>>,
     signing_key: std::sync::OnceLock<crate::audit::SoftwareSigningKey>,
 }
 
@@ -1111,6 +1331,94 @@ impl FakeKeystore {
     pub fn wrapped(public_key_der: &[u8], material: &[u8]) -> Vec<u8> {
         [public_key_der, material].concat()
     }
+
+    /// Whether the fake holds material for XKS key `id`.
+    pub fn has_xks_material(&self, id: uuid::Uuid) -> bool {
+        lock(&self.xks_material).contains_key(&id)
+    }
+
+    /// An XKS key's material, when `handle` is the one the fake gave for it.
+    fn xks_material_for(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        let missing = || KeystoreError::KeyNotFound(key_id.to_string());
+        if handle != key_id.as_bytes() {
+            return Err(missing());
+        }
+        lock(&self.xks_material)
+            .get(&key_id)
+            .cloned()
+            .ok_or_else(missing)
+    }
+
+    /// Not AES-GCM (the core has no AES), only its shape and its honesty:
+    /// a keystream XORed in, and a 16-byte tag over the IV, the AAD and
+    /// the ciphertext that refuses any change to them or another key.
+    fn xks_keystream(
+        material: &[u8],
+        iv: &[u8; 12],
+        len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        let mut stream = Zeroizing::new(Vec::with_capacity(len + 32));
+        let mut counter = 0u32;
+        while stream.len() < len {
+            let block = hmac_sha256(
+                material,
+                &[b"fake xks stream".as_slice(), iv, &counter.to_be_bytes()].concat(),
+            )?;
+            stream.extend_from_slice(&block);
+            counter += 1;
+        }
+        Ok(stream)
+    }
+
+    fn xks_tag(
+        material: &[u8],
+        iv: &[u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<[u8; 16], KeystoreError> {
+        // The AAD's length first, so no bytes can move between AAD and ciphertext.
+        let aad_len = u64::try_from(aad.len()).unwrap_or(u64::MAX).to_be_bytes();
+        let input = [b"fake xks tag".as_slice(), iv, &aad_len, aad, ciphertext].concat();
+        let mac = hmac_sha256(material, &input)?;
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&mac[..16]);
+        Ok(tag)
+    }
+
+    /// The key secrets sealed under `context` are sealed with.
+    fn seal_key(context: &[u8]) -> Result<Zeroizing<[u8; 32]>, KeystoreError> {
+        Ok(Zeroizing::new(hmac_sha256(
+            b"fake keystore seal key",
+            context,
+        )?))
+    }
+
+    /// Encrypts a block and decrypts it again (the health check's test).
+    fn xks_round_trip(&self, key_id: uuid::Uuid, handle: &[u8]) -> Result<(), KeystoreError> {
+        let block = [0x5a_u8; 16];
+        let sealed = self.xks_encrypt(key_id, handle, &block, b"health")?;
+        let opened = self.xks_decrypt(key_id, handle, &sealed, b"health")?;
+        if opened.as_slice() == block {
+            Ok(())
+        } else {
+            Err(KeystoreError::Internal(
+                "the health check's block did not decrypt to itself (fake keystore)".into(),
+            ))
+        }
+    }
+
+    /// As a keystore computes them: the first bytes of the zero block
+    /// encrypted under the key (here, its MAC).
+    fn xks_check_digits(material: &[u8]) -> Result<CheckDigits, KeystoreError> {
+        let mac = hmac_sha256(material, &[0u8; 16])?;
+        let mut block = [0u8; 16];
+        block.copy_from_slice(&mac[..16]);
+        Ok(CheckDigits::from_encrypted_zero_block(&block))
+    }
 }
 
 impl AuditMac for FakeKeystore {
@@ -1129,6 +1437,81 @@ impl crate::audit::AuditSigner for FakeKeystore {
 }
 
 impl Keystore for FakeKeystore {
+    fn describe(&self) -> crate::ports::KeystoreDescription {
+        crate::ports::KeystoreDescription {
+            id: "fake".into(),
+            model: "keyhold fake keystore (tests)".into(),
+        }
+    }
+
+    fn xks_generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError> {
+        let material =
+            Zeroizing::new(hmac_sha256(b"fake keystore xks material", key_id.as_bytes())?.to_vec());
+        let check_digits = Self::xks_check_digits(&material)?;
+        lock(&self.xks_material).insert(key_id, material);
+        Ok(GeneratedKey {
+            handle: key_id.as_bytes().to_vec(),
+            check_digits,
+        })
+    }
+
+    fn xks_encrypt(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<crate::ports::GcmCiphertext, KeystoreError> {
+        let material = self.xks_material_for(key_id, handle)?;
+        let mut iv = [0u8; 12];
+        getrandom::getrandom(&mut iv)
+            .map_err(|e| KeystoreError::Unavailable(format!("no OS randomness: {e}")))?;
+        let stream = Self::xks_keystream(&material, &iv, plaintext.len())?;
+        let ciphertext: Vec<u8> = plaintext
+            .iter()
+            .zip(stream.iter())
+            .map(|(p, k)| p ^ k)
+            .collect();
+        let tag = Self::xks_tag(&material, &iv, aad, &ciphertext)?;
+        Ok(crate::ports::GcmCiphertext {
+            iv,
+            ciphertext,
+            tag,
+        })
+    }
+
+    fn xks_decrypt(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        sealed: &crate::ports::GcmCiphertext,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        let material = self.xks_material_for(key_id, handle)?;
+        let tag = Self::xks_tag(&material, &sealed.iv, aad, &sealed.ciphertext)?;
+        if tag != sealed.tag {
+            return Err(KeystoreError::SealBroken);
+        }
+        let stream = Self::xks_keystream(&material, &sealed.iv, sealed.ciphertext.len())?;
+        Ok(Zeroizing::new(
+            sealed
+                .ciphertext
+                .iter()
+                .zip(stream.iter())
+                .map(|(c, k)| c ^ k)
+                .collect(),
+        ))
+    }
+
+    fn xks_health_check(&self) -> Result<(), KeystoreError> {
+        let key_id = uuid::Uuid::new_v4();
+        let generated = self.xks_generate_key(key_id)?;
+        let outcome = self.xks_round_trip(key_id, &generated.handle);
+        // Destroyed whatever the outcome: a throwaway key must not stay.
+        let destroyed = self.delete_key(key_id, &generated.handle);
+        outcome.and(destroyed)
+    }
+
     fn kind(&self) -> KeystoreKind {
         KeystoreKind::Software
     }
@@ -1159,6 +1542,7 @@ impl Keystore for FakeKeystore {
     }
     fn delete_key(&self, key_id: uuid::Uuid, _: &[u8]) -> Result<(), KeystoreError> {
         lock(&self.material).remove(&key_id);
+        lock(&self.xks_material).remove(&key_id);
         Ok(())
     }
     fn wrapping_algorithms(&self) -> Result<Vec<WrappingAlgorithm>, KeystoreError> {
@@ -1169,24 +1553,44 @@ impl Keystore for FakeKeystore {
         keys: &[(uuid::Uuid, &[u8])],
     ) -> Result<Vec<uuid::Uuid>, KeystoreError> {
         let held = lock(&self.material);
+        let held_xks = lock(&self.xks_material);
         Ok(keys
             .iter()
             .map(|(id, _)| *id)
-            .filter(|id| !held.contains_key(id))
+            .filter(|id| !held.contains_key(id) && !held_xks.contains_key(id))
             .collect())
     }
+    /// `tag (16) || secret XOR keystream` under a key made from the
+    /// context: the secret is not in the sealed bytes, and they open under
+    /// their own context only (as a real keystore's do).
     fn seal_secret(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, KeystoreError> {
-        Ok([context, secret].concat())
+        let key = Self::seal_key(context)?;
+        let stream = Self::xks_keystream(&key[..], &[0; 12], secret.len())?;
+        let body: Vec<u8> = secret
+            .iter()
+            .zip(stream.iter())
+            .map(|(s, k)| s ^ k)
+            .collect();
+        let tag = Self::xks_tag(&key[..], &[0; 12], b"", &body)?;
+        Ok([tag.as_slice(), &body].concat())
     }
     fn open_secret(
         &self,
         context: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
-        sealed
-            .strip_prefix(context)
-            .map(|s| Zeroizing::new(s.to_vec()))
-            .ok_or(KeystoreError::SealBroken)
+        if sealed.len() < 16 {
+            return Err(KeystoreError::SealBroken);
+        }
+        let (tag, body) = sealed.split_at(16);
+        let key = Self::seal_key(context)?;
+        if Self::xks_tag(&key[..], &[0; 12], b"", body)?.as_slice() != tag {
+            return Err(KeystoreError::SealBroken);
+        }
+        let stream = Self::xks_keystream(&key[..], &[0; 12], body.len())?;
+        Ok(Zeroizing::new(
+            body.iter().zip(stream.iter()).map(|(b, k)| b ^ k).collect(),
+        ))
     }
     fn backup_export<'a>(
         &'a self,
@@ -1275,12 +1679,15 @@ impl FakeBackup<'_> {
 }
 
 impl crate::backup::BackupExport for FakeBackup<'_> {
+    /// Keys and XKS keys alike, as a keystore exports both.
     fn export_key(&self, key_id: uuid::Uuid, _: &[u8]) -> Result<Vec<u8>, KeystoreError> {
-        let material = Zeroizing::new(
-            self.keystore
-                .material(key_id)
+        let material = match self.keystore.material(key_id) {
+            Some(material) => Zeroizing::new(material),
+            None => lock(&self.keystore.xks_material)
+                .get(&key_id)
+                .cloned()
                 .ok_or_else(|| KeystoreError::KeyNotFound(key_id.to_string()))?,
-        );
+        };
         self.wrap(&material)
     }
     fn export_audit_keys(&self) -> Result<crate::backup::WrappedAuditKeys, KeystoreError> {
@@ -1295,6 +1702,38 @@ impl crate::backup::BackupExport for FakeBackup<'_> {
 }
 
 impl crate::backup::BackupImport for FakeBackup<'_> {
+    /// Repeatable; material other than what the fake holds for the key, or
+    /// not 32 bytes (AES-256), is refused.
+    fn import_xks_key(
+        &self,
+        key_id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<GeneratedKey, KeystoreError> {
+        let material = self.unwrap(wrapped)?;
+        if material.len() != 32 {
+            return Err(KeystoreError::Unsupported(format!(
+                "the material of XKS key {key_id} is {} bytes, not 32 (fake keystore)",
+                material.len()
+            )));
+        }
+        let mut held = lock(&self.keystore.xks_material);
+        match held.get(&key_id) {
+            Some(existing) if existing.as_slice() != material.as_slice() => {
+                return Err(KeystoreError::Unsupported(format!(
+                    "the fake keystore holds other material for XKS key {key_id}"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                held.insert(key_id, material.clone());
+            }
+        }
+        Ok(GeneratedKey {
+            handle: key_id.as_bytes().to_vec(),
+            check_digits: FakeKeystore::xks_check_digits(&material)?,
+        })
+    }
+
     /// Repeatable; material other than what the fake holds for the key is refused.
     fn import_key(
         &self,
@@ -1359,6 +1798,271 @@ mod fake_backup_tests {
                 .import_key(key_id, &wrapped)
                 .is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod fake_xks_tests {
+    use super::*;
+    use crate::backup::BackupWrapKey;
+    use crate::ports::GcmCiphertext;
+    use crate::xks::{PathPrefix, XksStoreName, generate_credential};
+
+    #[test]
+    fn the_fake_xks_cipher_refuses_every_change_as_aes_gcm_does() {
+        let keystore = FakeKeystore::new();
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let key_a = keystore.xks_generate_key(a).unwrap();
+        let key_b = keystore.xks_generate_key(b).unwrap();
+        assert_ne!(key_a.check_digits, key_b.check_digits);
+        let plaintext = b"thirty-two bytes of plaintext!!!".repeat(3);
+        let sealed = keystore
+            .xks_encrypt(a, &key_a.handle, &plaintext, b"aad")
+            .unwrap();
+        assert_eq!(sealed.ciphertext.len(), plaintext.len());
+        assert_ne!(sealed.ciphertext, plaintext);
+        let again = keystore
+            .xks_encrypt(a, &key_a.handle, &plaintext, b"aad")
+            .unwrap();
+        assert_ne!(again.iv, sealed.iv, "a fresh IV each time");
+        assert_eq!(
+            keystore
+                .xks_decrypt(a, &key_a.handle, &sealed, b"aad")
+                .unwrap()
+                .as_slice(),
+            plaintext.as_slice()
+        );
+
+        let broken = |s: &GcmCiphertext, aad: &[u8], id, handle: &[u8]| {
+            matches!(
+                keystore.xks_decrypt(id, handle, s, aad),
+                Err(KeystoreError::SealBroken)
+            )
+        };
+        assert!(broken(&sealed, b"aae", a, &key_a.handle), "other AAD");
+        assert!(broken(&sealed, b"", a, &key_a.handle), "no AAD");
+        assert!(broken(&sealed, b"aad", b, &key_b.handle), "other key");
+        let mut altered = sealed.clone();
+        altered.ciphertext[5] ^= 1;
+        assert!(broken(&altered, b"aad", a, &key_a.handle), "ciphertext");
+        let mut altered = sealed.clone();
+        altered.tag[0] ^= 1;
+        assert!(broken(&altered, b"aad", a, &key_a.handle), "tag");
+        let mut altered = sealed.clone();
+        altered.iv[0] ^= 1;
+        assert!(broken(&altered, b"aad", a, &key_a.handle), "iv");
+
+        assert!(matches!(
+            keystore.xks_decrypt(a, &key_b.handle, &sealed, b"aad"),
+            Err(KeystoreError::KeyNotFound(_))
+        ));
+        keystore.delete_key(a, &key_a.handle).unwrap();
+        assert!(!keystore.has_xks_material(a));
+        assert!(matches!(
+            keystore.xks_decrypt(a, &key_a.handle, &sealed, b"aad"),
+            Err(KeystoreError::KeyNotFound(_))
+        ));
+        assert_eq!(
+            keystore
+                .missing_material(&[(a, &key_a.handle[..]), (b, &key_b.handle[..])])
+                .unwrap(),
+            vec![a]
+        );
+    }
+
+    #[test]
+    fn the_health_check_leaves_no_key_behind() {
+        let keystore = FakeKeystore::new();
+        keystore.xks_health_check().unwrap();
+        assert!(lock(&keystore.xks_material).is_empty());
+    }
+
+    #[test]
+    fn sealed_secrets_hide_the_secret_and_open_under_their_context_only() {
+        let keystore = FakeKeystore::new();
+        let sealed = keystore.seal_secret(b"one", b"the secret").unwrap();
+        assert!(!sealed.windows(10).any(|w| w == b"the secret"));
+        assert_eq!(
+            keystore.open_secret(b"one", &sealed).unwrap().as_slice(),
+            b"the secret"
+        );
+        assert!(matches!(
+            keystore.open_secret(b"two", &sealed),
+            Err(KeystoreError::SealBroken)
+        ));
+        assert!(matches!(
+            keystore.open_secret(b"one", &sealed[..8]),
+            Err(KeystoreError::SealBroken)
+        ));
+    }
+
+    #[test]
+    fn xks_keys_go_into_a_backup_and_come_back_usable() {
+        let wrap_key = || BackupWrapKey::new(Zeroizing::new([7u8; 32]));
+        let source = FakeKeystore::new();
+        let id = uuid::Uuid::new_v4();
+        let generated = source.xks_generate_key(id).unwrap();
+        let sealed = source
+            .xks_encrypt(id, &generated.handle, b"data", b"")
+            .unwrap();
+        let wrapped = source
+            .backup_export(&wrap_key())
+            .unwrap()
+            .export_key(id, &generated.handle)
+            .unwrap();
+
+        let target = FakeKeystore::new();
+        let importer = target.backup_import(&wrap_key()).unwrap();
+        let restored = importer.import_xks_key(id, &wrapped).unwrap();
+        assert_eq!(restored.check_digits, generated.check_digits);
+        assert_eq!(
+            target
+                .xks_decrypt(id, &restored.handle, &sealed, b"")
+                .unwrap()
+                .as_slice(),
+            b"data"
+        );
+        assert!(importer.import_xks_key(id, &wrapped).is_ok(), "repeatable");
+        let other = uuid::Uuid::new_v4();
+        let other_wrapped = source
+            .backup_export(&wrap_key())
+            .unwrap()
+            .export_key(other, b"")
+            .map(drop);
+        assert!(matches!(other_wrapped, Err(KeystoreError::KeyNotFound(_))));
+    }
+
+    fn store(name: &str, prefix: &str) -> XksStore {
+        XksStore {
+            id: uuid::Uuid::new_v4(),
+            name: XksStoreName::parse(name).unwrap(),
+            path_prefix: PathPrefix::parse(prefix).unwrap(),
+            quota_per_second: 10,
+            mtls: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn credential(store: &XksStore) -> XksCredential {
+        XksCredential {
+            id: uuid::Uuid::new_v4(),
+            store_id: store.id,
+            access_key_id: generate_credential().unwrap().0,
+            sealed_secret: vec![1, 2, 3],
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn key(store: &XksStore) -> XksKey {
+        XksKey {
+            id: uuid::Uuid::new_v4(),
+            store_id: store.id,
+            description: String::new(),
+            usage: crate::xks::XksKeyUsage::EncryptDecrypt,
+            enabled: false,
+            rule: crate::xks::AuthorizationRule::default(),
+            handle: vec![],
+            check_digits: CheckDigits::from_encrypted_zero_block(&[0; 16]),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn audit() -> AuditRecord {
+        AuditRecord::new(chrono::DateTime::UNIX_EPOCH, "Off1,Off2", "x")
+    }
+
+    #[tokio::test]
+    async fn the_fake_store_keeps_xks_rows_as_the_database_does() {
+        let fake = FakeStore::new();
+        let s = store("payments", "/xks/payments");
+        let first = credential(&s);
+        fake.insert_xks_store(&s, &first, &audit()).await.unwrap();
+        assert_eq!(fake.xks_revision().await.unwrap(), 1);
+
+        let duplicates = [
+            (store("payments", "/other"), credential(&s)),
+            (store("other", "/xks/payments"), credential(&s)),
+            (store("other", "/other"), first.clone()),
+        ];
+        for (dup, cred) in duplicates {
+            assert!(matches!(
+                fake.insert_xks_store(&dup, &cred, &audit()).await,
+                Err(StoreError::Duplicate)
+            ));
+        }
+        assert_eq!(
+            fake.xks_revision().await.unwrap(),
+            1,
+            "refusals write nothing"
+        );
+
+        assert!(
+            fake.insert_xks_credential(&credential(&s), 2, &audit())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !fake
+                .insert_xks_credential(&credential(&s), 2, &audit())
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            fake.insert_xks_credential(&credential(&store("gone", "/gone")), 2, &audit())
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(
+            fake.delete_xks_credential(s.id, &first.access_key_id, &audit())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !fake
+                .delete_xks_credential(s.id, &first.access_key_id, &audit())
+                .await
+                .unwrap()
+        );
+        assert_eq!(fake.xks_revision().await.unwrap(), 3);
+
+        let k = key(&s);
+        fake.insert_xks_key(&k, &audit()).await.unwrap();
+        assert!(matches!(
+            fake.delete_xks_store(s.id, &audit()).await,
+            Err(StoreError::InUse)
+        ));
+        let enabled = XksKey {
+            enabled: true,
+            ..k.clone()
+        };
+        assert!(fake.replace_xks_key(&k, &enabled, &audit()).await.unwrap());
+        assert!(
+            !fake.replace_xks_key(&k, &enabled, &audit()).await.unwrap(),
+            "stale"
+        );
+        let quicker = XksStore {
+            quota_per_second: 20,
+            ..s.clone()
+        };
+        assert!(
+            fake.replace_xks_store(&s, &quicker, &audit())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !fake
+                .replace_xks_store(&s, &quicker, &audit())
+                .await
+                .unwrap()
+        );
+        assert!(fake.delete_xks_key(k.id, &audit()).await.unwrap());
+        assert!(!fake.delete_xks_key(k.id, &audit()).await.unwrap());
+        fake.delete_xks_store(s.id, &audit()).await.unwrap();
+        assert!(fake.list_xks_credentials().await.unwrap().is_empty());
+        assert_eq!(fake.xks_revision().await.unwrap(), 8);
+        assert_eq!(fake.snapshot().audit.len(), 8, "one entry per write");
     }
 }
 

@@ -8,6 +8,7 @@
 //! | what                | wrapped plaintext                                         |
 //! |---------------------|-----------------------------------------------------------|
 //! | a key's material    | its 32 raw bytes                                          |
+//! | an XKS key's material | its 32 raw bytes                                        |
 //! | the audit MAC key   | its 32 raw bytes                                          |
 //! | the audit signing key | PKCS#8 DER (P-256, with its public key)                 |
 //!
@@ -113,8 +114,10 @@ struct SoftExport<'a> {
 }
 
 impl BackupExport for SoftExport<'_> {
+    /// BYOK and XKS keys alike: the handle's kind says which it is, and the
+    /// backup's record which import restores it.
     fn export_key(&self, key_id: uuid::Uuid, handle: &[u8]) -> Result<Vec<u8>, KeystoreError> {
-        let material = self.keystore.open_material(key_id, handle).map_err(|e| match e {
+        let material = self.keystore.open_any_material(key_id, handle).map_err(|e| match e {
             KeystoreError::SealBroken => KeystoreError::KeyNotFound(format!(
                 "the keystore handle of key {key_id} does not open under this software keystore's master key: it is another keystore's handle, or it was altered"
             )),
@@ -154,6 +157,20 @@ impl BackupImport for SoftImport<'_> {
             handle,
             check_digits: check_digits_of(&material),
         })
+    }
+
+    /// Sealed as an XKS key's handle, like `xks_generate_key` makes it.
+    fn import_xks_key(
+        &self,
+        key_id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<GeneratedKey, KeystoreError> {
+        let material = unwrap_exact(
+            &self.kek,
+            wrapped,
+            &format!("the material of XKS key {key_id}"),
+        )?;
+        self.keystore.seal_xks_material(key_id, &material)
     }
 }
 

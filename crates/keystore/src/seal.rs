@@ -27,6 +27,10 @@ pub(crate) enum BlobKind {
     Secret = 0x02,
     /// The keystore's own files (`master.check`, `audit-mac.key`).
     Internal = 0x03,
+    /// An XKS key's material, bound to its key id. A kind of its own, so
+    /// a BYOK key's handle never serves AES-GCM for KMS and an XKS key's
+    /// handle is never wrapped for a cloud.
+    XksKeyHandle = 0x04,
 }
 
 /// AES-256-GCM under the master key. The expanded key is wiped on drop

@@ -34,4 +34,6 @@ pub struct AppState {
     pub approval_events: Arc<crate::approval_webhook::ApprovalEvents>,
     /// Backups this node makes, and the audit archives it writes.
     pub backups: Arc<crate::backup::Backups>,
+    /// The AWS KMS external key store proxy this node serves.
+    pub xks: Arc<crate::xks::XksProxy>,
 }

@@ -10,14 +10,21 @@
 //! 1. The audit MAC key moves first (or is found in the token already), so
 //!    entries sealed before and after the move verify under one key.
 //! 2. Each credential secret is sealed again by the token: the row and its
-//!    audit entry are written in one transaction.
+//!    audit entry are written in one transaction. Cloud credentials first,
+//!    then the external key stores' SigV4 credentials (sealed under
+//!    `keyhold_core::xks::secret_context`).
 //! 3. Each key's material is unwrapped into the token, its check digits are
 //!    compared with the recorded ones, then the key's handle in the store is
 //!    replaced with the token object's label, with its audit entry. The
 //!    software copy existed only in that handle, so replacing it removes it.
+//!    BYOK keys first, then XKS keys. The two kinds travel apart: an XKS
+//!    key's handle opens only as one ([`SoftKeystore::wrap_xks_key`]) and
+//!    arrives as a `keyhold:xks:` object ([`Pkcs11Keystore::xks_import_key`]),
+//!    so neither kind ever becomes the other on the way.
 //! 4. The software keystore's files (master key, audit MAC key) are removed:
 //!    nothing is sealed under them any more.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -26,7 +33,8 @@ use keyhold_core::clock::Clock;
 use keyhold_core::credential::CredentialKind;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::{KeyCursor, KeyPage};
-use keyhold_core::ports::Keystore;
+use keyhold_core::ports::{Keystore, Store};
+use keyhold_core::xks::secret_context;
 use keyhold_keystore::{Pkcs11Keystore, SoftKeystore};
 
 use crate::config::{Config, KeystoreConfig};
@@ -43,6 +51,10 @@ pub struct MigrationReport {
     /// Keys whose material was in the token already (an earlier run).
     pub keys_in_token_already: usize,
     pub credentials_moved: usize,
+    pub xks_keys_moved: usize,
+    /// XKS keys whose material was in the token already (an earlier run).
+    pub xks_keys_in_token_already: usize,
+    pub xks_credentials_moved: usize,
     /// Whether this run removed the software keystore's files.
     pub software_keystore_removed: bool,
 }
@@ -54,6 +66,14 @@ impl std::fmt::Display for MigrationReport {
             "moved {} key(s) and {} credential secret(s) into the PKCS#11 token; {} key(s) were there already",
             self.keys_moved, self.credentials_moved, self.keys_in_token_already
         )?;
+        // Said only where there are external key stores' keys or credentials.
+        if self.xks_keys_moved + self.xks_keys_in_token_already + self.xks_credentials_moved > 0 {
+            write!(
+                f,
+                "; moved {} XKS key(s) and {} XKS credential secret(s); {} XKS key(s) were there already",
+                self.xks_keys_moved, self.xks_credentials_moved, self.xks_keys_in_token_already
+            )?;
+        }
         if self.software_keystore_removed {
             write!(f, "; removed the software keystore")?;
         }
@@ -61,21 +81,28 @@ impl std::fmt::Display for MigrationReport {
     }
 }
 
-/// Test-only crash point: `KEYHOLD_CRASH_MIGRATION_AFTER_KEYS=N` aborts the
-/// process right after the N-th key's move was committed.
+/// Test-only crash point: aborts the process right after the N-th key's
+/// move was committed.
+const CRASH_AFTER_KEYS: &str = "KEYHOLD_CRASH_MIGRATION_AFTER_KEYS";
+/// Test-only crash point: aborts the process right after the N-th XKS key's
+/// material reached the token, before its handle was written (the run
+/// after it must find the token object and finish).
+const CRASH_AFTER_XKS_IMPORTS: &str = "KEYHOLD_CRASH_MIGRATION_AFTER_XKS_IMPORTS";
+
+/// Aborts when the crash point `variable` names `count`.
 #[cfg(feature = "crash-points")]
-fn maybe_crash(keys_moved: usize) {
-    let wanted = std::env::var("KEYHOLD_CRASH_MIGRATION_AFTER_KEYS")
+fn maybe_crash(variable: &str, count: usize) {
+    let wanted = std::env::var(variable)
         .ok()
         .and_then(|v| v.parse::<usize>().ok());
-    if wanted == Some(keys_moved) {
-        eprintln!("crash point: aborting after {keys_moved} key(s) moved");
+    if wanted == Some(count) {
+        eprintln!("crash point: aborting at {variable}={count}");
         std::process::abort();
     }
 }
 
 #[cfg(not(feature = "crash-points"))]
-fn maybe_crash(_: usize) {}
+fn maybe_crash(_: &str, _: usize) {}
 
 pub async fn migrate(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<MigrationReport> {
     let KeystoreConfig::Pkcs11 {
@@ -161,6 +188,20 @@ pub async fn migrate(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<M
             .await?;
         report.credentials_moved += 1;
     }
+    let xks = Xks {
+        token: &token,
+        software: software.as_ref(),
+        store: &*store,
+        dir: &dir,
+        clock: clock.as_ref(),
+        store_names: store
+            .list_xks_stores()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.name.to_string()))
+            .collect(),
+    };
+    xks.move_credential_secrets(&mut report).await?;
 
     // Page by page: a store may hold a million keys.
     let mut page = KeyPage {
@@ -213,9 +254,10 @@ pub async fn migrate(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<M
             }));
             store.update_key(&moved, Some(&entry)).await?;
             report.keys_moved += 1;
-            maybe_crash(report.keys_moved);
+            maybe_crash(CRASH_AFTER_KEYS, report.keys_moved);
         }
     }
+    xks.move_keys(&mut report).await?;
 
     if let Some(software) = software {
         drop(software);
@@ -244,4 +286,137 @@ pub async fn migrate(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<M
     }
     store.close().await;
     Ok(report)
+}
+
+/// The external key stores' part of the move: their credentials' secrets
+/// and their keys' material.
+struct Xks<'a> {
+    token: &'a Pkcs11Keystore,
+    software: Option<&'a SoftKeystore>,
+    store: &'a dyn Store,
+    dir: &'a std::path::Path,
+    clock: &'a dyn Clock,
+    /// Store names by id, for the messages and audit entries.
+    store_names: HashMap<uuid::Uuid, String>,
+}
+
+impl Xks<'_> {
+    fn store_name(&self, id: uuid::Uuid) -> String {
+        self.store_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    fn record(&self, summary: String, details: serde_json::Value) -> AuditRecord {
+        AuditRecord::new(self.clock.now(), SYSTEM_USER, summary).with_details(details)
+    }
+
+    /// Each SigV4 secret the token does not open yet is opened by the
+    /// software keystore and sealed again by the token, under the same
+    /// context (the credential's id).
+    async fn move_credential_secrets(&self, report: &mut MigrationReport) -> anyhow::Result<()> {
+        for credential in self.store.list_xks_credentials().await? {
+            let context = secret_context(credential.id);
+            match self.token.open_secret(&context, &credential.sealed_secret) {
+                Ok(_) => continue,
+                Err(KeystoreError::SealBroken) => {}
+                Err(e) => return Err(e).context("checking an XKS credential secret"),
+            }
+            let store_name = self.store_name(credential.store_id);
+            let Some(software) = self.software else {
+                bail!(
+                    "the secret of XKS credential {} of external key store '{store_name}' is sealed neither by the token nor by a software keystore in {}: add another credential to the store (keyhold xks credential rotate), give it to AWS KMS, then revoke this one",
+                    credential.access_key_id,
+                    self.dir.display()
+                );
+            };
+            let secret = software
+                .open_secret(&context, &credential.sealed_secret)
+                .with_context(|| {
+                    format!(
+                        "opening the secret of XKS credential {} of external key store '{store_name}'",
+                        credential.access_key_id
+                    )
+                })?;
+            let resealed = self.token.seal_secret(&context, &secret)?;
+            drop(secret);
+            let entry = self.record(
+                format!(
+                    "Moved the secret of XKS credential {} of external key store '{store_name}' into the PKCS#11 keystore",
+                    credential.access_key_id
+                ),
+                serde_json::json!({
+                    "command": COMMAND,
+                    "store": store_name,
+                    "access_key_id": credential.access_key_id.as_str(),
+                }),
+            );
+            self.store
+                .update_xks_credential_secret(credential.id, &resealed, &entry)
+                .await?;
+            report.xks_credentials_moved += 1;
+        }
+        Ok(())
+    }
+
+    /// Each XKS key whose handle is not its token object yet: the software
+    /// keystore wraps its material under the token's transport key, the
+    /// token unwraps it into the key's XKS object (or finds it there from
+    /// an earlier run), the check digits are compared, and the handle is
+    /// replaced with the object's label.
+    async fn move_keys(&self, report: &mut MigrationReport) -> anyhow::Result<()> {
+        for key in self.store.list_xks_keys(None).await? {
+            if Pkcs11Keystore::names_xks_token_object(key.id, &key.handle) {
+                report.xks_keys_in_token_already += 1;
+                continue;
+            }
+            let store_name = self.store_name(key.store_id);
+            let Some(software) = self.software else {
+                bail!(
+                    "XKS key {} of external key store '{store_name}' is sealed by the software keystore, but {} holds none any more: restore it from a backup and run the migration again",
+                    key.id,
+                    self.dir.display()
+                );
+            };
+            let imported = self
+                .token
+                .xks_import_key(key.id, &|der, algorithm| {
+                    software.wrap_xks_key(key.id, &key.handle, der, algorithm)
+                })
+                .with_context(|| {
+                    format!(
+                        "moving XKS key {} of external key store '{store_name}' into the token",
+                        key.id
+                    )
+                })?;
+            maybe_crash(CRASH_AFTER_XKS_IMPORTS, report.xks_keys_moved + 1);
+            if imported.check_digits != key.check_digits {
+                bail!(
+                    "the token holds material for XKS key {} with check digits {}, but keyhold recorded {}: remove the token object {} and run the migration again",
+                    key.id,
+                    imported.check_digits.as_str(),
+                    key.check_digits.as_str(),
+                    String::from_utf8_lossy(&imported.handle)
+                );
+            }
+            let entry = self.record(
+                format!(
+                    "Moved the material of XKS key {} of external key store '{store_name}' into the PKCS#11 keystore",
+                    key.id
+                ),
+                serde_json::json!({
+                    "command": COMMAND,
+                    "store": store_name,
+                    "key_id": key.id,
+                    "check_digits": key.check_digits.as_str(),
+                }),
+            );
+            self.store
+                .update_xks_key_handle(key.id, &imported.handle, &entry)
+                .await?;
+            report.xks_keys_moved += 1;
+        }
+        Ok(())
+    }
 }

@@ -29,6 +29,7 @@ pub mod startup;
 pub mod tls;
 mod ui;
 mod views;
+mod xks;
 
 pub use config::{Config, EnvSecrets, KmsConfig, ServeArgs};
 pub use http::errors::ApiError;
@@ -37,6 +38,10 @@ pub use startup::Server;
 /// The API's view of an audit verification; `keyhold audit verify --export`
 /// reports its offline check in the same form.
 pub use views::audit_verify as audit_verify_view;
+/// The XKS proxy's test-only fault switch (`delay:<ms>`, `fail`, or `""`
+/// to disarm), for the conformance suite: see `xks::fault`.
+#[cfg(feature = "crash-points")]
+pub use xks::fault::set as set_xks_fault;
 
 use secrecy::SecretString;
 

@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests by route and status, and their latency;
 //! audit entries that could not be written; the audit streams to a SIEM;
-//! open drift findings by kind (read from the database at each scrape).
+//! open drift findings by kind (read from the database at each scrape);
+//! the XKS proxy's calls (`crate::xks::metrics`).
 
 use std::time::Instant;
 
@@ -59,6 +60,8 @@ pub struct Metrics {
     backup_last_success: Gauge,
     backup_last_failed: Gauge,
     backups_running: Gauge,
+    /// The XKS proxy's series (see `crate::xks::metrics`).
+    pub xks: crate::xks::metrics::XksMetrics,
 }
 
 impl Default for Metrics {
@@ -154,7 +157,9 @@ impl Default for Metrics {
             "Backups being made now",
             backups_running.clone(),
         );
+        let xks = crate::xks::metrics::XksMetrics::register(&mut registry);
         Self {
+            xks,
             registry,
             drift_findings,
             backup_last_success,
@@ -322,10 +327,18 @@ impl StreamMetrics {
 /// Records each request under its route template (not the raw path, so ids
 /// do not explode the label set).
 pub async fn record(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // XKS paths reach the router's fallback (their prefixes are the
+    // officers'); they share one label, their own series are per store.
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || {
+            if crate::xks::is_xks_path(request.uri().path()) {
+                "xks".to_owned()
+            } else {
+                "unmatched".to_owned()
+            }
+        },
+        |p| p.as_str().to_owned(),
+    );
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;

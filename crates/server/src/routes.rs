@@ -1,5 +1,6 @@
 //! Every route keyhold serves, assembled in one place: the API under
 //! `/api/v1`, the web UI under `/ui`, `/healthz`, `/readyz` and `/metrics`,
+//! the XKS proxy's `<prefix>/kms/xks/v1/...` (through the fallback),
 //! with the layers every request passes (metrics, body limit and idle
 //! timeout, tracing). `crate::http` and `crate::ui` provide the handlers;
 //! neither routes the other's.
@@ -13,7 +14,7 @@ use crate::ApiError;
 use crate::app::AppState;
 use crate::http::{
     approvals, audit, backups, configuration, credentials, drift, groups, health, identities, jobs,
-    keys, sessions,
+    keys, sessions, xks,
 };
 use crate::{metrics, ui};
 
@@ -30,7 +31,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .fallback(|| async { ApiError::NoRoute })
+        // The XKS proxy's paths have prefixes officers choose (any number
+        // of segments), so they are found from the fallback: see `crate::xks`.
+        .fallback(crate::xks::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -127,13 +130,37 @@ fn api() -> Router<AppState> {
             "/approval-policies",
             get(approvals::policies).put(approvals::change_policies),
         )
+        .route("/xks/stores", get(xks::list_stores).post(xks::create_store))
+        .route(
+            "/xks/stores/{name}",
+            get(xks::show_store)
+                .patch(xks::update_store)
+                .delete(xks::delete_store),
+        )
+        .route("/xks/stores/{name}/credentials", post(xks::add_credential))
+        .route(
+            "/xks/stores/{name}/credentials/{access_key_id}",
+            delete(xks::revoke_credential),
+        )
+        .route(
+            "/xks/stores/{name}/keys",
+            get(xks::list_store_keys).post(xks::create_key),
+        )
+        .route("/xks/keys", get(xks::list_keys))
+        .route(
+            "/xks/keys/{id}",
+            get(xks::show_key)
+                .patch(xks::update_key)
+                .delete(xks::delete_key),
+        )
 }
 
 /// The web UI's pages under `/ui`, each behind the UI's session guard and
 /// security headers; `/` leads to it.
 fn web_ui() -> Router<AppState> {
     use ui::{
-        approvals, audit, backups, configuration, credentials, drift, identities, jobs, keys, login,
+        approvals, audit, backups, configuration, credentials, drift, identities, jobs, keys,
+        login, xks,
     };
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/ui/keys") }))
@@ -214,6 +241,25 @@ fn web_ui() -> Router<AppState> {
         .route("/backups/{id}/file", get(backups::file))
         .route("/backups/{id}/shares", get(backups::shares))
         .route("/backups/{id}/shares/{custodian}", get(backups::share))
+        .route("/xks", get(xks::page).post(xks::create))
+        .route("/xks/{name}", get(xks::detail))
+        .route("/xks/{name}/settings", post(xks::update_settings))
+        .route(
+            "/xks/{name}/delete",
+            get(xks::confirm_delete_store).post(xks::delete_store),
+        )
+        .route("/xks/{name}/credentials", post(xks::rotate))
+        .route(
+            "/xks/{name}/credentials/{access_key_id}/revoke",
+            get(xks::confirm_revoke).post(xks::revoke),
+        )
+        .route("/xks/{name}/keys", post(xks::create_key))
+        .route("/xks/{name}/keys/{id}/enable", post(xks::enable_key))
+        .route("/xks/{name}/keys/{id}/disable", post(xks::disable_key))
+        .route(
+            "/xks/{name}/keys/{id}/delete",
+            get(xks::confirm_delete_key).post(xks::delete_key),
+        )
         .layer(axum::middleware::from_fn(ui::session::guard))
         .layer(axum::middleware::map_response(ui::security_headers));
     Router::new()

@@ -1,7 +1,9 @@
 //! Serving HTTP/1.1 connections: keyhold's own accept loop instead of
 //! `axum::serve`, which gives hyper no timer and so no header read timeout
 //! (a client could hold a connection open for ever by sending half its
-//! headers). Each request carries the client's address ([`ConnectInfo`]),
+//! headers). Each request carries the client's address ([`ConnectInfo`])
+//! and, over TLS, what its client certificate was found to be
+//! ([`ClientCertificate`], for the XKS proxy's mTLS rules),
 //! and the answers hyper gives on its own to requests it cannot parse carry
 //! the API's JSON error like every other answer ([`JsonParseErrors`]).
 
@@ -22,6 +24,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::ApiError;
+use crate::xks::mtls::ClientIdentity;
 
 /// A client that has not sent a request's whole head (request line and
 /// headers) by then is disconnected; the same limit ends a kept-alive
@@ -39,6 +42,7 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
+    L::Io: ClientCertificate,
 {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -48,8 +52,12 @@ where
             () = &mut shutdown => break,
         };
         let router = router.clone();
+        let certificate = io.client_certificate();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(client));
+            if let Some(certificate) = &certificate {
+                request.extensions_mut().insert(certificate.clone());
+            }
             tower::ServiceExt::oneshot(router.clone(), request)
         });
         let connection = http1::Builder::new()
@@ -66,6 +74,24 @@ where
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// What a connection's client certificate was found to be, once per
+/// connection: nothing over plain TCP, the TLS handshake's verdict over TLS.
+pub trait ClientCertificate {
+    fn client_certificate(&self) -> Option<std::sync::Arc<ClientIdentity>>;
+}
+
+impl ClientCertificate for tokio::net::TcpStream {
+    fn client_certificate(&self) -> Option<std::sync::Arc<ClientIdentity>> {
+        None
+    }
+}
+
+impl ClientCertificate for crate::tls::TlsConnection {
+    fn client_certificate(&self) -> Option<std::sync::Arc<ClientIdentity>> {
+        self.client()
+    }
 }
 
 /// A connection whose outgoing bytes are watched for the answers hyper writes

@@ -83,6 +83,20 @@ impl Server {
             Err(error) => tracing::warn!(%error, "cannot look for interrupted backups"),
         }
         rotator.set_backups(backups.clone());
+        // Over HTTPS the listener applies the stores' mTLS rules; over
+        // plain HTTP no certificate arrives, and stores with a rule refuse.
+        let client_rules = config.tls.as_ref().map_or_else(
+            crate::xks::mtls::MtlsRules::new,
+            crate::tls::TlsConfig::client_rules,
+        );
+        let xks = crate::xks::XksProxy::start(
+            &config.xks,
+            keyhold.clone(),
+            config.node_id.clone(),
+            metrics.clone(),
+            client_rules,
+        )
+        .await?;
         let state = AppState {
             keyhold,
             metrics,
@@ -94,6 +108,7 @@ impl Server {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             approval_events,
             backups,
+            xks,
         };
         Ok((
             Self {
@@ -124,6 +139,7 @@ impl Server {
     ) -> anyhow::Result<()> {
         let jobs = self.state.jobs.clone();
         let rotator = self.state.rotator.clone();
+        let xks = self.state.xks.clone();
         // Its ticks take up the unfinished jobs once this node is the rotator.
         // Dropped with this future (the process stopped from outside), the
         // background work stops too, as it would with the process.
@@ -132,6 +148,7 @@ impl Server {
             checkpointing: self.state.checkpoints.spawn(),
             streaming: self.streams.spawn(),
             approving: crate::operations::approvals::spawn_resumer(self.state.clone()),
+            xks: xks.spawn(),
             jobs: jobs.clone(),
         };
         let router = crate::routes::router(self.state);
@@ -154,6 +171,9 @@ impl Server {
         background.ticking.abort();
         background.checkpointing.abort();
         background.approving.abort();
+        background.xks.iter().for_each(|task| task.abort());
+        // The requests are answered: the last period's usage digest.
+        xks.final_digest().await;
         // Each streamer ends after the batch it is delivering, its cursor
         // moved, so the node taking a receiver over resumes exactly after
         // it. One stuck past its send timeouts is cut off, and then may
@@ -183,6 +203,8 @@ struct Background {
     streaming: Vec<tokio::task::JoinHandle<()>>,
     /// Runs approved requests a crash left unexecuted.
     approving: tokio::task::JoinHandle<()>,
+    /// The XKS proxy's directory reloads, health check and usage digest.
+    xks: Vec<tokio::task::JoinHandle<()>>,
     jobs: JobRunner,
 }
 
@@ -193,6 +215,7 @@ impl Drop for Background {
         self.checkpointing.abort();
         self.approving.abort();
         self.streaming.iter().for_each(|task| task.abort());
+        self.xks.iter().for_each(|task| task.abort());
         self.jobs.halt();
     }
 }

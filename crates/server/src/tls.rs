@@ -1,17 +1,25 @@
-//! HTTPS for the API and the UI: rustls with the configured certificate
-//! chain and private key (PEM files).
+//! HTTPS for the API, the UI and the XKS proxy: rustls with the configured
+//! certificate chain and private key (PEM files). Client certificates are
+//! asked for only while an external key store has an mTLS rule, and never
+//! required (see `crate::xks::mtls`); which rules a connection's certificate
+//! satisfied travels with it ([`TlsConnection`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use crate::xks::mtls::{ClientIdentity, MtlsRules};
 
 /// A client that has not finished its handshake by then is dropped, so slow
 /// or silent clients cannot hold connections open.
@@ -26,6 +34,9 @@ pub struct TlsConfig {
     /// The certificate file, for messages (never the key's contents).
     pub certificate_path: std::path::PathBuf,
     server: Arc<rustls::ServerConfig>,
+    /// The external key stores' mTLS rules the listener applies (the XKS
+    /// proxy's directory replaces them as stores change).
+    client_rules: Arc<MtlsRules>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -76,9 +87,14 @@ impl TlsConfig {
             cause: e.to_string(),
         })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_rules = MtlsRules::new();
         let server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
+            .and_then(|builder| {
+                builder
+                    .with_client_cert_verifier(client_rules.verifier())
+                    .with_single_cert(chain, key)
+            })
             .map_err(|e| TlsError::Mismatch {
                 certificate: certificate.display().to_string(),
                 key: private_key.display().to_string(),
@@ -89,7 +105,13 @@ impl TlsConfig {
         Ok(Self {
             certificate_path: certificate.to_owned(),
             server: Arc::new(server),
+            client_rules,
         })
+    }
+
+    /// The mTLS rules this listener applies, for the XKS proxy to keep current.
+    pub(crate) fn client_rules(&self) -> Arc<MtlsRules> {
+        self.client_rules.clone()
     }
 }
 
@@ -98,7 +120,7 @@ impl TlsConfig {
 /// client never delays the others.
 pub struct TlsListener {
     local_addr: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsConnection, SocketAddr)>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
@@ -107,7 +129,12 @@ impl TlsListener {
         let local_addr = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(config.server.clone());
         let (sender, ready) = mpsc::channel(READY_BACKLOG);
-        let accepting = tokio::spawn(accept_loop(listener, acceptor, sender));
+        let accepting = tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            config.client_rules.clone(),
+            sender,
+        ));
         Ok(Self {
             local_addr,
             ready,
@@ -125,7 +152,8 @@ impl Drop for TlsListener {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    client_rules: Arc<MtlsRules>,
+    ready: mpsc::Sender<(TlsConnection, SocketAddr)>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -139,10 +167,19 @@ async fn accept_loop(
         };
         let acceptor = acceptor.clone();
         let ready = ready.clone();
+        let client_rules = client_rules.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let _ = ready.send((tls, peer)).await;
+                Ok(Ok(stream)) => {
+                    // Once per connection, off the request path: which
+                    // stores' rules the certificate it presented satisfies.
+                    let client = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| client_rules.identify(chain))
+                        .map(Arc::new);
+                    let _ = ready.send((TlsConnection { stream, client }, peer)).await;
                 }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -152,7 +189,7 @@ async fn accept_loop(
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsConnection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -168,5 +205,59 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local_addr)
+    }
+}
+
+/// A connection whose TLS handshake completed, with what its client
+/// certificate (if any) was found to be.
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    client: Option<Arc<ClientIdentity>>,
+}
+
+impl TlsConnection {
+    /// The verdict on the client's certificate; `None` when it sent none.
+    pub(crate) fn client(&self) -> Option<Arc<ClientIdentity>> {
+        self.client.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }

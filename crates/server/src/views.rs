@@ -15,6 +15,9 @@ use keyhold_core::service::{
     ChecksStarted, DriftOverview, GroupPlan, InPlaceRotations, RotationState,
 };
 use keyhold_core::settings::Settings;
+use keyhold_core::xks::{
+    MtlsRule, Pattern, XksAccessKeyId, XksCredential, XksKey, XksSecret, XksStore,
+};
 
 use crate::rotator::RotatorStatus;
 
@@ -483,6 +486,106 @@ pub fn job(job: &Job, messages: Option<&[JobMessage]>) -> api::JobView {
                 })
                 .collect()
         }),
+    }
+}
+
+/// An external key store with its credentials (access key ids only, never
+/// secrets), oldest first, and how many keys it holds. `credentials` may
+/// hold other stores' too: only this store's are shown.
+pub fn xks_store(
+    store: &XksStore,
+    credentials: &[XksCredential],
+    key_count: usize,
+) -> api::XksStoreView {
+    let mut own: Vec<&XksCredential> = credentials
+        .iter()
+        .filter(|c| c.store_id == store.id)
+        .collect();
+    own.sort_by_key(|c| c.created_at);
+    api::XksStoreView {
+        name: store.name.to_string(),
+        path_prefix: store.path_prefix.to_string(),
+        uri_path: store.path_prefix.uri_path(),
+        quota_per_second: store.quota_per_second,
+        mtls: store.mtls.as_ref().map(xks_mtls),
+        credentials: own
+            .into_iter()
+            .map(|c| api::XksCredentialView {
+                access_key_id: c.access_key_id.to_string(),
+                created_at: time(&c.created_at),
+            })
+            .collect(),
+        key_count: u32::try_from(key_count).unwrap_or(u32::MAX),
+        created_at: time(&store.created_at),
+        updated_at: time(&store.updated_at),
+    }
+}
+
+/// A mutual-TLS rule with each CA certificate's fingerprint, which people
+/// compare more easily than PEM text. The PEM was checked when it was set.
+fn xks_mtls(rule: &MtlsRule) -> api::XksMtlsView {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest;
+    api::XksMtlsView {
+        subject: rule.subject.clone(),
+        ca_sha256: CertificateDer::pem_slice_iter(rule.ca_pem.as_bytes())
+            .filter_map(Result::ok)
+            .map(|der| hex::encode(sha2::Sha256::digest(der.as_ref())))
+            .collect(),
+        ca_pem: rule.ca_pem.clone(),
+    }
+}
+
+/// A credential just issued: its secret, shown this once, and the file the
+/// AWS KMS console takes (the fields of `keyhold_core::xks::kms_console_file`).
+pub fn xks_issued(
+    store: api::XksStoreView,
+    access_key_id: &XksAccessKeyId,
+    secret: &XksSecret,
+) -> api::IssuedXksCredentialView {
+    api::IssuedXksCredentialView {
+        kms_console_file: api::KmsConsoleFile {
+            xks_proxy_uri_path: store.uri_path.clone(),
+            xks_proxy_authentication_credential: api::KmsConsoleCredential {
+                access_key_id: access_key_id.to_string(),
+                raw_secret_access_key: secret.expose().to_owned(),
+            },
+        },
+        store,
+        access_key_id: access_key_id.to_string(),
+        secret_access_key: secret.expose().to_owned(),
+    }
+}
+
+/// An XKS key of `store`, with the values AWS KMS needs for it.
+pub fn xks_key(key: &XksKey, store: &XksStore) -> api::XksKeyView {
+    let id = key.id.hyphenated().to_string();
+    let patterns = |list: &[Pattern]| list.iter().map(ToString::to_string).collect();
+    api::XksKeyView {
+        store: store.name.to_string(),
+        description: key.description.clone(),
+        usage: key.usage.as_str().to_owned(),
+        enabled: key.enabled,
+        rule: api::XksRuleView {
+            principals: patterns(&key.rule.principals),
+            kms_key_arns: patterns(&key.rule.kms_key_arns),
+            kms_operations: patterns(&key.rule.kms_operations),
+            source_vpcs: patterns(&key.rule.source_vpcs),
+        },
+        check_digits: key.check_digits.to_string(),
+        created_at: time(&key.created_at),
+        updated_at: time(&key.updated_at),
+        aws: api::XksKeyAwsView {
+            xks_key_id: id.clone(),
+            xks_proxy_uri_path: store.path_prefix.uri_path(),
+            // KMS keys in an external key store are symmetric and encrypt
+            // and decrypt: the only spec and usage CreateKey accepts there.
+            create_key_command: format!(
+                "aws kms create-key --origin EXTERNAL_KEY_STORE --custom-key-store-id <custom-key-store-id> --xks-key-id {id} --key-spec SYMMETRIC_DEFAULT --key-usage ENCRYPT_DECRYPT"
+            ),
+        },
+        id,
     }
 }
 

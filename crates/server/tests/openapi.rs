@@ -75,6 +75,22 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/approvals/{id}/result"),
     ("get", "/api/v1/approval-policies"),
     ("put", "/api/v1/approval-policies"),
+    ("get", "/api/v1/xks/stores"),
+    ("post", "/api/v1/xks/stores"),
+    ("get", "/api/v1/xks/stores/{name}"),
+    ("patch", "/api/v1/xks/stores/{name}"),
+    ("delete", "/api/v1/xks/stores/{name}"),
+    ("post", "/api/v1/xks/stores/{name}/credentials"),
+    (
+        "delete",
+        "/api/v1/xks/stores/{name}/credentials/{access_key_id}",
+    ),
+    ("get", "/api/v1/xks/stores/{name}/keys"),
+    ("post", "/api/v1/xks/stores/{name}/keys"),
+    ("get", "/api/v1/xks/keys"),
+    ("get", "/api/v1/xks/keys/{id}"),
+    ("patch", "/api/v1/xks/keys/{id}"),
+    ("delete", "/api/v1/xks/keys/{id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -96,10 +112,11 @@ const WITHOUT_SESSION: &[(&str, &str)] = &[
 /// credentials, changing a group's custody fields, deleting keys, deleting
 /// key material, applying a drift reconcile plan, making a backup, setting
 /// the backup custodians, changing the
-/// configuration, managing identities).
+/// configuration, managing identities, managing external key stores and
+/// their credentials, creating, deleting and widening XKS keys).
 /// `x-keyhold-dual-control` is `true`, or a string naming the condition when
 /// only some requests need it (Synchronize with `delete_material`, a group
-/// change naming a custody field).
+/// change naming a custody field, an XKS key change that widens the key).
 const DUAL_CONTROL: &[(&str, &str)] = &[
     ("post", "/api/v1/identities"),
     ("delete", "/api/v1/identities/{name}"),
@@ -116,6 +133,17 @@ const DUAL_CONTROL: &[(&str, &str)] = &[
     ("put", "/api/v1/backups/custodians"),
     ("patch", "/api/v1/config"),
     ("put", "/api/v1/approval-policies"),
+    ("post", "/api/v1/xks/stores"),
+    ("patch", "/api/v1/xks/stores/{name}"),
+    ("delete", "/api/v1/xks/stores/{name}"),
+    ("post", "/api/v1/xks/stores/{name}/credentials"),
+    (
+        "delete",
+        "/api/v1/xks/stores/{name}/credentials/{access_key_id}",
+    ),
+    ("post", "/api/v1/xks/stores/{name}/keys"),
+    ("patch", "/api/v1/xks/keys/{id}"),
+    ("delete", "/api/v1/xks/keys/{id}"),
 ];
 
 const METHODS: &[&str] = &[

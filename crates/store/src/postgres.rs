@@ -38,6 +38,12 @@ const KIND: DatabaseKind = DatabaseKind::Postgres;
 /// The identity column that records insertion order (migration 0002).
 const INSERT_ORDER: &str = "insert_order";
 
+/// Locks the rows a write transaction's `SELECT` reads until it ends. The
+/// advisory lock every write takes orders keyhold's writers already; the
+/// row lock keeps a read-then-write (a count before an insert) whole
+/// whatever else writes to the database.
+const FOR_UPDATE: &str = " FOR UPDATE";
+
 /// The advisory lock key of keyhold's writers: "keyhold" in ASCII. Other
 /// applications sharing the database are unlikely to pick the same number.
 const WRITE_LOCK_KEY: i64 = 0x006b_6579_686f_6c64;

@@ -23,6 +23,10 @@ use keyhold_core::job::{Initiator, Job, JobKind, JobMessage, JobProgress, JobSta
 use keyhold_core::key::{CheckDigits, Key, KeyState, MaterialState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::settings::Settings;
+use keyhold_core::xks::{
+    AuthorizationRule, MtlsRule, PathPrefix, XksAccessKeyId, XksCredential, XksKey, XksKeyUsage,
+    XksStore, XksStoreName, parse_description, parse_quota,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -916,6 +920,134 @@ impl TryFrom<AuditArchiveRow> for AuditArchive {
             last_seq: row.last_seq,
             created_at: read_ts(T, "created_at", &row.created_at)?,
             sha256: row.sha256,
+        })
+    }
+}
+
+// External key stores (XKS)
+
+/// A key's authorization rule as stored: its JSON.
+pub(crate) fn xks_rule_json(rule: &AuthorizationRule) -> Result<String, StoreError> {
+    serde_json::to_string(rule).map_err(|e| StoreError::Corrupt(format!("xks key rule: {e}")))
+}
+
+/// A store's mTLS rule as its two columns, both NULL without one.
+pub(crate) fn mtls_columns(mtls: Option<&MtlsRule>) -> (Option<&str>, Option<&str>) {
+    match mtls {
+        Some(rule) => (Some(rule.subject.as_str()), Some(rule.ca_pem.as_str())),
+        None => (None, None),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct XksStoreRow {
+    id: String,
+    name: String,
+    path_prefix: String,
+    quota_per_second: i64,
+    mtls_subject: Option<String>,
+    mtls_ca_pem: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl TryFrom<XksStoreRow> for XksStore {
+    type Error = StoreError;
+    fn try_from(row: XksStoreRow) -> Result<Self, StoreError> {
+        const T: &str = "xks_stores";
+        let mtls = match (row.mtls_subject, row.mtls_ca_pem) {
+            (Some(subject), Some(ca_pem)) => {
+                Some(read(T, "mtls_subject", MtlsRule::new(&subject, &ca_pem))?)
+            }
+            (None, None) => None,
+            (subject, _) => {
+                let column = if subject.is_some() {
+                    "mtls_ca_pem"
+                } else {
+                    "mtls_subject"
+                };
+                return Err(corrupt(
+                    T,
+                    column,
+                    "an mTLS rule needs both a subject and a CA, or neither",
+                ));
+            }
+        };
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            name: read(T, "name", XksStoreName::parse(&row.name))?,
+            path_prefix: read(T, "path_prefix", PathPrefix::parse(&row.path_prefix))?,
+            quota_per_second: read(
+                T,
+                "quota_per_second",
+                parse_quota(read_u32(T, "quota_per_second", row.quota_per_second)?),
+            )?,
+            mtls,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+            updated_at: read_ts(T, "updated_at", &row.updated_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct XksCredentialRow {
+    id: String,
+    store_id: String,
+    access_key_id: String,
+    sealed_secret: Vec<u8>,
+    created_at: String,
+}
+
+impl TryFrom<XksCredentialRow> for XksCredential {
+    type Error = StoreError;
+    fn try_from(row: XksCredentialRow) -> Result<Self, StoreError> {
+        const T: &str = "xks_credentials";
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            store_id: read_uuid(T, "store_id", &row.store_id)?,
+            access_key_id: read(
+                T,
+                "access_key_id",
+                XksAccessKeyId::parse(&row.access_key_id),
+            )?,
+            sealed_secret: row.sealed_secret,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct XksKeyRow {
+    id: String,
+    store_id: String,
+    description: String,
+    usage: String,
+    enabled: bool,
+    rule: String,
+    keystore_handle: Vec<u8>,
+    check_digits: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl TryFrom<XksKeyRow> for XksKey {
+    type Error = StoreError;
+    fn try_from(row: XksKeyRow) -> Result<Self, StoreError> {
+        const T: &str = "xks_keys";
+        let rule: AuthorizationRule =
+            serde_json::from_str(&row.rule).map_err(|e| corrupt(T, "rule", e))?;
+        read(T, "rule", rule.check())?;
+        Ok(Self {
+            id: read_uuid(T, "id", &row.id)?,
+            store_id: read_uuid(T, "store_id", &row.store_id)?,
+            description: read(T, "description", parse_description(&row.description))?,
+            usage: read(T, "usage", XksKeyUsage::parse(&row.usage))?,
+            enabled: row.enabled,
+            rule,
+            handle: row.keystore_handle,
+            check_digits: read(T, "check_digits", CheckDigits::parse(&row.check_digits))?,
+            created_at: read_ts(T, "created_at", &row.created_at)?,
+            updated_at: read_ts(T, "updated_at", &row.updated_at)?,
         })
     }
 }

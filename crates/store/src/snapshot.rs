@@ -31,16 +31,29 @@ pub const SNAPSHOT_TABLES: &[&str] = &[
     "drift_checks",
     "audit_stream_cursors",
     "backups",
+    "xks_stores",
+    "xks_credentials",
+    "xks_keys",
 ];
 
 /// Tables a snapshot leaves out: what belongs to the running installation
-/// (logins, the nodes and their leases, the write probe's scratch row) and
-/// the migrations' own bookkeeping, which the loader writes itself.
+/// (logins, the nodes and their leases, the write probe's scratch row, the
+/// XKS revision) and the migrations' own bookkeeping, which the loader
+/// writes itself.
+///
+/// `xks_revision` is rebuilt rather than carried: it only tells the nodes
+/// serving from a database that it changed since they last read it, and
+/// nodes on a restored database start with nothing cached. Migration 0014
+/// creates its one row (at 0) whether it runs before the load (a backup at
+/// schema 14 or later) or after it (an older backup), so a carried row
+/// would collide with it; and a restored database, a new one, owes no
+/// continuity to the old one's count.
 pub const EXCLUDED_TABLES: &[&str] = &[
     "sessions",
     "nodes",
     "leases",
     "write_probe",
+    "xks_revision",
     "_sqlx_migrations",
 ];
 

@@ -32,6 +32,11 @@ const KIND: DatabaseKind = DatabaseKind::Sqlite;
 /// SQLite's implicit row id: insertion order.
 const INSERT_ORDER: &str = "rowid";
 
+/// Nothing to add to a `SELECT` that locks the rows it reads: SQLite has no
+/// row locks, and a write transaction holds the database's write lock from
+/// its `BEGIN IMMEDIATE`.
+const FOR_UPDATE: &str = "";
+
 /// The schema's migrations, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -132,7 +132,11 @@ const NOBODY: &str = "7907323e-ea39-4542-b198-ef4a4ca5793c";
 
 /// Every route of the API that needs a session (logout is checked apart: it
 /// ends the session). `tag` makes the names a request would create unique.
-fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
+/// `xks_key` is an XKS key that exists: whether a change of it widens it
+/// (two officers) or restricts it (one) depends on the key as it is, so
+/// each session first disables it (one officer) and then enables it again
+/// (two), whatever the session before left.
+fn endpoints(tag: &str, xks_key: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
     use Method as M;
     let path = |p: &str| format!("/api/v1{p}");
     vec![
@@ -374,6 +378,78 @@ fn endpoints(tag: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             Some(json!({"quorums": {}})),
             Needs::DualConfiguration,
         ),
+        // External key stores: a store and its SigV4 credentials let AWS KMS
+        // use its keys, as a cloud credential decides where material goes.
+        (M::GET, path("/xks/stores"), None, Needs::Read),
+        (
+            M::POST,
+            path("/xks/stores"),
+            Some(json!({"name": format!("xks-{tag}")})),
+            Needs::DualCredentials,
+        ),
+        (M::GET, path("/xks/stores/nothing"), None, Needs::Read),
+        (
+            M::PATCH,
+            path("/xks/stores/nothing"),
+            Some(json!({"quota_per_second": 5})),
+            Needs::DualCredentials,
+        ),
+        (
+            M::DELETE,
+            path("/xks/stores/nothing"),
+            None,
+            Needs::DualCredentials,
+        ),
+        (
+            M::POST,
+            path("/xks/stores/nothing/credentials"),
+            None,
+            Needs::DualCredentials,
+        ),
+        (
+            M::DELETE,
+            path("/xks/stores/nothing/credentials/AAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            None,
+            Needs::DualCredentials,
+        ),
+        (M::GET, path("/xks/stores/nothing/keys"), None, Needs::Read),
+        (
+            M::POST,
+            path("/xks/stores/nothing/keys"),
+            Some(json!({})),
+            Needs::DualKeys,
+        ),
+        (M::GET, path("/xks/keys?store=nothing"), None, Needs::Read),
+        (
+            M::GET,
+            path(&format!("/xks/keys/{NOBODY}")),
+            None,
+            Needs::Read,
+        ),
+        (
+            M::PATCH,
+            path(&format!("/xks/keys/{NOBODY}")),
+            Some(json!({"description": "changed"})),
+            Needs::Keys,
+        ),
+        (
+            M::PATCH,
+            path(&format!("/xks/keys/{xks_key}")),
+            Some(json!({"enabled": false})),
+            Needs::Keys,
+        ),
+        (
+            M::PATCH,
+            path(&format!("/xks/keys/{xks_key}")),
+            Some(json!({"enabled": true})),
+            Needs::DualKeys,
+        ),
+        (
+            M::DELETE,
+            path(&format!("/xks/keys/{NOBODY}")),
+            None,
+            Needs::DualKeys,
+        ),
     ]
 }
 
@@ -420,6 +496,19 @@ async fn every_endpoint_admits_exactly_the_roles_and_sessions_the_policy_names()
     let app = TestApp::spawn().await;
     let admins = app.dual_session().await;
     create_identities(&app, &admins).await;
+    let (status, store) = app
+        .post(
+            "/api/v1/xks/stores",
+            Some(&admins),
+            json!({"name": "matrix"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{store}");
+    let (status, key) = app
+        .post("/api/v1/xks/stores/matrix/keys", Some(&admins), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let xks_key = key["id"].as_str().unwrap().to_owned();
     let refusals_before = refusals_audited(&app, &admins).await;
 
     let mut wrong = Vec::new();
@@ -428,7 +517,7 @@ async fn every_endpoint_admits_exactly_the_roles_and_sessions_the_policy_names()
     for (index, (label, roles)) in SESSIONS.iter().enumerate() {
         let token = session_of(&app, roles).await;
         let (mut allowed, mut refused) = (0, 0);
-        for (method, path, body, needs) in endpoints(&format!("s{index}")) {
+        for (method, path, body, needs) in endpoints(&format!("s{index}"), &xks_key) {
             let want = expected(needs, roles);
             let (status, answer) = app
                 .request(method.clone(), &path, token.as_deref(), body)
@@ -509,7 +598,7 @@ async fn every_endpoint_admits_exactly_the_roles_and_sessions_the_policy_names()
     by_two.sort();
     assert_eq!(added, by_two);
 
-    let endpoint_count = endpoints("x").len();
+    let endpoint_count = endpoints("x", NOBODY).len();
     report::section(
         20,
         "No way in: authorization matrix",

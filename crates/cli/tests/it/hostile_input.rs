@@ -645,6 +645,236 @@ fn corpus(group: &str, job: &str, key: &str) -> Vec<Case> {
     cases
 }
 
+/// Hostile requests to the external key stores' management: `store` and
+/// `xks_key` exist, `job` is an id of another kind.
+fn xks_corpus(store: &str, xks_key: &str, job: &str) -> Vec<Case> {
+    use Method as M;
+    let mut cases = Vec::new();
+    let long = "x".repeat(300);
+    for name in HOSTILE_NAMES.iter().copied().chain([long.as_str()]) {
+        cases.push(json_case(
+            "XKS store name",
+            M::POST,
+            "/api/v1/xks/stores",
+            json!({ "name": name }),
+            Some(400),
+        ));
+    }
+    let too_long = format!("/{}", "a".repeat(120));
+    for prefix in [
+        "",
+        "/",
+        "xks",
+        "//a",
+        "/a/",
+        "/a b",
+        "/a/../b",
+        "/a%2Fb",
+        "/a?b=c",
+        "/a\u{0}b",
+        "/名前",
+        "/api/x",
+        "/ui",
+        "/metrics",
+        "/kms/xks/v1",
+        "/HEALTHZ",
+        too_long.as_str(),
+    ] {
+        cases.push(json_case(
+            "XKS path prefix",
+            M::POST,
+            "/api/v1/xks/stores",
+            json!({"name": "hostile-prefix", "path_prefix": prefix}),
+            Some(400),
+        ));
+    }
+    for quota in [
+        json!(0),
+        json!(-1),
+        json!(100_001),
+        json!("1800"),
+        json!(1e20),
+    ] {
+        cases.push(json_case(
+            "XKS quota",
+            M::POST,
+            "/api/v1/xks/stores",
+            json!({"name": "hostile-quota", "quota_per_second": quota}),
+            Some(400),
+        ));
+    }
+    let subject = "cks.kms.eu-west-1.amazonaws.com";
+    let not_a_certificate =
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    for mtls in [
+        json!({"subject": "", "ca_pem": not_a_certificate}),
+        json!({"subject": "has space", "ca_pem": not_a_certificate}),
+        json!({"subject": "cr\rlf", "ca_pem": not_a_certificate}),
+        json!({"subject": subject, "ca_pem": ""}),
+        json!({"subject": subject, "ca_pem": "not pem"}),
+        json!({"subject": subject, "ca_pem": not_a_certificate}),
+        json!({"subject": subject, "ca_pem": "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"}),
+        json!({"subject": subject, "ca_pem": format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", "QUFB".repeat(20_000))}),
+        json!({"subject": subject, "ca_pem": "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\n"}),
+        json!({"subject": subject}),
+        json!({"subject": subject, "ca_pem": not_a_certificate, "verify": false}),
+        json!([subject, not_a_certificate]),
+        json!(true),
+    ] {
+        cases.push(json_case(
+            "XKS mTLS rule",
+            M::POST,
+            "/api/v1/xks/stores",
+            json!({"name": "hostile-mtls", "mtls": mtls}),
+            Some(400),
+        ));
+    }
+    for body in [
+        json!({"name": "hostile-secret", "secret_access_key": "chosen-by-the-caller"}),
+        json!({"name": "hostile-secret", "access_key_id": "AAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+        json!(["hostile-array"]),
+        json!({}),
+    ] {
+        cases.push(json_case(
+            "XKS store body",
+            M::POST,
+            "/api/v1/xks/stores",
+            body,
+            Some(400),
+        ));
+    }
+    let store_path = format!("/api/v1/xks/stores/{store}");
+    for change in [
+        json!({}),
+        json!({"quota_per_second": 0}),
+        json!({"mtls": {"subject": subject}}),
+        json!({"mtls": {"subject": subject, "ca_pem": not_a_certificate}}),
+        json!({"path_prefix": "/elsewhere"}),
+        json!({"name": "renamed"}),
+        json!([5]),
+    ] {
+        cases.push(json_case(
+            "XKS store change",
+            M::PATCH,
+            &store_path,
+            change,
+            Some(400),
+        ));
+    }
+    let keys_path = format!("/api/v1/xks/stores/{store}/keys");
+    let many: Vec<String> = (0..65).map(|i| format!("p{i}")).collect();
+    for body in [
+        json!({"usage": "sign"}),
+        json!({"usage": "ENCRYPT_DECRYPT"}),
+        json!({"usage": 1}),
+        json!({"description": "x".repeat(300)}),
+        json!({"description": "line\nbreak"}),
+        json!({"description": "\u{1b}[2J"}),
+        json!({"enabled": "true"}),
+        json!({"rule": {"principals": "arn:aws:iam::111122223333:root"}}),
+        json!({"rule": {"principals": ["has space"]}}),
+        json!({"rule": {"principals": [""]}}),
+        json!({"rule": {"kms_operations": ["x".repeat(3000)]}}),
+        json!({"rule": {"source_vpcs": many}}),
+        json!({"rule": {"kms_key_arns": ["tab\there"]}}),
+        json!({"rule": {"accounts": ["111122223333"]}}),
+        json!({"rule": ["Decrypt"]}),
+        json!({"id": "7907323e-ea39-4542-b198-ef4a4ca5793c"}),
+        json!({"material": "AAAA"}),
+        json!([null, "encrypt"]),
+    ] {
+        cases.push(json_case("XKS key", M::POST, &keys_path, body, Some(400)));
+    }
+    let key_path = format!("/api/v1/xks/keys/{xks_key}");
+    for change in [
+        json!({}),
+        json!({"enabled": null}),
+        json!({"usage": "both"}),
+        json!({"description": "\u{0}"}),
+        json!({"rule": {"principals": ["a b"]}}),
+        json!({"store": "elsewhere"}),
+        json!([false]),
+    ] {
+        cases.push(json_case(
+            "XKS key change",
+            M::PATCH,
+            &key_path,
+            change,
+            Some(400),
+        ));
+    }
+    for (method, path, status) in [
+        (M::GET, "/api/v1/xks/keys/not-a-key".to_owned(), 400),
+        (M::GET, format!("/api/v1/xks/keys/%7B{xks_key}%7D"), 400),
+        (M::GET, format!("/api/v1/xks/keys/urn:uuid:{xks_key}"), 400),
+        (
+            M::GET,
+            format!("/api/v1/xks/keys/{}", xks_key.replace('-', "")),
+            400,
+        ),
+        (M::GET, format!("/api/v1/xks/keys/{job}"), 404),
+        (M::DELETE, "/api/v1/xks/keys/..%2F..%2Fetc".to_owned(), 400),
+        (M::GET, "/api/v1/xks/keys?store=..%2Fetc".to_owned(), 400),
+        (M::GET, "/api/v1/xks/keys?store=%00".to_owned(), 400),
+        (
+            M::GET,
+            "/api/v1/xks/keys?store=no-such-store".to_owned(),
+            404,
+        ),
+        (M::GET, "/api/v1/xks/keys?colour=red".to_owned(), 400),
+        (M::GET, "/api/v1/xks/stores/a%20b".to_owned(), 400),
+        (M::GET, "/api/v1/xks/stores/no-such-store".to_owned(), 404),
+        (
+            M::DELETE,
+            format!("{store_path}/credentials/lowercase-not-an-id"),
+            400,
+        ),
+        (M::DELETE, format!("{store_path}/credentials/AAAA"), 400),
+        (
+            M::DELETE,
+            format!("{store_path}/credentials/..%2F..%2Fetc"),
+            400,
+        ),
+        (
+            M::DELETE,
+            format!("{store_path}/credentials/{}", "A".repeat(31)),
+            400,
+        ),
+        (
+            M::DELETE,
+            format!("{store_path}/credentials/{}", "A".repeat(26)),
+            404,
+        ),
+    ] {
+        cases.push(Case {
+            what: "XKS id, name or query",
+            method,
+            path,
+            content_type: None,
+            body: Vec::new(),
+            status: Some(status),
+        });
+    }
+    // An enabled key is not deleted, and a store holding keys is not either.
+    cases.push(Case {
+        what: "XKS delete refused",
+        method: M::DELETE,
+        path: key_path,
+        content_type: None,
+        body: Vec::new(),
+        status: Some(409),
+    });
+    cases.push(Case {
+        what: "XKS delete refused",
+        method: M::DELETE,
+        path: store_path,
+        content_type: None,
+        body: Vec::new(),
+        status: Some(409),
+    });
+    cases
+}
+
 /// Everything a refused request must not have changed.
 async fn state(app: &TestApp, token: &str) -> Value {
     let mut state = serde_json::Map::new();
@@ -658,6 +888,8 @@ async fn state(app: &TestApp, token: &str) -> Value {
         "/api/v1/backups",
         "/api/v1/backups/custodians",
         "/api/v1/audit/archives",
+        "/api/v1/xks/stores",
+        "/api/v1/xks/keys",
     ] {
         let (status, mut body) = app.get(path, token).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -681,9 +913,27 @@ async fn every_hostile_request_gets_a_clear_4xx_and_changes_nothing() {
     let done = app.wait_job(&token, &job).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let key = done["kms_key_id"].as_str().unwrap().to_owned();
+    let (status, store) = app
+        .post(
+            "/api/v1/xks/stores",
+            Some(&token),
+            json!({"name": "hostile-xks"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{store}");
+    let (status, xks_key) = app
+        .post(
+            "/api/v1/xks/stores/hostile-xks/keys",
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{xks_key}");
+    let xks_key = xks_key["id"].as_str().unwrap().to_owned();
     let before = state(&app, &token).await;
 
-    let cases = corpus(&group, &job, &key);
+    let mut cases = corpus(&group, &job, &key);
+    cases.extend(xks_corpus("hostile-xks", &xks_key, &job));
     let mut wrong = Vec::new();
     let mut by_what: Vec<(&str, usize)> = Vec::new();
     for case in &cases {
@@ -937,6 +1187,13 @@ async fn every_hostile_command_line_exits_non_zero_with_a_message_and_changes_no
         args
     };
     let owned = |args: &[&str]| -> Vec<String> { args.iter().map(|s| (*s).to_owned()).collect() };
+    let xks_store_create = |extra: &[&str]| -> Vec<String> {
+        ["xks", "store", "create", "--name", "cli-hostile"]
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
     let cases: Vec<(&str, Vec<String>, Vec<u8>)> = vec![
         (
             "name with a slash",
@@ -1130,6 +1387,142 @@ async fn every_hostile_command_line_exits_non_zero_with_a_message_and_changes_no
         (
             "unknown flag",
             owned(&["group", "list", "--colour", "red"]),
+            vec![],
+        ),
+        (
+            "mTLS CA file missing",
+            xks_store_create(&[
+                "--mtls-subject",
+                "cks.kms.eu-west-1.amazonaws.com",
+                "--mtls-ca",
+                &missing,
+            ]),
+            vec![],
+        ),
+        (
+            "mTLS CA file a directory",
+            xks_store_create(&[
+                "--mtls-subject",
+                "cks.kms.eu-west-1.amazonaws.com",
+                "--mtls-ca",
+                &directory,
+            ]),
+            vec![],
+        ),
+        (
+            "mTLS CA file a FIFO nobody writes to",
+            xks_store_create(&[
+                "--mtls-subject",
+                "cks.kms.eu-west-1.amazonaws.com",
+                "--mtls-ca",
+                &fifo,
+            ]),
+            vec![],
+        ),
+        (
+            "mTLS CA file of 2 MiB",
+            xks_store_create(&[
+                "--mtls-subject",
+                "cks.kms.eu-west-1.amazonaws.com",
+                "--mtls-ca",
+                &huge,
+            ]),
+            vec![],
+        ),
+        (
+            "mTLS CA file not UTF-8",
+            xks_store_create(&[
+                "--mtls-subject",
+                "cks.kms.eu-west-1.amazonaws.com",
+                "--mtls-ca",
+                &binary,
+            ]),
+            vec![],
+        ),
+        (
+            "mTLS CA file not a certificate",
+            xks_store_create(&[
+                "--mtls-subject",
+                "cks.kms.eu-west-1.amazonaws.com",
+                "--mtls-ca",
+                &valid_csv,
+            ]),
+            vec![],
+        ),
+        (
+            "mTLS CA path traversal to /etc/passwd",
+            xks_store_create(&[
+                "--mtls-subject",
+                "cks.kms.eu-west-1.amazonaws.com",
+                "--mtls-ca",
+                &traversal,
+            ]),
+            vec![],
+        ),
+        (
+            "mTLS subject without its CA",
+            xks_store_create(&["--mtls-subject", "cks.kms.eu-west-1.amazonaws.com"]),
+            vec![],
+        ),
+        (
+            "XKS path prefix with a space",
+            xks_store_create(&["--path-prefix", "/a b"]),
+            vec![],
+        ),
+        (
+            "XKS quota of zero",
+            xks_store_create(&["--quota", "0"]),
+            vec![],
+        ),
+        (
+            "KMS configuration file in a missing directory",
+            xks_store_create(&["--kms-config-out", &missing]),
+            vec![],
+        ),
+        (
+            "KMS configuration file onto a directory",
+            xks_store_create(&["--kms-config-out", &directory]),
+            vec![],
+        ),
+        (
+            "XKS key id not a uuid",
+            owned(&["xks", "key", "show", "../../etc/passwd"]),
+            vec![],
+        ),
+        (
+            "XKS key usage unknown",
+            owned(&["xks", "key", "create", "--store", "s", "--usage", "sign"]),
+            vec![],
+        ),
+        (
+            "XKS rule pattern with a space",
+            owned(&[
+                "xks",
+                "key",
+                "create",
+                "--store",
+                "s",
+                "--allow-operation",
+                "De crypt",
+            ]),
+            vec![],
+        ),
+        (
+            "XKS access key id in lower case",
+            owned(&[
+                "xks",
+                "credential",
+                "revoke",
+                "--store",
+                "s",
+                "--access-key-id",
+                "abc",
+            ]),
+            vec![],
+        ),
+        (
+            "XKS rotation of a store that does not exist",
+            owned(&["xks", "credential", "rotate", "--store", "no-such-store"]),
             vec![],
         ),
     ];

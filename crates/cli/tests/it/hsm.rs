@@ -4,6 +4,8 @@
 
 use std::process::Command;
 
+use keyhold_bench::xks_client::{self, Sealed, XksClient, XksCredential, XksEndpoint};
+use keyhold_core::clock::{Clock, SystemClock};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -443,4 +445,233 @@ async fn keystore_migrate_moves_a_software_data_directory_into_the_token_and_res
     let job = app.wait_job(&token, &id).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(kms.decrypt(&ciphertext).await.unwrap(), b"from before");
+}
+
+/// The number of secret key objects on `hsm`'s token whose label starts
+/// with `prefix`, and whether all of them are sensitive.
+fn token_objects(hsm: &Hsm, prefix: &str) -> (usize, bool) {
+    let listed = pkcs11_tool(hsm, &["--list-objects", "--type", "secrkey"]);
+    let listing = String::from_utf8_lossy(&listed.stdout).to_string();
+    let objects: Vec<&str> = listing
+        .split("Secret Key Object")
+        .filter(|o| o.contains(prefix))
+        .collect();
+    (
+        objects.len(),
+        objects.iter().all(|o| o.contains("sensitive")),
+    )
+}
+
+/// An XKS call through the proxy, signed by the AWS SDK's signer with the
+/// wall clock (the server's clock is set to it first); waits while the
+/// proxy has not loaded the store or key yet (it reloads each second).
+async fn xks_call(
+    app: &TestApp,
+    credential: &XksCredential,
+    endpoint: &XksEndpoint,
+    key_id: &str,
+    operation: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let client = XksClient::new(app.http.clone());
+    let url = endpoint.key_url(key_id, operation);
+    let answer = app
+        .eventually(&format!("the proxy serving {url}"), || async {
+            app.clock.set(SystemClock.now());
+            let answer = client.post(&url, credential, body).await.unwrap();
+            (answer.status != 404).then_some(answer)
+        })
+        .await;
+    assert_eq!(answer.status, 200, "{operation} {key_id}: {}", answer.body);
+    answer.body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keystore_migrate_moves_xks_keys_and_credential_secrets_into_the_token_and_resumes() {
+    // A data directory on the software keystore with an external key store,
+    // its credential (as given to KMS) and two keys, each with a ciphertext
+    // KMS holds from before the move.
+    let app = TestApp::spawn_with(|args| args.keystore.keystore = Some("software".into())).await;
+    let admins = app.dual_session().await;
+    let store = unique("moved");
+    let (status, issued) = app
+        .post(
+            "/api/v1/xks/stores",
+            Some(&admins),
+            json!({ "name": store }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{issued}");
+    let access_key_id = issued["access_key_id"].as_str().unwrap().to_owned();
+    let credential = XksCredential::new(
+        &access_key_id,
+        issued["secret_access_key"].as_str().unwrap(),
+    );
+    let prefix = issued["store"]["path_prefix"].as_str().unwrap().to_owned();
+    let endpoint = XksEndpoint::new(&app.base, &prefix);
+    let mut keys = Vec::new();
+    for description in ["first", "second"] {
+        let (status, key) = app
+            .post(
+                &format!("/api/v1/xks/stores/{store}/keys"),
+                Some(&admins),
+                json!({ "description": description, "usage": "encrypt_decrypt" }),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{key}");
+        keys.push(key["id"].as_str().unwrap().to_owned());
+    }
+    let mut before = Vec::new();
+    for key in &keys {
+        let plaintext = format!("a data key of {key}").into_bytes();
+        let aad = format!("encryption context of {key}").into_bytes();
+        let body = xks_client::encrypt_body(&plaintext, Some(&aad), true);
+        let answer = xks_call(&app, &credential, &endpoint, key, "encrypt", &body).await;
+        before.push((
+            key.clone(),
+            plaintext,
+            aad,
+            Sealed::from_answer(&answer).unwrap(),
+        ));
+    }
+    let mut app = app;
+    app.shut_down().await;
+
+    let hsm = Hsm::fresh_token("xks-migrate");
+    let migrate = |crash_after_imports: Option<&str>| {
+        let mut command = Command::new(KEYHOLD);
+        command
+            .args(["keystore", "migrate", "--data-dir"])
+            .arg(&app.data_dir);
+        hsm.configure_command(&mut command);
+        use_database(&mut command, &app.db);
+        if let Some(n) = crash_after_imports {
+            command.env("KEYHOLD_CRASH_MIGRATION_AFTER_XKS_IMPORTS", n);
+        }
+        command.output().unwrap()
+    };
+    let xks_rows = || async {
+        let mut db = open_db(&app).await;
+        let handles = db
+            .fetch_bytes("SELECT keystore_handle FROM xks_keys ORDER BY created_at")
+            .await
+            .unwrap();
+        let secrets = db
+            .fetch_bytes("SELECT sealed_secret FROM xks_credentials")
+            .await
+            .unwrap();
+        (handles, secrets)
+    };
+
+    // Killed after the first XKS key's material reached the token, before
+    // its handle was written…
+    let crashed = migrate(Some("1"));
+    assert!(!crashed.status.success(), "{crashed:?}");
+    let (handles, secrets) = xks_rows().await;
+    assert!(
+        handles.iter().all(|h| !h.starts_with(b"keyhold:")),
+        "no XKS handle replaced before the crash"
+    );
+    assert_eq!(token_objects(&hsm, "keyhold:xks:").0, 1);
+    // The credential went first: its secret is sealed by the token now.
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0][0], 0x01, "the token's seal format");
+    assert!(app.data_dir.join("keystore/audit-mac.key").exists());
+
+    // …and run again: it finds that object, moves the other key, and
+    // removes the software keystore.
+    let done = migrate(None);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        stdout.contains("moved 0 key(s) and 0 credential secret(s) into the PKCS#11 token; 0 key(s) were there already; moved 2 XKS key(s) and 0 XKS credential secret(s); 0 XKS key(s) were there already; removed the software keystore"),
+        "{stdout}"
+    );
+    assert!(!app.data_dir.join("keystore/audit-mac.key").exists());
+    assert!(!app.data_dir.join("keystore/master.key").exists());
+    let (handles, secrets) = xks_rows().await;
+    let labels: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| format!("keyhold:xks:{k}").into_bytes())
+        .collect();
+    assert_eq!(handles, labels);
+    assert_eq!(token_objects(&hsm, "keyhold:xks:"), (2, true));
+    assert_eq!(token_objects(&hsm, "keyhold:key:").0, 0, "no BYOK object");
+
+    // A run after the move finds nothing left to do and writes nothing.
+    let mut db = open_db(&app).await;
+    let revision = db
+        .fetch_i64("SELECT revision FROM xks_revision")
+        .await
+        .unwrap();
+    let again = migrate(None);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        stdout.contains("moved 0 key(s) and 0 credential secret(s) into the PKCS#11 token; 0 key(s) were there already; moved 0 XKS key(s) and 0 XKS credential secret(s); 2 XKS key(s) were there already"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("removed the software keystore"),
+        "{stdout}"
+    );
+    assert_eq!(xks_rows().await, (handles, secrets));
+    assert_eq!(
+        db.fetch_i64("SELECT revision FROM xks_revision")
+            .await
+            .unwrap(),
+        revision
+    );
+    assert_eq!(token_objects(&hsm, "keyhold:xks:"), (2, true));
+    drop(db);
+
+    // The server on the token: the audit log verifies, the credential KMS
+    // was given still signs (its secret opens under the token), and what
+    // KMS holds from before the move decrypts.
+    let app = app
+        .restart_with(|args| hsm.configure(args), Some(hsm.pin.clone()))
+        .await;
+    // Listening on another port now.
+    let endpoint = XksEndpoint::new(&app.base, &prefix);
+    let admins = app.dual_session_again().await;
+    let (status, verified) = app.get("/api/v1/audit/verify", &admins).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{verified}");
+    assert_eq!(verified["ok"], true, "{verified}");
+    let summaries = app.audit_summaries(&admins).await;
+    for expected in [
+        format!(
+            "Moved the material of XKS key {} of external key store '{store}'",
+            keys[0]
+        ),
+        format!(
+            "Moved the material of XKS key {} of external key store '{store}'",
+            keys[1]
+        ),
+        format!(
+            "Moved the secret of XKS credential {access_key_id} of external key store '{store}'"
+        ),
+    ] {
+        assert!(
+            summaries.iter().any(|s| s.contains(&expected)),
+            "{expected}: {summaries:#?}"
+        );
+    }
+    for (key, plaintext, aad, sealed) in &before {
+        let body = xks_client::decrypt_body(sealed, Some(aad));
+        let answer = xks_call(&app, &credential, &endpoint, key, "decrypt", &body).await;
+        assert_eq!(
+            xks_client::plaintext_of(&answer).as_deref(),
+            Some(plaintext.as_slice())
+        );
+    }
+    // And the moved keys go on encrypting, in the token.
+    let body = xks_client::encrypt_body(b"after the move", None, false);
+    let answer = xks_call(&app, &credential, &endpoint, &keys[1], "encrypt", &body).await;
+    let sealed = Sealed::from_answer(&answer).unwrap();
+    let body = xks_client::decrypt_body(&sealed, None);
+    let answer = xks_call(&app, &credential, &endpoint, &keys[1], "decrypt", &body).await;
+    assert_eq!(
+        xks_client::plaintext_of(&answer).as_deref(),
+        Some(b"after the move".as_slice())
+    );
 }

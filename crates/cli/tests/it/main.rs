@@ -48,4 +48,8 @@ mod ui_approvals;
 mod ui_backups;
 mod ui_drift;
 mod ui_steps;
+mod ui_xks;
 mod webdriver;
+mod xks;
+mod xks_cluster;
+mod xks_proxy;

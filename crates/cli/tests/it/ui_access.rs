@@ -182,6 +182,20 @@ async fn every_screen_reads_and_fits_from_800_px_up() {
     let app = TestApp::spawn_with(|args| args.audit.audit_json_file = Some(stream_file)).await;
     let token = app.dual_session().await;
     let (group, key, job) = group_with_keys(&app, &token).await;
+    // An external key store with a key, for its screens' tables.
+    let store = unique("ui-wide-xks");
+    let (status, body) = app
+        .post("/api/v1/xks/stores", Some(&token), json!({"name": store}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/xks/stores/{store}/keys"),
+            Some(&token),
+            json!({"description": "payroll", "rule": {"principals": ["arn:aws:iam::111122223333:role/payroll-*"]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     // A request waiting for approval, for the Approvals screens.
     let (status, body) = app
         .request(
@@ -224,6 +238,8 @@ async fn every_screen_reads_and_fits_from_800_px_up() {
         ("approvals", "/ui/approvals".to_owned()),
         ("approval", format!("/ui/approvals/{approval}")),
         ("backups", "/ui/backups".to_owned()),
+        ("xks", "/ui/xks".to_owned()),
+        ("xks-store", format!("/ui/xks/{store}")),
     ];
     for (width, height) in [(1280, 800), (800, 900)] {
         browser.resize(width, height).await;

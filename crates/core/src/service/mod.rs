@@ -18,6 +18,9 @@ mod groups;
 mod jobs;
 mod keys;
 mod schedule;
+mod xks;
+#[cfg(test)]
+mod xks_tests;
 
 use std::sync::Arc;
 
@@ -35,6 +38,7 @@ pub use backup::BACKUP_RETRY;
 pub use drift::{ChecksStarted, DriftOverview, GroupDrift, GroupPlan};
 pub use jobs::{InPlaceRotations, JobRuntime};
 pub use schedule::{DUE_PER_PASS, RotationState, SchedulePass};
+pub use xks::{IssuedCredential, NewXksKey, NewXksStore, XksSnapshot, XksStoreDetail};
 
 /// The application: ports wired together.
 #[derive(Clone)]

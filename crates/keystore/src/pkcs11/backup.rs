@@ -27,9 +27,9 @@ use sha2::Digest as _;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::error::{Fail, rv};
-use super::objects::{self, AUDIT_SIGNING_LABEL, OwnKey};
+use super::objects::{self, AUDIT_SIGNING_LABEL, Material, OwnKey};
 use super::session::{Ctx, Token};
-use super::{AES_BLOCK_LEN, Pkcs11Keystore, check_handle, wrap};
+use super::{AES_BLOCK_LEN, Pkcs11Keystore, material_of_handle, wrap};
 use crate::seal::fill_random;
 
 /// Followed by 16 random bytes in hex: one exporter's or importer's wrap key.
@@ -269,11 +269,13 @@ struct Pkcs11Export<'a> {
 }
 
 impl BackupExport for Pkcs11Export<'_> {
+    /// BYOK and XKS keys alike: the handle (the object's label) says which
+    /// it is, and the backup's record which import restores it.
     fn export_key(&self, key_id: uuid::Uuid, handle: &[u8]) -> Result<Vec<u8>, KeystoreError> {
-        check_handle(key_id, handle)?;
+        let kind = material_of_handle(key_id, handle)?;
         let token = self.keystore.token_name();
         self.keystore.token.run("wrapping a key for a backup", |c| {
-            let target = objects::data_key(c, key_id, &token)?;
+            let target = objects::material(c, kind, key_id, &token)?;
             self.wrap_key.with(c, |kek| {
                 c.session.wrap_key(&Mechanism::AesKeyWrapPad, kek, target)
             })
@@ -327,11 +329,33 @@ impl BackupImport for Pkcs11Import<'_> {
         key_id: uuid::Uuid,
         wrapped: &[u8],
     ) -> Result<GeneratedKey, KeystoreError> {
+        self.import_material(Material::Key, key_id, wrapped)
+    }
+
+    /// The same, into an object like the ones `xks_generate_key` makes.
+    fn import_xks_key(
+        &self,
+        key_id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<GeneratedKey, KeystoreError> {
+        self.import_material(Material::Xks, key_id, wrapped)
+    }
+}
+
+impl Pkcs11Import<'_> {
+    fn import_material(
+        &self,
+        kind: Material,
+        key_id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<GeneratedKey, KeystoreError> {
         let token = self.keystore.token_name();
-        let what = format!("the material of key {key_id}");
-        self.keystore.token.run_writing("restoring a key into the token", |c| {
-            let template = objects::unwrapped_template(objects::data_key_template(key_id));
-            let handle = match objects::find_data_keys(c.session, key_id)?.as_slice() {
+        let noun = kind.noun();
+        let label = kind.label(key_id);
+        let what = format!("the material of {noun} {key_id}");
+        self.keystore.token.run_writing(&format!("restoring {noun} {key_id} into the token"), |c| {
+            let template = objects::unwrapped_template(objects::material_template(kind, key_id));
+            let handle = match objects::find_material(c.session, kind, key_id)?.as_slice() {
                 [] => {
                     let handle =
                         unwrap_pad(c, &self.wrap_key, wrapped, &template, &what)?;
@@ -356,17 +380,16 @@ impl BackupImport for Pkcs11Import<'_> {
                     wrap::destroy(c.session, copy);
                     if !same? {
                         return Err(Fail::Verdict(KeystoreError::Unsupported(format!(
-                            "the {token} already holds other material for key {key_id} (object {}) than the backup: it is not this installation's; restore into a token of the restored installation's own, or remove that object",
-                            objects::key_label(key_id)
+                            "the {token} already holds other material for {noun} {key_id} (object {label}) than the backup: it is not this installation's; restore into a token of the restored installation's own, or remove that object"
                         ))));
                     }
                     *existing
                 }
-                _ => objects::data_key(c, key_id, &token)?,
+                _ => objects::material(c, kind, key_id, &token)?,
             };
-            c.handles.put(c, objects::key_label(key_id).into_bytes(), handle);
+            c.handles.put(c, label.clone().into_bytes(), handle);
             Ok(GeneratedKey {
-                handle: objects::key_label(key_id).into_bytes(),
+                handle: label.clone().into_bytes(),
                 check_digits: CheckDigits::from_encrypted_zero_block(&zero_block(
                     c.session, handle,
                 )?),

@@ -10,10 +10,13 @@
 //! | `keyhold:audit-mac`  | generic secret, 32 bytes    | token, private, sensitive, extractable (only to be wrapped, into backups) | audit entry MAC (CKM_SHA256_HMAC) |
 //! | `keyhold:audit-signing` | EC P-256 key pair      | private: token, private, sensitive, extractable (only to be wrapped, into backups), sign only; public: token, verify | audit checkpoints (CKM_ECDSA over SHA-256) |
 //! | `keyhold:key:<uuid>` | AES-256, CKA_ID = uuid bytes | token, private, sensitive, extractable (only to be wrapped), encrypt/decrypt, no wrap/unwrap/derive | a key's material |
+//! | `keyhold:xks:<uuid>` | AES-256, CKA_ID = uuid bytes | the same as a key's material | an XKS key's material (CKM_AES_GCM for KMS; wrapped only into backups) |
 //!
 //! `open` creates the first three when the token lacks them, so every keyhold
 //! (and every node of a cluster) using the token shares them. A key's handle
-//! in the store is its label. Tokens set up by a keyhold from before backups
+//! in the store is its label; the label's prefix keeps the two kinds of keys
+//! apart (a BYOK key never serves XKS calls, an XKS key is never wrapped for
+//! a cloud). Tokens set up by a keyhold from before backups
 //! hold audit keys that are not extractable: their backups cannot carry them
 //! (see `backup`).
 //!
@@ -25,6 +28,15 @@
 //!
 //! `0x01 (version) || IV (12 bytes, from C_GenerateRandom) || ciphertext || tag (16 bytes)`,
 //! AES-256-GCM under `keyhold:seal` with the caller's context as AAD.
+//!
+//! # XKS encryption
+//!
+//! CKM_AES_GCM in the token under the XKS key's object, a 128-bit tag and
+//! KMS's AAD. The 12-byte IV comes from the token's C_GenerateRandom, as
+//! for sealed secrets: the keystore's random source, which an HSM certifies,
+//! for the price of one call more per encryption. Tokens that generate GCM
+//! IVs themselves only (some HSMs in FIPS mode refuse a caller's IV) are
+//! not supported yet.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -41,7 +53,9 @@ use keyhold_core::backup::{BackupExport, BackupImport, BackupWrapKey};
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
-use keyhold_core::ports::{GeneratedKey, Keystore, KeystoreKind};
+use keyhold_core::ports::{
+    GcmCiphertext, GeneratedKey, Keystore, KeystoreDescription, KeystoreKind,
+};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
@@ -58,7 +72,7 @@ mod wrap;
 mod tests;
 
 use error::{Fail, rv};
-use objects::OwnKey;
+use objects::{Material, OwnKey};
 use session::Token;
 use wrap::{OaepHash, WrappingKey};
 
@@ -116,6 +130,9 @@ pub struct Pkcs11Keystore {
     /// Probed the first time the token answered (see
     /// [`Keystore::wrapping_algorithms`]); `None` until then.
     algorithms: Mutex<Option<Vec<WrappingAlgorithm>>>,
+    /// What [`Keystore::describe`] last read from the token, given while
+    /// the token does not answer.
+    description: Mutex<Option<KeystoreDescription>>,
 }
 
 impl fmt::Debug for Pkcs11Keystore {
@@ -148,6 +165,7 @@ impl Pkcs11Keystore {
         Ok(Self {
             token: Token::new(module, token, pin),
             algorithms: Mutex::new(None),
+            description: Mutex::new(None),
         })
     }
 
@@ -186,6 +204,12 @@ impl Pkcs11Keystore {
         handle == objects::key_label(key_id).as_bytes()
     }
 
+    /// The same for XKS key `key_id`: whether `handle` is its
+    /// `keyhold:xks:` label.
+    pub fn names_xks_token_object(key_id: uuid::Uuid, handle: &[u8]) -> bool {
+        Material::of_handle(key_id, handle) == Some(Material::Xks)
+    }
+
     /// The OAEP hash the token unwraps transported material with: SHA-256
     /// where it wraps with it, else SHA-1 (SoftHSM2 2.6).
     fn transport_hash(&self) -> Result<OaepHash, KeystoreError> {
@@ -203,25 +227,47 @@ impl Pkcs11Keystore {
         key_id: uuid::Uuid,
         wrap_material: WrapForTransport<'_>,
     ) -> Result<GeneratedKey, KeystoreError> {
+        self.import_material(Material::Key, key_id, wrap_material)
+    }
+
+    /// [`Self::import_key`] for XKS key `key_id`: the token unwraps the
+    /// material into an XKS key object (`keyhold:xks:<uuid>`, the
+    /// attributes [`Keystore::xks_generate_key`] gives), never a BYOK key's.
+    /// Idempotent in the same way; the caller compares the check digits.
+    pub fn xks_import_key(
+        &self,
+        key_id: uuid::Uuid,
+        wrap_material: WrapForTransport<'_>,
+    ) -> Result<GeneratedKey, KeystoreError> {
+        self.import_material(Material::Xks, key_id, wrap_material)
+    }
+
+    fn import_material(
+        &self,
+        kind: Material,
+        key_id: uuid::Uuid,
+        wrap_material: WrapForTransport<'_>,
+    ) -> Result<GeneratedKey, KeystoreError> {
         let hash = self.transport_hash()?;
         let token = self.token_name();
-        self.token
-            .run_writing("importing a key into the token", |c| {
-                let handle = match objects::find_data_keys(c.session, key_id)?.as_slice() {
-                    [] => transport::unwrap_into_token(
-                        c.session,
-                        hash,
-                        &objects::unwrapped_template(objects::data_key_template(key_id)),
-                        wrap_material,
-                    )?,
-                    [existing] => *existing,
-                    _ => objects::data_key(c, key_id, &token)?,
-                };
-                Ok(GeneratedKey {
-                    handle: objects::key_label(key_id).into_bytes(),
-                    check_digits: check_digits(c.session, handle)?,
-                })
+        let what = format!("importing {} {key_id} into the token", kind.noun());
+        self.token.run_writing(&what, |c| {
+            let handle = match objects::find_material(c.session, kind, key_id)?.as_slice() {
+                [] => transport::unwrap_into_token(
+                    c.session,
+                    hash,
+                    &objects::unwrapped_template(objects::material_template(kind, key_id)),
+                    wrap_material,
+                )?,
+                [existing] => *existing,
+                // Reports the ambiguity with its remedy.
+                _ => objects::material(c, kind, key_id, &token)?,
+            };
+            Ok(GeneratedKey {
+                handle: kind.label(key_id).into_bytes(),
+                check_digits: check_digits(c.session, handle)?,
             })
+        })
     }
 
     /// Takes over another keystore's audit MAC key (keystore migration), so
@@ -278,6 +324,43 @@ impl Pkcs11Keystore {
         self.token.selector().to_string()
     }
 
+    /// Makes the material of key `key_id` of `kind` in the token. Idempotent
+    /// per key id: when the token already holds material for `key_id` (an
+    /// earlier attempt whose answer was lost), that material is returned
+    /// instead of a second object under the same label.
+    fn generate_material(
+        &self,
+        kind: Material,
+        key_id: uuid::Uuid,
+    ) -> Result<GeneratedKey, KeystoreError> {
+        self.prepare()?;
+        let token = self.token_name();
+        let label = kind.label(key_id);
+        let what = format!("generating {} {key_id}", kind.noun());
+        self.token.run_writing(&what, |c| {
+            let handle = match objects::find_material(c.session, kind, key_id)?.as_slice() {
+                [] => c.session.generate_key(
+                    &Mechanism::AesKeyGen,
+                    &objects::material_template(kind, key_id),
+                )?,
+                [existing] => {
+                    tracing::info!(%key_id, %label, "the token already holds this key's material; using it");
+                    *existing
+                }
+                _ => {
+                    // Reports the ambiguity with its remedy.
+                    objects::material(c, kind, key_id, &token)?
+                }
+            };
+            // The next use finds it without searching the token.
+            c.handles.put(c, label.clone().into_bytes(), handle);
+            Ok(GeneratedKey {
+                handle: label.clone().into_bytes(),
+                check_digits: check_digits(c.session, handle)?,
+            })
+        })
+    }
+
     /// Test hook: the RSA-AES key wrap composition, but with OAEP-SHA-1 for the
     /// ephemeral key, so tokens that cannot wrap with OAEP-SHA-256 (SoftHSM2
     /// 2.6) can still show that the composition is right. Not an AWS format.
@@ -319,6 +402,96 @@ fn check_handle(key_id: uuid::Uuid, handle: &[u8]) -> Result<(), KeystoreError> 
         Err(KeystoreError::Internal(format!(
             "the keystore handle stored with key {key_id} does not name its PKCS#11 object {}",
             objects::key_label(key_id)
+        )))
+    }
+}
+
+/// The same for an XKS key: its handle must be its own label, and a BYOK
+/// key's never serves AES-GCM for KMS.
+fn check_xks_handle(key_id: uuid::Uuid, handle: &[u8]) -> Result<(), KeystoreError> {
+    match Material::of_handle(key_id, handle) {
+        Some(Material::Xks) => Ok(()),
+        Some(Material::Key) => Err(KeystoreError::Internal(format!(
+            "the keystore handle given for XKS key {key_id} is a BYOK key's handle: it does not serve AES-GCM for KMS"
+        ))),
+        None => Err(KeystoreError::Internal(format!(
+            "the keystore handle stored with XKS key {key_id} does not name its PKCS#11 object {}",
+            Material::Xks.label(key_id)
+        ))),
+    }
+}
+
+/// Which kind of key a handle names, for what treats both alike (backups):
+/// it must be one of the key's two labels.
+fn material_of_handle(key_id: uuid::Uuid, handle: &[u8]) -> Result<Material, KeystoreError> {
+    match Material::of_handle(key_id, handle) {
+        Some(kind) => Ok(kind),
+        None => check_handle(key_id, handle).map(|()| Material::Key),
+    }
+}
+
+const GCM_TAG_BITS: u64 = GCM_TAG_LEN as u64 * 8;
+
+/// `C_Encrypt`'s CKM_AES_GCM output, `ciphertext || tag`, split.
+fn split_tag(iv: [u8; GCM_IV_LEN], mut sealed: Vec<u8>) -> Result<GcmCiphertext, Fail> {
+    let Some(at) = sealed.len().checked_sub(GCM_TAG_LEN) else {
+        return Err(Fail::TokenVerdict(KeystoreError::Internal(format!(
+            "the token's AES-GCM output is {} bytes, shorter than a tag",
+            sealed.len()
+        ))));
+    };
+    let tag = sealed.split_off(at);
+    let tag: [u8; GCM_TAG_LEN] = tag.as_slice().try_into().map_err(|_| {
+        Fail::TokenVerdict(KeystoreError::Internal(
+            "the token's AES-GCM tag is not 16 bytes".into(),
+        ))
+    })?;
+    Ok(GcmCiphertext {
+        iv,
+        ciphertext: sealed,
+        tag,
+    })
+}
+
+/// The XKS health check's key: a session object (never on the token),
+/// made and destroyed by the check.
+fn health_check_key_template() -> Vec<cryptoki::object::Attribute> {
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(objects::AES_256_LEN.into()),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(b"keyhold:xks-health-check".to_vec()),
+    ]
+}
+
+/// Encrypts and decrypts one block under `key` with CKM_AES_GCM.
+fn gcm_round_trip(session: &Session, key: ObjectHandle) -> Result<(), Fail> {
+    let aad = b"keyhold xks health check";
+    let mut block = [0u8; AES_BLOCK_LEN];
+    session.generate_random_slice(&mut block)?;
+    let mut iv = [0u8; GCM_IV_LEN];
+    session.generate_random_slice(&mut iv)?;
+    let mut params_iv = iv;
+    let params = GcmParams::new(&mut params_iv, aad, GCM_TAG_BITS.into())?;
+    let sealed = session.encrypt(&Mechanism::AesGcm(params), key, &block)?;
+    let mut params_iv = iv;
+    let params = GcmParams::new(&mut params_iv, aad, GCM_TAG_BITS.into())?;
+    let opened = session.decrypt(&Mechanism::AesGcm(params), key, &sealed)?;
+    if opened.as_slice() == block {
+        Ok(())
+    } else {
+        Err(Fail::TokenVerdict(KeystoreError::Internal(
+            "the token's AES-GCM decrypted the health check's block into other bytes".into(),
         )))
     }
 }
@@ -387,6 +560,122 @@ impl AuditSigner for Pkcs11Keystore {
 }
 
 impl Keystore for Pkcs11Keystore {
+    /// The token's label and serial number; its maker and model, and the
+    /// module's (C_GetTokenInfo, C_GetInfo). While the token does not
+    /// answer, what it said last, or the configured selector.
+    fn describe(&self) -> KeystoreDescription {
+        let read = self.token.run("describing the PKCS#11 token", |c| {
+            let token = c.pkcs11.get_token_info(c.slot)?;
+            let library = c.pkcs11.get_library_info()?;
+            Ok(KeystoreDescription {
+                id: format!("{}/{}", token.label().trim(), token.serial_number().trim()),
+                model: format!(
+                    "{} {} (hardware {}, firmware {}; PKCS#11 module: {} {} {})",
+                    token.manufacturer_id().trim(),
+                    token.model().trim(),
+                    token.hardware_version(),
+                    token.firmware_version(),
+                    library.manufacturer_id().trim(),
+                    library.library_description().trim(),
+                    library.library_version(),
+                ),
+            })
+        });
+        let mut last = lock(&self.description);
+        match read {
+            Ok(description) => {
+                *last = Some(description.clone());
+                description
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the PKCS#11 token cannot describe itself now");
+                last.clone().unwrap_or_else(|| KeystoreDescription {
+                    id: self.token.selector().to_string(),
+                    model: format!(
+                        "PKCS#11 module {}",
+                        self.token
+                            .module()
+                            .path()
+                            .file_name()
+                            .map_or_else(|| "(unnamed)".into(), |n| n.to_string_lossy())
+                    ),
+                })
+            }
+        }
+    }
+
+    /// CKM_AES_KEY_GEN into a token object labelled `keyhold:xks:<uuid>`;
+    /// idempotent per key id like [`Keystore::generate_key`].
+    fn xks_generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError> {
+        self.generate_material(Material::Xks, key_id)
+    }
+
+    fn xks_encrypt(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<GcmCiphertext, KeystoreError> {
+        check_xks_handle(key_id, handle)?;
+        self.prepare()?;
+        let token = self.token_name();
+        self.token.run("encrypting with an XKS key", |c| {
+            let mut iv = [0u8; GCM_IV_LEN];
+            c.session.generate_random_slice(&mut iv)?;
+            let sealed = objects::with_material(c, Material::Xks, key_id, &token, |key| {
+                let mut params_iv = iv;
+                let params = GcmParams::new(&mut params_iv, aad, GCM_TAG_BITS.into())?;
+                Ok(c.session
+                    .encrypt(&Mechanism::AesGcm(params), key, plaintext)?)
+            })?;
+            split_tag(iv, sealed)
+        })
+    }
+
+    fn xks_decrypt(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        sealed: &GcmCiphertext,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        check_xks_handle(key_id, handle)?;
+        self.prepare()?;
+        let token = self.token_name();
+        let mut input = Vec::with_capacity(sealed.ciphertext.len() + GCM_TAG_LEN);
+        input.extend_from_slice(&sealed.ciphertext);
+        input.extend_from_slice(&sealed.tag);
+        self.token.run("decrypting with an XKS key", |c| {
+            objects::with_material(c, Material::Xks, key_id, &token, |key| {
+                let mut params_iv = sealed.iv;
+                let params = GcmParams::new(&mut params_iv, aad, GCM_TAG_BITS.into())?;
+                match c.session.decrypt(&Mechanism::AesGcm(params), key, &input) {
+                    Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
+                    Err(e) if is_tag_mismatch(c.session, &e) => {
+                        Err(Fail::TokenVerdict(KeystoreError::SealBroken))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            })
+        })
+    }
+
+    /// An AES-256 session object (never a token object) encrypts and
+    /// decrypts a block with CKM_AES_GCM, and is destroyed, whatever the
+    /// outcome.
+    fn xks_health_check(&self) -> Result<(), KeystoreError> {
+        self.prepare()?;
+        self.token.run("checking the token's AES-GCM for XKS", |c| {
+            let key = c
+                .session
+                .generate_key(&Mechanism::AesKeyGen, &health_check_key_template())?;
+            let result = gcm_round_trip(c.session, key);
+            wrap::destroy(c.session, key);
+            result
+        })
+    }
+
     fn kind(&self) -> KeystoreKind {
         KeystoreKind::Pkcs11
     }
@@ -420,29 +709,7 @@ impl Keystore for Pkcs11Keystore {
     /// `key_id` (an earlier attempt whose answer was lost), that material is
     /// returned instead of a second object under the same label.
     fn generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError> {
-        self.prepare()?;
-        let token = self.token_name();
-        self.token.run_writing("generating a key", |c| {
-            let handle = match objects::find_data_keys(c.session, key_id)?.as_slice() {
-                [] => c
-                    .session
-                    .generate_key(&Mechanism::AesKeyGen, &objects::data_key_template(key_id))?,
-                [existing] => {
-                    tracing::info!(%key_id, "the token already holds this key's material; using it");
-                    *existing
-                }
-                _ => {
-                    // Reports the ambiguity with its remedy.
-                    objects::data_key(c, key_id, &token)?
-                }
-            };
-            // The wrap that follows finds it without searching the token.
-            c.handles.put(c, objects::key_label(key_id).into_bytes(), handle);
-            Ok(GeneratedKey {
-                handle: objects::key_label(key_id).into_bytes(),
-                check_digits: check_digits(c.session, handle)?,
-            })
-        })
+        self.generate_material(Material::Key, key_id)
     }
 
     fn wrap_key(
@@ -479,13 +746,15 @@ impl Keystore for Pkcs11Keystore {
     }
 
     /// Destroys every object labelled with the key; none left is success.
-    /// The handle is not needed: the label names the key's material, and a
+    /// The handle says only which kind of key it is (an XKS key's handle is
+    /// its `keyhold:xks:` label): the label names the key's material, and a
     /// key whose handle is not ours (another keystore's) has none here.
-    fn delete_key(&self, key_id: uuid::Uuid, _handle: &[u8]) -> Result<(), KeystoreError> {
+    fn delete_key(&self, key_id: uuid::Uuid, handle: &[u8]) -> Result<(), KeystoreError> {
+        let kind = Material::of_handle(key_id, handle).unwrap_or(Material::Key);
         self.prepare()?;
         self.token.run_writing("deleting a key", |c| {
-            c.handles.forget(objects::key_label(key_id).as_bytes());
-            for object in objects::find_data_keys(c.session, key_id)? {
+            c.handles.forget(kind.label(key_id).as_bytes());
+            for object in objects::find_material(c.session, kind, key_id)? {
                 match c.session.destroy_object(object) {
                     Ok(()) => {}
                     // Destroyed by someone else since the search.
@@ -505,7 +774,8 @@ impl Keystore for Pkcs11Keystore {
         self.prepare()
     }
 
-    /// Lists keyhold's key objects on the token once, rather than one search per key.
+    /// Lists keyhold's key objects on the token once, rather than one search
+    /// per key. Answers for XKS keys' handles too.
     fn missing_material(
         &self,
         keys: &[(uuid::Uuid, &[u8])],
@@ -517,7 +787,7 @@ impl Keystore for Pkcs11Keystore {
         Ok(keys
             .iter()
             .filter(|(id, handle)| {
-                !Self::names_token_object(*id, handle) || !present.contains(*handle)
+                Material::of_handle(*id, handle).is_none() || !present.contains(*handle)
             })
             .map(|(id, _)| *id)
             .collect())

@@ -22,13 +22,57 @@ pub(super) const AUDIT_SIGNING_LABEL: &str = "keyhold:audit-signing";
 const P256_EC_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// Followed by the keyhold key id: the label of a key's material.
 pub(super) const KEY_LABEL_PREFIX: &str = "keyhold:key:";
+/// Followed by the XKS key id: the label of an XKS key's material.
+pub(super) const XKS_KEY_LABEL_PREFIX: &str = "keyhold:xks:";
 
 pub(super) const AES_256_LEN: u64 = 32;
 const OWN_KEY_ID_LEN: u32 = 16;
 
 /// The label of key `key_id`'s material; also the handle the store keeps.
 pub(super) fn key_label(key_id: uuid::Uuid) -> String {
-    format!("{KEY_LABEL_PREFIX}{key_id}")
+    Material::Key.label(key_id)
+}
+
+/// Which kind of key a material object holds. The two kinds are told apart
+/// by their labels: a BYOK key's material is wrapped for KMS import and
+/// never serves XKS calls; an XKS key's serves AES-GCM for KMS and is never
+/// wrapped for a cloud (only into backups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Material {
+    /// A BYOK key (`keyhold:key:<uuid>`).
+    Key,
+    /// An XKS key (`keyhold:xks:<uuid>`).
+    Xks,
+}
+
+impl Material {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Key => KEY_LABEL_PREFIX,
+            Self::Xks => XKS_KEY_LABEL_PREFIX,
+        }
+    }
+
+    /// The label of the material of key `key_id`; also its handle in the store.
+    pub(super) fn label(self, key_id: uuid::Uuid) -> String {
+        format!("{}{key_id}", self.prefix())
+    }
+
+    /// Which kind `handle` (as the store keeps it) names for `key_id`;
+    /// `None` when it names neither (another keystore's handle).
+    pub(super) fn of_handle(key_id: uuid::Uuid, handle: &[u8]) -> Option<Self> {
+        [Self::Key, Self::Xks]
+            .into_iter()
+            .find(|kind| handle == kind.label(key_id).as_bytes())
+    }
+
+    /// How messages name the key.
+    pub(super) fn noun(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Xks => "XKS key",
+        }
+    }
 }
 
 /// keyhold's own long-lived keys, created on the token at the first open.
@@ -301,7 +345,16 @@ pub(super) fn ec_point(session: &Session, public: ObjectHandle) -> Result<Vec<u8
 }
 
 /// Template of a key's material (C_GenerateKey, CKM_AES_KEY_GEN).
+/// For the unit tests: the keystore names the kind of key ([`Material`]).
+#[cfg(test)]
 pub(super) fn data_key_template(key_id: uuid::Uuid) -> Vec<Attribute> {
+    material_template(Material::Key, key_id)
+}
+
+/// Template of a BYOK or XKS key's material: the same attributes (an XKS
+/// key encrypts and decrypts with CKM_AES_GCM in the token, a BYOK key is
+/// wrapped for KMS; both leave the token only wrapped), told apart by label.
+pub(super) fn material_template(kind: Material, key_id: uuid::Uuid) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -318,21 +371,32 @@ pub(super) fn data_key_template(key_id: uuid::Uuid) -> Vec<Attribute> {
         Attribute::Unwrap(false),
         // Derivation (e.g. CKM_EXTRACT_KEY_FROM_KEY) could copy the material out.
         Attribute::Derive(false),
-        Attribute::Label(key_label(key_id).into_bytes()),
+        Attribute::Label(kind.label(key_id).into_bytes()),
         Attribute::Id(key_id.as_bytes().to_vec()),
     ]
 }
 
 /// The token objects holding key `key_id`'s material (normally one).
+/// For the unit tests: the keystore names the kind of key ([`Material`]).
+#[cfg(test)]
 pub(super) fn find_data_keys(
     session: &Session,
+    key_id: uuid::Uuid,
+) -> Result<Vec<ObjectHandle>, Fail> {
+    find_material(session, Material::Key, key_id)
+}
+
+/// The token objects holding the material of key `key_id` of `kind`.
+pub(super) fn find_material(
+    session: &Session,
+    kind: Material,
     key_id: uuid::Uuid,
 ) -> Result<Vec<ObjectHandle>, Fail> {
     find(
         session,
         &[
             Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(key_label(key_id).into_bytes()),
+            Attribute::Label(kind.label(key_id).into_bytes()),
         ],
     )
 }
@@ -346,7 +410,8 @@ pub(super) fn unwrapped_template(template: Vec<Attribute>) -> Vec<Attribute> {
         .collect()
 }
 
-/// The labels of every keyhold key object on the token (one search, for listings).
+/// The labels of every keyhold key object on the token, BYOK and XKS (one
+/// search, for listings).
 pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fail> {
     let candidates = find(
         session,
@@ -366,7 +431,8 @@ pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fai
         };
         for attribute in attributes {
             if let Attribute::Label(label) = attribute
-                && label.starts_with(KEY_LABEL_PREFIX.as_bytes())
+                && (label.starts_with(KEY_LABEL_PREFIX.as_bytes())
+                    || label.starts_with(XKS_KEY_LABEL_PREFIX.as_bytes()))
             {
                 labels.insert(label);
             }
@@ -377,23 +443,64 @@ pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fai
 
 /// The one object holding key `key_id`'s material.
 pub(super) fn data_key(c: &Ctx<'_>, key_id: uuid::Uuid, token: &str) -> Result<ObjectHandle, Fail> {
-    let label = key_label(key_id).into_bytes();
+    material(c, Material::Key, key_id, token)
+}
+
+/// The one object holding the material of key `key_id` of `kind`.
+pub(super) fn material(
+    c: &Ctx<'_>,
+    kind: Material,
+    key_id: uuid::Uuid,
+    token: &str,
+) -> Result<ObjectHandle, Fail> {
+    let label = kind.label(key_id).into_bytes();
     if let Some(handle) = c.handles.get(c, &label, ObjectClass::SECRET_KEY) {
         return Ok(handle);
     }
-    match find_data_keys(c.session, key_id)?.as_slice() {
+    let noun = kind.noun();
+    match find_material(c.session, kind, key_id)?.as_slice() {
         [one] => {
             c.handles.put(c, label, *one);
             Ok(*one)
         }
         [] => Err(Fail::Verdict(KeystoreError::KeyNotFound(format!(
-            "the key material of key {key_id} is missing from the {token} (object {}): it was deleted on the token or the token was re-initialised",
-            key_label(key_id)
+            "the key material of {noun} {key_id} is missing from the {token} (object {}): it was deleted on the token or the token was re-initialised",
+            kind.label(key_id)
         )))),
         several => Err(Fail::Verdict(KeystoreError::Internal(format!(
-            "{} objects on the {token} are labelled {}; keyhold cannot tell which holds the material of key {key_id}: remove the ones never imported into KMS",
+            "{} objects on the {token} are labelled {}; keyhold cannot tell which holds the material of {noun} {key_id}: remove the ones {}",
             several.len(),
-            key_label(key_id)
+            kind.label(key_id),
+            match kind {
+                Material::Key => "never imported into KMS",
+                Material::Xks => "whose check digits differ from keyhold's record of the key",
+            }
         )))),
+    }
+}
+
+/// Runs `op` with the object holding the material of key `key_id` of
+/// `kind`. A cached handle is checked before use ([`super::handles`]), but
+/// the object may be destroyed between that check and `op` (a delete on
+/// another node): when the token then calls the handle invalid, it is
+/// forgotten and the object searched for once more, which reports the key
+/// missing if it is gone.
+pub(super) fn with_material<T>(
+    c: &Ctx<'_>,
+    kind: Material,
+    key_id: uuid::Uuid,
+    token: &str,
+    op: impl Fn(ObjectHandle) -> Result<T, Fail>,
+) -> Result<T, Fail> {
+    let handle = material(c, kind, key_id, token)?;
+    match op(handle) {
+        Err(Fail::Token(Error::Pkcs11(
+            RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+            _,
+        ))) => {
+            c.handles.forget(kind.label(key_id).as_bytes());
+            op(material(c, kind, key_id, token)?)
+        }
+        result => result,
     }
 }

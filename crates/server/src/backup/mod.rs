@@ -8,7 +8,9 @@
 //!   does not grow with the number of keys.
 //! - Key material leaves the keystore only wrapped under the backup's wrap
 //!   key; the old keystore's handles and sealed secrets are left out (they
-//!   open nowhere else). The backup key exists only in this process, until
+//!   open nowhere else). XKS keys and XKS credentials travel the same way
+//!   as keys and cloud credentials; the table a record comes in tells the
+//!   restore which they are (see [`TableShape`]). The backup key exists only in this process, until
 //!   the file is finished, and as the custodians' shares.
 //! - The file is written under a hidden `.partial` name and renamed when it
 //!   is complete and synced: a file with a backup's name is whole. A backup
@@ -27,7 +29,7 @@ use keyhold_backup::{BackupKey, BackupWriter, Header, HeaderInfo, Record, Secret
 use keyhold_core::backup::{
     BackupRecord, BackupStatus, BackupTrigger, CREDENTIAL_ID_COLUMN, CREDENTIAL_SECRET_COLUMN,
     CREDENTIALS_TABLE, CustodianSet, KEY_HANDLE_COLUMN, KEY_ID_COLUMN, KEYS_TABLE, SnapshotItem,
-    SnapshotSink, SnapshotValue,
+    SnapshotSink, SnapshotValue, XKS_CREDENTIALS_TABLE, XKS_KEYS_TABLE,
 };
 use keyhold_core::error::{CoreError, CoreResult, StoreError};
 use keyhold_core::identity::Session;
@@ -331,12 +333,21 @@ impl SnapshotSink for ChannelSink {
 
 /// Where the columns that hold old-keystore data are, in the table being
 /// written or restored: found once per table, not per row.
+///
+/// A key's `KeyMaterial` record and a credential's `CredentialSecret`
+/// record come right before their row, inside their table: so the table
+/// tells an XKS key's material (restored with `import_xks_key`) from a
+/// BYOK key's, and an XKS credential's secret (sealed under
+/// `keyhold_core::xks::secret_context`) from a cloud credential's, with no
+/// record kind of their own and no change to the backup format.
 #[derive(Default)]
 pub(crate) struct TableShape {
     /// Keys: id, keystore handle, check digits.
     pub(crate) key: Option<(usize, usize, usize)>,
     /// Credentials: id, sealed secret.
     pub(crate) credential: Option<(usize, usize)>,
+    /// The table holds XKS keys or XKS credentials.
+    pub(crate) xks: bool,
 }
 
 /// The column of keys' check digits (compared after a restore's import).
@@ -350,24 +361,45 @@ impl TableShape {
                 .position(|c| c == column)
                 .with_context(|| format!("table {name} has no column {column}"))
         };
+        let xks = matches!(name, XKS_KEYS_TABLE | XKS_CREDENTIALS_TABLE);
         Ok(match name {
-            KEYS_TABLE => Self {
+            KEYS_TABLE | XKS_KEYS_TABLE => Self {
                 key: Some((
                     index(KEY_ID_COLUMN)?,
                     index(KEY_HANDLE_COLUMN)?,
                     index(KEY_CHECK_DIGITS_COLUMN)?,
                 )),
+                xks,
                 ..Self::default()
             },
-            CREDENTIALS_TABLE => Self {
+            CREDENTIALS_TABLE | XKS_CREDENTIALS_TABLE => Self {
                 credential: Some((
                     index(CREDENTIAL_ID_COLUMN)?,
                     index(CREDENTIAL_SECRET_COLUMN)?,
                 )),
+                xks,
                 ..Self::default()
             },
             _ => Self::default(),
         })
+    }
+
+    /// The context the keystore seals credential `id`'s secret under.
+    pub(crate) fn secret_context(&self, id: uuid::Uuid) -> Vec<u8> {
+        if self.xks {
+            keyhold_core::xks::secret_context(id)
+        } else {
+            id.as_bytes().to_vec()
+        }
+    }
+
+    /// How messages name this table's keys and credentials.
+    pub(crate) fn noun(&self, what: &'static str) -> String {
+        if self.xks {
+            format!("XKS {what}")
+        } else {
+            what.to_owned()
+        }
     }
 }
 
@@ -418,9 +450,10 @@ fn write_backup(
                     let SnapshotValue::Bytes(handle_bytes) = &values[handle] else {
                         anyhow::bail!("key {key_id} has no keystore handle");
                     };
-                    let wrapped = export
-                        .export_key(key_id, handle_bytes)
-                        .with_context(|| format!("exporting key {key_id}'s material"))?;
+                    // The handle says which kind of key it is to the keystore.
+                    let wrapped = export.export_key(key_id, handle_bytes).with_context(|| {
+                        format!("exporting {} {key_id}'s material", shape.noun("key"))
+                    })?;
                     out.write(&Record::KeyMaterial { key_id, wrapped })?;
                     values[handle] = SnapshotValue::Bytes(Vec::new());
                     keys += 1;
@@ -432,8 +465,13 @@ fn write_backup(
                         && !sealed.is_empty()
                     {
                         let plain = keystore
-                            .open_secret(credential.as_bytes(), sealed)
-                            .with_context(|| format!("opening credential {credential}'s secret"))?;
+                            .open_secret(&shape.secret_context(credential), sealed)
+                            .with_context(|| {
+                                format!(
+                                    "opening {} {credential}'s secret",
+                                    shape.noun("credential")
+                                )
+                            })?;
                         out.write(&Record::CredentialSecret {
                             id: credential,
                             secret: SecretBytes::new(plain),

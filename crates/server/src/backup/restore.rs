@@ -384,9 +384,13 @@ fn read_records(
                 })?;
             }
             Record::KeyMaterial { key_id, wrapped } => {
-                let made = import
-                    .import_key(key_id, &wrapped)
-                    .with_context(|| format!("importing key {key_id}'s material"))?;
+                // Written right before its row: the table says which kind.
+                let made = if shape.xks {
+                    import.import_xks_key(key_id, &wrapped)
+                } else {
+                    import.import_key(key_id, &wrapped)
+                }
+                .with_context(|| format!("importing {} {key_id}'s material", shape.noun("key")))?;
                 imported.insert(key_id, made);
             }
             Record::CredentialSecret { id, secret } => {
@@ -395,14 +399,18 @@ fn read_records(
             Record::Row { mut values } => {
                 if let Some((id, handle, check_digits)) = shape.key {
                     let id = uuid_of(&values[id])?;
-                    let made = imported
-                        .remove(&id)
-                        .with_context(|| format!("the backup holds no material for key {id}"))?;
+                    let made = imported.remove(&id).with_context(|| {
+                        format!(
+                            "the backup holds no material for {} {id}",
+                            shape.noun("key")
+                        )
+                    })?;
                     if let SnapshotValue::Text(recorded) = &values[check_digits]
                         && !recorded.eq_ignore_ascii_case(made.check_digits.as_str())
                     {
                         bail!(
-                            "key {id}: the restored material's check digits are {}, the record says {recorded}: the restore stops",
+                            "{} {id}: the restored material's check digits are {}, the record says {recorded}: the restore stops",
+                            shape.noun("key"),
                             made.check_digits.as_str()
                         );
                     }
@@ -416,8 +424,10 @@ fn read_records(
                     let id = uuid_of(&values[id])?;
                     if let Some(secret) = secrets.remove(&id) {
                         let sealed = keystore
-                            .seal_secret(id.as_bytes(), &secret)
-                            .with_context(|| format!("sealing credential {id}'s secret"))?;
+                            .seal_secret(&shape.secret_context(id), &secret)
+                            .with_context(|| {
+                                format!("sealing {} {id}'s secret", shape.noun("credential"))
+                            })?;
                         values[secret_at] = SnapshotValue::Bytes(sealed);
                         read.credentials += 1;
                     }
@@ -516,4 +526,213 @@ async fn expire_pending_approvals(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use keyhold_backup::HeaderInfo;
+    use keyhold_core::audit::AuditSigner;
+    use keyhold_core::backup::{
+        Custodian, CustodianName, CustodianSet, SnapshotItem, XKS_CREDENTIALS_TABLE, XKS_KEYS_TABLE,
+    };
+    use keyhold_core::error::KeystoreError;
+    use keyhold_keystore::MasterKeySource;
+
+    use super::*;
+
+    const AAD: &[u8] = b"kms request aad";
+
+    fn custodians() -> CustodianSet {
+        let custodian = |name: &str| {
+            let (_secret, public_key) = keyhold_backup::generate_custodian_key().unwrap();
+            Custodian {
+                name: CustodianName::parse(name).unwrap(),
+                public_key,
+                kdf: None,
+            }
+        };
+        CustodianSet::new(2, vec![custodian("alice"), custodian("bob")]).unwrap()
+    }
+
+    fn text(id: uuid::Uuid) -> SnapshotValue {
+        SnapshotValue::Text(id.to_string())
+    }
+
+    /// The writer and the restore's reader, with no database: BYOK and XKS
+    /// keys, cloud and XKS credentials, each restored as its own kind.
+    #[test]
+    fn xks_keys_and_credentials_are_backed_up_and_restored_as_xks() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = SoftKeystore::init(&dir.path().join("source"), MasterKeySource::File).unwrap();
+        let (byok_id, xks_id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let byok = source.generate_key(byok_id).unwrap();
+        let xks = source.xks_generate_key(xks_id).unwrap();
+        let sealed = source
+            .xks_encrypt(xks_id, &xks.handle, b"a data key", AAD)
+            .unwrap();
+        let (cloud_id, xks_credential_id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let cloud_secret = source
+            .seal_secret(cloud_id.as_bytes(), b"cloud secret")
+            .unwrap();
+        let xks_secret = source
+            .seal_secret(
+                &keyhold_core::xks::secret_context(xks_credential_id),
+                b"xks secret",
+            )
+            .unwrap();
+
+        let key_columns = || {
+            vec![
+                "id".to_owned(),
+                "keystore_handle".to_owned(),
+                "check_digits".to_owned(),
+            ]
+        };
+        let key_row = |id, made: &keyhold_core::ports::GeneratedKey| {
+            SnapshotItem::Row(vec![
+                text(id),
+                SnapshotValue::Bytes(made.handle.clone()),
+                SnapshotValue::Text(made.check_digits.as_str().to_owned()),
+            ])
+        };
+        let credential_columns = || vec!["id".to_owned(), "sealed_secret".to_owned()];
+        let items = vec![
+            SnapshotItem::Table {
+                name: "keys".into(),
+                columns: key_columns(),
+            },
+            key_row(byok_id, &byok),
+            SnapshotItem::Table {
+                name: XKS_KEYS_TABLE.into(),
+                columns: key_columns(),
+            },
+            key_row(xks_id, &xks),
+            SnapshotItem::Table {
+                name: "credentials".into(),
+                columns: credential_columns(),
+            },
+            SnapshotItem::Row(vec![text(cloud_id), SnapshotValue::Bytes(cloud_secret)]),
+            SnapshotItem::Table {
+                name: XKS_CREDENTIALS_TABLE.into(),
+                columns: credential_columns(),
+            },
+            SnapshotItem::Row(vec![
+                text(xks_credential_id),
+                SnapshotValue::Bytes(xks_secret),
+            ]),
+        ];
+        let (tx, rx) = tokio::sync::mpsc::channel(items.len());
+        for item in items {
+            tx.try_send(item).unwrap();
+        }
+        drop(tx);
+
+        let key = BackupKey::generate().unwrap();
+        let header = Header::new(
+            HeaderInfo {
+                backup_id: uuid::Uuid::new_v4(),
+                created_at: "2026-12-06T12:00:00Z".into(),
+                created_by: "Admin1,Admin2".into(),
+                node: "node-1".into(),
+                keystore: "software".into(),
+                database: "sqlite".into(),
+                schema_version: 14,
+            },
+            &custodians(),
+            &source.audit_public_key().unwrap(),
+            &key,
+        )
+        .unwrap();
+        let path = dir.path().join("backup.khbk");
+        let file = std::fs::File::create(&path).unwrap();
+        let written = super::super::write_backup(file, &header, &key, &source, rx, &[]).unwrap();
+        assert_eq!(written.keys, 2);
+
+        let checked = check(&path, &key).unwrap();
+        let target = SoftKeystore::init_from_backup(
+            &dir.path().join("target"),
+            MasterKeySource::File,
+            &key.wrap_key(),
+            &checked.audit_keys,
+        )
+        .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let itself = ItsOwnRecord {
+            id: header.backup_id,
+            size: checked.size,
+            sha256: checked.sha256.clone(),
+            finished_at: "2026-12-06T12:01:00Z".into(),
+        };
+        let read = read_records(
+            &path,
+            &key,
+            &target,
+            &dir.path().join("archives"),
+            &itself,
+            tx,
+        )
+        .unwrap();
+        assert_eq!((read.keys, read.credentials), (2, 2));
+        let mut rows: HashMap<String, Vec<Vec<SnapshotValue>>> = HashMap::new();
+        let mut table = String::new();
+        while let Ok(step) = rx.try_recv() {
+            match step {
+                Step::Table { name, .. } => table = name,
+                Step::Row(values) => rows.entry(table.clone()).or_default().push(values),
+            }
+        }
+        let bytes = |table: &str, column: usize| match &rows[table][0][column] {
+            SnapshotValue::Bytes(bytes) => bytes.clone(),
+            other => panic!("{table}: {other:?}"),
+        };
+
+        // The XKS key decrypts what the source encrypted; the BYOK key is
+        // still a BYOK key (it serves no XKS call).
+        let restored_xks = bytes(XKS_KEYS_TABLE, 1);
+        assert_eq!(
+            target
+                .xks_decrypt(xks_id, &restored_xks, &sealed, AAD)
+                .unwrap()
+                .as_slice(),
+            b"a data key"
+        );
+        let restored_byok = bytes("keys", 1);
+        assert!(matches!(
+            target.xks_encrypt(byok_id, &restored_byok, b"x", AAD),
+            Err(KeystoreError::Internal(_))
+        ));
+        assert!(
+            target
+                .missing_material(&[(byok_id, restored_byok.as_slice())])
+                .unwrap()
+                .is_empty()
+        );
+
+        // Each secret sealed again under its own kind's context.
+        assert_eq!(
+            target
+                .open_secret(cloud_id.as_bytes(), &bytes("credentials", 1))
+                .unwrap()
+                .as_slice(),
+            b"cloud secret"
+        );
+        let restored_secret = bytes(XKS_CREDENTIALS_TABLE, 1);
+        assert_eq!(
+            target
+                .open_secret(
+                    &keyhold_core::xks::secret_context(xks_credential_id),
+                    &restored_secret
+                )
+                .unwrap()
+                .as_slice(),
+            b"xks secret"
+        );
+        assert!(
+            target
+                .open_secret(xks_credential_id.as_bytes(), &restored_secret)
+                .is_err()
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //!   (`KEYHOLD_*`), then command-line flags; a flag beats its variable, and
 //!   both beat the file.
 //! - One struct per area (`listen`, `data`, `keystore`, `kms`, `jobs`,
-//!   `cluster`, `logging`, `audit`, `login`) declares each of its settings once: that struct is
+//!   `cluster`, `logging`, `audit`, `login`, `xks`) declares each of its settings once: that struct is
 //!   the area's flags and its keys of the file (see `layering`), and
 //!   `resolve` validates it into what the server runs with.
 //! - The file's keys sit at the top level and unknown keys are an error, so
@@ -25,6 +25,7 @@ mod layering;
 mod listen;
 mod logging;
 mod login;
+mod xks;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -48,6 +49,7 @@ pub use kms::{
 pub use listen::{DEFAULT_LISTEN, ListenArgs, ListenConfig};
 pub use logging::LogArgs;
 pub use login::LoginArgs;
+pub use xks::{DEFAULT_XKS_DIGEST_MINUTES, XksArgs, XksConfig, default_usage_log};
 
 use crate::client_address::TrustedProxies;
 use crate::login_throttle::ThrottleSettings;
@@ -81,6 +83,8 @@ pub struct ServeArgs {
     pub login: LoginArgs,
     #[command(flatten)]
     pub approval_webhook: ApprovalWebhookArgs,
+    #[command(flatten)]
+    pub xks: XksArgs,
 }
 
 /// The validated configuration the server runs with.
@@ -114,6 +118,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// Where approval events are POSTed, signed (none: nowhere).
     pub approval_webhook: Option<crate::approval_webhook::WebhookConfig>,
+    /// The AWS KMS external key store proxy: on or off, its usage log and digest.
+    pub xks: XksConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -134,6 +140,7 @@ impl std::fmt::Debug for Config {
             .field("login_throttle", &self.login_throttle)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("approval_webhook", &self.approval_webhook)
+            .field("xks", &self.xks)
             .finish()
     }
 }
@@ -169,6 +176,7 @@ impl ServeArgs {
             audit,
             login,
             approval_webhook,
+            xks,
         } = self.over(file);
         let webhook_secret = secrets.approval_webhook_secret.clone();
         let ListenConfig { address, tls } = listen.resolve()?;
@@ -187,6 +195,7 @@ impl ServeArgs {
             node_id,
             scheduler_tick,
         } = cluster.resolve()?;
+        let xks = xks.resolve(&data_dir, &node_id)?;
         let (login_throttle, trusted_proxies) = login.resolve()?;
         let approval_webhook = approval_webhook.resolve(webhook_secret)?;
         Ok(Config {
@@ -207,6 +216,7 @@ impl ServeArgs {
             login_throttle,
             trusted_proxies,
             approval_webhook,
+            xks,
         })
     }
 
@@ -225,6 +235,7 @@ impl ServeArgs {
             audit: self.audit.over(lower.audit),
             login: self.login.over(lower.login),
             approval_webhook: self.approval_webhook.over(lower.approval_webhook),
+            xks: self.xks.over(lower.xks),
         }
     }
 
@@ -243,6 +254,7 @@ impl ServeArgs {
                 AuditArgs::KEYS,
                 LoginArgs::KEYS,
                 ApprovalWebhookArgs::KEYS,
+                XksArgs::KEYS,
             ]
             .concat()
         })
@@ -263,7 +275,8 @@ impl ServeArgs {
             || self.cluster.read_key(key, map)?
             || self.audit.read_key(key, map)?
             || self.login.read_key(key, map)?
-            || self.approval_webhook.read_key(key, map)?)
+            || self.approval_webhook.read_key(key, map)?
+            || self.xks.read_key(key, map)?)
     }
 }
 

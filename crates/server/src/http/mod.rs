@@ -17,6 +17,7 @@ pub(crate) mod identities;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod sessions;
+pub(crate) mod xks;
 
 pub(crate) use extract::audit_refused_session;
 

@@ -24,7 +24,7 @@ use keyhold_core::service::Gate;
 use keyhold_core::{CoreError, InvalidInput, StoreError};
 use serde::{Deserialize, Serialize};
 
-use super::audited;
+use super::{audited, xks};
 use crate::ApiResult;
 use crate::app::AppState;
 use crate::http::errors::ApiError;
@@ -95,6 +95,38 @@ pub enum PendingOperation {
     /// before the request was stored, so no passphrase is kept in it.
     SetCustodians {
         custodians: keyhold_core::backup::CustodianSet,
+    },
+    /// A store and its first credential, whose secret is sealed for the
+    /// requester when the request runs (never stored in the request).
+    CreateXksStore {
+        store: api::CreateXksStoreRequest,
+    },
+    UpdateXksStore {
+        store: String,
+        change: api::UpdateXksStoreRequest,
+    },
+    DeleteXksStore {
+        store: String,
+    },
+    /// A new credential of the store (sealed for the requester, as above).
+    AddXksCredential {
+        store: String,
+    },
+    RevokeXksCredential {
+        store: String,
+        access_key_id: String,
+    },
+    CreateXksKey {
+        store: String,
+        key: api::CreateXksKeyRequest,
+    },
+    /// A change that widens the key (a restriction needs no approvals).
+    UpdateXksKey {
+        key: String,
+        change: api::UpdateXksKeyRequest,
+    },
+    DeleteXksKey {
+        key: String,
     },
 }
 
@@ -202,19 +234,38 @@ pub async fn deny(
     view(app, session, &request).await
 }
 
-/// The requester collects an executed request's sealed result, once.
+/// The requester collects an executed request's sealed result, once: an
+/// added identity's one-time password, or a new XKS credential (with the
+/// AWS KMS console's file).
 pub async fn collect_result(
     app: &AppState,
     session: &Session,
     id: &str,
 ) -> ApiResult<api::ApprovalResultView> {
-    let secret = audited(app, session, Action::CollectApprovalResult(id), async {
-        Ok(app
-            .keyhold
-            .collect_approval_result(session, request_id(id)?)
-            .await?)
+    let (request, secret) = audited(app, session, Action::CollectApprovalResult(id), async {
+        let id = request_id(id)?;
+        // Read first: what the result is depends on the request's
+        // operation, and a failed read then leaves the result waiting.
+        let request = app.keyhold.get_approval(session, id).await?;
+        let secret = app.keyhold.collect_approval_result(session, id).await?;
+        Ok((request, secret))
     })
     .await?;
+    let issued_by = serde_json::from_value::<PendingOperation>(request.operation.clone())
+        .ok()
+        .and_then(|operation| match operation {
+            PendingOperation::CreateXksStore { store } => Some(store.name),
+            PendingOperation::AddXksCredential { store } => Some(store),
+            _ => None,
+        });
+    if let Some(store) = issued_by {
+        let (password, xks_credential) = xks::collected_credential(app, &store, &secret).await?;
+        return Ok(api::ApprovalResultView {
+            id: id.to_owned(),
+            password: password.as_str().to_owned(),
+            xks_credential,
+        });
+    }
     let password = String::from_utf8(secret.to_vec()).map_err(|_| {
         CoreError::Store(StoreError::Corrupt(format!(
             "approval request {id}: its result is not text"
@@ -223,6 +274,7 @@ pub async fn collect_result(
     Ok(api::ApprovalResultView {
         id: id.to_owned(),
         password,
+        xks_credential: None,
     })
 }
 
@@ -351,6 +403,35 @@ async fn execute(app: &AppState, session: &Session, operation: PendingOperation)
         PendingOperation::ChangeApprovalPolicies { policies } => {
             change_policies(app, session, &policies).await.map(drop)
         }
+        // The credential's secret is sealed for the requester by the core;
+        // this copy is wiped when the issued credential drops, here.
+        PendingOperation::CreateXksStore { store } => {
+            xks::create_store_issuing(app, session, &store)
+                .await
+                .map(drop)
+        }
+        PendingOperation::UpdateXksStore { store, change } => {
+            xks::update_store(app, session, &store, &change)
+                .await
+                .map(drop)
+        }
+        PendingOperation::DeleteXksStore { store } => xks::delete_store(app, session, &store).await,
+        PendingOperation::AddXksCredential { store } => {
+            xks::add_credential_issuing(app, session, &store)
+                .await
+                .map(drop)
+        }
+        PendingOperation::RevokeXksCredential {
+            store,
+            access_key_id,
+        } => xks::revoke_credential(app, session, &store, &access_key_id).await,
+        PendingOperation::CreateXksKey { store, key } => {
+            xks::create_key(app, session, &store, &key).await.map(drop)
+        }
+        PendingOperation::UpdateXksKey { key, change } => {
+            xks::update_key(app, session, &key, &change).await.map(drop)
+        }
+        PendingOperation::DeleteXksKey { key } => xks::delete_key(app, session, &key).await,
     }
 }
 
@@ -671,6 +752,40 @@ mod tests {
             PendingOperation::SetCustodians { custodians } => assert_eq!(custodians, set),
             other => panic!("decoded as {other:?}"),
         }
+    }
+
+    /// XKS requests are stored as the API received them: `"mtls": null`
+    /// (turn mutual TLS off) stays null, not absent (keep it), and a store
+    /// request names no credential (its secret is made when it runs).
+    #[test]
+    fn xks_requests_round_trip_as_received() {
+        let off = PendingOperation::UpdateXksStore {
+            store: "payments".into(),
+            change: api::UpdateXksStoreRequest {
+                mtls: Some(None),
+                ..api::UpdateXksStoreRequest::default()
+            },
+        };
+        let value = serde_json::to_value(&off).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"kind": "update_xks_store", "store": "payments", "change": {"mtls": null}})
+        );
+        match serde_json::from_value::<PendingOperation>(value).unwrap() {
+            PendingOperation::UpdateXksStore { change, .. } => assert_eq!(change.mtls, Some(None)),
+            other => panic!("decoded as {other:?}"),
+        }
+        let create = serde_json::to_value(PendingOperation::CreateXksStore {
+            store: api::CreateXksStoreRequest {
+                name: "payments".into(),
+                ..api::CreateXksStoreRequest::default()
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            create,
+            serde_json::json!({"kind": "create_xks_store", "store": {"name": "payments"}})
+        );
     }
 
     /// The kind a reconcile request is stored under is the class's name,

@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod keys;
 mod requests;
 pub mod sessions;
+pub mod xks;
 
 use keyhold_core::action::Action;
 use keyhold_core::identity::Session;

@@ -243,8 +243,13 @@ fn detail_body(ui: &UiSession, view: &api::ApprovalView, password: Option<&str>)
         } @else if view.result_waiting && requester {
             form #result-form method="post" action=(format!("{}/result", detail_href(view))) {
                 (csrf_field(&ui.csrf))
-                p.actions { button type="submit" #show-result { "Show the one-time password" } }
-                p.hint { "The added identity's password is shown once, to you only." }
+                @if super::xks::issued_by_request(view).is_some() {
+                    p.actions { button type="submit" #show-result { "Show the credential's secret" } }
+                    p.hint { "The external key store credential's secret access key is shown once, to you only." }
+                } @else {
+                    p.actions { button type="submit" #show-result { "Show the one-time password" } }
+                    p.hint { "The added identity's password is shown once, to you only." }
+                }
             }
         }
         @if !view.policy_changes.is_empty() {
@@ -389,17 +394,30 @@ pub async fn deny(
 }
 
 /// The requester's one look at an executed request's result: drawn in the
-/// answer to the POST (never in a URL, never again).
+/// answer to the POST (never in a URL, never again). An external key
+/// store's credential is shown as its store's own pages show one.
 pub async fn collect_result(
     State(app): State<AppState>,
     ui: UiSession,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let result = match approvals::collect_result(&app, &ui.session, &id).await {
-        Ok(result) => zeroize::Zeroizing::new(result.password),
+        Ok(result) => result,
         Err(e) => return refused(&app, &ui, &id, e).await,
     };
-    match approvals::show(&app, &ui.session, &id).await {
+    let view = approvals::show(&app, &ui.session, &id).await;
+    if let Ok(view) = &view
+        && let Some(created) = super::xks::issued_by_request(view)
+    {
+        let body = html! {
+            (super::xks::collected(result, created, &headers))
+            (detail_body(&ui, view, None))
+        };
+        return layout::page(&ui, Nav::Approvals, DETAIL_TITLE, None, body).into_response();
+    }
+    let result = zeroize::Zeroizing::new(result.password);
+    match view {
         Ok(view) => layout::page(
             &ui,
             Nav::Approvals,

@@ -13,6 +13,7 @@ pub enum Nav {
     Credentials,
     Keys,
     Drift,
+    Xks,
     Jobs,
     Audit,
     Approvals,
@@ -36,6 +37,7 @@ const NAVIGATION: [(&str, &[Entry]); 4] = [
         &[
             (Nav::Keys, "Keys", "/ui/keys"),
             (Nav::Drift, "Drift", "/ui/drift"),
+            (Nav::Xks, "External Key Stores", "/ui/xks"),
         ],
     ),
     (

@@ -22,6 +22,7 @@ pub(crate) mod keys;
 mod layout;
 pub(crate) mod login;
 pub mod session;
+pub(crate) mod xks;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};

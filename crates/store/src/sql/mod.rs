@@ -9,6 +9,8 @@
 //! - `begin_write(&Pool, &Serial)`: starts a write transaction that holds the
 //!   backend's writer lock, so the audit chain head it reads cannot move;
 //! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond;
+//! - `FOR_UPDATE`: what locks the rows a write transaction's `SELECT` reads,
+//!   where the backend locks rows at all;
 //! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`;
 //! - `MIGRATOR` and `connect(url)`: its migrations and its pool;
 //! - for snapshots and loads (`snapshot`, `load`): `TABLES_SQL` and
@@ -34,6 +36,7 @@ mod sessions;
 mod settings;
 mod snapshot;
 mod streams;
+mod xks;
 
 use async_trait::async_trait;
 use keyhold_core::StoreError;
@@ -52,12 +55,14 @@ use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
+use keyhold_core::xks::{XksAccessKeyId, XksCredential, XksKey, XksStore};
 use sqlx::Transaction;
 use sqlx::migrate::Migrator;
 
 use super::{
-    COLUMNS_SQL, Db, INSERT_ORDER, INSERT_OVERRIDING, KIND, MIGRATOR, SNAPSHOT_BEGIN, Serial,
-    SerialGuard, TABLES_SQL, after_load, begin_load, begin_write, column_kind, connect, row_order,
+    COLUMNS_SQL, Db, FOR_UPDATE, INSERT_ORDER, INSERT_OVERRIDING, KIND, MIGRATOR, SNAPSHOT_BEGIN,
+    Serial, SerialGuard, TABLES_SQL, after_load, begin_load, begin_write, column_kind, connect,
+    row_order,
 };
 use crate::SqlStore;
 use crate::error::db;
@@ -252,6 +257,130 @@ impl WriteTx<'_> {
 
 #[async_trait]
 impl Store for SqlBackend {
+    async fn xks_revision(&self) -> Result<i64, StoreError> {
+        xks::revision(&self.pool).await
+    }
+
+    async fn list_xks_stores(&self) -> Result<Vec<XksStore>, StoreError> {
+        xks::list_stores(&self.pool).await
+    }
+
+    async fn insert_xks_store(
+        &self,
+        store: &XksStore,
+        credential: &XksCredential,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| {
+            xks::insert_store(c, store, credential).await
+        })
+        .await
+    }
+
+    async fn replace_xks_store(
+        &self,
+        expected: &XksStore,
+        next: &XksStore,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| xks::replace_store(c, expected, next).await)
+            .await
+    }
+
+    async fn delete_xks_store(
+        &self,
+        id: uuid::Uuid,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| xks::delete_store(c, id).await)
+            .await
+    }
+
+    async fn list_xks_credentials(&self) -> Result<Vec<XksCredential>, StoreError> {
+        xks::list_credentials(&self.pool).await
+    }
+
+    async fn insert_xks_credential(
+        &self,
+        credential: &XksCredential,
+        max_active: u32,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| {
+            xks::insert_credential(c, credential, max_active).await
+        })
+        .await
+    }
+
+    async fn delete_xks_credential(
+        &self,
+        store_id: uuid::Uuid,
+        access_key_id: &XksAccessKeyId,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| {
+            xks::delete_credential(c, store_id, access_key_id).await
+        })
+        .await
+    }
+
+    async fn list_xks_keys(&self, store_id: Option<uuid::Uuid>) -> Result<Vec<XksKey>, StoreError> {
+        xks::list_keys(&self.pool, store_id).await
+    }
+
+    async fn get_xks_key(&self, id: uuid::Uuid) -> Result<Option<XksKey>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        xks::get_key(&mut conn, id).await
+    }
+
+    async fn insert_xks_key(&self, key: &XksKey, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| xks::insert_key(c, key).await)
+            .await
+    }
+
+    async fn replace_xks_key(
+        &self,
+        expected: &XksKey,
+        next: &XksKey,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| xks::replace_key(c, expected, next).await)
+            .await
+    }
+
+    async fn delete_xks_key(
+        &self,
+        id: uuid::Uuid,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited_if(audit, async |c| xks::delete_key(c, id).await)
+            .await
+    }
+
+    async fn update_xks_key_handle(
+        &self,
+        id: uuid::Uuid,
+        handle: &[u8],
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| {
+            xks::update_key_handle(c, id, handle).await
+        })
+        .await
+    }
+
+    async fn update_xks_credential_secret(
+        &self,
+        id: uuid::Uuid,
+        sealed_secret: &[u8],
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audited(Some(audit), async |c| {
+            xks::update_credential_secret(c, id, sealed_secret).await
+        })
+        .await
+    }
+
     async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
         identities::list(&self.pool).await
     }

@@ -29,6 +29,7 @@ use keyhold_store::{DatabaseKind, SqlStore};
 
 use crate::common::{
     Fixture, at, chain_credential, connect, credential, group, identity, key, record, verify_chain,
+    xks_credential, xks_key, xks_store,
 };
 
 fn backup(started: i64, trigger: BackupTrigger) -> BackupRecord {
@@ -446,6 +447,20 @@ async fn populate(s: &Arc<dyn SqlStore>) -> Seeded {
     s.insert_audit_archive(&archive(1, 3), &record("Archived"))
         .await
         .unwrap();
+
+    // An external key store with two credentials and a key.
+    let xks = xks_store("payments");
+    s.insert_xks_store(&xks, &xks_credential(&xks, 60), &record("XKS store"))
+        .await
+        .unwrap();
+    assert!(
+        s.insert_xks_credential(&xks_credential(&xks, 61), 2, &record("XKS credential"))
+            .await
+            .unwrap()
+    );
+    s.insert_xks_key(&xks_key(&xks, 62), &record("XKS key"))
+        .await
+        .unwrap();
     Seeded {
         job: job.id,
         session: session.id,
@@ -516,6 +531,20 @@ async fn assert_same(original: &Arc<dyn SqlStore>, restored: &Arc<dyn SqlStore>,
         o.list_audit_archives().await.unwrap(),
         r.list_audit_archives().await.unwrap()
     );
+    assert_eq!(
+        o.list_xks_stores().await.unwrap(),
+        r.list_xks_stores().await.unwrap()
+    );
+    let credentials = r.list_xks_credentials().await.unwrap();
+    assert_eq!(credentials.len(), 2);
+    assert_eq!(o.list_xks_credentials().await.unwrap(), credentials);
+    let xks_keys = r.list_xks_keys(None).await.unwrap();
+    assert_eq!(xks_keys.len(), 1);
+    assert_eq!(o.list_xks_keys(None).await.unwrap(), xks_keys);
+    // The XKS revision is the installation's own: rebuilt at 0, and it
+    // moves with the restored database's first XKS write.
+    assert!(o.xks_revision().await.unwrap() > 0);
+    assert_eq!(r.xks_revision().await.unwrap(), 0);
     let entries = r.audit_page(0, 1_000_000).await.unwrap();
     assert_eq!(o.audit_page(0, 1_000_000).await.unwrap(), entries);
     assert!(entries[..3].iter().all(|e| e.archived));
@@ -569,7 +598,13 @@ async fn assert_same(original: &Arc<dyn SqlStore>, restored: &Arc<dyn SqlStore>,
     )
     .await
     .unwrap();
-    assert_eq!(verify_chain(r).await, entries.len() as u64 + 2);
+    assert!(
+        r.delete_xks_key(xks_keys[0].id, &record("XKS key deleted"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(r.xks_revision().await.unwrap(), 1);
+    assert_eq!(verify_chain(r).await, entries.len() as u64 + 3);
 }
 
 /// A fresh database of `kind` and the URL to load into; the directory
@@ -781,13 +816,13 @@ async fn an_older_snapshot_loads_at_its_version_then_migrates() {
     let f = Fixture::new().await;
     let seeded = populate(&f.store).await;
     let (summary, items) = snapshot(&f.store).await;
-    // Migration 0013 added backups and audit archives and changed nothing else.
+    // Migration 0014 added the XKS tables and changed nothing else.
     let before = summary.schema_version - 1;
     let (_db, _dir, url) = target(f.db.kind()).await;
 
     let mut refused = Loader::begin(&url, before).await.unwrap();
     let e = refused
-        .table("backups", &["id".to_string()])
+        .table("xks_stores", &["id".to_string()])
         .await
         .unwrap_err();
     assert!(
@@ -801,7 +836,7 @@ async fn an_older_snapshot_loads_at_its_version_then_migrates() {
     let mut skip = false;
     for item in items {
         if let SnapshotItem::Table { name, .. } = &item {
-            skip = name == "backups" || name == "audit_archives";
+            skip = name.starts_with("xks_");
         }
         if !skip {
             older.push(item);
@@ -821,7 +856,13 @@ async fn an_older_snapshot_loads_at_its_version_then_migrates() {
         f.store.job_messages(seeded.job).await.unwrap(),
         restored.job_messages(seeded.job).await.unwrap()
     );
-    assert!(restored.list_backups(0).await.unwrap().is_empty());
+    assert_eq!(
+        f.store.list_backups(0).await.unwrap(),
+        restored.list_backups(0).await.unwrap()
+    );
+    // The later migration made the XKS tables, empty, and the revision's row.
+    assert!(restored.list_xks_stores().await.unwrap().is_empty());
+    assert_eq!(restored.xks_revision().await.unwrap(), 0);
     verify_chain(&restored).await;
 }
 

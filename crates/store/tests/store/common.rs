@@ -17,6 +17,10 @@ use keyhold_core::identity::{Identity, Role};
 use keyhold_core::interval::Interval;
 use keyhold_core::key::{CheckDigits, Key, KeyState, MaterialState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
+use keyhold_core::xks::{
+    AuthorizationRule, MtlsRule, PathPrefix, Pattern, XksCredential, XksKey, XksKeyUsage, XksStore,
+    XksStoreName,
+};
 use keyhold_store::testing::{RawConnection, TestDatabase};
 use keyhold_store::{DatabaseKind, SqlStore};
 
@@ -216,5 +220,54 @@ pub fn key(group: &str, version: u32) -> Key {
         rotated_in: false,
         keystore_handle: b"sealed handle bytes".to_vec(),
         created_at: at(5),
+    }
+}
+
+pub const CA_PEM: &str =
+    "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUdGVzdA==\n-----END CERTIFICATE-----\n";
+
+/// An external key store named `name` at `/xks/<name>`, with mutual TLS.
+pub fn xks_store(name: &str) -> XksStore {
+    let name = XksStoreName::parse(name).unwrap();
+    XksStore {
+        id: uuid::Uuid::new_v4(),
+        path_prefix: PathPrefix::for_store(&name).unwrap(),
+        name,
+        quota_per_second: 1800,
+        mtls: Some(MtlsRule::new("cks.kms.eu-west-1.amazonaws.com", CA_PEM).unwrap()),
+        created_at: at(1),
+        updated_at: at(1),
+    }
+}
+
+/// A credential of `store`, with a fresh access key id.
+pub fn xks_credential(store: &XksStore, created: i64) -> XksCredential {
+    let (access_key_id, _) = keyhold_core::xks::generate_credential().unwrap();
+    XksCredential {
+        id: uuid::Uuid::new_v4(),
+        store_id: store.id,
+        access_key_id,
+        sealed_secret: vec![0, 1, 2, 253, 254, 255],
+        created_at: at(created),
+    }
+}
+
+/// An enabled key of `store` admitting one role family's decryptions.
+pub fn xks_key(store: &XksStore, created: i64) -> XksKey {
+    XksKey {
+        id: uuid::Uuid::new_v4(),
+        store_id: store.id,
+        description: "payments ledger".into(),
+        usage: XksKeyUsage::EncryptDecrypt,
+        enabled: true,
+        rule: AuthorizationRule {
+            principals: vec![Pattern::parse("arn:aws:iam::111122223333:role/app-*").unwrap()],
+            kms_operations: vec![Pattern::parse("Decrypt").unwrap()],
+            ..AuthorizationRule::default()
+        },
+        handle: b"xks handle bytes".to_vec(),
+        check_digits: CheckDigits::parse("A1B2").unwrap(),
+        created_at: at(created),
+        updated_at: at(created),
     }
 }

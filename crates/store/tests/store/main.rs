@@ -18,3 +18,4 @@ mod entities;
 mod jobs;
 mod races;
 mod write_refusals;
+mod xks;
