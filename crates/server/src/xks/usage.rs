@@ -19,7 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -342,10 +342,13 @@ impl OpenFile {
     /// line cut short (a crash mid-write) is ended first, so it stays one
     /// line and the next starts on its own.
     fn open(path: &Path) -> std::io::Result<Self> {
+        // Owner only, as everything in the data directory: the lines name
+        // the AWS principals and keys that use keyhold.
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
+            .mode(0o600)
             .open(path)?;
         let (length, lines, ends_cleanly) = count_lines(&mut file)?;
         let meta = file.metadata()?;
