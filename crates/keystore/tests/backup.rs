@@ -4,103 +4,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
-
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+use cryptoki::session::Session;
 use keyhold_core::audit::{ChainHead, Checkpoint};
-use keyhold_core::backup::{BackupWrapKey, WrappedAuditKeys};
+use keyhold_core::backup::WrappedAuditKeys;
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::ports::Keystore;
-use keyhold_keystore::{
-    MasterKeySource, Pkcs11Keystore, Pkcs11Settings, SoftKeystore, TokenSelector,
-};
+use keyhold_keystore::{MasterKeySource, Pkcs11Keystore, SoftKeystore};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::rand_core::OsRng;
 use rsa::{Oaep, RsaPrivateKey};
-use secrecy::SecretString;
-use zeroize::Zeroizing;
 
 #[path = "support/softhsm.rs"]
 mod softhsm;
+#[path = "support/token.rs"]
+mod token;
 
-use softhsm::{LABEL, MODULE, PIN, SO_PIN, with_softhsm};
-
-/// A second token in the test's token directory: the restore's target.
-const TARGET: &str = "keyhold-restore";
-
-fn settings(label: &str) -> Pkcs11Settings {
-    Pkcs11Settings {
-        module: MODULE.into(),
-        token: TokenSelector::Label(label.into()),
-        pin: SecretString::from(PIN),
-    }
-}
-
-/// Made before the module is loaded: SoftHSM2 reads its slots at C_Initialize.
-fn add_target_token() {
-    let made = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TARGET])
-        .args(["--pin", PIN, "--so-pin", SO_PIN])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
-}
-
-fn wrap_key(byte: u8) -> BackupWrapKey {
-    BackupWrapKey::new(Zeroizing::new([byte; 32]))
-}
+use softhsm::{LABEL, with_softhsm};
+use token::{TARGET, add_target_token, flag, labelled, raw, settings, wrap_key};
 
 fn unsupported<T>(result: Result<T, KeystoreError>) -> String {
     match result {
         Err(KeystoreError::Unsupported(message)) => message,
         Err(other) => panic!("expected Unsupported, got {other:?}"),
         Ok(_) => panic!("expected Unsupported, got a success"),
-    }
-}
-
-/// The test's own session on a token, through cryptoki directly.
-fn raw(label: &str) -> Session {
-    let pkcs11 = Pkcs11::new(MODULE).unwrap();
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("C_Initialize: {e}"),
-    }
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| pkcs11.get_token_info(*s).unwrap().label() == label)
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    match session.login(UserType::User, Some(&SecretString::from(PIN))) {
-        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("C_Login: {e}"),
-    }
-    session
-}
-
-fn labelled(session: &Session, class: ObjectClass, label: &str) -> Vec<ObjectHandle> {
-    session
-        .find_objects(&[
-            Attribute::Class(class),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .unwrap()
-}
-
-fn flag(session: &Session, object: ObjectHandle, which: AttributeType) -> bool {
-    match session.get_attributes(object, &[which]).unwrap().as_slice() {
-        [Attribute::Sensitive(v)]
-        | [Attribute::Extractable(v)]
-        | [Attribute::Token(v)]
-        | [Attribute::Wrap(v)]
-        | [Attribute::Sign(v)] => *v,
-        other => panic!("{which:?}: {other:?}"),
     }
 }
 
@@ -175,7 +104,7 @@ fn a_token_backup_restores_into_a_fresh_token_and_into_software() {
                 .collect();
 
             // A new token's audit keys are sensitive but extractable; the seal key is not.
-            let raw_source = raw(LABEL);
+            let (_pkcs11, raw_source) = raw(LABEL);
             for (class, label) in [
                 (ObjectClass::SECRET_KEY, "keyhold:audit-mac"),
                 (ObjectClass::PRIVATE_KEY, "keyhold:audit-signing"),
@@ -225,7 +154,7 @@ fn a_token_backup_restores_into_a_fresh_token_and_into_software() {
                 .unwrap();
             target.check().unwrap();
             assert_same_audit_keys(&source, &target);
-            let raw_target = raw(TARGET);
+            let (_pkcs11, raw_target) = raw(TARGET);
             assert_eq!(
                 labelled(&raw_target, ObjectClass::SECRET_KEY, "keyhold:audit-mac").len(),
                 1
@@ -403,7 +332,7 @@ fn audit_keys_an_older_keyhold_made_unextractable_are_reported() {
         "audit_keys_an_older_keyhold_made_unextractable_are_reported",
         || {
             // The audit MAC key as keyhold made it before backups existed.
-            let session = raw(LABEL);
+            let (_pkcs11, session) = raw(LABEL);
             session
                 .generate_key(
                     &Mechanism::GenericSecretKeyGen,

@@ -7,47 +7,33 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::Instant;
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use keyhold_core::backup::BackupWrapKey;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::ports::{GcmCiphertext, GeneratedKey, Keystore};
-use keyhold_keystore::{
-    MasterKeySource, Pkcs11Keystore, Pkcs11Settings, SoftKeystore, TokenSelector,
-};
+use keyhold_keystore::{MasterKeySource, Pkcs11Keystore, SoftKeystore};
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::rand_core::OsRng;
-use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 #[path = "support/softhsm.rs"]
 mod softhsm;
+#[path = "support/token.rs"]
+mod token;
 
-use softhsm::{LABEL, MODULE, PIN, SO_PIN, with_softhsm};
+use softhsm::{LABEL, PIN, SO_PIN, with_softhsm};
+use token::{TARGET, add_target_token, flag, labelled, raw, settings, wrap_key};
 
-/// A second token in the test's token directory: a restore's target.
-const TARGET: &str = "keyhold-restore";
 /// The AAD KMS sends is up to 8 KiB; any bytes do here.
 const AAD: &[u8] = b"arn:aws:kms:eu-west-1:123456789012:key/1234abcd \x00\xff";
 
 // ------------------------------------------------------------- helpers
-
-fn settings(label: &str) -> Pkcs11Settings {
-    Pkcs11Settings {
-        module: MODULE.into(),
-        token: TokenSelector::Label(label.into()),
-        pin: SecretString::from(PIN),
-    }
-}
 
 fn token() -> Pkcs11Keystore {
     Pkcs11Keystore::open(settings(LABEL)).unwrap()
@@ -57,67 +43,8 @@ fn software(dir: &tempfile::TempDir, name: &str) -> SoftKeystore {
     SoftKeystore::init(&dir.path().join(name), MasterKeySource::File).unwrap()
 }
 
-/// Made before the module is loaded: SoftHSM2 reads its slots at C_Initialize.
-fn add_target_token() {
-    let made = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TARGET])
-        .args(["--pin", PIN, "--so-pin", SO_PIN])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
-}
-
-/// The test's own session on a token, through cryptoki directly.
-fn raw(label: &str) -> (Pkcs11, Session) {
-    let pkcs11 = Pkcs11::new(MODULE).unwrap();
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("C_Initialize: {e}"),
-    }
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| pkcs11.get_token_info(*s).unwrap().label() == label)
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    match session.login(UserType::User, Some(&SecretString::from(PIN))) {
-        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("C_Login: {e}"),
-    }
-    (pkcs11, session)
-}
-
-fn labelled(session: &Session, label: &str) -> Vec<ObjectHandle> {
-    session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .unwrap()
-}
-
-fn flag(session: &Session, object: ObjectHandle, which: AttributeType) -> bool {
-    match session.get_attributes(object, &[which]).unwrap().as_slice() {
-        [Attribute::Sensitive(v)]
-        | [Attribute::Extractable(v)]
-        | [Attribute::Token(v)]
-        | [Attribute::Private(v)]
-        | [Attribute::Encrypt(v)]
-        | [Attribute::Decrypt(v)]
-        | [Attribute::Wrap(v)]
-        | [Attribute::Unwrap(v)]
-        | [Attribute::Derive(v)] => *v,
-        other => panic!("{which:?}: {other:?}"),
-    }
-}
-
 fn xks_label(key_id: uuid::Uuid) -> String {
     format!("keyhold:xks:{key_id}")
-}
-
-fn wrap_key(byte: u8) -> BackupWrapKey {
-    BackupWrapKey::new(Zeroizing::new([byte; 32]))
 }
 
 /// An XKS key's raw material, as the test reads it out of a backup: the
@@ -524,7 +451,7 @@ fn token_xks_key_is_a_sensitive_token_object_that_survives_a_reopen() {
             assert_eq!(again.check_digits, key.check_digits);
 
             let (_pkcs11, raw) = raw(LABEL);
-            let [object] = labelled(&raw, &xks_label(key_id))[..] else {
+            let [object] = labelled(&raw, ObjectClass::SECRET_KEY, &xks_label(key_id))[..] else {
                 panic!("not exactly one object labelled {}", xks_label(key_id));
             };
             for (which, expected) in [
@@ -552,7 +479,14 @@ fn token_xks_key_is_a_sensitive_token_object_that_survives_a_reopen() {
                 "CKA_VALUE came back"
             );
             // Not a BYOK key's object.
-            assert!(labelled(&raw, &format!("keyhold:key:{key_id}")).is_empty());
+            assert!(
+                labelled(
+                    &raw,
+                    ObjectClass::SECRET_KEY,
+                    &format!("keyhold:key:{key_id}")
+                )
+                .is_empty()
+            );
 
             let sealed = keystore
                 .xks_encrypt(key_id, &key.handle, b"kept in the token", AAD)
@@ -569,7 +503,7 @@ fn token_xks_key_is_a_sensitive_token_object_that_survives_a_reopen() {
 
             // Deleted: its object goes, and it is reported missing.
             reopened.delete_key(key_id, &key.handle).unwrap();
-            assert!(labelled(&raw, &xks_label(key_id)).is_empty());
+            assert!(labelled(&raw, ObjectClass::SECRET_KEY, &xks_label(key_id)).is_empty());
             match reopened.xks_decrypt(key_id, &key.handle, &sealed, AAD) {
                 Err(KeystoreError::KeyNotFound(message)) => {
                     assert!(message.contains(&xks_label(key_id)), "{message}");
@@ -599,7 +533,7 @@ fn token_xks_key_destroyed_behind_our_back_is_reported_missing() {
                 .xks_encrypt(key_id, &key.handle, b"x", AAD)
                 .unwrap();
             let (_pkcs11, raw) = raw(LABEL);
-            for object in labelled(&raw, &xks_label(key_id)) {
+            for object in labelled(&raw, ObjectClass::SECRET_KEY, &xks_label(key_id)) {
                 raw.destroy_object(object).unwrap();
             }
             assert!(matches!(
@@ -729,7 +663,8 @@ fn token_xks_keys_restore_into_a_fresh_token_and_into_software_and_back() {
             }
             drop(importer);
             let (_pkcs11, raw_target) = raw(TARGET);
-            let [object] = labelled(&raw_target, &xks_label(key_id))[..] else {
+            let [object] = labelled(&raw_target, ObjectClass::SECRET_KEY, &xks_label(key_id))[..]
+            else {
                 panic!("not exactly one restored object");
             };
             for (which, expected) in [
@@ -891,7 +826,7 @@ fn software_xks_keys_move_into_a_token_through_its_transport_key() {
             );
 
             let (_pkcs11, raw) = raw(LABEL);
-            let [object] = labelled(&raw, &xks_label(key_id))[..] else {
+            let [object] = labelled(&raw, ObjectClass::SECRET_KEY, &xks_label(key_id))[..] else {
                 panic!("not exactly one object labelled {}", xks_label(key_id));
             };
             for (which, expected) in [
@@ -911,7 +846,14 @@ fn software_xks_keys_move_into_a_token_through_its_transport_key() {
                 raw.get_attributes(object, &[AttributeType::Id]).unwrap(),
                 vec![Attribute::Id(key_id.as_bytes().to_vec())]
             );
-            assert!(labelled(&raw, &format!("keyhold:key:{key_id}")).is_empty());
+            assert!(
+                labelled(
+                    &raw,
+                    ObjectClass::SECRET_KEY,
+                    &format!("keyhold:key:{key_id}")
+                )
+                .is_empty()
+            );
 
             // Moved again (a run after a crash): the object is found, nothing
             // is wrapped, no second object is made.
@@ -922,7 +864,10 @@ fn software_xks_keys_move_into_a_token_through_its_transport_key() {
                 .unwrap();
             assert_eq!(again.handle, moved.handle);
             assert_eq!(again.check_digits, moved.check_digits);
-            assert_eq!(labelled(&raw, &xks_label(key_id)).len(), 1);
+            assert_eq!(
+                labelled(&raw, ObjectClass::SECRET_KEY, &xks_label(key_id)).len(),
+                1
+            );
 
             // A BYOK key's handle does not travel as an XKS key…
             let byok_id = uuid::Uuid::new_v4();
@@ -935,13 +880,20 @@ fn software_xks_keys_move_into_a_token_through_its_transport_key() {
                 }
                 other => panic!("a BYOK key moved as an XKS key: {other:?}"),
             }
-            assert!(labelled(&raw, &xks_label(byok_id)).is_empty());
+            assert!(labelled(&raw, ObjectClass::SECRET_KEY, &xks_label(byok_id)).is_empty());
             // …nor an XKS key's as a BYOK key.
             let crossed = target.import_key(key_id, &|der, algorithm| {
                 soft.wrap_key(key_id, &key.handle, der, algorithm)
             });
             assert!(crossed.is_err(), "an XKS key moved as a BYOK key");
-            assert!(labelled(&raw, &format!("keyhold:key:{key_id}")).is_empty());
+            assert!(
+                labelled(
+                    &raw,
+                    ObjectClass::SECRET_KEY,
+                    &format!("keyhold:key:{key_id}")
+                )
+                .is_empty()
+            );
             // The BYOK key moves as what it is.
             let byok_moved = target
                 .import_key(byok_id, &|der, algorithm| {
@@ -966,7 +918,7 @@ fn software_xks_keys_move_into_a_token_through_its_transport_key() {
                     .xks_encrypt(byok_id, &byok_moved.handle, b"x", AAD)
                     .is_err()
             );
-            assert!(labelled(&raw, &xks_label(byok_id)).is_empty());
+            assert!(labelled(&raw, ObjectClass::SECRET_KEY, &xks_label(byok_id)).is_empty());
         },
     );
 }
