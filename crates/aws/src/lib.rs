@@ -26,7 +26,10 @@ mod retry;
 mod settings;
 
 pub use kms::{AwsKms, EndpointChoice};
-pub use rate_limit::{KmsRateLimiter, KmsRateLimits, Rate, RateLimitedKms};
+pub use rate_limit::{
+    CredentialQuotas, KmsOperation, KmsQuotas, KmsRateLimiter, KmsRateLimits, OperationPacingStats,
+    QuotaError, Rate, RateError, RateLimitedKms,
+};
 pub use settings::{
     AwsCredentials, AwsKmsSettings, RetryMode, RetrySettings, TimeoutSettings, WrappingKeySpec,
 };

@@ -3,77 +3,42 @@
 //! instead of relying on `ThrottlingException` and retries alone.
 //!
 //! AWS counts requests per account and Region, per API operation, each quota
-//! independently of the others. [`KmsRateLimits::default`] holds the default
-//! quotas documented in *Request quotas*, AWS KMS Developer Guide,
-//! <https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html>
-//! (table "Request quotas for each AWS KMS API operation"). The quotas are
-//! shared by every principal of the account, so keyhold paces itself a little
-//! below those rates, never above them.
+//! independently of the others. The quotas keyhold paces itself under are
+//! AWS's defaults (documented in *Request quotas*, AWS KMS Developer Guide,
+//! <https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html>,
+//! table "Request quotas for each AWS KMS API operation") unless the
+//! operator gives others ([`quotas`]): quotas raised through Service Quotas,
+//! or a share of a quota other tools of the account use too. The quotas are
+//! shared by every principal of the account, so keyhold paces itself a
+//! little below them, never above ([`bucket`]).
 //!
 //! A caller that finds a bucket empty waits for its turn (FIFO); nothing
 //! fails because of the limiter. A request AWS throttles all the same (other
 //! users of the account spend the quota too) comes back here rather than to
-//! the SDK's retries (see [`crate::retry`]): the operation is held back for a
-//! growing pause and the request is sent again in a turn of its own, up to
-//! the attempts a call may make.
+//! the SDK's retries (see [`crate::retry`]): the operation slows down, is
+//! held back for a growing pause and the request is sent again in a turn of
+//! its own, up to the attempts a call may make.
+
+mod bucket;
+pub mod quotas;
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use keyhold_core::clock::Timestamp;
 use keyhold_core::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId};
 use keyhold_core::cloud::{
     CloudError, CloudKeyInfo, CloudKms, CloudMaterial, ImportParameters, MaterialImport,
-    WrappingAlgorithm,
+    OperationPacing, PacingReport, WrappingAlgorithm,
 };
 use keyhold_core::credential::CloudService;
-use tokio::time::Instant;
 
-use crate::retry::backoff;
+pub use bucket::OperationPacingStats;
+use bucket::{CallPacing, TokenBucket};
+pub use quotas::{CredentialQuotas, KmsOperation, KmsQuotas, QuotaError, Rate, RateError};
 
-/// How much further apart than the quota's interval requests leave. AWS
-/// counts the requests that reach it; two that left exactly one interval
-/// apart can arrive closer together (network and scheduling jitter) and the
-/// second would be throttled. Two percent keeps a 1/s quota's requests
-/// 20 ms apart more than needed, at a cost of 2% of the quota.
-const JITTER_MARGIN_PERCENT: u32 = 2;
-
-/// A request rate: `requests` per `per`. Written as a count over a period
-/// so that sub-1/s quotas (one request every few seconds) are exact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
-    pub requests: u32,
-    pub per: Duration,
-}
-
-impl Rate {
-    pub const fn per_second(requests: u32) -> Self {
-        Self {
-            requests,
-            per: Duration::from_secs(1),
-        }
-    }
-
-    /// One request every `period`.
-    pub const fn one_every(period: Duration) -> Self {
-        Self {
-            requests: 1,
-            per: period,
-        }
-    }
-
-    /// The spacing between two requests, the jitter margin included. A
-    /// zero count would mean "never"; it is read as one request per period
-    /// so a misconfiguration slows keyhold down rather than stopping it for
-    /// good.
-    fn interval(self) -> Duration {
-        let exact = self.per / self.requests.max(1);
-        exact + exact * JITTER_MARGIN_PERCENT / 100
-    }
-}
-
-/// The rate allowed for each `CloudKms` operation.
+/// The rate allowed for each `CloudKms` call, from the quotas of the AWS
+/// operations it sends ([`KmsRateLimits::from_quotas`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KmsRateLimits {
     pub create_key: Rate,
@@ -82,8 +47,8 @@ pub struct KmsRateLimits {
     pub import_key_material: Rate,
     pub delete_imported_key_material: Rate,
     /// `point_alias` sends CreateAlias and, when the alias exists, UpdateAlias.
-    /// Both quotas are 5/s and counted separately by AWS, so pacing the call
-    /// at 5/s keeps each of them within its quota.
+    /// Both are counted separately by AWS, so pacing the call at the lower
+    /// of their quotas keeps each of them within its quota.
     pub point_alias: Rate,
     pub disable_key: Rate,
     pub put_key_policy: Rate,
@@ -98,24 +63,26 @@ pub struct KmsRateLimits {
     /// `find_keys_tagged` pages through ListKeys and sends one
     /// ListResourceTags per key: a single call is many requests, one after
     /// the other. It only runs when a job resumes after an interruption, so
-    /// it is paced well below the ListKeys quota (500/s) to leave the
-    /// account's quota to other callers. This bucket paces whole searches,
-    /// not their requests, and is apart from [`KmsRateLimits::list_key_ids`]
-    /// and [`KmsRateLimits::list_tags`], the drift check's single requests:
-    /// the two callers spend the same ListKeys and ListResourceTags quotas,
+    /// it is paced well below the ListKeys and ListResourceTags quotas (a
+    /// hundredth of the lower, 5/s by default) to leave the account's quota
+    /// to other callers. This bucket paces whole searches, not their
+    /// requests, and is apart from [`KmsRateLimits::list_key_ids`] and
+    /// [`KmsRateLimits::list_tags`], the drift check's single requests: the
+    /// two callers spend the same ListKeys and ListResourceTags quotas,
     /// which the drift check's tenth leaves room for.
     pub find_keys_tagged: Rate,
     /// GetKeyPolicy, once per KMS key in a drift check.
     ///
     /// The drift check's reads (GetKeyPolicy, ListAliases, ListKeys,
     /// ListResourceTags, ListKeyRotations) are paced at a tenth of their
-    /// quotas. A check is background work that nobody waits for, and it
-    /// walks every key of a group, 10,000 of them in a big one: at the full
-    /// quota it would hold the account's quota for as long as it runs, and
-    /// rotations, their repairs and every other principal of the account
-    /// (AWS counts them all in the same quota) would be throttled meanwhile.
-    /// At a tenth, nine tenths stay free for them, and a 10,000-key check
-    /// still reads its policies in under two minutes.
+    /// quotas, configured or default. A check is background work that
+    /// nobody waits for, and it walks every key of a group, 10,000 of them
+    /// in a big one: at the full quota it would hold the account's quota for
+    /// as long as it runs, and rotations, their repairs and every other
+    /// principal of the account (AWS counts them all in the same quota)
+    /// would be throttled meanwhile. At a tenth, nine tenths stay free for
+    /// them, and a 10,000-key check still reads its policies in under two
+    /// minutes at the default quota.
     pub get_key_policy: Rate,
     /// ListAliases, once per drift check. One call pages through every
     /// alias of the Region (100 to a page), each page sent once the one
@@ -137,204 +104,111 @@ pub struct KmsRateLimits {
     pub cancel_key_deletion: Rate,
 }
 
-/// A tenth of an AWS quota, for background reads (see
+/// Background reads go at a tenth of their quota (see
 /// [`KmsRateLimits::get_key_policy`]).
-const fn a_tenth_of(quota_per_second: u32) -> Rate {
-    Rate::per_second(quota_per_second / 10)
+const BACKGROUND_SHARE: u32 = 10;
+/// A search by tag goes at a hundredth of the ListKeys and ListResourceTags
+/// quotas (see [`KmsRateLimits::find_keys_tagged`]).
+const SEARCH_SHARE: u32 = 100;
+
+impl KmsRateLimits {
+    /// The rates for `quotas`. With AWS's default quotas: CreateKey 5,
+    /// DescribeKey 2000, GetParametersForImport 1, ImportKeyMaterial 15,
+    /// DeleteImportedKeyMaterial 15, CreateAlias and UpdateAlias 5,
+    /// DisableKey 5, PutKeyPolicy 15, RotateKeyOnDemand 5, TagResource 10,
+    /// EnableKey 5, CancelKeyDeletion 5; the drift check's reads at a tenth
+    /// of theirs (ListKeyRotations 10, GetKeyPolicy 100, ListAliases 50,
+    /// ListKeys 50, ListResourceTags 200); searches by tag 5. The drift
+    /// check's repairs, which are few and wanted done, go at their quota.
+    pub fn from_quotas(quotas: &KmsQuotas) -> Self {
+        use KmsOperation as Op;
+        let rate = |op| quotas.rate(op);
+        let background = |op| quotas.rate(op).share(BACKGROUND_SHARE);
+        Self {
+            create_key: rate(Op::CreateKey),
+            describe_key: rate(Op::DescribeKey),
+            get_parameters_for_import: rate(Op::GetParametersForImport),
+            import_key_material: rate(Op::ImportKeyMaterial),
+            delete_imported_key_material: rate(Op::DeleteImportedKeyMaterial),
+            point_alias: rate(Op::CreateAlias).min(rate(Op::UpdateAlias)),
+            disable_key: rate(Op::DisableKey),
+            put_key_policy: rate(Op::PutKeyPolicy),
+            rotate_key_on_demand: rate(Op::RotateKeyOnDemand),
+            list_key_materials: background(Op::ListKeyRotations),
+            find_keys_tagged: rate(Op::ListKeys)
+                .min(rate(Op::ListResourceTags))
+                .share(SEARCH_SHARE),
+            get_key_policy: background(Op::GetKeyPolicy),
+            list_aliases: background(Op::ListAliases),
+            list_key_ids: background(Op::ListKeys),
+            list_tags: background(Op::ListResourceTags),
+            tag_key: rate(Op::TagResource),
+            enable_key: rate(Op::EnableKey),
+            cancel_key_deletion: rate(Op::CancelKeyDeletion),
+        }
+    }
 }
 
 impl Default for KmsRateLimits {
-    /// AWS KMS's default request quotas (requests per second, per account and
-    /// Region), from
-    /// <https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html>:
-    /// CreateKey 5, DescribeKey 2000, GetParametersForImport 1 (earlier
-    /// editions of the page gave 0.25, one every 4 s; accounts with that
-    /// quota see a few retried throttles at most), ImportKeyMaterial 15,
-    /// DeleteImportedKeyMaterial 15, CreateAlias 5, UpdateAlias 5,
-    /// DisableKey 5, PutKeyPolicy 15, ListKeys 500, ListResourceTags 2000,
-    /// RotateKeyOnDemand 5, ListKeyRotations 100, GetKeyPolicy 1000,
-    /// ListAliases 500, TagResource 10, EnableKey 5, CancelKeyDeletion 5.
-    /// The drift check's reads are paced at a tenth of theirs (ListKeyRotations
-    /// 10, GetKeyPolicy 100, ListAliases 50, ListKeys 50, ListResourceTags
-    /// 200; see [`KmsRateLimits::get_key_policy`]); its repairs, which are
-    /// few and wanted done, at the quota.
+    /// AWS KMS's default request quotas (see [`KmsRateLimits::from_quotas`]).
     fn default() -> Self {
-        Self {
-            create_key: Rate::per_second(5),
-            describe_key: Rate::per_second(2000),
-            get_parameters_for_import: Rate::per_second(1),
-            import_key_material: Rate::per_second(15),
-            delete_imported_key_material: Rate::per_second(15),
-            point_alias: Rate::per_second(5),
-            disable_key: Rate::per_second(5),
-            put_key_policy: Rate::per_second(15),
-            rotate_key_on_demand: Rate::per_second(5),
-            list_key_materials: a_tenth_of(100),
-            find_keys_tagged: Rate::per_second(5),
-            get_key_policy: a_tenth_of(1000),
-            list_aliases: a_tenth_of(500),
-            list_key_ids: a_tenth_of(500),
-            list_tags: a_tenth_of(2000),
-            tag_key: Rate::per_second(10),
-            enable_key: Rate::per_second(5),
-            cancel_key_deletion: Rate::per_second(5),
-        }
+        Self::from_quotas(&KmsQuotas::default())
     }
 }
 
-/// A token bucket of capacity one on tokio's clock: requests leave at most
-/// one `interval` apart. Capacity one (no burst) because AWS counts requests
-/// in each one-second interval: a burst of a full second's quota followed by
-/// the steady rate would put up to twice the quota in one second.
-#[derive(Debug)]
-struct TokenBucket {
-    operation: &'static str,
-    interval: Duration,
-    /// The earliest instant the next request may leave.
-    next_free: Mutex<Option<Instant>>,
-}
-
-impl TokenBucket {
-    fn new(operation: &'static str, rate: Rate) -> Self {
-        Self {
-            operation,
-            interval: rate.interval(),
-            next_free: Mutex::new(None),
+/// Declares the limiter's buckets once: the struct, building it from
+/// [`KmsRateLimits`], and listing every bucket.
+macro_rules! buckets {
+    ($($field:ident: $label:literal,)+) => {
+        /// One set of buckets: share it between every client that reaches
+        /// the same AWS account and Region (keyhold keeps one per credential
+        /// and Region).
+        #[derive(Debug)]
+        pub struct KmsRateLimiter {
+            $($field: TokenBucket,)+
         }
-    }
 
-    /// Waits for this caller's turn. Turns are handed out in call order; a
-    /// caller that gives up while waiting forfeits its turn (the slot stays
-    /// used, which errs on the side of fewer requests).
-    async fn acquire(&self) {
-        let slot = {
-            // No await while locked; a poisoned lock only means another
-            // caller panicked after reserving, and the instant is still valid.
-            let mut next_free = self
-                .next_free
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let now = Instant::now();
-            let slot = match *next_free {
-                Some(free) if free > now => free,
-                _ => now,
-            };
-            *next_free = Some(slot.checked_add(self.interval).unwrap_or(slot));
-            slot
-        };
-        let wait = slot.saturating_duration_since(Instant::now());
-        if !wait.is_zero() {
-            tracing::debug!(
-                operation = self.operation,
-                wait_ms = wait.as_millis() as u64,
-                "pacing AWS KMS requests under the request quota"
-            );
-            tokio::time::sleep_until(slot).await;
-        }
-    }
-
-    /// After AWS throttled this operation: no request of it leaves before
-    /// `pause` has passed (turns already handed out beyond that keep them).
-    fn hold_back(&self, pause: Duration) {
-        let mut next_free = self
-            .next_free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let until = Instant::now() + pause;
-        if next_free.is_none_or(|free| free < until) {
-            *next_free = Some(until);
-        }
-    }
-
-    /// Sends `call` in this bucket's turn; a throttled answer holds the
-    /// operation back and sends it again in a later turn, at most `attempts`
-    /// times in all.
-    async fn paced<T, F>(&self, attempts: u32, call: impl Fn() -> F) -> Result<T, CloudError>
-    where
-        F: Future<Output = Result<T, CloudError>>,
-    {
-        let mut attempt = 1;
-        loop {
-            self.acquire().await;
-            match call().await {
-                Err(error @ CloudError::Throttled { .. }) if attempt < attempts => {
-                    let pause = backoff(attempt).max(self.interval);
-                    tracing::warn!(
-                        operation = self.operation,
-                        attempt,
-                        pause_ms = pause.as_millis() as u64,
-                        %error,
-                        "AWS KMS throttled the request; sending it again in a later turn"
-                    );
-                    self.hold_back(pause);
-                    attempt += 1;
+        impl KmsRateLimiter {
+            pub fn new(limits: &KmsRateLimits) -> Self {
+                Self {
+                    $($field: TokenBucket::new($label, limits.$field),)+
                 }
-                outcome => return outcome,
+            }
+
+            fn buckets(&self) -> [&TokenBucket; [$($label),+].len()] {
+                [$(&self.$field),+]
             }
         }
-    }
+    };
 }
 
-/// One set of buckets: share it between every client that reaches the same
-/// AWS account and Region (keyhold keeps one per credential and Region).
-#[derive(Debug)]
-pub struct KmsRateLimiter {
-    create_key: TokenBucket,
-    describe_key: TokenBucket,
-    get_parameters_for_import: TokenBucket,
-    import_key_material: TokenBucket,
-    delete_imported_key_material: TokenBucket,
-    point_alias: TokenBucket,
-    disable_key: TokenBucket,
-    put_key_policy: TokenBucket,
-    rotate_key_on_demand: TokenBucket,
-    list_key_materials: TokenBucket,
-    find_keys_tagged: TokenBucket,
-    get_key_policy: TokenBucket,
-    list_aliases: TokenBucket,
-    list_key_ids: TokenBucket,
-    list_tags: TokenBucket,
-    tag_key: TokenBucket,
-    enable_key: TokenBucket,
-    cancel_key_deletion: TokenBucket,
+buckets! {
+    create_key: "CreateKey",
+    describe_key: "DescribeKey",
+    get_parameters_for_import: "GetParametersForImport",
+    import_key_material: "ImportKeyMaterial",
+    delete_imported_key_material: "DeleteImportedKeyMaterial",
+    point_alias: "CreateAlias/UpdateAlias",
+    disable_key: "DisableKey",
+    put_key_policy: "PutKeyPolicy",
+    rotate_key_on_demand: "RotateKeyOnDemand",
+    list_key_materials: "ListKeyRotations",
+    // Named apart from the drift check's ListKeys and ListResourceTags
+    // buckets, so a log line or series tells which caller waited.
+    find_keys_tagged: "ListKeys/ListResourceTags (search by tag)",
+    get_key_policy: "GetKeyPolicy",
+    list_aliases: "ListAliases",
+    list_key_ids: "ListKeys",
+    list_tags: "ListResourceTags",
+    tag_key: "TagResource",
+    enable_key: "EnableKey",
+    cancel_key_deletion: "CancelKeyDeletion",
 }
 
 impl KmsRateLimiter {
-    pub fn new(limits: &KmsRateLimits) -> Self {
-        Self {
-            create_key: TokenBucket::new("CreateKey", limits.create_key),
-            describe_key: TokenBucket::new("DescribeKey", limits.describe_key),
-            get_parameters_for_import: TokenBucket::new(
-                "GetParametersForImport",
-                limits.get_parameters_for_import,
-            ),
-            import_key_material: TokenBucket::new("ImportKeyMaterial", limits.import_key_material),
-            delete_imported_key_material: TokenBucket::new(
-                "DeleteImportedKeyMaterial",
-                limits.delete_imported_key_material,
-            ),
-            point_alias: TokenBucket::new("CreateAlias/UpdateAlias", limits.point_alias),
-            disable_key: TokenBucket::new("DisableKey", limits.disable_key),
-            put_key_policy: TokenBucket::new("PutKeyPolicy", limits.put_key_policy),
-            rotate_key_on_demand: TokenBucket::new(
-                "RotateKeyOnDemand",
-                limits.rotate_key_on_demand,
-            ),
-            list_key_materials: TokenBucket::new("ListKeyRotations", limits.list_key_materials),
-            // Named apart from the drift check's ListKeys and ListResourceTags
-            // buckets, so a log line tells which caller waited.
-            find_keys_tagged: TokenBucket::new(
-                "find_keys_tagged (ListKeys, ListResourceTags)",
-                limits.find_keys_tagged,
-            ),
-            get_key_policy: TokenBucket::new("GetKeyPolicy", limits.get_key_policy),
-            list_aliases: TokenBucket::new("ListAliases", limits.list_aliases),
-            list_key_ids: TokenBucket::new("ListKeys", limits.list_key_ids),
-            list_tags: TokenBucket::new("ListResourceTags", limits.list_tags),
-            tag_key: TokenBucket::new("TagResource", limits.tag_key),
-            enable_key: TokenBucket::new("EnableKey", limits.enable_key),
-            cancel_key_deletion: TokenBucket::new("CancelKeyDeletion", limits.cancel_key_deletion),
-        }
+    /// Every operation's pacing since start-up (for `/metrics`).
+    pub fn stats(&self) -> Vec<OperationPacingStats> {
+        self.buckets().iter().map(|b| b.stats()).collect()
     }
 }
 
@@ -345,12 +219,17 @@ impl Default for KmsRateLimiter {
 }
 
 /// A [`CloudKms`] that waits for its operation's bucket before each call,
-/// and sends a throttled call again in a later turn.
+/// and sends a throttled call again in a later turn. Several may share one
+/// [`KmsRateLimiter`] (and one client behind it); each keeps its own tally
+/// of what pacing cost its calls, for [`CloudKms::take_pacing`], so a job
+/// run given one of its own reads its own waits.
 pub struct RateLimitedKms {
     inner: Arc<dyn CloudKms>,
     limiter: Arc<KmsRateLimiter>,
     /// Attempts per call, the first included, when AWS throttles it.
     attempts: u32,
+    /// What pacing cost this client's calls since the last `take_pacing`.
+    tally: Mutex<Vec<OperationPacing>>,
 }
 
 impl std::fmt::Debug for RateLimitedKms {
@@ -371,8 +250,46 @@ impl RateLimitedKms {
             inner,
             limiter,
             attempts: attempts.max(1),
+            tally: Mutex::new(Vec::new()),
         }
     }
+
+    /// Sends `call` through `bucket`, noting what pacing cost it.
+    async fn paced<T, F>(&self, bucket: &TokenBucket, call: impl Fn() -> F) -> Result<T, CloudError>
+    where
+        F: Future<Output = Result<T, CloudError>>,
+    {
+        let (outcome, spent) = bucket.paced(self.attempts, call).await;
+        self.note(bucket, spent);
+        outcome
+    }
+
+    fn note(&self, bucket: &TokenBucket, spent: CallPacing) {
+        if spent == CallPacing::default() {
+            return;
+        }
+        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let operation = bucket.operation();
+        match tally.iter_mut().find(|o| o.operation == operation) {
+            Some(seen) => {
+                seen.waited += spent.waited;
+                seen.throttled = seen.throttled.saturating_add(spent.throttled);
+            }
+            None => tally.push(OperationPacing {
+                operation,
+                paced_at_per_second: bucket.quota().requests_per_second(),
+                waited: spent.waited,
+                throttled: spent.throttled,
+            }),
+        }
+    }
+}
+
+/// Sends the call through the limiter's bucket of the same name.
+macro_rules! paced {
+    ($self:ident, $bucket:ident, $call:expr) => {
+        $self.paced(&$self.limiter.$bucket, || $call).await
+    };
 }
 
 #[async_trait]
@@ -381,25 +298,30 @@ impl CloudKms for RateLimitedKms {
         self.inner.service()
     }
 
+    fn take_pacing(&self) -> Option<PacingReport> {
+        let operations =
+            std::mem::take(&mut *self.tally.lock().unwrap_or_else(PoisonError::into_inner));
+        (!operations.is_empty()).then_some(PacingReport {
+            quotas_of: "AWS KMS",
+            operations,
+        })
+    }
+
     async fn create_key(
         &self,
         description: &str,
         policy: Option<&KeyPolicy>,
         tags: &[(String, String)],
     ) -> Result<KmsKeyId, CloudError> {
-        self.limiter
-            .create_key
-            .paced(self.attempts, || {
-                self.inner.create_key(description, policy, tags)
-            })
-            .await
+        paced!(
+            self,
+            create_key,
+            self.inner.create_key(description, policy, tags)
+        )
     }
 
     async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError> {
-        self.limiter
-            .describe_key
-            .paced(self.attempts, || self.inner.describe_key(key_id))
-            .await
+        paced!(self, describe_key, self.inner.describe_key(key_id))
     }
 
     async fn get_parameters_for_import(
@@ -407,12 +329,11 @@ impl CloudKms for RateLimitedKms {
         key_id: &KmsKeyId,
         algorithm: WrappingAlgorithm,
     ) -> Result<ImportParameters, CloudError> {
-        self.limiter
-            .get_parameters_for_import
-            .paced(self.attempts, || {
-                self.inner.get_parameters_for_import(key_id, algorithm)
-            })
-            .await
+        paced!(
+            self,
+            get_parameters_for_import,
+            self.inner.get_parameters_for_import(key_id, algorithm)
+        )
     }
 
     async fn import_key_material(
@@ -423,18 +344,17 @@ impl CloudKms for RateLimitedKms {
         valid_to: Option<Timestamp>,
         import: MaterialImport<'_>,
     ) -> Result<Option<KeyMaterialId>, CloudError> {
-        self.limiter
-            .import_key_material
-            .paced(self.attempts, || {
-                self.inner.import_key_material(
-                    key_id,
-                    import_token,
-                    encrypted_material,
-                    valid_to,
-                    import,
-                )
-            })
-            .await
+        paced!(
+            self,
+            import_key_material,
+            self.inner.import_key_material(
+                key_id,
+                import_token,
+                encrypted_material,
+                valid_to,
+                import
+            )
+        )
     }
 
     async fn delete_imported_key_material(
@@ -442,43 +362,38 @@ impl CloudKms for RateLimitedKms {
         key_id: &KmsKeyId,
         material: Option<&KeyMaterialId>,
     ) -> Result<(), CloudError> {
-        self.limiter
-            .delete_imported_key_material
-            .paced(self.attempts, || {
-                self.inner.delete_imported_key_material(key_id, material)
-            })
-            .await
+        paced!(
+            self,
+            delete_imported_key_material,
+            self.inner.delete_imported_key_material(key_id, material)
+        )
     }
 
     async fn list_key_materials(
         &self,
         key_id: &KmsKeyId,
     ) -> Result<Vec<CloudMaterial>, CloudError> {
-        self.limiter
-            .list_key_materials
-            .paced(self.attempts, || self.inner.list_key_materials(key_id))
-            .await
+        paced!(
+            self,
+            list_key_materials,
+            self.inner.list_key_materials(key_id)
+        )
     }
 
     async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        self.limiter
-            .rotate_key_on_demand
-            .paced(self.attempts, || self.inner.rotate_key_on_demand(key_id))
-            .await
+        paced!(
+            self,
+            rotate_key_on_demand,
+            self.inner.rotate_key_on_demand(key_id)
+        )
     }
 
     async fn point_alias(&self, alias: &Alias, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        self.limiter
-            .point_alias
-            .paced(self.attempts, || self.inner.point_alias(alias, key_id))
-            .await
+        paced!(self, point_alias, self.inner.point_alias(alias, key_id))
     }
 
     async fn disable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        self.limiter
-            .disable_key
-            .paced(self.attempts, || self.inner.disable_key(key_id))
-            .await
+        paced!(self, disable_key, self.inner.disable_key(key_id))
     }
 
     async fn put_key_policy(
@@ -486,45 +401,35 @@ impl CloudKms for RateLimitedKms {
         key_id: &KmsKeyId,
         policy: &KeyPolicy,
     ) -> Result<(), CloudError> {
-        self.limiter
-            .put_key_policy
-            .paced(self.attempts, || self.inner.put_key_policy(key_id, policy))
-            .await
+        paced!(
+            self,
+            put_key_policy,
+            self.inner.put_key_policy(key_id, policy)
+        )
     }
 
     async fn find_keys_tagged(&self, key: &str, value: &str) -> Result<Vec<KmsKeyId>, CloudError> {
-        self.limiter
-            .find_keys_tagged
-            .paced(self.attempts, || self.inner.find_keys_tagged(key, value))
-            .await
+        paced!(
+            self,
+            find_keys_tagged,
+            self.inner.find_keys_tagged(key, value)
+        )
     }
 
     async fn get_key_policy(&self, key_id: &KmsKeyId) -> Result<KeyPolicy, CloudError> {
-        self.limiter
-            .get_key_policy
-            .paced(self.attempts, || self.inner.get_key_policy(key_id))
-            .await
+        paced!(self, get_key_policy, self.inner.get_key_policy(key_id))
     }
 
     async fn list_aliases(&self) -> Result<Vec<(Alias, KmsKeyId)>, CloudError> {
-        self.limiter
-            .list_aliases
-            .paced(self.attempts, || self.inner.list_aliases())
-            .await
+        paced!(self, list_aliases, self.inner.list_aliases())
     }
 
     async fn list_key_ids(&self) -> Result<Vec<KmsKeyId>, CloudError> {
-        self.limiter
-            .list_key_ids
-            .paced(self.attempts, || self.inner.list_key_ids())
-            .await
+        paced!(self, list_key_ids, self.inner.list_key_ids())
     }
 
     async fn list_tags(&self, key_id: &KmsKeyId) -> Result<Vec<(String, String)>, CloudError> {
-        self.limiter
-            .list_tags
-            .paced(self.attempts, || self.inner.list_tags(key_id))
-            .await
+        paced!(self, list_tags, self.inner.list_tags(key_id))
     }
 
     async fn tag_key(
@@ -532,24 +437,19 @@ impl CloudKms for RateLimitedKms {
         key_id: &KmsKeyId,
         tags: &[(String, String)],
     ) -> Result<(), CloudError> {
-        self.limiter
-            .tag_key
-            .paced(self.attempts, || self.inner.tag_key(key_id, tags))
-            .await
+        paced!(self, tag_key, self.inner.tag_key(key_id, tags))
     }
 
     async fn enable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        self.limiter
-            .enable_key
-            .paced(self.attempts, || self.inner.enable_key(key_id))
-            .await
+        paced!(self, enable_key, self.inner.enable_key(key_id))
     }
 
     async fn cancel_key_deletion(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
-        self.limiter
-            .cancel_key_deletion
-            .paced(self.attempts, || self.inner.cancel_key_deletion(key_id))
-            .await
+        paced!(
+            self,
+            cancel_key_deletion,
+            self.inner.cancel_key_deletion(key_id)
+        )
     }
 }
 
@@ -557,6 +457,8 @@ impl CloudKms for RateLimitedKms {
 mod tests {
     use super::*;
     use keyhold_core::key::KeyState;
+    use std::time::Duration;
+    use tokio::time::Instant;
 
     const KEY: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
 
@@ -883,7 +785,7 @@ mod tests {
         // the second one interval later, its own operation's.
         every_operation_at_once(kms.clone()).await;
         every_operation_at_once(kms).await;
-        let interval = |per_second: u32| Rate::per_second(per_second).interval();
+        let interval = |per_second: u32| bucket::paced_interval(Rate::per_second(per_second));
         for (op, expected) in [
             // GetKeyPolicy 1000/s, ListAliases 500/s, ListKeys 500/s,
             // ListResourceTags 2000/s, ListKeyRotations 100/s: a tenth.
@@ -949,7 +851,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sub_one_per_second_rates_and_idle_buckets() {
         let limits = KmsRateLimits {
-            find_keys_tagged: Rate::one_every(Duration::from_secs(4)),
+            find_keys_tagged: Rate::parse("0.25").unwrap(),
             ..KmsRateLimits::default()
         };
         let (recorder, kms) = limited(&limits);
@@ -973,12 +875,13 @@ mod tests {
         let (recorder, kms) = limited(&KmsRateLimits::default());
         let start = Instant::now();
         kms.create_key("d", None, &[]).await.unwrap();
-        // This one would go at 204 ms but is abandoned at 50 ms.
+        // This one would go at 204 ms but is abandoned at 50 ms: the next
+        // caller takes its turn.
         let abandoned =
             tokio::time::timeout(Duration::from_millis(50), kms.create_key("d", None, &[])).await;
         assert!(abandoned.is_err());
         kms.create_key("d", None, &[]).await.unwrap();
-        assert_eq!(recorder.times("create_key", start), ms(&[0, 408]));
+        assert_eq!(recorder.times("create_key", start), ms(&[0, 204]));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1010,10 +913,12 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Free to go at 100 ms before the throttle; now after the throttled
-        // call's own second attempt at 500 ms, one interval later.
+        // call's own second attempt at 500 ms, one interval later, and the
+        // throttle halved the rate: two of the quota's intervals.
         kms.put_key_policy(&key(), &policy()).await.unwrap();
         first.await.unwrap().unwrap();
-        let step = (Duration::from_secs(1) / 15 * 102 / 100).as_millis() as u64 + 1;
+        let slowed = bucket::paced_interval(Rate::per_second(15)) * 2;
+        let step = slowed.as_millis() as u64 + 1;
         assert_eq!(
             recorder.times("put_key_policy", start),
             ms(&[0, 500, 500 + step])
@@ -1035,5 +940,129 @@ mod tests {
         let error = kms.create_key("d", None, &[]).await.unwrap_err();
         assert!(matches!(error, CloudError::Transient { .. }), "{error:?}");
         assert_eq!(recorder.times("create_key", start), ms(&[0]));
+    }
+
+    #[test]
+    fn default_limits_are_aws_default_quotas_and_background_shares() {
+        let limits = KmsRateLimits::default();
+        let per_second = |n| Rate::per_second(n);
+        assert_eq!(
+            limits,
+            KmsRateLimits {
+                create_key: per_second(5),
+                describe_key: per_second(2000),
+                get_parameters_for_import: per_second(1),
+                import_key_material: per_second(15),
+                delete_imported_key_material: per_second(15),
+                point_alias: per_second(5),
+                disable_key: per_second(5),
+                put_key_policy: per_second(15),
+                rotate_key_on_demand: per_second(5),
+                list_key_materials: per_second(10),
+                find_keys_tagged: per_second(5),
+                get_key_policy: per_second(100),
+                list_aliases: per_second(50),
+                list_key_ids: per_second(50),
+                list_tags: per_second(200),
+                tag_key: per_second(10),
+                enable_key: per_second(5),
+                cancel_key_deletion: per_second(5),
+            }
+        );
+    }
+
+    #[test]
+    fn configured_quotas_set_the_limits_and_background_reads_stay_at_a_tenth() {
+        let quotas = KmsQuotas::parse(&[
+            "GetParametersForImport=100",
+            "CreateKey=0.25",
+            "UpdateAlias=2",
+            "GetKeyPolicy=500",
+            "ListKeys=1000",
+            "ListResourceTags=300",
+        ])
+        .unwrap();
+        let limits = KmsRateLimits::from_quotas(&quotas);
+        assert_eq!(limits.get_parameters_for_import, Rate::per_second(100));
+        assert_eq!(limits.create_key, Rate::parse("0.25").unwrap());
+        // The alias call goes at the lower of CreateAlias (5) and UpdateAlias.
+        assert_eq!(limits.point_alias, Rate::per_second(2));
+        assert_eq!(limits.get_key_policy, Rate::per_second(50));
+        assert_eq!(limits.list_key_ids, Rate::per_second(100));
+        assert_eq!(limits.list_tags, Rate::per_second(30));
+        // A hundredth of the lower of ListKeys and ListResourceTags.
+        assert_eq!(limits.find_keys_tagged, Rate::per_second(3));
+        // Untouched operations keep AWS's default.
+        assert_eq!(limits.disable_key, Rate::per_second(5));
+        let everything = KmsRateLimits::from_quotas(&KmsQuotas::parse(&["*=40"]).unwrap());
+        assert_eq!(everything.describe_key, Rate::per_second(40));
+        assert_eq!(everything.get_key_policy, Rate::per_second(4));
+        assert_eq!(everything.find_keys_tagged, Rate::parse("0.4").unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn raised_quotas_pace_faster() {
+        let quotas = KmsQuotas::parse(&["GetParametersForImport=20"]).unwrap();
+        let (recorder, kms) = limited(&KmsRateLimits::from_quotas(&quotas));
+        let start = Instant::now();
+        for _ in 0..4 {
+            kms.get_parameters_for_import(&key(), WrappingAlgorithm::RsaesOaepSha256)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            recorder.times("get_parameters_for_import", start),
+            ms(&[0, 51, 102, 153])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_client_of_a_shared_limiter_reads_its_own_pacing() {
+        let limiter = Arc::new(KmsRateLimiter::default());
+        let recorder = Arc::new(Recorder::throttling(1));
+        let a = Arc::new(RateLimitedKms::new(recorder.clone(), limiter.clone(), 3));
+        let b = Arc::new(RateLimitedKms::new(recorder.clone(), limiter.clone(), 3));
+        assert_eq!(a.take_pacing(), None);
+        // a's first GetParametersForImport is throttled, which halves the
+        // rate: sent again 2.04 s later; b's waits another 2.04 s behind it.
+        a.get_parameters_for_import(&key(), WrappingAlgorithm::RsaesOaepSha256)
+            .await
+            .unwrap();
+        b.get_parameters_for_import(&key(), WrappingAlgorithm::RsaesOaepSha256)
+            .await
+            .unwrap();
+        b.create_key("d", None, &[]).await.unwrap();
+        let of_a = a.take_pacing().unwrap();
+        assert_eq!(of_a.quotas_of, "AWS KMS");
+        assert_eq!(
+            of_a.operations,
+            [OperationPacing {
+                operation: "GetParametersForImport",
+                paced_at_per_second: 1.0,
+                waited: Duration::from_millis(2040),
+                throttled: 1,
+            }]
+        );
+        let of_b = b.take_pacing().unwrap();
+        assert_eq!(of_b.operations.len(), 1, "CreateKey went at once: {of_b:?}");
+        assert_eq!(of_b.operations[0].throttled, 0);
+        assert_eq!(of_b.operations[0].waited, Duration::from_millis(2040));
+        // Taken means gone.
+        assert_eq!(a.take_pacing(), None);
+        assert_eq!(b.take_pacing(), None);
+        // The limiter's totals hold both.
+        let stats = limiter.stats();
+        assert_eq!(stats.len(), 18);
+        let gpfi = stats
+            .iter()
+            .find(|s| s.operation == "GetParametersForImport")
+            .unwrap();
+        assert_eq!((gpfi.waits, gpfi.throttled), (2, 1));
+        assert!(gpfi.rate_now < 1.0, "slowed down: {gpfi:?}");
+        assert!(
+            stats
+                .iter()
+                .any(|s| s.operation == "CreateAlias/UpdateAlias")
+        );
     }
 }

@@ -247,6 +247,8 @@ struct Inner {
     aliases: BTreeMap<String, AliasRecord>,
     counts: BTreeMap<String, OpCounts>,
     buckets: Option<HashMap<&'static str, Bucket>>,
+    /// How long every answer is held ([`KmsPeer::set_latency`]).
+    latency: std::time::Duration,
 }
 
 impl Inner {
@@ -359,6 +361,22 @@ impl KmsPeer {
         lock(&self.inner).buckets = on.then(quota_buckets);
     }
 
+    /// Sets one operation's quota (requests per second) on a peer in quota
+    /// mode, its bucket full: as if the account had it raised (or lowered)
+    /// through Service Quotas. Encrypt and Decrypt share theirs.
+    pub fn set_quota(&self, operation: &str, rate: f64) -> anyhow::Result<()> {
+        anyhow::ensure!(rate > 0.0, "a quota is more than 0 requests per second");
+        let mut inner = lock(&self.inner);
+        let bucket = inner
+            .buckets
+            .as_mut()
+            .context("the peer enforces no quotas: start it with quotas, or turn them on")?
+            .get_mut(bucket_for(operation))
+            .with_context(|| format!("the peer has no quota for {operation}"))?;
+        *bucket = Bucket::new(rate);
+        Ok(())
+    }
+
     /// Calls per operation so far.
     pub fn counts(&self) -> BTreeMap<String, OpCounts> {
         lock(&self.inner).counts.clone()
@@ -414,6 +432,55 @@ impl KmsPeer {
             .iter()
             .map(|(name, alias)| (name.clone(), alias.target.clone()))
             .collect()
+    }
+
+    /// Holds every answer `latency` before it is sent (zero, the default, for
+    /// none): the round trip of a request to AWS KMS, which the loopback
+    /// peer otherwise answers in well under a millisecond.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        lock(&self.inner).latency = latency;
+    }
+
+    /// Makes keys as copies of the key `template` names (its state, origin,
+    /// description, policy and materials), each under the key id and with
+    /// the tags given, newest last in ListKeys: a scenario seeds thousands
+    /// of keys at once where CreateKey and an import each would take as
+    /// long as the rotations they stand for (the drift scenario's largest
+    /// group).
+    pub fn copy_key(
+        &self,
+        template: &str,
+        copies: Vec<(String, Vec<(String, String)>)>,
+    ) -> anyhow::Result<()> {
+        let mut inner = lock(&self.inner);
+        let (_, original) = inner
+            .key_mut(template)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+        let (state, origin, description, policy, materials) = (
+            original.state,
+            original.origin,
+            original.description.clone(),
+            original.policy.clone(),
+            original.materials.clone(),
+        );
+        for (id, tags) in copies {
+            if inner.keys.contains_key(&id) {
+                anyhow::bail!("the peer already holds a key {id}");
+            }
+            let key = KeyRecord {
+                state,
+                origin,
+                description: description.clone(),
+                tags,
+                policy: policy.clone(),
+                created: now_epoch(),
+                serial: inner.keys.len(),
+                deletion_date: None,
+                materials: materials.clone(),
+            };
+            inner.keys.insert(id, key);
+        }
+        Ok(())
     }
 }
 
@@ -523,6 +590,10 @@ async fn handle(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Re
         return error("UnknownOperationException", "missing X-Amz-Target");
     };
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let latency = lock(&peer.inner).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if !admit(&peer, &op) {
         return error("ThrottlingException", "Rate exceeded");
     }

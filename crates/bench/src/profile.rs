@@ -78,11 +78,15 @@ pub struct Profile {
     stacks: Vec<(String, u64)>,
 }
 
-/// The breakdown's categories, each with the frames that put a sample in
-/// it. A sample goes to the first category any of its frames matches, in
-/// this order: waiting and waking is charged before the work it interrupts,
-/// so SQLite's share is SQLite's own instructions.
-const CATEGORIES: &[(&str, &[&str])] = &[
+/// A breakdown's categories, each with the frames that put a sample in it.
+/// A sample goes to the first category any of its frames matches, in the
+/// list's order.
+pub type Categories = &'static [(&'static str, &'static [&'static str])];
+
+/// The engine's categories (scenario 1): waiting and waking is charged
+/// before the work it interrupts, so SQLite's share is SQLite's own
+/// instructions.
+pub const ENGINE: Categories = &[
     (
         "Durable commits: fsync of SQLite's write-ahead log",
         &["fsync", "fdatasync"],
@@ -136,6 +140,80 @@ const CATEGORIES: &[(&str, &[&str])] = &[
     ),
     ("Async runtime: tokio scheduling and timers", &["tokio"]),
 ];
+
+/// A listing's categories (scenario 4, one page of a listing per request):
+/// hand-offs first, as for the engine, then the store, then what the server
+/// does with the rows (the keystore's material check, the views, JSON), then
+/// serving the request.
+pub const LISTING: Categories = &[
+    (
+        "Thread hand-offs: waking and parking threads (futex, scheduler, epoll)",
+        &[
+            "futex",
+            "__schedule",
+            "finish_task_switch",
+            "try_to_wake_up",
+            "epoll_wait",
+            "thread::functions::park",
+            "Unparker",
+            "sched_yield",
+        ],
+    ),
+    (
+        "Store: SQLite executing statements (on sqlx's connection threads)",
+        &["sqlite3"],
+    ),
+    (
+        "Store: sqlx (driver, pool, row decoding)",
+        &["sqlx_core", "sqlx_sqlite", "sqlx_postgres", "keyhold_store"],
+    ),
+    (
+        "Keystore: whether each key's material is there",
+        &["keyhold_keystore", "aes_gcm", "aes::", "polyval", "ghash"],
+    ),
+    (
+        "JSON: serializing the response",
+        &["serde_json", "serde::ser"],
+    ),
+    (
+        "Views: each key as the API shows it (names, times, drift badge)",
+        &["keyhold_server::views", "chrono::format"],
+    ),
+    (
+        "Authentication: the session and settings behind the bearer token",
+        &["keyhold_core::service::access", "Caller"],
+    ),
+    (
+        "HTTP API: axum, hyper and keyhold's handlers and middleware",
+        &[
+            "axum",
+            "hyper::server",
+            "tower_http",
+            "keyhold_server::http",
+            "keyhold_server::operations",
+            "keyhold_server::metrics",
+            "keyhold_server::routes",
+        ],
+    ),
+    (
+        "HTTP transport: connections and socket I/O",
+        &[
+            "hyper",
+            "tcp_",
+            "sock_",
+            "__sys_sendto",
+            "__sys_recvfrom",
+            "accept",
+            "__x64_sys_close",
+        ],
+    ),
+    (
+        "Core: keyhold's services",
+        &["keyhold_core", "keyhold_server"],
+    ),
+    ("Async runtime: tokio scheduling and timers", &["tokio"]),
+];
+
 const OTHER: &str = "Other: allocation, logging, kernel work not above";
 
 impl Profile {
@@ -158,19 +236,25 @@ impl Profile {
         self.stacks.iter().map(|(_, n)| n).sum()
     }
 
-    /// Each category's share of the samples, in the order of [`CATEGORIES`],
-    /// then the rest.
+    /// Each of the engine's categories' share of the samples, in the order
+    /// of [`ENGINE`], then the rest.
     pub fn breakdown(&self) -> Vec<(&'static str, f64)> {
-        let mut counts = vec![0u64; CATEGORIES.len() + 1];
+        self.breakdown_by(ENGINE)
+    }
+
+    /// Each category's share of the samples, in the order of `categories`,
+    /// then the rest.
+    pub fn breakdown_by(&self, categories: Categories) -> Vec<(&'static str, f64)> {
+        let mut counts = vec![0u64; categories.len() + 1];
         for (stack, n) in &self.stacks {
-            let index = CATEGORIES
+            let index = categories
                 .iter()
                 .position(|(_, frames)| frames.iter().any(|f| stack.contains(f)))
-                .unwrap_or(CATEGORIES.len());
+                .unwrap_or(categories.len());
             counts[index] += n;
         }
         let total = self.sampled_ns().max(1) as f64;
-        CATEGORIES
+        categories
             .iter()
             .map(|(name, _)| *name)
             .chain([OTHER])
@@ -213,7 +297,7 @@ mod tests {
         .unwrap();
         assert_eq!(profile.sampled_ns(), 20);
         let shares = profile.breakdown();
-        assert_eq!(shares.len(), CATEGORIES.len() + 1);
+        assert_eq!(shares.len(), ENGINE.len() + 1);
         let share = |prefix: &str| {
             shares
                 .iter()

@@ -56,6 +56,9 @@ pub struct ServeOptions {
     pub log: String,
     /// HTTPS with this certificate; plain HTTP on loopback when None.
     pub tls: Option<TlsFiles>,
+    /// More `KEYHOLD_*` variables for the server (settings a scenario
+    /// changes, such as `KEYHOLD_KMS_QUOTAS`), set after the ones above.
+    pub env: Vec<(String, String)>,
 }
 
 /// A server certificate chain, its key, and the CA the benchmark's clients
@@ -88,6 +91,7 @@ impl Default for ServeOptions {
             scheduler_tick_ms: 2000,
             log: "warn".into(),
             tls: None,
+            env: Vec::new(),
         }
     }
 }
@@ -143,6 +147,7 @@ impl KeyholdProcess {
         if let Some(url) = &options.database_url {
             command.env("KEYHOLD_DATABASE_URL", url);
         }
+        command.envs(options.env.iter().map(|(name, value)| (name, value)));
         if let Keystore::Pkcs11 { module, token, pin } = &options.keystore {
             command
                 .args(["--keystore", "pkcs11", "--pkcs11-module", module])

@@ -35,6 +35,12 @@ use client::{Context, DEFAULT_URL};
 use error::CliError;
 use output::{OutputFormat, Table};
 
+/// jemalloc, for Rust's allocations and (through the crate's malloc
+/// override) SQLite's: see crates/cli/Cargo.toml.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const EXIT_CODES: &str = "\
 Exit status:
   0  success

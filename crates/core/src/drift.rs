@@ -324,6 +324,17 @@ pub fn expected_tags(group: &GroupName, first_key: &Key) -> Vec<(String, String)
     ]
 }
 
+/// KMS keys whose reads a check has under way at once. A check's time is
+/// set by its slowest operation's turns under the request quotas (a tenth
+/// of each quota for its own reads), not by round trips, only while enough
+/// keys are in flight to keep those turns taken as each key waits out its
+/// own reads' round trips: against AWS a key's three reads take some 60 ms
+/// one after the other, six GetKeyPolicy intervals at a tenth of the
+/// default quota, and more where quotas were raised. A bound, because each
+/// key in flight may hold a turn ahead in a bucket others use too
+/// (DescribeKey's, with the rotations).
+pub const KEYS_IN_FLIGHT: usize = 16;
+
 /// The KMS keys of the group that a check reads: those keyhold's record
 /// holds to exist (a key pending deletion or deleted by keyhold's own hand,
 /// or not yet in KMS, is not), each with its versions, by version.

@@ -73,6 +73,14 @@ pub trait Keystore: AuditMac + AuditSigner {
     fn check(&self) -> Result<(), KeystoreError>;
 
     /// Generates a fresh AES-256 key for keyhold key `key_id`.
+    ///
+    /// Callers guarantee `key_id` is fresh: a UUID v4 minted for this key
+    /// and given to no keystore before (a retried job step mints another).
+    /// Keystores rely on it: the PKCS#11 keystore does not search the token
+    /// for objects under the id's label, a search whose cost grows with the
+    /// objects on the token. The same id again, in the same process (an
+    /// answer lost on its way back), gets the PKCS#11 keystore's material for
+    /// it, never a second object; the software keystore makes new material.
     fn generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError>;
 
     /// Wraps the key's material under a KMS wrapping public key (DER,
@@ -115,6 +123,7 @@ pub trait Keystore: AuditMac + AuditSigner {
 
     /// Generates an AES-256 key for XKS key `key_id`, for AES-GCM inside the
     /// keystore. It is never wrapped for a cloud (only into a backup).
+    /// `key_id` is fresh, as for [`Self::generate_key`].
     fn xks_generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError>;
 
     /// AES-256-GCM encryption under XKS key `key_id` with a fresh 12-byte

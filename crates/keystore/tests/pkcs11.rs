@@ -246,8 +246,8 @@ fn check_digits_are_aes_ecb_of_the_zero_block_under_the_material() {
             assert_eq!(material.len(), 32);
             assert_eq!(check_digits_of(&material), generated.check_digits);
 
-            // Generating again for the same key id returns the same material
-            // (a retried job step) instead of a second object.
+            // Generating again for the same key id (an earlier call whose
+            // answer was lost) returns the same material, never a second object.
             let again = keystore.generate_key(key_id).unwrap();
             assert_eq!(again.check_digits, generated.check_digits);
             assert_eq!(raw().objects_labelled(&key_label(key_id)).len(), 1);
@@ -626,6 +626,68 @@ fn deleted_key_is_gone_from_the_token() {
         // Already gone is fine.
         keystore.delete_key(key_id, &generated.handle).unwrap();
     });
+}
+
+/// Listings answer from the handles the keystore knows and list the token
+/// only for the others: an object destroyed behind keyhold's back is still
+/// reported missing, by this keystore and by a fresh one.
+#[test]
+fn material_listing_notices_objects_destroyed_behind_our_back() {
+    with_softhsm(
+        "material_listing_notices_objects_destroyed_behind_our_back",
+        || {
+            let keystore = open();
+            let kept = uuid::Uuid::new_v4();
+            let destroyed = uuid::Uuid::new_v4();
+            let kept_handle = keystore.generate_key(kept).unwrap().handle;
+            let destroyed_handle = keystore.generate_key(destroyed).unwrap().handle;
+            let listing = [
+                (kept, kept_handle.as_slice()),
+                (destroyed, destroyed_handle.as_slice()),
+                // Another keystore's handle has no material here.
+                (kept, b"software-blob".as_slice()),
+            ];
+            assert_eq!(keystore.missing_material(&listing).unwrap(), vec![kept]);
+
+            let raw = raw();
+            for object in raw.objects_labelled(&key_label(destroyed)) {
+                raw.session.destroy_object(object).unwrap();
+            }
+            // New objects may take the destroyed one's handle.
+            keystore.generate_key(uuid::Uuid::new_v4()).unwrap();
+            assert_eq!(
+                keystore.missing_material(&listing).unwrap(),
+                vec![destroyed, kept]
+            );
+            assert_eq!(
+                open().missing_material(&listing).unwrap(),
+                vec![destroyed, kept]
+            );
+
+            // Destroyed by another process (an operator's pkcs11-tool): this
+            // process's SoftHSM2 learns it from the token's files.
+            let deleted = Command::new("pkcs11-tool")
+                .args(["--module", MODULE, "--token-label", LABEL])
+                .args(["--login", "--pin", PIN])
+                .args(["--delete-object", "--type", "secrkey"])
+                .args(["--label", &key_label(kept)])
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("this test needs pkcs11-tool (Debian package opensc): {e}")
+                });
+            assert!(deleted.status.success(), "{deleted:?}");
+            assert_eq!(
+                keystore.missing_material(&listing).unwrap(),
+                vec![kept, destroyed, kept]
+            );
+            match wrapped_check_digits(&keystore, kept) {
+                Err(KeystoreError::KeyNotFound(message)) => {
+                    assert!(message.contains(&kept.to_string()), "{message}");
+                }
+                other => panic!("a destroyed key wrapped: {other:?}"),
+            }
+        },
+    );
 }
 
 #[test]

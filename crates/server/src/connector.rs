@@ -4,18 +4,25 @@
 //! loads the SDK's configuration and opens a connection pool, and — more to
 //! the point — the request quotas AWS enforces are per account and Region, so
 //! every job reaching the same account and Region must draw on the same
-//! [`KmsRateLimiter`] buckets for the pacing to mean anything.
+//! [`KmsRateLimiter`] buckets for the pacing to mean anything. Each
+//! connection handed out is a view of its own on that shared client and
+//! limiter ([`RateLimitedKms`]), so a job run's messages tell its own waits.
+//!
+//! The quotas of a credential are its own (`kms_credential_quotas`), else
+//! those of every credential (`kms_quotas`), else AWS's defaults.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use keyhold_aws::{
-    AwsCredentials, AwsKms, AwsKmsSettings, KmsRateLimiter, KmsRateLimits, RateLimitedKms,
+    AwsCredentials, AwsKms, AwsKmsSettings, KmsQuotas, KmsRateLimiter, KmsRateLimits,
+    OperationPacingStats, RateLimitedKms,
 };
 use keyhold_core::cloud::aws::Region;
 use keyhold_core::cloud::{CloudConnector, CloudError, CloudKms};
 use keyhold_core::credential::{CloudService, Credential, CredentialKind};
+use keyhold_core::names::CredentialName;
 use secrecy::SecretString;
 
 use crate::config::KmsConfig;
@@ -29,12 +36,22 @@ struct Connected {
     /// under the same name has another id, and any change to the stored row
     /// (its sealed secret, its endpoint) means the client is stale.
     credential: Credential,
-    kms: Arc<dyn CloudKms>,
+    /// The SDK client, shared by every view.
+    client: Arc<dyn CloudKms>,
+    /// The account and Region's buckets, shared by every view.
+    limiter: Arc<KmsRateLimiter>,
+}
+
+/// The pacing of one credential in one Region since its client was built.
+#[derive(Clone, Debug)]
+pub struct CredentialPacing {
+    pub credential: CredentialName,
+    pub region: Region,
+    pub operations: Vec<OperationPacingStats>,
 }
 
 pub struct AwsConnector {
     config: KmsConfig,
-    limits: KmsRateLimits,
     clients: Mutex<HashMap<(uuid::Uuid, Region), Connected>>,
 }
 
@@ -42,22 +59,51 @@ impl std::fmt::Debug for AwsConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsConnector")
             .field("config", &self.config)
-            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl AwsConnector {
     pub fn new(config: KmsConfig) -> Self {
-        Self::with_limits(config, KmsRateLimits::default())
-    }
-
-    pub fn with_limits(config: KmsConfig, limits: KmsRateLimits) -> Self {
         Self {
             config,
-            limits,
             clients: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The quotas `credential`'s requests are paced under: its own over
+    /// every credential's, AWS's defaults for the rest.
+    fn quotas(&self, credential: &CredentialName) -> KmsQuotas {
+        self.config
+            .credential_quotas
+            .for_credential(credential, &self.config.quotas)
+    }
+
+    /// A view of its own on a shared client and limiter, for one job run.
+    fn view(&self, connected: &Connected) -> Arc<dyn CloudKms> {
+        Arc::new(RateLimitedKms::new(
+            connected.client.clone(),
+            connected.limiter.clone(),
+            self.config.max_attempts,
+        ))
+    }
+
+    /// Every connected credential's pacing, for `/metrics`.
+    pub fn pacing(&self) -> Vec<CredentialPacing> {
+        let mut pacing: Vec<CredentialPacing> = self
+            .clients()
+            .iter()
+            .map(|((_, region), connected)| CredentialPacing {
+                credential: connected.credential.name.clone(),
+                region: region.clone(),
+                operations: connected.limiter.stats(),
+            })
+            .collect();
+        pacing.sort_by(|a, b| {
+            (a.credential.as_str(), a.region.as_str())
+                .cmp(&(b.credential.as_str(), b.region.as_str()))
+        });
+        pacing
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<(uuid::Uuid, Region), Connected>> {
@@ -72,7 +118,7 @@ impl AwsConnector {
     ) -> Option<Arc<dyn CloudKms>> {
         let mut clients = self.clients();
         match clients.get(key) {
-            Some(c) if c.credential == *credential => Some(c.kms.clone()),
+            Some(c) if c.credential == *credential => Some(self.view(c)),
             Some(_) => {
                 // The credential changed since: drop the old client (and the
                 // secret its SDK credentials provider holds) right away.
@@ -162,21 +208,16 @@ impl CloudConnector for AwsConnector {
         // Another job may have connected meanwhile: keep its client, so both
         // share one set of rate-limit buckets.
         if let Some(c) = clients.get(&key).filter(|c| c.credential == *credential) {
-            return Ok(c.kms.clone());
+            return Ok(self.view(c));
         }
-        let limiter = Arc::new(KmsRateLimiter::new(&self.limits));
-        let kms: Arc<dyn CloudKms> = Arc::new(RateLimitedKms::new(
-            Arc::new(client),
-            limiter,
-            self.config.max_attempts,
-        ));
-        clients.insert(
-            key,
-            Connected {
-                credential: credential.clone(),
-                kms: kms.clone(),
-            },
-        );
+        let quotas = self.quotas(&credential.name);
+        let connected = Connected {
+            credential: credential.clone(),
+            client: Arc::new(client),
+            limiter: Arc::new(KmsRateLimiter::new(&KmsRateLimits::from_quotas(&quotas))),
+        };
+        let kms = self.view(&connected);
+        clients.insert(key, connected);
         drop(clients);
         tracing::info!(
             credential = %credential.name,
@@ -184,6 +225,7 @@ impl CloudConnector for AwsConnector {
             access_name = credential.kind.access_name(),
             region = region.as_str(),
             ?endpoint,
+            %quotas,
             "connected to AWS KMS"
         );
         Ok(kms)
@@ -231,6 +273,16 @@ mod tests {
 
     // Building a client sends nothing to AWS, so these run offline.
 
+    impl AwsConnector {
+        /// The limiter a credential's client in `region` paces with.
+        fn limiter_of(&self, credential: &Credential, region: &Region) -> Arc<KmsRateLimiter> {
+            self.clients()
+                .get(&(credential.id, region.clone()))
+                .map(|c| c.limiter.clone())
+                .unwrap()
+        }
+    }
+
     #[tokio::test]
     async fn a_credential_and_region_keep_their_client() {
         let connector = AwsConnector::new(KmsConfig::default());
@@ -239,33 +291,95 @@ mod tests {
             .connect(&cred, secret(), &region("eu-west-1"))
             .await
             .unwrap();
-        // Once connected, the secret is not needed again.
+        let limiter = connector.limiter_of(&cred, &region("eu-west-1"));
+        // Once connected, the secret is not needed again; the connection
+        // is another view on the same client and limiter.
         let again = connector
             .connect(&cred, None, &region("eu-west-1"))
             .await
             .unwrap();
-        assert!(Arc::ptr_eq(&first, &again));
-        let elsewhere = connector
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert!(Arc::ptr_eq(
+            &limiter,
+            &connector.limiter_of(&cred, &region("eu-west-1"))
+        ));
+        let _elsewhere = connector
             .connect(&cred, secret(), &region("us-east-1"))
             .await
             .unwrap();
-        assert!(!Arc::ptr_eq(&first, &elsewhere));
+        assert!(!Arc::ptr_eq(
+            &limiter,
+            &connector.limiter_of(&cred, &region("us-east-1"))
+        ));
+        assert_eq!(connector.clients().len(), 2);
+        let pacing = connector.pacing();
+        assert_eq!(pacing.len(), 2);
+        assert_eq!(pacing[0].credential.as_str(), "aws");
+        assert_eq!(pacing[0].region.as_str(), "eu-west-1");
+        assert_eq!(pacing[1].region.as_str(), "us-east-1");
+        assert!(pacing[0].operations.iter().all(|o| o.waits == 0));
+    }
+
+    #[tokio::test]
+    async fn each_credential_is_paced_at_its_own_quotas_else_the_global_ones() {
+        use keyhold_aws::{CredentialQuotas, KmsQuotas, Rate};
+        let connector = AwsConnector::new(KmsConfig {
+            quotas: KmsQuotas::parse(&["GetParametersForImport=50"]).unwrap(),
+            credential_quotas: CredentialQuotas::parse(&[
+                "raised:GetParametersForImport=500",
+                "raised:CreateKey=20",
+            ])
+            .unwrap(),
+            ..KmsConfig::default()
+        });
+        let rate_of = |name: &str, operation: &str| {
+            connector
+                .pacing()
+                .into_iter()
+                .find(|p| p.credential.as_str() == name)
+                .unwrap()
+                .operations
+                .into_iter()
+                .find(|o| o.operation == operation)
+                .unwrap()
+                .quota
+        };
+        for name in ["raised", "plain"] {
+            connector
+                .connect(&credential(name), secret(), &region("eu-west-1"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            rate_of("raised", "GetParametersForImport"),
+            Rate::per_second(500)
+        );
+        assert_eq!(rate_of("raised", "CreateKey"), Rate::per_second(20));
+        assert_eq!(
+            rate_of("plain", "GetParametersForImport"),
+            Rate::per_second(50)
+        );
+        // AWS's default where neither gives one.
+        assert_eq!(rate_of("plain", "CreateKey"), Rate::per_second(5));
+        assert_eq!(rate_of("raised", "DisableKey"), Rate::per_second(5));
     }
 
     #[tokio::test]
     async fn a_changed_credential_gets_a_new_client() {
         let connector = AwsConnector::new(KmsConfig::default());
         let cred = credential("aws");
-        let first = connector
+        connector
             .connect(&cred, secret(), &region("eu-west-1"))
             .await
             .unwrap();
+        let first = connector.limiter_of(&cred, &region("eu-west-1"));
         let mut changed = cred.clone();
         changed.endpoint = None;
-        let second = connector
+        connector
             .connect(&changed, secret(), &region("eu-west-1"))
             .await
             .unwrap();
+        let second = connector.limiter_of(&changed, &region("eu-west-1"));
         assert!(!Arc::ptr_eq(&first, &second));
         // And the stale one is gone: the old row connects afresh, needing its secret.
         let err = connector
@@ -326,20 +440,13 @@ mod tests {
     async fn a_default_chain_credential_connects_without_a_secret() {
         let connector = AwsConnector::new(KmsConfig::default());
         let chain = chain_credential("chain", None);
-        let first = connector
-            .connect(&chain, None, &region("eu-west-1"))
-            .await
-            .unwrap();
-        let again = connector
-            .connect(&chain, None, &region("eu-west-1"))
-            .await
-            .unwrap();
-        assert!(Arc::ptr_eq(&first, &again));
+        let eu = region("eu-west-1");
+        connector.connect(&chain, None, &eu).await.unwrap();
+        let first = connector.limiter_of(&chain, &eu);
+        connector.connect(&chain, None, &eu).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &connector.limiter_of(&chain, &eu)));
         let role = chain_credential("role", Some("arn:aws:iam::123456789012:role/keyhold"));
-        let assumed = connector
-            .connect(&role, None, &region("eu-west-1"))
-            .await
-            .unwrap();
-        assert!(!Arc::ptr_eq(&first, &assumed));
+        connector.connect(&role, None, &eu).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &connector.limiter_of(&role, &eu)));
     }
 }

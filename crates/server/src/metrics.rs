@@ -1,17 +1,21 @@
 //! Prometheus metrics: requests by route and status, and their latency;
 //! audit entries that could not be written; the audit streams to a SIEM;
 //! open drift findings by kind (read from the database at each scrape);
-//! the XKS proxy's calls (`crate::xks::metrics`).
+//! the XKS proxy's calls (`crate::xks::metrics`); the pacing of AWS KMS
+//! requests under their quotas (read from the connector at each scrape).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -22,6 +26,7 @@ use keyhold_core::ports::AuditFallback;
 use keyhold_core::service::Keyhold;
 
 use crate::app::AppState;
+use crate::connector::AwsConnector;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -62,6 +67,9 @@ pub struct Metrics {
     backups_running: Gauge,
     /// The XKS proxy's series (see `crate::xks::metrics`).
     pub xks: crate::xks::metrics::XksMetrics,
+    /// The connector whose pacing the `kms_pacing` series show, once the
+    /// server has one.
+    kms_pacing: Arc<OnceLock<Arc<AwsConnector>>>,
 }
 
 impl Default for Metrics {
@@ -158,8 +166,13 @@ impl Default for Metrics {
             backups_running.clone(),
         );
         let xks = crate::xks::metrics::XksMetrics::register(&mut registry);
+        let kms_pacing = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(KmsPacingSeries {
+            connector: kms_pacing.clone(),
+        }));
         Self {
             xks,
+            kms_pacing,
             registry,
             drift_findings,
             backup_last_success,
@@ -179,6 +192,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Shows `connector`'s pacing of AWS KMS requests in the `kms_pacing`
+    /// series from now on (the first connector given stays).
+    pub fn watch_kms_pacing(&self, connector: Arc<AwsConnector>) {
+        let _ = self.kms_pacing.set(connector);
+    }
+
     /// The approval webhook's counters (clones count into these).
     pub fn approval_webhook(&self) -> crate::approval_webhook::WebhookCounters {
         self.approval_webhook.clone()
@@ -273,6 +292,101 @@ impl Metrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PacingLabels {
+    credential: String,
+    region: String,
+    operation: String,
+}
+
+/// The AWS KMS pacing series, read from the connector's limiters at each
+/// scrape: one series per credential, Region and operation, for the
+/// credentials used since start-up (a credential's series begin with its
+/// first job, and start again from 0 when it is changed, since its client
+/// is built anew).
+#[derive(Debug)]
+struct KmsPacingSeries {
+    connector: Arc<OnceLock<Arc<AwsConnector>>>,
+}
+
+impl Collector for KmsPacingSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(connector) = self.connector.get() else {
+            return Ok(());
+        };
+        let pacing = connector.pacing();
+        let series: Vec<(PacingLabels, &keyhold_aws::OperationPacingStats)> = pacing
+            .iter()
+            .flat_map(|credential| {
+                credential.operations.iter().map(|operation| {
+                    (
+                        PacingLabels {
+                            credential: credential.credential.as_str().to_owned(),
+                            region: credential.region.as_str().to_owned(),
+                            operation: operation.operation.to_owned(),
+                        },
+                        operation,
+                    )
+                })
+            })
+            .collect();
+        if series.is_empty() {
+            return Ok(());
+        }
+        counter_family(
+            &mut encoder,
+            "kms_pacing_wait_seconds",
+            "Time AWS KMS requests waited for their turn under the request quota keyhold paces them at (kms_quotas, kms_credential_quotas, else AWS's defaults)",
+            &series,
+            |s| s.waited.as_secs_f64(),
+        )?;
+        counter_family(
+            &mut encoder,
+            "kms_pacing_waits",
+            "AWS KMS requests that waited for their turn under the request quota",
+            &series,
+            |s| s.waits,
+        )?;
+        counter_family(
+            &mut encoder,
+            "kms_throttled",
+            "AWS KMS requests AWS throttled (ThrottlingException) all the same: each slows the operation's pacing down, and the request is sent again",
+            &series,
+            |s| s.throttled,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "kms_pacing_rate",
+            "Requests per second keyhold allows itself now for the operation: its quota (or the tenth of it a drift check's reads take) until AWS throttles, less after, recovering gradually",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, stats) in &series {
+            ConstGauge::new(stats.rate_now).encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+type PacingSeries<'a> = [(PacingLabels, &'a keyhold_aws::OperationPacingStats)];
+
+/// One counter family of the pacing series, `value` read off each series' stats.
+fn counter_family<N>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &PacingSeries<'_>,
+    value: impl Fn(&keyhold_aws::OperationPacingStats) -> N,
+) -> Result<(), std::fmt::Error>
+where
+    N: prometheus_client::encoding::EncodeCounterValue,
+{
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, stats) in series {
+        ConstCounter::new(value(stats)).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 /// Where a refusal goes whose audit entry the store refused: the server log,
 /// at error level, with everything the entry would have said (summaries and
 /// reasons never hold a secret), and the `keyhold_audit_entries_unwritten`
@@ -360,6 +474,55 @@ pub async fn record(State(app): State<AppState>, request: Request, next: Next) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn kms_pacing_series_are_read_from_the_connector_at_each_scrape() {
+        use keyhold_core::cloud::CloudConnector;
+        use keyhold_core::credential::{AccessKeyId, CloudService, Credential, CredentialKind};
+        let metrics = Metrics::default();
+        assert!(!metrics.encode().contains("kms_pacing"));
+        let connector = Arc::new(AwsConnector::new(crate::config::KmsConfig {
+            quotas: keyhold_aws::KmsQuotas::parse(&["GetParametersForImport=2.5"]).unwrap(),
+            ..Default::default()
+        }));
+        metrics.watch_kms_pacing(connector.clone());
+        // No series before a credential is used.
+        assert!(!metrics.encode().contains("kms_pacing"));
+        let credential = Credential {
+            id: uuid::Uuid::new_v4(),
+            name: keyhold_core::names::CredentialName::parse("prod").unwrap(),
+            service: CloudService::Aws,
+            kind: CredentialKind::AccessKey {
+                access_key_id: AccessKeyId::parse("AKIAIOSFODNN7EXAMPLE").unwrap(),
+                sealed_secret: vec![1],
+            },
+            endpoint: None,
+            created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        };
+        // Building a client sends nothing to AWS.
+        connector
+            .connect(
+                &credential,
+                Some(secrecy::SecretString::from("s".to_owned())),
+                &keyhold_core::cloud::aws::Region::parse("eu-west-1").unwrap(),
+            )
+            .await
+            .unwrap();
+        let text = metrics.encode();
+        for line in [
+            "# TYPE keyhold_kms_pacing_wait_seconds counter",
+            "# TYPE keyhold_kms_pacing_waits counter",
+            "# TYPE keyhold_kms_throttled counter",
+            "# TYPE keyhold_kms_pacing_rate gauge",
+            "keyhold_kms_pacing_rate{credential=\"prod\",region=\"eu-west-1\",operation=\"GetParametersForImport\"} 2.5",
+            "keyhold_kms_pacing_rate{credential=\"prod\",region=\"eu-west-1\",operation=\"CreateKey\"} 5.0",
+            "keyhold_kms_pacing_wait_seconds_total{credential=\"prod\",region=\"eu-west-1\",operation=\"CreateKey\"} 0.0",
+            "keyhold_kms_pacing_waits_total{credential=\"prod\",region=\"eu-west-1\",operation=\"GetKeyPolicy\"} 0",
+            "keyhold_kms_throttled_total{credential=\"prod\",region=\"eu-west-1\",operation=\"CreateAlias/UpdateAlias\"} 0",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
 
     #[test]
     fn every_drift_kind_has_a_series() {

@@ -49,6 +49,7 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let connector = Arc::new(AwsConnector::new(config.kms.clone()));
+        metrics.watch_kms_pacing(connector.clone());
         let jobs = JobRunner::new(
             keyhold.clone(),
             connector,

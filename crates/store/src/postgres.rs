@@ -15,11 +15,11 @@ use keyhold_core::StoreError;
 use keyhold_core::ports::SharedAuditMac;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::DatabaseKind;
 use crate::error::db;
-use crate::pool::closing_abandoned_transactions;
+use crate::pool::{Kept, closing_abandoned_transactions};
 use crate::snapshot::{Column, ColumnKind, quote};
 use crate::url::unavailable;
 
@@ -37,6 +37,9 @@ const KIND: DatabaseKind = DatabaseKind::Postgres;
 
 /// The identity column that records insertion order (migration 0002).
 const INSERT_ORDER: &str = "insert_order";
+
+/// One statement per query: PostgreSQL prepares statements one at a time.
+const BATCHES_STATEMENTS: bool = false;
 
 /// Locks the rows a write transaction's `SELECT` reads until it ends. The
 /// advisory lock every write takes orders keyhold's writers already; the
@@ -113,7 +116,8 @@ async fn row_order(
 
 /// A load holds keyhold's writer lock, as every write does.
 async fn begin_load(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
-    let (tx, _) = begin_write(pool, &()).await?;
+    let mut tx = pool.begin().await.map_err(db)?;
+    take_write_lock(&mut tx).await?;
     Ok(tx)
 }
 
@@ -151,23 +155,42 @@ const MAX_CONNECTIONS: u32 = 10;
 /// How long a request waits for a free connection, or a new one, before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Idle connections kept between uses: none. The server may drop a
+/// connection at any time; the pool checks each one it hands out, and
+/// replaces one that broke (see `crate::pool::Connections`).
+const KEEP_IDLE: usize = 0;
+
 /// The advisory lock orders writers in all processes, this one included.
 type Serial = ();
 type SerialGuard<'a> = &'a ();
 
-/// Starts a write transaction holding keyhold's writer lock, which the
-/// transaction's end releases.
-async fn begin_write<'a>(
-    pool: &PgPool,
-    serial: &'a Serial,
-) -> Result<(Transaction<'static, Postgres>, SerialGuard<'a>), StoreError> {
-    let mut tx = pool.begin().await.map_err(db)?;
+/// Nothing to wait for in this process: the advisory lock orders writers.
+async fn lock_writers(serial: &Serial) -> SerialGuard<'_> {
+    serial
+}
+
+/// A write transaction: sqlx's own.
+type WriteTransaction<'c> = Transaction<'c, Postgres>;
+
+/// Starts a write transaction on `conn` holding keyhold's writer lock,
+/// which the transaction's end releases.
+async fn begin_write<'c>(
+    _: &PgPool,
+    conn: &'c mut Kept<Postgres>,
+) -> Result<WriteTransaction<'c>, StoreError> {
+    let mut tx = conn.begin().await.map_err(db)?;
+    take_write_lock(&mut tx).await?;
+    Ok(tx)
+}
+
+/// Waits for keyhold's writer lock, held until the transaction ends.
+async fn take_write_lock(conn: &mut PgConnection) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(WRITE_LOCK_KEY)
-        .execute(&mut *tx)
+        .execute(conn)
         .await
         .map_err(db)?;
-    Ok((tx, serial))
+    Ok(())
 }
 
 async fn connect(url: &str) -> Result<PgPool, StoreError> {
@@ -194,5 +217,5 @@ pub(crate) async fn open(
     audit_mac: SharedAuditMac,
 ) -> Result<PostgresStore, StoreError> {
     let pool = connect(url).await?;
-    PostgresStore::migrate(pool, &MIGRATOR, url, audit_mac, ()).await
+    PostgresStore::migrate(pool, &MIGRATOR, url, audit_mac, (), KEEP_IDLE).await
 }

@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::DatabaseKind;
 use crate::error::db;
-use crate::pool::closing_abandoned_transactions;
+use crate::pool::{Kept, closing_abandoned_transactions};
 use crate::snapshot::{Column, ColumnKind};
 use crate::url::unavailable;
 
@@ -31,6 +31,11 @@ const KIND: DatabaseKind = DatabaseKind::Sqlite;
 
 /// SQLite's implicit row id: insertion order.
 const INSERT_ORDER: &str = "rowid";
+
+/// Several statements go in one query (see `sql/batch.rs`): each query is a
+/// hand-off to the connection's thread and back, which costs more than the
+/// statements a job step writes.
+const BATCHES_STATEMENTS: bool = true;
 
 /// Nothing to add to a `SELECT` that locks the rows it reads: SQLite has no
 /// row locks, and a write transaction holds the database's write lock from
@@ -82,6 +87,11 @@ async fn after_load(_: &mut SqliteConnection, _: &[String]) -> Result<(), StoreE
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections kept for a file database: readers run in parallel under WAL.
 const MAX_CONNECTIONS: u32 = 8;
+/// Of those, how many the store keeps idle between uses (see
+/// `crate::pool::Connections`): a connection is a thread of this process
+/// on a local file, which nothing can cut off as a network can. The pool
+/// keeps the rest for snapshots.
+const KEEP_IDLE: usize = MAX_CONNECTIONS as usize - 2;
 
 /// Serialises this process's writers so they queue here instead of spinning
 /// in SQLite's busy handler; `BEGIN IMMEDIATE` still guards against writers
@@ -89,18 +99,78 @@ const MAX_CONNECTIONS: u32 = 8;
 type Serial = Mutex<()>;
 type SerialGuard<'a> = MutexGuard<'a, ()>;
 
-/// Starts a write transaction that holds SQLite's write lock from its first
-/// statement, so the chain head it reads cannot move under it.
-async fn begin_write<'a>(
-    pool: &SqlitePool,
-    serial: &'a Serial,
-) -> Result<(Transaction<'static, Sqlite>, SerialGuard<'a>), StoreError> {
-    let guard = serial.lock().await;
-    #[allow(unused_mut)]
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+/// This process's turn to write.
+async fn lock_writers(serial: &Serial) -> SerialGuard<'_> {
+    serial.lock().await
+}
+
+/// Starts a write transaction on `conn` that holds SQLite's write lock from
+/// its first statement, so the chain head it reads cannot move under it.
+async fn begin_write<'c>(
+    #[allow(unused_variables)] pool: &SqlitePool,
+    conn: &'c mut Kept<Sqlite>,
+) -> Result<WriteTransaction<'c>, StoreError> {
+    // Open until it is known not to be: a BEGIN whose task is cancelled
+    // half-way may have run.
+    let mut tx = WriteTransaction { conn, open: true };
+    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx).await {
+        // Refused (another process holds the lock past the busy timeout):
+        // nothing began.
+        tx.open = false;
+        return Err(db(e));
+    }
     #[cfg(feature = "storage-limit")]
     storage_limit::apply(pool, &mut tx).await?;
-    Ok((tx, guard))
+    Ok(tx)
+}
+
+/// A write transaction begun and ended with plain `BEGIN IMMEDIATE` and
+/// `COMMIT` statements. sqlx's own transaction commands make the
+/// connection's thread wait until the caller has taken each answer, one more
+/// hand-off each way for every `BEGIN` and every `COMMIT`, which a store
+/// that commits every step of every job pays often. sqlx does not know of
+/// this transaction, so dropped while open (a cancelled task, a failed
+/// `COMMIT`) it dooms its connection: closed rather than reused, which rolls
+/// the transaction back.
+pub(crate) struct WriteTransaction<'c> {
+    conn: &'c mut Kept<Sqlite>,
+    open: bool,
+}
+
+impl WriteTransaction<'_> {
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(&mut *self).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    pub(crate) async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK").execute(&mut *self).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTransaction<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.doom();
+        }
+    }
 }
 
 /// Test hook (feature `storage-limit`, never in a release build): a real
@@ -162,7 +232,9 @@ fn is_memory(url: &str) -> bool {
 /// Opens (creating when missing) the database at `url` and brings its schema up to date.
 pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<SqliteStore, StoreError> {
     let pool = connect(url).await?;
-    SqliteStore::migrate(pool, &MIGRATOR, url, audit_mac, Mutex::new(())).await
+    // `:memory:` has its one connection, which stays in the pool.
+    let keep = if is_memory(url) { 0 } else { KEEP_IDLE };
+    SqliteStore::migrate(pool, &MIGRATOR, url, audit_mac, Mutex::new(()), keep).await
 }
 
 async fn connect(url: &str) -> Result<SqlitePool, StoreError> {

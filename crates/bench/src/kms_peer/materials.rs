@@ -176,7 +176,7 @@ pub(super) struct Import {
 }
 
 /// A key's materials and its count of on-demand rotations.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Materials {
     /// In the order they were associated, which is also the rotation order
     /// (one pending material at a time).

@@ -34,6 +34,7 @@ mod hostile_input;
 mod hostile_network;
 mod hsm;
 mod in_place;
+mod pacing;
 
 mod resume;
 mod schedule;

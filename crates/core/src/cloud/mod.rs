@@ -94,12 +94,140 @@ pub trait CloudConnector: Send + Sync {
     ) -> Result<std::sync::Arc<dyn CloudKms>, CloudError>;
 }
 
+/// What client-side pacing cost one job run's requests, since it was last
+/// taken ([`CloudKms::take_pacing`]): per operation, how long requests
+/// waited for their turn under the request quotas and how many the cloud
+/// throttled all the same.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PacingReport {
+    /// Whose quotas these are, as people know them ("AWS KMS").
+    pub quotas_of: &'static str,
+    /// Operations that waited or were throttled, in the order they first did.
+    pub operations: Vec<OperationPacing>,
+}
+
+/// One operation's part of a [`PacingReport`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperationPacing {
+    /// The cloud's name of the operation (`GetParametersForImport`).
+    pub operation: &'static str,
+    /// The most requests per second it is paced at (its quota, or the
+    /// share of it keyhold allows itself).
+    pub paced_at_per_second: f64,
+    pub waited: std::time::Duration,
+    pub throttled: u32,
+}
+
+impl PacingReport {
+    /// Waits shorter than this, in all, go unmentioned in a job's messages:
+    /// a request or two queued behind another is not worth a remark.
+    pub const WORTH_TELLING: std::time::Duration = std::time::Duration::from_millis(100);
+    /// An operation's part of a wait worth telling is named when it is at
+    /// least this (it shows as 0.1 s).
+    const WORTH_NAMING: std::time::Duration = std::time::Duration::from_millis(50);
+
+    pub fn waited(&self) -> std::time::Duration {
+        self.operations.iter().map(|o| o.waited).sum()
+    }
+
+    pub fn throttled(&self) -> u32 {
+        self.operations.iter().map(|o| o.throttled).sum()
+    }
+
+    /// The remark a job step's message carries when pacing held the step
+    /// back noticeably, or the cloud throttled any of its requests:
+    /// `(held back 2.1 s by the AWS KMS request quota for
+    /// GetParametersForImport, 1/s for credential 'prod'; AWS KMS throttled
+    /// 1 request and keyhold's pacing slowed down)`.
+    pub fn note(&self, credential: &crate::names::CredentialName) -> Option<String> {
+        let waited = self.waited();
+        let throttled = self.throttled();
+        let held_back = waited >= Self::WORTH_TELLING;
+        if !held_back && throttled == 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if held_back {
+            // Operations that waited a few milliseconds alongside the one
+            // that held the step back are not worth naming; one is named
+            // at least (the longest) when only small waits add up.
+            let mut waiting: Vec<&OperationPacing> = self
+                .operations
+                .iter()
+                .filter(|o| o.waited >= Self::WORTH_NAMING)
+                .collect();
+            if waiting.is_empty() {
+                waiting.extend(self.operations.iter().max_by_key(|o| o.waited));
+            }
+            parts.push(match waiting.as_slice() {
+                [only] => format!(
+                    "held back {} by the {} request quota for {}, {}/s for credential '{credential}'",
+                    seconds(waited),
+                    self.quotas_of,
+                    only.operation,
+                    per_second(only.paced_at_per_second)
+                ),
+                many => format!(
+                    "held back {} by the {} request quotas for credential '{credential}': {}",
+                    seconds(waited),
+                    self.quotas_of,
+                    many.iter()
+                        .map(|o| format!(
+                            "{} {} at {}/s",
+                            o.operation,
+                            seconds(o.waited),
+                            per_second(o.paced_at_per_second)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        if throttled > 0 {
+            let requests = if throttled == 1 {
+                "request"
+            } else {
+                "requests"
+            };
+            let whose = if held_back {
+                String::new()
+            } else {
+                format!(" for credential '{credential}'")
+            };
+            parts.push(format!(
+                "{} throttled {throttled} {requests}{whose} and keyhold's pacing slowed down",
+                self.quotas_of
+            ));
+        }
+        Some(format!("({})", parts.join("; ")))
+    }
+}
+
+/// `2.1 s`: a tenth of a second is as fine as a reader of a job cares.
+fn seconds(d: std::time::Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// `1`, `0.25`, `12.5`: a rate as the configuration writes it.
+fn per_second(rate: f64) -> String {
+    let text = format!("{rate:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// A cloud KMS account in one region, reached with one credential. The AWS
 /// adapter implements it; the rotate and synchronize steps drive it.
 #[async_trait]
 pub trait CloudKms: Send + Sync {
     /// The cloud this client speaks to.
     fn service(&self) -> CloudService;
+
+    /// What pacing cost this client's requests since the last call, for a
+    /// job's messages; `None` when the client does not pace (or nothing
+    /// happened). Each job run gets a client of its own, so what one run
+    /// reads is its own requests' waits.
+    fn take_pacing(&self) -> Option<PacingReport> {
+        None
+    }
 
     async fn create_key(
         &self,
@@ -159,4 +287,87 @@ pub trait CloudKms: Send + Sync {
     async fn enable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
     /// Cancels a scheduled deletion; AWS leaves the key disabled.
     async fn cancel_key_deletion(&self, key_id: &KmsKeyId) -> Result<(), CloudError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::CredentialName;
+    use std::time::Duration;
+
+    fn op(operation: &'static str, rate: f64, waited_ms: u64, throttled: u32) -> OperationPacing {
+        OperationPacing {
+            operation,
+            paced_at_per_second: rate,
+            waited: Duration::from_millis(waited_ms),
+            throttled,
+        }
+    }
+
+    fn note(operations: Vec<OperationPacing>) -> Option<String> {
+        PacingReport {
+            quotas_of: "AWS KMS",
+            operations,
+        }
+        .note(&CredentialName::parse("prod").unwrap())
+    }
+
+    #[test]
+    fn a_noticeable_wait_is_told_with_its_operation_quota_and_credential() {
+        assert_eq!(
+            note(vec![op("GetParametersForImport", 1.0, 2100, 0)]).as_deref(),
+            Some(
+                "(held back 2.1 s by the AWS KMS request quota for GetParametersForImport, 1/s for credential 'prod')"
+            )
+        );
+        assert_eq!(
+            note(vec![
+                op("GetParametersForImport", 0.25, 2100, 1),
+                op("CreateKey", 5.0, 300, 0),
+            ])
+            .as_deref(),
+            Some(
+                "(held back 2.4 s by the AWS KMS request quotas for credential 'prod': GetParametersForImport 2.1 s at 0.25/s, CreateKey 0.3 s at 5/s; AWS KMS throttled 1 request and keyhold's pacing slowed down)"
+            )
+        );
+    }
+
+    #[test]
+    fn small_waits_that_add_up_name_the_longest() {
+        assert_eq!(
+            note(vec![
+                op("CreateKey", 5.0, 40, 0),
+                op("PutKeyPolicy", 15.0, 45, 0),
+                op("DisableKey", 5.0, 30, 0)
+            ])
+            .as_deref(),
+            Some(
+                "(held back 0.1 s by the AWS KMS request quota for PutKeyPolicy, 15/s for credential 'prod')"
+            )
+        );
+    }
+
+    #[test]
+    fn throttles_are_always_told_and_short_waits_never() {
+        assert_eq!(note(vec![]), None);
+        assert_eq!(note(vec![op("CreateKey", 5.0, 99, 0)]), None);
+        assert_eq!(
+            note(vec![op("DisableKey", 12.5, 20, 2)]).as_deref(),
+            Some(
+                "(AWS KMS throttled 2 requests for credential 'prod' and keyhold's pacing slowed down)"
+            )
+        );
+        // Operations that did not wait, or hardly, are left out of the wait.
+        assert_eq!(
+            note(vec![
+                op("CreateKey", 5.0, 0, 1),
+                op("DescribeKey", 2000.0, 3, 0),
+                op("ImportKeyMaterial", 15.0, 160, 0)
+            ])
+            .as_deref(),
+            Some(
+                "(held back 0.2 s by the AWS KMS request quota for ImportKeyMaterial, 15/s for credential 'prod'; AWS KMS throttled 1 request and keyhold's pacing slowed down)"
+            )
+        );
+    }
 }

@@ -46,7 +46,7 @@ use cryptoki::context::Function;
 use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::object::ObjectHandle;
+use cryptoki::object::{ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
 use keyhold_core::audit::{AuditMac, AuditPublicKey, AuditSigner};
 use keyhold_core::backup::{BackupExport, BackupImport, BackupWrapKey};
@@ -324,10 +324,12 @@ impl Pkcs11Keystore {
         self.token.selector().to_string()
     }
 
-    /// Makes the material of key `key_id` of `kind` in the token. Idempotent
-    /// per key id: when the token already holds material for `key_id` (an
-    /// earlier attempt whose answer was lost), that material is returned
-    /// instead of a second object under the same label.
+    /// Makes the material of key `key_id` of `kind` in the token, without
+    /// searching the token for a key id this keystore never met (see
+    /// [`objects::generate_material`]). Idempotent per key id within this
+    /// keystore: the material made for `key_id` before (an earlier call
+    /// whose answer was lost) is returned instead of a second object under
+    /// the same label.
     fn generate_material(
         &self,
         kind: Material,
@@ -335,27 +337,14 @@ impl Pkcs11Keystore {
     ) -> Result<GeneratedKey, KeystoreError> {
         self.prepare()?;
         let token = self.token_name();
-        let label = kind.label(key_id);
         let what = format!("generating {} {key_id}", kind.noun());
         self.token.run_writing(&what, |c| {
-            let handle = match objects::find_material(c.session, kind, key_id)?.as_slice() {
-                [] => c.session.generate_key(
-                    &Mechanism::AesKeyGen,
-                    &objects::material_template(kind, key_id),
-                )?,
-                [existing] => {
-                    tracing::info!(%key_id, %label, "the token already holds this key's material; using it");
-                    *existing
-                }
-                _ => {
-                    // Reports the ambiguity with its remedy.
-                    objects::material(c, kind, key_id, &token)?
-                }
-            };
-            // The next use finds it without searching the token.
-            c.handles.put(c, label.clone().into_bytes(), handle);
+            let handle =
+                objects::generate_material(c, kind, key_id, &token, |session, template| {
+                    session.generate_key(&Mechanism::AesKeyGen, template)
+                })?;
             Ok(GeneratedKey {
-                handle: label.clone().into_bytes(),
+                handle: kind.label(key_id).into_bytes(),
                 check_digits: check_digits(c.session, handle)?,
             })
         })
@@ -605,7 +594,8 @@ impl Keystore for Pkcs11Keystore {
     }
 
     /// CKM_AES_KEY_GEN into a token object labelled `keyhold:xks:<uuid>`;
-    /// idempotent per key id like [`Keystore::generate_key`].
+    /// no search for a fresh key id, and idempotent per key id within this
+    /// keystore, like [`Keystore::generate_key`].
     fn xks_generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError> {
         self.generate_material(Material::Xks, key_id)
     }
@@ -705,9 +695,12 @@ impl Keystore for Pkcs11Keystore {
         })
     }
 
-    /// Idempotent per key id: when the token already holds material for
-    /// `key_id` (an earlier attempt whose answer was lost), that material is
-    /// returned instead of a second object under the same label.
+    /// CKM_AES_KEY_GEN into a token object labelled `keyhold:key:<uuid>`,
+    /// with no search of the token for a key id new to this keystore (the
+    /// port's callers give fresh ids). Idempotent per key id within this
+    /// keystore: when it made material for `key_id` already (an earlier
+    /// attempt whose answer was lost), that material is returned instead of
+    /// a second object under the same label.
     fn generate_key(&self, key_id: uuid::Uuid) -> Result<GeneratedKey, KeystoreError> {
         self.generate_material(Material::Key, key_id)
     }
@@ -753,7 +746,9 @@ impl Keystore for Pkcs11Keystore {
         let kind = Material::of_handle(key_id, handle).unwrap_or(Material::Key);
         self.prepare()?;
         self.token.run_writing("deleting a key", |c| {
-            c.handles.forget(kind.label(key_id).as_bytes());
+            let label = kind.label(key_id).into_bytes();
+            // Until every object is destroyed, generating for the key searches.
+            c.handles.distrust(&label);
             for object in objects::find_material(c.session, kind, key_id)? {
                 match c.session.destroy_object(object) {
                     Ok(()) => {}
@@ -762,6 +757,7 @@ impl Keystore for Pkcs11Keystore {
                     Err(e) => return Err(e.into()),
                 }
             }
+            c.handles.forget(&label);
             Ok(())
         })
     }
@@ -774,22 +770,52 @@ impl Keystore for Pkcs11Keystore {
         self.prepare()
     }
 
-    /// Lists keyhold's key objects on the token once, rather than one search
-    /// per key. Answers for XKS keys' handles too.
+    /// Answers from the handles this keystore knows (one
+    /// `C_GetAttributeValue` each, as every use checks them) and lists
+    /// keyhold's key objects on the token once for the others, rather than
+    /// one search per key; the handles that listing finds are kept, so the
+    /// same keys listed again cost no search. Answers for XKS keys' handles
+    /// too.
     fn missing_material(
         &self,
         keys: &[(uuid::Uuid, &[u8])],
     ) -> Result<Vec<uuid::Uuid>, KeystoreError> {
         self.prepare()?;
         let present = self.token.run("listing the token's keys", |c| {
-            objects::data_key_labels(c.session)
+            let mut present: Vec<Option<bool>> = keys
+                .iter()
+                .map(|(id, handle)| match Material::of_handle(*id, handle) {
+                    // Another keystore's handle: no material here.
+                    None => Some(false),
+                    Some(_) => c
+                        .handles
+                        .get(c, handle, ObjectClass::SECRET_KEY)
+                        .map(|_| true),
+                })
+                .collect();
+            if present.iter().all(Option::is_some) {
+                return Ok(present);
+            }
+            let on_token = objects::data_key_objects(c.session)?;
+            for ((_, handle), known) in keys.iter().zip(present.iter_mut()) {
+                if known.is_some() {
+                    continue;
+                }
+                let found = on_token.get(*handle);
+                // Several objects under one label are left to the next use,
+                // which reports them.
+                if let Some([one]) = found.map(Vec::as_slice) {
+                    c.handles.put(c, handle.to_vec(), *one);
+                }
+                *known = Some(found.is_some());
+            }
+            Ok(present)
         })?;
         Ok(keys
             .iter()
-            .filter(|(id, handle)| {
-                Material::of_handle(*id, handle).is_none() || !present.contains(*handle)
-            })
-            .map(|(id, _)| *id)
+            .zip(present)
+            .filter(|(_, present)| *present != Some(true))
+            .map(|((id, _), _)| *id)
             .collect())
     }
 

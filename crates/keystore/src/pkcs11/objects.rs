@@ -1,6 +1,6 @@
 //! keyhold's objects on the token: their labels, templates and lookup.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error, RvError};
@@ -401,6 +401,54 @@ pub(super) fn find_material(
     )
 }
 
+/// Makes the material of key `key_id` of `kind` with `generate`
+/// (`C_GenerateKey`; the tests inject lost answers), or returns the object
+/// made for the key before. Run it with
+/// [`super::session::Token::run_writing`]: in this process, nothing else
+/// creates or destroys objects meanwhile.
+///
+/// Rules:
+/// - a label this keystore never met ([`super::handles`]) is generated at
+///   once, without a search: the callers of `Keystore::generate_key` give a
+///   key id never given before (`keyhold_core::ports`), so no object carries
+///   its label unless one was made behind keyhold's back, and a search costs
+///   time in proportion to the objects on the token, every rotation;
+/// - the label is known from before `C_GenerateKey` is sent, and holds the
+///   handle once it answers: a retry after an answer lost on the way back
+///   (on a fresh session, or the caller again) finds the handle, or searches;
+/// - a known label whose handle still checks out is that object; otherwise
+///   the token is searched as it always was: one object found is used, none
+///   found is generated, several are reported with their remedy.
+pub(super) fn generate_material(
+    c: &Ctx<'_>,
+    kind: Material,
+    key_id: uuid::Uuid,
+    token: &str,
+    generate: impl Fn(&Session, &[Attribute]) -> Result<ObjectHandle, Error>,
+) -> Result<ObjectHandle, Fail> {
+    let label = kind.label(key_id).into_bytes();
+    if let Some(handle) = c.handles.get(c, &label, ObjectClass::SECRET_KEY) {
+        tracing::info!(%key_id, "this keystore knows this key's material already; using it");
+        return Ok(handle);
+    }
+    if c.handles.knows(&label) {
+        match find_material(c.session, kind, key_id)?.as_slice() {
+            [] => {}
+            [existing] => {
+                tracing::info!(%key_id, "the token already holds this key's material; using it");
+                c.handles.put(c, label, *existing);
+                return Ok(*existing);
+            }
+            // Reports the ambiguity with its remedy.
+            _ => return material(c, kind, key_id, token),
+        }
+    }
+    c.handles.distrust(&label);
+    let handle = generate(c.session, &material_template(kind, key_id))?;
+    c.handles.put(c, label, handle);
+    Ok(handle)
+}
+
 /// `template` as `C_UnwrapKey` takes it: the length comes from the
 /// unwrapped material, and PKCS#11 forbids `CKA_VALUE_LEN` there.
 pub(super) fn unwrapped_template(template: Vec<Attribute>) -> Vec<Attribute> {
@@ -410,9 +458,11 @@ pub(super) fn unwrapped_template(template: Vec<Attribute>) -> Vec<Attribute> {
         .collect()
 }
 
-/// The labels of every keyhold key object on the token, BYOK and XKS (one
+/// Every keyhold key object on the token, BYOK and XKS, by label (one
 /// search, for listings).
-pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fail> {
+pub(super) fn data_key_objects(
+    session: &Session,
+) -> Result<HashMap<Vec<u8>, Vec<ObjectHandle>>, Fail> {
     let candidates = find(
         session,
         &[
@@ -420,7 +470,7 @@ pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fai
             Attribute::KeyType(KeyType::AES),
         ],
     )?;
-    let mut labels = HashSet::with_capacity(candidates.len());
+    let mut objects: HashMap<Vec<u8>, Vec<ObjectHandle>> = HashMap::with_capacity(candidates.len());
     for object in candidates {
         let attributes = match session.get_attributes(object, &[AttributeType::Label]) {
             Ok(attributes) => attributes,
@@ -434,11 +484,11 @@ pub(super) fn data_key_labels(session: &Session) -> Result<HashSet<Vec<u8>>, Fai
                 && (label.starts_with(KEY_LABEL_PREFIX.as_bytes())
                     || label.starts_with(XKS_KEY_LABEL_PREFIX.as_bytes()))
             {
-                labels.insert(label);
+                objects.entry(label).or_default().push(object);
             }
         }
     }
-    Ok(labels)
+    Ok(objects)
 }
 
 /// The one object holding key `key_id`'s material.
@@ -498,7 +548,7 @@ pub(super) fn with_material<T>(
             RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
             _,
         ))) => {
-            c.handles.forget(kind.label(key_id).as_bytes());
+            c.handles.distrust(kind.label(key_id).as_bytes());
             op(material(c, kind, key_id, token)?)
         }
         result => result,

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::Mechanism;
 use keyhold_core::error::KeystoreError;
 use secrecy::SecretString;
 
 use super::error::Fail;
-use super::objects::{self, OwnKey};
+use super::objects::{self, Material, OwnKey};
 use super::session::{POOL_SIZE, Token};
 use super::{TokenSelector, context};
 
@@ -214,4 +215,143 @@ fn a_refused_pin_is_not_tried_again() {
         assert_eq!(calls, 0, "the token was asked again");
         assert!(matches!(result, Err(KeystoreError::Unavailable(m)) if m == first));
     });
+}
+
+/// `objects::generate_material` with a `C_GenerateKey` that makes the object
+/// on the token and, while `lose_answers` says so, reports `lost` instead of
+/// its handle (an answer lost on the way back). Counts the calls sent.
+fn generate_losing_answers(
+    token: &Token,
+    key_id: uuid::Uuid,
+    lost: RvError,
+    lose_answers: usize,
+    sent: &AtomicUsize,
+) -> Result<cryptoki::object::ObjectHandle, KeystoreError> {
+    token.run_writing("generating", |c| {
+        objects::generate_material(
+            c,
+            Material::Key,
+            key_id,
+            "test token",
+            |session, template| {
+                let made = session.generate_key(&Mechanism::AesKeyGen, template)?;
+                if sent.fetch_add(1, Ordering::SeqCst) < lose_answers {
+                    return Err(Error::Pkcs11(lost, Function::GenerateKey));
+                }
+                Ok(made)
+            },
+        )
+    })
+}
+
+/// The objects labelled for key `key_id`, by one search.
+fn objects_of(token: &Token, key_id: uuid::Uuid) -> Vec<cryptoki::object::ObjectHandle> {
+    token
+        .run("counting", |c| objects::find_data_keys(c.session, key_id))
+        .unwrap()
+}
+
+#[test]
+fn a_generated_key_whose_answer_was_lost_is_found_not_made_twice() {
+    with_softhsm(
+        "pkcs11::tests::a_generated_key_whose_answer_was_lost_is_found_not_made_twice",
+        || {
+            let token = token();
+
+            // Lost with the session: the pool retries on a fresh one, which
+            // searches for the label instead of sending C_GenerateKey again.
+            let key_id = uuid::Uuid::new_v4();
+            let sent = AtomicUsize::new(0);
+            let handle =
+                generate_losing_answers(&token, key_id, RvError::SessionClosed, 1, &sent).unwrap();
+            assert_eq!(sent.load(Ordering::SeqCst), 1, "C_GenerateKey sent again");
+            assert_eq!(objects_of(&token, key_id), vec![handle]);
+
+            // Lost with the device: reported, and the module re-initialised;
+            // the caller's next call for the key finds the object made.
+            let key_id = uuid::Uuid::new_v4();
+            let sent = AtomicUsize::new(0);
+            let lost = generate_losing_answers(&token, key_id, RvError::DeviceError, 1, &sent);
+            assert!(
+                matches!(&lost, Err(KeystoreError::Unavailable(m)) if m.contains("re-initialises")),
+                "{lost:?}"
+            );
+            let handle =
+                generate_losing_answers(&token, key_id, RvError::DeviceError, 0, &sent).unwrap();
+            assert_eq!(sent.load(Ordering::SeqCst), 1, "C_GenerateKey sent again");
+            assert_eq!(objects_of(&token, key_id), vec![handle]);
+
+            // Answered: asked again, the handle is its own (no search, no second object).
+            let again =
+                generate_losing_answers(&token, key_id, RvError::DeviceError, 0, &sent).unwrap();
+            assert_eq!(again, handle);
+            assert_eq!(sent.load(Ordering::SeqCst), 1, "C_GenerateKey sent again");
+        },
+    );
+}
+
+/// The price of generating without a search: a key id new to the keystore
+/// is trusted to be new to the token (keyhold's callers mint a fresh one
+/// for every key). An object made under its label behind keyhold's back is
+/// not looked for, and the next search for the key reports both objects.
+#[test]
+fn a_key_id_new_to_the_keystore_is_not_searched_for() {
+    with_softhsm(
+        "pkcs11::tests::a_key_id_new_to_the_keystore_is_not_searched_for",
+        || {
+            let key_id = uuid::Uuid::new_v4();
+            let behind_our_back = token();
+            behind_our_back
+                .run_writing("making an object", |c| {
+                    Ok(c.session
+                        .generate_key(&Mechanism::AesKeyGen, &objects::data_key_template(key_id))?)
+                })
+                .unwrap();
+
+            let keystore = token();
+            let sent = AtomicUsize::new(0);
+            generate_losing_answers(&keystore, key_id, RvError::DeviceError, 0, &sent).unwrap();
+            assert_eq!(sent.load(Ordering::SeqCst), 1);
+            assert_eq!(objects_of(&keystore, key_id).len(), 2);
+
+            // Another keystore (a restart, another node) searches, and says what to do.
+            let found = token().run("looking up", |c| {
+                objects::data_key(c, key_id, "test token").map(|_| ())
+            });
+            match found {
+                Err(KeystoreError::Internal(message)) => {
+                    assert!(message.contains("2 objects"), "{message}");
+                    assert!(message.contains("never imported into KMS"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        },
+    );
+}
+
+#[test]
+fn a_distrusted_label_is_searched_for_before_generating() {
+    with_softhsm(
+        "pkcs11::tests::a_distrusted_label_is_searched_for_before_generating",
+        || {
+            let token = token();
+            let key_id = uuid::Uuid::new_v4();
+            let sent = AtomicUsize::new(0);
+            let handle =
+                generate_losing_answers(&token, key_id, RvError::DeviceError, 0, &sent).unwrap();
+            // The token called the handle invalid (as `with_material` does):
+            // the object is searched for, and found, not made twice.
+            token
+                .run("distrusting", |c| {
+                    c.handles.distrust(objects::key_label(key_id).as_bytes());
+                    Ok(())
+                })
+                .unwrap();
+            let again =
+                generate_losing_answers(&token, key_id, RvError::DeviceError, 0, &sent).unwrap();
+            assert_eq!(again, handle);
+            assert_eq!(sent.load(Ordering::SeqCst), 1, "C_GenerateKey sent again");
+            assert_eq!(objects_of(&token, key_id), vec![handle]);
+        },
+    );
 }

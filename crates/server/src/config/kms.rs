@@ -1,10 +1,12 @@
-//! How keyhold's AWS KMS clients behave; the same for every credential.
+//! How keyhold's AWS KMS clients behave: the same for every credential,
+//! except the request quotas keyhold paces itself under, which may differ
+//! per credential (accounts raise different quotas through Service Quotas).
 //! Rules: retries and timeouts are bounded, so that an outage fails a job
 //! step (which an officer retries) instead of hanging it for minutes.
 
 use std::time::Duration;
 
-use keyhold_aws::WrappingKeySpec;
+use keyhold_aws::{CredentialQuotas, KmsQuotas, QuotaError, WrappingKeySpec};
 use keyhold_core::credential::{Endpoint, EndpointPolicy};
 
 use super::layering::settings_area;
@@ -22,7 +24,7 @@ pub const MAX_KMS_REQUEST_TIMEOUT_SECONDS: u64 = 300;
 const SDK_MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 settings_area! {
-    /// AWS KMS requests: wrapping key, endpoints, retries.
+    /// AWS KMS requests: wrapping key, endpoints, retries, request quotas.
     pub struct KmsArgs {
         /// Size of the RSA key AWS KMS generates to receive key material for
         /// import: RSA_2048, RSA_3072 or RSA_4096 [default: RSA_4096, AWS's
@@ -74,6 +76,31 @@ settings_area! {
             default_missing_value = "true"
         )]
         pub kms_endpoint_allow_plain_http: Option<bool>,
+        /// The AWS KMS request quotas keyhold paces itself under, for every
+        /// credential: Operation=RATE entries, RATE in requests per second
+        /// (decimals allowed, e.g. GetParametersForImport=100 or CreateKey=0.5),
+        /// *=RATE for every operation; comma-separated in the environment.
+        /// Set them to the account's quotas when they were raised through
+        /// Service Quotas, or lower to leave room for other tools of the
+        /// account [default: AWS's default quotas].
+        #[arg(
+            long,
+            env = "KEYHOLD_KMS_QUOTAS",
+            value_name = "OPERATION=RATE",
+            value_delimiter = ','
+        )]
+        pub kms_quotas: Option<Vec<String>>,
+        /// Request quotas for one credential, over kms_quotas:
+        /// CREDENTIAL:Operation=RATE entries (or CREDENTIAL:*=RATE), for a
+        /// credential whose account has other quotas; comma-separated in the
+        /// environment [default: none: kms_quotas for every credential].
+        #[arg(
+            long,
+            env = "KEYHOLD_KMS_CREDENTIAL_QUOTAS",
+            value_name = "CREDENTIAL:OPERATION=RATE",
+            value_delimiter = ','
+        )]
+        pub kms_credential_quotas: Option<Vec<String>>,
     }
 }
 
@@ -88,6 +115,11 @@ pub struct KmsConfig {
     pub request_timeout: Duration,
     /// The endpoint overrides credentials may name.
     pub endpoints: EndpointPolicy,
+    /// The request quotas every credential is paced under (AWS's default
+    /// for the operations not given).
+    pub quotas: KmsQuotas,
+    /// Quotas of named credentials, over `quotas`.
+    pub credential_quotas: CredentialQuotas,
 }
 
 impl Default for KmsConfig {
@@ -98,6 +130,8 @@ impl Default for KmsConfig {
             max_attempts: DEFAULT_KMS_MAX_ATTEMPTS,
             request_timeout: Duration::from_secs(DEFAULT_KMS_REQUEST_TIMEOUT_SECONDS),
             endpoints: EndpointPolicy::none(),
+            quotas: KmsQuotas::default(),
+            credential_quotas: CredentialQuotas::default(),
         }
     }
 }
@@ -139,8 +173,23 @@ impl KmsArgs {
                 self.kms_endpoint_allow.unwrap_or_default(),
                 self.kms_endpoint_allow_plain_http.unwrap_or(false),
             )?,
+            quotas: KmsQuotas::parse(&self.kms_quotas.unwrap_or_default())
+                .map_err(|e| quota_error("kms_quotas", &e))?,
+            credential_quotas: CredentialQuotas::parse(
+                &self.kms_credential_quotas.unwrap_or_default(),
+            )
+            .map_err(|e| quota_error("kms_credential_quotas", &e))?,
         })
     }
+}
+
+/// A bad quota entry, with where quotas are set.
+fn quota_error(name: &str, error: &QuotaError) -> ConfigError {
+    ConfigError(format!(
+        "{name}: {error} (file key {name}, an array of strings; --{} or KEYHOLD_{}, comma-separated)",
+        name.replace('_', "-"),
+        name.to_ascii_uppercase()
+    ))
 }
 
 /// The allow-list of endpoint overrides, each a URL keyhold accepts as an

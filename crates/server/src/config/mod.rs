@@ -703,6 +703,8 @@ mod tests {
                 max_attempts: 3,
                 request_timeout: Duration::from_secs(30),
                 endpoints: keyhold_core::credential::EndpointPolicy::none(),
+                quotas: keyhold_aws::KmsQuotas::default(),
+                credential_quotas: keyhold_aws::CredentialQuotas::default(),
             }
         );
         assert_eq!(from_file.job_concurrency, 2);
@@ -804,6 +806,124 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         serve: ServeArgs,
+    }
+
+    #[test]
+    fn kms_quotas_default_to_aws_and_layer_file_under_flags() {
+        use keyhold_aws::{KmsOperation as Op, Rate};
+        use keyhold_core::names::CredentialName;
+        let prod = CredentialName::parse("prod").unwrap();
+        let none = ServeArgs::default().resolve(EnvSecrets::default()).unwrap();
+        assert!(none.kms.quotas.is_empty());
+        assert_eq!(
+            none.kms.quotas.rate(Op::GetParametersForImport),
+            Rate::per_second(1)
+        );
+        assert_eq!(none.kms.credential_quotas.credentials().count(), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyhold.toml");
+        std::fs::write(
+            &file,
+            "kms_quotas = [\"GetParametersForImport=100\", \"*=50\"]\n\
+             kms_credential_quotas = [\"prod:CreateKey=0.25\"]\n",
+        )
+        .unwrap();
+        let from_file = args(|a| a.config = Some(file.clone()))
+            .resolve(EnvSecrets::default())
+            .unwrap();
+        let quotas = &from_file.kms.quotas;
+        assert_eq!(
+            quotas.rate(Op::GetParametersForImport),
+            Rate::per_second(100)
+        );
+        assert_eq!(quotas.rate(Op::DisableKey), Rate::per_second(50));
+        let of_prod = from_file
+            .kms
+            .credential_quotas
+            .for_credential(&prod, quotas);
+        assert_eq!(of_prod.rate(Op::CreateKey), Rate::parse("0.25").unwrap());
+        assert_eq!(
+            of_prod.rate(Op::GetParametersForImport),
+            Rate::per_second(100)
+        );
+
+        // Flags (and their variables, which clap splits on the same commas)
+        // replace the file's list whole, not entry by entry.
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "keyhold",
+            "--kms-quotas",
+            "GetParametersForImport=2.5,CreateKey=10",
+            "--kms-credential-quotas",
+            "prod:*=1",
+        ])
+        .unwrap();
+        let mut flags = cli.serve;
+        flags.config = Some(file);
+        let config = flags.resolve(EnvSecrets::default()).unwrap();
+        let quotas = &config.kms.quotas;
+        assert_eq!(
+            quotas.rate(Op::GetParametersForImport),
+            Rate::parse("2.5").unwrap()
+        );
+        assert_eq!(quotas.rate(Op::CreateKey), Rate::per_second(10));
+        assert_eq!(
+            quotas.rate(Op::DisableKey),
+            Rate::per_second(5),
+            "the file's *=50 is replaced with the rest of its list"
+        );
+        let of_prod = config.kms.credential_quotas.for_credential(&prod, quotas);
+        for op in Op::ALL {
+            assert_eq!(of_prod.rate(op), Rate::per_second(1), "{op}");
+        }
+    }
+
+    #[test]
+    fn bad_kms_quotas_are_refused_saying_what_is_wrong_and_where_to_fix_it() {
+        let refuse = |args: ServeArgs, needles: &[&str]| {
+            let err = args.resolve(EnvSecrets::default()).unwrap_err().to_string();
+            for needle in needles {
+                assert!(err.contains(needle), "{needle}: {err}");
+            }
+        };
+        refuse(
+            args(|a| a.kms.kms_quotas = Some(vec!["Encrypt=10".into()])),
+            &[
+                "kms_quotas: 'Encrypt' is not an AWS KMS operation keyhold sends",
+                "GetParametersForImport",
+                "CancelKeyDeletion",
+                "--kms-quotas",
+                "KEYHOLD_KMS_QUOTAS",
+            ],
+        );
+        refuse(
+            args(|a| a.kms.kms_quotas = Some(vec!["CreateKey=0".into()])),
+            &["more than 0"],
+        );
+        refuse(
+            args(|a| a.kms.kms_quotas = Some(vec!["CreateKey=fast".into()])),
+            &["requests per second"],
+        );
+        refuse(
+            args(|a| a.kms.kms_quotas = Some(vec!["CreateKey=250000".into()])),
+            &["at most 100000"],
+        );
+        refuse(
+            args(|a| a.kms.kms_credential_quotas = Some(vec!["CreateKey=1".into()])),
+            &[
+                "kms_credential_quotas",
+                "CREDENTIAL:OPERATION=RATE",
+                "KEYHOLD_KMS_CREDENTIAL_QUOTAS",
+            ],
+        );
+        let err = resolve_file("kms_quotas = \"CreateKey=1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kms_quotas") || err.contains("sequence"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use keyhold_core::group::KeyGroup;
 use keyhold_core::interval::Interval;
 use keyhold_core::names::GroupName;
 
+use super::batch::{Batch, Changes};
 use super::{Conn, Pool};
 use crate::error::{db, db_referencing};
 use crate::rows::{GroupRow, opt_ts, ts};
@@ -166,16 +167,24 @@ pub(super) async fn replace(
 /// otherwise write back over a change made meanwhile. The updated time only
 /// moves forward (the scheduler passes the time it read).
 pub(super) async fn update_rotation(conn: &mut Conn, g: &KeyGroup) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE key_groups SET active_key_id = $2, next_rotation_at = $4, \
-         updated_at = CASE WHEN updated_at < $3 THEN $3 ELSE updated_at END WHERE name = $1",
-    )
-    .bind(g.name.as_str())
-    .bind(g.aws.active_key_id.as_ref().map(KmsKeyId::as_str))
-    .bind(ts(&g.updated_at))
-    .bind(opt_ts(g.next_rotation_at.as_ref()))
-    .execute(conn)
-    .await
-    .map_err(db)?;
-    super::one_row(done.rows_affected())
+    let mut batch = Batch::new();
+    push_update_rotation(&mut batch, g);
+    batch.run(conn).await
+}
+
+/// [`update_rotation`] as one statement of a batch.
+pub(super) fn push_update_rotation<'q>(batch: &mut Batch<'q>, g: &'q KeyGroup) {
+    let updated_at = ts(&g.updated_at);
+    batch.push(Changes::Row, db, |q| {
+        q.push("UPDATE key_groups SET active_key_id = ")
+            .push_bind(g.aws.active_key_id.as_ref().map(KmsKeyId::as_str))
+            .push(", next_rotation_at = ")
+            .push_bind(opt_ts(g.next_rotation_at.as_ref()))
+            .push(", updated_at = CASE WHEN updated_at < ")
+            .push_bind(updated_at.clone())
+            .push(" THEN ")
+            .push_bind(updated_at)
+            .push(" ELSE updated_at END WHERE name = ")
+            .push_bind(g.name.as_str());
+    });
 }

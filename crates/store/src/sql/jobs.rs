@@ -4,6 +4,7 @@ use keyhold_core::job::{Job, JobKind, JobMessage, JobStatus};
 use keyhold_core::names::GroupName;
 use keyhold_core::ports::JobCommit;
 
+use super::batch::{Batch, Changes};
 use super::{Conn, INSERT_ORDER, Pool, drift, groups, keys};
 use crate::audit::list_limit;
 use crate::error::{db, db_referencing};
@@ -207,23 +208,38 @@ async fn moved(
 /// fixed when it is created. With a `fence`, the row changes only while that
 /// lease is still held with its token: the check rides in the same statement
 /// instead of a read before it, since every step of every job commits here.
-async fn update(conn: &mut Conn, job: &Job, fence: Option<&Lease>) -> Result<(), StoreError> {
-    const SET: &str = "UPDATE jobs SET status = $2, started_at = $3, finished_at = $4, \
-         progress = $5, error = $6, attempts = $7 WHERE id = $1";
-    let sql = fenced_sql(SET, 7, fence);
-    let query = sqlx::query(&sql)
-        .bind(job.id.to_string())
-        .bind(job.status.as_str())
-        .bind(opt_ts(job.started_at.as_ref()))
-        .bind(opt_ts(job.finished_at.as_ref()))
-        .bind(job_progress_json(&job.progress)?)
-        .bind(job.error.as_deref())
-        .bind(i64::from(job.attempts));
-    match (run_fenced(conn, query, fence).await?, fence) {
-        // Nothing changed, the lease still held: the job is gone.
-        (0, Some(_)) => Err(StoreError::NotFound),
-        (rows, _) => super::one_row(rows),
-    }
+fn push_update<'q>(
+    batch: &mut Batch<'q>,
+    job: &'q Job,
+    fence: Option<&'q Lease>,
+) -> Result<(), StoreError> {
+    let progress = job_progress_json(&job.progress)?;
+    batch.push(Changes::FencedRow(fence), db, |q| {
+        q.push("UPDATE jobs SET status = ")
+            .push_bind(job.status.as_str())
+            .push(", started_at = ")
+            .push_bind(opt_ts(job.started_at.as_ref()))
+            .push(", finished_at = ")
+            .push_bind(opt_ts(job.finished_at.as_ref()))
+            .push(", progress = ")
+            .push_bind(progress)
+            .push(", error = ")
+            .push_bind(job.error.as_deref())
+            .push(", attempts = ")
+            .push_bind(i64::from(job.attempts))
+            .push(" WHERE id = ")
+            .push_bind(job.id.to_string());
+        if let Some(lease) = fence {
+            q.push(" AND EXISTS (SELECT 1 FROM leases WHERE name = ")
+                .push_bind(lease.name.as_str())
+                .push(" AND holder = ")
+                .push_bind(lease.holder.as_str())
+                .push(" AND token = ")
+                .push_bind(lease.token)
+                .push(")");
+        }
+    });
+    Ok(())
 }
 
 /// The runner's start of a job: the row as [`update`] writes it, only while
@@ -255,14 +271,21 @@ pub(super) async fn start(
 
 /// Fails with [`StoreError::NotFound`] when the message's job does not exist.
 async fn insert_message(conn: &mut Conn, message: &JobMessage) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO job_messages (job_id, time, text) VALUES ($1, $2, $3)")
-        .bind(message.job_id.to_string())
-        .bind(ts(&message.time))
-        .bind(&message.text)
-        .execute(conn)
-        .await
-        .map_err(db_referencing)?;
-    Ok(())
+    let mut batch = Batch::new();
+    push_message(&mut batch, message);
+    batch.run(conn).await
+}
+
+fn push_message<'q>(batch: &mut Batch<'q>, message: &'q JobMessage) {
+    batch.push(Changes::Any, db_referencing, |q| {
+        q.push("INSERT INTO job_messages (job_id, time, text) VALUES (")
+            .push_bind(message.job_id.to_string())
+            .push(", ")
+            .push_bind(ts(&message.time))
+            .push(", ")
+            .push_bind(message.text.as_str())
+            .push(")");
+    });
 }
 
 /// Retry or cancel: the status moves only from `from`, at the attempt the
@@ -291,19 +314,22 @@ pub(super) async fn change_status(
 
 /// Writes everything a job step produced except its audit entries (the
 /// step's own, then its drift record's), which the caller's transaction
-/// seals last. The first failure stops the rest; the caller rolls all of it
-/// back.
+/// seals last: the job, its keys, its group and its message in one batch
+/// (one round trip on SQLite, where every step of every job commits here).
+/// The first failure stops the rest; the caller rolls all of it back.
 pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<(), StoreError> {
-    update(conn, commit.job, commit.fence).await?;
+    let mut batch = Batch::new();
+    push_update(&mut batch, commit.job, commit.fence)?;
     for key in commit.keys {
-        keys::upsert(conn, key).await?;
+        keys::push_upsert(&mut batch, key);
     }
     if let Some(group) = commit.group {
-        groups::update_rotation(conn, group).await?;
+        groups::push_update_rotation(&mut batch, group);
     }
     if let Some(message) = commit.message {
-        insert_message(conn, message).await?;
+        push_message(&mut batch, message);
     }
+    batch.run(conn).await?;
     if let Some(record) = commit.drift {
         drift::record(conn, record).await?;
     }

@@ -3,8 +3,9 @@ use keyhold_core::cloud::aws::{KeyMaterialId, KmsKeyId};
 use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::GroupName;
 
-use sqlx::QueryBuilder;
+use sqlx::{FromRow as _, QueryBuilder};
 
+use super::batch::{Batch, Changes};
 use super::{Conn, Db, Pool};
 use crate::error::{db, db_referencing};
 use crate::rows::{KeyRow, opt_ts, read_u32, ts};
@@ -29,38 +30,38 @@ pub(super) async fn list(pool: &Pool, page: &KeyPage) -> Result<Vec<Key>, StoreE
     }
     qb.push(" ORDER BY group_name, version LIMIT ")
         .push_bind(i64::from(page.limit));
-    qb.build_query_as::<KeyRow>()
-        .fetch_all(pool)
-        .await
-        .map_err(db)?
-        .into_iter()
-        .map(Key::try_from)
-        .collect()
+    let rows = qb.build().fetch_all(pool).await.map_err(db)?;
+    rows.iter().map(key_of).collect()
 }
 
 pub(super) async fn get(pool: &Pool, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
-    sqlx::query_as::<_, KeyRow>(&format!("SELECT {COLUMNS} FROM keys WHERE id = $1"))
+    sqlx::query(&format!("SELECT {COLUMNS} FROM keys WHERE id = $1"))
         .bind(id.to_string())
         .fetch_optional(pool)
         .await
         .map_err(db)?
-        .map(Key::try_from)
+        .as_ref()
+        .map(key_of)
         .transpose()
 }
 
 /// Bounded by AWS's on-demand rotation limit: one key per material in the
 /// KMS key.
 pub(super) async fn in_kms_key(pool: &Pool, kms_key_id: &KmsKeyId) -> Result<Vec<Key>, StoreError> {
-    sqlx::query_as::<_, KeyRow>(&format!(
+    let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM keys WHERE kms_key_id = $1 ORDER BY version"
     ))
     .bind(kms_key_id.as_str())
     .fetch_all(pool)
     .await
-    .map_err(db)?
-    .into_iter()
-    .map(Key::try_from)
-    .collect()
+    .map_err(db)?;
+    rows.iter().map(key_of).collect()
+}
+
+/// The key in a row of [`COLUMNS`], read in place ([`KeyRow`] borrows its
+/// text from the row).
+fn key_of(row: &<Db as sqlx::Database>::Row) -> Result<Key, StoreError> {
+    Key::try_from(KeyRow::from_row(row).map_err(db)?)
 }
 
 /// The end of the group's span of the `UNIQUE (group_name, version)` index.
@@ -119,18 +120,34 @@ pub(super) async fn update(conn: &mut Conn, key: &Key) -> Result<(), StoreError>
 /// rotated in), its material in its KMS key, or its version in its group, is
 /// another key's, and with [`StoreError::NotFound`] when its
 /// group does not exist.
-pub(super) async fn upsert(conn: &mut Conn, key: &Key) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO keys ({COLUMNS}) VALUES {VALUES} \
-         ON CONFLICT (id) DO UPDATE SET group_name = excluded.group_name, \
-         version = excluded.version, kms_key_id = excluded.kms_key_id, \
-         check_digits = excluded.check_digits, valid_from = excluded.valid_from, \
-         valid_to = excluded.valid_to, state = excluded.state, \
-         keystore_handle = excluded.keystore_handle, \
-         kms_material_id = excluded.kms_material_id, material_state = excluded.material_state, \
-         rotated_in = excluded.rotated_in"
-    );
-    write(conn, key, &sql).await
+pub(super) fn push_upsert<'q>(batch: &mut Batch<'q>, key: &'q Key) {
+    batch.push(Changes::Any, db_referencing, |q| {
+        q.push(format!("INSERT INTO keys ({COLUMNS}) VALUES ("));
+        let mut values = q.separated(", ");
+        values
+            .push_bind(key.id.to_string())
+            .push_bind(key.group.as_str())
+            .push_bind(i64::from(key.version))
+            .push_bind(key.kms_key_id.as_ref().map(KmsKeyId::as_str))
+            .push_bind(key.check_digits.as_str())
+            .push_bind(ts(&key.valid_from))
+            .push_bind(opt_ts(key.valid_to.as_ref()))
+            .push_bind(key.state.as_str())
+            .push_bind(key.keystore_handle.as_slice())
+            .push_bind(ts(&key.created_at))
+            .push_bind(key.kms_material_id.as_ref().map(KeyMaterialId::as_str))
+            .push_bind(key.material_state.as_str())
+            .push_bind(key.rotated_in);
+        q.push(
+            ") ON CONFLICT (id) DO UPDATE SET group_name = excluded.group_name, \
+             version = excluded.version, kms_key_id = excluded.kms_key_id, \
+             check_digits = excluded.check_digits, valid_from = excluded.valid_from, \
+             valid_to = excluded.valid_to, state = excluded.state, \
+             keystore_handle = excluded.keystore_handle, \
+             kms_material_id = excluded.kms_material_id, material_state = excluded.material_state, \
+             rotated_in = excluded.rotated_in",
+        );
+    });
 }
 
 /// Runs an insert of every column of `key`, bound in [`COLUMNS`] order.

@@ -16,7 +16,7 @@ use sqlx::migrate::{Migrate, MigrateError};
 use sqlx::{QueryBuilder, Transaction};
 
 use super::snapshot::{schema_version, table_columns, table_exists};
-use super::{Conn, Db, INSERT_OVERRIDING, MIGRATOR, Pool, after_load, begin_load, connect};
+use super::{Conn, Db, INSERT_OVERRIDING, MIGRATOR, SqlxPool, after_load, begin_load, connect};
 use crate::error::db;
 use crate::restore::{LoadError, LoadSummary};
 use crate::snapshot::{Bound, Column, SNAPSHOT_TABLES, bind_value, quote};
@@ -29,7 +29,7 @@ const BATCH_PARAMETERS: usize = 8_000;
 const MAX_BATCH_ROWS: usize = 500;
 
 pub(crate) struct Load {
-    pool: Pool,
+    pool: SqlxPool,
     tx: Transaction<'static, Db>,
     masked_url: String,
     schema_version: i64,

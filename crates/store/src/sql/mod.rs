@@ -6,13 +6,19 @@
 //!
 //! - `Db`: the sqlx database;
 //! - `Serial` and `SerialGuard<'a>`: what orders writers, and its guard;
-//! - `begin_write(&Pool, &Serial)`: starts a write transaction that holds the
+//! - `lock_writers(&Serial)`: this process's turn to write, and
+//!   `begin_write(&SqlxPool, &mut Kept)`: starts a `WriteTransaction` (which
+//!   derefs to the connection, and commits or rolls back) that holds the
 //!   backend's writer lock, so the audit chain head it reads cannot move;
 //! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond;
 //! - `FOR_UPDATE`: what locks the rows a write transaction's `SELECT` reads,
 //!   where the backend locks rows at all;
+//! - `BATCHES_STATEMENTS`: whether one query may hold several statements
+//!   (see `batch`);
 //! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`;
-//! - `MIGRATOR` and `connect(url)`: its migrations and its pool;
+//! - `MIGRATOR` and `connect(url)`: its migrations and its pool, which
+//!   [`SqlBackend::migrate`] wraps in [`Connections`](crate::pool::Connections)
+//!   keeping as many idle connections as the backend says;
 //! - for snapshots and loads (`snapshot`, `load`): `TABLES_SQL` and
 //!   `COLUMNS_SQL` (the schema's tables; a table's columns and declared
 //!   types), `column_kind` (a declared type's [`ColumnKind`](crate::snapshot::ColumnKind)),
@@ -23,6 +29,7 @@ mod approvals;
 mod archives;
 mod audit;
 mod backups;
+mod batch;
 mod cluster;
 mod credentials;
 mod drift;
@@ -56,19 +63,23 @@ use keyhold_core::names::{CredentialName, GroupName, IdentityName, NodeId};
 use keyhold_core::ports::{JobCommit, Scheduled, SharedAuditMac, Store};
 use keyhold_core::settings::Settings;
 use keyhold_core::xks::{XksAccessKeyId, XksCredential, XksKey, XksStore};
-use sqlx::Transaction;
 use sqlx::migrate::Migrator;
 
 use super::{
-    COLUMNS_SQL, Db, FOR_UPDATE, INSERT_ORDER, INSERT_OVERRIDING, KIND, MIGRATOR, SNAPSHOT_BEGIN,
-    Serial, SerialGuard, TABLES_SQL, after_load, begin_load, begin_write, column_kind, connect,
-    row_order,
+    BATCHES_STATEMENTS, COLUMNS_SQL, Db, FOR_UPDATE, INSERT_ORDER, INSERT_OVERRIDING, KIND,
+    MIGRATOR, SNAPSHOT_BEGIN, Serial, SerialGuard, TABLES_SQL, WriteTransaction, after_load,
+    begin_load, begin_write, column_kind, connect, lock_writers, row_order,
 };
 use crate::SqlStore;
 use crate::error::db;
+use crate::pool::{Connections, Kept};
 use crate::url::{mask_url, unavailable};
 
-type Pool = sqlx::Pool<Db>;
+/// The store's way to its database: reads run on `&Pool` one statement at a
+/// time; writes take a connection of it (see [`Connections`]).
+type Pool = Connections<Db>;
+/// sqlx's own pool, for migrations and loads.
+type SqlxPool = sqlx::Pool<Db>;
 type Conn = <Db as sqlx::Database>::Connection;
 
 pub(crate) struct SqlBackend {
@@ -99,13 +110,15 @@ impl SqlStore for SqlBackend {
 
 impl SqlBackend {
     /// Brings the schema of the database at `url`, open in `pool`, up to date
-    /// with `migrator`, and returns the store on it.
+    /// with `migrator`, and returns the store on it, keeping up to `keep`
+    /// idle connections between uses.
     pub(super) async fn migrate(
-        pool: Pool,
+        pool: SqlxPool,
         migrator: &Migrator,
         url: &str,
         audit_mac: SharedAuditMac,
         serial: Serial,
+        keep: usize,
     ) -> Result<Self, StoreError> {
         migrator
             .run(&pool)
@@ -114,7 +127,7 @@ impl SqlBackend {
         let masked_url = mask_url(url);
         tracing::debug!(url = %masked_url, "store opened");
         Ok(Self {
-            pool,
+            pool: Connections::new(pool, keep),
             audit_mac,
             serial,
             masked_url,
@@ -122,14 +135,36 @@ impl SqlBackend {
         })
     }
 
-    /// Starts a write transaction holding the backend's writer lock.
-    async fn begin(&self) -> Result<WriteTx<'_>, StoreError> {
-        let (tx, serial) = begin_write(&self.pool, &self.serial).await?;
-        Ok(WriteTx {
-            tx,
+    /// This process's turn to write, and a connection to write on.
+    async fn writer(&self) -> Result<Writer<'_>, StoreError> {
+        let serial = lock_writers(&self.serial).await;
+        let connection = self.pool.take().await.map_err(db)?;
+        Ok(Writer {
+            connection,
             _serial: serial,
+            pool: &self.pool,
             audit_mac: &self.audit_mac,
         })
+    }
+
+    /// Runs a change in one write transaction, with the audit entries
+    /// `audits` picks from its result sealed after it in order: none exists
+    /// without the others.
+    async fn transact<'a, T>(
+        &self,
+        change: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
+        audits: impl FnOnce(&T) -> &'a [&'a AuditRecord],
+    ) -> Result<T, StoreError> {
+        let mut writer = self.writer().await?;
+        let outcome = async {
+            let mut w = writer.begin().await?;
+            let result = change(&mut w.tx).await;
+            let audits = result.as_ref().map_or(&[][..], audits);
+            w.finish(result, audits).await
+        }
+        .await;
+        writer.done(&outcome);
+        outcome
     }
 
     /// Runs a change in one write transaction, with its audit entries in
@@ -139,9 +174,7 @@ impl SqlBackend {
         audits: &[&AuditRecord],
         change: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut w = self.begin().await?;
-        let result = change(&mut w.tx).await;
-        w.finish(result, audits).await
+        self.transact(change, |_| audits).await
     }
 
     /// [`Self::write`] with one audit entry or none, its outcome noted for
@@ -171,13 +204,10 @@ impl SqlBackend {
         audit: &AuditRecord,
         change: impl AsyncFnOnce(&mut Conn) -> Result<bool, StoreError>,
     ) -> Result<bool, StoreError> {
-        let outcome: Result<bool, StoreError> = async {
-            let mut w = self.begin().await?;
-            let result = change(&mut w.tx).await;
-            let audit = matches!(result, Ok(true)).then_some(audit);
-            w.finish(result, audit.as_slice()).await
-        }
-        .await;
+        let entry = [audit];
+        let outcome = self
+            .transact(change, |done| if *done { &entry[..] } else { &[] })
+            .await;
         let grew = matches!(outcome, Ok(true));
         self.health.note(outcome, grew)
     }
@@ -190,24 +220,52 @@ impl SqlBackend {
         audit: &AuditRecord,
         change: impl AsyncFnOnce(&mut Conn) -> Result<Option<T>, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        let outcome: Result<Option<T>, StoreError> = async {
-            let mut w = self.begin().await?;
-            let result = change(&mut w.tx).await;
-            let audit = matches!(result, Ok(Some(_))).then_some(audit);
-            w.finish(result, audit.as_slice()).await
-        }
-        .await;
+        let entry = [audit];
+        let outcome = self
+            .transact(change, |done| if done.is_some() { &entry[..] } else { &[] })
+            .await;
         let grew = matches!(outcome, Ok(Some(_)));
         self.health.note(outcome, grew)
     }
 }
 
+/// This process's turn to write, on a connection of its own. Dropped
+/// without [`Writer::done`] (its task cancelled), the connection goes back
+/// to the pool, which closes it if a transaction is still open on it.
+struct Writer<'a> {
+    // Declared before the guard so that it is let go (and a transaction a
+    // cancelled task left on it rolled back) before the next writer may start.
+    connection: Kept<Db>,
+    _serial: SerialGuard<'a>,
+    pool: &'a Pool,
+    audit_mac: &'a SharedAuditMac,
+}
+
+impl Writer<'_> {
+    /// Starts the write transaction, holding the backend's writer lock.
+    async fn begin(&mut self) -> Result<WriteTx<'_>, StoreError> {
+        let tx = begin_write(self.pool.sqlx(), &mut self.connection).await?;
+        Ok(WriteTx {
+            tx,
+            audit_mac: self.audit_mac,
+        })
+    }
+
+    /// Gives the connection back once the transaction has ended. After a
+    /// failure of the database itself (rather than a refusal keyhold
+    /// decides on, a duplicate or a lost fence) the pool checks it first.
+    fn done<T>(self, outcome: &Result<T, StoreError>) {
+        let failed = matches!(
+            outcome,
+            Err(StoreError::Unavailable(_) | StoreError::CannotWrite { .. })
+        );
+        self.pool.give_back(self.connection, failed);
+    }
+}
+
 /// A write transaction. Dropping it without [`WriteTx::finish`] rolls back.
 struct WriteTx<'a> {
-    // Declared before the guard so that it is rolled back before the next
-    // writer may start.
-    tx: Transaction<'static, Db>,
-    _serial: SerialGuard<'a>,
+    tx: WriteTransaction<'a>,
     audit_mac: &'a SharedAuditMac,
 }
 
@@ -329,8 +387,10 @@ impl Store for SqlBackend {
     }
 
     async fn get_xks_key(&self, id: uuid::Uuid) -> Result<Option<XksKey>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        xks::get_key(&mut conn, id).await
+        let mut conn = self.pool.take().await.map_err(db)?;
+        let key = xks::get_key(&mut conn, id).await;
+        self.pool.give_back(conn, key.is_err());
+        key
     }
 
     async fn insert_xks_key(&self, key: &XksKey, audit: &AuditRecord) -> Result<(), StoreError> {
@@ -807,8 +867,10 @@ impl Store for SqlBackend {
     }
 
     async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        cluster::get_lease(&mut conn, name).await
+        let mut conn = self.pool.take().await.map_err(db)?;
+        let lease = cluster::get_lease(&mut conn, name).await;
+        self.pool.give_back(conn, lease.is_err());
+        lease
     }
 
     async fn release_lease(&self, name: &str, holder: &NodeId) -> Result<(), StoreError> {

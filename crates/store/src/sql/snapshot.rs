@@ -21,7 +21,8 @@ pub(super) async fn export(
     pool: &Pool,
     sink: &mut dyn SnapshotSink,
 ) -> Result<SnapshotSummary, StoreError> {
-    let mut tx = pool.begin_with(SNAPSHOT_BEGIN).await.map_err(db)?;
+    // From the pool itself: a snapshot holds its connection for long.
+    let mut tx = pool.sqlx().begin_with(SNAPSHOT_BEGIN).await.map_err(db)?;
     let outcome = read_all(&mut tx, sink).await;
     // It only read: ending it either way changes nothing.
     if let Err(e) = tx.rollback().await {

@@ -325,6 +325,62 @@ async fn credentials_groups_and_keys_round_trip() {
     assert_eq!(f.audit_count().await, 8);
 }
 
+/// Keys are read in place from the database's rows (no copy of each column
+/// first): a row edited behind keyhold's back is still reported as corrupt,
+/// naming its column, by every read of keys.
+#[tokio::test]
+async fn a_key_row_edited_behind_keyholds_back_is_corrupt_in_every_read() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    s.insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    s.insert_group(&group("payments", "aws-prod"), &record("g"))
+        .await
+        .unwrap();
+    let k = key("payments", 1);
+    s.insert_key(&k, None).await.unwrap();
+    let kms = k.kms_key_id.clone().unwrap();
+    let mut conn = f.raw().await;
+    let id = k.id;
+    for (edit, column) in [
+        ("check_digits = 'not digits'", "keys.check_digits"),
+        ("valid_from = 'yesterday'", "keys.valid_from"),
+        ("valid_to = '2026-13-01T00:00:00.000000Z'", "keys.valid_to"),
+        ("state = 'melted'", "keys.state"),
+        ("material_state = 'half'", "keys.material_state"),
+        ("kms_material_id = ''", "keys.kms_material_id"),
+        ("created_at = ''", "keys.created_at"),
+        ("version = -1", "keys.version"),
+    ] {
+        assert_eq!(
+            conn.execute(&format!("UPDATE keys SET {edit} WHERE id = '{id}'"))
+                .await
+                .unwrap(),
+            1,
+            "{edit}"
+        );
+        let reads = [
+            s.list_keys(&KeyPage::whole_group(&k.group))
+                .await
+                .map(|_| ()),
+            s.get_key(id).await.map(|_| ()),
+            s.keys_in_kms_key(&kms).await.map(|_| ()),
+        ];
+        for read in reads {
+            match read {
+                Err(StoreError::Corrupt(why)) => assert!(why.contains(column), "{edit}: {why}"),
+                other => panic!("{edit}: {other:?}"),
+            }
+        }
+        conn.execute(&format!("DELETE FROM keys WHERE id = '{id}'"))
+            .await
+            .unwrap();
+        s.insert_key(&k, None).await.unwrap();
+    }
+    assert_eq!(s.get_key(id).await.unwrap(), Some(k));
+}
+
 /// Versions rotated in place share their KMS key: the database holds one key
 /// first imported into each KMS key, and each material in it once.
 #[tokio::test]

@@ -468,6 +468,83 @@ async fn a_job_commit_under_a_lease_taken_over_is_refused_and_writes_nothing() {
     assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
 }
 
+/// A step commit is one batch on SQLite; the failure it reports is the
+/// first in the order of its writes, as if they had run one by one, and
+/// nothing of it stays.
+#[tokio::test]
+async fn a_job_commit_reports_its_first_failure_in_order_and_writes_nothing() {
+    let f = Fixture::new().await;
+    let (g, old) = seed(&f).await;
+    let s = &f.store;
+    let queued = rotate("payments", 10);
+    s.insert_job(&queued, None, &record("Started rotate"))
+        .await
+        .unwrap();
+    let node = NodeId::parse("node-a").unwrap();
+    let held = s
+        .acquire_lease("rotator", &node, at(20), at(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stale = held.clone();
+    stale.token -= 1;
+    let audits = f.audit_count().await;
+
+    let mut job = queued.clone();
+    job.status = JobStatus::Running;
+    let mut clash = key("payments", 2);
+    clash.kms_key_id = old.kms_key_id.clone();
+    let fresh = key("payments", 3);
+    let missing_group = group("no-such-group", "aws-prod");
+    let msg = message(&job, 30, "Step 2 of 6");
+    let audit = record("Step");
+    let commit = |keys, group, fence| JobCommit {
+        job: &job,
+        keys,
+        group,
+        message: Some(&msg),
+        audit: Some(&audit),
+        drift: None,
+        fence,
+    };
+    // The job's row comes first: a lost fence wins over a clashing key.
+    let r = s
+        .commit_job(&commit(std::slice::from_ref(&clash), None, Some(&stale)))
+        .await;
+    assert!(matches!(&r, Err(StoreError::Fenced(_))), "{r:?}");
+    // Then the keys, in order: the clash before the group that is missing.
+    let keys = [fresh.clone(), clash.clone()];
+    let r = s
+        .commit_job(&commit(&keys, Some(&missing_group), Some(&held)))
+        .await;
+    assert!(matches!(r, Err(StoreError::Duplicate)), "{r:?}");
+    // The group after the keys.
+    let r = s
+        .commit_job(&commit(
+            std::slice::from_ref(&fresh),
+            Some(&missing_group),
+            Some(&held),
+        ))
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(queued));
+    assert_eq!(s.get_key(fresh.id).await.unwrap(), None);
+    assert_eq!(s.get_key(clash.id).await.unwrap(), None);
+    assert_eq!(s.get_group(&g.name).await.unwrap(), Some(g));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![]);
+    assert_eq!(f.audit_count().await, audits);
+
+    // All of it goes through together once nothing fails.
+    s.commit_job(&commit(std::slice::from_ref(&fresh), None, Some(&held)))
+        .await
+        .unwrap();
+    assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(s.get_key(fresh.id).await.unwrap(), Some(fresh.clone()));
+    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![msg.clone()]);
+    assert_eq!(f.audit_count().await, audits + 1);
+}
+
 #[tokio::test]
 async fn the_latest_rotation_is_found_past_any_synchronizations_and_other_groups() {
     let f = Fixture::new().await;

@@ -14,11 +14,31 @@
 //! GetKeyPolicy when the group has a policy, ListKeyRotations when versions
 //! share the KMS key; ListResourceTags for the region's keys keyhold does
 //! not hold (a keyhold-tagged stray is among them). Each call waits for its
-//! turn under the account's request quotas like the rotations' calls, and
-//! a check sends one request at a time, so it never holds a rotation's turn
-//! for more than one request.
+//! turn under the account's request quotas like the rotations' calls.
+//!
+//! A check's time is set by those turns, not by round trips: the pacing
+//! (the AWS adapter's, a tenth of each quota for the check's own reads)
+//! lets each operation's requests leave one interval apart, each operation
+//! independently of the others, so the least a check can take is its
+//! slowest operation's requests times that operation's interval
+//! (GetKeyPolicy's 10 ms per key at a tenth of its quota). Read one key
+//! after the other, a key's DescribeKey, GetKeyPolicy and ListResourceTags
+//! would each wait for the one before it to be answered, and a key would
+//! cost the sum of their round trips whenever that exceeds the slowest
+//! interval (against AWS, tens of milliseconds each). So a check keeps
+//! [`KEYS_IN_FLIGHT`] keys' reads going at once, each still in its
+//! operation's turn, and takes their answers in key order: the findings
+//! and their audit entries are those of a check that read one key at a
+//! time, and of two keys whose reads fail, the first fails the check. The
+//! listings (aliases, the region's keys and the strays among them) run
+//! beside the keys' reads.
+//! A rotation's DescribeKey, the one bucket a check shares with
+//! rotations, waits behind at most [`KEYS_IN_FLIGHT`] of the check's.
 
 use std::collections::HashSet;
+
+use futures_util::future::{self, BoxFuture};
+use futures_util::{FutureExt as _, StreamExt as _, TryStreamExt as _, stream};
 
 use super::super::Keyhold;
 use super::StepOutcome;
@@ -27,8 +47,8 @@ use crate::action::drift as audit_text;
 use crate::cloud::aws::KmsKeyId;
 use crate::cloud::{CloudError, CloudKms};
 use crate::drift::{
-    DetectParams, DriftCheck, DriftFilter, DriftRecord, Observed, ObservedKey, Plan, Repair,
-    detect, kms_keys_to_check, merge,
+    DetectParams, DriftCheck, DriftFilter, DriftRecord, KEYS_IN_FLIGHT, Observed, ObservedKey,
+    Plan, Repair, detect, kms_keys_to_check, merge,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::group::KeyGroup;
@@ -170,83 +190,62 @@ impl Keyhold {
         })
     }
 
-    /// What AWS holds of the group, read one request at a time.
+    /// What AWS holds of the group: each KMS key's reads, [`KEYS_IN_FLIGHT`]
+    /// keys at a time and in key order, beside the region's listings.
     async fn observe(
         &self,
         group: &KeyGroup,
         keys: &[Key],
         kms: &dyn CloudKms,
     ) -> CoreResult<Observed> {
-        let mut observed = Observed::default();
-        for (kms_key_id, versions) in kms_keys_to_check(keys) {
-            let info = match kms.describe_key(&kms_key_id).await {
-                Ok(info) => Some(info),
-                Err(CloudError::NotFound { .. }) => None,
-                Err(e) => return Err(e.into()),
-            };
-            let present = info
-                .as_ref()
-                .is_some_and(|i| i.state != KeyState::PendingDeletion);
-            let policy = if present && group.aws.policy.is_some() {
-                Some(kms.get_key_policy(&kms_key_id).await?)
-            } else {
-                None
-            };
-            let tags = if info.is_some() {
-                kms.list_tags(&kms_key_id).await?
-            } else {
-                Vec::new()
-            };
-            let materials = if present && versions.len() > 1 {
-                Some(kms.list_key_materials(&kms_key_id).await?)
-            } else {
-                None
-            };
-            observed.keys.push(ObservedKey {
-                kms_key_id,
-                info,
-                policy,
-                tags,
-                materials,
-            });
-        }
-        observed.aliases = kms.list_aliases().await?.into_iter().collect();
-        observed.unknown = self.strays(group, kms).await?;
-        Ok(observed)
+        let with_policy = group.aws.policy.is_some();
+        // Made before they are awaited, and boxed: a stream that makes them
+        // with a closure as it goes leaves the compiler unable to see that
+        // the job awaiting them may move between threads. None starts
+        // before `buffered` polls it.
+        let reads: Vec<BoxFuture<'_, CoreResult<ObservedKey>>> = kms_keys_to_check(keys)
+            .into_iter()
+            .map(|(kms_key_id, versions)| {
+                observe_key(kms, kms_key_id, with_policy, versions.len() > 1).boxed()
+            })
+            .collect();
+        let each_key = stream::iter(reads)
+            .buffered(KEYS_IN_FLIGHT)
+            .try_collect::<Vec<ObservedKey>>();
+        let aliases = async { Ok(kms.list_aliases().await?) };
+        let (keys, aliases, unknown) =
+            future::try_join3(each_key, aliases, self.strays(group, kms)).await?;
+        Ok(Observed {
+            keys,
+            aliases: aliases.into_iter().collect(),
+            unknown,
+        })
     }
 
     /// KMS keys of the region tagged with this group that keyhold holds no
     /// key in (its placeholder and keys on their way out left aside). Only
-    /// the keys keyhold does not know are asked for their tags.
+    /// the keys keyhold does not know are asked for their tags,
+    /// [`KEYS_IN_FLIGHT`] at a time, the strays kept in ListKeys's order.
     async fn strays(&self, group: &KeyGroup, kms: &dyn CloudKms) -> CoreResult<Vec<KmsKeyId>> {
         let all = kms.list_key_ids().await?;
         let placeholder: HashSet<&KmsKeyId> = group.aws.active_key_id.iter().collect();
-        let mut strays = Vec::new();
-        for candidate in self.store.unknown_kms_keys(&all).await? {
-            if placeholder.contains(&candidate) {
-                continue;
-            }
-            let tags = match kms.list_tags(&candidate).await {
-                Ok(tags) => tags,
-                // Deleted since ListKeys, or another team's key this
-                // credential may not read: not keyhold's.
-                Err(CloudError::NotFound { .. } | CloudError::AccessDenied { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if !tags
-                .iter()
-                .any(|(k, v)| k == GROUP_TAG && v == group.name.as_str())
-            {
-                continue;
-            }
-            match kms.describe_key(&candidate).await {
-                Ok(info) if info.state == KeyState::PendingDeletion => {}
-                Ok(_) => strays.push(candidate),
-                Err(CloudError::NotFound { .. } | CloudError::AccessDenied { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(strays)
+        let candidates: Vec<KmsKeyId> = self
+            .store
+            .unknown_kms_keys(&all)
+            .await?
+            .into_iter()
+            .filter(|candidate| !placeholder.contains(candidate))
+            .collect();
+        // Made first and boxed, as the keys' reads are (see `observe`).
+        let reads: Vec<BoxFuture<'_, CoreResult<Option<KmsKeyId>>>> = candidates
+            .into_iter()
+            .map(|candidate| stray(kms, candidate, group).boxed())
+            .collect();
+        let found: Vec<Option<KmsKeyId>> = stream::iter(reads)
+            .buffered(KEYS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Runs repair `index` of the job's plan.
@@ -355,5 +354,74 @@ impl Keyhold {
             })),
         );
         Ok(outcome)
+    }
+}
+
+/// What AWS holds of one KMS key of the group: its description, then (if
+/// AWS knows it) its tags, its policy when the group has one and it is not
+/// on its way out, and its materials when several versions share it.
+async fn observe_key(
+    kms: &dyn CloudKms,
+    kms_key_id: KmsKeyId,
+    with_policy: bool,
+    shared: bool,
+) -> CoreResult<ObservedKey> {
+    let info = match kms.describe_key(&kms_key_id).await {
+        Ok(info) => Some(info),
+        Err(CloudError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let present = info
+        .as_ref()
+        .is_some_and(|i| i.state != KeyState::PendingDeletion);
+    let policy = if present && with_policy {
+        Some(kms.get_key_policy(&kms_key_id).await?)
+    } else {
+        None
+    };
+    let tags = if info.is_some() {
+        kms.list_tags(&kms_key_id).await?
+    } else {
+        Vec::new()
+    };
+    let materials = if present && shared {
+        Some(kms.list_key_materials(&kms_key_id).await?)
+    } else {
+        None
+    };
+    Ok(ObservedKey {
+        kms_key_id,
+        info,
+        policy,
+        tags,
+        materials,
+    })
+}
+
+/// `candidate`, a KMS key keyhold holds no key in, when it is tagged with
+/// the group and not pending deletion.
+async fn stray(
+    kms: &dyn CloudKms,
+    candidate: KmsKeyId,
+    group: &KeyGroup,
+) -> CoreResult<Option<KmsKeyId>> {
+    let tags = match kms.list_tags(&candidate).await {
+        Ok(tags) => tags,
+        // Deleted since ListKeys, or another team's key this credential
+        // may not read: not keyhold's.
+        Err(CloudError::NotFound { .. } | CloudError::AccessDenied { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if !tags
+        .iter()
+        .any(|(k, v)| k == GROUP_TAG && v == group.name.as_str())
+    {
+        return Ok(None);
+    }
+    match kms.describe_key(&candidate).await {
+        Ok(info) if info.state == KeyState::PendingDeletion => Ok(None),
+        Ok(_) => Ok(Some(candidate)),
+        Err(CloudError::NotFound { .. } | CloudError::AccessDenied { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

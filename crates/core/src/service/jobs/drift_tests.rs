@@ -5,8 +5,15 @@
 
 use std::sync::Arc;
 
+use super::JobRuntime;
 use super::tests::{POLICY, World, crash_at, group_name};
-use crate::cloud::aws::{KeyPolicy, KmsKeyId};
+use crate::clock::Timestamp;
+use crate::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId, Region};
+use crate::cloud::{
+    CloudConnector, CloudError, CloudKeyInfo, CloudKms, CloudMaterial, ImportParameters,
+    MaterialImport, WrappingAlgorithm,
+};
+use crate::credential::{CloudService, Credential};
 use crate::drift::{DriftFilter, DriftKind, Repair};
 use crate::error::CoreError;
 use crate::identity::{Role, Session, SessionIdentity};
@@ -14,6 +21,7 @@ use crate::job::{Checkpoint, GROUP_TAG, Job, JobKind, JobStatus, Step};
 use crate::key::KeyState;
 use crate::names::IdentityName;
 use crate::ports::NoHooks;
+use crate::testing::FakeKms;
 
 const ALIAS: &str = "alias/payments";
 
@@ -501,4 +509,287 @@ async fn a_rotation_due_during_a_check_waits_for_it_instead_of_a_whole_interval(
     w.run(&check, &NoHooks).await.unwrap();
     let pass = w.keyhold.run_schedule(None).await.unwrap();
     assert_eq!(pass.started.len(), 1, "{:?}", pass.deferred);
+}
+
+// Reads in flight: a check paced by its slowest operation, not by round trips.
+
+/// A check's reads of one key take this long to be answered, each.
+const ROUND_TRIP: std::time::Duration = std::time::Duration::from_millis(10);
+/// GetKeyPolicy's turns, one per interval, as the adapter's pacing hands
+/// them out (first come, first served; a caller that comes late gets the
+/// next turn from then on).
+const POLICY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The fake KMS behind a round trip per read and GetKeyPolicy's pacing,
+/// counting the reads under way at once; a read of a key in `failing`
+/// fails with AccessDenied after its round trip (after `late` more for
+/// the first of them).
+struct SlowKms {
+    inner: Arc<FakeKms>,
+    policy_turn: std::sync::Mutex<Option<tokio::time::Instant>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+    failing: Vec<KmsKeyId>,
+    late: std::time::Duration,
+}
+
+impl SlowKms {
+    fn new(inner: Arc<FakeKms>, failing: Vec<KmsKeyId>, late: std::time::Duration) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            policy_turn: std::sync::Mutex::new(None),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            most_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            failing,
+            late,
+        })
+    }
+
+    async fn round_trip<T>(
+        &self,
+        key: Option<&KmsKeyId>,
+        answer: impl Future<Output = Result<T, CloudError>>,
+    ) -> Result<T, CloudError> {
+        use std::sync::atomic::Ordering;
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(ROUND_TRIP).await;
+        let failing = key.and_then(|k| self.failing.iter().position(|f| f == k));
+        if failing == Some(0) {
+            tokio::time::sleep(self.late).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        match failing {
+            Some(_) => Err(CloudError::AccessDenied {
+                operation: "DescribeKey",
+                message: format!(
+                    "not allowed to read {}",
+                    key.map(|k| k.as_str()).unwrap_or("")
+                ),
+            }),
+            None => answer.await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl CloudKms for SlowKms {
+    fn service(&self) -> CloudService {
+        CloudService::Aws
+    }
+    async fn create_key(
+        &self,
+        description: &str,
+        policy: Option<&KeyPolicy>,
+        tags: &[(String, String)],
+    ) -> Result<KmsKeyId, CloudError> {
+        self.inner.create_key(description, policy, tags).await
+    }
+    async fn describe_key(&self, key_id: &KmsKeyId) -> Result<CloudKeyInfo, CloudError> {
+        self.round_trip(Some(key_id), self.inner.describe_key(key_id))
+            .await
+    }
+    async fn get_parameters_for_import(
+        &self,
+        key_id: &KmsKeyId,
+        algorithm: WrappingAlgorithm,
+    ) -> Result<ImportParameters, CloudError> {
+        self.inner
+            .get_parameters_for_import(key_id, algorithm)
+            .await
+    }
+    async fn import_key_material(
+        &self,
+        key_id: &KmsKeyId,
+        import_token: &[u8],
+        encrypted_material: &[u8],
+        valid_to: Option<Timestamp>,
+        import: MaterialImport<'_>,
+    ) -> Result<Option<KeyMaterialId>, CloudError> {
+        self.inner
+            .import_key_material(key_id, import_token, encrypted_material, valid_to, import)
+            .await
+    }
+    async fn delete_imported_key_material(
+        &self,
+        key_id: &KmsKeyId,
+        material: Option<&KeyMaterialId>,
+    ) -> Result<(), CloudError> {
+        self.inner
+            .delete_imported_key_material(key_id, material)
+            .await
+    }
+    async fn rotate_key_on_demand(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.inner.rotate_key_on_demand(key_id).await
+    }
+    async fn list_key_materials(
+        &self,
+        key_id: &KmsKeyId,
+    ) -> Result<Vec<CloudMaterial>, CloudError> {
+        self.round_trip(None, self.inner.list_key_materials(key_id))
+            .await
+    }
+    async fn point_alias(&self, alias: &Alias, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.inner.point_alias(alias, key_id).await
+    }
+    async fn disable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.inner.disable_key(key_id).await
+    }
+    async fn put_key_policy(
+        &self,
+        key_id: &KmsKeyId,
+        policy: &KeyPolicy,
+    ) -> Result<(), CloudError> {
+        self.inner.put_key_policy(key_id, policy).await
+    }
+    async fn find_keys_tagged(&self, key: &str, value: &str) -> Result<Vec<KmsKeyId>, CloudError> {
+        self.inner.find_keys_tagged(key, value).await
+    }
+    async fn get_key_policy(&self, key_id: &KmsKeyId) -> Result<KeyPolicy, CloudError> {
+        let turn = {
+            let mut next = self.policy_turn.lock().unwrap();
+            let now = tokio::time::Instant::now();
+            let turn = next.filter(|free| *free > now).unwrap_or(now);
+            *next = Some(turn + POLICY_INTERVAL);
+            turn
+        };
+        tokio::time::sleep_until(turn).await;
+        self.round_trip(None, self.inner.get_key_policy(key_id))
+            .await
+    }
+    async fn list_aliases(&self) -> Result<Vec<(Alias, KmsKeyId)>, CloudError> {
+        self.round_trip(None, self.inner.list_aliases()).await
+    }
+    async fn list_key_ids(&self) -> Result<Vec<KmsKeyId>, CloudError> {
+        self.round_trip(None, self.inner.list_key_ids()).await
+    }
+    async fn list_tags(&self, key_id: &KmsKeyId) -> Result<Vec<(String, String)>, CloudError> {
+        self.round_trip(None, self.inner.list_tags(key_id)).await
+    }
+    async fn tag_key(
+        &self,
+        key_id: &KmsKeyId,
+        tags: &[(String, String)],
+    ) -> Result<(), CloudError> {
+        self.inner.tag_key(key_id, tags).await
+    }
+    async fn enable_key(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.inner.enable_key(key_id).await
+    }
+    async fn cancel_key_deletion(&self, key_id: &KmsKeyId) -> Result<(), CloudError> {
+        self.inner.cancel_key_deletion(key_id).await
+    }
+}
+
+struct SlowConnector(Arc<SlowKms>);
+
+#[async_trait::async_trait]
+impl CloudConnector for SlowConnector {
+    fn service(&self) -> CloudService {
+        CloudService::Aws
+    }
+    async fn connect(
+        &self,
+        _: &Credential,
+        _: Option<secrecy::SecretString>,
+        _: &Region,
+    ) -> Result<Arc<dyn CloudKms>, CloudError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Runs a check of the group through `kms`: the job, and how long it took
+/// on tokio's clock.
+async fn check_through(w: &World, kms: &Arc<SlowKms>) -> (Job, std::time::Duration) {
+    let job = w
+        .keyhold
+        .start_drift_check(&session(&["Off1"]), &group_name())
+        .await
+        .unwrap();
+    let connector = SlowConnector(kms.clone());
+    let runtime = JobRuntime {
+        connector: &connector,
+        hooks: &NoHooks,
+        fence: None,
+    };
+    let started = tokio::time::Instant::now();
+    let done = w.keyhold.run_job(job.id, &runtime).await.unwrap();
+    (done, started.elapsed())
+}
+
+/// Keys of the group that [`slow_group`] makes, one KMS key each.
+const SLOW_GROUP_KEYS: usize = 40;
+
+/// A group of [`SLOW_GROUP_KEYS`] KMS keys (the last active), oldest first.
+async fn slow_group() -> (World, Vec<KmsKeyId>) {
+    let w = World::new();
+    let mut kms_keys = Vec::new();
+    for _ in 0..SLOW_GROUP_KEYS {
+        kms_keys.push(w.rotate().await.progress.kms_key_id.unwrap());
+    }
+    (w, kms_keys)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_keeps_keys_in_flight_so_its_time_is_the_slowest_operations_turns() {
+    let (w, kms_keys) = slow_group().await;
+    // Drift on keys spread over the group, found as one key at a time would.
+    w.kms.alter(|kms| {
+        kms.keys.get_mut(&kms_keys[3]).unwrap().policy =
+            Some(KeyPolicy::parse(&POLICY.replace("kms:*", "kms:Decrypt")).unwrap());
+        kms.keys.get_mut(&kms_keys[17]).unwrap().tags.clear();
+        kms.keys.get_mut(&kms_keys[30]).unwrap().state = KeyState::Enabled;
+    });
+    let slow = SlowKms::new(w.kms.clone(), Vec::new(), std::time::Duration::ZERO);
+    let (job, took) = check_through(&w, &slow).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let mut found = open_kinds(&w);
+    found.sort();
+    let mut expected = vec![
+        (DriftKind::PolicyDiffers, kms_keys[3].to_string()),
+        (DriftKind::TagsMissing, kms_keys[17].to_string()),
+        (DriftKind::StateDiffers, kms_keys[30].to_string()),
+    ];
+    expected.sort();
+    assert_eq!(found, expected);
+    // The audit entries in the order of the findings (by kind), whichever
+    // key's reads were answered first.
+    let entries = summaries_starting(&w, "Drift found: ");
+    assert_eq!(entries.len(), 3);
+    for (entry, key) in entries.iter().zip([30, 3, 17]) {
+        assert!(entry.contains(kms_keys[key].as_str()), "{entries:?}");
+    }
+
+    // One key after the other, each key would take three round trips (30
+    // ms); in flight, the keys take GetKeyPolicy's turns one after the
+    // other, 10 ms apart, and the round trips of the last key and of the
+    // listings come on top.
+    let turns = POLICY_INTERVAL * u32::try_from(SLOW_GROUP_KEYS).unwrap();
+    assert!(took >= turns, "{took:?}");
+    assert!(took <= turns + ROUND_TRIP * 5, "{took:?}");
+    let most = slow
+        .most_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=crate::drift::KEYS_IN_FLIGHT + 2).contains(&most),
+        "{most} reads at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_two_keys_whose_reads_fail_the_first_in_key_order_fails_the_check() {
+    let (w, mut kms_keys) = slow_group().await;
+    // A check reads the KMS keys in the order of their ids.
+    kms_keys.sort();
+    // The first key's refusal comes long after the second's.
+    let slow = SlowKms::new(
+        w.kms.clone(),
+        vec![kms_keys[5].clone(), kms_keys[8].clone()],
+        std::time::Duration::from_secs(1),
+    );
+    let (job, _) = check_through(&w, &slow).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap_or_default();
+    assert!(error.contains(kms_keys[5].as_str()), "{error}");
+    assert_eq!(open_kinds(&w), Vec::new());
 }

@@ -71,17 +71,26 @@ impl Keyhold {
 
         let mut context = None;
         while let Some(step) = job.progress.next_step() {
-            let outcome = match self
+            let (outcome, pacing) = match self
                 .run_context(&job, runtime.connector, &mut context)
                 .await
             {
-                Ok(run) => self.run_step(&mut job, step, run, runtime).await,
-                Err(e) => Err(e),
+                Ok(run) => {
+                    let outcome = self.run_step(&mut job, step, run, runtime).await;
+                    (outcome, pacing_note(run))
+                }
+                Err(e) => (Err(e), None),
             };
             match outcome {
-                Ok(outcome) => self.commit_step(&mut job, step, outcome, runtime).await?,
+                Ok(mut outcome) => {
+                    if let Some(note) = pacing {
+                        outcome.message = format!("{} {note}", outcome.message);
+                    }
+                    self.commit_step(&mut job, step, outcome, runtime).await?;
+                }
                 Err(error) => {
-                    self.fail_job(&mut job, step, &error, runtime.fence).await?;
+                    self.fail_job(&mut job, step, &error, pacing, runtime.fence)
+                        .await?;
                     return Ok(job);
                 }
             }
@@ -198,11 +207,15 @@ impl Keyhold {
             }))
     }
 
+    /// Ends the job as failed at `step`. `pacing` (what request pacing
+    /// cost the step, when worth telling) goes into the message only: the
+    /// reason stays the error's.
     async fn fail_job(
         &self,
         job: &mut Job,
         step: Step,
         error: &CoreError,
+        pacing: Option<String>,
         fence: Option<&Lease>,
     ) -> CoreResult<()> {
         let (done, total) = job.progress.fraction();
@@ -223,7 +236,10 @@ impl Keyhold {
         let record = self
             .record(job.initiator.users(), run_of(&job.kind).failed())
             .with_details(serde_json::json!({ "job": job.id, "reason": reason }));
-        let message = self.message(job, format!("Failed: {reason}"));
+        let message = match &pacing {
+            Some(note) => self.message(job, format!("Failed: {reason} {note}")),
+            None => self.message(job, format!("Failed: {reason}")),
+        };
         let recorded = self
             .store
             .commit_job(&JobCommit {
@@ -288,6 +304,15 @@ impl Keyhold {
             }
         }
     }
+}
+
+/// What request pacing cost the step just run, as its message tells it
+/// (see [`crate::cloud::PacingReport::note`]): the run's connection is its
+/// own, so these are this job's waits, not another's.
+fn pacing_note(run: &RunContext) -> Option<String> {
+    run.kms
+        .take_pacing()
+        .and_then(|report| report.note(&run.group.credential))
 }
 
 /// The job's kind as the audit log names it when the job ends.
