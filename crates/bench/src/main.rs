@@ -297,6 +297,11 @@ const GAPS: &str = "
   rotation per second there, while LocalStack enforces no quota and the baselines pace \
   nothing. Against AWS at the default quotas every contender is held there alike; \
   scenario 3 shows keyhold under enforced quotas, and keyhold's own cost is scenario 1's.
+- **keyhold sends three DescribeKey per rotation that the baselines do not** (scenario \
+  2's requests per rotation: 8 against 5): it reads the new key's state before and after \
+  the import, and the previous key's after disabling it, to record what AWS holds and to \
+  resume safely after a crash. Against LocalStack, whose CPU (on the same two cores) \
+  bounds every contender, those reads are most of the gap to the raw SDK loop.
 - **Other work on the machine** shows in the load average at the start (table above): \
   it makes wall-time figures (rotations/s, latencies) pessimistic; CPU time per \
   rotation is less affected.
@@ -315,14 +320,21 @@ const GAPS: &str = "
 
 ## Not measured yet
 
-- **Engine overhead is above the 5 ms target** with SQLite and the software keystore; \
-  scenario 1's breakdown shows why. A rotation makes nine durable commits (the job, its \
-  start, the mark written before CreateKey, one per step), each a SQLite transaction \
-  with an fsync, and about 65 statements in all, each a round trip to sqlx's SQLite \
-  connection thread: waking and parking threads costs more than SQLite's own work. \
-  Getting under 5 ms means fewer commits per rotation (the start merged into the first \
-  step, say), which changes the crash-point table of docs/reliability.md, or a SQLite \
-  driver that runs statements on the calling thread.
+- **Engine overhead is above the 5 ms target** with SQLite and the software keystore \
+  (scenario 1 states its figure against the target). Round 2 took out the hand-offs \
+  that needed no thread: SQLite connections are kept between uses instead of being \
+  checked by the pool at every hand-out and return, write transactions begin and commit \
+  with plain statements, and a job step's statements reach SQLite in one batch. A \
+  rotation still makes nine durable commits (the job, its start, the mark written \
+  before CreateKey, one per step), each a SQLite transaction with an fsync, and each \
+  query still crosses to sqlx's SQLite connection thread and back: under 5 ms needs \
+  fewer commits per rotation (the start merged into the first step, which changes the \
+  crash-point table of docs/reliability.md) or a SQLite driver that runs statements on \
+  the calling thread.
+- **The XKS proxy beside AWS's sample proxy in that proxy's own setup** (plain HTTP, a \
+  Python SigV4 client on 16 connections sharing the cores): scenario 8 measures keyhold \
+  over HTTPS with the AWS SDK's signer in Rust, so its figures are not yet comparable \
+  with the sample proxy's published ones.
 - **The criterion micro-benchmarks** (`./scripts/bench --micro`, \
   `crates/bench/benches/micro.rs`: key generation, the RSA-OAEP wrap, audit sealing and \
   verification, the store's audited commit) are not part of this report.

@@ -1,13 +1,14 @@
 //! What both backends' connection pools share: closing connections left
 //! inside a transaction, and [`Connections`], the store's way to its pool.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Connection, Database, Describe, Either, Execute, Executor, Pool};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Closes, rather than reuses, a connection that comes back to its pool
 /// still inside a transaction. That happens when the task that began it is
@@ -45,11 +46,23 @@ const USES_BETWEEN_CHECKS: u32 = 256;
 /// server may drop a connection at any time, and the pool's check then
 /// gives the request a fresh one.
 ///
+/// Callers take their turns first come, first served: with connections
+/// kept here, a caller waiting inside the pool would only be served once a
+/// connection went back to it, which the callers after it, finding one kept
+/// here, would keep from happening (under load, a few requests waited
+/// seconds while the rest took a few milliseconds). So at most `keep`
+/// connections are out of the pool through here at once, each with a turn
+/// of a fair semaphore, and the pool, larger than `keep`, always has one for
+/// a caller holding a turn.
+///
 /// `&Connections` runs statements as `&Pool` does, one connection per
 /// statement; [`Connections::take`] lends one for several.
 pub(crate) struct Connections<DB: Database> {
     pool: Pool<DB>,
     keep: usize,
+    /// `keep` turns, when connections are kept (`None` for `keep` 0: the
+    /// pool's own queue is fair).
+    turns: Option<Arc<Semaphore>>,
     idle: Mutex<Idle<DB>>,
 }
 
@@ -76,6 +89,7 @@ impl<DB: Database> Connections<DB> {
         Self {
             pool,
             keep,
+            turns: (keep > 0).then(|| Arc::new(Semaphore::new(keep))),
             idle: Mutex::new(Idle {
                 connections: Vec::with_capacity(keep),
                 closed: false,
@@ -98,16 +112,28 @@ impl<DB: Database> Connections<DB> {
     /// cancelled), it goes back to the pool, which checks it, and closes it
     /// when it is still inside a transaction.
     pub(crate) async fn take(&self) -> Result<Kept<DB>, sqlx::Error> {
+        let turn = match &self.turns {
+            Some(turns) => Some(
+                turns
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| sqlx::Error::PoolClosed)?,
+            ),
+            None => None,
+        };
         let kept = self.idle().connections.pop();
         Ok(match kept {
             Some(mut kept) => {
                 kept.uses += 1;
+                kept.turn = turn;
                 kept
             }
             None => Kept {
                 connection: self.pool.acquire().await?,
                 uses: 1,
                 doomed: false,
+                turn,
             },
         })
     }
@@ -115,7 +141,7 @@ impl<DB: Database> Connections<DB> {
     /// Keeps the connection for the next use, unless it may have broken
     /// (`failed`), is due for the pool's check, or is still inside a
     /// transaction: those go back to the pool, which checks or closes them.
-    pub(crate) fn give_back(&self, kept: Kept<DB>, failed: bool) {
+    pub(crate) fn give_back(&self, mut kept: Kept<DB>, failed: bool) {
         if failed
             || kept.doomed
             || kept.uses >= USES_BETWEEN_CHECKS
@@ -123,10 +149,17 @@ impl<DB: Database> Connections<DB> {
         {
             return;
         }
-        let mut idle = self.idle();
-        if !idle.closed && idle.connections.len() < self.keep {
-            idle.connections.push(kept);
+        // The turn ends once the connection is back in the list, so that
+        // the next caller finds it there rather than asking the pool: the
+        // connections out of the pool stay within `keep`.
+        let turn = kept.turn.take();
+        {
+            let mut idle = self.idle();
+            if !idle.closed && idle.connections.len() < self.keep {
+                idle.connections.push(kept);
+            }
         }
+        drop(turn);
     }
 
     /// [`Self::give_back`] after a statement's outcome: an error other than
@@ -142,6 +175,9 @@ impl<DB: Database> Connections<DB> {
     /// Gives every kept connection back and closes the pool, waiting for
     /// those in use.
     pub(crate) async fn close(&self) {
+        if let Some(turns) = &self.turns {
+            turns.close();
+        }
         let kept = {
             let mut idle = self.idle();
             idle.closed = true;
@@ -159,6 +195,8 @@ pub(crate) struct Kept<DB: Database> {
     uses: u32,
     /// Left in a state nobody may inherit: closed when let go.
     doomed: bool,
+    /// The caller's turn (see [`Connections`]), while it is in use.
+    turn: Option<OwnedSemaphorePermit>,
 }
 
 impl<DB: Database> Kept<DB> {
@@ -386,14 +424,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn at_most_keep_connections_wait_here_and_the_pool_serves_the_rest() {
+    async fn at_most_keep_connections_are_out_and_the_pool_serves_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let connections = Connections::<Sqlite>::new(file_pool(&dir, 3).await, 2);
         let taken = [
             connections.take().await.unwrap(),
             connections.take().await.unwrap(),
-            connections.take().await.unwrap(),
         ];
+        // A third caller waits for a turn rather than for the pool.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), connections.take())
+                .await
+                .is_err()
+        );
         for conn in taken {
             connections.give_back(conn, false);
         }
@@ -419,5 +462,48 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), closing)
             .await
             .unwrap();
+        // Once closed, a caller is told so instead of waiting.
+        assert!(matches!(
+            connections.take().await,
+            Err(sqlx::Error::PoolClosed)
+        ));
+    }
+
+    /// Under load every caller is served in its turn: the one that waited
+    /// first gets the next connection given back, not one that came later
+    /// and found it kept here.
+    #[tokio::test]
+    async fn callers_are_served_first_come_first_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let connections = Arc::new(Connections::<Sqlite>::new(file_pool(&dir, 2).await, 1));
+        let held = connections.take().await.unwrap();
+        // The pool's other connection, in use elsewhere (a snapshot's): only
+        // the one kept here serves the callers below.
+        let snapshot = connections.sqlx().acquire().await.unwrap();
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for caller in 0..16 {
+            let connections = connections.clone();
+            let served = served.clone();
+            waiters.push(tokio::spawn(async move {
+                let conn = connections.take().await.unwrap();
+                served.lock().unwrap().push(caller);
+                tokio::task::yield_now().await;
+                connections.give_back(conn, false);
+            }));
+            // Each waits in line before the next one comes (this test's
+            // runtime has one thread: the sleep lets the caller run).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        connections.give_back(held, false);
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(*served.lock().unwrap(), (0..16).collect::<Vec<_>>());
+        drop(snapshot);
+        connections.close().await;
     }
 }
