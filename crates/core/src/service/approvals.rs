@@ -133,16 +133,33 @@ impl Keyhold {
         session.authorize(Operation::READ, true)?;
         let now = self.now();
         // Expiry is read against the clock: a pending request past its
-        // time is expired whether or not anything stored it so.
-        let stored = match status {
-            Some(ApprovalStatus::Expired) | Some(ApprovalStatus::Pending) => {
-                Some(ApprovalStatus::Pending)
+        // time is expired whether or not the expiry pass stored it so yet.
+        let mut list = match status {
+            Some(ApprovalStatus::Expired) => {
+                // Those the pass closed already, and those it has yet to.
+                let mut both = self
+                    .store
+                    .list_approvals(Some(ApprovalStatus::Expired), limit)
+                    .await?;
+                both.extend(
+                    self.store
+                        .list_approvals(Some(ApprovalStatus::Pending), limit)
+                        .await?,
+                );
+                // Newest first, as the store lists them.
+                both.sort_by_key(|r| std::cmp::Reverse(r.requested_at));
+                both
             }
-            other => other,
+            Some(ApprovalStatus::Pending) => {
+                self.store
+                    .list_approvals(Some(ApprovalStatus::Pending), limit)
+                    .await?
+            }
+            other => self.store.list_approvals(other, limit).await?,
         };
-        let mut list = self.store.list_approvals(stored, limit).await?;
         if let Some(wanted) = status {
             list.retain(|r| r.status_at(now) == wanted);
+            list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         }
         Ok(list)
     }
@@ -724,6 +741,46 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].status, ApprovalStatus::Expired);
         assert!(keyhold.expire_approvals().await.unwrap().is_empty());
+    }
+
+    /// Listed as expired whether or not the expiry pass closed it yet: a
+    /// pass between two reads must not make it vanish from the listing.
+    #[tokio::test]
+    async fn an_expired_request_is_listed_as_such_before_and_after_the_expiry_pass() {
+        let (keyhold, _, clock) = world().await;
+        let admin1 = alone("Admin1", Role::Administrator);
+        let fresh = ask_to_delete(&keyhold, &admin1, "Off1").await;
+        clock.advance(chrono::Duration::hours(24));
+        let late = ask_to_delete(&keyhold, &admin1, "Admin4").await;
+        clock.advance(chrono::Duration::hours(1));
+        let listed = |status| {
+            let keyhold = &keyhold;
+            let admin1 = &admin1;
+            async move {
+                keyhold
+                    .list_approvals(admin1, Some(status), 100)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed(ApprovalStatus::Expired).await, [fresh.id]);
+        assert_eq!(listed(ApprovalStatus::Pending).await, [late.id]);
+        assert_eq!(keyhold.expire_approvals().await.unwrap().len(), 1);
+        assert_eq!(listed(ApprovalStatus::Expired).await, [fresh.id]);
+        assert_eq!(listed(ApprovalStatus::Pending).await, [late.id]);
+        // Newest first across both, and within the limit.
+        clock.advance(chrono::Duration::hours(24));
+        let both = listed(ApprovalStatus::Expired).await;
+        assert_eq!(both, [late.id, fresh.id]);
+        let first = keyhold
+            .list_approvals(&admin1, Some(ApprovalStatus::Expired), 1)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].id, late.id);
     }
 
     #[tokio::test]
