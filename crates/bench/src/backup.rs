@@ -21,7 +21,7 @@ use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use crate::engine::{prepare_groups, rotate_all};
 use crate::kms_peer::KmsPeer;
-use crate::report::{Bar, Chart, Section, Stat};
+use crate::report::{Bar, Chart, Section, Stat, thousands};
 use crate::server::{
     ADMIN1_PASSWORD, ADMIN2_PASSWORD, KeyholdProcess, ServeOptions, cpu_time_of, status_kib,
 };
@@ -684,18 +684,6 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Whether the peak at the larger size stays within the target of the
 /// smaller's; the sentence that says so, with the figures.
 fn flat(
@@ -894,16 +882,4 @@ fn section(
             .collect(),
     });
     section
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_are_grouped() {
-        assert_eq!(thousands(1_000_001), "1,000,001");
-        assert_eq!(thousands(100_000), "100,000");
-        assert_eq!(thousands(999), "999");
-    }
 }

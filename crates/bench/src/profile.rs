@@ -81,7 +81,32 @@ pub struct Profile {
 /// A breakdown's categories, each with the frames that put a sample in it.
 /// A sample goes to the first category any of its frames matches, in the
 /// list's order.
-pub type Categories = &'static [(&'static str, &'static [&'static str])];
+pub type Categories = &'static [Category];
+/// A category's label, and the frames that put a sample in it.
+pub type Category = (&'static str, &'static [&'static str]);
+
+// Categories both breakdowns have, in both in this order.
+const HAND_OFFS: Category = (
+    "Thread hand-offs: waking and parking threads (futex, scheduler, epoll)",
+    &[
+        "futex",
+        "__schedule",
+        "finish_task_switch",
+        "try_to_wake_up",
+        "epoll_wait",
+        "thread::functions::park",
+        "Unparker",
+        "sched_yield",
+    ],
+);
+const SQLITE: Category = (
+    "Store: SQLite executing statements (on sqlx's connection threads)",
+    &["sqlite3"],
+);
+const SQLX: Category = (
+    "Store: sqlx (driver, pool, row decoding)",
+    &["sqlx_core", "sqlx_sqlite", "sqlx_postgres", "keyhold_store"],
+);
 
 /// The engine's categories (scenario 1): waiting and waking is charged
 /// before the work it interrupts, so SQLite's share is SQLite's own
@@ -91,27 +116,9 @@ pub const ENGINE: Categories = &[
         "Durable commits: fsync of SQLite's write-ahead log",
         &["fsync", "fdatasync"],
     ),
-    (
-        "Thread hand-offs: waking and parking threads (futex, scheduler, epoll)",
-        &[
-            "futex",
-            "__schedule",
-            "finish_task_switch",
-            "try_to_wake_up",
-            "epoll_wait",
-            "thread::functions::park",
-            "Unparker",
-            "sched_yield",
-        ],
-    ),
-    (
-        "Store: SQLite executing statements (on sqlx's connection threads)",
-        &["sqlite3"],
-    ),
-    (
-        "Store: sqlx (driver, pool, row decoding)",
-        &["sqlx_core", "sqlx_sqlite", "sqlx_postgres", "keyhold_store"],
-    ),
+    HAND_OFFS,
+    SQLITE,
+    SQLX,
     (
         "Keystore: RSA-OAEP wrap, sealing and opening key material",
         &["keyhold_keystore", "rsa::", "aes_gcm", "aes::"],
@@ -146,27 +153,9 @@ pub const ENGINE: Categories = &[
 /// does with the rows (the keystore's material check, the views, JSON), then
 /// serving the request.
 pub const LISTING: Categories = &[
-    (
-        "Thread hand-offs: waking and parking threads (futex, scheduler, epoll)",
-        &[
-            "futex",
-            "__schedule",
-            "finish_task_switch",
-            "try_to_wake_up",
-            "epoll_wait",
-            "thread::functions::park",
-            "Unparker",
-            "sched_yield",
-        ],
-    ),
-    (
-        "Store: SQLite executing statements (on sqlx's connection threads)",
-        &["sqlite3"],
-    ),
-    (
-        "Store: sqlx (driver, pool, row decoding)",
-        &["sqlx_core", "sqlx_sqlite", "sqlx_postgres", "keyhold_store"],
-    ),
+    HAND_OFFS,
+    SQLITE,
+    SQLX,
     (
         "Keystore: whether each key's material is there",
         &["keyhold_keystore", "aes_gcm", "aes::", "polyval", "ghash"],

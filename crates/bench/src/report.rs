@@ -200,6 +200,20 @@ pub fn format_value(v: f64) -> String {
 }
 
 /// A Markdown table: a header line, its rule, a line per row.
+/// "1,000,001": a count with its thousands separated, as the report writes
+/// counts.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub fn table<S: AsRef<str>>(headers: &[S], rows: &[Vec<String>]) -> String {
     let mut md = String::new();
     let headers: Vec<&str> = headers.iter().map(AsRef::as_ref).collect();
@@ -252,5 +266,14 @@ mod tests {
             table(&["Where", "Share"], &rows),
             "| Where | Share |\n|---|---|\n| fsync | 5.5% |\n| SQLite | 16.9% |\n"
         );
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(10), "10");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(100_000), "100,000");
+        assert_eq!(thousands(1_000_001), "1,000,001");
     }
 }

@@ -18,7 +18,7 @@ use secrecy::SecretString;
 
 use crate::engine::{prepare_groups, rotate_all};
 use crate::kms_peer::KmsPeer;
-use crate::report::{Bar, Chart, Section, Stat};
+use crate::report::{Bar, Chart, Section, Stat, thousands};
 use crate::server::{KeyholdProcess, Keystore, ServeOptions};
 use crate::{Context, Sizes};
 
@@ -198,19 +198,6 @@ async fn measure(
     })
 }
 
-/// "10,000": thousands separated as the report writes them.
-fn count(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 pub async fn run(ctx: &Context, sizes: &Sizes) -> anyhow::Result<Section> {
     let peer = KmsPeer::start(false).await?;
     let Keystore::Pkcs11 { module, .. } = Keystore::pkcs11_from_env()? else {
@@ -234,7 +221,7 @@ fn section(sizes: &Sizes, runs: &[SizeRun]) -> Section {
         "Wall ms per rotation".into(),
         format!(
             "CPU ÷ the {}-key token's",
-            fewest.map_or_else(String::new, |r| count(r.keys))
+            fewest.map_or_else(String::new, |r| thousands(r.keys as u64))
         ),
         "One search by label, ms".into(),
         "Filling the token, ms per key".into(),
@@ -247,7 +234,7 @@ fn section(sizes: &Sizes, runs: &[SizeRun]) -> Section {
     let wall = |r: &SizeRun| r.wall_ms.median;
     for r in runs {
         section.row(vec![
-            count(r.keys),
+            thousands(r.keys as u64),
             r.per_second.show(1),
             r.cpu_ms.show(2),
             r.wall_ms.show(2),
@@ -302,8 +289,8 @@ fn section(sizes: &Sizes, runs: &[SizeRun]) -> Section {
              one token object at a time (SoftHSM2 corrupts objects written at once, its \
              issue #573), each a few file writes by SoftHSM2 whose time depends on the other \
              work on the machine (the load average at the start, above).",
-            most_keys = count(most.keys),
-            fewest_keys = count(fewest.keys),
+            most_keys = thousands(most.keys as u64),
+            fewest_keys = thousands(fewest.keys as u64),
             most_cpu = most.cpu_ms.median,
             fewest_cpu = fewest.cpu_ms.median,
             wall_ratio = ratio(most, wall),
@@ -321,7 +308,7 @@ fn section(sizes: &Sizes, runs: &[SizeRun]) -> Section {
         bars: runs
             .iter()
             .map(|r| Bar {
-                label: format!("{} keys on the token", count(r.keys)),
+                label: format!("{} keys on the token", thousands(r.keys as u64)),
                 stat: r.cpu_ms.clone(),
             })
             .collect(),
@@ -339,17 +326,4 @@ fn section(sizes: &Sizes, runs: &[SizeRun]) -> Section {
         section.failure = Some(problem);
     }
     section
-}
-
-#[cfg(test)]
-mod tests {
-    use super::count;
-
-    #[test]
-    fn counts_are_written_with_thousands_separators() {
-        assert_eq!(count(10), "10");
-        assert_eq!(count(1000), "1,000");
-        assert_eq!(count(10_000), "10,000");
-        assert_eq!(count(1_000_000), "1,000,000");
-    }
 }

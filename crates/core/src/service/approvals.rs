@@ -150,11 +150,6 @@ impl Keyhold {
                 both.sort_by_key(|r| std::cmp::Reverse(r.requested_at));
                 both
             }
-            Some(ApprovalStatus::Pending) => {
-                self.store
-                    .list_approvals(Some(ApprovalStatus::Pending), limit)
-                    .await?
-            }
             other => self.store.list_approvals(other, limit).await?,
         };
         if let Some(wanted) = status {
