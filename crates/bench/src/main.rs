@@ -297,11 +297,12 @@ const GAPS: &str = "
   rotation per second there, while LocalStack enforces no quota and the baselines pace \
   nothing. Against AWS at the default quotas every contender is held there alike; \
   scenario 3 shows keyhold under enforced quotas, and keyhold's own cost is scenario 1's.
-- **keyhold sends three DescribeKey per rotation that the baselines do not** (scenario \
-  2's requests per rotation: 8 against 5): it reads the new key's state before and after \
-  the import, and the previous key's after disabling it, to record what AWS holds and to \
-  resume safely after a crash. Against LocalStack, whose CPU (on the same two cores) \
-  bounds every contender, those reads are most of the gap to the raw SDK loop.
+- **keyhold sends the baselines' requests per rotation** (scenario 2's table: \
+  CreateKey, GetParametersForImport, ImportKeyMaterial, the alias, DisableKey). It \
+  records what AWS holds from KMS's own answers within a run (the key it created awaits \
+  its import, the import enables it, the disable disables the previous one), and asks \
+  (DescribeKey) only where a run was not told: a rotation resumed after a crash reads \
+  its key's state before importing, and a disable KMS refused reads what became of the key.
 - **Other work on the machine** shows in the load average at the start (table above): \
   it makes wall-time figures (rotations/s, latencies) pessimistic; CPU time per \
   rotation is less affected.

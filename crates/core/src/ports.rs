@@ -465,6 +465,16 @@ pub trait Store: Send + Sync {
     async fn get_drift(&self, id: uuid::Uuid) -> Result<Option<Finding>, StoreError>;
     /// Each group's last drift check; groups never checked are absent.
     async fn drift_checks(&self) -> Result<Vec<DriftCheck>, StoreError>;
+    /// Groups last checked for drift (or, never checked, created) at or
+    /// before `checked_before`, with no drift check job created after
+    /// `quiet_since` (a failed check waits), least recently checked first,
+    /// at most `limit`: the schedule's cost follows the due groups, not all.
+    async fn groups_due_for_drift_check(
+        &self,
+        checked_before: Timestamp,
+        quiet_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeyGroup>, StoreError>;
     /// Open findings by kind (kinds with none left out), for `/metrics`.
     async fn drift_counts(&self) -> Result<Vec<(DriftKind, u64)>, StoreError>;
     /// Of these KMS key ids, those no key of keyhold's is in (one query for

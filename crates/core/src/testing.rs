@@ -1068,6 +1068,37 @@ impl Store for FakeStore {
     async fn drift_checks(&self) -> Result<Vec<DriftCheck>, StoreError> {
         Ok(lock(&self.state).drift_checks.values().cloned().collect())
     }
+    async fn groups_due_for_drift_check(
+        &self,
+        checked_before: Timestamp,
+        quiet_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeyGroup>, StoreError> {
+        let state = lock(&self.state);
+        let mut due: Vec<(Timestamp, KeyGroup)> = state
+            .groups
+            .values()
+            .map(|g| {
+                let last = state
+                    .drift_checks
+                    .get(&g.name)
+                    .map_or(g.created_at, |c| c.checked_at);
+                (last, g)
+            })
+            .filter(|(last, g)| {
+                *last <= checked_before
+                    && !state.jobs.iter().any(|j| {
+                        j.kind.group() == &g.name
+                            && j.kind.label() == JobKind::CHECK_DRIFT_LABEL
+                            && j.created_at > quiet_since
+                    })
+            })
+            .map(|(last, g)| (last, g.clone()))
+            .collect();
+        due.sort_by(|(a, g), (b, h)| a.cmp(b).then_with(|| g.name.cmp(&h.name)));
+        due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(due.into_iter().map(|(_, g)| g).collect())
+    }
     async fn drift_counts(&self) -> Result<Vec<(DriftKind, u64)>, StoreError> {
         let mut counts: BTreeMap<DriftKind, u64> = BTreeMap::new();
         for finding in lock(&self.state).open_drift() {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use super::Keyhold;
 use crate::action::Action;
-use crate::clock::Timestamp;
 use crate::drift::{DriftCheck, DriftFilter, DriftKind, Finding, MAX_PLAN_REPAIRS, Plan, Repair};
 use crate::error::{CoreError, CoreResult, InvalidInput, StoreError};
 use crate::group::KeyGroup;
@@ -172,38 +171,17 @@ impl Keyhold {
             return Ok(Vec::new());
         };
         let now = self.now();
-        let checks: HashMap<GroupName, Timestamp> = self
-            .store
-            .drift_checks()
-            .await?
-            .into_iter()
-            .map(|c| (c.group, c.checked_at))
-            .collect();
-        let mut due: Vec<(Timestamp, KeyGroup)> = self
-            .store
-            .list_groups()
-            .await?
-            .into_iter()
-            .map(|g| {
-                let last = checks.get(&g.name).copied().unwrap_or(g.created_at);
-                (last, g)
-            })
-            .filter(|(last, _)| *last + interval <= now)
-            .collect();
-        due.sort_by_key(|(last, _)| *last);
         let pause = interval.min(FAILED_CHECK_PAUSE);
+        let due = self
+            .store
+            .groups_due_for_drift_check(
+                now - interval,
+                now - pause,
+                u32::try_from(limit).unwrap_or(u32::MAX),
+            )
+            .await?;
         let mut queued = Vec::new();
-        for (_, group) in due {
-            if queued.len() >= limit {
-                break;
-            }
-            let latest = self
-                .store
-                .latest_job_of(&group.name, JobKind::CHECK_DRIFT_LABEL)
-                .await?;
-            if latest.is_some_and(|job| job.created_at + pause > now) {
-                continue;
-            }
+        for group in due {
             match self.insert_drift_check(&Initiator::Scheduler, &group).await {
                 Ok(job) => queued.push(job),
                 // Another job runs for the group: the next pass tries again.

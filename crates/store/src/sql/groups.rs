@@ -3,6 +3,7 @@ use keyhold_core::clock::Timestamp;
 use keyhold_core::cloud::aws::{KeyPolicy, KmsKeyId};
 use keyhold_core::group::KeyGroup;
 use keyhold_core::interval::Interval;
+use keyhold_core::job::JobKind;
 use keyhold_core::names::GroupName;
 
 use super::batch::{Batch, Changes};
@@ -36,6 +37,36 @@ pub(super) async fn due(
          ORDER BY next_rotation_at LIMIT $2"
     ))
     .bind(ts(now))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(KeyGroup::try_from)
+    .collect()
+}
+
+/// Due for a drift check, least recently checked first: the groups' rows
+/// joined to their last check, the jobs' (group, created) index telling
+/// which had a check queued lately.
+pub(super) async fn due_for_drift_check(
+    pool: &Pool,
+    checked_before: &Timestamp,
+    quiet_since: &Timestamp,
+    limit: u32,
+) -> Result<Vec<KeyGroup>, StoreError> {
+    sqlx::query_as::<_, GroupRow>(&format!(
+        "SELECT {COLUMNS} FROM key_groups \
+         LEFT JOIN drift_checks ON drift_checks.group_name = key_groups.name \
+         WHERE COALESCE(drift_checks.checked_at, key_groups.created_at) <= $1 \
+         AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.group_name = key_groups.name \
+             AND jobs.kind = $2 AND jobs.created_at > $3) \
+         ORDER BY COALESCE(drift_checks.checked_at, key_groups.created_at), key_groups.name \
+         LIMIT $4"
+    ))
+    .bind(ts(checked_before))
+    .bind(JobKind::CHECK_DRIFT_LABEL)
+    .bind(ts(quiet_since))
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await

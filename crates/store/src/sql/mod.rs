@@ -890,6 +890,15 @@ impl Store for SqlBackend {
         drift::checks(&self.pool).await
     }
 
+    async fn groups_due_for_drift_check(
+        &self,
+        checked_before: Timestamp,
+        quiet_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeyGroup>, StoreError> {
+        groups::due_for_drift_check(&self.pool, &checked_before, &quiet_since, limit).await
+    }
+
     async fn drift_counts(&self) -> Result<Vec<(DriftKind, u64)>, StoreError> {
         drift::counts(&self.pool).await
     }

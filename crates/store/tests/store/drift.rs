@@ -907,3 +907,63 @@ async fn self_heal_round_trips_through_insert_update_and_replace() {
     assert!(stored.aws.self_heal);
     assert_eq!(stored.next_rotation_at, Some(at(99)));
 }
+
+#[tokio::test]
+async fn groups_due_for_a_drift_check_are_the_least_recently_checked_not_just_tried() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    s.insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    for (group_name, created) in [("alpha", 3), ("bravo", 5), ("charlie", 1), ("delta", 2)] {
+        let g = KeyGroup {
+            created_at: at(created),
+            ..group(group_name, "aws-prod")
+        };
+        s.insert_group(&g, &record("g")).await.unwrap();
+    }
+    // alpha checked at 20 and charlie at 50 (jobs queued at 10 and 40);
+    // bravo and delta never checked: their creation counts.
+    for (group_name, queued, checked) in [("alpha", 10, 20), ("charlie", 40, 50)] {
+        let job = check_job(group_name, queued);
+        started(&f, &job).await;
+        let mut done = job.clone();
+        done.progress.done.push(Step::CheckDrift);
+        done.status = JobStatus::Succeeded;
+        done.finished_at = Some(at(checked));
+        s.commit_job(&commit(&done, &drift(&done, vec![], vec![], checked)))
+            .await
+            .unwrap();
+    }
+    let due = |before, quiet, limit| async move {
+        s.groups_due_for_drift_check(at(before), at(quiet), limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(due(30, 15, 10).await, ["delta", "bravo", "alpha"]);
+    assert_eq!(due(30, 15, 2).await, ["delta", "bravo"]);
+    assert_eq!(due(4, 15, 10).await, ["delta"]);
+    assert_eq!(
+        due(60, 45, 10).await,
+        ["delta", "bravo", "alpha", "charlie"]
+    );
+    // A check queued after `quiet_since` (one that failed, or still runs)
+    // keeps its group out; the group's other jobs do not.
+    assert_eq!(due(30, 5, 10).await, ["delta", "bravo"]);
+    started(&f, &check_job("delta", 25)).await;
+    started(
+        &f,
+        &job_of(
+            JobKind::Rotate {
+                group: name("bravo"),
+            },
+            26,
+        ),
+    )
+    .await;
+    assert_eq!(due(30, 15, 10).await, ["bravo", "alpha"]);
+    assert_eq!(due(30, 25, 10).await, ["delta", "bravo", "alpha"]);
+}

@@ -42,6 +42,7 @@ use futures_util::{FutureExt as _, StreamExt as _, TryStreamExt as _, stream};
 
 use super::super::Keyhold;
 use super::StepOutcome;
+use super::import::KmsKeyBefore;
 use super::runner::JobRuntime;
 use crate::action::drift as audit_text;
 use crate::cloud::aws::KmsKeyId;
@@ -285,7 +286,8 @@ impl Keyhold {
                 job.progress.key_id = Some(*key_id);
                 job.progress.kms_key_id = Some(kms_key_id.clone());
                 job.progress.keep_disabled = false;
-                self.import_material(job, kms, false).await?
+                self.import_material(job, kms, KmsKeyBefore::Unknown)
+                    .await?
             }
             Repair::PutPolicy { kms_key_id } => match &group.aws.policy {
                 Some(policy) => {

@@ -19,7 +19,7 @@ use crate::error::CoreError;
 use crate::identity::{Role, Session, SessionIdentity};
 use crate::job::{Checkpoint, GROUP_TAG, Job, JobKind, JobStatus, Step};
 use crate::key::KeyState;
-use crate::names::IdentityName;
+use crate::names::{GroupName, IdentityName};
 use crate::ports::NoHooks;
 use crate::testing::FakeKms;
 
@@ -486,6 +486,36 @@ async fn the_schedule_checks_each_group_once_per_interval_and_a_failure_waits() 
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn a_failed_check_waiting_its_pause_leaves_its_place_to_the_next_due_group() {
+    let (w, _, _) = rotated_twice().await;
+    // A second group, made after the first: checked after it.
+    let billing = GroupName::parse("billing").unwrap();
+    let mut second = w.group();
+    second.id = uuid::Uuid::new_v4();
+    second.name = billing.clone();
+    second.aws.alias = Alias::parse("alias/billing").unwrap();
+    second.created_at = super::tests::start() + chrono::Duration::minutes(1);
+    w.store.put_group(second);
+    w.clock.advance(chrono::Duration::hours(25));
+    let first = w.keyhold.queue_due_drift_checks(1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].kind.group(), &group_name());
+    w.kms.fail_next(
+        "list_aliases",
+        crate::cloud::CloudError::Transient {
+            operation: "ListAliases",
+            message: "down".into(),
+        },
+    );
+    let failed = w.run(&first[0], &NoHooks).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    // One check a pass: the failed group waits, the other is not held up.
+    let next = w.keyhold.queue_due_drift_checks(1).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].kind.group(), &billing);
 }
 
 #[tokio::test]

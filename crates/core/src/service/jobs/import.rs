@@ -14,43 +14,63 @@ use crate::key::{Key, KeyState, MaterialState};
 /// Import attempts when KMS answers that the import token expired.
 const IMPORT_ATTEMPTS: u32 = 3;
 
+/// What the import step knows of the KMS key before it acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum KmsKeyBefore {
+    /// Nothing: KMS is asked, and the material imported whatever the key
+    /// already holds (Synchronize: the user asked for it).
+    Unknown,
+    /// A rotation in a run that did not see the key created: KMS is asked,
+    /// and a key already enabled or disabled holds the material (imported
+    /// before an interruption), so the step is done.
+    MaybeImported,
+    /// This run saw the key external and pending import (its CreateKey
+    /// answered, or the placeholder was described): KMS is not asked again.
+    AwaitingImport,
+}
+
 impl Keyhold {
-    /// `skip_if_imported`: a KMS key already enabled or disabled holds the
-    /// material (imported before an interruption), so the step is done.
     pub(super) async fn import_material(
         &self,
         job: &mut Job,
         kms: &dyn CloudKms,
-        skip_if_imported: bool,
+        before: KmsKeyBefore,
     ) -> CoreResult<StepOutcome> {
         let mut key = self.job_key(job).await?;
         // A key keyhold records as disabled (rotated out) stays disabled:
         // KMS enables a key when material is imported into it.
         let keep_disabled = key.state == KeyState::Disabled || job.progress.keep_disabled;
         let kms_key_id = job.progress.require_kms_key()?.clone();
-        let info = kms.describe_key(&kms_key_id).await?;
-        if skip_if_imported && matches!(info.state, KeyState::Enabled | KeyState::Disabled) {
-            key.state = info.state;
-            return Ok(StepOutcome {
-                drift: None,
-                audit: None,
-                keys: vec![key],
-                group: None,
-                message: format!(
-                    "KMS key {kms_key_id} already holds the material (imported before an interruption)"
-                ),
-            });
-        }
-        if !info.external {
-            return Err(CoreError::Conflict(format!(
-                "KMS key {kms_key_id} does not take imported key material (its origin is not External)"
-            )));
-        }
-        if info.state == KeyState::PendingDeletion {
-            return Err(CoreError::Conflict(format!(
-                "KMS key {kms_key_id} is pending deletion in AWS: cancel the deletion in AWS first (kms cancel-key-deletion), then retry"
-            )));
-        }
+        let state_before = if before == KmsKeyBefore::AwaitingImport {
+            KeyState::PendingImport
+        } else {
+            let info = kms.describe_key(&kms_key_id).await?;
+            if before == KmsKeyBefore::MaybeImported
+                && matches!(info.state, KeyState::Enabled | KeyState::Disabled)
+            {
+                key.state = info.state;
+                return Ok(StepOutcome {
+                    drift: None,
+                    audit: None,
+                    keys: vec![key],
+                    group: None,
+                    message: format!(
+                        "KMS key {kms_key_id} already holds the material (imported before an interruption)"
+                    ),
+                });
+            }
+            if !info.external {
+                return Err(CoreError::Conflict(format!(
+                    "KMS key {kms_key_id} does not take imported key material (its origin is not External)"
+                )));
+            }
+            if info.state == KeyState::PendingDeletion {
+                return Err(CoreError::Conflict(format!(
+                    "KMS key {kms_key_id} is pending deletion in AWS: cancel the deletion in AWS first (kms cancel-key-deletion), then retry"
+                )));
+            }
+            info.state
+        };
         if key.is_expired(self.now()) {
             return Err(CoreError::Conflict(format!(
                 "key {kms_key_id} expired on {}: its material cannot be imported again; rotate the group instead",
@@ -86,15 +106,18 @@ impl Keyhold {
         } else {
             ""
         };
-        key.state = kms
-            .describe_key(&kms_key_id)
-            .await
-            .map(|i| i.state)
-            .unwrap_or(if keep_disabled {
-                KeyState::Disabled
-            } else {
-                KeyState::Enabled
-            });
+        // What KMS answered settles the state, except for a key that was
+        // disabled before the import (KMS leaves it so or enables it, which
+        // only it can say).
+        key.state = match state_before {
+            _ if keep_disabled => KeyState::Disabled,
+            KeyState::PendingImport | KeyState::Enabled => KeyState::Enabled,
+            _ => kms
+                .describe_key(&kms_key_id)
+                .await
+                .map(|i| i.state)
+                .unwrap_or(KeyState::Enabled),
+        };
         job.progress.wrapping = Some(algorithm);
         let expiry = match key.valid_to {
             Some(end) => format!(", valid to {}", message_time(&end)),

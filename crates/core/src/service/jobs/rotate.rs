@@ -13,8 +13,8 @@
 
 use super::super::Keyhold;
 use super::StepOutcome;
-use super::import::Imported;
-use super::runner::JobRuntime;
+use super::import::{Imported, KmsKeyBefore};
+use super::runner::{JobRuntime, RunMemory};
 use crate::cloud::aws::KmsKeyId;
 use crate::cloud::{CloudError, CloudKms, MaterialImport};
 use crate::error::{CoreError, CoreResult};
@@ -137,13 +137,20 @@ impl Keyhold {
         step: Step,
         group: &KeyGroup,
         kms: &dyn CloudKms,
+        seen: &mut RunMemory,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
         match step {
             Step::GenerateKey => self.generate_key(job, group).await,
-            Step::CreateKmsKey => self.create_kms_key(job, group, kms, runtime).await,
-            // A resumed rotation may find its key already holding the material.
-            Step::ImportMaterial => self.import_material(job, kms, true).await,
+            Step::CreateKmsKey => self.create_kms_key(job, group, kms, seen, runtime).await,
+            Step::ImportMaterial => {
+                let before = match (&seen.awaiting_import, &job.progress.kms_key_id) {
+                    (Some(seen), Some(key)) if seen == key => KmsKeyBefore::AwaitingImport,
+                    // A resumed rotation may find its key already holding the material.
+                    _ => KmsKeyBefore::MaybeImported,
+                };
+                self.import_material(job, kms, before).await
+            }
             Step::MoveAlias => self.move_alias(job, group, kms).await,
             Step::DisablePrevious => self.disable_previous(job, group, kms).await,
             Step::Activate => self.activate(job).await,
@@ -234,6 +241,7 @@ impl Keyhold {
         job: &mut Job,
         group: &KeyGroup,
         kms: &dyn CloudKms,
+        seen: &mut RunMemory,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
         let mut key = self.job_key(job).await?;
@@ -249,6 +257,7 @@ impl Keyhold {
             )
         } else if let Some(placeholder) = self.usable_placeholder(job, group, kms).await? {
             job.progress.used_placeholder = true;
+            seen.awaiting_import = Some(placeholder.clone());
             (
                 placeholder.clone(),
                 format!(
@@ -274,6 +283,7 @@ impl Keyhold {
                     &tags,
                 )
                 .await?;
+            seen.awaiting_import = Some(created.clone());
             (
                 created.clone(),
                 format!(
@@ -372,26 +382,32 @@ impl Keyhold {
                 "Disable key after rotating is off: KMS key {previous} stays enabled"
             )));
         }
-        let message = match kms.disable_key(&previous).await {
-            Ok(()) => format!("Disabled the previous KMS key {previous}"),
+        let (message, disabled) = match kms.disable_key(&previous).await {
+            Ok(()) => (format!("Disabled the previous KMS key {previous}"), true),
             // Gone or scheduled for deletion behind keyhold's back: nothing left to disable.
             Err(
                 CloudError::NotFound { message, .. } | CloudError::InvalidState { message, .. },
-            ) => {
+            ) => (
                 format!(
                     "The previous KMS key {previous} could not be disabled ({message}); it is already unusable"
-                )
-            }
+                ),
+                false,
+            ),
             Err(e) => return Err(e.into()),
         };
         // Every version in the previous KMS key shares its state.
         let mut keys = self.store.keys_in_kms_key(&previous).await?;
         if !keys.is_empty() {
-            let state = kms
-                .describe_key(&previous)
-                .await
-                .map(|i| i.state)
-                .unwrap_or(KeyState::Disabled);
+            // KMS answered the disable: the key is disabled. Otherwise KMS
+            // says what became of it.
+            let state = if disabled {
+                KeyState::Disabled
+            } else {
+                kms.describe_key(&previous)
+                    .await
+                    .map(|i| i.state)
+                    .unwrap_or(KeyState::Disabled)
+            };
             for old in &mut keys {
                 old.state = state;
             }

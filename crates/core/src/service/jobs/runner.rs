@@ -11,6 +11,7 @@ use super::super::Keyhold;
 use super::StepOutcome;
 use crate::action::JobRun;
 use crate::audit::AuditRecord;
+use crate::cloud::aws::KmsKeyId;
 use crate::cloud::{CloudConnector, CloudKms};
 use crate::cluster::Lease;
 use crate::credential::CredentialKind;
@@ -25,6 +26,18 @@ use crate::ports::{JobCommit, JobHooks};
 struct RunContext {
     group: KeyGroup,
     kms: Arc<dyn CloudKms>,
+    seen: RunMemory,
+}
+
+/// What a run learned from KMS's own answers, which spares asking KMS
+/// again later in the same run. Never committed: a run resumed after an
+/// interruption starts knowing nothing, and asks.
+#[derive(Default)]
+pub(super) struct RunMemory {
+    /// The KMS key this run saw awaiting its first material: created by
+    /// this run's CreateKey (origin External), or the group's placeholder
+    /// it described as External and pending import.
+    pub awaiting_import: Option<KmsKeyId>,
 }
 
 /// The outside world a running job needs.
@@ -105,7 +118,7 @@ impl Keyhold {
         job: &Job,
         connector: &dyn CloudConnector,
         cache: &'c mut Option<RunContext>,
-    ) -> CoreResult<&'c RunContext> {
+    ) -> CoreResult<&'c mut RunContext> {
         if let Some(run) = cache {
             return Ok(run);
         }
@@ -156,7 +169,11 @@ impl Keyhold {
         let kms = connector
             .connect(&credential, secret, &group.aws.region)
             .await?;
-        Ok(cache.insert(RunContext { group, kms }))
+        Ok(cache.insert(RunContext {
+            group,
+            kms,
+            seen: RunMemory::default(),
+        }))
     }
 
     async fn commit_step(
@@ -289,12 +306,15 @@ impl Keyhold {
         &self,
         job: &mut Job,
         step: Step,
-        run: &RunContext,
+        run: &mut RunContext,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
         let (group, kms) = (&run.group, run.kms.as_ref());
         match job.kind {
-            JobKind::Rotate { .. } => self.run_rotation_step(job, step, group, kms, runtime).await,
+            JobKind::Rotate { .. } => {
+                self.run_rotation_step(job, step, group, kms, &mut run.seen, runtime)
+                    .await
+            }
             JobKind::Synchronize { .. } => {
                 self.run_synchronization_step(job, step, group, kms, runtime)
                     .await

@@ -5,6 +5,7 @@
 
 use super::super::Keyhold;
 use super::StepOutcome;
+use super::import::KmsKeyBefore;
 use super::runner::JobRuntime;
 use crate::cloud::{CloudError, CloudKms};
 use crate::error::CoreResult;
@@ -25,7 +26,7 @@ impl Keyhold {
         match step {
             Step::DeleteMaterial => self.delete_material(job, kms).await,
             // Synchronize imports whatever KMS holds: the user asked for it.
-            Step::ImportMaterial => self.import_material(job, kms, false).await,
+            Step::ImportMaterial => self.import_material(job, kms, KmsKeyBefore::Unknown).await,
             Step::UpdatePolicy => self.update_policy(job, group, kms).await,
             Step::GenerateKey
             | Step::CreateKmsKey

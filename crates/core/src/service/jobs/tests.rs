@@ -256,6 +256,83 @@ async fn a_second_rotation_disables_the_previous_key_when_the_group_says_so() {
 }
 
 #[tokio::test]
+async fn a_rotation_asks_kms_nothing_its_own_run_was_told() {
+    let w = World::new();
+    let first = w.rotate().await;
+    let calls_before = w.kms.snapshot().calls.len();
+    let second = w.rotate().await;
+    assert_eq!(second.status, JobStatus::Succeeded, "{:?}", second.error);
+    // The key this run created awaits its import, the import enables it, and
+    // the disable that KMS answered disabled the previous one: no DescribeKey.
+    let kms = w.kms.snapshot();
+    assert_eq!(
+        kms.calls[calls_before..],
+        [
+            "create_key",
+            "get_parameters_for_import",
+            "import_key_material",
+            "point_alias",
+            "disable_key",
+        ]
+    );
+    // What keyhold records is what KMS holds.
+    let store = w.store.snapshot();
+    for job in [&first, &second] {
+        let kms_key_id = job.progress.kms_key_id.clone().unwrap();
+        assert_eq!(
+            store.key_by_kms_id(&kms_key_id).unwrap().state,
+            kms.keys[&kms_key_id].state,
+            "{kms_key_id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_resumed_after_creating_its_key_asks_kms_before_importing() {
+    let w = Arc::new(World::new());
+    let job = w.queue_rotation().await;
+    crash_at(&w, &job, Checkpoint::Step(Step::CreateKmsKey), true).await;
+    let calls_before = w.kms.snapshot().calls.len();
+    let resumed = w.run(&job, &NoHooks).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Succeeded, "{:?}", resumed.error);
+    // Another run created the key: it may already hold the material.
+    let kms = w.kms.snapshot();
+    assert_eq!(
+        kms.calls[calls_before..calls_before + 2],
+        ["describe_key", "get_parameters_for_import"]
+    );
+    let kms_key_id = resumed.progress.kms_key_id.clone().unwrap();
+    assert_eq!(kms.keys[&kms_key_id].state, KeyState::Enabled);
+    assert_eq!(
+        w.store.snapshot().key_by_kms_id(&kms_key_id).unwrap().state,
+        KeyState::Enabled
+    );
+}
+
+#[tokio::test]
+async fn a_previous_key_kms_would_not_disable_is_recorded_as_kms_describes_it() {
+    let w = World::new();
+    let first = w.rotate().await;
+    let old = first.progress.kms_key_id.clone().unwrap();
+    // Scheduled for deletion in AWS behind keyhold's back.
+    w.kms.alter(|kms| {
+        kms.keys.get_mut(&old).unwrap().state = KeyState::PendingDeletion;
+    });
+    let second = w.rotate().await;
+    assert_eq!(second.status, JobStatus::Succeeded, "{:?}", second.error);
+    assert_eq!(
+        w.store.snapshot().key_by_kms_id(&old).unwrap().state,
+        KeyState::PendingDeletion
+    );
+    assert_step_message(
+        &w.messages(&second),
+        5,
+        6,
+        &format!("The previous KMS key {old} could not be disabled"),
+    );
+}
+
+#[tokio::test]
 async fn with_disable_after_rotate_off_the_previous_key_stays_enabled() {
     let w = World::new();
     w.change_group(|g| g.aws.disable_after_rotate = false);
