@@ -303,6 +303,11 @@ const GAPS: &str = "
   its import, the import enables it, the disable disables the previous one), and asks \
   (DescribeKey) only where a run was not told: a rotation resumed after a crash reads \
   its key's state before importing, and a disable KMS refused reads what became of the key.
+- **Against LocalStack every contender is bound by LocalStack's CPU** (scenario 2: about \
+  90–100 ms of it per rotation, the contenders' own 3–13 ms, on the same two cores), so \
+  the ratios of the rounds spread widely around parity (the min–max in brackets), and a \
+  median within a few percent of a target can fall on either side of it from one run to \
+  the next. Scenario 1 measures keyhold's own cost without that noise.
 - **Other work on the machine** shows in the load average at the start (table above): \
   it makes wall-time figures (rotations/s, latencies) pessimistic; CPU time per \
   rotation is less affected.
@@ -333,9 +338,11 @@ const GAPS: &str = "
   crash-point table of docs/reliability.md) or a SQLite driver that runs statements on \
   the calling thread.
 - **The XKS proxy beside AWS's sample proxy in that proxy's own setup** (plain HTTP, a \
-  Python SigV4 client on 16 connections sharing the cores): scenario 8 measures keyhold \
-  over HTTPS with the AWS SDK's signer in Rust, so its figures are not yet comparable \
-  with the sample proxy's published ones.
+  Python SigV4 client on 16 connections sharing the cores): the sample proxy \
+  (aws-samples/aws-kms-xks-proxy) is not published to a registry this machine reaches, \
+  so it cannot be built here beside keyhold. Scenario 8 measures keyhold over HTTPS \
+  with the AWS SDK's signer in Rust; its figures are not comparable with the sample \
+  proxy's published ones, whose client shared the cores.
 - **The criterion micro-benchmarks** (`./scripts/bench --micro`, \
   `crates/bench/benches/micro.rs`: key generation, the RSA-OAEP wrap, audit sealing and \
   verification, the store's audited commit) are not part of this report.

@@ -154,8 +154,11 @@ impl Keyhold {
             Step::MoveAlias => self.move_alias(job, group, kms).await,
             Step::DisablePrevious => self.disable_previous(job, group, kms).await,
             Step::Activate => self.activate(job).await,
-            Step::ImportNewMaterial => self.import_new_material(job, group, kms, runtime).await,
-            Step::MakeMaterialCurrent => self.make_material_current(job, group, kms).await,
+            Step::ImportNewMaterial => {
+                self.import_new_material(job, group, kms, seen, runtime)
+                    .await
+            }
+            Step::MakeMaterialCurrent => self.make_material_current(job, group, kms, seen).await,
             Step::DeleteMaterial
             | Step::UpdatePolicy
             | Step::CheckDrift
@@ -454,6 +457,7 @@ impl Keyhold {
         job: &mut Job,
         group: &KeyGroup,
         kms: &dyn CloudKms,
+        seen: &mut RunMemory,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
         let mut key = self.job_key(job).await?;
@@ -486,6 +490,7 @@ impl Keyhold {
                     )
                     .await
                     .map_err(|e| explain_in_place_import(e, &kms_key_id))?;
+                seen.pending_rotation.clone_from(&imported.material);
                 (imported, "imported as new key material into KMS key")
             }
         };
@@ -563,6 +568,7 @@ impl Keyhold {
         job: &mut Job,
         group: &KeyGroup,
         kms: &dyn CloudKms,
+        seen: &RunMemory,
     ) -> CoreResult<StepOutcome> {
         let mut key = self.job_key(job).await?;
         let kms_key_id = job.progress.require_kms_key()?.clone();
@@ -572,8 +578,15 @@ impl Keyhold {
                 key.version
             ))
         })?;
-        let before = kms.describe_key(&kms_key_id).await?;
-        let already = before.current_material.as_ref() == Some(&material);
+        // Material this run imported is still pending; after an
+        // interruption KMS may have made it current already.
+        let already = seen.pending_rotation.as_ref() != Some(&material)
+            && kms
+                .describe_key(&kms_key_id)
+                .await?
+                .current_material
+                .as_ref()
+                == Some(&material);
         if !already {
             match kms.rotate_key_on_demand(&kms_key_id).await {
                 Ok(()) => {}

@@ -11,7 +11,7 @@ use super::super::Keyhold;
 use super::StepOutcome;
 use crate::action::JobRun;
 use crate::audit::AuditRecord;
-use crate::cloud::aws::KmsKeyId;
+use crate::cloud::aws::{KeyMaterialId, KmsKeyId};
 use crate::cloud::{CloudConnector, CloudKms};
 use crate::cluster::Lease;
 use crate::credential::CredentialKind;
@@ -38,6 +38,9 @@ pub(super) struct RunMemory {
     /// this run's CreateKey (origin External), or the group's placeholder
     /// it described as External and pending import.
     pub awaiting_import: Option<KmsKeyId>,
+    /// The material this run imported as new material, pending rotation:
+    /// not current yet, so rotating it in place needs no look first.
+    pub pending_rotation: Option<KeyMaterialId>,
 }
 
 /// The outside world a running job needs.

@@ -1273,6 +1273,36 @@ async fn a_new_material_group_keeps_its_kms_key_and_each_version_names_its_mater
 }
 
 #[tokio::test]
+async fn an_in_place_rotation_looks_at_the_kms_key_only_after_rotating_it() {
+    let w = World::in_place(AtRotationLimit::NewKey);
+    w.rotate().await;
+    let calls_before = w.kms.snapshot().calls.len();
+    let job = w.rotate().await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    // The material this run imported is pending: no look before rotating;
+    // one after the import (the key's state) and one after the rotation
+    // (the material current).
+    let kms = w.kms.snapshot();
+    assert_eq!(
+        kms.calls[calls_before..],
+        [
+            "get_parameters_for_import",
+            "import_key_material",
+            "describe_key",
+            "rotate_key_on_demand",
+            "describe_key",
+        ]
+    );
+    let kms_key = job.progress.kms_key_id.clone().unwrap();
+    let current = w.keys_by_version().pop().unwrap();
+    assert_eq!(current.material_state, MaterialState::Current);
+    assert_eq!(
+        kms.keys[&kms_key].current.as_ref(),
+        Some(&w.material_of(&job))
+    );
+}
+
+#[tokio::test]
 async fn an_in_place_rotation_interrupted_at_any_commit_imports_and_rotates_once() {
     let mut points = vec![Checkpoint::Start, Checkpoint::NewMaterialSent];
     points.extend(Step::ROTATE_IN_PLACE.map(Checkpoint::Step));
