@@ -145,7 +145,9 @@ impl Keyhold {
             Step::CreateKmsKey => self.create_kms_key(job, group, kms, seen, runtime).await,
             Step::ImportMaterial => {
                 let before = match (&seen.awaiting_import, &job.progress.kms_key_id) {
-                    (Some(seen), Some(key)) if seen == key => KmsKeyBefore::AwaitingImport,
+                    (Some(awaiting), Some(current)) if awaiting == current => {
+                        KmsKeyBefore::AwaitingImport
+                    }
                     // A resumed rotation may find its key already holding the material.
                     _ => KmsKeyBefore::MaybeImported,
                 };
