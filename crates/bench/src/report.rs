@@ -199,7 +199,6 @@ pub fn format_value(v: f64) -> String {
     }
 }
 
-/// A Markdown table: a header line, its rule, a line per row.
 /// "1,000,001": a count with its thousands separated, as the report writes
 /// counts.
 pub fn thousands(n: u64) -> String {
@@ -214,6 +213,7 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A Markdown table: a header line, its rule, a line per row.
 pub fn table<S: AsRef<str>>(headers: &[S], rows: &[Vec<String>]) -> String {
     let mut md = String::new();
     let headers: Vec<&str> = headers.iter().map(AsRef::as_ref).collect();
