@@ -322,6 +322,15 @@ impl Step {
         }
     }
 
+    /// Whether the step only writes keyhold's own record, asking nothing of
+    /// KMS or the keystore and auditing nothing of its own: it runs right
+    /// after the step before it and commits with it, one write fewer per job. Run again after an
+    /// interruption, it reads its inputs afresh, so both sides of that one
+    /// commit resume as before.
+    pub fn commits_with_the_step_before(self) -> bool {
+        matches!(self, Self::Activate)
+    }
+
     pub const ROTATE: [Self; 6] = [
         Self::GenerateKey,
         Self::CreateKmsKey,
@@ -372,11 +381,16 @@ pub enum Checkpoint {
     /// The job marked running, at its start or its resumption.
     Start,
     /// The mark, committed before CreateKey is sent, that lets a resumed job
-    /// find the KMS key by its tag instead of creating a second one.
+    /// find the KMS key by its tag instead of creating a second one. A
+    /// commit of its own only where CreateKey was not certain when the key
+    /// was generated (the group's Active Key ID may name a placeholder);
+    /// otherwise it is committed with GenerateKey.
     CreateKeySent,
     /// The mark, committed before new material is imported, that makes a
     /// resumed job ask KMS whether the material arrived instead of importing
-    /// it a second time.
+    /// it a second time. Committed with GenerateKey, which makes the import
+    /// certain; a commit of its own only for a job whose GenerateKey did not
+    /// set it (one written by an earlier release).
     NewMaterialSent,
     /// A step's result, with the job's progress.
     Step(Step),
@@ -406,12 +420,13 @@ pub struct JobProgress {
     pub kms_key_id: Option<KmsKeyId>,
     /// The group's active KMS key when the rotation started.
     pub previous_kms_key_id: Option<KmsKeyId>,
-    /// Set (and committed) just before CreateKey is sent: on resume, a KMS key
-    /// tagged with this job may exist that keyhold has not recorded yet.
+    /// Committed before CreateKey is sent (with GenerateKey when nothing
+    /// but CreateKey can follow it): on resume, a KMS key tagged with this
+    /// job may exist that keyhold has not recorded yet.
     pub create_key_sent: bool,
-    /// Set (and committed) just before new material is imported in place:
-    /// on resume, KMS may hold it pending rotation without keyhold knowing
-    /// its id.
+    /// Committed before new material is imported in place (with
+    /// GenerateKey): on resume, KMS may hold it pending rotation without
+    /// keyhold knowing its id.
     pub new_material_sent: bool,
     /// True when the group's placeholder key received the material.
     pub used_placeholder: bool,

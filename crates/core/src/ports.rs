@@ -430,9 +430,6 @@ pub trait Store: Send + Sync {
     /// The group's newest rotation job, however many synchronizations came
     /// after it (an index lookup).
     async fn latest_rotation(&self, group: &GroupName) -> Result<Option<Job>, StoreError>;
-    /// The group's newest job of this kind ([`crate::job::JobKind::label`]).
-    async fn latest_job_of(&self, group: &GroupName, kind: &str)
-    -> Result<Option<Job>, StoreError>;
     /// Failed jobs, newest first, at most `limit`.
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
 
@@ -694,8 +691,8 @@ pub struct JobCommit<'a> {
     /// rotation time, updated time), so an officer's change made while the
     /// job ran is not written back over.
     pub group: Option<&'a KeyGroup>,
-    /// A message for this job (its `job_id` is `job.id`).
-    pub message: Option<&'a JobMessage>,
+    /// Messages for this job, in order (their `job_id` is `job.id`).
+    pub messages: &'a [JobMessage],
     pub audit: Option<&'a AuditRecord>,
     /// A drift check's findings and their entries, with the group's check time.
     pub drift: Option<&'a DriftRecord>,

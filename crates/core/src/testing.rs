@@ -937,7 +937,7 @@ impl Store for FakeStore {
                 .drift_checks
                 .insert(drift.check.group.clone(), drift.check.clone());
         }
-        state.messages.extend(commit.message.cloned());
+        state.messages.extend(commit.messages.iter().cloned());
         Ok(())
     }
     async fn change_job_status(
@@ -1009,18 +1009,6 @@ impl Store for FakeStore {
             .iter()
             .rev()
             .find(|j| matches!(&j.kind, JobKind::Rotate { group: g } if g == group))
-            .cloned())
-    }
-    async fn latest_job_of(
-        &self,
-        group: &GroupName,
-        kind: &str,
-    ) -> Result<Option<Job>, StoreError> {
-        Ok(lock(&self.state)
-            .jobs
-            .iter()
-            .rev()
-            .find(|j| j.kind.group() == group && j.kind.label() == kind)
             .cloned())
     }
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {

@@ -3,13 +3,17 @@
 //!
 //! [`CRASH_POINTS`] is the table of every boundary a job crosses: both sides
 //! of every commit a rotation, a synchronization, a drift check or a
-//! reconciliation makes to the store. A repair's commit is named `repair`
+//! reconciliation makes to the store. Activate commits with the step before
+//! it, and the marks before CreateKey and an in-place import with
+//! GenerateKey, so none has a row of its own; a mark commits alone only off
+//! these runs' paths (a rotation in place that goes on with a new KMS key,
+//! a job an earlier release started), and the core's tests resume it. A repair's commit is named `repair`
 //! whichever repair of the plan it is; the table's reconciliation has one. The
 //! resume tests iterate it, and a trace of an undisturbed run is checked
 //! against it, so a commit added to a job without a row here fails a test.
 //!
 //! `KEYHOLD_PAUSE_AT=<commit>:<before|after>` names one point, with the
-//! commit as `Checkpoint::as_str` spells it (`start`, `create_key_sent`,
+//! commit as `Checkpoint::as_str` spells it (`start`, `generate_key`,
 //! `create_kms_key`, `move_alias`, …): `before` is after the outside effect
 //! the commit records (the AWS call, the key generation) and before the
 //! commit; `after` is just after it. `KEYHOLD_PAUSE_FILE=<path>` is the file
@@ -83,16 +87,14 @@ const fn point(job: CrashJob, at: Checkpoint, committed: bool) -> CrashPoint {
 }
 
 /// Every crash point, in the order a job crosses them.
-pub const CRASH_POINTS: [CrashPoint; 46] = {
-    use Checkpoint::{CreateKeySent, NewMaterialSent, Start, Step as S};
+pub const CRASH_POINTS: [CrashPoint; 38] = {
+    use Checkpoint::{Start, Step as S};
     use CrashJob::{CheckDrift, Reconcile, Rotate, RotateInPlace, Synchronize};
     [
         point(Rotate, Start, false),
         point(Rotate, Start, true),
         point(Rotate, S(Step::GenerateKey), false),
         point(Rotate, S(Step::GenerateKey), true),
-        point(Rotate, CreateKeySent, false),
-        point(Rotate, CreateKeySent, true),
         point(Rotate, S(Step::CreateKmsKey), false),
         point(Rotate, S(Step::CreateKmsKey), true),
         point(Rotate, S(Step::ImportMaterial), false),
@@ -101,20 +103,14 @@ pub const CRASH_POINTS: [CrashPoint; 46] = {
         point(Rotate, S(Step::MoveAlias), true),
         point(Rotate, S(Step::DisablePrevious), false),
         point(Rotate, S(Step::DisablePrevious), true),
-        point(Rotate, S(Step::Activate), false),
-        point(Rotate, S(Step::Activate), true),
         point(RotateInPlace, Start, false),
         point(RotateInPlace, Start, true),
         point(RotateInPlace, S(Step::GenerateKey), false),
         point(RotateInPlace, S(Step::GenerateKey), true),
-        point(RotateInPlace, NewMaterialSent, false),
-        point(RotateInPlace, NewMaterialSent, true),
         point(RotateInPlace, S(Step::ImportNewMaterial), false),
         point(RotateInPlace, S(Step::ImportNewMaterial), true),
         point(RotateInPlace, S(Step::MakeMaterialCurrent), false),
         point(RotateInPlace, S(Step::MakeMaterialCurrent), true),
-        point(RotateInPlace, S(Step::Activate), false),
-        point(RotateInPlace, S(Step::Activate), true),
         point(Synchronize, Start, false),
         point(Synchronize, Start, true),
         point(Synchronize, S(Step::DeleteMaterial), false),
@@ -353,10 +349,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(at.approval.as_deref(), Some("approval_approved:after"));
-        let at = PauseAt::parse(Some("create_key_sent:after"), file())
+        let at = PauseAt::parse(Some("disable_previous:after"), file())
             .unwrap()
             .unwrap();
-        assert_eq!((at.at, at.committed), (Checkpoint::CreateKeySent, true));
+        assert_eq!(
+            (at.at, at.committed),
+            (Checkpoint::Step(Step::DisablePrevious), true)
+        );
         for point in CRASH_POINTS {
             let at = PauseAt::parse(Some(&point.name()), file())
                 .unwrap()
@@ -384,7 +383,7 @@ mod tests {
         assert_eq!(PauseAt::parse(Some(""), None), Ok(None));
         for bad in ["create_kms_key", "create_key:before", "move_alias:during"] {
             let refused = PauseAt::parse(Some(bad), file()).unwrap_err();
-            assert!(refused.contains("create_key_sent:after"), "{refused}");
+            assert!(refused.contains("disable_previous:after"), "{refused}");
         }
         assert!(
             PauseAt::parse(Some("move_alias:after"), None)

@@ -102,28 +102,18 @@ pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError>
     Ok(())
 }
 
-/// The group's newest rotation: the group's index walked from its newest
-/// job back to the first rotation.
+/// The group's newest rotation, through the group's index: newest first,
+/// jobs created in the same microsecond in the order they were inserted.
 pub(super) async fn latest_rotation(
     pool: &Pool,
     group: &GroupName,
-) -> Result<Option<Job>, StoreError> {
-    latest_of(pool, group, JobKind::ROTATE_LABEL).await
-}
-
-/// The group's newest job of kind `label` ([`JobKind::label`]), through
-/// the group's index.
-pub(super) async fn latest_of(
-    pool: &Pool,
-    group: &GroupName,
-    label: &str,
 ) -> Result<Option<Job>, StoreError> {
     sqlx::query_as::<_, JobRow>(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE group_name = $1 AND kind = $2 \
          ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT 1"
     ))
     .bind(group.as_str())
-    .bind(label)
+    .bind(JobKind::ROTATE_LABEL)
     .fetch_optional(pool)
     .await
     .map_err(db)?
@@ -326,7 +316,7 @@ pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<()
     if let Some(group) = commit.group {
         groups::push_update_rotation(&mut batch, group);
     }
-    if let Some(message) = commit.message {
+    for message in commit.messages {
         push_message(&mut batch, message);
     }
     batch.run(conn).await?;

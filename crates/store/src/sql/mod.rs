@@ -826,14 +826,6 @@ impl Store for SqlBackend {
         jobs::latest_rotation(&self.pool, group).await
     }
 
-    async fn latest_job_of(
-        &self,
-        group: &GroupName,
-        kind: &str,
-    ) -> Result<Option<Job>, StoreError> {
-        jobs::latest_of(&self.pool, group, kind).await
-    }
-
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
         jobs::failed(&self.pool, limit).await
     }

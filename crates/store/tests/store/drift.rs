@@ -88,7 +88,7 @@ fn commit<'a>(job: &'a Job, drift: &'a DriftRecord) -> JobCommit<'a> {
         job,
         keys: &[],
         group: None,
-        message: None,
+        messages: &[],
         audit: None,
         drift: Some(drift),
         fence: None,
@@ -487,7 +487,7 @@ async fn a_finding_seen_again_keeps_its_first_seen_time() {
         job: &done,
         keys: &[],
         group: None,
-        message: None,
+        messages: &[],
         audit: None,
         drift: None,
         fence: None,
@@ -712,7 +712,7 @@ async fn unknown_kms_keys_are_those_no_key_is_in() {
 }
 
 #[tokio::test]
-async fn latest_job_of_a_kind_is_the_groups_newest() {
+async fn the_latest_rotation_is_the_groups_newest_rotation_whatever_came_after() {
     let f = Fixture::new().await;
     let (_, k) = seed(&f).await;
     let s = &f.store;
@@ -725,27 +725,25 @@ async fn latest_job_of_a_kind_is_the_groups_newest() {
         job
     };
     let payments = name("payments");
-    assert_eq!(
-        s.latest_job_of(&payments, JobKind::CHECK_DRIFT_LABEL)
-            .await
-            .unwrap(),
-        None
-    );
-    let rotate = finished(job_of(
-        JobKind::Rotate {
-            group: payments.clone(),
-        },
-        10,
-    ));
-    let check1 = finished(check_job("payments", 20));
-    let check2 = finished(check_job("payments", 30));
+    let rotation = |group: &GroupName, micros| {
+        finished(job_of(
+            JobKind::Rotate {
+                group: group.clone(),
+            },
+            micros,
+        ))
+    };
+    assert_eq!(s.latest_rotation(&payments).await.unwrap(), None);
+    let rotate1 = rotation(&payments, 10);
+    let rotate2 = rotation(&payments, 20);
+    let check = finished(check_job("payments", 30));
     let reconcile = finished(job_of(
         JobKind::Reconcile {
             group: payments.clone(),
         },
         40,
     ));
-    let check_other = finished(check_job("billing", 50));
+    let rotate_other = rotation(&name("billing"), 50);
     let sync = finished(job_of(
         JobKind::Synchronize {
             key_id: k.id,
@@ -755,39 +753,24 @@ async fn latest_job_of_a_kind_is_the_groups_newest() {
         },
         60,
     ));
-    // Two created in one microsecond: the one inserted last is the newest.
-    let check3 = finished(check_job("payments", 70));
-    let check4 = finished(Job {
-        id: uuid::Uuid::new_v4(),
-        ..check3.clone()
-    });
-    for job in [&rotate, &check1, &check2, &reconcile, &check_other, &sync] {
+    for job in [&rotate1, &rotate2, &check, &reconcile, &rotate_other, &sync] {
         started(&f, job).await;
     }
-    let latest = |kind: &'static str| {
-        let payments = payments.clone();
-        async move { s.latest_job_of(&payments, kind).await.unwrap() }
-    };
+    assert_eq!(s.latest_rotation(&payments).await.unwrap(), Some(rotate2));
     assert_eq!(
-        latest(JobKind::CHECK_DRIFT_LABEL).await,
-        Some(check2.clone())
+        s.latest_rotation(&name("billing")).await.unwrap(),
+        Some(rotate_other)
     );
-    assert_eq!(latest("reconcile").await, Some(reconcile));
-    assert_eq!(latest(JobKind::ROTATE_LABEL).await, Some(rotate.clone()));
-    assert_eq!(latest("synchronize").await, Some(sync));
-    assert_eq!(latest("no_such_kind").await, None);
-    assert_eq!(
-        s.latest_job_of(&name("billing"), JobKind::CHECK_DRIFT_LABEL)
-            .await
-            .unwrap(),
-        Some(check_other)
-    );
-    // latest_rotation is the rotation kind's.
-    assert_eq!(s.latest_rotation(&payments).await.unwrap(), Some(rotate));
 
-    started(&f, &check3).await;
-    started(&f, &check4).await;
-    assert_eq!(latest(JobKind::CHECK_DRIFT_LABEL).await, Some(check4));
+    // Two created in one microsecond: the one inserted last is the newest.
+    let rotate3 = rotation(&payments, 70);
+    let rotate4 = finished(Job {
+        id: uuid::Uuid::new_v4(),
+        ..rotate3.clone()
+    });
+    started(&f, &rotate3).await;
+    started(&f, &rotate4).await;
+    assert_eq!(s.latest_rotation(&payments).await.unwrap(), Some(rotate4));
 }
 
 #[tokio::test]

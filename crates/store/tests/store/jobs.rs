@@ -181,7 +181,7 @@ async fn commit_job_writes_the_job_keys_group_message_and_audit_together() {
         job: &job,
         keys: &[new.clone(), disabled.clone()],
         group: Some(&activated),
-        message: Some(&msg),
+        messages: std::slice::from_ref(&msg),
         audit: Some(&audit),
         drift: None,
         fence: None,
@@ -211,7 +211,7 @@ async fn commit_job_writes_the_job_keys_group_message_and_audit_together() {
         job: &job,
         keys: std::slice::from_ref(&imported),
         group: None,
-        message: None,
+        messages: &[],
         audit: None,
         drift: None,
         fence: None,
@@ -242,12 +242,17 @@ async fn a_failing_audit_mac_rolls_a_job_commit_back() {
     let new = key("payments", 2);
     let mut activated = g.clone();
     activated.aws.active_key_id = new.kms_key_id.clone();
-    let msg = message(&job, 30, "Generated key");
+    // Two steps in one commit (Activate with the step before it): their
+    // messages, in order.
+    let msgs = [
+        message(&job, 30, "Step 5 of 6: Disabled the previous KMS key"),
+        message(&job, 30, "Step 6 of 6: the group's active key"),
+    ];
     let commit = JobCommit {
         job: &job,
         keys: std::slice::from_ref(&new),
         group: Some(&activated),
-        message: Some(&msg),
+        messages: &msgs,
         audit: Some(&record("Generated key")),
         drift: None,
         fence: None,
@@ -273,7 +278,7 @@ async fn a_failing_audit_mac_rolls_a_job_commit_back() {
     s.commit_job(&commit).await.unwrap();
     assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
     assert_eq!(s.get_key(new.id).await.unwrap(), Some(new));
-    assert_eq!(s.job_messages(job.id).await.unwrap(), vec![msg]);
+    assert_eq!(s.job_messages(job.id).await.unwrap(), msgs.to_vec());
     assert_eq!(verify_chain(s).await, 4);
 }
 
@@ -300,7 +305,7 @@ async fn a_kms_key_id_clash_is_a_duplicate_and_writes_nothing() {
         job: &job,
         keys,
         group: Some(&activated),
-        message: Some(&msg),
+        messages: std::slice::from_ref(&msg),
         audit: Some(&audit),
         drift: None,
         fence: None,
@@ -347,7 +352,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             job: &unknown,
             keys: &[],
             group: None,
-            message: None,
+            messages: &[],
             audit: Some(&record("x")),
             drift: None,
             fence: None,
@@ -360,7 +365,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             job: &job,
             keys: std::slice::from_ref(&new),
             group: Some(&missing_group),
-            message: Some(&msg),
+            messages: std::slice::from_ref(&msg),
             audit: Some(&record("x")),
             drift: None,
             fence: None,
@@ -373,7 +378,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             job: &job,
             keys: &[new.clone(), orphan.clone()],
             group: None,
-            message: Some(&msg),
+            messages: std::slice::from_ref(&msg),
             audit: Some(&record("x")),
             drift: None,
             fence: None,
@@ -386,7 +391,7 @@ async fn commit_job_reports_missing_rows_and_writes_nothing() {
             job: &job,
             keys: &[],
             group: None,
-            message: Some(&message(&unknown, 30, "stray")),
+            messages: &[message(&unknown, 30, "stray")],
             audit: None,
             drift: None,
             fence: None,
@@ -425,7 +430,7 @@ async fn a_job_commit_under_a_lease_taken_over_is_refused_and_writes_nothing() {
         job,
         keys: &[],
         group: None,
-        message: None,
+        messages: &[],
         audit: None,
         drift: None,
         fence,
@@ -446,7 +451,7 @@ async fn a_job_commit_under_a_lease_taken_over_is_refused_and_writes_nothing() {
     late.status = JobStatus::Succeeded;
     let r = s
         .commit_job(&JobCommit {
-            message: Some(&message(&late, 32, "Step 6 of 6")),
+            messages: &[message(&late, 32, "Step 6 of 6")],
             audit: Some(&record("Successfully rotated")),
             ..commit(&late, Some(&held))
         })
@@ -502,7 +507,7 @@ async fn a_job_commit_reports_its_first_failure_in_order_and_writes_nothing() {
         job: &job,
         keys,
         group,
-        message: Some(&msg),
+        messages: std::slice::from_ref(&msg),
         audit: Some(&audit),
         drift: None,
         fence,
@@ -610,7 +615,7 @@ async fn unfinished_jobs_are_the_queued_and_running_oldest_first() {
         job: &running,
         keys: &[],
         group: None,
-        message: None,
+        messages: &[],
         audit: Some(&record("Synchronized")),
         drift: None,
         fence: None,
@@ -698,7 +703,7 @@ async fn job_messages_are_per_job_oldest_first() {
                 job,
                 keys: &[],
                 group: None,
-                message: Some(&message(job, 100 + i as i64, text)),
+                messages: &[message(job, 100 + i as i64, text)],
                 audit: None,
                 drift: None,
                 fence: None,
@@ -731,7 +736,7 @@ async fn deleting_a_key_keeps_the_jobs_that_named_it() {
         job: &job,
         keys: std::slice::from_ref(&k),
         group: None,
-        message: Some(&message(&job, 20, "Deleted material")),
+        messages: &[message(&job, 20, "Deleted material")],
         audit: None,
         drift: None,
         fence: None,
@@ -766,7 +771,7 @@ async fn the_audit_chain_verifies_after_job_commits() {
             job: &job,
             keys: std::slice::from_ref(&k),
             group: Some(&g),
-            message: Some(&message(&job, 20 + i, step.describe())),
+            messages: &[message(&job, 20 + i, step.describe())],
             audit: audited.then(|| record(step.as_str())).as_ref(),
             drift: None,
             fence: None,

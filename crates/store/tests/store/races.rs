@@ -373,7 +373,7 @@ async fn one_unfinished_job_per_group() {
                 job: &requeued,
                 keys: &[],
                 group: None,
-                message: None,
+                messages: &[],
                 audit: None,
                 drift: None,
                 fence: None,

@@ -286,7 +286,8 @@ impl Keyhold {
                 job.progress.key_id = Some(*key_id);
                 job.progress.kms_key_id = Some(kms_key_id.clone());
                 job.progress.keep_disabled = false;
-                self.import_material(job, kms, KmsKeyBefore::Unknown)
+                let key = self.job_key(job).await?;
+                self.import_material(job, key, kms, KmsKeyBefore::Unknown)
                     .await?
             }
             Repair::PutPolicy { kms_key_id } => match &group.aws.policy {

@@ -33,10 +33,10 @@ impl Keyhold {
     pub(super) async fn import_material(
         &self,
         job: &mut Job,
+        mut key: Key,
         kms: &dyn CloudKms,
         before: KmsKeyBefore,
     ) -> CoreResult<StepOutcome> {
-        let mut key = self.job_key(job).await?;
         // A key keyhold records as disabled (rotated out) stays disabled:
         // KMS enables a key when material is imported into it.
         let keep_disabled = key.state == KeyState::Disabled || job.progress.keep_disabled;

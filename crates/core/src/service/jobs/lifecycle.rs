@@ -362,7 +362,7 @@ impl Keyhold {
                 job,
                 keys: &[],
                 group: None,
-                message: Some(&message),
+                messages: std::slice::from_ref(&message),
                 audit: None,
                 drift: None,
                 fence: None,

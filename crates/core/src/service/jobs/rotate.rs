@@ -120,7 +120,7 @@ impl Keyhold {
                 job,
                 keys: &[],
                 group: None,
-                message: None,
+                messages: &[],
                 audit: None,
                 drift: None,
                 fence: runtime.fence,
@@ -140,8 +140,8 @@ impl Keyhold {
         seen: &mut RunMemory,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
-        match step {
-            Step::GenerateKey => self.generate_key(job, group).await,
+        let outcome = match step {
+            Step::GenerateKey => self.generate_key(job, group, seen).await,
             Step::CreateKmsKey => self.create_kms_key(job, group, kms, seen, runtime).await,
             Step::ImportMaterial => {
                 let before = match (&seen.awaiting_import, &job.progress.kms_key_id) {
@@ -151,11 +151,12 @@ impl Keyhold {
                     // A resumed rotation may find its key already holding the material.
                     _ => KmsKeyBefore::MaybeImported,
                 };
-                self.import_material(job, kms, before).await
+                let key = self.rotation_key(job, seen).await?;
+                self.import_material(job, key, kms, before).await
             }
             Step::MoveAlias => self.move_alias(job, group, kms).await,
             Step::DisablePrevious => self.disable_previous(job, group, kms).await,
-            Step::Activate => self.activate(job).await,
+            Step::Activate => self.activate(job, seen).await,
             Step::ImportNewMaterial => {
                 self.import_new_material(job, group, kms, seen, runtime)
                     .await
@@ -166,10 +167,35 @@ impl Keyhold {
             | Step::CheckDrift
             | Step::Repair(_)
             | Step::Recheck => Err(super::not_a_step_of(job, step)),
+        }?;
+        if let Some(key) = outcome
+            .keys
+            .iter()
+            .find(|k| Some(k.id) == job.progress.key_id)
+        {
+            seen.key = Some(key.clone());
+        }
+        Ok(outcome)
+    }
+
+    /// The rotation's key: as this run last wrote it, or read once.
+    async fn rotation_key(&self, job: &Job, seen: &mut RunMemory) -> CoreResult<Key> {
+        match &seen.key {
+            Some(key) if Some(key.id) == job.progress.key_id => Ok(key.clone()),
+            _ => {
+                let key = self.job_key(job).await?;
+                seen.key = Some(key.clone());
+                Ok(key)
+            }
         }
     }
 
-    async fn generate_key(&self, job: &mut Job, group: &KeyGroup) -> CoreResult<StepOutcome> {
+    async fn generate_key(
+        &self,
+        job: &mut Job,
+        group: &KeyGroup,
+        seen: &mut RunMemory,
+    ) -> CoreResult<StepOutcome> {
         // Two index lookups, not the group's keys: a group gains a key with
         // every rotation, for as long as it exists.
         let version = self
@@ -223,6 +249,20 @@ impl Keyhold {
             keystore_handle: generated.handle,
             created_at: now,
         };
+        // The mark the next step's call needs, committed with this step when
+        // that call is certain: in place the import; otherwise CreateKey,
+        // unless the Active Key ID may name a placeholder to take instead
+        // (it names no key of the group's), which CreateKmsKey finds out.
+        let marked_ahead = if in_place {
+            job.progress.new_material_sent = true;
+            Some(Checkpoint::NewMaterialSent)
+        } else if group.aws.active_key_id.is_none() || previous.is_some() {
+            job.progress.create_key_sent = true;
+            Some(Checkpoint::CreateKeySent)
+        } else {
+            None
+        };
+        seen.marked_ahead = marked_ahead;
         job.progress.previous_kms_key_id = previous;
         job.progress.key_id = Some(id);
         if in_place {
@@ -249,11 +289,16 @@ impl Keyhold {
         seen: &mut RunMemory,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
-        let mut key = self.job_key(job).await?;
+        let mut key = self.rotation_key(job, seen).await?;
         let job_tag = job.id.to_string();
-        let (kms_key_id, message) = if let Some(found) =
+        // Marked ahead by this run: nothing was sent, nothing to look for.
+        let marked_ahead = seen.marked_ahead.take() == Some(Checkpoint::CreateKeySent);
+        let found = if marked_ahead {
+            None
+        } else {
             self.key_created_before_interruption(job, kms).await?
-        {
+        };
+        let (kms_key_id, message) = if let Some(found) = found {
             (
                 found.clone(),
                 format!(
@@ -273,9 +318,11 @@ impl Keyhold {
             // Write before acting: the mark is committed before CreateKey is sent,
             // so a crash between CreateKey's answer and the next commit is
             // recovered by the job tag instead of creating a second key.
-            job.progress.create_key_sent = true;
-            self.commit_mark(job, Checkpoint::CreateKeySent, runtime)
-                .await?;
+            if !marked_ahead {
+                job.progress.create_key_sent = true;
+                self.commit_mark(job, Checkpoint::CreateKeySent, runtime)
+                    .await?;
+            }
             let tags = [
                 (JOB_TAG.to_owned(), job_tag),
                 (KEY_TAG.to_owned(), key.id.to_string()),
@@ -426,9 +473,9 @@ impl Keyhold {
         })
     }
 
-    async fn activate(&self, job: &mut Job) -> CoreResult<StepOutcome> {
+    async fn activate(&self, job: &mut Job, seen: &mut RunMemory) -> CoreResult<StepOutcome> {
         let mut group = self.job_group(job).await?;
-        let key = self.job_key(job).await?;
+        let key = self.rotation_key(job, seen).await?;
         let kms_key_id = job.progress.require_kms_key()?.clone();
         let now = self.now();
         group.aws.active_key_id = Some(kms_key_id.clone());
@@ -462,10 +509,12 @@ impl Keyhold {
         seen: &mut RunMemory,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<StepOutcome> {
-        let mut key = self.job_key(job).await?;
+        let mut key = self.rotation_key(job, seen).await?;
         let kms_key_id = job.progress.require_kms_key()?.clone();
         let description = material_description(group, &key);
-        let found = if job.progress.new_material_sent {
+        // Marked ahead by this run: nothing was sent, nothing to look for.
+        let marked_ahead = seen.marked_ahead.take() == Some(Checkpoint::NewMaterialSent);
+        let found = if job.progress.new_material_sent && !marked_ahead {
             self.material_sent_before(&key, kms, &kms_key_id, &description)
                 .await?
         } else {
@@ -478,9 +527,11 @@ impl Keyhold {
             ),
             None => {
                 // Write before acting, as before CreateKey.
-                job.progress.new_material_sent = true;
-                self.commit_mark(job, Checkpoint::NewMaterialSent, runtime)
-                    .await?;
+                if !marked_ahead {
+                    job.progress.new_material_sent = true;
+                    self.commit_mark(job, Checkpoint::NewMaterialSent, runtime)
+                        .await?;
+                }
                 let imported = self
                     .import_wrapped(
                         &key,
@@ -570,9 +621,9 @@ impl Keyhold {
         job: &mut Job,
         group: &KeyGroup,
         kms: &dyn CloudKms,
-        seen: &RunMemory,
+        seen: &mut RunMemory,
     ) -> CoreResult<StepOutcome> {
-        let mut key = self.job_key(job).await?;
+        let mut key = self.rotation_key(job, seen).await?;
         let kms_key_id = job.progress.require_kms_key()?.clone();
         let material = key.kms_material_id.clone().ok_or_else(|| {
             CoreError::Conflict(format!(

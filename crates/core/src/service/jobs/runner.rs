@@ -18,6 +18,7 @@ use crate::credential::CredentialKind;
 use crate::error::{CoreError, CoreResult, KeystoreError, StoreError};
 use crate::group::KeyGroup;
 use crate::job::{Checkpoint, Job, JobKind, JobStatus, Step};
+use crate::key::Key;
 use crate::ports::{JobCommit, JobHooks};
 
 /// What a run of a job reads once, before its first step: the group as it
@@ -29,11 +30,20 @@ struct RunContext {
     seen: RunMemory,
 }
 
-/// What a run learned from KMS's own answers, which spares asking KMS
-/// again later in the same run. Never committed: a run resumed after an
-/// interruption starts knowing nothing, and asks.
+/// What a run learned from its own steps and KMS's answers, which spares
+/// asking again later in the same run. Never committed: a run resumed
+/// after an interruption starts knowing nothing, and asks.
 #[derive(Default)]
 pub(super) struct RunMemory {
+    /// The rotation's key as this run last wrote it (committed, or in the
+    /// commit being made). Only the rotation writes the key it generated
+    /// while it runs (an officer may cancel a job only when it is not
+    /// running), so the copy is the record.
+    pub key: Option<Key>,
+    /// A mark (`create_key_sent`, `new_material_sent`) this run committed
+    /// ahead, with GenerateKey, for a call it has not made yet: the mark
+    /// need not be committed again, and there is nothing to look for in KMS.
+    pub marked_ahead: Option<Checkpoint>,
     /// The KMS key this run saw awaiting its first material: created by
     /// this run's CreateKey (origin External), or the group's placeholder
     /// it described as External and pending import.
@@ -87,22 +97,28 @@ impl Keyhold {
 
         let mut context = None;
         while let Some(step) = job.progress.next_step() {
-            let (outcome, pacing) = match self
+            let (outcome, pacing, ahead) = match self
                 .run_context(&job, runtime.connector, &mut context)
                 .await
             {
                 Ok(run) => {
                     let outcome = self.run_step(&mut job, step, run, runtime).await;
-                    (outcome, pacing_note(run))
+                    let pacing = pacing_note(run);
+                    let ahead = match &outcome {
+                        Ok(_) => self.run_step_ahead(&mut job, step, run, runtime).await,
+                        Err(_) => None,
+                    };
+                    (outcome, pacing, ahead)
                 }
-                Err(e) => (Err(e), None),
+                Err(e) => (Err(e), None, None),
             };
             match outcome {
                 Ok(mut outcome) => {
                     if let Some(note) = pacing {
                         outcome.message = format!("{} {note}", outcome.message);
                     }
-                    self.commit_step(&mut job, step, outcome, runtime).await?;
+                    self.commit_step(&mut job, step, outcome, ahead, runtime)
+                        .await?;
                 }
                 Err(error) => {
                     self.fail_job(&mut job, step, &error, pacing, runtime.fence)
@@ -179,32 +195,79 @@ impl Keyhold {
         }))
     }
 
+    /// Runs the step after `step` now, when it commits with the step before
+    /// it ([`Step::commits_with_the_step_before`]), on a copy of the job
+    /// that counts `step` done. `None` when there is none, or when it
+    /// failed: `step` then commits alone and the step runs again on its own,
+    /// where its failure is recorded as it is for any step.
+    async fn run_step_ahead(
+        &self,
+        job: &mut Job,
+        step: Step,
+        run: &mut RunContext,
+        runtime: &JobRuntime<'_>,
+    ) -> Option<(Step, StepOutcome)> {
+        let mut after = job.clone();
+        after.progress.done.push(step);
+        let next = after
+            .progress
+            .next_step()
+            .filter(|next| next.commits_with_the_step_before())?;
+        match self.run_step(&mut after, next, run, runtime).await {
+            Ok(outcome) => {
+                // What the step ahead wrote into the progress, `step` not
+                // counted done until the commit does.
+                *job = after;
+                job.progress.done.pop();
+                Some((next, outcome))
+            }
+            // Not lost: the step runs again on its own, and a failure
+            // then is recorded as any step's is.
+            Err(_) => None,
+        }
+    }
+
+    /// Commits `step` done with its outcome, and the step run ahead with it
+    /// when there is one: one write, its messages in order, the keys as the
+    /// later step left them.
     async fn commit_step(
         &self,
         job: &mut Job,
         step: Step,
         outcome: StepOutcome,
+        ahead: Option<(Step, StepOutcome)>,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<()> {
         let hooks = runtime.hooks;
         hooks.reached(Checkpoint::Step(step), false);
-        job.progress.done.push(step);
-        let (done, total) = job.progress.fraction();
-        let finished = job.progress.next_step().is_none();
-        let audit = if finished {
+        let mut steps = vec![(step, outcome.message)];
+        let mut keys = outcome.keys;
+        let mut group = outcome.group;
+        let mut audit = outcome.audit;
+        if let Some((next, later)) = ahead {
+            steps.push((next, later.message));
+            keys.retain(|k| !later.keys.iter().any(|l| l.id == k.id));
+            keys.extend(later.keys);
+            group = later.group.or(group);
+            audit = later.audit.or(audit);
+        }
+        let mut messages = Vec::with_capacity(steps.len());
+        for (step, message) in steps {
+            job.progress.done.push(step);
+            let (done, total) = job.progress.fraction();
+            messages.push(self.message(job, format!("Step {done} of {total}: {message}")));
+        }
+        if job.progress.next_step().is_none() {
             job.status = JobStatus::Succeeded;
             job.finished_at = Some(self.now());
-            Some(self.success_record(job))
-        } else {
-            outcome.audit
-        };
-        let message = self.message(job, format!("Step {done} of {total}: {}", outcome.message));
+            audit = Some(self.success_record(job));
+        }
         self.store
             .commit_job(&JobCommit {
                 job,
-                keys: &outcome.keys,
-                group: outcome.group.as_ref(),
-                message: Some(&message),
+                keys: &keys,
+                group: group.as_ref(),
+                messages: &messages,
                 audit: audit.as_ref(),
                 drift: outcome.drift.as_ref(),
                 fence: runtime.fence,
@@ -266,7 +329,7 @@ impl Keyhold {
                 job,
                 keys: &[],
                 group: None,
-                message: Some(&message),
+                messages: std::slice::from_ref(&message),
                 audit: Some(&record),
                 drift: None,
                 fence,
@@ -292,7 +355,7 @@ impl Keyhold {
                         job,
                         keys: &[],
                         group: None,
-                        message: Some(&message),
+                        messages: std::slice::from_ref(&message),
                         audit: None,
                         drift: None,
                         fence,

@@ -26,7 +26,11 @@ impl Keyhold {
         match step {
             Step::DeleteMaterial => self.delete_material(job, kms).await,
             // Synchronize imports whatever KMS holds: the user asked for it.
-            Step::ImportMaterial => self.import_material(job, kms, KmsKeyBefore::Unknown).await,
+            Step::ImportMaterial => {
+                let key = self.job_key(job).await?;
+                self.import_material(job, key, kms, KmsKeyBefore::Unknown)
+                    .await
+            }
             Step::UpdatePolicy => self.update_policy(job, group, kms).await,
             Step::GenerateKey
             | Step::CreateKmsKey

@@ -531,10 +531,93 @@ pub(super) async fn crash_at(w: &Arc<World>, job: &Job, at: Checkpoint, committe
     assert!(*hook.reached.lock().unwrap());
 }
 
-fn rotation_checkpoints() -> Vec<Checkpoint> {
-    let mut points = vec![Checkpoint::Start, Checkpoint::CreateKeySent];
-    points.extend(Step::ROTATE.map(Checkpoint::Step));
+/// The commits a job with these steps makes, each named by the
+/// checkpoint around it: the start, then every step but those that commit
+/// with the step before them. The marks before CreateKey and an in-place
+/// import commit with GenerateKey.
+fn commits_of(steps: &[Step]) -> Vec<Checkpoint> {
+    let mut points = vec![Checkpoint::Start];
+    points.extend(
+        steps
+            .iter()
+            .filter(|s| !s.commits_with_the_step_before())
+            .map(|s| Checkpoint::Step(*s)),
+    );
     points
+}
+
+fn rotation_checkpoints() -> Vec<Checkpoint> {
+    commits_of(&Step::ROTATE)
+}
+
+/// Every checkpoint a run reaches, in order, with the side of its commit.
+#[derive(Default)]
+struct Trace(Mutex<Vec<(Checkpoint, bool)>>);
+
+impl JobHooks for Trace {
+    fn reached(&self, at: Checkpoint, committed: bool) {
+        self.0.lock().unwrap().push((at, committed));
+    }
+}
+
+impl Trace {
+    /// The commits made, in order.
+    fn commits(&self) -> Vec<Checkpoint> {
+        let reached = self.0.lock().unwrap();
+        reached
+            .iter()
+            .filter(|(_, committed)| *committed)
+            .map(|(at, _)| *at)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_commits_its_start_and_each_step_activation_with_the_disable() {
+    let w = World::new();
+    w.rotate().await;
+    let job = w.queue_rotation().await;
+    let trace = Trace::default();
+    let done = w.run(&job, &trace).await.unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(trace.commits(), rotation_checkpoints());
+    assert!(done.progress.create_key_sent, "committed with GenerateKey");
+    assert_eq!(done.progress.done, Step::ROTATE);
+    let messages = w.store.snapshot().messages_of(job.id);
+    let steps: Vec<&String> = messages.iter().filter(|m| m.starts_with("Step ")).collect();
+    assert_eq!(steps.len(), 6, "{messages:?}");
+    assert!(steps[4].starts_with("Step 5 of 6: Disabled the previous KMS key"));
+    assert!(
+        steps[5].starts_with("Step 6 of 6: KMS key "),
+        "{}",
+        steps[5]
+    );
+    // Nothing was looked for: this run sent CreateKey once.
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("find_keys_tagged"), 0);
+    assert_eq!(kms.calls_of("create_key"), 2);
+    let store = w.store.snapshot();
+    assert_eq!(
+        store.groups[&group_name()].aws.active_key_id,
+        done.progress.kms_key_id
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_resumed_after_generating_its_key_looks_for_a_tagged_kms_key_then_creates_one() {
+    let w = Arc::new(World::new());
+    let job = w.queue_rotation().await;
+    crash_at(&w, &job, Checkpoint::Step(Step::GenerateKey), true).await;
+    let stored = w.store.snapshot().job(job.id).cloned().unwrap();
+    assert!(stored.progress.create_key_sent, "the mark committed ahead");
+    assert_eq!(w.kms.snapshot().calls_of("create_key"), 0);
+
+    let resumed = w.run(&job, &NoHooks).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Succeeded, "{:?}", resumed.error);
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("find_keys_tagged"), 1, "{:?}", kms.calls);
+    assert_eq!(kms.calls_of("create_key"), 1);
+    assert_eq!(kms.keys.len(), 1);
 }
 
 #[tokio::test]
@@ -585,8 +668,12 @@ async fn a_rotation_interrupted_at_any_commit_resumes_without_a_second_key_or_im
     }
 }
 
+/// The lease lost right after GenerateKey's commit: the run's next
+/// commit is refused, so it can end nothing. CreateKey was already marked
+/// as sent with GenerateKey, so the node that takes the job over finds the
+/// KMS key the stale run created by its tag instead of creating a second.
 #[tokio::test]
-async fn a_stale_fence_stops_the_run_before_create_key_and_the_job_is_not_succeeded() {
+async fn a_stale_fence_stops_the_run_at_its_next_commit_and_the_next_holder_finds_its_kms_key() {
     struct FenceLostAfter<'a>(&'a FakeStore, Checkpoint);
     impl JobHooks for FenceLostAfter<'_> {
         fn reached(&self, at: Checkpoint, committed: bool) {
@@ -607,8 +694,7 @@ async fn a_stale_fence_stops_the_run_before_create_key_and_the_job_is_not_succee
     let stored = w.store.snapshot().job(job.id).cloned().unwrap();
     assert_eq!(stored.status, JobStatus::Running);
     assert_eq!(stored.progress.done, vec![Step::GenerateKey]);
-    // Write before acting: the "sent" mark was refused, so CreateKey was not sent.
-    assert_eq!(w.kms.snapshot().calls_of("create_key"), 0);
+    assert!(stored.progress.create_key_sent);
     assert!(
         !w.store
             .snapshot()
@@ -616,6 +702,14 @@ async fn a_stale_fence_stops_the_run_before_create_key_and_the_job_is_not_succee
             .iter()
             .any(|s| s.starts_with("Successfully") || s.starts_with("Failed"))
     );
+
+    w.store.refuse_commits(None);
+    let resumed = w.run(&job, &NoHooks).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Succeeded, "{:?}", resumed.error);
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("create_key"), 1, "one KMS key, found again");
+    assert_eq!(kms.keys.len(), 1);
+    assert_eq!(kms.alias(ALIAS), resumed.progress.kms_key_id.as_ref());
 }
 
 // Synchronize, step by step
@@ -1304,9 +1398,7 @@ async fn an_in_place_rotation_looks_at_the_kms_key_only_after_rotating_it() {
 
 #[tokio::test]
 async fn an_in_place_rotation_interrupted_at_any_commit_imports_and_rotates_once() {
-    let mut points = vec![Checkpoint::Start, Checkpoint::NewMaterialSent];
-    points.extend(Step::ROTATE_IN_PLACE.map(Checkpoint::Step));
-    for at in points {
+    for at in commits_of(&Step::ROTATE_IN_PLACE) {
         for committed in [false, true] {
             let w = Arc::new(World::in_place(AtRotationLimit::NewKey));
             w.rotate().await;
