@@ -326,23 +326,12 @@ const GAPS: &str = "
 
 ## Not measured yet
 
-- **Engine overhead is above the 5 ms target** with SQLite and the software keystore \
-  (scenario 1 states its figure against the target). Round 2 took out the hand-offs \
-  that needed no thread: SQLite connections are kept between uses instead of being \
-  checked by the pool at every hand-out and return, write transactions begin and commit \
-  with plain statements, and a job step's statements reach SQLite in one batch. A \
-  rotation still makes nine durable commits (the job, its start, the mark written \
-  before CreateKey, one per step), each a SQLite transaction with an fsync, and each \
-  query still crosses to sqlx's SQLite connection thread and back: under 5 ms needs \
-  fewer commits per rotation (the start merged into the first step, which changes the \
-  crash-point table of docs/reliability.md) or a SQLite driver that runs statements on \
-  the calling thread.
-- **The XKS proxy beside AWS's sample proxy in that proxy's own setup** (plain HTTP, a \
-  Python SigV4 client on 16 connections sharing the cores): the sample proxy \
-  (aws-samples/aws-kms-xks-proxy) is not published to a registry this machine reaches, \
-  so it cannot be built here beside keyhold. Scenario 8 measures keyhold over HTTPS \
-  with the AWS SDK's signer in Rust; its figures are not comparable with the sample \
-  proxy's published ones, whose client shared the cores.
+- **AWS's sample XKS proxy run beside keyhold**: scenario 8 measures keyhold in the \
+  sample proxy's setup (plain HTTP, a Python SigV4 client on 16 connections sharing the \
+  cores) and sets it beside the sample proxy's figures as issue 21 gives them for this \
+  kind of machine, not beside a run of the sample proxy on this machine: \
+  aws-samples/aws-kms-xks-proxy is not published to a registry this machine reaches, so \
+  it cannot be built here.
 - **The criterion micro-benchmarks** (`./scripts/bench --micro`, \
   `crates/bench/benches/micro.rs`: key generation, the RSA-OAEP wrap, audit sealing and \
   verification, the store's audited commit) are not part of this report.

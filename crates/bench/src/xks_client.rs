@@ -38,6 +38,12 @@ impl XksCredential {
             secret: Arc::new(secrecy::SecretString::from(secret.into())),
         }
     }
+
+    /// The secret, for a client of another language the benchmark hands it
+    /// to (on its standard input, never on a command line).
+    pub fn secret(&self) -> &secrecy::SecretString {
+        &self.secret
+    }
 }
 
 /// Where a store's proxy API is: the server's base URL (`https://host:port`)
