@@ -21,7 +21,8 @@ Reads one JSON object on stdin:
 
 Writes one JSON object on stdout: the measured window's latencies in
 milliseconds (one per answer), its errors (an answer other than 200, or no
-answer; the first one's reason), its length in seconds, the client's CPU
+answer; the first one's reason), its length in seconds and its start and
+end (Unix time, for matching the server's own records), the client's CPU
 time in it (user + system, all threads), and the requests of the whole run.
 """
 
@@ -102,11 +103,13 @@ def main() -> int:
         thread.start()
     time.sleep(warm_up)
     cpu_before = time.process_time()
+    window_start_unix = time.time()
     measuring.set()
     window_started = time.perf_counter()
     time.sleep(measure)
     stop.set()
     seconds = time.perf_counter() - window_started
+    window_end_unix = time.time()
     cpu_ms = (time.process_time() - cpu_before) * 1000.0
     for thread in threads:
         thread.join(timeout=15)
@@ -116,6 +119,8 @@ def main() -> int:
             "errors": len(errors),
             "first_error": errors[0] if errors else None,
             "seconds": seconds,
+            "window_start_unix": window_start_unix,
+            "window_end_unix": window_end_unix,
             "client_cpu_ms": cpu_ms,
             "requests": total[0],
         },
