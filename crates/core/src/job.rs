@@ -324,9 +324,9 @@ impl Step {
 
     /// Whether the step only writes keyhold's own record, asking nothing of
     /// KMS or the keystore and auditing nothing of its own: it runs right
-    /// after the step before it and commits with it, one write fewer per job. Run again after an
-    /// interruption, it reads its inputs afresh, so both sides of that one
-    /// commit resume as before.
+    /// after the step before it and commits with it, one write fewer per
+    /// job. Run again after an interruption, it reads its inputs afresh, so
+    /// both sides of that one commit resume as before.
     pub fn commits_with_the_step_before(self) -> bool {
         matches!(self, Self::Activate)
     }

@@ -207,12 +207,13 @@ impl Keyhold {
         run: &mut RunContext,
         runtime: &JobRuntime<'_>,
     ) -> Option<(Step, StepOutcome)> {
+        job.progress.done.push(step);
+        let next = job.progress.next_step();
+        job.progress.done.pop();
+        let next = next.filter(|next| next.commits_with_the_step_before())?;
+        // A copy, so that a step that fails half-way leaves nothing behind.
         let mut after = job.clone();
         after.progress.done.push(step);
-        let next = after
-            .progress
-            .next_step()
-            .filter(|next| next.commits_with_the_step_before())?;
         match self.run_step(&mut after, next, run, runtime).await {
             Ok(outcome) => {
                 // What the step ahead wrote into the progress, `step` not
