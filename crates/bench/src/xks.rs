@@ -962,16 +962,21 @@ fn sample_setup_notes(sizes: &Sizes, run: &SampleSetupRun) -> String {
          connections sharing the cores). A fresh `keyhold serve` with the PKCS#11 \
          keystore on a new SoftHSM2 token, plain HTTP on loopback, its usage log and \
          audit on, one store and key as above; `bench/baselines/xks_sigv4_client.py` \
-         signs each Encrypt ({PLAINTEXT_BYTES}-byte data key, AAD, CDIV) with botocore's \
-         SigV4 signer (boto3's) and sends it over its own kept-alive `http.client` \
-         connection, {SAMPLE_CONNECTIONS} threads in closed loops, {warm}s of warm-up, \
-         then {measure}s measured; latency from sending to the answer read (the signing \
-         before it is the client's CPU). keyhold's CPU is over the client's whole run, \
-         per request. keyhold's own latency is what its usage log records for each \
-         Encrypt answered in the same window (`latency_us`: from the request read to the \
-         answer ready); the client's includes the time each of its threads waits for \
-         Python's interpreter lock. The sample proxy's own figures are those issue 21 gives for this \
-         kind of machine; it is not run here (see the gaps below).\n\n{}\n\
+         runs {SAMPLE_CONNECTIONS} connections as as many processes (one interpreter's \
+         lock would hold threads to one core), each a closed loop on its own kept-alive \
+         HTTP/1.1 socket, signing every Encrypt ({PLAINTEXT_BYTES}-byte data key, AAD, \
+         CDIV) anew with SigV4 (checked against botocore's signer before the run), \
+         {warm}s of warm-up, then {measure}s measured; latency from sending to the \
+         answer read (the signing before it is the client's CPU). keyhold's CPU is over \
+         the client's whole run, per request. keyhold's own latency is what its usage \
+         log records for each Encrypt answered in the same window (`latency_us`: from \
+         the request read to the answer ready). The sample proxy's own figures are those \
+         issue 21 gives for this kind of machine; it is not run here (see the gaps \
+         below), and machines of this kind have differed several-fold in what a thread \
+         hand-off and a system call cost (the machine table's kernel costs), which \
+         SoftHSM2's file store (a few files opened per PKCS#11 call) and the hand-offs \
+         of every proxy weigh on: figures from another machine compare only as far as \
+         those costs agree.\n\n{}\n\
          keyhold with the PKCS#11 keystore at least as well as the sample proxy \
          (≥ {rate:.0} encrypts/s, p50 ≤ {p50} ms, p99 ≤ {p99} ms, no errors): **{}**.\n",
         crate::report::table(

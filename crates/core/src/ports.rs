@@ -148,6 +148,24 @@ pub trait Keystore: AuditMac + AuditSigner {
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeystoreError>;
 
+    /// [`Self::xks_encrypt`], then a decryption of its output that must give
+    /// `plaintext` back: the proof an XKS Encrypt asking for a CDIV gets
+    /// that its ciphertext opens (the specification's Appendix C). A
+    /// keystore may do both in one call to its device (PKCS#11: one session,
+    /// the key's object looked up once).
+    fn xks_encrypt_proven(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<GcmCiphertext, KeystoreError> {
+        let sealed = self.xks_encrypt(key_id, handle, plaintext, aad)?;
+        let opened = self.xks_decrypt(key_id, handle, &sealed, aad);
+        prove_round_trip(opened, plaintext)?;
+        Ok(sealed)
+    }
+
     /// A deep check for the XKS health answer: a throwaway key generated
     /// in the keystore encrypts and decrypts a block, then is destroyed.
     fn xks_health_check(&self) -> Result<(), KeystoreError>;
@@ -718,4 +736,37 @@ pub struct NoHooks;
 
 impl JobHooks for NoHooks {
     fn reached(&self, _: crate::job::Checkpoint, _: bool) {}
+}
+
+/// The verdict of [`Keystore::xks_encrypt_proven`] on the decryption of a
+/// ciphertext it just made.
+pub fn prove_round_trip(
+    opened: Result<Zeroizing<Vec<u8>>, KeystoreError>,
+    plaintext: &[u8],
+) -> Result<(), KeystoreError> {
+    let opened = opened.map_err(|e| {
+        KeystoreError::Internal(format!("the decryption proving the ciphertext failed: {e}"))
+    })?;
+    if opened.as_slice() != plaintext {
+        return Err(KeystoreError::Internal(
+            "the decryption proving the ciphertext did not give the plaintext back".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_trip_proves_only_when_the_plaintext_comes_back() {
+        let plaintext = b"a data key".as_slice();
+        assert!(prove_round_trip(Ok(Zeroizing::new(plaintext.to_vec())), plaintext).is_ok());
+        let other = prove_round_trip(Ok(Zeroizing::new(b"another".to_vec())), plaintext);
+        assert!(matches!(other, Err(KeystoreError::Internal(m)) if m.contains("did not give")));
+        // Whatever the decryption's failure, the Encrypt failed inside keyhold.
+        let refused = prove_round_trip(Err(KeystoreError::SealBroken), plaintext);
+        assert!(matches!(refused, Err(KeystoreError::Internal(m)) if m.contains("failed")));
+    }
 }

@@ -128,6 +128,18 @@ fn gcm_contract(keystore: &dyn Keystore, key_id: uuid::Uuid, key: &GeneratedKey)
         }
     }
 
+    // An Encrypt proven by its own decryption (XKS's CDIV) is the same
+    // AES-GCM: a fresh IV, and the plain decryption opens it.
+    for plaintext in plaintexts() {
+        let sealed = keystore
+            .xks_encrypt_proven(key_id, handle, &plaintext, AAD)
+            .unwrap();
+        assert!(ivs.insert(sealed.iv), "an IV came twice");
+        assert_eq!(sealed.ciphertext.len(), plaintext.len());
+        let opened = keystore.xks_decrypt(key_id, handle, &sealed, AAD).unwrap();
+        assert_eq!(opened.as_slice(), plaintext.as_slice());
+    }
+
     let plaintext = b"the data key KMS protects".to_vec();
     let sealed = keystore
         .xks_encrypt(key_id, handle, &plaintext, AAD)
@@ -176,6 +188,12 @@ fn kinds_stay_apart(keystore: &dyn Keystore) {
     let xks = keystore.xks_generate_key(xks_id).unwrap();
 
     match keystore.xks_encrypt(byok_id, &byok.handle, b"data", AAD) {
+        Err(KeystoreError::Internal(message)) => {
+            assert!(message.contains("BYOK key's handle"), "{message}");
+        }
+        other => panic!("a BYOK key encrypted for XKS: {other:?}"),
+    }
+    match keystore.xks_encrypt_proven(byok_id, &byok.handle, b"data", AAD) {
         Err(KeystoreError::Internal(message)) => {
             assert!(message.contains("BYOK key's handle"), "{message}");
         }
@@ -538,6 +556,11 @@ fn token_xks_key_destroyed_behind_our_back_is_reported_missing() {
             }
             assert!(matches!(
                 keystore.xks_encrypt(key_id, &key.handle, b"x", AAD),
+                Err(KeystoreError::KeyNotFound(_))
+            ));
+            // The proven Encrypt says so too, not an internal failure.
+            assert!(matches!(
+                keystore.xks_encrypt_proven(key_id, &key.handle, b"x", AAD),
                 Err(KeystoreError::KeyNotFound(_))
             ));
         },

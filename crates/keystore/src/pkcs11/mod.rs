@@ -54,7 +54,7 @@ use keyhold_core::cloud::WrappingAlgorithm;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::key::CheckDigits;
 use keyhold_core::ports::{
-    GcmCiphertext, GeneratedKey, Keystore, KeystoreDescription, KeystoreKind,
+    GcmCiphertext, GeneratedKey, Keystore, KeystoreDescription, KeystoreKind, prove_round_trip,
 };
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -318,6 +318,45 @@ impl Pkcs11Keystore {
             .token
             .run("probing the token's wrapping mechanisms", wrap::probe)?;
         Ok(transport_hash_of(&algorithms))
+    }
+
+    /// AES-GCM under XKS key `key_id` with a fresh IV from the token; when
+    /// `proven`, the output decrypted in the same session must give
+    /// `plaintext` back ([`Keystore::xks_encrypt_proven`]).
+    fn xks_gcm_encrypt(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+        proven: bool,
+    ) -> Result<GcmCiphertext, KeystoreError> {
+        check_xks_handle(key_id, handle)?;
+        self.prepare()?;
+        let token = self.token_name();
+        self.token.run("encrypting with an XKS key", |c| {
+            let mut iv = [0u8; GCM_IV_LEN];
+            c.session.generate_random_slice(&mut iv)?;
+            objects::with_material(c, Material::Xks, key_id, &token, |key| {
+                let mut params_iv = iv;
+                let params = GcmParams::new(&mut params_iv, aad, GCM_TAG_BITS.into())?;
+                let sealed = split_tag(
+                    iv,
+                    c.session
+                        .encrypt(&Mechanism::AesGcm(params), key, plaintext)?,
+                )?;
+                if proven {
+                    let opened = match gcm_decrypt(c.session, key, &sealed, aad) {
+                        // A session or device failure: retried or reported as such.
+                        Err(Fail::Token(e)) => return Err(Fail::Token(e)),
+                        Err(Fail::Verdict(e) | Fail::TokenVerdict(e)) => Err(e),
+                        Ok(opened) => Ok(opened),
+                    };
+                    prove_round_trip(opened, plaintext).map_err(Fail::Verdict)?;
+                }
+                Ok(sealed)
+            })
+        })
     }
 
     fn token_name(&self) -> String {
@@ -607,20 +646,7 @@ impl Keystore for Pkcs11Keystore {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<GcmCiphertext, KeystoreError> {
-        check_xks_handle(key_id, handle)?;
-        self.prepare()?;
-        let token = self.token_name();
-        self.token.run("encrypting with an XKS key", |c| {
-            let mut iv = [0u8; GCM_IV_LEN];
-            c.session.generate_random_slice(&mut iv)?;
-            let sealed = objects::with_material(c, Material::Xks, key_id, &token, |key| {
-                let mut params_iv = iv;
-                let params = GcmParams::new(&mut params_iv, aad, GCM_TAG_BITS.into())?;
-                Ok(c.session
-                    .encrypt(&Mechanism::AesGcm(params), key, plaintext)?)
-            })?;
-            split_tag(iv, sealed)
-        })
+        self.xks_gcm_encrypt(key_id, handle, plaintext, aad, false)
     }
 
     fn xks_decrypt(
@@ -633,22 +659,24 @@ impl Keystore for Pkcs11Keystore {
         check_xks_handle(key_id, handle)?;
         self.prepare()?;
         let token = self.token_name();
-        let mut input = Vec::with_capacity(sealed.ciphertext.len() + GCM_TAG_LEN);
-        input.extend_from_slice(&sealed.ciphertext);
-        input.extend_from_slice(&sealed.tag);
         self.token.run("decrypting with an XKS key", |c| {
             objects::with_material(c, Material::Xks, key_id, &token, |key| {
-                let mut params_iv = sealed.iv;
-                let params = GcmParams::new(&mut params_iv, aad, GCM_TAG_BITS.into())?;
-                match c.session.decrypt(&Mechanism::AesGcm(params), key, &input) {
-                    Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
-                    Err(e) if is_tag_mismatch(c.session, &e) => {
-                        Err(Fail::TokenVerdict(KeystoreError::SealBroken))
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                gcm_decrypt(c.session, key, sealed, aad)
             })
         })
+    }
+
+    /// Both in one session, the key's object looked up (and its handle
+    /// checked) once: per request, half the token's work of an Encrypt
+    /// followed by a Decrypt.
+    fn xks_encrypt_proven(
+        &self,
+        key_id: uuid::Uuid,
+        handle: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<GcmCiphertext, KeystoreError> {
+        self.xks_gcm_encrypt(key_id, handle, plaintext, aad, true)
     }
 
     /// An AES-256 session object (never a token object) encrypts and
@@ -885,6 +913,28 @@ impl Keystore for Pkcs11Keystore {
 /// answer is CKR_ENCRYPTED_DATA_INVALID; SoftHSM2 2.6 answers
 /// CKR_GENERAL_ERROR, which is taken as a tag mismatch only when the session
 /// still answers afterwards (a failing device would not).
+/// AES-GCM decryption of `sealed` with `key`; a tag that does not
+/// authenticate is the token's verdict [`KeystoreError::SealBroken`].
+fn gcm_decrypt(
+    session: &Session,
+    key: ObjectHandle,
+    sealed: &GcmCiphertext,
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Fail> {
+    let mut input = Vec::with_capacity(sealed.ciphertext.len() + GCM_TAG_LEN);
+    input.extend_from_slice(&sealed.ciphertext);
+    input.extend_from_slice(&sealed.tag);
+    let mut params_iv = sealed.iv;
+    let params = GcmParams::new(&mut params_iv, aad, GCM_TAG_BITS.into())?;
+    match session.decrypt(&Mechanism::AesGcm(params), key, &input) {
+        Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
+        Err(e) if is_tag_mismatch(session, &e) => {
+            Err(Fail::TokenVerdict(KeystoreError::SealBroken))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn is_tag_mismatch(session: &Session, e: &cryptoki::error::Error) -> bool {
     match e {
         cryptoki::error::Error::Pkcs11(

@@ -6,7 +6,8 @@
 //!   below has no field that could hold them).
 //! - Requests never wait for the file: lines go through a bounded channel
 //!   to one writer thread with a buffered file, flushed at least every
-//!   second. When the channel is full the line is dropped and counted
+//!   second. The writer takes lines in batches every few milliseconds, so
+//!   a request does not wake it (a thread hand-off per call). When the channel is full the line is dropped and counted
 //!   (metric and the next digest), rather than slowing KMS's requests.
 //! - The writer numbers lines as they are in the file (it counts the lines
 //!   already there when it opens it) and hashes each period's lines, so a
@@ -23,7 +24,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -33,6 +34,12 @@ use sha2::{Digest, Sha256};
 const CHANNEL_LINES: usize = 16 * 1024;
 /// The writer flushes at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How long the writer rests after taking what was queued. A line sent to
+/// a writer waiting in the channel wakes its thread: under load, one wake
+/// (a thread hand-off) per XKS call. Resting, it is woken by nothing, and
+/// takes the lines of the last few milliseconds at once; a line or a
+/// digest's cut waits for it that long at most.
+const BATCH_EVERY: Duration = Duration::from_millis(5);
 
 /// One XKS call as the usage log records it. Every field is request
 /// metadata or keyhold's own; nothing a caller encrypts or decrypts.
@@ -220,24 +227,37 @@ impl Writer {
         let mut next_flush = Instant::now() + FLUSH_EVERY;
         loop {
             let wait = next_flush.saturating_duration_since(Instant::now());
+            // Idle, the writer sleeps in the channel until a line comes;
+            // then it takes every line queued and rests for `BATCH_EVERY`.
             match receiver.recv_timeout(wait) {
-                Ok(Message::Line(line)) => self.write(&line),
-                Ok(Message::Cut(reply)) => {
-                    self.flush(true);
-                    let _ = reply.send(self.cut());
-                }
+                Ok(message) => self.take(message),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush(true);
-                    return;
+                Err(RecvTimeoutError::Disconnected) => return self.flush(true),
+            }
+            loop {
+                match receiver.try_recv() {
+                    Ok(message) => self.take(message),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return self.flush(true),
                 }
             }
-            // Checked after every message too: under steady traffic the
+            // Checked after every batch too: under steady traffic the
             // channel is never empty long enough to time out.
             if Instant::now() >= next_flush {
                 self.flush(false);
                 self.follow_rotation();
                 next_flush = Instant::now() + FLUSH_EVERY;
+            }
+            std::thread::sleep(BATCH_EVERY);
+        }
+    }
+
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Line(line) => self.write(&line),
+            Message::Cut(reply) => {
+                self.flush(true);
+                let _ = reply.send(self.cut());
             }
         }
     }
