@@ -909,10 +909,6 @@ impl Keystore for Pkcs11Keystore {
     }
 }
 
-/// Whether C_Decrypt failed because the GCM tag does not verify. The standard
-/// answer is CKR_ENCRYPTED_DATA_INVALID; SoftHSM2 2.6 answers
-/// CKR_GENERAL_ERROR, which is taken as a tag mismatch only when the session
-/// still answers afterwards (a failing device would not).
 /// AES-GCM decryption of `sealed` with `key`; a tag that does not
 /// authenticate is the token's verdict [`KeystoreError::SealBroken`].
 fn gcm_decrypt(
@@ -935,6 +931,10 @@ fn gcm_decrypt(
     }
 }
 
+/// Whether C_Decrypt failed because the GCM tag does not verify. The standard
+/// answer is CKR_ENCRYPTED_DATA_INVALID; SoftHSM2 2.6 answers
+/// CKR_GENERAL_ERROR, which is taken as a tag mismatch only when the session
+/// still answers afterwards (a failing device would not).
 fn is_tag_mismatch(session: &Session, e: &cryptoki::error::Error) -> bool {
     match e {
         cryptoki::error::Error::Pkcs11(

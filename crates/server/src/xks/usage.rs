@@ -7,8 +7,9 @@
 //! - Requests never wait for the file: lines go through a bounded channel
 //!   to one writer thread with a buffered file, flushed at least every
 //!   second. The writer takes lines in batches every few milliseconds, so
-//!   a request does not wake it (a thread hand-off per call). When the channel is full the line is dropped and counted
-//!   (metric and the next digest), rather than slowing KMS's requests.
+//!   a request does not wake it (a thread hand-off per call). When the
+//!   channel is full the line is dropped and counted (metric and the next
+//!   digest), rather than slowing KMS's requests.
 //! - The writer numbers lines as they are in the file (it counts the lines
 //!   already there when it opens it) and hashes each period's lines, so a
 //!   digest in the audit log can name the lines it covers and their
