@@ -64,7 +64,7 @@ struct Run {
     serve_peak_kib: u64,
     /// Its anonymous memory (RssAnon: heap and stacks) just before, and the
     /// highest sampled during the backup; and the highest of its mapped
-    /// files (RssFile: SQLite's memory map of the database).
+    /// files (RssFile: the binary and its libraries).
     serve_anon_rest_kib: u64,
     serve_anon_peak_kib: u64,
     serve_file_peak_kib: u64,
@@ -791,13 +791,11 @@ fn section(
         ));
     }
     notes.push_str(
-        "**`serve`'s VmHWM grows with the database, its own memory does not.** SQLite \
-         reads the database through a memory map (`mmap_size`, 1 GiB): every page a \
-         backup reads counts in the server's RSS as a mapped file page (RssFile), which is \
-         the kernel's page cache (shared with every other reader of the file, and given \
-         back under memory pressure), not memory the server allocated. Each pooled \
-         connection maps the file on its own, so a backup read on another connection than \
-         the last counts the same pages again.\n\n\
+        "**The rest of `serve`'s VmHWM is mapped files** (RssFile): keyhold's binary and \
+         the libraries it runs, their pages read in as they are used. The database is not \
+         among them: SQLite reads it with system calls into each connection's page cache \
+         (a few MiB at most, in the anonymous RSS above), so a backup reading every page \
+         of the database leaves both where they were.\n\n\
          | Size | `serve` anonymous RSS before the backup, MiB | peak during it, MiB | mapped files (RssFile) peak, MiB | VmHWM, MiB |\n\
          |---|---|---|---|---|\n",
     );

@@ -539,6 +539,11 @@ impl AuditMac for SoftKeystore {
     fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError> {
         hmac_sha256(&self.audit_mac_key[..], data)
     }
+
+    /// An HMAC over a key in memory: microseconds, no device.
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 impl AuditSigner for SoftKeystore {

@@ -2,11 +2,13 @@
 //! filter of `list_audit`.
 
 use keyhold_core::StoreError;
-use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord, ChainHead};
+use keyhold_core::audit::{AuditEntry, AuditFilter, AuditMac, AuditRecord, ChainHead};
 use keyhold_core::clock::format_timestamp;
 use keyhold_core::error::KeystoreError;
 use keyhold_core::ports::SharedAuditMac;
 use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::rows::hash32;
 
 /// Most rows one list call (`list_audit`, `list_jobs`) returns.
 pub(crate) const MAX_LIST_LIMIT: u32 = 1000;
@@ -16,19 +18,69 @@ pub(crate) const DEFAULT_LIST_LIMIT: u32 = 100;
 pub(crate) const AUDIT_COLUMNS: &str =
     "seq, time, users, summary, details, archived, prev_hash, hash, mac";
 
-/// Seals `record` as the entry after `head`. The MAC comes from the keystore,
-/// which may block on a token, so it runs off the async executor.
-pub(crate) async fn seal(
+/// The query for the audit chain's head, its newest entry's place and
+/// hash, as a literal for `concat!` (a backend may send it with others).
+macro_rules! chain_head_sql {
+    () => {
+        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+    };
+}
+pub(crate) use chain_head_sql;
+
+/// The query for the audit chain's head: its newest entry's place and hash.
+pub(crate) const CHAIN_HEAD_SQL: &str = chain_head_sql!();
+
+/// The audit chain's head as [`CHAIN_HEAD_SQL`] read it, not yet checked:
+/// none in an empty log. A write transaction reads it under the writer lock
+/// and parses it only when it appends, so a damaged head refuses the
+/// audited writes that would chain to it, not every write.
+pub(crate) type ChainHeadRow = Option<(i64, Vec<u8>)>;
+
+/// The head `row` names.
+pub(crate) fn chain_head(row: ChainHeadRow) -> Result<ChainHead, StoreError> {
+    Ok(match row {
+        Some((seq, hash)) => ChainHead {
+            seq,
+            hash: hash32("audit_log", "hash", &hash)?,
+        },
+        None => ChainHead::EMPTY,
+    })
+}
+
+/// Seals `records` as the entries after `head`, in order. A MAC that may
+/// wait on a token is computed off the async executor, all of them in one
+/// hop; one computed in memory is computed here.
+pub(crate) async fn seal_all(
     head: ChainHead,
-    record: &AuditRecord,
+    records: &[&AuditRecord],
     mac: &SharedAuditMac,
-) -> Result<AuditEntry, StoreError> {
-    let record = record.clone();
+) -> Result<Vec<AuditEntry>, StoreError> {
+    if !mac.may_block() {
+        return seal_chain(head, records.iter().copied(), &**mac);
+    }
+    let records: Vec<AuditRecord> = records.iter().map(|&record| record.clone()).collect();
     let mac = mac.clone();
-    tokio::task::spawn_blocking(move || keyhold_core::audit::seal(head, &record, &*mac))
+    tokio::task::spawn_blocking(move || seal_chain(head, records.iter(), &*mac))
         .await
         .map_err(|e| KeystoreError::Internal(format!("the audit MAC did not finish: {e}")))?
-        .map_err(StoreError::from)
+}
+
+/// Each record sealed after the one before, the first after `head`.
+fn seal_chain<'r>(
+    mut head: ChainHead,
+    records: impl Iterator<Item = &'r AuditRecord>,
+    mac: &dyn AuditMac,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    records
+        .map(|record| {
+            let entry = keyhold_core::audit::seal(head, record, mac)?;
+            head = ChainHead {
+                seq: entry.seq,
+                hash: entry.hash,
+            };
+            Ok(entry)
+        })
+        .collect()
 }
 
 pub(crate) fn list_limit(requested: u32) -> i64 {

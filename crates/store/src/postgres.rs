@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::DatabaseKind;
+use crate::audit::ChainHeadRow;
 use crate::error::db;
 use crate::pool::{Kept, closing_abandoned_transactions};
 use crate::snapshot::{Column, ColumnKind, quote};
@@ -31,6 +32,7 @@ mod sql;
 
 pub(crate) use sql::SqlBackend as PostgresStore;
 pub(crate) use sql::load::{Load as PostgresLoad, latest_version};
+use sql::{AuditInserts, roll_back};
 
 type Db = Postgres;
 const KIND: DatabaseKind = DatabaseKind::Postgres;
@@ -173,14 +175,29 @@ async fn lock_writers(serial: &Serial) -> SerialGuard<'_> {
 type WriteTransaction<'c> = Transaction<'c, Postgres>;
 
 /// Starts a write transaction on `conn` holding keyhold's writer lock,
-/// which the transaction's end releases.
+/// which the transaction's end releases. The audit chain's head is read
+/// when an entry is appended: read with the lock in one statement, it would
+/// come from the snapshot taken before the lock was granted.
 async fn begin_write<'c>(
     _: &PgPool,
     conn: &'c mut Kept<Postgres>,
-) -> Result<WriteTransaction<'c>, StoreError> {
+) -> Result<(WriteTransaction<'c>, Option<ChainHeadRow>), StoreError> {
     let mut tx = conn.begin().await.map_err(db)?;
     take_write_lock(&mut tx).await?;
-    Ok(tx)
+    Ok((tx, None))
+}
+
+/// Inserts the transaction's audit entries, then commits. On failure the
+/// transaction is rolled back.
+async fn commit_after(
+    mut tx: WriteTransaction<'_>,
+    audit: AuditInserts<'_>,
+) -> Result<(), StoreError> {
+    if let Err(e) = audit.into_batch().run(&mut tx).await {
+        roll_back(tx).await;
+        return Err(e);
+    }
+    tx.commit().await.map_err(db)
 }
 
 /// Waits for keyhold's writer lock, held until the transaction ends.

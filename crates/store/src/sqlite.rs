@@ -12,6 +12,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::DatabaseKind;
+use crate::audit::{ChainHeadRow, chain_head_sql};
 use crate::error::db;
 use crate::pool::{Kept, closing_abandoned_transactions};
 use crate::snapshot::{Column, ColumnKind};
@@ -25,6 +26,7 @@ mod sql;
 
 pub(crate) use sql::SqlBackend as SqliteStore;
 pub(crate) use sql::load::{Load as SqliteLoad, latest_version};
+use sql::{AuditInserts, roll_back};
 
 type Db = Sqlite;
 const KIND: DatabaseKind = DatabaseKind::Sqlite;
@@ -104,46 +106,68 @@ async fn lock_writers(serial: &Serial) -> SerialGuard<'_> {
     serial.lock().await
 }
 
+/// The write lock, then the audit chain's head it keeps still, in one query.
+const BEGIN_READING_CHAIN_HEAD: &str = concat!("BEGIN IMMEDIATE; ", chain_head_sql!());
+
 /// Starts a write transaction on `conn` that holds SQLite's write lock from
-/// its first statement, so the chain head it reads cannot move under it.
+/// its first statement, so the audit chain's head, read in the same query
+/// (one hand-off to the connection's thread for both), cannot move under it.
 async fn begin_write<'c>(
     #[allow(unused_variables)] pool: &SqlitePool,
     conn: &'c mut Kept<Sqlite>,
-) -> Result<WriteTransaction<'c>, StoreError> {
+) -> Result<(WriteTransaction<'c>, Option<ChainHeadRow>), StoreError> {
     // Open until it is known not to be: a BEGIN whose task is cancelled
-    // half-way may have run.
+    // half-way may have run, and so may a BEGIN whose query then failed.
+    // Dropped open, the transaction dooms its connection.
     let mut tx = WriteTransaction { conn, open: true };
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx).await {
-        // Refused (another process holds the lock past the busy timeout):
-        // nothing began.
-        tx.open = false;
-        return Err(db(e));
-    }
+    let head = sqlx::query_as(BEGIN_READING_CHAIN_HEAD)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
     #[cfg(feature = "storage-limit")]
     storage_limit::apply(pool, &mut tx).await?;
-    Ok(tx)
+    Ok((tx, Some(head)))
+}
+
+/// Inserts the transaction's audit entries and commits in the same query
+/// (`COMMIT` its last statement): one hand-off for both. On failure the
+/// transaction is rolled back.
+async fn commit_after(
+    mut tx: WriteTransaction<'_>,
+    audit: AuditInserts<'_>,
+) -> Result<(), StoreError> {
+    let mut last = audit.into_batch();
+    last.push_commit();
+    match last.run(&mut tx).await {
+        Ok(()) => {
+            tx.open = false;
+            Ok(())
+        }
+        // Before `COMMIT` ran, or by it: either way `ROLLBACK` leaves no
+        // transaction open, and one that fails (none was open) dooms the
+        // connection as the transaction is dropped.
+        Err(e) => {
+            roll_back(tx).await;
+            Err(e)
+        }
+    }
 }
 
 /// A write transaction begun and ended with plain `BEGIN IMMEDIATE` and
 /// `COMMIT` statements. sqlx's own transaction commands make the
 /// connection's thread wait until the caller has taken each answer, one more
 /// hand-off each way for every `BEGIN` and every `COMMIT`, which a store
-/// that commits every step of every job pays often. sqlx does not know of
-/// this transaction, so dropped while open (a cancelled task, a failed
-/// `COMMIT`) it dooms its connection: closed rather than reused, which rolls
-/// the transaction back.
+/// that commits every step of every job pays often; and each is a query of
+/// its own, where these ride with the statements beside them. sqlx does not
+/// know of this transaction, so dropped while open (a cancelled task, a
+/// failed `COMMIT`) it dooms its connection: closed rather than reused,
+/// which rolls the transaction back.
 pub(crate) struct WriteTransaction<'c> {
     conn: &'c mut Kept<Sqlite>,
     open: bool,
 }
 
 impl WriteTransaction<'_> {
-    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("COMMIT").execute(&mut *self).await?;
-        self.open = false;
-        Ok(())
-    }
-
     pub(crate) async fn rollback(mut self) -> Result<(), sqlx::Error> {
         sqlx::query("ROLLBACK").execute(&mut *self).await?;
         self.open = false;

@@ -35,6 +35,19 @@ async fn rotation_ended(
     count: usize,
     status: &str,
 ) -> Vec<Value> {
+    rotation_ended_on(&[app], token, name, count, status).await
+}
+
+/// [`rotation_ended`] as the first of `nodes` sees it; a failure describes
+/// every node (the rotator's error is in its own status only).
+async fn rotation_ended_on(
+    nodes: &[&TestApp],
+    token: &str,
+    name: &str,
+    count: usize,
+    status: &str,
+) -> Vec<Value> {
+    let app = nodes[0];
     for _ in 0..300 {
         let jobs = rotations(app, token, name).await;
         if jobs.len() == count && jobs[0]["status"] == status {
@@ -43,12 +56,28 @@ async fn rotation_ended(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let jobs = rotations(app, token, name).await;
-    let (_, config) = app.get("/api/v1/config", token).await;
+    let (_, group) = app.get(&format!("/api/v1/groups/{name}"), token).await;
+    // What the scheduler said: a deferral and its reason, in the details.
+    let (_, audit) = app.get("/api/v1/audit?limit=20", token).await;
+    let said: Vec<String> = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["users"] == "System")
+        .map(|e| format!("{} {} {}", e["time"], e["summary"], e["details"]))
+        .collect();
+    let mut clusters = Vec::new();
+    for node in nodes {
+        let (_, config) = node.get("/api/v1/config", token).await;
+        clusters.push(config["cluster"].clone());
+    }
     panic!(
-        "rotation {count} of {name} did not end {status}: {} jobs, newest {:#}; cluster {:#}",
+        "rotation {count} of {name} did not end {status}: {} jobs, newest {:#}; \
+         group's next rotation {}; the system's last audit entries {said:#?}; \
+         each node's cluster status {clusters:#?}",
         jobs.len(),
         jobs.first().cloned().unwrap_or_default(),
-        config["cluster"]
+        group["next_rotation_at"],
     );
 }
 
@@ -451,7 +480,7 @@ async fn fifty_scheduled_rotations_happen_once_each_while_rotators_crash_and_com
             nodes[index] = back;
         }
         let token = nodes[0].dual_session_again().await;
-        rotation_ended(&nodes[0], &token, &name, due, "succeeded").await;
+        rotation_ended_on(&[&nodes[0], &nodes[1]], &token, &name, due, "succeeded").await;
     }
     let token = nodes[1].dual_session_again().await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -109,6 +109,13 @@ impl ChainHead {
 /// holds the MAC key.
 pub trait AuditMac: Send + Sync {
     fn audit_mac(&self, data: &[u8]) -> Result<[u8; 32], KeystoreError>;
+
+    /// Whether a MAC may wait on a device (a token over PKCS#11), so that the
+    /// store computes it off the async executor. Only a MAC computed in
+    /// memory says no, sparing every audited write a thread hop.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// An HMAC-SHA256 [`AuditMac`] over key bytes, for keystores that hold the key

@@ -1,50 +1,54 @@
 use keyhold_core::StoreError;
-use keyhold_core::audit::{AuditEntry, AuditFilter, AuditRecord, ChainHead};
-use keyhold_core::ports::SharedAuditMac;
+use keyhold_core::audit::{AuditEntry, AuditFilter};
 use sqlx::QueryBuilder;
 
+use super::batch::{Batch, Changes};
 use super::{Conn, Db, Pool};
-use crate::audit::{AUDIT_COLUMNS, push_list_query, seal};
+use crate::audit::{AUDIT_COLUMNS, CHAIN_HEAD_SQL, ChainHeadRow, push_list_query};
 use crate::error::db;
-use crate::rows::{AuditRow, hash32};
+use crate::rows::AuditRow;
 
-/// Reads the chain head, seals `record` after it and inserts the entry. Runs
-/// inside the caller's write transaction, which holds the write lock, so no
-/// other entry can take the same place in the chain.
-pub(super) async fn append(
-    conn: &mut Conn,
-    record: &AuditRecord,
-    mac: &SharedAuditMac,
-) -> Result<(), StoreError> {
-    let head: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-    let head = match head {
-        Some((seq, hash)) => ChainHead {
-            seq,
-            hash: hash32("audit_log", "hash", &hash)?,
-        },
-        None => ChainHead::EMPTY,
-    };
-    let entry = seal(head, record, mac).await?;
-    sqlx::query(&format!(
-        "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-    ))
-    .bind(entry.seq)
-    .bind(&entry.time)
-    .bind(&entry.users)
-    .bind(&entry.summary)
-    .bind(&entry.details)
-    .bind(entry.archived)
-    .bind(entry.prev_hash.as_slice())
-    .bind(entry.hash.as_slice())
-    .bind(entry.mac.as_slice())
-    .execute(conn)
-    .await
-    .map_err(db)?;
-    Ok(())
+/// Reads the audit chain's head inside the caller's write transaction,
+/// which holds the writer lock, so no other entry can take its place.
+pub(super) async fn read_head(conn: &mut Conn) -> Result<ChainHeadRow, StoreError> {
+    sqlx::query_as(CHAIN_HEAD_SQL)
+        .fetch_optional(conn)
+        .await
+        .map_err(db)
+}
+
+/// The inserts of sealed audit entries: statements whose changes are not
+/// checked, so that a backend may commit in the same query (see
+/// [`Batch::push_commit`]).
+pub(crate) struct Inserts<'q>(Batch<'q>);
+
+impl<'q> Inserts<'q> {
+    pub(crate) fn into_batch(self) -> Batch<'q> {
+        self.0
+    }
+}
+
+/// The inserts of sealed `entries`, in order.
+pub(super) fn inserts(entries: &[AuditEntry]) -> Inserts<'_> {
+    let mut batch = Batch::new();
+    for entry in entries {
+        batch.push(Changes::Any, db, |q| {
+            q.push(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ("));
+            let mut values = q.separated(", ");
+            values
+                .push_bind(entry.seq)
+                .push_bind(entry.time.as_str())
+                .push_bind(entry.users.as_str())
+                .push_bind(entry.summary.as_str())
+                .push_bind(entry.details.as_str())
+                .push_bind(entry.archived)
+                .push_bind(entry.prev_hash.as_slice())
+                .push_bind(entry.hash.as_slice())
+                .push_bind(entry.mac.as_slice());
+            q.push(")");
+        });
+    }
+    Inserts(batch)
 }
 
 pub(super) async fn list(pool: &Pool, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {

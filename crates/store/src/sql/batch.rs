@@ -26,7 +26,7 @@ use crate::error::db;
 
 /// What a statement must have changed.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Changes<'a> {
+pub(crate) enum Changes<'a> {
     /// Anything, nothing included.
     Any,
     /// A row at least: none means the row is missing ([`StoreError::NotFound`]).
@@ -61,7 +61,7 @@ struct Statement<'a> {
     error: fn(sqlx::Error) -> StoreError,
 }
 
-pub(super) struct Batch<'q> {
+pub(crate) struct Batch<'q> {
     /// SQLite: one query, its statements separated by `;`. PostgreSQL: one
     /// query per statement.
     queries: Vec<QueryBuilder<'q, Db>>,
@@ -69,7 +69,7 @@ pub(super) struct Batch<'q> {
 }
 
 impl<'q> Batch<'q> {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             queries: Vec::new(),
             statements: Vec::new(),
@@ -78,7 +78,7 @@ impl<'q> Batch<'q> {
 
     /// Adds the statement `write` puts into the query (with `push` and
     /// `push_bind`; never `$N` in its text, which the binds number).
-    pub(super) fn push(
+    pub(crate) fn push(
         &mut self,
         changes: Changes<'q>,
         error: fn(sqlx::Error) -> StoreError,
@@ -96,10 +96,22 @@ impl<'q> Batch<'q> {
         }
     }
 
+    /// Ends the batch with `COMMIT`, for a backend that sends it with the
+    /// statements before it in one query (SQLite's `commit_after`). Only for
+    /// statements whose changes are not checked: a check reads the changes
+    /// after its query has run, too late to keep the transaction from
+    /// committing.
+    #[allow(dead_code, reason = "PostgreSQL commits through sqlx's transaction")]
+    pub(crate) fn push_commit(&mut self) {
+        self.push(Changes::Any, db, |q| {
+            q.push("COMMIT");
+        });
+    }
+
     /// Runs the statements on `conn`, in order, and checks what each changed
     /// as soon as its query has run (PostgreSQL refuses every statement of a
     /// transaction after one failed, so a check must not wait for the next).
-    pub(super) async fn run(mut self, conn: &mut Conn) -> Result<(), StoreError> {
+    pub(crate) async fn run(mut self, conn: &mut Conn) -> Result<(), StoreError> {
         let mut checks = self.statements.iter();
         for query in &mut self.queries {
             let mut changed: Vec<u64> = Vec::new();

@@ -8,8 +8,12 @@
 //! - `Serial` and `SerialGuard<'a>`: what orders writers, and its guard;
 //! - `lock_writers(&Serial)`: this process's turn to write, and
 //!   `begin_write(&SqlxPool, &mut Kept)`: starts a `WriteTransaction` (which
-//!   derefs to the connection, and commits or rolls back) that holds the
-//!   backend's writer lock, so the audit chain head it reads cannot move;
+//!   derefs to the connection, and rolls back) that holds the backend's
+//!   writer lock, so the audit chain head it reads cannot move, and gives
+//!   that head's row where it read it on the way (SQLite);
+//! - `commit_after(WriteTransaction, AuditInserts)`: inserts the
+//!   transaction's audit entries and commits, in one query where the backend
+//!   can (SQLite);
 //! - `INSERT_ORDER`: the column that orders rows inserted in one microsecond;
 //! - `FOR_UPDATE`: what locks the rows a write transaction's `SELECT` reads,
 //!   where the backend locks rows at all;
@@ -68,12 +72,14 @@ use sqlx::migrate::Migrator;
 use super::{
     BATCHES_STATEMENTS, COLUMNS_SQL, Db, FOR_UPDATE, INSERT_ORDER, INSERT_OVERRIDING, KIND,
     MIGRATOR, SNAPSHOT_BEGIN, Serial, SerialGuard, TABLES_SQL, WriteTransaction, after_load,
-    begin_load, begin_write, column_kind, connect, lock_writers, row_order,
+    begin_load, begin_write, column_kind, commit_after, connect, lock_writers, row_order,
 };
 use crate::SqlStore;
+use crate::audit::{ChainHeadRow, chain_head, seal_all};
 use crate::error::db;
 use crate::pool::{Connections, Kept};
 use crate::url::{mask_url, unavailable};
+pub(super) use audit::Inserts as AuditInserts;
 
 /// The store's way to its database: reads run on `&Pool` one statement at a
 /// time; writes take a connection of it (see [`Connections`]).
@@ -244,9 +250,10 @@ struct Writer<'a> {
 impl Writer<'_> {
     /// Starts the write transaction, holding the backend's writer lock.
     async fn begin(&mut self) -> Result<WriteTx<'_>, StoreError> {
-        let tx = begin_write(self.pool.sqlx(), &mut self.connection).await?;
+        let (tx, chain_head) = begin_write(self.pool.sqlx(), &mut self.connection).await?;
         Ok(WriteTx {
             tx,
+            chain_head,
             audit_mac: self.audit_mac,
         })
     }
@@ -266,6 +273,9 @@ impl Writer<'_> {
 /// A write transaction. Dropping it without [`WriteTx::finish`] rolls back.
 struct WriteTx<'a> {
     tx: WriteTransaction<'a>,
+    /// The audit chain's head, where the backend read it as the
+    /// transaction began; otherwise it is read when an entry is appended.
+    chain_head: Option<ChainHeadRow>,
     audit_mac: &'a SharedAuditMac,
 }
 
@@ -282,34 +292,46 @@ impl WriteTx<'_> {
         result: Result<T, StoreError>,
         audits: &[&AuditRecord],
     ) -> Result<T, StoreError> {
-        let outcome = match result {
-            Ok(value) => {
-                let sealed = async {
-                    for record in audits {
-                        if let Some(execution) = &record.executes {
-                            approvals::spend(&mut self.tx, execution, record).await?;
-                        }
-                        audit::append(&mut self.tx, record, self.audit_mac).await?;
-                    }
-                    Ok::<(), StoreError>(())
-                }
-                .await;
-                sealed.map(|()| value)
-            }
+        let sealed = match result {
+            Ok(value) => self.seal(audits).await.map(|entries| (value, entries)),
             Err(e) => Err(e),
         };
-        match outcome {
-            Ok(value) => {
-                self.tx.commit().await.map_err(db)?;
+        match sealed {
+            Ok((value, entries)) => {
+                commit_after(self.tx, audit::inserts(&entries)).await?;
                 Ok(value)
             }
             Err(e) => {
-                if let Err(rollback) = self.tx.rollback().await {
-                    tracing::warn!(error = %rollback, "rollback failed; the connection discards the transaction");
-                }
+                roll_back(self.tx).await;
                 Err(e)
             }
         }
+    }
+
+    /// Spends the approvals `audits` execute and seals the entries after the
+    /// chain's head, ready to insert.
+    async fn seal(&mut self, audits: &[&AuditRecord]) -> Result<Vec<AuditEntry>, StoreError> {
+        if audits.is_empty() {
+            return Ok(Vec::new());
+        }
+        for record in audits {
+            if let Some(execution) = &record.executes {
+                approvals::spend(&mut self.tx, execution, record).await?;
+            }
+        }
+        let head = match self.chain_head.take() {
+            Some(row) => row,
+            None => audit::read_head(&mut self.tx).await?,
+        };
+        seal_all(chain_head(head)?, audits, self.audit_mac).await
+    }
+}
+
+/// Rolls `tx` back after a failure, which is what the caller reports; a
+/// rollback that fails too leaves the connection to discard the transaction.
+pub(super) async fn roll_back(tx: WriteTransaction<'_>) {
+    if let Err(rollback) = tx.rollback().await {
+        tracing::warn!(error = %rollback, "rollback failed; the connection discards the transaction");
     }
 }
 
