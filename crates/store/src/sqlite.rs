@@ -15,7 +15,7 @@ use crate::DatabaseKind;
 use crate::audit::{ChainHeadRow, chain_head_sql};
 use crate::error::db;
 use crate::pool::{Kept, closing_abandoned_transactions};
-use crate::snapshot::{Column, ColumnKind};
+use crate::snapshot::{Column, ColumnKind, quote};
 use crate::url::unavailable;
 
 // The shared queries, compiled for this backend (see sql/mod.rs): loading
@@ -70,9 +70,30 @@ fn column_kind(declared: &str) -> Option<ColumnKind> {
     }
 }
 
-/// Rows go out in insertion order, which the loader's inserts keep.
-async fn row_order(_: &mut SqliteConnection, _: &str, _: &[Column]) -> Result<String, StoreError> {
-    Ok(INSERT_ORDER.to_owned())
+/// Rows go out in insertion order, which the loader's inserts keep; those
+/// of a table without rowid (`keys`, stored in its primary key's order) in
+/// that order.
+async fn row_order(
+    conn: &mut SqliteConnection,
+    table: &str,
+    _: &[Column],
+) -> Result<String, StoreError> {
+    let without_rowid: Option<bool> =
+        sqlx::query_scalar("SELECT wr FROM pragma_table_list($1) WHERE schema = 'main'")
+            .bind(table)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    if without_rowid != Some(true) {
+        return Ok(INSERT_ORDER.to_owned());
+    }
+    let key: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info($1) WHERE pk > 0 ORDER BY pk")
+            .bind(table)
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
+    Ok(key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "))
 }
 
 /// A load holds the write lock from its first statement.
