@@ -27,10 +27,7 @@ macro_rules! chain_head_sql {
 }
 pub(crate) use chain_head_sql;
 
-/// The query for the audit chain's head: its newest entry's place and hash.
-pub(crate) const CHAIN_HEAD_SQL: &str = chain_head_sql!();
-
-/// The audit chain's head as [`CHAIN_HEAD_SQL`] read it, not yet checked:
+/// The audit chain's head as [`chain_head_sql`] read it, not yet checked:
 /// none in an empty log. A write transaction reads it under the writer lock
 /// and parses it only when it appends, so a damaged head refuses the
 /// audited writes that would chain to it, not every write.

@@ -4,14 +4,14 @@ use sqlx::QueryBuilder;
 
 use super::batch::{Batch, Changes};
 use super::{Conn, Db, Pool};
-use crate::audit::{AUDIT_COLUMNS, CHAIN_HEAD_SQL, ChainHeadRow, push_list_query};
+use crate::audit::{AUDIT_COLUMNS, ChainHeadRow, chain_head_sql, push_list_query};
 use crate::error::db;
 use crate::rows::AuditRow;
 
 /// Reads the audit chain's head inside the caller's write transaction,
 /// which holds the writer lock, so no other entry can take its place.
 pub(super) async fn read_head(conn: &mut Conn) -> Result<ChainHeadRow, StoreError> {
-    sqlx::query_as(CHAIN_HEAD_SQL)
+    sqlx::query_as(chain_head_sql!())
         .fetch_optional(conn)
         .await
         .map_err(db)

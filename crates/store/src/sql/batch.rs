@@ -26,7 +26,7 @@ use crate::error::db;
 
 /// What a statement must have changed.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Changes<'a> {
+pub(super) enum Changes<'a> {
     /// Anything, nothing included.
     Any,
     /// A row at least: none means the row is missing ([`StoreError::NotFound`]).
@@ -69,7 +69,7 @@ pub(crate) struct Batch<'q> {
 }
 
 impl<'q> Batch<'q> {
-    pub(crate) fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             queries: Vec::new(),
             statements: Vec::new(),
@@ -78,7 +78,7 @@ impl<'q> Batch<'q> {
 
     /// Adds the statement `write` puts into the query (with `push` and
     /// `push_bind`; never `$N` in its text, which the binds number).
-    pub(crate) fn push(
+    pub(super) fn push(
         &mut self,
         changes: Changes<'q>,
         error: fn(sqlx::Error) -> StoreError,
