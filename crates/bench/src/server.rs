@@ -362,29 +362,39 @@ impl KeyholdProcess {
         Ok(job["id"].as_str().context("job without id")?.to_owned())
     }
 
-    /// Waits until every job has ended; returns how many failed, and the first
-    /// failure's error. Polls the
-    /// oldest unfinished job only, so the polling itself costs the server
-    /// one small query per poll.
+    /// Waits until every job has ended; returns how many failed, the first
+    /// failure's error, and when the last job ended by the server's record
+    /// (its `finished_at`, to the microsecond), which a poll only finds up
+    /// to a poll interval later. Polls the oldest unfinished job only, so
+    /// the polling itself costs the server one small query per poll.
     pub async fn wait_jobs(
         &self,
         token: &str,
         ids: &[String],
         timeout: Duration,
-    ) -> anyhow::Result<(usize, Option<String>)> {
+    ) -> anyhow::Result<JobsEnded> {
         let deadline = Instant::now() + timeout;
-        let mut failed = 0;
-        let mut first_error = None;
+        let mut ended = JobsEnded::default();
         for id in ids {
             loop {
                 let job = self.get(&format!("/jobs/{id}"), token).await?;
-                match job["status"].as_str() {
+                let status = job["status"].as_str();
+                if matches!(status, Some("succeeded" | "failed" | "cancelled")) {
+                    let finished = job["finished_at"]
+                        .as_str()
+                        .with_context(|| format!("job {id} ended without finished_at"))?;
+                    let finished = chrono::DateTime::parse_from_rfc3339(finished)
+                        .with_context(|| format!("job {id}'s finished_at '{finished}'"))?
+                        .to_utc();
+                    ended.last = ended.last.max(Some(finished));
+                }
+                match status {
                     Some("succeeded") => break,
                     Some("failed" | "cancelled") => {
-                        failed += 1;
+                        ended.failed += 1;
                         eprintln!("job {id} ended {}: {}", job["status"], job["error"]);
-                        if first_error.is_none() {
-                            first_error = job["error"].as_str().map(str::to_owned);
+                        if ended.first_error.is_none() {
+                            ended.first_error = job["error"].as_str().map(str::to_owned);
                         }
                         break;
                     }
@@ -396,8 +406,17 @@ impl KeyholdProcess {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Ok((failed, first_error))
+        Ok(ended)
     }
+}
+
+/// How a set of jobs ended ([`KeyholdProcess::wait_jobs`]).
+#[derive(Default)]
+pub struct JobsEnded {
+    pub failed: usize,
+    pub first_error: Option<String>,
+    /// The latest `finished_at` among them; `None` for no jobs.
+    pub last: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Drop for KeyholdProcess {

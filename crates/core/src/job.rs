@@ -322,13 +322,21 @@ impl Step {
         }
     }
 
-    /// Whether the step only writes keyhold's own record, asking nothing of
-    /// KMS or the keystore and auditing nothing of its own: it runs right
-    /// after the step before it and commits with it, one write fewer per
-    /// job. Run again after an interruption, it reads its inputs afresh, so
-    /// both sides of that one commit resume as before.
+    /// Whether the step runs right after the step before it and commits
+    /// with it, one write fewer per job: it audits nothing of its own, and
+    /// running it again leaves KMS and keyhold's record as one run does
+    /// (an alias pointed at the key it already names, a disabled key
+    /// disabled, an activation recorded from inputs read afresh). A crash
+    /// before that one commit resumes at the step before, which runs again
+    /// with the steps after it. In a rotation to a new KMS key, the alias,
+    /// the disable and the activation commit with the import (the import
+    /// itself, run again, finds the material KMS already holds); CreateKey
+    /// is not idempotent and commits alone, with its key id.
     pub fn commits_with_the_step_before(self) -> bool {
-        matches!(self, Self::Activate)
+        matches!(
+            self,
+            Self::MoveAlias | Self::DisablePrevious | Self::Activate
+        )
     }
 
     pub const ROTATE: [Self; 6] = [

@@ -3,18 +3,21 @@
 //!
 //! [`CRASH_POINTS`] is the table of every boundary a job crosses: both sides
 //! of every commit a rotation, a synchronization, a drift check or a
-//! reconciliation makes to the store. Activate commits with the step before
-//! it, and the marks before CreateKey and an in-place import with
-//! GenerateKey, so none has a row of its own; a mark commits alone only off
-//! these runs' paths (a rotation in place that goes on with a new KMS key,
-//! a job an earlier release started), and the core's tests resume it. A repair's commit is named `repair`
+//! reconciliation makes to the store. The steps that commit with the step
+//! before them (`Step::commits_with_the_step_before`: a rotation's alias,
+//! disable and activation commit with its import), and the marks before
+//! CreateKey and an in-place import with GenerateKey, have no row of their
+//! own; such a step or mark commits alone only off these runs' paths (a
+//! step after the import failed and then ran alone, a rotation in place
+//! that goes on with a new KMS key, a job an earlier release started), and
+//! the core's tests resume it. A repair's commit is named `repair`
 //! whichever repair of the plan it is; the table's reconciliation has one. The
 //! resume tests iterate it, and a trace of an undisturbed run is checked
 //! against it, so a commit added to a job without a row here fails a test.
 //!
 //! `KEYHOLD_PAUSE_AT=<commit>:<before|after>` names one point, with the
 //! commit as `Checkpoint::as_str` spells it (`start`, `generate_key`,
-//! `create_kms_key`, `move_alias`, …): `before` is after the outside effect
+//! `create_kms_key`, `import_material`, …): `before` is after the outside effect
 //! the commit records (the AWS call, the key generation) and before the
 //! commit; `after` is just after it. `KEYHOLD_PAUSE_FILE=<path>` is the file
 //! announcing the pause. `KEYHOLD_CRASH_TRACE=<path>` appends every point
@@ -87,7 +90,7 @@ const fn point(job: CrashJob, at: Checkpoint, committed: bool) -> CrashPoint {
 }
 
 /// Every crash point, in the order a job crosses them.
-pub const CRASH_POINTS: [CrashPoint; 38] = {
+pub const CRASH_POINTS: [CrashPoint; 34] = {
     use Checkpoint::{Start, Step as S};
     use CrashJob::{CheckDrift, Reconcile, Rotate, RotateInPlace, Synchronize};
     [
@@ -99,10 +102,6 @@ pub const CRASH_POINTS: [CrashPoint; 38] = {
         point(Rotate, S(Step::CreateKmsKey), true),
         point(Rotate, S(Step::ImportMaterial), false),
         point(Rotate, S(Step::ImportMaterial), true),
-        point(Rotate, S(Step::MoveAlias), false),
-        point(Rotate, S(Step::MoveAlias), true),
-        point(Rotate, S(Step::DisablePrevious), false),
-        point(Rotate, S(Step::DisablePrevious), true),
         point(RotateInPlace, Start, false),
         point(RotateInPlace, Start, true),
         point(RotateInPlace, S(Step::GenerateKey), false),
@@ -349,13 +348,15 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(at.approval.as_deref(), Some("approval_approved:after"));
-        let at = PauseAt::parse(Some("disable_previous:after"), file())
+        let at = PauseAt::parse(Some("import_material:after"), file())
             .unwrap()
             .unwrap();
         assert_eq!(
             (at.at, at.committed),
-            (Checkpoint::Step(Step::DisablePrevious), true)
+            (Checkpoint::Step(Step::ImportMaterial), true)
         );
+        // Committed with the import: no crash point of its own.
+        assert!(PauseAt::parse(Some("move_alias:before"), file()).is_err());
         for point in CRASH_POINTS {
             let at = PauseAt::parse(Some(&point.name()), file())
                 .unwrap()
@@ -383,10 +384,10 @@ mod tests {
         assert_eq!(PauseAt::parse(Some(""), None), Ok(None));
         for bad in ["create_kms_key", "create_key:before", "move_alias:during"] {
             let refused = PauseAt::parse(Some(bad), file()).unwrap_err();
-            assert!(refused.contains("disable_previous:after"), "{refused}");
+            assert!(refused.contains("recheck:after"), "{refused}");
         }
         assert!(
-            PauseAt::parse(Some("move_alias:after"), None)
+            PauseAt::parse(Some("import_material:after"), None)
                 .unwrap_err()
                 .contains(PAUSE_FILE_ENV)
         );

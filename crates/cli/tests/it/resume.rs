@@ -924,7 +924,7 @@ mod killed {
             &db,
             hsm.as_ref(),
             "node-a",
-            Some(("import_material:after", &paused)),
+            Some(("create_kms_key:after", &paused)),
         );
         let mut client = Client {
             http: reqwest::Client::new(),
@@ -973,7 +973,8 @@ mod killed {
             .await;
         assert_eq!(s, 201, "{r}");
         // Accepted by node-b, executed by the rotator node-a, which stops
-        // right after importing the material.
+        // right after recording the KMS key it created: the import, the
+        // alias and the activation are left to the node that takes over.
         let (s, job) = client
             .call(
                 &b.base,

@@ -105,12 +105,12 @@ impl Keyhold {
                     let outcome = self.run_step(&mut job, step, run, runtime).await;
                     let pacing = pacing_note(run);
                     let ahead = match &outcome {
-                        Ok(_) => self.run_step_ahead(&mut job, step, run, runtime).await,
-                        Err(_) => None,
+                        Ok(_) => self.run_steps_ahead(&mut job, step, run, runtime).await,
+                        Err(_) => Vec::new(),
                     };
                     (outcome, pacing, ahead)
                 }
-                Err(e) => (Err(e), None, None),
+                Err(e) => (Err(e), None, Vec::new()),
             };
             match outcome {
                 Ok(mut outcome) => {
@@ -195,48 +195,58 @@ impl Keyhold {
         }))
     }
 
-    /// Runs the step after `step` now, when it commits with the step before
-    /// it ([`Step::commits_with_the_step_before`]), on a copy of the job
-    /// that counts `step` done. `None` when there is none, or when it
-    /// failed: `step` then commits alone and the step runs again on its own,
-    /// where its failure is recorded as it is for any step.
-    async fn run_step_ahead(
+    /// Runs the steps after `step` now that commit with the step before
+    /// them ([`Step::commits_with_the_step_before`]), in order, each on a
+    /// copy of the job that counts the steps before it done. Returns those
+    /// that succeeded, up to the first that failed (none, when the first
+    /// did): `step` commits with them, and a failed one runs again on its
+    /// own after that commit, where its failure is recorded as any step's is.
+    async fn run_steps_ahead(
         &self,
         job: &mut Job,
         step: Step,
         run: &mut RunContext,
         runtime: &JobRuntime<'_>,
-    ) -> Option<(Step, StepOutcome)> {
-        job.progress.done.push(step);
-        let next = job.progress.next_step();
-        job.progress.done.pop();
-        let next = next.filter(|next| next.commits_with_the_step_before())?;
-        // A copy, so that a step that fails half-way leaves nothing behind.
+    ) -> Vec<(Step, StepOutcome)> {
+        let done_before = job.progress.done.len();
         let mut after = job.clone();
         after.progress.done.push(step);
-        match self.run_step(&mut after, next, run, runtime).await {
-            Ok(outcome) => {
-                // What the step ahead wrote into the progress, `step` not
-                // counted done until the commit does.
-                *job = after;
-                job.progress.done.pop();
-                Some((next, outcome))
+        let mut ahead = Vec::new();
+        while let Some(next) = after
+            .progress
+            .next_step()
+            .filter(|next| next.commits_with_the_step_before())
+        {
+            // A copy, so that a step that fails half-way leaves nothing behind.
+            let mut attempt = after.clone();
+            match self.run_step(&mut attempt, next, run, runtime).await {
+                Ok(outcome) => {
+                    attempt.progress.done.push(next);
+                    after = attempt;
+                    ahead.push((next, outcome));
+                }
+                Err(_) => break,
             }
-            // Not lost: the step runs again on its own, and a failure
-            // then is recorded as any step's is.
-            Err(_) => None,
         }
+        if !ahead.is_empty() {
+            // What the steps ahead wrote into the progress, none of them
+            // (nor `step`) counted done until the commit does.
+            after.progress.done.truncate(done_before);
+            *job = after;
+        }
+        ahead
     }
 
-    /// Commits `step` done with its outcome, and the step run ahead with it
-    /// when there is one: one write, its messages in order, the keys as the
-    /// later step left them.
+    /// Commits `step` done with its outcome, and the steps run ahead with
+    /// it: one write, its messages in order, the keys as the last step left
+    /// them. Steps run ahead audit nothing of their own, so the audit entry
+    /// is the step's, or the job's end.
     async fn commit_step(
         &self,
         job: &mut Job,
         step: Step,
         outcome: StepOutcome,
-        ahead: Option<(Step, StepOutcome)>,
+        ahead: Vec<(Step, StepOutcome)>,
         runtime: &JobRuntime<'_>,
     ) -> CoreResult<()> {
         let hooks = runtime.hooks;
@@ -245,7 +255,7 @@ impl Keyhold {
         let mut keys = outcome.keys;
         let mut group = outcome.group;
         let mut audit = outcome.audit;
-        if let Some((next, later)) = ahead {
+        for (next, later) in ahead {
             steps.push((next, later.message));
             keys.retain(|k| !later.keys.iter().any(|l| l.id == k.id));
             keys.extend(later.keys);

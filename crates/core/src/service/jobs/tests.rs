@@ -573,14 +573,21 @@ impl Trace {
 }
 
 #[tokio::test]
-async fn a_rotation_commits_its_start_and_each_step_activation_with_the_disable() {
+async fn a_rotation_commits_its_start_the_key_the_kms_key_then_the_import_with_the_rest() {
     let w = World::new();
     w.rotate().await;
     let job = w.queue_rotation().await;
     let trace = Trace::default();
     let done = w.run(&job, &trace).await.unwrap();
     assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
-    assert_eq!(trace.commits(), rotation_checkpoints());
+    let commits = [
+        Checkpoint::Start,
+        Checkpoint::Step(Step::GenerateKey),
+        Checkpoint::Step(Step::CreateKmsKey),
+        Checkpoint::Step(Step::ImportMaterial),
+    ];
+    assert_eq!(trace.commits(), commits);
+    assert_eq!(rotation_checkpoints(), commits);
     assert!(done.progress.create_key_sent, "committed with GenerateKey");
     assert_eq!(done.progress.done, Step::ROTATE);
     let messages = w.store.snapshot().messages_of(job.id);
@@ -618,6 +625,89 @@ async fn a_rotation_resumed_after_generating_its_key_looks_for_a_tagged_kms_key_
     assert_eq!(kms.calls_of("find_keys_tagged"), 1, "{:?}", kms.calls);
     assert_eq!(kms.calls_of("create_key"), 1);
     assert_eq!(kms.keys.len(), 1);
+}
+
+#[tokio::test]
+async fn a_step_after_the_import_that_fails_runs_again_alone_after_the_import_commits() {
+    let w = World::new();
+    w.rotate().await; // a previous key, so DisablePrevious acts
+    let previous = w.group().aws.active_key_id.unwrap();
+    w.kms.fail_next(
+        "disable_key",
+        CloudError::Transient {
+            operation: "DisableKey",
+            message: "connection reset".into(),
+        },
+    );
+    let job = w.queue_rotation().await;
+    let trace = Trace::default();
+    let done = w.run(&job, &trace).await.unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+    // The import with the alias, then the disable (tried again) with the
+    // activation.
+    assert_eq!(
+        trace.commits(),
+        [
+            Checkpoint::Start,
+            Checkpoint::Step(Step::GenerateKey),
+            Checkpoint::Step(Step::CreateKmsKey),
+            Checkpoint::Step(Step::ImportMaterial),
+            Checkpoint::Step(Step::DisablePrevious),
+        ]
+    );
+    let kms = w.kms.snapshot();
+    assert_eq!(kms.calls_of("disable_key"), 2);
+    assert_eq!(kms.calls_of("point_alias"), 2, "one per rotation");
+    assert_eq!(kms.keys[&previous].state, KeyState::Disabled);
+    let new = done.progress.kms_key_id.clone().unwrap();
+    assert_eq!(kms.alias(ALIAS), Some(&new));
+    assert_eq!(w.group().aws.active_key_id, Some(new));
+    let messages = w.store.snapshot().messages_of(job.id);
+    let steps: Vec<&String> = messages.iter().filter(|m| m.starts_with("Step ")).collect();
+    assert_eq!(steps.len(), 6, "one message per step: {messages:?}");
+}
+
+#[tokio::test]
+async fn a_failure_after_the_import_records_what_kms_did_before_it() {
+    let w = World::new();
+    w.rotate().await;
+    let previous = w.group().aws.active_key_id.unwrap();
+    for _ in 0..2 {
+        w.kms.fail_next(
+            "disable_key",
+            CloudError::Transient {
+                operation: "DisableKey",
+                message: "connection reset".into(),
+            },
+        );
+    }
+    let job = w.queue_rotation().await;
+    let failed = w.run(&job, &NoHooks).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    let error = failed.error.clone().unwrap();
+    assert!(error.starts_with("step 5 of 6, "), "{error}");
+    // The alias moved in KMS, and the job's record says so: a retry goes
+    // on from the disable.
+    let new = failed.progress.kms_key_id.clone().unwrap();
+    assert_eq!(w.kms.snapshot().alias(ALIAS), Some(&new));
+    let store = w.store.snapshot();
+    assert_eq!(store.job(job.id).unwrap().progress.done, Step::ROTATE[..4]);
+    assert_eq!(w.group().aws.active_key_id, Some(previous.clone()));
+
+    w.keyhold
+        .retry_job(&officer_session(), failed.id)
+        .await
+        .unwrap();
+    let retried = w.run(&failed, &NoHooks).await.unwrap();
+    assert_eq!(retried.status, JobStatus::Succeeded, "{:?}", retried.error);
+    let kms = w.kms.snapshot();
+    assert_eq!(
+        kms.calls_of("import_key_material"),
+        2,
+        "one import per rotation"
+    );
+    assert_eq!(kms.keys[&previous].state, KeyState::Disabled);
+    assert_eq!(w.group().aws.active_key_id, Some(new));
 }
 
 #[tokio::test]
@@ -1020,15 +1110,18 @@ fn officer_session() -> crate::identity::Session {
 }
 
 /// A rotation that fails moving the alias, after its KMS key was created
-/// and given the material.
+/// and given the material. Twice: the alias is first moved ahead of the
+/// import's commit, and after that attempt fails, once more on its own.
 async fn rotation_failed_at_the_alias(w: &World) -> Job {
-    w.kms.fail_next(
-        "point_alias",
-        CloudError::Transient {
-            operation: "CreateAlias",
-            message: "connection reset".into(),
-        },
-    );
+    for _ in 0..2 {
+        w.kms.fail_next(
+            "point_alias",
+            CloudError::Transient {
+                operation: "CreateAlias",
+                message: "connection reset".into(),
+            },
+        );
+    }
     let job = w.rotate().await;
     assert_eq!(job.status, JobStatus::Failed);
     job
