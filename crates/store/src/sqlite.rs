@@ -108,6 +108,13 @@ async fn after_load(_: &mut SqliteConnection, _: &[String]) -> Result<(), StoreE
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows a connection's thread may hand over before the task reading them
+/// has taken any: more than a page of the largest listing a client asks
+/// for (1,000, plus the row that says there is more). sqlx's default, 50,
+/// parks the thread halfway through a page of 100 until the reader wakes
+/// it; streamed reads (snapshots, exports) are still held to this many
+/// rows in memory.
+const ROW_BUFFER: usize = 1024;
 /// Connections kept for a file database: readers run in parallel under WAL.
 const MAX_CONNECTIONS: u32 = 8;
 /// Of those, how many the store keeps idle between uses (see
@@ -294,7 +301,8 @@ async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(BUSY_TIMEOUT);
+        .busy_timeout(BUSY_TIMEOUT)
+        .row_buffer_size(ROW_BUFFER);
     // A read-only open creates nothing.
     if !is_memory(url) && !url.contains("mode=ro") {
         private_database_files(options.get_filename())
