@@ -50,7 +50,8 @@ pub async fn rotate_all(
     timeout: Duration,
 ) -> anyhow::Result<(Duration, usize, Option<String>)> {
     let started = Instant::now();
-    let started_at = chrono::Utc::now();
+    // The clock the server stamps `finished_at` with.
+    let started_at = keyhold_core::clock::Clock::now(&keyhold_core::clock::SystemClock);
     let mut ids = Vec::with_capacity(names.len());
     // Submitted a few at a time, in order, as a script or the UI would.
     for chunk in names.chunks(16) {
@@ -62,9 +63,9 @@ pub async fn rotate_all(
         }
     }
     let ended = keyhold.wait_jobs(token, &ids, timeout).await?;
-    // The server's clock is this machine's: its record and `started_at`
-    // compare. Should the clock have stepped back, the pass's own elapsed
-    // time is the bound.
+    // The server runs on this machine: its record and `started_at` compare.
+    // Should the clock have stepped back, the pass's own elapsed time is
+    // the bound.
     let wall = ended
         .last
         .and_then(|last| (last - started_at).to_std().ok())

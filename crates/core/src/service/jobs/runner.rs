@@ -220,7 +220,12 @@ impl Keyhold {
             // A copy, so that a step that fails half-way leaves nothing behind.
             let mut attempt = after.clone();
             match self.run_step(&mut attempt, next, run, runtime).await {
-                Ok(outcome) => {
+                Ok(mut outcome) => {
+                    // Each step's message tells what pacing cost it; a
+                    // failed step's waits are told when it runs again.
+                    if let Some(note) = pacing_note(run) {
+                        outcome.message = format!("{} {note}", outcome.message);
+                    }
                     attempt.progress.done.push(next);
                     after = attempt;
                     ahead.push((next, outcome));

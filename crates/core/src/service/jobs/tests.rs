@@ -627,18 +627,25 @@ async fn a_rotation_resumed_after_generating_its_key_looks_for_a_tagged_kms_key_
     assert_eq!(kms.keys.len(), 1);
 }
 
+/// The next `times` DisableKey calls fail as a cut connection would.
+fn disable_key_fails(w: &World, times: usize) {
+    for _ in 0..times {
+        w.kms.fail_next(
+            "disable_key",
+            CloudError::Transient {
+                operation: "DisableKey",
+                message: "connection reset".into(),
+            },
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_step_after_the_import_that_fails_runs_again_alone_after_the_import_commits() {
     let w = World::new();
     w.rotate().await; // a previous key, so DisablePrevious acts
     let previous = w.group().aws.active_key_id.unwrap();
-    w.kms.fail_next(
-        "disable_key",
-        CloudError::Transient {
-            operation: "DisableKey",
-            message: "connection reset".into(),
-        },
-    );
+    disable_key_fails(&w, 1);
     let job = w.queue_rotation().await;
     let trace = Trace::default();
     let done = w.run(&job, &trace).await.unwrap();
@@ -672,15 +679,7 @@ async fn a_failure_after_the_import_records_what_kms_did_before_it() {
     let w = World::new();
     w.rotate().await;
     let previous = w.group().aws.active_key_id.unwrap();
-    for _ in 0..2 {
-        w.kms.fail_next(
-            "disable_key",
-            CloudError::Transient {
-                operation: "DisableKey",
-                message: "connection reset".into(),
-            },
-        );
-    }
+    disable_key_fails(&w, 2);
     let job = w.queue_rotation().await;
     let failed = w.run(&job, &NoHooks).await.unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
