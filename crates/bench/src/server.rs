@@ -378,8 +378,7 @@ impl KeyholdProcess {
         for id in ids {
             loop {
                 let job = self.get(&format!("/jobs/{id}"), token).await?;
-                let status = job["status"].as_str();
-                if matches!(status, Some("succeeded" | "failed" | "cancelled")) {
+                if let Some(end @ ("succeeded" | "failed" | "cancelled")) = job["status"].as_str() {
                     let finished = job["finished_at"]
                         .as_str()
                         .with_context(|| format!("job {id} ended without finished_at"))?;
@@ -387,18 +386,14 @@ impl KeyholdProcess {
                         .with_context(|| format!("job {id}'s finished_at '{finished}'"))?
                         .to_utc();
                     ended.last = ended.last.max(Some(finished));
-                }
-                match status {
-                    Some("succeeded") => break,
-                    Some("failed" | "cancelled") => {
+                    if end != "succeeded" {
                         ended.failed += 1;
-                        eprintln!("job {id} ended {}: {}", job["status"], job["error"]);
+                        eprintln!("job {id} ended {end}: {}", job["error"]);
                         if ended.first_error.is_none() {
                             ended.first_error = job["error"].as_str().map(str::to_owned);
                         }
-                        break;
                     }
-                    _ => {}
+                    break;
                 }
                 if Instant::now() > deadline {
                     bail!("job {id} did not end within {timeout:?}");

@@ -627,13 +627,14 @@ async fn a_rotation_resumed_after_generating_its_key_looks_for_a_tagged_kms_key_
     assert_eq!(kms.keys.len(), 1);
 }
 
-/// The next `times` DisableKey calls fail as a cut connection would.
-fn disable_key_fails(w: &World, times: usize) {
+/// The next `times` calls of `operation` (the fake's name; `aws` is AWS's)
+/// fail as a cut connection would.
+fn cut_off(w: &World, operation: &'static str, aws: &'static str, times: usize) {
     for _ in 0..times {
         w.kms.fail_next(
-            "disable_key",
+            operation,
             CloudError::Transient {
-                operation: "DisableKey",
+                operation: aws,
                 message: "connection reset".into(),
             },
         );
@@ -645,7 +646,7 @@ async fn a_step_after_the_import_that_fails_runs_again_alone_after_the_import_co
     let w = World::new();
     w.rotate().await; // a previous key, so DisablePrevious acts
     let previous = w.group().aws.active_key_id.unwrap();
-    disable_key_fails(&w, 1);
+    cut_off(&w, "disable_key", "DisableKey", 1);
     let job = w.queue_rotation().await;
     let trace = Trace::default();
     let done = w.run(&job, &trace).await.unwrap();
@@ -679,7 +680,7 @@ async fn a_failure_after_the_import_records_what_kms_did_before_it() {
     let w = World::new();
     w.rotate().await;
     let previous = w.group().aws.active_key_id.unwrap();
-    disable_key_fails(&w, 2);
+    cut_off(&w, "disable_key", "DisableKey", 2);
     let job = w.queue_rotation().await;
     let failed = w.run(&job, &NoHooks).await.unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
@@ -1112,15 +1113,7 @@ fn officer_session() -> crate::identity::Session {
 /// and given the material. Twice: the alias is first moved ahead of the
 /// import's commit, and after that attempt fails, once more on its own.
 async fn rotation_failed_at_the_alias(w: &World) -> Job {
-    for _ in 0..2 {
-        w.kms.fail_next(
-            "point_alias",
-            CloudError::Transient {
-                operation: "CreateAlias",
-                message: "connection reset".into(),
-            },
-        );
-    }
+    cut_off(w, "point_alias", "CreateAlias", 2);
     let job = w.rotate().await;
     assert_eq!(job.status, JobStatus::Failed);
     job
