@@ -99,13 +99,16 @@ const HAND_OFFS: Category = (
         "sched_yield",
     ],
 );
-const SQLITE: Category = (
-    "Store: SQLite executing statements (on sqlx's connection threads)",
-    &["sqlite3"],
-);
+const SQLITE: Category = ("Store: SQLite executing statements", &["sqlite3"]);
 const SQLX: Category = (
-    "Store: sqlx (driver, pool, row decoding)",
-    &["sqlx_core", "sqlx_sqlite", "sqlx_postgres", "keyhold_store"],
+    "Store: drivers (sqlx; rusqlite for a page of keys), pool, row decoding",
+    &[
+        "sqlx_core",
+        "sqlx_sqlite",
+        "sqlx_postgres",
+        "rusqlite",
+        "keyhold_store",
+    ],
 );
 
 /// The engine's categories (scenario 1): waiting and waking is charged

@@ -23,7 +23,7 @@ use crate::clock::Timestamp;
 use crate::cloud::aws::{Alias, KeyMaterialId, KeyPolicy, KmsKeyId, Region};
 use crate::cloud::{
     CloudConnector, CloudError, CloudKeyInfo, CloudKms, CloudMaterial, ImportParameters,
-    MaterialImport, WrappingAlgorithm,
+    MaterialImport, OperationPacing, PacingReport, WrappingAlgorithm,
 };
 use crate::cluster::{Lease, NodeRecord};
 use crate::credential::{CloudService, Credential};
@@ -2163,6 +2163,10 @@ pub struct KmsState {
     pub calls: Vec<&'static str>,
     /// Failures to answer, each to the next call of its operation.
     failures: VecDeque<(&'static str, CloudError)>,
+    /// What pacing costs the next call of an operation, each once.
+    paced: VecDeque<(&'static str, OperationPacing)>,
+    /// What pacing cost the calls since the last `take_pacing`.
+    pacing: Vec<OperationPacing>,
 }
 
 impl KmsState {
@@ -2213,10 +2217,20 @@ impl FakeKms {
         id
     }
 
-    /// Records the call and takes the failure queued for it, if any.
+    /// The next call of `operation` waits for pacing as `pacing` says (the
+    /// fake does not wait), which the next `take_pacing` reports.
+    pub fn pace_next(&self, operation: &'static str, pacing: OperationPacing) {
+        lock(&self.state).paced.push_back((operation, pacing));
+    }
+
+    /// Records the call, with the pacing and the failure queued for it, if any.
     fn call(&self, operation: &'static str) -> Result<MutexGuard<'_, KmsState>, CloudError> {
         let mut state = lock(&self.state);
         state.calls.push(operation);
+        let paced = state.paced.iter().position(|(op, _)| *op == operation);
+        if let Some((_, pacing)) = paced.and_then(|at| state.paced.remove(at)) {
+            state.pacing.push(pacing);
+        }
         let queued = state.failures.iter().position(|(op, _)| *op == operation);
         if let Some((_, error)) = queued.and_then(|at| state.failures.remove(at)) {
             return Err(error);
@@ -2247,6 +2261,14 @@ fn invalid_state(operation: &'static str, key_id: &KmsKeyId, state: KeyState) ->
 impl CloudKms for FakeKms {
     fn service(&self) -> CloudService {
         CloudService::Aws
+    }
+
+    fn take_pacing(&self) -> Option<PacingReport> {
+        let operations = std::mem::take(&mut lock(&self.state).pacing);
+        (!operations.is_empty()).then_some(PacingReport {
+            quotas_of: "AWS KMS",
+            operations,
+        })
     }
 
     async fn create_key(

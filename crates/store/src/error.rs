@@ -99,6 +99,13 @@ pub(crate) fn db_referencing(error: sqlx::Error) -> StoreError {
     map_db_error(error, ForeignKey::Referencing)
 }
 
+/// A statement SQLite refused to a connection of keyhold's own
+/// (`sqlite::KeyPageReaders`); the values of its rows are checked where they
+/// are read, as corrupt data.
+pub(crate) fn sqlite_in_place(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("the database refused the statement: {error}"))
+}
+
 pub(crate) fn corrupt(table: &str, column: &str, why: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{table}.{column}: {why}"))
 }

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use keyhold_core::StoreError;
+use keyhold_core::key::Key;
 use keyhold_core::ports::SharedAuditMac;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -20,7 +21,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use crate::DatabaseKind;
 use crate::audit::ChainHeadRow;
 use crate::error::db;
-use crate::pool::{Kept, closing_abandoned_transactions};
+use crate::pool::{Connections, Kept, closing_abandoned_transactions};
 use crate::snapshot::{Column, ColumnKind, quote};
 use crate::url::unavailable;
 
@@ -31,6 +32,7 @@ use crate::url::unavailable;
 mod sql;
 
 pub(crate) use sql::SqlBackend as PostgresStore;
+use sql::keys::{self, PageQuery};
 pub(crate) use sql::load::{Load as PostgresLoad, latest_version};
 use sql::{AuditInserts, roll_back};
 
@@ -152,6 +154,21 @@ async fn after_load(conn: &mut PgConnection, tables: &[String]) -> Result<(), St
     Ok(())
 }
 
+/// PostgreSQL reads every page of keys through sqlx: nothing else to read with.
+struct Readers;
+
+impl Readers {
+    fn close(&self) {}
+}
+
+async fn read_keys_page(
+    pool: &Connections<Postgres>,
+    _: &Readers,
+    query: &PageQuery<'_>,
+) -> Result<Vec<Key>, StoreError> {
+    keys::by_rows(pool, query).await
+}
+
 /// Connections per node.
 const MAX_CONNECTIONS: u32 = 10;
 /// How long a request waits for a free connection, or a new one, before failing.
@@ -234,5 +251,5 @@ pub(crate) async fn open(
     audit_mac: SharedAuditMac,
 ) -> Result<PostgresStore, StoreError> {
     let pool = connect(url).await?;
-    PostgresStore::migrate(pool, &MIGRATOR, url, audit_mac, (), KEEP_IDLE).await
+    PostgresStore::migrate(pool, &MIGRATOR, url, audit_mac, (), KEEP_IDLE, Readers).await
 }

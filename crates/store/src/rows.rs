@@ -376,6 +376,11 @@ impl TryFrom<GroupRow> for KeyGroup {
 
 // Keys
 
+/// The columns of a key's row, in the order [`KeyRow::in_place`] reads them.
+pub(crate) const KEY_COLUMNS: &str = "id, group_name, version, kms_key_id, check_digits, \
+     valid_from, valid_to, state, keystore_handle, created_at, kms_material_id, material_state, \
+     rotated_in";
+
 /// A key's row, borrowed from the database's row: the text columns are
 /// parsed where they lie instead of being copied into a `String` each first
 /// (a page of keys reads a thousand of them).
@@ -394,6 +399,51 @@ pub(crate) struct KeyRow<'r> {
     kms_material_id: Option<&'r str>,
     material_state: &'r str,
     rotated_in: bool,
+}
+
+impl<'r> KeyRow<'r> {
+    /// The row SQLite's statement stands on, its columns [`KEY_COLUMNS`]: by
+    /// position, and borrowed from SQLite's own buffers until the next step.
+    pub(crate) fn in_place(row: &'r rusqlite::Row<'_>) -> Result<Self, StoreError> {
+        const T: &str = "keys";
+        let column = |index: usize, name: &str| {
+            row.get_ref(index)
+                .map_err(|e| corrupt(T, name, format!("not in the row: {e}")))
+        };
+        let text = |index, name| {
+            column(index, name)?
+                .as_str()
+                .map_err(|e| corrupt(T, name, e))
+        };
+        let opt_text = |index, name| {
+            column(index, name)?
+                .as_str_or_null()
+                .map_err(|e| corrupt(T, name, e))
+        };
+        let integer = |index, name| {
+            column(index, name)?
+                .as_i64()
+                .map_err(|e| corrupt(T, name, e))
+        };
+        Ok(Self {
+            id: text(0, "id")?,
+            group_name: text(1, "group_name")?,
+            version: integer(2, "version")?,
+            kms_key_id: opt_text(3, "kms_key_id")?,
+            check_digits: text(4, "check_digits")?,
+            valid_from: text(5, "valid_from")?,
+            valid_to: opt_text(6, "valid_to")?,
+            state: text(7, "state")?,
+            keystore_handle: column(8, "keystore_handle")?
+                .as_blob()
+                .map_err(|e| corrupt(T, "keystore_handle", e))?,
+            created_at: text(9, "created_at")?,
+            kms_material_id: opt_text(10, "kms_material_id")?,
+            material_state: text(11, "material_state")?,
+            // As sqlx reads SQLite's booleans (the key's other reads).
+            rotated_in: integer(12, "rotated_in")? != 0,
+        })
+    }
 }
 
 impl TryFrom<KeyRow<'_>> for Key {

@@ -1,10 +1,13 @@
 //! The SQLite backend: one database file in WAL mode, written by one
 //! transaction at a time. Its queries are the shared ones in `sql/`.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
 use keyhold_core::StoreError;
+use keyhold_core::key::Key;
 use keyhold_core::ports::SharedAuditMac;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -13,8 +16,9 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::DatabaseKind;
 use crate::audit::{ChainHeadRow, chain_head_sql};
-use crate::error::db;
-use crate::pool::{Kept, closing_abandoned_transactions};
+use crate::error::{db, sqlite_in_place};
+use crate::pool::{Connections, Kept, closing_abandoned_transactions};
+use crate::rows::KeyRow;
 use crate::snapshot::{Column, ColumnKind, quote};
 use crate::url::unavailable;
 
@@ -25,10 +29,12 @@ use crate::url::unavailable;
 mod sql;
 
 pub(crate) use sql::SqlBackend as SqliteStore;
+use sql::keys::{self, PageParam, PageQuery};
 pub(crate) use sql::load::{Load as SqliteLoad, latest_version};
 use sql::{AuditInserts, roll_back};
 
 type Db = Sqlite;
+type Readers = KeyPageReaders;
 const KIND: DatabaseKind = DatabaseKind::Sqlite;
 
 /// SQLite's implicit row id: insertion order.
@@ -104,6 +110,185 @@ async fn begin_load(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, S
 /// Nothing to set after a load: AUTOINCREMENT follows the ids inserted.
 async fn after_load(_: &mut SqliteConnection, _: &[String]) -> Result<(), StoreError> {
     Ok(())
+}
+
+/// A page of keys: read in place by a [`KeyPageReaders`] connection, or,
+/// where none can read it now, row by row through sqlx.
+async fn read_keys_page(
+    pool: &Connections<Sqlite>,
+    readers: &KeyPageReaders,
+    query: &PageQuery<'_>,
+) -> Result<Vec<Key>, StoreError> {
+    match readers.read(query) {
+        Some(keys) => keys,
+        None => keys::by_rows(pool, query).await,
+    }
+}
+
+/// Connections of this process's own to the database file, each kept with
+/// the page's statement prepared, that read a page of keys in place: on the
+/// calling task's thread, stepping the statement and building each key from
+/// SQLite's own buffers, column by position.
+///
+/// Why not sqlx: its connection runs on a thread of its own and hands every
+/// row over as a copy of each value (`sqlite3_value_dup`) in a message, and
+/// its reader looks each column up by name. A page of 100 keys, 13 columns
+/// each, spent a third of its CPU there and in the thread hand-offs
+/// (docs/benchmarks.md, "Where the time goes"); read here, it is SQLite's
+/// own work, a few hundred microseconds on the caller's thread.
+///
+/// Rules:
+/// - the connections only read (`query_only`), under WAL, which never makes
+///   a reader wait for a writer;
+/// - they never wait for a lock (`busy_timeout` 0), so the caller's thread
+///   never blocks on one: a page SQLite answers `SQLITE_BUSY` (a crashed
+///   writer's recovery, another process's exclusive lock) is read through
+///   sqlx instead, whose thread waits;
+/// - an in-memory database has no file to open: sqlx reads its pages;
+/// - a connection that fails is dropped, not kept; closed with the store.
+pub(crate) struct KeyPageReaders {
+    /// The database file; `None` for an in-memory database.
+    file: Option<PathBuf>,
+    idle: StdMutex<Idle>,
+}
+
+struct Idle {
+    connections: Vec<rusqlite::Connection>,
+    closed: bool,
+}
+
+/// Idle reader connections kept: more than the runtime's threads, which
+/// bound how many read at once.
+const IDLE_READERS: usize = 8;
+
+/// Why a reader did not read the page.
+enum NotRead {
+    /// SQLite answered `SQLITE_BUSY`: sqlx's connection reads it instead.
+    Busy,
+    Failed(StoreError),
+}
+
+impl KeyPageReaders {
+    fn new(file: Option<PathBuf>) -> Self {
+        Self {
+            file,
+            idle: StdMutex::new(Idle {
+                connections: Vec::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+        // Every critical section leaves the list whole.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The page, or `None` when sqlx must read it (see the rules above).
+    fn read(&self, query: &PageQuery<'_>) -> Option<Result<Vec<Key>, StoreError>> {
+        let file = self.file.as_ref()?;
+        let conn = {
+            let mut idle = self.idle();
+            if idle.closed {
+                return None;
+            }
+            idle.connections.pop()
+        };
+        let conn = match conn {
+            Some(conn) => conn,
+            None => match open_reader(file) {
+                Ok(conn) => conn,
+                Err(e) if is_busy(&e) => return None,
+                Err(e) => return Some(Err(sqlite_in_place(e))),
+            },
+        };
+        match keys_in_place(&conn, query) {
+            Ok(keys) => {
+                self.give_back(conn);
+                Some(Ok(keys))
+            }
+            Err(NotRead::Busy) => {
+                self.give_back(conn);
+                None
+            }
+            // Dropped: a connection that failed is not trusted again.
+            Err(NotRead::Failed(e)) => Some(Err(e)),
+        }
+    }
+
+    fn give_back(&self, conn: rusqlite::Connection) {
+        let mut idle = self.idle();
+        if !idle.closed && idle.connections.len() < IDLE_READERS {
+            idle.connections.push(conn);
+        }
+    }
+
+    fn close(&self) {
+        let kept = {
+            let mut idle = self.idle();
+            idle.closed = true;
+            std::mem::take(&mut idle.connections)
+        };
+        drop(kept);
+    }
+}
+
+fn open_reader(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    // Not SQLITE_OPEN_READ_ONLY: a read-only connection cannot create the
+    // WAL's shared-memory file when no other connection holds it open.
+    let conn = rusqlite::Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::ZERO)?;
+    conn.pragma_update(None, "query_only", true)?;
+    // One plan for the page's statement whatever it binds: with ANALYZE's
+    // statistics (an operator's `PRAGMA optimize`), SQLite would otherwise
+    // prepare it again for each new cursor.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(conn)
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+}
+
+fn keys_in_place(conn: &rusqlite::Connection, query: &PageQuery<'_>) -> Result<Vec<Key>, NotRead> {
+    let failed = |e: rusqlite::Error| {
+        if is_busy(&e) {
+            NotRead::Busy
+        } else {
+            NotRead::Failed(sqlite_in_place(e))
+        }
+    };
+    let mut statement = conn.prepare_cached(&query.sql).map_err(failed)?;
+    for (place, param) in query.params.iter().enumerate() {
+        let name = format!("${}", place + 1);
+        let index = statement
+            .parameter_index(&name)
+            .map_err(failed)?
+            .ok_or_else(|| {
+                NotRead::Failed(StoreError::Unavailable(format!(
+                    "the page's statement has no {name}"
+                )))
+            })?;
+        match param {
+            PageParam::Text(text) => statement.raw_bind_parameter(index, text),
+            PageParam::Integer(integer) => statement.raw_bind_parameter(index, integer),
+        }
+        .map_err(failed)?;
+    }
+    let mut keys = Vec::new();
+    let mut rows = statement.raw_query();
+    while let Some(row) = rows.next().map_err(failed)? {
+        let key = KeyRow::in_place(row).and_then(Key::try_from);
+        keys.push(key.map_err(NotRead::Failed)?);
+    }
+    Ok(keys)
 }
 
 /// How long a statement waits for another process's write lock before giving up.
@@ -285,8 +470,20 @@ fn is_memory(url: &str) -> bool {
 pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<SqliteStore, StoreError> {
     let pool = connect(url).await?;
     // `:memory:` has its one connection, which stays in the pool.
-    let keep = if is_memory(url) { 0 } else { KEEP_IDLE };
-    SqliteStore::migrate(pool, &MIGRATOR, url, audit_mac, Mutex::new(()), keep).await
+    let memory = is_memory(url);
+    let keep = if memory { 0 } else { KEEP_IDLE };
+    let file = (!memory).then(|| pool.connect_options().get_filename().to_owned());
+    let readers = KeyPageReaders::new(file);
+    SqliteStore::migrate(
+        pool,
+        &MIGRATOR,
+        url,
+        audit_mac,
+        Mutex::new(()),
+        keep,
+        readers,
+    )
+    .await
 }
 
 async fn connect(url: &str) -> Result<SqlitePool, StoreError> {

@@ -3,35 +3,71 @@ use keyhold_core::cloud::aws::{KeyMaterialId, KmsKeyId};
 use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::GroupName;
 
-use sqlx::{FromRow as _, QueryBuilder};
+use sqlx::FromRow as _;
 
 use super::batch::{Batch, Changes};
 use super::{Conn, Db, Pool};
 use crate::error::{db, db_referencing};
-use crate::rows::{KeyRow, opt_ts, read_u32, ts};
+use crate::rows::{KEY_COLUMNS as COLUMNS, KeyRow, opt_ts, read_u32, ts};
 
-const COLUMNS: &str = "id, group_name, version, kms_key_id, check_digits, valid_from, \
-     valid_to, state, keystore_handle, created_at, kms_material_id, material_state, rotated_in";
 const VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
-/// A page walks the `UNIQUE (group_name, version)` index from the cursor:
-/// each page costs the same however deep into the listing it is.
-pub(super) async fn list(pool: &Pool, page: &KeyPage) -> Result<Vec<Key>, StoreError> {
-    let mut qb = QueryBuilder::<Db>::new(format!("SELECT {COLUMNS} FROM keys WHERE TRUE"));
-    if let Some(group) = &page.group {
-        qb.push(" AND group_name = ").push_bind(group.as_str());
+/// A page walks the `(group_name, version)` key from the cursor: each page
+/// costs the same however deep into the listing it is. The backend reads
+/// it (`read_keys_page`), or has sqlx read it row by row ([`by_rows`]).
+pub(crate) async fn by_rows(pool: &Pool, query: &PageQuery<'_>) -> Result<Vec<Key>, StoreError> {
+    let mut statement = sqlx::query(&query.sql);
+    for param in &query.params {
+        statement = match *param {
+            PageParam::Text(text) => statement.bind(text),
+            PageParam::Integer(integer) => statement.bind(integer),
+        };
     }
-    if let Some(cursor) = &page.after {
-        qb.push(" AND (group_name, version) > (")
-            .push_bind(cursor.group.as_str())
-            .push(", ")
-            .push_bind(i64::from(cursor.version))
-            .push(")");
-    }
-    qb.push(" ORDER BY group_name, version LIMIT ")
-        .push_bind(i64::from(page.limit));
-    let rows = qb.build().fetch_all(pool).await.map_err(db)?;
+    let rows = statement.fetch_all(pool).await.map_err(db)?;
     rows.iter().map(key_of).collect()
+}
+
+/// A page's statement, its columns [`COLUMNS`], and what it binds.
+pub(crate) struct PageQuery<'p> {
+    pub(crate) sql: String,
+    /// Bound in order, the first to `$1`.
+    pub(crate) params: Vec<PageParam<'p>>,
+}
+
+pub(crate) enum PageParam<'p> {
+    Text(&'p str),
+    Integer(i64),
+}
+
+impl<'p> PageQuery<'p> {
+    pub(super) fn of(page: &'p KeyPage) -> Self {
+        let mut sql = format!("SELECT {COLUMNS} FROM keys WHERE TRUE");
+        let mut params = Vec::with_capacity(4);
+        // `$n`, the place of the parameter it pushes.
+        let mut bind = |param| {
+            params.push(param);
+            format!("${}", params.len())
+        };
+        if let Some(group) = &page.group {
+            let group = bind(PageParam::Text(group.as_str()));
+            sql.push_str(&format!(" AND group_name = {group}"));
+        }
+        if let Some(cursor) = &page.after {
+            let group = bind(PageParam::Text(cursor.group.as_str()));
+            let version = bind(PageParam::Integer(i64::from(cursor.version)));
+            sql.push_str(&format!(
+                " AND (group_name, version) > ({group}, {version})"
+            ));
+        }
+        let limit = bind(PageParam::Integer(i64::from(page.limit)));
+        sql.push_str(&format!(" ORDER BY group_name, version LIMIT {limit}"));
+        Self { sql, params }
+    }
+}
+
+/// The key in a row of [`COLUMNS`] sqlx read.
+fn key_of(row: &<Db as sqlx::Database>::Row) -> Result<Key, StoreError> {
+    Key::try_from(KeyRow::from_row(row).map_err(db)?)
 }
 
 pub(super) async fn get(pool: &Pool, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
@@ -56,12 +92,6 @@ pub(super) async fn in_kms_key(pool: &Pool, kms_key_id: &KmsKeyId) -> Result<Vec
     .await
     .map_err(db)?;
     rows.iter().map(key_of).collect()
-}
-
-/// The key in a row of [`COLUMNS`], read in place ([`KeyRow`] borrows its
-/// text from the row).
-fn key_of(row: &<Db as sqlx::Database>::Row) -> Result<Key, StoreError> {
-    Key::try_from(KeyRow::from_row(row).map_err(db)?)
 }
 
 /// The end of the group's span of the `UNIQUE (group_name, version)` index.

@@ -20,6 +20,9 @@
 //! - `BATCHES_STATEMENTS`: whether one query may hold several statements
 //!   (see `batch`);
 //! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`;
+//! - `Readers` (with `close(&self)`) and `read_keys_page(&Pool, &Readers,
+//!   &keys::PageQuery)`: a page of keys, read as the backend reads them
+//!   fastest, with what it keeps for that besides the pool;
 //! - `MIGRATOR` and `connect(url)`: its migrations and its pool, which
 //!   [`SqlBackend::migrate`] wraps in [`Connections`](crate::pool::Connections)
 //!   keeping as many idle connections as the backend says;
@@ -40,7 +43,7 @@ mod drift;
 mod groups;
 mod identities;
 mod jobs;
-mod keys;
+pub(super) mod keys;
 pub(crate) mod load;
 mod probe;
 mod sessions;
@@ -71,8 +74,9 @@ use sqlx::migrate::Migrator;
 
 use super::{
     BATCHES_STATEMENTS, COLUMNS_SQL, Db, FOR_UPDATE, INSERT_ORDER, INSERT_OVERRIDING, KIND,
-    MIGRATOR, SNAPSHOT_BEGIN, Serial, SerialGuard, TABLES_SQL, WriteTransaction, after_load,
-    begin_load, begin_write, column_kind, commit_after, connect, lock_writers, row_order,
+    MIGRATOR, Readers, SNAPSHOT_BEGIN, Serial, SerialGuard, TABLES_SQL, WriteTransaction,
+    after_load, begin_load, begin_write, column_kind, commit_after, connect, lock_writers,
+    read_keys_page, row_order,
 };
 use crate::SqlStore;
 use crate::audit::{ChainHeadRow, chain_head, seal_all};
@@ -90,6 +94,8 @@ type Conn = <Db as sqlx::Database>::Connection;
 
 pub(crate) struct SqlBackend {
     pool: Pool,
+    /// What reads a page of keys besides the pool.
+    readers: Readers,
     audit_mac: SharedAuditMac,
     serial: Serial,
     /// The URL with any password masked, for logs and `Debug`.
@@ -110,6 +116,7 @@ impl std::fmt::Debug for SqlBackend {
 #[async_trait]
 impl SqlStore for SqlBackend {
     async fn close(&self) {
+        self.readers.close();
         self.pool.close().await;
     }
 }
@@ -125,6 +132,7 @@ impl SqlBackend {
         audit_mac: SharedAuditMac,
         serial: Serial,
         keep: usize,
+        readers: Readers,
     ) -> Result<Self, StoreError> {
         migrator
             .run(&pool)
@@ -134,6 +142,7 @@ impl SqlBackend {
         tracing::debug!(url = %masked_url, "store opened");
         Ok(Self {
             pool: Connections::new(pool, keep),
+            readers,
             audit_mac,
             serial,
             masked_url,
@@ -674,7 +683,7 @@ impl Store for SqlBackend {
     }
 
     async fn list_keys(&self, page: &KeyPage) -> Result<Vec<Key>, StoreError> {
-        keys::list(&self.pool, page).await
+        read_keys_page(&self.pool, &self.readers, &keys::PageQuery::of(page)).await
     }
 
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {

@@ -381,6 +381,108 @@ async fn a_key_row_edited_behind_keyholds_back_is_corrupt_in_every_read() {
     assert_eq!(s.get_key(id).await.unwrap(), Some(k));
 }
 
+/// 16 clients walk the whole listing page by page while a rotation adds
+/// keys to another group: every walk sees each key once, in order, the
+/// keys there before it began all of them, and the connections the pages
+/// borrowed all come back (a page after the walks is served).
+#[tokio::test]
+async fn sixteen_walks_of_the_listing_during_writes_see_every_key_once_in_order() {
+    let f = Fixture::new().await;
+    let s = &f.store;
+    s.insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    for name in ["payments", "zeta"] {
+        s.insert_group(&group(name, "aws-prod"), &record("g"))
+            .await
+            .unwrap();
+    }
+    let before: Vec<Key> = (1..=40).map(|v| key("payments", v)).collect();
+    for k in &before {
+        s.insert_key(k, None).await.unwrap();
+    }
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for v in 1..=40 {
+                s.insert_key(&key("zeta", v), Some(&record("k")))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let walks: Vec<_> = (0..16)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut seen: Vec<Key> = Vec::new();
+                loop {
+                    let page = KeyPage {
+                        group: None,
+                        after: seen.last().map(KeyCursor::after),
+                        limit: 7,
+                    };
+                    let keys = s.list_keys(&page).await.unwrap();
+                    if keys.is_empty() {
+                        return seen;
+                    }
+                    seen.extend(keys);
+                }
+            })
+        })
+        .collect();
+    for walk in walks {
+        let seen = walk.await.unwrap();
+        assert_eq!(seen[..before.len()], before[..]);
+        let zeta: Vec<u32> = seen[before.len()..].iter().map(|k| k.version).collect();
+        assert_eq!(zeta, (1..=zeta.len() as u32).collect::<Vec<_>>());
+        assert!(
+            seen[before.len()..]
+                .iter()
+                .all(|k| k.group.as_str() == "zeta")
+        );
+    }
+    writer.await.unwrap();
+    let all = s
+        .list_keys(&KeyPage {
+            group: None,
+            after: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 80);
+}
+
+/// An in-memory SQLite database has no file for the store's own readers to
+/// open: its pages are read through sqlx, the same pages.
+#[tokio::test]
+async fn an_in_memory_database_pages_its_keys_too() {
+    let mac = std::sync::Arc::new(crate::common::TestMac::default());
+    let s = crate::common::connect("sqlite::memory:", &mac).await;
+    s.insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    s.insert_group(&group("payments", "aws-prod"), &record("g"))
+        .await
+        .unwrap();
+    let keys: Vec<Key> = (1..=3).map(|v| key("payments", v)).collect();
+    for k in &keys {
+        s.insert_key(k, None).await.unwrap();
+    }
+    let first = KeyPage {
+        group: None,
+        after: None,
+        limit: 2,
+    };
+    assert_eq!(s.list_keys(&first).await.unwrap(), keys[..2]);
+    let next = KeyPage {
+        after: Some(KeyCursor::after(&keys[1])),
+        ..first
+    };
+    assert_eq!(s.list_keys(&next).await.unwrap(), keys[2..]);
+}
+
 /// Versions rotated in place share their KMS key: the database holds one key
 /// first imported into each KMS key, and each material in it once.
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use super::JobRuntime;
 use crate::clock::{ManualClock, Timestamp};
-use crate::cloud::CloudError;
 use crate::cloud::aws::{Alias, Description, KeyPolicy, Region};
+use crate::cloud::{CloudError, OperationPacing};
 use crate::credential::{CloudService, Credential, CredentialKind};
 use crate::error::{CoreError, StoreError};
 use crate::group::{
@@ -673,6 +673,43 @@ async fn a_step_after_the_import_that_fails_runs_again_alone_after_the_import_co
     let messages = w.store.snapshot().messages_of(job.id);
     let steps: Vec<&String> = messages.iter().filter(|m| m.starts_with("Step ")).collect();
     assert_eq!(steps.len(), 6, "one message per step: {messages:?}");
+}
+
+/// The alias and the disable run ahead of the import's commit, on the
+/// import's connection: each step's message tells what pacing cost that
+/// step, not another's.
+#[tokio::test]
+async fn each_step_run_ahead_of_a_commit_tells_what_pacing_cost_it() {
+    let w = World::new();
+    w.rotate().await; // a previous key, so DisablePrevious acts
+    let paced = |operation, waited, throttled| OperationPacing {
+        operation,
+        paced_at_per_second: 5.0,
+        waited: std::time::Duration::from_millis(waited),
+        throttled,
+    };
+    w.kms.pace_next("point_alias", paced("UpdateAlias", 0, 1));
+    w.kms
+        .pace_next("disable_key", paced("DisableKey", 2_000, 0));
+    let job = w.queue_rotation().await;
+    let done = w.run(&job, &NoHooks).await.unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+    let messages = w.store.snapshot().messages_of(job.id);
+    let steps: Vec<&String> = messages.iter().filter(|m| m.starts_with("Step ")).collect();
+    assert_eq!(steps.len(), 6, "{messages:?}");
+    let import = steps[2];
+    assert!(!import.contains("AWS KMS"), "{import}");
+    let alias = steps[3];
+    assert!(alias.starts_with("Step 4 of 6: "), "{alias}");
+    assert!(alias.contains("AWS KMS throttled 1 request"), "{alias}");
+    assert!(!alias.contains("held back"), "{alias}");
+    let disable = steps[4];
+    assert!(disable.starts_with("Step 5 of 6: Disabled the previous KMS key"));
+    assert!(
+        disable.contains("held back 2.0 s by the AWS KMS request quota for DisableKey, 5/s"),
+        "{disable}"
+    );
+    assert!(!steps[5].contains("AWS KMS"), "{}", steps[5]);
 }
 
 #[tokio::test]
