@@ -1,11 +1,14 @@
+use std::sync::Arc;
+
 use keyhold_core::StoreError;
 use keyhold_core::cloud::aws::{KeyMaterialId, KmsKeyId};
 use keyhold_core::identity::{Role, Session, SessionIdentity};
 use keyhold_core::key::{Key, KeyCursor, KeyPage, KeyState, MaterialState};
 use keyhold_core::names::{CredentialName, GroupName, IdentityName};
 use keyhold_core::settings::Settings;
+use keyhold_store::SqlStore;
 
-use crate::common::{Fixture, at, credential, group, identity, key, record};
+use crate::common::{Fixture, TestMac, at, connect, credential, group, identity, key, record};
 
 #[tokio::test]
 async fn identities_round_trip_update_and_delete() {
@@ -325,6 +328,18 @@ async fn credentials_groups_and_keys_round_trip() {
     assert_eq!(f.audit_count().await, 8);
 }
 
+/// The credential `aws-prod`, and the groups `names` on it.
+async fn groups_of_one_credential(s: &Arc<dyn SqlStore>, names: &[&str]) {
+    s.insert_credential(&credential("aws-prod"), &record("c"))
+        .await
+        .unwrap();
+    for name in names {
+        s.insert_group(&group(name, "aws-prod"), &record("g"))
+            .await
+            .unwrap();
+    }
+}
+
 /// Keys are read in place from the database's rows (no copy of each column
 /// first): a row edited behind keyhold's back is still reported as corrupt,
 /// naming its column, by every read of keys.
@@ -332,12 +347,7 @@ async fn credentials_groups_and_keys_round_trip() {
 async fn a_key_row_edited_behind_keyholds_back_is_corrupt_in_every_read() {
     let f = Fixture::new().await;
     let s = &f.store;
-    s.insert_credential(&credential("aws-prod"), &record("c"))
-        .await
-        .unwrap();
-    s.insert_group(&group("payments", "aws-prod"), &record("g"))
-        .await
-        .unwrap();
+    groups_of_one_credential(s, &["payments"]).await;
     let k = key("payments", 1);
     s.insert_key(&k, None).await.unwrap();
     let kms = k.kms_key_id.clone().unwrap();
@@ -389,14 +399,7 @@ async fn a_key_row_edited_behind_keyholds_back_is_corrupt_in_every_read() {
 async fn sixteen_walks_of_the_listing_during_writes_see_every_key_once_in_order() {
     let f = Fixture::new().await;
     let s = &f.store;
-    s.insert_credential(&credential("aws-prod"), &record("c"))
-        .await
-        .unwrap();
-    for name in ["payments", "zeta"] {
-        s.insert_group(&group(name, "aws-prod"), &record("g"))
-            .await
-            .unwrap();
-    }
+    groups_of_one_credential(s, &["payments", "zeta"]).await;
     let before: Vec<Key> = (1..=40).map(|v| key("payments", v)).collect();
     for k in &before {
         s.insert_key(k, None).await.unwrap();
@@ -458,14 +461,9 @@ async fn sixteen_walks_of_the_listing_during_writes_see_every_key_once_in_order(
 /// open: its pages are read through sqlx, the same pages.
 #[tokio::test]
 async fn an_in_memory_database_pages_its_keys_too() {
-    let mac = std::sync::Arc::new(crate::common::TestMac::default());
-    let s = crate::common::connect("sqlite::memory:", &mac).await;
-    s.insert_credential(&credential("aws-prod"), &record("c"))
-        .await
-        .unwrap();
-    s.insert_group(&group("payments", "aws-prod"), &record("g"))
-        .await
-        .unwrap();
+    let mac = Arc::new(TestMac::default());
+    let s = &connect("sqlite::memory:", &mac).await;
+    groups_of_one_credential(s, &["payments"]).await;
     let keys: Vec<Key> = (1..=3).map(|v| key("payments", v)).collect();
     for k in &keys {
         s.insert_key(k, None).await.unwrap();
@@ -489,12 +487,7 @@ async fn an_in_memory_database_pages_its_keys_too() {
 async fn versions_share_a_kms_key_each_with_its_own_material() {
     let f = Fixture::new().await;
     let s = &f.store;
-    s.insert_credential(&credential("aws-prod"), &record("c"))
-        .await
-        .unwrap();
-    s.insert_group(&group("payments", "aws-prod"), &record("g"))
-        .await
-        .unwrap();
+    groups_of_one_credential(s, &["payments"]).await;
     let material = |digit: char| KeyMaterialId::parse(&digit.to_string().repeat(64)).unwrap();
     let mut first = key("payments", 1);
     first.kms_material_id = Some(material('a'));
