@@ -618,4 +618,45 @@ mod tests {
             tx.commit().await.unwrap();
         }
     }
+
+    /// A reader never waits for a lock: while another connection holds the
+    /// database (here a rollback-journal database under `BEGIN EXCLUSIVE`,
+    /// which stops readers as a crashed writer's recovery would under WAL),
+    /// the page is left to sqlx; once it lets go, the reader reads it.
+    #[test]
+    fn a_page_the_database_is_busy_for_is_left_to_sqlx_then_read_in_place() {
+        use keyhold_core::clock::{Timestamp, format_timestamp};
+        use keyhold_core::key::KeyPage;
+
+        use crate::rows::KEY_COLUMNS;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyhold.db");
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        let at = format_timestamp(&Timestamp::from_timestamp(5, 0).unwrap());
+        let id = uuid::Uuid::new_v4();
+        holder
+            .execute_batch(&format!(
+                "CREATE TABLE keys ({KEY_COLUMNS}); \
+                 INSERT INTO keys VALUES ('{id}', 'payments', 1, NULL, '57CF', '{at}', NULL, \
+                 'enabled', x'00', '{at}', NULL, 'current', 0);"
+            ))
+            .unwrap();
+        let readers = KeyPageReaders::new(Some(path));
+        let page = KeyPage {
+            group: None,
+            after: None,
+            limit: 100,
+        };
+        let query = PageQuery::of(&page);
+
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        assert!(readers.read(&query).is_none(), "busy: left to sqlx");
+        holder.execute_batch("COMMIT").unwrap();
+        let keys = readers.read(&query).unwrap().unwrap();
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), [id]);
+
+        readers.close();
+        assert!(readers.read(&query).is_none(), "closed with the store");
+    }
 }

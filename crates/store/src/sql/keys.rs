@@ -40,7 +40,7 @@ pub(crate) enum PageParam<'p> {
 }
 
 impl<'p> PageQuery<'p> {
-    pub(super) fn of(page: &'p KeyPage) -> Self {
+    pub(crate) fn of(page: &'p KeyPage) -> Self {
         let mut sql = format!("SELECT {COLUMNS} FROM keys WHERE TRUE");
         let mut params = Vec::with_capacity(4);
         // `$n`, the place of the parameter it pushes.
