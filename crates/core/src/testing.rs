@@ -2227,16 +2227,20 @@ impl FakeKms {
     fn call(&self, operation: &'static str) -> Result<MutexGuard<'_, KmsState>, CloudError> {
         let mut state = lock(&self.state);
         state.calls.push(operation);
-        let paced = state.paced.iter().position(|(op, _)| *op == operation);
-        if let Some((_, pacing)) = paced.and_then(|at| state.paced.remove(at)) {
+        if let Some(pacing) = next_for(&mut state.paced, operation) {
             state.pacing.push(pacing);
         }
-        let queued = state.failures.iter().position(|(op, _)| *op == operation);
-        if let Some((_, error)) = queued.and_then(|at| state.failures.remove(at)) {
-            return Err(error);
+        match next_for(&mut state.failures, operation) {
+            Some(error) => Err(error),
+            None => Ok(state),
         }
-        Ok(state)
     }
+}
+
+/// Takes what `queue` holds for the next call of `operation`, if anything.
+fn next_for<T>(queue: &mut VecDeque<(&'static str, T)>, operation: &str) -> Option<T> {
+    let at = queue.iter().position(|(op, _)| *op == operation)?;
+    queue.remove(at).map(|(_, queued)| queued)
 }
 
 fn new_kms_key_id() -> KmsKeyId {

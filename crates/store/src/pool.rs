@@ -1,5 +1,6 @@
 //! What both backends' connection pools share: closing connections left
-//! inside a transaction, and [`Connections`], the store's way to its pool.
+//! inside a transaction, [`Connections`], the store's way to its pool, and
+//! [`IdleList`], the connections kept between uses.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -63,13 +64,80 @@ pub(crate) struct Connections<DB: Database> {
     /// `keep` turns, when connections are kept (`None` for `keep` 0: the
     /// pool's own queue is fair).
     turns: Option<Arc<Semaphore>>,
-    idle: Mutex<Idle<DB>>,
+    idle: IdleList<Kept<DB>>,
 }
 
-struct Idle<DB: Database> {
-    connections: Vec<Kept<DB>>,
+/// Connections kept idle between uses, at most `keep`, until closed: the
+/// last given back is the next taken (its pages are the warmest).
+pub(crate) struct IdleList<T> {
+    keep: usize,
+    state: Mutex<IdleState<T>>,
+}
+
+struct IdleState<T> {
+    items: Vec<T>,
     /// Closing: nothing is kept any more.
     closed: bool,
+}
+
+/// What [`IdleList::take`] answers once the list is closed.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl<T> IdleList<T> {
+    pub(crate) fn new(keep: usize) -> Self {
+        Self {
+            keep,
+            state: Mutex::new(IdleState {
+                items: Vec::with_capacity(keep),
+                closed: false,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, IdleState<T>> {
+        // Every critical section leaves the list whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A kept connection, if there is one.
+    pub(crate) fn take(&self) -> Result<Option<T>, Closed> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(Closed);
+        }
+        Ok(state.items.pop())
+    }
+
+    /// Keeps `item` for the next [`Self::take`], unless the list is closed
+    /// or full: then it is dropped (closed), outside the lock.
+    pub(crate) fn give_back(&self, item: T) {
+        let refused = {
+            let mut state = self.state();
+            if state.closed || state.items.len() >= self.keep {
+                Some(item)
+            } else {
+                state.items.push(item);
+                None
+            }
+        };
+        drop(refused);
+    }
+
+    /// Drops every kept connection; nothing is kept from now on.
+    pub(crate) fn close(&self) {
+        let kept = {
+            let mut state = self.state();
+            state.closed = true;
+            std::mem::take(&mut state.items)
+        };
+        drop(kept);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.state().items.len()
+    }
 }
 
 impl<DB: Database> std::fmt::Debug for Connections<DB> {
@@ -90,21 +158,13 @@ impl<DB: Database> Connections<DB> {
             pool,
             keep,
             turns: (keep > 0).then(|| Arc::new(Semaphore::new(keep))),
-            idle: Mutex::new(Idle {
-                connections: Vec::with_capacity(keep),
-                closed: false,
-            }),
+            idle: IdleList::new(keep),
         }
     }
 
     /// The pool itself, for what holds a connection long (a snapshot).
     pub(crate) fn sqlx(&self) -> &Pool<DB> {
         &self.pool
-    }
-
-    fn idle(&self) -> MutexGuard<'_, Idle<DB>> {
-        // Every critical section leaves the list whole.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A connection, to [`Self::give_back`] when done: a kept one when there
@@ -122,7 +182,8 @@ impl<DB: Database> Connections<DB> {
             ),
             None => None,
         };
-        let kept = self.idle().connections.pop();
+        // Closed, the pool refuses below as it would.
+        let kept = self.idle.take().ok().flatten();
         Ok(match kept {
             Some(mut kept) => {
                 kept.uses += 1;
@@ -153,12 +214,7 @@ impl<DB: Database> Connections<DB> {
         // the next caller finds it there rather than asking the pool: the
         // connections out of the pool stay within `keep`.
         let turn = kept.turn.take();
-        {
-            let mut idle = self.idle();
-            if !idle.closed && idle.connections.len() < self.keep {
-                idle.connections.push(kept);
-            }
-        }
+        self.idle.give_back(kept);
         drop(turn);
     }
 
@@ -178,12 +234,7 @@ impl<DB: Database> Connections<DB> {
         if let Some(turns) = &self.turns {
             turns.close();
         }
-        let kept = {
-            let mut idle = self.idle();
-            idle.closed = true;
-            std::mem::take(&mut idle.connections)
-        };
-        drop(kept);
+        self.idle.close();
         self.pool.close().await;
     }
 }
@@ -376,7 +427,7 @@ mod tests {
             }
             connections.give_back(conn, failed);
             // Not kept: the next one comes from the pool, checked.
-            assert!(connections.idle().connections.is_empty());
+            assert!(connections.idle.len() == 0);
             let next = connections.take().await.unwrap();
             assert_eq!(next.uses, 1);
             drop(next);
@@ -440,7 +491,7 @@ mod tests {
         for conn in taken {
             connections.give_back(conn, false);
         }
-        assert_eq!(connections.idle().connections.len(), 2);
+        assert_eq!(connections.idle.len(), 2);
         // The pool still has one to lend.
         let direct = tokio::time::timeout(Duration::from_secs(5), connections.sqlx().acquire())
             .await
@@ -458,7 +509,7 @@ mod tests {
                 .is_err()
         );
         connections.give_back(in_use, false);
-        assert!(connections.idle().connections.is_empty());
+        assert!(connections.idle.len() == 0);
         tokio::time::timeout(Duration::from_secs(5), closing)
             .await
             .unwrap();

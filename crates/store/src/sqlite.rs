@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
 use keyhold_core::StoreError;
@@ -17,7 +16,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::DatabaseKind;
 use crate::audit::{ChainHeadRow, chain_head_sql};
 use crate::error::{db, sqlite_in_place};
-use crate::pool::{Connections, Kept, closing_abandoned_transactions};
+use crate::pool::{Connections, IdleList, Kept, closing_abandoned_transactions};
 use crate::rows::KeyRow;
 use crate::snapshot::{Column, ColumnKind, quote};
 use crate::url::unavailable;
@@ -149,12 +148,7 @@ async fn read_keys_page(
 pub(crate) struct KeyPageReaders {
     /// The database file; `None` for an in-memory database.
     file: Option<PathBuf>,
-    idle: StdMutex<Idle>,
-}
-
-struct Idle {
-    connections: Vec<rusqlite::Connection>,
-    closed: bool,
+    idle: IdleList<rusqlite::Connection>,
 }
 
 /// Idle reader connections kept: more than the runtime's threads, which
@@ -172,29 +166,15 @@ impl KeyPageReaders {
     fn new(file: Option<PathBuf>) -> Self {
         Self {
             file,
-            idle: StdMutex::new(Idle {
-                connections: Vec::new(),
-                closed: false,
-            }),
+            idle: IdleList::new(IDLE_READERS),
         }
-    }
-
-    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
-        // Every critical section leaves the list whole.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The page, or `None` when sqlx must read it (see the rules above).
     fn read(&self, query: &PageQuery<'_>) -> Option<Result<Vec<Key>, StoreError>> {
         let file = self.file.as_ref()?;
-        let conn = {
-            let mut idle = self.idle();
-            if idle.closed {
-                return None;
-            }
-            idle.connections.pop()
-        };
-        let conn = match conn {
+        // Closed with the store: sqlx refuses the page.
+        let conn = match self.idle.take().ok()? {
             Some(conn) => conn,
             None => match open_reader(file) {
                 Ok(conn) => conn,
@@ -204,11 +184,11 @@ impl KeyPageReaders {
         };
         match keys_in_place(&conn, query) {
             Ok(keys) => {
-                self.give_back(conn);
+                self.idle.give_back(conn);
                 Some(Ok(keys))
             }
             Err(NotRead::Busy) => {
-                self.give_back(conn);
+                self.idle.give_back(conn);
                 None
             }
             // Dropped: a connection that failed is not trusted again.
@@ -216,20 +196,8 @@ impl KeyPageReaders {
         }
     }
 
-    fn give_back(&self, conn: rusqlite::Connection) {
-        let mut idle = self.idle();
-        if !idle.closed && idle.connections.len() < IDLE_READERS {
-            idle.connections.push(conn);
-        }
-    }
-
     fn close(&self) {
-        let kept = {
-            let mut idle = self.idle();
-            idle.closed = true;
-            std::mem::take(&mut idle.connections)
-        };
-        drop(kept);
+        self.idle.close();
     }
 }
 

@@ -65,7 +65,8 @@ impl<'p> PageQuery<'p> {
     }
 }
 
-/// The key in a row of [`COLUMNS`] sqlx read.
+/// The key in a row of [`COLUMNS`] sqlx read, read in place ([`KeyRow`]
+/// borrows its text from the row).
 fn key_of(row: &<Db as sqlx::Database>::Row) -> Result<Key, StoreError> {
     Key::try_from(KeyRow::from_row(row).map_err(db)?)
 }
