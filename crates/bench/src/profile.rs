@@ -101,7 +101,7 @@ const HAND_OFFS: Category = (
 );
 const SQLITE: Category = ("Store: SQLite executing statements", &["sqlite3"]);
 const SQLX: Category = (
-    "Store: drivers (sqlx; rusqlite for a page of keys), pool, row decoding",
+    "Store: drivers (sqlx for writes, rusqlite for reads in place), pool, row decoding",
     &[
         "sqlx_core",
         "sqlx_sqlite",

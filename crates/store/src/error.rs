@@ -100,7 +100,7 @@ pub(crate) fn db_referencing(error: sqlx::Error) -> StoreError {
 }
 
 /// A statement SQLite refused to a connection of keyhold's own
-/// (`sqlite::KeyPageReaders`); the values of its rows are checked where they
+/// (`sqlite::InPlaceReaders`); the values of its rows are checked where they
 /// are read, as corrupt data.
 pub(crate) fn sqlite_in_place(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("the database refused the statement: {error}"))

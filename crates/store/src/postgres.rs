@@ -12,7 +12,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use keyhold_core::StoreError;
-use keyhold_core::key::Key;
 use keyhold_core::ports::SharedAuditMac;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -21,7 +20,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use crate::DatabaseKind;
 use crate::audit::ChainHeadRow;
 use crate::error::db;
-use crate::pool::{Connections, Kept, closing_abandoned_transactions};
+use crate::pool::{Kept, closing_abandoned_transactions};
 use crate::snapshot::{Column, ColumnKind, quote};
 use crate::url::unavailable;
 
@@ -32,8 +31,8 @@ use crate::url::unavailable;
 mod sql;
 
 pub(crate) use sql::SqlBackend as PostgresStore;
-use sql::keys::{self, PageQuery};
 pub(crate) use sql::load::{Load as PostgresLoad, latest_version};
+use sql::read::Query;
 use sql::{AuditInserts, roll_back};
 
 type Db = Postgres;
@@ -154,19 +153,20 @@ async fn after_load(conn: &mut PgConnection, tables: &[String]) -> Result<(), St
     Ok(())
 }
 
-/// PostgreSQL reads every page of keys through sqlx: nothing else to read with.
+/// PostgreSQL reads through sqlx: nothing else to read with (its
+/// connections are a network's round trip away, whichever thread asks).
 struct Readers;
 
 impl Readers {
     fn close(&self) {}
 }
 
-async fn read_keys_page(
-    pool: &Connections<Postgres>,
+fn read_in_place<T>(
     _: &Readers,
-    query: &PageQuery<'_>,
-) -> Result<Vec<Key>, StoreError> {
-    keys::by_rows(pool, query).await
+    _: &Query<'_>,
+    _: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Option<Result<Vec<T>, StoreError>> {
+    None
 }
 
 /// Connections per node.

@@ -32,6 +32,47 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::corrupt;
 
+/// A row SQLite's in-place readers build (`sqlite::InPlaceReaders`) from
+/// the row their statement stands on.
+pub(crate) trait InPlaceRow: Sized {
+    fn in_place(row: &rusqlite::Row<'_>) -> Result<Self, StoreError>;
+}
+
+/// The column `name` of a row read in place, as `T`: a missing column or a
+/// value of another type is reported as corrupt, as sqlx's read reports it.
+pub(crate) fn in_place_column<T: rusqlite::types::FromSql>(
+    row: &rusqlite::Row<'_>,
+    table: &str,
+    name: &str,
+) -> Result<T, StoreError> {
+    row.get(name).map_err(|e| corrupt(table, name, e))
+}
+
+/// Defines a row read both ways, from one field list: sqlx's `FromRow`
+/// and [`InPlaceRow`], each field from the column of its name in `$table`.
+macro_rules! read_row {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident in $table:literal {
+        $($field:ident: $ty:ty),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(sqlx::FromRow)]
+        $vis struct $name {
+            $($field: $ty),+
+        }
+
+        impl $crate::rows::InPlaceRow for $name {
+            fn in_place(
+                row: &::rusqlite::Row<'_>,
+            ) -> Result<Self, ::keyhold_core::StoreError> {
+                Ok(Self {
+                    $($field: $crate::rows::in_place_column(row, $table, stringify!($field))?),+
+                })
+            }
+        }
+    };
+}
+pub(crate) use read_row;
+
 /// The kinds of credential rows. Migration 0003's CHECK names them too.
 pub(crate) const ACCESS_KEY_KIND: &str = CredentialKind::ACCESS_KEY;
 pub(crate) const DEFAULT_CHAIN_KIND: &str = CredentialKind::DEFAULT_CHAIN;
@@ -129,12 +170,13 @@ pub(crate) fn session_identities_json(session: &Session) -> Result<String, Store
         .map_err(|e| StoreError::Corrupt(format!("session identities: {e}")))
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct SessionRow {
-    id: String,
-    identities: String,
-    created_at: String,
-    last_seen: String,
+read_row! {
+    pub(crate) struct SessionRow in "sessions" {
+        id: String,
+        identities: String,
+        created_at: String,
+        last_seen: String,
+    }
 }
 
 impl SessionRow {
@@ -208,17 +250,18 @@ pub(crate) fn credential_columns(credential: &Credential) -> CredentialColumns<'
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct CredentialRow {
-    id: String,
-    name: String,
-    service: String,
-    kind: String,
-    access_key_id: Option<String>,
-    sealed_secret: Option<Vec<u8>>,
-    role_arn: Option<String>,
-    endpoint: Option<String>,
-    created_at: String,
+read_row! {
+    pub(crate) struct CredentialRow in "credentials" {
+        id: String,
+        name: String,
+        service: String,
+        kind: String,
+        access_key_id: Option<String>,
+        sealed_secret: Option<Vec<u8>>,
+        role_arn: Option<String>,
+        endpoint: Option<String>,
+        created_at: String,
+    }
 }
 
 impl TryFrom<CredentialRow> for Credential {
@@ -284,28 +327,29 @@ impl TryFrom<CredentialRow> for Credential {
 
 // Key groups
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct GroupRow {
-    id: String,
-    name: String,
-    service: String,
-    credential_name: String,
-    rotate_every: Option<String>,
-    valid_for: Option<String>,
-    info_owner: String,
-    info_notes: String,
-    alias: String,
-    description: String,
-    region: String,
-    active_key_id: Option<String>,
-    policy: Option<String>,
-    disable_after_rotate: bool,
-    created_at: String,
-    updated_at: String,
-    next_rotation_at: Option<String>,
-    rotation_strategy: String,
-    at_rotation_limit: String,
-    self_heal: bool,
+read_row! {
+    pub(crate) struct GroupRow in "key_groups" {
+        id: String,
+        name: String,
+        service: String,
+        credential_name: String,
+        rotate_every: Option<String>,
+        valid_for: Option<String>,
+        info_owner: String,
+        info_notes: String,
+        alias: String,
+        description: String,
+        region: String,
+        active_key_id: Option<String>,
+        policy: Option<String>,
+        disable_after_rotate: bool,
+        created_at: String,
+        updated_at: String,
+        next_rotation_at: Option<String>,
+        rotation_strategy: String,
+        at_rotation_limit: String,
+        self_heal: bool,
+    }
 }
 
 fn read_opt<T, E: std::fmt::Display>(
@@ -518,20 +562,21 @@ pub(crate) fn job_progress_json(progress: &JobProgress) -> Result<String, StoreE
     serde_json::to_string(progress).map_err(|e| StoreError::Corrupt(format!("job progress: {e}")))
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct JobRow {
-    id: String,
-    kind: String,
-    spec: String,
-    status: String,
-    users: String,
-    initiator: String,
-    created_at: String,
-    started_at: Option<String>,
-    finished_at: Option<String>,
-    progress: String,
-    error: Option<String>,
-    attempts: i64,
+read_row! {
+    pub(crate) struct JobRow in "jobs" {
+        id: String,
+        kind: String,
+        spec: String,
+        status: String,
+        users: String,
+        initiator: String,
+        created_at: String,
+        started_at: Option<String>,
+        finished_at: Option<String>,
+        progress: String,
+        error: Option<String>,
+        attempts: i64,
+    }
 }
 
 impl TryFrom<JobRow> for Job {
@@ -570,11 +615,12 @@ impl TryFrom<JobRow> for Job {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct JobMessageRow {
-    job_id: String,
-    time: String,
-    text: String,
+read_row! {
+    pub(crate) struct JobMessageRow in "job_messages" {
+        job_id: String,
+        time: String,
+        text: String,
+    }
 }
 
 impl TryFrom<JobMessageRow> for JobMessage {

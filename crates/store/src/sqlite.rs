@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use keyhold_core::StoreError;
-use keyhold_core::key::Key;
 use keyhold_core::ports::SharedAuditMac;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -16,8 +15,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::DatabaseKind;
 use crate::audit::{ChainHeadRow, chain_head_sql};
 use crate::error::{db, sqlite_in_place};
-use crate::pool::{Connections, IdleList, Kept, closing_abandoned_transactions};
-use crate::rows::KeyRow;
+use crate::pool::{IdleList, Kept, closing_abandoned_transactions};
 use crate::snapshot::{Column, ColumnKind, quote};
 use crate::url::unavailable;
 
@@ -28,12 +26,12 @@ use crate::url::unavailable;
 mod sql;
 
 pub(crate) use sql::SqlBackend as SqliteStore;
-use sql::keys::{self, PageParam, PageQuery};
 pub(crate) use sql::load::{Load as SqliteLoad, latest_version};
+use sql::read::{Param, Query};
 use sql::{AuditInserts, roll_back};
 
 type Db = Sqlite;
-type Readers = KeyPageReaders;
+type Readers = InPlaceReaders;
 const KIND: DatabaseKind = DatabaseKind::Sqlite;
 
 /// SQLite's implicit row id: insertion order.
@@ -111,41 +109,33 @@ async fn after_load(_: &mut SqliteConnection, _: &[String]) -> Result<(), StoreE
     Ok(())
 }
 
-/// A page of keys: read in place by a [`KeyPageReaders`] connection, or,
-/// where none can read it now, row by row through sqlx.
-async fn read_keys_page(
-    pool: &Connections<Sqlite>,
-    readers: &KeyPageReaders,
-    query: &PageQuery<'_>,
-) -> Result<Vec<Key>, StoreError> {
-    match readers.read(query) {
-        Some(keys) => keys,
-        None => keys::by_rows(pool, query).await,
-    }
+/// The rows `query` reads, built by `build`, read in place by an
+/// [`InPlaceReaders`] connection; `None` where none can read them now, and
+/// sqlx must.
+fn read_in_place<T>(
+    readers: &InPlaceReaders,
+    query: &Query<'_>,
+    build: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Option<Result<Vec<T>, StoreError>> {
+    readers.read(query, build)
 }
 
-/// Connections of this process's own to the database file, each kept with
-/// the page's statement prepared, that read a page of keys in place: on the
-/// calling task's thread, stepping the statement and building each key from
-/// SQLite's own buffers, column by position.
-///
-/// Why not sqlx: its connection runs on a thread of its own and hands every
-/// row over as a copy of each value (`sqlite3_value_dup`) in a message, and
-/// its reader looks each column up by name. A page of 100 keys, 13 columns
-/// each, spent a third of its CPU there and in the thread hand-offs
-/// (docs/benchmarks.md, "Where the time goes"); read here, it is SQLite's
-/// own work, a few hundred microseconds on the caller's thread.
+/// Connections of this process's own to the database file that read in
+/// place: on the calling task's thread, each statement kept prepared,
+/// building what they read from SQLite's own buffers (see `sql/read.rs`
+/// for which reads, and why not through sqlx).
 ///
 /// Rules:
 /// - the connections only read (`query_only`), under WAL, which never makes
-///   a reader wait for a writer;
+///   a reader wait for a writer, and a read begun after a write committed
+///   sees it;
 /// - they never wait for a lock (`busy_timeout` 0), so the caller's thread
-///   never blocks on one: a page SQLite answers `SQLITE_BUSY` (a crashed
-///   writer's recovery, another process's exclusive lock) is read through
+///   never blocks on one: a read SQLite answers `SQLITE_BUSY` (a crashed
+///   writer's recovery, another process's exclusive lock) goes through
 ///   sqlx instead, whose thread waits;
-/// - an in-memory database has no file to open: sqlx reads its pages;
+/// - an in-memory database has no file to open: sqlx reads it;
 /// - a connection that fails is dropped, not kept; closed with the store.
-pub(crate) struct KeyPageReaders {
+pub(crate) struct InPlaceReaders {
     /// The database file; `None` for an in-memory database.
     file: Option<PathBuf>,
     idle: IdleList<rusqlite::Connection>,
@@ -155,14 +145,14 @@ pub(crate) struct KeyPageReaders {
 /// bound how many read at once.
 const IDLE_READERS: usize = 8;
 
-/// Why a reader did not read the page.
+/// Why a reader did not read.
 enum NotRead {
     /// SQLite answered `SQLITE_BUSY`: sqlx's connection reads it instead.
     Busy,
     Failed(StoreError),
 }
 
-impl KeyPageReaders {
+impl InPlaceReaders {
     fn new(file: Option<PathBuf>) -> Self {
         Self {
             file,
@@ -170,10 +160,14 @@ impl KeyPageReaders {
         }
     }
 
-    /// The page, or `None` when sqlx must read it (see the rules above).
-    fn read(&self, query: &PageQuery<'_>) -> Option<Result<Vec<Key>, StoreError>> {
+    /// The rows, or `None` when sqlx must read them (see the rules above).
+    fn read<T>(
+        &self,
+        query: &Query<'_>,
+        build: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Option<Result<Vec<T>, StoreError>> {
         let file = self.file.as_ref()?;
-        // Closed with the store: sqlx refuses the page.
+        // Closed with the store: sqlx refuses the read.
         let conn = match self.idle.take().ok()? {
             Some(conn) => conn,
             None => match open_reader(file) {
@@ -182,10 +176,10 @@ impl KeyPageReaders {
                 Err(e) => return Some(Err(sqlite_in_place(e))),
             },
         };
-        match keys_in_place(&conn, query) {
-            Ok(keys) => {
+        match rows_in_place(&conn, query, build) {
+            Ok(rows) => {
                 self.idle.give_back(conn);
-                Some(Ok(keys))
+                Some(Ok(rows))
             }
             Err(NotRead::Busy) => {
                 self.idle.give_back(conn);
@@ -211,21 +205,30 @@ fn open_reader(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
     )?;
     conn.busy_timeout(Duration::ZERO)?;
     conn.pragma_update(None, "query_only", true)?;
-    // One plan for the page's statement whatever it binds: with ANALYZE's
-    // statistics (an operator's `PRAGMA optimize`), SQLite would otherwise
-    // prepare it again for each new cursor.
+    // One plan for a statement whatever it binds: with ANALYZE's statistics
+    // (an operator's `PRAGMA optimize`), SQLite would otherwise prepare a
+    // kept statement again for each new cursor.
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
+    // Every statement the store reads in place stays prepared.
+    conn.set_prepared_statement_cache_capacity(PREPARED_READS);
     Ok(conn)
 }
+
+/// Statements a reader keeps prepared: more than the store reads in place.
+const PREPARED_READS: usize = 32;
 
 fn is_busy(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
-fn keys_in_place(conn: &rusqlite::Connection, query: &PageQuery<'_>) -> Result<Vec<Key>, NotRead> {
+fn rows_in_place<T>(
+    conn: &rusqlite::Connection,
+    query: &Query<'_>,
+    build: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, NotRead> {
     let failed = |e: rusqlite::Error| {
         if is_busy(&e) {
             NotRead::Busy
@@ -241,22 +244,21 @@ fn keys_in_place(conn: &rusqlite::Connection, query: &PageQuery<'_>) -> Result<V
             .map_err(failed)?
             .ok_or_else(|| {
                 NotRead::Failed(StoreError::Unavailable(format!(
-                    "the page's statement has no {name}"
+                    "the statement has no {name}"
                 )))
             })?;
         match param {
-            PageParam::Text(text) => statement.raw_bind_parameter(index, text),
-            PageParam::Integer(integer) => statement.raw_bind_parameter(index, integer),
+            Param::Text(text) => statement.raw_bind_parameter(index, text.as_ref()),
+            Param::Integer(integer) => statement.raw_bind_parameter(index, integer),
         }
         .map_err(failed)?;
     }
-    let mut keys = Vec::new();
+    let mut built = Vec::new();
     let mut rows = statement.raw_query();
     while let Some(row) = rows.next().map_err(failed)? {
-        let key = KeyRow::in_place(row).and_then(Key::try_from);
-        keys.push(key.map_err(NotRead::Failed)?);
+        built.push(build(row).map_err(NotRead::Failed)?);
     }
-    Ok(keys)
+    Ok(built)
 }
 
 /// How long a statement waits for another process's write lock before giving up.
@@ -441,7 +443,7 @@ pub(crate) async fn open(url: &str, audit_mac: SharedAuditMac) -> Result<SqliteS
     let memory = is_memory(url);
     let keep = if memory { 0 } else { KEEP_IDLE };
     let file = (!memory).then(|| pool.connect_options().get_filename().to_owned());
-    let readers = KeyPageReaders::new(file);
+    let readers = InPlaceReaders::new(file);
     SqliteStore::migrate(
         pool,
         &MIGRATOR,
@@ -594,7 +596,9 @@ mod tests {
     #[test]
     fn a_page_the_database_is_busy_for_is_left_to_sqlx_then_read_in_place() {
         use keyhold_core::clock::{Timestamp, format_timestamp};
-        use keyhold_core::key::KeyPage;
+        use keyhold_core::key::{Key, KeyPage};
+
+        use sql::read::FromRows;
 
         use crate::rows::KEY_COLUMNS;
 
@@ -610,21 +614,22 @@ mod tests {
                  'enabled', x'00', '{at}', NULL, 'current', 0);"
             ))
             .unwrap();
-        let readers = KeyPageReaders::new(Some(path));
+        let readers = InPlaceReaders::new(Some(path));
         let page = KeyPage {
             group: None,
             after: None,
             limit: 100,
         };
-        let query = PageQuery::of(&page);
+        let query = sql::keys::page_query(&page);
+        let read = || readers.read(&query, <Key as FromRows>::in_place);
 
         holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        assert!(readers.read(&query).is_none(), "busy: left to sqlx");
+        assert!(read().is_none(), "busy: left to sqlx");
         holder.execute_batch("COMMIT").unwrap();
-        let keys = readers.read(&query).unwrap().unwrap();
+        let keys = read().unwrap().unwrap();
         assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), [id]);
 
         readers.close();
-        assert!(readers.read(&query).is_none(), "closed with the store");
+        assert!(read().is_none(), "closed with the store");
     }
 }

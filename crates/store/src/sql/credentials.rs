@@ -2,6 +2,7 @@ use keyhold_core::StoreError;
 use keyhold_core::credential::{Credential, Endpoint};
 use keyhold_core::names::CredentialName;
 
+use super::read::{Query, Reads};
 use super::{Conn, Pool};
 use crate::error::db;
 use crate::rows::{CredentialRow, credential_columns, ts};
@@ -20,18 +21,16 @@ pub(super) async fn list(pool: &Pool) -> Result<Vec<Credential>, StoreError> {
 }
 
 pub(super) async fn get(
-    pool: &Pool,
+    reads: Reads<'_>,
     name: &CredentialName,
 ) -> Result<Option<Credential>, StoreError> {
-    sqlx::query_as::<_, CredentialRow>(&format!(
-        "SELECT {COLUMNS} FROM credentials WHERE name = $1"
-    ))
-    .bind(name.as_str())
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?
-    .map(Credential::try_from)
-    .transpose()
+    let query = Query::new(format!("SELECT {COLUMNS} FROM credentials WHERE name = $1"))
+        .text(name.as_str());
+    reads
+        .first::<CredentialRow>(&query)
+        .await?
+        .map(Credential::try_from)
+        .transpose()
 }
 
 pub(super) async fn insert(conn: &mut Conn, credential: &Credential) -> Result<(), StoreError> {

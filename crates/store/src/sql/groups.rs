@@ -7,6 +7,7 @@ use keyhold_core::job::JobKind;
 use keyhold_core::names::GroupName;
 
 use super::batch::{Batch, Changes};
+use super::read::{Query, Reads};
 use super::{Conn, Pool};
 use crate::error::{db, db_referencing};
 use crate::rows::{GroupRow, opt_ts, ts};
@@ -76,12 +77,15 @@ pub(super) async fn due_for_drift_check(
     .collect()
 }
 
-pub(super) async fn get(pool: &Pool, name: &GroupName) -> Result<Option<KeyGroup>, StoreError> {
-    sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLUMNS} FROM key_groups WHERE name = $1"))
-        .bind(name.as_str())
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?
+pub(super) async fn get(
+    reads: Reads<'_>,
+    name: &GroupName,
+) -> Result<Option<KeyGroup>, StoreError> {
+    let query =
+        Query::new(format!("SELECT {COLUMNS} FROM key_groups WHERE name = $1")).text(name.as_str());
+    reads
+        .first::<GroupRow>(&query)
+        .await?
         .map(KeyGroup::try_from)
         .transpose()
 }

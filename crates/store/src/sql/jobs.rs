@@ -5,6 +5,7 @@ use keyhold_core::names::GroupName;
 use keyhold_core::ports::JobCommit;
 
 use super::batch::{Batch, Changes};
+use super::read::{Query, Reads};
 use super::{Conn, INSERT_ORDER, Pool, drift, groups, keys};
 use crate::audit::list_limit;
 use crate::error::{db, db_referencing};
@@ -16,12 +17,12 @@ const COLUMNS: &str = "id, kind, spec, status, users, initiator, created_at, sta
 /// Statuses a restart resumes.
 const UNFINISHED: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
 
-pub(super) async fn get(pool: &Pool, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
-    sqlx::query_as::<_, JobRow>(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?
+pub(super) async fn get(reads: Reads<'_>, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
+    let query =
+        Query::new(format!("SELECT {COLUMNS} FROM jobs WHERE id = $1")).text(id.to_string());
+    reads
+        .first::<JobRow>(&query)
+        .await?
         .map(Job::try_from)
         .transpose()
 }
@@ -60,22 +61,22 @@ pub(super) async fn unfinished(pool: &Pool) -> Result<Vec<Job>, StoreError> {
 /// The group's queued or running job, if any (one at most: keyhold never
 /// starts a second), through the group's index.
 pub(super) async fn unfinished_of_group(
-    pool: &Pool,
+    reads: Reads<'_>,
     group: &GroupName,
 ) -> Result<Option<Job>, StoreError> {
     let [queued, running] = UNFINISHED.map(JobStatus::as_str);
-    sqlx::query_as::<_, JobRow>(&format!(
+    let query = Query::new(format!(
         "SELECT {COLUMNS} FROM jobs WHERE group_name = $1 AND status IN ($2, $3) \
          ORDER BY created_at, {INSERT_ORDER} LIMIT 1"
     ))
-    .bind(group.as_str())
-    .bind(queued)
-    .bind(running)
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?
-    .map(Job::try_from)
-    .transpose()
+    .text(group.as_str())
+    .text(queued)
+    .text(running);
+    reads
+        .first::<JobRow>(&query)
+        .await?
+        .map(Job::try_from)
+        .transpose()
 }
 
 pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError> {
@@ -105,20 +106,20 @@ pub(super) async fn insert(conn: &mut Conn, job: &Job) -> Result<(), StoreError>
 /// The group's newest rotation, through the group's index: newest first,
 /// jobs created in the same microsecond in the order they were inserted.
 pub(super) async fn latest_rotation(
-    pool: &Pool,
+    reads: Reads<'_>,
     group: &GroupName,
 ) -> Result<Option<Job>, StoreError> {
-    sqlx::query_as::<_, JobRow>(&format!(
+    let query = Query::new(format!(
         "SELECT {COLUMNS} FROM jobs WHERE group_name = $1 AND kind = $2 \
          ORDER BY created_at DESC, {INSERT_ORDER} DESC LIMIT 1"
     ))
-    .bind(group.as_str())
-    .bind(JobKind::ROTATE_LABEL)
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?
-    .map(Job::try_from)
-    .transpose()
+    .text(group.as_str())
+    .text(JobKind::ROTATE_LABEL);
+    reads
+        .first::<JobRow>(&query)
+        .await?
+        .map(Job::try_from)
+        .transpose()
 }
 
 /// Failed jobs, newest first.
@@ -328,17 +329,16 @@ pub(super) async fn commit(conn: &mut Conn, commit: &JobCommit<'_>) -> Result<()
 
 /// Oldest first: the order the steps committed them.
 pub(super) async fn messages(
-    pool: &Pool,
+    reads: Reads<'_>,
     job_id: uuid::Uuid,
 ) -> Result<Vec<JobMessage>, StoreError> {
-    sqlx::query_as::<_, JobMessageRow>(
-        "SELECT job_id, time, text FROM job_messages WHERE job_id = $1 ORDER BY id",
-    )
-    .bind(job_id.to_string())
-    .fetch_all(pool)
-    .await
-    .map_err(db)?
-    .into_iter()
-    .map(JobMessage::try_from)
-    .collect()
+    let query =
+        Query::new("SELECT job_id, time, text FROM job_messages WHERE job_id = $1 ORDER BY id")
+            .text(job_id.to_string());
+    reads
+        .rows::<JobMessageRow>(&query)
+        .await?
+        .into_iter()
+        .map(JobMessage::try_from)
+        .collect()
 }

@@ -3,109 +3,73 @@ use keyhold_core::cloud::aws::{KeyMaterialId, KmsKeyId};
 use keyhold_core::key::{Key, KeyPage};
 use keyhold_core::names::GroupName;
 
-use sqlx::FromRow as _;
-
+use super::Conn;
 use super::batch::{Batch, Changes};
-use super::{Conn, Db, Pool};
+use super::read::{Param, Query, Reads};
 use crate::error::{db, db_referencing};
-use crate::rows::{KEY_COLUMNS as COLUMNS, KeyRow, opt_ts, read_u32, ts};
+use crate::rows::{KEY_COLUMNS as COLUMNS, opt_ts, read_row, read_u32, ts};
 
 const VALUES: &str = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// A page walks the `(group_name, version)` key from the cursor: each page
-/// costs the same however deep into the listing it is. The backend reads
-/// it (`read_keys_page`), or has sqlx read it row by row ([`by_rows`]).
-pub(crate) async fn by_rows(pool: &Pool, query: &PageQuery<'_>) -> Result<Vec<Key>, StoreError> {
-    let mut statement = sqlx::query(&query.sql);
-    for param in &query.params {
-        statement = match *param {
-            PageParam::Text(text) => statement.bind(text),
-            PageParam::Integer(integer) => statement.bind(integer),
-        };
+/// costs the same however deep into the listing it is.
+pub(crate) fn page_query(page: &KeyPage) -> Query<'_> {
+    let mut query = Query::new(String::new());
+    let mut sql = format!("SELECT {COLUMNS} FROM keys WHERE TRUE");
+    if let Some(group) = &page.group {
+        let group = query.bind(Param::Text(group.as_str().into()));
+        sql.push_str(&format!(" AND group_name = {group}"));
     }
-    let rows = statement.fetch_all(pool).await.map_err(db)?;
-    rows.iter().map(key_of).collect()
-}
-
-/// A page's statement, its columns [`COLUMNS`], and what it binds.
-pub(crate) struct PageQuery<'p> {
-    pub(crate) sql: String,
-    /// Bound in order, the first to `$1`.
-    pub(crate) params: Vec<PageParam<'p>>,
-}
-
-pub(crate) enum PageParam<'p> {
-    Text(&'p str),
-    Integer(i64),
-}
-
-impl<'p> PageQuery<'p> {
-    pub(crate) fn of(page: &'p KeyPage) -> Self {
-        let mut sql = format!("SELECT {COLUMNS} FROM keys WHERE TRUE");
-        let mut params = Vec::with_capacity(4);
-        // `$n`, the place of the parameter it pushes.
-        let mut bind = |param| {
-            params.push(param);
-            format!("${}", params.len())
-        };
-        if let Some(group) = &page.group {
-            let group = bind(PageParam::Text(group.as_str()));
-            sql.push_str(&format!(" AND group_name = {group}"));
-        }
-        if let Some(cursor) = &page.after {
-            let group = bind(PageParam::Text(cursor.group.as_str()));
-            let version = bind(PageParam::Integer(i64::from(cursor.version)));
-            sql.push_str(&format!(
-                " AND (group_name, version) > ({group}, {version})"
-            ));
-        }
-        let limit = bind(PageParam::Integer(i64::from(page.limit)));
-        sql.push_str(&format!(" ORDER BY group_name, version LIMIT {limit}"));
-        Self { sql, params }
+    if let Some(cursor) = &page.after {
+        let group = query.bind(Param::Text(cursor.group.as_str().into()));
+        let version = query.bind(Param::Integer(i64::from(cursor.version)));
+        sql.push_str(&format!(
+            " AND (group_name, version) > ({group}, {version})"
+        ));
     }
+    let limit = query.bind(Param::Integer(i64::from(page.limit)));
+    sql.push_str(&format!(" ORDER BY group_name, version LIMIT {limit}"));
+    query.sql = sql;
+    query
 }
 
-/// The key in a row of [`COLUMNS`] sqlx read, read in place ([`KeyRow`]
-/// borrows its text from the row).
-fn key_of(row: &<Db as sqlx::Database>::Row) -> Result<Key, StoreError> {
-    Key::try_from(KeyRow::from_row(row).map_err(db)?)
-}
-
-pub(super) async fn get(pool: &Pool, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM keys WHERE id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(key_of)
-        .transpose()
+pub(super) async fn get(reads: Reads<'_>, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
+    let query =
+        Query::new(format!("SELECT {COLUMNS} FROM keys WHERE id = $1")).text(id.to_string());
+    reads.first(&query).await
 }
 
 /// Bounded by AWS's on-demand rotation limit: one key per material in the
 /// KMS key.
-pub(super) async fn in_kms_key(pool: &Pool, kms_key_id: &KmsKeyId) -> Result<Vec<Key>, StoreError> {
-    let rows = sqlx::query(&format!(
+pub(super) async fn in_kms_key(
+    reads: Reads<'_>,
+    kms_key_id: &KmsKeyId,
+) -> Result<Vec<Key>, StoreError> {
+    let query = Query::new(format!(
         "SELECT {COLUMNS} FROM keys WHERE kms_key_id = $1 ORDER BY version"
     ))
-    .bind(kms_key_id.as_str())
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    rows.iter().map(key_of).collect()
+    .text(kms_key_id.as_str());
+    reads.rows(&query).await
+}
+
+read_row! {
+    /// The newest version of a group's keys, if it has any.
+    struct LatestVersion in "keys" {
+        latest: Option<i64>,
+    }
 }
 
 /// The end of the group's span of the `UNIQUE (group_name, version)` index.
 pub(super) async fn latest_version(
-    pool: &Pool,
+    reads: Reads<'_>,
     group: &GroupName,
 ) -> Result<Option<u32>, StoreError> {
-    let latest: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM keys WHERE group_name = $1")
-            .bind(group.as_str())
-            .fetch_one(pool)
-            .await
-            .map_err(db)?;
+    let query = Query::new("SELECT MAX(version) AS latest FROM keys WHERE group_name = $1")
+        .text(group.as_str());
+    let latest = reads
+        .first::<LatestVersion>(&query)
+        .await?
+        .and_then(|row| row.latest);
     latest
         .map(|version| read_u32("keys", "version", version))
         .transpose()

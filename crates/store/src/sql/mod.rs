@@ -20,9 +20,9 @@
 //! - `BATCHES_STATEMENTS`: whether one query may hold several statements
 //!   (see `batch`);
 //! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`;
-//! - `Readers` (with `close(&self)`) and `read_keys_page(&Pool, &Readers,
-//!   &keys::PageQuery)`: a page of keys, read as the backend reads them
-//!   fastest, with what it keeps for that besides the pool;
+//! - `Readers` (with `close(&self)`) and `read_in_place(&Readers,
+//!   &read::Query, build)`: what the backend keeps to read besides the pool,
+//!   and the rows it reads with it, or `None` where sqlx must (see `read`);
 //! - `MIGRATOR` and `connect(url)`: its migrations and its pool, which
 //!   [`SqlBackend::migrate`] wraps in [`Connections`](crate::pool::Connections)
 //!   keeping as many idle connections as the backend says;
@@ -46,6 +46,7 @@ mod jobs;
 pub(super) mod keys;
 pub(crate) mod load;
 mod probe;
+pub(super) mod read;
 mod sessions;
 mod settings;
 mod snapshot;
@@ -76,7 +77,7 @@ use super::{
     BATCHES_STATEMENTS, COLUMNS_SQL, Db, FOR_UPDATE, INSERT_ORDER, INSERT_OVERRIDING, KIND,
     MIGRATOR, Readers, SNAPSHOT_BEGIN, Serial, SerialGuard, TABLES_SQL, WriteTransaction,
     after_load, begin_load, begin_write, column_kind, commit_after, connect, lock_writers,
-    read_keys_page, row_order,
+    read_in_place, row_order,
 };
 use crate::SqlStore;
 use crate::audit::{ChainHeadRow, chain_head, seal_all};
@@ -94,7 +95,7 @@ type Conn = <Db as sqlx::Database>::Connection;
 
 pub(crate) struct SqlBackend {
     pool: Pool,
-    /// What reads a page of keys besides the pool.
+    /// What reads besides the pool (see `read`).
     readers: Readers,
     audit_mac: SharedAuditMac,
     serial: Serial,
@@ -148,6 +149,14 @@ impl SqlBackend {
             masked_url,
             health: probe::WriteHealth::default(),
         })
+    }
+
+    /// Where reads go: in place where the backend can, the pool otherwise.
+    fn reads(&self) -> read::Reads<'_> {
+        read::Reads {
+            pool: &self.pool,
+            readers: &self.readers,
+        }
     }
 
     /// This process's turn to write, and a connection to write on.
@@ -572,7 +581,7 @@ impl Store for SqlBackend {
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        sessions::get(&self.pool, id).await
+        sessions::get(self.reads(), id).await
     }
 
     async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
@@ -614,7 +623,7 @@ impl Store for SqlBackend {
         &self,
         name: &CredentialName,
     ) -> Result<Option<Credential>, StoreError> {
-        credentials::get(&self.pool, name).await
+        credentials::get(self.reads(), name).await
     }
 
     async fn insert_credential(
@@ -654,7 +663,7 @@ impl Store for SqlBackend {
     }
 
     async fn get_group(&self, name: &GroupName) -> Result<Option<KeyGroup>, StoreError> {
-        groups::get(&self.pool, name).await
+        groups::get(self.reads(), name).await
     }
 
     async fn insert_group(&self, group: &KeyGroup, audit: &AuditRecord) -> Result<(), StoreError> {
@@ -683,19 +692,19 @@ impl Store for SqlBackend {
     }
 
     async fn list_keys(&self, page: &KeyPage) -> Result<Vec<Key>, StoreError> {
-        read_keys_page(&self.pool, &self.readers, &keys::PageQuery::of(page)).await
+        self.reads().rows(&keys::page_query(page)).await
     }
 
     async fn get_key(&self, id: uuid::Uuid) -> Result<Option<Key>, StoreError> {
-        keys::get(&self.pool, id).await
+        keys::get(self.reads(), id).await
     }
 
     async fn keys_in_kms_key(&self, kms_key_id: &KmsKeyId) -> Result<Vec<Key>, StoreError> {
-        keys::in_kms_key(&self.pool, kms_key_id).await
+        keys::in_kms_key(self.reads(), kms_key_id).await
     }
 
     async fn latest_key_version(&self, group: &GroupName) -> Result<Option<u32>, StoreError> {
-        keys::latest_version(&self.pool, group).await
+        keys::latest_version(self.reads(), group).await
     }
 
     async fn insert_key(&self, key: &Key, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
@@ -787,7 +796,7 @@ impl Store for SqlBackend {
     }
 
     async fn get_job(&self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
-        jobs::get(&self.pool, id).await
+        jobs::get(self.reads(), id).await
     }
 
     async fn list_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
@@ -799,7 +808,7 @@ impl Store for SqlBackend {
     }
 
     async fn unfinished_group_job(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
-        jobs::unfinished_of_group(&self.pool, group).await
+        jobs::unfinished_of_group(self.reads(), group).await
     }
 
     /// The step's audit entry comes first in the chain, then its drift
@@ -850,11 +859,11 @@ impl Store for SqlBackend {
     }
 
     async fn job_messages(&self, job_id: uuid::Uuid) -> Result<Vec<JobMessage>, StoreError> {
-        jobs::messages(&self.pool, job_id).await
+        jobs::messages(self.reads(), job_id).await
     }
 
     async fn latest_rotation(&self, group: &GroupName) -> Result<Option<Job>, StoreError> {
-        jobs::latest_rotation(&self.pool, group).await
+        jobs::latest_rotation(self.reads(), group).await
     }
 
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
@@ -931,7 +940,7 @@ impl Store for SqlBackend {
     }
 
     async fn get_settings(&self) -> Result<Settings, StoreError> {
-        settings::get(&self.pool).await
+        settings::get(self.reads()).await
     }
 
     async fn put_settings(&self, value: &Settings, audit: &AuditRecord) -> Result<(), StoreError> {

@@ -2,18 +2,18 @@ use keyhold_core::StoreError;
 use keyhold_core::identity::Session;
 use keyhold_core::names::IdentityName;
 
-use super::{Conn, Pool};
+use super::Conn;
+use super::read::{Query, Reads};
 use crate::error::db;
 use crate::rows::{SessionRow, session_identities_json, ts};
 
 const COLUMNS: &str = "id, identities, created_at, last_seen";
 
-pub(super) async fn get(pool: &Pool, id: &str) -> Result<Option<Session>, StoreError> {
-    sqlx::query_as::<_, SessionRow>(&format!("SELECT {COLUMNS} FROM sessions WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?
+pub(super) async fn get(reads: Reads<'_>, id: &str) -> Result<Option<Session>, StoreError> {
+    let query = Query::new(format!("SELECT {COLUMNS} FROM sessions WHERE id = $1")).text(id);
+    reads
+        .first::<SessionRow>(&query)
+        .await?
         .map(Session::try_from)
         .transpose()
 }

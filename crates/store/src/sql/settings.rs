@@ -1,16 +1,22 @@
 use keyhold_core::StoreError;
 use keyhold_core::settings::Settings;
 
-use super::{Conn, Pool};
+use super::Conn;
+use super::read::{Query, Reads};
 use crate::error::db;
-use crate::rows::{parse_settings, settings_json};
+use crate::rows::{parse_settings, read_row, settings_json};
 
-pub(super) async fn get(pool: &Pool) -> Result<Settings, StoreError> {
-    let body: Option<String> = sqlx::query_scalar("SELECT body FROM settings WHERE id = 1")
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?;
-    body.map_or_else(|| Ok(Settings::default()), |b| parse_settings(&b))
+read_row! {
+    /// The settings' one row: a JSON document.
+    struct SettingsRow in "settings" {
+        body: String,
+    }
+}
+
+pub(super) async fn get(reads: Reads<'_>) -> Result<Settings, StoreError> {
+    let query = Query::new("SELECT body FROM settings WHERE id = 1");
+    let row = reads.first::<SettingsRow>(&query).await?;
+    row.map_or_else(|| Ok(Settings::default()), |row| parse_settings(&row.body))
 }
 
 pub(super) async fn put(conn: &mut Conn, settings: &Settings) -> Result<(), StoreError> {

@@ -128,6 +128,60 @@ async fn rotate_and_synchronize_jobs_round_trip() {
     assert_eq!(verify_chain(s).await, 4);
 }
 
+/// On SQLite reads go to the store's own connections (in place) and writes
+/// to sqlx's: a read after a commit returned sees it, and 16 readers
+/// reading the job meanwhile never see it go back a step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_after_a_commit_sees_it_and_sixteen_readers_never_see_a_step_undone() {
+    let f = Fixture::new().await;
+    seed(&f).await;
+    let s = f.store.clone();
+    let mut job = rotate("payments", 10);
+    s.insert_job(&job, None, &record("Started rotate"))
+        .await
+        .unwrap();
+    let steps = job.progress.steps.clone();
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (s, id, all) = (s.clone(), job.id, steps.len());
+            tokio::spawn(async move {
+                let mut seen = 0;
+                while seen < all {
+                    let read = s.get_job(id).await.unwrap().unwrap();
+                    let done = read.progress.done.len();
+                    assert!(done >= seen, "a step read done was read undone");
+                    let messages = s.job_messages(id).await.unwrap().len();
+                    assert!(messages >= done, "a step read without its message");
+                    seen = done;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    job.status = JobStatus::Running;
+    job.started_at = Some(at(11));
+    for (i, step) in steps.iter().enumerate() {
+        job.progress.done.push(*step);
+        let msg = message(&job, 20 + i as i64, &format!("{step:?}"));
+        s.commit_job(&JobCommit {
+            job: &job,
+            keys: &[],
+            group: None,
+            messages: std::slice::from_ref(&msg),
+            audit: None,
+            drift: None,
+            fence: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.get_job(job.id).await.unwrap(), Some(job.clone()));
+        assert_eq!(s.job_messages(job.id).await.unwrap().len(), i + 1);
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
 /// The scheduler shows as "System", a name an identity may bear too: the
 /// stored initiator, not the name, tells them apart.
 #[tokio::test]
