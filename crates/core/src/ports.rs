@@ -121,6 +121,15 @@ pub trait Keystore: AuditMac + AuditSigner {
     /// Identifies the keystore for the XKS health answer.
     fn describe(&self) -> KeystoreDescription;
 
+    /// How many calls at once the keystore serves without paying for more:
+    /// a token's pooled sessions, beyond which each call opens and closes
+    /// a session of its own and the calls contend for the token. The XKS
+    /// proxy queues its calls beyond this many; `None`, no bound (calls
+    /// that only use the CPU).
+    fn calls_at_once(&self) -> Option<usize> {
+        None
+    }
+
     /// Generates an AES-256 key for XKS key `key_id`, for AES-GCM inside the
     /// keystore. It is never wrapped for a cloud (only into a backup).
     /// `key_id` is fresh, as for [`Self::generate_key`].

@@ -588,6 +588,11 @@ impl AuditSigner for Pkcs11Keystore {
 }
 
 impl Keystore for Pkcs11Keystore {
+    /// The session pool's size: see [`session::POOL_SIZE`].
+    fn calls_at_once(&self) -> Option<usize> {
+        Some(session::POOL_SIZE)
+    }
+
     /// The token's label and serial number; its maker and model, and the
     /// module's (C_GetTokenInfo, C_GetInfo). While the token does not
     /// answer, what it said last, or the configured selector.

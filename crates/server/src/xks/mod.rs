@@ -35,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use keyhold_core::names::NodeId;
 use keyhold_core::ports::AuditFallback;
 use keyhold_core::service::Keyhold;
+use tokio::sync::Semaphore;
 
 use crate::ApiError;
 use crate::app::AppState;
@@ -68,6 +69,12 @@ pub struct XksProxy {
     metrics: Arc<Metrics>,
     audit_fallback: Arc<dyn AuditFallback>,
     digest_every: Duration,
+    /// The keystore's calls at once ([`Keystore::calls_at_once`]): a call
+    /// beyond them waits for one to end, its wait counted against the
+    /// keystore's deadline. `None`, no bound.
+    ///
+    /// [`Keystore::calls_at_once`]: keyhold_core::ports::Keystore::calls_at_once
+    keystore_calls: Option<Arc<Semaphore>>,
 }
 
 impl std::fmt::Debug for XksProxy {
@@ -106,8 +113,13 @@ impl XksProxy {
         } else {
             None
         };
+        let keystore_calls = keyhold
+            .keystore()
+            .calls_at_once()
+            .map(|calls| Arc::new(Semaphore::new(calls)));
         let proxy = Arc::new(Self {
             enabled: config.enabled,
+            keystore_calls,
             counts: PeriodCounts::new(keyhold.now()),
             audit_fallback: Arc::new(metrics.audit_fallback()),
             keyhold,

@@ -17,10 +17,11 @@
 //! 9. the key, within this store only (`KeyNotFoundException`), enabled
 //!    (`InvalidStateException`), its usage (`InvalidKeyUsageException`),
 //!    its authorization rule (`AccessDeniedException`; audited);
-//! 10. the keystore, on the blocking pool, by a deadline
-//!     ([`KEYSTORE_DEADLINE`] after arrival: `DependencyTimeoutException`;
-//!     a broken seal on Decrypt `InvalidCiphertextException`; any other
-//!     failure `InternalException`).
+//! 10. the keystore, on the blocking pool, no more calls at once than it
+//!     serves best (`Keystore::calls_at_once`; the others wait their turn),
+//!     by a deadline ([`KEYSTORE_DEADLINE`] after arrival, the wait
+//!     included: `DependencyTimeoutException`; a broken seal on Decrypt
+//!     `InvalidCiphertextException`; any other failure `InternalException`).
 //!
 //! Every call, answered or refused, is counted and logged once (`finish`).
 
@@ -42,6 +43,7 @@ use keyhold_xks::wire::{
     MetadataResponse, RequestMetadata,
 };
 use keyhold_xks::{Route, XksError};
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use super::denials::Refusal;
@@ -238,13 +240,15 @@ async fn handle(
                     let input = keyhold_xks::parse_encrypt(&body)?;
                     call.metadata = Some(input.metadata().clone());
                     let key = admit(proxy, &served, key_id, operation, call)?.clone();
-                    encrypt(proxy.keyhold.keystore().clone(), key, input, started).await?
+                    let keystore = proxy.keystore_call(started);
+                    encrypt(keystore, key, input).await?
                 }
                 XksOperation::Decrypt => {
                     let input = keyhold_xks::parse_decrypt(&body)?;
                     call.metadata = Some(input.metadata().clone());
                     let key = admit(proxy, &served, key_id, operation, call)?.clone();
-                    decrypt(proxy.keyhold.keystore().clone(), key, input, started).await?
+                    let keystore = proxy.keystore_call(started);
+                    decrypt(keystore, key, input).await?
                 }
             };
             Ok(response)
@@ -429,77 +433,115 @@ fn ekm_vendor(model: &str) -> String {
 }
 
 async fn encrypt(
-    keystore: Arc<dyn Keystore>,
+    call: KeystoreCall,
     key: XksKey,
     input: keyhold_xks::EncryptInput,
-    started: Instant,
 ) -> Result<Response, Refused> {
-    let (sealed, cdiv) = keystore_call(started, "encrypt", move || {
-        let aad = input.keystore_aad();
-        if !input.cdiv_requested() {
-            let sealed = keystore.xks_encrypt(key.id, &key.handle, input.plaintext(), &aad)?;
-            return Ok((sealed, None));
-        }
-        // Appendix C: the value from the keystore's output as it is, once a
-        // decryption of that output has proved it opens.
-        let sealed = keystore.xks_encrypt_proven(key.id, &key.handle, input.plaintext(), &aad)?;
-        let value = keyhold_xks::cdiv(
-            input.aad(),
-            &[],
-            &sealed.iv,
-            &sealed.ciphertext,
-            &sealed.tag,
-        );
-        Ok((sealed, Some(value)))
-    })
-    .await?;
+    let (sealed, cdiv) = call
+        .run("encrypt", move |keystore| {
+            let aad = input.keystore_aad();
+            if !input.cdiv_requested() {
+                let sealed = keystore.xks_encrypt(key.id, &key.handle, input.plaintext(), &aad)?;
+                return Ok((sealed, None));
+            }
+            // Appendix C: the value from the keystore's output as it is, once a
+            // decryption of that output has proved it opens.
+            let sealed =
+                keystore.xks_encrypt_proven(key.id, &key.handle, input.plaintext(), &aad)?;
+            let value = keyhold_xks::cdiv(
+                input.aad(),
+                &[],
+                &sealed.iv,
+                &sealed.ciphertext,
+                &sealed.tag,
+            );
+            Ok((sealed, Some(value)))
+        })
+        .await?;
     Ok(json_response(&EncryptResponse::new(&sealed, cdiv.as_ref())))
 }
 
 async fn decrypt(
-    keystore: Arc<dyn Keystore>,
+    call: KeystoreCall,
     key: XksKey,
     input: keyhold_xks::DecryptInput,
-    started: Instant,
 ) -> Result<Response, Refused> {
-    let plaintext: Zeroizing<Vec<u8>> = keystore_call(started, "decrypt", move || {
-        let sealed: &GcmCiphertext = input.sealed();
-        keystore.xks_decrypt(key.id, &key.handle, sealed, &input.keystore_aad())
-    })
-    .await?;
+    let plaintext: Zeroizing<Vec<u8>> = call
+        .run("decrypt", move |keystore| {
+            let sealed: &GcmCiphertext = input.sealed();
+            keystore.xks_decrypt(key.id, &key.handle, sealed, &input.keystore_aad())
+        })
+        .await?;
     let body = DecryptResponse::new(&plaintext).to_json();
     // The response buffer belongs to hyper once handed over; this copy is
     // the one that leaves keyhold's wiped memory.
     Ok(json_bytes(body.to_vec()))
 }
 
-/// Runs `work` on the blocking pool (keystore calls block), answering
-/// `DependencyTimeoutException` at the deadline. A call past its deadline
-/// finishes in the background; its result is dropped.
-async fn keystore_call<T: Send + 'static>(
-    started: Instant,
-    operation: &'static str,
-    work: impl FnOnce() -> Result<T, KeystoreError> + Send + 'static,
-) -> Result<T, Refused> {
-    let deadline = tokio::time::Instant::from_std(started + KEYSTORE_DEADLINE);
-    let task = tokio::task::spawn_blocking(move || {
-        fault::before_key_operation()?;
-        work()
-    });
-    match tokio::time::timeout_at(deadline, task).await {
-        Err(_) => Err(Refused::with_detail(
-            XksError::DependencyTimeout,
-            format!(
-                "the keystore did not answer within {} ms",
-                KEYSTORE_DEADLINE.as_millis()
-            ),
-        )),
-        Ok(Err(joined)) => Err(Refused::with_detail(
-            XksError::Internal,
-            format!("the keystore call ended abnormally: {joined}"),
-        )),
-        Ok(Ok(Err(error))) => Err(keystore_refusal(error, operation)),
-        Ok(Ok(Ok(value))) => Ok(value),
+impl XksProxy {
+    /// A call to the keystore for a request that arrived at `started`.
+    fn keystore_call(&self, started: Instant) -> KeystoreCall {
+        KeystoreCall {
+            keystore: self.keyhold.keystore().clone(),
+            calls: self.keystore_calls.clone(),
+            deadline: tokio::time::Instant::from_std(started + KEYSTORE_DEADLINE),
+        }
+    }
+}
+
+/// A keystore call of a request: on the blocking pool (keystore calls
+/// block), within the keystore's calls at once, by the request's deadline.
+struct KeystoreCall {
+    keystore: Arc<dyn Keystore>,
+    /// See `XksProxy::keystore_calls`.
+    calls: Option<Arc<Semaphore>>,
+    deadline: tokio::time::Instant,
+}
+
+impl KeystoreCall {
+    /// Runs `work` once one of the keystore's calls at once is free,
+    /// answering `DependencyTimeoutException` at the deadline, be it spent
+    /// waiting or in the keystore. A call past its deadline finishes in the
+    /// background, holding its place among the calls at once until it
+    /// ends; its result is dropped.
+    async fn run<T: Send + 'static>(
+        self,
+        operation: &'static str,
+        work: impl FnOnce(&dyn Keystore) -> Result<T, KeystoreError> + Send + 'static,
+    ) -> Result<T, Refused> {
+        let Self {
+            keystore,
+            calls,
+            deadline,
+        } = self;
+        let call = async move {
+            let place = match calls {
+                // Never closed: the proxy holds it for the process's life.
+                Some(calls) => calls.acquire_owned().await.ok(),
+                None => None,
+            };
+            tokio::task::spawn_blocking(move || {
+                let _place = place;
+                fault::before_key_operation()?;
+                work(keystore.as_ref())
+            })
+            .await
+        };
+        match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => Err(Refused::with_detail(
+                XksError::DependencyTimeout,
+                format!(
+                    "the keystore did not answer within {} ms",
+                    KEYSTORE_DEADLINE.as_millis()
+                ),
+            )),
+            Ok(Err(joined)) => Err(Refused::with_detail(
+                XksError::Internal,
+                format!("the keystore call ended abnormally: {joined}"),
+            )),
+            Ok(Ok(Err(error))) => Err(keystore_refusal(error, operation)),
+            Ok(Ok(Ok(value))) => Ok(value),
+        }
     }
 }
 
@@ -621,7 +663,86 @@ impl XksProxy {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use keyhold_core::testing::FakeKeystore;
+
     use super::*;
+
+    fn call(calls: Option<usize>, started: Instant) -> KeystoreCall {
+        KeystoreCall {
+            keystore: Arc::new(FakeKeystore::new()),
+            calls: calls.map(|n| Arc::new(Semaphore::new(n))),
+            deadline: tokio::time::Instant::from_std(started + KEYSTORE_DEADLINE),
+        }
+    }
+
+    /// 16 requests at once with a keystore that serves 2 calls at once:
+    /// never more than 2 in it, and every request answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sixteen_requests_at_once_keep_to_the_keystores_calls_at_once() {
+        let calls = Arc::new(Semaphore::new(2));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let requests: Vec<_> = (0..16)
+            .map(|_| {
+                let mut call = call(None, Instant::now());
+                call.calls = Some(calls.clone());
+                let (inside, most) = (inside.clone(), most.clone());
+                tokio::spawn(call.run("encrypt", move |_| {
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Long enough for the others to arrive meanwhile.
+                    std::thread::sleep(Duration::from_millis(5));
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }))
+            })
+            .collect();
+        for request in requests {
+            assert!(request.await.unwrap().is_ok());
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    /// A request that waits its turn past its deadline is answered
+    /// `DependencyTimeoutException` and never reaches the keystore; the
+    /// call ahead of it keeps its place until it ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wait_for_a_turn_counts_against_the_deadline() {
+        let ahead = call(Some(1), Instant::now());
+        let calls = ahead.calls.clone();
+        let slow = tokio::spawn(ahead.run("encrypt", |_| {
+            std::thread::sleep(KEYSTORE_DEADLINE + Duration::from_millis(50));
+            Ok(())
+        }));
+        // The slow call holds the one place.
+        while calls.as_ref().unwrap().available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let reached = Arc::new(AtomicUsize::new(0));
+        let mut waiting = call(None, Instant::now());
+        waiting.calls = calls.clone();
+        let counted = reached.clone();
+        let refused = waiting
+            .run("encrypt", move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.error.name(), "DependencyTimeoutException");
+        assert_eq!(reached.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            slow.await.unwrap().err().unwrap().error.name(),
+            "DependencyTimeoutException"
+        );
+        // Its work over, the place is free again.
+        while calls.as_ref().unwrap().available_permits() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 
     #[test]
     fn keystore_failures_map_to_the_specifications_errors() {
