@@ -158,15 +158,15 @@ async fn after_load(conn: &mut PgConnection, tables: &[String]) -> Result<(), St
 struct Readers;
 
 impl Readers {
-    fn close(&self) {}
-}
+    fn read<T>(
+        &self,
+        _: &Query<'_>,
+        _: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Option<Result<Vec<T>, StoreError>> {
+        None
+    }
 
-fn read_in_place<T>(
-    _: &Readers,
-    _: &Query<'_>,
-    _: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
-) -> Option<Result<Vec<T>, StoreError>> {
-    None
+    fn close(&self) {}
 }
 
 /// Connections per node.

@@ -109,17 +109,6 @@ async fn after_load(_: &mut SqliteConnection, _: &[String]) -> Result<(), StoreE
     Ok(())
 }
 
-/// The rows `query` reads, built by `build`, read in place by an
-/// [`InPlaceReaders`] connection; `None` where none can read them now, and
-/// sqlx must.
-fn read_in_place<T>(
-    readers: &InPlaceReaders,
-    query: &Query<'_>,
-    build: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
-) -> Option<Result<Vec<T>, StoreError>> {
-    readers.read(query, build)
-}
-
 /// Connections of this process's own to the database file that read in
 /// place: on the calling task's thread, each statement kept prepared,
 /// building what they read from SQLite's own buffers (see `sql/read.rs`
@@ -160,7 +149,8 @@ impl InPlaceReaders {
         }
     }
 
-    /// The rows, or `None` when sqlx must read them (see the rules above).
+    /// The rows `query` reads, each built by `build`, or `None` when sqlx
+    /// must read them (see the rules above).
     fn read<T>(
         &self,
         query: &Query<'_>,

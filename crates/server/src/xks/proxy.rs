@@ -240,15 +240,13 @@ async fn handle(
                     let input = keyhold_xks::parse_encrypt(&body)?;
                     call.metadata = Some(input.metadata().clone());
                     let key = admit(proxy, &served, key_id, operation, call)?.clone();
-                    let keystore = proxy.keystore_call(started);
-                    encrypt(keystore, key, input).await?
+                    encrypt(proxy.keystore_call(started), key, input).await?
                 }
                 XksOperation::Decrypt => {
                     let input = keyhold_xks::parse_decrypt(&body)?;
                     call.metadata = Some(input.metadata().clone());
                     let key = admit(proxy, &served, key_id, operation, call)?.clone();
-                    let keystore = proxy.keystore_call(started);
-                    decrypt(keystore, key, input).await?
+                    decrypt(proxy.keystore_call(started), key, input).await?
                 }
             };
             Ok(response)
@@ -669,11 +667,12 @@ mod tests {
 
     use super::*;
 
-    fn call(calls: Option<usize>, started: Instant) -> KeystoreCall {
+    /// A call of a request arriving now, within `calls` at once.
+    fn call(calls: &Arc<Semaphore>) -> KeystoreCall {
         KeystoreCall {
             keystore: Arc::new(FakeKeystore::new()),
-            calls: calls.map(|n| Arc::new(Semaphore::new(n))),
-            deadline: tokio::time::Instant::from_std(started + KEYSTORE_DEADLINE),
+            calls: Some(calls.clone()),
+            deadline: tokio::time::Instant::from_std(Instant::now() + KEYSTORE_DEADLINE),
         }
     }
 
@@ -686,10 +685,8 @@ mod tests {
         let most = Arc::new(AtomicUsize::new(0));
         let requests: Vec<_> = (0..16)
             .map(|_| {
-                let mut call = call(None, Instant::now());
-                call.calls = Some(calls.clone());
                 let (inside, most) = (inside.clone(), most.clone());
-                tokio::spawn(call.run("encrypt", move |_| {
+                tokio::spawn(call(&calls).run("encrypt", move |_| {
                     let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(now, Ordering::SeqCst);
                     // Long enough for the others to arrive meanwhile.
@@ -710,21 +707,18 @@ mod tests {
     /// call ahead of it keeps its place until it ends.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wait_for_a_turn_counts_against_the_deadline() {
-        let ahead = call(Some(1), Instant::now());
-        let calls = ahead.calls.clone();
-        let slow = tokio::spawn(ahead.run("encrypt", |_| {
+        let calls = Arc::new(Semaphore::new(1));
+        let slow = tokio::spawn(call(&calls).run("encrypt", |_| {
             std::thread::sleep(KEYSTORE_DEADLINE + Duration::from_millis(50));
             Ok(())
         }));
         // The slow call holds the one place.
-        while calls.as_ref().unwrap().available_permits() > 0 {
+        while calls.available_permits() > 0 {
             tokio::task::yield_now().await;
         }
         let reached = Arc::new(AtomicUsize::new(0));
-        let mut waiting = call(None, Instant::now());
-        waiting.calls = calls.clone();
         let counted = reached.clone();
-        let refused = waiting
+        let refused = call(&calls)
             .run("encrypt", move |_| {
                 counted.fetch_add(1, Ordering::SeqCst);
                 Ok(())
@@ -739,7 +733,7 @@ mod tests {
             "DependencyTimeoutException"
         );
         // Its work over, the place is free again.
-        while calls.as_ref().unwrap().available_permits() == 0 {
+        while calls.available_permits() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -20,9 +20,9 @@
 //! - `BATCHES_STATEMENTS`: whether one query may hold several statements
 //!   (see `batch`);
 //! - `KIND`: the [`DatabaseKind`](crate::DatabaseKind) it serves, for `Debug`;
-//! - `Readers` (with `close(&self)`) and `read_in_place(&Readers,
-//!   &read::Query, build)`: what the backend keeps to read besides the pool,
-//!   and the rows it reads with it, or `None` where sqlx must (see `read`);
+//! - `Readers`: what the backend keeps to read besides the pool, with
+//!   `read(&self, &read::Query, build)`, the rows it reads with it or
+//!   `None` where sqlx must (see `read`), and `close(&self)`;
 //! - `MIGRATOR` and `connect(url)`: its migrations and its pool, which
 //!   [`SqlBackend::migrate`] wraps in [`Connections`](crate::pool::Connections)
 //!   keeping as many idle connections as the backend says;
@@ -77,7 +77,7 @@ use super::{
     BATCHES_STATEMENTS, COLUMNS_SQL, Db, FOR_UPDATE, INSERT_ORDER, INSERT_OVERRIDING, KIND,
     MIGRATOR, Readers, SNAPSHOT_BEGIN, Serial, SerialGuard, TABLES_SQL, WriteTransaction,
     after_load, begin_load, begin_write, column_kind, commit_after, connect, lock_writers,
-    read_in_place, row_order,
+    row_order,
 };
 use crate::SqlStore;
 use crate::audit::{ChainHeadRow, chain_head, seal_all};

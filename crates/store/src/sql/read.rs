@@ -17,7 +17,7 @@ use keyhold_core::StoreError;
 use keyhold_core::key::Key;
 use sqlx::FromRow;
 
-use super::{Db, Pool, Readers, read_in_place};
+use super::{Db, Pool, Readers};
 use crate::error::db;
 use crate::rows::{InPlaceRow, KeyRow};
 
@@ -100,7 +100,7 @@ pub(super) struct Reads<'a> {
 impl Reads<'_> {
     /// Every row the query reads, in its order.
     pub(super) async fn rows<T: FromRows>(self, query: &Query<'_>) -> Result<Vec<T>, StoreError> {
-        if let Some(read) = read_in_place(self.readers, query, T::in_place) {
+        if let Some(read) = self.readers.read(query, T::in_place) {
             return read;
         }
         let mut statement = sqlx::query(&query.sql);
